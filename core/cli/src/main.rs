@@ -1,0 +1,4 @@
+fn main() {
+    eprintln!("criu: being written");
+    std::process::exit(1);
+}

@@ -1,0 +1,1 @@
+//! kerndat (being written).

@@ -1,0 +1,17 @@
+//! The checkpoint/restore engine.
+//!
+//! Module map (one concern each):
+//! - [`image`]: the images directory: CRIU-framed image files, pages files, 0600 creation.
+//! - [`sys`]: the only place with `unsafe`: thin wrappers over ptrace, remote syscalls,
+//!   process_vm_readv, pidfd, clone3, prctl and friends.
+//! - [`proc`]: parsers for `/proc/PID/*` files.
+//! - [`kerndat`]: probes of the running kernel (what `criu check` prints).
+//! - [`dump`]: the dump orchestration.
+//! - [`restore`]: the restore orchestration.
+
+pub mod dump;
+pub mod image;
+pub mod kerndat;
+pub mod proc;
+pub mod restore;
+pub mod sys;
