@@ -1,2 +1,10 @@
-//! Thin, documented wrappers over the syscalls the engine needs. The rest of the crate is
-//! safe code.
+//! Thin, documented wrappers over the syscalls the engine needs. The only module with
+//! `unsafe`; the rest of the crate is safe code.
+
+pub mod clone3;
+pub mod mm_map;
+pub mod pidfd;
+pub mod probe;
+pub mod ptrace;
+pub mod remote;
+pub mod vm;

@@ -1,0 +1,1 @@
+//! clone3 wrappers (being written).

@@ -1,0 +1,1 @@
+//! mm_map wrappers (being written).

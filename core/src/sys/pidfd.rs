@@ -1,0 +1,1 @@
+//! pidfd wrappers (being written).

@@ -1,0 +1,1 @@
+//! probe wrappers (being written).

@@ -1,0 +1,1 @@
+//! ptrace wrappers (being written).

@@ -1,0 +1,1 @@
+//! vm wrappers (being written).

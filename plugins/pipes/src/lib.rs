@@ -1,0 +1,1 @@
+//! pipes plugin (being written).
