@@ -1,0 +1,110 @@
+//! One module per criu command; this one routes to them.
+
+mod check;
+mod dump;
+mod restore;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+
+use crate::args::Options;
+
+/// What `criu --version` prints, in CRIU's format (callers parse "Version: X.Y").
+pub const VERSION_STRING: &str = concat!("4.2\nGitID: criu-rs-", env!("CARGO_PKG_VERSION"));
+
+/// Runs one command.
+pub fn dispatch(command: &str, args: &[String], opts: &Options) -> Result<ExitCode> {
+    match command {
+        "check" => check::run(opts),
+        "dump" => dump::run(opts),
+        "restore" => restore::run(opts),
+        "pre-dump" => not_supported(
+            "pre-dump",
+            "incremental dumps need memory change tracking; this kernel has no soft-dirty \
+             bits and tracking through PAGEMAP_SCAN/userfaultfd write-protection is not \
+             written yet; use a full 'criu dump'",
+        ),
+        "page-server" => not_supported(
+            "page-server",
+            "pages can only be written to a local images dir (-D) for now",
+        ),
+        "lazy-pages" => not_supported(
+            "lazy-pages",
+            "post-copy restore is not written yet; restore without --lazy-pages",
+        ),
+        "cpuinfo" => not_supported(
+            "cpuinfo",
+            "CPU capability images are not written yet; restore checks the xsave layout \
+             of each thread instead",
+        ),
+        "swrk" => not_supported(
+            "swrk",
+            "the RPC service used by runc/crun/podman is not written yet; call 'criu dump' \
+             and 'criu restore' directly",
+        ),
+        "service" => not_supported("service", "the RPC service is not written yet"),
+        other => {
+            let _ = args;
+            bail!(
+                "unknown command '{other}'; commands: dump, pre-dump, restore, check, \
+                 page-server, lazy-pages, cpuinfo, swrk, crit"
+            )
+        }
+    }
+}
+
+/// Fails loudly, naming what is missing and the way out.
+fn not_supported(command: &str, why: &str) -> Result<ExitCode> {
+    bail!("not supported yet: 'criu {command}': {why}")
+}
+
+/// The work dir: -W, else the images dir, else the current dir.
+pub fn work_dir(opts: &Options) -> PathBuf {
+    opts.work_dir
+        .clone()
+        .or_else(|| opts.images_dir.clone())
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Resolves a file option (log file, pidfile) against the work dir as CRIU does.
+pub fn in_work_dir(opts: &Options, file: &std::path::Path) -> PathBuf {
+    if file.is_absolute() {
+        file.to_path_buf()
+    } else {
+        work_dir(opts).join(file)
+    }
+}
+
+/// Where the log goes, if to a file.
+pub fn log_path(opts: &Options) -> Option<PathBuf> {
+    opts.log_file.as_deref().map(|f| in_work_dir(opts, f))
+}
+
+/// `--close FD`.
+pub fn close_fd(fd: i32) -> Result<()> {
+    if fd <= 2 {
+        bail!("--close {fd}: refusing to close a standard stream");
+    }
+    nix::unistd::close(fd).with_context(|| format!("--close {fd}"))
+}
+
+/// The images dir, which dump and restore require.
+#[allow(dead_code)] // used once dump/restore are wired
+pub fn images_dir(opts: &Options) -> Result<PathBuf> {
+    opts.images_dir
+        .clone()
+        .context("this command needs the images directory: -D/--images-dir DIR")
+}
+
+/// Writes `pid` into the pidfile, as CRIU does (decimal, no newline).
+#[allow(dead_code)] // used once restore is wired
+pub fn write_pidfile(opts: &Options, pid: i32) -> Result<()> {
+    if let Some(file) = &opts.pidfile {
+        let path = in_work_dir(opts, file);
+        std::fs::write(&path, pid.to_string())
+            .with_context(|| format!("cannot write pidfile {}", path.display()))?;
+    }
+    Ok(())
+}
