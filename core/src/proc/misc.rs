@@ -1,0 +1,279 @@
+//! Small /proc files: task and fd lists, namespace links, auxv, cgroup, posix timers, and
+//! one-value files (comm, personality, loginuid, oom_score_adj).
+
+use std::path::PathBuf;
+
+use super::{ParseError, ProcError, num, pid_path, read_parsed, read_text, tid_path};
+
+fn read_dir_numbers(path: PathBuf) -> Result<Vec<i32>, ProcError> {
+    let rd = std::fs::read_dir(&path).map_err(|source| ProcError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    let mut out = Vec::new();
+    for ent in rd {
+        let ent = ent.map_err(|source| ProcError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        if let Some(n) = ent.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) {
+            out.push(n);
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// Thread ids of `/proc/PID/task`, sorted.
+pub fn read_tasks(pid: i32) -> Result<Vec<i32>, ProcError> {
+    read_dir_numbers(pid_path(pid, "task"))
+}
+
+/// Open fd numbers of `/proc/PID/fd`, sorted.
+pub fn read_fds(pid: i32) -> Result<Vec<i32>, ProcError> {
+    read_dir_numbers(pid_path(pid, "fd"))
+}
+
+/// Children of one thread (`/proc/PID/task/TID/children`).
+pub fn read_children(pid: i32, tid: i32) -> Result<Vec<i32>, ProcError> {
+    read_parsed(tid_path(pid, tid, "children"), |t| {
+        t.split_ascii_whitespace()
+            .map(|s| num(s, 1, "child pid"))
+            .collect()
+    })
+}
+
+/// Target of a /proc symlink (`exe`, `cwd`, `root`, `fd/N`, `ns/net`...).
+pub fn read_link(pid: i32, name: &str) -> Result<PathBuf, ProcError> {
+    let path = pid_path(pid, name);
+    std::fs::read_link(&path).map_err(|source| ProcError::Read { path, source })
+}
+
+/// Parse a namespace link target like `net:[4026531833]` into its inode.
+pub fn parse_ns_link(s: &str) -> Result<u64, ParseError> {
+    let inner = s
+        .split_once(":[")
+        .and_then(|(_, r)| r.strip_suffix(']'))
+        .ok_or_else(|| ParseError::new(0, format!("bad ns link {s:?}")))?;
+    num(inner, 0, "ns inode")
+}
+
+/// Namespace kinds in the order CRIU assigns their ids.
+pub const NS_KINDS: [&str; 8] = ["pid", "net", "ipc", "uts", "time", "mnt", "user", "cgroup"];
+
+/// Inode of `/proc/PID/ns/KIND`.
+pub fn read_ns_inode(pid: i32, kind: &str) -> Result<u64, ProcError> {
+    let path = pid_path(pid, &format!("ns/{kind}"));
+    let target = std::fs::read_link(&path).map_err(|source| ProcError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    parse_ns_link(&target.to_string_lossy()).map_err(|source| ProcError::Parse { path, source })
+}
+
+/// Parse auxv bytes into u64 words (pairs of type, value), up to and including AT_NULL.
+pub fn parse_auxv(bytes: &[u8]) -> Vec<u64> {
+    let mut out = Vec::new();
+    for pair in bytes.chunks_exact(16) {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(&pair[..8]);
+        let k = u64::from_ne_bytes(a);
+        a.copy_from_slice(&pair[8..]);
+        out.push(k);
+        out.push(u64::from_ne_bytes(a));
+        if k == 0 {
+            break;
+        }
+    }
+    out
+}
+
+pub fn read_auxv(pid: i32) -> Result<Vec<u64>, ProcError> {
+    let path = pid_path(pid, "auxv");
+    let b = std::fs::read(&path).map_err(|source| ProcError::Read { path, source })?;
+    Ok(parse_auxv(&b))
+}
+
+/// One line of `/proc/PID/cgroup`: hierarchy id, controllers, path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CgroupLine {
+    pub id: u32,
+    pub controllers: String,
+    pub path: String,
+}
+
+pub fn parse_cgroup(text: &str) -> Result<Vec<CgroupLine>, ParseError> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.is_empty())
+        .map(|(i, l)| {
+            let mut it = l.splitn(3, ':');
+            match (it.next(), it.next(), it.next()) {
+                (Some(id), Some(c), Some(p)) => Ok(CgroupLine {
+                    id: num(id, i + 1, "hierarchy id")?,
+                    controllers: c.to_string(),
+                    path: p.to_string(),
+                }),
+                _ => Err(ParseError::new(i + 1, format!("bad cgroup line {l:?}"))),
+            }
+        })
+        .collect()
+}
+
+pub fn read_cgroup(pid: i32) -> Result<Vec<CgroupLine>, ProcError> {
+    read_parsed(pid_path(pid, "cgroup"), parse_cgroup)
+}
+
+/// One POSIX timer from `/proc/PID/timers`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PosixTimerInfo {
+    pub id: i32,
+    pub signo: u32,
+    pub sival_ptr: u64,
+    /// SIGEV_* value (SIGEV_THREAD_ID included for "thread").
+    pub notify: u32,
+    /// Target of the notification (a tid for SIGEV_THREAD_ID).
+    pub notify_pid: i32,
+    pub clock_id: i32,
+}
+
+pub fn parse_timers(text: &str) -> Result<Vec<PosixTimerInfo>, ParseError> {
+    let mut out: Vec<PosixTimerInfo> = Vec::new();
+    for (i, l) in text.lines().enumerate() {
+        let line = i + 1;
+        let Some((k, v)) = l.split_once(':') else {
+            continue;
+        };
+        let v = v.trim();
+        if k == "ID" {
+            out.push(PosixTimerInfo {
+                id: num(v, line, "timer id")?,
+                signo: 0,
+                sival_ptr: 0,
+                notify: 0,
+                notify_pid: 0,
+                clock_id: 0,
+            });
+            continue;
+        }
+        let cur = out
+            .last_mut()
+            .ok_or_else(|| ParseError::new(line, "timer field before ID"))?;
+        match k {
+            "signal" => {
+                let (s, p) = v
+                    .split_once('/')
+                    .ok_or_else(|| ParseError::new(line, "bad signal line"))?;
+                cur.signo = num(s, line, "signal")?;
+                cur.sival_ptr = super::hex_u64(p, line, "sival")?;
+            }
+            "notify" => {
+                let (how, who) = v
+                    .split_once('/')
+                    .ok_or_else(|| ParseError::new(line, "bad notify line"))?;
+                cur.notify = match how {
+                    "signal" => libc::SIGEV_SIGNAL as u32,
+                    "none" => libc::SIGEV_NONE as u32,
+                    "thread" => (libc::SIGEV_SIGNAL | libc::SIGEV_THREAD_ID) as u32,
+                    _ => return Err(ParseError::new(line, format!("unknown notify {how:?}"))),
+                };
+                let (_, n) = who
+                    .split_once('.')
+                    .ok_or_else(|| ParseError::new(line, "bad notify target"))?;
+                cur.notify_pid = num(n, line, "notify pid")?;
+            }
+            "ClockID" => cur.clock_id = num(v, line, "clock id")?,
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+pub fn read_timers(pid: i32) -> Result<Vec<PosixTimerInfo>, ProcError> {
+    read_parsed(pid_path(pid, "timers"), parse_timers)
+}
+
+/// A file holding one number (decimal, or hex when `hex`), e.g. `personality`, `loginuid`.
+pub fn read_number(path: PathBuf, hex: bool) -> Result<i64, ProcError> {
+    read_parsed(path, |t| {
+        let t = t.trim();
+        if hex {
+            i64::from_str_radix(t, 16).map_err(|_| ParseError::new(1, format!("bad number {t:?}")))
+        } else {
+            num(t, 1, "number")
+        }
+    })
+}
+
+/// `comm` of a thread, raw (trailing newline removed).
+pub fn read_comm(pid: i32, tid: i32) -> Result<String, ProcError> {
+    let (_, t) = read_text(tid_path(pid, tid, "comm"))?;
+    Ok(t.strip_suffix('\n').unwrap_or(&t).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ns_link() {
+        assert_eq!(parse_ns_link("net:[4026531833]").unwrap(), 4026531833);
+        assert!(parse_ns_link("net:4026531833").is_err());
+        assert!(parse_ns_link("net:[x]").is_err());
+    }
+
+    #[test]
+    fn own_tasks_fds_ns() {
+        let me = std::process::id() as i32;
+        assert!(read_tasks(me).unwrap().contains(&me));
+        assert!(!read_fds(me).unwrap().is_empty());
+        for k in NS_KINDS {
+            assert!(read_ns_inode(me, k).unwrap() > 0, "{k}");
+        }
+        let aux = read_auxv(me).unwrap();
+        assert_eq!(aux.len() % 2, 0);
+        assert_eq!(aux[aux.len() - 2], 0);
+        assert!(
+            aux.chunks(2)
+                .any(|p| p[0] == libc::AT_PAGESZ && p[1] == 4096)
+        );
+        assert!(!read_comm(me, me).unwrap().is_empty());
+        assert!(read_number(pid_path(me, "personality"), true).is_ok());
+    }
+
+    #[test]
+    fn cgroup() {
+        let c = parse_cgroup("4:memory:/a/b\n0::/\n").unwrap();
+        assert_eq!(c[0].controllers, "memory");
+        assert_eq!(c[1].path, "/");
+        assert!(parse_cgroup("x:y\n").is_err());
+    }
+
+    #[test]
+    fn timers() {
+        let t = "ID: 0\nsignal: 14/00007ffd00000001\nnotify: signal/pid.1234\nClockID: 1\nID: 3\nsignal: 10/0000000000000000\nnotify: thread/tid.1240\nClockID: 0\n";
+        let v = parse_timers(t).unwrap();
+        assert_eq!(v.len(), 2);
+        assert_eq!(v[0].signo, 14);
+        assert_eq!(v[0].sival_ptr, 0x7ffd00000001);
+        assert_eq!(v[0].notify, libc::SIGEV_SIGNAL as u32);
+        assert_eq!(v[0].clock_id, 1);
+        assert_eq!(
+            v[1].notify,
+            (libc::SIGEV_SIGNAL | libc::SIGEV_THREAD_ID) as u32
+        );
+        assert_eq!(v[1].notify_pid, 1240);
+        assert!(parse_timers("signal: 1/0\n").is_err());
+        assert!(parse_timers("").unwrap().is_empty());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics(s in "(?s).{0,200}", b in proptest::collection::vec(0u8.., 0..100)) {
+            let _ = parse_timers(&s);
+            let _ = parse_cgroup(&s);
+            let _ = parse_ns_link(&s);
+            let _ = parse_auxv(&b);
+        }
+    }
+}
