@@ -1,0 +1,241 @@
+//! What the core tells a handler about one fd of a dumped task.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+/// `O_CLOEXEC`: shown in `/proc/PID/fdinfo/N` `flags:` but an fd flag, not a file flag.
+pub const O_CLOEXEC: u32 = libc::O_CLOEXEC as u32;
+
+/// The fields of `/proc/PID/fdinfo/N` every fd has, plus the whole text.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FdInfo {
+    /// `pos:` the file offset.
+    pub pos: u64,
+    /// `flags:` (octal in the file): the open flags of the description, plus `O_CLOEXEC`
+    /// when the fd is close-on-exec. Use [`FdInfo::file_flags`] for the description's flags.
+    pub flags: u32,
+    /// `mnt_id:` the mount the file lives on.
+    pub mnt_id: i32,
+    /// `ino:` the inode number (kernel 5.14+; 0 when absent).
+    pub ino: u64,
+    /// The whole fdinfo text, for kind-specific lines (`eventfd-count:`, `tfd:`, ...).
+    pub raw: String,
+}
+
+impl FdInfo {
+    /// The open file description's flags (what `F_GETFL` returns): `flags` minus `O_CLOEXEC`.
+    /// This is what CRIU stores in `reg_file_entry.flags`, `pipe_entry.flags`, ...
+    pub fn file_flags(&self) -> u32 {
+        self.flags & !O_CLOEXEC
+    }
+
+    /// Whether the fd is close-on-exec.
+    pub fn cloexec(&self) -> bool {
+        self.flags & O_CLOEXEC != 0
+    }
+
+    /// The value of a `key:` line of [`FdInfo::raw`], trimmed (`None` when absent).
+    pub fn field(&self, key: &str) -> Option<&str> {
+        self.raw.lines().find_map(|line| {
+            let (k, v) = line.split_once(':')?;
+            (k.trim() == key).then(|| v.trim())
+        })
+    }
+}
+
+/// A timestamp as `stat` reports it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Timespec {
+    /// Seconds since the epoch.
+    pub sec: i64,
+    /// Nanoseconds.
+    pub nsec: i64,
+}
+
+/// `fstat` of the file behind the fd.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FileStat {
+    /// `st_mode`: type and permission bits.
+    pub mode: u32,
+    /// `st_dev`.
+    pub dev: u64,
+    /// `st_ino`.
+    pub ino: u64,
+    /// `st_rdev` (devices).
+    pub rdev: u64,
+    /// `st_size`.
+    pub size: i64,
+    /// `st_nlink` (0 for an unlinked file).
+    pub nlink: u64,
+    /// `st_uid`.
+    pub uid: u32,
+    /// `st_gid`.
+    pub gid: u32,
+    /// `st_atime`.
+    pub atime: Timespec,
+    /// `st_mtime`.
+    pub mtime: Timespec,
+}
+
+impl FileStat {
+    /// The file type bits of [`FileStat::mode`] (`S_IFREG`, `S_IFIFO`, ...).
+    pub fn file_type(&self) -> u32 {
+        self.mode & libc::S_IFMT
+    }
+
+    /// A regular file.
+    pub fn is_reg(&self) -> bool {
+        self.file_type() == libc::S_IFREG
+    }
+
+    /// A directory.
+    pub fn is_dir(&self) -> bool {
+        self.file_type() == libc::S_IFDIR
+    }
+
+    /// A character device.
+    pub fn is_chr(&self) -> bool {
+        self.file_type() == libc::S_IFCHR
+    }
+
+    /// A pipe or FIFO.
+    pub fn is_fifo(&self) -> bool {
+        self.file_type() == libc::S_IFIFO
+    }
+}
+
+/// The owner of the description for `SIGIO` (`F_GETOWN_EX`, `F_GETSIG`), as CRIU's
+/// `fown_entry` stores it. All zero when no owner is set (the common case).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FileOwner {
+    /// The owner's real uid (0 when unknown).
+    pub uid: u32,
+    /// The owner's effective uid (0 when unknown).
+    pub euid: u32,
+    /// `F_GETSIG`: the signal sent (0: `SIGIO`).
+    pub signum: u32,
+    /// `f_owner_ex.type` (`F_OWNER_TID` 0, `F_OWNER_PID` 1, `F_OWNER_PGRP` 2).
+    pub pid_type: u32,
+    /// `f_owner_ex.pid` (0: no owner).
+    pub pid: u32,
+}
+
+impl FileOwner {
+    /// As CRIU's `fown_entry`.
+    pub fn to_entry(&self) -> criu_proto::images::FownEntry {
+        criu_proto::images::FownEntry {
+            uid: self.uid,
+            euid: self.euid,
+            signum: self.signum,
+            pid_type: self.pid_type,
+            pid: self.pid,
+        }
+    }
+}
+
+/// Everything the core knows about one fd of a dumped task, handed to
+/// [`FdHandler::claims`](crate::FdHandler::claims) and
+/// [`FdHandler::dump_file`](crate::FdHandler::dump_file).
+#[derive(Debug)]
+pub struct FdDesc {
+    /// Pid of the task (as seen by criu).
+    pub pid: i32,
+    /// The fd number in that task.
+    pub fd: i32,
+    /// The text of the `/proc/PID/fd/N` link (`/path`, `/path (deleted)`, `pipe:[123]`,
+    /// `socket:[45]`, `anon_inode:[eventfd]`, ...).
+    pub link: String,
+    /// Parsed `/proc/PID/fdinfo/N`.
+    pub fdinfo: FdInfo,
+    /// `fstat` of the file.
+    pub stat: FileStat,
+    /// The `SIGIO` owner of the description.
+    pub owner: FileOwner,
+    /// The task's fd duplicated into criu's process (`pidfd_getfd`): the same open file
+    /// description, so offsets and flags are shared with the task. Do not change them.
+    pub file: OwnedFd,
+}
+
+impl FdDesc {
+    /// The duplicated fd, borrowed.
+    pub fn file(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+
+    /// `/proc/self/fd/N` of [`FdDesc::file`]: opening it gives a new description of the
+    /// same file (works for unlinked files and pipes too).
+    pub fn reopen_path(&self) -> String {
+        use std::os::fd::AsRawFd;
+        format!("/proc/self/fd/{}", self.file.as_raw_fd())
+    }
+
+    /// The link with a trailing `" (deleted)"` removed, and whether it was there.
+    pub fn path_and_deleted(&self) -> (&str, bool) {
+        match self.link.strip_suffix(" (deleted)") {
+            Some(p) => (p, true),
+            None => (self.link.as_str(), false),
+        }
+    }
+
+    /// The inode number of an anonymous link like `pipe:[123]` (`prefix` = `"pipe"`).
+    pub fn anon_inode_of(&self, prefix: &str) -> Option<u64> {
+        self.link
+            .strip_prefix(prefix)?
+            .strip_prefix(":[")?
+            .strip_suffix(']')?
+            .parse()
+            .ok()
+    }
+
+    /// "fd N of pid P (link)": for log and error messages.
+    pub fn describe(&self) -> String {
+        format!("fd {} of pid {} ({})", self.fd, self.pid, self.link)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn desc(link: &str) -> FdDesc {
+        FdDesc {
+            pid: 1,
+            fd: 3,
+            link: link.to_string(),
+            fdinfo: FdInfo::default(),
+            stat: FileStat::default(),
+            owner: FileOwner::default(),
+            file: std::fs::File::open("/dev/null").unwrap().into(),
+        }
+    }
+
+    #[test]
+    fn anon_inode_parses_only_exact_form() {
+        assert_eq!(desc("pipe:[211530]").anon_inode_of("pipe"), Some(211530));
+        assert_eq!(desc("pipe:[x]").anon_inode_of("pipe"), None);
+        assert_eq!(desc("socket:[5]").anon_inode_of("pipe"), None);
+        assert_eq!(desc("pipe:[5").anon_inode_of("pipe"), None);
+    }
+
+    #[test]
+    fn deleted_suffix() {
+        assert_eq!(
+            desc("/tmp/a (deleted)").path_and_deleted(),
+            ("/tmp/a", true)
+        );
+        assert_eq!(desc("/tmp/a").path_and_deleted(), ("/tmp/a", false));
+    }
+
+    #[test]
+    fn fdinfo_fields_and_flags() {
+        let info = FdInfo {
+            flags: 0o2100002,
+            raw: "pos:\t5\nflags:\t02100002\nmnt_id:\t29\nino:\t42\neventfd-count: 3\n".into(),
+            ..FdInfo::default()
+        };
+        assert!(info.cloexec());
+        assert_eq!(info.file_flags(), 0o100002);
+        assert_eq!(info.field("eventfd-count"), Some("3"));
+        assert_eq!(info.field("mnt_id"), Some("29"));
+        assert_eq!(info.field("nope"), None);
+    }
+}

@@ -1,0 +1,167 @@
+//! Plugins, their identity, and how built-in ones register.
+
+use crate::FdHandler;
+
+/// Version of this contract. A plugin records the version it was built against in
+/// [`PluginInfo::api_version`]; the host refuses a plugin whose major part differs
+/// (the minor part grows with backward-compatible additions).
+pub const API_VERSION: ApiVersion = ApiVersion { major: 0, minor: 1 };
+
+/// A contract version: `major` changes break plugins, `minor` ones add to the contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ApiVersion {
+    /// Incompatible changes.
+    pub major: u16,
+    /// Backward-compatible additions.
+    pub minor: u16,
+}
+
+impl ApiVersion {
+    /// Whether a plugin built against `self` can be used by a host speaking `host`.
+    /// Same major; a host may be newer (larger minor) than the plugin, not older.
+    pub fn is_compatible_with(self, host: ApiVersion) -> bool {
+        self.major == host.major && self.minor <= host.minor
+    }
+}
+
+impl std::fmt::Display for ApiVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.major, self.minor)
+    }
+}
+
+/// Who a plugin is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PluginInfo {
+    /// Unique short name (`"files"`, `"pipes"`): used in logs, memo/kept-fd keys and in the
+    /// inventory of plugins a dump needed.
+    pub name: &'static str,
+    /// The plugin's own version (free form, usually the crate version).
+    pub version: &'static str,
+    /// Asking order: lower first. Built-ins use 100-199; a plugin meant to take over a
+    /// resource from a built-in one declares a lower number.
+    pub priority: i32,
+    /// The contract version the plugin was built against (normally [`API_VERSION`]).
+    pub api_version: ApiVersion,
+}
+
+/// A resource plugin. Each capability is optional: the default says "I have none".
+///
+/// Plugins are `Sync` statics, never unloaded. State that must span calls lives in the
+/// contexts ([`crate::DumpContext::memo`], [`crate::RestoreContext::keep_fd`]) or behind
+/// interior mutability.
+pub trait Plugin: Sync {
+    /// Name, version, priority.
+    fn info(&self) -> PluginInfo;
+
+    /// The plugin's handler for file descriptors, if it has one.
+    fn fd_handler(&self) -> Option<&dyn FdHandler> {
+        None
+    }
+}
+
+/// How a built-in plugin registers itself (with `inventory`):
+///
+/// ```ignore
+/// static PLUGIN: MyPlugin = MyPlugin;
+/// inventory::submit! { criu_plugin_api::PluginRegistration::new(&PLUGIN) }
+/// ```
+///
+/// The binary must link the plugin crate (`use criu_plugin_files as _;`), or its
+/// registration is not part of the program.
+#[derive(Clone, Copy)]
+pub struct PluginRegistration {
+    plugin: &'static dyn Plugin,
+}
+
+impl PluginRegistration {
+    /// Registers `plugin`.
+    pub const fn new(plugin: &'static dyn Plugin) -> Self {
+        PluginRegistration { plugin }
+    }
+
+    /// The registered plugin.
+    pub fn plugin(&self) -> &'static dyn Plugin {
+        self.plugin
+    }
+}
+
+impl std::fmt::Debug for PluginRegistration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("PluginRegistration")
+            .field(&self.plugin.info().name)
+            .finish()
+    }
+}
+
+inventory::collect!(PluginRegistration);
+
+/// Every built-in plugin linked into the program, sorted by priority then name
+/// (inventory's own order is unspecified).
+pub fn builtin_plugins() -> Vec<&'static dyn Plugin> {
+    let mut plugins: Vec<&'static dyn Plugin> = inventory::iter::<PluginRegistration>
+        .into_iter()
+        .map(|r| r.plugin)
+        .collect();
+    sort_plugins(&mut plugins);
+    plugins
+}
+
+/// Sorts plugins into asking order: priority, then name. The host uses it after adding
+/// dynamically loaded plugins to the built-in ones.
+pub fn sort_plugins(plugins: &mut [&dyn Plugin]) {
+    plugins.sort_by(|a, b| {
+        let (a, b) = (a.info(), b.info());
+        (a.priority, a.name).cmp(&(b.priority, b.name))
+    });
+}
+
+/// Checks a plugin's contract version against this host's [`API_VERSION`]; the error text
+/// names the plugin and both versions.
+pub fn check_api_version(plugin: &dyn Plugin) -> Result<(), String> {
+    let info = plugin.info();
+    if info.api_version.is_compatible_with(API_VERSION) {
+        Ok(())
+    } else {
+        Err(format!(
+            "plugin {} {} was built for plugin API {}, this criu speaks {}; rebuild the plugin",
+            info.name, info.version, info.api_version, API_VERSION
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_compatibility() {
+        let v = |major, minor| ApiVersion { major, minor };
+        assert!(v(0, 1).is_compatible_with(v(0, 1)));
+        assert!(v(0, 1).is_compatible_with(v(0, 2)));
+        assert!(!v(0, 2).is_compatible_with(v(0, 1)));
+        assert!(!v(1, 0).is_compatible_with(v(0, 9)));
+    }
+
+    struct Old;
+    impl Plugin for Old {
+        fn info(&self) -> PluginInfo {
+            PluginInfo {
+                name: "old",
+                version: "9",
+                priority: 1,
+                api_version: ApiVersion {
+                    major: API_VERSION.major + 1,
+                    minor: 0,
+                },
+            }
+        }
+    }
+
+    #[test]
+    fn version_check_names_the_plugin() {
+        let msg = check_api_version(&Old).unwrap_err();
+        assert!(msg.contains("old 9") && msg.contains("rebuild"), "{msg}");
+        assert!(Old.fd_handler().is_none());
+    }
+}
