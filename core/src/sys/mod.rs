@@ -2,9 +2,13 @@
 //! `unsafe`; the rest of the crate is safe code.
 
 pub mod clone3;
+pub mod kabi;
 pub mod mm_map;
 pub mod pidfd;
 pub mod probe;
 pub mod ptrace;
 pub mod remote;
 pub mod vm;
+
+#[cfg(test)]
+mod testutil;

@@ -1,0 +1,93 @@
+//! Real-kernel tests: freeze a forked child, read its state, let it go.
+
+use std::time::Duration;
+
+use super::*;
+use crate::sys::testutil::Looper;
+
+#[test]
+fn freeze_read_state_and_detach() {
+    let child = Looper::spawn();
+    let tid = child.pid;
+    let state = freeze(tid, Options::PTRACE_O_TRACESYSGOOD).expect("freeze");
+    assert_eq!(state, FrozenState::Running);
+    // Frozen: no output.
+    assert!(
+        !child.wait_output(Duration::from_millis(100)),
+        "still running"
+    );
+
+    let regs = get_regs(tid).expect("regs");
+    assert_eq!(regs.cs, 0x33, "64-bit code segment");
+    assert_ne!(regs.rip, 0);
+    let fs = arch_prctl_get(tid, kabi::ARCH_GET_FS).expect("arch_prctl");
+    assert_eq!(fs, regs.fs_base);
+
+    let fp = get_fpregs(tid).expect("fpregs");
+    let xs = get_xsave(tid).expect("xsave");
+    // The legacy part of XSAVE is the FXSAVE area: mxcsr at offset 24.
+    let mxcsr = u32::from_le_bytes(xs.as_bytes()[24..28].try_into().expect("4 bytes"));
+    assert_eq!(mxcsr, fp.mxcsr);
+    set_xsave(tid, &xs).expect("set xsave back");
+    set_fpregs(tid, &fp).expect("set fpregs back");
+
+    let mask = get_sigmask(tid).expect("sigmask");
+    set_sigmask(tid, mask | (1 << (libc::SIGUSR2 - 1))).expect("setsigmask");
+    assert_eq!(
+        get_sigmask(tid).expect("sigmask"),
+        mask | (1 << (libc::SIGUSR2 - 1))
+    );
+    set_sigmask(tid, mask).expect("restore sigmask");
+
+    assert!(
+        peek_siginfo(tid, SigQueue::Thread)
+            .expect("peek")
+            .is_empty()
+    );
+    assert!(
+        peek_siginfo(tid, SigQueue::Shared)
+            .expect("peek")
+            .is_empty()
+    );
+    let si = get_siginfo(tid).expect("siginfo");
+    assert_eq!(si.signo(), libc::SIGTRAP);
+    assert_eq!((si.code() >> 8) & 0xff, libc::PTRACE_EVENT_STOP);
+
+    let tls = get_tls_entries(tid).expect("tls");
+    assert_eq!(tls.len(), 3);
+    assert_eq!(tls[0].entry_number, 12);
+
+    match get_rseq_config(tid) {
+        // glibc 2.36 (Debian 12) registers rseq in every thread.
+        Ok(c) => assert!(c.is_unregistered() || c.rseq_abi_size >= 20, "{c:?}"),
+        Err(e) => println!("skip rseq part: {e}"),
+    }
+
+    set_regs(tid, &regs).expect("set regs");
+    detach(tid, 0).expect("detach");
+    assert!(
+        child.wait_output(Duration::from_secs(5)),
+        "child did not resume"
+    );
+}
+
+#[test]
+fn queued_signals_are_peeked() {
+    let child = Looper::spawn();
+    let tid = child.pid;
+    freeze(tid, Options::empty()).expect("freeze");
+    // Block SIGUSR2 in the child, then queue it: it stays pending in the shared queue.
+    let mask = get_sigmask(tid).expect("mask");
+    set_sigmask(tid, mask | (1 << (libc::SIGUSR2 - 1))).expect("block");
+    // SAFETY: kill on our own child.
+    assert_eq!(unsafe { libc::kill(tid.as_raw(), libc::SIGUSR2) }, 0);
+    let shared = peek_siginfo(tid, SigQueue::Shared).expect("peek shared");
+    assert_eq!(shared.len(), 1);
+    assert_eq!(shared[0].signo(), libc::SIGUSR2);
+    // SAFETY: tgkill on our own child's main thread.
+    let r = unsafe { libc::syscall(libc::SYS_tgkill, tid.as_raw(), tid.as_raw(), libc::SIGUSR2) };
+    assert_eq!(r, 0);
+    let private = peek_siginfo(tid, SigQueue::Thread).expect("peek thread");
+    assert_eq!(private.len(), 1);
+    detach(tid, 0).expect("detach");
+}

@@ -1,0 +1,118 @@
+//! Test children for the real-kernel tests of the sys layer. Each child is killed and reaped
+//! by pid when its guard drops, pass or fail.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use nix::unistd::Pid;
+
+/// Handler the looping child installs for SIGUSR1 (its address is what remote rt_sigaction
+/// must report back).
+extern "C" fn usr1_handler(_: libc::c_int) {}
+
+#[allow(dead_code)] // used by the remote-syscall tests
+pub fn usr1_handler_addr() -> u64 {
+    usr1_handler as *const () as usize as u64
+}
+
+/// A forked child that installs a SIGUSR1 handler (SA_RESTART, mask {SIGUSR2}), then loops
+/// writing one byte to a pipe and sleeping 1 ms.
+#[derive(Debug)]
+pub struct Looper {
+    pub pid: Pid,
+    pub rd: OwnedFd,
+}
+
+impl Looper {
+    pub fn spawn() -> Looper {
+        let mut fds = [0; 2];
+        // SAFETY: fds has room for two descriptors.
+        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        // SAFETY: the child only makes async-signal-safe libc calls and never returns.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            // SAFETY: child side of fork: raw syscalls only, then _exit on any failure.
+            unsafe {
+                let mut sa: libc::sigaction = std::mem::zeroed();
+                sa.sa_sigaction = usr1_handler as *const () as usize;
+                sa.sa_flags = libc::SA_RESTART;
+                libc::sigemptyset(&mut sa.sa_mask);
+                libc::sigaddset(&mut sa.sa_mask, libc::SIGUSR2);
+                if libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut()) != 0 {
+                    libc::_exit(2);
+                }
+                libc::close(fds[0]);
+                let ts = libc::timespec {
+                    tv_sec: 0,
+                    tv_nsec: 1_000_000,
+                };
+                loop {
+                    if libc::write(fds[1], b"x".as_ptr().cast(), 1) != 1 {
+                        libc::_exit(3);
+                    }
+                    libc::nanosleep(&ts, std::ptr::null_mut());
+                }
+            }
+        }
+        // SAFETY: both fds are ours; the write end is closed in the parent.
+        unsafe { libc::close(fds[1]) };
+        // SAFETY: fds[0] is an open descriptor nobody else owns.
+        let rd = unsafe { OwnedFd::from_raw_fd(fds[0]) };
+        let me = Looper {
+            pid: Pid::from_raw(pid),
+            rd,
+        };
+        // Wait for the first byte: the handler is installed by then.
+        assert!(me.wait_output(Duration::from_secs(5)), "child never wrote");
+        me
+    }
+
+    /// Drains the pipe, then waits up to `timeout` for a fresh byte: true if the child is
+    /// running its loop.
+    pub fn wait_output(&self, timeout: Duration) -> bool {
+        self.drain();
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            let mut pfd = libc::pollfd {
+                fd: self.rd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd.
+            let n = unsafe { libc::poll(&mut pfd, 1, 50) };
+            if n > 0 && self.drain() > 0 {
+                return true;
+            }
+        }
+        false
+    }
+
+    fn drain(&self) -> usize {
+        let mut total = 0;
+        let mut buf = [0u8; 4096];
+        loop {
+            // SAFETY: buf is writable; MSG_DONTWAIT-like behaviour via O_NONBLOCK check below.
+            let n = unsafe {
+                let fl = libc::fcntl(self.rd.as_raw_fd(), libc::F_GETFL);
+                libc::fcntl(self.rd.as_raw_fd(), libc::F_SETFL, fl | libc::O_NONBLOCK);
+                libc::read(self.rd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len())
+            };
+            if n <= 0 {
+                return total;
+            }
+            total += n as usize;
+        }
+    }
+}
+
+impl Drop for Looper {
+    fn drop(&mut self) {
+        // SAFETY: plain kill/waitpid on our own child's pid.
+        unsafe {
+            libc::kill(self.pid.as_raw(), libc::SIGKILL);
+            let mut st = 0;
+            libc::waitpid(self.pid.as_raw(), &mut st, libc::__WALL);
+        }
+    }
+}
