@@ -6,6 +6,12 @@
 
 use std::sync::OnceLock;
 
+pub mod framing;
+pub mod kind;
+
+pub use framing::{FramingError, RawEntry, RawImage};
+pub use kind::{ExtraPayload, Framing, ImageKind};
+
 /// Generated types for CRIU's image messages (`core_entry` is [`images::CoreEntry`], ...).
 #[allow(clippy::all, missing_debug_implementations, missing_docs)]
 pub mod images {
