@@ -116,6 +116,7 @@ mod fd;
 mod handler;
 mod image_kind;
 mod plugin;
+pub mod testing;
 
 pub use context::{
     DEFAULT_GHOST_LIMIT, DumpContext, DumpOptions, ImageRef, RestoreContext, RestoreOptions,

@@ -62,7 +62,7 @@ pub trait Plugin: Sync {
 
 /// How a built-in plugin registers itself (with `inventory`):
 ///
-/// ```ignore
+/// ```text
 /// static PLUGIN: MyPlugin = MyPlugin;
 /// inventory::submit! { criu_plugin_api::PluginRegistration::new(&PLUGIN) }
 /// ```

@@ -1,0 +1,234 @@
+//! Helpers for testing plugins without the core: an in-memory images directory that is both a
+//! [`DumpContext`] and a [`RestoreContext`], and [`FdDesc`] for an fd of the calling process.
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+
+use crate::{
+    DumpContext, DumpOptions, FdDesc, FdInfo, FileOwner, FileStat, ImageRef, PluginError,
+    RestoreContext, RestoreOptions, Timespec,
+};
+
+/// Images kept in memory, by file name. Dump into it, then restore from it.
+///
+/// Kept fds are stored as they are (no renumbering): fine for tests, which install nothing.
+#[derive(Debug, Default)]
+pub struct MemoryImages {
+    /// Image bodies (framed entries, no magic) by file name (`files.img`, ...).
+    pub images: HashMap<String, Vec<u8>>,
+    /// Plugin-owned files by name.
+    pub plugin_files: HashMap<String, Vec<u8>>,
+    /// Dump options handed to plugins.
+    pub dump_options: DumpOptions,
+    /// Restore options handed to plugins.
+    pub restore_options: RestoreOptions,
+    /// What [`RestoreContext::current_pid`] answers.
+    pub pid: i32,
+    memo: HashMap<String, u64>,
+    next_file_id: u32,
+    kept: HashMap<String, OwnedFd>,
+}
+
+impl MemoryImages {
+    /// An empty images directory; file ids handed out by `new_file_id` start at `first_id`.
+    pub fn new(first_id: u32) -> Self {
+        MemoryImages {
+            next_file_id: first_id,
+            pid: std::process::id() as i32,
+            ..Default::default()
+        }
+    }
+
+    /// The body of an image, if written.
+    pub fn image(&self, image: ImageRef) -> Option<&[u8]> {
+        let name = image.to_string();
+        self.images.get(&name).map(Vec::as_slice)
+    }
+
+    /// Forgets kept fds and memos (as between two restores).
+    pub fn reset_state(&mut self) {
+        self.kept.clear();
+        self.memo.clear();
+    }
+}
+
+fn file_name(image: ImageRef) -> Result<String, PluginError> {
+    image.kind.file_name(image.id).ok_or_else(|| {
+        PluginError::bad_image(image.kind.criu_name(), "image kind needs an id, none given")
+    })
+}
+
+impl DumpContext for MemoryImages {
+    fn write_entry(
+        &mut self,
+        image: ImageRef,
+        entry: &[u8],
+        extra: &[u8],
+    ) -> Result<(), PluginError> {
+        let body = self.images.entry(file_name(image)?).or_default();
+        body.extend_from_slice(&crate::frame_entries([(entry, extra)]));
+        Ok(())
+    }
+
+    fn write_plugin_file(&mut self, name: &str, data: &[u8]) -> Result<(), PluginError> {
+        self.plugin_files.insert(name.to_string(), data.to_vec());
+        Ok(())
+    }
+
+    fn new_file_id(&mut self) -> u32 {
+        self.next_file_id += 1;
+        self.next_file_id
+    }
+
+    fn memo(&self, key: &str) -> Option<u64> {
+        self.memo.get(key).copied()
+    }
+
+    fn set_memo(&mut self, key: &str, value: u64) {
+        self.memo.insert(key.to_string(), value);
+    }
+
+    fn options(&self) -> &DumpOptions {
+        &self.dump_options
+    }
+}
+
+impl RestoreContext for MemoryImages {
+    fn read_image(&mut self, image: ImageRef) -> Result<Option<Vec<u8>>, PluginError> {
+        Ok(self.images.get(&file_name(image)?).cloned())
+    }
+
+    fn read_plugin_file(&mut self, name: &str) -> Result<Option<Vec<u8>>, PluginError> {
+        Ok(self.plugin_files.get(name).cloned())
+    }
+
+    fn current_pid(&self) -> i32 {
+        self.pid
+    }
+
+    fn restored_pid(&self, old: i32) -> Option<i32> {
+        Some(old)
+    }
+
+    fn keep_fd(&mut self, key: &str, fd: OwnedFd) -> Result<(), PluginError> {
+        self.kept.insert(key.to_string(), fd);
+        Ok(())
+    }
+
+    fn kept_fd(&self, key: &str) -> Option<BorrowedFd<'_>> {
+        self.kept.get(key).map(|fd| fd.as_fd())
+    }
+
+    fn options(&self) -> &RestoreOptions {
+        &self.restore_options
+    }
+}
+
+/// Describes `file`, an fd of the calling process, as the core would describe a task's fd:
+/// link from `/proc/self/fd`, fdinfo, fstat. The [`FdDesc::file`] is a duplicate (same
+/// description), like `pidfd_getfd` gives.
+pub fn own_fd_desc(file: BorrowedFd<'_>) -> io::Result<FdDesc> {
+    let n = file.as_raw_fd();
+    let link = std::fs::read_link(format!("/proc/self/fd/{n}"))?
+        .to_string_lossy()
+        .into_owned();
+    let raw = std::fs::read_to_string(format!("/proc/self/fdinfo/{n}"))?;
+    let fdinfo = parse_fdinfo(&raw)?;
+    let st = nix::sys::stat::fstat(file)?;
+    let stat = FileStat {
+        mode: st.st_mode,
+        dev: st.st_dev,
+        ino: st.st_ino,
+        rdev: st.st_rdev,
+        size: st.st_size,
+        nlink: st.st_nlink,
+        uid: st.st_uid,
+        gid: st.st_gid,
+        atime: Timespec {
+            sec: st.st_atime,
+            nsec: st.st_atime_nsec,
+        },
+        mtime: Timespec {
+            sec: st.st_mtime,
+            nsec: st.st_mtime_nsec,
+        },
+    };
+    Ok(FdDesc {
+        pid: std::process::id() as i32,
+        fd: n,
+        link,
+        fdinfo,
+        stat,
+        owner: FileOwner::default(),
+        file: file.try_clone_to_owned()?,
+    })
+}
+
+/// Parses the common lines of a `/proc/PID/fdinfo/N` text.
+pub fn parse_fdinfo(raw: &str) -> io::Result<FdInfo> {
+    let mut info = FdInfo {
+        raw: raw.to_string(),
+        ..FdInfo::default()
+    };
+    let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("fdinfo {what}"));
+    info.pos = info
+        .field("pos")
+        .ok_or_else(|| bad("pos"))?
+        .parse()
+        .map_err(|_| bad("pos"))?;
+    let flags = info.field("flags").ok_or_else(|| bad("flags"))?;
+    info.flags = u32::from_str_radix(flags, 8).map_err(|_| bad("flags"))?;
+    info.mnt_id = match info.field("mnt_id") {
+        Some(v) => v.parse().map_err(|_| bad("mnt_id"))?,
+        None => 0,
+    };
+    info.ino = match info.field("ino") {
+        Some(v) => v.parse().map_err(|_| bad("ino"))?,
+        None => 0,
+    };
+    Ok(info)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_fd_of_a_file() {
+        let f = std::fs::File::open("/proc/self/status").unwrap();
+        let d = own_fd_desc(f.as_fd()).unwrap();
+        assert!(d.link.ends_with("/status"), "{}", d.link);
+        assert!(d.stat.is_reg());
+        assert_eq!(d.fdinfo.pos, 0);
+        // std opens with O_CLOEXEC
+        assert!(d.fdinfo.cloexec());
+        assert_eq!(
+            d.fdinfo.file_flags() & libc::O_ACCMODE as u32,
+            libc::O_RDONLY as u32
+        );
+    }
+
+    #[test]
+    fn memory_images_frame_and_read_back() {
+        let mut m = MemoryImages::new(10);
+        assert_eq!(m.new_file_id(), 11);
+        m.write_entry(ImageRef::ghost_file(0x1f), b"ab", b"xyz")
+            .unwrap();
+        assert_eq!(
+            m.images.get("ghost-file-1f.img").unwrap(),
+            &[2, 0, 0, 0, b'a', b'b', b'x', b'y', b'z']
+        );
+        assert!(m.read_image(ImageRef::PIPES_DATA).unwrap().is_none());
+        let unnumbered = ImageRef::single(crate::PluginImageKind::GhostFile);
+        assert!(m.write_entry(unnumbered, b"", b"").is_err());
+    }
+
+    #[test]
+    fn fdinfo_parse_rejects_garbage() {
+        assert!(parse_fdinfo("pos:\tx\nflags:\t0\n").is_err());
+        assert!(parse_fdinfo("pos:\t1\n").is_err());
+        let i = parse_fdinfo("pos:\t12\nflags:\t0100002\nmnt_id:\t3\n").unwrap();
+        assert_eq!((i.pos, i.flags, i.mnt_id, i.ino), (12, 0o100002, 3, 0));
+    }
+}
