@@ -1,8 +1,10 @@
 //! The image kinds a plugin reads or writes, by CRIU's kind name.
 //!
 //! A plain enum of this contract (not `criu_proto`'s) so that the later stable ABI can carry it
-//! as is; the core maps a kind to its own image table with [`PluginImageKind::criu_name`].
+//! as is; the core maps a kind to `criu_proto`'s table with [`PluginImageKind::to_proto`].
 //! Per-task images (core, mm, pagemap, ...) belong to the core and are not listed.
+
+use criu_proto::ImageKind;
 
 /// An image kind a plugin may use. `#[non_exhaustive]`: kinds are added as plugins need them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -198,6 +200,46 @@ impl PluginImageKind {
         }
     }
 
+    /// The same kind in `criu_proto`'s image table (magic, framing, file name).
+    pub const fn to_proto(self) -> ImageKind {
+        match self {
+            PluginImageKind::Files => ImageKind::Files,
+            PluginImageKind::RegFiles => ImageKind::RegFiles,
+            PluginImageKind::ExtFiles => ImageKind::ExtFiles,
+            PluginImageKind::NsFiles => ImageKind::NsFiles,
+            PluginImageKind::RemapFpath => ImageKind::RemapFpath,
+            PluginImageKind::GhostFile => ImageKind::GhostFile,
+            PluginImageKind::Pipes => ImageKind::Pipes,
+            PluginImageKind::PipesData => ImageKind::PipesData,
+            PluginImageKind::Fifo => ImageKind::Fifo,
+            PluginImageKind::FifoData => ImageKind::FifoData,
+            PluginImageKind::EventfdFile => ImageKind::EventfdFile,
+            PluginImageKind::EventpollFile => ImageKind::EventpollFile,
+            PluginImageKind::EventpollTfd => ImageKind::EventpollTfd,
+            PluginImageKind::Signalfd => ImageKind::Signalfd,
+            PluginImageKind::InotifyFile => ImageKind::InotifyFile,
+            PluginImageKind::InotifyWd => ImageKind::InotifyWd,
+            PluginImageKind::FanotifyFile => ImageKind::FanotifyFile,
+            PluginImageKind::FanotifyMark => ImageKind::FanotifyMark,
+            PluginImageKind::Timerfd => ImageKind::Timerfd,
+            PluginImageKind::MemfdInode => ImageKind::MemfdInode,
+            PluginImageKind::Pidfd => ImageKind::Pidfd,
+            PluginImageKind::BpfmapFile => ImageKind::BpfmapFile,
+            PluginImageKind::BpfmapData => ImageKind::BpfmapData,
+            PluginImageKind::Tunfile => ImageKind::Tunfile,
+            PluginImageKind::Unixsk => ImageKind::Unixsk,
+            PluginImageKind::Inetsk => ImageKind::Inetsk,
+            PluginImageKind::Packetsk => ImageKind::Packetsk,
+            PluginImageKind::NetlinkSk => ImageKind::NetlinkSk,
+            PluginImageKind::SkQueues => ImageKind::SkQueues,
+            PluginImageKind::TcpStream => ImageKind::TcpStream,
+            PluginImageKind::TtyFiles => ImageKind::TtyFiles,
+            PluginImageKind::TtyInfo => ImageKind::TtyInfo,
+            PluginImageKind::TtyData => ImageKind::TtyData,
+            PluginImageKind::FileLocks => ImageKind::FileLocks,
+        }
+    }
+
     /// Whether file names of this kind carry an id (`ghost-file-%x.img`).
     pub fn takes_id(self) -> bool {
         self.file_pattern().contains('%')
@@ -235,6 +277,9 @@ mod tests {
             // every pattern is either plain or has exactly one %x
             assert!(k.file_pattern().matches('%').count() <= 1, "{k:?}");
             assert_eq!(k.takes_id(), k.file_pattern().contains("%x"), "{k:?}");
+            // same name and file name pattern as criu_proto's table
+            assert_eq!(k.to_proto().name(), k.criu_name());
+            assert_eq!(k.to_proto().pattern(), k.file_pattern());
         }
     }
 }
