@@ -427,6 +427,14 @@ pub fn get_tls_entries(tid: Pid) -> Result<Vec<kabi::user_desc>> {
         .collect()
 }
 
+/// Which kind of syscall stop the thread is in (`PTRACE_GET_SYSCALL_INFO`, Linux 5.3+):
+/// `libc::PTRACE_SYSCALL_INFO_ENTRY`, `_EXIT`, `_SECCOMP`, or `_NONE` for other stops.
+pub fn syscall_stop_kind(tid: Pid) -> Result<u8> {
+    nix::sys::ptrace::syscall_info(tid)
+        .map(|i| i.op)
+        .map_err(req_err("PTRACE_GET_SYSCALL_INFO", tid))
+}
+
 /// `PTRACE_PEEKTEXT`: one word of tracee memory.
 pub fn peek(tid: Pid, addr: u64) -> Result<u64> {
     nix::sys::ptrace::read(tid, addr as usize as *mut c_void)

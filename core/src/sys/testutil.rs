@@ -10,7 +10,6 @@ use nix::unistd::Pid;
 /// must report back).
 extern "C" fn usr1_handler(_: libc::c_int) {}
 
-#[allow(dead_code)] // used by the remote-syscall tests
 pub fn usr1_handler_addr() -> u64 {
     usr1_handler as *const () as usize as u64
 }
