@@ -20,6 +20,8 @@ pub fn usr1_handler_addr() -> u64 {
 pub struct Looper {
     pub pid: Pid,
     pub rd: OwnedFd,
+    /// Set when a test reaped the child itself (so Drop must not signal a reused pid).
+    pub reaped: bool,
 }
 
 impl Looper {
@@ -61,6 +63,7 @@ impl Looper {
         let me = Looper {
             pid: Pid::from_raw(pid),
             rd,
+            reaped: false,
         };
         // Wait for the first byte: the handler is installed by then.
         assert!(me.wait_output(Duration::from_secs(5)), "child never wrote");
@@ -107,6 +110,9 @@ impl Looper {
 
 impl Drop for Looper {
     fn drop(&mut self) {
+        if self.reaped {
+            return;
+        }
         // SAFETY: plain kill/waitpid on our own child's pid.
         unsafe {
             libc::kill(self.pid.as_raw(), libc::SIGKILL);
