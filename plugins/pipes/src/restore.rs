@@ -1,0 +1,269 @@
+//! Restoring pipe and FIFO descriptions.
+
+use std::collections::{HashMap, HashSet};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::{Mutex, MutexGuard};
+
+use criu_plugin_api::{ImageCursor, ImageRef, PluginError, RestoreContext};
+use criu_proto::images::{FdTypes, FileEntry, PipeDataEntry};
+use nix::errno::Errno;
+use nix::fcntl::{FcntlArg, OFlag, fcntl, open};
+use nix::sys::stat::Mode;
+use nix::unistd::pipe2;
+
+use crate::NAME;
+use crate::data::{self, PipeData};
+
+/// `O_LARGEFILE` marks a pipe description that was reopened through `/proc` (pipe2 never
+/// sets it): CRIU uses it to tell original ends from reopened ones, and so do we.
+/// The kernel's value: `libc::O_LARGEFILE` is 0 on 64-bit targets (the C library adds it
+/// implicitly there), but the kernel reports the real bit in fdinfo flags.
+#[cfg(any(target_arch = "aarch64", target_arch = "arm"))]
+pub(crate) const O_LARGEFILE: u32 = 0o400000;
+#[cfg(any(target_arch = "powerpc64", target_arch = "powerpc"))]
+pub(crate) const O_LARGEFILE: u32 = 0o200000;
+#[cfg(not(any(
+    target_arch = "aarch64",
+    target_arch = "arm",
+    target_arch = "powerpc64",
+    target_arch = "powerpc"
+)))]
+pub(crate) const O_LARGEFILE: u32 = 0o100000;
+const O_WRONLY: u32 = libc::O_WRONLY as u32;
+/// Flags an `open()` must not see again on restore.
+const OPEN_ONLY: u32 = (libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_NOCTTY) as u32;
+
+/// What `prepare_restore` read, used by `open_file`.
+#[derive(Debug, Default)]
+struct Prepared {
+    /// `pipes-data.img` by pipe id; taken out when written into the new pipe.
+    pipe_data: HashMap<u32, PipeData>,
+    /// `fifo-data.img` by pipe id; taken out when written.
+    fifo_data: HashMap<u32, PipeData>,
+    /// Path and flags of each REG entry, by file id (a FIFO entry names its REG entry).
+    reg_files: HashMap<u32, (String, u32)>,
+    /// File ids of the descriptions that get the pipe's original ends (one per pipe and
+    /// direction, the first one not reopened at dump time); the others are reopened.
+    masters: HashSet<u32>,
+}
+
+/// The plugin's restore-time state. The restorer forks after opening files; children get a
+/// copy of it together with the context's kept fds, which keeps both consistent.
+#[derive(Debug, Default)]
+pub(crate) struct RestoreState {
+    prepared: Mutex<Option<Prepared>>,
+}
+
+fn restore_error(entry: &FileEntry, what: String, op: &'static str, e: Errno) -> PluginError {
+    PluginError::Restore {
+        id: entry.id,
+        what,
+        op,
+        source: e.into(),
+    }
+}
+
+impl RestoreState {
+    pub(crate) const fn new() -> Self {
+        RestoreState {
+            prepared: Mutex::new(None),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<Prepared>> {
+        // A panic while holding the lock leaves plain data behind; keep using it.
+        self.prepared.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn prepare(
+        &self,
+        ctx: &mut dyn RestoreContext,
+        entries: &[FileEntry],
+    ) -> Result<(), PluginError> {
+        let mut p = Prepared {
+            pipe_data: read_data(ctx, ImageRef::PIPES_DATA)?,
+            fifo_data: read_data(ctx, ImageRef::FIFO_DATA)?,
+            ..Prepared::default()
+        };
+        let mut seen_ends = HashSet::new();
+        for e in entries {
+            if let Some(reg) = &e.reg {
+                p.reg_files.insert(e.id, (reg.name.clone(), reg.flags));
+            }
+            if let Some(pipe) = e.pipe.as_ref().filter(|_| e.r#type == FdTypes::Pipe as i32) {
+                let write = pipe.flags & O_WRONLY != 0;
+                if pipe.flags & O_LARGEFILE == 0 && seen_ends.insert((pipe.pipe_id, write)) {
+                    p.masters.insert(e.id);
+                }
+            }
+        }
+        tracing::debug!(
+            pipes_with_data = p.pipe_data.len(),
+            fifos_with_data = p.fifo_data.len(),
+            "pipes prepared"
+        );
+        *self.lock() = Some(p);
+        Ok(())
+    }
+
+    pub(crate) fn open(
+        &self,
+        ctx: &mut dyn RestoreContext,
+        entry: &FileEntry,
+    ) -> Result<OwnedFd, PluginError> {
+        let mut guard = self.lock();
+        let Some(prepared) = guard.as_mut() else {
+            return Err(PluginError::bad_image(
+                "files.img",
+                format!("file id {}: open_file before prepare_restore", entry.id),
+            ));
+        };
+        match (entry.pipe.as_ref(), entry.fifo.as_ref()) {
+            (Some(pipe), _) if entry.r#type == FdTypes::Pipe as i32 => {
+                open_pipe(ctx, prepared, entry, pipe.pipe_id, pipe.flags)
+            }
+            (_, Some(fifo)) if entry.r#type == FdTypes::Fifo as i32 => {
+                let reg_id = fifo.regf_id.ok_or_else(|| {
+                    PluginError::bad_image("files.img", format!("FIFO {} has no regf_id", entry.id))
+                })?;
+                open_fifo(ctx, prepared, entry, fifo.pipe_id, reg_id)
+            }
+            _ => Err(PluginError::bad_image(
+                "files.img",
+                format!("file id {} is not a pipe or FIFO entry", entry.id),
+            )),
+        }
+    }
+}
+
+/// Every entry of a pipe data image, by pipe id.
+fn read_data(
+    ctx: &mut dyn RestoreContext,
+    image: ImageRef,
+) -> Result<HashMap<u32, PipeData>, PluginError> {
+    let mut out = HashMap::new();
+    let Some(body) = ctx.read_image(image)? else {
+        return Ok(out);
+    };
+    let mut cursor = ImageCursor::new(image, &body);
+    while let Some(e) = cursor.next_entry::<PipeDataEntry>()? {
+        let bytes = cursor.raw(e.bytes as usize)?.to_vec();
+        let data = PipeData {
+            size: e.size,
+            bytes,
+        };
+        if out.insert(e.pipe_id, data).is_some() {
+            return Err(PluginError::bad_image(
+                image.to_string(),
+                format!("two data entries for pipe {}", e.pipe_id),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+fn open_pipe(
+    ctx: &mut dyn RestoreContext,
+    prepared: &mut Prepared,
+    entry: &FileEntry,
+    pipe_id: u32,
+    flags: u32,
+) -> Result<OwnedFd, PluginError> {
+    let what = format!("pipe:[{pipe_id}]");
+    let write = flags & O_WRONLY != 0;
+    let key_r = format!("{NAME}:pipe:{pipe_id}:r");
+    let key_w = format!("{NAME}:pipe:{pipe_id}:w");
+    if ctx.kept_fd(&key_r).is_none() {
+        // First description of this pipe in this lineage: create it and fill it.
+        let (r, w) = pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
+            .map_err(|e| restore_error(entry, what.clone(), "pipe2", e))?;
+        if let Some(data) = prepared.pipe_data.remove(&pipe_id) {
+            tracing::debug!(pipe_id, bytes = data.bytes.len(), "restoring pipe data");
+            data::fill(w.as_fd(), &data)
+                .map_err(|(op, e)| restore_error(entry, what.clone(), op, e))?;
+        }
+        ctx.keep_fd(&key_r, r)?;
+        ctx.keep_fd(&key_w, w)?;
+    }
+    let key = if write { &key_w } else { &key_r };
+    let kept = ctx.kept_fd(key).ok_or_else(|| {
+        PluginError::bad_image(
+            "files.img",
+            format!("{what}: the restore context lost a kept end"),
+        )
+    })?;
+    if prepared.masters.contains(&entry.id) {
+        // The original end: same description as the kept one, flags set to the dumped ones.
+        let fd = kept
+            .try_clone_to_owned()
+            .map_err(|e| PluginError::Restore {
+                id: entry.id,
+                what: what.clone(),
+                op: "dup",
+                source: e,
+            })?;
+        set_flags(fd.as_fd(), flags)
+            .map_err(|e| restore_error(entry, what, "fcntl(F_SETFL)", e))?;
+        Ok(fd)
+    } else {
+        reopen(kept, flags).map_err(|e| restore_error(entry, what, "open(/proc/self/fd)", e))
+    }
+}
+
+fn open_fifo(
+    ctx: &mut dyn RestoreContext,
+    prepared: &mut Prepared,
+    entry: &FileEntry,
+    pipe_id: u32,
+    reg_id: u32,
+) -> Result<OwnedFd, PluginError> {
+    let (path, flags) = prepared.reg_files.get(&reg_id).cloned().ok_or_else(|| {
+        PluginError::bad_image(
+            "files.img",
+            format!(
+                "FIFO {} names REG entry {reg_id}, which is missing",
+                entry.id
+            ),
+        )
+    })?;
+    let key = format!("{NAME}:fifo:{pipe_id}");
+    if ctx.kept_fd(&key).is_none() {
+        // Holding the FIFO open read-write keeps later opens of either end from blocking.
+        let holder = open(
+            path.as_str(),
+            OFlag::O_RDWR | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| PluginError::path(&path, "open(O_RDWR) of FIFO", e))?;
+        if let Some(data) = prepared.fifo_data.remove(&pipe_id) {
+            tracing::debug!(
+                pipe_id,
+                bytes = data.bytes.len(),
+                path,
+                "restoring FIFO data"
+            );
+            data::fill(holder.as_fd(), &data)
+                .map_err(|(op, e)| restore_error(entry, path.clone(), op, e))?;
+        }
+        ctx.keep_fd(&key, holder)?;
+    }
+    open(path.as_str(), open_flags(flags), Mode::empty())
+        .map_err(|e| PluginError::path(&path, "open of FIFO", e))
+}
+
+/// The flags to open a description with: the dumped ones minus creation-time flags, plus
+/// close-on-exec (the core sets the task's own fd flags when installing the fd).
+fn open_flags(flags: u32) -> OFlag {
+    OFlag::from_bits_retain((flags & !OPEN_ONLY) as i32) | OFlag::O_CLOEXEC
+}
+
+/// Sets the status flags (`O_NONBLOCK`, `O_ASYNC`, ...) of a description.
+fn set_flags(fd: BorrowedFd<'_>, flags: u32) -> Result<(), Errno> {
+    fcntl(fd, FcntlArg::F_SETFL(OFlag::from_bits_retain(flags as i32))).map(drop)
+}
+
+/// A new description of the pipe behind `kept`, opened with `flags`.
+fn reopen(kept: BorrowedFd<'_>, flags: u32) -> Result<OwnedFd, Errno> {
+    let path = format!("/proc/self/fd/{}", kept.as_raw_fd());
+    open(path.as_str(), open_flags(flags), Mode::empty())
+}
