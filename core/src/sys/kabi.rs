@@ -215,6 +215,72 @@ pub const KCMP_EPOLL_TFD: libc::c_int = 7;
 
 pub const MEMBARRIER_CMD_GET_REGISTRATIONS: libc::c_int = 1 << 9;
 
+// ---- <linux/kcmp.h> ----
+
+/// `struct kcmp_epoll_slot` for `KCMP_EPOLL_TFD`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct kcmp_epoll_slot {
+    pub efd: u32,
+    pub tfd: u32,
+    pub toff: u32,
+}
+
+// ---- <asm-generic/mman-common.h>, <asm-generic/socket.h> ----
+
+/// `MADV_GUARD_INSTALL` (Linux 6.13+).
+pub const MADV_GUARD_INSTALL: libc::c_int = 102;
+/// `SO_BUF_LOCK` (Linux 5.14+).
+pub const SO_BUF_LOCK: libc::c_int = 72;
+
+// ---- <linux/io_uring.h> (only the setup parameters, for probing) ----
+
+/// `struct io_sqring_offsets`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct io_sqring_offsets {
+    pub head: u32,
+    pub tail: u32,
+    pub ring_mask: u32,
+    pub ring_entries: u32,
+    pub flags: u32,
+    pub dropped: u32,
+    pub array: u32,
+    pub resv1: u32,
+    pub user_addr: u64,
+}
+
+/// `struct io_cqring_offsets`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct io_cqring_offsets {
+    pub head: u32,
+    pub tail: u32,
+    pub ring_mask: u32,
+    pub ring_entries: u32,
+    pub overflow: u32,
+    pub cqes: u32,
+    pub flags: u32,
+    pub resv1: u32,
+    pub user_addr: u64,
+}
+
+/// `struct io_uring_params`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct io_uring_params {
+    pub sq_entries: u32,
+    pub cq_entries: u32,
+    pub flags: u32,
+    pub sq_thread_cpu: u32,
+    pub sq_thread_idle: u32,
+    pub features: u32,
+    pub wq_fd: u32,
+    pub resv: [u32; 3],
+    pub sq_off: io_sqring_offsets,
+    pub cq_off: io_cqring_offsets,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,6 +291,8 @@ mod tests {
         assert_eq!(std::mem::size_of::<uffdio_api>(), 24);
         assert_eq!(std::mem::size_of::<page_region>(), 24);
         assert_eq!(std::mem::size_of::<pm_scan_arg>(), 96);
+        assert_eq!(std::mem::size_of::<io_uring_params>(), 120);
+        assert_eq!(std::mem::size_of::<kcmp_epoll_slot>(), 12);
         // _IOWR encodes the struct size in bits 16..30.
         assert_eq!((PAGEMAP_SCAN >> 16) & 0x3fff, 96);
         assert_eq!((UFFDIO_API >> 16) & 0x3fff, 24);

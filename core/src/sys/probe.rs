@@ -1,1 +1,423 @@
-//! probe wrappers (being written).
+//! Raw kernel probes for `kerndat` (what nix lacks). Each function makes the real call and
+//! returns what the kernel said; deciding what that means is kerndat's job.
+//!
+//! Probes that need a separate process live in `probe/child.rs`; they fork, and always kill
+//! and reap the child by pid.
+
+use std::fs::File;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+use nix::errno::Errno;
+
+use super::kabi;
+
+mod child;
+pub use child::*;
+
+/// A probe's syscall failed.
+#[derive(Debug, thiserror::Error, Clone, Copy, PartialEq, Eq)]
+#[error("{call} failed: {errno}")]
+pub struct ProbeError {
+    pub call: &'static str,
+    pub errno: Errno,
+}
+
+pub type Result<T, E = ProbeError> = std::result::Result<T, E>;
+
+fn err(call: &'static str) -> ProbeError {
+    ProbeError {
+        call,
+        errno: Errno::last(),
+    }
+}
+
+fn fd_or(call: &'static str, r: libc::c_long) -> Result<OwnedFd> {
+    if r < 0 {
+        return Err(err(call));
+    }
+    // SAFETY: the kernel just returned this descriptor to us.
+    Ok(unsafe { OwnedFd::from_raw_fd(r as i32) })
+}
+
+fn ok_or(call: &'static str, r: libc::c_long) -> Result<libc::c_long> {
+    if r < 0 { Err(err(call)) } else { Ok(r) }
+}
+
+/// `memfd_secret(O_CLOEXEC)` (Linux 5.14+, off unless booted with secretmem enabled).
+pub fn memfd_secret() -> Result<OwnedFd> {
+    // SAFETY: integer-only syscall.
+    let r = unsafe { libc::syscall(libc::SYS_memfd_secret, libc::O_CLOEXEC) };
+    fd_or("memfd_secret", r)
+}
+
+/// `memfd_create(name, MFD_CLOEXEC | flags)`.
+pub fn memfd_create(name: &std::ffi::CStr, flags: u32) -> Result<OwnedFd> {
+    // SAFETY: name is a valid C string.
+    let r = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | flags) };
+    fd_or("memfd_create", r as libc::c_long)
+}
+
+/// `io_uring_setup(entries, &params)`; returns the ring fd and the filled-in params.
+pub fn io_uring_setup(entries: u32) -> Result<(OwnedFd, kabi::io_uring_params)> {
+    let mut p = kabi::io_uring_params::default();
+    // SAFETY: p is a valid io_uring_params the kernel reads and fills.
+    let r = unsafe { libc::syscall(libc::SYS_io_uring_setup, entries, &mut p) };
+    Ok((fd_or("io_uring_setup", r)?, p))
+}
+
+/// `userfaultfd(O_CLOEXEC | O_NONBLOCK | extra)`.
+pub fn userfaultfd(extra: libc::c_int) -> Result<OwnedFd> {
+    // SAFETY: integer-only syscall.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_userfaultfd,
+            libc::O_CLOEXEC | libc::O_NONBLOCK | extra,
+        )
+    };
+    fd_or("userfaultfd", r)
+}
+
+/// `UFFDIO_API` handshake asking for `features`; returns what the kernel granted
+/// (features and supported ioctls). Asking for 0 reports every available feature.
+pub fn uffd_api(fd: BorrowedFd<'_>, features: u64) -> Result<kabi::uffdio_api> {
+    let mut api = kabi::uffdio_api {
+        api: kabi::UFFD_API,
+        features,
+        ioctls: 0,
+    };
+    // SAFETY: UFFDIO_API reads and writes one uffdio_api.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), kabi::UFFDIO_API, &mut api) };
+    ok_or("ioctl(UFFDIO_API)", r as libc::c_long)?;
+    Ok(api)
+}
+
+/// `PAGEMAP_SCAN` over `[start, end)` on an open `/proc/PID/pagemap`: fills `out` with
+/// regions whose categories match (`category_mask` all-of, `anyof_mask` any-of), reporting
+/// `return_mask` bits. Returns (regions filled, address where the walk ended).
+pub fn pagemap_scan(
+    pagemap: &File,
+    start: u64,
+    end: u64,
+    category_mask: u64,
+    anyof_mask: u64,
+    return_mask: u64,
+    out: &mut [kabi::page_region],
+) -> Result<(usize, u64)> {
+    let mut arg = kabi::pm_scan_arg {
+        size: std::mem::size_of::<kabi::pm_scan_arg>() as u64,
+        start,
+        end,
+        vec: out.as_mut_ptr() as u64,
+        vec_len: out.len() as u64,
+        category_mask,
+        category_anyof_mask: anyof_mask,
+        return_mask,
+        ..Default::default()
+    };
+    // SAFETY: arg is valid; vec points to out.len() page_regions the kernel may fill.
+    let r = unsafe { libc::ioctl(pagemap.as_raw_fd(), kabi::PAGEMAP_SCAN, &mut arg) };
+    let n = ok_or("ioctl(PAGEMAP_SCAN)", r as libc::c_long)? as usize;
+    Ok((n.min(out.len()), arg.walk_end))
+}
+
+/// `bpf(BPF_MAP_CREATE)` of a 1-entry array map.
+pub fn bpf_map_create_array() -> Result<OwnedFd> {
+    let attr = kabi::bpf_map_create_attr {
+        map_type: kabi::BPF_MAP_TYPE_ARRAY,
+        key_size: 4,
+        value_size: 8,
+        max_entries: 1,
+        ..Default::default()
+    };
+    // SAFETY: attr is a valid, zero-padded prefix of union bpf_attr of the given size.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            kabi::BPF_MAP_CREATE,
+            &attr,
+            std::mem::size_of_val(&attr),
+        )
+    };
+    fd_or("bpf(BPF_MAP_CREATE)", r)
+}
+
+/// `bpf(BPF_PROG_LOAD)` of the socket filter `r0 = 0; exit`.
+pub fn bpf_prog_load_trivial() -> Result<OwnedFd> {
+    // BPF_ALU64|BPF_MOV|BPF_K r0 = 0, then BPF_JMP|BPF_EXIT.
+    let insns: [u64; 2] = [0x0000_0000_0000_00b7, 0x0000_0000_0000_0095];
+    let license = c"GPL";
+    let attr = kabi::bpf_prog_load_attr {
+        prog_type: kabi::BPF_PROG_TYPE_SOCKET_FILTER,
+        insn_cnt: 2,
+        insns: insns.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        ..Default::default()
+    };
+    // SAFETY: attr points to live instruction and license buffers.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            kabi::BPF_PROG_LOAD,
+            &attr,
+            std::mem::size_of_val(&attr),
+        )
+    };
+    fd_or("bpf(BPF_PROG_LOAD)", r)
+}
+
+/// What `clone3` knows: probed without creating any process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Clone3Support {
+    /// No clone3 at all (ENOSYS).
+    Missing,
+    /// clone3 exists but its args struct has no set_tid (E2BIG for the larger size).
+    NoSetTid,
+    /// clone3 with set_tid.
+    SetTid,
+}
+
+/// Calls clone3 with an unreadable set_tid array: a kernel that knows set_tid fails with
+/// EFAULT before creating anything; one that does not rejects the struct size (E2BIG).
+pub fn clone3_probe() -> Result<Clone3Support> {
+    // SAFETY: all-zero clone_args is valid.
+    let mut args: libc::clone_args = unsafe { std::mem::zeroed() };
+    args.exit_signal = libc::SIGCHLD as u64;
+    args.set_tid = u64::MAX; // unmapped user address
+    args.set_tid_size = 1;
+    // SAFETY: the kernel reads args; the bogus set_tid pointer makes it fail before cloning.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const libc::clone_args,
+            std::mem::size_of::<libc::clone_args>(),
+        )
+    };
+    if r == 0 {
+        // We are the child: cannot happen with a bad set_tid, but never run on as a copy.
+        // SAFETY: _exit is async-signal-safe.
+        unsafe { libc::_exit(0) };
+    }
+    if r > 0 {
+        // A child was created after all: reap it.
+        // SAFETY: r is our child's pid.
+        unsafe {
+            libc::kill(r as i32, libc::SIGKILL);
+            libc::waitpid(r as i32, std::ptr::null_mut(), libc::__WALL);
+        }
+        return Ok(Clone3Support::SetTid);
+    }
+    match Errno::last() {
+        Errno::EFAULT => Ok(Clone3Support::SetTid),
+        Errno::E2BIG => Ok(Clone3Support::NoSetTid),
+        Errno::ENOSYS => Ok(Clone3Support::Missing),
+        errno => Err(ProbeError {
+            call: "clone3",
+            errno,
+        }),
+    }
+}
+
+/// `prctl(PR_SET_MM, PR_SET_MM_MAP_SIZE, &size)`: the size of `struct prctl_mm_map`.
+pub fn prctl_mm_map_size() -> Result<u32> {
+    let mut size: u32 = 0;
+    // SAFETY: the kernel writes one u32 at the pointer.
+    let r = unsafe {
+        libc::prctl(
+            libc::PR_SET_MM,
+            libc::PR_SET_MM_MAP_SIZE,
+            &mut size as *mut u32,
+            0,
+            0,
+        )
+    };
+    ok_or("prctl(PR_SET_MM_MAP_SIZE)", r as libc::c_long)?;
+    Ok(size)
+}
+
+/// `prctl(PR_GET_TID_ADDRESS)` of the calling thread.
+pub fn prctl_get_tid_address() -> Result<u64> {
+    let mut addr: u64 = 0;
+    // SAFETY: the kernel writes one pointer at the address.
+    let r = unsafe { libc::prctl(kabi::PR_GET_TID_ADDRESS, &mut addr as *mut u64, 0, 0, 0) };
+    ok_or("prctl(PR_GET_TID_ADDRESS)", r as libc::c_long)?;
+    Ok(addr)
+}
+
+/// `rseq(NULL, 0, 0, 0)`: EINVAL when the syscall exists, ENOSYS when not.
+pub fn rseq_exists() -> Result<bool> {
+    // SAFETY: with a null area the kernel only validates arguments.
+    let r = unsafe { libc::syscall(libc::SYS_rseq, 0usize, 0u32, 0, 0u32) };
+    match (r, Errno::last()) {
+        (0.., _) => Ok(true),
+        (_, Errno::EINVAL) | (_, Errno::EBUSY) | (_, Errno::EPERM) => Ok(true),
+        (_, Errno::ENOSYS) => Ok(false),
+        (_, errno) => Err(ProbeError {
+            call: "rseq",
+            errno,
+        }),
+    }
+}
+
+/// `kcmp(pid1, pid2, type, idx1, idx2)`: 0 equal, 1/2 ordered, 3 different.
+pub fn kcmp(pid1: i32, pid2: i32, kind: libc::c_int, idx1: u64, idx2: u64) -> Result<i32> {
+    // SAFETY: integer-only for the types used with plain indexes.
+    let r = unsafe { libc::syscall(libc::SYS_kcmp, pid1, pid2, kind, idx1, idx2) };
+    ok_or("kcmp", r).map(|v| v as i32)
+}
+
+/// `kcmp(pid, pid, KCMP_EPOLL_TFD, fd, &slot)`: is target `tfd` registered in epoll `efd`?
+pub fn kcmp_epoll_tfd(pid: i32, fd: i32, efd: i32, tfd: i32) -> Result<i32> {
+    let slot = kabi::kcmp_epoll_slot {
+        efd: efd as u32,
+        tfd: tfd as u32,
+        toff: 0,
+    };
+    // SAFETY: slot is a valid kcmp_epoll_slot the kernel reads.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_kcmp,
+            pid,
+            pid,
+            kabi::KCMP_EPOLL_TFD,
+            fd,
+            &slot as *const kabi::kcmp_epoll_slot,
+        )
+    };
+    ok_or("kcmp(KCMP_EPOLL_TFD)", r).map(|v| v as i32)
+}
+
+/// `openat2(AT_FDCWD, path, {O_PATH|O_CLOEXEC, RESOLVE_NO_MAGICLINKS})`.
+pub fn openat2_path(path: &std::ffi::CStr) -> Result<OwnedFd> {
+    // SAFETY: all-zero open_how is valid.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (libc::O_PATH | libc::O_CLOEXEC) as u64;
+    how.resolve = libc::RESOLVE_NO_MAGICLINKS;
+    // SAFETY: path is a C string, how a valid open_how of the given size.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            &how,
+            std::mem::size_of_val(&how),
+        )
+    };
+    fd_or("openat2", r)
+}
+
+/// `ioctl(sock, SIOCGSKNS)`: an fd of the socket's network namespace.
+pub fn socket_netns(sock: BorrowedFd<'_>) -> Result<OwnedFd> {
+    // SAFETY: SIOCGSKNS takes no argument and returns a new fd.
+    let r = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGSKNS) };
+    fd_or("ioctl(SIOCGSKNS)", r as libc::c_long)
+}
+
+/// `setsockopt(sock, level, name, &int)`.
+pub fn setsockopt_int(
+    sock: BorrowedFd<'_>,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> Result<()> {
+    // SAFETY: value is a valid int of the size passed.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            4,
+        )
+    };
+    ok_or("setsockopt", r as libc::c_long).map(drop)
+}
+
+/// `getsockopt(sock, level, name)` into a buffer; returns the length the kernel reported.
+pub fn getsockopt_buf(
+    sock: BorrowedFd<'_>,
+    level: libc::c_int,
+    name: libc::c_int,
+    buf: &mut [u8],
+) -> Result<usize> {
+    let mut len = buf.len() as libc::socklen_t;
+    // SAFETY: buf/len describe a writable buffer.
+    let r = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            level,
+            name,
+            buf.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    ok_or("getsockopt", r as libc::c_long)?;
+    Ok(len as usize)
+}
+
+/// An anonymous private mapping owned by the probe, unmapped on drop.
+#[derive(Debug)]
+pub struct AnonMap {
+    addr: *mut libc::c_void,
+    len: usize,
+}
+
+impl AnonMap {
+    /// mmap `pages` read-write pages and touch each one.
+    pub fn new(pages: usize) -> Result<AnonMap> {
+        let len = pages * 4096;
+        // SAFETY: fresh anonymous mapping.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(err("mmap"));
+        }
+        for i in 0..pages {
+            // SAFETY: inside our own fresh read-write mapping.
+            unsafe { p.cast::<u8>().add(i * 4096).write_volatile(1) };
+        }
+        Ok(AnonMap { addr: p, len })
+    }
+
+    pub fn addr(&self) -> u64 {
+        self.addr as u64
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// `madvise(addr + off, len, advice)` on part of the mapping.
+    pub fn madvise(&self, off: usize, len: usize, advice: libc::c_int) -> Result<()> {
+        if off + len > self.len {
+            return Err(ProbeError {
+                call: "madvise",
+                errno: Errno::EINVAL,
+            });
+        }
+        // SAFETY: the range is inside our own mapping.
+        let r = unsafe { libc::madvise(self.addr.cast::<u8>().add(off).cast(), len, advice) };
+        ok_or("madvise", r as libc::c_long).map(drop)
+    }
+}
+
+impl Drop for AnonMap {
+    fn drop(&mut self) {
+        // SAFETY: unmapping our own mapping.
+        unsafe { libc::munmap(self.addr, self.len) };
+    }
+}
+
+#[cfg(test)]
+mod tests;
