@@ -1,0 +1,150 @@
+//! The core's [`DumpContext`] for plugins, on top of [`ImageDir`].
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+
+use criu_plugin_api::{DumpContext, DumpOptions as PluginDumpOptions, ImageRef, PluginError};
+use criu_proto::images::FileEntry;
+
+use crate::image::{ImageDir, ImageKind, ImageWriter};
+
+use super::DumpError;
+
+pub struct CoreDumpContext<'d> {
+    dir: &'d ImageDir,
+    writers: HashMap<(ImageKind, u64), ImageWriter>,
+    next_file_id: u32,
+    memo: HashMap<String, u64>,
+    options: PluginDumpOptions,
+    plugins_used: BTreeSet<&'static str>,
+    /// Plugin-owned files we created (removed with the images on failure).
+    pub plugin_files: Vec<std::path::PathBuf>,
+}
+
+impl std::fmt::Debug for CoreDumpContext<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CoreDumpContext")
+            .field("dir", &self.dir.path())
+            .field("next_file_id", &self.next_file_id)
+            .finish()
+    }
+}
+
+fn plugin_err(image: impl std::fmt::Display, e: impl std::fmt::Display) -> PluginError {
+    PluginError::bad_image(image.to_string(), e.to_string())
+}
+
+impl<'d> CoreDumpContext<'d> {
+    pub fn new(dir: &'d ImageDir, ghost_limit: u64) -> Self {
+        let mut options = PluginDumpOptions::default();
+        options.ghost_limit = ghost_limit;
+        CoreDumpContext {
+            dir,
+            writers: HashMap::new(),
+            next_file_id: 1,
+            memo: HashMap::new(),
+            options,
+            plugins_used: BTreeSet::new(),
+            plugin_files: Vec::new(),
+        }
+    }
+
+    fn writer(
+        &mut self,
+        kind: ImageKind,
+        id: u64,
+    ) -> Result<&mut ImageWriter, crate::image::ImageError> {
+        if !self.writers.contains_key(&(kind, id)) {
+            let w = self.dir.writer(kind, id)?;
+            self.writers.insert((kind, id), w);
+        }
+        // Inserted just above when missing.
+        Ok(self.writers.get_mut(&(kind, id)).expect("writer present"))
+    }
+
+    pub fn append_file_entry(&mut self, pid: i32, e: &FileEntry) -> Result<(), DumpError> {
+        self.writer(ImageKind::Files, 0)
+            .and_then(|w| w.write_entry(e))
+            .map_err(|source| DumpError::Image {
+                pid,
+                step: "files",
+                source,
+            })
+    }
+
+    pub fn note_plugin(&mut self, name: &'static str) {
+        self.plugins_used.insert(name);
+    }
+
+    pub fn plugins_used(&self) -> Vec<String> {
+        self.plugins_used.iter().map(|s| s.to_string()).collect()
+    }
+
+    pub fn files_written(&self) -> u32 {
+        self.next_file_id - 1
+    }
+
+    /// Flush and close every image the context opened.
+    pub fn finish(&mut self, pid: i32) -> Result<(), DumpError> {
+        for (_, w) in self.writers.drain() {
+            w.finish().map_err(|source| DumpError::Image {
+                pid,
+                step: "files",
+                source,
+            })?;
+        }
+        Ok(())
+    }
+}
+
+impl DumpContext for CoreDumpContext<'_> {
+    fn write_entry(
+        &mut self,
+        image: ImageRef,
+        entry: &[u8],
+        extra: &[u8],
+    ) -> Result<(), PluginError> {
+        let kind = image.kind.to_proto();
+        let id = image.id.unwrap_or(0);
+        self.writer(kind, id)
+            .and_then(|w| w.write_raw_entry(entry, extra))
+            .map_err(|e| plugin_err(image, e))
+    }
+
+    fn write_plugin_file(&mut self, name: &str, data: &[u8]) -> Result<(), PluginError> {
+        if name.is_empty() || name.contains('/') || name.starts_with('.') {
+            return Err(plugin_err(name, "plugin file names are plain names"));
+        }
+        let path = self.dir.path().join(name);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| plugin_err(name, e))?;
+        if !self.plugin_files.contains(&path) {
+            self.plugin_files.push(path);
+        }
+        f.write_all(data).map_err(|e| plugin_err(name, e))
+    }
+
+    fn new_file_id(&mut self) -> u32 {
+        let id = self.next_file_id;
+        self.next_file_id += 1;
+        id
+    }
+
+    fn memo(&self, key: &str) -> Option<u64> {
+        self.memo.get(key).copied()
+    }
+
+    fn set_memo(&mut self, key: &str, value: u64) {
+        self.memo.insert(key.to_string(), value);
+    }
+
+    fn options(&self) -> &PluginDumpOptions {
+        &self.options
+    }
+}

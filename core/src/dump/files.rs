@@ -1,0 +1,286 @@
+//! Files: every fd of the task, plus the exe link, cwd/root and mapped files, each dumped by
+//! the plugin that claims it into files.img; fds sharing an open file description get one
+//! id. The core itself knows no fd kind.
+
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+
+use criu_plugin_api::{self as api, DumpContext, FdDesc, FileOwner, FileStat, Plugin, Timespec};
+use criu_proto::images::{FdinfoEntry, FileEntry, FsEntry};
+
+use crate::image::{ImageDir, ImageKind};
+use crate::proc::{fdinfo, misc, pid_path, status};
+
+use super::DumpError;
+use super::ctx::CoreDumpContext;
+use super::fdaccess::FdAccess;
+use super::memory::Vma;
+
+/// Ids handed out so far, keyed by what identifies a file for sharing.
+#[derive(Debug, Default)]
+pub struct FileIds {
+    /// (dev, ino) of exe/VMA files → file id (CRIU shares one reg entry between them).
+    by_inode: HashMap<(u64, u64), u32>,
+}
+
+fn stat_of(fd: &OwnedFd) -> Result<FileStat, nix::errno::Errno> {
+    let s = nix::sys::stat::fstat(fd)?;
+    Ok(FileStat {
+        mode: s.st_mode,
+        dev: s.st_dev,
+        ino: s.st_ino,
+        rdev: s.st_rdev,
+        size: s.st_size,
+        nlink: s.st_nlink,
+        uid: s.st_uid,
+        gid: s.st_gid,
+        atime: Timespec {
+            sec: s.st_atime,
+            nsec: s.st_atime_nsec,
+        },
+        mtime: Timespec {
+            sec: s.st_mtime,
+            nsec: s.st_mtime_nsec,
+        },
+    })
+}
+
+fn to_api_fdinfo(fi: &fdinfo::FdInfo, raw: String) -> api::FdInfo {
+    api::FdInfo {
+        pos: fi.pos,
+        flags: fi.flags,
+        mnt_id: fi.mnt_id.unwrap_or(0),
+        ino: fi.ino.unwrap_or(0),
+        raw,
+    }
+}
+
+/// Ask the plugins for `desc` and append its entry to files.img.
+fn dump_desc(
+    plugins: &[&'static dyn Plugin],
+    ctx: &mut CoreDumpContext<'_>,
+    desc: &FdDesc,
+    id: u32,
+) -> Result<FileEntry, DumpError> {
+    let pid = desc.pid;
+    let h = api::find_fd_handler(plugins, desc).map_err(|source| DumpError::Plugin {
+        pid,
+        what: desc.describe(),
+        source,
+    })?;
+    tracing::debug!(pid, fd = desc.fd, link = %desc.link, plugin = h.plugin.info().name, id, "dumping file");
+    let entry = h
+        .handler
+        .dump_file(ctx, desc, id)
+        .map_err(|source| DumpError::Plugin {
+            pid,
+            what: format!("{} (plugin {})", desc.describe(), h.plugin.info().name),
+            source,
+        })?;
+    ctx.note_plugin(h.plugin.info().name);
+    ctx.append_file_entry(pid, &entry)?;
+    Ok(entry)
+}
+
+/// A file reached by path (exe, cwd, root, map_files): opened by us, flags 0 as CRIU
+/// records them.
+fn path_desc(pid: i32, open_path: &str, link: String) -> Result<FdDesc, DumpError> {
+    let file = std::fs::File::open(open_path).map_err(|e| {
+        DumpError::sys(
+            pid,
+            "files",
+            format!("open {open_path}"),
+            nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+        )
+    })?;
+    let file: OwnedFd = file.into();
+    let stat = stat_of(&file)
+        .map_err(|e| DumpError::sys(pid, "files", format!("fstat {open_path}"), e))?;
+    let own = std::process::id() as i32;
+    let fi =
+        fdinfo::read_fdinfo(own, file.as_raw_fd()).map_err(|e| DumpError::proc(pid, "files", e))?;
+    let mut info = to_api_fdinfo(&fi, String::new());
+    info.flags = 0;
+    info.pos = 0;
+    info.raw = format!(
+        "pos:\t0\nflags:\t0\nmnt_id:\t{}\nino:\t{}\n",
+        info.mnt_id, info.ino
+    );
+    Ok(FdDesc {
+        pid,
+        fd: -1,
+        link,
+        fdinfo: info,
+        stat,
+        owner: FileOwner::default(),
+        file,
+    })
+}
+
+/// A file id for a file reached by path, shared by inode with earlier exe/VMA files.
+fn path_file_id(
+    plugins: &[&'static dyn Plugin],
+    ctx: &mut CoreDumpContext<'_>,
+    ids: &mut FileIds,
+    pid: i32,
+    open_path: &str,
+    link: String,
+    share: bool,
+) -> Result<u32, DumpError> {
+    let desc = path_desc(pid, open_path, link)?;
+    let key = (desc.stat.dev, desc.stat.ino);
+    if share && let Some(&id) = ids.by_inode.get(&key) {
+        return Ok(id);
+    }
+    let id = ctx.new_file_id();
+    dump_desc(plugins, ctx, &desc, id)?;
+    if share {
+        ids.by_inode.insert(key, id);
+    }
+    Ok(id)
+}
+
+/// exe and mapped files: returns exe_file_id and fills `shmid` of file VMAs.
+pub fn dump_mm_files(
+    plugins: &[&'static dyn Plugin],
+    ctx: &mut CoreDumpContext<'_>,
+    ids: &mut FileIds,
+    pid: i32,
+    vmas: &mut [Vma],
+) -> Result<u32, DumpError> {
+    let exe_link = misc::read_link(pid, "exe").map_err(|e| DumpError::proc(pid, "files", e))?;
+    let exe_path = pid_path(pid, "exe");
+    let exe_id = path_file_id(
+        plugins,
+        ctx,
+        ids,
+        pid,
+        &exe_path.to_string_lossy(),
+        exe_link.to_string_lossy().into_owned(),
+        true,
+    )?;
+    for v in vmas.iter_mut() {
+        let Some(f) = &v.file else { continue };
+        let id = match ids.by_inode.get(&(f.dev, f.ino)) {
+            Some(&id) => id,
+            None => path_file_id(plugins, ctx, ids, pid, &f.map_files, f.path.clone(), true)?,
+        };
+        v.entry.shmid = id as u64;
+    }
+    Ok(exe_id)
+}
+
+/// Every fd of `pid`: files.img entries (one per open file description) and
+/// fdinfo-<files_id>.img. Returns the number of descriptions.
+pub fn dump_fds(
+    plugins: &[&'static dyn Plugin],
+    ctx: &mut CoreDumpContext<'_>,
+    dir: &ImageDir,
+    access: &mut dyn FdAccess,
+    pid: i32,
+    files_id: u32,
+) -> Result<usize, DumpError> {
+    let fds = misc::read_fds(pid).map_err(|e| DumpError::proc(pid, "files", e))?;
+    // (our duplicate, its id, its fd type) of every description seen so far.
+    let mut seen: Vec<(i32, u32, i32)> = Vec::new();
+    let mut entries = Vec::with_capacity(fds.len());
+    let mut descs = 0;
+    for fd in fds {
+        let file = access.get(fd)?;
+        let same = seen
+            .iter()
+            .find(|(other, _, _)| access.same_description(*other, fd))
+            .map(|&(_, id, ty)| (id, ty));
+        let (_, text) = crate::proc::read_text(pid_path(pid, &format!("fdinfo/{fd}")))
+            .map_err(|e| DumpError::proc(pid, "files", e))?;
+        let fi = fdinfo::parse_fdinfo(&text).map_err(|source| DumpError::Proc {
+            pid,
+            step: "files",
+            source: crate::proc::ProcError::Parse {
+                path: pid_path(pid, &format!("fdinfo/{fd}")),
+                source,
+            },
+        })?;
+        let cloexec = fi.flags & libc::O_CLOEXEC as u32 != 0;
+        let (id, ty) = match same {
+            Some(x) => x,
+            None => {
+                let link = misc::read_link(pid, &format!("fd/{fd}"))
+                    .map_err(|e| DumpError::proc(pid, "files", e))?;
+                let stat = stat_of(&file)
+                    .map_err(|e| DumpError::sys(pid, "files", format!("fstat fd {fd}"), e))?;
+                let desc = FdDesc {
+                    pid,
+                    fd,
+                    link: link.to_string_lossy().into_owned(),
+                    fdinfo: to_api_fdinfo(&fi, text),
+                    stat,
+                    owner: FileOwner::default(),
+                    file,
+                };
+                let id = ctx.new_file_id();
+                let e = dump_desc(plugins, ctx, &desc, id)?;
+                descs += 1;
+                seen.push((fd, id, e.r#type));
+                (id, e.r#type)
+            }
+        };
+        entries.push(FdinfoEntry {
+            id,
+            flags: if cloexec { libc::FD_CLOEXEC as u32 } else { 0 },
+            r#type: ty,
+            fd: fd as u32,
+            xattr_security_selinux: None,
+        });
+    }
+    dir.write_image(ImageKind::Fdinfo, files_id as u64, &entries)
+        .map_err(|source| DumpError::Image {
+            pid,
+            step: "files",
+            source,
+        })?;
+    Ok(descs)
+}
+
+/// cwd and root as files.img entries, and fs-<pid>.img.
+pub fn dump_fs(
+    plugins: &[&'static dyn Plugin],
+    ctx: &mut CoreDumpContext<'_>,
+    dir: &ImageDir,
+    ids: &mut FileIds,
+    pid: i32,
+) -> Result<(), DumpError> {
+    let mut one = |name: &str| -> Result<u32, DumpError> {
+        let link = misc::read_link(pid, name).map_err(|e| DumpError::proc(pid, "files", e))?;
+        let p = pid_path(pid, name);
+        path_file_id(
+            plugins,
+            ctx,
+            ids,
+            pid,
+            &p.to_string_lossy(),
+            link.to_string_lossy().into_owned(),
+            false,
+        )
+    };
+    let cwd_id = one("cwd")?;
+    let root_id = one("root")?;
+    let st = status::read_status(pid).map_err(|e| DumpError::proc(pid, "files", e))?;
+    let fs = FsEntry {
+        cwd_id,
+        root_id,
+        umask: st.umask,
+    };
+    dir.write_single(ImageKind::Fs, pid as u64, &fs)
+        .map_err(|source| DumpError::Image {
+            pid,
+            step: "files",
+            source,
+        })
+}
+
+/// (dev, ino) of a path, for tests.
+pub fn inode_of(path: &str) -> Option<(u64, u64)> {
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}

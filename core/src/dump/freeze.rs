@@ -1,0 +1,181 @@
+//! Freezing: PTRACE_SEIZE + PTRACE_INTERRUPT on every thread of a process, repeated until the
+//! thread list stops growing, and the way back (resume, leave stopped, or kill).
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::proc::{misc, status};
+use crate::sys::ptrace::{self, FrozenState, Options};
+
+use super::DumpError;
+
+/// One frozen thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrozenThread {
+    pub tid: i32,
+    pub state: FrozenState,
+}
+
+/// A process whose threads are all held in ptrace stops. Dropping it without calling
+/// [`Frozen::release`] resumes every thread (the failure path).
+#[derive(Debug)]
+pub struct Frozen {
+    pub pid: i32,
+    /// Leader first, then the other threads in tid order.
+    pub threads: Vec<FrozenThread>,
+    released: bool,
+}
+
+/// What to do with the frozen tasks at the end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Release {
+    /// Detach; the task runs on (or stays in the group-stop it was in).
+    Resume,
+    /// Send SIGSTOP, then detach: the task is left stopped.
+    Stop,
+    /// SIGKILL and wait for every thread to be gone.
+    Kill,
+}
+
+/// Refuse tasks that someone else traces: we could not seize them, and the error would be
+/// a bare EPERM.
+fn check_not_traced(pid: i32, tid: i32) -> Result<(), DumpError> {
+    let st = status::read_thread_status(pid, tid).map_err(|e| DumpError::proc(pid, "freeze", e))?;
+    if st.tracer_pid != 0 && st.tracer_pid != std::process::id() as i32 {
+        return Err(DumpError::AlreadyTraced {
+            pid,
+            tid,
+            tracer: st.tracer_pid,
+        });
+    }
+    Ok(())
+}
+
+/// Freeze every thread of `pid`.
+pub fn freeze_process(pid: i32) -> Result<Frozen, DumpError> {
+    let st = status::read_status(pid).map_err(|e| DumpError::proc(pid, "freeze", e))?;
+    if st.tgid != pid {
+        return Err(DumpError::NotAProcess { pid, tgid: st.tgid });
+    }
+    if st.state == 'Z' || st.state == 'X' {
+        return Err(DumpError::Zombie { pid });
+    }
+    let mut opts = Options::PTRACE_O_TRACESYSGOOD;
+    if st.seccomp != 0 {
+        // Injected syscalls must not be filtered (needs CAP_SYS_ADMIN, which we have).
+        opts |= ptrace::suspend_seccomp_option();
+    }
+    let mut frozen = Frozen {
+        pid,
+        threads: Vec::new(),
+        released: false,
+    };
+    loop {
+        let tids = misc::read_tasks(pid).map_err(|e| DumpError::proc(pid, "freeze", e))?;
+        let mut new = 0;
+        for tid in tids {
+            if frozen.threads.iter().any(|t| t.tid == tid) {
+                continue;
+            }
+            check_not_traced(pid, tid)?;
+            match ptrace::freeze(Pid::from_raw(tid), opts) {
+                Ok(state) => {
+                    tracing::debug!(pid, tid, ?state, "thread frozen");
+                    frozen.threads.push(FrozenThread { tid, state });
+                    new += 1;
+                }
+                // The thread exited between listing and seizing: nothing to freeze.
+                Err(e) if e.errno() == Some(nix::errno::Errno::ESRCH) && tid != pid => {}
+                Err(ptrace::PtraceError::Gone { .. }) if tid != pid => {}
+                Err(e) => {
+                    return Err(DumpError::Ptrace {
+                        pid,
+                        step: "freeze",
+                        source: e,
+                    });
+                }
+            }
+        }
+        if new == 0 {
+            break;
+        }
+    }
+    if !frozen.threads.iter().any(|t| t.tid == pid) {
+        return Err(DumpError::Zombie { pid });
+    }
+    frozen.threads.sort_by_key(|t| (t.tid != pid, t.tid));
+    // A thread that exited after we froze it would leave a stale entry; re-list to be sure
+    // the set is exactly the live one.
+    let live = misc::read_tasks(pid).map_err(|e| DumpError::proc(pid, "freeze", e))?;
+    frozen.threads.retain(|t| live.contains(&t.tid));
+    Ok(frozen)
+}
+
+impl Frozen {
+    pub fn tids(&self) -> impl Iterator<Item = i32> + '_ {
+        self.threads.iter().map(|t| t.tid)
+    }
+
+    /// The group-stop signal when the process was stopped before we came.
+    pub fn stop_signo(&self) -> Option<i32> {
+        match self.threads.first().map(|t| t.state) {
+            Some(FrozenState::Stopped { sig }) => Some(sig),
+            _ => None,
+        }
+    }
+
+    /// Let the tasks go as `how` says. Errors are logged, not returned: each thread is
+    /// handled whatever happened to the others.
+    pub fn release(mut self, how: Release) {
+        self.released = true;
+        self.do_release(how);
+    }
+
+    fn do_release(&mut self, how: Release) {
+        let pid = Pid::from_raw(self.pid);
+        match how {
+            Release::Resume => self.detach_all(),
+            Release::Stop => {
+                if let Err(e) = kill(pid, Signal::SIGSTOP) {
+                    tracing::warn!(pid = self.pid, error = %e, "SIGSTOP failed");
+                }
+                self.detach_all();
+            }
+            Release::Kill => {
+                if let Err(e) = kill(pid, Signal::SIGKILL) {
+                    tracing::warn!(pid = self.pid, error = %e, "SIGKILL failed");
+                }
+                // As the tracer we get each thread's death; the parent reaps the process.
+                for t in &self.threads {
+                    let tid = Pid::from_raw(t.tid);
+                    loop {
+                        match ptrace::wait_stop(tid) {
+                            Ok(s) if s.is_gone() => break,
+                            Ok(_) => {
+                                let _ = ptrace::cont(tid, 0);
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn detach_all(&self) {
+        for t in &self.threads {
+            if let Err(e) = ptrace::detach(Pid::from_raw(t.tid), 0) {
+                tracing::warn!(pid = self.pid, tid = t.tid, error = %e, "detach failed");
+            }
+        }
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        if !self.released {
+            self.released = true;
+            self.do_release(Release::Resume);
+        }
+    }
+}

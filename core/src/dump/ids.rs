@@ -1,0 +1,126 @@
+//! Ids: kernel-object ids (vm, files, fs, sighand) and namespace ids, numbered like CRIU:
+//! criu's own task gets the first of each (it goes to the inventory's `root_ids`), and one
+//! counter numbers namespaces in the order pid, net, ipc, uts, time, mnt, user, cgroup.
+
+use std::collections::HashMap;
+
+use criu_proto::images::{InventoryEntry, Lsmtype, TaskKobjIdsEntry};
+
+use crate::proc::misc;
+
+use super::DumpError;
+
+#[derive(Debug, Default)]
+pub struct IdGen {
+    ns: HashMap<(usize, u64), u32>,
+    next_ns: u32,
+}
+
+impl IdGen {
+    fn ns_ids(&mut self, pid: i32) -> Result<[u32; 8], DumpError> {
+        let mut out = [0u32; 8];
+        for (i, kind) in misc::NS_KINDS.iter().enumerate() {
+            let ino = misc::read_ns_inode(pid, kind).map_err(|e| DumpError::proc(pid, "ids", e))?;
+            let id = match self.ns.get(&(i, ino)) {
+                Some(&id) => id,
+                None => {
+                    self.next_ns += 1;
+                    self.ns.insert((i, ino), self.next_ns);
+                    self.next_ns
+                }
+            };
+            out[i] = id;
+        }
+        Ok(out)
+    }
+
+    /// `kobj` is (vm, files, fs, sighand).
+    pub fn ids_for(&mut self, pid: i32, kobj: u32) -> Result<TaskKobjIdsEntry, DumpError> {
+        let [pidns, net, ipc, uts, time, mnt, user, cgroup] = self.ns_ids(pid)?;
+        Ok(TaskKobjIdsEntry {
+            vm_id: kobj,
+            files_id: kobj,
+            fs_id: kobj,
+            sighand_id: kobj,
+            pid_ns_id: Some(pidns),
+            net_ns_id: Some(net),
+            ipc_ns_id: Some(ipc),
+            uts_ns_id: Some(uts),
+            mnt_ns_id: Some(mnt),
+            user_ns_id: Some(user),
+            cgroup_ns_id: Some(cgroup),
+            time_ns_id: Some(time),
+        })
+    }
+}
+
+/// Ids of criu itself (first in every sequence, as CRIU numbers them).
+pub fn own_ids(idgen: &mut IdGen) -> Result<TaskKobjIdsEntry, DumpError> {
+    idgen.ids_for(std::process::id() as i32, 1)
+}
+
+/// Ids of a dumped task. A dumped process never shares vm/files/fs/sighand with criu, so
+/// the single-process case numbers them 2. Namespaces other than criu's are refused:
+/// dumping them needs the namespace images.
+pub fn task_ids(
+    idgen: &mut IdGen,
+    root: &TaskKobjIdsEntry,
+    pid: i32,
+) -> Result<TaskKobjIdsEntry, DumpError> {
+    let ids = idgen.ids_for(pid, 2)?;
+    let pairs = [
+        ("pid", ids.pid_ns_id, root.pid_ns_id),
+        ("net", ids.net_ns_id, root.net_ns_id),
+        ("ipc", ids.ipc_ns_id, root.ipc_ns_id),
+        ("uts", ids.uts_ns_id, root.uts_ns_id),
+        ("mnt", ids.mnt_ns_id, root.mnt_ns_id),
+        ("user", ids.user_ns_id, root.user_ns_id),
+        ("cgroup", ids.cgroup_ns_id, root.cgroup_ns_id),
+        ("time", ids.time_ns_id, root.time_ns_id),
+    ];
+    for (name, a, b) in pairs {
+        if a != b {
+            return Err(DumpError::Unsupported {
+                pid,
+                step: "ids",
+                what: format!("a {name} namespace other than criu's"),
+                hint: "namespace images are not written yet; run criu inside the task's namespaces",
+            });
+        }
+    }
+    Ok(ids)
+}
+
+pub fn inventory(root_ids: TaskKobjIdsEntry) -> InventoryEntry {
+    InventoryEntry {
+        img_version: criu_proto::kind::CRTOOLS_IMAGES_V1_1,
+        fdinfo_per_id: Some(true),
+        root_ids: Some(root_ids),
+        ns_per_id: Some(true),
+        root_cg_set: Some(1),
+        lsmtype: Some(Lsmtype::NoLsm as i32),
+        network_lock_method: Some(0),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_ids_like_criu() {
+        let mut g = IdGen::default();
+        let r = own_ids(&mut g).unwrap();
+        assert_eq!(r.vm_id, 1);
+        assert_eq!(r.pid_ns_id, Some(1));
+        assert_eq!(r.net_ns_id, Some(2));
+        assert_eq!(r.time_ns_id, Some(5));
+        assert_eq!(r.mnt_ns_id, Some(6));
+        assert_eq!(r.cgroup_ns_id, Some(8));
+        // Ourselves again: same namespaces, same ids.
+        let t = task_ids(&mut g, &r, std::process::id() as i32).unwrap();
+        assert_eq!(t.vm_id, 2);
+        assert_eq!(t.mnt_ns_id, r.mnt_ns_id);
+    }
+}

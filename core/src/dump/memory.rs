@@ -1,0 +1,393 @@
+//! The VMA list (smaps + map_files) as CRIU's `vma_entry`s, and the `mm_entry` fields.
+
+use std::os::unix::fs::MetadataExt;
+use std::sync::OnceLock;
+
+use criu_proto::images::{MmEntry, VmaEntry};
+
+use crate::proc::maps::MapsEntry;
+use crate::proc::{maps, misc, stat};
+
+use super::DumpError;
+
+// vma_entry.status bits (CRIU's image values).
+pub const VMA_AREA_REGULAR: u32 = 1 << 0;
+pub const VMA_AREA_STACK: u32 = 1 << 1;
+pub const VMA_AREA_VSYSCALL: u32 = 1 << 2;
+pub const VMA_AREA_VDSO: u32 = 1 << 3;
+pub const VMA_AREA_HEAP: u32 = 1 << 5;
+pub const VMA_FILE_PRIVATE: u32 = 1 << 6;
+pub const VMA_FILE_SHARED: u32 = 1 << 7;
+pub const VMA_ANON_SHARED: u32 = 1 << 8;
+pub const VMA_ANON_PRIVATE: u32 = 1 << 9;
+pub const VMA_AREA_SYSVIPC: u32 = 1 << 10;
+pub const VMA_AREA_SOCKET: u32 = 1 << 11;
+pub const VMA_AREA_VVAR: u32 = 1 << 12;
+pub const VMA_AREA_AIORING: u32 = 1 << 13;
+pub const VMA_AREA_MEMFD: u32 = 1 << 14;
+pub const VMA_AREA_GUARD: u32 = 1 << 16;
+pub const VMA_UNSUPP: u32 = 1 << 31;
+
+pub const PAGE_SIZE: u64 = 4096;
+/// x86_64 TASK_SIZE (47-bit user space): VMAs above it (vsyscall) are never dumped.
+pub const TASK_SIZE: u64 = 0x7fff_ffff_f000;
+
+/// (st_mode, st_dev, st_ino, st_rdev) of a mapping's file, `None` when it has no map_files link.
+pub type StatFn<'a> = dyn FnMut(&MapsEntry) -> Option<(u32, u64, u64, u64)> + 'a;
+
+/// The file behind a file-backed VMA, to be turned into a files.img entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmaFile {
+    /// `/proc/PID/map_files/START-END` (opens the mapped file itself).
+    pub map_files: String,
+    pub dev: u64,
+    pub ino: u64,
+    pub path: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Vma {
+    pub entry: VmaEntry,
+    /// Set for FILE_PRIVATE/FILE_SHARED VMAs; `entry.shmid` gets its file id later.
+    pub file: Option<VmaFile>,
+}
+
+impl Vma {
+    pub fn has(&self, bits: u32) -> bool {
+        self.entry.status & bits == bits
+    }
+}
+
+/// Device of the kernel's internal shmem mount (anonymous shared memory, memfd, SysV shm).
+fn shmem_dev() -> Option<u64> {
+    static DEV: OnceLock<Option<u64>> = OnceLock::new();
+    *DEV.get_or_init(|| {
+        let fd = nix::sys::memfd::memfd_create(
+            c"criu-shmem-probe",
+            nix::sys::memfd::MFdFlags::MFD_CLOEXEC,
+        )
+        .ok()?;
+        nix::sys::stat::fstat(&fd).ok().map(|s| s.st_dev)
+    })
+}
+
+fn madv_bits(f: &maps::VmFlags) -> u64 {
+    let mut m = 0u64;
+    for (tok, adv) in [
+        ("sr", libc::MADV_SEQUENTIAL),
+        ("rr", libc::MADV_RANDOM),
+        ("dc", libc::MADV_DONTFORK),
+        ("dd", libc::MADV_DONTDUMP),
+        ("mg", libc::MADV_MERGEABLE),
+        ("hg", libc::MADV_HUGEPAGE),
+        ("nh", libc::MADV_NOHUGEPAGE),
+    ] {
+        if f.has(tok) {
+            m |= 1u64 << adv;
+        }
+    }
+    m
+}
+
+/// Turn one smaps entry into a vma_entry. `file_stat` stats `map_files` for it (injected so
+/// the classification is testable without a live task).
+pub fn classify(pid: i32, m: &MapsEntry, file_stat: &mut StatFn<'_>) -> Result<Vma, DumpError> {
+    let mut e = VmaEntry {
+        start: m.start,
+        end: m.end,
+        pgoff: m.pgoff,
+        shmid: 0,
+        prot: m.prot(),
+        flags: if m.shared {
+            libc::MAP_SHARED as u32
+        } else {
+            libc::MAP_PRIVATE as u32
+        },
+        status: 0,
+        fd: -1,
+        madv: None,
+        fdflags: None,
+    };
+    let vmf = m.vm_flags.clone().unwrap_or_default();
+    for (tok, flag) in [
+        ("gd", libc::MAP_GROWSDOWN),
+        ("lo", libc::MAP_LOCKED),
+        ("nr", libc::MAP_NORESERVE),
+        ("ht", libc::MAP_HUGETLB),
+    ] {
+        if vmf.has(tok) {
+            e.flags |= flag as u32;
+        }
+    }
+    let madv = madv_bits(&vmf);
+    e.madv = (madv != 0).then_some(madv);
+    let unsupported = |what: String| DumpError::Unsupported {
+        pid,
+        step: "memory",
+        what,
+        hint: "no image form for it yet",
+    };
+
+    let mut file = None;
+    match m.path.as_str() {
+        "[vsyscall]" | "[vectors]" => e.status |= VMA_AREA_VSYSCALL,
+        "[vdso]" => {
+            e.status |= VMA_AREA_REGULAR;
+            if e.prot & (libc::PROT_READ | libc::PROT_EXEC) as u32
+                == (libc::PROT_READ | libc::PROT_EXEC) as u32
+            {
+                e.status |= VMA_AREA_VDSO;
+            }
+        }
+        "[vvar]" | "[vvar_vclock]" => {
+            e.status |= VMA_AREA_REGULAR;
+            if e.prot & libc::PROT_READ as u32 != 0 {
+                e.status |= VMA_AREA_VVAR;
+            }
+        }
+        "[heap]" => e.status |= VMA_AREA_REGULAR | VMA_AREA_HEAP,
+        _ => {
+            e.status = VMA_AREA_REGULAR;
+            if m.inode != 0 || m.dev_major != 0 || m.dev_minor != 0 {
+                let Some((mode, dev, ino, rdev)) = file_stat(m) else {
+                    return Err(unsupported(format!(
+                        "mapping {:#x}-{:#x} of {:?} without a map_files link",
+                        m.start, m.end, m.path
+                    )));
+                };
+                let fmt = mode & libc::S_IFMT;
+                let devzero = fmt == libc::S_IFCHR && rdev == libc::makedev(1, 5);
+                if fmt != libc::S_IFREG && !devzero {
+                    return Err(unsupported(format!(
+                        "mapping {:#x}-{:#x} of non-regular file {:?}",
+                        m.start, m.end, m.path
+                    )));
+                }
+                if Some(dev) == shmem_dev() {
+                    // Anonymous shared memory (or SysV shm / memfd on the shmem mount).
+                    return Err(unsupported(format!(
+                        "shared memory mapping {:#x}-{:#x} ({:?})",
+                        m.start, m.end, m.path
+                    )));
+                }
+                e.status |= if m.shared {
+                    VMA_FILE_SHARED
+                } else {
+                    VMA_FILE_PRIVATE
+                };
+                let rw = vmf.has("sh") && vmf.has("mw");
+                e.fdflags = Some(if rw { libc::O_RDWR } else { libc::O_RDONLY } as u32);
+                file = Some(VmaFile {
+                    map_files: format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end),
+                    dev,
+                    ino,
+                    path: m.path.clone(),
+                });
+            }
+        }
+    }
+    if file.is_none() {
+        if m.shared {
+            return Err(unsupported(format!(
+                "anonymous shared mapping {:#x}-{:#x}",
+                m.start, m.end
+            )));
+        }
+        e.status |= VMA_ANON_PRIVATE;
+        e.flags |= libc::MAP_ANONYMOUS as u32;
+    }
+    // VM_IO/VM_PFNMAP mappings cannot be copied (except the kernel's vvar).
+    if (vmf.has("io") || vmf.has("pf")) && e.status & VMA_AREA_VVAR == 0 {
+        return Err(unsupported(format!(
+            "VM_IO/VM_PFNMAP mapping {:#x}-{:#x} ({:?})",
+            m.start, m.end, m.path
+        )));
+    }
+    Ok(Vma { entry: e, file })
+}
+
+/// Build the VMA list of `pid` from smaps, CRIU style: stack guard page included, `[vvar]`
+/// and `[vvar_vclock]` merged.
+pub fn collect_vmas(pid: i32) -> Result<Vec<Vma>, DumpError> {
+    let maps = maps::read_smaps(pid).map_err(|e| DumpError::proc(pid, "memory", e))?;
+    let mut stat_link = |m: &MapsEntry| {
+        let p = format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end);
+        std::fs::metadata(p)
+            .ok()
+            .map(|md| (md.mode(), md.dev(), md.ino(), md.rdev()))
+    };
+    build_vmas(pid, &maps, &mut stat_link)
+}
+
+pub fn build_vmas(
+    pid: i32,
+    maps: &[MapsEntry],
+    file_stat: &mut StatFn<'_>,
+) -> Result<Vec<Vma>, DumpError> {
+    let mut out: Vec<Vma> = Vec::with_capacity(maps.len());
+    let mut prev_end = 0u64;
+    let mut prev_name = "";
+    for m in maps {
+        if m.path == "[vvar_vclock]"
+            && prev_name == "[vvar]"
+            && out.last().is_some_and(|v| v.entry.end == m.start)
+        {
+            if let Some(v) = out.last_mut() {
+                v.entry.end = m.end;
+            }
+            prev_end = m.end;
+            prev_name = "[vvar_vclock]";
+            continue;
+        }
+        let mut v = classify(pid, m, file_stat)?;
+        // CRIU includes the guard page below a growsdown stack when there is room for it.
+        if v.entry.flags & libc::MAP_GROWSDOWN as u32 != 0 && prev_end < v.entry.start {
+            v.entry.start -= PAGE_SIZE;
+        }
+        prev_end = m.end;
+        prev_name = m.path.as_str();
+        out.push(v);
+    }
+    Ok(out)
+}
+
+/// Whether CRIU would dump the pages of this VMA into the task's own pagemap.
+pub fn privately_dumped(v: &Vma) -> bool {
+    let s = v.entry.status;
+    s & VMA_AREA_REGULAR != 0
+        && s & (VMA_FILE_SHARED | VMA_AREA_SYSVIPC | VMA_AREA_VVAR | VMA_ANON_SHARED) == 0
+        && s & (VMA_ANON_PRIVATE | VMA_FILE_PRIVATE) != 0
+        && v.entry.end <= TASK_SIZE
+}
+
+/// mm_entry without vmas and exe_file_id (filled by the caller).
+pub fn mm_entry(
+    pid: i32,
+    brk: u64,
+    dumpable: i32,
+    thp_disabled: bool,
+) -> Result<MmEntry, DumpError> {
+    let s = stat::read_stat(pid).map_err(|e| DumpError::proc(pid, "memory", e))?;
+    let mut auxv = misc::read_auxv(pid).map_err(|e| DumpError::proc(pid, "memory", e))?;
+    // CRIU keeps the pairs up to, not including, AT_NULL.
+    if let Some(i) = auxv.chunks(2).position(|p| p[0] == 0) {
+        auxv.truncate(i * 2);
+    }
+    Ok(MmEntry {
+        mm_start_code: s.start_code,
+        mm_end_code: s.end_code,
+        mm_start_data: s.start_data,
+        mm_end_data: s.end_data,
+        mm_start_stack: s.start_stack,
+        mm_start_brk: s.start_brk,
+        mm_brk: brk,
+        mm_arg_start: s.arg_start,
+        mm_arg_end: s.arg_end,
+        mm_env_start: s.env_start,
+        mm_env_end: s.env_end,
+        exe_file_id: 0,
+        mm_saved_auxv: auxv,
+        vmas: Vec::new(),
+        dumpable: Some(dumpable),
+        aios: Vec::new(),
+        thp_disabled: Some(thp_disabled),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proc::maps::parse_smaps;
+
+    const SMAPS: &str = "563461c43000-563461c44000 r--p 00000000 fe:00 100 /opt/s
+VmFlags: rd mr mw me dw
+56347a486000-56347a4a7000 rw-p 00000000 00:00 0 [heap]
+VmFlags: rd wr mr mw me ac
+7f55ef9ff000-7f55efa00000 ---p 00000000 00:00 0
+VmFlags: mr mw me nr nh
+7f55f090b000-7f55f090f000 r--p 00000000 00:00 0 [vvar]
+VmFlags: rd mr pf io de dd sd
+7f55f090f000-7f55f0911000 r--p 00000000 00:00 0 [vvar_vclock]
+VmFlags: rd mr pf io de dd sd
+7f55f0911000-7f55f0913000 r-xp 00000000 00:00 0 [vdso]
+VmFlags: rd ex mr mw me de sd
+7ffdb1d9e000-7ffdb1dbe000 rw-p 00000000 00:00 0 [stack]
+VmFlags: rd wr mr mw me gd ac
+ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0 [vsyscall]
+";
+
+    #[test]
+    fn like_criu_sample() {
+        let maps = parse_smaps(SMAPS).unwrap();
+        let mut st = |_: &MapsEntry| Some((libc::S_IFREG | 0o755, 0xfe00, 100, 0));
+        let v = build_vmas(1, &maps, &mut st).unwrap();
+        assert_eq!(v.len(), 7);
+        let file = &v[0];
+        assert_eq!(file.entry.status, VMA_AREA_REGULAR | VMA_FILE_PRIVATE);
+        assert_eq!(file.entry.fdflags, Some(0));
+        assert_eq!(file.entry.flags, libc::MAP_PRIVATE as u32);
+        assert!(file.file.is_some());
+        assert_eq!(
+            v[1].entry.status,
+            VMA_AREA_REGULAR | VMA_AREA_HEAP | VMA_ANON_PRIVATE
+        );
+        assert_eq!(
+            v[1].entry.flags,
+            (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u32
+        );
+        assert_eq!(v[1].entry.fdflags, None);
+        assert_eq!(v[2].entry.madv, Some(0x8000));
+        assert_eq!(
+            v[2].entry.flags & libc::MAP_NORESERVE as u32,
+            libc::MAP_NORESERVE as u32
+        );
+        // vvar + vvar_vclock as one 6-page VVAR area.
+        assert_eq!(
+            (v[3].entry.start, v[3].entry.end),
+            (0x7f55f090b000, 0x7f55f0911000)
+        );
+        assert_eq!(
+            v[3].entry.status,
+            VMA_AREA_REGULAR | VMA_ANON_PRIVATE | VMA_AREA_VVAR
+        );
+        assert_eq!(v[3].entry.madv, Some(0x10000));
+        assert_eq!(
+            v[4].entry.status,
+            VMA_AREA_REGULAR | VMA_AREA_VDSO | VMA_ANON_PRIVATE
+        );
+        // Stack: guard page included, MAP_GROWSDOWN, no STACK bit (CRIU does not set it).
+        assert_eq!(v[5].entry.start, 0x7ffdb1d9d000);
+        assert_eq!(
+            v[5].entry.flags,
+            (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_GROWSDOWN) as u32
+        );
+        assert_eq!(v[5].entry.status, VMA_AREA_REGULAR | VMA_ANON_PRIVATE);
+        assert_eq!(v[6].entry.status, VMA_AREA_VSYSCALL | VMA_ANON_PRIVATE);
+        assert!(privately_dumped(&v[0]) && privately_dumped(&v[1]) && privately_dumped(&v[4]));
+        assert!(!privately_dumped(&v[3]) && !privately_dumped(&v[6]));
+    }
+
+    #[test]
+    fn refusals() {
+        let maps = parse_smaps("1000-2000 rw-s 00000000 00:01 5 /dev/zero (deleted)\n").unwrap();
+        let dev = shmem_dev().unwrap();
+        let mut st = |_: &MapsEntry| Some((libc::S_IFREG | 0o600, dev, 5, 0));
+        assert!(matches!(
+            build_vmas(1, &maps, &mut st),
+            Err(DumpError::Unsupported { .. })
+        ));
+        let maps = parse_smaps("1000-2000 rw-p 00000000 00:05 5 /dev/dri/card0\n").unwrap();
+        let mut st = |_: &MapsEntry| Some((libc::S_IFCHR | 0o600, 5, 5, 0));
+        assert!(build_vmas(1, &maps, &mut st).is_err());
+        let mut none = |_: &MapsEntry| None;
+        let maps = parse_smaps("1000-2000 rw-p 00000000 08:01 5 /gone\n").unwrap();
+        assert!(build_vmas(1, &maps, &mut none).is_err());
+    }
+
+    #[test]
+    fn own_vmas() {
+        let v = collect_vmas(std::process::id() as i32).unwrap();
+        assert!(v.iter().any(|v| v.has(VMA_AREA_HEAP) || v.file.is_some()));
+        assert!(v.iter().any(|v| v.file.is_some()));
+    }
+}

@@ -1,0 +1,367 @@
+//! Per-thread state: registers (with CRIU's syscall-restart fixup), FPU/XSAVE, TLS, signal
+//! mask and queue, sigaltstack, rseq, robust list, clear_child_tid, creds, scheduling, comm.
+
+use criu_proto::images::{
+    CredsEntry, RseqEntry, SiginfoEntry, SignalQueueEntry, ThreadCoreEntry, ThreadInfoX86,
+    ThreadSasEntry, UserDescT, UserX86FpregsEntry, UserX86RegsEntry, UserX86RegsMode,
+    UserX86XsaveEntry,
+};
+use nix::unistd::Pid;
+
+use crate::proc::{misc, stat, status};
+use crate::sys::kabi;
+use crate::sys::ptrace::{self, Regs, SigQueue, XSave};
+
+use super::DumpError;
+use super::remote_ops::{self, TaskRemote};
+
+const ERESTARTSYS: i64 = 512;
+const ERESTARTNOINTR: i64 = 513;
+const ERESTARTNOHAND: i64 = 514;
+const ERESTART_RESTARTBLOCK: i64 = 516;
+
+/// Everything dumped for one thread.
+#[derive(Debug, Clone)]
+pub struct ThreadState {
+    pub tid: i32,
+    pub info: ThreadInfoX86,
+    pub core: ThreadCoreEntry,
+}
+
+/// As CRIU does on dump: a thread stopped inside an interrupted syscall is saved so that it
+/// re-executes the syscall (ip back over `syscall`, ax = syscall number), or sees EINTR for
+/// syscalls that cannot simply restart.
+pub fn fixup_syscall_restart(regs: &mut Regs) {
+    if (regs.orig_rax as i64) < 0 {
+        return;
+    }
+    match -(regs.rax as i64) {
+        ERESTARTSYS | ERESTARTNOINTR | ERESTARTNOHAND => {
+            regs.rax = regs.orig_rax;
+            regs.rip = regs.rip.wrapping_sub(2);
+        }
+        ERESTART_RESTARTBLOCK => regs.rax = (-(libc::EINTR as i64)) as u64,
+        _ => {}
+    }
+}
+
+pub fn gpregs_entry(r: &Regs) -> UserX86RegsEntry {
+    UserX86RegsEntry {
+        r15: r.r15,
+        r14: r.r14,
+        r13: r.r13,
+        r12: r.r12,
+        bp: r.rbp,
+        bx: r.rbx,
+        r11: r.r11,
+        r10: r.r10,
+        r9: r.r9,
+        r8: r.r8,
+        ax: r.rax,
+        cx: r.rcx,
+        dx: r.rdx,
+        si: r.rsi,
+        di: r.rdi,
+        orig_ax: r.orig_rax,
+        ip: r.rip,
+        cs: r.cs,
+        flags: r.eflags,
+        sp: r.rsp,
+        ss: r.ss,
+        fs_base: r.fs_base,
+        gs_base: r.gs_base,
+        ds: r.ds,
+        es: r.es,
+        fs: r.fs,
+        gs: r.gs,
+        mode: Some(UserX86RegsMode::Native as i32),
+    }
+}
+
+fn u16_at(b: &[u8], off: usize) -> u32 {
+    u16::from_le_bytes([b[off], b[off + 1]]) as u32
+}
+
+fn u32s(b: &[u8]) -> Vec<u32> {
+    b.chunks_exact(4)
+        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+fn u64s(b: &[u8]) -> Vec<u64> {
+    b.chunks_exact(8)
+        .map(|c| {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(c);
+            u64::from_le_bytes(a)
+        })
+        .collect()
+}
+
+/// The fpregs entry from a standard-format XSAVE area: the 512-byte legacy region, then
+/// each extended component this CPU has, as CRIU lays them out.
+pub fn fpregs_entry(xs: &XSave) -> UserX86FpregsEntry {
+    let b = xs.as_bytes();
+    let le64 = |off: usize| {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(&b[off..off + 8]);
+        u64::from_le_bytes(a)
+    };
+    let le32 = |off: usize| u32::from_le_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]]);
+    let comp = |i: u32| xs.component(i);
+    let xsave = UserX86XsaveEntry {
+        xstate_bv: xs.xstate_bv(),
+        ymmh_space: comp(2).map(u32s).unwrap_or_default(),
+        bndreg_state: comp(3).map(u64s).unwrap_or_default(),
+        bndcsr_state: comp(4).map(u64s).unwrap_or_default(),
+        opmask_reg: comp(5).map(u64s).unwrap_or_default(),
+        zmm_upper: comp(6).map(u64s).unwrap_or_default(),
+        hi16_zmm: comp(7).map(u64s).unwrap_or_default(),
+        pkru: comp(9).map(u32s).unwrap_or_default(),
+        cet: None,
+    };
+    UserX86FpregsEntry {
+        cwd: u16_at(b, 0),
+        swd: u16_at(b, 2),
+        twd: u16_at(b, 4),
+        fop: u16_at(b, 6),
+        rip: le64(8),
+        rdp: le64(16),
+        mxcsr: le32(24),
+        mxcsr_mask: le32(28),
+        st_space: u32s(&b[32..160]),
+        xmm_space: u32s(&b[160..416]),
+        padding: Vec::new(),
+        xsave: Some(xsave),
+    }
+}
+
+fn tls_entries(pid: i32, tid: Pid) -> Result<Vec<UserDescT>, DumpError> {
+    let v = ptrace::get_tls_entries(tid).map_err(|e| DumpError::ptrace(pid, "threads", e))?;
+    Ok(v.iter()
+        .map(|d| UserDescT {
+            entry_number: d.entry_number,
+            base_addr: d.base_addr,
+            limit: d.limit,
+            seg_32bit: d.seg_32bit(),
+            contents_h: d.contents() & 2 != 0,
+            contents_l: d.contents() & 1 != 0,
+            read_exec_only: d.read_exec_only(),
+            limit_in_pages: d.limit_in_pages(),
+            seg_not_present: d.seg_not_present(),
+            usable: d.usable(),
+        })
+        .collect())
+}
+
+/// Split a 64-bit capability mask into CRIU's two u32 words.
+pub fn cap_words(v: u64) -> Vec<u32> {
+    vec![v as u32, (v >> 32) as u32]
+}
+
+pub fn creds_entry(st: &status::ProcStatus, secbits: u32) -> CredsEntry {
+    CredsEntry {
+        uid: st.uid[0],
+        euid: st.uid[1],
+        suid: st.uid[2],
+        fsuid: st.uid[3],
+        gid: st.gid[0],
+        egid: st.gid[1],
+        sgid: st.gid[2],
+        fsgid: st.gid[3],
+        cap_inh: cap_words(st.cap_inh),
+        cap_prm: cap_words(st.cap_prm),
+        cap_eff: cap_words(st.cap_eff),
+        cap_bnd: cap_words(st.cap_bnd),
+        cap_amb: if st.cap_amb != 0 {
+            cap_words(st.cap_amb)
+        } else {
+            Vec::new()
+        },
+        secbits,
+        groups: st.groups.clone(),
+        no_new_privs: (st.no_new_privs != 0).then_some(st.no_new_privs),
+        ..Default::default()
+    }
+}
+
+pub fn signal_queue(v: &[ptrace::SigInfo]) -> SignalQueueEntry {
+    SignalQueueEntry {
+        signals: v
+            .iter()
+            .map(|s| SiginfoEntry {
+                siginfo: s.as_bytes().to_vec(),
+            })
+            .collect(),
+    }
+}
+
+/// Collect one frozen thread. `leader` decides where the sigmask goes (the leader's is in
+/// task_core, as CRIU writes it).
+pub fn collect_thread(
+    pid: i32,
+    tid: i32,
+    leader: bool,
+    remote: &mut dyn TaskRemote,
+) -> Result<ThreadState, DumpError> {
+    let t = Pid::from_raw(tid);
+    let pt = |e| DumpError::ptrace(pid, "threads", e);
+    let mut regs = ptrace::get_regs(t).map_err(pt)?;
+    fixup_syscall_restart(&mut regs);
+    let xs = ptrace::get_xsave(t).map_err(pt)?;
+    let tls = tls_entries(pid, t)?;
+    let sigmask = ptrace::get_sigmask(t).map_err(pt)?;
+    let pending = ptrace::peek_siginfo(t, SigQueue::Thread).map_err(pt)?;
+    let rseq = ptrace::get_rseq_config(t).map_err(pt)?;
+
+    let clear_tid = remote_ops::prctl_get_ptr(remote, tid, kabi::PR_GET_TID_ADDRESS, 8)?;
+    let (ss_sp, ss_flags, ss_size) = remote_ops::sigaltstack(remote, tid)?;
+    let (rla, rla_len) = remote_ops::robust_list(remote, tid)?;
+    let secbits = remote_ops::prctl_get(remote, tid, libc::PR_GET_SECUREBITS)? as u32;
+    let pdeath = remote_ops::prctl_get_ptr(remote, tid, libc::PR_GET_PDEATHSIG, 4)? as u32;
+
+    let st =
+        status::read_thread_status(pid, tid).map_err(|e| DumpError::proc(pid, "threads", e))?;
+    let sst = stat::read_thread_stat(pid, tid).map_err(|e| DumpError::proc(pid, "threads", e))?;
+    let comm = misc::read_comm(pid, tid).map_err(|e| DumpError::proc(pid, "threads", e))?;
+    if st.seccomp == 2 {
+        return Err(DumpError::Unsupported {
+            pid,
+            step: "threads",
+            what: format!("seccomp filters on thread {tid}"),
+            hint: "seccomp.img filter dumping is not written yet",
+        });
+    }
+    let rt = sst.policy == libc::SCHED_FIFO as u32 || sst.policy == libc::SCHED_RR as u32;
+    let core = ThreadCoreEntry {
+        futex_rla: rla,
+        futex_rla_len: rla_len as u32,
+        sched_nice: Some(sst.nice as i32),
+        sched_policy: Some(sst.policy),
+        sched_prio: rt.then_some(sst.rt_priority),
+        blk_sigset: (!leader).then_some(sigmask),
+        sas: Some(ThreadSasEntry {
+            ss_sp,
+            ss_size,
+            ss_flags,
+        }),
+        pdeath_sig: (pdeath != 0).then_some(pdeath),
+        signals_p: Some(signal_queue(&pending)),
+        creds: Some(creds_entry(&st, secbits)),
+        seccomp_mode: (st.seccomp != 0).then_some(st.seccomp as i32),
+        seccomp_filter: None,
+        comm: Some(comm),
+        blk_sigset_extended: None,
+        rseq_entry: (!rseq.is_unregistered()).then_some(RseqEntry {
+            rseq_abi_pointer: rseq.rseq_abi_pointer,
+            rseq_abi_size: rseq.rseq_abi_size,
+            signature: rseq.signature,
+            rseq_cs_pointer: None,
+        }),
+        cg_set: None,
+    };
+    let info = ThreadInfoX86 {
+        clear_tid_addr: clear_tid,
+        gpregs: gpregs_entry(&regs),
+        fpregs: fpregs_entry(&xs),
+        tls,
+    };
+    Ok(ThreadState { tid, info, core })
+}
+
+/// The leader's signal mask (goes to task_core.blk_sigset).
+pub fn sigmask(pid: i32, tid: i32) -> Result<u64, DumpError> {
+    ptrace::get_sigmask(Pid::from_raw(tid)).map_err(|e| DumpError::ptrace(pid, "task", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn regs() -> Regs {
+        let mut r: Regs = Regs {
+            r15: 0,
+            r14: 0,
+            r13: 0,
+            r12: 0,
+            rbp: 0,
+            rbx: 0,
+            r11: 0,
+            r10: 0,
+            r9: 0,
+            r8: 0,
+            rax: 0,
+            rcx: 0,
+            rdx: 0,
+            rsi: 0,
+            rdi: 0,
+            orig_rax: 0,
+            rip: 0,
+            cs: 0,
+            eflags: 0,
+            rsp: 0,
+            ss: 0,
+            fs_base: 0,
+            gs_base: 0,
+            ds: 0,
+            es: 0,
+            fs: 0,
+            gs: 0,
+        };
+        r.rip = 0x1002;
+        r
+    }
+
+    #[test]
+    fn restart_fixup() {
+        let mut r = regs();
+        r.orig_rax = 34;
+        r.rax = (-ERESTARTNOHAND) as u64;
+        fixup_syscall_restart(&mut r);
+        assert_eq!((r.rax, r.rip), (34, 0x1000));
+
+        let mut r = regs();
+        r.orig_rax = 35;
+        r.rax = (-ERESTART_RESTARTBLOCK) as u64;
+        fixup_syscall_restart(&mut r);
+        assert_eq!((r.rax as i64, r.rip), (-4, 0x1002));
+
+        let mut r = regs();
+        r.orig_rax = u64::MAX;
+        r.rax = (-ERESTARTSYS) as u64;
+        fixup_syscall_restart(&mut r);
+        assert_eq!(r.rip, 0x1002);
+
+        let mut r = regs();
+        r.orig_rax = 0;
+        r.rax = 5;
+        fixup_syscall_restart(&mut r);
+        assert_eq!((r.rax, r.rip), (5, 0x1002));
+    }
+
+    #[test]
+    fn caps_split() {
+        assert_eq!(cap_words(0x1fffeffffff), vec![4278190079, 511]);
+    }
+
+    #[test]
+    fn fpregs_layout() {
+        let mut b = vec![0u8; 4096];
+        b[0..2].copy_from_slice(&0x37fu16.to_le_bytes());
+        b[24..28].copy_from_slice(&0x1f80u32.to_le_bytes());
+        b[160..164].copy_from_slice(&7u32.to_le_bytes());
+        b[512..520].copy_from_slice(&0xa2u64.to_le_bytes());
+        let xs = XSave::from_bytes(b).unwrap();
+        let f = fpregs_entry(&xs);
+        assert_eq!(f.cwd, 0x37f);
+        assert_eq!(f.mxcsr, 8064);
+        assert_eq!(f.st_space.len(), 32);
+        assert_eq!(f.xmm_space.len(), 64);
+        assert_eq!(f.xmm_space[0], 7);
+        let x = f.xsave.unwrap();
+        assert_eq!(x.xstate_bv, 0xa2);
+        if crate::sys::ptrace::xsave_component(2).is_some() {
+            assert_eq!(x.ymmh_space.len(), 64);
+        }
+    }
+}
