@@ -1,1 +1,209 @@
-//! restore (being written).
+//! Restore: recreate the dumped processes at their PIDs and TIDs, continuing where they
+//! stopped.
+//!
+//! Choreography per process (parents before children, see [`plan`]):
+//! 1. [`spawn`]: open its files here, `clone3(set_tid)` it; the child moves the fds to their
+//!    numbers, makes us its tracer and stops. We block its signals, drop the rseq area it
+//!    inherited and map a page holding `syscall; int3` (the gadget) where neither our layout
+//!    nor the dumped one has anything.
+//! 2. [`rebuild`]: from the gadget, unmap all of our image in it, map the dumped VMAs, have it
+//!    `pread64` its pages from `pages-N.img`, set protections/advice, map the vDSO at the
+//!    dumped address, `PR_SET_MM_MAP`.
+//! 3. [`state`]: sigactions, itimers, personality, umask, cwd/root, rlimits, prctl bits.
+//! 4. [`threads`]: `clone3(set_tid)` each thread from the gadget; per-thread state (robust
+//!    list, clear_tid, sigaltstack, rseq, name, pending signals), FPU state.
+//! 5. Finish: every thread but the leader gets its final registers and mask; the leader runs
+//!    `munmap(gadget)` as its last syscall and gets its registers in the syscall-exit stop
+//!    after it. Then we detach all threads.
+//!
+//! Any failure kills and reaps every task created so far; images are only read.
+
+mod error;
+pub mod files;
+pub mod imgread;
+pub mod mem;
+pub mod plan;
+pub mod rebuild;
+pub mod regs;
+pub mod rexec;
+pub mod spawn;
+pub mod state;
+pub mod threads;
+
+use std::path::PathBuf;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::sys::ptrace as pt;
+
+pub use error::{RestoreError, Result};
+pub use files::{FileOpener, RegOpener};
+pub use plan::RestorePlan;
+
+use imgread::Images;
+use rexec::RemoteThread;
+use spawn::{GADGET_DATA, GADGET_SIZE};
+
+/// What `criu restore` was asked to do.
+#[derive(Debug, Clone, Default)]
+pub struct RestoreOptions {
+    /// `-D`: the images directory.
+    pub images_dir: PathBuf,
+    /// `-d`: return as soon as the tree runs instead of waiting for the root to exit.
+    pub detach: bool,
+    /// `-s`: leave the restored tasks stopped (SIGSTOP) instead of running.
+    pub leave_stopped: bool,
+    /// `--pidfile`: write the root's PID there.
+    pub pidfile: Option<PathBuf>,
+    /// `--shell-job`: the root may stay in our session/process group.
+    pub shell_job: bool,
+}
+
+/// How a restore ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RestoreOutcome {
+    /// `detach`: the tree runs (or is stopped, with `leave_stopped`); the root's PID.
+    Detached { root: i32 },
+    /// Without `detach`: the root exited with this code...
+    Exited { root: i32, code: i32 },
+    /// ...or was killed by this signal.
+    Killed { root: i32, signal: i32 },
+}
+
+/// Restores the tree in `opts.images_dir` with the built-in regular-file opener.
+pub fn restore(opts: &RestoreOptions) -> Result<RestoreOutcome> {
+    restore_with(opts, &mut RegOpener)
+}
+
+/// Restores with `opener` opening the files of `files.img`.
+pub fn restore_with(opts: &RestoreOptions, opener: &mut dyn FileOpener) -> Result<RestoreOutcome> {
+    let images = Images::new(&opts.images_dir);
+    let plan = RestorePlan::load(&images)?;
+    let root = plan.tasks[0].pid;
+    if plan.tasks.len() > 1 {
+        return Err(RestoreError::Unsupported {
+            pid: root,
+            what: format!("a tree of {} processes", plan.tasks.len()),
+            hint: "only single-process trees are restored for now",
+        });
+    }
+    let mut created: Vec<Pid> = Vec::new();
+    let result = restore_task(&plan, &images, opener, opts, &mut created);
+    let threads = match result {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(error = %e, "restore failed, killing created tasks");
+            kill_all(&created);
+            return Err(e);
+        }
+    };
+    if opts.leave_stopped {
+        // Pending before detach: the task stops before running a single instruction.
+        let _ = kill(Pid::from_raw(root), Signal::SIGSTOP);
+    }
+    for rt in threads.iter().rev() {
+        if let Err(e) = pt::detach(rt.tid, 0) {
+            let err = rt.ptrace_err(e);
+            kill_all(&created);
+            return Err(err);
+        }
+    }
+    tracing::info!(pid = root, "restored");
+    if let Some(path) = &opts.pidfile {
+        std::fs::write(path, format!("{root}")).map_err(|source| RestoreError::Pidfile {
+            pid: root,
+            path: path.clone(),
+            source,
+        })?;
+    }
+    if opts.detach {
+        return Ok(RestoreOutcome::Detached { root });
+    }
+    wait_root(root)
+}
+
+fn wait_root(root: i32) -> Result<RestoreOutcome> {
+    use nix::sys::wait::{WaitStatus, waitpid};
+    loop {
+        match waitpid(Pid::from_raw(root), None) {
+            Ok(WaitStatus::Exited(_, code)) => return Ok(RestoreOutcome::Exited { root, code }),
+            Ok(WaitStatus::Signaled(_, sig, _)) => {
+                return Ok(RestoreOutcome::Killed {
+                    root,
+                    signal: sig as i32,
+                });
+            }
+            Ok(_) => continue,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(source) => {
+                return Err(RestoreError::Local {
+                    pid: root,
+                    step: "waiting for the restored root to exit".into(),
+                    source,
+                });
+            }
+        }
+    }
+}
+
+/// SIGKILL every created task and reap it (and its traced threads).
+fn kill_all(created: &[Pid]) {
+    for &p in created {
+        let _ = kill(p, Signal::SIGKILL);
+    }
+    for &p in created.iter().rev() {
+        // Threads and leaders alike: __WALL collects traced threads' exits too.
+        loop {
+            match pt::wait_stop(p) {
+                Ok(s) if s.is_gone() => break,
+                Ok(_) => continue,
+                Err(_) => break,
+            }
+        }
+    }
+}
+
+fn restore_task(
+    plan: &RestorePlan,
+    images: &Images,
+    opener: &mut dyn FileOpener,
+    opts: &RestoreOptions,
+    created: &mut Vec<Pid>,
+) -> Result<Vec<RemoteThread>> {
+    let t = &plan.tasks[0];
+    let span = tracing::info_span!("restore_task", pid = t.pid);
+    let _g = span.enter();
+    let mut sp = spawn::spawn(plan, t, images, opener, opts.shell_job, created)?;
+    tracing::debug!(gadget = sp.gadget, "task created, gadget mapped");
+    rebuild::rebuild_mm(&mut sp, t)?;
+    tracing::debug!(vmas = t.vmas.len(), runs = t.pages.len(), "memory restored");
+    state::restore_process_state(&mut sp, t)?;
+    let mut others = threads::create_threads(&mut sp, t, created)?;
+    let data = sp.gadget + GADGET_DATA;
+    threads::restore_thread_state(&mut sp.leader, &t.threads[0], t, data)?;
+    for (rt, th) in others.iter_mut().zip(&t.threads[1..]) {
+        threads::restore_thread_state(rt, th, t, data)?;
+    }
+    threads::queue_shared_signals(&mut sp.leader, t, data)?;
+
+    for (rt, th) in others.iter_mut().zip(&t.threads[1..]) {
+        rt.step = "final registers".into();
+        threads::restore_fpu(rt, th)?;
+        pt::set_regs(rt.tid, &regs::final_regs(&th.regs)).map_err(|e| rt.ptrace_err(e))?;
+        pt::set_sigmask(rt.tid, threads::blocked_mask(th, t)).map_err(|e| rt.ptrace_err(e))?;
+    }
+    let leader = &t.threads[0];
+    let rt = &mut sp.leader;
+    rt.step = "unmapping the gadget and setting final registers".into();
+    threads::restore_fpu(rt, leader)?;
+    rt.last_call_then_regs(
+        libc::SYS_munmap,
+        [sp.gadget, GADGET_SIZE, 0, 0, 0, 0],
+        &regs::final_regs(&leader.regs),
+    )?;
+    pt::set_sigmask(rt.tid, threads::blocked_mask(leader, t)).map_err(|e| rt.ptrace_err(e))?;
+    let mut all = vec![sp.leader];
+    all.append(&mut others);
+    Ok(all)
+}

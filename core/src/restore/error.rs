@@ -1,0 +1,104 @@
+//! The restore error type: every variant names the task, the step and, where it applies, the
+//! image file and entry.
+
+use std::path::PathBuf;
+
+use nix::errno::Errno;
+
+use crate::sys::ptrace::PtraceError;
+
+/// Why a restore failed. Tasks created before the failure have been killed and reaped; the
+/// images are untouched.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("cannot read image {path}")]
+    ImageIo {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("image {image}, entry {entry}: cannot decode")]
+    Decode {
+        image: String,
+        entry: usize,
+        #[source]
+        source: prost::DecodeError,
+    },
+    #[error("image {image}{}: {reason}", entry.map(|e| format!(", entry {e}")).unwrap_or_default())]
+    BadImage {
+        image: String,
+        entry: Option<usize>,
+        reason: String,
+    },
+    #[error("pid {pid}: {what} is not supported by this restore ({hint})")]
+    Unsupported {
+        pid: i32,
+        what: String,
+        hint: &'static str,
+    },
+    #[error("pid {pid} is taken by {holder}; wait until it is gone (init reaps lazily) and retry")]
+    PidTaken { pid: i32, holder: String },
+    #[error("pid {pid}: creating the task with clone3(set_tid) failed")]
+    Clone {
+        pid: i32,
+        #[source]
+        source: Errno,
+    },
+    #[error("pid {pid}: opening file id {id} ({what}) for fd {fd} failed: {reason}")]
+    OpenFile {
+        pid: i32,
+        id: u32,
+        fd: i32,
+        what: String,
+        reason: String,
+    },
+    #[error("pid {pid}, tid {tid}: ptrace during {step}")]
+    Ptrace {
+        pid: i32,
+        tid: i32,
+        step: String,
+        #[source]
+        source: PtraceError,
+    },
+    #[error("pid {pid}, tid {tid}: remote {syscall} during {step} failed")]
+    Remote {
+        pid: i32,
+        tid: i32,
+        step: String,
+        syscall: &'static str,
+        #[source]
+        source: Errno,
+    },
+    #[error("pid {pid}, tid {tid}: {step}: {reason}")]
+    Task {
+        pid: i32,
+        tid: i32,
+        step: String,
+        reason: String,
+    },
+    #[error("pid {pid}: {step}")]
+    Local {
+        pid: i32,
+        step: String,
+        #[source]
+        source: Errno,
+    },
+    #[error("pid {pid}: writing {path}")]
+    Pidfile {
+        pid: i32,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub type Result<T, E = RestoreError> = std::result::Result<T, E>;
+
+/// Shorthand for a [`RestoreError::BadImage`].
+pub(crate) fn bad(image: &str, entry: Option<usize>, reason: impl Into<String>) -> RestoreError {
+    RestoreError::BadImage {
+        image: image.to_string(),
+        entry,
+        reason: reason.into(),
+    }
+}

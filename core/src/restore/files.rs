@@ -1,0 +1,83 @@
+//! Opening the file descriptions a task needs, in the restorer, before the task is forked:
+//! the child inherits them and only moves them to their numbers.
+//!
+//! The opener is a trait so the plugin registry (`criu-plugin-api` `FdHandler::open_file`)
+//! can stand behind it; [`RegOpener`] restores regular files itself (path, flags, offset).
+
+use std::collections::BTreeMap;
+use std::os::fd::{AsFd, OwnedFd};
+
+use criu_proto::images::{FileEntry, FsEntry};
+use nix::fcntl::{OFlag, open};
+use nix::sys::stat::Mode;
+use nix::unistd::{Whence, lseek};
+
+/// Opens one `files.img` entry in the current process.
+pub trait FileOpener {
+    /// Returns the open description, or a reason naming what is unsupported.
+    fn open(&mut self, entry: &FileEntry) -> Result<OwnedFd, String>;
+}
+
+/// Regular files only: reopens the path with the dumped flags and offset. Other kinds fail
+/// with a message naming the type.
+#[derive(Debug, Default)]
+pub struct RegOpener;
+
+impl FileOpener for RegOpener {
+    fn open(&mut self, entry: &FileEntry) -> Result<OwnedFd, String> {
+        let Some(reg) = &entry.reg else {
+            return Err(format!(
+                "file type {} has no restorer here (only regular files)",
+                criu_proto::images::FdTypes::try_from(entry.r#type)
+                    .map(|t| t.as_str_name().to_string())
+                    .unwrap_or_else(|_| entry.r#type.to_string())
+            ));
+        };
+        // Never create or truncate on restore; keep access mode and status flags.
+        let keep = OFlag::O_ACCMODE
+            | OFlag::O_APPEND
+            | OFlag::O_NONBLOCK
+            | OFlag::O_DIRECT
+            | OFlag::O_NOATIME
+            | OFlag::O_DSYNC
+            | OFlag::O_SYNC
+            | OFlag::O_LARGEFILE
+            | OFlag::O_DIRECTORY
+            | OFlag::O_PATH;
+        let flags = OFlag::from_bits_truncate(reg.flags as i32) & keep;
+        let fd = open(reg.name.as_str(), flags | OFlag::O_CLOEXEC, Mode::empty())
+            .map_err(|e| format!("open({}, {:#x}): {e}", reg.name, flags.bits()))?;
+        if reg.pos != 0 {
+            lseek(fd.as_fd(), reg.pos as i64, Whence::SeekSet)
+                .map_err(|e| format!("lseek({}, {}): {e}", reg.name, reg.pos))?;
+        }
+        Ok(fd)
+    }
+}
+
+/// Opens a regular file by `files.img` id for the restorer's own use (VMA backing, exe,
+/// cwd): read-only unless `write`, or O_PATH for directories.
+pub fn open_for_mapping(
+    files: &BTreeMap<u32, FileEntry>,
+    id: u32,
+    write: bool,
+) -> Result<(OwnedFd, String), String> {
+    let reg = files
+        .get(&id)
+        .and_then(|f| f.reg.as_ref())
+        .ok_or_else(|| format!("file id {id} is not a regular file"))?;
+    let acc = if write {
+        OFlag::O_RDWR
+    } else {
+        OFlag::O_RDONLY
+    };
+    let fd = open(reg.name.as_str(), acc | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(|e| format!("open({}): {e}", reg.name))?;
+    Ok((fd, reg.name.clone()))
+}
+
+/// The cwd and root paths of `fs`.
+pub fn fs_paths(files: &BTreeMap<u32, FileEntry>, fs: &FsEntry) -> Option<(String, String)> {
+    let p = |id: u32| files.get(&id)?.reg.as_ref().map(|r| r.name.clone());
+    Some((p(fs.cwd_id)?, p(fs.root_id)?))
+}

@@ -1,0 +1,410 @@
+//! The restore plan: everything read from the images and validated before any task is
+//! created. Building it touches no process, so it is tested on CRIU's reference images.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use criu_proto::images::{
+    CoreEntry, FdinfoEntry, FileEntry, FsEntry, MmEntry, PagemapEntry, PagemapHead, PstreeEntry,
+    TaskCoreEntry, TaskKobjIdsEntry, ThreadCoreEntry, UserX86FpregsEntry, UserX86RegsEntry,
+    core_entry::March,
+};
+
+use super::error::{Result, bad};
+use super::imgread::{self as img, Images};
+use super::mem::{self, PageRun, VmaKind, VmaPlan};
+
+/// Largest fd number we accept from an image (our hard RLIMIT_NOFILE is far below).
+pub const MAX_FD: u32 = 1 << 20;
+/// Most threads per process we accept from an image.
+pub const MAX_THREADS: usize = 32768;
+
+/// The whole restore, tasks in pstree order (every parent before its children).
+#[derive(Debug)]
+pub struct RestorePlan {
+    pub tasks: Vec<TaskPlan>,
+    /// `files.img` by id.
+    pub files: BTreeMap<u32, FileEntry>,
+}
+
+/// One process.
+#[derive(Debug)]
+pub struct TaskPlan {
+    pub pid: i32,
+    pub ppid: i32,
+    pub pgid: i32,
+    pub sid: i32,
+    /// Leader first.
+    pub threads: Vec<ThreadPlan>,
+    pub tc: TaskCoreEntry,
+    pub ids: Option<TaskKobjIdsEntry>,
+    pub mm: MmEntry,
+    pub vmas: Vec<VmaPlan>,
+    pub pages: Vec<PageRun>,
+    /// `pages-<id>.img`.
+    pub pages_image: String,
+    pub fds: Vec<FdinfoEntry>,
+    pub fs: Option<FsEntry>,
+}
+
+/// One thread.
+#[derive(Debug, Clone)]
+pub struct ThreadPlan {
+    pub tid: i32,
+    pub regs: UserX86RegsEntry,
+    pub fpregs: UserX86FpregsEntry,
+    pub clear_tid_addr: u64,
+    pub tc: ThreadCoreEntry,
+    /// `core-<tid>.img`, for error messages.
+    pub image: String,
+}
+
+impl RestorePlan {
+    /// Reads and checks every image a restore of the tree needs.
+    pub fn load(images: &Images) -> Result<RestorePlan> {
+        let pstree: Vec<PstreeEntry> = images.entries("pstree.img", img::PSTREE_MAGIC)?;
+        if pstree.is_empty() {
+            return Err(bad("pstree.img", None, "no tasks"));
+        }
+        let files_vec: Vec<FileEntry> = if images.exists("files.img") {
+            images.entries("files.img", img::FILES_MAGIC)?
+        } else {
+            Vec::new()
+        };
+        let mut files = BTreeMap::new();
+        for (i, f) in files_vec.into_iter().enumerate() {
+            if files.insert(f.id, f).is_some() {
+                return Err(bad("files.img", Some(i), "duplicate file id"));
+            }
+        }
+        let mut seen = BTreeSet::new();
+        let mut tasks = Vec::with_capacity(pstree.len());
+        for (i, p) in pstree.iter().enumerate() {
+            let task = load_task(images, i, p, &files, &mut seen)?;
+            if i > 0 && !tasks.iter().any(|t: &TaskPlan| t.pid == task.ppid) {
+                return Err(bad(
+                    "pstree.img",
+                    Some(i),
+                    format!(
+                        "parent {} of {} comes later or is missing",
+                        task.ppid, task.pid
+                    ),
+                ));
+            }
+            tasks.push(task);
+        }
+        Ok(RestorePlan { tasks, files })
+    }
+
+    /// The path of a regular-file entry, for VMAs, exe, cwd and root.
+    pub fn reg_path(&self, id: u32) -> Option<&str> {
+        self.files
+            .get(&id)
+            .and_then(|f| f.reg.as_ref())
+            .map(|r| r.name.as_str())
+    }
+}
+
+fn pid_of(image: &str, entry: usize, v: u32) -> Result<i32> {
+    i32::try_from(v)
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| bad(image, Some(entry), format!("bad pid {v}")))
+}
+
+fn load_task(
+    images: &Images,
+    idx: usize,
+    p: &PstreeEntry,
+    files: &BTreeMap<u32, FileEntry>,
+    seen: &mut BTreeSet<i32>,
+) -> Result<TaskPlan> {
+    let pid = pid_of("pstree.img", idx, p.pid)?;
+    let ppid = if p.ppid == 0 {
+        0
+    } else {
+        pid_of("pstree.img", idx, p.ppid)?
+    };
+    let pgid = pid_of("pstree.img", idx, p.pgid)?;
+    let sid = pid_of("pstree.img", idx, p.sid)?;
+    if p.threads.is_empty() || p.threads.len() > MAX_THREADS {
+        return Err(bad(
+            "pstree.img",
+            Some(idx),
+            format!("{} threads", p.threads.len()),
+        ));
+    }
+    if p.threads[0] != p.pid {
+        return Err(bad(
+            "pstree.img",
+            Some(idx),
+            "first thread is not the leader",
+        ));
+    }
+    let mut threads = Vec::with_capacity(p.threads.len());
+    let mut leader_core = None;
+    for &t in &p.threads {
+        let tid = pid_of("pstree.img", idx, t)?;
+        if !seen.insert(tid) {
+            return Err(bad(
+                "pstree.img",
+                Some(idx),
+                format!("tid {tid} appears twice"),
+            ));
+        }
+        let name = format!("core-{tid}.img");
+        let core: CoreEntry = images.single(&name, img::CORE_MAGIC)?;
+        if core.mtype != March::X8664 as i32 {
+            return Err(bad(
+                &name,
+                Some(0),
+                format!("architecture {} is not x86_64", core.mtype),
+            ));
+        }
+        let ti = core
+            .thread_info
+            .clone()
+            .ok_or_else(|| bad(&name, Some(0), "no thread_info"))?;
+        if ti.gpregs.mode.unwrap_or(1) != 1 {
+            return Err(bad(
+                &name,
+                Some(0),
+                "32-bit (compat) tasks are not supported",
+            ));
+        }
+        if let Some(tls) = ti
+            .tls
+            .iter()
+            .find(|d| !d.seg_not_present || d.base_addr != 0)
+        {
+            return Err(bad(
+                &name,
+                Some(0),
+                format!(
+                    "GDT TLS entry {} in use (32-bit TLS) is not supported",
+                    tls.entry_number
+                ),
+            ));
+        }
+        let tc = core.thread_core.clone().unwrap_or_default();
+        if tid == pid {
+            leader_core = Some(core);
+        }
+        threads.push(ThreadPlan {
+            tid,
+            regs: ti.gpregs,
+            fpregs: ti.fpregs,
+            clear_tid_addr: ti.clear_tid_addr,
+            tc,
+            image: name,
+        });
+    }
+    let leader_core =
+        leader_core.ok_or_else(|| bad("pstree.img", Some(idx), "leader core missing"))?;
+    let core_name = format!("core-{pid}.img");
+    let tc = leader_core
+        .tc
+        .ok_or_else(|| bad(&core_name, Some(0), "leader has no task_core"))?;
+    // task_state 1 = alive; CRIU also dumps zombies (2) and stopped tasks (3).
+    match tc.task_state {
+        1 | 3 => {}
+        s => {
+            return Err(bad(
+                &core_name,
+                Some(0),
+                format!("task state {s} (dead/zombie) not supported"),
+            ));
+        }
+    }
+    if tc.sigactions.is_empty() && images.exists(&format!("sigacts-{pid}.img")) {
+        return Err(bad(
+            &format!("sigacts-{pid}.img"),
+            None,
+            "pre-3.x sigaction images are not supported",
+        ));
+    }
+    let ids = leader_core.ids.or_else(|| {
+        images
+            .single::<TaskKobjIdsEntry>(&format!("ids-{pid}.img"), img::IDS_MAGIC)
+            .ok()
+    });
+
+    let mm_name = format!("mm-{pid}.img");
+    let mm: MmEntry = images.single(&mm_name, img::MM_MAGIC)?;
+    if !mm.aios.is_empty() {
+        return Err(bad(&mm_name, Some(0), "AIO rings are not supported"));
+    }
+    let vmas = mem::plan_vmas(&mm_name, &mm.vmas)?;
+    for v in &vmas {
+        if let VmaKind::FilePrivate { file_id } | VmaKind::FileShared { file_id } = v.kind
+            && files.get(&file_id).and_then(|f| f.reg.as_ref()).is_none()
+        {
+            return Err(bad(
+                &mm_name,
+                Some(0),
+                format!(
+                    "vma {:#x} maps file id {file_id}, not a regular file of files.img",
+                    v.start
+                ),
+            ));
+        }
+    }
+    if mm.exe_file_id != 0
+        && files
+            .get(&mm.exe_file_id)
+            .and_then(|f| f.reg.as_ref())
+            .is_none()
+    {
+        return Err(bad(
+            &mm_name,
+            Some(0),
+            format!("exe file id {} not in files.img", mm.exe_file_id),
+        ));
+    }
+    if !mm.mm_saved_auxv.len().is_multiple_of(2) || mm.mm_saved_auxv.len() > 1024 {
+        return Err(bad(
+            &mm_name,
+            Some(0),
+            format!("auxv of {} words", mm.mm_saved_auxv.len()),
+        ));
+    }
+
+    let pm_name = format!("pagemap-{pid}.img");
+    let (pages, pages_image) = load_pages(images, &pm_name, &vmas)?;
+
+    let fds = load_fds(images, pid, ids.as_ref(), files)?;
+    let fs = {
+        let name = format!("fs-{pid}.img");
+        if images.exists(&name) {
+            let fs: FsEntry = images.single(&name, img::FS_MAGIC)?;
+            for id in [fs.cwd_id, fs.root_id] {
+                if files.get(&id).and_then(|f| f.reg.as_ref()).is_none() {
+                    return Err(bad(
+                        &name,
+                        Some(0),
+                        format!("cwd/root file id {id} not in files.img"),
+                    ));
+                }
+            }
+            Some(fs)
+        } else {
+            None
+        }
+    };
+    Ok(TaskPlan {
+        pid,
+        ppid,
+        pgid,
+        sid,
+        threads,
+        tc,
+        ids,
+        mm,
+        vmas,
+        pages,
+        pages_image,
+        fds,
+        fs,
+    })
+}
+
+fn load_pages(images: &Images, pm_name: &str, vmas: &[VmaPlan]) -> Result<(Vec<PageRun>, String)> {
+    let path = images.path(pm_name);
+    let data = std::fs::read(&path).map_err(|source| super::error::RestoreError::ImageIo {
+        path: path.clone(),
+        source,
+    })?;
+    // The head and the entries are different messages: decode the head alone first.
+    let heads: Vec<PagemapHead> = img::decode_entries(pm_name, img::PAGEMAP_MAGIC, &data)?;
+    let head = heads
+        .first()
+        .ok_or_else(|| bad(pm_name, None, "no pagemap head"))?;
+    let pages_image = format!("pages-{}.img", head.pages_id);
+    let all: Vec<PagemapEntry> = img::decode_entries(pm_name, img::PAGEMAP_MAGIC, &data)?;
+    let pages_size = std::fs::metadata(images.path(&pages_image))
+        .map_err(|source| super::error::RestoreError::ImageIo {
+            path: images.path(&pages_image),
+            source,
+        })?
+        .len();
+    let runs = mem::plan_pages(pm_name, all.get(1..).unwrap_or_default(), vmas, pages_size)?;
+    Ok((runs, pages_image))
+}
+
+fn load_fds(
+    images: &Images,
+    pid: i32,
+    ids: Option<&TaskKobjIdsEntry>,
+    files: &BTreeMap<u32, FileEntry>,
+) -> Result<Vec<FdinfoEntry>> {
+    let name = match ids {
+        Some(ids) => format!("fdinfo-{}.img", ids.files_id),
+        None => {
+            return Err(bad(
+                &format!("core-{pid}.img"),
+                Some(0),
+                "no ids (files_id)",
+            ));
+        }
+    };
+    if !images.exists(&name) {
+        return Ok(Vec::new());
+    }
+    let fds: Vec<FdinfoEntry> = images.entries(&name, img::FDINFO_MAGIC)?;
+    let mut nums = BTreeSet::new();
+    for (i, f) in fds.iter().enumerate() {
+        if f.fd >= MAX_FD || !nums.insert(f.fd) {
+            return Err(bad(&name, Some(i), format!("bad or duplicate fd {}", f.fd)));
+        }
+        if !files.contains_key(&f.id) {
+            return Err(bad(
+                &name,
+                Some(i),
+                format!("fd {} names file id {} missing from files.img", f.fd, f.id),
+            ));
+        }
+    }
+    Ok(fds)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    const SAMPLE: &str = "/work/shared/fixtures/criu-4.2-sample";
+
+    #[test]
+    fn criu_reference_images_make_a_plan() {
+        if !Path::new(SAMPLE).exists() {
+            eprintln!("skip: {SAMPLE} missing");
+            return;
+        }
+        let plan = RestorePlan::load(&Images::new(Path::new(SAMPLE))).expect("plan");
+        assert_eq!(plan.tasks.len(), 1);
+        let t = &plan.tasks[0];
+        assert_eq!(t.pid, 32679);
+        assert_eq!(
+            t.threads.iter().map(|t| t.tid).collect::<Vec<_>>(),
+            vec![32679, 32681]
+        );
+        assert_eq!(t.tc.sigactions.len(), 62);
+        assert_eq!(t.vmas.len(), 26);
+        assert_eq!(t.vmas.iter().filter(|v| v.kind == VmaKind::Vdso).count(), 1);
+        assert_eq!(t.pages_image, "pages-1.img");
+        let bytes: u64 = t.pages.iter().map(|r| r.len).sum();
+        // Everything but the two vDSO pages CRIU also saved.
+        assert_eq!(
+            bytes + 0x2000,
+            std::fs::metadata(format!("{SAMPLE}/pages-1.img"))
+                .unwrap()
+                .len()
+        );
+        assert_eq!(t.fds.len(), 8);
+        assert_eq!(
+            plan.reg_path(t.mm.exe_file_id),
+            Some("/opt/criu-sample/sample")
+        );
+        // The pause()d thread was rewound by CRIU at dump: ax == orig_ax.
+        assert_eq!(t.threads[1].regs.ax, 34);
+    }
+}

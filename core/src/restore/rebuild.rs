@@ -1,0 +1,208 @@
+//! Rebuilding the address space from the gadget: unmap everything we inherited, map the
+//! dumped VMAs, let the task read its pages from `pages-N.img`, set final protections and
+//! advice, map the vDSO where it was, and restore the mm fields (`PR_SET_MM_MAP`).
+
+use crate::sys::mm_map::{self, PrctlMmMap};
+
+use super::error::{RestoreError, Result};
+use super::mem::{PAGE_SIZE, TASK_SIZE, VmaKind, VmaPlan};
+use super::plan::TaskPlan;
+use super::rexec::{RemoteThread, write_mem};
+use super::spawn::{GADGET_DATA, GADGET_SIZE, Spawned};
+
+const MAP_FLAGS_KEPT: i32 = libc::MAP_SHARED
+    | libc::MAP_PRIVATE
+    | libc::MAP_ANONYMOUS
+    | libc::MAP_GROWSDOWN
+    | libc::MAP_NORESERVE
+    | libc::MAP_LOCKED;
+
+fn task_err(rt: &RemoteThread, reason: String) -> RestoreError {
+    RestoreError::Task {
+        pid: rt.pid,
+        tid: rt.tid.as_raw(),
+        step: rt.step.clone(),
+        reason,
+    }
+}
+
+/// Runs the whole memory part of the restore of `t`.
+pub fn rebuild_mm(sp: &mut Spawned, t: &TaskPlan) -> Result<()> {
+    let g = sp.gadget;
+    let rt = &mut sp.leader;
+    rt.step = "unmapping the restorer image".into();
+    rt.call("munmap", libc::SYS_munmap, [0, g, 0, 0, 0, 0])?;
+    let top = g + GADGET_SIZE;
+    rt.call(
+        "munmap",
+        libc::SYS_munmap,
+        [top, TASK_SIZE - top, 0, 0, 0, 0],
+    )?;
+
+    for v in &t.vmas {
+        map_vma(rt, v, &sp.temp)?;
+    }
+    rt.step = format!("reading pages from {}", t.pages_image);
+    for run in &t.pages {
+        let (mut addr, mut left, mut off) = (run.vaddr, run.len, run.file_off);
+        while left > 0 {
+            let n = rt.call(
+                "pread64",
+                libc::SYS_pread64,
+                [sp.temp.pages as u64, addr, left, off, 0, 0],
+            )?;
+            if n == 0 || n > left {
+                return Err(task_err(
+                    rt,
+                    format!(
+                        "pread64 at file offset {off} gave {n} of {left} bytes (truncated pages file?)"
+                    ),
+                ));
+            }
+            addr += n;
+            left -= n;
+            off += n;
+        }
+    }
+    for v in &t.vmas {
+        finish_vma(rt, v)?;
+    }
+    map_vdso(rt, t)?;
+    set_mm_map(rt, t, g, sp.temp.exe)?;
+    Ok(())
+}
+
+fn map_vma(rt: &mut RemoteThread, v: &VmaPlan, temp: &super::spawn::TempFds) -> Result<()> {
+    let (fd, pgoff) = match v.kind {
+        VmaKind::Vsyscall | VmaKind::Vvar | VmaKind::Vdso => return Ok(()),
+        VmaKind::AnonPrivate => (u64::MAX, 0),
+        VmaKind::FilePrivate { file_id } => (temp.vma_files[&(file_id, false)] as u64, v.pgoff),
+        VmaKind::FileShared { file_id } => {
+            let w = v.prot & libc::PROT_WRITE as u32 != 0;
+            (temp.vma_files[&(file_id, w)] as u64, v.pgoff)
+        }
+    };
+    rt.step = format!("mapping vma {:#x}-{:#x}", v.start, v.end);
+    let mut prot = v.prot;
+    if v.takes_pages() {
+        prot |= libc::PROT_WRITE as u32;
+    }
+    let mut flags = (v.flags as i32 & MAP_FLAGS_KEPT) | libc::MAP_FIXED;
+    if matches!(v.kind, VmaKind::AnonPrivate) {
+        flags |= libc::MAP_ANONYMOUS;
+    }
+    let got = rt.call(
+        "mmap",
+        libc::SYS_mmap,
+        [v.start, v.len(), prot as u64, flags as u64, fd, pgoff],
+    )?;
+    if got != v.start {
+        return Err(task_err(rt, format!("mapped at {got:#x}")));
+    }
+    Ok(())
+}
+
+fn finish_vma(rt: &mut RemoteThread, v: &VmaPlan) -> Result<()> {
+    if matches!(v.kind, VmaKind::Vsyscall | VmaKind::Vvar | VmaKind::Vdso) {
+        return Ok(());
+    }
+    rt.step = format!("protecting vma {:#x}-{:#x}", v.start, v.end);
+    if v.takes_pages() && v.prot & libc::PROT_WRITE as u32 == 0 {
+        rt.call(
+            "mprotect",
+            libc::SYS_mprotect,
+            [v.start, v.len(), v.prot as u64, 0, 0, 0],
+        )?;
+    }
+    for bit in 0..64u64 {
+        if v.madv & (1 << bit) != 0 {
+            rt.step = format!("madvise({bit}) on vma {:#x}-{:#x}", v.start, v.end);
+            rt.call(
+                "madvise",
+                libc::SYS_madvise,
+                [v.start, v.len(), bit, 0, 0, 0],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn map_vdso(rt: &mut RemoteThread, t: &TaskPlan) -> Result<()> {
+    let vdso = t.vmas.iter().find(|v| v.kind == VmaKind::Vdso);
+    let vvar = t.vmas.iter().find(|v| v.kind == VmaKind::Vvar);
+    let Some(vdso) = vdso else {
+        // A task without a vDSO (e.g. under valgrind) gets none.
+        return Ok(());
+    };
+    rt.step = "mapping the vDSO".into();
+    let Some(vvar) = vvar else {
+        return Err(task_err(rt, "the image has [vdso] without [vvar]".into()));
+    };
+    rt.call(
+        "arch_prctl(ARCH_MAP_VDSO_64)",
+        libc::SYS_arch_prctl,
+        [mm_map::ARCH_MAP_VDSO_64, vvar.start, 0, 0, 0, 0],
+    )?;
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", rt.pid))
+        .map_err(|e| task_err(rt, format!("reading maps: {e}")))?;
+    let landed = maps.lines().find(|l| l.ends_with("[vdso]")).and_then(|l| {
+        let (a, _) = l.split_once('-')?;
+        u64::from_str_radix(a, 16).ok()
+    });
+    if landed != Some(vdso.start) {
+        return Err(task_err(
+            rt,
+            format!(
+                "[vdso] landed at {landed:x?}, the image has it at {:#x} (a different kernel's vDSO layout is not supported)",
+                vdso.start
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn set_mm_map(rt: &mut RemoteThread, t: &TaskPlan, g: u64, exe: Option<i32>) -> Result<()> {
+    rt.step = "PR_SET_MM_MAP".into();
+    let m = &t.mm;
+    let data = g + GADGET_DATA;
+    let auxv_addr = data + 0x200;
+    let auxv: Vec<u8> = m
+        .mm_saved_auxv
+        .iter()
+        .flat_map(|w| w.to_le_bytes())
+        .collect();
+    let map = PrctlMmMap {
+        start_code: m.mm_start_code,
+        end_code: m.mm_end_code,
+        start_data: m.mm_start_data,
+        end_data: m.mm_end_data,
+        start_brk: m.mm_start_brk,
+        brk: m.mm_brk,
+        start_stack: m.mm_start_stack,
+        arg_start: m.mm_arg_start,
+        arg_end: m.mm_arg_end,
+        env_start: m.mm_env_start,
+        env_end: m.mm_env_end,
+        auxv: auxv_addr,
+        auxv_size: auxv.len() as u32,
+        exe_fd: exe.map(|f| f as u32).unwrap_or(u32::MAX),
+    };
+    if auxv.len() as u64 > 2 * PAGE_SIZE - 0x200 {
+        return Err(task_err(rt, format!("auxv of {} bytes", auxv.len())));
+    }
+    write_mem(rt, data, &map.to_bytes())?;
+    write_mem(rt, auxv_addr, &auxv)?;
+    rt.call(
+        "prctl(PR_SET_MM_MAP)",
+        libc::SYS_prctl,
+        [
+            mm_map::PR_SET_MM,
+            mm_map::PR_SET_MM_MAP,
+            data,
+            mm_map::PRCTL_MM_MAP_SIZE as u64,
+            0,
+            0,
+        ],
+    )?;
+    Ok(())
+}

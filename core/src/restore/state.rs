@@ -1,0 +1,269 @@
+//! Process-wide state (sigactions, itimers, fs, rlimits, prctl bits) restored by remote
+//! syscalls from the gadget, after memory and before threads.
+
+use criu_proto::images::CredsEntry;
+
+use super::error::{RestoreError, Result};
+use super::plan::TaskPlan;
+use super::rexec::{RemoteThread, write_mem};
+use super::spawn::{GADGET_DATA, Spawned};
+
+const RLIMIT_NAMES: [&str; 16] = [
+    "CPU",
+    "FSIZE",
+    "DATA",
+    "STACK",
+    "CORE",
+    "RSS",
+    "NPROC",
+    "NOFILE",
+    "MEMLOCK",
+    "AS",
+    "LOCKS",
+    "SIGPENDING",
+    "MSGQUEUE",
+    "NICE",
+    "RTPRIO",
+    "RTTIME",
+];
+
+fn unsupported(pid: i32, what: String, hint: &'static str) -> RestoreError {
+    RestoreError::Unsupported { pid, what, hint }
+}
+
+/// The signal numbers CRIU's `sigactions` entries stand for, in order (SIGKILL and SIGSTOP
+/// have none).
+pub fn sigaction_signals() -> impl Iterator<Item = u64> {
+    (1..=64u64).filter(|&s| s != libc::SIGKILL as u64 && s != libc::SIGSTOP as u64)
+}
+
+pub fn restore_process_state(sp: &mut Spawned, t: &TaskPlan) -> Result<()> {
+    let data = sp.gadget + GADGET_DATA;
+    let rt = &mut sp.leader;
+    check_unsupported(t)?;
+
+    rt.step = "restoring sigactions".into();
+    if t.tc.sigactions.len() > 62 {
+        return Err(super::error::bad(
+            &format!("core-{}.img", t.pid),
+            Some(0),
+            "more than 62 sigactions",
+        ));
+    }
+    for (sig, sa) in sigaction_signals().zip(&t.tc.sigactions) {
+        if sa.compat_sigaction == Some(true) {
+            return Err(unsupported(
+                t.pid,
+                format!("compat sigaction for signal {sig}"),
+                "32-bit tasks are not supported",
+            ));
+        }
+        let mut buf = Vec::with_capacity(32);
+        for w in [sa.sigaction, sa.flags, sa.restorer, sa.mask] {
+            buf.extend_from_slice(&w.to_le_bytes());
+        }
+        write_mem(rt, data, &buf)?;
+        rt.call(
+            "rt_sigaction",
+            libc::SYS_rt_sigaction,
+            [sig, data, 0, 8, 0, 0],
+        )?;
+    }
+
+    if let Some(timers) = &t.tc.timers {
+        rt.step = "restoring itimers".into();
+        for (which, it) in [(0u64, &timers.real), (1, &timers.virt), (2, &timers.prof)] {
+            if it.isec | it.iusec | it.vsec | it.vusec == 0 {
+                continue;
+            }
+            let mut buf = Vec::with_capacity(32);
+            for w in [it.isec, it.iusec, it.vsec, it.vusec] {
+                buf.extend_from_slice(&w.to_le_bytes());
+            }
+            write_mem(rt, data, &buf)?;
+            rt.call("setitimer", libc::SYS_setitimer, [which, data, 0, 0, 0, 0])?;
+        }
+    }
+
+    rt.step = "restoring personality, umask, cwd and root".into();
+    rt.call(
+        "personality",
+        libc::SYS_personality,
+        [t.tc.personality as u64, 0, 0, 0, 0, 0],
+    )?;
+    if let Some(fs) = &t.fs {
+        if let Some(umask) = fs.umask {
+            rt.call(
+                "umask",
+                libc::SYS_umask,
+                [u64::from(umask & 0o777), 0, 0, 0, 0, 0],
+            )?;
+        }
+        if let (Some(root), Some(cwd)) = (sp.temp.root, sp.temp.cwd) {
+            rt.call("fchdir", libc::SYS_fchdir, [root as u64, 0, 0, 0, 0, 0])?;
+            write_mem(rt, data, b".\0")?;
+            rt.call("chroot", libc::SYS_chroot, [data, 0, 0, 0, 0, 0])?;
+            rt.call("fchdir", libc::SYS_fchdir, [cwd as u64, 0, 0, 0, 0, 0])?;
+        }
+    }
+
+    rt.step = "closing restore-only fds".into();
+    rt.call(
+        "close_range",
+        libc::SYS_close_range,
+        [sp.temp.first as u64, u32::MAX as u64, 0, 0, 0, 0],
+    )?;
+
+    rt.step = "restoring prctl flags".into();
+    if t.tc.child_subreaper == Some(true) {
+        rt.call(
+            "prctl(PR_SET_CHILD_SUBREAPER)",
+            libc::SYS_prctl,
+            [libc::PR_SET_CHILD_SUBREAPER as u64, 1, 0, 0, 0, 0],
+        )?;
+    }
+    if let Some(d @ (0 | 1)) = t.mm.dumpable {
+        rt.call(
+            "prctl(PR_SET_DUMPABLE)",
+            libc::SYS_prctl,
+            [libc::PR_SET_DUMPABLE as u64, d as u64, 0, 0, 0, 0],
+        )?;
+    }
+    if t.mm.thp_disabled == Some(true) {
+        rt.call(
+            "prctl(PR_SET_THP_DISABLE)",
+            libc::SYS_prctl,
+            [libc::PR_SET_THP_DISABLE as u64, 1, 0, 0, 0, 0],
+        )?;
+    }
+    restore_rlimits(rt, t, data)?;
+    Ok(())
+}
+
+fn restore_rlimits(rt: &mut RemoteThread, t: &TaskPlan, data: u64) -> Result<()> {
+    let Some(rl) = &t.tc.rlimits else {
+        return Ok(());
+    };
+    rt.step = "restoring rlimits".into();
+    for (res, r) in rl.rlimits.iter().enumerate().take(RLIMIT_NAMES.len()) {
+        let ours = nix::sys::resource::getrlimit(resource_of(res)).map_err(|source| {
+            RestoreError::Local {
+                pid: t.pid,
+                step: format!("getrlimit(RLIMIT_{})", RLIMIT_NAMES[res]),
+                source,
+            }
+        })?;
+        if r.max > ours.1 {
+            return Err(unsupported(
+                t.pid,
+                format!(
+                    "RLIMIT_{} hard limit {} above the restorer's {} (raising a hard limit needs CAP_SYS_RESOURCE)",
+                    RLIMIT_NAMES[res], r.max, ours.1
+                ),
+                "run the restore where the hard limit is at least as high",
+            ));
+        }
+        if r.cur > r.max {
+            return Err(super::error::bad(
+                &format!("core-{}.img", t.pid),
+                Some(0),
+                format!("rlimit {res}: cur above max"),
+            ));
+        }
+        let mut buf = r.cur.to_le_bytes().to_vec();
+        buf.extend_from_slice(&r.max.to_le_bytes());
+        write_mem(rt, data, &buf)?;
+        rt.call(
+            "prlimit64",
+            libc::SYS_prlimit64,
+            [0, res as u64, data, 0, 0, 0],
+        )?;
+    }
+    Ok(())
+}
+
+fn resource_of(i: usize) -> nix::sys::resource::Resource {
+    use nix::sys::resource::Resource as R;
+    [
+        R::RLIMIT_CPU,
+        R::RLIMIT_FSIZE,
+        R::RLIMIT_DATA,
+        R::RLIMIT_STACK,
+        R::RLIMIT_CORE,
+        R::RLIMIT_RSS,
+        R::RLIMIT_NPROC,
+        R::RLIMIT_NOFILE,
+        R::RLIMIT_MEMLOCK,
+        R::RLIMIT_AS,
+        R::RLIMIT_LOCKS,
+        R::RLIMIT_SIGPENDING,
+        R::RLIMIT_MSGQUEUE,
+        R::RLIMIT_NICE,
+        R::RLIMIT_RTPRIO,
+        R::RLIMIT_RTTIME,
+    ][i]
+}
+
+/// Things the images may hold that this restore does not recreate yet: refuse loudly.
+fn check_unsupported(t: &TaskPlan) -> Result<()> {
+    if let Some(timers) = &t.tc.timers
+        && !timers.posix.is_empty()
+    {
+        return Err(unsupported(
+            t.pid,
+            format!("{} POSIX timers", timers.posix.len()),
+            "not restored yet",
+        ));
+    }
+    if t.tc.old_seccomp_mode.unwrap_or(0) != 0 {
+        return Err(unsupported(t.pid, "seccomp".into(), "not restored yet"));
+    }
+    for th in &t.threads {
+        if th.tc.seccomp_mode.unwrap_or(0) != 0 {
+            return Err(unsupported(th.tid, "seccomp".into(), "not restored yet"));
+        }
+        if let Some(c) = &th.tc.creds {
+            check_creds(th.tid, c)?;
+        }
+    }
+    Ok(())
+}
+
+/// Creds are not changed by this restore: they must equal the restorer's own.
+fn check_creds(tid: i32, c: &CredsEntry) -> Result<()> {
+    let uid = nix::unistd::getresuid().map_err(|source| RestoreError::Local {
+        pid: tid,
+        step: "getresuid".into(),
+        source,
+    })?;
+    let gid = nix::unistd::getresgid().map_err(|source| RestoreError::Local {
+        pid: tid,
+        step: "getresgid".into(),
+        source,
+    })?;
+    let same = [c.uid, c.euid, c.suid, c.fsuid]
+        == [
+            uid.real.as_raw(),
+            uid.effective.as_raw(),
+            uid.saved.as_raw(),
+            uid.effective.as_raw(),
+        ]
+        && [c.gid, c.egid, c.sgid, c.fsgid]
+            == [
+                gid.real.as_raw(),
+                gid.effective.as_raw(),
+                gid.saved.as_raw(),
+                gid.effective.as_raw(),
+            ];
+    if !same {
+        return Err(unsupported(
+            tid,
+            format!(
+                "credentials uid {}/{} gid {}/{} differing from the restorer's",
+                c.uid, c.euid, c.gid, c.egid
+            ),
+            "restore as the same user the task ran as",
+        ));
+    }
+    Ok(())
+}
