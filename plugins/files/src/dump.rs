@@ -1,0 +1,124 @@
+//! Dumping a file description reached by a path.
+
+use criu_plugin_api::{DumpContext, FdDesc, ImageRef, PluginError, write_message};
+use criu_proto::images::{FdTypes, FileEntry, RegFileEntry, RemapFilePathEntry, RemapType};
+
+use crate::flags::{is_tty_major, should_check_size};
+use crate::{NAME, ghost};
+
+fn unsupported(fd: &FdDesc, hint: &str) -> PluginError {
+    PluginError::Unsupported {
+        resource: fd.describe(),
+        pid: fd.pid,
+        hint: hint.to_string(),
+    }
+}
+
+/// The REG entry for `fd` under `id`; an unlinked file's contents go to a ghost image.
+pub(crate) fn dump_file(
+    ctx: &mut dyn DumpContext,
+    fd: &FdDesc,
+    id: u32,
+) -> Result<FileEntry, PluginError> {
+    let st = &fd.stat;
+    if st.is_chr() && is_tty_major(nix::sys::stat::major(st.rdev)) {
+        return Err(unsupported(
+            fd,
+            "terminals are not supported yet; start the task with its stdio on files, pipes or /dev/null",
+        ));
+    }
+    let path = dumped_path(fd)?;
+    let flags = fd.fdinfo.file_flags();
+    tracing::debug!(
+        pid = fd.pid,
+        fd = fd.fd,
+        id,
+        path,
+        flags,
+        pos = fd.fdinfo.pos,
+        "dumping file"
+    );
+
+    if st.nlink == 0 {
+        if !st.is_reg() {
+            return Err(unsupported(
+                fd,
+                "removed directories and device nodes are not supported; keep them on disk",
+            ));
+        }
+        let ghost_id = ghost_once(ctx, fd, path)?;
+        let remap = RemapFilePathEntry {
+            orig_id: id,
+            remap_id: ghost_id,
+            remap_type: Some(RemapType::Ghost as i32),
+        };
+        write_message(ctx, ImageRef::REMAP_FPATH, &remap, &[])?;
+    }
+
+    let size = (st.is_reg() && should_check_size(flags)).then_some(st.size as u64);
+    let reg = RegFileEntry {
+        id,
+        flags,
+        pos: fd.fdinfo.pos,
+        fown: fd.owner.to_entry(),
+        name: path.to_string(),
+        size,
+        mode: Some(st.mode),
+        ..Default::default()
+    };
+    Ok(FileEntry {
+        r#type: FdTypes::Reg as i32,
+        id,
+        reg: Some(reg),
+        ..Default::default()
+    })
+}
+
+/// The path to store: the link without its " (deleted)" tag for unlinked files. A file still
+/// linked under another name but not under this one would need CRIU's link remaps.
+fn dumped_path(fd: &FdDesc) -> Result<&str, PluginError> {
+    let (stripped, tagged) = fd.path_and_deleted();
+    if fd.stat.nlink == 0 {
+        return Ok(stripped);
+    }
+    if tagged && !same_file_at(&fd.link, fd) {
+        return Err(unsupported(
+            fd,
+            "the file was unlinked but has other hard links; link remaps (--link-remap) are not supported yet",
+        ));
+    }
+    // A real name that happens to end in " (deleted)" stays as it is.
+    Ok(if tagged { &fd.link } else { stripped })
+}
+
+fn same_file_at(path: &str, fd: &FdDesc) -> bool {
+    nix::sys::stat::stat(path).is_ok_and(|s| s.st_dev == fd.stat.dev && s.st_ino == fd.stat.ino)
+}
+
+/// The ghost id of the unlinked file behind `fd`, writing its image the first time this
+/// dump meets the file (several descriptions may share one unlinked file).
+fn ghost_once(ctx: &mut dyn DumpContext, fd: &FdDesc, path: &str) -> Result<u32, PluginError> {
+    let size = fd.stat.size.max(0) as u64;
+    let limit = ctx.options().ghost_limit;
+    if size > limit {
+        return Err(PluginError::GhostTooBig {
+            path: path.into(),
+            pid: fd.pid,
+            fd: fd.fd,
+            size,
+            limit,
+        });
+    }
+    let key = format!("{NAME}:ghost:{}:{}", fd.stat.dev, fd.stat.ino);
+    if let Some(id) = ctx.memo(&key) {
+        return Ok(id as u32);
+    }
+    // Ghost ids count from 1 per dump, like CRIU's.
+    let counter = format!("{NAME}:ghost-count");
+    let id = ctx.memo(&counter).unwrap_or(0) + 1;
+    ctx.set_memo(&counter, id);
+    let id = id as u32;
+    ghost::dump(ctx, fd, id)?;
+    ctx.set_memo(&key, u64::from(id));
+    Ok(id)
+}

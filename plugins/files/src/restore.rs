@@ -1,0 +1,174 @@
+//! Restoring a file description reached by a path.
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::{Mutex, MutexGuard};
+
+use criu_plugin_api::{ImageRef, PluginError, RestoreContext, read_messages};
+use criu_proto::images::{FileEntry, RegFileEntry, RemapFilePathEntry, RemapType};
+use nix::fcntl::open;
+use nix::sys::stat::{Mode, fstat};
+use nix::unistd::{Whence, lseek};
+
+use crate::flags::reopen_flags;
+use crate::{NAME, ghost};
+
+/// What `prepare_restore` read: `remap-fpath.img` by original file id.
+#[derive(Debug, Default)]
+struct Prepared {
+    remaps: HashMap<u32, RemapFilePathEntry>,
+}
+
+/// The plugin's restore-time state (copied into children forked after it was filled).
+#[derive(Debug, Default)]
+pub(crate) struct RestoreState {
+    prepared: Mutex<Option<Prepared>>,
+}
+
+impl RestoreState {
+    pub(crate) const fn new() -> Self {
+        RestoreState {
+            prepared: Mutex::new(None),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<Prepared>> {
+        // Plain data behind the lock: usable even after a panic elsewhere.
+        self.prepared.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn prepare(
+        &self,
+        ctx: &mut dyn RestoreContext,
+        _entries: &[FileEntry],
+    ) -> Result<(), PluginError> {
+        let mut remaps = HashMap::new();
+        for r in read_messages::<RemapFilePathEntry>(ctx, ImageRef::REMAP_FPATH)? {
+            remaps.insert(r.orig_id, r);
+        }
+        *self.lock() = Some(Prepared { remaps });
+        Ok(())
+    }
+
+    pub(crate) fn open(
+        &self,
+        ctx: &mut dyn RestoreContext,
+        entry: &FileEntry,
+    ) -> Result<OwnedFd, PluginError> {
+        let reg = entry.reg.as_ref().ok_or_else(|| {
+            PluginError::bad_image("files.img", format!("REG entry {} without reg", entry.id))
+        })?;
+        if reg.ext == Some(true) {
+            return Err(PluginError::Unsupported {
+                resource: format!("external file {} (file id {})", reg.name, entry.id),
+                pid: ctx.current_pid(),
+                hint: "external files (--external) are not supported yet".into(),
+            });
+        }
+        let remap = {
+            let guard = self.lock();
+            let prepared = guard.as_ref().ok_or_else(|| {
+                PluginError::bad_image(
+                    "files.img",
+                    format!("file id {}: open_file before prepare_restore", entry.id),
+                )
+            })?;
+            prepared.remaps.get(&entry.id).cloned()
+        };
+        let fd = match remap {
+            None => open_path(ctx, entry.id, reg)?,
+            Some(r) if r.remap_type == Some(RemapType::Ghost as i32) => {
+                open_ghost(ctx, reg, r.remap_id)?
+            }
+            Some(r) => {
+                return Err(PluginError::Unsupported {
+                    resource: format!(
+                        "{} (file id {}, remap type {:?})",
+                        reg.name, entry.id, r.remap_type
+                    ),
+                    pid: ctx.current_pid(),
+                    hint:
+                        "only ghost remaps are supported (no --link-remap, no dead-process remaps)"
+                            .into(),
+                });
+            }
+        };
+        seek(&fd, reg)?;
+        Ok(fd)
+    }
+}
+
+/// Opens the dumped path with the dumped flags and checks it is still the dumped file.
+fn open_path(
+    ctx: &mut dyn RestoreContext,
+    id: u32,
+    reg: &RegFileEntry,
+) -> Result<OwnedFd, PluginError> {
+    let fd = open(reg.name.as_str(), reopen_flags(reg.flags), Mode::empty())
+        .map_err(|e| PluginError::path(&reg.name, "open", e))?;
+    if !ctx.options().skip_file_checks {
+        check_same(&fd, reg)?;
+    }
+    tracing::debug!(id, path = reg.name, flags = reg.flags, "file reopened");
+    Ok(fd)
+}
+
+/// CRIU's checks: same mode (type and permissions), same size for regular files it sized.
+fn check_same(fd: &OwnedFd, reg: &RegFileEntry) -> Result<(), PluginError> {
+    let st = fstat(fd.as_fd()).map_err(|e| PluginError::path(&reg.name, "fstat", e))?;
+    let changed = |what: String| PluginError::FileChanged {
+        path: reg.name.clone().into(),
+        what,
+    };
+    if let Some(mode) = reg.mode
+        && st.st_mode != mode
+    {
+        return Err(changed(format!("mode {:o}, dumped {:o}", st.st_mode, mode)));
+    }
+    if let Some(size) = reg.size
+        && st.st_mode & libc::S_IFMT == libc::S_IFREG
+        && st.st_size as u64 != size
+    {
+        return Err(changed(format!("size {}, dumped {size}", st.st_size)));
+    }
+    Ok(())
+}
+
+/// A new description of ghost `ghost_id`: the ghost is recreated the first time (kept in the
+/// context), every description reopens it through `/proc/self/fd`.
+fn open_ghost(
+    ctx: &mut dyn RestoreContext,
+    reg: &RegFileEntry,
+    ghost_id: u32,
+) -> Result<OwnedFd, PluginError> {
+    let key = format!("{NAME}:ghost:{ghost_id}");
+    if ctx.kept_fd(&key).is_none() {
+        let fd = ghost::restore(ctx, ghost_id, &reg.name)?;
+        ctx.keep_fd(&key, fd)?;
+    }
+    let kept = ctx.kept_fd(&key).ok_or_else(|| {
+        PluginError::bad_image(
+            ImageRef::ghost_file(ghost_id).to_string(),
+            "the restore context lost the ghost file",
+        )
+    })?;
+    let path = format!("/proc/self/fd/{}", kept.as_raw_fd());
+    open(path.as_str(), reopen_flags(reg.flags), Mode::empty())
+        .map_err(|e| PluginError::path(format!("ghost of {}", reg.name), "open", e))
+}
+
+/// Puts the offset back (directories included: their offset is a readdir cookie).
+fn seek(fd: &OwnedFd, reg: &RegFileEntry) -> Result<(), PluginError> {
+    if reg.pos == 0 {
+        return Ok(());
+    }
+    let pos = i64::try_from(reg.pos).map_err(|_| {
+        PluginError::bad_image(
+            "files.img",
+            format!("{}: offset {} out of range", reg.name, reg.pos),
+        )
+    })?;
+    lseek(fd.as_fd(), pos, Whence::SeekSet)
+        .map(drop)
+        .map_err(|e| PluginError::path(&reg.name, "lseek", e))
+}
