@@ -24,9 +24,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={}", dir.join(n).display());
     }
 
-    // Everything, imports included, for the run-time descriptor pool.
-    let all = compile(&dir, &names)?;
-    std::fs::write(out.join("criu.fds"), prost::Message::encode_to_vec(&all))?;
+    // Everything, imports included, for the run-time descriptor pool. Encoded by protox
+    // itself: prost_types would drop the `(criu)` extension options.
+    let mut compiler = protox::Compiler::new([&dir])?;
+    compiler.include_imports(true).include_source_info(false);
+    compiler.open_files(&names)?;
+    std::fs::write(out.join("criu.fds"), compiler.encode_file_descriptor_set())?;
 
     let image_names: Vec<String> = names
         .iter()

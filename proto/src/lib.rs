@@ -7,6 +7,7 @@
 use std::sync::OnceLock;
 
 pub mod framing;
+pub mod json;
 pub mod kind;
 
 pub use framing::{FramingError, RawEntry, RawImage};
