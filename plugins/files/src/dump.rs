@@ -88,7 +88,33 @@ fn dumped_path(fd: &FdDesc) -> Result<&str, PluginError> {
         ));
     }
     // A real name that happens to end in " (deleted)" stays as it is.
-    Ok(if tagged { &fd.link } else { stripped })
+    let path = if tagged { fd.link.as_str() } else { stripped };
+    check_path_names_file(fd, path)?;
+    Ok(path)
+}
+
+/// Restore reopens the path: it must still name this very file (CRIU checks the same).
+fn check_path_names_file(fd: &FdDesc, path: &str) -> Result<(), PluginError> {
+    match nix::sys::stat::stat(path) {
+        Ok(s) if s.st_dev == fd.stat.dev && s.st_ino == fd.stat.ino => Ok(()),
+        Ok(_) => Err(unsupported(
+            fd,
+            &format!(
+                "{path} now names another file than the one open; link remaps (--link-remap) are not supported yet"
+            ),
+        )),
+        Err(nix::errno::Errno::ENOENT) => Err(unsupported(
+            fd,
+            &format!("{path} cannot be reached from criu (renamed, or in another mount namespace)"),
+        )),
+        Err(e) => Err(PluginError::Fd {
+            pid: fd.pid,
+            fd: fd.fd,
+            link: fd.link.clone(),
+            op: "stat of its path",
+            source: e.into(),
+        }),
+    }
 }
 
 fn same_file_at(path: &str, fd: &FdDesc) -> bool {

@@ -417,3 +417,34 @@ fn registered_as_builtin_for_reg_entries() {
     };
     assert!(p.fd_handler().unwrap().restores(&reg));
 }
+
+#[test]
+fn replaced_file_is_a_ghost_and_hard_linked_one_is_refused() {
+    let plugin = FilesPlugin::default();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a");
+    std::fs::write(&path, b"old").unwrap();
+    let f = File::open(&path).unwrap();
+    // Renamed over: the open inode has no name left, it is carried as a ghost.
+    let tmp = dir.path().join("b");
+    std::fs::write(&tmp, b"new").unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+    let mut images = MemoryImages::new(1);
+    let e = dump(&plugin, &mut images, f.as_fd(), 1);
+    assert_eq!(e.reg.unwrap().name, path.to_str().unwrap());
+    assert_eq!(
+        messages::<RemapFilePathEntry>(&images, ImageRef::REMAP_FPATH).len(),
+        1
+    );
+
+    // Still linked elsewhere, but not under the name it was opened by.
+    let c = dir.path().join("c");
+    std::fs::write(&c, b"x").unwrap();
+    let g = File::open(&c).unwrap();
+    std::fs::hard_link(&c, dir.path().join("d")).unwrap();
+    std::fs::remove_file(&c).unwrap();
+    let desc = own_fd_desc(g.as_fd()).unwrap();
+    let err = plugin.dump_file(&mut images, &desc, 2).unwrap_err();
+    assert!(matches!(err, PluginError::Unsupported { .. }), "{err}");
+    assert!(err.to_string().contains("--link-remap"), "{err}");
+}
