@@ -1,11 +1,39 @@
-//! `criu dump`.
+//! `criu dump -t PID -D DIR`.
 
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
+use criu_core::dump::{DumpOptions, dump};
 
 use crate::args::Options;
 
-pub fn run(_opts: &Options) -> Result<ExitCode> {
-    super::not_supported("dump", "the engine part behind it is being written")
+pub fn run(opts: &Options) -> Result<ExitCode> {
+    let Some(pid) = opts.tree else {
+        bail!("dump needs the root of the tree to dump: -t/--tree PID");
+    };
+    if opts.leave_running && opts.leave_stopped {
+        bail!("--leave-running and --leave-stopped exclude each other");
+    }
+    let images_dir = super::images_dir(opts)?;
+    let mut dump_opts = DumpOptions::new(pid, &images_dir);
+    dump_opts.leave_running = opts.leave_running;
+    dump_opts.leave_stopped = opts.leave_stopped;
+    dump_opts.shell_job = opts.shell_job;
+    dump_opts.ghost_limit = opts.ghost_limit.unwrap_or(dump_opts.ghost_limit);
+    let report = dump(&dump_opts)
+        .with_context(|| format!("dumping pid {pid} into {}", images_dir.display()))?;
+    tracing::info!(
+        pids = report.pids.len(),
+        threads = report.threads,
+        pages = report.pages_written,
+        frozen_us = report.frozen_time_us,
+        "dump finished"
+    );
+    if opts.display_stats {
+        println!("Displaying dump stats:");
+        println!("Frozen time: {} us", report.frozen_time_us);
+        println!("Pages scanned: {}", report.pages_scanned);
+        println!("Pages written: {}", report.pages_written);
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -91,7 +91,6 @@ pub fn close_fd(fd: i32) -> Result<()> {
 }
 
 /// The images dir, which dump and restore require.
-#[allow(dead_code)] // used once dump/restore are wired
 pub fn images_dir(opts: &Options) -> Result<PathBuf> {
     opts.images_dir
         .clone()
