@@ -390,6 +390,14 @@ impl AnonMap {
         self.addr as u64
     }
 
+    /// Writes one byte into page `page` of the mapping (no-op past the end).
+    pub fn touch(&self, page: usize) {
+        if page * 4096 < self.len {
+            // SAFETY: inside our own read-write mapping.
+            unsafe { self.addr.cast::<u8>().add(page * 4096).write_volatile(2) };
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }

@@ -1,0 +1,467 @@
+//! Checks for features only some resources or options need.
+
+use std::fs::File;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+
+use nix::sys::socket::{AddressFamily, SockFlag, SockType, socket};
+
+use super::checks::why;
+use super::{Check, KernelFeatures, Need};
+use crate::sys::probe::{self, ChildSetup};
+use crate::sys::{kabi, ptrace};
+
+type Outcome = Result<Option<String>, String>;
+
+macro_rules! optional {
+    ($name:literal, $criu:literal, $what:literal, $hint:literal, $probe:ident) => {
+        Check {
+            name: $name,
+            criu_feature: $criu,
+            what: $what,
+            need: Need::Optional,
+            hint: $hint,
+            probe: $probe,
+        }
+    };
+}
+
+pub(super) static CHECKS: &[Check] = &[
+    optional!(
+        "seccomp_suspend",
+        true,
+        "PTRACE_O_SUSPEND_SECCOMP on a child",
+        "needs Linux 4.3+ and CAP_SYS_ADMIN; tasks with seccomp filters may refuse injected \
+         syscalls without it",
+        seccomp_suspend
+    ),
+    optional!(
+        "seccomp_filters",
+        true,
+        "PTRACE_SECCOMP_GET_FILTER of a child's filter",
+        "needs Linux 4.4+ with CONFIG_CHECKPOINT_RESTORE; tasks with seccomp filters cannot \
+         be dumped without it",
+        seccomp_filters
+    ),
+    optional!(
+        "mem_dirty_track",
+        true,
+        "soft-dirty tracking (clear_refs 4)",
+        "needs CONFIG_MEM_SOFT_DIRTY=y; pre-dump and incremental dumps need it",
+        soft_dirty
+    ),
+    optional!(
+        "uffd",
+        true,
+        "userfaultfd + UFFDIO_API",
+        "needs CONFIG_USERFAULTFD=y (and vm.unprivileged_userfaultfd=1 when not root); \
+         lazy pages need it",
+        uffd
+    ),
+    optional!(
+        "uffd-noncoop",
+        true,
+        "UFFDIO_API with fork/remap/remove/unmap events",
+        "needs Linux 4.11+ with CONFIG_USERFAULTFD",
+        uffd_noncoop
+    ),
+    optional!(
+        "timens",
+        true,
+        "unshare(CLONE_NEWTIME) in a child",
+        "needs CONFIG_TIME_NS=y (Linux 5.6+)",
+        timens
+    ),
+    optional!(
+        "cgroupns",
+        true,
+        "/proc/self/ns/cgroup",
+        "needs CONFIG_CGROUPS with cgroup \
+         namespaces (Linux 4.6+)",
+        cgroupns
+    ),
+    optional!(
+        "userns",
+        true,
+        "/proc/self/ns/user and PR_SET_MM_MAP_SIZE",
+        "needs CONFIG_USER_NS=y and CONFIG_CHECKPOINT_RESTORE=y",
+        userns
+    ),
+    optional!(
+        "ns_pid",
+        true,
+        "NSpid in /proc/self/status",
+        "needs Linux 4.1 or newer",
+        ns_pid
+    ),
+    optional!(
+        "kcmp_epoll",
+        true,
+        "kcmp(KCMP_EPOLL_TFD) of a pipe in an epoll",
+        "needs Linux 4.13+ with CONFIG_KCMP; epoll targets cannot be matched without it",
+        kcmp_epoll
+    ),
+    optional!(
+        "memfd_hugetlb",
+        true,
+        "memfd_create(MFD_HUGETLB)",
+        "needs CONFIG_HUGETLBFS=y (Linux 4.14+)",
+        memfd_hugetlb
+    ),
+    optional!(
+        "openat2",
+        true,
+        "openat2(RESOLVE_NO_MAGICLINKS)",
+        "needs Linux 5.6 or newer",
+        openat2
+    ),
+    optional!(
+        "mnt_id",
+        true,
+        "mnt_id in /proc/self/fdinfo",
+        "needs Linux 3.15 or newer",
+        mnt_id
+    ),
+    optional!(
+        "fdinfo_lock",
+        true,
+        "lock: lines in /proc/self/fdinfo of a flock()ed file",
+        "needs Linux 4.1 or newer; file locks cannot be dumped without it",
+        fdinfo_lock
+    ),
+    optional!(
+        "timerfd",
+        true,
+        "it_value in the fdinfo of an armed timerfd",
+        "needs Linux 3.17 or newer",
+        timerfd
+    ),
+    optional!(
+        "sk_ns",
+        true,
+        "ioctl(SIOCGSKNS) on a socket",
+        "needs Linux 4.9 or newer",
+        sk_ns
+    ),
+    optional!(
+        "sockopt_buf_lock",
+        true,
+        "setsockopt(SO_BUF_LOCK)",
+        "needs Linux 5.14 or newer",
+        sockopt_buf_lock
+    ),
+    optional!(
+        "tcp_repair",
+        false,
+        "TCP_REPAIR on a TCP socket, TCP_REPAIR_WINDOW",
+        "needs Linux 4.8+ and CAP_NET_ADMIN; established TCP connections need it",
+        tcp_repair
+    ),
+    optional!(
+        "posix_timers",
+        false,
+        "/proc/self/timers readable",
+        "needs CONFIG_CHECKPOINT_RESTORE=y and CONFIG_POSIX_TIMERS=y",
+        posix_timers
+    ),
+    optional!(
+        "memfd_secret",
+        false,
+        "memfd_secret()",
+        "needs CONFIG_SECRETMEM=y and secretmem not disabled at boot",
+        memfd_secret
+    ),
+    optional!(
+        "io_uring",
+        false,
+        "io_uring_setup()",
+        "needs CONFIG_IO_URING=y and kernel.io_uring_disabled=0",
+        io_uring
+    ),
+    optional!(
+        "pagemap_scan",
+        false,
+        "ioctl(PAGEMAP_SCAN) on /proc/self/pagemap",
+        "needs Linux 6.7 or newer",
+        pagemap_scan
+    ),
+    optional!(
+        "guard_regions",
+        false,
+        "MADV_GUARD_INSTALL reported by PAGEMAP_SCAN",
+        "needs Linux 6.13 or newer; guard regions are invisible in maps without it",
+        guard_regions
+    ),
+    optional!(
+        "bpf",
+        false,
+        "bpf(BPF_MAP_CREATE) and BPF_PROG_LOAD of a socket filter",
+        "needs CONFIG_BPF_SYSCALL=y and CAP_BPF (or kernel.unprivileged_bpf_disabled=0)",
+        bpf
+    ),
+    optional!(
+        "rseq",
+        false,
+        "the rseq syscall",
+        "needs Linux 4.18 or newer",
+        rseq
+    ),
+];
+
+fn seccomp_suspend(kf: &mut KernelFeatures) -> Outcome {
+    probe::with_frozen_child(ChildSetup::Idle, ptrace::suspend_seccomp_option(), |_| ())
+        .map_err(|e| e.to_string())?;
+    kf.seccomp_suspend = true;
+    Ok(None)
+}
+
+fn seccomp_filters(_: &mut KernelFeatures) -> Outcome {
+    let f = probe::with_frozen_child(
+        ChildSetup::SeccompAllowAll,
+        ptrace::suspend_seccomp_option(),
+        |pid| ptrace::seccomp_get_filter(pid, 0),
+    )
+    .map_err(|e| e.to_string())?
+    .map_err(|e| why(&e))?;
+    Ok(Some(format!("{} instruction(s)", f.len() / 8)))
+}
+
+fn soft_dirty(kf: &mut KernelFeatures) -> Outcome {
+    use std::os::unix::fs::FileExt;
+    // Clear our own soft-dirty bits (harmless), dirty one page, and look for bit 55 in its
+    // pagemap entry: the write to clear_refs succeeds even without soft-dirty support.
+    let m = probe::AnonMap::new(1).map_err(|e| e.to_string())?;
+    std::fs::write("/proc/self/clear_refs", "4").map_err(|e| format!("clear_refs 4: {e}"))?;
+    m.touch(0);
+    let pm = File::open("/proc/self/pagemap").map_err(|e| e.to_string())?;
+    let mut b = [0u8; 8];
+    pm.read_exact_at(&mut b, m.addr() / 4096 * 8)
+        .map_err(|e| format!("read /proc/self/pagemap: {e}"))?;
+    if u64::from_le_bytes(b) & (1 << 55) == 0 {
+        return Err("a page written after clear_refs 4 has no soft-dirty bit".into());
+    }
+    kf.soft_dirty = true;
+    Ok(None)
+}
+
+fn uffd(kf: &mut KernelFeatures) -> Outcome {
+    let fd = probe::userfaultfd(0).map_err(|e| e.to_string())?;
+    let api = probe::uffd_api(fd.as_fd(), 0).map_err(|e| e.to_string())?;
+    kf.uffd_features = Some(api.features);
+    Ok(Some(format!("features {:#x}", api.features)))
+}
+
+fn uffd_noncoop(_: &mut KernelFeatures) -> Outcome {
+    let want = kabi::UFFD_FEATURE_EVENT_FORK
+        | kabi::UFFD_FEATURE_EVENT_REMAP
+        | kabi::UFFD_FEATURE_EVENT_REMOVE
+        | kabi::UFFD_FEATURE_EVENT_UNMAP;
+    let fd = probe::userfaultfd(0).map_err(|e| e.to_string())?;
+    let api = probe::uffd_api(fd.as_fd(), want).map_err(|e| e.to_string())?;
+    if api.features & want != want {
+        return Err(format!("granted features {:#x}", api.features));
+    }
+    Ok(None)
+}
+
+fn timens(kf: &mut KernelFeatures) -> Outcome {
+    probe::unshare_in_child(libc::CLONE_NEWTIME).map_err(|e| e.to_string())?;
+    kf.timens = true;
+    Ok(None)
+}
+
+fn ns_file(name: &str) -> Outcome {
+    let p = format!("/proc/self/ns/{name}");
+    std::fs::read_link(&p).map_err(|e| format!("{p}: {e}"))?;
+    Ok(None)
+}
+
+fn cgroupns(_: &mut KernelFeatures) -> Outcome {
+    ns_file("cgroup")
+}
+
+fn userns(_: &mut KernelFeatures) -> Outcome {
+    ns_file("user")?;
+    probe::prctl_mm_map_size().map_err(|e| e.to_string())?;
+    Ok(None)
+}
+
+fn ns_pid(_: &mut KernelFeatures) -> Outcome {
+    let s = std::fs::read_to_string("/proc/self/status").map_err(|e| e.to_string())?;
+    if s.lines().any(|l| l.starts_with("NSpid:")) {
+        Ok(None)
+    } else {
+        Err("no NSpid line in /proc/self/status".into())
+    }
+}
+
+fn kcmp_epoll(_: &mut KernelFeatures) -> Outcome {
+    use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
+    let ep = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(|e| e.to_string())?;
+    let (rd, _wr) = nix::unistd::pipe().map_err(|e| e.to_string())?;
+    ep.add(&rd, EpollEvent::new(EpollFlags::EPOLLIN, 7))
+        .map_err(|e| e.to_string())?;
+    let me = std::process::id() as i32;
+    let fd = rd.as_raw_fd();
+    match probe::kcmp_epoll_tfd(me, fd, ep.0.as_raw_fd(), fd) {
+        Ok(0) => Ok(None),
+        Ok(v) => Err(format!("kcmp says the registered pipe differs ({v})")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn memfd_hugetlb(_: &mut KernelFeatures) -> Outcome {
+    probe::memfd_create(c"criu-probe", libc::MFD_HUGETLB).map_err(|e| e.to_string())?;
+    Ok(None)
+}
+
+fn openat2(_: &mut KernelFeatures) -> Outcome {
+    probe::openat2_path(c"/").map_err(|e| e.to_string())?;
+    Ok(None)
+}
+
+fn fdinfo_has(fd: BorrowedFd<'_>, key: &str) -> Outcome {
+    let p = format!("/proc/self/fdinfo/{}", fd.as_raw_fd());
+    let s = std::fs::read_to_string(&p).map_err(|e| format!("{p}: {e}"))?;
+    if s.lines().any(|l| l.starts_with(key)) {
+        Ok(None)
+    } else {
+        Err(format!("no {key} line in {p}"))
+    }
+}
+
+fn mnt_id(_: &mut KernelFeatures) -> Outcome {
+    let f = File::open("/proc/self/status").map_err(|e| e.to_string())?;
+    fdinfo_has(f.as_fd(), "mnt_id:")
+}
+
+fn fdinfo_lock(_: &mut KernelFeatures) -> Outcome {
+    use nix::fcntl::{Flock, FlockArg};
+    let fd = probe::memfd_create(c"criu-probe-lock", 0).map_err(|e| e.to_string())?;
+    let locked =
+        Flock::lock(fd, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| e.to_string())?;
+    fdinfo_has(locked.as_fd(), "lock:")
+}
+
+fn timerfd(_: &mut KernelFeatures) -> Outcome {
+    use nix::sys::time::TimeSpec;
+    use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
+    let t = TimerFd::new(ClockId::CLOCK_MONOTONIC, TimerFlags::TFD_CLOEXEC)
+        .map_err(|e| e.to_string())?;
+    t.set(
+        Expiration::OneShot(TimeSpec::new(1000, 0)),
+        TimerSetTimeFlags::empty(),
+    )
+    .map_err(|e| e.to_string())?;
+    fdinfo_has(t.as_fd(), "it_value:")
+}
+
+fn unix_socket() -> Result<std::os::fd::OwnedFd, String> {
+    socket(
+        AddressFamily::Unix,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(|e| format!("socket: {e}"))
+}
+
+fn sk_ns(_: &mut KernelFeatures) -> Outcome {
+    let s = unix_socket()?;
+    probe::socket_netns(s.as_fd()).map_err(|e| e.to_string())?;
+    Ok(None)
+}
+
+fn sockopt_buf_lock(_: &mut KernelFeatures) -> Outcome {
+    let s = unix_socket()?;
+    probe::setsockopt_int(s.as_fd(), libc::SOL_SOCKET, kabi::SO_BUF_LOCK, 0)
+        .map_err(|e| e.to_string())?;
+    Ok(None)
+}
+
+fn tcp_repair(_: &mut KernelFeatures) -> Outcome {
+    let s = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(|e| format!("socket: {e}"))?;
+    probe::setsockopt_int(s.as_fd(), libc::SOL_TCP, libc::TCP_REPAIR, 1)
+        .map_err(|e| e.to_string())?;
+    let mut w = [0u8; 20];
+    probe::getsockopt_buf(s.as_fd(), libc::SOL_TCP, libc::TCP_REPAIR_WINDOW, &mut w)
+        .map_err(|e| e.to_string())?;
+    Ok(None)
+}
+
+fn posix_timers(_: &mut KernelFeatures) -> Outcome {
+    std::fs::read("/proc/self/timers").map_err(|e| format!("/proc/self/timers: {e}"))?;
+    Ok(None)
+}
+
+fn memfd_secret(kf: &mut KernelFeatures) -> Outcome {
+    probe::memfd_secret().map_err(|e| e.to_string())?;
+    kf.memfd_secret = true;
+    Ok(None)
+}
+
+fn io_uring(kf: &mut KernelFeatures) -> Outcome {
+    let (_, p) = probe::io_uring_setup(1).map_err(|e| e.to_string())?;
+    kf.io_uring = true;
+    Ok(Some(format!("features {:#x}", p.features)))
+}
+
+fn scan(m: &probe::AnonMap, category: u64) -> Result<usize, String> {
+    let pm = File::open("/proc/self/pagemap").map_err(|e| e.to_string())?;
+    let mut out = [kabi::page_region::default(); 4];
+    let (n, _) = probe::pagemap_scan(
+        &pm,
+        m.addr(),
+        m.addr() + m.len() as u64,
+        category,
+        0,
+        category,
+        &mut out,
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(n)
+}
+
+fn pagemap_scan(kf: &mut KernelFeatures) -> Outcome {
+    let m = probe::AnonMap::new(2).map_err(|e| e.to_string())?;
+    match scan(&m, kabi::PAGE_IS_PRESENT)? {
+        1 => {
+            kf.pagemap_scan = true;
+            Ok(None)
+        }
+        n => Err(format!("2 present pages reported as {n} regions")),
+    }
+}
+
+fn guard_regions(kf: &mut KernelFeatures) -> Outcome {
+    let m = probe::AnonMap::new(3).map_err(|e| e.to_string())?;
+    m.madvise(4096, 4096, kabi::MADV_GUARD_INSTALL)
+        .map_err(|e| e.to_string())?;
+    match scan(&m, kabi::PAGE_IS_GUARD)? {
+        1 => {
+            kf.guard_regions = true;
+            Ok(None)
+        }
+        n => Err(format!("one guard page reported as {n} regions")),
+    }
+}
+
+fn bpf(kf: &mut KernelFeatures) -> Outcome {
+    probe::bpf_map_create_array().map_err(|e| e.to_string())?;
+    probe::bpf_prog_load_trivial().map_err(|e| e.to_string())?;
+    kf.bpf = true;
+    Ok(None)
+}
+
+fn rseq(_: &mut KernelFeatures) -> Outcome {
+    if probe::rseq_exists().map_err(|e| e.to_string())? {
+        Ok(None)
+    } else {
+        Err("rseq returned ENOSYS".into())
+    }
+}

@@ -1,0 +1,144 @@
+use std::collections::HashSet;
+
+use super::*;
+
+/// CRIU's `criu check --feature` names (criu/cr-check.c, feature_list).
+const CRIU_FEATURES: &[&str] = &[
+    "mnt_id",
+    "mem_dirty_track",
+    "aio_remap",
+    "timerfd",
+    "tun",
+    "tun_ns",
+    "userns",
+    "fdinfo_lock",
+    "seccomp_suspend",
+    "seccomp_filters",
+    "loginuid",
+    "cgroupns",
+    "autofs",
+    "tcp_half_closed",
+    "compat_cr",
+    "uffd",
+    "uffd-noncoop",
+    "can_map_vdso",
+    "sk_ns",
+    "sk_unix_file",
+    "net_diag_raw",
+    "nsid",
+    "link_nsid",
+    "kcmp_epoll",
+    "timens",
+    "external_net_ns",
+    "clone3_set_tid",
+    "newifindex",
+    "nftables",
+    "has_ipt_legacy",
+    "pidfd_store",
+    "ns_pid",
+    "apparmor_stacking",
+    "network_lock_nftables",
+    "sockopt_buf_lock",
+    "memfd_hugetlb",
+    "move_mount_set_group",
+    "openat2",
+    "get_rseq_conf",
+];
+
+#[test]
+fn names_are_unique_and_criu_names_are_criu_names() {
+    let names = feature_names();
+    let set: HashSet<_> = names.iter().collect();
+    assert_eq!(set.len(), names.len(), "duplicate check name");
+    for c in checks::CHECKS.iter().chain(checks_extra::CHECKS) {
+        assert_eq!(
+            CRIU_FEATURES.contains(&c.name),
+            c.criu_feature,
+            "{}: criu_feature flag does not match CRIU's list",
+            c.name
+        );
+        assert!(!c.hint.is_empty() && !c.what.is_empty(), "{}", c.name);
+    }
+    let req = required_features();
+    for r in [
+        "ptrace_seize",
+        "remote_syscall",
+        "clone3_set_tid",
+        "pidfd_store",
+    ] {
+        assert!(req.contains(&r), "{r} must be required");
+    }
+    assert!(!req.contains(&"mem_dirty_track"));
+}
+
+#[test]
+fn this_kernel_passes_the_required_checks() {
+    let results = run_checks();
+    for r in &results {
+        println!("{r}");
+    }
+    assert_eq!(results.len(), feature_names().len());
+    let failed: Vec<String> = results
+        .iter()
+        .filter(|r| r.is_required() && !r.is_ok())
+        .map(|r| r.to_string())
+        .collect();
+    // The machine facts: kernel 6.18, root, ptrace/clone3/pidfd/... all available.
+    assert!(failed.is_empty(), "required checks failed: {failed:#?}");
+    assert!(all_required_ok(&results));
+    let kf = kernel_features();
+    assert!(kf.ptrace && kf.remote_syscall && kf.clone3_set_tid && kf.can_map_vdso);
+    assert_eq!(kf.mm_map_size, Some(104));
+    assert!(kf.xsave_size.unwrap_or(0) >= 576);
+    // Missing ones name a reason and what would enable them.
+    for r in results.iter().filter(|r| !r.is_ok()) {
+        let Status::Missing { reason, hint } = &r.status else {
+            unreachable!()
+        };
+        assert!(!reason.is_empty() && !hint.is_empty(), "{r}");
+    }
+}
+
+#[test]
+fn single_feature_lookup() {
+    let r = check_feature("timens").expect("known");
+    assert_eq!(r.name, "timens");
+    assert!(r.criu_feature);
+    let e = check_feature("no_such_thing").expect_err("unknown");
+    assert_eq!(e.name, "no_such_thing");
+    assert!(e.to_string().contains("clone3_set_tid"));
+}
+
+#[test]
+fn display_and_required_logic() {
+    let ok = CheckResult {
+        name: "clone3_set_tid",
+        criu_feature: true,
+        what: "x",
+        need: Need::Restore,
+        status: Status::Ok { detail: None },
+    };
+    let missing = CheckResult {
+        name: "mem_dirty_track",
+        criu_feature: true,
+        what: "x",
+        need: Need::Optional,
+        status: Status::Missing {
+            reason: "clear_refs 4: Invalid argument".into(),
+            hint: "needs CONFIG_MEM_SOFT_DIRTY=y",
+        },
+    };
+    assert_eq!(
+        ok.to_string(),
+        "clone3_set_tid         ok [required for restore]"
+    );
+    assert_eq!(
+        missing.to_string(),
+        "mem_dirty_track        MISSING: clear_refs 4: Invalid argument; needs \
+         CONFIG_MEM_SOFT_DIRTY=y"
+    );
+    assert!(all_required_ok(&[ok.clone(), missing.clone()]));
+    let mut bad = ok;
+    bad.status = missing.status;
+    assert!(!all_required_ok(&[bad]));
+}
