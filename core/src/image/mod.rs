@@ -1,1 +1,32 @@
-//! image (being written).
+//! The images directory: CRIU-framed image files, raw pages files, 0600 creation.
+//!
+//! - [`ImageDir`]: one directory of images; writes single-entry images, streams repeated
+//!   entries through [`ImageWriter`], reads them back, and remembers what it wrote so a failed
+//!   dump can remove it ([`ImageDir::discard_written`]). `inventory.img` is written last
+//!   ([`ImageDir::write_inventory`]) so a directory without it is visibly incomplete.
+//! - [`PagesWriter`] / [`PagesReader`]: the raw `pages-N.img` files and the page offsets
+//!   pagemap entries index ([`page_offsets`]).
+//! - [`inspect`]: crit's `x DIR ps|fds|mems|rss` views.
+
+mod dir;
+mod error;
+pub mod inspect;
+mod pages;
+mod reader;
+mod writer;
+
+pub use criu_proto::{ImageKind, RawEntry, RawImage};
+pub use dir::ImageDir;
+pub use error::ImageError;
+pub use pages::{
+    PAGE_SIZE, PE_LAZY, PE_PARENT, PE_PRESENT, PagesReader, PagesWriter, new_pagemap_entry,
+    page_offsets, pagemap_flags, pagemap_nr_pages,
+};
+pub use reader::EntryIter;
+pub use writer::ImageWriter;
+
+/// Result of image operations.
+pub type Result<T, E = ImageError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests;

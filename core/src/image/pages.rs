@@ -1,0 +1,234 @@
+//! Raw `pages-N.img` files: page contents back to back, 4 KiB each, indexed by the
+//! `pagemap_entry` runs of `pagemap-<pid>.img` in order.
+
+use std::fs::File;
+use std::io::{BufWriter, IoSlice, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use criu_proto::images::PagemapEntry;
+
+use super::{ImageError, Result};
+
+/// Page size of the image format on x86_64.
+pub const PAGE_SIZE: usize = 4096;
+/// The run's pages are in the parent image (incremental dumps).
+pub const PE_PARENT: u32 = 1 << 0;
+/// The run's pages are served later by lazy-pages.
+pub const PE_LAZY: u32 = 1 << 1;
+/// The run's pages are in this pages file.
+pub const PE_PRESENT: u32 = 1 << 2;
+
+/// Buffer for page streams: few large writes.
+const BUF_SIZE: usize = 4 << 20;
+
+/// A pagemap entry as CRIU 4.x writes it: the count in the 64-bit `nr_pages`,
+/// `compat_nr_pages` zero.
+pub fn new_pagemap_entry(vaddr: u64, nr_pages: u64, flags: u32) -> PagemapEntry {
+    PagemapEntry {
+        vaddr,
+        compat_nr_pages: 0,
+        in_parent: None,
+        flags: Some(flags),
+        nr_pages: Some(nr_pages),
+    }
+}
+
+/// Number of pages of an entry, from the 64-bit field or, in older images, the 32-bit one.
+pub fn pagemap_nr_pages(e: &PagemapEntry) -> u64 {
+    e.nr_pages.unwrap_or(u64::from(e.compat_nr_pages))
+}
+
+/// Flags of an entry; images older than the flags field only had `in_parent`.
+pub fn pagemap_flags(e: &PagemapEntry) -> u32 {
+    match e.flags {
+        Some(f) => f,
+        None if e.in_parent.unwrap_or(false) => PE_PARENT,
+        None => PE_PRESENT,
+    }
+}
+
+/// Byte offset in the pages file of each entry's data (`None` for entries whose pages are
+/// not in this file, e.g. in the parent image).
+pub fn page_offsets(entries: &[PagemapEntry]) -> Vec<Option<u64>> {
+    let mut off = 0u64;
+    entries
+        .iter()
+        .map(|e| {
+            if pagemap_flags(e) & PE_PRESENT == 0 {
+                return None;
+            }
+            let here = off;
+            off = off.saturating_add(pagemap_nr_pages(e).saturating_mul(PAGE_SIZE as u64));
+            Some(here)
+        })
+        .collect()
+}
+
+/// Writes a pages file with large buffered writes.
+#[derive(Debug)]
+pub struct PagesWriter {
+    path: PathBuf,
+    out: BufWriter<File>,
+    offset: u64,
+}
+
+impl PagesWriter {
+    pub(crate) fn new(file: File, path: PathBuf) -> PagesWriter {
+        PagesWriter {
+            path,
+            out: BufWriter::with_capacity(BUF_SIZE, file),
+            offset: 0,
+        }
+    }
+
+    /// The file being written.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Bytes written so far (the offset the next page lands at).
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Pages written so far.
+    pub fn pages_written(&self) -> u64 {
+        self.offset / PAGE_SIZE as u64
+    }
+
+    fn check_len(&self, len: usize) -> Result<()> {
+        if !len.is_multiple_of(PAGE_SIZE) {
+            return Err(ImageError::Unaligned {
+                path: self.path.clone(),
+                offset: self.offset,
+                len: len as u64,
+            });
+        }
+        Ok(())
+    }
+
+    /// Appends whole pages; returns the byte offset they start at.
+    pub fn write_pages(&mut self, data: &[u8]) -> Result<u64> {
+        self.check_len(data.len())?;
+        let at = self.offset;
+        self.out
+            .write_all(data)
+            .map_err(|source| ImageError::Write {
+                path: self.path.clone(),
+                offset: at,
+                source,
+            })?;
+        self.offset += data.len() as u64;
+        Ok(at)
+    }
+
+    /// Appends whole pages gathered from several buffers with writev (bypassing the
+    /// buffer for large batches); returns the byte offset they start at.
+    pub fn write_pages_vectored(&mut self, bufs: &[IoSlice<'_>]) -> Result<u64> {
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        self.check_len(total)?;
+        let at = self.offset;
+        let werr = |source| ImageError::Write {
+            path: self.path.clone(),
+            offset: at,
+            source,
+        };
+        if total < BUF_SIZE {
+            for b in bufs {
+                self.out.write_all(b).map_err(werr)?;
+            }
+        } else {
+            self.out.flush().map_err(werr)?;
+            let mut owned: Vec<IoSlice<'_>> = bufs.to_vec();
+            let mut slices: &mut [IoSlice<'_>] = &mut owned;
+            let file = self.out.get_mut();
+            while !slices.is_empty() {
+                match file.write_vectored(slices) {
+                    Ok(0) => return Err(werr(std::io::ErrorKind::WriteZero.into())),
+                    Ok(n) => IoSlice::advance_slices(&mut slices, n),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(werr(e)),
+                }
+            }
+        }
+        self.offset += total as u64;
+        Ok(at)
+    }
+
+    /// Flushes the file and returns its path.
+    pub fn finish(mut self) -> Result<PathBuf> {
+        self.out.flush().map_err(|source| ImageError::Write {
+            path: self.path.clone(),
+            offset: self.offset,
+            source,
+        })?;
+        Ok(self.path)
+    }
+}
+
+/// Reads a pages file at given offsets. Restore may instead hand [`PagesReader::path`] to the
+/// restored task, which reads its pages itself from the offsets of [`page_offsets`].
+#[derive(Debug)]
+pub struct PagesReader {
+    path: PathBuf,
+    file: File,
+    size: u64,
+}
+
+impl PagesReader {
+    pub(crate) fn open(path: PathBuf) -> Result<PagesReader> {
+        let file = File::open(&path).map_err(|source| ImageError::Open {
+            path: path.clone(),
+            source,
+        })?;
+        let size = file
+            .metadata()
+            .map_err(|source| ImageError::Open {
+                path: path.clone(),
+                source,
+            })?
+            .len();
+        if !size.is_multiple_of(PAGE_SIZE as u64) {
+            return Err(ImageError::Unaligned {
+                path,
+                offset: 0,
+                len: size,
+            });
+        }
+        Ok(PagesReader { path, file, size })
+    }
+
+    /// The pages file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The open file (to pass its fd on).
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Size in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Fills `buf` (whole pages) from byte `offset`.
+    pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        if !buf.len().is_multiple_of(PAGE_SIZE) || !offset.is_multiple_of(PAGE_SIZE as u64) {
+            return Err(ImageError::Unaligned {
+                path: self.path.clone(),
+                offset,
+                len: buf.len() as u64,
+            });
+        }
+        self.file
+            .read_exact_at(buf, offset)
+            .map_err(|source| ImageError::Read {
+                path: self.path.clone(),
+                offset,
+                source,
+            })
+    }
+}
