@@ -1,8 +1,10 @@
 //! How the core picks the plugin for an fd (dump) or a `files.img` entry (restore).
 
+use std::os::fd::OwnedFd;
+
 use criu_proto::images::FileEntry;
 
-use crate::{FdDesc, FdHandler, Plugin, PluginError, fd_type_name};
+use crate::{FdDesc, FdHandler, Plugin, PluginError, RestoreContext, fd_type_name};
 
 /// A plugin together with its fd handler, as the dispatch functions return it.
 #[derive(Clone, Copy)]
@@ -62,6 +64,33 @@ pub fn find_restore_handler<'p>(
             fd_type: fd_type_name(entry.r#type),
             id: entry.id,
         })
+}
+
+/// Restore step 1: every fd handler's [`FdHandler::prepare_restore`], in `plugins` order,
+/// with all of `files.img`. Stops at the first error, returned with the plugin's name.
+pub fn prepare_restore_all(
+    plugins: &[&dyn Plugin],
+    ctx: &mut dyn RestoreContext,
+    entries: &[FileEntry],
+) -> Result<(), (&'static str, PluginError)> {
+    for h in fd_handlers(plugins) {
+        h.handler
+            .prepare_restore(ctx, entries)
+            .map_err(|e| (h.plugin.info().name, e))?;
+    }
+    Ok(())
+}
+
+/// Restore step 2: opens `entry` with the first plugin restoring it; returns the fd and the
+/// name of the plugin that opened it. No plugin: [`PluginError::NoRestorer`].
+pub fn open_entry(
+    plugins: &[&dyn Plugin],
+    ctx: &mut dyn RestoreContext,
+    entry: &FileEntry,
+) -> Result<(OwnedFd, &'static str), PluginError> {
+    let h = find_restore_handler(plugins, entry)?;
+    let fd = h.handler.open_file(ctx, entry)?;
+    Ok((fd, h.plugin.info().name))
 }
 
 #[cfg(test)]
@@ -214,6 +243,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(msg.contains("UNIXSK") && msg.contains("file id 9"), "{msg}");
+        let mut ctx = crate::testing::MemoryImages::new(1);
+        prepare_restore_all(&p, &mut ctx, &[]).unwrap();
+        let err = open_entry(&p, &mut ctx, &entry(FdTypes::Pipe)).unwrap_err();
+        assert!(err.to_string().contains("fake"), "{err}");
+        assert!(matches!(
+            open_entry(&p, &mut ctx, &entry(FdTypes::Timerfd)),
+            Err(PluginError::NoRestorer { .. })
+        ));
         let unknown = FileEntry {
             r#type: 777,
             id: 1,

@@ -122,7 +122,10 @@ pub use context::{
     DEFAULT_GHOST_LIMIT, DumpContext, DumpOptions, ImageRef, RestoreContext, RestoreOptions,
 };
 pub use cursor::{ImageCursor, frame_entries};
-pub use dispatch::{FdHandlerRef, fd_handlers, find_fd_handler, find_restore_handler};
+pub use dispatch::{
+    FdHandlerRef, fd_handlers, find_fd_handler, find_restore_handler, open_entry,
+    prepare_restore_all,
+};
 pub use error::PluginError;
 pub use fd::{FdDesc, FdInfo, FileOwner, FileStat, O_CLOEXEC, Timespec};
 pub use handler::{FdHandler, fd_type_name};
