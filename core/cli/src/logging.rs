@@ -90,9 +90,7 @@ pub fn init(verbosity: u8, log_file: Option<&Path>) -> Result<()> {
         start: Instant::now(),
         pid: std::process::id(),
     };
-    let builder = tracing_subscriber::fmt()
-        .with_max_level(level)
-        .event_format(format);
+    let builder = tracing_subscriber::fmt().with_max_level(level);
     match log_file {
         Some(path) => {
             use std::os::unix::fs::OpenOptionsExt;
@@ -102,10 +100,21 @@ pub fn init(verbosity: u8, log_file: Option<&Path>) -> Result<()> {
                 .mode(0o600)
                 .open(path)
                 .with_context(|| format!("cannot open log file {}", path.display()))?;
-            builder.with_writer(Mutex::new(file)).init();
+            builder
+                .with_ansi(false)
+                .event_format(format)
+                .with_writer(Mutex::new(file))
+                .init();
             TO_FILE.store(true, Ordering::Relaxed);
         }
-        None => builder.with_writer(std::io::stderr).init(),
+        None => {
+            use std::io::IsTerminal;
+            builder
+                .with_ansi(std::io::stderr().is_terminal())
+                .event_format(format)
+                .with_writer(std::io::stderr)
+                .init();
+        }
     }
     Ok(())
 }

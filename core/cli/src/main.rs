@@ -10,6 +10,10 @@ mod logging;
 
 use std::process::ExitCode;
 
+// The built-in plugins register themselves with `inventory`; naming the crates links them in.
+use criu_plugin_files as _;
+use criu_plugin_pipes as _;
+
 use anyhow::Result;
 use clap::Parser;
 

@@ -96,14 +96,3 @@ pub fn images_dir(opts: &Options) -> Result<PathBuf> {
         .clone()
         .context("this command needs the images directory: -D/--images-dir DIR")
 }
-
-/// Writes `pid` into the pidfile, as CRIU does (decimal, no newline).
-#[allow(dead_code)] // used once restore is wired
-pub fn write_pidfile(opts: &Options, pid: i32) -> Result<()> {
-    if let Some(file) = &opts.pidfile {
-        let path = in_work_dir(opts, file);
-        std::fs::write(&path, pid.to_string())
-            .with_context(|| format!("cannot write pidfile {}", path.display()))?;
-    }
-    Ok(())
-}
