@@ -132,6 +132,26 @@ impl FileOwner {
     }
 }
 
+/// Restore-side guard while no context service sets `SIGIO` owners (`F_SETOWN_EX`): a
+/// description that had an owner is refused instead of silently losing it.
+pub fn require_no_owner(
+    fown: &criu_proto::images::FownEntry,
+    resource: &str,
+    pid: i32,
+) -> Result<(), crate::PluginError> {
+    if fown.pid == 0 && fown.signum == 0 {
+        return Ok(());
+    }
+    Err(crate::PluginError::Unsupported {
+        resource: format!(
+            "{resource} with SIGIO owner pid {} (signal {})",
+            fown.pid, fown.signum
+        ),
+        pid,
+        hint: "restoring F_SETOWN/F_SETSIG owners is not supported yet".into(),
+    })
+}
+
 /// Everything the core knows about one fd of a dumped task, handed to
 /// [`FdHandler::claims`](crate::FdHandler::claims) and
 /// [`FdHandler::dump_file`](crate::FdHandler::dump_file).

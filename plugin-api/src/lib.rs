@@ -127,7 +127,7 @@ pub use dispatch::{
     prepare_restore_all,
 };
 pub use error::PluginError;
-pub use fd::{FdDesc, FdInfo, FileOwner, FileStat, O_CLOEXEC, Timespec};
+pub use fd::{FdDesc, FdInfo, FileOwner, FileStat, O_CLOEXEC, Timespec, require_no_owner};
 pub use handler::{FdHandler, fd_type_name};
 pub use image_kind::PluginImageKind;
 pub use plugin::{

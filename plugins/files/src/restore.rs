@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::{Mutex, MutexGuard};
 
-use criu_plugin_api::{ImageRef, PluginError, RestoreContext, read_messages};
+use criu_plugin_api::{ImageRef, PluginError, RestoreContext, read_messages, require_no_owner};
 use criu_proto::images::{FileEntry, RegFileEntry, RemapFilePathEntry, RemapType};
 use nix::fcntl::open;
 use nix::sys::stat::{Mode, fstat};
@@ -65,6 +65,7 @@ impl RestoreState {
                 hint: "external files (--external) are not supported yet".into(),
             });
         }
+        require_no_owner(&reg.fown, &reg.name, ctx.current_pid())?;
         let remap = {
             let guard = self.lock();
             let prepared = guard.as_ref().ok_or_else(|| {

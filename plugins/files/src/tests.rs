@@ -448,3 +448,17 @@ fn replaced_file_is_a_ghost_and_hard_linked_one_is_refused() {
     assert!(matches!(err, PluginError::Unsupported { .. }), "{err}");
     assert!(err.to_string().contains("--link-remap"), "{err}");
 }
+
+#[test]
+fn sigio_owner_is_refused_on_restore() {
+    let plugin = FilesPlugin::default();
+    let f = File::open("/dev/null").unwrap();
+    let mut images = MemoryImages::new(1);
+    let mut e = dump(&plugin, &mut images, f.as_fd(), 1);
+    e.reg.as_mut().unwrap().fown.pid = 1234;
+    plugin
+        .prepare_restore(&mut images, std::slice::from_ref(&e))
+        .unwrap();
+    let err = plugin.open_file(&mut images, &e).unwrap_err();
+    assert!(err.to_string().contains("SIGIO owner pid 1234"), "{err}");
+}

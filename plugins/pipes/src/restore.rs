@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::{Mutex, MutexGuard};
 
-use criu_plugin_api::{ImageCursor, ImageRef, PluginError, RestoreContext};
+use criu_plugin_api::{ImageCursor, ImageRef, PluginError, RestoreContext, require_no_owner};
 use criu_proto::images::{FdTypes, FileEntry, PipeDataEntry};
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, OFlag, fcntl, open};
@@ -120,6 +120,8 @@ impl RestoreState {
         };
         match (entry.pipe.as_ref(), entry.fifo.as_ref()) {
             (Some(pipe), _) if entry.r#type == FdTypes::Pipe as i32 => {
+                let what = format!("pipe:[{}]", pipe.pipe_id);
+                require_no_owner(&pipe.fown, &what, ctx.current_pid())?;
                 open_pipe(ctx, prepared, entry, pipe.pipe_id, pipe.flags)
             }
             (_, Some(fifo)) if entry.r#type == FdTypes::Fifo as i32 => {
