@@ -254,28 +254,82 @@ pub fn wait_stop(tid: Pid) -> Result<Stop> {
     }
 }
 
+/// Like [`wait_stop`], but gives up after `timeout` (polling with WNOHANG).
+pub fn wait_stop_timeout(tid: Pid, timeout: std::time::Duration) -> Result<Option<Stop>> {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut status = 0;
+    loop {
+        // SAFETY: status is a valid out pointer.
+        let r = unsafe { libc::waitpid(tid.as_raw(), &mut status, libc::__WALL | libc::WNOHANG) };
+        if r > 0 {
+            return Ok(Some(Stop::from_status(status)));
+        }
+        if r < 0 && Errno::last() != Errno::EINTR {
+            return Err(PtraceError::Wait {
+                tid: tid.as_raw(),
+                source: Errno::last(),
+            });
+        }
+        if std::time::Instant::now() >= deadline {
+            return Ok(None);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
 /// How a frozen thread was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FrozenState {
     /// It was running (or sleeping); now held in an interrupt stop.
     Running,
-    /// It was in (or entering) a group-stop by `sig`; now held in that stop.
+    /// It was in (or entering) a group-stop by `sig`; now held in a trap stop. On detach the
+    /// kernel puts it back into the group-stop while its process is still stopped; send
+    /// SIGSTOP before detaching to be sure (CRIU does).
     Stopped { sig: i32 },
 }
 
 /// Seizes `tid` with `options`, interrupts it and waits until it sits in a
-/// `PTRACE_EVENT_STOP`. Signals that arrive first are delivered (the thread handles them and
-/// then traps, as CRIU does). A thread that exits meanwhile gives [`PtraceError::Gone`].
+/// `PTRACE_EVENT_STOP` from which remote syscalls can run. Signals that arrive first are
+/// delivered (the thread handles them and then traps, as CRIU does). A thread found in a
+/// group-stop is reported as the group-stop trap first; it is resumed once so that the
+/// pending interrupt trap is consumed too (otherwise the next resume would trap again). A
+/// thread that exits meanwhile gives [`PtraceError::Gone`].
 pub fn freeze(tid: Pid, options: Options) -> Result<FrozenState> {
     seize(tid, options)?;
+    stop_seized(tid)
+}
+
+/// The second half of [`freeze`], for a thread already seized by us: `PTRACE_INTERRUPT` and
+/// wait as described there.
+pub fn stop_seized(tid: Pid) -> Result<FrozenState> {
     if let Err(e) = interrupt(tid) {
         let _ = detach(tid, 0);
         return Err(e);
     }
+    let mut group_sig = None;
+    let mut stop = wait_stop(tid)?;
     loop {
-        match wait_stop(tid)? {
-            Stop::EventStop { sig } if sig == libc::SIGTRAP => return Ok(FrozenState::Running),
-            Stop::EventStop { sig } => return Ok(FrozenState::Stopped { sig }),
+        match stop {
+            Stop::EventStop { sig } if sig == libc::SIGTRAP || group_sig.is_some() => {
+                return Ok(match group_sig {
+                    Some(sig) => FrozenState::Stopped { sig },
+                    None => FrozenState::Running,
+                });
+            }
+            Stop::EventStop { sig } => {
+                group_sig = Some(sig);
+                cont(tid, 0)?;
+                // The interrupt normally traps right away; if it was merged into the
+                // group-stop trap, ask again.
+                stop = match wait_stop_timeout(tid, std::time::Duration::from_millis(500))? {
+                    Some(s) => s,
+                    None => {
+                        interrupt(tid)?;
+                        wait_stop(tid)?
+                    }
+                };
+                continue;
+            }
             Stop::Signal { sig } => cont(tid, sig)?,
             // Not asked for, but harmless: let it go on to the interrupt trap.
             Stop::Syscall | Stop::Event { .. } => cont(tid, 0)?,
@@ -287,6 +341,7 @@ pub fn freeze(tid: Pid, options: Options) -> Result<FrozenState> {
                 });
             }
         }
+        stop = wait_stop(tid)?;
     }
 }
 

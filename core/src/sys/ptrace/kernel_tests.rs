@@ -91,3 +91,64 @@ fn queued_signals_are_peeked() {
     assert_eq!(private.len(), 1);
     detach(tid, 0).expect("detach");
 }
+
+/// Waits until /proc says the task is stopped ('T').
+fn wait_state_t(tid: Pid) {
+    for _ in 0..1000 {
+        let s = std::fs::read_to_string(format!("/proc/{tid}/stat")).expect("stat");
+        if s.rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('T'))
+        {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    panic!("{tid} never stopped");
+}
+
+#[test]
+fn stopped_task_freezes_runs_remote_calls_and_stays_stopped() {
+    let child = Looper::spawn();
+    let tid = child.pid;
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(tid.as_raw(), libc::SIGSTOP) }, 0);
+    wait_state_t(tid);
+    let state = freeze(tid, Options::PTRACE_O_TRACESYSGOOD).expect("freeze");
+    assert_eq!(state, FrozenState::Stopped { sig: libc::SIGSTOP });
+    let mut rt = crate::sys::remote::RemoteTask::new(tid, tid).expect("remote");
+    assert_eq!(rt.getpid().expect("getpid"), tid.as_raw());
+    drop(rt);
+    detach(tid, 0).expect("detach");
+    wait_state_t(tid);
+    assert!(
+        !child.wait_output(Duration::from_millis(100)),
+        "runs after detach"
+    );
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(tid.as_raw(), libc::SIGCONT) }, 0);
+    assert!(
+        child.wait_output(Duration::from_secs(5)),
+        "no resume after SIGCONT"
+    );
+}
+
+#[test]
+fn pending_signal_is_delivered_before_the_freeze() {
+    let child = Looper::spawn();
+    let tid = child.pid;
+    seize(tid, Options::empty()).expect("seize");
+    // SAFETY: signalling our own child (it has a SIGUSR1 handler).
+    assert_eq!(unsafe { libc::kill(tid.as_raw(), libc::SIGUSR1) }, 0);
+    std::thread::sleep(Duration::from_millis(20));
+    // The signal-delivery stop is already waiting: stopping must deliver it and go on to
+    // the interrupt trap.
+    let state = stop_seized(tid).expect("stop");
+    assert_eq!(state, FrozenState::Running);
+    let si = get_siginfo(tid).expect("siginfo");
+    assert_eq!((si.code() >> 8) & 0xff, libc::PTRACE_EVENT_STOP);
+    detach(tid, 0).expect("detach");
+    assert!(
+        child.wait_output(Duration::from_secs(5)),
+        "child did not resume"
+    );
+}
