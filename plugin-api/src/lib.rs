@@ -21,6 +21,27 @@
 //! Built-in plugins register with `inventory` ([`PluginRegistration`]) and come back from
 //! [`builtin_plugins`] sorted by priority, then name.
 //!
+//! # What the host (criu-core) does around the hooks
+//! Dump:
+//! 1. Link the built-in plugin crates into the binary (`use criu_plugin_files as _;`) and
+//!    take [`builtin_plugins`] (then dynamically loaded ones, [`sort_plugins`]).
+//! 2. Per fd: duplicate it with `pidfd_getfd` (the same open file description), read the
+//!    `/proc/PID/fd/N` link and `/proc/PID/fdinfo/N`, `fstat` it, fill [`FdDesc::owner`]
+//!    from `F_GETOWN_EX`/`F_GETSIG`.
+//! 3. Group fds by open file description (kcmp `KCMP_FILE`); per description: a fresh id,
+//!    [`find_fd_handler`], [`FdHandler::dump_file`], the returned entry to `files.img`.
+//!    Write each fd's `fdinfo_entry` (`FD_CLOEXEC` from [`FdInfo::cloexec`]).
+//! 4. One [`DumpContext`] for the whole dump (its memo spans all tasks); record the names of
+//!    the plugins used in the inventory.
+//!
+//! Restore:
+//! 1. [`prepare_restore_all`] once, with every `files.img` entry.
+//! 2. [`open_entry`] per description, in the process that will be (or will fork) the task;
+//!    `dup2` it to each fd number of that id; set `FD_CLOEXEC` from `fdinfo_entry.flags`.
+//! 3. [`RestoreContext::keep_fd`] moves kept fds above every fd number a restored task uses.
+//!    Kept fds are inherited by forked tasks: before a task resumes, close every fd it
+//!    did not have (a kept pipe write end left open would hide EOF from the reader).
+//!
 //! # A complete minimal plugin
 //! It dumps `/dev/null` fds as CRIU REG entries and reopens them on restore.
 //!
