@@ -14,6 +14,22 @@ pub fn usr1_handler_addr() -> u64 {
     usr1_handler as *const () as usize as u64
 }
 
+/// Second thread of a threaded looper: writes 't' to the pipe every millisecond.
+extern "C" fn thread_loop(arg: *mut libc::c_void) -> *mut libc::c_void {
+    let fd = arg as usize as i32;
+    let ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 1_000_000,
+    };
+    loop {
+        // SAFETY: raw write/nanosleep on an inherited fd.
+        unsafe {
+            libc::write(fd, b"t".as_ptr().cast(), 1);
+            libc::nanosleep(&ts, std::ptr::null_mut());
+        }
+    }
+}
+
 /// A forked child that installs a SIGUSR1 handler (SA_RESTART, mask {SIGUSR2}), then loops
 /// writing one byte to a pipe and sleeping 1 ms.
 #[derive(Debug)]
@@ -26,6 +42,25 @@ pub struct Looper {
 
 impl Looper {
     pub fn spawn() -> Looper {
+        Self::spawn_with(false)
+    }
+
+    /// Like [`Looper::spawn`], plus a second thread that loops the same way.
+    pub fn spawn_threaded() -> Looper {
+        Self::spawn_with(true)
+    }
+
+    /// The child's thread ids (leader first).
+    pub fn tids(&self) -> Vec<Pid> {
+        let mut v: Vec<i32> = std::fs::read_dir(format!("/proc/{}/task", self.pid))
+            .expect("task dir")
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect();
+        v.sort_by_key(|t| (*t != self.pid.as_raw(), *t));
+        v.into_iter().map(Pid::from_raw).collect()
+    }
+
+    fn spawn_with(threaded: bool) -> Looper {
         let mut fds = [0; 2];
         // SAFETY: fds has room for two descriptors.
         assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
@@ -44,6 +79,13 @@ impl Looper {
                     libc::_exit(2);
                 }
                 libc::close(fds[0]);
+                if threaded {
+                    let mut th: libc::pthread_t = 0;
+                    let arg = fds[1] as usize as *mut libc::c_void;
+                    if libc::pthread_create(&mut th, std::ptr::null(), thread_loop, arg) != 0 {
+                        libc::_exit(4);
+                    }
+                }
                 let ts = libc::timespec {
                     tv_sec: 0,
                     tv_nsec: 1_000_000,

@@ -170,3 +170,70 @@ fn caller_supplied_gadget() {
     drop(rt);
     ptrace::detach(pid, 0).expect("detach");
 }
+
+#[test]
+fn remote_calls_in_a_second_thread() {
+    let child = Looper::spawn_threaded();
+    let pid = child.pid;
+    let mut tids = child.tids();
+    for _ in 0..100 {
+        if tids.len() == 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+        tids = child.tids();
+    }
+    assert_eq!(tids.len(), 2, "second thread missing");
+    for &t in &tids {
+        freeze(t, Options::PTRACE_O_TRACESYSGOOD).expect("freeze thread");
+    }
+    let t2 = tids[1];
+    let before = ptrace::get_regs(t2).expect("regs");
+    let mut rt = RemoteTask::new(pid, t2).expect("remote");
+    // gettid() in the second thread is that thread's id; getpid() the process id.
+    let tid = rt.call("gettid", libc::SYS_gettid, [0; 6]).expect("gettid");
+    assert_eq!(tid as i32, t2.as_raw());
+    assert_eq!(rt.getpid().expect("getpid"), pid.as_raw());
+    // A scratch page mapped from one thread is visible to the other (one mm).
+    let s = rt.scratch(4096).expect("scratch");
+    let mut leader = RemoteTask::new(pid, pid).expect("leader");
+    leader.adopt_scratch(s.addr, s.len);
+    let name = leader.thread_prctl().expect("leader prctl").name;
+    assert!(!name.is_empty());
+    drop(leader);
+    rt.finish().expect("finish");
+    assert_eq!(
+        regs_bytes(&before),
+        regs_bytes(&ptrace::get_regs(t2).expect("regs"))
+    );
+    for &t in &tids {
+        ptrace::detach(t, 0).expect("detach");
+    }
+    assert!(
+        child.wait_output(Duration::from_secs(5)),
+        "child did not resume"
+    );
+}
+
+#[test]
+fn signal_sent_while_frozen_does_not_disturb_remote_calls() {
+    let child = Looper::spawn();
+    let pid = child.pid;
+    freeze(pid, Options::PTRACE_O_TRACESYSGOOD).expect("freeze");
+    // SAFETY: signalling our own child (it handles SIGUSR1).
+    assert_eq!(unsafe { libc::kill(pid.as_raw(), libc::SIGUSR1) }, 0);
+    let mut rt = RemoteTask::new(pid, pid).expect("remote");
+    for _ in 0..20 {
+        assert_eq!(rt.getpid().expect("getpid"), pid.as_raw());
+    }
+    // Still pending, not consumed by our calls.
+    let pending = ptrace::peek_siginfo(pid, ptrace::SigQueue::Shared).expect("peek");
+    assert_eq!(pending.len(), 1);
+    drop(rt);
+    // Detaching delivers it to the handler; the child goes on.
+    ptrace::detach(pid, 0).expect("detach");
+    assert!(
+        child.wait_output(Duration::from_secs(5)),
+        "child did not resume"
+    );
+}
