@@ -163,3 +163,82 @@ impl Drop for Looper {
         }
     }
 }
+
+/// A forked child that blocks in read(2) on a pipe and echoes each byte to another pipe:
+/// frozen, it sits in an interrupted read (rax = -ERESTARTSYS).
+#[derive(Debug)]
+pub struct Echo {
+    pub pid: Pid,
+    pub to_child: OwnedFd,
+    pub from_child: OwnedFd,
+}
+
+impl Echo {
+    pub fn spawn() -> Echo {
+        let (mut a, mut b) = ([0; 2], [0; 2]);
+        // SAFETY: a and b have room for two descriptors each.
+        unsafe {
+            assert_eq!(libc::pipe2(a.as_mut_ptr(), libc::O_CLOEXEC), 0);
+            assert_eq!(libc::pipe2(b.as_mut_ptr(), libc::O_CLOEXEC), 0);
+        }
+        // SAFETY: the child only makes raw read/write calls and _exit.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            let mut c = [0u8; 1];
+            // SAFETY: raw syscalls on inherited descriptors.
+            unsafe {
+                loop {
+                    if libc::read(a[0], c.as_mut_ptr().cast(), 1) != 1 {
+                        libc::_exit(5);
+                    }
+                    if libc::write(b[1], c.as_ptr().cast(), 1) != 1 {
+                        libc::_exit(6);
+                    }
+                }
+            }
+        }
+        // SAFETY: closing the child's ends in the parent and owning ours.
+        unsafe {
+            libc::close(a[0]);
+            libc::close(b[1]);
+            Echo {
+                pid: Pid::from_raw(pid),
+                to_child: OwnedFd::from_raw_fd(a[1]),
+                from_child: OwnedFd::from_raw_fd(b[0]),
+            }
+        }
+    }
+
+    /// Sends one byte and waits (up to 5 s) for it to come back.
+    pub fn round_trip(&self, byte: u8) -> bool {
+        // SAFETY: one-byte write from a valid buffer.
+        if unsafe { libc::write(self.to_child.as_raw_fd(), [byte].as_ptr().cast(), 1) } != 1 {
+            return false;
+        }
+        let mut pfd = libc::pollfd {
+            fd: self.from_child.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        if unsafe { libc::poll(&mut pfd, 1, 5000) } != 1 {
+            return false;
+        }
+        let mut c = [0u8; 1];
+        // SAFETY: one-byte read into c.
+        let n = unsafe { libc::read(self.from_child.as_raw_fd(), c.as_mut_ptr().cast(), 1) };
+        n == 1 && c[0] == byte
+    }
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        // SAFETY: plain kill/waitpid on our own child's pid.
+        unsafe {
+            libc::kill(self.pid.as_raw(), libc::SIGKILL);
+            let mut st = 0;
+            libc::waitpid(self.pid.as_raw(), &mut st, libc::__WALL);
+        }
+    }
+}

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::sys::ptrace::{FrozenState, Options, freeze};
-use crate::sys::testutil::{Looper, usr1_handler_addr};
+use crate::sys::testutil::{Echo, Looper, usr1_handler_addr};
 
 fn regs_bytes(r: &Regs) -> Vec<u8> {
     // SAFETY: user_regs_struct is plain integers without padding.
@@ -236,4 +236,32 @@ fn signal_sent_while_frozen_does_not_disturb_remote_calls() {
         child.wait_output(Duration::from_secs(5)),
         "child did not resume"
     );
+}
+
+#[test]
+fn interrupted_read_is_restarted_after_remote_calls() {
+    let child = Echo::spawn();
+    assert!(child.round_trip(b'a'), "echo child not working");
+    let pid = child.pid;
+    // Let it block in read() again.
+    std::thread::sleep(Duration::from_millis(20));
+    freeze(pid, Options::PTRACE_O_TRACESYSGOOD).expect("freeze");
+    let before = ptrace::get_regs(pid).expect("regs");
+    assert_eq!(
+        before.orig_rax as i64,
+        libc::SYS_read,
+        "not sleeping in read()"
+    );
+    assert_eq!(before.rax as i64, -512, "rax should be -ERESTARTSYS");
+    let mut rt = RemoteTask::new(pid, pid).expect("remote");
+    rt.scratch(4096).expect("scratch");
+    assert_eq!(rt.getpid().expect("getpid"), pid.as_raw());
+    rt.finish().expect("finish");
+    assert_eq!(
+        regs_bytes(&before),
+        regs_bytes(&ptrace::get_regs(pid).expect("regs"))
+    );
+    ptrace::detach(pid, 0).expect("detach");
+    // The read() was restarted, not failed with EINTR (the child would exit with 5).
+    assert!(child.round_trip(b'b'), "read() not restarted");
 }
