@@ -146,4 +146,55 @@ mod tests {
         assert_eq!(c.raw(9).unwrap(), b"pipe-data");
         assert!(c.is_empty());
     }
+
+    proptest::proptest! {
+        /// Whatever entries and raw tails go in come back out, in order; any truncation of
+        /// the body is an error or a shorter read, never a panic.
+        #[test]
+        fn frame_and_cursor_round_trip(
+            items in proptest::collection::vec(
+                (any_entry(), proptest::collection::vec(proptest::num::u8::ANY, 0..64)),
+                0..8,
+            ),
+            cut in 0usize..512,
+        ) {
+            let encoded: Vec<(Vec<u8>, Vec<u8>)> = items
+                .iter()
+                .map(|(e, extra)| (e.encode_to_vec(), extra.clone()))
+                .collect();
+            let body = frame_entries(encoded.iter().map(|(e, x)| (e.as_slice(), x.as_slice())));
+            let mut c = ImageCursor::new(ImageRef::PIPES_DATA, &body);
+            for (e, extra) in &items {
+                let got: PipeDataEntry = c.next_entry().unwrap().unwrap();
+                proptest::prop_assert_eq!(&got, e);
+                proptest::prop_assert_eq!(c.raw(extra.len()).unwrap(), extra.as_slice());
+            }
+            proptest::prop_assert!(c.is_empty());
+            let short = &body[..body.len().saturating_sub(cut)];
+            let mut c = ImageCursor::new(ImageRef::PIPES_DATA, short);
+            for (_, extra) in &items {
+                match c.next_entry::<PipeDataEntry>() {
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(_) => break,
+                }
+                if c.raw(extra.len()).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+
+    fn any_entry() -> impl proptest::strategy::Strategy<Value = PipeDataEntry> {
+        use proptest::prelude::*;
+        (
+            any::<u32>(),
+            any::<u32>(),
+            proptest::option::of(any::<u32>()),
+        )
+            .prop_map(|(pipe_id, bytes, size)| PipeDataEntry {
+                pipe_id,
+                bytes,
+                size,
+            })
+    }
 }
