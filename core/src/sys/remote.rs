@@ -158,7 +158,7 @@ impl RemoteTask {
         // Put everything back; report the first failure.
         let mut restore = Ok(());
         if let Some(orig) = poked {
-            restore = restore.and(ptrace::poke(tid, addr, orig));
+            restore = restore.and(unpoke(tid, orig));
         }
         restore = restore.and(ptrace::set_regs(tid, &saved));
         restore = restore.and(ptrace::set_sigmask(tid, mask));
@@ -328,11 +328,49 @@ fn run_at(tid: Pid, saved: &Regs, addr: u64, nr: i64, args: [u64; 6]) -> Result<
     Ok(after.rax as i64)
 }
 
-/// Writes `0f 05` at `ip`, returning the original word.
-fn poke_syscall(tid: Pid, ip: u64) -> Result<u64, PtraceError> {
-    let orig = ptrace::peek(tid, ip)?;
-    ptrace::poke(tid, ip, (orig & !0xffff) | 0x050f)?;
+/// Original aligned words overwritten by [`poke_syscall`]: (address, word) pairs.
+type Poked = [(u64, u64); 2];
+
+/// Writes `0f 05` at `ip` through aligned words (so nothing past the instruction's own
+/// word(s) is touched; `ip` may sit at the end of a page), returning the original words.
+fn poke_syscall(tid: Pid, ip: u64) -> Result<Poked, PtraceError> {
+    let first = ip & !7;
+    let last = (ip + 1) & !7;
+    let mut orig: Poked = [(first, ptrace::peek(tid, first)?), (last, 0)];
+    if last != first {
+        orig[1].1 = ptrace::peek(tid, last)?;
+    }
+    let patched = patch_words(ip, orig);
+    ptrace::poke(tid, first, patched[0].1)?;
+    if last != first
+        && let Err(e) = ptrace::poke(tid, last, patched[1].1)
+    {
+        let _ = ptrace::poke(tid, first, orig[0].1);
+        return Err(e);
+    }
     Ok(orig)
+}
+
+/// The words of `orig` with `0f 05` placed at `ip`.
+fn patch_words(ip: u64, mut words: Poked) -> Poked {
+    let first = words[0].0;
+    for (i, byte) in [0x0fu64, 0x05].into_iter().enumerate() {
+        let at = ip + i as u64;
+        let slot = usize::from(at & !7 != first);
+        let shift = (at & 7) * 8;
+        words[slot].1 = (words[slot].1 & !(0xff << shift)) | (byte << shift);
+    }
+    words
+}
+
+/// Puts back the words saved by [`poke_syscall`].
+fn unpoke(tid: Pid, orig: Poked) -> Result<(), PtraceError> {
+    let r = ptrace::poke(tid, orig[0].0, orig[0].1);
+    if orig[1].0 != orig[0].0 {
+        r.and(ptrace::poke(tid, orig[1].0, orig[1].1))
+    } else {
+        r
+    }
 }
 
 /// Finds a `syscall` instruction in the `[vdso]` of `pid`, if it has one.
@@ -375,6 +413,16 @@ mod kernel_tests;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn syscall_patch_within_and_across_words() {
+        let w = patch_words(0x1003, [(0x1000, 0x8877_6655_4433_2211), (0x1000, 0)]);
+        assert_eq!(w[0].1, 0x8877_6605_0f33_2211);
+        // ip at the last byte of a word: 0f ends the first word, 05 starts the next.
+        let w = patch_words(0x1007, [(0x1000, 0x8877_6655_4433_2211), (0x1008, 0xffff)]);
+        assert_eq!(w[0].1, 0x0f77_6655_4433_2211);
+        assert_eq!(w[1].1, 0xff05);
+    }
 
     #[test]
     fn maps_range_parsing() {
