@@ -119,6 +119,22 @@ pub(super) static CHECKS: &[Check] = &[
         probe: proc_pagemap,
     },
     Check {
+        name: "prctl_tid_address",
+        criu_feature: false,
+        what: "prctl(PR_GET_TID_ADDRESS) (the clear_child_tid pointer of a thread)",
+        need: Need::Dump,
+        hint: "needs CONFIG_CHECKPOINT_RESTORE=y",
+        probe: prctl_tid_address,
+    },
+    Check {
+        name: "sigqueueinfo",
+        criu_feature: false,
+        what: "rt_sigqueueinfo with a positive si_code to oneself (in a child)",
+        need: Need::Restore,
+        hint: "needs Linux 3.9 or newer",
+        probe: sigqueueinfo,
+    },
+    Check {
         name: "clone3_set_tid",
         criu_feature: true,
         what: "clone3 with set_tid (probed with an unreadable set_tid array: EFAULT, no child)",
@@ -273,6 +289,19 @@ fn proc_pagemap(kf: &mut KernelFeatures) -> Outcome {
         }
         .into(),
     ))
+}
+
+fn prctl_tid_address(_: &mut KernelFeatures) -> Outcome {
+    match probe::prctl_get_tid_address() {
+        Ok(0) => Err("PR_GET_TID_ADDRESS returned a null pointer for a glibc thread".into()),
+        Ok(_) => Ok(None),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn sigqueueinfo(_: &mut KernelFeatures) -> Outcome {
+    probe::sigqueueinfo_in_child().map_err(|e| e.to_string())?;
+    Ok(None)
 }
 
 fn clone3_set_tid(kf: &mut KernelFeatures) -> Outcome {

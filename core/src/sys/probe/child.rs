@@ -191,3 +191,28 @@ pub fn unshare_in_child(flags: libc::c_int) -> Result<()> {
     })?;
     code_to_result("unshare", child.wait_exit()?)
 }
+
+/// In a forked child: block SIGUSR1 and queue it to itself with `rt_sigqueueinfo` and a
+/// positive si_code (what restoring a pending kernel-sent signal needs). Ok if accepted.
+pub fn sigqueueinfo_in_child() -> Result<()> {
+    let child = fork_child(|| {
+        let mask: u64 = 1 << (libc::SIGUSR1 - 1);
+        let mut info = [0u8; 128];
+        info[0..4].copy_from_slice(&libc::SIGUSR1.to_ne_bytes());
+        info[8..12].copy_from_slice(&1i32.to_ne_bytes());
+        // SAFETY: raw syscalls with valid pointers to local buffers.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigprocmask,
+                libc::SIG_BLOCK,
+                &mask as *const u64,
+                std::ptr::null_mut::<u64>(),
+                8,
+            );
+            let me = libc::syscall(libc::SYS_getpid);
+            libc::syscall(libc::SYS_rt_sigqueueinfo, me, libc::SIGUSR1, info.as_ptr())
+        };
+        child_exit_result(r)
+    })?;
+    code_to_result("rt_sigqueueinfo", child.wait_exit()?)
+}

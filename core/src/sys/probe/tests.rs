@@ -85,6 +85,7 @@ fn process_feature_probes() {
     assert_eq!(kcmp(me, me, kabi::KCMP_VM, 0, 0).expect("kcmp"), 0);
     assert_ne!(prctl_get_tid_address().expect("tid address"), 0);
     skip_if_missing("timens", unshare_in_child(libc::CLONE_NEWTIME));
+    sigqueueinfo_in_child().expect("rt_sigqueueinfo");
 }
 
 #[test]

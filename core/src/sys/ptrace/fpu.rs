@@ -148,8 +148,9 @@ pub fn get_xsave(tid: Pid) -> Result<XSave> {
     Ok(XSave { bytes })
 }
 
-/// `PTRACE_SETREGSET NT_X86_XSTATE`. The kernel wants exactly the size it exports; a
-/// buffer of another size fails with EFAULT/EINVAL.
+/// `PTRACE_SETREGSET NT_X86_XSTATE`. The kernel needs at least the size it exports
+/// (`get_xsave(..).as_bytes().len()`, also `kerndat::KernelFeatures::xsave_size`): a longer
+/// buffer is cut to that size, a shorter one fails with EFAULT.
 pub fn set_xsave(tid: Pid, xs: &XSave) -> Result<()> {
     // SAFETY: xs.bytes is a readable buffer of its length.
     unsafe {

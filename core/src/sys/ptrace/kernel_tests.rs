@@ -29,6 +29,13 @@ fn freeze_read_state_and_detach() {
     let mxcsr = u32::from_le_bytes(xs.as_bytes()[24..28].try_into().expect("4 bytes"));
     assert_eq!(mxcsr, fp.mxcsr);
     set_xsave(tid, &xs).expect("set xsave back");
+    // A longer buffer (e.g. sized from CPUID) is clamped by the kernel; a shorter one fails.
+    let mut long = xs.as_bytes().to_vec();
+    long.resize(xsave_buffer_size().max(long.len()) + 4096, 0);
+    set_xsave(tid, &XSave::from_bytes(long).expect("size")).expect("longer xsave");
+    let short = XSave::from_bytes(xs.as_bytes()[..576].to_vec()).expect("size");
+    assert!(set_xsave(tid, &short).is_err(), "short XSAVE buffer accepted");
+    assert_eq!(get_xsave(tid).expect("xsave again"), xs);
     set_fpregs(tid, &fp).expect("set fpregs back");
 
     let mask = get_sigmask(tid).expect("sigmask");
