@@ -1,0 +1,149 @@
+//! Dump and restore throughput, freeze downtime and image size for a process with touched
+//! anonymous memory, beside this machine's memcpy speed measured in the same run.
+//!
+//! `cargo bench -p criu-tests --bench dump_restore [-- MIB]` (default 1024 MiB; needs root).
+//! Prints a Markdown table; the README keeps a copy of the latest one.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use criu_core::dump::{DumpOptions, dump};
+use criu_core::restore::{RestoreOptions, restore};
+use criu_tests::{PidGuard, ScratchDir, Workload, is_root, wait_pid_gone};
+
+const GIB: f64 = (1u64 << 30) as f64;
+
+fn main() {
+    if !is_root() {
+        eprintln!("dump_restore bench: needs root (ptrace, clone3 set_tid); skipped");
+        return;
+    }
+    let mib: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(1024);
+    let bytes = (mib as u64) << 20;
+    let memcpy = memcpy_gibps(bytes as usize);
+
+    // 1. --leave-running dump: the downtime the workload sees.
+    let scratch = ScratchDir::new("bench");
+    let report = scratch.path().join("report");
+    let wl = start(mib, &report);
+    let run_dir = scratch.path().join("running");
+    std::fs::create_dir_all(&run_dir).expect("mkdir");
+    let mut opts = DumpOptions::new(wl.pid(), &run_dir);
+    opts.leave_running = true;
+    let t = Instant::now();
+    let live = dump(&opts).expect("leave-running dump");
+    let live_total = t.elapsed();
+    verify(&wl, &report, "after --leave-running dump");
+
+    // 2. Full dump (kills the workload), then restore.
+    let dir = scratch.path().join("images");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let opts = DumpOptions::new(wl.pid(), &dir);
+    let t = Instant::now();
+    let dumped = dump(&opts).expect("dump");
+    let dump_time = t.elapsed();
+    let pid = wl.pid();
+    drop(wl);
+    assert!(
+        wait_pid_gone(pid, Duration::from_secs(10)),
+        "pid {pid} not freed"
+    );
+    let image_bytes = dir_size(&dir);
+
+    let ropts = RestoreOptions {
+        images_dir: dir.clone(),
+        detach: true,
+        ..Default::default()
+    };
+    let t = Instant::now();
+    restore(&ropts).expect("restore");
+    let restore_time = t.elapsed();
+    let restored = PidGuard::new(pid);
+    let _ = std::fs::remove_file(&report);
+    verify_pid(restored.pid(), &report, "after restore");
+
+    let data = dumped.pages_written * 4096;
+    println!("| figure | value |");
+    println!("|---|---|");
+    println!("| touched anonymous memory | {mib} MiB |");
+    println!("| memcpy (this machine, same run) | {:.2} GiB/s |", memcpy);
+    println!(
+        "| dump (kill) | {:.3} s, {:.2} GiB/s |",
+        dump_time.as_secs_f64(),
+        data as f64 / GIB / dump_time.as_secs_f64()
+    );
+    println!(
+        "| restore | {:.3} s, {:.2} GiB/s |",
+        restore_time.as_secs_f64(),
+        data as f64 / GIB / restore_time.as_secs_f64()
+    );
+    println!(
+        "| --leave-running: frozen (downtime) / whole dump | {:.3} s / {:.3} s |",
+        live.frozen_time_us as f64 / 1e6,
+        live_total.as_secs_f64()
+    );
+    println!(
+        "| image size (all files) | {:.1} MiB ({} pages) |",
+        image_bytes as f64 / (1 << 20) as f64,
+        dumped.pages_written
+    );
+}
+
+fn start(mib: usize, report: &Path) -> Workload {
+    Workload::start(
+        Path::new(env!("CARGO_BIN_EXE_wl_bigmem")),
+        &[&mib.to_string(), report.to_str().expect("utf-8 path")],
+        "ready",
+        Duration::from_secs(120),
+    )
+}
+
+fn verify(wl: &Workload, report: &Path, when: &str) {
+    verify_pid(wl.pid(), report, when);
+}
+
+/// Asks the workload to check its memory and waits for its verdict.
+fn verify_pid(pid: i32, report: &Path, when: &str) {
+    let _ = std::fs::remove_file(report);
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGUSR1)
+        .expect("signal workload");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(report)
+            && text.ends_with('\n')
+        {
+            assert!(text.starts_with("ok "), "{when}: workload reports {text:?}");
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{when}: no report from pid {pid}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// memcpy speed of this machine: best of 3 copies of `len` bytes.
+fn memcpy_gibps(len: usize) -> f64 {
+    let src = vec![0x5au8; len];
+    let mut dst = vec![0u8; len];
+    let mut best = f64::MAX;
+    for _ in 0..3 {
+        let t = Instant::now();
+        dst.copy_from_slice(&src);
+        std::hint::black_box(&mut dst);
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    len as f64 / GIB / best
+}
+
+fn dir_size(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .expect("read images dir")
+        .filter_map(|e| e.ok()?.metadata().ok())
+        .map(|m| m.len())
+        .sum()
+}
