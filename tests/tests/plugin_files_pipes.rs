@@ -5,92 +5,31 @@
 //! and the plugins' restore side, fed from the images on disk, must give back the same data.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::fd::AsFd;
+use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use criu_core::dump::{DumpOptions, dump};
 use criu_plugin_api::{
-    ImageCursor, ImageRef, Plugin, PluginError, RestoreContext, RestoreOptions, builtin_plugins,
-    find_restore_handler,
+    ImageCursor, ImageRef, Plugin, RestoreContext, builtin_plugins, find_restore_handler,
 };
 use criu_proto::images::{
     FdTypes, FdinfoEntry, FileEntry, GhostFileEntry, PipeDataEntry, RemapFilePathEntry,
 };
 use criu_tests::{PidGuard, ScratchDir, skip_unless_root};
-use nix::fcntl::{OFlag, open};
-use nix::sys::stat::Mode;
 
 // Link the built-in plugins (their inventory registrations).
 use criu_plugin_files as _;
 use criu_plugin_pipes as _;
 
-const PIPE_DATA: &[u8] = b"still in the pipe";
-const FIFO_DATA: &[u8] = b"still in the fifo";
+mod plugin_support;
 
-/// A [`RestoreContext`] over an images directory written by the dump.
-struct DirContext {
-    dir: PathBuf,
-    kept: HashMap<String, OwnedFd>,
-    options: RestoreOptions,
-}
-
-impl RestoreContext for DirContext {
-    fn read_image(&mut self, image: ImageRef) -> Result<Option<Vec<u8>>, PluginError> {
-        let kind = image.kind.to_proto();
-        let path = self.dir.join(kind.file_name(image.id.unwrap_or(0)));
-        let data = match std::fs::read(&path) {
-            Ok(d) => d,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => {
-                return Err(PluginError::Image {
-                    image: image.to_string(),
-                    source: Box::new(e),
-                });
-            }
-        };
-        let start = criu_proto::framing::check_header(kind, &data)
-            .map_err(|e| PluginError::bad_image(image.to_string(), e.to_string()))?;
-        Ok(Some(data[start..].to_vec()))
-    }
-    fn read_plugin_file(&mut self, name: &str) -> Result<Option<Vec<u8>>, PluginError> {
-        Ok(std::fs::read(self.dir.join(name)).ok())
-    }
-    fn current_pid(&self) -> i32 {
-        std::process::id() as i32
-    }
-    fn restored_pid(&self, old: i32) -> Option<i32> {
-        Some(old)
-    }
-    fn keep_fd(&mut self, key: &str, fd: OwnedFd) -> Result<(), PluginError> {
-        self.kept.insert(key.to_string(), fd);
-        Ok(())
-    }
-    fn kept_fd(&self, key: &str) -> Option<BorrowedFd<'_>> {
-        self.kept.get(key).map(|f| f.as_fd())
-    }
-    fn options(&self) -> &RestoreOptions {
-        &self.options
-    }
-}
+use plugin_support::{DirContext, FIFO_DATA, PIPE_DATA, SleepTask, read_task_pipe, wait_exec};
 
 fn entries<M: prost::Message + Default>(ctx: &mut DirContext, image: ImageRef) -> Vec<M> {
     criu_plugin_api::read_messages(ctx, image).expect("image decodes")
-}
-
-/// Waits until `pid` runs `exe` (the spawned child has exec'd).
-fn wait_exec(pid: i32, exe: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|p| p == Path::new(exe)) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    panic!("pid {pid} did not exec {exe}");
 }
 
 fn crit_decode(path: &Path) -> Option<String> {
@@ -113,80 +52,30 @@ fn pipe_ghost_and_fifo_through_a_real_dump() {
     if skip_unless_root("pipe_ghost_and_fifo_through_a_real_dump") {
         return;
     }
-    let sleep = "/usr/bin/sleep";
-    if !Path::new(sleep).exists() {
-        eprintln!("skipped: {sleep} not present");
+    let Some(task) = SleepTask::start("plugin-work") else {
         return;
-    }
-    let work = ScratchDir::new("plugin-work");
+    };
     let imgs = ScratchDir::new("plugin-imgs");
-
-    // stdin: a pipe's read end holding data; our write end is closed before the dump.
-    let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).unwrap();
-    File::from(w).write_all(PIPE_DATA).unwrap();
-    // stdout: an unlinked file, offset 3.
-    let ghost_path = work.path().join("gone.log");
-    let ghost_content: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
-    let mut ghost = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(&ghost_path)
-        .unwrap();
-    ghost.write_all(&ghost_content).unwrap();
-    ghost.seek(SeekFrom::Start(3)).unwrap();
-    std::fs::remove_file(&ghost_path).unwrap();
-    // stderr: a FIFO opened read-write, with data in it.
-    let fifo_path = work.path().join("fifo");
-    nix::unistd::mkfifo(&fifo_path, Mode::from_bits_truncate(0o600)).unwrap();
-    let fifo: OwnedFd = open(&fifo_path, OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty()).unwrap();
-    File::from(fifo.try_clone().unwrap())
-        .write_all(FIFO_DATA)
-        .unwrap();
-
-    let child = Command::new(sleep)
-        .arg("600")
-        .stdin(Stdio::from(r))
-        .stdout(Stdio::from(ghost))
-        .stderr(Stdio::from(fifo))
-        .spawn()
-        .expect("start sleep");
-    let guard = PidGuard::new(child.id() as i32);
-    let pid = guard.pid();
-    wait_exec(pid, sleep);
+    let pid = task.pid();
+    let (ghost_path, ghost_content, fifo_path) =
+        (&task.ghost_path, &task.ghost_content, &task.fifo_path);
 
     let mut o = DumpOptions::new(pid, imgs.path());
     o.leave_running = true;
     dump(&o).expect("dump --leave-running");
 
     // The dump did not consume the pipe's data.
-    let peek: OwnedFd = open(
-        format!("/proc/{pid}/fd/0").as_str(),
-        OFlag::O_RDONLY | OFlag::O_NONBLOCK,
-        Mode::empty(),
-    )
-    .unwrap();
-    let mut buf = vec![0u8; 100];
-    let n = nix::unistd::read(peek.as_fd(), &mut buf).unwrap();
-    assert_eq!(&buf[..n], PIPE_DATA, "the task's pipe lost its data");
+    assert_eq!(
+        read_task_pipe(pid, 0),
+        PIPE_DATA,
+        "the task's pipe lost its data"
+    );
     // The FIFO buffer is shared with the restore below: empty it, then end the task.
-    let peek: OwnedFd = open(
-        format!("/proc/{pid}/fd/2").as_str(),
-        OFlag::O_RDONLY | OFlag::O_NONBLOCK,
-        Mode::empty(),
-    )
-    .unwrap();
-    let n = nix::unistd::read(peek.as_fd(), &mut buf).unwrap();
-    assert_eq!(&buf[..n], FIFO_DATA);
-    drop(peek);
-    drop(guard);
+    assert_eq!(read_task_pipe(pid, 2), FIFO_DATA);
+    drop(task.guard);
 
     // The images.
-    let mut ctx = DirContext {
-        dir: imgs.path().to_path_buf(),
-        kept: HashMap::new(),
-        options: RestoreOptions::default(),
-    };
+    let mut ctx = DirContext::new(imgs.path());
     let files: Vec<FileEntry> = entries(&mut ctx, ImageRef::FILES);
     let fdinfo_path = std::fs::read_dir(imgs.path())
         .unwrap()
@@ -304,7 +193,7 @@ fn pipe_ghost_and_fifo_through_a_real_dump() {
     let mut all = Vec::new();
     stdout.seek(SeekFrom::Start(0)).unwrap();
     stdout.read_to_end(&mut all).unwrap();
-    assert_eq!(all, ghost_content);
+    assert_eq!(&all, ghost_content);
     assert_eq!(stdout.metadata().unwrap().len(), ghost_content.len() as u64);
 
     let stderr = open(&by_fd(2));

@@ -1,0 +1,138 @@
+//! Dump, kill, restore through the core with the built-in plugins opening the files: the
+//! restored `sleep` must hold the same pipe (with its data), the same unlinked file (contents
+//! and offset) and the same FIFO (with its data), checked from outside through /proc.
+
+mod plugin_support;
+
+use std::io::{Read, Seek, SeekFrom};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::MetadataExt;
+use std::time::Duration;
+
+use criu_core::dump::{DumpOptions, dump};
+use criu_core::restore::{FileOpener, RestoreOptions, RestoreOutcome, restore_with};
+use criu_plugin_api::{
+    ImageRef, Plugin, builtin_plugins, open_entry, prepare_restore_all, read_messages,
+};
+use criu_proto::images::FileEntry;
+use criu_tests::{PidGuard, ScratchDir, skip_unless_root, wait_pid_gone};
+use plugin_support::{DirContext, FIFO_DATA, PIPE_DATA, SleepTask, fdinfo_field, read_task_pipe};
+
+// Link the built-in plugins (their inventory registrations).
+use criu_plugin_files as _;
+use criu_plugin_pipes as _;
+
+/// The core's file opener backed by the plugin registry (what the restore will do itself
+/// once it uses the plugins directly).
+struct PluginOpener {
+    plugins: Vec<&'static dyn Plugin>,
+    ctx: DirContext,
+    files: Vec<FileEntry>,
+    prepared: bool,
+}
+
+impl FileOpener for PluginOpener {
+    fn open(&mut self, entry: &FileEntry) -> Result<OwnedFd, String> {
+        if !self.prepared {
+            prepare_restore_all(&self.plugins, &mut self.ctx, &self.files)
+                .map_err(|(plugin, e)| format!("plugin {plugin}: {e}"))?;
+            self.prepared = true;
+        }
+        open_entry(&self.plugins, &mut self.ctx, entry)
+            .map(|(fd, _)| fd)
+            .map_err(|e| e.to_string())
+    }
+}
+
+#[test]
+fn restored_task_has_its_pipe_ghost_and_fifo_back() {
+    if skip_unless_root("restored_task_has_its_pipe_ghost_and_fifo_back") {
+        return;
+    }
+    let Some(task) = SleepTask::start("plugin-restore-work") else {
+        return;
+    };
+    let imgs = ScratchDir::new("plugin-restore-imgs");
+    let pid = task.pid();
+    let ino_before = std::fs::metadata(&task.fifo_path).unwrap();
+
+    dump(&DumpOptions::new(pid, imgs.path())).expect("dump");
+    let SleepTask {
+        guard,
+        work: _work,
+        ghost_path,
+        ghost_content,
+        fifo_path: _,
+    } = task;
+    // Reap it: the pid must be free for the restore.
+    drop(guard);
+    assert!(wait_pid_gone(pid, Duration::from_secs(10)));
+
+    let mut ctx = DirContext::new(imgs.path());
+    let files: Vec<FileEntry> = read_messages(&mut ctx, ImageRef::FILES).expect("files.img");
+    let mut opener = PluginOpener {
+        plugins: builtin_plugins(),
+        ctx,
+        files,
+        prepared: false,
+    };
+    let opts = RestoreOptions {
+        images_dir: imgs.path().to_path_buf(),
+        detach: true,
+        shell_job: true,
+        ..RestoreOptions::default()
+    };
+    let outcome = restore_with(&opts, &mut opener).expect("restore");
+    let RestoreOutcome::Detached { root } = outcome else {
+        panic!("not detached: {outcome:?}");
+    };
+    let _restored = PidGuard::new(root);
+    assert_eq!(root, pid);
+    // The restorer's kept fds (other pipe ends, FIFO holder, ghost) are ours to drop now.
+    drop(opener);
+
+    // fd 0: the pipe and its data.
+    assert_eq!(read_task_pipe(pid, 0), PIPE_DATA);
+    // fd 1: the unlinked file, its contents and offset.
+    let link = std::fs::read_link(format!("/proc/{pid}/fd/1")).unwrap();
+    let link = link.to_string_lossy();
+    assert!(link.ends_with(" (deleted)"), "{link}");
+    assert!(
+        link.starts_with(ghost_path.parent().unwrap().to_str().unwrap()),
+        "{link}"
+    );
+    assert_eq!(fdinfo_field(pid, 1, "pos"), "3");
+    let mut f = std::fs::File::open(format!("/proc/{pid}/fd/1")).unwrap();
+    let mut all = Vec::new();
+    f.seek(SeekFrom::Start(0)).unwrap();
+    f.read_to_end(&mut all).unwrap();
+    assert_eq!(all, ghost_content);
+    // fd 2: the same FIFO, its data back.
+    let st = std::fs::metadata(format!("/proc/{pid}/fd/2")).unwrap();
+    assert_eq!((st.dev(), st.ino()), (ino_before.dev(), ino_before.ino()));
+    assert_eq!(read_task_pipe(pid, 2), FIFO_DATA);
+    // Still running, and no fd of the restorer leaked into it.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let state = stat.rsplit_once(')').unwrap().1.trim_start().chars().next();
+    assert!(matches!(state, Some('S' | 'R')), "state {state:?}");
+    let fds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let dumped: Vec<u32> = {
+        let names: Vec<String> = std::fs::read_dir(imgs.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        let fdinfo = names.iter().find(|n| n.starts_with("fdinfo-")).unwrap();
+        let raw = std::fs::read(imgs.path().join(fdinfo)).unwrap();
+        let start = criu_proto::framing::check_header(criu_proto::ImageKind::Fdinfo, &raw).unwrap();
+        let mut cur = criu_plugin_api::ImageCursor::new(ImageRef::FILES, &raw[start..]);
+        let mut v = Vec::new();
+        while let Some(e) = cur.next_entry::<criu_proto::images::FdinfoEntry>().unwrap() {
+            v.push(e.fd);
+        }
+        v
+    };
+    assert_eq!(fds.len(), dumped.len(), "fds {fds:?}, dumped {dumped:?}");
+}
