@@ -34,7 +34,10 @@ fn freeze_read_state_and_detach() {
     long.resize(xsave_buffer_size().max(long.len()) + 4096, 0);
     set_xsave(tid, &XSave::from_bytes(long).expect("size")).expect("longer xsave");
     let short = XSave::from_bytes(xs.as_bytes()[..576].to_vec()).expect("size");
-    assert!(set_xsave(tid, &short).is_err(), "short XSAVE buffer accepted");
+    assert!(
+        set_xsave(tid, &short).is_err(),
+        "short XSAVE buffer accepted"
+    );
     assert_eq!(get_xsave(tid).expect("xsave again"), xs);
     set_fpregs(tid, &fp).expect("set fpregs back");
 
