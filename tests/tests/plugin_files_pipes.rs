@@ -217,6 +217,8 @@ fn unhandled_fd_fails_the_dump_clearly() {
         nix::sys::socket::SockFlag::SOCK_CLOEXEC,
     )
     .unwrap();
+    // Reaped by the PidGuard below (kill + waitpid by pid), even when the test fails.
+    #[allow(clippy::zombie_processes)]
     let child = Command::new("/usr/bin/sleep")
         .arg("600")
         .stdin(Stdio::from(a))

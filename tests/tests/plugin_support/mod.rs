@@ -64,6 +64,8 @@ impl SleepTask {
         File::from(fifo.try_clone().unwrap())
             .write_all(FIFO_DATA)
             .unwrap();
+        // Reaped by the PidGuard below (kill + waitpid by pid), even when the test fails.
+        #[allow(clippy::zombie_processes)]
         let child = Command::new(SLEEP)
             .arg("600")
             .stdin(Stdio::from(r))
