@@ -68,24 +68,7 @@ fn restored_task_has_its_pipe_ghost_and_fifo_back() {
     drop(guard);
     assert!(wait_pid_gone(pid, Duration::from_secs(10)));
 
-    let mut ctx = DirContext::new(imgs.path());
-    let files: Vec<FileEntry> = read_messages(&mut ctx, ImageRef::FILES).expect("files.img");
-    let mut opener = PluginOpener {
-        plugins: builtin_plugins(),
-        ctx,
-        files,
-        prepared: false,
-    };
-    let opts = RestoreOptions {
-        images_dir: imgs.path().to_path_buf(),
-        detach: true,
-        shell_job: true,
-        ..RestoreOptions::default()
-    };
-    let outcome = restore_with(&opts, &mut opener).expect("restore");
-    let RestoreOutcome::Detached { root } = outcome else {
-        panic!("not detached: {outcome:?}");
-    };
+    let (root, opener) = restore_with_plugins(&imgs);
     let _restored = PidGuard::new(root);
     assert_eq!(root, pid);
     // The restorer's kept fds (other pipe ends, FIFO holder, ghost) are ours to drop now.
@@ -135,4 +118,89 @@ fn restored_task_has_its_pipe_ghost_and_fifo_back() {
         v
     };
     assert_eq!(fds.len(), dumped.len(), "fds {fds:?}, dumped {dumped:?}");
+}
+
+/// Restores `files.img` of `imgs` through the core with the plugins; returns the root pid.
+fn restore_with_plugins(imgs: &ScratchDir) -> (i32, PluginOpener) {
+    let mut ctx = DirContext::new(imgs.path());
+    let files: Vec<FileEntry> = read_messages(&mut ctx, ImageRef::FILES).expect("files.img");
+    let mut opener = PluginOpener {
+        plugins: builtin_plugins(),
+        ctx,
+        files,
+        prepared: false,
+    };
+    let opts = RestoreOptions {
+        images_dir: imgs.path().to_path_buf(),
+        detach: true,
+        shell_job: true,
+        ..RestoreOptions::default()
+    };
+    match restore_with(&opts, &mut opener).expect("restore") {
+        RestoreOutcome::Detached { root } => (root, opener),
+        other => panic!("not detached: {other:?}"),
+    }
+}
+
+fn same_inode(pid: i32, a: i32, b: i32) -> bool {
+    let m = |fd| std::fs::metadata(format!("/proc/{pid}/fd/{fd}")).unwrap();
+    let (x, y) = (m(a), m(b));
+    (x.dev(), x.ino()) == (y.dev(), y.ino())
+}
+
+/// Both ends of one pipe in one task (data inside, write end non-blocking) and a regular
+/// file at an offset come back as one pipe and the same file.
+#[test]
+fn restored_pipe_ends_share_one_pipe() {
+    if skip_unless_root("restored_pipe_ends_share_one_pipe") {
+        return;
+    }
+    if !std::path::Path::new(plugin_support::SLEEP).exists() {
+        eprintln!("skipped: sleep not present");
+        return;
+    }
+    let work = ScratchDir::new("plugin-restore-ends");
+    let imgs = ScratchDir::new("plugin-restore-ends-imgs");
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+    nix::unistd::write(&w, b"both ends").unwrap();
+    nix::fcntl::fcntl(
+        &w,
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    )
+    .unwrap();
+    let data = work.path().join("data.txt");
+    std::fs::write(&data, b"0123456789").unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&data)
+        .unwrap();
+    f.seek(SeekFrom::Start(4)).unwrap();
+    let guard = plugin_support::spawn_sleep(r.into(), w.into(), f.into());
+    let pid = guard.pid();
+    assert!(same_inode(pid, 0, 1));
+
+    dump(&DumpOptions::new(pid, imgs.path())).expect("dump");
+    drop(guard);
+    assert!(wait_pid_gone(pid, Duration::from_secs(10)));
+
+    let (root, opener) = restore_with_plugins(&imgs);
+    let _restored = PidGuard::new(root);
+    drop(opener);
+    assert!(same_inode(pid, 0, 1), "fd 0 and 1 are no longer one pipe");
+    let flags = |fd| u32::from_str_radix(&fdinfo_field(pid, fd, "flags"), 8).unwrap();
+    assert_ne!(
+        flags(1) & libc::O_NONBLOCK as u32,
+        0,
+        "write end lost O_NONBLOCK"
+    );
+    assert_eq!(flags(1) & libc::O_ACCMODE as u32, libc::O_WRONLY as u32);
+    assert_eq!(flags(0) & libc::O_NONBLOCK as u32, 0);
+    assert_eq!(read_task_pipe(pid, 0), b"both ends");
+    assert_eq!(fdinfo_field(pid, 2, "pos"), "4");
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{pid}/fd/2")).unwrap(),
+        data,
+        "fd 2 is not the data file"
+    );
 }

@@ -85,6 +85,22 @@ impl SleepTask {
     }
 }
 
+/// Starts `sleep 600` with the given stdio and waits for it to exec.
+pub fn spawn_sleep(stdin: Stdio, stdout: Stdio, stderr: Stdio) -> PidGuard {
+    // Reaped by the PidGuard (kill + waitpid by pid), even when the test fails.
+    #[allow(clippy::zombie_processes)]
+    let child = Command::new(SLEEP)
+        .arg("600")
+        .stdin(stdin)
+        .stdout(stdout)
+        .stderr(stderr)
+        .spawn()
+        .expect("start sleep");
+    let guard = PidGuard::new(child.id() as i32);
+    wait_exec(guard.pid(), SLEEP);
+    guard
+}
+
 /// Waits until `pid` runs `exe` (the spawned child has exec'd).
 pub fn wait_exec(pid: i32, exe: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
