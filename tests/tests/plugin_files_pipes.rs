@@ -161,6 +161,7 @@ fn pipe_ghost_and_fifo_through_a_real_dump() {
         "pipes-data.img",
         "fifo-data.img",
         "remap-fpath.img",
+        "ghost-file-1.img",
     ] {
         match crit_decode(&imgs.path().join(name)) {
             Some(json) => assert!(json.contains("\"magic\""), "{name}: {json}"),
