@@ -14,6 +14,7 @@ use std::sync::OnceLock;
 
 mod checks;
 mod checks_extra;
+mod checks_mem;
 
 /// What a feature is needed for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -147,7 +148,7 @@ impl KernelFeatures {
     /// Runs every probe now (use [`kernel_features`] for the cached copy).
     pub fn probe() -> KernelFeatures {
         let mut kf = KernelFeatures::default();
-        for c in checks::CHECKS.iter().chain(checks_extra::CHECKS) {
+        for c in all_checks() {
             let status = match (c.probe)(&mut kf) {
                 Ok(detail) => Status::Ok { detail },
                 Err(reason) => Status::Missing {
@@ -202,18 +203,12 @@ pub fn check_feature(name: &str) -> Result<CheckResult, UnknownFeature> {
 
 /// All check names, in probing order.
 pub fn feature_names() -> Vec<&'static str> {
-    checks::CHECKS
-        .iter()
-        .chain(checks_extra::CHECKS)
-        .map(|c| c.name)
-        .collect()
+    all_checks().map(|c| c.name).collect()
 }
 
 /// Names of the required checks.
 pub fn required_features() -> Vec<&'static str> {
-    checks::CHECKS
-        .iter()
-        .chain(checks_extra::CHECKS)
+    all_checks()
         .filter(|c| c.need.is_required())
         .map(|c| c.name)
         .collect()
@@ -222,6 +217,14 @@ pub fn required_features() -> Vec<&'static str> {
 /// True when every required result in `results` is ok.
 pub fn all_required_ok(results: &[CheckResult]) -> bool {
     results.iter().all(|c| !c.is_required() || c.is_ok())
+}
+
+/// Every check table, in probing order.
+fn all_checks() -> impl Iterator<Item = &'static Check> {
+    checks::CHECKS
+        .iter()
+        .chain(checks_extra::CHECKS)
+        .chain(checks_mem::CHECKS)
 }
 
 /// A probe: returns a detail on success or the reason it failed, and records typed facts.

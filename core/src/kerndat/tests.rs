@@ -50,7 +50,7 @@ fn names_are_unique_and_criu_names_are_criu_names() {
     let names = feature_names();
     let set: HashSet<_> = names.iter().collect();
     assert_eq!(set.len(), names.len(), "duplicate check name");
-    for c in checks::CHECKS.iter().chain(checks_extra::CHECKS) {
+    for c in all_checks() {
         assert_eq!(
             CRIU_FEATURES.contains(&c.name),
             c.criu_feature,

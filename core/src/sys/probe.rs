@@ -4,7 +4,6 @@
 //! Probes that need a separate process live in `probe/child.rs`; they fork, and always kill
 //! and reap the child by pid.
 
-use std::fs::File;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use nix::errno::Errno;
@@ -12,7 +11,9 @@ use nix::errno::Errno;
 use super::kabi;
 
 mod child;
+mod mem;
 pub use child::*;
+pub use mem::*;
 
 /// A probe's syscall failed.
 #[derive(Debug, thiserror::Error, Clone, Copy, PartialEq, Eq)]
@@ -41,83 +42,6 @@ fn fd_or(call: &'static str, r: libc::c_long) -> Result<OwnedFd> {
 
 fn ok_or(call: &'static str, r: libc::c_long) -> Result<libc::c_long> {
     if r < 0 { Err(err(call)) } else { Ok(r) }
-}
-
-/// `memfd_secret(O_CLOEXEC)` (Linux 5.14+, off unless booted with secretmem enabled).
-pub fn memfd_secret() -> Result<OwnedFd> {
-    // SAFETY: integer-only syscall.
-    let r = unsafe { libc::syscall(libc::SYS_memfd_secret, libc::O_CLOEXEC) };
-    fd_or("memfd_secret", r)
-}
-
-/// `memfd_create(name, MFD_CLOEXEC | flags)`.
-pub fn memfd_create(name: &std::ffi::CStr, flags: u32) -> Result<OwnedFd> {
-    // SAFETY: name is a valid C string.
-    let r = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | flags) };
-    fd_or("memfd_create", r as libc::c_long)
-}
-
-/// `io_uring_setup(entries, &params)`; returns the ring fd and the filled-in params.
-pub fn io_uring_setup(entries: u32) -> Result<(OwnedFd, kabi::io_uring_params)> {
-    let mut p = kabi::io_uring_params::default();
-    // SAFETY: p is a valid io_uring_params the kernel reads and fills.
-    let r = unsafe { libc::syscall(libc::SYS_io_uring_setup, entries, &mut p) };
-    Ok((fd_or("io_uring_setup", r)?, p))
-}
-
-/// `userfaultfd(O_CLOEXEC | O_NONBLOCK | extra)`.
-pub fn userfaultfd(extra: libc::c_int) -> Result<OwnedFd> {
-    // SAFETY: integer-only syscall.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_userfaultfd,
-            libc::O_CLOEXEC | libc::O_NONBLOCK | extra,
-        )
-    };
-    fd_or("userfaultfd", r)
-}
-
-/// `UFFDIO_API` handshake asking for `features`; returns what the kernel granted
-/// (features and supported ioctls). Asking for 0 reports every available feature.
-pub fn uffd_api(fd: BorrowedFd<'_>, features: u64) -> Result<kabi::uffdio_api> {
-    let mut api = kabi::uffdio_api {
-        api: kabi::UFFD_API,
-        features,
-        ioctls: 0,
-    };
-    // SAFETY: UFFDIO_API reads and writes one uffdio_api.
-    let r = unsafe { libc::ioctl(fd.as_raw_fd(), kabi::UFFDIO_API, &mut api) };
-    ok_or("ioctl(UFFDIO_API)", r as libc::c_long)?;
-    Ok(api)
-}
-
-/// `PAGEMAP_SCAN` over `[start, end)` on an open `/proc/PID/pagemap`: fills `out` with
-/// regions whose categories match (`category_mask` all-of, `anyof_mask` any-of), reporting
-/// `return_mask` bits. Returns (regions filled, address where the walk ended).
-pub fn pagemap_scan(
-    pagemap: &File,
-    start: u64,
-    end: u64,
-    category_mask: u64,
-    anyof_mask: u64,
-    return_mask: u64,
-    out: &mut [kabi::page_region],
-) -> Result<(usize, u64)> {
-    let mut arg = kabi::pm_scan_arg {
-        size: std::mem::size_of::<kabi::pm_scan_arg>() as u64,
-        start,
-        end,
-        vec: out.as_mut_ptr() as u64,
-        vec_len: out.len() as u64,
-        category_mask,
-        category_anyof_mask: anyof_mask,
-        return_mask,
-        ..Default::default()
-    };
-    // SAFETY: arg is valid; vec points to out.len() page_regions the kernel may fill.
-    let r = unsafe { libc::ioctl(pagemap.as_raw_fd(), kabi::PAGEMAP_SCAN, &mut arg) };
-    let n = ok_or("ioctl(PAGEMAP_SCAN)", r as libc::c_long)? as usize;
-    Ok((n.min(out.len()), arg.walk_end))
 }
 
 /// `bpf(BPF_MAP_CREATE)` of a 1-entry array map.
@@ -352,79 +276,6 @@ pub fn getsockopt_buf(
     };
     ok_or("getsockopt", r as libc::c_long)?;
     Ok(len as usize)
-}
-
-/// An anonymous private mapping owned by the probe, unmapped on drop.
-#[derive(Debug)]
-pub struct AnonMap {
-    addr: *mut libc::c_void,
-    len: usize,
-}
-
-impl AnonMap {
-    /// mmap `pages` read-write pages and touch each one.
-    pub fn new(pages: usize) -> Result<AnonMap> {
-        let len = pages * 4096;
-        // SAFETY: fresh anonymous mapping.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(err("mmap"));
-        }
-        for i in 0..pages {
-            // SAFETY: inside our own fresh read-write mapping.
-            unsafe { p.cast::<u8>().add(i * 4096).write_volatile(1) };
-        }
-        Ok(AnonMap { addr: p, len })
-    }
-
-    pub fn addr(&self) -> u64 {
-        self.addr as u64
-    }
-
-    /// Writes one byte into page `page` of the mapping (no-op past the end).
-    pub fn touch(&self, page: usize) {
-        if page * 4096 < self.len {
-            // SAFETY: inside our own read-write mapping.
-            unsafe { self.addr.cast::<u8>().add(page * 4096).write_volatile(2) };
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// `madvise(addr + off, len, advice)` on part of the mapping.
-    pub fn madvise(&self, off: usize, len: usize, advice: libc::c_int) -> Result<()> {
-        if off + len > self.len {
-            return Err(ProbeError {
-                call: "madvise",
-                errno: Errno::EINVAL,
-            });
-        }
-        // SAFETY: the range is inside our own mapping.
-        let r = unsafe { libc::madvise(self.addr.cast::<u8>().add(off).cast(), len, advice) };
-        ok_or("madvise", r as libc::c_long).map(drop)
-    }
-}
-
-impl Drop for AnonMap {
-    fn drop(&mut self) {
-        // SAFETY: unmapping our own mapping.
-        unsafe { libc::munmap(self.addr, self.len) };
-    }
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! These run the probes against this kernel (6.18 with everything on, per the machine facts).
 
+use std::fs::File;
 use std::os::fd::AsFd;
 
 use super::*;
