@@ -10,6 +10,9 @@ pub mod framing;
 pub mod json;
 pub mod kind;
 
+/// The reflection crate our descriptor pool and JSON layer are built on.
+pub use prost_reflect;
+
 pub use framing::{FramingError, RawEntry, RawImage};
 pub use kind::{ExtraPayload, Framing, ImageKind};
 

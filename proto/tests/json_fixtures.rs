@@ -10,63 +10,6 @@ fn fixture_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/criu-4.2-sample")
 }
 
-/// Fields CRIU 4.2's schema has and crit 3.17's lacks: 3.17 keeps them as unknown fields
-/// and pb2dict never shows them. (message, field)
-const NEW_IN_4X: &[(&str, &str)] = &[
-    ("task_core_entry", "stop_signo"),
-    ("task_core_entry", "membarrier_registration_mask"),
-    ("thread_core_entry", "cg_set"),
-    ("creds_entry", "no_new_privs"),
-    ("creds_entry", "cap_amb"),
-    ("inventory_entry", "plugins_entry"),
-    ("inventory_entry", "dump_criu_run_id"),
-    ("inventory_entry", "allow_uprobes"),
-    ("user_x86_xsave_entry", "cet"),
-    ("core_entry", "ti_loongarch64"),
-    ("core_entry", "ti_riscv64"),
-    ("file_entry", "pidfd"),
-    ("memfd_inode_entry", "mode"),
-    ("cg_controller_entry", "is_threaded"),
-    ("inet_sk_entry", "tcp_opts"),
-    ("netns_entry", "ipv4_sysctl"),
-];
-
-/// Rewrites our JSON into what crit 3.17 shows for the same bytes.
-fn as_crit_317(msg: &prost_reflect::MessageDescriptor, v: &mut Value) {
-    let Value::Object(map) = v else { return };
-    // pagemap_entry: 4.2 renamed field 2 to compat_nr_pages (3.17: nr_pages) and added a
-    // 64-bit nr_pages as field 5, which 3.17 does not know.
-    if msg.name() == "pagemap_entry" {
-        map.shift_remove("nr_pages");
-        if let Some(c) = map.get("compat_nr_pages").cloned() {
-            let mut renamed = serde_json::Map::new();
-            for (k, val) in std::mem::take(map) {
-                if k == "compat_nr_pages" {
-                    renamed.insert("nr_pages".into(), c.clone());
-                } else {
-                    renamed.insert(k, val);
-                }
-            }
-            *map = renamed;
-        }
-    }
-    for (m, f) in NEW_IN_4X {
-        if msg.name() == *m {
-            map.shift_remove(*f);
-        }
-    }
-    for field in msg.fields() {
-        let prost_reflect::Kind::Message(sub) = field.kind() else {
-            continue;
-        };
-        match map.get_mut(field.name()) {
-            Some(Value::Array(items)) => items.iter_mut().for_each(|i| as_crit_317(&sub, i)),
-            Some(obj @ Value::Object(_)) => as_crit_317(&sub, obj),
-            _ => {}
-        }
-    }
-}
-
 fn first_difference(path: &str, a: &Value, b: &Value) -> Option<String> {
     match (a, b) {
         (Value::Object(x), Value::Object(y)) => {
@@ -93,7 +36,6 @@ fn first_difference(path: &str, a: &Value, b: &Value) -> Option<String> {
 
 #[test]
 fn decode_matches_crit_317_and_encodes_back() {
-    let pool = criu_proto::descriptor_pool();
     let mut checked = 0;
     for entry in std::fs::read_dir(fixture_dir()).unwrap() {
         let path = entry.unwrap().path();
@@ -126,16 +68,9 @@ fn decode_matches_crit_317_and_encodes_back() {
             "{name}: plain JSON encode"
         );
 
-        let kind = criu_proto::framing::parse(&data).unwrap().kind;
+        // The documented 3.17-vs-4.2 differences: see criu_proto::json::compat.
         let mut ours_317 = ours.clone();
-        if let Some(Value::Array(entries)) = ours_317.get_mut("entries") {
-            for (i, e) in entries.iter_mut().enumerate() {
-                let desc = pool
-                    .get_message_by_name(kind.entry_message_name(i))
-                    .unwrap();
-                as_crit_317(&desc, e);
-            }
-        }
+        json::compat::to_crit_317(&mut ours_317);
         if let Some(d) = first_difference("", &ours_317, &expected) {
             panic!("{name}: differs from crit 3.17 at {d}");
         }

@@ -50,7 +50,8 @@ def parse(facts):
         if not line.startswith("|") or cur is None:
             continue
         cells = [c.strip() for c in line.strip("|").split("|")]
-        if cells[0] in ("field", "value") or set(cells[0]) <= set("-"):
+        # Header rows ("field | no | label | type", "value | number") and separators.
+        if cells in (["field", "no", "label", "type"], ["value", "number"]) or set(cells[0]) <= set("-"):
             continue
         items = cur_file["items"]
         if cur[0] == "message":

@@ -6,6 +6,7 @@
 //! (base64 of their wire bytes) so that images from newer CRIUs round trip exactly; it only
 //! appears when such fields exist.
 
+pub mod compat;
 mod extra;
 mod opts;
 mod parse;
