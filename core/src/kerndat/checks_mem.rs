@@ -26,7 +26,7 @@ pub(super) static CHECKS: &[Check] = &[
     optional!(
         "mem_dirty_track",
         true,
-        "soft-dirty tracking (clear_refs 4)",
+        "soft-dirty bit of a page written after clear_refs 4",
         "needs CONFIG_MEM_SOFT_DIRTY=y; pre-dump and incremental dumps need it",
         soft_dirty
     ),

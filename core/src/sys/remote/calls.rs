@@ -245,6 +245,29 @@ impl RemoteTask {
         Ok(r as u32)
     }
 
+    /// `mmap(addr, len, prot, flags, fd, off)` inside the task; returns the mapped address.
+    pub fn mmap(
+        &mut self,
+        addr: u64,
+        len: u64,
+        prot: i32,
+        flags: i32,
+        fd: i32,
+        off: u64,
+    ) -> Result<u64> {
+        self.call(
+            "mmap",
+            libc::SYS_mmap,
+            [addr, len, prot as u64, flags as u64, fd as i64 as u64, off],
+        )
+    }
+
+    /// `munmap(addr, len)` inside the task.
+    pub fn munmap(&mut self, addr: u64, len: u64) -> Result<()> {
+        self.call("munmap", libc::SYS_munmap, [addr, len, 0, 0, 0, 0])
+            .map(drop)
+    }
+
     /// `getpid()` inside the task (its pid as its own pid namespace sees it).
     pub fn getpid(&mut self) -> Result<i32> {
         Ok(self.call("getpid", libc::SYS_getpid, [0; 6])? as i32)

@@ -58,6 +58,27 @@ fn remote_syscalls_in_a_frozen_child() {
             .as_encoded_bytes()
     );
 
+    // Typed mmap/munmap: a private page the child can use, seen in its maps while mapped.
+    let page = rt
+        .mmap(
+            0,
+            8192,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+        .expect("mmap");
+    rt.write_mem(page + 4096, b"xyz").expect("write page");
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("maps");
+    assert!(
+        maps.contains(&format!("{page:x}-")),
+        "new mapping not in maps"
+    );
+    rt.munmap(page, 8192).expect("munmap");
+    let mut one = [0u8; 1];
+    assert!(rt.read_mem(page, &mut one).is_err(), "still mapped");
+
     // A failing syscall gives its errno.
     let e = rt
         .call("close", libc::SYS_close, [9999, 0, 0, 0, 0, 0])
