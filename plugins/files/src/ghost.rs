@@ -16,6 +16,8 @@ use nix::unistd::{Gid, Uid, Whence, fchown, ftruncate, lseek, unlink};
 
 /// From this size on CRIU stores ghost contents as chunks.
 const CHUNKS_THRESHOLD: i64 = 3 * 4096;
+/// Largest chunk read into memory at once.
+const CHUNK_MAX: u64 = 1 << 20;
 
 fn fd_error(fd: &FdDesc, op: &'static str, e: impl Into<std::io::Error>) -> PluginError {
     PluginError::Fd {
@@ -59,9 +61,15 @@ pub(crate) fn dump(ctx: &mut dyn DumpContext, fd: &FdDesc, id: u32) -> Result<()
         return write_message(ctx, image, &entry, &data);
     }
     write_message(ctx, image, &entry, &[])?;
-    for (off, len) in data_extents(fd, &own, st.size)? {
-        let data = read_range(fd, &own, off, len)?;
-        write_message(ctx, image, &GhostChunkEntry { len, off }, &data)?;
+    for (start, total) in data_extents(fd, &own, st.size)? {
+        // Bounded memory whatever --ghost-limit says: a long extent becomes several chunks.
+        let mut off = start;
+        while off < start + total {
+            let len = (start + total - off).min(CHUNK_MAX);
+            let data = read_range(fd, &own, off, len)?;
+            write_message(ctx, image, &GhostChunkEntry { len, off }, &data)?;
+            off += len;
+        }
     }
     Ok(())
 }

@@ -498,3 +498,28 @@ fn crit_decodes_a_chunked_ghost() {
         "{stdout}"
     );
 }
+
+#[test]
+fn large_ghost_is_split_into_bounded_chunks() {
+    let plugin = FilesPlugin::default();
+    let content: Vec<u8> = (0..2_500_000u32).map(|i| (i % 239) as u8).collect();
+    let (_dir, f, _path) = ghost_setup(&content);
+    let mut images = MemoryImages::new(1);
+    images.dump_options.ghost_limit = 4 << 20;
+    let e = dump(&plugin, &mut images, f.as_fd(), 1);
+    drop(f);
+    let body = images.image(ImageRef::ghost_file(1)).unwrap();
+    let mut c = ImageCursor::new(ImageRef::ghost_file(1), body);
+    let _: GhostFileEntry = c.next_entry().unwrap().unwrap();
+    let mut chunks = 0;
+    while let Some(ch) = c.next_entry::<GhostChunkEntry>().unwrap() {
+        assert!(ch.len <= 1 << 20);
+        c.raw(ch.len as usize).unwrap();
+        chunks += 1;
+    }
+    assert_eq!(chunks, 3);
+    let mut n = restore_one(&plugin, &mut images, &e);
+    let mut all = Vec::new();
+    n.read_to_end(&mut all).unwrap();
+    assert_eq!(all, content);
+}
