@@ -1,0 +1,149 @@
+//! The public surface of the contract, pinned: every free function by its full signature,
+//! every trait by an implementation. Changing the API breaks this file, so a change is always
+//! made on purpose (and comes with an [`API_VERSION`] bump).
+
+use std::os::fd::{BorrowedFd, OwnedFd};
+
+use criu_plugin_api::*;
+use criu_proto::images::{FdTypes, FileEntry, FownEntry};
+
+#[test]
+fn version_is_pinned() {
+    // Bump together with any change below.
+    assert_eq!(API_VERSION, ApiVersion { major: 0, minor: 1 });
+}
+
+#[test]
+// Spelling the full signatures out is the point here.
+#[allow(clippy::type_complexity)]
+fn free_functions() {
+    let _: fn() -> Vec<&'static dyn Plugin> = builtin_plugins;
+    let _: fn(&mut [&dyn Plugin]) = sort_plugins;
+    let _: fn(&dyn Plugin) -> Result<(), String> = check_api_version;
+    let _: for<'p> fn(&[&'p dyn Plugin]) -> Vec<FdHandlerRef<'p>> = fd_handlers;
+    let _: for<'p> fn(&[&'p dyn Plugin], &FdDesc) -> Result<FdHandlerRef<'p>, PluginError> =
+        find_fd_handler;
+    let _: for<'p> fn(&[&'p dyn Plugin], &FileEntry) -> Result<FdHandlerRef<'p>, PluginError> =
+        find_restore_handler;
+    let _: fn(
+        &[&dyn Plugin],
+        &mut dyn RestoreContext,
+        &[FileEntry],
+    ) -> Result<(), (&'static str, PluginError)> = prepare_restore_all;
+    let _: fn(
+        &[&dyn Plugin],
+        &mut dyn RestoreContext,
+        &FileEntry,
+    ) -> Result<(OwnedFd, &'static str), PluginError> = open_entry;
+    let _: fn(&mut dyn DumpContext, ImageRef, &FileEntry, &[u8]) -> Result<(), PluginError> =
+        write_message::<FileEntry>;
+    let _: fn(&mut dyn RestoreContext, ImageRef) -> Result<Vec<FileEntry>, PluginError> =
+        read_messages::<FileEntry>;
+    let _: fn(&FownEntry, &str, i32) -> Result<(), PluginError> = require_no_owner;
+    let _: fn(i32) -> String = fd_type_name;
+    let _: fn(PluginImageKind) -> criu_proto::ImageKind = PluginImageKind::to_proto;
+    let _: fn(u32) -> ImageRef = ImageRef::ghost_file;
+    assert_eq!(DEFAULT_GHOST_LIMIT, 1 << 20);
+}
+
+struct Pinned;
+
+impl Plugin for Pinned {
+    fn info(&self) -> PluginInfo {
+        PluginInfo {
+            name: "pinned",
+            version: "0",
+            priority: i32::MAX,
+            api_version: API_VERSION,
+        }
+    }
+    fn fd_handler(&self) -> Option<&dyn FdHandler> {
+        Some(self)
+    }
+}
+
+impl FdHandler for Pinned {
+    fn fd_types(&self) -> &[FdTypes] {
+        &[]
+    }
+    fn claims(&self, _: &FdDesc) -> bool {
+        false
+    }
+    fn dump_file(
+        &self,
+        _: &mut dyn DumpContext,
+        _: &FdDesc,
+        _: u32,
+    ) -> Result<FileEntry, PluginError> {
+        Err(PluginError::bad_image("x", "pinned"))
+    }
+    fn restores(&self, _: &FileEntry) -> bool {
+        false
+    }
+    fn prepare_restore(
+        &self,
+        _: &mut dyn RestoreContext,
+        _: &[FileEntry],
+    ) -> Result<(), PluginError> {
+        Ok(())
+    }
+    fn open_file(&self, _: &mut dyn RestoreContext, _: &FileEntry) -> Result<OwnedFd, PluginError> {
+        Err(PluginError::bad_image("x", "pinned"))
+    }
+}
+
+struct Ctx(DumpOptions, RestoreOptions);
+
+impl DumpContext for Ctx {
+    fn write_entry(&mut self, _: ImageRef, _: &[u8], _: &[u8]) -> Result<(), PluginError> {
+        Ok(())
+    }
+    fn write_plugin_file(&mut self, _: &str, _: &[u8]) -> Result<(), PluginError> {
+        Ok(())
+    }
+    fn new_file_id(&mut self) -> u32 {
+        0
+    }
+    fn memo(&self, _: &str) -> Option<u64> {
+        None
+    }
+    fn set_memo(&mut self, _: &str, _: u64) {}
+    fn options(&self) -> &DumpOptions {
+        &self.0
+    }
+}
+
+impl RestoreContext for Ctx {
+    fn read_image(&mut self, _: ImageRef) -> Result<Option<Vec<u8>>, PluginError> {
+        Ok(None)
+    }
+    fn read_plugin_file(&mut self, _: &str) -> Result<Option<Vec<u8>>, PluginError> {
+        Ok(None)
+    }
+    fn current_pid(&self) -> i32 {
+        0
+    }
+    fn restored_pid(&self, _: i32) -> Option<i32> {
+        None
+    }
+    fn keep_fd(&mut self, _: &str, _: OwnedFd) -> Result<(), PluginError> {
+        Ok(())
+    }
+    fn kept_fd(&self, _: &str) -> Option<BorrowedFd<'_>> {
+        None
+    }
+    fn options(&self) -> &RestoreOptions {
+        &self.1
+    }
+}
+
+#[test]
+fn traits_are_object_safe_and_implementable() {
+    let p: &dyn Plugin = &Pinned;
+    assert!(p.fd_handler().is_some());
+    let mut c = Ctx(DumpOptions::default(), RestoreOptions::default());
+    let _: &mut dyn DumpContext = &mut c;
+    let _: &mut dyn RestoreContext = &mut c;
+    let entries: Vec<FileEntry> = read_messages(&mut c, ImageRef::FILES).unwrap();
+    assert!(entries.is_empty());
+}
