@@ -11,8 +11,17 @@ pub(crate) const O_ACCMODE: u32 = libc::O_ACCMODE as u32;
 /// The flags to open a dumped description with: the saved ones without creation-time
 /// flags, plus close-on-exec (the core sets the task's fd flags when it installs the fd).
 pub(crate) fn reopen_flags(saved: u32) -> OFlag {
-    OFlag::from_bits_retain((saved & !CREATION_ONLY) as i32) | OFlag::O_CLOEXEC
+    let mut flags = saved & !CREATION_ONLY;
+    // A file made with O_TMPFILE keeps O_TMPFILE (which includes O_DIRECTORY) in its flags;
+    // reopening it must neither create a new one nor demand a directory.
+    if flags & TMPFILE_ONLY != 0 {
+        flags &= !(libc::O_TMPFILE as u32);
+    }
+    OFlag::from_bits_retain(flags as i32) | OFlag::O_CLOEXEC
 }
+
+/// `__O_TMPFILE`: `O_TMPFILE` without its `O_DIRECTORY` part.
+const TMPFILE_ONLY: u32 = (libc::O_TMPFILE & !libc::O_DIRECTORY) as u32;
 
 /// CRIU skips the size check for append-only writers (logs grow after the dump).
 pub(crate) fn should_check_size(flags: u32) -> bool {
@@ -22,4 +31,30 @@ pub(crate) fn should_check_size(flags: u32) -> bool {
 /// Major numbers of terminals (tty, console/ptmx, pty slaves): a terminal plugin's job.
 pub(crate) fn is_tty_major(major: u64) -> bool {
     matches!(major, 2..=5 | 136..=143)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reopen_drops_creation_flags_only() {
+        let rdwr_append = (libc::O_RDWR | libc::O_APPEND) as u32;
+        let f = reopen_flags(rdwr_append | libc::O_CREAT as u32 | libc::O_TRUNC as u32);
+        assert_eq!(f.bits(), (rdwr_append | libc::O_CLOEXEC as u32) as i32);
+        let dir = reopen_flags(libc::O_DIRECTORY as u32);
+        assert!(
+            dir.contains(OFlag::O_DIRECTORY),
+            "a directory keeps O_DIRECTORY"
+        );
+        let tmp = reopen_flags(libc::O_TMPFILE as u32 | libc::O_RDWR as u32);
+        assert_eq!(tmp.bits(), libc::O_RDWR | libc::O_CLOEXEC);
+    }
+
+    #[test]
+    fn size_check_skipped_for_append_writers_only() {
+        assert!(!should_check_size((libc::O_WRONLY | libc::O_APPEND) as u32));
+        assert!(should_check_size((libc::O_RDWR | libc::O_APPEND) as u32));
+        assert!(should_check_size(libc::O_WRONLY as u32));
+    }
 }

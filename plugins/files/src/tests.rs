@@ -523,3 +523,30 @@ fn large_ghost_is_split_into_bounded_chunks() {
     n.read_to_end(&mut all).unwrap();
     assert_eq!(all, content);
 }
+
+#[test]
+fn o_tmpfile_file_comes_back_as_a_ghost() {
+    let plugin = FilesPlugin::default();
+    let dir = tempfile::tempdir().unwrap();
+    let fd = match nix::fcntl::open(
+        dir.path(),
+        nix::fcntl::OFlag::O_TMPFILE | nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    ) {
+        Ok(fd) => fd,
+        Err(e) => {
+            eprintln!("skipped: O_TMPFILE unsupported here: {e}");
+            return;
+        }
+    };
+    let f = File::from(fd);
+    f.write_all_at(b"tmp", 0).unwrap();
+    let mut images = MemoryImages::new(1);
+    let e = dump(&plugin, &mut images, f.as_fd(), 1);
+    assert_ne!(e.reg.as_ref().unwrap().flags & libc::O_TMPFILE as u32, 0);
+    drop(f);
+    let mut n = restore_one(&plugin, &mut images, &e);
+    let mut s = String::new();
+    n.read_to_string(&mut s).unwrap();
+    assert_eq!(s, "tmp");
+}
