@@ -1,6 +1,9 @@
 //! Open flags as CRIU stores them and as restore reuses them.
 
-use nix::fcntl::OFlag;
+use std::os::fd::BorrowedFd;
+
+use nix::errno::Errno;
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
 
 /// Flags that only matter when a file is created; never replayed on restore.
 const CREATION_ONLY: u32 = (libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_NOCTTY) as u32;
@@ -18,6 +21,19 @@ pub(crate) fn reopen_flags(saved: u32) -> OFlag {
         flags &= !(libc::O_TMPFILE as u32);
     }
     OFlag::from_bits_retain(flags as i32) | OFlag::O_CLOEXEC
+}
+
+/// `open()` ignores `O_ASYNC`: set it afterwards when the dumped description had it.
+pub(crate) fn apply_async(fd: BorrowedFd<'_>, saved: u32) -> Result<(), Errno> {
+    if saved & libc::O_ASYNC as u32 == 0 {
+        return Ok(());
+    }
+    let now = fcntl(fd, FcntlArg::F_GETFL)?;
+    fcntl(
+        fd,
+        FcntlArg::F_SETFL(OFlag::from_bits_retain(now | libc::O_ASYNC)),
+    )
+    .map(drop)
 }
 
 /// `__O_TMPFILE`: `O_TMPFILE` without its `O_DIRECTORY` part.

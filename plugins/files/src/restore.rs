@@ -10,7 +10,7 @@ use nix::fcntl::open;
 use nix::sys::stat::{Mode, fstat};
 use nix::unistd::{Whence, lseek};
 
-use crate::flags::reopen_flags;
+use crate::flags::{apply_async, reopen_flags};
 use crate::{NAME, ghost};
 
 /// What `prepare_restore` read: `remap-fpath.img` by original file id.
@@ -95,6 +95,8 @@ impl RestoreState {
             }
         };
         seek(&fd, reg)?;
+        apply_async(fd.as_fd(), reg.flags)
+            .map_err(|e| PluginError::path(&reg.name, "fcntl(F_SETFL, O_ASYNC)", e))?;
         Ok(fd)
     }
 }

@@ -550,3 +550,21 @@ fn o_tmpfile_file_comes_back_as_a_ghost() {
     n.read_to_string(&mut s).unwrap();
     assert_eq!(s, "tmp");
 }
+
+#[test]
+fn o_async_is_restored() {
+    let plugin = FilesPlugin::default();
+    // /dev/urandom supports SIGIO (fasync); /dev/null and regular files ignore O_ASYNC.
+    let f = File::open("/dev/urandom").unwrap();
+    let fl = getfl(f.as_fd());
+    fcntl(
+        f.as_fd(),
+        FcntlArg::F_SETFL(nix::fcntl::OFlag::from_bits_retain(fl | libc::O_ASYNC)),
+    )
+    .unwrap();
+    let mut images = MemoryImages::new(1);
+    let e = dump(&plugin, &mut images, f.as_fd(), 1);
+    assert_ne!(e.reg.as_ref().unwrap().flags & libc::O_ASYNC as u32, 0);
+    let n = restore_one(&plugin, &mut images, &e);
+    assert_ne!(getfl(n.as_fd()) & libc::O_ASYNC, 0);
+}

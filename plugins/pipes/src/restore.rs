@@ -249,8 +249,12 @@ fn open_fifo(
         }
         ctx.keep_fd(&key, holder)?;
     }
-    open(path.as_str(), open_flags(flags), Mode::empty())
-        .map_err(|e| PluginError::path(&path, "open of FIFO", e))
+    let fd = open(path.as_str(), open_flags(flags), Mode::empty())
+        .map_err(|e| PluginError::path(&path, "open of FIFO", e))?;
+    if flags & libc::O_ASYNC as u32 != 0 {
+        set_flags(fd.as_fd(), flags).map_err(|e| PluginError::path(&path, "fcntl(F_SETFL)", e))?;
+    }
+    Ok(fd)
 }
 
 /// The flags to open a description with: the dumped ones minus creation-time flags, plus
@@ -267,5 +271,10 @@ fn set_flags(fd: BorrowedFd<'_>, flags: u32) -> Result<(), Errno> {
 /// A new description of the pipe behind `kept`, opened with `flags`.
 fn reopen(kept: BorrowedFd<'_>, flags: u32) -> Result<OwnedFd, Errno> {
     let path = format!("/proc/self/fd/{}", kept.as_raw_fd());
-    open(path.as_str(), open_flags(flags), Mode::empty())
+    let fd = open(path.as_str(), open_flags(flags), Mode::empty())?;
+    // open() ignores O_ASYNC; F_SETFL applies it (and leaves the rest as opened).
+    if flags & libc::O_ASYNC as u32 != 0 {
+        set_flags(fd.as_fd(), flags)?;
+    }
+    Ok(fd)
 }

@@ -385,3 +385,34 @@ fn criu_fixture_pipes_restore() {
     );
     assert_eq!(pipe_size(r.as_fd()), 65536);
 }
+
+#[test]
+fn o_async_survives_a_reopen() {
+    let plugin = PipesPlugin::default();
+    let (r, _w) = pipe2(OFlag::O_CLOEXEC).unwrap();
+    // A second read description through /proc (not a master), with O_ASYNC.
+    let r2: OwnedFd = open(
+        format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&r)).as_str(),
+        OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .unwrap();
+    let fl = fcntl(r2.as_fd(), FcntlArg::F_GETFL).unwrap();
+    fcntl(
+        r2.as_fd(),
+        FcntlArg::F_SETFL(OFlag::from_bits_retain(fl | libc::O_ASYNC)),
+    )
+    .unwrap();
+    let mut images = MemoryImages::new(1);
+    let e1 = dump(&plugin, &mut images, r.as_fd(), 1);
+    let e2 = dump(&plugin, &mut images, r2.as_fd(), 2);
+    assert_ne!(e2.pipe.unwrap().flags & libc::O_ASYNC as u32, 0);
+    plugin
+        .prepare_restore(&mut images, &[e1.clone(), e2.clone()])
+        .unwrap();
+    let _n1 = plugin.open_file(&mut images, &e1).unwrap();
+    let n2 = plugin.open_file(&mut images, &e2).unwrap();
+    let got = fcntl(n2.as_fd(), FcntlArg::F_GETFL).unwrap();
+    assert_ne!(got & libc::O_ASYNC, 0);
+    assert_ne!(got & libc::O_NONBLOCK, 0);
+}
