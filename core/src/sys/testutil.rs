@@ -14,6 +14,25 @@ pub fn usr1_handler_addr() -> u64 {
     usr1_handler as *const () as usize as u64
 }
 
+/// In a forked child: moves `fds` to 3, 4, ... and closes every other descriptor from 3 up.
+/// Returns the new numbers. Raw syscalls only.
+fn keep_fds<const N: usize>(fds: &[i32; N]) -> [i32; N] {
+    let mut high = [0; N];
+    let mut out = [0; N];
+    // SAFETY: raw fcntl/dup2/close_range on descriptors of this (forked) process.
+    unsafe {
+        for (i, fd) in fds.iter().enumerate() {
+            high[i] = libc::fcntl(*fd, libc::F_DUPFD, 100);
+        }
+        for (i, fd) in high.iter().enumerate() {
+            out[i] = 3 + i as i32;
+            libc::dup2(*fd, out[i]);
+        }
+        libc::syscall(libc::SYS_close_range, 3 + N as u32, u32::MAX, 0u32);
+    }
+    out
+}
+
 /// Second thread of a threaded looper: writes 't' to the pipe every millisecond.
 extern "C" fn thread_loop(arg: *mut libc::c_void) -> *mut libc::c_void {
     let fd = arg as usize as i32;
@@ -78,7 +97,9 @@ impl Looper {
                 if libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut()) != 0 {
                     libc::_exit(2);
                 }
-                libc::close(fds[0]);
+                // Keep only the pipe (as fd 3): other tests' pipes must not stay open here.
+                let wr = keep_fds(&[fds[1]]);
+                let fds = [-1, wr[0]];
                 if threaded {
                     let mut th: libc::pthread_t = 0;
                     let arg = fds[1] as usize as *mut libc::c_void;
@@ -185,6 +206,8 @@ impl Echo {
         let pid = unsafe { libc::fork() };
         assert!(pid >= 0, "fork failed");
         if pid == 0 {
+            let kept = keep_fds(&[a[0], b[1]]);
+            let (a, b) = ([kept[0], -1], [-1, kept[1]]);
             let mut c = [0u8; 1];
             // SAFETY: raw syscalls on inherited descriptors.
             unsafe {

@@ -72,15 +72,33 @@ fn child_exit_result(r: libc::c_long) -> ! {
     child_exit(Errno::last() as i32 & 0xff)
 }
 
-/// Forks; in the child runs `body` (which must only make async-signal-safe calls; it
-/// normally ends with `child_exit`, else the child exits with 127). Returns the child's reaper in the parent.
-fn fork_child(body: impl FnOnce()) -> Result<Reaper> {
-    // SAFETY: the child runs only `body`, which sticks to raw syscalls and _exit.
+/// The descriptor number a kept fd gets in a probe child.
+const KEPT_FD: i32 = 3;
+
+/// Forks; in the child closes every descriptor from 3 up (so the child pins none of the
+/// caller's pipes or sockets), except `keep`, which becomes fd [`KEPT_FD`]; then runs `body`
+/// (which must only make async-signal-safe calls; it normally ends with `child_exit`, else
+/// the child exits with 127). Returns the child's reaper in the parent.
+fn fork_child(keep: Option<i32>, body: impl FnOnce()) -> Result<Reaper> {
+    // SAFETY: the child runs only raw syscalls, `body` (same rule) and _exit.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
         return Err(err("fork"));
     }
     if pid == 0 {
+        // SAFETY: raw dup2/close_range in the child.
+        unsafe {
+            let first = match keep {
+                Some(fd) => {
+                    if fd != KEPT_FD && libc::dup2(fd, KEPT_FD) < 0 {
+                        child_exit(126);
+                    }
+                    KEPT_FD + 1
+                }
+                None => KEPT_FD,
+            };
+            libc::syscall(libc::SYS_close_range, first as u32, u32::MAX, 0u32);
+        }
         body();
         child_exit(127);
     }
@@ -113,8 +131,7 @@ pub fn with_frozen_child<T>(
     }
     // SAFETY: both descriptors are fresh and ours.
     let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    let wr_raw = wr.as_raw_fd();
-    let child = fork_child(move || {
+    let child = fork_child(Some(wr.as_raw_fd()), move || {
         if setup == ChildSetup::SeccompAllowAll {
             let filter = [libc::sock_filter {
                 code: (libc::BPF_RET | libc::BPF_K) as u16,
@@ -141,7 +158,7 @@ pub fn with_frozen_child<T>(
         }
         // SAFETY: write one byte to the inherited pipe, then sleep until killed.
         unsafe {
-            libc::write(wr_raw, b"r".as_ptr().cast(), 1);
+            libc::write(KEPT_FD, b"r".as_ptr().cast(), 1);
             loop {
                 libc::pause();
             }
@@ -171,7 +188,7 @@ pub fn with_frozen_child<T>(
 /// In a forked child: unmaps the vDSO area `[start, end)` (vvar..vdso), then calls
 /// `arch_prctl(ARCH_MAP_VDSO_64, start)`. Ok if the kernel mapped a new vDSO.
 pub fn map_vdso_in_child(start: u64, end: u64) -> Result<()> {
-    let child = fork_child(move || {
+    let child = fork_child(None, move || {
         // SAFETY: raw syscalls only; after the munmap the vDSO must not be used, and is not.
         let r = unsafe {
             libc::syscall(libc::SYS_munmap, start, end - start);
@@ -184,7 +201,7 @@ pub fn map_vdso_in_child(start: u64, end: u64) -> Result<()> {
 
 /// In a forked child: `unshare(flags)` (e.g. CLONE_NEWTIME). Ok if it worked.
 pub fn unshare_in_child(flags: libc::c_int) -> Result<()> {
-    let child = fork_child(move || {
+    let child = fork_child(None, move || {
         // SAFETY: raw syscall.
         let r = unsafe { libc::syscall(libc::SYS_unshare, flags) };
         child_exit_result(r)
@@ -195,7 +212,7 @@ pub fn unshare_in_child(flags: libc::c_int) -> Result<()> {
 /// In a forked child: block SIGUSR1 and queue it to itself with `rt_sigqueueinfo` and a
 /// positive si_code (what restoring a pending kernel-sent signal needs). Ok if accepted.
 pub fn sigqueueinfo_in_child() -> Result<()> {
-    let child = fork_child(|| {
+    let child = fork_child(None, || {
         let mask: u64 = 1 << (libc::SIGUSR1 - 1);
         let mut info = [0u8; 128];
         info[0..4].copy_from_slice(&libc::SIGUSR1.to_ne_bytes());
