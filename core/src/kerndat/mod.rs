@@ -201,6 +201,33 @@ pub fn check_feature(name: &str) -> Result<CheckResult, UnknownFeature> {
         })
 }
 
+/// A feature the caller needs is missing (or unknown).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FeatureError {
+    #[error("kernel feature {name} is missing ({reason}); {hint}")]
+    Missing {
+        name: &'static str,
+        reason: String,
+        hint: &'static str,
+    },
+    #[error(transparent)]
+    Unknown(#[from] UnknownFeature),
+}
+
+/// Fails with the probe's reason and hint unless feature `name` works, e.g.
+/// `kerndat::require("clone3_set_tid")?` before a restore.
+pub fn require(name: &str) -> Result<(), FeatureError> {
+    let r = check_feature(name)?;
+    match r.status {
+        Status::Ok { .. } => Ok(()),
+        Status::Missing { reason, hint } => Err(FeatureError::Missing {
+            name: r.name,
+            reason,
+            hint,
+        }),
+    }
+}
+
 /// All check names, in probing order.
 pub fn feature_names() -> Vec<&'static str> {
     all_checks().map(|c| c.name).collect()

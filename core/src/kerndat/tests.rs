@@ -104,6 +104,18 @@ fn single_feature_lookup() {
     let r = check_feature("timens").expect("known");
     assert_eq!(r.name, "timens");
     assert!(r.criu_feature);
+    require("clone3_set_tid").expect("this kernel has clone3 set_tid");
+    assert!(matches!(
+        require("no_such_thing"),
+        Err(FeatureError::Unknown(_))
+    ));
+    if let Some(missing) = run_checks().into_iter().find(|c| !c.is_ok()) {
+        let e = require(missing.name).expect_err("missing");
+        assert!(
+            e.to_string()
+                .starts_with(&format!("kernel feature {} is missing", missing.name))
+        );
+    }
     let e = check_feature("no_such_thing").expect_err("unknown");
     assert_eq!(e.name, "no_such_thing");
     assert!(e.to_string().contains("clone3_set_tid"));
