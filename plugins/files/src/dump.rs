@@ -40,12 +40,6 @@ pub(crate) fn dump_file(
     );
 
     if st.nlink == 0 {
-        if !st.is_reg() {
-            return Err(unsupported(
-                fd,
-                "removed directories and device nodes are not supported; keep them on disk",
-            ));
-        }
         let ghost_id = ghost_once(ctx, fd, path)?;
         let remap = RemapFilePathEntry {
             orig_id: id,
@@ -126,7 +120,8 @@ fn same_file_at(path: &str, fd: &FdDesc) -> bool {
 fn ghost_once(ctx: &mut dyn DumpContext, fd: &FdDesc, path: &str) -> Result<u32, PluginError> {
     let size = fd.stat.size.max(0) as u64;
     let limit = ctx.options().ghost_limit;
-    if size > limit {
+    // Only a regular file's contents travel in the image.
+    if fd.stat.is_reg() && size > limit {
         return Err(PluginError::GhostTooBig {
             path: path.into(),
             pid: fd.pid,

@@ -5,12 +5,13 @@
 //! Dump: one `files.img` REG entry per description (path, flags with `O_APPEND` & co, offset,
 //! mode, and size for regular files as CRIU does). An unlinked regular file also gets a
 //! `ghost-file-<id>.img` with its contents (bounded by `--ghost-limit`) and a
-//! `remap-fpath.img` entry tying the file id to the ghost id.
+//! `remap-fpath.img` entry tying the file id to the ghost id; a removed directory or device
+//! node gets a ghost image without contents (mode, owner, times, device number).
 //!
 //! Restore: the path is opened with the saved flags (never creating or truncating), checked
 //! to be the dumped file where CRIU checks it (mode; size of regular files), and positioned
-//! at the saved offset. A ghost is recreated once in a temporary file next to its old path,
-//! unlinked at once, and every description of it reopens that inode.
+//! at the saved offset. A ghost is recreated once as a temporary file (directory, device node)
+//! next to its old path, removed at once, and every description of it reopens that inode.
 
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
@@ -18,6 +19,7 @@
 mod dump;
 mod flags;
 mod ghost;
+mod ghost_restore;
 mod restore;
 
 use std::os::fd::OwnedFd;

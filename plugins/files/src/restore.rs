@@ -11,7 +11,7 @@ use nix::sys::stat::{Mode, fstat};
 use nix::unistd::{Whence, lseek};
 
 use crate::flags::{apply_async, reopen_flags};
-use crate::{NAME, ghost};
+use crate::{NAME, ghost_restore};
 
 /// What `prepare_restore` read: `remap-fpath.img` by original file id.
 #[derive(Debug, Default)]
@@ -146,7 +146,7 @@ fn open_ghost(
 ) -> Result<OwnedFd, PluginError> {
     let key = format!("{NAME}:ghost:{ghost_id}");
     if ctx.kept_fd(&key).is_none() {
-        let fd = ghost::restore(ctx, ghost_id, &reg.name)?;
+        let fd = ghost_restore::restore(ctx, ghost_id, &reg.name)?;
         ctx.keep_fd(&key, fd)?;
     }
     let kept = ctx.kept_fd(&key).ok_or_else(|| {

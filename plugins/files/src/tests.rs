@@ -568,3 +568,72 @@ fn o_async_is_restored() {
     let n = restore_one(&plugin, &mut images, &e);
     assert_ne!(getfl(n.as_fd()) & libc::O_ASYNC, 0);
 }
+
+#[test]
+fn removed_directory_comes_back_as_a_removed_directory() {
+    let plugin = FilesPlugin::default();
+    let top = tempfile::tempdir().unwrap();
+    let path = top.path().join("gone");
+    std::fs::create_dir(&path).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o750)).unwrap();
+    let d = File::open(&path).unwrap();
+    std::fs::remove_dir(&path).unwrap();
+    let mut images = MemoryImages::new(1);
+    let e = dump(&plugin, &mut images, d.as_fd(), 1);
+    assert_eq!(e.reg.as_ref().unwrap().name, path.to_str().unwrap());
+    let body = images.image(ImageRef::ghost_file(1)).unwrap();
+    let mut c = ImageCursor::new(ImageRef::ghost_file(1), body);
+    let g: GhostFileEntry = c.next_entry().unwrap().unwrap();
+    assert_eq!(g.mode, libc::S_IFDIR | 0o750);
+    assert!(c.is_empty(), "no contents for a directory");
+    drop(d);
+
+    let n = restore_one(&plugin, &mut images, &e);
+    let m = n.metadata().unwrap();
+    assert!(m.is_dir());
+    assert_eq!((m.nlink(), m.permissions().mode() & 0o7777), (0, 0o750));
+    assert_eq!(
+        std::fs::read_dir(top.path()).unwrap().count(),
+        0,
+        "no leftovers"
+    );
+}
+
+#[test]
+fn removed_device_node_comes_back() {
+    let plugin = FilesPlugin::default();
+    let top = tempfile::tempdir().unwrap();
+    let path = top.path().join("null");
+    // The /dev/null device (1, 3) under another, soon removed, name.
+    let made = nix::sys::stat::mknod(
+        &path,
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o666),
+        nix::sys::stat::makedev(1, 3),
+    );
+    if let Err(e) = made {
+        eprintln!("skipped: mknod here: {e}");
+        return;
+    }
+    let f = match OpenOptions::new().write(true).open(&path) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("skipped: device nodes unusable here (nodev?): {e}");
+            return;
+        }
+    };
+    std::fs::remove_file(&path).unwrap();
+    let mut images = MemoryImages::new(1);
+    let e = dump(&plugin, &mut images, f.as_fd(), 1);
+    drop(f);
+    let mut n = restore_one(&plugin, &mut images, &e);
+    n.write_all(b"into the void").unwrap();
+    let m = n.metadata().unwrap();
+    assert_eq!((m.rdev(), m.nlink()), (nix::sys::stat::makedev(1, 3), 0));
+    assert_eq!(getfl(n.as_fd()) & libc::O_ACCMODE, libc::O_WRONLY);
+    assert_eq!(
+        std::fs::read_dir(top.path()).unwrap().count(),
+        0,
+        "no leftovers"
+    );
+}
