@@ -114,6 +114,14 @@ pub(super) static CHECKS: &[Check] = &[
         sk_ns
     ),
     optional!(
+        "sk_unix_file",
+        true,
+        "ioctl(SIOCUNIXFILE) on a bound unix socket",
+        "needs Linux 5.4 or newer; bound unix sockets whose file was moved cannot be matched \
+         without it",
+        sk_unix_file
+    ),
+    optional!(
         "sockopt_buf_lock",
         true,
         "setsockopt(SO_BUF_LOCK)",
@@ -269,6 +277,40 @@ fn sk_ns(_: &mut KernelFeatures) -> Outcome {
     let s = unix_socket()?;
     probe::socket_netns(s.as_fd()).map_err(|e| e.to_string())?;
     Ok(None)
+}
+
+fn sk_unix_file(_: &mut KernelFeatures) -> Outcome {
+    use nix::sys::socket::{UnixAddr, bind};
+    use std::os::unix::fs::MetadataExt;
+    let dir = std::env::temp_dir().join(format!("criu-probe-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let path = dir.join("sk");
+    let _ = std::fs::remove_file(&path);
+    let s = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(|e| format!("socket: {e}"))?;
+    let res = UnixAddr::new(&path)
+        .and_then(|a| bind(s.as_raw_fd(), &a))
+        .map_err(|e| format!("bind {}: {e}", path.display()))
+        .and_then(|()| probe::unix_socket_file(s.as_fd()).map_err(|e| e.to_string()))
+        .and_then(|f| {
+            // The fd must be the socket file we bound.
+            let via_fd = std::fs::metadata(format!("/proc/self/fd/{}", f.as_raw_fd()))
+                .map_err(|e| e.to_string())?;
+            let on_disk = std::fs::metadata(&path).map_err(|e| e.to_string())?;
+            if (via_fd.dev(), via_fd.ino()) == (on_disk.dev(), on_disk.ino()) {
+                Ok(None)
+            } else {
+                Err("SIOCUNIXFILE returned another file".into())
+            }
+        });
+    let _ = std::fs::remove_file(&path);
+    let _ = std::fs::remove_dir(&dir);
+    res
 }
 
 fn sockopt_buf_lock(_: &mut KernelFeatures) -> Outcome {

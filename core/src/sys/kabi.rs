@@ -230,6 +230,8 @@ pub struct kcmp_epoll_slot {
 
 /// `MADV_GUARD_INSTALL` (Linux 6.13+).
 pub const MADV_GUARD_INSTALL: libc::c_int = 102;
+/// `SIOCUNIXFILE` (Linux 5.4+): an O_PATH fd of a unix socket's bound file.
+pub const SIOCUNIXFILE: libc::c_ulong = 0x89E0;
 /// `SO_BUF_LOCK` (Linux 5.14+).
 pub const SO_BUF_LOCK: libc::c_int = 72;
 

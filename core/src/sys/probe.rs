@@ -236,6 +236,13 @@ pub fn socket_netns(sock: BorrowedFd<'_>) -> Result<OwnedFd> {
     fd_or("ioctl(SIOCGSKNS)", r as libc::c_long)
 }
 
+/// `ioctl(sock, SIOCUNIXFILE)`: an O_PATH fd of the file a unix socket is bound to.
+pub fn unix_socket_file(sock: BorrowedFd<'_>) -> Result<OwnedFd> {
+    // SAFETY: SIOCUNIXFILE takes no argument and returns a new fd.
+    let r = unsafe { libc::ioctl(sock.as_raw_fd(), kabi::SIOCUNIXFILE) };
+    fd_or("ioctl(SIOCUNIXFILE)", r as libc::c_long)
+}
+
 /// `setsockopt(sock, level, name, &int)`.
 pub fn setsockopt_int(
     sock: BorrowedFd<'_>,
