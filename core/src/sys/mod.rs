@@ -3,6 +3,7 @@
 
 pub mod clone3;
 pub mod kabi;
+pub mod kcmp;
 pub mod mm_map;
 pub mod pidfd;
 pub mod probe;
