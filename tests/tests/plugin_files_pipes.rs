@@ -52,6 +52,7 @@ fn pipe_ghost_and_fifo_through_a_real_dump() {
     if skip_unless_root("pipe_ghost_and_fifo_through_a_real_dump") {
         return;
     }
+    let _serial = plugin_support::serial();
     let Some(task) = SleepTask::start("plugin-work") else {
         return;
     };
@@ -210,6 +211,7 @@ fn unhandled_fd_fails_the_dump_clearly() {
     if skip_unless_root("unhandled_fd_fails_the_dump_clearly") {
         return;
     }
+    let _serial = plugin_support::serial();
     let imgs = ScratchDir::new("plugin-unhandled");
     let (a, _b) = nix::sys::socket::socketpair(
         nix::sys::socket::AddressFamily::Unix,

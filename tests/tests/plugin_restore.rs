@@ -49,6 +49,7 @@ fn restored_task_has_its_pipe_ghost_and_fifo_back() {
     if skip_unless_root("restored_task_has_its_pipe_ghost_and_fifo_back") {
         return;
     }
+    let _serial = plugin_support::serial();
     let Some(task) = SleepTask::start("plugin-restore-work") else {
         return;
     };
@@ -92,7 +93,12 @@ fn restored_task_has_its_pipe_ghost_and_fifo_back() {
     assert_eq!(all, ghost_content);
     // fd 2: the same FIFO, its data back.
     let st = std::fs::metadata(format!("/proc/{pid}/fd/2")).unwrap();
-    assert_eq!((st.dev(), st.ino()), (ino_before.dev(), ino_before.ino()));
+    assert_eq!(
+        (st.dev(), st.ino()),
+        (ino_before.dev(), ino_before.ino()),
+        "fd 2 is {:?}",
+        std::fs::read_link(format!("/proc/{pid}/fd/2"))
+    );
     assert_eq!(read_task_pipe(pid, 2), FIFO_DATA);
     // Still running, and no fd of the restorer leaked into it.
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
@@ -155,6 +161,7 @@ fn restored_pipe_ends_share_one_pipe() {
     if skip_unless_root("restored_pipe_ends_share_one_pipe") {
         return;
     }
+    let _serial = plugin_support::serial();
     if !std::path::Path::new(plugin_support::SLEEP).exists() {
         eprintln!("skipped: sleep not present");
         return;

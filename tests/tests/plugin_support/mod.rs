@@ -18,6 +18,13 @@ use nix::fcntl::{OFlag, open};
 use nix::sys::stat::Mode;
 
 pub const SLEEP: &str = "/usr/bin/sleep";
+
+/// One dump/restore at a time in a test binary: ptrace, fd numbers and clone3 are
+/// process-wide, and the harness runs tests on parallel threads.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
 pub const PIPE_DATA: &[u8] = b"still in the pipe";
 pub const FIFO_DATA: &[u8] = b"still in the fifo";
 
