@@ -8,7 +8,7 @@ use nix::unistd::Pid;
 use super::{Check, KernelFeatures, Need};
 use crate::sys::probe::{self, ChildSetup};
 use crate::sys::ptrace::{self, Options};
-use crate::sys::{kabi, pidfd, remote, vm};
+use crate::sys::{pidfd, remote, vm};
 
 type Outcome = Result<Option<String>, String>;
 
@@ -262,11 +262,13 @@ fn map_files(_: &mut KernelFeatures) -> Outcome {
 }
 
 fn kcmp(_: &mut KernelFeatures) -> Outcome {
-    let me = std::process::id() as i32;
-    match probe::kcmp(me, me, kabi::KCMP_VM, 0, 0) {
-        Ok(0) => Ok(None),
-        Ok(v) => Err(format!("kcmp says our mm differs from itself ({v})")),
-        Err(e) => Err(e.to_string()),
+    use crate::sys::kcmp::{KcmpType, kcmp};
+    let me = nix::unistd::getpid();
+    let order = kcmp(me, me, KcmpType::Vm).map_err(|e| why(&e))?;
+    if order.is_equal() {
+        Ok(None)
+    } else {
+        Err(format!("kcmp says our mm differs from itself ({order:?})"))
     }
 }
 

@@ -182,13 +182,6 @@ pub fn rseq_exists() -> Result<bool> {
     }
 }
 
-/// `kcmp(pid1, pid2, type, idx1, idx2)`: 0 equal, 1/2 ordered, 3 different.
-pub fn kcmp(pid1: i32, pid2: i32, kind: libc::c_int, idx1: u64, idx2: u64) -> Result<i32> {
-    // SAFETY: integer-only for the types used with plain indexes.
-    let r = unsafe { libc::syscall(libc::SYS_kcmp, pid1, pid2, kind, idx1, idx2) };
-    ok_or("kcmp", r).map(|v| v as i32)
-}
-
 /// `kcmp(pid, pid, KCMP_EPOLL_TFD, fd, &slot)`: is target `tfd` registered in epoll `efd`?
 pub fn kcmp_epoll_tfd(pid: i32, fd: i32, efd: i32, tfd: i32) -> Result<i32> {
     let slot = kabi::kcmp_epoll_slot {
