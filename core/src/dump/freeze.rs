@@ -146,7 +146,9 @@ impl Frozen {
                     tracing::warn!(pid = self.pid, error = %e, "SIGKILL failed");
                 }
                 // As the tracer we get each thread's death; the parent reaps the process.
-                for t in &self.threads {
+                // The leader's exit is reported only after every other thread is reaped, so
+                // it goes last.
+                for t in self.threads.iter().rev() {
                     let tid = Pid::from_raw(t.tid);
                     loop {
                         match ptrace::wait_stop(tid) {

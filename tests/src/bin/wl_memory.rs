@@ -1,0 +1,150 @@
+//! Workload for the dump tests: N MiB of patterned private memory (checksummed), three
+//! threads spinning with FP values in registers, a pipe holding "pipe-data", an open file at
+//! offset 5, a SIGUSR1 handler and a 1 s ITIMER_REAL. Prints "ready", then idles; on
+//! SIGUSR1 it checks all of it and prints "ok" or "bad <what>".
+//!
+//! Usage: wl_memory MIB FILE
+
+use std::io::{Seek, Write};
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+
+static VERIFY: AtomicBool = AtomicBool::new(false);
+static TICKS: AtomicU64 = AtomicU64::new(0);
+static FP_BAD: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_usr1(_: libc::c_int) {
+    VERIFY.store(true, Ordering::SeqCst);
+}
+
+extern "C" fn on_alrm(_: libc::c_int) {
+    TICKS.fetch_add(1, Ordering::SeqCst);
+}
+
+/// The value of word `i` of the memory area.
+pub fn pattern(i: u64) -> u64 {
+    i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5555
+}
+
+fn checksum(m: &[u64]) -> u64 {
+    m.iter().fold(0u64, |a, &w| a.rotate_left(5) ^ w)
+}
+
+/// Keeps FP state live in registers: recomputes the same values and compares.
+fn fp_thread(seed: f64) {
+    let expect = (seed * 1.5).sqrt() + seed / 3.0;
+    loop {
+        let mut a = seed;
+        let mut acc = 0.0f64;
+        for _ in 0..1000 {
+            a = std::hint::black_box(a);
+            acc = (a * 1.5).sqrt() + a / 3.0;
+        }
+        if acc != expect {
+            FP_BAD.store(true, Ordering::SeqCst);
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn set_handler(sig: Signal, f: extern "C" fn(libc::c_int)) {
+    let a = SigAction::new(SigHandler::Handler(f), SaFlags::SA_RESTART, SigSet::empty());
+    // SAFETY: the handlers only store to atomics, which is async-signal-safe.
+    unsafe {
+        sigaction(sig, &a).expect("sigaction");
+    }
+}
+
+fn verify(
+    mem: &[u64],
+    sum: u64,
+    rd: &OwnedFd,
+    wr: &OwnedFd,
+    file: &mut std::fs::File,
+) -> Result<(), String> {
+    if checksum(mem) != sum {
+        return Err("memory checksum".into());
+    }
+    if let Some(i) = mem
+        .iter()
+        .enumerate()
+        .position(|(i, &w)| w != pattern(i as u64))
+    {
+        return Err(format!("memory word {i}"));
+    }
+    if FP_BAD.load(Ordering::SeqCst) {
+        return Err("fp registers".into());
+    }
+    let mut buf = [0u8; 16];
+    let n = nix::unistd::read(rd, &mut buf).map_err(|e| format!("pipe read {e}"))?;
+    if &buf[..n] != b"pipe-data" {
+        return Err(format!("pipe data {:?}", &buf[..n]));
+    }
+    nix::unistd::write(wr, b"pipe-data").map_err(|e| format!("pipe write {e}"))?;
+    let pos = file
+        .stream_position()
+        .map_err(|e| format!("file pos {e}"))?;
+    if pos != 5 {
+        return Err(format!("file position {pos}"));
+    }
+    if TICKS.load(Ordering::SeqCst) == 0 {
+        return Err("itimer never fired".into());
+    }
+    Ok(())
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let mib: u64 = args
+        .get(1)
+        .and_then(|s| s.parse().ok())
+        .expect("usage: wl_memory MIB FILE");
+    let path = args.get(2).expect("usage: wl_memory MIB FILE");
+    let mem: Vec<u64> = (0..mib * 1024 * 1024 / 8).map(pattern).collect();
+    let sum = checksum(&mem);
+
+    let (rd, wr) = nix::unistd::pipe().expect("pipe");
+    nix::unistd::write(&wr, b"pipe-data").expect("pipe write");
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .expect("open file");
+    file.write_all(b"hello").expect("write file");
+
+    set_handler(Signal::SIGUSR1, on_usr1);
+    set_handler(Signal::SIGALRM, on_alrm);
+    let one = libc::timeval {
+        tv_sec: 1,
+        tv_usec: 0,
+    };
+    let it = libc::itimerval {
+        it_interval: one,
+        it_value: one,
+    };
+    // SAFETY: setitimer reads the itimerval we pass; the old value pointer may be null.
+    let r = unsafe { libc::setitimer(libc::ITIMER_REAL, &it, std::ptr::null_mut()) };
+    assert_eq!(r, 0, "setitimer");
+
+    for seed in [2.0f64, 7.25, 1e6] {
+        std::thread::spawn(move || fp_thread(seed));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    println!("ready");
+    std::io::stdout().flush().expect("flush");
+    loop {
+        std::thread::sleep(Duration::from_millis(20));
+        if VERIFY.swap(false, Ordering::SeqCst) {
+            match verify(&mem, sum, &rd, &wr, &mut file) {
+                Ok(()) => println!("ok"),
+                Err(what) => println!("bad {what}"),
+            }
+            std::io::stdout().flush().expect("flush");
+        }
+    }
+}

@@ -1,0 +1,252 @@
+//! Real-kernel dump tests: wl_memory is dumped while running (it must keep running
+//! correctly), then dumped and killed; every image is decoded and checked against what
+//! /proc said before the dump.
+
+use std::path::Path;
+use std::time::Duration;
+
+use criu_core::dump::{DumpOptions, dump};
+use criu_core::image::{ImageDir, ImageKind};
+use criu_proto::images::{
+    CoreEntry, FdinfoEntry, FileEntry, FsEntry, InventoryEntry, MmEntry, PstreeEntry, StatsEntry,
+    TaskKobjIdsEntry,
+};
+use criu_tests::{ScratchDir, Workload, skip_unless_root, wait_pid_gone};
+
+// Link the built-in plugins (their inventory registrations).
+use criu_plugin_files as _;
+use criu_plugin_pipes as _;
+
+const MIB: u64 = 16;
+
+fn pattern(i: u64) -> u64 {
+    i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5555
+}
+
+fn start(dir: &ScratchDir) -> Workload {
+    let file = dir.path().join("data.txt");
+    Workload::start(
+        Path::new(env!("CARGO_BIN_EXE_wl_memory")),
+        &[&MIB.to_string(), file.to_str().unwrap()],
+        "ready",
+        Duration::from_secs(20),
+    )
+}
+
+fn images(name: &str) -> ScratchDir {
+    ScratchDir::new(name)
+}
+
+#[test]
+fn dump_leave_running_then_kill() {
+    if skip_unless_root("dump_leave_running_then_kill") {
+        return;
+    }
+    let work = ScratchDir::new("dump-work");
+    let mut w = start(&work);
+    let pid = w.pid();
+
+    // 1. Dump and leave running: the workload must still verify itself.
+    let d1 = images("dump-run");
+    let mut o = DumpOptions::new(pid, d1.path());
+    o.leave_running = true;
+    let rep = dump(&o).expect("dump --leave-running");
+    assert_eq!(rep.threads, 4);
+    assert!(rep.pages_written >= MIB * 256, "{rep:?}");
+    std::thread::sleep(Duration::from_millis(1200));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGUSR1,
+    )
+    .unwrap();
+    w.wait_line("ok", Duration::from_secs(20));
+
+    // 2. What /proc says right before the second dump.
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let tids: Vec<u32> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_str().unwrap().parse().unwrap())
+        .collect();
+
+    // 3. Dump and kill.
+    let d2 = images("dump-kill");
+    let rep = dump(&DumpOptions::new(pid, d2.path())).expect("dump");
+    assert!(
+        wait_pid_gone(pid, Duration::from_secs(10)) || {
+            // Our child: reap it so the pid goes away.
+            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+            wait_pid_gone(pid, Duration::from_secs(10))
+        }
+    );
+
+    let dir = ImageDir::open(d2.path()).unwrap();
+    // Every file is 0600.
+    for e in std::fs::read_dir(d2.path()).unwrap() {
+        use std::os::unix::fs::PermissionsExt;
+        let m = e.unwrap().metadata().unwrap();
+        assert_eq!(m.permissions().mode() & 0o777, 0o600);
+    }
+    let inv: InventoryEntry = dir.read_single(ImageKind::Inventory, 0).unwrap();
+    assert_eq!(inv.img_version, 2);
+    let pstree: Vec<PstreeEntry> = dir.read_all(ImageKind::Pstree, 0).unwrap();
+    assert_eq!(pstree.len(), 1);
+    assert_eq!(pstree[0].pid, pid as u32);
+    let mut got = pstree[0].threads.clone();
+    got.sort();
+    let mut want = tids.clone();
+    want.sort();
+    assert_eq!(got, want);
+    assert_eq!(pstree[0].threads[0], pid as u32);
+
+    for &t in &tids {
+        let core: CoreEntry = dir.read_single(ImageKind::Core, t as u64).unwrap();
+        let ti = core.thread_info.expect("thread_info");
+        assert_eq!(core.tc.is_some(), t == pid as u32);
+        assert_eq!(ti.gpregs.cs, 0x33);
+        assert_eq!(ti.fpregs.xmm_space.len(), 64);
+        let tcore = core.thread_core.expect("thread_core");
+        assert!(tcore.creds.is_some());
+        if t == pid as u32 {
+            let tc = core.tc.unwrap();
+            assert_eq!(tc.sigactions.len(), 62);
+            // SIGUSR1 (index 8) has our handler.
+            assert!(tc.sigactions[8].sigaction > 1);
+            let real = tc.timers.unwrap().real;
+            assert_eq!((real.isec, real.iusec), (1, 0));
+            assert_eq!(tc.rlimits.unwrap().rlimits.len(), 16);
+            assert_eq!(tc.comm, "wl_memory");
+        }
+    }
+
+    // VMAs: same list as /proc/PID/maps (modulo CRIU's stack guard page and vvar merge).
+    let mm: MmEntry = dir.read_single(ImageKind::Mm, pid as u64).unwrap();
+    let mut want: Vec<(u64, u64, String)> = Vec::new();
+    for l in maps.lines() {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let (s, e) = f[0].split_once('-').unwrap();
+        let (s, e) = (
+            u64::from_str_radix(s, 16).unwrap(),
+            u64::from_str_radix(e, 16).unwrap(),
+        );
+        let name = f.get(5).map(|s| s.to_string()).unwrap_or_default();
+        if name == "[vvar_vclock]" {
+            want.last_mut().unwrap().1 = e;
+            continue;
+        }
+        want.push((s, e, name));
+    }
+    assert_eq!(mm.vmas.len(), want.len(), "{:#?}", mm.vmas);
+    for (v, (s, e, name)) in mm.vmas.iter().zip(&want) {
+        let start = if name == "[stack]" { s - 4096 } else { *s };
+        assert_eq!((v.start, v.end), (start, *e), "{name}");
+    }
+    assert!(mm.exe_file_id > 0);
+
+    // Pages: the patterned area is in pages-1.img.
+    let (head, entries) = dir.read_pagemap(pid as u64).unwrap();
+    assert_eq!(head.pages_id, 1);
+    let pages = std::fs::read(d2.path().join("pages-1.img")).unwrap();
+    let total: u64 = entries.iter().map(|e| e.nr_pages.unwrap_or(0)).sum();
+    assert_eq!(total * 4096, pages.len() as u64);
+    let stats: StatsEntry = dir.read_single(ImageKind::Stats, 0).unwrap();
+    let ds = stats.dump.unwrap();
+    assert_eq!(ds.pages_written, total);
+    assert_eq!(ds.pages_written, rep.pages_written);
+    // Find the first pattern words in the pages and check a whole MiB run after them.
+    let first = pattern(0).to_ne_bytes();
+    let second = pattern(1).to_ne_bytes();
+    // The Vec's data starts 16 bytes into its mmap'd block: search 8-byte aligned offsets.
+    let pos = (0..pages.len() / 8 - 1)
+        .find(|&k| pages[k * 8..k * 8 + 8] == first && pages[k * 8 + 8..k * 8 + 16] == second)
+        .expect("pattern start in pages");
+    let words = &pages[pos * 8..];
+    let n = (1u64 << 20) / 8;
+    for i in 0..n {
+        let w = u64::from_ne_bytes(
+            words[(i * 8) as usize..(i * 8 + 8) as usize]
+                .try_into()
+                .unwrap(),
+        );
+        assert_eq!(w, pattern(i), "word {i}");
+    }
+
+    // Files: fds 0..=2, the pipe ends and the data file, each with a files.img entry.
+    let ids: TaskKobjIdsEntry = dir.read_single(ImageKind::Ids, pid as u64).unwrap();
+    let fdinfo: Vec<FdinfoEntry> = dir
+        .read_all(ImageKind::Fdinfo, ids.files_id as u64)
+        .unwrap();
+    let files: Vec<FileEntry> = dir.read_all(ImageKind::Files, 0).unwrap();
+    for fi in &fdinfo {
+        assert!(
+            files.iter().any(|f| f.id == fi.id),
+            "fd {} without file entry",
+            fi.fd
+        );
+    }
+    assert!(files.iter().any(|f| {
+        f.reg
+            .as_ref()
+            .is_some_and(|r| r.name.ends_with("data.txt") && r.pos == 5)
+    }));
+    assert!(
+        fdinfo.iter().filter(|f| f.r#type == 2).count() >= 2,
+        "pipe ends: {fdinfo:?}"
+    );
+    let fs: FsEntry = dir.read_single(ImageKind::Fs, pid as u64).unwrap();
+    assert!(files.iter().any(|f| f.id == fs.cwd_id));
+    assert!(files.iter().any(|f| f.id == mm.exe_file_id));
+}
+
+#[test]
+fn dump_failure_leaves_task_running_and_no_images() {
+    if skip_unless_root("dump_failure_leaves_task_running_and_no_images") {
+        return;
+    }
+    let work = ScratchDir::new("dump-fail-work");
+    let mut w = start(&work);
+    let pid = w.pid();
+    for step in ["freeze", "threads", "task", "memory", "files", "images"] {
+        let d = images("dump-fail");
+        let mut o = DumpOptions::new(pid, d.path());
+        o.fail_after = Some(step);
+        let err = dump(&o).expect_err("injected failure");
+        assert!(err.to_string().contains(&pid.to_string()), "{err}");
+        let left: Vec<_> = std::fs::read_dir(d.path()).unwrap().collect();
+        assert!(left.is_empty(), "after {step}: {left:?}");
+        // No leftover scratch mapping, and the task still works.
+        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+        assert!(
+            !maps.contains("/dev/zero (deleted)"),
+            "scratch page left after {step}"
+        );
+        let st = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        assert!(st.contains("TracerPid:\t0"), "still traced after {step}");
+    }
+    std::thread::sleep(Duration::from_millis(1100));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGUSR1,
+    )
+    .unwrap();
+    w.wait_line("ok", Duration::from_secs(20));
+}
+
+#[test]
+fn dump_refuses_traced_task() {
+    if skip_unless_root("dump_refuses_traced_task") {
+        return;
+    }
+    let work = ScratchDir::new("dump-traced-work");
+    let w = start(&work);
+    let pid = nix::unistd::Pid::from_raw(w.pid());
+    nix::sys::ptrace::seize(pid, nix::sys::ptrace::Options::empty()).unwrap();
+    // We are now the tracer; a dump from another tracer identity is simulated by checking
+    // the error on a thread traced by us from a different thread is not possible, so check
+    // that the message names the tracer when /proc says someone else traces it.
+    let d = images("dump-traced");
+    let r = dump(&DumpOptions::new(w.pid(), d.path()));
+    let _ = nix::sys::ptrace::detach(pid, None);
+    // Seizing a task we already trace fails with EPERM: the error must name the pid.
+    let err = r.expect_err("dump of a traced task");
+    assert!(err.to_string().contains(&w.pid().to_string()), "{err}");
+}
