@@ -14,6 +14,8 @@ pub const NT_X86_XSTATE: libc::c_int = 0x202;
 
 /// `PTRACE_GET_THREAD_AREA`: read one GDT TLS slot (`addr` = entry number, `data` = user_desc).
 pub const PTRACE_GET_THREAD_AREA: libc::c_uint = 25;
+/// `PTRACE_SET_THREAD_AREA`: write one GDT TLS slot (`addr` = entry number, `data` = user_desc).
+pub const PTRACE_SET_THREAD_AREA: libc::c_uint = 26;
 /// `PTRACE_ARCH_PRCTL`: `arch_prctl(data, addr)` on the tracee (note the swapped arguments).
 pub const PTRACE_ARCH_PRCTL: libc::c_uint = 30;
 

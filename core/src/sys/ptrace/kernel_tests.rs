@@ -66,6 +66,19 @@ fn freeze_read_state_and_detach() {
     let tls = get_tls_entries(tid).expect("tls");
     assert_eq!(tls.len(), 3);
     assert_eq!(tls[0].entry_number, 12);
+    // Install a descriptor in slot 13, read it back, then put the original back.
+    let desc = kabi::user_desc {
+        entry_number: 13,
+        base_addr: 0x1000,
+        limit: 0xfff,
+        flags: 1 | (1 << 6), // seg_32bit, useable
+    };
+    set_thread_area(tid, &desc).expect("set_thread_area");
+    let got = get_thread_area(tid, 13).expect("get_thread_area");
+    assert_eq!((got.base_addr, got.limit), (0x1000, 0xfff));
+    assert!(got.seg_32bit() && got.usable());
+    set_thread_area(tid, &tls[1]).expect("restore slot 13");
+    assert_eq!(get_thread_area(tid, 13).expect("again"), tls[1]);
 
     match get_rseq_config(tid) {
         // glibc 2.36 (Debian 12) registers rseq in every thread.

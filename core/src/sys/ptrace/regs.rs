@@ -141,3 +141,20 @@ pub fn get_tls_entries(tid: Pid) -> Result<Vec<kabi::user_desc>> {
         .map(|i| get_thread_area(tid, kabi::GDT_ENTRY_TLS_MIN + i))
         .collect()
 }
+
+/// Writes GDT TLS slot `desc.entry_number` (12..=14) via `PTRACE_SET_THREAD_AREA`.
+/// Errors: EINVAL for a slot outside the TLS range or a malformed descriptor.
+pub fn set_thread_area(tid: Pid, desc: &kabi::user_desc) -> Result<()> {
+    let mut d = *desc;
+    // SAFETY: the kernel reads one user_desc at data.
+    unsafe {
+        raw(
+            kabi::PTRACE_SET_THREAD_AREA,
+            "PTRACE_SET_THREAD_AREA",
+            tid,
+            desc.entry_number as usize as *mut c_void,
+            (&mut d as *mut kabi::user_desc).cast(),
+        )
+    }
+    .map(drop)
+}
