@@ -1,11 +1,12 @@
-//! How the dump gets hold of a task's fds and tells whether two fds share an open file
-//! description. The intended implementation is pidfd_getfd + kcmp(KCMP_FILE); until the
-//! syscall layer offers them (`sys::pidfd` is empty at this commit), [`ProcFdAccess`]
-//! reopens `/proc/PID/fd/N` (a new description of the same file or pipe) and treats every fd
-//! as its own description.
+//! How the dump gets hold of a task's fds (pidfd_getfd: the same open file description)
+//! and tells whether two fds share a description (kcmp KCMP_FILE).
 
-use std::os::fd::OwnedFd;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::fd::{AsFd, OwnedFd};
+
+use nix::unistd::Pid;
+
+use crate::sys::kcmp::{KcmpType, kcmp};
+use crate::sys::pidfd::{pidfd_getfd, pidfd_open};
 
 use super::DumpError;
 
@@ -13,38 +14,42 @@ pub trait FdAccess {
     /// A descriptor in our process for fd `fd` of the task.
     fn get(&mut self, fd: i32) -> Result<OwnedFd, DumpError>;
     /// Whether task fds `a` and `b` share one open file description.
-    fn same_description(&mut self, a: i32, b: i32) -> bool;
+    fn same_description(&mut self, a: i32, b: i32) -> Result<bool, DumpError>;
 }
 
-/// The stop-gap described in the module docs.
+/// pidfd_getfd + kcmp on one process.
 #[derive(Debug)]
-pub struct ProcFdAccess {
-    pub pid: i32,
+pub struct PidfdAccess {
+    pid: i32,
+    pidfd: OwnedFd,
 }
 
-impl FdAccess for ProcFdAccess {
-    fn get(&mut self, fd: i32) -> Result<OwnedFd, DumpError> {
-        let path = format!("/proc/{}/fd/{fd}", self.pid);
-        let open = |write: bool| {
-            std::fs::OpenOptions::new()
-                .read(!write)
-                .write(write)
-                .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-                .open(&path)
-        };
-        // Write-only files (and pipe write ends) may refuse a read open.
-        let f = open(false).or_else(|_| open(true)).map_err(|e| {
-            DumpError::sys(
-                self.pid,
-                "files",
-                format!("reopen {path}"),
-                nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
-            )
+impl PidfdAccess {
+    pub fn new(pid: i32) -> Result<Self, DumpError> {
+        let pidfd = pidfd_open(Pid::from_raw(pid), 0).map_err(|e| DumpError::Unexpected {
+            pid,
+            step: "files",
+            what: e.to_string(),
         })?;
-        Ok(f.into())
+        Ok(PidfdAccess { pid, pidfd })
+    }
+}
+
+impl FdAccess for PidfdAccess {
+    fn get(&mut self, fd: i32) -> Result<OwnedFd, DumpError> {
+        pidfd_getfd(self.pidfd.as_fd(), fd).map_err(|e| DumpError::Unexpected {
+            pid: self.pid,
+            step: "files",
+            what: format!("pidfd_getfd of fd {fd}: {e}"),
+        })
     }
 
-    fn same_description(&mut self, _a: i32, _b: i32) -> bool {
-        false
+    fn same_description(&mut self, a: i32, b: i32) -> Result<bool, DumpError> {
+        let p = Pid::from_raw(self.pid);
+        kcmp(p, p, KcmpType::File { fd1: a, fd2: b })
+            .map(|o| o.is_equal())
+            .map_err(|e| {
+                DumpError::sys(self.pid, "files", format!("kcmp fds {a} and {b}"), e.errno)
+            })
     }
 }

@@ -188,10 +188,13 @@ pub fn dump_fds(
     let mut descs = 0;
     for fd in fds {
         let file = access.get(fd)?;
-        let same = seen
-            .iter()
-            .find(|(other, _, _)| access.same_description(*other, fd))
-            .map(|&(_, id, ty)| (id, ty));
+        let mut same = None;
+        for &(other, id, ty) in &seen {
+            if access.same_description(other, fd)? {
+                same = Some((id, ty));
+                break;
+            }
+        }
         let (_, text) = crate::proc::read_text(pid_path(pid, &format!("fdinfo/{fd}")))
             .map_err(|e| DumpError::proc(pid, "files", e))?;
         let fi = fdinfo::parse_fdinfo(&text).map_err(|source| DumpError::Proc {

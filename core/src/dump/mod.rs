@@ -5,7 +5,7 @@
 //! rseq, robust list, TLS) and per-process state ([`task`]: sigactions, timers, rlimits,
 //! creds, personality, comm); [`memory`]: VMAs from smaps and pages via pagemap +
 //! process_vm_readv; [`files`]: fds duplicated with pidfd_getfd, grouped by open file
-//! description (kcmp), each dumped by the plugin that claims it; [`ids`]: kobj and
+//! description (kcmp KCMP_FILE), each dumped by the plugin that claims it; [`ids`]: kobj and
 //! namespace ids; then inventory, pstree and stats. The tasks are then killed (default),
 //! resumed (`leave_running`) or left stopped (`leave_stopped`).
 //!
@@ -22,6 +22,10 @@
 //!   locked, not vDSO).
 //! - No `cgroup.img` is written (CRIU writes one; its sample keeps only `root_cg_set = 1`
 //!   in the inventory, as we do).
+//! - `fown` of every file is written as all zeros (F_GETOWN_EX/F_GETSIG are not read yet);
+//!   CRIU's sample has zeros too, which is the common case.
+//! - `main` thread interrupted inside a restartable syscall is saved the way CRIU saves it:
+//!   ip moved back over `syscall`, ax = orig_ax; `-ERESTART_RESTARTBLOCK` becomes `-EINTR`.
 //! - Anonymous shared memory (MAP_SHARED|MAP_ANONYMOUS, SysV shm) is refused with an error
 //!   naming the VMA: its pages would need `pagemap-shmem-*` images, not written yet.
 

@@ -14,7 +14,7 @@ use crate::image::{ImageDir, ImageKind, ImageWriter};
 use crate::proc::stat;
 
 use super::ctx::CoreDumpContext;
-use super::fdaccess::ProcFdAccess;
+use super::fdaccess::PidfdAccess;
 use super::freeze::{Frozen, Release, freeze_process};
 use super::remote_ops::{self, SysRemote};
 use super::{DumpError, DumpOptions, DumpReport, files, ids, memory, pages, task, thread};
@@ -134,7 +134,7 @@ fn dump_frozen(
         let mut idgen = ids::IdGen::default();
         let root_ids = ids::own_ids(&mut idgen)?;
         let task_ids = ids::task_ids(&mut idgen, &root_ids, pid)?;
-        let mut access = ProcFdAccess { pid };
+        let mut access = PidfdAccess::new(pid)?;
         let files = files::dump_fds(plugins, &mut ctx, dir, &mut access, pid, task_ids.files_id)?;
         files::dump_fs(plugins, &mut ctx, dir, &mut file_ids, pid)?;
         ctx.finish(pid)?;
