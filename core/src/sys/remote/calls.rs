@@ -6,6 +6,7 @@ use nix::unistd::Pid;
 
 use super::{RemoteError, RemoteTask, Result};
 use crate::sys::kabi;
+use crate::sys::ptrace::{SigInfo, SigQueue};
 
 /// The kernel's x86_64 `struct sigaction` (what rt_sigaction reads and writes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -266,6 +267,33 @@ impl RemoteTask {
     pub fn munmap(&mut self, addr: u64, len: u64) -> Result<()> {
         self.call("munmap", libc::SYS_munmap, [addr, len, 0, 0, 0, 0])
             .map(drop)
+    }
+
+    /// Queues `info` as a pending signal of the task, as it was dumped: on the shared queue
+    /// (`rt_sigqueueinfo`) or on this thread's own queue (`rt_tgsigqueueinfo`). Running inside
+    /// the task is what lets a positive (kernel-sent) si_code through, and the ids are the
+    /// task's own (its pid namespace's). Block the signal first or it is delivered on resume.
+    pub fn queue_signal(&mut self, queue: SigQueue, info: &SigInfo) -> Result<()> {
+        let s = self.scratch(128)?;
+        self.write_mem(s.addr, info.as_bytes())?;
+        let pid = self.getpid()? as u64;
+        let sig = info.signo() as u64;
+        match queue {
+            SigQueue::Shared => self.call(
+                "rt_sigqueueinfo",
+                libc::SYS_rt_sigqueueinfo,
+                [pid, sig, s.addr, 0, 0, 0],
+            ),
+            SigQueue::Thread => {
+                let tid = self.call("gettid", libc::SYS_gettid, [0; 6])?;
+                self.call(
+                    "rt_tgsigqueueinfo",
+                    libc::SYS_rt_tgsigqueueinfo,
+                    [pid, tid, sig, s.addr, 0, 0],
+                )
+            }
+        }
+        .map(drop)
     }
 
     /// `getpid()` inside the task (its pid as its own pid namespace sees it).

@@ -286,3 +286,33 @@ fn interrupted_read_is_restarted_after_remote_calls() {
     // The read() was restarted, not failed with EINTR (the child would exit with 5).
     assert!(child.round_trip(b'b'), "read() not restarted");
 }
+
+#[test]
+fn pending_signals_are_requeued_exactly() {
+    let child = Looper::spawn();
+    let pid = child.pid;
+    freeze(pid, Options::PTRACE_O_TRACESYSGOOD).expect("freeze");
+    let mask = ptrace::get_sigmask(pid).expect("mask");
+    let usr2 = 1u64 << (libc::SIGUSR2 - 1);
+    let rt40 = 1u64 << (40 - 1);
+    ptrace::set_sigmask(pid, mask | usr2 | rt40).expect("block");
+    // A kernel-style siginfo (positive si_code) with a payload word, for each queue.
+    let mut b = [0u8; 128];
+    b[0..4].copy_from_slice(&libc::SIGUSR2.to_ne_bytes());
+    b[8..12].copy_from_slice(&0x80i32.to_ne_bytes()); // SI_KERNEL
+    b[16..24].copy_from_slice(&0x1122_3344_5566_7788u64.to_ne_bytes());
+    let shared = ptrace::SigInfo(b);
+    b[0..4].copy_from_slice(&40i32.to_ne_bytes());
+    let private = ptrace::SigInfo(b);
+    let mut rt = RemoteTask::new(pid, pid).expect("remote");
+    rt.queue_signal(ptrace::SigQueue::Shared, &shared)
+        .expect("queue shared");
+    rt.queue_signal(ptrace::SigQueue::Thread, &private)
+        .expect("queue private");
+    rt.finish().expect("finish");
+    let s = ptrace::peek_siginfo(pid, ptrace::SigQueue::Shared).expect("peek");
+    let p = ptrace::peek_siginfo(pid, ptrace::SigQueue::Thread).expect("peek");
+    assert_eq!(s, vec![shared]);
+    assert_eq!(p, vec![private]);
+    ptrace::detach(pid, 0).expect("detach");
+}
