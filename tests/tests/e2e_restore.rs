@@ -1,0 +1,188 @@
+//! Dump a running workload, kill it, restore it at the same PID/TIDs and let it prove it
+//! continued: its memory checksum, FPU results and counters are checked by the workload
+//! itself and reported in a file.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use criu_core::dump::{DumpOptions, dump};
+use criu_core::restore::{RestoreOptions, RestoreOutcome, restore};
+use criu_tests::{PidGuard, ScratchDir, skip_unless_root, wait_pid_gone};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+// Links the built-in plugins so `builtin_plugins()` sees them (dump of regular-file fds).
+use criu_plugin_files as _;
+
+fn lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn wait_lines(path: &Path, n: usize, timeout: Duration) -> Vec<String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let l = lines(path);
+        if l.len() >= n {
+            return l;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {n} lines in {}: {l:?}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Parses `tick <n> pid=<pid> mem=<m> fp=<f> c=<a,b,...>`.
+fn tick(line: &str) -> Option<(u64, i32, String, String, Vec<u64>)> {
+    let mut it = line.split_whitespace();
+    if it.next()? != "tick" {
+        return None;
+    }
+    let n = it.next()?.parse().ok()?;
+    let pid = it.next()?.strip_prefix("pid=")?.parse().ok()?;
+    let mem = it.next()?.strip_prefix("mem=")?.to_string();
+    let fp = it.next()?.strip_prefix("fp=")?.to_string();
+    let c = it
+        .next()?
+        .strip_prefix("c=")?
+        .split(',')
+        .map(|x| x.parse().ok())
+        .collect::<Option<Vec<u64>>>()?;
+    Some((n, pid, mem, fp, c))
+}
+
+fn tids_of(pid: i32) -> Vec<i32> {
+    let mut v: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort_unstable();
+    v
+}
+
+const CLOSE_FDS_AND_SPAWN: &str = r#"for f in /proc/$$/fd/*; do n=${f##*/}; if [ "$n" -gt 2 ]; then eval "exec $n>&-" 2>/dev/null; fi; done; "$0" "$@" </dev/null >/dev/null 2>&1 & echo $!"#;
+
+fn run_counter(threads: usize) {
+    let scratch = ScratchDir::new(&format!("e2e-counter-{threads}"));
+    let report = scratch.path().join("report.txt");
+    let images = scratch.path().join("images");
+    std::fs::create_dir_all(&images).expect("images dir");
+
+    // Through bash, which closes every fd above 2 it inherited from the test harness (the
+    // workload should hold only regular files) and starts the workload in the background:
+    // it is not our child, as with a real `criu dump -t PID`.
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(CLOSE_FDS_AND_SPAWN)
+        .arg(env!("CARGO_BIN_EXE_wl_counter"))
+        .arg(&report)
+        .arg(threads.to_string())
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("start wl_counter");
+    let pid: i32 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("workload pid");
+    let guard = PidGuard::new(pid);
+    let before = wait_lines(&report, 4, Duration::from_secs(20));
+    let ready = before[0].clone();
+    assert!(ready.starts_with(&format!("ready {pid} ")), "{ready}");
+    let mut want_tids: Vec<i32> = ready
+        .split("tids=")
+        .nth(1)
+        .expect("tids")
+        .split(',')
+        .map(|t| t.parse().expect("tid"))
+        .collect();
+    want_tids.sort_unstable();
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).expect("exe");
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("cmdline");
+
+    // Left stopped, then killed here: the dumper's own kill path waits for the leader before
+    // its traced threads and never returns for a multi-threaded task.
+    let mut dopts = DumpOptions::new(pid, &images);
+    dopts.leave_stopped = true;
+    dump(&dopts).unwrap_or_else(|e| panic!("dump: {e:?}"));
+    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    assert!(
+        wait_pid_gone(pid, Duration::from_secs(10)),
+        "pid {pid} still taken"
+    );
+    drop(guard);
+    let at_dump = lines(&report);
+    let last = at_dump
+        .iter()
+        .rev()
+        .find_map(|l| tick(l))
+        .expect("a tick before dump");
+
+    let opts = RestoreOptions {
+        images_dir: images.clone(),
+        detach: true,
+        ..RestoreOptions::default()
+    };
+    let outcome = restore(&opts).unwrap_or_else(|e| panic!("restore: {e}\n{e:?}"));
+    let _restored = PidGuard::new(pid);
+    assert_eq!(outcome, RestoreOutcome::Detached { root: pid });
+
+    let after = wait_lines(&report, at_dump.len() + 6, Duration::from_secs(20));
+    let new: Vec<_> = after[at_dump.len()..]
+        .iter()
+        .filter_map(|l| tick(l))
+        .collect();
+    assert!(new.len() >= 6, "{:?}", &after[at_dump.len()..]);
+    let mut prev = last.clone();
+    for t in &new {
+        assert_eq!(
+            t.0,
+            prev.0 + 1,
+            "tick numbers continue: {t:?} after {prev:?}"
+        );
+        assert_eq!(t.1, pid);
+        assert_eq!((t.2.as_str(), t.3.as_str()), ("ok", "ok"), "{t:?}");
+        assert_eq!(t.4.len(), threads.max(1));
+        for (a, b) in t.4.iter().zip(&prev.4) {
+            assert!(a >= b, "counters never go back: {t:?} after {prev:?}");
+        }
+        prev = t.clone();
+    }
+    // Every thread made progress after the restore.
+    for (i, (a, b)) in prev.4.iter().zip(&last.4).enumerate() {
+        assert!(a > b, "thread {i} did not advance: {prev:?} vs {last:?}");
+    }
+    assert_eq!(tids_of(pid), want_tids, "same TIDs");
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{pid}/exe")).expect("exe"),
+        exe
+    );
+    assert_eq!(
+        std::fs::read(format!("/proc/{pid}/cmdline")).expect("cmdline"),
+        cmdline
+    );
+}
+
+#[test]
+fn e2e_restore_single_thread() {
+    if skip_unless_root("e2e_restore_single_thread") {
+        return;
+    }
+    run_counter(1);
+}
+
+#[test]
+fn e2e_restore_three_threads() {
+    if skip_unless_root("e2e_restore_three_threads") {
+        return;
+    }
+    run_counter(3);
+}
