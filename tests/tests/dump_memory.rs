@@ -237,16 +237,103 @@ fn dump_refuses_traced_task() {
         return;
     }
     let work = ScratchDir::new("dump-traced-work");
-    let w = start(&work);
-    let pid = nix::unistd::Pid::from_raw(w.pid());
-    nix::sys::ptrace::seize(pid, nix::sys::ptrace::Options::empty()).unwrap();
-    // We are now the tracer; a dump from another tracer identity is simulated by checking
-    // the error on a thread traced by us from a different thread is not possible, so check
-    // that the message names the tracer when /proc says someone else traces it.
+    let mut w = start(&work);
+    let pid = w.pid();
+    // Another thread of ours traces the workload: /proc shows that thread as TracerPid.
+    let (tx_ready, rx_ready) = std::sync::mpsc::channel();
+    let (tx_done, rx_done) = std::sync::mpsc::channel::<()>();
+    let tracer = std::thread::spawn(move || {
+        let p = nix::unistd::Pid::from_raw(pid);
+        nix::sys::ptrace::seize(p, nix::sys::ptrace::Options::empty()).unwrap();
+        tx_ready.send(nix::unistd::gettid().as_raw()).unwrap();
+        let _ = rx_done.recv();
+        // Only a stopped tracee can be detached; interrupt it first.
+        nix::sys::ptrace::interrupt(p).unwrap();
+        let _ = nix::sys::wait::waitpid(p, Some(nix::sys::wait::WaitPidFlag::__WALL));
+        nix::sys::ptrace::detach(p, None).unwrap();
+    });
+    let tracer_tid = rx_ready.recv().unwrap();
     let d = images("dump-traced");
-    let r = dump(&DumpOptions::new(w.pid(), d.path()));
-    let _ = nix::sys::ptrace::detach(pid, None);
-    // Seizing a task we already trace fails with EPERM: the error must name the pid.
-    let err = r.expect_err("dump of a traced task");
-    assert!(err.to_string().contains(&w.pid().to_string()), "{err}");
+    let err = dump(&DumpOptions::new(pid, d.path())).expect_err("dump of a traced task");
+    tx_done.send(()).unwrap();
+    tracer.join().unwrap();
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&pid.to_string()) && msg.contains(&tracer_tid.to_string()),
+        "{msg}"
+    );
+    assert!(std::fs::read_dir(d.path()).unwrap().next().is_none());
+    // Still alive and well once the other tracer is gone.
+    std::thread::sleep(Duration::from_millis(1100));
+    signal(pid, nix::sys::signal::Signal::SIGUSR1);
+    w.wait_line("ok", Duration::from_secs(20));
+}
+
+fn proc_state(pid: i32) -> char {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &s[s.rfind(')').unwrap() + 2..];
+    after.chars().next().unwrap()
+}
+
+fn wait_state(pid: i32, want: char) -> bool {
+    for _ in 0..500 {
+        if proc_state(pid) == want {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
+fn signal(pid: i32, sig: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig).unwrap();
+}
+
+#[test]
+fn dump_leave_stopped_then_continue() {
+    if skip_unless_root("dump_leave_stopped_then_continue") {
+        return;
+    }
+    use nix::sys::signal::Signal;
+    let work = ScratchDir::new("dump-stop-work");
+    let mut w = start(&work);
+    let pid = w.pid();
+    let d = images("dump-stop");
+    let mut o = DumpOptions::new(pid, d.path());
+    o.leave_stopped = true;
+    dump(&o).expect("dump --leave-stopped");
+    assert!(wait_state(pid, 'T'), "state {}", proc_state(pid));
+    signal(pid, Signal::SIGCONT);
+    assert!(wait_state(pid, 'S') || proc_state(pid) == 'R');
+    std::thread::sleep(Duration::from_millis(1100));
+    signal(pid, Signal::SIGUSR1);
+    w.wait_line("ok", Duration::from_secs(20));
+}
+
+#[test]
+fn dump_of_stopped_task_keeps_it_stopped() {
+    if skip_unless_root("dump_of_stopped_task_keeps_it_stopped") {
+        return;
+    }
+    use nix::sys::signal::Signal;
+    let work = ScratchDir::new("dump-stopped-work");
+    let mut w = start(&work);
+    let pid = w.pid();
+    signal(pid, Signal::SIGSTOP);
+    assert!(wait_state(pid, 'T'));
+    let d = images("dump-stopped");
+    let mut o = DumpOptions::new(pid, d.path());
+    o.leave_running = true;
+    dump(&o).expect("dump of a stopped task");
+    let dir = ImageDir::open(d.path()).unwrap();
+    let core: CoreEntry = dir.read_single(ImageKind::Core, pid as u64).unwrap();
+    let tc = core.tc.unwrap();
+    assert_eq!(tc.task_state, 3);
+    assert_eq!(tc.stop_signo, Some(libc::SIGSTOP as u32));
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(proc_state(pid), 'T', "the task must stay stopped");
+    signal(pid, Signal::SIGCONT);
+    std::thread::sleep(Duration::from_millis(1100));
+    signal(pid, Signal::SIGUSR1);
+    w.wait_line("ok", Duration::from_secs(20));
 }
