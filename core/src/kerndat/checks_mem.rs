@@ -24,6 +24,13 @@ macro_rules! optional {
 
 pub(super) static CHECKS: &[Check] = &[
     optional!(
+        "aio_remap",
+        true,
+        "an AIO ring moved with mremap still found by io_getevents",
+        "needs CONFIG_AIO=y and Linux 3.19+; tasks with AIO contexts need it",
+        aio_remap
+    ),
+    optional!(
         "mem_dirty_track",
         true,
         "soft-dirty bit of a page written after clear_refs 4",
@@ -175,4 +182,9 @@ fn guard_regions(kf: &mut KernelFeatures) -> Outcome {
         }
         n => Err(format!("one guard page reported as {n} regions")),
     }
+}
+
+fn aio_remap(_: &mut KernelFeatures) -> Outcome {
+    probe::aio_remap().map_err(|e| e.to_string())?;
+    Ok(None)
 }

@@ -158,3 +158,83 @@ impl Drop for AnonMap {
         unsafe { libc::munmap(self.addr, self.len) };
     }
 }
+
+/// Creates an AIO context, moves its ring with `mremap` and checks `io_getevents` still
+/// finds it at the new address (what restoring an AIO ring needs); destroys it afterwards.
+pub fn aio_remap() -> Result<()> {
+    let mut ctx: u64 = 0;
+    // SAFETY: io_setup writes the context id (the ring address) into ctx.
+    ok_or("io_setup", unsafe {
+        libc::syscall(libc::SYS_io_setup, 16, &mut ctx as *mut u64)
+    })?;
+    let destroy = |c: u64| {
+        // SAFETY: destroying the context we created.
+        unsafe { libc::syscall(libc::SYS_io_destroy, c) };
+    };
+    let maps = std::fs::read_to_string("/proc/self/maps").map_err(|_| ProbeError {
+        call: "read /proc/self/maps",
+        errno: Errno::EIO,
+    });
+    let len = maps.ok().and_then(|m| {
+        m.lines()
+            .find(|l| l.starts_with(&format!("{ctx:x}-")) && l.contains("[aio]"))
+            .and_then(|l| l.split(['-', ' ']).nth(1))
+            .and_then(|end| u64::from_str_radix(end, 16).ok())
+            .map(|end| end - ctx)
+    });
+    let Some(len) = len else {
+        destroy(ctx);
+        return Err(ProbeError {
+            call: "find the [aio] ring in /proc/self/maps",
+            errno: Errno::ENOENT,
+        });
+    };
+    // SAFETY: a fresh anonymous mapping to move the ring onto.
+    let target = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len as usize,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if target == libc::MAP_FAILED {
+        let e = err("mmap");
+        destroy(ctx);
+        return Err(e);
+    }
+    // SAFETY: moving the ring mapping (ours) over our own fresh mapping.
+    let moved = unsafe {
+        libc::mremap(
+            ctx as *mut libc::c_void,
+            len as usize,
+            len as usize,
+            libc::MREMAP_FIXED | libc::MREMAP_MAYMOVE,
+            target,
+        )
+    };
+    if moved == libc::MAP_FAILED {
+        let e = err("mremap of the AIO ring");
+        destroy(ctx);
+        // SAFETY: unmapping our own unused target mapping.
+        unsafe { libc::munmap(target, len as usize) };
+        return Err(e);
+    }
+    let nctx = moved as u64;
+    // SAFETY: io_getevents with min_nr 0 and a null event array only looks the ring up.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_io_getevents,
+            nctx,
+            0,
+            1,
+            std::ptr::null_mut::<u8>(),
+            std::ptr::null_mut::<u8>(),
+        )
+    };
+    let res = ok_or("io_getevents on the moved ring", r).map(drop);
+    destroy(nctx);
+    res
+}

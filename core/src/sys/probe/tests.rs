@@ -33,6 +33,7 @@ fn fd_creating_probes() {
     skip_if_missing("bpf map", bpf_map_create_array());
     skip_if_missing("bpf prog", bpf_prog_load_trivial());
     openat2_path(c"/").expect("openat2");
+    skip_if_missing("aio", aio_remap());
 }
 
 #[test]
