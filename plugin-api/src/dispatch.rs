@@ -4,7 +4,7 @@ use std::os::fd::OwnedFd;
 
 use criu_proto::images::FileEntry;
 
-use crate::{FdDesc, FdHandler, Plugin, PluginError, RestoreContext, fd_type_name};
+use crate::{FdDesc, FdHandler, FileRestorer, Plugin, PluginError, RestoreContext, fd_type_name};
 
 /// A plugin together with its fd handler, as the dispatch functions return it.
 #[derive(Clone, Copy)]
@@ -66,31 +66,56 @@ pub fn find_restore_handler<'p>(
         })
 }
 
-/// Restore step 1: every fd handler's [`FdHandler::prepare_restore`], in `plugins` order,
-/// with all of `files.img`. Stops at the first error, returned with the plugin's name.
-pub fn prepare_restore_all(
-    plugins: &[&dyn Plugin],
-    ctx: &mut dyn RestoreContext,
-    entries: &[FileEntry],
-) -> Result<(), (&'static str, PluginError)> {
-    for h in fd_handlers(plugins) {
-        h.handler
-            .prepare_restore(ctx, entries)
-            .map_err(|e| (h.plugin.info().name, e))?;
-    }
-    Ok(())
+/// The file side of one restore: every fd handler's [`FileRestorer`], in asking order.
+pub struct FileRestore<'p> {
+    restorers: Vec<(FdHandlerRef<'p>, Box<dyn FileRestorer>)>,
 }
 
-/// Restore step 2: opens `entry` with the first plugin restoring it; returns the fd and the
-/// name of the plugin that opened it. No plugin: [`PluginError::NoRestorer`].
-pub fn open_entry(
-    plugins: &[&dyn Plugin],
-    ctx: &mut dyn RestoreContext,
-    entry: &FileEntry,
-) -> Result<(OwnedFd, &'static str), PluginError> {
-    let h = find_restore_handler(plugins, entry)?;
-    let fd = h.handler.open_file(ctx, entry)?;
-    Ok((fd, h.plugin.info().name))
+impl std::fmt::Debug for FileRestore<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.restorers.iter().map(|(h, _)| h.plugin.info().name))
+            .finish()
+    }
+}
+
+impl<'p> FileRestore<'p> {
+    /// [`FdHandler::start_restore`] of every fd handler of `plugins` (sorted), with all of
+    /// `files.img`. Stops at the first error, returned with the plugin's name.
+    pub fn start(
+        plugins: &[&'p dyn Plugin],
+        ctx: &mut dyn RestoreContext,
+        entries: &[FileEntry],
+    ) -> Result<Self, (&'static str, PluginError)> {
+        let mut restorers = Vec::new();
+        for h in fd_handlers(plugins) {
+            let r = h
+                .handler
+                .start_restore(ctx, entries)
+                .map_err(|e| (h.plugin.info().name, e))?;
+            restorers.push((h, r));
+        }
+        Ok(FileRestore { restorers })
+    }
+
+    /// Opens `entry` with the first handler restoring it; returns the fd and the name of the
+    /// plugin that opened it. No handler: [`PluginError::NoRestorer`].
+    pub fn open(
+        &mut self,
+        ctx: &mut dyn RestoreContext,
+        entry: &FileEntry,
+    ) -> Result<(OwnedFd, &'static str), PluginError> {
+        let (h, r) = self
+            .restorers
+            .iter_mut()
+            .find(|(h, _)| h.handler.restores(entry))
+            .ok_or_else(|| PluginError::NoRestorer {
+                fd_type: fd_type_name(entry.r#type),
+                id: entry.id,
+            })?;
+        let fd = r.open_file(ctx, entry)?;
+        Ok((fd, h.plugin.info().name))
+    }
 }
 
 #[cfg(test)]
@@ -144,8 +169,20 @@ mod tests {
                 ..Default::default()
             })
         }
-        fn open_file(
+        fn start_restore(
             &self,
+            _: &mut dyn RestoreContext,
+            _: &[FileEntry],
+        ) -> Result<Box<dyn FileRestorer>, PluginError> {
+            Ok(Box::new(FakeRestorer))
+        }
+    }
+
+    struct FakeRestorer;
+
+    impl FileRestorer for FakeRestorer {
+        fn open_file(
+            &mut self,
             _: &mut dyn RestoreContext,
             _: &FileEntry,
         ) -> Result<OwnedFd, PluginError> {
@@ -244,11 +281,11 @@ mod tests {
             .to_string();
         assert!(msg.contains("UNIXSK") && msg.contains("file id 9"), "{msg}");
         let mut ctx = crate::testing::MemoryImages::new(1);
-        prepare_restore_all(&p, &mut ctx, &[]).unwrap();
-        let err = open_entry(&p, &mut ctx, &entry(FdTypes::Pipe)).unwrap_err();
+        let mut restore = FileRestore::start(&p, &mut ctx, &[]).unwrap();
+        let err = restore.open(&mut ctx, &entry(FdTypes::Pipe)).unwrap_err();
         assert!(err.to_string().contains("fake"), "{err}");
         assert!(matches!(
-            open_entry(&p, &mut ctx, &entry(FdTypes::Timerfd)),
+            restore.open(&mut ctx, &entry(FdTypes::Timerfd)),
             Err(PluginError::NoRestorer { .. })
         ));
         let unknown = FileEntry {

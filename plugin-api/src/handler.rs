@@ -14,11 +14,12 @@ use crate::{DumpContext, FdDesc, PluginError, RestoreContext};
 /// [`dump_file`](FdHandler::dump_file) once per description. It writes the returned entry
 /// to `files.img` and the fd's `fdinfo_entry` itself.
 ///
-/// Restore: the core reads `files.img`, calls [`prepare_restore`](FdHandler::prepare_restore)
-/// once with every entry, then [`open_file`](FdHandler::open_file) for each description a
-/// task needs, dup2s the returned fd to every fd number of that id and applies `FD_CLOEXEC`
-/// from `fdinfo_entry.flags`. The core may open a description in an ancestor of the task
-/// that uses it (to be inherited across fork): do not assume the caller is its owner.
+/// Restore: the core reads `files.img` and calls [`start_restore`](FdHandler::start_restore)
+/// once per restore with every entry; the returned [`FileRestorer`] holds this restore's
+/// state (side images read, pipes created) and opens each description a task needs
+/// ([`FileRestorer::open_file`]). The core dup2s the returned fd to every fd number of that
+/// id and applies `FD_CLOEXEC` from `fdinfo_entry.flags`. Handlers themselves stay
+/// stateless, so restores running side by side in one process cannot mix.
 pub trait FdHandler: Sync {
     /// The `files.img` entry types this handler restores ([`FdHandler::restores`] checks
     /// an entry against them).
@@ -45,23 +46,27 @@ pub trait FdHandler: Sync {
         self.fd_types().iter().any(|&t| t as i32 == entry.r#type)
     }
 
-    /// Called once per restore before any [`FdHandler::open_file`], with every entry of
-    /// `files.img` (not only this handler's: a FIFO needs the REG entry holding its path).
-    /// Read side images here. Default: nothing to do.
-    fn prepare_restore(
+    /// Starts this handler's part of one restore, before any file is opened: `entries` is
+    /// every entry of `files.img` (not only this handler's: a FIFO needs the REG entry holding
+    /// its path). Read side images here and keep what they say in the returned restorer.
+    fn start_restore(
         &self,
         ctx: &mut dyn RestoreContext,
         entries: &[FileEntry],
-    ) -> Result<(), PluginError> {
-        let _ = (ctx, entries);
-        Ok(())
-    }
+    ) -> Result<Box<dyn FileRestorer>, PluginError>;
+}
 
+/// One restore's worth of a handler's state; dropped when the restore is over.
+///
+/// The core may open a description in an ancestor of the task that uses it (to be inherited
+/// across fork): do not assume the caller is its owner. Restorers live in the restorer's
+/// memory, which tasks forked later inherit together with the context's kept fds.
+pub trait FileRestorer: Send {
     /// Opens the file description `entry` describes in the current process and returns it,
     /// with its file flags (`O_NONBLOCK`, `O_APPEND`...) and offset restored. The core
     /// installs it at the task's fd numbers.
     fn open_file(
-        &self,
+        &mut self,
         ctx: &mut dyn RestoreContext,
         entry: &FileEntry,
     ) -> Result<OwnedFd, PluginError>;

@@ -5,8 +5,9 @@
 //! the core builds an [`FdDesc`], asks the plugins in priority order which one
 //! [`claims`](FdHandler::claims) it ([`find_fd_handler`]), and calls its
 //! [`dump_file`](FdHandler::dump_file) once per open file description. On restore it finds
-//! the plugin for each `files.img` entry ([`find_restore_handler`]) and calls
-//! [`prepare_restore`](FdHandler::prepare_restore) then [`open_file`](FdHandler::open_file).
+//! each handler's [`start_restore`](FdHandler::start_restore) (a [`FileRestorer`] holding that
+//! restore's state) and opens each `files.img` entry with the restorer of the first handler
+//! that [`restores`](FdHandler::restores) it ([`FileRestore`]).
 //! Plugins talk to the images and to the core only through [`DumpContext`] and
 //! [`RestoreContext`].
 //!
@@ -35,9 +36,10 @@
 //!    the plugins used in the inventory.
 //!
 //! Restore:
-//! 1. [`prepare_restore_all`] once, with every `files.img` entry.
-//! 2. [`open_entry`] per description, in the process that will be (or will fork) the task;
-//!    `dup2` it to each fd number of that id; set `FD_CLOEXEC` from `fdinfo_entry.flags`.
+//! 1. [`FileRestore::start`] once, with every `files.img` entry.
+//! 2. [`FileRestore::open`] per description, in the process that will be (or will fork) the
+//!    task; `dup2` it to each fd number of that id; set `FD_CLOEXEC` from
+//!    `fdinfo_entry.flags`. Drop the [`FileRestore`] when the tree is restored.
 //! 3. [`RestoreContext::keep_fd`] moves kept fds above every fd number a restored task uses.
 //!    Kept fds are inherited by forked tasks: before a task resumes, close every fd it
 //!    did not have (a kept pipe write end left open would hide EOF from the reader).
@@ -48,8 +50,8 @@
 //! ```
 //! use std::os::fd::OwnedFd;
 //! use criu_plugin_api::{
-//!     DumpContext, FdDesc, FdHandler, Plugin, PluginError, PluginInfo, PluginRegistration,
-//!     RestoreContext, API_VERSION,
+//!     DumpContext, FdDesc, FdHandler, FileRestorer, Plugin, PluginError, PluginInfo,
+//!     PluginRegistration, RestoreContext, API_VERSION,
 //! };
 //! use criu_proto::images::{FdTypes, FileEntry, RegFileEntry};
 //!
@@ -88,7 +90,17 @@
 //!         };
 //!         Ok(FileEntry { r#type: FdTypes::Reg as i32, id, reg: Some(reg), ..Default::default() })
 //!     }
-//!     fn open_file(&self, _ctx: &mut dyn RestoreContext, entry: &FileEntry)
+//!     fn start_restore(&self, _ctx: &mut dyn RestoreContext, _entries: &[FileEntry])
+//!         -> Result<Box<dyn FileRestorer>, PluginError>
+//!     {
+//!         Ok(Box::new(DevNullRestorer)) // nothing to read ahead, no state
+//!     }
+//! }
+//!
+//! struct DevNullRestorer;
+//!
+//! impl FileRestorer for DevNullRestorer {
+//!     fn open_file(&mut self, _ctx: &mut dyn RestoreContext, entry: &FileEntry)
 //!         -> Result<OwnedFd, PluginError>
 //!     {
 //!         let write = entry.reg.as_ref().is_some_and(|r| r.flags & 3 != 0);
@@ -143,13 +155,10 @@ pub use context::{
     DEFAULT_GHOST_LIMIT, DumpContext, DumpOptions, ImageRef, RestoreContext, RestoreOptions,
 };
 pub use cursor::{ImageCursor, frame_entries};
-pub use dispatch::{
-    FdHandlerRef, fd_handlers, find_fd_handler, find_restore_handler, open_entry,
-    prepare_restore_all,
-};
+pub use dispatch::{FdHandlerRef, FileRestore, fd_handlers, find_fd_handler, find_restore_handler};
 pub use error::PluginError;
 pub use fd::{FdDesc, FdInfo, FileOwner, FileStat, O_CLOEXEC, Timespec, require_no_owner};
-pub use handler::{FdHandler, fd_type_name};
+pub use handler::{FdHandler, FileRestorer, fd_type_name};
 pub use image_kind::PluginImageKind;
 pub use plugin::{
     API_VERSION, ApiVersion, Plugin, PluginInfo, PluginRegistration, builtin_plugins,

@@ -47,9 +47,9 @@ pub struct PluginInfo {
 
 /// A resource plugin. Each capability is optional: the default says "I have none".
 ///
-/// Plugins are `Sync` statics, never unloaded. State that must span calls lives in the
-/// contexts ([`crate::DumpContext::memo`], [`crate::RestoreContext::keep_fd`]) or behind
-/// interior mutability.
+/// Plugins are `Sync` statics, never unloaded, and hold no per-dump or per-restore state:
+/// dump state lives in the context ([`crate::DumpContext::memo`]), restore state in the
+/// [`crate::FileRestorer`] each restore gets and in the context's kept fds.
 pub trait Plugin: Sync {
     /// Name, version, priority.
     fn info(&self) -> PluginInfo;

@@ -26,15 +26,15 @@ fn free_functions() {
     let _: for<'p> fn(&[&'p dyn Plugin], &FileEntry) -> Result<FdHandlerRef<'p>, PluginError> =
         find_restore_handler;
     let _: fn(
-        &[&dyn Plugin],
+        &[&'static dyn Plugin],
         &mut dyn RestoreContext,
         &[FileEntry],
-    ) -> Result<(), (&'static str, PluginError)> = prepare_restore_all;
+    ) -> Result<FileRestore<'static>, (&'static str, PluginError)> = FileRestore::start;
     let _: fn(
-        &[&dyn Plugin],
+        &mut FileRestore<'static>,
         &mut dyn RestoreContext,
         &FileEntry,
-    ) -> Result<(OwnedFd, &'static str), PluginError> = open_entry;
+    ) -> Result<(OwnedFd, &'static str), PluginError> = FileRestore::open;
     let _: fn(&mut dyn DumpContext, ImageRef, &FileEntry, &[u8]) -> Result<(), PluginError> =
         write_message::<FileEntry>;
     let _: fn(&mut dyn RestoreContext, ImageRef) -> Result<Vec<FileEntry>, PluginError> =
@@ -80,14 +80,23 @@ impl FdHandler for Pinned {
     fn restores(&self, _: &FileEntry) -> bool {
         false
     }
-    fn prepare_restore(
+    fn start_restore(
         &self,
         _: &mut dyn RestoreContext,
         _: &[FileEntry],
-    ) -> Result<(), PluginError> {
-        Ok(())
+    ) -> Result<Box<dyn FileRestorer>, PluginError> {
+        Ok(Box::new(PinnedRestorer))
     }
-    fn open_file(&self, _: &mut dyn RestoreContext, _: &FileEntry) -> Result<OwnedFd, PluginError> {
+}
+
+struct PinnedRestorer;
+
+impl FileRestorer for PinnedRestorer {
+    fn open_file(
+        &mut self,
+        _: &mut dyn RestoreContext,
+        _: &FileEntry,
+    ) -> Result<OwnedFd, PluginError> {
         Err(PluginError::bad_image("x", "pinned"))
     }
 }

@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 
 use criu_core::dump::{DumpOptions, dump};
 use criu_plugin_api::{
-    ImageCursor, ImageRef, Plugin, RestoreContext, builtin_plugins, find_restore_handler,
+    FileRestore, ImageCursor, ImageRef, Plugin, RestoreContext, builtin_plugins,
 };
 use criu_proto::images::{
     FdTypes, FdinfoEntry, FileEntry, GhostFileEntry, PipeDataEntry, RemapFilePathEntry,
@@ -175,16 +175,9 @@ fn pipe_ghost_and_fifo_through_a_real_dump() {
 
     // Restore side, in this process, from the images on disk.
     let plugins: Vec<&'static dyn Plugin> = builtin_plugins();
-    for p in &plugins {
-        if let Some(h) = p.fd_handler() {
-            h.prepare_restore(&mut ctx, &files)
-                .expect("prepare_restore");
-        }
-    }
-    let mut open = |e: &FileEntry| -> File {
-        let h = find_restore_handler(&plugins, e).expect("a plugin restores it");
-        File::from(h.handler.open_file(&mut ctx, e).expect("open_file"))
-    };
+    let mut restore = FileRestore::start(&plugins, &mut ctx, &files).expect("start_restore");
+    let mut open =
+        |e: &FileEntry| -> File { File::from(restore.open(&mut ctx, e).expect("open").0) };
     let mut stdin = open(&by_fd(0));
     let mut got = vec![0u8; PIPE_DATA.len()];
     stdin.read_exact(&mut got).unwrap();

@@ -11,9 +11,7 @@ use std::time::Duration;
 
 use criu_core::dump::{DumpOptions, dump};
 use criu_core::restore::{FileOpener, RestoreOptions, RestoreOutcome, restore_with};
-use criu_plugin_api::{
-    ImageRef, Plugin, builtin_plugins, open_entry, prepare_restore_all, read_messages,
-};
+use criu_plugin_api::{FileRestore, ImageRef, builtin_plugins, read_messages};
 use criu_proto::images::FileEntry;
 use criu_tests::{PidGuard, ScratchDir, skip_unless_root, wait_pid_gone};
 use plugin_support::{DirContext, FIFO_DATA, PIPE_DATA, SleepTask, fdinfo_field, read_task_pipe};
@@ -25,20 +23,14 @@ use criu_plugin_pipes as _;
 /// The core's file opener backed by the plugin registry (what the restore will do itself
 /// once it uses the plugins directly).
 struct PluginOpener {
-    plugins: Vec<&'static dyn Plugin>,
+    restore: FileRestore<'static>,
     ctx: DirContext,
-    files: Vec<FileEntry>,
-    prepared: bool,
 }
 
 impl FileOpener for PluginOpener {
     fn open(&mut self, entry: &FileEntry) -> Result<OwnedFd, String> {
-        if !self.prepared {
-            prepare_restore_all(&self.plugins, &mut self.ctx, &self.files)
-                .map_err(|(plugin, e)| format!("plugin {plugin}: {e}"))?;
-            self.prepared = true;
-        }
-        open_entry(&self.plugins, &mut self.ctx, entry)
+        self.restore
+            .open(&mut self.ctx, entry)
             .map(|(fd, _)| fd)
             .map_err(|e| e.to_string())
     }
@@ -130,12 +122,9 @@ fn restored_task_has_its_pipe_ghost_and_fifo_back() {
 fn restore_with_plugins(imgs: &ScratchDir) -> (i32, PluginOpener) {
     let mut ctx = DirContext::new(imgs.path());
     let files: Vec<FileEntry> = read_messages(&mut ctx, ImageRef::FILES).expect("files.img");
-    let mut opener = PluginOpener {
-        plugins: builtin_plugins(),
-        ctx,
-        files,
-        prepared: false,
-    };
+    let restore = FileRestore::start(&builtin_plugins(), &mut ctx, &files)
+        .unwrap_or_else(|(p, e)| panic!("plugin {p}: {e}"));
+    let mut opener = PluginOpener { restore, ctx };
     let opts = RestoreOptions {
         images_dir: imgs.path().to_path_buf(),
         detach: true,

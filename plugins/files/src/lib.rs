@@ -22,10 +22,8 @@ mod ghost;
 mod ghost_restore;
 mod restore;
 
-use std::os::fd::OwnedFd;
-
 use criu_plugin_api::{
-    API_VERSION, DumpContext, FdDesc, FdHandler, Plugin, PluginError, PluginInfo,
+    API_VERSION, DumpContext, FdDesc, FdHandler, FileRestorer, Plugin, PluginError, PluginInfo,
     PluginRegistration, RestoreContext,
 };
 use criu_proto::images::{FdTypes, FileEntry};
@@ -33,16 +31,12 @@ use criu_proto::images::{FdTypes, FileEntry};
 /// The plugin's name, also the prefix of its memo and kept-fd keys.
 pub const NAME: &str = "files";
 
-/// Files by path.
+/// Files by path (stateless: each restore gets its own restorer).
 #[derive(Debug, Default)]
-pub struct FilesPlugin {
-    restore: restore::RestoreState,
-}
+pub struct FilesPlugin;
 
 /// The registered instance.
-pub static PLUGIN: FilesPlugin = FilesPlugin {
-    restore: restore::RestoreState::new(),
-};
+pub static PLUGIN: FilesPlugin = FilesPlugin;
 
 inventory::submit! { PluginRegistration::new(&PLUGIN) }
 
@@ -86,20 +80,12 @@ impl FdHandler for FilesPlugin {
         dump::dump_file(ctx, fd, id)
     }
 
-    fn prepare_restore(
+    fn start_restore(
         &self,
         ctx: &mut dyn RestoreContext,
-        entries: &[FileEntry],
-    ) -> Result<(), PluginError> {
-        self.restore.prepare(ctx, entries)
-    }
-
-    fn open_file(
-        &self,
-        ctx: &mut dyn RestoreContext,
-        entry: &FileEntry,
-    ) -> Result<OwnedFd, PluginError> {
-        self.restore.open(ctx, entry)
+        _entries: &[FileEntry],
+    ) -> Result<Box<dyn FileRestorer>, PluginError> {
+        Ok(Box::new(restore::FilesRestorer::start(ctx)?))
     }
 }
 

@@ -2,9 +2,10 @@
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::sync::{Mutex, MutexGuard};
 
-use criu_plugin_api::{ImageRef, PluginError, RestoreContext, read_messages, require_no_owner};
+use criu_plugin_api::{
+    FileRestorer, ImageRef, PluginError, RestoreContext, read_messages, require_no_owner,
+};
 use criu_proto::images::{FileEntry, RegFileEntry, RemapFilePathEntry, RemapType};
 use nix::fcntl::open;
 use nix::sys::stat::{Mode, fstat};
@@ -13,45 +14,26 @@ use nix::unistd::{Whence, lseek};
 use crate::flags::{apply_async, reopen_flags};
 use crate::{NAME, ghost_restore};
 
-/// What `prepare_restore` read: `remap-fpath.img` by original file id.
-#[derive(Debug, Default)]
-struct Prepared {
+/// One restore's regular files: `remap-fpath.img` by original file id. Ghosts recreated so
+/// far are kept in the context.
+#[derive(Debug)]
+pub(crate) struct FilesRestorer {
     remaps: HashMap<u32, RemapFilePathEntry>,
 }
 
-/// The plugin's restore-time state (copied into children forked after it was filled).
-#[derive(Debug, Default)]
-pub(crate) struct RestoreState {
-    prepared: Mutex<Option<Prepared>>,
-}
-
-impl RestoreState {
-    pub(crate) const fn new() -> Self {
-        RestoreState {
-            prepared: Mutex::new(None),
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Option<Prepared>> {
-        // Plain data behind the lock: usable even after a panic elsewhere.
-        self.prepared.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub(crate) fn prepare(
-        &self,
-        ctx: &mut dyn RestoreContext,
-        _entries: &[FileEntry],
-    ) -> Result<(), PluginError> {
+impl FilesRestorer {
+    pub(crate) fn start(ctx: &mut dyn RestoreContext) -> Result<Self, PluginError> {
         let mut remaps = HashMap::new();
         for r in read_messages::<RemapFilePathEntry>(ctx, ImageRef::REMAP_FPATH)? {
             remaps.insert(r.orig_id, r);
         }
-        *self.lock() = Some(Prepared { remaps });
-        Ok(())
+        Ok(FilesRestorer { remaps })
     }
+}
 
-    pub(crate) fn open(
-        &self,
+impl FileRestorer for FilesRestorer {
+    fn open_file(
+        &mut self,
         ctx: &mut dyn RestoreContext,
         entry: &FileEntry,
     ) -> Result<OwnedFd, PluginError> {
@@ -66,16 +48,7 @@ impl RestoreState {
             });
         }
         require_no_owner(&reg.fown, &reg.name, ctx.current_pid())?;
-        let remap = {
-            let guard = self.lock();
-            let prepared = guard.as_ref().ok_or_else(|| {
-                PluginError::bad_image(
-                    "files.img",
-                    format!("file id {}: open_file before prepare_restore", entry.id),
-                )
-            })?;
-            prepared.remaps.get(&entry.id).cloned()
-        };
+        let remap = self.remaps.get(&entry.id).cloned();
         let fd = match remap {
             None => open_path(ctx, entry.id, reg)?,
             Some(r) if r.remap_type == Some(RemapType::Ghost as i32) => {

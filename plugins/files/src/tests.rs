@@ -29,10 +29,10 @@ fn dump(plugin: &FilesPlugin, images: &mut MemoryImages, fd: BorrowedFd<'_>, id:
 }
 
 fn restore_one(plugin: &FilesPlugin, images: &mut MemoryImages, entry: &FileEntry) -> File {
-    plugin
-        .prepare_restore(images, std::slice::from_ref(entry))
+    let mut rs = plugin
+        .start_restore(images, std::slice::from_ref(entry))
         .unwrap();
-    File::from(plugin.open_file(images, entry).expect("open_file"))
+    File::from(rs.open_file(images, entry).expect("open_file"))
 }
 
 fn getfl(fd: BorrowedFd<'_>) -> i32 {
@@ -53,7 +53,7 @@ fn messages<M: Message + Default>(images: &MemoryImages, image: ImageRef) -> Vec
 
 #[test]
 fn regular_file_round_trip() {
-    let plugin = FilesPlugin::default();
+    let plugin = FilesPlugin;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("data.txt");
     std::fs::write(&path, b"hello world").unwrap();
@@ -94,7 +94,7 @@ fn regular_file_round_trip() {
 
 #[test]
 fn append_writer_has_no_size_and_keeps_o_append() {
-    let plugin = FilesPlugin::default();
+    let plugin = FilesPlugin;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("log");
     std::fs::write(&path, b"line1\n").unwrap();
@@ -113,7 +113,7 @@ fn append_writer_has_no_size_and_keeps_o_append() {
 
 #[test]
 fn changed_file_is_refused_with_its_path() {
-    let plugin = FilesPlugin::default();
+    let plugin = FilesPlugin;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ro.txt");
     std::fs::write(&path, b"12345").unwrap();
@@ -123,10 +123,10 @@ fn changed_file_is_refused_with_its_path() {
     drop(f);
 
     std::fs::write(&path, b"1234567").unwrap();
-    plugin
-        .prepare_restore(&mut images, std::slice::from_ref(&e))
+    let mut rs = plugin
+        .start_restore(&mut images, std::slice::from_ref(&e))
         .unwrap();
-    let err = plugin.open_file(&mut images, &e).unwrap_err();
+    let err = rs.open_file(&mut images, &e).unwrap_err();
     assert!(matches!(err, PluginError::FileChanged { .. }), "{err}");
     let msg = err.to_string();
     assert!(
@@ -136,16 +136,16 @@ fn changed_file_is_refused_with_its_path() {
 
     std::fs::write(&path, b"12345").unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let msg = plugin.open_file(&mut images, &e).unwrap_err().to_string();
+    let msg = rs.open_file(&mut images, &e).unwrap_err().to_string();
     assert!(msg.contains("mode 100600, dumped 100644"), "{msg}");
 
     images.restore_options.skip_file_checks = true;
-    assert!(plugin.open_file(&mut images, &e).is_ok());
+    assert!(rs.open_file(&mut images, &e).is_ok());
 }
 
 #[test]
 fn dev_null_is_a_reg_entry_like_criu_writes() {
-    let plugin = FilesPlugin::default();
+    let plugin = FilesPlugin;
     let f = OpenOptions::new().write(true).open("/dev/null").unwrap();
     let mut images = MemoryImages::new(1);
     let e = dump(&plugin, &mut images, f.as_fd(), 5);
@@ -173,9 +173,9 @@ fn criu_fixture_dev_null_entries_restore() {
         }
         v
     };
-    let plugin = FilesPlugin::default();
+    let plugin = FilesPlugin;
     let mut images = MemoryImages::new(1);
-    plugin.prepare_restore(&mut images, &entries).unwrap();
+    let mut rs = plugin.start_restore(&mut images, &entries).unwrap();
     let nulls: Vec<_> = entries
         .iter()
         .filter(|e| e.reg.as_ref().is_some_and(|r| r.name == "/dev/null"))
@@ -183,15 +183,14 @@ fn criu_fixture_dev_null_entries_restore() {
     assert_eq!(nulls.len(), 3);
     for e in nulls {
         assert!(plugin.restores(e));
-        plugin
-            .open_file(&mut images, e)
+        rs.open_file(&mut images, e)
             .expect("fixture /dev/null entry");
     }
 }
 
 #[test]
 fn directory_round_trip() {
-    let plugin = FilesPlugin::default();
+    let plugin = FilesPlugin;
     let dir = tempfile::tempdir().unwrap();
     let d = File::open(dir.path()).unwrap();
     let mut images = MemoryImages::new(1);
@@ -220,7 +219,7 @@ fn ghost_setup(content: &[u8]) -> (tempfile::TempDir, File, std::path::PathBuf) 
 
 #[test]
 fn unlinked_file_becomes_a_ghost_and_comes_back() {
-    let plugin = FilesPlugin::default();
+    let plugin = FilesPlugin;
     let content: Vec<u8> = (0..5000u32).map(|i| (i % 253) as u8).collect();
     let (dir, mut f, path) = ghost_setup(&content);
     f.seek(SeekFrom::Start(100)).unwrap();
@@ -253,9 +252,9 @@ fn unlinked_file_becomes_a_ghost_and_comes_back() {
     drop((f, f2));
 
     let entries = vec![e1.clone(), e2.clone()];
-    plugin.prepare_restore(&mut images, &entries).unwrap();
-    let mut n1 = File::from(plugin.open_file(&mut images, &e1).unwrap());
-    let n2 = File::from(plugin.open_file(&mut images, &e2).unwrap());
+    let mut rs = plugin.start_restore(&mut images, &entries).unwrap();
+    let mut n1 = File::from(rs.open_file(&mut images, &e1).unwrap());
+    let n2 = File::from(rs.open_file(&mut images, &e2).unwrap());
     assert_eq!(n1.stream_position().unwrap(), 100);
     let mut all = Vec::new();
     n1.seek(SeekFrom::Start(0)).unwrap();
@@ -278,7 +277,7 @@ fn unlinked_file_becomes_a_ghost_and_comes_back() {
 
 #[test]
 fn sparse_ghost_is_chunked() {
-    let plugin = FilesPlugin::default();
+    let plugin = FilesPlugin;
     let (_dir, f, _path) = ghost_setup(b"head");
     f.write_all_at(b"tail", 512 * 1024).unwrap();
     let mut images = MemoryImages::new(1);
@@ -306,7 +305,7 @@ fn sparse_ghost_is_chunked() {
 
 #[test]
 fn ghost_over_the_limit_is_refused() {
-    let plugin = FilesPlugin::default();
+    let plugin = FilesPlugin;
     let (_dir, f, _path) = ghost_setup(&[7u8; 300]);
     let desc = own_fd_desc(f.as_fd()).unwrap();
     let mut images = MemoryImages::new(1);
@@ -328,7 +327,7 @@ fn ghost_over_the_limit_is_refused() {
 
 #[test]
 fn corrupt_ghost_image_is_an_error() {
-    let plugin = FilesPlugin::default();
+    let plugin = FilesPlugin;
     let mut images = MemoryImages::new(1);
     let dir = tempfile::tempdir().unwrap();
     let name = dir.path().join("x").to_str().unwrap().to_string();
@@ -352,10 +351,10 @@ fn corrupt_ghost_image_is_an_error() {
         "remap-fpath.img".into(),
         frame_entries([(remap.as_slice(), &[][..])]),
     );
-    plugin
-        .prepare_restore(&mut images, std::slice::from_ref(&entry))
+    let mut rs = plugin
+        .start_restore(&mut images, std::slice::from_ref(&entry))
         .unwrap();
-    let err = plugin.open_file(&mut images, &entry).unwrap_err();
+    let err = rs.open_file(&mut images, &entry).unwrap_err();
     assert!(
         err.to_string().contains("missing ghost file image"),
         "{err}"
@@ -376,7 +375,7 @@ fn corrupt_ghost_image_is_an_error() {
             (chunk.as_slice(), b"short".as_slice()),
         ]),
     );
-    let err = plugin.open_file(&mut images, &entry).unwrap_err();
+    let err = rs.open_file(&mut images, &entry).unwrap_err();
     assert!(matches!(err, PluginError::BadImage { .. }), "{err}");
     assert_eq!(
         std::fs::read_dir(dir.path()).unwrap().count(),
@@ -387,7 +386,7 @@ fn corrupt_ghost_image_is_an_error() {
 
 #[test]
 fn claims_files_not_pipes_sockets_or_terminals_dump_refuses() {
-    let plugin = FilesPlugin::default();
+    let plugin = FilesPlugin;
     let (r, _w) = nix::unistd::pipe().unwrap();
     assert!(!plugin.claims(&own_fd_desc(r.as_fd()).unwrap()));
     let null = File::open("/dev/null").unwrap();
@@ -420,7 +419,7 @@ fn registered_as_builtin_for_reg_entries() {
 
 #[test]
 fn replaced_file_is_a_ghost_and_hard_linked_one_is_refused() {
-    let plugin = FilesPlugin::default();
+    let plugin = FilesPlugin;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("a");
     std::fs::write(&path, b"old").unwrap();
@@ -451,22 +450,22 @@ fn replaced_file_is_a_ghost_and_hard_linked_one_is_refused() {
 
 #[test]
 fn sigio_owner_is_refused_on_restore() {
-    let plugin = FilesPlugin::default();
+    let plugin = FilesPlugin;
     let f = File::open("/dev/null").unwrap();
     let mut images = MemoryImages::new(1);
     let mut e = dump(&plugin, &mut images, f.as_fd(), 1);
     e.reg.as_mut().unwrap().fown.pid = 1234;
-    plugin
-        .prepare_restore(&mut images, std::slice::from_ref(&e))
+    let mut rs = plugin
+        .start_restore(&mut images, std::slice::from_ref(&e))
         .unwrap();
-    let err = plugin.open_file(&mut images, &e).unwrap_err();
+    let err = rs.open_file(&mut images, &e).unwrap_err();
     assert!(err.to_string().contains("SIGIO owner pid 1234"), "{err}");
 }
 
 /// crit (CRIU's decoder), when installed, reads our chunked ghost image.
 #[test]
 fn crit_decodes_a_chunked_ghost() {
-    let plugin = FilesPlugin::default();
+    let plugin = FilesPlugin;
     let (_dir, f, _path) = ghost_setup(&[b'x'; 20000]);
     let mut images = MemoryImages::new(1);
     dump(&plugin, &mut images, f.as_fd(), 1);
@@ -501,7 +500,7 @@ fn crit_decodes_a_chunked_ghost() {
 
 #[test]
 fn large_ghost_is_split_into_bounded_chunks() {
-    let plugin = FilesPlugin::default();
+    let plugin = FilesPlugin;
     let content: Vec<u8> = (0..2_500_000u32).map(|i| (i % 239) as u8).collect();
     let (_dir, f, _path) = ghost_setup(&content);
     let mut images = MemoryImages::new(1);
@@ -526,7 +525,7 @@ fn large_ghost_is_split_into_bounded_chunks() {
 
 #[test]
 fn o_tmpfile_file_comes_back_as_a_ghost() {
-    let plugin = FilesPlugin::default();
+    let plugin = FilesPlugin;
     let dir = tempfile::tempdir().unwrap();
     let fd = match nix::fcntl::open(
         dir.path(),
@@ -553,7 +552,7 @@ fn o_tmpfile_file_comes_back_as_a_ghost() {
 
 #[test]
 fn o_async_is_restored() {
-    let plugin = FilesPlugin::default();
+    let plugin = FilesPlugin;
     // /dev/urandom supports SIGIO (fasync); /dev/null and regular files ignore O_ASYNC.
     let f = File::open("/dev/urandom").unwrap();
     let fl = getfl(f.as_fd());
@@ -571,7 +570,7 @@ fn o_async_is_restored() {
 
 #[test]
 fn removed_directory_comes_back_as_a_removed_directory() {
-    let plugin = FilesPlugin::default();
+    let plugin = FilesPlugin;
     let top = tempfile::tempdir().unwrap();
     let path = top.path().join("gone");
     std::fs::create_dir(&path).unwrap();
@@ -601,7 +600,7 @@ fn removed_directory_comes_back_as_a_removed_directory() {
 
 #[test]
 fn removed_device_node_comes_back() {
-    let plugin = FilesPlugin::default();
+    let plugin = FilesPlugin;
     let top = tempfile::tempdir().unwrap();
     let path = top.path().join("null");
     // The /dev/null device (1, 3) under another, soon removed, name.

@@ -17,10 +17,8 @@ mod data;
 mod dump;
 mod restore;
 
-use std::os::fd::OwnedFd;
-
 use criu_plugin_api::{
-    API_VERSION, DumpContext, FdDesc, FdHandler, Plugin, PluginError, PluginInfo,
+    API_VERSION, DumpContext, FdDesc, FdHandler, FileRestorer, Plugin, PluginError, PluginInfo,
     PluginRegistration, RestoreContext,
 };
 use criu_proto::images::{FdTypes, FileEntry};
@@ -28,16 +26,12 @@ use criu_proto::images::{FdTypes, FileEntry};
 /// The plugin's name, also the prefix of its memo and kept-fd keys.
 pub const NAME: &str = "pipes";
 
-/// Pipes and FIFOs.
+/// Pipes and FIFOs (stateless: each restore gets its own restorer).
 #[derive(Debug, Default)]
-pub struct PipesPlugin {
-    restore: restore::RestoreState,
-}
+pub struct PipesPlugin;
 
 /// The registered instance.
-pub static PLUGIN: PipesPlugin = PipesPlugin {
-    restore: restore::RestoreState::new(),
-};
+pub static PLUGIN: PipesPlugin = PipesPlugin;
 
 inventory::submit! { PluginRegistration::new(&PLUGIN) }
 
@@ -101,20 +95,12 @@ impl FdHandler for PipesPlugin {
         }
     }
 
-    fn prepare_restore(
+    fn start_restore(
         &self,
         ctx: &mut dyn RestoreContext,
         entries: &[FileEntry],
-    ) -> Result<(), PluginError> {
-        self.restore.prepare(ctx, entries)
-    }
-
-    fn open_file(
-        &self,
-        ctx: &mut dyn RestoreContext,
-        entry: &FileEntry,
-    ) -> Result<OwnedFd, PluginError> {
-        self.restore.open(ctx, entry)
+    ) -> Result<Box<dyn FileRestorer>, PluginError> {
+        Ok(Box::new(restore::PipesRestorer::start(ctx, entries)?))
     }
 }
 

@@ -2,9 +2,10 @@
 
 use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::sync::{Mutex, MutexGuard};
 
-use criu_plugin_api::{ImageCursor, ImageRef, PluginError, RestoreContext, require_no_owner};
+use criu_plugin_api::{
+    FileRestorer, ImageCursor, ImageRef, PluginError, RestoreContext, require_no_owner,
+};
 use criu_proto::images::{FdTypes, FileEntry, PipeDataEntry};
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, OFlag, fcntl, open};
@@ -33,7 +34,7 @@ const O_WRONLY: u32 = libc::O_WRONLY as u32;
 /// Flags an `open()` must not see again on restore.
 const OPEN_ONLY: u32 = (libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_NOCTTY) as u32;
 
-/// What `prepare_restore` read, used by `open_file`.
+/// What `start_restore` read, used by `open_file`.
 #[derive(Debug, Default)]
 struct Prepared {
     /// `pipes-data.img` by pipe id; taken out when written into the new pipe.
@@ -47,11 +48,12 @@ struct Prepared {
     masters: HashSet<u32>,
 }
 
-/// The plugin's restore-time state. The restorer forks after opening files; children get a
-/// copy of it together with the context's kept fds, which keeps both consistent.
-#[derive(Debug, Default)]
-pub(crate) struct RestoreState {
-    prepared: Mutex<Option<Prepared>>,
+/// One restore's pipes and FIFOs: what the data images say and which descriptions get the
+/// original pipe ends. The pipes themselves are kept in the context (inherited by tasks
+/// forked later, like this restorer).
+#[derive(Debug)]
+pub(crate) struct PipesRestorer {
+    prepared: Prepared,
 }
 
 fn restore_error(entry: &FileEntry, what: String, op: &'static str, e: Errno) -> PluginError {
@@ -63,23 +65,11 @@ fn restore_error(entry: &FileEntry, what: String, op: &'static str, e: Errno) ->
     }
 }
 
-impl RestoreState {
-    pub(crate) const fn new() -> Self {
-        RestoreState {
-            prepared: Mutex::new(None),
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Option<Prepared>> {
-        // A panic while holding the lock leaves plain data behind; keep using it.
-        self.prepared.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub(crate) fn prepare(
-        &self,
+impl PipesRestorer {
+    pub(crate) fn start(
         ctx: &mut dyn RestoreContext,
         entries: &[FileEntry],
-    ) -> Result<(), PluginError> {
+    ) -> Result<Self, PluginError> {
         let mut p = Prepared {
             pipe_data: read_data(ctx, ImageRef::PIPES_DATA)?,
             fifo_data: read_data(ctx, ImageRef::FIFO_DATA)?,
@@ -102,22 +92,17 @@ impl RestoreState {
             fifos_with_data = p.fifo_data.len(),
             "pipes prepared"
         );
-        *self.lock() = Some(p);
-        Ok(())
+        Ok(PipesRestorer { prepared: p })
     }
+}
 
-    pub(crate) fn open(
-        &self,
+impl FileRestorer for PipesRestorer {
+    fn open_file(
+        &mut self,
         ctx: &mut dyn RestoreContext,
         entry: &FileEntry,
     ) -> Result<OwnedFd, PluginError> {
-        let mut guard = self.lock();
-        let Some(prepared) = guard.as_mut() else {
-            return Err(PluginError::bad_image(
-                "files.img",
-                format!("file id {}: open_file before prepare_restore", entry.id),
-            ));
-        };
+        let prepared = &mut self.prepared;
         match (entry.pipe.as_ref(), entry.fifo.as_ref()) {
             (Some(pipe), _) if entry.r#type == FdTypes::Pipe as i32 => {
                 let what = format!("pipe:[{}]", pipe.pipe_id);

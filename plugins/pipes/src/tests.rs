@@ -78,7 +78,7 @@ fn pipe_size(fd: BorrowedFd<'_>) -> i32 {
 
 #[test]
 fn pipe_round_trip_keeps_the_original_data() {
-    let plugin = PipesPlugin::default();
+    let plugin = PipesPlugin;
     let (r, w) = pipe2(OFlag::O_CLOEXEC).unwrap();
     write_all(w.as_fd(), b"hello pipe");
     let mut images = MemoryImages::new(100);
@@ -106,9 +106,9 @@ fn pipe_round_trip_keeps_the_original_data() {
     drop((r, w));
 
     let entries = vec![er.clone(), ew.clone()];
-    plugin.prepare_restore(&mut images, &entries).unwrap();
-    let nr = plugin.open_file(&mut images, &er).unwrap();
-    let nw = plugin.open_file(&mut images, &ew).unwrap();
+    let mut rs = plugin.start_restore(&mut images, &entries).unwrap();
+    let nr = rs.open_file(&mut images, &er).unwrap();
+    let nw = rs.open_file(&mut images, &ew).unwrap();
     assert_eq!(drain(nr.as_fd()), b"hello pipe");
     // Both ends belong to one pipe.
     write_all(nw.as_fd(), b"more");
@@ -125,7 +125,7 @@ fn pipe_round_trip_keeps_the_original_data() {
 
 #[test]
 fn write_end_alone_still_dumps_data_and_flags_and_size() {
-    let plugin = PipesPlugin::default();
+    let plugin = PipesPlugin;
     let (r, w) = pipe2(OFlag::O_CLOEXEC).unwrap();
     fcntl(w.as_fd(), FcntlArg::F_SETPIPE_SZ(256 * 1024)).unwrap();
     fcntl(w.as_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).unwrap();
@@ -144,10 +144,10 @@ fn write_end_alone_still_dumps_data_and_flags_and_size() {
     assert_eq!(drain(r.as_fd()), payload, "dump must not consume");
     drop((r, w));
 
-    plugin
-        .prepare_restore(&mut images, std::slice::from_ref(&ew))
+    let mut rs = plugin
+        .start_restore(&mut images, std::slice::from_ref(&ew))
         .unwrap();
-    let nw = plugin.open_file(&mut images, &ew).unwrap();
+    let nw = rs.open_file(&mut images, &ew).unwrap();
     let fl = fcntl(nw.as_fd(), FcntlArg::F_GETFL).unwrap();
     assert_ne!(fl & libc::O_NONBLOCK, 0);
     assert_eq!(pipe_size(nw.as_fd()), 256 * 1024);
@@ -160,7 +160,7 @@ fn write_end_alone_still_dumps_data_and_flags_and_size() {
 
 #[test]
 fn reopened_description_is_a_new_description_of_the_same_pipe() {
-    let plugin = PipesPlugin::default();
+    let plugin = PipesPlugin;
     let (r, w) = pipe2(OFlag::O_CLOEXEC).unwrap();
     write_all(w.as_fd(), b"abc");
     // A second read description, opened through /proc (gets O_LARGEFILE, like CRIU sees it).
@@ -179,10 +179,10 @@ fn reopened_description_is_a_new_description_of_the_same_pipe() {
     drop((r, r2, w));
 
     let entries = vec![e1.clone(), e2.clone(), e3.clone()];
-    plugin.prepare_restore(&mut images, &entries).unwrap();
-    let n1 = plugin.open_file(&mut images, &e1).unwrap();
-    let n2 = plugin.open_file(&mut images, &e2).unwrap();
-    let n3 = plugin.open_file(&mut images, &e3).unwrap();
+    let mut rs = plugin.start_restore(&mut images, &entries).unwrap();
+    let n1 = rs.open_file(&mut images, &e1).unwrap();
+    let n2 = rs.open_file(&mut images, &e2).unwrap();
+    let n3 = rs.open_file(&mut images, &e3).unwrap();
     // Distinct descriptions: O_NONBLOCK only on the second.
     assert_eq!(
         fcntl(n1.as_fd(), FcntlArg::F_GETFL).unwrap() & libc::O_NONBLOCK,
@@ -199,23 +199,23 @@ fn reopened_description_is_a_new_description_of_the_same_pipe() {
 
 #[test]
 fn empty_pipe_gets_an_entry_without_bytes() {
-    let plugin = PipesPlugin::default();
+    let plugin = PipesPlugin;
     let (r, _w) = pipe2(OFlag::O_CLOEXEC).unwrap();
     let mut images = MemoryImages::new(100);
     let e = dump(&plugin, &mut images, r.as_fd(), 1);
     let data = data_entries(&images, ImageRef::PIPES_DATA);
     assert_eq!(data.len(), 1);
     assert_eq!(data[0].0.bytes, 0);
-    plugin
-        .prepare_restore(&mut images, std::slice::from_ref(&e))
+    let mut rs = plugin
+        .start_restore(&mut images, std::slice::from_ref(&e))
         .unwrap();
-    let n = plugin.open_file(&mut images, &e).unwrap();
+    let n = rs.open_file(&mut images, &e).unwrap();
     assert!(drain(n.as_fd()).is_empty());
 }
 
 #[test]
 fn packet_mode_is_refused() {
-    let plugin = PipesPlugin::default();
+    let plugin = PipesPlugin;
     // The kernel sets O_DIRECT on the write end only.
     let (_r, w) = pipe2(OFlag::O_CLOEXEC | OFlag::O_DIRECT).unwrap();
     let desc = own_fd_desc(w.as_fd()).unwrap();
@@ -227,7 +227,7 @@ fn packet_mode_is_refused() {
 
 #[test]
 fn fifo_round_trip() {
-    let plugin = PipesPlugin::default();
+    let plugin = PipesPlugin;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("fifo");
     mkfifo(&path, Mode::from_bits_truncate(0o600)).unwrap();
@@ -264,8 +264,8 @@ fn fifo_round_trip() {
 
     let mut entries = regs.clone();
     entries.push(e.clone());
-    plugin.prepare_restore(&mut images, &entries).unwrap();
-    let n = plugin.open_file(&mut images, &e).unwrap();
+    let mut rs = plugin.start_restore(&mut images, &entries).unwrap();
+    let n = rs.open_file(&mut images, &e).unwrap();
     assert_eq!(drain(n.as_fd()), b"fifo data");
     let st = nix::sys::stat::fstat(n.as_fd()).unwrap();
     let disk = nix::sys::stat::stat(&path).unwrap();
@@ -274,7 +274,7 @@ fn fifo_round_trip() {
 
 #[test]
 fn corrupt_data_image_is_an_error_not_a_panic() {
-    let plugin = PipesPlugin::default();
+    let plugin = PipesPlugin;
     let mut images = MemoryImages::new(1);
     let entry = PipeDataEntry {
         pipe_id: 1,
@@ -286,28 +286,30 @@ fn corrupt_data_image_is_an_error_not_a_panic() {
         "pipes-data.img".into(),
         frame_entries([(entry.as_slice(), b"short".as_slice())]),
     );
-    let err = plugin.prepare_restore(&mut images, &[]).unwrap_err();
+    let err = plugin
+        .start_restore(&mut images, &[])
+        .err()
+        .expect("corrupt image refused");
     assert!(matches!(err, PluginError::BadImage { .. }), "{err}");
 }
 
 #[test]
-fn open_before_prepare_and_wrong_entries_are_errors() {
-    let plugin = PipesPlugin::default();
+fn entry_without_its_member_is_an_error() {
+    let plugin = PipesPlugin;
     let mut images = MemoryImages::new(1);
     let entry = FileEntry {
         r#type: FdTypes::Pipe as i32,
         id: 3,
         ..Default::default()
     };
-    assert!(plugin.open_file(&mut images, &entry).is_err());
-    plugin.prepare_restore(&mut images, &[]).unwrap();
+    let mut rs = plugin.start_restore(&mut images, &[]).unwrap();
     // A PIPE entry without its pipe member.
-    assert!(plugin.open_file(&mut images, &entry).is_err());
+    assert!(rs.open_file(&mut images, &entry).is_err());
 }
 
 #[test]
 fn claims_only_pipes_and_fifos() {
-    let plugin = PipesPlugin::default();
+    let plugin = PipesPlugin;
     let f = std::fs::File::open("/proc/self/status").unwrap();
     assert!(!plugin.claims(&own_fd_desc(f.as_fd()).unwrap()));
     let (a, _b) = nix::sys::socket::socketpair(
@@ -338,7 +340,7 @@ fn registered_as_builtin() {
 #[test]
 fn memo_is_per_dump_context() {
     // A new dump (new context) writes the data again.
-    let plugin = PipesPlugin::default();
+    let plugin = PipesPlugin;
     let (r, w) = pipe2(OFlag::O_CLOEXEC).unwrap();
     write_all(w.as_fd(), b"x");
     for _ in 0..2 {
@@ -369,13 +371,13 @@ fn criu_fixture_pipes_restore() {
         .images
         .insert("pipes-data.img".into(), data[8..].to_vec());
     let entries = files_img(&images);
-    let plugin = PipesPlugin::default();
-    plugin.prepare_restore(&mut images, &entries).unwrap();
+    let plugin = PipesPlugin;
+    let mut rs = plugin.start_restore(&mut images, &entries).unwrap();
     let pipe = |id: u32| entries.iter().find(|e| e.id == id).unwrap().clone();
     // ids 6 and 7: both ends of pipe 211530 holding "pipe-data"; id 10: a lone write end.
-    let r = plugin.open_file(&mut images, &pipe(6)).unwrap();
-    let w = plugin.open_file(&mut images, &pipe(7)).unwrap();
-    let lone = plugin.open_file(&mut images, &pipe(10)).unwrap();
+    let r = rs.open_file(&mut images, &pipe(6)).unwrap();
+    let w = rs.open_file(&mut images, &pipe(7)).unwrap();
+    let lone = rs.open_file(&mut images, &pipe(10)).unwrap();
     assert_eq!(drain(r.as_fd()), b"pipe-data");
     write_all(w.as_fd(), b"!");
     assert_eq!(drain(r.as_fd()), b"!");
@@ -388,7 +390,7 @@ fn criu_fixture_pipes_restore() {
 
 #[test]
 fn o_async_survives_a_reopen() {
-    let plugin = PipesPlugin::default();
+    let plugin = PipesPlugin;
     let (r, _w) = pipe2(OFlag::O_CLOEXEC).unwrap();
     // A second read description through /proc (not a master), with O_ASYNC.
     let r2: OwnedFd = open(
@@ -407,12 +409,49 @@ fn o_async_survives_a_reopen() {
     let e1 = dump(&plugin, &mut images, r.as_fd(), 1);
     let e2 = dump(&plugin, &mut images, r2.as_fd(), 2);
     assert_ne!(e2.pipe.unwrap().flags & libc::O_ASYNC as u32, 0);
-    plugin
-        .prepare_restore(&mut images, &[e1.clone(), e2.clone()])
+    let mut rs = plugin
+        .start_restore(&mut images, &[e1.clone(), e2.clone()])
         .unwrap();
-    let _n1 = plugin.open_file(&mut images, &e1).unwrap();
-    let n2 = plugin.open_file(&mut images, &e2).unwrap();
+    let _n1 = rs.open_file(&mut images, &e1).unwrap();
+    let n2 = rs.open_file(&mut images, &e2).unwrap();
     let got = fcntl(n2.as_fd(), FcntlArg::F_GETFL).unwrap();
     assert_ne!(got & libc::O_ASYNC, 0);
     assert_ne!(got & libc::O_NONBLOCK, 0);
+}
+
+/// Two restores in one process (same file ids, same pipe id, different data) do not mix.
+#[test]
+fn concurrent_restores_keep_their_own_state() {
+    let plugin = PipesPlugin;
+    let mut sets = Vec::new();
+    for payload in [b"first".as_slice(), b"second".as_slice()] {
+        let (r, w) = pipe2(OFlag::O_CLOEXEC).unwrap();
+        write_all(w.as_fd(), payload);
+        let mut images = MemoryImages::new(1);
+        let mut e = dump(&plugin, &mut images, r.as_fd(), 1);
+        // Same pipe id in both image sets, as two dumps of different machines could have.
+        let body = images.images.remove("pipes-data.img").unwrap();
+        let mut c = ImageCursor::new(ImageRef::PIPES_DATA, &body);
+        let mut d: PipeDataEntry = c.next_entry().unwrap().unwrap();
+        let data = c.raw(d.bytes as usize).unwrap().to_vec();
+        d.pipe_id = 4242;
+        e.pipe.as_mut().unwrap().pipe_id = 4242;
+        let enc = d.encode_to_vec();
+        images.images.insert(
+            "pipes-data.img".into(),
+            frame_entries([(enc.as_slice(), data.as_slice())]),
+        );
+        sets.push((images, e, payload));
+    }
+    let (mut a, mut b) = (sets.remove(0), sets.remove(0));
+    let mut ra = plugin
+        .start_restore(&mut a.0, std::slice::from_ref(&a.1))
+        .unwrap();
+    let mut rb = plugin
+        .start_restore(&mut b.0, std::slice::from_ref(&b.1))
+        .unwrap();
+    let fb = rb.open_file(&mut b.0, &b.1).unwrap();
+    let fa = ra.open_file(&mut a.0, &a.1).unwrap();
+    assert_eq!(drain(fa.as_fd()), a.2);
+    assert_eq!(drain(fb.as_fd()), b.2);
 }
