@@ -2,41 +2,15 @@
 //! continued: its memory checksum, FPU results and counters are checked by the workload
 //! itself and reported in a file.
 
-use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use criu_core::dump::{DumpOptions, dump};
 use criu_core::restore::{RestoreOptions, RestoreOutcome, restore};
-use criu_tests::{PidGuard, ScratchDir, skip_unless_root, wait_pid_gone};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use criu_tests::{PidGuard, ScratchDir, skip_unless_root};
+use restore_common::{dump_and_kill, lines, spawn_bg, tids_of, wait_lines};
+
+mod restore_common;
 // Links the built-in plugins so `builtin_plugins()` sees them (dump of regular-file fds).
 use criu_plugin_files as _;
-
-fn lines(path: &Path) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
-
-fn wait_lines(path: &Path, n: usize, timeout: Duration) -> Vec<String> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let l = lines(path);
-        if l.len() >= n {
-            return l;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {n} lines in {}: {l:?}",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// Parses `tick <n> pid=<pid> mem=<m> fp=<f> c=<a,b,...>`.
 fn tick(line: &str) -> Option<(u64, i32, String, String, Vec<u64>)> {
@@ -57,42 +31,16 @@ fn tick(line: &str) -> Option<(u64, i32, String, String, Vec<u64>)> {
     Some((n, pid, mem, fp, c))
 }
 
-fn tids_of(pid: i32) -> Vec<i32> {
-    let mut v: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/task"))
-        .map(|d| {
-            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort_unstable();
-    v
-}
-
-const CLOSE_FDS_AND_SPAWN: &str = r#"for f in /proc/$$/fd/*; do n=${f##*/}; if [ "$n" -gt 2 ]; then eval "exec $n>&-" 2>/dev/null; fi; done; "$0" "$@" </dev/null >/dev/null 2>&1 & echo $!"#;
-
 fn run_counter(threads: usize) {
     let scratch = ScratchDir::new(&format!("e2e-counter-{threads}"));
     let report = scratch.path().join("report.txt");
     let images = scratch.path().join("images");
     std::fs::create_dir_all(&images).expect("images dir");
 
-    // Through bash, which closes every fd above 2 it inherited from the test harness (the
-    // workload should hold only regular files) and starts the workload in the background:
-    // it is not our child, as with a real `criu dump -t PID`.
-    let out = Command::new("bash")
-        .arg("-c")
-        .arg(CLOSE_FDS_AND_SPAWN)
-        .arg(env!("CARGO_BIN_EXE_wl_counter"))
-        .arg(&report)
-        .arg(threads.to_string())
-        .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("start wl_counter");
-    let pid: i32 = String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .expect("workload pid");
+    let pid = spawn_bg(
+        env!("CARGO_BIN_EXE_wl_counter"),
+        &[report.to_str().expect("utf-8 path"), &threads.to_string()],
+    );
     let guard = PidGuard::new(pid);
     let before = wait_lines(&report, 4, Duration::from_secs(20));
     let ready = before[0].clone();
@@ -108,16 +56,7 @@ fn run_counter(threads: usize) {
     let exe = std::fs::read_link(format!("/proc/{pid}/exe")).expect("exe");
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("cmdline");
 
-    // Left stopped, then killed here: the dumper's own kill path waits for the leader before
-    // its traced threads and never returns for a multi-threaded task.
-    let mut dopts = DumpOptions::new(pid, &images);
-    dopts.leave_stopped = true;
-    dump(&dopts).unwrap_or_else(|e| panic!("dump: {e:?}"));
-    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-    assert!(
-        wait_pid_gone(pid, Duration::from_secs(10)),
-        "pid {pid} still taken"
-    );
+    dump_and_kill(pid, &images);
     drop(guard);
     let at_dump = lines(&report);
     let last = at_dump

@@ -1,0 +1,81 @@
+//! Helpers shared by the restore tests: start a workload outside our process tree, dump it,
+//! read its report file.
+
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use criu_core::dump::{DumpOptions, dump};
+use criu_tests::wait_pid_gone;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+pub fn lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+pub fn wait_lines(path: &Path, n: usize, timeout: Duration) -> Vec<String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let l = lines(path);
+        if l.len() >= n {
+            return l;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {n} lines in {}: {l:?}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn tids_of(pid: i32) -> Vec<i32> {
+    let mut v: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort_unstable();
+    v
+}
+
+pub const CLOSE_FDS_AND_SPAWN: &str = r#"for f in /proc/$$/fd/*; do n=${f##*/}; if [ "$n" -gt 2 ]; then eval "exec $n>&-" 2>/dev/null; fi; done; "$0" "$@" </dev/null >/dev/null 2>&1 & echo $!"#;
+
+/// Starts `program args...` through bash with only fds 0-2 (on /dev/null), in the
+/// background: it is not our child, as with a real `criu dump -t PID`. Returns its pid.
+pub fn spawn_bg(program: &str, args: &[&str]) -> i32 {
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(CLOSE_FDS_AND_SPAWN)
+        .arg(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("start workload");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("workload pid")
+}
+
+/// Dumps `pid` into `images`, then kills it and waits until its PID is free.
+pub fn dump_and_kill(pid: i32, images: &Path) {
+    // Left stopped, then killed here, so the PID frees without us being its parent.
+    let mut dopts = DumpOptions::new(pid, images);
+    dopts.leave_stopped = true;
+    dump(&dopts).unwrap_or_else(|e| panic!("dump: {e:?}"));
+    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    assert!(
+        wait_pid_gone(pid, Duration::from_secs(10)),
+        "pid {pid} still taken"
+    );
+}
