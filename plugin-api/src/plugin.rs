@@ -45,6 +45,17 @@ pub struct PluginInfo {
     pub api_version: ApiVersion,
 }
 
+impl std::fmt::Display for PluginInfo {
+    /// `files 0.1.0 (priority 200, plugin API 0.1)`: for `criu check` and logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {} (priority {}, plugin API {})",
+            self.name, self.version, self.priority, self.api_version
+        )
+    }
+}
+
 /// A resource plugin. Each capability is optional: the default says "I have none".
 ///
 /// Plugins are `Sync` statics, never unloaded, and hold no per-dump or per-restore state:
@@ -160,6 +171,7 @@ mod tests {
 
     #[test]
     fn version_check_names_the_plugin() {
+        assert_eq!(Old.info().to_string(), "old 9 (priority 1, plugin API 1.0)");
         let msg = check_api_version(&Old).unwrap_err();
         assert!(msg.contains("old 9") && msg.contains("rebuild"), "{msg}");
         assert!(Old.fd_handler().is_none());
