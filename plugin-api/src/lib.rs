@@ -4,7 +4,7 @@
 //! handled by a plugin; the core knows no resource kind by name. For each fd of a dumped task
 //! the core builds an [`FdDesc`], asks the plugins in priority order which one
 //! [`claims`](FdHandler::claims) it ([`find_fd_handler`]), and calls its
-//! [`dump_file`](FdHandler::dump_file) once per open file description. On restore it finds
+//! [`dump_file`](FdHandler::dump_file) once per open file description. On restore it calls
 //! each handler's [`start_restore`](FdHandler::start_restore) (a [`FileRestorer`] holding that
 //! restore's state) and opens each `files.img` entry with the restorer of the first handler
 //! that [`restores`](FdHandler::restores) it ([`FileRestore`]).
