@@ -160,3 +160,32 @@ fn bench_vm_readv_vs_proc_mem() {
         );
     }
 }
+
+#[test]
+fn proc_mem_reads_what_process_vm_readv_cannot() {
+    let mut m = Map::new(1);
+    m.bytes()[0] = 99;
+    // SAFETY: changing protection of our own mapping; not touched while PROT_NONE.
+    let r = unsafe { libc::mprotect(m.addr.cast(), 4096, libc::PROT_NONE) };
+    assert_eq!(r, 0);
+    let mut b = [0u8; 1];
+    let e = read_exact(me(), m.base(), &mut b).expect_err("PROT_NONE via process_vm_readv");
+    assert!(
+        matches!(
+            e,
+            VmError::Syscall {
+                source: Errno::EFAULT,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    ProcMem::open(me(), false)
+        .expect("open")
+        .read_exact(m.base(), &mut b)
+        .expect("pread through /proc/PID/mem");
+    assert_eq!(b[0], 99);
+    // SAFETY: back to read-write before the guard unmaps it.
+    let r = unsafe { libc::mprotect(m.addr.cast(), 4096, libc::PROT_READ | libc::PROT_WRITE) };
+    assert_eq!(r, 0);
+}
