@@ -87,9 +87,10 @@ fn dumped_path(fd: &FdDesc) -> Result<&str, PluginError> {
     Ok(path)
 }
 
-/// Restore reopens the path: it must still name this very file (CRIU checks the same).
+/// Restore reopens the path: it must still name this very file (CRIU checks the same). Not
+/// following a final symlink: the link of an `O_PATH | O_NOFOLLOW` fd names the symlink.
 fn check_path_names_file(fd: &FdDesc, path: &str) -> Result<(), PluginError> {
-    match nix::sys::stat::stat(path) {
+    match nix::sys::stat::lstat(path) {
         Ok(s) if s.st_dev == fd.stat.dev && s.st_ino == fd.stat.ino => Ok(()),
         Ok(_) => Err(unsupported(
             fd,
@@ -112,7 +113,7 @@ fn check_path_names_file(fd: &FdDesc, path: &str) -> Result<(), PluginError> {
 }
 
 fn same_file_at(path: &str, fd: &FdDesc) -> bool {
-    nix::sys::stat::stat(path).is_ok_and(|s| s.st_dev == fd.stat.dev && s.st_ino == fd.stat.ino)
+    nix::sys::stat::lstat(path).is_ok_and(|s| s.st_dev == fd.stat.dev && s.st_ino == fd.stat.ino)
 }
 
 /// The ghost id of the unlinked file behind `fd`, writing its image the first time this

@@ -1,6 +1,6 @@
 //! Built-in plugin for files reached by a path: regular files, directories, character and
-//! block devices (`/dev/null` is a CRIU REG entry like any file), and files that were
-//! unlinked while open ("ghost" files, carried in the images).
+//! block devices (`/dev/null` is a CRIU REG entry like any file), symlinks held with `O_PATH`,
+//! and files that were unlinked while open ("ghost" files, carried in the images).
 //!
 //! Dump: one `files.img` REG entry per description (path, flags with `O_APPEND` & co, offset,
 //! mode, and size for regular files as CRIU does). An unlinked regular file also gets a
@@ -68,7 +68,11 @@ impl FdHandler for FilesPlugin {
         let st = &fd.stat;
         fd.link.starts_with('/')
             && !NOT_OURS.iter().any(|p| fd.link.starts_with(p))
-            && (st.is_reg() || st.is_dir() || st.is_chr() || st.file_type() == libc::S_IFBLK)
+            && matches!(
+                st.file_type(),
+                // Symlinks: `O_PATH | O_NOFOLLOW` fds of the link itself.
+                libc::S_IFREG | libc::S_IFDIR | libc::S_IFCHR | libc::S_IFBLK | libc::S_IFLNK
+            )
     }
 
     fn dump_file(

@@ -636,3 +636,32 @@ fn removed_device_node_comes_back() {
         "no leftovers"
     );
 }
+
+#[test]
+fn o_path_symlink_fd_round_trip() {
+    let plugin = FilesPlugin;
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("target");
+    std::fs::write(&target, b"t").unwrap();
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let fd = nix::fcntl::open(
+        &link,
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .unwrap();
+    let mut images = MemoryImages::new(1);
+    let e = dump(&plugin, &mut images, fd.as_fd(), 1);
+    let reg = e.reg.clone().unwrap();
+    assert_eq!(reg.name, link.to_str().unwrap());
+    assert_eq!(reg.mode.unwrap() & libc::S_IFMT, libc::S_IFLNK);
+    let n = restore_one(&plugin, &mut images, &e);
+    assert_ne!(getfl(n.as_fd()) & libc::O_PATH, 0);
+    let st = nix::sys::stat::fstat(n.as_fd()).unwrap();
+    assert_eq!(
+        st.st_mode & libc::S_IFMT,
+        libc::S_IFLNK,
+        "the link itself, not its target"
+    );
+}
