@@ -9,11 +9,12 @@ use criu_tests::{PidGuard, ScratchDir, skip_unless_root};
 use restore_common::{dump_and_kill, lines, spawn_bg, tids_of, wait_lines};
 
 mod restore_common;
-// Links the built-in plugins so `builtin_plugins()` sees them (dump of regular-file fds).
+// Links the built-in plugins so `builtin_plugins()` sees them (regular files, pipes).
 use criu_plugin_files as _;
+use criu_plugin_pipes as _;
 
 /// Parses `tick <n> pid=<pid> mem=<m> fp=<f> c=<a,b,...>`.
-fn tick(line: &str) -> Option<(u64, i32, String, String, Vec<u64>)> {
+fn tick(line: &str) -> Option<(u64, i32, String, String, Vec<u64>, String)> {
     let mut it = line.split_whitespace();
     if it.next()? != "tick" {
         return None;
@@ -28,10 +29,11 @@ fn tick(line: &str) -> Option<(u64, i32, String, String, Vec<u64>)> {
         .split(',')
         .map(|x| x.parse().ok())
         .collect::<Option<Vec<u64>>>()?;
-    Some((n, pid, mem, fp, c))
+    let pipe = it.next()?.strip_prefix("pipe=")?.to_string();
+    Some((n, pid, mem, fp, c, pipe))
 }
 
-fn run_counter(threads: usize) {
+fn run_counter(threads: usize, with_pipe: bool) {
     let scratch = ScratchDir::new(&format!("e2e-counter-{threads}"));
     let report = scratch.path().join("report.txt");
     let images = scratch.path().join("images");
@@ -39,7 +41,11 @@ fn run_counter(threads: usize) {
 
     let pid = spawn_bg(
         env!("CARGO_BIN_EXE_wl_counter"),
-        &[report.to_str().expect("utf-8 path"), &threads.to_string()],
+        &[
+            report.to_str().expect("utf-8 path"),
+            &threads.to_string(),
+            if with_pipe { "pipe" } else { "" },
+        ],
     );
     let guard = PidGuard::new(pid);
     let before = wait_lines(&report, 4, Duration::from_secs(20));
@@ -90,6 +96,7 @@ fn run_counter(threads: usize) {
         assert_eq!(t.1, pid);
         assert_eq!((t.2.as_str(), t.3.as_str()), ("ok", "ok"), "{t:?}");
         assert_eq!(t.4.len(), threads.max(1));
+        assert_eq!(t.5, if with_pipe { "ok" } else { "none" }, "{t:?}");
         for (a, b) in t.4.iter().zip(&prev.4) {
             assert!(a >= b, "counters never go back: {t:?} after {prev:?}");
         }
@@ -115,7 +122,7 @@ fn e2e_restore_single_thread() {
     if skip_unless_root("e2e_restore_single_thread") {
         return;
     }
-    run_counter(1);
+    run_counter(1, false);
 }
 
 #[test]
@@ -123,5 +130,13 @@ fn e2e_restore_three_threads() {
     if skip_unless_root("e2e_restore_three_threads") {
         return;
     }
-    run_counter(3);
+    run_counter(3, false);
+}
+
+#[test]
+fn e2e_restore_with_a_pipe() {
+    if skip_unless_root("e2e_restore_with_a_pipe") {
+        return;
+    }
+    run_counter(2, true);
 }

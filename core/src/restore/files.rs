@@ -14,6 +14,11 @@ use nix::unistd::{Whence, lseek};
 
 /// Opens one `files.img` entry in the current process.
 pub trait FileOpener {
+    /// The next opens are for task `pid` (its pid in the images).
+    fn begin_task(&mut self, pid: i32) {
+        let _ = pid;
+    }
+
     /// Returns the open description, or a reason naming what is unsupported.
     fn open(&mut self, entry: &FileEntry) -> Result<OwnedFd, String>;
 }

@@ -23,6 +23,7 @@ pub mod files;
 pub mod imgread;
 pub mod mem;
 pub mod plan;
+pub mod plugins;
 pub mod rebuild;
 pub mod regs;
 pub mod rexec;
@@ -71,15 +72,40 @@ pub enum RestoreOutcome {
     Killed { root: i32, signal: i32 },
 }
 
-/// Restores the tree in `opts.images_dir` with the built-in regular-file opener.
+/// Restores the tree in `opts.images_dir`, opening its files with the registered plugins
+/// (`criu_plugin_api::builtin_plugins`).
 pub fn restore(opts: &RestoreOptions) -> Result<RestoreOutcome> {
-    restore_with(opts, &mut RegOpener)
+    let images = Images::new(&opts.images_dir);
+    let plan = RestorePlan::load(&images)?;
+    let plugins = criu_plugin_api::builtin_plugins();
+    let entries: Vec<_> = plan.files.values().cloned().collect();
+    let pids = plan.tasks.iter().map(|t| t.pid).collect();
+    let mut opener =
+        plugins::PluginOpener::start(&plugins, opts.images_dir.clone(), pids, &entries).map_err(
+            |reason| RestoreError::OpenFile {
+                pid: plan.tasks[0].pid,
+                id: 0,
+                fd: -1,
+                what: "plugin restore start".into(),
+                reason,
+            },
+        )?;
+    restore_plan(opts, &images, &plan, &mut opener)
 }
 
-/// Restores with `opener` opening the files of `files.img`.
+/// Restores with `opener` opening the files of `files.img` (e.g. [`RegOpener`]).
 pub fn restore_with(opts: &RestoreOptions, opener: &mut dyn FileOpener) -> Result<RestoreOutcome> {
     let images = Images::new(&opts.images_dir);
     let plan = RestorePlan::load(&images)?;
+    restore_plan(opts, &images, &plan, opener)
+}
+
+fn restore_plan(
+    opts: &RestoreOptions,
+    images: &Images,
+    plan: &RestorePlan,
+    opener: &mut dyn FileOpener,
+) -> Result<RestoreOutcome> {
     let root = plan.tasks[0].pid;
     if plan.tasks.len() > 1 {
         return Err(RestoreError::Unsupported {
@@ -89,7 +115,7 @@ pub fn restore_with(opts: &RestoreOptions, opener: &mut dyn FileOpener) -> Resul
         });
     }
     let mut created: Vec<Pid> = Vec::new();
-    let result = restore_task(&plan, &images, opener, opts, &mut created);
+    let result = restore_task(plan, images, opener, opts, &mut created);
     let threads = match result {
         Ok(t) => t,
         Err(e) => {

@@ -59,6 +59,7 @@ fn prepare_fds(
     let mut owned: Vec<OwnedFd> = Vec::new();
     let mut moves = Vec::new();
     let mut by_id: BTreeMap<u32, RawFd> = BTreeMap::new();
+    opener.begin_task(t.pid);
     for f in &t.fds {
         let src = match by_id.get(&f.id) {
             Some(&raw) => raw,

@@ -5,17 +5,21 @@
 //! work (values live in SSE registers inside the loop, so a lost FPU state shows up as a
 //! wrong result) and bumps its counter. Every 50 ms the main thread appends one line to the
 //! report file:
-//!   `tick <n> pid=<pid> mem=<ok|bad> fp=<ok|bad> c=<c0>,<c1>,...`
+//!   `tick <n> pid=<pid> mem=<ok|bad> fp=<ok|bad> c=<c0>,<c1>,... pipe=<ok|bad|none>`
 //! The first line is `ready <pid> tids=<t0>,<t1>,...`. stdin/stdout/stderr are not used
 //! (start it with them on /dev/null), so every fd it has is a regular file.
 //!
-//! Usage: wl_counter REPORT_FILE THREADS
+//! With a third argument `pipe` it also keeps a non-blocking pipe holding "pipe-data": each
+//! tick reads the 9 bytes back, checks and rewrites them.
+//!
+//! Usage: wl_counter REPORT_FILE THREADS [pipe]
 
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+const PIPE_DATA: &[u8] = b"pipe-data";
 const WORDS: usize = 1 << 19; // 4 MiB
 
 fn pattern(i: usize) -> u64 {
@@ -55,6 +59,11 @@ fn main() {
         .open(report)
         .expect("open report");
 
+    let pipe = (args.get(3).map(String::as_str) == Some("pipe")).then(|| {
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_NONBLOCK).expect("pipe");
+        nix::unistd::write(&w, PIPE_DATA).expect("fill pipe");
+        (r, w)
+    });
     let mem: Vec<u64> = (0..WORDS).map(pattern).collect();
     let fp_bad = Arc::new(AtomicBool::new(false));
     let counters: Arc<Vec<AtomicU64>> =
@@ -102,8 +111,21 @@ fn main() {
             .iter()
             .map(|c| c.load(Ordering::SeqCst).to_string())
             .collect();
+        let pipe_state = match &pipe {
+            None => "none",
+            Some((r, w)) => {
+                let mut buf = [0u8; 16];
+                match nix::unistd::read(r, &mut buf) {
+                    Ok(9) if &buf[..9] == PIPE_DATA => {
+                        let _ = nix::unistd::write(w, PIPE_DATA);
+                        "ok"
+                    }
+                    _ => "bad",
+                }
+            }
+        };
         let line = format!(
-            "tick {n} pid={pid} mem={} fp={} c={}\n",
+            "tick {n} pid={pid} mem={} fp={} c={} pipe={pipe_state}\n",
             if mem_ok { "ok" } else { "bad" },
             if fp_bad.load(Ordering::SeqCst) {
                 "bad"
