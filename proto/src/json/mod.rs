@@ -40,6 +40,10 @@ pub enum JsonError {
     /// A required field is missing from a JSON entry.
     #[error("{path}: required field missing")]
     MissingRequired { path: String },
+    /// The entries and their payloads do not form a valid image (e.g. an entry declares
+    /// payload bytes that its "extra" does not supply).
+    #[error("the JSON entries do not make a valid image")]
+    Inconsistent(#[source] FramingError),
     /// The "magic" names no image kind we can write.
     #[error("unknown or unframed image magic {0:?}")]
     UnknownMagic(String),
@@ -172,6 +176,8 @@ pub fn encode(doc: &Json) -> Result<Vec<u8>, JsonError> {
         out.extend_from_slice(&payload);
         out.extend_from_slice(&extra);
     }
+    // crit would write whatever it was given; refuse what CRIU could not read back.
+    framing::parse_as(kind, &out).map_err(JsonError::Inconsistent)?;
     Ok(out)
 }
 

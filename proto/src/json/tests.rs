@@ -60,3 +60,11 @@ fn missing_required_is_an_error() {
     let doc: Json = serde_json::from_str(r#"{"magic": "NOPE", "entries": []}"#).unwrap();
     assert!(matches!(encode(&doc), Err(JsonError::UnknownMagic(_))));
 }
+
+#[test]
+fn missing_payload_is_refused() {
+    let doc: Json =
+        serde_json::from_str(r#"{"magic": "PIPES_DATA", "entries": [{"pipe_id": 1, "bytes": 9}]}"#)
+            .unwrap();
+    assert!(matches!(encode(&doc), Err(JsonError::Inconsistent(_))));
+}
