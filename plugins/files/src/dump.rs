@@ -40,6 +40,12 @@ pub(crate) fn dump_file(
     );
 
     if st.nlink == 0 {
+        if st.file_type() == libc::S_IFLNK {
+            return Err(unsupported(
+                fd,
+                "removed symlinks held with O_PATH are not supported",
+            ));
+        }
         let ghost_id = ghost_once(ctx, fd, path)?;
         let remap = RemapFilePathEntry {
             orig_id: id,
