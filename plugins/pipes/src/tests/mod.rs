@@ -233,11 +233,18 @@ fn memo_is_per_dump_context() {
     let plugin = PipesPlugin;
     let (r, w) = pipe2(OFlag::O_CLOEXEC).unwrap();
     write_all(w.as_fd(), b"x");
+    let ino = nix::sys::stat::fstat(r.as_fd()).unwrap().st_ino as u32;
     for _ in 0..2 {
         let mut images = MemoryImages::new(1);
         dump(&plugin, &mut images, r.as_fd(), 1);
+        // The second description of the same pipe in the same dump adds no data entry.
+        dump(&plugin, &mut images, w.as_fd(), 2);
         assert_eq!(data_entries(&images, ImageRef::PIPES_DATA).len(), 1);
-        assert!(images.memo("pipes:data:PIPES_DATA:0").is_none());
+        assert!(
+            images
+                .memo(&format!("pipes:data:PIPES_DATA:{ino}"))
+                .is_some()
+        );
     }
 }
 
