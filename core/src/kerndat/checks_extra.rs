@@ -122,6 +122,21 @@ pub(super) static CHECKS: &[Check] = &[
         sk_unix_file
     ),
     optional!(
+        "move_mount_set_group",
+        true,
+        "move_mount(MOVE_MOUNT_SET_GROUP) between two tmpfs mounts in a child's mount namespace",
+        "needs Linux 5.15 or newer and CAP_SYS_ADMIN; shared mount groups cannot be restored \
+         without it",
+        move_mount_set_group
+    ),
+    optional!(
+        "tcp_half_closed",
+        true,
+        "TCP_REPAIR on a loopback connection after shutdown(SHUT_WR)",
+        "needs Linux 4.11+ and CAP_NET_ADMIN, and a loopback interface that is up",
+        tcp_half_closed
+    ),
+    optional!(
         "sockopt_buf_lock",
         true,
         "setsockopt(SO_BUF_LOCK)",
@@ -311,6 +326,42 @@ fn sk_unix_file(_: &mut KernelFeatures) -> Outcome {
     let _ = std::fs::remove_file(&path);
     let _ = std::fs::remove_dir(&dir);
     res
+}
+
+fn move_mount_set_group(_: &mut KernelFeatures) -> Outcome {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = std::env::temp_dir().join(format!("criu-probe-mnt-{}", std::process::id()));
+    let (a, b) = (dir.join("a"), dir.join("b"));
+    let mk = |p: &std::path::Path| {
+        std::fs::create_dir_all(p).map_err(|e| format!("{}: {e}", p.display()))
+    };
+    let cs = |p: &std::path::Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(|e| e.to_string())
+    };
+    let res = mk(&a)
+        .and_then(|()| mk(&b))
+        .and_then(|()| Ok((cs(&a)?, cs(&b)?)))
+        .and_then(|(ca, cb)| {
+            probe::move_mount_set_group_in_child(&ca, &cb).map_err(|e| e.to_string())
+        });
+    let _ = std::fs::remove_dir(&a);
+    let _ = std::fs::remove_dir(&b);
+    let _ = std::fs::remove_dir(&dir);
+    res.map(|()| None)
+}
+
+fn tcp_half_closed(_: &mut KernelFeatures) -> Outcome {
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    let srv = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind 127.0.0.1: {e}"))?;
+    let addr = srv.local_addr().map_err(|e| e.to_string())?;
+    let cli = TcpStream::connect(addr).map_err(|e| format!("connect to {addr}: {e}"))?;
+    // Keep the accepted end open so the connection is half-closed, not reset.
+    let _acc = srv.accept().map_err(|e| format!("accept: {e}"))?;
+    cli.shutdown(Shutdown::Write)
+        .map_err(|e| format!("shutdown: {e}"))?;
+    probe::setsockopt_int(cli.as_fd(), libc::SOL_TCP, libc::TCP_REPAIR, 1)
+        .map_err(|e| e.to_string())?;
+    Ok(None)
 }
 
 fn sockopt_buf_lock(_: &mut KernelFeatures) -> Outcome {

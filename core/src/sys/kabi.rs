@@ -217,6 +217,11 @@ pub const KCMP_EPOLL_TFD: libc::c_int = 7;
 
 pub const MEMBARRIER_CMD_GET_REGISTRATIONS: libc::c_int = 1 << 9;
 
+// ---- <linux/mount.h> ----
+
+/// `MOVE_MOUNT_SET_GROUP` (Linux 5.15+): copy the propagation group of one mount to another.
+pub const MOVE_MOUNT_SET_GROUP: libc::c_uint = 0x100;
+
 // ---- <linux/kcmp.h> ----
 
 /// `struct kcmp_epoll_slot` for `KCMP_EPOLL_TFD`.

@@ -233,3 +233,52 @@ pub fn sigqueueinfo_in_child() -> Result<()> {
     })?;
     code_to_result("rt_sigqueueinfo", child.wait_exit()?)
 }
+
+/// In a forked child with its own mount namespace: mounts tmpfs on `shared`, bind-mounts it
+/// on `other` (the kernel wants one superblock and a private target), makes `shared` shared,
+/// then `move_mount(shared, other, MOVE_MOUNT_SET_GROUP)`. Both must be
+/// existing empty directories; the mounts vanish with the child's namespace.
+pub fn move_mount_set_group_in_child(
+    shared: &std::ffi::CStr,
+    other: &std::ffi::CStr,
+) -> Result<()> {
+    let (a, b) = (shared.as_ptr(), other.as_ptr());
+    let child = fork_child(None, move || {
+        let none = c"none".as_ptr();
+        let tmpfs = c"tmpfs".as_ptr();
+        let root = c"/".as_ptr();
+        // SAFETY: raw syscalls on C strings that outlive the child's use of them.
+        let r = unsafe {
+            if libc::unshare(libc::CLONE_NEWNS) < 0
+                || libc::mount(
+                    none,
+                    root,
+                    std::ptr::null(),
+                    libc::MS_REC | libc::MS_PRIVATE,
+                    std::ptr::null(),
+                ) < 0
+                || libc::mount(none, a, tmpfs, 0, std::ptr::null()) < 0
+                || libc::mount(a, b, std::ptr::null(), libc::MS_BIND, std::ptr::null()) < 0
+                || libc::mount(none, a, std::ptr::null(), libc::MS_SHARED, std::ptr::null()) < 0
+            {
+                child_exit(125);
+            }
+            libc::syscall(
+                libc::SYS_move_mount,
+                libc::AT_FDCWD,
+                a,
+                libc::AT_FDCWD,
+                b,
+                kabi::MOVE_MOUNT_SET_GROUP,
+            )
+        };
+        child_exit_result(r)
+    })?;
+    match child.wait_exit()? {
+        125 => Err(ProbeError {
+            call: "mount setup in a new mount namespace",
+            errno: Errno::EPERM,
+        }),
+        code => code_to_result("move_mount(MOVE_MOUNT_SET_GROUP)", code),
+    }
+}

@@ -86,6 +86,18 @@ fn process_feature_probes() {
     assert_ne!(prctl_get_tid_address().expect("tid address"), 0);
     skip_if_missing("timens", unshare_in_child(libc::CLONE_NEWTIME));
     sigqueueinfo_in_child().expect("rt_sigqueueinfo");
+    let dir = std::env::temp_dir().join(format!("criu-probe-test-mnt-{}", std::process::id()));
+    let (a, b) = (dir.join("a"), dir.join("b"));
+    std::fs::create_dir_all(&a).expect("mkdir");
+    std::fs::create_dir_all(&b).expect("mkdir");
+    let c = |p: &std::path::Path| {
+        std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).expect("no NUL")
+    };
+    let r = move_mount_set_group_in_child(&c(&a), &c(&b));
+    let _ = std::fs::remove_dir(&a);
+    let _ = std::fs::remove_dir(&b);
+    let _ = std::fs::remove_dir(&dir);
+    skip_if_missing("move_mount set group", r);
 }
 
 #[test]
