@@ -189,3 +189,54 @@ fn proc_mem_reads_what_process_vm_readv_cannot() {
     let r = unsafe { libc::mprotect(m.addr.cast(), 4096, libc::PROT_READ | libc::PROT_WRITE) };
     assert_eq!(r, 0);
 }
+
+mod prop {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const PAGES: usize = 64;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+
+        /// Gathering arbitrary ranges (zero-length ones included, more than IOV_MAX of them)
+        /// gives exactly the concatenated slices, and scattering them back is the inverse.
+        #[test]
+        fn gather_scatter_matches_slices(
+            spans in proptest::collection::vec((0usize..PAGES * 4096, 0usize..3000), 0..2200)
+        ) {
+            let mut m = Map::new(PAGES);
+            for (i, b) in m.bytes().iter_mut().enumerate() {
+                *b = (i * 7 % 253) as u8;
+            }
+            let ranges: Vec<RemoteRange> = spans
+                .iter()
+                .map(|&(off, len)| RemoteRange {
+                    addr: m.base() + off as u64,
+                    len: len.min(PAGES * 4096 - off),
+                })
+                .collect();
+            let total: usize = ranges.iter().map(|r| r.len).sum();
+            let mut buf = vec![0u8; total];
+            read_ranges(me(), &ranges, &mut buf).expect("gather");
+            let mut want = Vec::with_capacity(total);
+            for r in &ranges {
+                let off = (r.addr - m.base()) as usize;
+                want.extend_from_slice(&m.bytes()[off..off + r.len]);
+            }
+            prop_assert_eq!(&buf, &want);
+            // Scatter into a second mapping at the same offsets and compare byte by byte.
+            let mut other = Map::new(PAGES);
+            let moved: Vec<RemoteRange> = ranges
+                .iter()
+                .map(|r| RemoteRange { addr: r.addr - m.base() + other.base(), len: r.len })
+                .collect();
+            write_ranges(me(), &moved, &buf).expect("scatter");
+            for r in &ranges {
+                let off = (r.addr - m.base()) as usize;
+                prop_assert_eq!(&other.bytes()[off..off + r.len], &m.bytes()[off..off + r.len]);
+            }
+        }
+    }
+}
