@@ -111,10 +111,23 @@ fn dump_leave_running_then_kill() {
             assert_eq!(tc.sigactions.len(), 62);
             // SIGUSR1 (index 8) has our handler.
             assert!(tc.sigactions[8].sigaction > 1);
-            let real = tc.timers.unwrap().real;
+            let real = tc.timers.as_ref().unwrap().real;
             assert_eq!((real.isec, real.iusec), (1, 0));
             assert_eq!(tc.rlimits.unwrap().rlimits.len(), 16);
             assert_eq!(tc.comm, "wl_memory");
+            // SIGUSR2 pending process-wide and for the main thread (siginfo byte 0: signo).
+            let shared = tc.signals_s.unwrap().signals;
+            assert_eq!(shared.len(), 1);
+            assert_eq!(shared[0].siginfo[0] as i32, libc::SIGUSR2);
+            let own = tcore.signals_p.as_ref().unwrap();
+            assert_eq!(own.signals.len(), 1);
+            assert_eq!(own.signals[0].siginfo.len(), 128);
+            let posix = &tc.timers.as_ref().unwrap().posix;
+            assert_eq!(posix.len(), 1, "{posix:?}");
+            assert_eq!(posix[0].clock_id, libc::CLOCK_MONOTONIC as u32);
+            assert_eq!(posix[0].si_signo as i32, libc::SIGRTMIN() + 1);
+            assert_eq!((posix[0].isec, posix[0].insec), (30, 0));
+            assert!(posix[0].vsec <= 30);
         }
     }
 

@@ -1,7 +1,9 @@
 //! Workload for the dump tests: N MiB of patterned private memory (checksummed), three
 //! threads spinning with FP values in registers, a pipe holding "pipe-data", an open file at
-//! offset 5, a SIGUSR1 handler and a 1 s ITIMER_REAL. Prints "ready", then idles; on
-//! SIGUSR1 it checks all of it and prints "ok" or "bad <what>".
+//! offset 5, a SIGUSR1 handler, a 1 s ITIMER_REAL, a POSIX timer (CLOCK_MONOTONIC, 30 s,
+//! signal SIGRTMIN+1) and SIGUSR2 blocked and pending twice (process-wide and for the main
+//! thread). Prints "ready", then idles; on SIGUSR1 it checks all of it and prints "ok" or
+//! "bad <what>".
 //!
 //! Usage: wl_memory MIB FILE
 
@@ -58,6 +60,29 @@ fn set_handler(sig: Signal, f: extern "C" fn(libc::c_int)) {
     }
 }
 
+/// A POSIX timer that never fires during a test (30 s), so its value is visible in a dump.
+fn posix_timer() {
+    // SAFETY: sigevent is plain data; zero is a valid start before filling the fields.
+    let mut sev: libc::sigevent = unsafe { std::mem::zeroed() };
+    sev.sigev_notify = libc::SIGEV_SIGNAL;
+    sev.sigev_signo = libc::SIGRTMIN() + 1;
+    let mut id: libc::timer_t = std::ptr::null_mut();
+    // SAFETY: sev and id are valid for the call.
+    let r = unsafe { libc::timer_create(libc::CLOCK_MONOTONIC, &mut sev, &mut id) };
+    assert_eq!(r, 0, "timer_create");
+    let t = libc::timespec {
+        tv_sec: 30,
+        tv_nsec: 0,
+    };
+    let spec = libc::itimerspec {
+        it_interval: t,
+        it_value: t,
+    };
+    // SAFETY: spec is valid; the old value pointer may be null.
+    let r = unsafe { libc::timer_settime(id, 0, &spec, std::ptr::null_mut()) };
+    assert_eq!(r, 0, "timer_settime");
+}
+
 fn verify(
     mem: &[u64],
     sum: u64,
@@ -92,6 +117,16 @@ fn verify(
     }
     if TICKS.load(Ordering::SeqCst) == 0 {
         return Err("itimer never fired".into());
+    }
+    let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: sigpending fills the set we pass.
+    if unsafe { libc::sigpending(set.as_mut_ptr()) } != 0 {
+        return Err("sigpending".into());
+    }
+    // SAFETY: initialised by the successful sigpending above; sigismember only reads it.
+    let usr2_pending = unsafe { libc::sigismember(set.as_ptr(), libc::SIGUSR2) } == 1;
+    if !usr2_pending {
+        return Err("SIGUSR2 no longer pending".into());
     }
     Ok(())
 }
@@ -130,6 +165,16 @@ fn main() {
     // SAFETY: setitimer reads the itimerval we pass; the old value pointer may be null.
     let r = unsafe { libc::setitimer(libc::ITIMER_REAL, &it, std::ptr::null_mut()) };
     assert_eq!(r, 0, "setitimer");
+
+    // SIGUSR2 blocked in every thread (threads inherit the mask), then queued twice.
+    let mut usr2 = SigSet::empty();
+    usr2.add(Signal::SIGUSR2);
+    usr2.thread_block().expect("block SIGUSR2");
+    nix::sys::signal::kill(nix::unistd::getpid(), Signal::SIGUSR2).expect("kill");
+    // SAFETY: signals our own thread.
+    let r = unsafe { libc::pthread_kill(libc::pthread_self(), libc::SIGUSR2) };
+    assert_eq!(r, 0, "pthread_kill");
+    posix_timer();
 
     for seed in [2.0f64, 7.25, 1e6] {
         std::thread::spawn(move || fp_thread(seed));
