@@ -350,3 +350,30 @@ fn dump_of_stopped_task_keeps_it_stopped() {
     signal(pid, Signal::SIGUSR1);
     w.wait_line("ok", Duration::from_secs(20));
 }
+
+#[test]
+fn dump_refuses_a_process_with_children() {
+    if skip_unless_root("dump_refuses_a_process_with_children") {
+        return;
+    }
+    // sh with a background child: the tree case is not supported yet and must say so.
+    let w = Workload::start(
+        Path::new("/bin/sh"),
+        &["-c", "sleep 600 & echo ready; wait"],
+        "ready",
+        Duration::from_secs(20),
+    );
+    let pid = w.pid();
+    let kids = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap();
+    let kid: i32 = kids.split_whitespace().next().unwrap().parse().unwrap();
+    let _kid_guard = criu_tests::PidGuard::new(kid);
+    let d = images("dump-tree");
+    let err = dump(&DumpOptions::new(pid, d.path())).expect_err("tree dump");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("tree") && msg.contains(&kid.to_string()),
+        "{msg}"
+    );
+    assert!(std::fs::read_dir(d.path()).unwrap().next().is_none());
+    assert!(criu_tests::pid_exists(w.pid()) && proc_state(pid) != 'T');
+}

@@ -108,6 +108,19 @@ pub fn freeze_process(pid: i32) -> Result<Frozen, DumpError> {
     // the set is exactly the live one.
     let live = misc::read_tasks(pid).map_err(|e| DumpError::proc(pid, "freeze", e))?;
     frozen.threads.retain(|t| live.contains(&t.tid));
+    // Children would be lost silently: refuse until the tree walk exists.
+    for t in &frozen.threads {
+        let kids =
+            misc::read_children(pid, t.tid).map_err(|e| DumpError::proc(pid, "freeze", e))?;
+        if let Some(&kid) = kids.first() {
+            return Err(DumpError::Unsupported {
+                pid,
+                step: "freeze",
+                what: format!("a process tree (child {kid} of thread {})", t.tid),
+                hint: "only single processes can be dumped so far",
+            });
+        }
+    }
     Ok(frozen)
 }
 
