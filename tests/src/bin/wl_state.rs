@@ -1,0 +1,167 @@
+//! Restore workload with kernel-side state to carry over: a SIGUSR1 handler run on a
+//! sigaltstack, an armed ITIMER_REAL, blocked masks, a shared pending SIGUSR2 and a
+//! per-thread pending SIGTERM, thread names, umask, cwd, lowered rlimits. The test compares
+//! /proc views before the dump and after the restore; on SIGUSR1 the workload itself checks
+//! it runs on its alternate stack and that the itimer is still armed, and appends
+//! `usr1 onstack=<0|1> itimer=<0|1>` to the report.
+//!
+//! Usage: wl_state REPORT_FILE WORKDIR
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal, sigaction};
+
+static ALT_LO: AtomicUsize = AtomicUsize::new(0);
+static ALT_HI: AtomicUsize = AtomicUsize::new(0);
+static ONSTACK: AtomicBool = AtomicBool::new(false);
+static GOT_USR1: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_usr1(_: libc::c_int) {
+    let here = 0u8;
+    let sp = std::hint::black_box(&here) as *const u8 as usize;
+    let inside = sp >= ALT_LO.load(Ordering::SeqCst) && sp < ALT_HI.load(Ordering::SeqCst);
+    ONSTACK.store(inside, Ordering::SeqCst);
+    GOT_USR1.store(true, Ordering::SeqCst);
+}
+
+extern "C" fn on_term(_: libc::c_int) {}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let (Some(report), Some(workdir)) = (args.get(1), args.get(2)) else {
+        eprintln!("usage: wl_state REPORT_FILE WORKDIR");
+        std::process::exit(2);
+    };
+    let _ = nix::unistd::setsid();
+    let mut out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(report)
+        .expect("open report");
+    std::env::set_current_dir(workdir).expect("chdir");
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o027));
+    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, 512, 4096)
+        .expect("rlimit nofile");
+    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0)
+        .expect("rlimit core");
+
+    // The alternate stack: a leaked buffer, its bounds published for the handler.
+    let alt: &'static mut [u8] = Box::leak(vec![0u8; 64 * 1024].into_boxed_slice());
+    ALT_LO.store(alt.as_ptr() as usize, Ordering::SeqCst);
+    ALT_HI.store(alt.as_ptr() as usize + alt.len(), Ordering::SeqCst);
+    let ss = libc::stack_t {
+        ss_sp: alt.as_mut_ptr().cast(),
+        ss_flags: 0,
+        ss_size: alt.len(),
+    };
+    // SAFETY: the stack is a leaked buffer that lives as long as the process.
+    let r = unsafe { libc::sigaltstack(&ss, std::ptr::null_mut()) };
+    assert_eq!(r, 0, "sigaltstack");
+
+    let usr1 = SigAction::new(
+        SigHandler::Handler(on_usr1),
+        SaFlags::SA_ONSTACK | SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    let term = SigAction::new(
+        SigHandler::Handler(on_term),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    // SAFETY: the handlers only touch atomics, which is async-signal-safe.
+    unsafe {
+        sigaction(Signal::SIGUSR1, &usr1).expect("sigaction");
+        sigaction(Signal::SIGTERM, &term).expect("sigaction");
+    }
+
+    // SIGUSR2 blocked everywhere (threads inherit the mask), then made pending for the
+    // whole process.
+    let mut usr2 = SigSet::empty();
+    usr2.add(Signal::SIGUSR2);
+    nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&usr2), None).expect("mask");
+
+    let _worker = std::thread::Builder::new()
+        .name("wl-worker".into())
+        .spawn(|| {
+            // SIGUSR1 goes to the main thread, the one with the alternate stack.
+            let mut term = SigSet::empty();
+            term.add(Signal::SIGTERM);
+            term.add(Signal::SIGUSR1);
+            nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&term), None)
+                .expect("mask");
+            // Pending on this thread only.
+            nix::sys::signal::raise(Signal::SIGTERM).expect("raise");
+            loop {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+        .expect("thread");
+    std::thread::sleep(Duration::from_millis(50));
+    nix::sys::signal::kill(nix::unistd::getpid(), Signal::SIGUSR2).expect("shared pending");
+
+    set_itimer(1000);
+
+    writeln!(
+        out,
+        "ready {} tids={},{}",
+        std::process::id(),
+        nix::unistd::gettid(),
+        tid_of_worker()
+    )
+    .expect("write");
+    loop {
+        std::thread::sleep(Duration::from_millis(20));
+        if GOT_USR1.swap(false, Ordering::SeqCst) {
+            let armed = get_itimer_armed();
+            let line = format!(
+                "usr1 onstack={} itimer={}\n",
+                u8::from(ONSTACK.load(Ordering::SeqCst)),
+                u8::from(armed)
+            );
+            let _ = out.write_all(line.as_bytes());
+        }
+    }
+}
+
+fn tid_of_worker() -> i32 {
+    let me = std::process::id() as i32;
+    std::fs::read_dir("/proc/self/task")
+        .expect("tasks")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .find(|t: &i32| *t != me)
+        .unwrap_or(0)
+}
+
+fn set_itimer(secs: i64) {
+    let it = libc::itimerval {
+        it_interval: libc::timeval {
+            tv_sec: secs,
+            tv_usec: 0,
+        },
+        it_value: libc::timeval {
+            tv_sec: secs,
+            tv_usec: 0,
+        },
+    };
+    // SAFETY: setitimer reads the itimerval we pass; the old value pointer may be null.
+    let r = unsafe { libc::setitimer(libc::ITIMER_REAL, &it, std::ptr::null_mut()) };
+    assert_eq!(r, 0, "setitimer");
+}
+
+fn get_itimer_armed() -> bool {
+    let mut it = libc::itimerval {
+        it_interval: libc::timeval {
+            tv_sec: 0,
+            tv_usec: 0,
+        },
+        it_value: libc::timeval {
+            tv_sec: 0,
+            tv_usec: 0,
+        },
+    };
+    // SAFETY: getitimer writes one itimerval into `it`.
+    let r = unsafe { libc::getitimer(libc::ITIMER_REAL, &mut it) };
+    r == 0 && it.it_value.tv_sec > 0 && it.it_interval.tv_sec == 1000
+}
