@@ -5,8 +5,8 @@ use std::time::Instant;
 
 use criu_plugin_api::Plugin;
 use criu_proto::images::{
-    CoreEntry, DumpStatsEntry, PstreeEntry, SeccompEntry, StatsEntry, TimensEntry, Timespec,
-    core_entry::March,
+    CoreEntry, DumpStatsEntry, PstreeEntry, SeccompEntry, SeccompFilter, StatsEntry, TimensEntry,
+    Timespec, core_entry::March,
 };
 use nix::time::{ClockId, clock_gettime};
 
@@ -31,6 +31,24 @@ fn checkpoint(opts: &DumpOptions, step: &'static str) -> Result<(), DumpError> {
         });
     }
     Ok(())
+}
+
+/// Append a thread's filter chain (newest first) to seccomp.img, each entry's `prev`
+/// naming the next older one, as CRIU restores it (walk `prev` from the thread's
+/// `seccomp_filter`, install oldest first). Returns the position of the newest filter.
+pub fn add_seccomp_chain(img: &mut SeccompEntry, chain: &[Vec<u8>]) -> Option<u32> {
+    if chain.is_empty() {
+        return None;
+    }
+    let first = img.seccomp_filters.len() as u32;
+    for (k, f) in chain.iter().enumerate() {
+        img.seccomp_filters.push(SeccompFilter {
+            filter: f.clone(),
+            prev: (k + 1 < chain.len()).then_some(first + k as u32 + 1),
+            flags: None,
+        });
+    }
+    Some(first)
 }
 
 fn us(since: Instant) -> u32 {
@@ -104,7 +122,7 @@ fn dump_frozen(
     // 1. Everything that needs remote syscalls, then the scratch page goes away before the
     //    VMA list is read.
     let mut remote = SysRemote::new(pid)?;
-    let mut threads = Vec::new();
+    let mut threads: Vec<thread::ThreadState> = Vec::new();
     for t in &frozen.threads {
         threads.push(thread::collect_thread(
             pid,
@@ -174,6 +192,12 @@ fn dump_frozen(
     // 5. Per-thread core images, ids, pstree and the rest.
     let mut tc = Some(tc);
     let nthreads = threads.len();
+    let mut seccomp = SeccompEntry::default();
+    for t in &mut threads {
+        if let Some(pos) = add_seccomp_chain(&mut seccomp, &t.seccomp_chain) {
+            t.core.seccomp_filter = Some(pos);
+        }
+    }
     let tids: Vec<u32> = threads.iter().map(|t| t.tid as u32).collect();
     for t in threads {
         let core = CoreEntry {
@@ -198,7 +222,7 @@ fn dump_frozen(
     };
     dir.write_image(ImageKind::Pstree, 0, &[pstree])
         .map_err(img(pid, "images"))?;
-    dir.write_single(ImageKind::Seccomp, 0, &SeccompEntry::default())
+    dir.write_single(ImageKind::Seccomp, 0, &seccomp)
         .map_err(img(pid, "images"))?;
     let now = |c| {
         clock_gettime(c)
@@ -253,4 +277,22 @@ fn dump_frozen(
     dir.write_inventory(&ids::inventory(root_ids))
         .map_err(img(pid, "images"))?;
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seccomp_chains_link_newest_to_oldest() {
+        let mut img = SeccompEntry::default();
+        assert_eq!(add_seccomp_chain(&mut img, &[]), None);
+        let a = add_seccomp_chain(&mut img, &[vec![1; 8], vec![2; 8]]);
+        let b = add_seccomp_chain(&mut img, &[vec![3; 8]]);
+        assert_eq!((a, b), (Some(0), Some(2)));
+        assert_eq!(img.seccomp_filters[0].prev, Some(1));
+        assert_eq!(img.seccomp_filters[1].prev, None);
+        assert_eq!(img.seccomp_filters[2].prev, None);
+        assert_eq!(img.seccomp_filters[2].filter, vec![3; 8]);
+    }
 }

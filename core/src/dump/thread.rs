@@ -26,6 +26,23 @@ pub struct ThreadState {
     pub tid: i32,
     pub info: ThreadInfoX86,
     pub core: ThreadCoreEntry,
+    /// Classic-BPF seccomp filters of the thread, newest first (raw `sock_filter` arrays).
+    pub seccomp_chain: Vec<Vec<u8>>,
+}
+
+/// The thread's seccomp filters, newest first. PTRACE_SECCOMP_GET_FILTER counts from the
+/// oldest filter (index 0); ENOENT ends the chain.
+pub fn seccomp_chain(pid: i32, tid: i32) -> Result<Vec<Vec<u8>>, DumpError> {
+    let mut out = Vec::new();
+    for i in 0u64.. {
+        match ptrace::seccomp_get_filter(Pid::from_raw(tid), i) {
+            Ok(f) => out.push(f),
+            Err(e) if e.errno() == Some(nix::errno::Errno::ENOENT) && i > 0 => break,
+            Err(e) => return Err(DumpError::ptrace(pid, "threads", e)),
+        }
+    }
+    out.reverse();
+    Ok(out)
 }
 
 /// As CRIU does on dump: a thread stopped inside an interrupted syscall is saved so that it
@@ -224,14 +241,11 @@ pub fn collect_thread(
         status::read_thread_status(pid, tid).map_err(|e| DumpError::proc(pid, "threads", e))?;
     let sst = stat::read_thread_stat(pid, tid).map_err(|e| DumpError::proc(pid, "threads", e))?;
     let comm = misc::read_comm(pid, tid).map_err(|e| DumpError::proc(pid, "threads", e))?;
-    if st.seccomp == 2 {
-        return Err(DumpError::Unsupported {
-            pid,
-            step: "threads",
-            what: format!("seccomp filters on thread {tid}"),
-            hint: "seccomp.img filter dumping is not written yet",
-        });
-    }
+    let chain = if st.seccomp == 2 {
+        seccomp_chain(pid, tid)?
+    } else {
+        Vec::new()
+    };
     let rt = sst.policy == libc::SCHED_FIFO as u32 || sst.policy == libc::SCHED_RR as u32;
     let core = ThreadCoreEntry {
         futex_rla: rla,
@@ -266,7 +280,12 @@ pub fn collect_thread(
         fpregs: fpregs_entry(&xs),
         tls,
     };
-    Ok(ThreadState { tid, info, core })
+    Ok(ThreadState {
+        tid,
+        info,
+        core,
+        seccomp_chain: chain,
+    })
 }
 
 /// The leader's signal mask (goes to task_core.blk_sigset).
