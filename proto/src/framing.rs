@@ -190,13 +190,21 @@ pub fn check_header(kind: ImageKind, data: &[u8]) -> Result<usize, FramingError>
 /// Parses a framed image, recognising its kind from the magic.
 pub fn parse(data: &[u8]) -> Result<RawImage, FramingError> {
     let (kind, start) = parse_header(data)?;
-    parse_entries(kind, data, start)
+    parse_entries(kind, data, start, true)
 }
 
 /// Parses a framed image that must be of `kind`.
 pub fn parse_as(kind: ImageKind, data: &[u8]) -> Result<RawImage, FramingError> {
     let start = check_header(kind, data)?;
-    parse_entries(kind, data, start)
+    parse_entries(kind, data, start, true)
+}
+
+/// Like [`parse_as`], but without decoding every entry against the schema (only what is
+/// needed to size extra payloads): for callers that decode the entries into typed
+/// messages right after, which checks them anyway.
+pub fn split_as(kind: ImageKind, data: &[u8]) -> Result<RawImage, FramingError> {
+    let start = check_header(kind, data)?;
+    parse_entries(kind, data, start, false)
 }
 
 fn decode_at<M: Message + Default>(
@@ -229,7 +237,12 @@ fn round_up(x: u64, to: u64) -> u64 {
     x.div_ceil(to).saturating_mul(to)
 }
 
-fn parse_entries(kind: ImageKind, data: &[u8], start: usize) -> Result<RawImage, FramingError> {
+fn parse_entries(
+    kind: ImageKind,
+    data: &[u8],
+    start: usize,
+    check: bool,
+) -> Result<RawImage, FramingError> {
     let mut entries = Vec::new();
     let mut pos = start;
     while pos < data.len() {
@@ -238,7 +251,9 @@ fn parse_entries(kind: ImageKind, data: &[u8], start: usize) -> Result<RawImage,
         let len = read_u32(data, pos, "entry length")?;
         let payload = take(data, pos + 4, u64::from(len), "entry")?;
         let message = kind.entry_message_name(index);
-        validate(payload, offset, message)?;
+        if check {
+            validate(payload, offset, message)?;
+        }
         pos += 4 + payload.len();
         let extra_len = extra_len(kind, index, payload, offset, data, pos)?;
         let extra = take(data, pos, extra_len, "entry payload")?;

@@ -55,11 +55,17 @@ impl ImageDir {
         }
     }
 
+    /// Frames the image of `kind` for `id`; entries are checked when decoded.
+    fn read_split(&self, kind: ImageKind, id: u64) -> Result<RawImage> {
+        let (path, data) = self.read_bytes(kind, id)?;
+        framing::split_as(kind, &data).map_err(|source| ImageError::Corrupt { path, source })
+    }
+
     /// Every entry of an image whose entries are all `M` (not pagemap or ghost files: see
     /// [`ImageDir::read_pagemap`] and [`ImageDir::read_raw`]).
     pub fn read_all<M: Message + Default>(&self, kind: ImageKind, id: u64) -> Result<Vec<M>> {
         self.uniform(kind, id, "read_all")?;
-        let img = self.read_raw(kind, id)?;
+        let img = self.read_split(kind, id)?;
         img.decode_entries().map_err(|source| ImageError::Corrupt {
             path: self.file_path(kind, id),
             source,
@@ -70,7 +76,7 @@ impl ImageDir {
     pub fn read_pagemap(&self, pid: u64) -> Result<(PagemapHead, Vec<PagemapEntry>)> {
         let kind = ImageKind::Pagemap;
         let path = self.file_path(kind, pid);
-        let img = self.read_raw(kind, pid)?;
+        let img = self.read_split(kind, pid)?;
         let corrupt = |source| ImageError::Corrupt {
             path: path.clone(),
             source,
