@@ -1,5 +1,5 @@
 //! Kernel-side task state survives dump + restore: signal masks, pending signals (shared and
-//! per-thread), handlers, thread names, umask, cwd, rlimits, memory layout, auxv, cmdline,
+//! per-thread), handlers, POSIX timers, thread names, umask, cwd, rlimits, memory layout, auxv, cmdline,
 //! environment and exe are compared through /proc before and after; the workload checks its
 //! sigaltstack and itimer itself.
 
@@ -47,7 +47,14 @@ fn snapshot(pid: i32) -> Vec<(String, String)> {
     }
     let maps = String::from_utf8_lossy(&read(format!("/proc/{pid}/maps"))).into_owned();
     v.push(("maps".to_string(), normalize_maps(&maps)));
-    for f in ["limits", "cmdline", "environ", "auxv", "personality"] {
+    for f in [
+        "limits",
+        "cmdline",
+        "environ",
+        "auxv",
+        "personality",
+        "timers",
+    ] {
         v.push((
             f.to_string(),
             String::from_utf8_lossy(&read(format!("/proc/{pid}/{f}"))).into_owned(),

@@ -207,6 +207,7 @@ fn restore_task(
     state::restore_process_state(&mut sp, t)?;
     let mut others = threads::create_threads(&mut sp, t, created)?;
     let data = sp.gadget + GADGET_DATA;
+    state::restore_posix_timers(&mut sp.leader, t, data)?;
     threads::restore_thread_state(&mut sp.leader, &t.threads[0], t, data)?;
     for (rt, th) in others.iter_mut().zip(&t.threads[1..]) {
         threads::restore_thread_state(rt, th, t, data)?;

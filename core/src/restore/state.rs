@@ -206,15 +206,6 @@ fn resource_of(i: usize) -> nix::sys::resource::Resource {
 
 /// Things the images may hold that this restore does not recreate yet: refuse loudly.
 fn check_unsupported(t: &TaskPlan) -> Result<()> {
-    if let Some(timers) = &t.tc.timers
-        && !timers.posix.is_empty()
-    {
-        return Err(unsupported(
-            t.pid,
-            format!("{} POSIX timers", timers.posix.len()),
-            "not restored yet",
-        ));
-    }
     if t.tc.old_seccomp_mode.unwrap_or(0) != 0 {
         return Err(unsupported(t.pid, "seccomp".into(), "not restored yet"));
     }
@@ -265,5 +256,69 @@ fn check_creds(tid: i32, c: &CredsEntry) -> Result<()> {
             "restore as the same user the task ran as",
         ));
     }
+    Ok(())
+}
+
+/// `PR_TIMER_CREATE_RESTORE_IDS` (Linux 6.15+): while on, `timer_create` takes the wanted
+/// timer id from `*created_timer_id`.
+const PR_TIMER_CREATE_RESTORE_IDS: u64 = 77;
+const SIGEV_THREAD_ID: u32 = 4;
+
+/// POSIX timers with their dumped ids, clocks, notification and remaining time. Runs after
+/// the threads exist (a timer may notify one of them). The overrun count is not carried
+/// over (the kernel has no way to set it).
+pub fn restore_posix_timers(rt: &mut RemoteThread, t: &TaskPlan, data: u64) -> Result<()> {
+    let Some(timers) = t.tc.timers.as_ref().filter(|tm| !tm.posix.is_empty()) else {
+        return Ok(());
+    };
+    rt.step = "restoring POSIX timers".into();
+    let r = rt.raw(
+        libc::SYS_prctl,
+        [PR_TIMER_CREATE_RESTORE_IDS, 1, 0, 0, 0, 0],
+    )?;
+    if r < 0 {
+        return Err(unsupported(
+            t.pid,
+            format!("{} POSIX timers", timers.posix.len()),
+            "this kernel lacks PR_TIMER_CREATE_RESTORE_IDS (Linux 6.15+)",
+        ));
+    }
+    for pt in &timers.posix {
+        // struct sigevent: value, signo, notify, then the thread id of SIGEV_THREAD_ID.
+        let mut ev = [0u8; 64];
+        ev[0..8].copy_from_slice(&pt.sival_ptr.to_le_bytes());
+        ev[8..12].copy_from_slice(&pt.si_signo.to_le_bytes());
+        ev[12..16].copy_from_slice(&pt.it_sigev_notify.to_le_bytes());
+        if pt.it_sigev_notify & SIGEV_THREAD_ID != 0 {
+            let tid = pt.notify_thread_id.unwrap_or(t.pid);
+            ev[16..20].copy_from_slice(&tid.to_le_bytes());
+        }
+        write_mem(rt, data, &ev)?;
+        let id_addr = data + 0x100;
+        write_mem(rt, id_addr, &pt.it_id.to_le_bytes())?;
+        rt.call(
+            "timer_create",
+            libc::SYS_timer_create,
+            [u64::from(pt.clock_id), data, id_addr, 0, 0, 0],
+        )?;
+        if pt.vsec | pt.vnsec == 0 {
+            continue;
+        }
+        let mut spec = Vec::with_capacity(32);
+        for w in [pt.isec, pt.insec, pt.vsec, pt.vnsec] {
+            spec.extend_from_slice(&w.to_le_bytes());
+        }
+        write_mem(rt, data, &spec)?;
+        rt.call(
+            "timer_settime",
+            libc::SYS_timer_settime,
+            [u64::from(pt.it_id), 0, data, 0, 0, 0],
+        )?;
+    }
+    rt.call(
+        "prctl(PR_TIMER_CREATE_RESTORE_IDS, OFF)",
+        libc::SYS_prctl,
+        [PR_TIMER_CREATE_RESTORE_IDS, 0, 0, 0, 0, 0],
+    )?;
     Ok(())
 }

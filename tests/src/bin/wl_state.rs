@@ -1,5 +1,5 @@
 //! Restore workload with kernel-side state to carry over: a SIGUSR1 handler run on a
-//! sigaltstack, an armed ITIMER_REAL, blocked masks, a shared pending SIGUSR2 and a
+//! sigaltstack, an armed ITIMER_REAL, POSIX timers with non-sequential ids, blocked masks, a shared pending SIGUSR2 and a
 //! per-thread pending SIGTERM, thread names, umask, cwd, lowered rlimits. The test compares
 //! /proc views before the dump and after the restore; on SIGUSR1 the workload itself checks
 //! it runs on its alternate stack and that the itimer is still armed, and appends
@@ -102,6 +102,13 @@ fn main() {
     nix::sys::signal::kill(nix::unistd::getpid(), Signal::SIGUSR2).expect("shared pending");
 
     set_itimer(1000);
+    // Three POSIX timers, the first deleted: the survivors have ids 1 and 2, which a restore
+    // handing out ids in order would not reproduce.
+    let first = posix_timer(libc::SIGEV_SIGNAL, libc::SIGUSR2, 1000);
+    posix_timer(libc::SIGEV_SIGNAL, libc::SIGUSR2, 1000);
+    posix_timer(libc::SIGEV_NONE, 0, 500);
+    // SAFETY: `first` is a timer id returned by timer_create.
+    assert_eq!(unsafe { libc::timer_delete(first) }, 0, "timer_delete");
 
     writeln!(
         out,
@@ -164,4 +171,28 @@ fn get_itimer_armed() -> bool {
     // SAFETY: getitimer writes one itimerval into `it`.
     let r = unsafe { libc::getitimer(libc::ITIMER_REAL, &mut it) };
     r == 0 && it.it_value.tv_sec > 0 && it.it_interval.tv_sec == 1000
+}
+
+/// An armed CLOCK_MONOTONIC POSIX timer that does not fire during a test.
+fn posix_timer(notify: libc::c_int, signo: libc::c_int, secs: i64) -> libc::timer_t {
+    // SAFETY: sigevent is plain data; zero is a valid start before filling the fields.
+    let mut sev: libc::sigevent = unsafe { std::mem::zeroed() };
+    sev.sigev_notify = notify;
+    sev.sigev_signo = signo;
+    let mut id: libc::timer_t = std::ptr::null_mut();
+    // SAFETY: sev and id are valid for the call.
+    let r = unsafe { libc::timer_create(libc::CLOCK_MONOTONIC, &mut sev, &mut id) };
+    assert_eq!(r, 0, "timer_create");
+    let t = libc::timespec {
+        tv_sec: secs,
+        tv_nsec: 0,
+    };
+    let spec = libc::itimerspec {
+        it_interval: t,
+        it_value: t,
+    };
+    // SAFETY: spec is valid; the old value pointer may be null.
+    let r = unsafe { libc::timer_settime(id, 0, &spec, std::ptr::null_mut()) };
+    assert_eq!(r, 0, "timer_settime");
+    id
 }
