@@ -13,8 +13,8 @@ mod restore_common;
 use criu_plugin_files as _;
 use criu_plugin_pipes as _;
 
-/// Parses `tick <n> pid=<pid> mem=<m> fp=<f> c=<a,b,...>`.
-fn tick(line: &str) -> Option<(u64, i32, String, String, Vec<u64>, String)> {
+/// Parses `tick <n> pid=<pid> mem=<m> fp=<f> c=<a,b,...> pipe=<p> rd=<r>`.
+fn tick(line: &str) -> Option<(u64, i32, String, String, Vec<u64>, String, u64)> {
     let mut it = line.split_whitespace();
     if it.next()? != "tick" {
         return None;
@@ -30,7 +30,8 @@ fn tick(line: &str) -> Option<(u64, i32, String, String, Vec<u64>, String)> {
         .map(|x| x.parse().ok())
         .collect::<Option<Vec<u64>>>()?;
     let pipe = it.next()?.strip_prefix("pipe=")?.to_string();
-    Some((n, pid, mem, fp, c, pipe))
+    let rd = it.next()?.strip_prefix("rd=")?.parse().ok()?;
+    Some((n, pid, mem, fp, c, pipe, rd))
 }
 
 fn run_counter(threads: usize, with_pipe: bool) {
@@ -51,14 +52,19 @@ fn run_counter(threads: usize, with_pipe: bool) {
     let before = wait_lines(&report, 4, Duration::from_secs(20));
     let ready = before[0].clone();
     assert!(ready.starts_with(&format!("ready {pid} ")), "{ready}");
-    let mut want_tids: Vec<i32> = ready
+    // The workers report their TIDs; the pipe reader (if any) is counted by /proc.
+    let workers: Vec<i32> = ready
         .split("tids=")
         .nth(1)
         .expect("tids")
         .split(',')
         .map(|t| t.parse().expect("tid"))
         .collect();
-    want_tids.sort_unstable();
+    let want_tids = tids_of(pid);
+    assert!(
+        workers.iter().all(|t| want_tids.contains(t)),
+        "{workers:?} {want_tids:?}"
+    );
     let exe = std::fs::read_link(format!("/proc/{pid}/exe")).expect("exe");
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("cmdline");
 
@@ -101,6 +107,10 @@ fn run_counter(threads: usize, with_pipe: bool) {
             assert!(a >= b, "counters never go back: {t:?} after {prev:?}");
         }
         prev = t.clone();
+    }
+    if with_pipe {
+        // The reader blocked in read(2) at dump time resumed its syscall and got new bytes.
+        assert!(prev.6 > last.6, "reader stuck: {prev:?} vs {last:?}");
     }
     // Every thread made progress after the restore.
     for (i, (a, b)) in prev.4.iter().zip(&last.4).enumerate() {

@@ -5,12 +5,14 @@
 //! work (values live in SSE registers inside the loop, so a lost FPU state shows up as a
 //! wrong result) and bumps its counter. Every 50 ms the main thread appends one line to the
 //! report file:
-//!   `tick <n> pid=<pid> mem=<ok|bad> fp=<ok|bad> c=<c0>,<c1>,... pipe=<ok|bad|none>`
+//!   `tick <n> pid=<pid> mem=<ok|bad> fp=<ok|bad> c=<c0>,<c1>,... pipe=<ok|bad|none> rd=<n>`
 //! The first line is `ready <pid> tids=<t0>,<t1>,...`. stdin/stdout/stderr are not used
 //! (start it with them on /dev/null), so every fd it has is a regular file.
 //!
 //! With a third argument `pipe` it also keeps a non-blocking pipe holding "pipe-data": each
-//! tick reads the 9 bytes back, checks and rewrites them.
+//! tick reads the 9 bytes back, checks and rewrites them. It also runs a reader thread that
+//! sits blocked in read(2) on a second pipe (an interrupted, restartable syscall at dump
+//! time) and counts the bytes the main thread sends each tick (`rd`).
 //!
 //! Usage: wl_counter REPORT_FILE THREADS [pipe]
 
@@ -63,6 +65,18 @@ fn main() {
         let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_NONBLOCK).expect("pipe");
         nix::unistd::write(&w, PIPE_DATA).expect("fill pipe");
         (r, w)
+    });
+    let read_count = Arc::new(AtomicU64::new(0));
+    let feed = pipe.as_ref().map(|_| {
+        let (r, w) = nix::unistd::pipe().expect("pipe");
+        let count = read_count.clone();
+        std::thread::spawn(move || {
+            let mut b = [0u8; 1];
+            while let Ok(1) = nix::unistd::read(&r, &mut b) {
+                count.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        w
     });
     let mem: Vec<u64> = (0..WORDS).map(pattern).collect();
     let fp_bad = Arc::new(AtomicBool::new(false));
@@ -124,15 +138,19 @@ fn main() {
                 }
             }
         };
+        if let Some(w) = &feed {
+            let _ = nix::unistd::write(w, b"x");
+        }
         let line = format!(
-            "tick {n} pid={pid} mem={} fp={} c={} pipe={pipe_state}\n",
+            "tick {n} pid={pid} mem={} fp={} c={} pipe={pipe_state} rd={}\n",
             if mem_ok { "ok" } else { "bad" },
             if fp_bad.load(Ordering::SeqCst) {
                 "bad"
             } else {
                 "ok"
             },
-            c.join(",")
+            c.join(","),
+            read_count.load(Ordering::SeqCst)
         );
         if out.write_all(line.as_bytes()).is_err() {
             std::process::exit(3);
