@@ -56,8 +56,13 @@ pub fn ps(dir: &ImageDir) -> Result<Vec<PsLine>, InspectError> {
     }
     let root = root.ok_or(InspectError::NoRoot)?;
     let mut out = Vec::new();
+    let mut seen = vec![false; tree.len()];
     let mut stack = vec![(root, 0usize)];
     while let Some((i, depth)) = stack.pop() {
+        // Duplicate pids could make a cycle; show each entry once.
+        if std::mem::replace(&mut seen[i], true) {
+            continue;
+        }
         let p = &tree[i];
         let core: criu_proto::images::CoreEntry =
             dir.read_single(ImageKind::Core, u64::from(p.pid))?;

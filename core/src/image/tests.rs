@@ -259,3 +259,24 @@ fn reads_criu_fixtures() {
     let rss = inspect::rss(&dir).unwrap();
     assert_eq!(rss[0].runs.len(), entries.len());
 }
+
+#[test]
+fn ps_survives_duplicate_pids() {
+    let t = TempDir::new("dup");
+    let dir = ImageDir::open(&t.0).unwrap();
+    let e = |pid, ppid| PstreeEntry {
+        pid,
+        ppid,
+        pgid: 1,
+        sid: 1,
+        threads: vec![pid],
+    };
+    dir.write_image(ImageKind::Pstree, 0, &[e(1, 0), e(1, 1)])
+        .unwrap();
+    let core = CoreEntry {
+        tc: Some(Default::default()),
+        ..Default::default()
+    };
+    dir.write_single(ImageKind::Core, 1, &core).unwrap();
+    assert_eq!(inspect::ps(&dir).unwrap().len(), 2);
+}
