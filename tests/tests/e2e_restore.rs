@@ -13,8 +13,11 @@ mod restore_common;
 use criu_plugin_files as _;
 use criu_plugin_pipes as _;
 
+/// One report line: tick number, pid, mem, fp, per-thread counters, pipe, bytes read.
+type Tick = (u64, i32, String, String, Vec<u64>, String, u64);
+
 /// Parses `tick <n> pid=<pid> mem=<m> fp=<f> c=<a,b,...> pipe=<p> rd=<r>`.
-fn tick(line: &str) -> Option<(u64, i32, String, String, Vec<u64>, String, u64)> {
+fn tick(line: &str) -> Option<Tick> {
     let mut it = line.split_whitespace();
     if it.next()? != "tick" {
         return None;
