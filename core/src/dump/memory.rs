@@ -50,6 +50,8 @@ pub struct Vma {
     pub entry: VmaEntry,
     /// Set for FILE_PRIVATE/FILE_SHARED VMAs; `entry.shmid` gets its file id later.
     pub file: Option<VmaFile>,
+    /// For ANON_SHARED VMAs: the map_files link that opens the shmem object.
+    pub shmem: Option<String>,
 }
 
 impl Vma {
@@ -164,7 +166,18 @@ pub fn classify(pid: i32, m: &MapsEntry, file_stat: &mut StatFn<'_>) -> Result<V
                     )));
                 }
                 if Some(dev) == shmem_dev() {
-                    // Anonymous shared memory (or SysV shm / memfd on the shmem mount).
+                    // MAP_SHARED|MAP_ANONYMOUS shows as "/dev/zero (deleted)" on the shmem
+                    // mount; SysV shm and memfd live there too but need their own images.
+                    if m.shared && m.path.starts_with("/dev/zero") {
+                        e.status |= VMA_ANON_SHARED;
+                        e.flags |= libc::MAP_ANONYMOUS as u32;
+                        e.shmid = ino;
+                        return Ok(Vma {
+                            entry: e,
+                            file: None,
+                            shmem: Some(format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end)),
+                        });
+                    }
                     return Err(unsupported(format!(
                         "shared memory mapping {:#x}-{:#x} ({:?})",
                         m.start, m.end, m.path
@@ -203,7 +216,11 @@ pub fn classify(pid: i32, m: &MapsEntry, file_stat: &mut StatFn<'_>) -> Result<V
             m.start, m.end, m.path
         )));
     }
-    Ok(Vma { entry: e, file })
+    Ok(Vma {
+        entry: e,
+        file,
+        shmem: None,
+    })
 }
 
 /// Build the VMA list of `pid` from smaps, CRIU style: stack guard page included, `[vvar]`
@@ -369,13 +386,22 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0 [vsyscall]
 
     #[test]
     fn refusals() {
-        let maps = parse_smaps("1000-2000 rw-s 00000000 00:01 5 /dev/zero (deleted)\n").unwrap();
+        let maps = parse_smaps("1000-2000 rw-s 00000000 00:01 5 /memfd:x (deleted)\n").unwrap();
         let dev = shmem_dev().unwrap();
         let mut st = |_: &MapsEntry| Some((libc::S_IFREG | 0o600, dev, 5, 0));
         assert!(matches!(
             build_vmas(1, &maps, &mut st),
             Err(DumpError::Unsupported { .. })
         ));
+        let maps = parse_smaps("1000-2000 rw-s 00000000 00:01 5 /dev/zero (deleted)\n").unwrap();
+        let v = build_vmas(1, &maps, &mut st).unwrap();
+        assert_eq!(v[0].entry.status, VMA_AREA_REGULAR | VMA_ANON_SHARED);
+        assert_eq!(v[0].entry.shmid, 5);
+        assert_eq!(
+            v[0].entry.flags,
+            (libc::MAP_SHARED | libc::MAP_ANONYMOUS) as u32
+        );
+        assert!(v[0].shmem.is_some() && !privately_dumped(&v[0]));
         let maps = parse_smaps("1000-2000 rw-p 00000000 00:05 5 /dev/dri/card0\n").unwrap();
         let mut st = |_: &MapsEntry| Some((libc::S_IFCHR | 0o600, 5, 5, 0));
         assert!(build_vmas(1, &maps, &mut st).is_err());

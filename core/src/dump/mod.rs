@@ -24,10 +24,12 @@
 //!   in the inventory, as we do).
 //! - `fown` of every file is written as all zeros (F_GETOWN_EX/F_GETSIG are not read yet);
 //!   CRIU's sample has zeros too, which is the common case.
-//! - `main` thread interrupted inside a restartable syscall is saved the way CRIU saves it:
+//! - A thread interrupted inside a restartable syscall is saved the way CRIU saves it:
 //!   ip moved back over `syscall`, ax = orig_ax; `-ERESTART_RESTARTBLOCK` becomes `-EINTR`.
-//! - Anonymous shared memory (MAP_SHARED|MAP_ANONYMOUS, SysV shm) is refused with an error
-//!   naming the VMA: its pages would need `pagemap-shmem-*` images, not written yet.
+//! - Anonymous shared memory (MAP_SHARED|MAP_ANONYMOUS) is dumped like CRIU's
+//!   `pagemap-shmem-<shmid>.img` + `pages-<n>.img` (offsets inside the object, data segments
+//!   only). SysV shm and memfd mappings are refused with an error naming the VMA: they need
+//!   the IPC namespace and memfd images, not written yet.
 
 mod ctx;
 mod fdaccess;
@@ -37,6 +39,7 @@ pub mod ids;
 pub mod memory;
 pub mod pages;
 pub mod remote_ops;
+pub mod shmem;
 pub mod task;
 pub mod thread;
 

@@ -256,6 +256,7 @@ mod tests {
                 ..Default::default()
             },
             file: None,
+            shmem: None,
         }
     }
 

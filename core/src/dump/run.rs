@@ -17,7 +17,7 @@ use super::ctx::CoreDumpContext;
 use super::fdaccess::PidfdAccess;
 use super::freeze::{Frozen, Release, freeze_process};
 use super::remote_ops::{self, SysRemote};
-use super::{DumpError, DumpOptions, DumpReport, files, ids, memory, pages, task, thread};
+use super::{DumpError, DumpOptions, DumpReport, files, ids, memory, pages, shmem, task, thread};
 
 fn img(pid: i32, step: &'static str) -> impl Fn(crate::image::ImageError) -> DumpError {
     move |source| DumpError::Image { pid, step, source }
@@ -184,6 +184,8 @@ fn dump_frozen(
     )?;
     pm.finish().map_err(img(pid, "memory"))?;
     pw.finish().map_err(img(pid, "memory"))?;
+    let mut next_pages_id = 2;
+    let shstats = shmem::dump_shmem(pid, dir, &vmas, &mut next_pages_id)?;
     let memdump_time = us(t_mem).saturating_sub(write_time);
     mm.vmas = vmas.into_iter().map(|v| v.entry).collect();
     dir.write_single(ImageKind::Mm, pid as u64, &mm)
@@ -260,9 +262,9 @@ fn dump_frozen(
         pages_lazy: 0,
         page_pipes: Some(0),
         page_pipe_bufs: Some(0),
-        shpages_scanned: Some(0),
+        shpages_scanned: Some(shstats.scanned),
         shpages_skipped_parent: Some(0),
-        shpages_written: Some(0),
+        shpages_written: Some(shstats.written),
     };
     dir.write_single(
         ImageKind::Stats,

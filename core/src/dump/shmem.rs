@@ -1,0 +1,136 @@
+//! Anonymous shared memory (MAP_SHARED|MAP_ANONYMOUS): each shmem object (vma_entry.shmid =
+//! its inode) is dumped once into `pagemap-shmem-<shmid>.img` + its own `pages-<id>.img`,
+//! as CRIU does: pagemap `vaddr` is the offset inside the object, only its data segments
+//! (SEEK_DATA/SEEK_HOLE) are written, holes read back as zeros.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::os::fd::AsFd;
+use std::os::unix::fs::FileExt;
+
+use criu_proto::images::PagemapEntry;
+use nix::unistd::{Whence, lseek};
+
+use crate::image::{ImageDir, ImageKind};
+
+use super::DumpError;
+use super::memory::{PAGE_SIZE, Vma};
+use super::pages::{PE_PRESENT, PageStats};
+
+const CHUNK: u64 = 16 << 20;
+
+/// Data segments `[start, end)` (page-aligned) of a file of `size` bytes.
+fn data_segments(f: &File, size: u64) -> Result<Vec<(u64, u64)>, nix::errno::Errno> {
+    let mut out = Vec::new();
+    let mut off = 0u64;
+    while off < size {
+        let d = match lseek(f.as_fd(), off as i64, Whence::SeekData) {
+            Ok(d) => d as u64,
+            Err(nix::errno::Errno::ENXIO) => break,
+            Err(e) => return Err(e),
+        };
+        let h = (lseek(f.as_fd(), d as i64, Whence::SeekHole)? as u64).min(size);
+        let start = d / PAGE_SIZE * PAGE_SIZE;
+        let end = h.div_ceil(PAGE_SIZE) * PAGE_SIZE;
+        if end > start {
+            out.push((start, end));
+        }
+        off = end.max(d + 1);
+    }
+    Ok(out)
+}
+
+/// Dump every shmem object mapped by `vmas`; `next_pages_id` numbers the pages files.
+pub fn dump_shmem(
+    pid: i32,
+    dir: &ImageDir,
+    vmas: &[Vma],
+    next_pages_id: &mut u32,
+) -> Result<PageStats, DumpError> {
+    let img = |source| DumpError::Image {
+        pid,
+        step: "memory",
+        source,
+    };
+    let mut objects: BTreeMap<u64, &str> = BTreeMap::new();
+    for v in vmas {
+        if let Some(p) = &v.shmem {
+            objects.entry(v.entry.shmid).or_insert(p.as_str());
+        }
+    }
+    let mut stats = PageStats::default();
+    let mut buf = Vec::new();
+    for (shmid, path) in objects {
+        let errno = |what: &str, e: nix::errno::Errno| {
+            DumpError::sys(pid, "memory", format!("{what} {path}"), e)
+        };
+        let f = File::open(path).map_err(|e| {
+            errno(
+                "open",
+                nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+            )
+        })?;
+        let size = nix::sys::stat::fstat(&f)
+            .map_err(|e| errno("fstat", e))?
+            .st_size as u64;
+        let segments = data_segments(&f, size).map_err(|e| errno("lseek", e))?;
+        let pages_id = *next_pages_id;
+        *next_pages_id += 1;
+        let mut pm = dir.writer(ImageKind::ShmemPagemap, shmid).map_err(img)?;
+        pm.write_entry(&criu_proto::images::PagemapHead { pages_id })
+            .map_err(img)?;
+        let mut pw = dir.pages_writer(pages_id as u64).map_err(img)?;
+        stats.scanned += size.div_ceil(PAGE_SIZE);
+        for (start, end) in segments {
+            pm.write_entry(&PagemapEntry {
+                vaddr: start,
+                compat_nr_pages: 0,
+                in_parent: None,
+                flags: Some(PE_PRESENT),
+                nr_pages: Some((end - start) / PAGE_SIZE),
+            })
+            .map_err(img)?;
+            let mut at = start;
+            while at < end {
+                let n = (end - at).min(CHUNK);
+                buf.resize(n as usize, 0);
+                f.read_exact_at(&mut buf, at).map_err(|e| {
+                    errno(
+                        "pread",
+                        nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+                    )
+                })?;
+                pw.write_pages(&buf).map_err(img)?;
+                at += n;
+            }
+            stats.written += (end - start) / PAGE_SIZE;
+        }
+        pm.finish().map_err(img)?;
+        pw.finish().map_err(img)?;
+    }
+    Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_of_a_sparse_memfd() {
+        let fd =
+            nix::sys::memfd::memfd_create(c"seg", nix::sys::memfd::MFdFlags::MFD_CLOEXEC).unwrap();
+        let f = File::from(fd);
+        f.set_len(64 * PAGE_SIZE).unwrap();
+        f.write_all_at(&[1u8; 10], 3 * PAGE_SIZE + 5).unwrap();
+        f.write_all_at(&vec![2u8; 2 * PAGE_SIZE as usize], 10 * PAGE_SIZE)
+            .unwrap();
+        let s = data_segments(&f, 64 * PAGE_SIZE).unwrap();
+        assert_eq!(
+            s,
+            vec![
+                (3 * PAGE_SIZE, 4 * PAGE_SIZE),
+                (10 * PAGE_SIZE, 12 * PAGE_SIZE)
+            ]
+        );
+    }
+}
