@@ -36,7 +36,9 @@ pub enum RestoreError {
         what: String,
         hint: &'static str,
     },
-    #[error("pid {pid} is taken by {holder}; wait until it is gone (init reaps lazily) and retry")]
+    #[error(
+        "pid {pid} is taken by {holder}; restore needs it free (a killed task lingers as a zombie until its parent or init reaps it)"
+    )]
     PidTaken { pid: i32, holder: String },
     #[error("pid {pid}: creating the task with clone3(set_tid) failed")]
     Clone {

@@ -78,6 +78,17 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreOutcome> {
     let images = Images::new(&opts.images_dir);
     let plan = RestorePlan::load(&images)?;
     let plugins = criu_plugin_api::builtin_plugins();
+    if let Some(missing) = plan
+        .plugins
+        .iter()
+        .find(|name| !plugins.iter().any(|p| p.info().name == name.as_str()))
+    {
+        return Err(RestoreError::Unsupported {
+            pid: plan.tasks[0].pid,
+            what: format!("plugin {missing:?}, recorded in inventory.img at dump,"),
+            hint: "it is not loaded; load it (-L/--libdir) and retry",
+        });
+    }
     let entries: Vec<_> = plan.files.values().cloned().collect();
     let pids = plan.tasks.iter().map(|t| t.pid).collect();
     let mut opener =

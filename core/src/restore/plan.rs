@@ -4,9 +4,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use criu_proto::images::{
-    CoreEntry, FdinfoEntry, FileEntry, FsEntry, MmEntry, PagemapEntry, PagemapHead, PstreeEntry,
-    TaskCoreEntry, TaskKobjIdsEntry, ThreadCoreEntry, UserX86FpregsEntry, UserX86RegsEntry,
-    core_entry::March,
+    CoreEntry, FdinfoEntry, FileEntry, FsEntry, InventoryEntry, MmEntry, PagemapEntry, PagemapHead,
+    PstreeEntry, TaskCoreEntry, TaskKobjIdsEntry, ThreadCoreEntry, UserX86FpregsEntry,
+    UserX86RegsEntry, core_entry::March,
 };
 
 use super::error::{Result, bad};
@@ -24,6 +24,8 @@ pub struct RestorePlan {
     pub tasks: Vec<TaskPlan>,
     /// `files.img` by id.
     pub files: BTreeMap<u32, FileEntry>,
+    /// Plugins the dump recorded in `inventory.img` (restore refuses to run without them).
+    pub plugins: Vec<String>,
 }
 
 /// One process.
@@ -61,6 +63,16 @@ pub struct ThreadPlan {
 impl RestorePlan {
     /// Reads and checks every image a restore of the tree needs.
     pub fn load(images: &Images) -> Result<RestorePlan> {
+        let inv: InventoryEntry = images.single("inventory.img", img::INVENTORY_MAGIC)?;
+        // CRTOOLS_IMAGES_V1_1: the only layout CRIU 3.x/4.x write.
+        if inv.img_version != 2 {
+            return Err(bad(
+                "inventory.img",
+                Some(0),
+                format!("image version {} (expected 2)", inv.img_version),
+            ));
+        }
+        let plugins = inv.plugins_entry.map(|p| p.plugins).unwrap_or_default();
         let pstree: Vec<PstreeEntry> = images.entries("pstree.img", img::PSTREE_MAGIC)?;
         if pstree.is_empty() {
             return Err(bad("pstree.img", None, "no tasks"));
@@ -92,7 +104,11 @@ impl RestorePlan {
             }
             tasks.push(task);
         }
-        Ok(RestorePlan { tasks, files })
+        Ok(RestorePlan {
+            tasks,
+            files,
+            plugins,
+        })
     }
 
     /// The path of a regular-file entry, for VMAs, exe, cwd and root.

@@ -149,6 +149,17 @@ fn prepare_fds(
     Ok((owned, moves, temp))
 }
 
+/// Who holds `pid`, in words, or None when it is free.
+fn holder_of(pid: Pid) -> Option<String> {
+    match clone3::pid_state(pid) {
+        PidState::Free => None,
+        PidState::Alive { comm } => Some(format!("the running task {comm:?}")),
+        PidState::Zombie { comm, ppid } => Some(format!(
+            "a zombie ({comm:?}) that its parent {ppid} has not reaped yet"
+        )),
+    }
+}
+
 fn session_op(t: &TaskPlan, shell_job: bool) -> Result<SessionOp> {
     if t.sid == t.pid {
         return Ok(SessionOp::NewSession);
@@ -194,11 +205,8 @@ pub fn spawn(
         reason: "no free range in both layouts".into(),
     })?;
     let (owned, moves, temp) = prepare_fds(plan, t, images, opener)?;
-    if let st @ (PidState::Alive { .. } | PidState::Zombie { .. }) = clone3::pid_state(pid) {
-        return Err(RestoreError::PidTaken {
-            pid: t.pid,
-            holder: format!("{st:?}"),
-        });
+    if let Some(holder) = holder_of(pid) {
+        return Err(RestoreError::PidTaken { pid: t.pid, holder });
     }
     let mut setup = ChildSetup::new(session, moves);
     let child = match clone3::spawn_traced(pid, &mut setup) {
@@ -206,7 +214,7 @@ pub fn spawn(
         Err(nix::errno::Errno::EEXIST) => {
             return Err(RestoreError::PidTaken {
                 pid: t.pid,
-                holder: format!("{:?}", clone3::pid_state(pid)),
+                holder: holder_of(pid).unwrap_or_else(|| "a task that just exited".into()),
             });
         }
         Err(source) => return Err(RestoreError::Clone { pid: t.pid, source }),
