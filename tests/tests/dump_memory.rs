@@ -352,11 +352,11 @@ fn dump_of_stopped_task_keeps_it_stopped() {
 }
 
 #[test]
-fn dump_refuses_a_process_with_children() {
-    if skip_unless_root("dump_refuses_a_process_with_children") {
+fn dump_process_tree() {
+    if skip_unless_root("dump_process_tree") {
         return;
     }
-    // sh with a background child: the tree case is not supported yet and must say so.
+    // sh with a background child sharing its stdout pipe.
     let w = Workload::start(
         Path::new("/bin/sh"),
         &["-c", "sleep 600 & echo ready; wait"],
@@ -367,13 +367,46 @@ fn dump_refuses_a_process_with_children() {
     let kids = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap();
     let kid: i32 = kids.split_whitespace().next().unwrap().parse().unwrap();
     let _kid_guard = criu_tests::PidGuard::new(kid);
+
     let d = images("dump-tree");
-    let err = dump(&DumpOptions::new(pid, d.path())).expect_err("tree dump");
-    let msg = err.to_string();
-    assert!(
-        msg.contains("tree") && msg.contains(&kid.to_string()),
-        "{msg}"
-    );
-    assert!(std::fs::read_dir(d.path()).unwrap().next().is_none());
-    assert!(criu_tests::pid_exists(w.pid()) && proc_state(pid) != 'T');
+    let mut o = DumpOptions::new(pid, d.path());
+    o.leave_running = true;
+    let rep = dump(&o).expect("tree dump");
+    assert_eq!(rep.pids, vec![pid, kid]);
+    assert!(proc_state(pid) != 'T' && proc_state(kid) != 'T');
+
+    let dir = ImageDir::open(d.path()).unwrap();
+    let pstree: Vec<PstreeEntry> = dir.read_all(ImageKind::Pstree, 0).unwrap();
+    assert_eq!(pstree.len(), 2);
+    assert_eq!((pstree[0].pid, pstree[0].ppid), (pid as u32, 0));
+    assert_eq!((pstree[1].pid, pstree[1].ppid), (kid as u32, pid as u32));
+    assert_eq!(pstree[1].sid, pstree[0].sid);
+    let ids0: TaskKobjIdsEntry = dir.read_single(ImageKind::Ids, pid as u64).unwrap();
+    let ids1: TaskKobjIdsEntry = dir.read_single(ImageKind::Ids, kid as u64).unwrap();
+    assert_ne!(ids0.vm_id, ids1.vm_id);
+    assert_ne!(ids0.files_id, ids1.files_id);
+    let fd0: Vec<FdinfoEntry> = dir
+        .read_all(ImageKind::Fdinfo, ids0.files_id as u64)
+        .unwrap();
+    let fd1: Vec<FdinfoEntry> = dir
+        .read_all(ImageKind::Fdinfo, ids1.files_id as u64)
+        .unwrap();
+    let stdout = |v: &[FdinfoEntry]| v.iter().find(|f| f.fd == 1).map(|f| f.id);
+    // The inherited stdout is one open file description: one files.img entry.
+    assert_eq!(stdout(&fd0), stdout(&fd1));
+    assert!(stdout(&fd0).is_some());
+    for p in [pid, kid] {
+        let _: MmEntry = dir.read_single(ImageKind::Mm, p as u64).unwrap();
+        let _: CoreEntry = dir.read_single(ImageKind::Core, p as u64).unwrap();
+    }
+    let (h0, _) = dir.read_pagemap(pid as u64).unwrap();
+    let (h1, _) = dir.read_pagemap(kid as u64).unwrap();
+    assert_ne!(h0.pages_id, h1.pages_id);
+
+    // Now dump and kill the whole tree.
+    let d2 = images("dump-tree-kill");
+    dump(&DumpOptions::new(pid, d2.path())).expect("tree dump + kill");
+    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+    assert!(wait_pid_gone(kid, Duration::from_secs(10)));
+    assert!(wait_pid_gone(pid, Duration::from_secs(10)));
 }

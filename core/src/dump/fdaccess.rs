@@ -13,8 +13,14 @@ use super::DumpError;
 pub trait FdAccess {
     /// A descriptor in our process for fd `fd` of the task.
     fn get(&mut self, fd: i32) -> Result<OwnedFd, DumpError>;
-    /// Whether task fds `a` and `b` share one open file description.
-    fn same_description(&mut self, a: i32, b: i32) -> Result<bool, DumpError>;
+    /// Whether fd `other_fd` of process `other_pid` and fd `fd` of this task share one open
+    /// file description.
+    fn same_description(
+        &mut self,
+        other_pid: i32,
+        other_fd: i32,
+        fd: i32,
+    ) -> Result<bool, DumpError>;
 }
 
 /// pidfd_getfd + kcmp on one process.
@@ -44,12 +50,29 @@ impl FdAccess for PidfdAccess {
         })
     }
 
-    fn same_description(&mut self, a: i32, b: i32) -> Result<bool, DumpError> {
-        let p = Pid::from_raw(self.pid);
-        kcmp(p, p, KcmpType::File { fd1: a, fd2: b })
-            .map(|o| o.is_equal())
-            .map_err(|e| {
-                DumpError::sys(self.pid, "files", format!("kcmp fds {a} and {b}"), e.errno)
-            })
+    fn same_description(
+        &mut self,
+        other_pid: i32,
+        other_fd: i32,
+        fd: i32,
+    ) -> Result<bool, DumpError> {
+        let me = Pid::from_raw(self.pid);
+        kcmp(
+            Pid::from_raw(other_pid),
+            me,
+            KcmpType::File {
+                fd1: other_fd,
+                fd2: fd,
+            },
+        )
+        .map(|o| o.is_equal())
+        .map_err(|e| {
+            DumpError::sys(
+                self.pid,
+                "files",
+                format!("kcmp fd {other_fd} of {other_pid} and fd {fd}"),
+                e.errno,
+            )
+        })
     }
 }

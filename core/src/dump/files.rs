@@ -171,27 +171,42 @@ pub fn dump_mm_files(
     Ok(exe_id)
 }
 
-/// Every fd of `pid`: files.img entries (one per open file description) and
-/// fdinfo-<files_id>.img. Returns the number of descriptions.
+/// An fd already dumped (of any process of the tree), for sharing its file id.
+#[derive(Debug, Clone, Copy)]
+pub struct SeenFd {
+    pub pid: i32,
+    pub fd: i32,
+    pub dev: u64,
+    pub ino: u64,
+    pub id: u32,
+    pub fd_type: i32,
+}
+
+/// Every fd of `pid`: files.img entries (one per open file description, shared with fds of
+/// other processes of the tree through `seen`) and fdinfo-<files_id>.img. Returns the
+/// number of new descriptions.
+#[allow(clippy::too_many_arguments)]
 pub fn dump_fds(
     plugins: &[&'static dyn Plugin],
     ctx: &mut CoreDumpContext<'_>,
     dir: &ImageDir,
     access: &mut dyn FdAccess,
+    seen: &mut Vec<SeenFd>,
     pid: i32,
     files_id: u32,
 ) -> Result<usize, DumpError> {
     let fds = misc::read_fds(pid).map_err(|e| DumpError::proc(pid, "files", e))?;
-    // (our duplicate, its id, its fd type) of every description seen so far.
-    let mut seen: Vec<(i32, u32, i32)> = Vec::new();
     let mut entries = Vec::with_capacity(fds.len());
     let mut descs = 0;
     for fd in fds {
         let file = access.get(fd)?;
+        let stat = stat_of(&file)
+            .map_err(|e| DumpError::sys(pid, "files", format!("fstat fd {fd}"), e))?;
+        // kcmp only where it can answer yes: same inode.
         let mut same = None;
-        for &(other, id, ty) in &seen {
-            if access.same_description(other, fd)? {
-                same = Some((id, ty));
+        for o in seen.iter() {
+            if o.dev == stat.dev && o.ino == stat.ino && access.same_description(o.pid, o.fd, fd)? {
+                same = Some((o.id, o.fd_type));
                 break;
             }
         }
@@ -211,8 +226,6 @@ pub fn dump_fds(
             None => {
                 let link = misc::read_link(pid, &format!("fd/{fd}"))
                     .map_err(|e| DumpError::proc(pid, "files", e))?;
-                let stat = stat_of(&file)
-                    .map_err(|e| DumpError::sys(pid, "files", format!("fstat fd {fd}"), e))?;
                 let desc = FdDesc {
                     pid,
                     fd,
@@ -225,7 +238,14 @@ pub fn dump_fds(
                 let id = ctx.new_file_id();
                 let e = dump_desc(plugins, ctx, &desc, id)?;
                 descs += 1;
-                seen.push((fd, id, e.r#type));
+                seen.push(SeenFd {
+                    pid,
+                    fd,
+                    dev: stat.dev,
+                    ino: stat.ino,
+                    id,
+                    fd_type: e.r#type,
+                });
                 (id, e.r#type)
             }
         };

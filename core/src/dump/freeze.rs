@@ -108,20 +108,76 @@ pub fn freeze_process(pid: i32) -> Result<Frozen, DumpError> {
     // the set is exactly the live one.
     let live = misc::read_tasks(pid).map_err(|e| DumpError::proc(pid, "freeze", e))?;
     frozen.threads.retain(|t| live.contains(&t.tid));
-    // Children would be lost silently: refuse until the tree walk exists.
-    for t in &frozen.threads {
-        let kids =
-            misc::read_children(pid, t.tid).map_err(|e| DumpError::proc(pid, "freeze", e))?;
-        if let Some(&kid) = kids.first() {
-            return Err(DumpError::Unsupported {
-                pid,
-                step: "freeze",
-                what: format!("a process tree (child {kid} of thread {})", t.tid),
-                hint: "only single processes can be dumped so far",
-            });
+    Ok(frozen)
+}
+
+/// One frozen process of the tree and its parent's pid (0 for the root).
+#[derive(Debug)]
+pub struct TreeMember {
+    pub frozen: Frozen,
+    pub ppid: i32,
+}
+
+/// Every process of the tree rooted at `root`, frozen, in CRIU's pstree order (pre-order:
+/// a parent before its children, children in pid order). Dropping it resumes them all.
+#[derive(Debug, Default)]
+pub struct FrozenTree {
+    pub procs: Vec<TreeMember>,
+}
+
+impl FrozenTree {
+    pub fn pids(&self) -> impl Iterator<Item = i32> + '_ {
+        self.procs.iter().map(|m| m.frozen.pid)
+    }
+
+    /// Release every process (children first, so a killed parent never waits on them).
+    pub fn release(mut self, how: Release) {
+        while let Some(m) = self.procs.pop() {
+            m.frozen.release(how);
         }
     }
-    Ok(frozen)
+}
+
+/// Children of every thread of a frozen process (a frozen process cannot fork, so the list
+/// is final).
+fn children_of(f: &Frozen) -> Result<Vec<i32>, DumpError> {
+    let mut out = Vec::new();
+    for t in &f.threads {
+        let kids =
+            misc::read_children(f.pid, t.tid).map_err(|e| DumpError::proc(f.pid, "freeze", e))?;
+        out.extend(kids);
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
+/// Freeze `root` and, recursively, all its descendants (parents first: once a parent is
+/// frozen its list of children cannot change).
+pub fn freeze_tree(root: i32) -> Result<FrozenTree, DumpError> {
+    let mut tree = FrozenTree::default();
+    let mut stack = vec![(root, 0)];
+    while let Some((pid, ppid)) = stack.pop() {
+        let frozen = match freeze_process(pid) {
+            Ok(f) => f,
+            Err(DumpError::Zombie { pid: z }) if z != root => {
+                return Err(DumpError::Unsupported {
+                    pid: z,
+                    step: "freeze",
+                    what: format!("zombie child {z} of {ppid}"),
+                    hint: "zombies in the tree are not dumped yet; reap it first",
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        let kids = children_of(&frozen)?;
+        tree.procs.push(TreeMember { frozen, ppid });
+        // Reverse so the smallest pid is visited first (pre-order, pid order).
+        for k in kids.into_iter().rev() {
+            stack.push((k, pid));
+        }
+    }
+    Ok(tree)
 }
 
 impl Frozen {

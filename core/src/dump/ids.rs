@@ -6,7 +6,10 @@ use std::collections::HashMap;
 
 use criu_proto::images::{InventoryEntry, Lsmtype, TaskKobjIdsEntry};
 
+use nix::unistd::Pid;
+
 use crate::proc::misc;
+use crate::sys::kcmp::{KcmpType, kcmp};
 
 use super::DumpError;
 
@@ -14,7 +17,18 @@ use super::DumpError;
 pub struct IdGen {
     ns: HashMap<(usize, u64), u32>,
     next_ns: u32,
+    /// Dumped processes and their (vm, files, fs, sighand) ids.
+    kobj: Vec<(i32, [u32; 4])>,
+    /// Last id given per kobj kind (criu itself holds 1).
+    next_kobj: [u32; 4],
 }
+
+const KOBJ_KINDS: [KcmpType; 4] = [
+    KcmpType::Vm,
+    KcmpType::Files,
+    KcmpType::Fs,
+    KcmpType::Sighand,
+];
 
 impl IdGen {
     fn ns_ids(&mut self, pid: i32) -> Result<[u32; 8], DumpError> {
@@ -34,14 +48,46 @@ impl IdGen {
         Ok(out)
     }
 
+    /// (vm, files, fs, sighand) ids of `pid`: shared with an earlier process when kcmp says
+    /// the kernel object is the same (CLONE_VM, CLONE_FILES... without CLONE_THREAD).
+    fn kobj_ids(&mut self, pid: i32) -> Result<[u32; 4], DumpError> {
+        let mut out = [0u32; 4];
+        for (k, kind) in KOBJ_KINDS.iter().enumerate() {
+            let mut found = None;
+            for &(other, ids) in &self.kobj {
+                let same = kcmp(Pid::from_raw(other), Pid::from_raw(pid), *kind).map_err(|e| {
+                    DumpError::sys(pid, "ids", format!("kcmp {kind:?} with {other}"), e.errno)
+                })?;
+                if same.is_equal() {
+                    found = Some(ids[k]);
+                    break;
+                }
+            }
+            out[k] = match found {
+                Some(id) => id,
+                None => {
+                    self.next_kobj[k] = self.next_kobj[k].max(1) + 1;
+                    self.next_kobj[k]
+                }
+            };
+        }
+        self.kobj.push((pid, out));
+        Ok(out)
+    }
+
+    /// Whether more than one dumped process has this vm id.
+    pub fn vm_shared(&self, vm_id: u32) -> bool {
+        self.kobj.iter().filter(|(_, ids)| ids[0] == vm_id).count() > 1
+    }
+
     /// `kobj` is (vm, files, fs, sighand).
-    pub fn ids_for(&mut self, pid: i32, kobj: u32) -> Result<TaskKobjIdsEntry, DumpError> {
+    pub fn ids_for(&mut self, pid: i32, kobj: [u32; 4]) -> Result<TaskKobjIdsEntry, DumpError> {
         let [pidns, net, ipc, uts, time, mnt, user, cgroup] = self.ns_ids(pid)?;
         Ok(TaskKobjIdsEntry {
-            vm_id: kobj,
-            files_id: kobj,
-            fs_id: kobj,
-            sighand_id: kobj,
+            vm_id: kobj[0],
+            files_id: kobj[1],
+            fs_id: kobj[2],
+            sighand_id: kobj[3],
             pid_ns_id: Some(pidns),
             net_ns_id: Some(net),
             ipc_ns_id: Some(ipc),
@@ -56,18 +102,18 @@ impl IdGen {
 
 /// Ids of criu itself (first in every sequence, as CRIU numbers them).
 pub fn own_ids(idgen: &mut IdGen) -> Result<TaskKobjIdsEntry, DumpError> {
-    idgen.ids_for(std::process::id() as i32, 1)
+    idgen.ids_for(std::process::id() as i32, [1; 4])
 }
 
-/// Ids of a dumped task. A dumped process never shares vm/files/fs/sighand with criu, so
-/// the single-process case numbers them 2. Namespaces other than criu's are refused:
-/// dumping them needs the namespace images.
+/// Ids of a dumped task (kobj ids from 2 on: criu never shares them with its targets).
+/// Namespaces other than criu's are refused: dumping them needs the namespace images.
 pub fn task_ids(
     idgen: &mut IdGen,
     root: &TaskKobjIdsEntry,
     pid: i32,
 ) -> Result<TaskKobjIdsEntry, DumpError> {
-    let ids = idgen.ids_for(pid, 2)?;
+    let kobj = idgen.kobj_ids(pid)?;
+    let ids = idgen.ids_for(pid, kobj)?;
     let pairs = [
         ("pid", ids.pid_ns_id, root.pid_ns_id),
         ("net", ids.net_ns_id, root.net_ns_id),
@@ -122,5 +168,15 @@ mod tests {
         let t = task_ids(&mut g, &r, std::process::id() as i32).unwrap();
         assert_eq!(t.vm_id, 2);
         assert_eq!(t.mnt_ns_id, r.mnt_ns_id);
+        // The same process again shares everything (kcmp says equal).
+        let t2 = task_ids(&mut g, &r, std::process::id() as i32).unwrap();
+        assert_eq!(
+            (t2.vm_id, t2.files_id, t2.fs_id, t2.sighand_id),
+            (2, 2, 2, 2)
+        );
+        // Another process (our parent) gets new ids.
+        let ppid = nix::unistd::getppid().as_raw();
+        let t3 = task_ids(&mut g, &r, ppid).unwrap();
+        assert_eq!(t3.vm_id, 3);
     }
 }

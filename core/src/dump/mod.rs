@@ -1,13 +1,16 @@
 //! The dump orchestration: `criu dump -t PID -D DIR`.
 //!
-//! Steps (one module each): [`freeze`] every thread with PTRACE_SEIZE + PTRACE_INTERRUPT;
-//! collect per-thread state ([`thread`]: registers, FPU/xsave, sigmask, pending signals,
-//! rseq, robust list, TLS) and per-process state ([`task`]: sigactions, timers, rlimits,
-//! creds, personality, comm); [`memory`]: VMAs from smaps and pages via pagemap +
-//! process_vm_readv; [`files`]: fds duplicated with pidfd_getfd, grouped by open file
-//! description (kcmp KCMP_FILE), each dumped by the plugin that claims it; [`ids`]: kobj and
-//! namespace ids; then inventory, pstree and stats. The tasks are then killed (default),
-//! resumed (`leave_running`) or left stopped (`leave_stopped`).
+//! Steps (one module each): [`freeze`] the tree (root, then its children recursively), every
+//! thread with PTRACE_SEIZE + PTRACE_INTERRUPT; then per process, parents first: per-thread
+//! state ([`thread`]: registers, FPU/xsave, sigmask, pending signals, rseq, robust list,
+//! TLS, seccomp chain) and per-process state ([`task`]: sigactions, timers, rlimits, creds,
+//! personality, comm) through ptrace and remote syscalls ([`remote_ops`]); [`memory`]: VMAs
+//! from smaps; [`files`]: exe, mapped files, fds (pidfd_getfd, open file descriptions
+//! grouped across the whole tree with kcmp KCMP_FILE), cwd/root, each dumped by the plugin
+//! that claims it; [`ids`]: kobj ids (kcmp) and namespace ids; [`pages`] via pagemap +
+//! process_vm_readv and [`shmem`] objects; then pstree, seccomp, timens, stats and the
+//! inventory (last). The tasks are then killed (default), resumed (`leave_running`) or left
+//! stopped (`leave_stopped`).
 //!
 //! On failure every task is resumed exactly as it was and every image written so far is
 //! removed; the error names the pid and the step.
@@ -30,6 +33,12 @@
 //!   `pagemap-shmem-<shmid>.img` + `pages-<n>.img` (offsets inside the object, data segments
 //!   only). SysV shm and memfd mappings are refused with an error naming the VMA: they need
 //!   the IPC namespace and memfd images, not written yet.
+//! - seccomp.img: each thread gets its own copy of its filter chain (CRIU shares identical
+//!   chains between threads); `seccomp_filter.flags` is not recorded (needs
+//!   PTRACE_SECCOMP_GET_METADATA, not wrapped yet).
+//! - Refused loudly for now: zombies in the tree, CLONE_VM sharing between processes,
+//!   namespaces other than criu's own, VM_IO/PFNMAP mappings, non-regular mapped files.
+//! - `timens-0.img` holds CLOCK_MONOTONIC/CLOCK_BOOTTIME at dump time, as in CRIU's sample.
 
 mod ctx;
 mod fdaccess;
@@ -52,7 +61,8 @@ pub use run::dump;
 use crate::proc::ProcError;
 use crate::sys::ptrace::PtraceError;
 
-/// Options of one dump (the CLI and the RPC server fill these).
+/// Options of one dump (the CLI and the RPC server fill these). The binary must link the
+/// built-in plugin crates (`use criu_plugin_files as _;` ...) or no fd can be dumped.
 #[derive(Debug, Clone)]
 pub struct DumpOptions {
     /// Root of the tree to dump (`-t/--tree`).

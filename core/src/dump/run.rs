@@ -1,12 +1,13 @@
-//! The dump sequence for one process (the pstree already holds a list, so a tree walk can
-//! feed more processes through the same steps later).
+//! The dump sequence: freeze the tree, dump each process (parents first), then the
+//! tree-wide images (pstree, seccomp, timens, stats, inventory last).
 
+use std::collections::HashSet;
 use std::time::Instant;
 
 use criu_plugin_api::Plugin;
 use criu_proto::images::{
-    CoreEntry, DumpStatsEntry, PstreeEntry, SeccompEntry, SeccompFilter, StatsEntry, TimensEntry,
-    Timespec, core_entry::March,
+    CoreEntry, DumpStatsEntry, PstreeEntry, SeccompEntry, SeccompFilter, StatsEntry,
+    TaskKobjIdsEntry, TimensEntry, Timespec, core_entry::March,
 };
 use nix::time::{ClockId, clock_gettime};
 
@@ -15,7 +16,8 @@ use crate::proc::stat;
 
 use super::ctx::CoreDumpContext;
 use super::fdaccess::PidfdAccess;
-use super::freeze::{Frozen, Release, freeze_process};
+use super::freeze::{Frozen, FrozenTree, Release, freeze_tree};
+use super::pages::PageStats;
 use super::remote_ops::{self, SysRemote};
 use super::{DumpError, DumpOptions, DumpReport, files, ids, memory, pages, shmem, task, thread};
 
@@ -55,7 +57,26 @@ fn us(since: Instant) -> u32 {
     since.elapsed().as_micros().min(u32::MAX as u128) as u32
 }
 
-/// Dump the process `opts.pid` into `opts.images_dir`.
+/// State shared by the processes of one dump.
+struct Shared<'a, 'd> {
+    ctx: &'a mut CoreDumpContext<'d>,
+    file_ids: files::FileIds,
+    idgen: ids::IdGen,
+    root_ids: TaskKobjIdsEntry,
+    seen_fds: Vec<files::SeenFd>,
+    fdinfo_done: HashSet<u32>,
+    shmem_done: HashSet<u64>,
+    seccomp: SeccompEntry,
+    pstree: Vec<PstreeEntry>,
+    next_pages_id: u32,
+    pages: PageStats,
+    shpages: PageStats,
+    threads: usize,
+    memdump_us: u32,
+    memwrite_us: u32,
+}
+
+/// Dump the tree rooted at `opts.pid` into `opts.images_dir`.
 pub fn dump(opts: &DumpOptions) -> Result<DumpReport, DumpError> {
     let pid = opts.pid;
     let dir = ImageDir::open(&opts.images_dir).map_err(img(pid, "images"))?;
@@ -63,19 +84,33 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpReport, DumpError> {
     let span = tracing::info_span!("dump", pid);
     let _e = span.enter();
     let t0 = Instant::now();
-    let frozen = freeze_process(pid)?;
+    let tree = freeze_tree(pid)?;
     let freezing_time = us(t0);
     let t_frozen = Instant::now();
-    let mut plugin_files = Vec::new();
+    let mut ctx = CoreDumpContext::new(&dir, opts.ghost_limit);
     let res = dump_frozen(
         opts,
         &dir,
         &plugins,
-        &frozen,
+        &tree,
+        &mut ctx,
         freezing_time,
         t_frozen,
-        &mut plugin_files,
     );
+    let plugin_files = std::mem::take(&mut ctx.plugin_files);
+    drop(ctx);
+    finish(opts, &dir, tree, res, t_frozen, plugin_files)
+}
+
+fn finish(
+    opts: &DumpOptions,
+    dir: &ImageDir,
+    tree: FrozenTree,
+    res: Result<DumpReport, DumpError>,
+    t_frozen: Instant,
+    plugin_files: Vec<std::path::PathBuf>,
+) -> Result<DumpReport, DumpError> {
+    let pid = opts.pid;
     match res {
         Ok(mut report) => {
             report.frozen_time_us = t_frozen.elapsed().as_micros() as u64;
@@ -86,13 +121,13 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpReport, DumpError> {
             } else {
                 Release::Kill
             };
-            frozen.release(how);
+            tree.release(how);
             tracing::info!(pid, pages = report.pages_written, "dump done");
             Ok(report)
         }
         Err(e) => {
             // Tasks first (they should not wait on our file system work), then the images.
-            frozen.release(Release::Resume);
+            tree.release(Release::Resume);
             if let Err(de) = dir.discard_written() {
                 tracing::warn!(pid, error = %de, "could not remove every image");
             }
@@ -105,18 +140,114 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpReport, DumpError> {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn dump_frozen(
+fn dump_frozen<'d>(
+    opts: &DumpOptions,
+    dir: &'d ImageDir,
+    plugins: &[&'static dyn Plugin],
+    tree: &FrozenTree,
+    ctx: &mut CoreDumpContext<'d>,
+    freezing_time: u32,
+    t_frozen: Instant,
+) -> Result<DumpReport, DumpError> {
+    let pid = opts.pid;
+    checkpoint(opts, "freeze")?;
+    let mut idgen = ids::IdGen::default();
+    let root_ids = ids::own_ids(&mut idgen)?;
+    let mut sh = Shared {
+        ctx,
+        file_ids: files::FileIds::default(),
+        idgen,
+        root_ids,
+        seen_fds: Vec::new(),
+        fdinfo_done: HashSet::new(),
+        shmem_done: HashSet::new(),
+        seccomp: SeccompEntry::default(),
+        pstree: Vec::new(),
+        next_pages_id: 1,
+        pages: PageStats::default(),
+        shpages: PageStats::default(),
+        threads: 0,
+        memdump_us: 0,
+        memwrite_us: 0,
+    };
+    for m in &tree.procs {
+        let span = tracing::debug_span!("process", pid = m.frozen.pid);
+        let _e = span.enter();
+        dump_process(opts, dir, plugins, &m.frozen, m.ppid, &mut sh)?;
+    }
+    sh.ctx.finish(pid)?;
+    checkpoint(opts, "files")?;
+
+    dir.write_image(ImageKind::Pstree, 0, &sh.pstree)
+        .map_err(img(pid, "images"))?;
+    dir.write_single(ImageKind::Seccomp, 0, &sh.seccomp)
+        .map_err(img(pid, "images"))?;
+    let now = |c| {
+        clock_gettime(c)
+            .map(|t| Timespec {
+                tv_sec: t.tv_sec() as u64,
+                tv_nsec: t.tv_nsec() as u64,
+            })
+            .map_err(|e| DumpError::sys(pid, "images", "clock_gettime", e))
+    };
+    let timens = TimensEntry {
+        monotonic: now(ClockId::CLOCK_MONOTONIC)?,
+        boottime: now(ClockId::CLOCK_BOOTTIME)?,
+    };
+    dir.write_single(ImageKind::Timens, 0, &timens)
+        .map_err(img(pid, "images"))?;
+    checkpoint(opts, "images")?;
+
+    let report = DumpReport {
+        pids: tree.pids().collect(),
+        threads: sh.threads,
+        pages_scanned: sh.pages.scanned,
+        pages_written: sh.pages.written,
+        files: sh.ctx.files_written() as usize,
+        frozen_time_us: 0,
+    };
+    let dump_stats = DumpStatsEntry {
+        freezing_time,
+        frozen_time: us(t_frozen),
+        memdump_time: sh.memdump_us,
+        memwrite_time: sh.memwrite_us,
+        pages_scanned: sh.pages.scanned,
+        pages_skipped_parent: 0,
+        pages_written: sh.pages.written,
+        irmap_resolve: Some(0),
+        pages_lazy: 0,
+        page_pipes: Some(0),
+        page_pipe_bufs: Some(0),
+        shpages_scanned: Some(sh.shpages.scanned),
+        shpages_skipped_parent: Some(0),
+        shpages_written: Some(sh.shpages.written),
+    };
+    dir.write_single(
+        ImageKind::Stats,
+        criu_proto::kind::STATS_DUMP_ID,
+        &StatsEntry {
+            dump: Some(dump_stats),
+            restore: None,
+        },
+    )
+    .map_err(img(pid, "images"))?;
+    // Last: a directory without inventory.img is visibly incomplete.
+    dir.write_inventory(&ids::inventory(sh.root_ids))
+        .map_err(img(pid, "images"))?;
+    Ok(report)
+}
+
+/// Everything of one frozen process: its core-*.img, mm, pagemap + pages, fdinfo, fs, ids,
+/// its files in files.img, and its pstree entry.
+fn dump_process(
     opts: &DumpOptions,
     dir: &ImageDir,
     plugins: &[&'static dyn Plugin],
     frozen: &Frozen,
-    freezing_time: u32,
-    t_frozen: Instant,
-    plugin_files: &mut Vec<std::path::PathBuf>,
-) -> Result<DumpReport, DumpError> {
-    let pid = opts.pid;
-    checkpoint(opts, "freeze")?;
+    ppid: i32,
+    sh: &mut Shared<'_, '_>,
+) -> Result<(), DumpError> {
+    let pid = frozen.pid;
     let st = stat::read_stat(pid).map_err(|e| DumpError::proc(pid, "task", e))?;
 
     // 1. Everything that needs remote syscalls, then the scratch page goes away before the
@@ -139,37 +270,46 @@ fn dump_frozen(
     remote.finish()?;
     checkpoint(opts, "task")?;
 
-    // 2. Memory layout and files backing it.
+    // 2. Memory layout and the files backing it.
     let mut vmas = memory::collect_vmas(pid)?;
     let mut mm = memory::mm_entry(pid, brk, dumpable, thp)?;
-    let mut ctx = CoreDumpContext::new(dir, opts.ghost_limit);
-    let mut file_ids = files::FileIds::default();
-    let res = (|| {
-        mm.exe_file_id = files::dump_mm_files(plugins, &mut ctx, &mut file_ids, pid, &mut vmas)?;
-        checkpoint(opts, "memory")?;
+    mm.exe_file_id = files::dump_mm_files(plugins, sh.ctx, &mut sh.file_ids, pid, &mut vmas)?;
+    checkpoint(opts, "memory")?;
 
-        // 3. fds, cwd, root.
-        let mut idgen = ids::IdGen::default();
-        let root_ids = ids::own_ids(&mut idgen)?;
-        let task_ids = ids::task_ids(&mut idgen, &root_ids, pid)?;
+    // 3. Ids, fds (once per fd table), cwd and root.
+    let task_ids = ids::task_ids(&mut sh.idgen, &sh.root_ids, pid)?;
+    if task_ids.vm_id != 0 && sh.idgen.vm_shared(task_ids.vm_id) {
+        return Err(DumpError::Unsupported {
+            pid,
+            step: "memory",
+            what: "an address space shared with another process (CLONE_VM)".into(),
+            hint: "vfork children and CLONE_VM processes are not dumped yet",
+        });
+    }
+    if sh.fdinfo_done.insert(task_ids.files_id) {
         let mut access = PidfdAccess::new(pid)?;
-        let files = files::dump_fds(plugins, &mut ctx, dir, &mut access, pid, task_ids.files_id)?;
-        files::dump_fs(plugins, &mut ctx, dir, &mut file_ids, pid)?;
-        ctx.finish(pid)?;
-        checkpoint(opts, "files")?;
-        Ok((root_ids, task_ids, files))
-    })();
-    plugin_files.append(&mut ctx.plugin_files);
-    let (root_ids, task_ids, nfiles) = res?;
-    let files_total = ctx.files_written() as usize;
-    let _ = nfiles;
+        files::dump_fds(
+            plugins,
+            sh.ctx,
+            dir,
+            &mut access,
+            &mut sh.seen_fds,
+            pid,
+            task_ids.files_id,
+        )?;
+    }
+    files::dump_fs(plugins, sh.ctx, dir, &mut sh.file_ids, pid)?;
 
     // 4. Pages.
     let t_mem = Instant::now();
+    let pages_id = sh.next_pages_id;
+    sh.next_pages_id += 1;
     let mut pm: ImageWriter = dir
-        .pagemap_writer(pid as u64, 1)
+        .pagemap_writer(pid as u64, pages_id)
         .map_err(img(pid, "memory"))?;
-    let mut pw = dir.pages_writer(1).map_err(img(pid, "memory"))?;
+    let mut pw = dir
+        .pages_writer(pages_id as u64)
+        .map_err(img(pid, "memory"))?;
     let mut write_time = 0u32;
     let stats = pages::dump_pages(
         pid,
@@ -184,19 +324,24 @@ fn dump_frozen(
     )?;
     pm.finish().map_err(img(pid, "memory"))?;
     pw.finish().map_err(img(pid, "memory"))?;
-    let mut next_pages_id = 2;
-    let shstats = shmem::dump_shmem(pid, dir, &vmas, &mut next_pages_id)?;
-    let memdump_time = us(t_mem).saturating_sub(write_time);
+    let shstats = shmem::dump_shmem(pid, dir, &vmas, &mut sh.next_pages_id, &mut sh.shmem_done)?;
+    sh.memdump_us = sh
+        .memdump_us
+        .saturating_add(us(t_mem).saturating_sub(write_time));
+    sh.memwrite_us = sh.memwrite_us.saturating_add(write_time);
+    sh.pages.scanned += stats.scanned;
+    sh.pages.written += stats.written;
+    sh.shpages.scanned += shstats.scanned;
+    sh.shpages.written += shstats.written;
     mm.vmas = vmas.into_iter().map(|v| v.entry).collect();
     dir.write_single(ImageKind::Mm, pid as u64, &mm)
         .map_err(img(pid, "memory"))?;
 
-    // 5. Per-thread core images, ids, pstree and the rest.
+    // 5. Per-thread core images, ids, the pstree entry.
     let mut tc = Some(tc);
-    let nthreads = threads.len();
-    let mut seccomp = SeccompEntry::default();
+    sh.threads += threads.len();
     for t in &mut threads {
-        if let Some(pos) = add_seccomp_chain(&mut seccomp, &t.seccomp_chain) {
+        if let Some(pos) = add_seccomp_chain(&mut sh.seccomp, &t.seccomp_chain) {
             t.core.seccomp_filter = Some(pos);
         }
     }
@@ -215,70 +360,14 @@ fn dump_frozen(
     }
     dir.write_single(ImageKind::Ids, pid as u64, &task_ids)
         .map_err(img(pid, "images"))?;
-    let pstree = PstreeEntry {
+    sh.pstree.push(PstreeEntry {
         pid: pid as u32,
-        ppid: 0,
+        ppid: ppid as u32,
         pgid: st.pgrp as u32,
         sid: st.session as u32,
         threads: tids,
-    };
-    dir.write_image(ImageKind::Pstree, 0, &[pstree])
-        .map_err(img(pid, "images"))?;
-    dir.write_single(ImageKind::Seccomp, 0, &seccomp)
-        .map_err(img(pid, "images"))?;
-    let now = |c| {
-        clock_gettime(c)
-            .map(|t| Timespec {
-                tv_sec: t.tv_sec() as u64,
-                tv_nsec: t.tv_nsec() as u64,
-            })
-            .map_err(|e| DumpError::sys(pid, "images", "clock_gettime", e))
-    };
-    let timens = TimensEntry {
-        monotonic: now(ClockId::CLOCK_MONOTONIC)?,
-        boottime: now(ClockId::CLOCK_BOOTTIME)?,
-    };
-    dir.write_single(ImageKind::Timens, 0, &timens)
-        .map_err(img(pid, "images"))?;
-    checkpoint(opts, "images")?;
-
-    let report = DumpReport {
-        pids: vec![pid],
-        threads: nthreads,
-        pages_scanned: stats.scanned,
-        pages_written: stats.written,
-        files: files_total,
-        frozen_time_us: 0,
-    };
-    let dump_stats = DumpStatsEntry {
-        freezing_time,
-        frozen_time: us(t_frozen),
-        memdump_time,
-        memwrite_time: write_time,
-        pages_scanned: stats.scanned,
-        pages_skipped_parent: 0,
-        pages_written: stats.written,
-        irmap_resolve: Some(0),
-        pages_lazy: 0,
-        page_pipes: Some(0),
-        page_pipe_bufs: Some(0),
-        shpages_scanned: Some(shstats.scanned),
-        shpages_skipped_parent: Some(0),
-        shpages_written: Some(shstats.written),
-    };
-    dir.write_single(
-        ImageKind::Stats,
-        criu_proto::kind::STATS_DUMP_ID,
-        &StatsEntry {
-            dump: Some(dump_stats),
-            restore: None,
-        },
-    )
-    .map_err(img(pid, "images"))?;
-    // Last: a directory without inventory.img is visibly incomplete.
-    dir.write_inventory(&ids::inventory(root_ids))
-        .map_err(img(pid, "images"))?;
-    Ok(report)
+    });
+    Ok(())
 }
 
 #[cfg(test)]

@@ -40,12 +40,14 @@ fn data_segments(f: &File, size: u64) -> Result<Vec<(u64, u64)>, nix::errno::Err
     Ok(out)
 }
 
-/// Dump every shmem object mapped by `vmas`; `next_pages_id` numbers the pages files.
+/// Dump every shmem object mapped by `vmas` and not in `done` yet (objects shared by
+/// several processes are dumped once); `next_pages_id` numbers the pages files.
 pub fn dump_shmem(
     pid: i32,
     dir: &ImageDir,
     vmas: &[Vma],
     next_pages_id: &mut u32,
+    done: &mut std::collections::HashSet<u64>,
 ) -> Result<PageStats, DumpError> {
     let img = |source| DumpError::Image {
         pid,
@@ -54,13 +56,16 @@ pub fn dump_shmem(
     };
     let mut objects: BTreeMap<u64, &str> = BTreeMap::new();
     for v in vmas {
-        if let Some(p) = &v.shmem {
+        if let Some(p) = &v.shmem
+            && !done.contains(&v.entry.shmid)
+        {
             objects.entry(v.entry.shmid).or_insert(p.as_str());
         }
     }
     let mut stats = PageStats::default();
     let mut buf = Vec::new();
     for (shmid, path) in objects {
+        done.insert(shmid);
         let errno = |what: &str, e: nix::errno::Errno| {
             DumpError::sys(pid, "memory", format!("{what} {path}"), e)
         };
