@@ -26,9 +26,14 @@ const STATUS_KEYS: &[&str] = &[
     "SigCgt",
     "NoNewPrivs",
     "Seccomp",
+    "CapInh",
+    "CapPrm",
     "CapEff",
+    "CapBnd",
+    "CapAmb",
     "Uid",
     "Gid",
+    "Groups",
 ];
 
 fn snapshot(pid: i32) -> Vec<(String, String)> {
@@ -111,22 +116,23 @@ fn normalize_maps(maps: &str) -> String {
         .collect()
 }
 
-#[test]
-fn e2e_restore_keeps_task_state() {
-    if skip_unless_root("e2e_restore_keeps_task_state") {
-        return;
-    }
-    let scratch = ScratchDir::new("e2e-state");
+/// Runs wl_state (through `prefix`, e.g. setpriv) and checks its state survives.
+fn run_state(name: &str, prefix: &[&str]) {
+    let scratch = ScratchDir::new(name);
+    // The workload may run as another user: let it write its report and cwd.
+    std::fs::set_permissions(
+        scratch.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .expect("chmod scratch");
     let report = scratch.path().join("report.txt");
     let images = scratch.path().join("images");
     std::fs::create_dir_all(&images).expect("images dir");
-    let pid = spawn_bg(
-        env!("CARGO_BIN_EXE_wl_state"),
-        &[
-            report.to_str().expect("utf-8 path"),
-            scratch.path().to_str().expect("utf-8 path"),
-        ],
-    );
+    let mut argv: Vec<&str> = prefix.to_vec();
+    argv.push(env!("CARGO_BIN_EXE_wl_state"));
+    argv.push(report.to_str().expect("utf-8 path"));
+    argv.push(scratch.path().to_str().expect("utf-8 path"));
+    let pid = spawn_bg(argv[0], &argv[1..]);
     let guard = PidGuard::new(pid);
     wait_lines(&report, 1, Duration::from_secs(20));
     // Let both threads settle into their sleeps.
@@ -154,4 +160,45 @@ fn e2e_restore_keeps_task_state() {
     kill(Pid::from_raw(pid), Signal::SIGUSR1).expect("SIGUSR1");
     let l = wait_lines(&report, n + 1, Duration::from_secs(10));
     assert_eq!(l[n], "usr1 onstack=1 itimer=1");
+}
+
+#[test]
+fn e2e_restore_keeps_task_state() {
+    if skip_unless_root("e2e_restore_keeps_task_state") {
+        return;
+    }
+    run_state("e2e-state", &[]);
+}
+
+/// An unprivileged task (uid/gid 65534, no groups, no capabilities) keeps its credentials.
+#[test]
+fn e2e_restore_keeps_user_credentials() {
+    if skip_unless_root("e2e_restore_keeps_user_credentials") {
+        return;
+    }
+    run_state(
+        "e2e-creds-user",
+        &[
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+        ],
+    );
+}
+
+/// A root task with a reduced bounding set and extra groups keeps them.
+#[test]
+fn e2e_restore_keeps_reduced_capabilities() {
+    if skip_unless_root("e2e_restore_keeps_reduced_capabilities") {
+        return;
+    }
+    run_state(
+        "e2e-creds-caps",
+        &[
+            "setpriv",
+            "--bounding-set=-net_raw,-sys_ptrace",
+            "--groups=4,27",
+        ],
+    );
 }

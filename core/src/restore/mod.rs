@@ -18,6 +18,7 @@
 //!
 //! Any failure kills and reaps every task created so far; images are only read.
 
+pub mod creds;
 mod error;
 pub mod files;
 pub mod imgread;
@@ -224,6 +225,15 @@ fn restore_task(
         threads::restore_thread_state(rt, th, t, data)?;
     }
     threads::queue_shared_signals(&mut sp.leader, t, data)?;
+    // Last privileged step of each thread: after it the leader cannot clone3(set_tid).
+    for (rt, th) in others.iter_mut().zip(&t.threads[1..]) {
+        if let Some(c) = &th.tc.creds {
+            creds::restore_creds(rt, c, data)?;
+        }
+    }
+    if let Some(c) = &t.threads[0].tc.creds {
+        creds::restore_creds(&mut sp.leader, c, data)?;
+    }
 
     for (rt, th) in others.iter_mut().zip(&t.threads[1..]) {
         rt.step = "final registers".into();

@@ -1,8 +1,6 @@
 //! Process-wide state (sigactions, itimers, fs, rlimits, prctl bits) restored by remote
 //! syscalls from the gadget, after memory and before threads.
 
-use criu_proto::images::CredsEntry;
-
 use super::error::{RestoreError, Result};
 use super::plan::TaskPlan;
 use super::rexec::{RemoteThread, write_mem};
@@ -213,48 +211,6 @@ fn check_unsupported(t: &TaskPlan) -> Result<()> {
         if th.tc.seccomp_mode.unwrap_or(0) != 0 {
             return Err(unsupported(th.tid, "seccomp".into(), "not restored yet"));
         }
-        if let Some(c) = &th.tc.creds {
-            check_creds(th.tid, c)?;
-        }
-    }
-    Ok(())
-}
-
-/// Creds are not changed by this restore: they must equal the restorer's own.
-fn check_creds(tid: i32, c: &CredsEntry) -> Result<()> {
-    let uid = nix::unistd::getresuid().map_err(|source| RestoreError::Local {
-        pid: tid,
-        step: "getresuid".into(),
-        source,
-    })?;
-    let gid = nix::unistd::getresgid().map_err(|source| RestoreError::Local {
-        pid: tid,
-        step: "getresgid".into(),
-        source,
-    })?;
-    let same = [c.uid, c.euid, c.suid, c.fsuid]
-        == [
-            uid.real.as_raw(),
-            uid.effective.as_raw(),
-            uid.saved.as_raw(),
-            uid.effective.as_raw(),
-        ]
-        && [c.gid, c.egid, c.sgid, c.fsgid]
-            == [
-                gid.real.as_raw(),
-                gid.effective.as_raw(),
-                gid.saved.as_raw(),
-                gid.effective.as_raw(),
-            ];
-    if !same {
-        return Err(unsupported(
-            tid,
-            format!(
-                "credentials uid {}/{} gid {}/{} differing from the restorer's",
-                c.uid, c.euid, c.gid, c.egid
-            ),
-            "restore as the same user the task ran as",
-        ));
     }
     Ok(())
 }
