@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -q -p criu-cli -p criu-tests --bins
-bin=target/release
+bin=${CARGO_TARGET_DIR:-target}/release
 criu=$bin/criu
 
 $criu check

@@ -6,6 +6,7 @@
 mod args;
 mod commands;
 mod config;
+mod crit;
 mod logging;
 
 use std::process::ExitCode;
@@ -32,8 +33,22 @@ fn main() -> ExitCode {
     }
 }
 
+/// `criu crit ...` takes crit's own command line.
+#[derive(Debug, Parser)]
+#[command(name = "criu crit", about = "Inspect and convert CRIU images (crit)")]
+struct CritCli {
+    #[command(subcommand)]
+    command: crit::CritCommand,
+}
+
 fn run() -> Result<ExitCode> {
-    let argv = config::merged_argv(std::env::args().collect())?;
+    let user_argv: Vec<String> = std::env::args().collect();
+    if user_argv.get(1).map(String::as_str) == Some("crit") {
+        let cli = CritCli::parse_from(user_argv.iter().skip(1));
+        crit::run(cli.command)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let argv = config::merged_argv(user_argv)?;
     let (argv, verbosity) = args::extract_verbosity(argv).map_err(anyhow::Error::msg)?;
     let mut cli = match Cli::try_parse_from(&argv) {
         Ok(cli) => cli,
