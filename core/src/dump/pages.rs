@@ -101,13 +101,18 @@ pub fn runs(v: &Vma, pmes: &[PageEntry], zero_pfn: u64) -> Vec<(u64, u64)> {
     out
 }
 
+/// Where full page buffers go: the sink takes the buffer (exactly the bytes to write) and
+/// gives back an empty one to fill next, so a writer thread can work on one buffer while
+/// the next is being read.
+pub type PageSink<'a> = dyn FnMut(Vec<u8>) -> Result<Vec<u8>, DumpError> + 'a;
+
 /// Gathers page contents into a big buffer and hands full buffers to `sink`.
 struct Batcher<'a> {
     pid: i32,
     buf: Vec<u8>,
     ranges: Vec<RemoteRange>,
     mem: Option<ProcMem>,
-    sink: &'a mut dyn FnMut(&[u8]) -> Result<(), DumpError>,
+    sink: &'a mut PageSink<'a>,
 }
 
 impl Batcher<'_> {
@@ -162,7 +167,10 @@ impl Batcher<'_> {
             self.buf = buf;
             res?;
         }
-        (self.sink)(&self.buf[..len])?;
+        self.buf.truncate(len);
+        let full = std::mem::take(&mut self.buf);
+        self.buf = (self.sink)(full)?;
+        self.buf.clear();
         self.ranges.clear();
         Ok(())
     }
@@ -180,7 +188,8 @@ impl Batcher<'_> {
                     step: "memory",
                     source,
                 })?;
-            return (self.sink)(&tmp);
+            (self.sink)(tmp)?;
+            return Ok(());
         }
         let mut addr = addr;
         let mut left = len;
@@ -204,7 +213,7 @@ pub fn dump_pages(
     pid: i32,
     vmas: &[Vma],
     entry_sink: &mut dyn FnMut(&PagemapEntry) -> Result<(), DumpError>,
-    page_sink: &mut dyn FnMut(&[u8]) -> Result<(), DumpError>,
+    page_sink: &mut PageSink<'_>,
 ) -> Result<PageStats, DumpError> {
     let mut pm = Pagemap::open(pid).map_err(|e| DumpError::proc(pid, "memory", e))?;
     let zero_pfn = zero_page_pfn();
@@ -291,6 +300,69 @@ mod tests {
         );
         assert!(should_dump(&vdso, n, 99));
         assert!(!can_be_lazy(&vdso));
+    }
+
+    #[test]
+    fn dumps_own_pages_in_order_and_propagates_sink_errors() {
+        use super::super::memory::{VMA_ANON_PRIVATE, VMA_AREA_REGULAR};
+        // 40 pages, every other one touched: runs of one page each, all in one batch.
+        let mut data = vec![0u8; 42 * PAGE_SIZE as usize];
+        let start = (data.as_ptr() as u64).div_ceil(PAGE_SIZE) * PAGE_SIZE;
+        let off = (start - data.as_ptr() as u64) as usize;
+        for p in (0..40).step_by(2) {
+            let at = off + p * PAGE_SIZE as usize;
+            data[at..at + PAGE_SIZE as usize].fill(p as u8 + 1);
+        }
+        let mut v = vma(
+            VMA_AREA_REGULAR | VMA_ANON_PRIVATE,
+            (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u32,
+        );
+        v.entry.start = start;
+        v.entry.end = start + 40 * PAGE_SIZE;
+        v.entry.prot = (libc::PROT_READ | libc::PROT_WRITE) as u32;
+        let me = std::process::id() as i32;
+        let mut entries = Vec::new();
+        let mut bytes = Vec::new();
+        let st = dump_pages(
+            me,
+            std::slice::from_ref(&v),
+            &mut |e| {
+                entries.push(*e);
+                Ok(())
+            },
+            &mut |b| {
+                bytes.extend_from_slice(&b);
+                Ok(b)
+            },
+        )
+        .unwrap();
+        assert_eq!(st.scanned, 40);
+        // Untouched pages of a fresh Vec may or may not be present (zero page or not
+        // faulted); every touched page must be there, in address order, with its bytes.
+        let mut pos = 0usize;
+        let mut seen = 0;
+        for e in &entries {
+            for k in 0..e.nr_pages.unwrap() {
+                let page = ((e.vaddr - start) / PAGE_SIZE + k) as usize;
+                let got = &bytes[pos..pos + PAGE_SIZE as usize];
+                let want = if page % 2 == 0 { page as u8 + 1 } else { 0 };
+                assert!(got.iter().all(|&b| b == want), "page {page}");
+                if page % 2 == 0 {
+                    seen += 1;
+                }
+                pos += PAGE_SIZE as usize;
+            }
+        }
+        assert_eq!(seen, 20);
+        assert_eq!(pos, bytes.len());
+        let err = dump_pages(me, std::slice::from_ref(&v), &mut |_| Ok(()), &mut |_| {
+            Err(DumpError::Injected {
+                pid: me,
+                step: "memory",
+            })
+        });
+        assert!(matches!(err, Err(DumpError::Injected { .. })));
+        std::hint::black_box(&data);
     }
 
     #[test]

@@ -300,30 +300,56 @@ fn dump_process(
     }
     files::dump_fs(plugins, sh.ctx, dir, &mut sh.file_ids, pid)?;
 
-    // 4. Pages.
+    // 4. Pages: this thread gathers, a writer thread writes (two buffers in flight).
     let t_mem = Instant::now();
     let pages_id = sh.next_pages_id;
     sh.next_pages_id += 1;
     let mut pm: ImageWriter = dir
         .pagemap_writer(pid as u64, pages_id)
         .map_err(img(pid, "memory"))?;
-    let mut pw = dir
+    let pw = dir
         .pages_writer(pages_id as u64)
         .map_err(img(pid, "memory"))?;
-    let mut write_time = 0u32;
-    let stats = pages::dump_pages(
-        pid,
-        &vmas,
-        &mut |e| pm.write_entry(e).map_err(img(pid, "memory")),
-        &mut |b| {
-            let t = Instant::now();
-            let r = pw.write_pages(b).map(drop).map_err(img(pid, "memory"));
-            write_time = write_time.saturating_add(us(t));
-            r
-        },
-    )?;
+    let (stats, write_time) = std::thread::scope(|scope| {
+        let (tx_full, rx_full) = std::sync::mpsc::sync_channel::<Vec<u8>>(1);
+        let (tx_free, rx_free) = std::sync::mpsc::sync_channel::<Vec<u8>>(2);
+        for _ in 0..2 {
+            let _ = tx_free.send(Vec::new());
+        }
+        let writer = scope.spawn(move || {
+            let mut pw = pw;
+            let mut spent = 0u32;
+            for buf in rx_full {
+                let t = Instant::now();
+                pw.write_pages(&buf).map_err(img(pid, "memory"))?;
+                spent = spent.saturating_add(us(t));
+                // The gatherer may be gone (it failed): nothing to hand back then.
+                let _ = tx_free.send(buf);
+            }
+            pw.finish().map_err(img(pid, "memory"))?;
+            Ok::<u32, DumpError>(spent)
+        });
+        let gone = || DumpError::Unexpected {
+            pid,
+            step: "memory",
+            what: "the pages writer stopped".into(),
+        };
+        let stats = pages::dump_pages(
+            pid,
+            &vmas,
+            &mut |e| pm.write_entry(e).map_err(img(pid, "memory")),
+            &mut |buf| {
+                tx_full.send(buf).map_err(|_| gone())?;
+                rx_free.recv().map_err(|_| gone())
+            },
+        );
+        drop(tx_full);
+        let written = writer.join().unwrap_or_else(|_| Err(gone()));
+        // A writer error explains a gatherer error, so it goes first.
+        let spent = written?;
+        Ok::<_, DumpError>((stats?, spent))
+    })?;
     pm.finish().map_err(img(pid, "memory"))?;
-    pw.finish().map_err(img(pid, "memory"))?;
     let shstats = shmem::dump_shmem(pid, dir, &vmas, &mut sh.next_pages_id, &mut sh.shmem_done)?;
     sh.memdump_us = sh
         .memdump_us
