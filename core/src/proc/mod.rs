@@ -8,6 +8,7 @@ pub mod fdinfo;
 pub mod limits;
 pub mod maps;
 pub mod misc;
+pub mod mountinfo;
 pub mod pagemap;
 pub mod stat;
 pub mod status;
