@@ -410,3 +410,47 @@ fn dump_process_tree() {
     assert!(wait_pid_gone(kid, Duration::from_secs(10)));
     assert!(wait_pid_gone(pid, Duration::from_secs(10)));
 }
+
+#[test]
+fn dump_tree_with_a_zombie() {
+    if skip_unless_root("dump_tree_with_a_zombie") {
+        return;
+    }
+    // `true` exits at once; after the exec nobody reaps it: a zombie child of sleep.
+    let w = Workload::start(
+        Path::new("/bin/sh"),
+        &["-c", "true & echo ready; exec sleep 600"],
+        "ready",
+        Duration::from_secs(20),
+    );
+    let pid = w.pid();
+    let mut kid = 0;
+    for _ in 0..500 {
+        let kids = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap();
+        if let Some(k) = kids.split_whitespace().next() {
+            kid = k.parse().unwrap();
+            if proc_state(kid) == 'Z'
+                && std::fs::read_link(format!("/proc/{pid}/exe"))
+                    .unwrap()
+                    .ends_with("sleep")
+            {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(proc_state(kid), 'Z');
+    let d = images("dump-zombie");
+    let mut o = DumpOptions::new(pid, d.path());
+    o.leave_running = true;
+    let rep = dump(&o).expect("dump with a zombie");
+    assert_eq!(rep.pids, vec![pid, kid]);
+    let dir = ImageDir::open(d.path()).unwrap();
+    let pstree: Vec<PstreeEntry> = dir.read_all(ImageKind::Pstree, 0).unwrap();
+    assert_eq!((pstree[1].pid, pstree[1].ppid), (kid as u32, pid as u32));
+    let core: CoreEntry = dir.read_single(ImageKind::Core, kid as u64).unwrap();
+    let tc = core.tc.unwrap();
+    assert_eq!((tc.task_state, tc.exit_code), (2, 0));
+    assert!(core.thread_info.is_none());
+    assert_eq!(proc_state(kid), 'Z');
+}

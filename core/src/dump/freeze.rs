@@ -111,11 +111,14 @@ pub fn freeze_process(pid: i32) -> Result<Frozen, DumpError> {
     Ok(frozen)
 }
 
-/// One frozen process of the tree and its parent's pid (0 for the root).
+/// One process of the tree and its parent's pid (0 for the root): frozen, or a zombie
+/// (nothing to freeze: it only has an exit code left).
 #[derive(Debug)]
 pub struct TreeMember {
-    pub frozen: Frozen,
+    pub pid: i32,
     pub ppid: i32,
+    /// `None` for a zombie.
+    pub frozen: Option<Frozen>,
 }
 
 /// Every process of the tree rooted at `root`, frozen, in CRIU's pstree order (pre-order:
@@ -127,13 +130,15 @@ pub struct FrozenTree {
 
 impl FrozenTree {
     pub fn pids(&self) -> impl Iterator<Item = i32> + '_ {
-        self.procs.iter().map(|m| m.frozen.pid)
+        self.procs.iter().map(|m| m.pid)
     }
 
     /// Release every process (children first, so a killed parent never waits on them).
     pub fn release(mut self, how: Release) {
         while let Some(m) = self.procs.pop() {
-            m.frozen.release(how);
+            if let Some(f) = m.frozen {
+                f.release(how);
+            }
         }
     }
 }
@@ -158,20 +163,36 @@ pub fn freeze_tree(root: i32) -> Result<FrozenTree, DumpError> {
     let mut tree = FrozenTree::default();
     let mut stack = vec![(root, 0)];
     while let Some((pid, ppid)) = stack.pop() {
+        if pid != root {
+            let st = status::read_status(pid).map_err(|e| DumpError::proc(pid, "freeze", e))?;
+            if st.state == 'Z' {
+                tree.procs.push(TreeMember {
+                    pid,
+                    ppid,
+                    frozen: None,
+                });
+                continue;
+            }
+        }
         let frozen = match freeze_process(pid) {
             Ok(f) => f,
-            Err(DumpError::Zombie { pid: z }) if z != root => {
-                return Err(DumpError::Unsupported {
-                    pid: z,
-                    step: "freeze",
-                    what: format!("zombie child {z} of {ppid}"),
-                    hint: "zombies in the tree are not dumped yet; reap it first",
+            // It exited between the two looks.
+            Err(DumpError::Zombie { .. }) if pid != root => {
+                tree.procs.push(TreeMember {
+                    pid,
+                    ppid,
+                    frozen: None,
                 });
+                continue;
             }
             Err(e) => return Err(e),
         };
         let kids = children_of(&frozen)?;
-        tree.procs.push(TreeMember { frozen, ppid });
+        tree.procs.push(TreeMember {
+            pid,
+            ppid,
+            frozen: Some(frozen),
+        });
         // Reverse so the smallest pid is visited first (pre-order, pid order).
         for k in kids.into_iter().rev() {
             stack.push((k, pid));

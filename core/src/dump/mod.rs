@@ -36,7 +36,9 @@
 //! - seccomp.img: each thread gets its own copy of its filter chain (CRIU shares identical
 //!   chains between threads); `seccomp_filter.flags` is not recorded (needs
 //!   PTRACE_SECCOMP_GET_METADATA, not wrapped yet).
-//! - Refused loudly for now: zombies in the tree, CLONE_VM sharing between processes,
+//! - Zombies in the tree get a pstree entry and a core image with only comm, task_state
+//!   TASK_DEAD (2) and exit_code, like CRIU's; no other image.
+//! - Refused loudly for now: CLONE_VM sharing between processes,
 //!   namespaces other than criu's own, VM_IO/PFNMAP mappings, non-regular mapped files.
 //! - `timens-0.img` holds CLOCK_MONOTONIC/CLOCK_BOOTTIME at dump time, as in CRIU's sample.
 

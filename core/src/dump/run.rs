@@ -171,9 +171,12 @@ fn dump_frozen<'d>(
         memwrite_us: 0,
     };
     for m in &tree.procs {
-        let span = tracing::debug_span!("process", pid = m.frozen.pid);
+        let span = tracing::debug_span!("process", pid = m.pid);
         let _e = span.enter();
-        dump_process(opts, dir, plugins, &m.frozen, m.ppid, &mut sh)?;
+        match &m.frozen {
+            Some(f) => dump_process(opts, dir, plugins, f, m.ppid, &mut sh)?,
+            None => dump_zombie(dir, m.pid, m.ppid, &mut sh)?,
+        }
     }
     sh.ctx.finish(pid)?;
     checkpoint(opts, "files")?;
@@ -235,6 +238,40 @@ fn dump_frozen<'d>(
     dir.write_inventory(&ids::inventory(sh.root_ids))
         .map_err(img(pid, "images"))?;
     Ok(report)
+}
+
+/// CRIU's TASK_DEAD.
+const TASK_DEAD: u32 = 2;
+
+/// A zombie: its pstree entry and a core image holding only comm, state and exit code,
+/// as CRIU writes them.
+fn dump_zombie(
+    dir: &ImageDir,
+    pid: i32,
+    ppid: i32,
+    sh: &mut Shared<'_, '_>,
+) -> Result<(), DumpError> {
+    let st = stat::read_stat(pid).map_err(|e| DumpError::proc(pid, "task", e))?;
+    let core = CoreEntry {
+        mtype: March::X8664 as i32,
+        tc: Some(criu_proto::images::TaskCoreEntry {
+            task_state: TASK_DEAD,
+            exit_code: st.exit_code as u32,
+            comm: st.comm.clone(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    dir.write_single(ImageKind::Core, pid as u64, &core)
+        .map_err(img(pid, "images"))?;
+    sh.pstree.push(PstreeEntry {
+        pid: pid as u32,
+        ppid: ppid as u32,
+        pgid: st.pgrp as u32,
+        sid: st.session as u32,
+        threads: vec![pid as u32],
+    });
+    Ok(())
 }
 
 /// Everything of one frozen process: its core-*.img, mm, pagemap + pages, fdinfo, fs, ids,
