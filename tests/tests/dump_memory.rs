@@ -208,6 +208,31 @@ fn dump_leave_running_then_kill() {
     let fs: FsEntry = dir.read_single(ImageKind::Fs, pid as u64).unwrap();
     assert!(files.iter().any(|f| f.id == fs.cwd_id));
     assert!(files.iter().any(|f| f.id == mm.exe_file_id));
+
+    // CRIU's own crit reads the set (when installed).
+    if Path::new("/usr/bin/crit").exists() {
+        let out = std::process::Command::new("/usr/bin/crit")
+            .args(["x", d2.path().to_str().unwrap(), "ps"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains("wl_memory"),
+            "{text} {out:?}"
+        );
+        for e in std::fs::read_dir(d2.path()).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "img") && !p.ends_with("pages-1.img") {
+                let st = std::process::Command::new("/usr/bin/crit")
+                    .args(["decode", "-i", p.to_str().unwrap(), "-o", "/dev/null"])
+                    .status()
+                    .unwrap();
+                assert!(st.success(), "crit decode {}", p.display());
+            }
+        }
+    } else {
+        eprintln!("crit not installed: skipping the crit cross-check");
+    }
 }
 
 #[test]
