@@ -18,6 +18,7 @@
 //!
 //! Any failure kills and reaps every task created so far; images are only read.
 
+mod children;
 pub mod creds;
 mod error;
 pub mod files;
@@ -41,7 +42,7 @@ use crate::sys::ptrace as pt;
 
 pub use error::{RestoreError, Result};
 pub use files::{FileOpener, RegOpener};
-pub use plan::RestorePlan;
+pub use plan::{RestorePlan, TaskPlan};
 
 use imgread::Images;
 use rexec::RemoteThread;
@@ -119,15 +120,8 @@ fn restore_plan(
     opener: &mut dyn FileOpener,
 ) -> Result<RestoreOutcome> {
     let root = plan.tasks[0].pid;
-    if plan.tasks.len() > 1 {
-        return Err(RestoreError::Unsupported {
-            pid: root,
-            what: format!("a tree of {} processes", plan.tasks.len()),
-            hint: "only single-process trees are restored for now",
-        });
-    }
     let mut created: Vec<Pid> = Vec::new();
-    let result = restore_task(plan, images, opener, opts, &mut created);
+    let result = restore_tree(plan, images, opener, opts, &mut created);
     let threads = match result {
         Ok(t) => t,
         Err(e) => {
@@ -137,8 +131,10 @@ fn restore_plan(
         }
     };
     if opts.leave_stopped {
-        // Pending before detach: the task stops before running a single instruction.
-        let _ = kill(Pid::from_raw(root), Signal::SIGSTOP);
+        // Pending before detach: the tasks stop before running a single instruction.
+        for t in &plan.tasks {
+            let _ = kill(Pid::from_raw(t.pid), Signal::SIGSTOP);
+        }
     }
     for rt in threads.iter().rev() {
         if let Err(e) = pt::detach(rt.tid, 0) {
@@ -202,18 +198,77 @@ fn kill_all(created: &[Pid]) {
     }
 }
 
-fn restore_task(
+/// A task restored up to its last privileged step, waiting for the tree to be complete.
+struct Prepared<'p> {
+    t: &'p TaskPlan,
+    sp: spawn::Spawned,
+    others: Vec<RemoteThread>,
+}
+
+/// Creates and restores every task (parents first, each forking its children), then
+/// finishes them children first (credentials, final registers, gadget unmapped). Returns
+/// every thread, ready to be detached.
+fn restore_tree(
     plan: &RestorePlan,
     images: &Images,
     opener: &mut dyn FileOpener,
     opts: &RestoreOptions,
     created: &mut Vec<Pid>,
 ) -> Result<Vec<RemoteThread>> {
-    let t = &plan.tasks[0];
-    let span = tracing::info_span!("restore_task", pid = t.pid);
-    let _g = span.enter();
-    let mut sp = spawn::spawn(plan, t, images, opener, opts.shell_job, created)?;
-    tracing::debug!(gadget = sp.gadget, "task created, gadget mapped");
+    let root = &plan.tasks[0];
+    let gadget =
+        spawn::choose_gadget(plan.tasks.iter().flat_map(|t| t.vmas.iter())).ok_or_else(|| {
+            RestoreError::Task {
+                pid: root.pid,
+                tid: root.pid,
+                step: "placing the syscall gadget".into(),
+                reason: "no free range in the restorer's and every dumped layout".into(),
+            }
+        })?;
+    let mut done: Vec<Prepared> = Vec::with_capacity(plan.tasks.len());
+    for (i, t) in plan.tasks.iter().enumerate() {
+        let span = tracing::info_span!("restore_task", pid = t.pid);
+        let _g = span.enter();
+        let sp = if i == 0 {
+            spawn::spawn(plan, t, images, opener, opts.shell_job, gadget, created)?
+        } else {
+            let parent = done.iter_mut().find(|p| p.t.pid == t.ppid).ok_or_else(|| {
+                error::bad(
+                    "pstree.img",
+                    None,
+                    format!("parent {} of {} not restored first", t.ppid, t.pid),
+                )
+            })?;
+            children::spawn_child(
+                children::Parent {
+                    rt: &mut parent.sp.leader,
+                    task: parent.t,
+                },
+                plan,
+                t,
+                images,
+                opener,
+                gadget,
+                created,
+            )?
+        };
+        tracing::debug!(gadget, "task created");
+        done.push(prepare_task(sp, t, created)?);
+    }
+    let mut all = Vec::new();
+    while let Some(p) = done.pop() {
+        all.extend(finish_task(p)?);
+    }
+    Ok(all)
+}
+
+/// Memory, process state, threads and their state: everything but credentials and the final
+/// registers (the task may still have to fork children).
+fn prepare_task<'p>(
+    mut sp: spawn::Spawned,
+    t: &'p TaskPlan,
+    created: &mut Vec<Pid>,
+) -> Result<Prepared<'p>> {
     rebuild::rebuild_mm(&mut sp, t)?;
     tracing::debug!(vmas = t.vmas.len(), runs = t.pages.len(), "memory restored");
     state::restore_process_state(&mut sp, t)?;
@@ -225,6 +280,18 @@ fn restore_task(
         threads::restore_thread_state(rt, th, t, data)?;
     }
     threads::queue_shared_signals(&mut sp.leader, t, data)?;
+    Ok(Prepared { t, sp, others })
+}
+
+/// Credentials, FPU and final registers of every thread; the leader unmaps the gadget as its
+/// last syscall and gets its registers in the syscall-exit stop after it.
+fn finish_task(p: Prepared) -> Result<Vec<RemoteThread>> {
+    let Prepared {
+        t,
+        mut sp,
+        mut others,
+    } = p;
+    let data = sp.gadget + GADGET_DATA;
     // Last privileged step of each thread: after it the leader cannot clone3(set_tid).
     for (rt, th) in others.iter_mut().zip(&t.threads[1..]) {
         if let Some(c) = &th.tc.creds {
@@ -234,7 +301,6 @@ fn restore_task(
     if let Some(c) = &t.threads[0].tc.creds {
         creds::restore_creds(&mut sp.leader, c, data)?;
     }
-
     for (rt, th) in others.iter_mut().zip(&t.threads[1..]) {
         rt.step = "final registers".into();
         threads::restore_fpu(rt, th)?;

@@ -161,8 +161,19 @@ fn map_vdso(rt: &mut RemoteThread, t: &TaskPlan) -> Result<()> {
     Ok(())
 }
 
+/// Whether the task's current exe already is the file open at its fd `fd` (a child forked
+/// from a restored parent running the same program): the kernel refuses to replace an exe
+/// that is still mapped (EBUSY), and there is nothing to replace.
+fn exe_already(pid: i32, fd: i32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let cur = std::fs::metadata(format!("/proc/{pid}/exe"));
+    let new = std::fs::metadata(format!("/proc/{pid}/fd/{fd}"));
+    matches!((cur, new), (Ok(a), Ok(b)) if a.dev() == b.dev() && a.ino() == b.ino())
+}
+
 fn set_mm_map(rt: &mut RemoteThread, t: &TaskPlan, g: u64, exe: Option<i32>) -> Result<()> {
     rt.step = "PR_SET_MM_MAP".into();
+    let exe = exe.filter(|&fd| !exe_already(rt.pid, fd));
     let m = &t.mm;
     let data = g + GADGET_DATA;
     let auxv_addr = data + 0x200;

@@ -50,7 +50,7 @@ fn open_err(pid: i32, id: u32, fd: i32, what: &str, reason: String) -> RestoreEr
 }
 
 /// Opens every fd the task will have (in this process) and plans their numbers in the child.
-fn prepare_fds(
+pub(crate) fn prepare_fds(
     plan: &RestorePlan,
     t: &TaskPlan,
     images: &Images,
@@ -150,7 +150,7 @@ fn prepare_fds(
 }
 
 /// Who holds `pid`, in words, or None when it is free.
-fn holder_of(pid: Pid) -> Option<String> {
+pub(crate) fn holder_of(pid: Pid) -> Option<String> {
     match clone3::pid_state(pid) {
         PidState::Free => None,
         PidState::Alive { comm } => Some(format!("the running task {comm:?}")),
@@ -194,16 +194,11 @@ pub fn spawn(
     images: &Images,
     opener: &mut dyn FileOpener,
     shell_job: bool,
+    gadget: u64,
     created: &mut Vec<Pid>,
 ) -> Result<Spawned> {
     let pid = Pid::from_raw(t.pid);
     let session = session_op(t, shell_job)?;
-    let gadget = choose_gadget(&t.vmas).ok_or_else(|| RestoreError::Task {
-        pid: t.pid,
-        tid: t.pid,
-        step: "placing the syscall gadget".into(),
-        reason: "no free range in both layouts".into(),
-    })?;
     let (owned, moves, temp) = prepare_fds(plan, t, images, opener)?;
     if let Some(holder) = holder_of(pid) {
         return Err(RestoreError::PidTaken { pid: t.pid, holder });
@@ -240,8 +235,10 @@ pub fn spawn(
             });
         }
     }
-    let opts =
-        Options::PTRACE_O_TRACESYSGOOD | Options::PTRACE_O_TRACECLONE | Options::PTRACE_O_EXITKILL;
+    let opts = Options::PTRACE_O_TRACESYSGOOD
+        | Options::PTRACE_O_TRACECLONE
+        | Options::PTRACE_O_TRACEFORK
+        | Options::PTRACE_O_EXITKILL;
     pt::set_options(child, opts).map_err(|e| step_err("PTRACE_SETOPTIONS", e))?;
     pt::set_sigmask(child, !0).map_err(|e| step_err("blocking signals", e))?;
     let regs = pt::get_regs(child).map_err(|e| step_err("reading registers", e))?;
@@ -265,8 +262,9 @@ pub fn spawn(
     })
 }
 
-fn install_gadget(rt: &mut RemoteThread, gadget: u64) -> Result<()> {
-    // Inherited from us: its area is about to vanish, and the kernel would fault writing it.
+/// Drops the rseq area a new task inherited from its creator: that memory is about to be
+/// replaced, and the kernel would fault (SIGSEGV) updating it.
+pub(crate) fn unregister_rseq(rt: &mut RemoteThread) -> Result<()> {
     rt.step = "unregistering inherited rseq".into();
     let cfg = pt::get_rseq_config(rt.tid).map_err(|e| rt.ptrace_err(e))?;
     if !cfg.is_unregistered() {
@@ -283,6 +281,11 @@ fn install_gadget(rt: &mut RemoteThread, gadget: u64) -> Result<()> {
             ],
         )?;
     }
+    Ok(())
+}
+
+fn install_gadget(rt: &mut RemoteThread, gadget: u64) -> Result<()> {
+    unregister_rseq(rt)?;
     rt.step = "mapping the syscall gadget".into();
     let prot = (libc::PROT_READ | libc::PROT_WRITE) as u64;
     let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE) as u64;
@@ -318,7 +321,7 @@ fn install_gadget(rt: &mut RemoteThread, gadget: u64) -> Result<()> {
 
 /// A range for the gadget free in our own layout (which the child inherits) and in the
 /// dumped one.
-pub fn choose_gadget(vmas: &[VmaPlan]) -> Option<u64> {
+pub fn choose_gadget<'a>(vmas: impl IntoIterator<Item = &'a VmaPlan>) -> Option<u64> {
     let own = std::fs::read_to_string("/proc/self/maps").ok()?;
     let mut taken: Vec<(u64, u64)> = own
         .lines()
@@ -331,7 +334,7 @@ pub fn choose_gadget(vmas: &[VmaPlan]) -> Option<u64> {
             ))
         })
         .collect();
-    taken.extend(vmas.iter().map(|v| (v.start, v.end)));
+    taken.extend(vmas.into_iter().map(|v| (v.start, v.end)));
     let mut cand: u64 = 0x1000_0000;
     while cand + GADGET_SIZE < 0x7000_0000_0000 {
         let end = cand + GADGET_SIZE;

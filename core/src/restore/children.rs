@@ -1,0 +1,221 @@
+//! Tasks below the root: each is forked by its (restored-so-far) parent with a remote
+//! `clone3(set_tid)` from the parent's gadget, so its parent, session and process group come
+//! out as in the dump. The child starts as a copy of the parent, already traced (we trace the
+//! parent with PTRACE_O_TRACEFORK) and stopped; it then fetches its own fds from the restorer
+//! with `pidfd_getfd` and is rebuilt like the root.
+
+use std::os::fd::RawFd;
+
+use nix::unistd::Pid;
+
+use crate::sys::clone3::{CLONE_ARGS_SIZE, CloneArgs, FdMove};
+use crate::sys::ptrace::{self as pt, Stop};
+
+use super::error::{RestoreError, Result};
+use super::files::FileOpener;
+use super::imgread::Images;
+use super::plan::{RestorePlan, TaskPlan};
+use super::rexec::{RemoteThread, write_mem};
+use super::spawn::{self, GADGET_DATA, Spawned};
+
+fn task_err(pid: i32, step: &str, reason: String) -> RestoreError {
+    RestoreError::Task {
+        pid,
+        tid: pid,
+        step: step.to_string(),
+        reason,
+    }
+}
+
+/// The task that forks a child: its leader (still holding the gadget) and its plan.
+#[derive(Debug)]
+pub struct Parent<'a> {
+    pub rt: &'a mut RemoteThread,
+    pub task: &'a TaskPlan,
+}
+
+/// Forks task `t` from `parent` (a task restored earlier, still holding the gadget).
+pub fn spawn_child(
+    parent: Parent<'_>,
+    plan: &RestorePlan,
+    t: &TaskPlan,
+    images: &Images,
+    opener: &mut dyn FileOpener,
+    gadget: u64,
+    created: &mut Vec<Pid>,
+) -> Result<Spawned> {
+    let Parent {
+        rt: parent,
+        task: parent_task,
+    } = parent;
+    let new_session = t.sid == t.pid;
+    let new_group = !new_session && t.pgid == t.pid;
+    if !new_session && t.sid != parent_task.sid {
+        return Err(RestoreError::Unsupported {
+            pid: t.pid,
+            what: format!(
+                "session {} differing from its parent's {}",
+                t.sid, parent_task.sid
+            ),
+            hint: "only sessions inherited from the parent or led by the task are restored",
+        });
+    }
+    if !new_session && !new_group && t.pgid != parent_task.pgid {
+        return Err(RestoreError::Unsupported {
+            pid: t.pid,
+            what: format!(
+                "process group {} differing from its parent's {}",
+                t.pgid, parent_task.pgid
+            ),
+            hint: "only groups inherited from the parent or led by the task are restored",
+        });
+    }
+    let (owned, moves, temp) = spawn::prepare_fds(plan, t, images, opener)?;
+    if let Some(holder) = spawn::holder_of(Pid::from_raw(t.pid)) {
+        return Err(RestoreError::PidTaken { pid: t.pid, holder });
+    }
+
+    let data = gadget + GADGET_DATA;
+    parent.step = format!("forking child {}", t.pid);
+    let set_tid_addr = data + 0x400;
+    let args = CloneArgs {
+        exit_signal: libc::SIGCHLD as u64,
+        set_tid: set_tid_addr,
+        set_tid_size: 1,
+        ..CloneArgs::default()
+    };
+    let bytes: Vec<u8> = [
+        args.flags,
+        args.pidfd,
+        args.child_tid,
+        args.parent_tid,
+        args.exit_signal,
+        args.stack,
+        args.stack_size,
+        args.tls,
+        args.set_tid,
+        args.set_tid_size,
+        args.cgroup,
+    ]
+    .iter()
+    .flat_map(|w| w.to_le_bytes())
+    .collect();
+    write_mem(parent, data, &bytes)?;
+    write_mem(parent, set_tid_addr, &t.pid.to_le_bytes())?;
+    let r = parent.raw(libc::SYS_clone3, [data, CLONE_ARGS_SIZE as u64, 0, 0, 0, 0])?;
+    if r == -(libc::EEXIST as i64) {
+        return Err(RestoreError::PidTaken {
+            pid: t.pid,
+            holder: spawn::holder_of(Pid::from_raw(t.pid))
+                .unwrap_or_else(|| "a task that just exited".into()),
+        });
+    }
+    if r != i64::from(t.pid) {
+        return Err(task_err(
+            parent.pid,
+            &parent.step,
+            format!("clone3 for {} returned {r}", t.pid),
+        ));
+    }
+    let child = Pid::from_raw(t.pid);
+    created.push(child);
+    match pt::wait_stop(child).map_err(|source| RestoreError::Ptrace {
+        pid: t.pid,
+        tid: t.pid,
+        step: "collecting the forked child's first stop".into(),
+        source,
+    })? {
+        Stop::Signal { sig } if sig == libc::SIGSTOP => {}
+        Stop::EventStop { .. } => {}
+        other => {
+            return Err(task_err(
+                t.pid,
+                "forked child",
+                format!("unexpected first stop {other:?}"),
+            ));
+        }
+    }
+    let regs = pt::get_regs(child).map_err(|source| RestoreError::Ptrace {
+        pid: t.pid,
+        tid: t.pid,
+        step: "reading the forked child's registers".into(),
+        source,
+    })?;
+    let mut rt = RemoteThread::new(t.pid, child, gadget, regs);
+    spawn::unregister_rseq(&mut rt)?;
+    rt.step = "joining session and group".into();
+    if new_session {
+        rt.call("setsid", libc::SYS_setsid, [0; 6])?;
+    } else if new_group {
+        rt.call("setpgid", libc::SYS_setpgid, [0, 0, 0, 0, 0, 0])?;
+    }
+    install_fds_remote(&mut rt, &moves)?;
+    drop(owned);
+    Ok(Spawned {
+        leader: rt,
+        gadget,
+        temp,
+    })
+}
+
+/// The child side of fd installation, done by remote syscalls: each source fd (open in the
+/// restorer) is fetched with `pidfd_getfd` above every destination, then `dup3`'d into place;
+/// everything else the child inherited from its parent is closed.
+fn install_fds_remote(rt: &mut RemoteThread, moves: &[FdMove]) -> Result<()> {
+    rt.step = "installing fds".into();
+    let me = std::process::id() as u64;
+    let high = moves.iter().map(|m| m.dst).max().unwrap_or(2) + 1;
+    let pidfd = rt.call("pidfd_open", libc::SYS_pidfd_open, [me, 0, 0, 0, 0, 0])? as RawFd;
+    // Keep the pidfd itself out of the way of destinations.
+    let pidfd = rt.call(
+        "fcntl(F_DUPFD_CLOEXEC)",
+        libc::SYS_fcntl,
+        [
+            pidfd as u64,
+            libc::F_DUPFD_CLOEXEC as u64,
+            high as u64,
+            0,
+            0,
+            0,
+        ],
+    )?;
+    let mut fetched = Vec::with_capacity(moves.len());
+    for m in moves {
+        let got = rt.call(
+            "pidfd_getfd",
+            libc::SYS_pidfd_getfd,
+            [pidfd, m.src as u64, 0, 0, 0, 0],
+        )?;
+        let up = rt.call(
+            "fcntl(F_DUPFD_CLOEXEC)",
+            libc::SYS_fcntl,
+            [got, libc::F_DUPFD_CLOEXEC as u64, high as u64, 0, 0, 0],
+        )?;
+        rt.call("close", libc::SYS_close, [got, 0, 0, 0, 0, 0])?;
+        fetched.push(up);
+    }
+    for (m, up) in moves.iter().zip(&fetched) {
+        let flags = if m.cloexec { libc::O_CLOEXEC as u64 } else { 0 };
+        rt.call("dup3", libc::SYS_dup3, [*up, m.dst as u64, flags, 0, 0, 0])?;
+    }
+    let mut keep: Vec<RawFd> = moves.iter().map(|m| m.dst).collect();
+    keep.sort_unstable();
+    keep.dedup();
+    let mut next: u64 = 0;
+    for &k in &keep {
+        if (k as u64) > next {
+            rt.call(
+                "close_range",
+                libc::SYS_close_range,
+                [next, k as u64 - 1, 0, 0, 0, 0],
+            )?;
+        }
+        next = k as u64 + 1;
+    }
+    rt.call(
+        "close_range",
+        libc::SYS_close_range,
+        [next, u64::from(u32::MAX), 0, 0, 0, 0],
+    )?;
+    Ok(())
+}
