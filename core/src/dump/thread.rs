@@ -15,6 +15,9 @@ use crate::sys::ptrace::{self, Regs, SigQueue, XSave};
 use super::DumpError;
 use super::remote_ops::{self, TaskRemote};
 
+/// `FP_XSTATE_MAGIC1`: marks the `_fpx_sw_bytes` the kernel puts at byte 464.
+const FP_XSTATE_MAGIC1: u32 = 0x4650_5853;
+
 const ERESTARTSYS: i64 = 512;
 const ERESTARTNOINTR: i64 = 513;
 const ERESTARTNOHAND: i64 = 514;
@@ -125,7 +128,20 @@ pub fn fpregs_entry(xs: &XSave) -> UserX86FpregsEntry {
         u64::from_le_bytes(a)
     };
     let le32 = |off: usize| u32::from_le_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]]);
-    let comp = |i: u32| xs.component(i);
+    // The kernel stores its enabled feature mask (XCR0 as it uses it) in the software
+    // reserved bytes of the legacy area; CRIU writes exactly those components. A CPU may
+    // describe components the kernel does not enable (MPX, PKRU on some VMs).
+    let enabled = if le32(464) == FP_XSTATE_MAGIC1 {
+        le64(472)
+    } else {
+        u64::MAX
+    };
+    let comp = |i: u32| {
+        if enabled & (1u64 << i) == 0 {
+            return None;
+        }
+        xs.component(i)
+    };
     let xsave = UserX86XsaveEntry {
         xstate_bv: xs.xstate_bv(),
         ymmh_space: comp(2).map(u32s).unwrap_or_default(),
@@ -370,6 +386,9 @@ mod tests {
         b[24..28].copy_from_slice(&0x1f80u32.to_le_bytes());
         b[160..164].copy_from_slice(&7u32.to_le_bytes());
         b[512..520].copy_from_slice(&0xa2u64.to_le_bytes());
+        // Kernel-enabled features: x87, SSE, AVX only.
+        b[464..468].copy_from_slice(&FP_XSTATE_MAGIC1.to_le_bytes());
+        b[472..480].copy_from_slice(&7u64.to_le_bytes());
         let xs = XSave::from_bytes(b).unwrap();
         let f = fpregs_entry(&xs);
         assert_eq!(f.cwd, 0x37f);
@@ -382,5 +401,6 @@ mod tests {
         if crate::sys::ptrace::xsave_component(2).is_some() {
             assert_eq!(x.ymmh_space.len(), 64);
         }
+        assert!(x.opmask_reg.is_empty() && x.pkru.is_empty() && x.bndreg_state.is_empty());
     }
 }
