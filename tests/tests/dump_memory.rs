@@ -183,6 +183,17 @@ fn dump_leave_running_then_kill() {
         assert_eq!(w, pattern(i), "word {i}");
     }
 
+    // The PROT_NONE area's pages are there too (read through /proc/PID/mem).
+    let tag = 0xC0FF_EE00_0000_0000u64;
+    let none_page = pages
+        .chunks_exact(4096)
+        .position(|p| p[..8] == tag.to_ne_bytes())
+        .expect("PROT_NONE page in pages-1.img");
+    let p = &pages[none_page * 4096..(none_page + 16) * 4096];
+    for (i, w) in p.chunks_exact(8).enumerate() {
+        assert_eq!(u64::from_ne_bytes(w.try_into().unwrap()), tag | i as u64);
+    }
+
     // Files: fds 0..=2, the pipe ends and the data file, each with a files.img entry.
     let ids: TaskKobjIdsEntry = dir.read_single(ImageKind::Ids, pid as u64).unwrap();
     let fdinfo: Vec<FdinfoEntry> = dir

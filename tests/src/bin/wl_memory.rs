@@ -1,8 +1,8 @@
 //! Workload for the dump tests: N MiB of patterned private memory (checksummed), three
 //! threads spinning with FP values in registers, a pipe holding "pipe-data", an open file at
 //! offset 5, a SIGUSR1 handler, a 1 s ITIMER_REAL, a POSIX timer (CLOCK_MONOTONIC, 30 s,
-//! signal SIGRTMIN+1) and SIGUSR2 blocked and pending twice (process-wide and for the main
-//! thread). Prints "ready", then idles; on SIGUSR1 it checks all of it and prints "ok" or
+//! signal SIGRTMIN+1), SIGUSR2 blocked and pending twice (process-wide and for the main
+//! thread), and 16 pages of data made PROT_NONE (words `NONE_TAG | i`). Prints "ready", then idles; on SIGUSR1 it checks all of it and prints "ok" or
 //! "bad <what>".
 //!
 //! Usage: wl_memory MIB FILE
@@ -33,6 +33,58 @@ pub fn pattern(i: u64) -> u64 {
 
 fn checksum(m: &[u64]) -> u64 {
     m.iter().fold(0u64, |a, &w| a.rotate_left(5) ^ w)
+}
+
+/// Marker of the words of the PROT_NONE area.
+pub const NONE_TAG: u64 = 0xC0FF_EE00_0000_0000;
+const NONE_PAGES: usize = 16;
+
+/// 16 pages written, then made inaccessible: dumping them needs /proc/PID/mem.
+fn prot_none_area() -> usize {
+    let len = NONE_PAGES * 4096;
+    // SAFETY: a fresh private anonymous mapping; nothing else refers to that range.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(p, libc::MAP_FAILED, "mmap");
+    // SAFETY: the mapping is `len` bytes, readable and writable, u64-aligned.
+    let words = unsafe { std::slice::from_raw_parts_mut(p.cast::<u64>(), len / 8) };
+    for (i, w) in words.iter_mut().enumerate() {
+        *w = NONE_TAG | i as u64;
+    }
+    // SAFETY: changes protection of our own mapping only.
+    let r = unsafe { libc::mprotect(p, len, libc::PROT_NONE) };
+    assert_eq!(r, 0, "mprotect");
+    p as usize
+}
+
+/// Checks the PROT_NONE area (opening it for reading for the time of the check).
+fn check_prot_none(addr: usize) -> Result<(), String> {
+    let len = NONE_PAGES * 4096;
+    let p = addr as *mut libc::c_void;
+    // SAFETY: our own mapping of `len` bytes, made readable for the check.
+    if unsafe { libc::mprotect(p, len, libc::PROT_READ) } != 0 {
+        return Err("mprotect".into());
+    }
+    // SAFETY: readable now, `len` bytes, u64-aligned.
+    let words = unsafe { std::slice::from_raw_parts(p.cast::<u64>(), len / 8) };
+    let bad = words
+        .iter()
+        .enumerate()
+        .position(|(i, &w)| w != NONE_TAG | i as u64);
+    // SAFETY: back to PROT_NONE; the slice is not used after this.
+    unsafe { libc::mprotect(p, len, libc::PROT_NONE) };
+    match bad {
+        Some(i) => Err(format!("PROT_NONE word {i}")),
+        None => Ok(()),
+    }
 }
 
 /// Keeps FP state live in registers: recomputes the same values and compares.
@@ -140,6 +192,7 @@ fn main() {
     let path = args.get(2).expect("usage: wl_memory MIB FILE");
     let mem: Vec<u64> = (0..mib * 1024 * 1024 / 8).map(pattern).collect();
     let sum = checksum(&mem);
+    let none = prot_none_area();
 
     let (rd, wr) = nix::unistd::pipe().expect("pipe");
     nix::unistd::write(&wr, b"pipe-data").expect("pipe write");
@@ -185,7 +238,7 @@ fn main() {
     loop {
         std::thread::sleep(Duration::from_millis(20));
         if VERIFY.swap(false, Ordering::SeqCst) {
-            match verify(&mem, sum, &rd, &wr, &mut file) {
+            match verify(&mem, sum, &rd, &wr, &mut file).and_then(|()| check_prot_none(none)) {
                 Ok(()) => println!("ok"),
                 Err(what) => println!("bad {what}"),
             }
