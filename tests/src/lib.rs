@@ -62,7 +62,11 @@ impl Workload {
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
         let guard = PidGuard::new(child.id() as i32);
         let stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
-        let mut workload = Self { guard, child, stdout };
+        let mut workload = Self {
+            guard,
+            child,
+            stdout,
+        };
         workload.wait_line(ready, timeout);
         workload
     }
@@ -78,14 +82,23 @@ impl Workload {
         let mut seen = Vec::new();
         loop {
             let mut line = String::new();
-            let n = self.stdout.read_line(&mut line).expect("read workload stdout");
-            assert!(n > 0, "workload exited before printing {want:?}; it printed {seen:?}");
+            let n = self
+                .stdout
+                .read_line(&mut line)
+                .expect("read workload stdout");
+            assert!(
+                n > 0,
+                "workload exited before printing {want:?}; it printed {seen:?}"
+            );
             let line = line.trim_end().to_string();
             if line == want {
                 return seen;
             }
             seen.push(line);
-            assert!(Instant::now() < deadline, "timed out waiting for {want:?}: {seen:?}");
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {want:?}: {seen:?}"
+            );
         }
     }
 }
@@ -133,10 +146,8 @@ impl ScratchDir {
         use std::sync::atomic::{AtomicU32, Ordering};
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!(
-            "criu-tests-{name}-{}-{n}",
-            std::process::id()
-        ));
+        let path =
+            std::env::temp_dir().join(format!("criu-tests-{name}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir_all(&path).expect("create scratch dir");
         Self { path }

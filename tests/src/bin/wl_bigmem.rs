@@ -22,7 +22,10 @@ fn word_for(page: usize, slot: usize) -> u64 {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let mib: usize = args.get(1).and_then(|s| s.parse().ok()).expect("usage: wl_bigmem MIB REPORT");
+    let mib: usize = args
+        .get(1)
+        .and_then(|s| s.parse().ok())
+        .expect("usage: wl_bigmem MIB REPORT");
     let report = args.get(2).expect("usage: wl_bigmem MIB REPORT").clone();
     let pages = mib * 256;
     // A Vec keeps this safe code: its buffer is private anonymous memory.
