@@ -32,21 +32,21 @@ pub struct PidfdAccess {
 
 impl PidfdAccess {
     pub fn new(pid: i32) -> Result<Self, DumpError> {
-        let pidfd = pidfd_open(Pid::from_raw(pid), 0).map_err(|e| DumpError::Unexpected {
-            pid,
-            step: "files",
-            what: e.to_string(),
-        })?;
+        let pidfd = pidfd_open(Pid::from_raw(pid), 0)
+            .map_err(|e| DumpError::sys(pid, "files", "pidfd_open", e.errno()))?;
         Ok(PidfdAccess { pid, pidfd })
     }
 }
 
 impl FdAccess for PidfdAccess {
     fn get(&mut self, fd: i32) -> Result<OwnedFd, DumpError> {
-        pidfd_getfd(self.pidfd.as_fd(), fd).map_err(|e| DumpError::Unexpected {
-            pid: self.pid,
-            step: "files",
-            what: format!("pidfd_getfd of fd {fd}: {e}"),
+        pidfd_getfd(self.pidfd.as_fd(), fd).map_err(|e| {
+            DumpError::sys(
+                self.pid,
+                "files",
+                format!("pidfd_getfd of fd {fd}"),
+                e.errno(),
+            )
         })
     }
 

@@ -40,6 +40,8 @@
 //!   TASK_DEAD (2) and exit_code, like CRIU's; no other image.
 //! - Refused loudly for now: CLONE_VM sharing between processes,
 //!   namespaces other than criu's own, VM_IO/PFNMAP mappings, non-regular mapped files.
+//! - `--shell-job` is accepted but not enforced: CRIU refuses to dump a root that is not a
+//!   session leader without it; we dump it and record its real sid/pgid in pstree.img.
 //! - `timens-0.img` holds CLOCK_MONOTONIC/CLOCK_BOOTTIME at dump time, as in CRIU's sample.
 
 mod ctx;
