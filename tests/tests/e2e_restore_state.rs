@@ -116,8 +116,11 @@ fn normalize_maps(maps: &str) -> String {
         .collect()
 }
 
+/// What wl_state appends on SIGUSR1 when its altstack and itimer survived.
+const PLAIN: &str = "usr1 onstack=1 itimer=1";
+
 /// Runs wl_state (through `prefix`, e.g. setpriv) and checks its state survives.
-fn run_state(name: &str, prefix: &[&str]) {
+fn run_state(name: &str, prefix: &[&str], extra: &[&str], usr1_line: &str) {
     let scratch = ScratchDir::new(name);
     // The workload may run as another user: let it write its report and cwd.
     std::fs::set_permissions(
@@ -132,6 +135,7 @@ fn run_state(name: &str, prefix: &[&str]) {
     argv.push(env!("CARGO_BIN_EXE_wl_state"));
     argv.push(report.to_str().expect("utf-8 path"));
     argv.push(scratch.path().to_str().expect("utf-8 path"));
+    argv.extend_from_slice(extra);
     let pid = spawn_bg(argv[0], &argv[1..]);
     let guard = PidGuard::new(pid);
     wait_lines(&report, 1, Duration::from_secs(20));
@@ -159,7 +163,7 @@ fn run_state(name: &str, prefix: &[&str]) {
     let n = lines(&report).len();
     kill(Pid::from_raw(pid), Signal::SIGUSR1).expect("SIGUSR1");
     let l = wait_lines(&report, n + 1, Duration::from_secs(10));
-    assert_eq!(l[n], "usr1 onstack=1 itimer=1");
+    assert_eq!(l[n], usr1_line);
 }
 
 #[test]
@@ -167,7 +171,7 @@ fn e2e_restore_keeps_task_state() {
     if skip_unless_root("e2e_restore_keeps_task_state") {
         return;
     }
-    run_state("e2e-state", &[]);
+    run_state("e2e-state", &[], &[], PLAIN);
 }
 
 /// An unprivileged task (uid/gid 65534, no groups, no capabilities) keeps its credentials.
@@ -184,6 +188,8 @@ fn e2e_restore_keeps_user_credentials() {
             "--regid=65534",
             "--clear-groups",
         ],
+        &[],
+        PLAIN,
     );
 }
 
@@ -200,5 +206,21 @@ fn e2e_restore_keeps_reduced_capabilities() {
             "--bounding-set=-net_raw,-sys_ptrace",
             "--groups=4,27",
         ],
+        &[],
+        PLAIN,
+    );
+}
+
+/// seccomp filters come back in both threads and still act (getpgid fails with 42).
+#[test]
+fn e2e_restore_keeps_seccomp_filters() {
+    if skip_unless_root("e2e_restore_keeps_seccomp_filters") {
+        return;
+    }
+    run_state(
+        "e2e-seccomp",
+        &[],
+        &["seccomp"],
+        "usr1 onstack=1 itimer=1 getpgid=42",
     );
 }

@@ -19,6 +19,7 @@ pub const FDINFO_MAGIC: u32 = 0x5621_3732;
 pub const FILES_MAGIC: u32 = 0x5630_3138;
 pub const FS_MAGIC: u32 = 0x5140_3912;
 pub const IDS_MAGIC: u32 = 0x5443_2030;
+pub const SECCOMP_MAGIC: u32 = 0x6441_3049;
 
 /// One images directory, read-only.
 #[derive(Debug, Clone)]

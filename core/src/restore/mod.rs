@@ -29,6 +29,7 @@ pub mod plugins;
 pub mod rebuild;
 pub mod regs;
 pub mod rexec;
+pub mod seccomp;
 pub mod spawn;
 pub mod state;
 pub mod threads;
@@ -253,7 +254,7 @@ fn restore_tree(
             )?
         };
         tracing::debug!(gadget, "task created");
-        done.push(prepare_task(sp, t, created)?);
+        done.push(prepare_task(sp, t, &plan.seccomp, created)?);
     }
     let mut all = Vec::new();
     while let Some(p) = done.pop() {
@@ -267,6 +268,7 @@ fn restore_tree(
 fn prepare_task<'p>(
     mut sp: spawn::Spawned,
     t: &'p TaskPlan,
+    filters: &[criu_proto::images::SeccompFilter],
     created: &mut Vec<Pid>,
 ) -> Result<Prepared<'p>> {
     rebuild::rebuild_mm(&mut sp, t)?;
@@ -280,6 +282,11 @@ fn prepare_task<'p>(
         threads::restore_thread_state(rt, th, t, data)?;
     }
     threads::queue_shared_signals(&mut sp.leader, t, data)?;
+    // After every thread exists (a new thread would inherit the leader's filters).
+    seccomp::install(&mut sp.leader, filters, &t.threads[0], t, data)?;
+    for (rt, th) in others.iter_mut().zip(&t.threads[1..]) {
+        seccomp::install(rt, filters, th, t, data)?;
+    }
     Ok(Prepared { t, sp, others })
 }
 

@@ -26,6 +26,8 @@ pub struct RestorePlan {
     pub files: BTreeMap<u32, FileEntry>,
     /// Plugins the dump recorded in `inventory.img` (restore refuses to run without them).
     pub plugins: Vec<String>,
+    /// `seccomp.img`: every filter, chained by `prev`.
+    pub seccomp: Vec<criu_proto::images::SeccompFilter>,
 }
 
 /// One process.
@@ -104,10 +106,15 @@ impl RestorePlan {
             }
             tasks.push(task);
         }
+        let seccomp = super::seccomp::load(images)?;
+        for th in tasks.iter().flat_map(|t| &t.threads) {
+            super::seccomp::chain(&seccomp, th)?;
+        }
         Ok(RestorePlan {
             tasks,
             files,
             plugins,
+            seccomp,
         })
     }
 

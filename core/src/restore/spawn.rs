@@ -19,11 +19,13 @@ use super::mem::{VmaKind, VmaPlan};
 use super::plan::{RestorePlan, TaskPlan};
 use super::rexec::RemoteThread;
 
-/// The gadget area: one code page (`syscall; int3`), two data pages for syscall arguments,
-/// one page used as the (never executed) stack of new threads.
-pub const GADGET_SIZE: u64 = 4 * 4096;
+/// The gadget area: one code page (`syscall; int3`), ten data pages for syscall arguments
+/// (large enough for a 4096-instruction seccomp filter), one page used as the (never
+/// executed) stack of new threads.
+pub const GADGET_SIZE: u64 = 12 * 4096;
 pub const GADGET_DATA: u64 = 4096;
-pub const GADGET_STACK: u64 = 3 * 4096;
+pub const GADGET_DATA_SIZE: u64 = 10 * 4096;
+pub const GADGET_STACK: u64 = 11 * 4096;
 /// `syscall` (0f 05) then int3 padding, as one little-endian word.
 const GADGET_CODE: u64 = 0xcccc_cccc_cccc_050f;
 
@@ -235,7 +237,9 @@ pub fn spawn(
             });
         }
     }
-    let opts = Options::PTRACE_O_TRACESYSGOOD
+    // SUSPEND_SECCOMP: restored filters must not judge our remote syscalls.
+    let opts = pt::suspend_seccomp_option()
+        | Options::PTRACE_O_TRACESYSGOOD
         | Options::PTRACE_O_TRACECLONE
         | Options::PTRACE_O_TRACEFORK
         | Options::PTRACE_O_EXITKILL;

@@ -205,12 +205,11 @@ fn resource_of(i: usize) -> nix::sys::resource::Resource {
 /// Things the images may hold that this restore does not recreate yet: refuse loudly.
 fn check_unsupported(t: &TaskPlan) -> Result<()> {
     if t.tc.old_seccomp_mode.unwrap_or(0) != 0 {
-        return Err(unsupported(t.pid, "seccomp".into(), "not restored yet"));
-    }
-    for th in &t.threads {
-        if th.tc.seccomp_mode.unwrap_or(0) != 0 {
-            return Err(unsupported(th.tid, "seccomp".into(), "not restored yet"));
-        }
+        return Err(unsupported(
+            t.pid,
+            "seccomp state in the pre-3.x task_core layout".into(),
+            "not restored",
+        ));
     }
     Ok(())
 }

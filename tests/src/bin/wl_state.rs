@@ -5,7 +5,10 @@
 //! it runs on its alternate stack and that the itimer is still armed, and appends
 //! `usr1 onstack=<0|1> itimer=<0|1>` to the report.
 //!
-//! Usage: wl_state REPORT_FILE WORKDIR
+//! With a third argument `seccomp` it first installs a seccomp filter making getpgid(2) fail
+//! with errno 42 (both threads inherit it) and adds ` getpgid=<errno>` to the SIGUSR1 line.
+//!
+//! Usage: wl_state REPORT_FILE WORKDIR [seccomp]
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -76,6 +79,11 @@ fn main() {
         sigaction(Signal::SIGTERM, &term).expect("sigaction");
     }
 
+    let with_seccomp = args.get(3).map(String::as_str) == Some("seccomp");
+    if with_seccomp {
+        install_getpgid_filter();
+    }
+
     // SIGUSR2 blocked everywhere (threads inherit the mask), then made pending for the
     // whole process.
     let mut usr2 = SigSet::empty();
@@ -122,8 +130,13 @@ fn main() {
         std::thread::sleep(Duration::from_millis(20));
         if GOT_USR1.swap(false, Ordering::SeqCst) {
             let armed = get_itimer_armed();
+            let extra = if with_seccomp {
+                format!(" getpgid={}", getpgid_errno())
+            } else {
+                String::new()
+            };
             let line = format!(
-                "usr1 onstack={} itimer={}\n",
+                "usr1 onstack={} itimer={}{extra}\n",
                 u8::from(ONSTACK.load(Ordering::SeqCst)),
                 u8::from(armed)
             );
@@ -195,4 +208,39 @@ fn posix_timer(notify: libc::c_int, signo: libc::c_int, secs: i64) -> libc::time
     let r = unsafe { libc::timer_settime(id, 0, &spec, std::ptr::null_mut()) };
     assert_eq!(r, 0, "timer_settime");
     id
+}
+
+/// A classic-BPF filter: getpgid(2) fails with errno 42, everything else is allowed.
+fn install_getpgid_filter() {
+    let ins = |code: u16, jt: u8, jf: u8, k: u32| libc::sock_filter { code, jt, jf, k };
+    let mut prog = [
+        ins(0x20, 0, 0, 0),                        // ld [nr]
+        ins(0x15, 0, 1, libc::SYS_getpgid as u32), // jeq getpgid
+        ins(0x06, 0, 0, 0x0005_0000 | 42),         // ret ERRNO(42)
+        ins(0x06, 0, 0, 0x7fff_0000),              // ret ALLOW
+    ];
+    let fprog = libc::sock_fprog {
+        len: prog.len() as u16,
+        filter: prog.as_mut_ptr(),
+    };
+    // SAFETY: fprog points at `prog`, alive for the call; the kernel copies it.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            0,
+            &fprog as *const libc::sock_fprog,
+        )
+    };
+    assert_eq!(r, 0, "seccomp: {}", std::io::Error::last_os_error());
+}
+
+fn getpgid_errno() -> i32 {
+    // SAFETY: plain syscall without pointers.
+    let r = unsafe { libc::syscall(libc::SYS_getpgid, 0) };
+    if r < 0 {
+        std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+    } else {
+        0
+    }
 }
