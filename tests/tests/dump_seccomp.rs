@@ -51,6 +51,8 @@ fn dump_seccomp_filters() {
         // Newest (4 instructions) first, then the allow-all one.
         assert_eq!(chain, vec![4, 1], "thread {tid}");
     }
+    // Both threads share one chain.
+    assert_eq!(sc.seccomp_filters.len(), 2);
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid),
         nix::sys::signal::Signal::SIGUSR1,

@@ -33,9 +33,10 @@
 //!   `pagemap-shmem-<shmid>.img` + `pages-<n>.img` (offsets inside the object, data segments
 //!   only). SysV shm and memfd mappings are refused with an error naming the VMA: they need
 //!   the IPC namespace and memfd images, not written yet.
-//! - seccomp.img: each thread gets its own copy of its filter chain (CRIU shares identical
-//!   chains between threads); `seccomp_filter.flags` is not recorded (needs
-//!   PTRACE_SECCOMP_GET_METADATA, not wrapped yet).
+//! - seccomp.img: filters are shared between threads and processes when their code and
+//!   their older chain are the same (CRIU shares them too, its positions may differ);
+//!   `seccomp_filter.flags` is not recorded (needs PTRACE_SECCOMP_GET_METADATA, not wrapped
+//!   yet).
 //! - Zombies in the tree get a pstree entry and a core image with only comm, task_state
 //!   TASK_DEAD (2) and exit_code, like CRIU's; no other image.
 //! - Refused loudly for now: CLONE_VM sharing between processes,

@@ -35,22 +35,39 @@ fn checkpoint(opts: &DumpOptions, step: &'static str) -> Result<(), DumpError> {
     Ok(())
 }
 
-/// Append a thread's filter chain (newest first) to seccomp.img, each entry's `prev`
-/// naming the next older one, as CRIU restores it (walk `prev` from the thread's
-/// `seccomp_filter`, install oldest first). Returns the position of the newest filter.
-pub fn add_seccomp_chain(img: &mut SeccompEntry, chain: &[Vec<u8>]) -> Option<u32> {
-    if chain.is_empty() {
-        return None;
+/// seccomp.img being built: filters shared between threads and processes are stored once
+/// (a filter is identified by its code and the filter before it, as in the kernel's tree).
+#[derive(Debug, Default)]
+pub struct SeccompImage {
+    pub entry: SeccompEntry,
+    index: std::collections::HashMap<(Vec<u8>, Option<u32>), u32>,
+}
+
+impl SeccompImage {
+    /// Add a thread's filter chain (newest first). Each entry's `prev` names the next older
+    /// filter, as CRIU restores it (walk `prev` from the thread's `seccomp_filter`, install
+    /// oldest first). Returns the position of the newest filter.
+    pub fn add_chain(&mut self, chain: &[Vec<u8>]) -> Option<u32> {
+        let mut prev: Option<u32> = None;
+        for f in chain.iter().rev() {
+            let key = (f.clone(), prev);
+            let pos = match self.index.get(&key) {
+                Some(&p) => p,
+                None => {
+                    let p = self.entry.seccomp_filters.len() as u32;
+                    self.entry.seccomp_filters.push(SeccompFilter {
+                        filter: f.clone(),
+                        prev,
+                        flags: None,
+                    });
+                    self.index.insert(key, p);
+                    p
+                }
+            };
+            prev = Some(pos);
+        }
+        prev
     }
-    let first = img.seccomp_filters.len() as u32;
-    for (k, f) in chain.iter().enumerate() {
-        img.seccomp_filters.push(SeccompFilter {
-            filter: f.clone(),
-            prev: (k + 1 < chain.len()).then_some(first + k as u32 + 1),
-            flags: None,
-        });
-    }
-    Some(first)
 }
 
 fn us(since: Instant) -> u32 {
@@ -66,7 +83,7 @@ struct Shared<'a, 'd> {
     seen_fds: Vec<files::SeenFd>,
     fdinfo_done: HashSet<u32>,
     shmem_done: HashSet<u64>,
-    seccomp: SeccompEntry,
+    seccomp: SeccompImage,
     pstree: Vec<PstreeEntry>,
     next_pages_id: u32,
     pages: PageStats,
@@ -161,7 +178,7 @@ fn dump_frozen<'d>(
         seen_fds: Vec::new(),
         fdinfo_done: HashSet::new(),
         shmem_done: HashSet::new(),
-        seccomp: SeccompEntry::default(),
+        seccomp: SeccompImage::default(),
         pstree: Vec::new(),
         next_pages_id: 1,
         pages: PageStats::default(),
@@ -183,7 +200,7 @@ fn dump_frozen<'d>(
 
     dir.write_image(ImageKind::Pstree, 0, &sh.pstree)
         .map_err(img(pid, "images"))?;
-    dir.write_single(ImageKind::Seccomp, 0, &sh.seccomp)
+    dir.write_single(ImageKind::Seccomp, 0, &sh.seccomp.entry)
         .map_err(img(pid, "images"))?;
     let now = |c| {
         clock_gettime(c)
@@ -404,7 +421,7 @@ fn dump_process(
     let mut tc = Some(tc);
     sh.threads += threads.len();
     for t in &mut threads {
-        if let Some(pos) = add_seccomp_chain(&mut sh.seccomp, &t.seccomp_chain) {
+        if let Some(pos) = sh.seccomp.add_chain(&t.seccomp_chain) {
             t.core.seccomp_filter = Some(pos);
         }
     }
@@ -438,15 +455,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn seccomp_chains_link_newest_to_oldest() {
-        let mut img = SeccompEntry::default();
-        assert_eq!(add_seccomp_chain(&mut img, &[]), None);
-        let a = add_seccomp_chain(&mut img, &[vec![1; 8], vec![2; 8]]);
-        let b = add_seccomp_chain(&mut img, &[vec![3; 8]]);
-        assert_eq!((a, b), (Some(0), Some(2)));
-        assert_eq!(img.seccomp_filters[0].prev, Some(1));
-        assert_eq!(img.seccomp_filters[1].prev, None);
-        assert_eq!(img.seccomp_filters[2].prev, None);
-        assert_eq!(img.seccomp_filters[2].filter, vec![3; 8]);
+    fn seccomp_chains_link_newest_to_oldest_and_share() {
+        let mut img = SeccompImage::default();
+        assert_eq!(img.add_chain(&[]), None);
+        // Thread A: [new2, old1]; thread B: same chain; thread C: [new3, old1].
+        let a = img.add_chain(&[vec![2; 8], vec![1; 8]]).unwrap();
+        let b = img.add_chain(&[vec![2; 8], vec![1; 8]]).unwrap();
+        let c = img.add_chain(&[vec![3; 8], vec![1; 8]]).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(img.entry.seccomp_filters.len(), 3);
+        let walk = |img: &SeccompImage, mut p: u32| {
+            let f = &img.entry.seccomp_filters;
+            let mut out = vec![f[p as usize].filter[0]];
+            while let Some(q) = f[p as usize].prev {
+                out.push(f[q as usize].filter[0]);
+                p = q;
+            }
+            out
+        };
+        assert_eq!(walk(&img, a), vec![2, 1]);
+        assert_eq!(walk(&img, c), vec![3, 1]);
+        // The same code after a different predecessor is a different filter.
+        let d = img.add_chain(&[vec![1; 8], vec![3; 8]]).unwrap();
+        assert_eq!(walk(&img, d), vec![1, 3]);
+        assert_eq!(img.entry.seccomp_filters.len(), 5);
     }
 }
