@@ -14,7 +14,7 @@ use criu_plugin_files as _;
 use criu_plugin_pipes as _;
 
 /// One report line: tick number, pid, mem, fp, per-thread counters, pipe, bytes read.
-type Tick = (u64, i32, String, String, Vec<u64>, String, u64);
+type Tick = (u64, i32, String, String, Vec<u64>, String, u64, String);
 
 /// Parses `tick <n> pid=<pid> mem=<m> fp=<f> c=<a,b,...> pipe=<p> rd=<r>`.
 fn tick(line: &str) -> Option<Tick> {
@@ -34,10 +34,13 @@ fn tick(line: &str) -> Option<Tick> {
         .collect::<Option<Vec<u64>>>()?;
     let pipe = it.next()?.strip_prefix("pipe=")?.to_string();
     let rd = it.next()?.strip_prefix("rd=")?.parse().ok()?;
-    Some((n, pid, mem, fp, c, pipe, rd))
+    let shm = it.next()?.strip_prefix("shm=")?.to_string();
+    Some((n, pid, mem, fp, c, pipe, rd, shm))
 }
 
-fn run_counter(threads: usize, with_pipe: bool) {
+fn run_counter(threads: usize, modes: &str) {
+    let with_pipe = modes.contains("pipe");
+    let with_shm = modes.contains("shm");
     let scratch = ScratchDir::new(&format!("e2e-counter-{threads}"));
     let report = scratch.path().join("report.txt");
     let images = scratch.path().join("images");
@@ -48,7 +51,7 @@ fn run_counter(threads: usize, with_pipe: bool) {
         &[
             report.to_str().expect("utf-8 path"),
             &threads.to_string(),
-            if with_pipe { "pipe" } else { "" },
+            modes,
         ],
     );
     let guard = PidGuard::new(pid);
@@ -106,6 +109,7 @@ fn run_counter(threads: usize, with_pipe: bool) {
         assert_eq!((t.2.as_str(), t.3.as_str()), ("ok", "ok"), "{t:?}");
         assert_eq!(t.4.len(), threads.max(1));
         assert_eq!(t.5, if with_pipe { "ok" } else { "none" }, "{t:?}");
+        assert_eq!(t.7, if with_shm { "ok" } else { "none" }, "{t:?}");
         for (a, b) in t.4.iter().zip(&prev.4) {
             assert!(a >= b, "counters never go back: {t:?} after {prev:?}");
         }
@@ -135,7 +139,7 @@ fn e2e_restore_single_thread() {
     if skip_unless_root("e2e_restore_single_thread") {
         return;
     }
-    run_counter(1, false);
+    run_counter(1, "");
 }
 
 #[test]
@@ -143,7 +147,7 @@ fn e2e_restore_three_threads() {
     if skip_unless_root("e2e_restore_three_threads") {
         return;
     }
-    run_counter(3, false);
+    run_counter(3, "");
 }
 
 #[test]
@@ -151,5 +155,13 @@ fn e2e_restore_with_a_pipe() {
     if skip_unless_root("e2e_restore_with_a_pipe") {
         return;
     }
-    run_counter(2, true);
+    run_counter(2, "pipe");
+}
+
+#[test]
+fn e2e_restore_with_shared_memory() {
+    if skip_unless_root("e2e_restore_with_shared_memory") {
+        return;
+    }
+    run_counter(2, "pipe,shm");
 }

@@ -47,6 +47,9 @@ pub enum VmaKind {
     FilePrivate { file_id: u32 },
     /// Shared mapping of the file `file_id`.
     FileShared { file_id: u32 },
+    /// Anonymous shared memory: a window of the shmem object `shmid`, whose contents are in
+    /// `pagemap-shmem-<shmid>.img`.
+    AnonShared { shmid: u64 },
     /// `[vvar]` or `[vvar_vclock]`: recreated with the vDSO.
     Vvar,
     /// `[vdso]`.
@@ -163,14 +166,7 @@ pub fn plan_vmas(image: &str, vmas: &[VmaEntry]) -> Result<Vec<VmaPlan>> {
                 file_id: file_id()?,
             }
         } else if v.status & VMA_ANON_SHARED != 0 {
-            return Err(bad(
-                image,
-                e,
-                format!(
-                    "vma {:#x}-{:#x}: shared anonymous memory is not restored yet",
-                    v.start, v.end
-                ),
-            ));
+            VmaKind::AnonShared { shmid: v.shmid }
         } else if v.status & VMA_ANON_PRIVATE != 0 {
             VmaKind::AnonPrivate
         } else {

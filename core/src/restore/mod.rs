@@ -30,6 +30,7 @@ pub mod rebuild;
 pub mod regs;
 pub mod rexec;
 pub mod seccomp;
+pub mod shmem;
 pub mod spawn;
 pub mod state;
 pub mod threads;
@@ -226,6 +227,11 @@ fn restore_tree(
                 reason: "no free range in the restorer's and every dumped layout".into(),
             }
         })?;
+    let mut shm = shmem::ShmemCtx {
+        plans: &plan.shmem,
+        images,
+        objects: Default::default(),
+    };
     let mut done: Vec<Prepared> = Vec::with_capacity(plan.tasks.len());
     for (i, t) in plan.tasks.iter().enumerate() {
         let span = tracing::info_span!("restore_task", pid = t.pid);
@@ -254,7 +260,7 @@ fn restore_tree(
             )?
         };
         tracing::debug!(gadget, "task created");
-        done.push(prepare_task(sp, t, &plan.seccomp, created)?);
+        done.push(prepare_task(sp, t, &plan.seccomp, &mut shm, created)?);
     }
     let mut all = Vec::new();
     while let Some(p) = done.pop() {
@@ -269,9 +275,10 @@ fn prepare_task<'p>(
     mut sp: spawn::Spawned,
     t: &'p TaskPlan,
     filters: &[criu_proto::images::SeccompFilter],
+    shm: &mut shmem::ShmemCtx<'_>,
     created: &mut Vec<Pid>,
 ) -> Result<Prepared<'p>> {
-    rebuild::rebuild_mm(&mut sp, t)?;
+    rebuild::rebuild_mm(&mut sp, t, shm)?;
     tracing::debug!(vmas = t.vmas.len(), runs = t.pages.len(), "memory restored");
     state::restore_process_state(&mut sp, t)?;
     let mut others = threads::create_threads(&mut sp, t, created)?;

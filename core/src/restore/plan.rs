@@ -28,6 +28,8 @@ pub struct RestorePlan {
     pub plugins: Vec<String>,
     /// `seccomp.img`: every filter, chained by `prev`.
     pub seccomp: Vec<criu_proto::images::SeccompFilter>,
+    /// Anonymous shared memory objects by shmid.
+    pub shmem: BTreeMap<u64, super::shmem::ShmemPlan>,
 }
 
 /// One process.
@@ -107,6 +109,7 @@ impl RestorePlan {
             tasks.push(task);
         }
         let seccomp = super::seccomp::load(images)?;
+        let shmem = super::shmem::load_all(images, &tasks)?;
         for th in tasks.iter().flat_map(|t| &t.threads) {
             super::seccomp::chain(&seccomp, th)?;
         }
@@ -115,6 +118,7 @@ impl RestorePlan {
             files,
             plugins,
             seccomp,
+            shmem,
         })
     }
 

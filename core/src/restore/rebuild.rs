@@ -8,6 +8,7 @@ use super::error::{RestoreError, Result};
 use super::mem::{PAGE_SIZE, TASK_SIZE, VmaKind, VmaPlan};
 use super::plan::TaskPlan;
 use super::rexec::{RemoteThread, write_mem};
+use super::shmem::{self, ShmemCtx};
 use super::spawn::{GADGET_DATA, GADGET_SIZE, Spawned};
 
 const MAP_FLAGS_KEPT: i32 = libc::MAP_SHARED
@@ -27,7 +28,7 @@ fn task_err(rt: &RemoteThread, reason: String) -> RestoreError {
 }
 
 /// Runs the whole memory part of the restore of `t`.
-pub fn rebuild_mm(sp: &mut Spawned, t: &TaskPlan) -> Result<()> {
+pub fn rebuild_mm(sp: &mut Spawned, t: &TaskPlan, shm: &mut ShmemCtx<'_>) -> Result<()> {
     let g = sp.gadget;
     let rt = &mut sp.leader;
     rt.step = "unmapping the restorer image".into();
@@ -40,7 +41,7 @@ pub fn rebuild_mm(sp: &mut Spawned, t: &TaskPlan) -> Result<()> {
     )?;
 
     for v in &t.vmas {
-        map_vma(rt, v, &sp.temp)?;
+        map_vma(rt, v, &sp.temp, shm)?;
     }
     rt.step = format!("reading pages from {}", t.pages_image);
     for run in &t.pages {
@@ -72,9 +73,15 @@ pub fn rebuild_mm(sp: &mut Spawned, t: &TaskPlan) -> Result<()> {
     Ok(())
 }
 
-fn map_vma(rt: &mut RemoteThread, v: &VmaPlan, temp: &super::spawn::TempFds) -> Result<()> {
+fn map_vma(
+    rt: &mut RemoteThread,
+    v: &VmaPlan,
+    temp: &super::spawn::TempFds,
+    shm: &mut ShmemCtx<'_>,
+) -> Result<()> {
     let (fd, pgoff) = match v.kind {
         VmaKind::Vsyscall | VmaKind::Vvar | VmaKind::Vdso => return Ok(()),
+        VmaKind::AnonShared { shmid } => return shmem::map_window(rt, v, shmid, shm),
         VmaKind::AnonPrivate => (u64::MAX, 0),
         VmaKind::FilePrivate { file_id } => (temp.vma_files[&(file_id, false)] as u64, v.pgoff),
         VmaKind::FileShared { file_id } => {

@@ -14,7 +14,10 @@
 //! sits blocked in read(2) on a second pipe (an interrupted, restartable syscall at dump
 //! time) and counts the bytes the main thread sends each tick (`rd`).
 //!
-//! Usage: wl_counter REPORT_FILE THREADS [pipe]
+//! With `shm` (alone or as `pipe,shm`) it maps 1 MiB of MAP_SHARED|MAP_ANONYMOUS memory,
+//! fills its first 256 KiB with a pattern and checks pattern and zeros each tick (`shm`).
+//!
+//! Usage: wl_counter REPORT_FILE THREADS [pipe|shm|pipe,shm]
 
 use std::io::Write;
 use std::sync::Arc;
@@ -61,7 +64,12 @@ fn main() {
         .open(report)
         .expect("open report");
 
-    let pipe = (args.get(3).map(String::as_str) == Some("pipe")).then(|| {
+    let modes: Vec<&str> = args
+        .get(3)
+        .map(|m| m.split(',').collect())
+        .unwrap_or_default();
+    let shm = modes.contains(&"shm").then(SharedMem::new);
+    let pipe = modes.contains(&"pipe").then(|| {
         let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_NONBLOCK).expect("pipe");
         nix::unistd::write(&w, PIPE_DATA).expect("fill pipe");
         (r, w)
@@ -142,7 +150,7 @@ fn main() {
             let _ = nix::unistd::write(w, b"x");
         }
         let line = format!(
-            "tick {n} pid={pid} mem={} fp={} c={} pipe={pipe_state} rd={}\n",
+            "tick {n} pid={pid} mem={} fp={} c={} pipe={pipe_state} rd={} shm={}\n",
             if mem_ok { "ok" } else { "bad" },
             if fp_bad.load(Ordering::SeqCst) {
                 "bad"
@@ -150,10 +158,61 @@ fn main() {
                 "ok"
             },
             c.join(","),
-            read_count.load(Ordering::SeqCst)
+            read_count.load(Ordering::SeqCst),
+            match &shm {
+                None => "none",
+                Some(m) if m.check() => "ok",
+                Some(_) => "bad",
+            }
         );
         if out.write_all(line.as_bytes()).is_err() {
             std::process::exit(3);
         }
+    }
+}
+
+/// 1 MiB of anonymous shared memory, patterned in its first quarter.
+struct SharedMem {
+    base: *mut u8,
+}
+
+const SHM_SIZE: usize = 1 << 20;
+const SHM_FILLED: usize = SHM_SIZE / 4;
+
+impl SharedMem {
+    fn new() -> SharedMem {
+        // SAFETY: a fresh anonymous mapping; nothing else refers to that range.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                SHM_SIZE,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(p, libc::MAP_FAILED, "mmap");
+        let m = SharedMem { base: p.cast() };
+        m.bytes_mut()[..SHM_FILLED]
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, b)| *b = (i.wrapping_mul(131) ^ (i >> 9)) as u8);
+        m
+    }
+
+    fn bytes_mut(&self) -> &mut [u8] {
+        // SAFETY: the mapping is SHM_SIZE bytes, lives as long as the process, and only the
+        // main thread touches it.
+        unsafe { std::slice::from_raw_parts_mut(self.base, SHM_SIZE) }
+    }
+
+    fn check(&self) -> bool {
+        let b = self.bytes_mut();
+        b[..SHM_FILLED]
+            .iter()
+            .enumerate()
+            .all(|(i, v)| *v == (i.wrapping_mul(131) ^ (i >> 9)) as u8)
+            && b[SHM_FILLED..].iter().all(|v| *v == 0)
     }
 }

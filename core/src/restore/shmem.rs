@@ -1,0 +1,247 @@
+//! Anonymous shared memory (MAP_SHARED|MAP_ANONYMOUS). Each shmem object (`vma_entry.shmid`)
+//! is created once, in the first task that maps it, by a throw-away anonymous shared mapping
+//! of the object's size; the restorer opens it through `/proc/PID/map_files`, writes the
+//! pages of `pagemap-shmem-<shmid>.img` into it, and every VMA of that object (in any task)
+//! maps its window from that fd, fetched into the task with `pidfd_getfd`. The mappings
+//! still read "/dev/zero (deleted)" and share one object, as in the dumped tree.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+
+use criu_proto::images::{PagemapEntry, PagemapHead};
+
+use super::error::{RestoreError, Result, bad};
+use super::imgread::{self as img, Images};
+use super::mem::{PAGE_SIZE, PE_PARENT, PE_PRESENT, PageRun, VmaKind, VmaPlan};
+use super::plan::TaskPlan;
+use super::rexec::RemoteThread;
+
+/// One shmem object to recreate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShmemPlan {
+    pub shmid: u64,
+    /// The object size: the end of its furthest window in any task.
+    pub size: u64,
+    /// `vaddr` is the offset inside the object.
+    pub runs: Vec<PageRun>,
+    pub pages_image: String,
+}
+
+/// Plans every shmem object the tasks map.
+pub fn load_all(images: &Images, tasks: &[TaskPlan]) -> Result<BTreeMap<u64, ShmemPlan>> {
+    let mut sizes: BTreeMap<u64, u64> = BTreeMap::new();
+    for v in tasks.iter().flat_map(|t| &t.vmas) {
+        if let VmaKind::AnonShared { shmid } = v.kind {
+            let end = v.pgoff.checked_add(v.len()).ok_or_else(|| {
+                bad(
+                    "mm",
+                    None,
+                    format!("shmem window at {:#x} overflows", v.start),
+                )
+            })?;
+            let s = sizes.entry(shmid).or_insert(0);
+            *s = (*s).max(end);
+        }
+    }
+    let mut out = BTreeMap::new();
+    for (shmid, size) in sizes {
+        out.insert(shmid, load_one(images, shmid, size)?);
+    }
+    Ok(out)
+}
+
+fn load_one(images: &Images, shmid: u64, size: u64) -> Result<ShmemPlan> {
+    let name = format!("pagemap-shmem-{shmid}.img");
+    if !images.exists(&name) {
+        // An object whose pages were all holes has no pagemap: it restores as zeros.
+        return Ok(ShmemPlan {
+            shmid,
+            size,
+            runs: Vec::new(),
+            pages_image: String::new(),
+        });
+    }
+    let path = images.path(&name);
+    let data = std::fs::read(&path).map_err(|source| RestoreError::ImageIo { path, source })?;
+    let heads: Vec<PagemapHead> = img::decode_entries(&name, img::PAGEMAP_MAGIC, &data)?;
+    let head = heads
+        .first()
+        .ok_or_else(|| bad(&name, None, "no pagemap head"))?;
+    let pages_image = format!("pages-{}.img", head.pages_id);
+    let entries: Vec<PagemapEntry> = img::decode_entries(&name, img::PAGEMAP_MAGIC, &data)?;
+    let pages_size = std::fs::metadata(images.path(&pages_image))
+        .map_err(|source| RestoreError::ImageIo {
+            path: images.path(&pages_image),
+            source,
+        })?
+        .len();
+    let mut runs: Vec<PageRun> = Vec::new();
+    let mut file_off = 0u64;
+    for (i, pe) in entries.iter().enumerate().skip(1) {
+        let flags = pe.flags.unwrap_or(PE_PRESENT);
+        if flags & PE_PARENT != 0 {
+            return Err(bad(
+                &name,
+                Some(i),
+                "pages in a parent image are not supported",
+            ));
+        }
+        if flags & PE_PRESENT == 0 {
+            continue;
+        }
+        let nr = pe.nr_pages.unwrap_or(u64::from(pe.compat_nr_pages));
+        let len = nr
+            .checked_mul(PAGE_SIZE)
+            .filter(|l| *l > 0)
+            .ok_or_else(|| bad(&name, Some(i), format!("bad page count {nr}")))?;
+        let end = pe
+            .vaddr
+            .checked_add(len)
+            .filter(|e| *e <= size && pe.vaddr % PAGE_SIZE == 0);
+        if end.is_none() {
+            return Err(bad(
+                &name,
+                Some(i),
+                format!(
+                    "pages at offset {:#x} outside the {size}-byte object",
+                    pe.vaddr
+                ),
+            ));
+        }
+        runs.push(PageRun {
+            vaddr: pe.vaddr,
+            len,
+            file_off,
+        });
+        file_off += len;
+    }
+    if file_off > pages_size {
+        return Err(bad(
+            &name,
+            None,
+            format!("{file_off} bytes of pages, {pages_image} has {pages_size}"),
+        ));
+    }
+    Ok(ShmemPlan {
+        shmid,
+        size,
+        runs,
+        pages_image,
+    })
+}
+
+/// The objects of one restore: plans, and the fds of those created so far.
+#[derive(Debug)]
+pub struct ShmemCtx<'a> {
+    pub plans: &'a BTreeMap<u64, ShmemPlan>,
+    pub images: &'a Images,
+    pub objects: BTreeMap<u64, File>,
+}
+
+fn task_err(rt: &RemoteThread, reason: String) -> RestoreError {
+    RestoreError::Task {
+        pid: rt.pid,
+        tid: rt.tid.as_raw(),
+        step: rt.step.clone(),
+        reason,
+    }
+}
+
+/// Maps `v`, a window of object `shmid`, creating the object first if needed.
+pub fn map_window(
+    rt: &mut RemoteThread,
+    v: &VmaPlan,
+    shmid: u64,
+    ctx: &mut ShmemCtx<'_>,
+) -> Result<()> {
+    if !ctx.objects.contains_key(&shmid) {
+        let f = create(rt, shmid, ctx)?;
+        ctx.objects.insert(shmid, f);
+    }
+    let src = ctx.objects[&shmid].as_raw_fd();
+    rt.step = format!("mapping shared anonymous vma {:#x}-{:#x}", v.start, v.end);
+    let me = std::process::id() as u64;
+    let pidfd = rt.call("pidfd_open", libc::SYS_pidfd_open, [me, 0, 0, 0, 0, 0])?;
+    let fd = rt.call(
+        "pidfd_getfd",
+        libc::SYS_pidfd_getfd,
+        [pidfd, src as u64, 0, 0, 0, 0],
+    );
+    rt.call("close", libc::SYS_close, [pidfd, 0, 0, 0, 0, 0])?;
+    let fd = fd?;
+    let flags = (v.flags as i32 & (libc::MAP_NORESERVE | libc::MAP_LOCKED))
+        | libc::MAP_SHARED
+        | libc::MAP_FIXED;
+    let got = rt.call(
+        "mmap",
+        libc::SYS_mmap,
+        [
+            v.start,
+            v.len(),
+            u64::from(v.prot),
+            flags as u64,
+            fd,
+            v.pgoff,
+        ],
+    );
+    rt.call("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
+    if got? != v.start {
+        return Err(task_err(rt, "shared window mapped elsewhere".into()));
+    }
+    Ok(())
+}
+
+/// Creates object `shmid` in `rt`'s task and fills it; returns its fd in the restorer.
+fn create(rt: &mut RemoteThread, shmid: u64, ctx: &ShmemCtx<'_>) -> Result<File> {
+    let plan = ctx
+        .plans
+        .get(&shmid)
+        .ok_or_else(|| bad("mm", None, format!("shmem object {shmid} has no plan")))?;
+    rt.step = format!("creating shmem object {shmid} ({} bytes)", plan.size);
+    let prot = (libc::PROT_READ | libc::PROT_WRITE) as u64;
+    let flags = (libc::MAP_SHARED | libc::MAP_ANONYMOUS) as u64;
+    let addr = rt.call(
+        "mmap",
+        libc::SYS_mmap,
+        [0, plan.size, prot, flags, u64::MAX, 0],
+    )?;
+    let link = format!(
+        "/proc/{}/map_files/{:x}-{:x}",
+        rt.pid,
+        addr,
+        addr + plan.size
+    );
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&link);
+    rt.call("munmap", libc::SYS_munmap, [addr, plan.size, 0, 0, 0, 0])?;
+    let obj = opened.map_err(|e| task_err(rt, format!("open {link}: {e}")))?;
+    if plan.runs.is_empty() {
+        return Ok(obj);
+    }
+    let pages_path = ctx.images.path(&plan.pages_image);
+    let pages = File::open(&pages_path).map_err(|source| RestoreError::ImageIo {
+        path: pages_path.clone(),
+        source,
+    })?;
+    let mut buf = vec![0u8; 1 << 20];
+    for run in &plan.runs {
+        let mut done = 0u64;
+        while done < run.len {
+            let n = (run.len - done).min(buf.len() as u64) as usize;
+            pages
+                .read_exact_at(&mut buf[..n], run.file_off + done)
+                .map_err(|source| RestoreError::ImageIo {
+                    path: pages_path.clone(),
+                    source,
+                })?;
+            obj.write_all_at(&buf[..n], run.vaddr + done)
+                .map_err(|e| task_err(rt, format!("writing shmem object {shmid}: {e}")))?;
+            done += n as u64;
+        }
+    }
+    Ok(obj)
+}
