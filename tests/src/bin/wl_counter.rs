@@ -193,7 +193,7 @@ impl SharedMem {
             )
         };
         assert_ne!(p, libc::MAP_FAILED, "mmap");
-        let m = SharedMem { base: p.cast() };
+        let mut m = SharedMem { base: p.cast() };
         m.bytes_mut()[..SHM_FILLED]
             .iter_mut()
             .enumerate()
@@ -201,14 +201,18 @@ impl SharedMem {
         m
     }
 
-    fn bytes_mut(&self) -> &mut [u8] {
-        // SAFETY: the mapping is SHM_SIZE bytes, lives as long as the process, and only the
-        // main thread touches it.
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: the mapping is SHM_SIZE bytes and lives as long as the process.
+        unsafe { std::slice::from_raw_parts(self.base, SHM_SIZE) }
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `bytes`; `&mut self` makes this the only view.
         unsafe { std::slice::from_raw_parts_mut(self.base, SHM_SIZE) }
     }
 
     fn check(&self) -> bool {
-        let b = self.bytes_mut();
+        let b = self.bytes();
         b[..SHM_FILLED]
             .iter()
             .enumerate()
