@@ -452,30 +452,21 @@ fn dump_tree_with_a_zombie() {
     if skip_unless_root("dump_tree_with_a_zombie") {
         return;
     }
-    // `true` exits at once; after the exec nobody reaps it: a zombie child of sleep.
     let w = Workload::start(
-        Path::new("/bin/sh"),
-        &["-c", "true & echo ready; exec sleep 600"],
+        Path::new(env!("CARGO_BIN_EXE_wl_zombie")),
+        &[],
         "ready",
         Duration::from_secs(20),
     );
     let pid = w.pid();
-    let mut kid = 0;
-    for _ in 0..500 {
-        let kids = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap();
-        if let Some(k) = kids.split_whitespace().next() {
-            kid = k.parse().unwrap();
-            if proc_state(kid) == 'Z'
-                && std::fs::read_link(format!("/proc/{pid}/exe"))
-                    .unwrap()
-                    .ends_with("sleep")
-            {
-                break;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    assert_eq!(proc_state(kid), 'Z');
+    let kids = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap();
+    let kid: i32 = kids
+        .split_whitespace()
+        .next()
+        .expect("a child")
+        .parse()
+        .unwrap();
+    assert!(wait_state(kid, 'Z'), "child {kid} never became a zombie");
     let d = images("dump-zombie");
     let mut o = DumpOptions::new(pid, d.path());
     o.leave_running = true;
