@@ -1,20 +1,26 @@
-//! Restore: recreate the dumped processes at their PIDs and TIDs, continuing where they
-//! stopped.
+//! Restore: recreate the dumped process tree at its PIDs and TIDs, each task continuing
+//! where it stopped.
 //!
-//! Choreography per process (parents before children, see [`plan`]):
-//! 1. [`spawn`]: open its files here, `clone3(set_tid)` it; the child moves the fds to their
-//!    numbers, makes us its tracer and stops. We block its signals, drop the rseq area it
-//!    inherited and map a page holding `syscall; int3` (the gadget) where neither our layout
-//!    nor the dumped one has anything.
-//! 2. [`rebuild`]: from the gadget, unmap all of our image in it, map the dumped VMAs, have it
-//!    `pread64` its pages from `pages-N.img`, set protections/advice, map the vDSO at the
-//!    dumped address, `PR_SET_MM_MAP`.
-//! 3. [`state`]: sigactions, itimers, personality, umask, cwd/root, rlimits, prctl bits.
+//! Choreography (tasks in pstree order, parents first; see [`plan`] for what is validated
+//! before anything is created):
+//! 1. [`spawn`] (root) / `children` (others): open the task's files here through the plugins;
+//!    the root is created with `clone3(set_tid)` by us, moves its fds to their numbers, makes
+//!    us its tracer and stops; every other task is forked by its restored parent with a
+//!    remote `clone3(set_tid)` and fetches its fds with `pidfd_getfd`. Signals are blocked,
+//!    the inherited rseq area dropped, and a gadget page holding `syscall; int3` is mapped
+//!    where neither the restorer nor any dumped layout has anything.
+//! 2. [`rebuild`]: from the gadget, unmap everything else, map the dumped VMAs ([`shmem`]
+//!    for anonymous shared memory), have the task `pread64` its pages from `pages-N.img`,
+//!    set protections/advice, map the vDSO at the dumped address, `PR_SET_MM_MAP`.
+//! 3. [`state`]: sigactions, itimers, personality, umask, cwd/root, rlimits (never raising a
+//!    hard limit), prctl bits, oom_score_adj; POSIX timers with their ids.
 //! 4. [`threads`]: `clone3(set_tid)` each thread from the gadget; per-thread state (robust
-//!    list, clear_tid, sigaltstack, rseq, name, pending signals), FPU state.
-//! 5. Finish: every thread but the leader gets its final registers and mask; the leader runs
-//!    `munmap(gadget)` as its last syscall and gets its registers in the syscall-exit stop
-//!    after it. Then we detach all threads.
+//!    list, clear_tid, sigaltstack, rseq, name, scheduling, pending signals); [`seccomp`]
+//!    filter chains.
+//! 5. Once every task exists, children first: [`creds`] (the last privileged step), FPU
+//!    state, final registers ([`regs`]: interrupted syscalls restarted as the kernel would)
+//!    and blocked masks; each leader runs `munmap(gadget)` as its last syscall and gets its
+//!    registers in the syscall-exit stop after it. Then every thread is detached.
 //!
 //! Any failure kills and reaps every task created so far; images are only read.
 
@@ -132,10 +138,19 @@ fn restore_plan(
             return Err(e);
         }
     };
-    if opts.leave_stopped {
-        // Pending before detach: the tasks stop before running a single instruction.
-        for t in &plan.tasks {
-            let _ = kill(Pid::from_raw(t.pid), Signal::SIGSTOP);
+    // Pending before detach: such tasks stop before running a single instruction. Tasks
+    // dumped stopped (task_state 3) stop again with the signal that stopped them.
+    for t in &plan.tasks {
+        let sig = if opts.leave_stopped {
+            Some(Signal::SIGSTOP)
+        } else if t.tc.task_state == 3 {
+            let signo = t.tc.stop_signo.unwrap_or(libc::SIGSTOP as u32) as i32;
+            Some(Signal::try_from(signo).unwrap_or(Signal::SIGSTOP))
+        } else {
+            None
+        };
+        if let Some(sig) = sig {
+            let _ = kill(Pid::from_raw(t.pid), sig);
         }
     }
     for rt in threads.iter().rev() {

@@ -112,6 +112,24 @@ pub fn restore_process_state(sp: &mut Spawned, t: &TaskPlan) -> Result<()> {
         [sp.temp.first as u64, u32::MAX as u64, 0, 0, 0, 0],
     )?;
 
+    if let Some(adj) = t.tc.oom_score_adj {
+        rt.step = "restoring oom_score_adj".into();
+        let path = format!("/proc/{}/oom_score_adj", t.pid);
+        let cur: Option<i32> = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|s| s.trim().parse().ok());
+        if cur != Some(adj) {
+            std::fs::write(&path, adj.to_string()).map_err(|e| RestoreError::Task {
+                pid: t.pid,
+                tid: t.pid,
+                step: rt.step.clone(),
+                reason: format!(
+                    "writing {adj} to {path}: {e} (lowering it needs CAP_SYS_RESOURCE, which this restorer lacks)"
+                ),
+            })?;
+        }
+    }
+
     rt.step = "restoring prctl flags".into();
     if t.tc.child_subreaper == Some(true) {
         rt.call(

@@ -176,6 +176,15 @@ pub fn restore_thread_state(
             [libc::PR_SET_PDEATHSIG as u64, sig as u64, 0, 0, 0, 0],
         )?;
     }
+    if let Some(policy) = tc.sched_policy.filter(|p| *p != libc::SCHED_OTHER as u32) {
+        // struct sched_param { int sched_priority; }
+        write_mem(rt, data, &tc.sched_prio.unwrap_or(0).to_le_bytes())?;
+        rt.call(
+            "sched_setscheduler",
+            libc::SYS_sched_setscheduler,
+            [th.tid as u64, u64::from(policy), data, 0, 0, 0],
+        )?;
+    }
     if let Some(nice) = tc.sched_nice.filter(|n| *n != 0) {
         rt.call(
             "setpriority",
