@@ -345,7 +345,11 @@ mod tests {
             for k in 0..e.nr_pages.unwrap() {
                 let page = ((e.vaddr - start) / PAGE_SIZE + k) as usize;
                 let got = &bytes[pos..pos + PAGE_SIZE as usize];
-                let want = if page.is_multiple_of(2) { page as u8 + 1 } else { 0 };
+                let want = if page.is_multiple_of(2) {
+                    page as u8 + 1
+                } else {
+                    0
+                };
                 assert!(got.iter().all(|&b| b == want), "page {page}");
                 if page.is_multiple_of(2) {
                     seen += 1;
