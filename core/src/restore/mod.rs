@@ -275,11 +275,11 @@ fn restore_tree(
             )?
         };
         tracing::debug!(gadget, "task created");
-        done.push(prepare_task(sp, t, &plan.seccomp, &mut shm, created)?);
+        done.push(prepare_task(sp, t, &mut shm, created)?);
     }
     let mut all = Vec::new();
     while let Some(p) = done.pop() {
-        all.extend(finish_task(p)?);
+        all.extend(finish_task(p, &plan.seccomp)?);
     }
     Ok(all)
 }
@@ -289,7 +289,6 @@ fn restore_tree(
 fn prepare_task<'p>(
     mut sp: spawn::Spawned,
     t: &'p TaskPlan,
-    filters: &[criu_proto::images::SeccompFilter],
     shm: &mut shmem::ShmemCtx<'_>,
     created: &mut Vec<Pid>,
 ) -> Result<Prepared<'p>> {
@@ -304,23 +303,28 @@ fn prepare_task<'p>(
         threads::restore_thread_state(rt, th, t, data)?;
     }
     threads::queue_shared_signals(&mut sp.leader, t, data)?;
-    // After every thread exists (a new thread would inherit the leader's filters).
-    seccomp::install(&mut sp.leader, filters, &t.threads[0], t, data)?;
-    for (rt, th) in others.iter_mut().zip(&t.threads[1..]) {
-        seccomp::install(rt, filters, th, t, data)?;
-    }
     Ok(Prepared { t, sp, others })
 }
 
 /// Credentials, FPU and final registers of every thread; the leader unmaps the gadget as its
 /// last syscall and gets its registers in the syscall-exit stop after it.
-fn finish_task(p: Prepared) -> Result<Vec<RemoteThread>> {
+fn finish_task(
+    p: Prepared,
+    filters: &[criu_proto::images::SeccompFilter],
+) -> Result<Vec<RemoteThread>> {
     let Prepared {
         t,
         mut sp,
         mut others,
     } = p;
     let data = sp.gadget + GADGET_DATA;
+    // After every thread and child exists (they would inherit the filters), before the
+    // credentials (installing needs CAP_SYS_ADMIN or no_new_privs).
+    seccomp::install(&mut sp.leader, filters, &t.threads[0], t, data)?;
+    for (rt, th) in others.iter_mut().zip(&t.threads[1..]) {
+        seccomp::install(rt, filters, th, t, data)?;
+    }
+
     // Last privileged step of each thread: after it the leader cannot clone3(set_tid).
     for (rt, th) in others.iter_mut().zip(&t.threads[1..]) {
         if let Some(c) = &th.tc.creds {
