@@ -20,6 +20,8 @@ pub struct ProcStatus {
     /// Pids in nested pid namespaces, outermost first.
     pub ns_pid: Vec<i32>,
     pub threads: u32,
+    /// `SigQ`: queued signals / RLIMIT_SIGPENDING.
+    pub sig_q: Option<(u64, u64)>,
     pub sig_pnd: u64,
     pub shd_pnd: u64,
     pub sig_blk: u64,
@@ -90,6 +92,12 @@ pub fn parse_status(text: &str) -> Result<ProcStatus, ParseError> {
                     .collect::<Result<_, _>>()?
             }
             "Threads" => s.threads = num(v, line, "Threads")?,
+            "SigQ" => {
+                let (a, b) = v
+                    .split_once('/')
+                    .ok_or_else(|| ParseError::new(line, format!("bad SigQ {v:?}")))?;
+                s.sig_q = Some((num(a, line, "SigQ")?, num(b, line, "SigQ")?));
+            }
             "SigPnd" => s.sig_pnd = hex_u64(v, line, k)?,
             "ShdPnd" => s.shd_pnd = hex_u64(v, line, k)?,
             "SigBlk" => s.sig_blk = hex_u64(v, line, k)?,
@@ -171,6 +179,7 @@ Cpus_allowed_list:\t0-1
         assert_eq!(s.sig_blk, 0x10000);
         assert_eq!(s.cap_prm, 0x1fffeffffff);
         assert_eq!(s.seccomp_filters, Some(0));
+        assert_eq!(s.sig_q, Some((0, 96364)));
     }
 
     #[test]
@@ -182,6 +191,7 @@ Cpus_allowed_list:\t0-1
         assert_eq!(s.groups, vec![10, 20, 30]);
         assert!(parse_status("Name:\tx\n").is_err());
         assert!(parse_status("State:\tS\nPid:\t1\nUid:\t1 2\n").is_err());
+        assert!(parse_status("State:\tS\nPid:\t1\nSigQ:\t1\n").is_err());
     }
 
     #[test]
