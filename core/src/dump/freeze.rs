@@ -164,7 +164,12 @@ pub fn freeze_tree(root: i32) -> Result<FrozenTree, DumpError> {
     let mut stack = vec![(root, 0)];
     while let Some((pid, ppid)) = stack.pop() {
         if pid != root {
-            let st = status::read_status(pid).map_err(|e| DumpError::proc(pid, "freeze", e))?;
+            let st = match status::read_status(pid) {
+                Ok(st) => st,
+                // Reaped at once (its parent ignores SIGCHLD): nothing left to dump.
+                Err(e) if e.io_kind() == Some(std::io::ErrorKind::NotFound) => continue,
+                Err(e) => return Err(DumpError::proc(pid, "freeze", e)),
+            };
             if st.state == 'Z' {
                 tree.procs.push(TreeMember {
                     pid,
