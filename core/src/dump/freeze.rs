@@ -77,7 +77,16 @@ pub fn freeze_process(pid: i32) -> Result<Frozen, DumpError> {
             if frozen.threads.iter().any(|t| t.tid == tid) {
                 continue;
             }
-            check_not_traced(pid, tid)?;
+            match check_not_traced(pid, tid) {
+                Ok(()) => {}
+                // The thread exited between listing and looking: nothing to freeze.
+                Err(DumpError::Proc { ref source, .. })
+                    if tid != pid && source.io_kind() == Some(std::io::ErrorKind::NotFound) =>
+                {
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
             match ptrace::freeze(Pid::from_raw(tid), opts) {
                 Ok(state) => {
                     tracing::debug!(pid, tid, ?state, "thread frozen");
