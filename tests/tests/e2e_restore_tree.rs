@@ -1,6 +1,6 @@
 //! A process tree (root, two children in different process groups, a grandchild) is dumped,
 //! killed and restored: every process comes back at its PID, under the same parent, in the
-//! same group and session, and keeps running.
+//! same group and session, and keeps running; a pipe shared by two of them stays one pipe.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -16,12 +16,15 @@ mod restore_common;
 use criu_plugin_files as _;
 use criu_plugin_pipes as _;
 
-/// pid -> (ppid, pgid, sid, last n, role) from the report lines.
-fn procs(report: &std::path::Path) -> BTreeMap<i32, (i32, i32, i32, u64, String)> {
+/// One process's last report line: ppid, pgid, sid, tick count, role, pipe bytes received.
+type Proc = (i32, i32, i32, u64, String, u64);
+
+/// pid -> its last report line.
+fn procs(report: &std::path::Path) -> BTreeMap<i32, Proc> {
     let mut m = BTreeMap::new();
     for l in lines(report) {
         let f: Vec<&str> = l.split_whitespace().collect();
-        if f.len() != 7 || f[0] != "tick" {
+        if f.len() != 8 || f[0] != "tick" {
             continue;
         }
         let num = |s: &str, k: &str| -> i64 {
@@ -36,13 +39,14 @@ fn procs(report: &std::path::Path) -> BTreeMap<i32, (i32, i32, i32, u64, String)
                 num(f[4], "sid=") as i32,
                 num(f[5], "n=") as u64,
                 f[6].trim_start_matches("role=").to_string(),
+                num(f[7], "got=") as u64,
             ),
         );
     }
     m
 }
 
-fn wait_procs(report: &std::path::Path, n: usize) -> BTreeMap<i32, (i32, i32, i32, u64, String)> {
+fn wait_procs(report: &std::path::Path, n: usize) -> BTreeMap<i32, Proc> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let p = procs(report);
@@ -111,6 +115,17 @@ fn e2e_restore_process_tree() {
                 let ppid = if *p == root { v.0 } else { w.0 };
                 assert_eq!((v.0, v.1, v.2, &v.4), (ppid, w.1, w.2, &w.4), "pid {p}");
             }
+            // Child `a` still receives what the root writes: one pipe shared across the
+            // two restored processes.
+            let (a_before, a_now) = at_dump
+                .iter()
+                .find(|(_, v)| v.4 == "a")
+                .map(|(p, v)| (v.5, now[p].5))
+                .expect("child a");
+            assert!(
+                a_now > a_before + 2,
+                "pipe from root to a: {a_before} -> {a_now}"
+            );
             break;
         }
         assert!(

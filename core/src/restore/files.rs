@@ -23,6 +23,51 @@ pub trait FileOpener {
     fn open(&mut self, entry: &FileEntry) -> Result<OwnedFd, String>;
 }
 
+/// Opens each `files.img` entry once per restore and hands out duplicates: tasks sharing a
+/// file id share one open file description (offset, flags, pipe), as in the dumped tree.
+pub struct SharedDescriptions<'o> {
+    inner: &'o mut dyn FileOpener,
+    open: BTreeMap<u32, OwnedFd>,
+}
+
+impl std::fmt::Debug for SharedDescriptions<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedDescriptions")
+            .field("open", &self.open.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl<'o> SharedDescriptions<'o> {
+    pub fn new(inner: &'o mut dyn FileOpener) -> Self {
+        SharedDescriptions {
+            inner,
+            open: BTreeMap::new(),
+        }
+    }
+}
+
+impl FileOpener for SharedDescriptions<'_> {
+    fn begin_task(&mut self, pid: i32) {
+        self.inner.begin_task(pid);
+    }
+
+    fn open(&mut self, entry: &FileEntry) -> Result<OwnedFd, String> {
+        if !self.open.contains_key(&entry.id) {
+            let fd = self.inner.open(entry)?;
+            self.open.insert(entry.id, fd);
+        }
+        let fd = &self.open[&entry.id];
+        let dup = nix::unistd::dup(fd).map_err(|e| format!("dup of file id {}: {e}", entry.id))?;
+        nix::fcntl::fcntl(
+            &dup,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        )
+        .map_err(|e| format!("FD_CLOEXEC on file id {}: {e}", entry.id))?;
+        Ok(dup)
+    }
+}
+
 /// Regular files only: reopens the path with the dumped flags and offset. Other kinds fail
 /// with a message naming the type.
 #[derive(Debug, Default)]

@@ -129,7 +129,9 @@ fn restore_plan(
 ) -> Result<RestoreOutcome> {
     let root = plan.tasks[0].pid;
     let mut created: Vec<Pid> = Vec::new();
-    let result = restore_tree(plan, images, opener, opts, &mut created);
+    let mut shared = files::SharedDescriptions::new(opener);
+    let result = restore_tree(plan, images, &mut shared, opts, &mut created);
+    drop(shared);
     let threads = match result {
         Ok(t) => t,
         Err(e) => {

@@ -1,7 +1,9 @@
 //! Restore workload: a process tree. The root (a session leader) starts two children, one
 //! of which leads its own process group, and the other starts a grandchild. Every process
 //! appends `tick <pid> ppid=<ppid> pgid=<pgid> sid=<sid> n=<n>` to the report every 50 ms,
-//! so the test sees who runs, under which parent, group and session.
+//! so the test sees who runs, under which parent, group and session. The root also shares a
+//! pipe with child `a` (inherited across fork+exec): each tick the root writes a byte and
+//! `a` drains what arrived, reporting the running total as ` got=<n>` (other roles: `got=0`).
 //!
 //! Usage: wl_tree REPORT_FILE [role]   (roles other than the root are internal)
 
@@ -11,10 +13,11 @@ use std::time::Duration;
 
 use nix::unistd::{Pid, getpgid, getpid, getppid, getsid};
 
-fn spawn(report: &str, role: &str) -> Child {
+fn spawn(report: &str, role: &str, extra: &[String]) -> Child {
     Command::new(std::env::current_exe().expect("exe"))
         .arg(report)
         .arg(role)
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -30,13 +33,28 @@ fn main() {
     };
     let role = args.get(2).cloned().unwrap_or_else(|| "root".into());
     let mut kids = Vec::new();
+    let mut feed = None;
+    let mut drain: Option<std::os::fd::OwnedFd> = None;
     match role.as_str() {
         "root" => {
             let _ = nix::unistd::setsid();
-            kids.push(spawn(&report, "a"));
-            kids.push(spawn(&report, "b"));
+            // Not CLOEXEC: child `a` inherits both ends across exec.
+            let (r, w) = nix::unistd::pipe().expect("pipe");
+            use std::os::fd::AsRawFd;
+            kids.push(spawn(&report, "a", &[r.as_raw_fd().to_string()]));
+            kids.push(spawn(&report, "b", &[]));
+            drop(r);
+            feed = Some(w);
         }
-        "a" => kids.push(spawn(&report, "c")),
+        "a" => {
+            let fd: i32 = args.get(3).and_then(|s| s.parse().ok()).expect("pipe fd");
+            // The fd number came from our parent, which passed its read end across exec.
+            drain = std::fs::read_link(format!("/proc/self/fd/{fd}"))
+                .ok()
+                .filter(|l| l.to_string_lossy().starts_with("pipe:"))
+                .map(|_| reopen(fd));
+            kids.push(spawn(&report, "c", &[]));
+        }
         "b" => nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0)).expect("setpgid"),
         _ => {}
     }
@@ -47,10 +65,20 @@ fn main() {
         .expect("open report");
     let me = getpid();
     let mut n = 0u64;
+    let mut got = 0u64;
     loop {
         n += 1;
+        if let Some(w) = &feed {
+            let _ = nix::unistd::write(w, b"x");
+        }
+        if let Some(r) = &drain {
+            let mut buf = [0u8; 64];
+            while let Ok(k @ 1..) = nix::unistd::read(r, &mut buf) {
+                got += k as u64;
+            }
+        }
         let line = format!(
-            "tick {me} ppid={} pgid={} sid={} n={n} role={role}\n",
+            "tick {me} ppid={} pgid={} sid={} n={n} role={role} got={got}\n",
             getppid(),
             getpgid(None).map(|p| p.as_raw()).unwrap_or(-1),
             getsid(None).map(|p| p.as_raw()).unwrap_or(-1),
@@ -62,4 +90,15 @@ fn main() {
         // Keep the children handles alive (and reap any that exit).
         kids.retain_mut(|k| k.try_wait().ok().flatten().is_none());
     }
+}
+
+/// The inherited pipe end `fd` as a non-blocking owned fd (opened again through /proc, which
+/// gives the same pipe).
+fn reopen(fd: i32) -> std::os::fd::OwnedFd {
+    nix::fcntl::open(
+        format!("/proc/self/fd/{fd}").as_str(),
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .expect("reopen pipe")
 }
