@@ -1,5 +1,6 @@
-//! Freezing a process whose threads keep being created and joined: every dump must see a
-//! consistent thread set (pstree threads = core images), and the process must go on.
+//! Freezing a process whose threads (or children) keep being created and reaped: every
+//! dump must see a consistent set (pstree threads = core images), and the process must go
+//! on.
 
 use std::path::Path;
 use std::time::Duration;
@@ -40,7 +41,7 @@ fn dump_while_threads_come_and_go() {
         let d = ScratchDir::new("dump-threads");
         let mut o = DumpOptions::new(pid, d.path());
         o.leave_running = true;
-        let rep = dump(&o).unwrap_or_else(|e| panic!("round {round}: {e}"));
+        let rep = dump(&o).unwrap_or_else(|e| panic!("round {round}: {e}: {e:?}"));
         let dir = ImageDir::open(d.path()).unwrap();
         let pstree: Vec<PstreeEntry> = dir.read_all(ImageKind::Pstree, 0).unwrap();
         assert_eq!(pstree[0].threads.len(), rep.threads);
@@ -51,6 +52,52 @@ fn dump_while_threads_come_and_go() {
         // Still making progress after being let go.
         std::thread::sleep(Duration::from_millis(50));
         usr1();
+        let mut line = String::new();
+        loop {
+            line.clear();
+            std::io::BufRead::read_line(&mut w.stdout, &mut line).unwrap();
+            if line.starts_with("ok ") {
+                break;
+            }
+        }
+        let now = joined(line.trim());
+        assert!(now > last, "round {round}: no progress ({now} <= {last})");
+        last = now;
+    }
+}
+
+#[test]
+fn dump_while_children_come_and_go() {
+    if skip_unless_root("dump_while_children_come_and_go") {
+        return;
+    }
+    let mut w = Workload::start(
+        Path::new(env!("CARGO_BIN_EXE_wl_forker")),
+        &["4"],
+        "ready",
+        Duration::from_secs(20),
+    );
+    let pid = w.pid();
+    let mut last = 0;
+    for round in 0..5 {
+        let d = ScratchDir::new("dump-forker");
+        let mut o = DumpOptions::new(pid, d.path());
+        o.leave_running = true;
+        let rep = dump(&o).unwrap_or_else(|e| panic!("round {round}: {e}: {e:?}"));
+        let dir = ImageDir::open(d.path()).unwrap();
+        let pstree: Vec<PstreeEntry> = dir.read_all(ImageKind::Pstree, 0).unwrap();
+        assert_eq!(pstree.len(), rep.pids.len());
+        assert_eq!(pstree[0].pid, pid as u32);
+        for e in &pstree[1..] {
+            assert_eq!(e.ppid, pid as u32);
+            let _: CoreEntry = dir.read_single(ImageKind::Core, e.pid as u64).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGUSR1,
+        )
+        .unwrap();
         let mut line = String::new();
         loop {
             line.clear();

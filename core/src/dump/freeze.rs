@@ -80,9 +80,7 @@ pub fn freeze_process(pid: i32) -> Result<Frozen, DumpError> {
             match check_not_traced(pid, tid) {
                 Ok(()) => {}
                 // The thread exited between listing and looking: nothing to freeze.
-                Err(DumpError::Proc { ref source, .. })
-                    if tid != pid && source.io_kind() == Some(std::io::ErrorKind::NotFound) =>
-                {
+                Err(DumpError::Proc { ref source, .. }) if tid != pid && source.is_gone() => {
                     continue;
                 }
                 Err(e) => return Err(e),
@@ -176,7 +174,7 @@ pub fn freeze_tree(root: i32) -> Result<FrozenTree, DumpError> {
             let st = match status::read_status(pid) {
                 Ok(st) => st,
                 // Reaped at once (its parent ignores SIGCHLD): nothing left to dump.
-                Err(e) if e.io_kind() == Some(std::io::ErrorKind::NotFound) => continue,
+                Err(e) if e.is_gone() => continue,
                 Err(e) => return Err(DumpError::proc(pid, "freeze", e)),
             };
             if st.state == 'Z' {
@@ -190,15 +188,19 @@ pub fn freeze_tree(root: i32) -> Result<FrozenTree, DumpError> {
         }
         let frozen = match freeze_process(pid) {
             Ok(f) => f,
-            // It exited between the two looks.
-            Err(DumpError::Zombie { .. }) if pid != root => {
-                tree.procs.push(TreeMember {
-                    pid,
-                    ppid,
-                    frozen: None,
-                });
-                continue;
-            }
+            // A child exiting under our feet: a zombie now, or already reaped.
+            Err(e) if pid != root => match status::read_status(pid) {
+                Err(re) if re.is_gone() => continue,
+                Ok(st) if st.state == 'Z' || st.state == 'X' => {
+                    tree.procs.push(TreeMember {
+                        pid,
+                        ppid,
+                        frozen: None,
+                    });
+                    continue;
+                }
+                _ => return Err(e),
+            },
             Err(e) => return Err(e),
         };
         let kids = children_of(&frozen)?;

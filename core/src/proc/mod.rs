@@ -59,6 +59,18 @@ pub enum ProcError {
 }
 
 impl ProcError {
+    /// The task behind the file is gone (or going): ENOENT, or ESRCH which reads of a dying
+    /// task's files return.
+    pub fn is_gone(&self) -> bool {
+        match self {
+            ProcError::Read { source, .. } => {
+                source.kind() == std::io::ErrorKind::NotFound
+                    || source.raw_os_error() == Some(libc::ESRCH)
+            }
+            ProcError::Parse { .. } => false,
+        }
+    }
+
     /// The io error kind when the read itself failed (e.g. NotFound for a vanished task).
     pub fn io_kind(&self) -> Option<std::io::ErrorKind> {
         match self {
