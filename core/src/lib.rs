@@ -12,6 +12,7 @@
 pub mod dump;
 pub mod image;
 pub mod kerndat;
+pub mod plugins;
 pub mod proc;
 pub mod restore;
 pub mod sys;

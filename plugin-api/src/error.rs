@@ -121,6 +121,24 @@ pub enum PluginError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// A loaded plugin failed with an error this criu has no variant for (a newer plugin):
+    /// its own message.
+    #[error("plugin {plugin}: {message}")]
+    Plugin {
+        /// The plugin's name.
+        plugin: String,
+        /// The plugin's message.
+        message: String,
+    },
+    /// A plugin panicked inside a hook. The panic was caught at the plugin boundary (it
+    /// never unwinds into the core); the plugin is not called again in this run.
+    #[error("plugin {plugin} panicked: {message}")]
+    Panicked {
+        /// The plugin's name.
+        plugin: String,
+        /// The panic message.
+        message: String,
+    },
 }
 
 impl PluginError {

@@ -146,10 +146,14 @@ mod cursor;
 mod dispatch;
 mod error;
 mod fd;
+pub mod ffi;
 mod handler;
 mod image_kind;
 mod plugin;
 pub mod testing;
+
+/// The protobuf image types, re-exported so that a plugin can depend on this crate alone.
+pub use criu_proto as proto;
 
 pub use context::{
     DEFAULT_GHOST_LIMIT, DumpContext, DumpOptions, ImageRef, RestoreContext, RestoreOptions,

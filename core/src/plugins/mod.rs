@@ -1,0 +1,311 @@
+//! The host side of the plugin system: which directories plugins are loaded from, the
+//! security checks on them, loading every `.so` in them, and the combined set of built-in
+//! and loaded plugins the dump and restore use ([`all`]).
+//!
+//! Loading goes through [`criu_plugin_api::ffi::load_plugin`] (abi_stable's layout and
+//! version checks, then the contract version). A plugin that fails any check is refused
+//! with a [`PluginLoadError`] naming the file and the reason, and criu goes on without it.
+//! Loaded plugins are registered process-wide (like `dlopen` itself) and never unloaded.
+
+mod security;
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use criu_plugin_api::ffi::{LoadError, LoadedPlugin, load_plugin};
+use criu_plugin_api::{Plugin, PluginInfo, builtin_plugins, fd_type_name, sort_plugins};
+
+pub use security::untrusted_reason;
+
+/// CRIU's default plugin directory (`CR_PLUGIN_DEFAULT`).
+pub const DEFAULT_PLUGIN_DIR: &str = "/usr/lib/criu";
+
+/// The environment variable CRIU consults when no `--libdir` is given.
+pub const PLUGIN_DIR_ENV: &str = "CRIU_LIBS_DIR";
+
+/// Why a plugin (or a plugin directory) was not loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PluginLoadError {
+    /// The directory or file failed the ownership/permission check.
+    #[error("refusing {path}: {reason}")]
+    Untrusted {
+        /// The directory or file.
+        path: PathBuf,
+        /// Why (owner, mode).
+        reason: String,
+    },
+    /// The directory could not be listed.
+    #[error("cannot read plugin directory {path}")]
+    ReadDir {
+        /// The directory.
+        path: PathBuf,
+        /// The failure.
+        #[source]
+        source: std::io::Error,
+    },
+    /// abi_stable or the contract version refused the file, or it failed to describe itself.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// A plugin of the same name is already built in or loaded.
+    #[error("not using plugin {name} from {path}: a plugin of that name is already {origin}")]
+    Duplicate {
+        /// The plugin's name.
+        name: String,
+        /// The file.
+        path: PathBuf,
+        /// Where the first one came from.
+        origin: Origin,
+    },
+}
+
+/// Where a plugin comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// Linked into the binary.
+    BuiltIn,
+    /// Loaded from this `.so` file.
+    File(PathBuf),
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::BuiltIn => f.write_str("built-in"),
+            Origin::File(p) => match p.file_name() {
+                Some(name) => write!(f, "{}", Path::new(name).display()),
+                None => write!(f, "{}", p.display()),
+            },
+        }
+    }
+}
+
+/// The plugin directories to use, in CRIU's order: the `--plugin-dir`/`-L` options when
+/// given, else `$CRIU_LIBS_DIR`, else [`DEFAULT_PLUGIN_DIR`]. The second value says whether
+/// the directories were asked for explicitly (a missing default directory is not an error).
+pub fn lookup_dirs(cli: &[PathBuf]) -> (Vec<PathBuf>, bool) {
+    if !cli.is_empty() {
+        return (cli.to_vec(), true);
+    }
+    match std::env::var_os(PLUGIN_DIR_ENV) {
+        Some(dir) if !dir.is_empty() => (vec![PathBuf::from(dir)], true),
+        _ => (vec![PathBuf::from(DEFAULT_PLUGIN_DIR)], false),
+    }
+}
+
+static LOADED: Mutex<Vec<&'static LoadedPlugin>> = Mutex::new(Vec::new());
+
+fn loaded() -> Vec<&'static LoadedPlugin> {
+    LOADED.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+/// Loads every `*.so` of `dirs` (sorted by file name) and registers the plugins for [`all`].
+/// Returns what was loaded now and every refusal; a missing directory is skipped when
+/// `explicit` is false (CRIU's default directory need not exist).
+pub fn load_dirs(
+    dirs: &[PathBuf],
+    explicit: bool,
+) -> (Vec<&'static LoadedPlugin>, Vec<PluginLoadError>) {
+    let (mut new, mut refused) = (Vec::new(), Vec::new());
+    for dir in dirs {
+        if !explicit && !dir.exists() {
+            tracing::debug!(dir = %dir.display(), "default plugin directory absent");
+            continue;
+        }
+        match so_files(dir) {
+            Ok(files) => {
+                for file in files {
+                    match load_file(&file) {
+                        Ok(Some(p)) => new.push(p),
+                        Ok(None) => {}
+                        Err(e) => refused.push(e),
+                    }
+                }
+            }
+            Err(e) => refused.push(e),
+        }
+    }
+    for e in &refused {
+        tracing::warn!(error = %e, "plugin not loaded");
+    }
+    (new, refused)
+}
+
+/// The `.so` files of a trusted directory, sorted.
+fn so_files(dir: &Path) -> Result<Vec<PathBuf>, PluginLoadError> {
+    if let Some(reason) = untrusted_reason(dir, "plugin directory") {
+        return Err(PluginLoadError::Untrusted {
+            path: dir.to_path_buf(),
+            reason,
+        });
+    }
+    let read = |source| PluginLoadError::ReadDir {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(read)? {
+        let path = entry.map_err(read)?.path();
+        if path.extension().is_some_and(|e| e == "so") && path.is_file() {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Loads one plugin file (after the trust check) and registers it. `Ok(None)`: this very
+/// file was loaded before (the same process loading a directory twice).
+pub fn load_file(path: &Path) -> Result<Option<&'static LoadedPlugin>, PluginLoadError> {
+    if let Some(reason) = untrusted_reason(path, "plugin file") {
+        return Err(PluginLoadError::Untrusted {
+            path: path.to_path_buf(),
+            reason,
+        });
+    }
+    let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut registry = LOADED.lock().unwrap_or_else(|p| p.into_inner());
+    if registry
+        .iter()
+        .any(|p| std::fs::canonicalize(p.path()).is_ok_and(|c| c == canonical))
+    {
+        return Ok(None);
+    }
+    let plugin = load_plugin(path)?;
+    let name = plugin.info().name;
+    let clash = if builtin_plugins().iter().any(|b| b.info().name == name) {
+        Some(Origin::BuiltIn)
+    } else {
+        registry
+            .iter()
+            .find(|p| p.info().name == name)
+            .map(|p| Origin::File(p.path().to_path_buf()))
+    };
+    if let Some(origin) = clash {
+        return Err(PluginLoadError::Duplicate {
+            name: name.into(),
+            path: path.to_path_buf(),
+            origin,
+        });
+    }
+    tracing::info!(plugin = name, file = %path.display(), "plugin loaded");
+    registry.push(plugin);
+    Ok(Some(plugin))
+}
+
+/// Every plugin the dump and restore use: the built-in ones and the loaded ones, in asking
+/// order (priority, then name).
+pub fn all() -> Vec<&'static dyn Plugin> {
+    let mut plugins = builtin_plugins();
+    plugins.extend(loaded().into_iter().map(|p| p as &'static dyn Plugin));
+    sort_plugins(&mut plugins);
+    plugins
+}
+
+/// One line of `criu check --plugins`.
+#[derive(Debug, Clone)]
+pub struct PluginListing {
+    /// Name, version, priority, contract version.
+    pub info: PluginInfo,
+    /// Built-in or the `.so` file.
+    pub origin: Origin,
+    /// What it handles (`fd types: REG, PIPE`), or `"nothing"`.
+    pub handles: String,
+}
+
+impl std::fmt::Display for PluginListing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let i = &self.info;
+        write!(
+            f,
+            "{} {} [{}] plugin API {}, priority {}: {}",
+            i.name, i.version, self.origin, i.api_version, i.priority, self.handles
+        )
+    }
+}
+
+/// Every plugin of [`all`], described.
+pub fn listing() -> Vec<PluginListing> {
+    let files = loaded();
+    all()
+        .into_iter()
+        .map(|p| {
+            let info = p.info();
+            let origin = files
+                .iter()
+                .find(|l| l.info().name == info.name)
+                .map_or(Origin::BuiltIn, |l| Origin::File(l.path().to_path_buf()));
+            let handles = match p.fd_handler() {
+                Some(h) => {
+                    let types: Vec<String> = h
+                        .fd_types()
+                        .iter()
+                        .map(|&t| fd_type_name(t as i32))
+                        .collect();
+                    format!("fd types {}", types.join(", "))
+                }
+                None => "nothing".into(),
+            };
+            PluginListing {
+                info,
+                origin,
+                handles,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookup_order_is_criu_s() {
+        let cli = vec![PathBuf::from("/a"), PathBuf::from("/b")];
+        assert_eq!(lookup_dirs(&cli), (cli.clone(), true));
+        // Without options: the environment or the default (the test cannot set the
+        // environment safely while other tests run; check the default only when unset).
+        if std::env::var_os(PLUGIN_DIR_ENV).is_none() {
+            assert_eq!(
+                lookup_dirs(&[]),
+                (vec![PathBuf::from(DEFAULT_PLUGIN_DIR)], false)
+            );
+        }
+    }
+
+    #[test]
+    fn absent_default_dir_is_fine_explicit_one_is_not() {
+        let dir = PathBuf::from("/nonexistent/criu-plugins-test");
+        let (new, refused) = load_dirs(std::slice::from_ref(&dir), false);
+        assert!(new.is_empty() && refused.is_empty());
+        let (_, refused) = load_dirs(&[dir], true);
+        assert!(
+            refused[0].to_string().contains("cannot stat"),
+            "{}",
+            refused[0]
+        );
+    }
+
+    #[test]
+    fn a_non_plugin_so_is_refused_by_name() {
+        let dir = std::env::temp_dir().join(format!("criu-notplugin-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("libjunk.so");
+        std::fs::write(&file, b"not an ELF file").unwrap();
+        let (new, refused) = load_dirs(std::slice::from_ref(&dir), true);
+        assert!(new.is_empty());
+        let msg = format!("{}", refused[0]);
+        assert!(msg.contains("libjunk.so"), "{msg}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn builtins_are_listed() {
+        // criu-core alone links no plugin crate; the list is whatever is registered.
+        for l in listing() {
+            assert_eq!(l.origin, Origin::BuiltIn);
+            assert!(!l.to_string().is_empty());
+        }
+    }
+}

@@ -1,0 +1,270 @@
+//! The core's services and a plugin's restore state as `#[sabi_trait]` objects, with the
+//! adapters on both sides: the host wraps its `&mut dyn DumpContext` into a
+//! [`FfiDumpContext`]; the plugin wraps that back into a `&mut dyn DumpContext`.
+
+use std::os::fd::{BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+
+use abi_stable::sabi_trait;
+use abi_stable::std_types::{RErr, ROk, ROption, RResult, RSlice, RStr, RVec};
+
+use super::types::{FfiError, FfiImageRef};
+use super::{DumpCtx, RestoreCtx};
+use crate::{
+    DumpContext, DumpOptions, FileRestorer, ImageRef, PluginError, RestoreContext, RestoreOptions,
+};
+
+/// [`DumpContext`] across the boundary (implemented by the host).
+#[sabi_trait]
+pub trait FfiDumpContext {
+    /// [`DumpContext::write_entry`].
+    fn write_entry(
+        &mut self,
+        image: FfiImageRef,
+        entry: RSlice<'_, u8>,
+        extra: RSlice<'_, u8>,
+    ) -> RResult<(), FfiError>;
+    /// [`DumpContext::write_plugin_file`].
+    fn write_plugin_file(&mut self, name: RStr<'_>, data: RSlice<'_, u8>) -> RResult<(), FfiError>;
+    /// [`DumpContext::new_file_id`].
+    fn new_file_id(&mut self) -> u32;
+    /// [`DumpContext::memo`].
+    fn memo(&self, key: RStr<'_>) -> ROption<u64>;
+    /// [`DumpContext::set_memo`].
+    fn set_memo(&mut self, key: RStr<'_>, value: u64);
+    /// [`DumpOptions::ghost_limit`].
+    #[sabi(last_prefix_field)]
+    fn ghost_limit(&self) -> u64;
+}
+
+/// [`RestoreContext`] across the boundary (implemented by the host).
+#[sabi_trait]
+pub trait FfiRestoreContext {
+    /// [`RestoreContext::read_image`].
+    fn read_image(&mut self, image: FfiImageRef) -> RResult<ROption<RVec<u8>>, FfiError>;
+    /// [`RestoreContext::read_plugin_file`].
+    fn read_plugin_file(&mut self, name: RStr<'_>) -> RResult<ROption<RVec<u8>>, FfiError>;
+    /// [`RestoreContext::current_pid`].
+    fn current_pid(&self) -> i32;
+    /// [`RestoreContext::restored_pid`].
+    fn restored_pid(&self, old: i32) -> ROption<i32>;
+    /// [`RestoreContext::keep_fd`]: `fd` is owned by the callee from now on, also on error.
+    fn keep_fd(&mut self, key: RStr<'_>, fd: i32) -> RResult<(), FfiError>;
+    /// [`RestoreContext::kept_fd`]: borrowed, valid while the context lives.
+    fn kept_fd(&self, key: RStr<'_>) -> ROption<i32>;
+    /// [`RestoreOptions::skip_file_checks`].
+    #[sabi(last_prefix_field)]
+    fn skip_file_checks(&self) -> bool;
+}
+
+/// [`FileRestorer`] across the boundary (implemented by the plugin, owned by the host).
+#[sabi_trait]
+pub trait FfiRestorer: Send {
+    /// [`FileRestorer::open_file`]: the entry encoded; the returned fd is owned by the caller.
+    #[sabi(last_prefix_field)]
+    fn open_file(&mut self, ctx: RestoreCtx<'_>, entry: RSlice<'_, u8>) -> RResult<i32, FfiError>;
+}
+
+fn to_ffi<T>(r: Result<T, PluginError>) -> RResult<T, FfiError> {
+    match r {
+        Ok(v) => ROk(v),
+        Err(e) => RErr(FfiError::from(&e)),
+    }
+}
+
+// ----- host side: the core's contexts offered to a plugin -----
+
+/// The host's dump context seen through the FFI trait.
+pub(crate) struct HostDump<'a>(pub &'a mut dyn DumpContext);
+
+impl FfiDumpContext for HostDump<'_> {
+    fn write_entry(
+        &mut self,
+        image: FfiImageRef,
+        entry: RSlice<'_, u8>,
+        extra: RSlice<'_, u8>,
+    ) -> RResult<(), FfiError> {
+        to_ffi(
+            image
+                .to_image_ref()
+                .and_then(|r| self.0.write_entry(r, &entry, &extra)),
+        )
+    }
+    fn write_plugin_file(&mut self, name: RStr<'_>, data: RSlice<'_, u8>) -> RResult<(), FfiError> {
+        to_ffi(self.0.write_plugin_file(name.as_str(), &data))
+    }
+    fn new_file_id(&mut self) -> u32 {
+        self.0.new_file_id()
+    }
+    fn memo(&self, key: RStr<'_>) -> ROption<u64> {
+        self.0.memo(key.as_str()).into()
+    }
+    fn set_memo(&mut self, key: RStr<'_>, value: u64) {
+        self.0.set_memo(key.as_str(), value)
+    }
+    fn ghost_limit(&self) -> u64 {
+        self.0.options().ghost_limit
+    }
+}
+
+/// The host's restore context seen through the FFI trait.
+pub(crate) struct HostRestore<'a>(pub &'a mut dyn RestoreContext);
+
+impl FfiRestoreContext for HostRestore<'_> {
+    fn read_image(&mut self, image: FfiImageRef) -> RResult<ROption<RVec<u8>>, FfiError> {
+        to_ffi(
+            image
+                .to_image_ref()
+                .and_then(|r| self.0.read_image(r))
+                .map(|o| o.map(RVec::from).into()),
+        )
+    }
+    fn read_plugin_file(&mut self, name: RStr<'_>) -> RResult<ROption<RVec<u8>>, FfiError> {
+        to_ffi(
+            self.0
+                .read_plugin_file(name.as_str())
+                .map(|o| o.map(RVec::from).into()),
+        )
+    }
+    fn current_pid(&self) -> i32 {
+        self.0.current_pid()
+    }
+    fn restored_pid(&self, old: i32) -> ROption<i32> {
+        self.0.restored_pid(old).into()
+    }
+    fn keep_fd(&mut self, key: RStr<'_>, fd: i32) -> RResult<(), FfiError> {
+        to_ffi(self.0.keep_fd(key.as_str(), take_fd(fd)))
+    }
+    fn kept_fd(&self, key: RStr<'_>) -> ROption<i32> {
+        use std::os::fd::AsRawFd;
+        self.0.kept_fd(key.as_str()).map(|fd| fd.as_raw_fd()).into()
+    }
+    fn skip_file_checks(&self) -> bool {
+        self.0.options().skip_file_checks
+    }
+}
+
+// ----- plugin side: the FFI objects seen as the Rust traits -----
+
+/// An FFI dump context as a [`DumpContext`].
+pub(crate) struct GuestDump<'a> {
+    pub ctx: DumpCtx<'a>,
+    pub options: DumpOptions,
+}
+
+impl<'a> GuestDump<'a> {
+    pub fn new(ctx: DumpCtx<'a>) -> Self {
+        let options = DumpOptions {
+            ghost_limit: ctx.ghost_limit(),
+        };
+        GuestDump { ctx, options }
+    }
+}
+
+fn from_ffi<T>(r: RResult<T, FfiError>) -> Result<T, PluginError> {
+    r.into_result().map_err(|e| e.into_plugin_error("criu"))
+}
+
+impl DumpContext for GuestDump<'_> {
+    fn write_entry(
+        &mut self,
+        image: ImageRef,
+        entry: &[u8],
+        extra: &[u8],
+    ) -> Result<(), PluginError> {
+        from_ffi(
+            self.ctx
+                .write_entry(image.into(), entry.into(), extra.into()),
+        )
+    }
+    fn write_plugin_file(&mut self, name: &str, data: &[u8]) -> Result<(), PluginError> {
+        from_ffi(self.ctx.write_plugin_file(name.into(), data.into()))
+    }
+    fn new_file_id(&mut self) -> u32 {
+        self.ctx.new_file_id()
+    }
+    fn memo(&self, key: &str) -> Option<u64> {
+        self.ctx.memo(key.into()).into_option()
+    }
+    fn set_memo(&mut self, key: &str, value: u64) {
+        self.ctx.set_memo(key.into(), value)
+    }
+    fn options(&self) -> &DumpOptions {
+        &self.options
+    }
+}
+
+/// An FFI restore context as a [`RestoreContext`].
+pub(crate) struct GuestRestore<'a> {
+    pub ctx: RestoreCtx<'a>,
+    pub options: RestoreOptions,
+}
+
+impl<'a> GuestRestore<'a> {
+    pub fn new(ctx: RestoreCtx<'a>) -> Self {
+        let options = RestoreOptions {
+            skip_file_checks: ctx.skip_file_checks(),
+        };
+        GuestRestore { ctx, options }
+    }
+}
+
+impl RestoreContext for GuestRestore<'_> {
+    fn read_image(&mut self, image: ImageRef) -> Result<Option<Vec<u8>>, PluginError> {
+        from_ffi(self.ctx.read_image(image.into())).map(|o| o.into_option().map(Vec::from))
+    }
+    fn read_plugin_file(&mut self, name: &str) -> Result<Option<Vec<u8>>, PluginError> {
+        from_ffi(self.ctx.read_plugin_file(name.into())).map(|o| o.into_option().map(Vec::from))
+    }
+    fn current_pid(&self) -> i32 {
+        self.ctx.current_pid()
+    }
+    fn restored_pid(&self, old: i32) -> Option<i32> {
+        self.ctx.restored_pid(old).into_option()
+    }
+    fn keep_fd(&mut self, key: &str, fd: OwnedFd) -> Result<(), PluginError> {
+        from_ffi(self.ctx.keep_fd(key.into(), fd.into_raw_fd()))
+    }
+    fn kept_fd(&self, key: &str) -> Option<BorrowedFd<'_>> {
+        let raw = self.ctx.kept_fd(key.into()).into_option()?;
+        Some(borrow_fd(raw))
+    }
+    fn options(&self) -> &RestoreOptions {
+        &self.options
+    }
+}
+
+/// A plugin's [`FileRestorer`] as the FFI trait.
+pub(crate) struct GuestRestorer {
+    pub plugin: &'static str,
+    pub inner: Box<dyn FileRestorer>,
+}
+
+impl FfiRestorer for GuestRestorer {
+    fn open_file(&mut self, ctx: RestoreCtx<'_>, entry: RSlice<'_, u8>) -> RResult<i32, FfiError> {
+        let inner = &mut self.inner;
+        super::guest::guarded(self.plugin, move || {
+            let entry = super::guest::decode_entry(&entry)?;
+            let mut ctx = GuestRestore::new(ctx);
+            inner
+                .open_file(&mut ctx, &entry)
+                .map(IntoRawFd::into_raw_fd)
+        })
+    }
+}
+
+// ----- raw fds: the only place they become owned or borrowed -----
+
+/// Takes ownership of an fd number handed over the boundary with ownership.
+pub(crate) fn take_fd(raw: RawFd) -> OwnedFd {
+    // SAFETY: the boundary contract (keep_fd, open_file) transfers ownership of `raw`, an
+    // open fd of this process, to the receiver; the sender gave it up with into_raw_fd.
+    unsafe { OwnedFd::from_raw_fd(raw) }
+}
+
+/// Borrows an fd number the other side keeps open for at least `'a` (the call, or the
+/// context's life for kept fds).
+pub(crate) fn borrow_fd<'a>(raw: RawFd) -> BorrowedFd<'a> {
+    // SAFETY: the boundary contract (FfiFdDesc::file, kept_fd) guarantees `raw` stays open
+    // while the borrow is in use: the call for a desc, the context's life for a kept fd.
+    unsafe { BorrowedFd::borrow_raw(raw) }
+}

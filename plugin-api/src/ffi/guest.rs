@@ -1,0 +1,160 @@
+//! The plugin side of the boundary: `extern "C"` entry points built from a Rust
+//! [`Plugin`], instantiated in the plugin's `.so` by [`export_plugin!`](crate::export_plugin).
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use abi_stable::library::{__call_root_module_loader, LibHeader, RootModuleResult};
+use abi_stable::prefix_type::PrefixTypeTrait;
+use abi_stable::sabi_extern_fn;
+use abi_stable::sabi_trait::TD_Opaque;
+use abi_stable::std_types::{RErr, ROk, RResult, RSlice, RVec};
+use criu_proto::images::FileEntry;
+use prost::Message;
+
+use super::context::{GuestDump, GuestRestore, GuestRestorer, borrow_fd};
+use super::types::{FfiError, FfiFdDesc, FfiPluginInfo};
+use super::{DumpCtx, FfiRestorer_TO, PluginMod, PluginModRef, RestoreCtx, Restorer};
+use crate::{FdHandler, Plugin, PluginError};
+
+/// Names the plugin a `.so` exports; implemented by [`export_plugin!`](crate::export_plugin).
+pub trait ExportedPlugin: 'static {
+    /// The plugin.
+    fn plugin() -> &'static dyn Plugin;
+}
+
+/// The `LibHeader` static of a plugin `.so` (used by [`export_plugin!`](crate::export_plugin)).
+pub const fn root_module<G: ExportedPlugin>() -> LibHeader {
+    // SAFETY: `load_root::<G>` returns the root module of type `PluginModRef`, the type named
+    // here, and the layout is checked (CheckTypeLayout::Yes) by the host at load time.
+    unsafe {
+        LibHeader::from_constructor::<PluginModRef>(
+            load_root::<G>,
+            abi_stable::library::CheckTypeLayout::Yes,
+        )
+    }
+}
+
+extern "C" fn load_root<G: ExportedPlugin>() -> RootModuleResult {
+    __call_root_module_loader(module::<G>)
+}
+
+fn module<G: ExportedPlugin>() -> PluginModRef {
+    PluginMod {
+        info: info::<G>,
+        claims: claims::<G>,
+        dump_file: dump_file::<G>,
+        restores: restores::<G>,
+        start_restore: start_restore::<G>,
+    }
+    .leak_into_prefix()
+}
+
+/// Runs `f` with panics caught and errors converted; the plugin name goes into a panic error.
+pub(crate) fn guarded<T>(
+    plugin: &str,
+    f: impl FnOnce() -> Result<T, PluginError>,
+) -> RResult<T, FfiError> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => ROk(v),
+        Ok(Err(e)) => RErr(FfiError::from(&e)),
+        Err(payload) => RErr(FfiError::panicked(plugin, payload.as_ref())),
+    }
+}
+
+pub(crate) fn decode_entry(bytes: &[u8]) -> Result<FileEntry, PluginError> {
+    FileEntry::decode(bytes).map_err(|e| PluginError::bad_image("files.img", e.to_string()))
+}
+
+fn name<G: ExportedPlugin>() -> &'static str {
+    // info() itself could panic; the name is only for messages.
+    catch_unwind(|| G::plugin().info().name).unwrap_or("(unknown plugin)")
+}
+
+fn handler<G: ExportedPlugin>() -> Result<&'static dyn FdHandler, PluginError> {
+    G::plugin().fd_handler().ok_or_else(|| PluginError::Plugin {
+        plugin: name::<G>().into(),
+        message: "called as an fd handler but has none".into(),
+    })
+}
+
+#[sabi_extern_fn]
+fn info<G: ExportedPlugin>() -> RResult<FfiPluginInfo, FfiError> {
+    guarded(name::<G>(), || {
+        let p = G::plugin();
+        let i = p.info();
+        let fd_types: RVec<i32> = p
+            .fd_handler()
+            .map(|h| h.fd_types().iter().map(|&t| t as i32).collect())
+            .unwrap_or_default();
+        Ok(FfiPluginInfo {
+            name: i.name.into(),
+            version: i.version.into(),
+            priority: i.priority,
+            api_major: i.api_version.major,
+            api_minor: i.api_version.minor,
+            has_fd_handler: p.fd_handler().is_some(),
+            fd_types,
+        })
+    })
+}
+
+#[sabi_extern_fn]
+fn claims<G: ExportedPlugin>(fd: &FfiFdDesc) -> RResult<bool, FfiError> {
+    guarded(name::<G>(), || {
+        let file = dup(fd)?;
+        Ok(handler::<G>()?.claims(&fd.to_desc(file)))
+    })
+}
+
+#[sabi_extern_fn]
+fn dump_file<G: ExportedPlugin>(
+    ctx: DumpCtx<'_>,
+    fd: &FfiFdDesc,
+    id: u32,
+) -> RResult<RVec<u8>, FfiError> {
+    guarded(name::<G>(), || {
+        let desc = fd.to_desc(dup(fd)?);
+        let mut ctx = GuestDump::new(ctx);
+        let entry = handler::<G>()?.dump_file(&mut ctx, &desc, id)?;
+        Ok(entry.encode_to_vec().into())
+    })
+}
+
+#[sabi_extern_fn]
+fn restores<G: ExportedPlugin>(entry: RSlice<'_, u8>) -> RResult<bool, FfiError> {
+    guarded(name::<G>(), || {
+        Ok(handler::<G>()?.restores(&decode_entry(&entry)?))
+    })
+}
+
+#[sabi_extern_fn]
+fn start_restore<G: ExportedPlugin>(
+    ctx: RestoreCtx<'_>,
+    entries: RSlice<'_, RVec<u8>>,
+) -> RResult<Restorer, FfiError> {
+    let plugin = name::<G>();
+    guarded(plugin, || {
+        let entries = entries
+            .iter()
+            .map(|e| decode_entry(e))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut ctx = GuestRestore::new(ctx);
+        let inner = handler::<G>()?.start_restore(&mut ctx, &entries)?;
+        let restorer = GuestRestorer { plugin, inner };
+        Ok(FfiRestorer_TO::from_value(restorer, TD_Opaque))
+    })
+}
+
+/// The plugin's own duplicate of the core's fd (the core keeps its own; [`crate::FdDesc`]
+/// owns its file).
+fn dup(fd: &FfiFdDesc) -> Result<std::os::fd::OwnedFd, PluginError> {
+    borrow_fd(fd.file)
+        .try_clone_to_owned()
+        .map_err(|source| PluginError::Fd {
+            pid: fd.pid,
+            fd: fd.fd,
+            link: fd.link.to_string(),
+            op: "fcntl(F_DUPFD_CLOEXEC)",
+            source,
+        })
+}

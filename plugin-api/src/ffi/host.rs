@@ -1,0 +1,284 @@
+//! The host side of the boundary: load a plugin `.so`, check it, and wrap it into a
+//! `&'static dyn Plugin`.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use abi_stable::library::{LibraryError, lib_header_from_path};
+use abi_stable::sabi_trait::TD_Opaque;
+use abi_stable::std_types::{RResult, RVec};
+use criu_proto::images::{FdTypes, FileEntry};
+use prost::Message;
+
+use super::context::{HostDump, HostRestore, take_fd};
+use super::types::{FfiError, FfiFdDesc, FfiPluginInfo};
+use super::{FfiDumpContext_TO, FfiRestoreContext_TO, PluginModRef, Restorer};
+use crate::{
+    API_VERSION, ApiVersion, DumpContext, FdDesc, FdHandler, FileRestorer, Plugin, PluginError,
+    PluginInfo, RestoreContext,
+};
+
+/// Why a plugin file was not loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// `dlopen`, the root module symbol, abi_stable's version or layout check failed.
+    #[error("cannot load plugin {path}")]
+    Library {
+        /// The file.
+        path: PathBuf,
+        /// What abi_stable reported (names both versions on a version mismatch).
+        #[source]
+        source: LibraryError,
+    },
+    /// The plugin was built for an incompatible [`API_VERSION`].
+    #[error(
+        "plugin {name} {version} ({path}) was built for plugin API {plugin_api}, this criu speaks plugin API {host_api}; rebuild the plugin"
+    )]
+    ApiVersion {
+        /// The file.
+        path: PathBuf,
+        /// The plugin's name.
+        name: String,
+        /// The plugin's version.
+        version: String,
+        /// The contract version it was built for.
+        plugin_api: ApiVersion,
+        /// This host's contract version.
+        host_api: ApiVersion,
+    },
+    /// The plugin failed (or panicked) reporting who it is.
+    #[error("plugin {path} failed to describe itself")]
+    Info {
+        /// The file.
+        path: PathBuf,
+        /// Its error.
+        #[source]
+        source: PluginError,
+    },
+}
+
+/// A plugin loaded from a `.so`, seen as a [`Plugin`] (and [`FdHandler`]). Never unloaded.
+pub struct LoadedPlugin {
+    module: PluginModRef,
+    path: PathBuf,
+    info: PluginInfo,
+    fd_types: Vec<FdTypes>,
+    has_fd_handler: bool,
+    guard: Guard,
+}
+
+/// The plugin's name and its "panicked once" flag, shared with its restorers.
+#[derive(Clone, Copy)]
+struct Guard {
+    name: &'static str,
+    /// Set once the plugin panicked: it is not called again.
+    poisoned: &'static AtomicBool,
+}
+
+impl std::fmt::Debug for LoadedPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedPlugin")
+            .field("path", &self.path)
+            .field("info", &self.info)
+            .finish()
+    }
+}
+
+/// Loads the plugin in `path`: abi_stable's checks, then the contract version. The library
+/// stays loaded for the life of the process (also when refused: unloading Rust code is not
+/// safe in general).
+pub fn load_plugin(path: &Path) -> Result<&'static LoadedPlugin, LoadError> {
+    let lib_err = |source| LoadError::Library {
+        path: path.to_path_buf(),
+        source,
+    };
+    let header = lib_header_from_path(path).map_err(lib_err)?;
+    let module = header.init_root_module::<PluginModRef>().map_err(lib_err)?;
+    let raw: FfiPluginInfo = (module.info())()
+        .into_result()
+        .map_err(|e| LoadError::Info {
+            path: path.to_path_buf(),
+            source: e.into_plugin_error(&path.display().to_string()),
+        })?;
+    let plugin_api = raw.api_version();
+    if !plugin_api.is_compatible_with(API_VERSION) {
+        return Err(LoadError::ApiVersion {
+            path: path.to_path_buf(),
+            name: raw.name.into_string(),
+            version: raw.version.into_string(),
+            plugin_api,
+            host_api: API_VERSION,
+        });
+    }
+    // fd types this host does not know cannot be asked for by the core: drop them.
+    let fd_types = raw
+        .fd_types
+        .iter()
+        .filter_map(|&t| FdTypes::try_from(t).ok())
+        .collect();
+    let info = PluginInfo {
+        // Leaked once per loaded plugin, which lives as long as the process.
+        name: Box::leak(raw.name.into_string().into_boxed_str()),
+        version: Box::leak(raw.version.into_string().into_boxed_str()),
+        priority: raw.priority,
+        api_version: plugin_api,
+    };
+    Ok(Box::leak(Box::new(LoadedPlugin {
+        module,
+        path: path.to_path_buf(),
+        info,
+        fd_types,
+        has_fd_handler: raw.has_fd_handler,
+        guard: Guard {
+            name: info.name,
+            poisoned: Box::leak(Box::new(AtomicBool::new(false))),
+        },
+    })))
+}
+
+impl LoadedPlugin {
+    /// The file it was loaded from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Guard {
+    fn poisoned(&self) -> bool {
+        self.poisoned.load(Ordering::Relaxed)
+    }
+
+    fn check(&self) -> Result<(), PluginError> {
+        if self.poisoned() {
+            return Err(PluginError::Plugin {
+                plugin: self.name.into(),
+                message: "disabled after an earlier panic".into(),
+            });
+        }
+        Ok(())
+    }
+
+    fn result<T>(&self, r: RResult<T, FfiError>) -> Result<T, PluginError> {
+        r.into_result().map_err(|e| {
+            if e.kind == FfiError::PANICKED {
+                self.poisoned.store(true, Ordering::Relaxed);
+                tracing::error!(plugin = self.name, message = %e.message, "plugin panicked");
+            }
+            e.into_plugin_error(self.name)
+        })
+    }
+}
+
+impl Plugin for LoadedPlugin {
+    fn info(&self) -> PluginInfo {
+        self.info
+    }
+
+    fn fd_handler(&self) -> Option<&dyn FdHandler> {
+        self.has_fd_handler.then_some(self as &dyn FdHandler)
+    }
+}
+
+impl FdHandler for LoadedPlugin {
+    fn fd_types(&self) -> &[FdTypes] {
+        &self.fd_types
+    }
+
+    /// A failing or panicking `claims` answers "mine" so that the dump fails in
+    /// [`FdHandler::dump_file`] with the plugin's error instead of the fd silently going
+    /// to another plugin.
+    fn claims(&self, fd: &FdDesc) -> bool {
+        if self.guard.poisoned() {
+            return false;
+        }
+        match self
+            .guard
+            .result((self.module.claims())(&FfiFdDesc::from(fd)))
+        {
+            Ok(mine) => mine,
+            Err(e) => {
+                tracing::error!(plugin = self.info.name, fd = fd.fd, pid = fd.pid, error = %e, "claims failed");
+                true
+            }
+        }
+    }
+
+    fn dump_file(
+        &self,
+        ctx: &mut dyn DumpContext,
+        fd: &FdDesc,
+        id: u32,
+    ) -> Result<FileEntry, PluginError> {
+        self.guard.check().map_err(|_| PluginError::Panicked {
+            plugin: self.info.name.into(),
+            message: format!("while looking at {}", fd.describe()),
+        })?;
+        let mut host = HostDump(ctx);
+        let ffi_ctx = FfiDumpContext_TO::from_ptr(&mut host, TD_Opaque);
+        let bytes =
+            self.guard
+                .result((self.module.dump_file())(ffi_ctx, &FfiFdDesc::from(fd), id))?;
+        FileEntry::decode(bytes.as_slice()).map_err(|e| {
+            PluginError::bad_image(
+                "files.img",
+                format!("entry from plugin {}: {e}", self.info.name),
+            )
+        })
+    }
+
+    fn restores(&self, entry: &FileEntry) -> bool {
+        if self.guard.poisoned() {
+            return false;
+        }
+        let bytes = entry.encode_to_vec();
+        self.guard
+            .result((self.module.restores())(bytes.as_slice().into()))
+            .unwrap_or_else(|e| {
+                tracing::error!(plugin = self.info.name, error = %e, "restores failed");
+                false
+            })
+    }
+
+    fn start_restore(
+        &self,
+        ctx: &mut dyn RestoreContext,
+        entries: &[FileEntry],
+    ) -> Result<Box<dyn FileRestorer>, PluginError> {
+        self.guard.check()?;
+        let encoded: Vec<RVec<u8>> = entries.iter().map(|e| e.encode_to_vec().into()).collect();
+        let mut host = HostRestore(ctx);
+        let ffi_ctx = FfiRestoreContext_TO::from_ptr(&mut host, TD_Opaque);
+        let inner = self.guard.result((self.module.start_restore())(
+            ffi_ctx,
+            encoded.as_slice().into(),
+        ))?;
+        Ok(Box::new(HostRestorer {
+            guard: self.guard,
+            inner,
+        }))
+    }
+}
+
+/// A loaded plugin's restorer seen as a [`FileRestorer`].
+struct HostRestorer {
+    guard: Guard,
+    inner: Restorer,
+}
+
+impl FileRestorer for HostRestorer {
+    fn open_file(
+        &mut self,
+        ctx: &mut dyn RestoreContext,
+        entry: &FileEntry,
+    ) -> Result<std::os::fd::OwnedFd, PluginError> {
+        self.guard.check()?;
+        let bytes = entry.encode_to_vec();
+        let mut host = HostRestore(ctx);
+        let ffi_ctx = FfiRestoreContext_TO::from_ptr(&mut host, TD_Opaque);
+        let raw = self
+            .guard
+            .result(self.inner.open_file(ffi_ctx, bytes.as_slice().into()))?;
+        Ok(take_fd(raw))
+    }
+}

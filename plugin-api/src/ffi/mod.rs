@@ -1,0 +1,147 @@
+//! The stable ABI: how a plugin built as a separate `.so` (by another compiler version,
+//! months later) talks to the core.
+//!
+//! A plugin is written against the Rust traits of this crate ([`crate::Plugin`],
+//! [`crate::FdHandler`], ...) exactly like a built-in one; [`export_plugin!`](crate::export_plugin)
+//! wraps it into a root module of `extern "C"` functions whose arguments are `#[repr(C)]`
+//! abi_stable types. The host loads the `.so` with [`load_plugin`], checks it and wraps it back
+//! into a `&'static dyn Plugin`, so the core sees one trait for built-in and loaded plugins.
+//!
+//! # What crosses the boundary
+//! - [`PluginMod`]: the root module, an abi_stable *prefix type*. Fields after
+//!   the last prefix field are optional: a newer host sees them as absent in an older plugin,
+//!   an older host ignores them in a newer one.
+//! - Plain data: [`FfiPluginInfo`], [`FfiFdDesc`], [`FfiImageRef`], [`FfiError`], and
+//!   `files.img` entries as prost-encoded bytes (`RVec<u8>`), so the protobuf schema can grow
+//!   without touching the ABI.
+//! - The core's services as `#[sabi_trait]` objects ([`FfiDumpContext`], [`FfiRestoreContext`])
+//!   and a plugin's per-restore state as [`FfiRestorer`]; their vtables are prefix types too.
+//! - File descriptors as raw numbers: plugins live in criu's own process, so a number is
+//!   valid on both sides. The side that receives one takes ownership or borrows it as the
+//!   method documents.
+//!
+//! # Compatibility rules
+//! A `.so` is loaded only when all of these hold, else it is refused with a message naming
+//! the file and both versions, and criu goes on without it:
+//! 1. abi_stable's own header and the version of this crate: `criu-plugin-api` 0.y.z loads
+//!    plugins built against 0.y.* (semver: same minor while 0.x, same major from 1.0).
+//! 2. abi_stable's layout check of the root module and everything reachable from it (types,
+//!    field names, prefix fields): catches an ABI changed without a version bump.
+//! 3. [`crate::API_VERSION`]: same major, and the plugin's minor not newer than the host's
+//!    ([`crate::ApiVersion::is_compatible_with`]).
+//!
+//! Adding: a new optional root-module field, a new trait method after the last prefix
+//! field, a new [`FfiError`] kind code, a new image kind name: minor bump. Anything else:
+//! major bump.
+//!
+//! # Panics
+//! Every entry point of the plugin side runs the plugin under `catch_unwind`; a panic comes
+//! back as an [`FfiError`] of kind [`FfiError::PANICKED`] (the host's
+//! [`crate::PluginError::Panicked`]) and the host does not call that plugin again.
+//! `#[sabi_extern_fn]` aborts on anything that would still unwind, so no unwinding ever
+//! crosses the boundary.
+
+// abi_stable's derives and the few fd conversions need `unsafe`; it stays in this module.
+#![allow(unsafe_code)]
+// `#[sabi_trait]` expands to impls inside a const and prefix types without Debug.
+#![allow(non_local_definitions, missing_debug_implementations)]
+
+mod context;
+mod guest;
+mod host;
+mod types;
+
+use abi_stable::StableAbi;
+use abi_stable::library::RootModule;
+use abi_stable::package_version_strings;
+use abi_stable::sabi_types::VersionStrings;
+use abi_stable::std_types::{RResult, RSlice, RVec};
+
+pub use context::{
+    FfiDumpContext, FfiDumpContext_TO, FfiRestoreContext, FfiRestoreContext_TO, FfiRestorer,
+    FfiRestorer_TO,
+};
+pub use guest::{ExportedPlugin, root_module};
+pub use host::{LoadError, LoadedPlugin, load_plugin};
+pub use types::{FfiError, FfiFdDesc, FfiImageRef, FfiPluginInfo, FfiStat};
+
+/// A dump context handed to a plugin for one call.
+pub type DumpCtx<'a> = FfiDumpContext_TO<'a, abi_stable::sabi_types::RMut<'a, ()>>;
+/// A restore context handed to a plugin for one call.
+pub type RestoreCtx<'a> = FfiRestoreContext_TO<'a, abi_stable::sabi_types::RMut<'a, ()>>;
+/// A plugin's state for one restore, owned by the host.
+pub type Restorer = FfiRestorer_TO<'static, abi_stable::std_types::RBox<()>>;
+
+/// The root module a plugin `.so` exports (see [`export_plugin!`](crate::export_plugin)).
+#[repr(C)]
+#[derive(StableAbi)]
+#[sabi(kind(Prefix(prefix_ref = PluginModRef)))]
+#[sabi(missing_field(panic))]
+pub struct PluginMod {
+    /// Name, version, contract version and capabilities.
+    pub info: extern "C" fn() -> RResult<FfiPluginInfo, FfiError>,
+    /// [`crate::FdHandler::claims`].
+    pub claims: extern "C" fn(&FfiFdDesc) -> RResult<bool, FfiError>,
+    /// [`crate::FdHandler::dump_file`]: the encoded `FileEntry`.
+    pub dump_file: extern "C" fn(DumpCtx<'_>, &FfiFdDesc, u32) -> RResult<RVec<u8>, FfiError>,
+    /// [`crate::FdHandler::restores`], the entry encoded.
+    pub restores: extern "C" fn(RSlice<'_, u8>) -> RResult<bool, FfiError>,
+    /// [`crate::FdHandler::start_restore`], every `files.img` entry encoded.
+    #[sabi(last_prefix_field)]
+    pub start_restore:
+        extern "C" fn(RestoreCtx<'_>, RSlice<'_, RVec<u8>>) -> RResult<Restorer, FfiError>,
+}
+
+impl RootModule for PluginModRef {
+    abi_stable::declare_root_module_statics! {PluginModRef}
+    const BASE_NAME: &'static str = "criu_plugin";
+    const NAME: &'static str = "criu plugin";
+    const VERSION_STRINGS: VersionStrings = package_version_strings!();
+}
+
+/// The symbol a plugin `.so` exports (abi_stable's root module loader name); checked against
+/// abi_stable's constant by a test.
+#[doc(hidden)]
+pub const ROOT_MODULE_SYMBOL: &str = "_1as_0lib_1header_0root_bmodule_bloader";
+
+/// Exports `$plugin` (a `static` implementing [`crate::Plugin`]) as this `.so`'s root module.
+///
+/// ```text
+/// pub static PLUGIN: MyPlugin = MyPlugin;
+/// criu_plugin_api::export_plugin!(PLUGIN);
+/// ```
+/// The crate is built with `crate-type = ["cdylib"]`; the resulting `lib<name>.so` goes into
+/// a `--plugin-dir`.
+#[macro_export]
+macro_rules! export_plugin {
+    ($plugin:path) => {
+        #[doc(hidden)]
+        pub struct __CriuExportedPlugin;
+
+        impl $crate::ffi::ExportedPlugin for __CriuExportedPlugin {
+            fn plugin() -> &'static dyn $crate::Plugin {
+                &$plugin
+            }
+        }
+
+        #[doc(hidden)]
+        #[allow(unsafe_code)]
+        #[unsafe(export_name = "_1as_0lib_1header_0root_bmodule_bloader")]
+        pub static __CRIU_PLUGIN_ROOT: $crate::ffi::__LibHeader =
+            $crate::ffi::root_module::<__CriuExportedPlugin>();
+    };
+}
+
+#[doc(hidden)]
+pub use abi_stable::library::LibHeader as __LibHeader;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn symbol_matches_abi_stable() {
+        assert_eq!(
+            super::ROOT_MODULE_SYMBOL,
+            abi_stable::library::ROOT_MODULE_LOADER_NAME
+        );
+    }
+}
