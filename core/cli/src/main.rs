@@ -8,6 +8,7 @@ mod commands;
 mod config;
 mod crit;
 mod logging;
+mod plugins;
 
 use std::process::ExitCode;
 

@@ -14,11 +14,7 @@ use crate::args::Options;
 
 pub fn run(opts: &Options) -> Result<ExitCode> {
     if opts.plugins {
-        super::not_supported(
-            "check --plugins",
-            "dynamic plugin loading is not written yet; the built-in plugins are files \
-             and pipes",
-        )?;
+        return Ok(check_plugins(opts));
     }
     if !opts.feature.is_empty() {
         return check_features(&opts.feature);
@@ -34,6 +30,25 @@ pub fn run(opts: &Options) -> Result<ExitCode> {
         }
     }
     Ok(verdict(&results))
+}
+
+/// `check --plugins`: every plugin, built-in or loaded, with name, version, origin and what
+/// it handles; then every refused plugin file (exit 1 when there is one).
+fn check_plugins(opts: &Options) -> ExitCode {
+    let refused = crate::plugins::load(opts);
+    for plugin in criu_core::plugins::listing() {
+        println!("{plugin}");
+    }
+    if refused.is_empty() {
+        println!("Looks good.");
+        ExitCode::SUCCESS
+    } else {
+        eprintln!(
+            "Error: {} plugin file(s) or directories refused; see above",
+            refused.len()
+        );
+        ExitCode::from(1)
+    }
 }
 
 fn check_features(names: &[String]) -> Result<ExitCode> {

@@ -15,6 +15,7 @@ pub fn run(opts: &Options) -> Result<ExitCode> {
         bail!("--leave-running and --leave-stopped exclude each other");
     }
     let images_dir = super::images_dir(opts)?;
+    crate::plugins::load(opts);
     let mut dump_opts = DumpOptions::new(pid, &images_dir);
     dump_opts.leave_running = opts.leave_running;
     dump_opts.leave_stopped = opts.leave_stopped;

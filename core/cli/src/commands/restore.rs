@@ -13,6 +13,7 @@ use crate::args::Options;
 
 pub fn run(opts: &Options) -> Result<ExitCode> {
     let images_dir = super::images_dir(opts)?;
+    crate::plugins::load(opts);
     let restore_opts = RestoreOptions {
         images_dir: images_dir.clone(),
         detach: opts.restore_detached,
