@@ -3,7 +3,7 @@
 //! offset 5, a SIGUSR1 handler, a 1 s ITIMER_REAL, a POSIX timer (CLOCK_MONOTONIC, 30 s,
 //! signal SIGRTMIN+1), SIGUSR2 blocked and pending twice (process-wide and for the main
 //! thread), and 16 pages of data made PROT_NONE (words `NONE_TAG | i`). Prints "ready", then idles; on SIGUSR1 it checks all of it and prints "ok" or
-//! "bad <what>".
+//! "bad <what>" (also written to FILE.verdict, for after a restore).
 //!
 //! Usage: wl_memory MIB FILE
 
@@ -238,10 +238,14 @@ fn main() {
     loop {
         std::thread::sleep(Duration::from_millis(20));
         if VERIFY.swap(false, Ordering::SeqCst) {
-            match verify(&mem, sum, &rd, &wr, &mut file).and_then(|()| check_prot_none(none)) {
-                Ok(()) => println!("ok"),
-                Err(what) => println!("bad {what}"),
-            }
+            let verdict =
+                match verify(&mem, sum, &rd, &wr, &mut file).and_then(|()| check_prot_none(none)) {
+                    Ok(()) => "ok".to_string(),
+                    Err(what) => format!("bad {what}"),
+                };
+            // Also in FILE.verdict: after a restore stdout may lead nowhere.
+            let _ = std::fs::write(format!("{path}.verdict"), format!("{verdict}\n"));
+            println!("{verdict}");
             std::io::stdout().flush().expect("flush");
         }
     }

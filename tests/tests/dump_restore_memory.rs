@@ -1,0 +1,68 @@
+//! Round trip: wl_memory is dumped (and killed), restored from the images, and then checks
+//! itself: memory contents, FP registers of its threads, the pipe's data, the file offset,
+//! its itimer, the still-pending SIGUSR2 and the PROT_NONE pages. Its stdout pipe had its
+//! reader outside the tree, so the verdict is read from FILE.verdict.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use criu_core::dump::{DumpOptions, dump};
+use criu_core::restore::{RestoreOptions, restore};
+use criu_tests::{PidGuard, ScratchDir, Workload, skip_unless_root, wait_pid_gone};
+
+use criu_plugin_files as _;
+use criu_plugin_pipes as _;
+
+#[test]
+fn wl_memory_survives_dump_and_restore() {
+    if skip_unless_root("wl_memory_survives_dump_and_restore") {
+        return;
+    }
+    let work = ScratchDir::new("rt-work");
+    let file = work.path().join("data.txt");
+    let verdict = work.path().join("data.txt.verdict");
+    let w = Workload::start(
+        Path::new(env!("CARGO_BIN_EXE_wl_memory")),
+        &["8", file.to_str().unwrap()],
+        "ready",
+        Duration::from_secs(20),
+    );
+    let pid = w.pid();
+    // Let the itimer fire at least once before the dump.
+    std::thread::sleep(Duration::from_millis(1100));
+    let d = ScratchDir::new("rt-images");
+    dump(&DumpOptions::new(pid, d.path())).expect("dump");
+    // We are its parent: reap it so the pid is free for the restore.
+    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+    assert!(wait_pid_gone(pid, Duration::from_secs(10)));
+    drop(w);
+
+    let opts = RestoreOptions {
+        images_dir: d.path().to_path_buf(),
+        detach: true,
+        shell_job: true,
+        ..RestoreOptions::default()
+    };
+    restore(&opts).unwrap_or_else(|e| panic!("restore: {e}: {e:?}"));
+    let _restored = PidGuard::new(pid);
+    std::thread::sleep(Duration::from_millis(300));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGUSR1,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let text = loop {
+        if let Ok(t) = std::fs::read_to_string(&verdict)
+            && t.ends_with('\n')
+        {
+            break t;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no verdict from the restored task"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(text.trim(), "ok");
+}
