@@ -116,6 +116,7 @@ pub const ROOT_MODULE_SYMBOL: &str = "_1as_0lib_1header_0root_bmodule_bloader";
 macro_rules! export_plugin {
     ($plugin:path) => {
         #[doc(hidden)]
+        #[derive(Debug)]
         pub struct __CriuExportedPlugin;
 
         impl $crate::ffi::ExportedPlugin for __CriuExportedPlugin {
