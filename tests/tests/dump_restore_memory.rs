@@ -1,7 +1,8 @@
-//! Round trip: wl_memory is dumped (and killed), restored from the images, and then checks
-//! itself: memory contents, FP registers of its threads, the pipe's data, the file offset,
-//! its itimer, the still-pending SIGUSR2 and the PROT_NONE pages. Its stdout pipe had its
-//! reader outside the tree, so the verdict is read from FILE.verdict.
+//! Round trips: a workload is dumped (and killed), restored from the images, and then checks
+//! itself. wl_memory: memory contents, FP registers of its threads, the pipe's data, the
+//! file offset, its itimer, the still-pending SIGUSR2 and the PROT_NONE pages; wl_seccomp:
+//! its filters act in both threads; wl_shmem: its shared memory. Their stdout pipe had its
+//! reader outside the tree, so verdicts are read from a file.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -13,22 +14,11 @@ use criu_tests::{PidGuard, ScratchDir, Workload, skip_unless_root, wait_pid_gone
 use criu_plugin_files as _;
 use criu_plugin_pipes as _;
 
-#[test]
-fn wl_memory_survives_dump_and_restore() {
-    if skip_unless_root("wl_memory_survives_dump_and_restore") {
-        return;
-    }
-    let work = ScratchDir::new("rt-work");
-    let file = work.path().join("data.txt");
-    let verdict = work.path().join("data.txt.verdict");
-    let w = Workload::start(
-        Path::new(env!("CARGO_BIN_EXE_wl_memory")),
-        &["8", file.to_str().unwrap()],
-        "ready",
-        Duration::from_secs(20),
-    );
+/// Start `bin args`, dump + kill it, restore it, SIGUSR1 it, and return its verdict file.
+fn round_trip(bin: &str, args: &[&str], verdict: &Path) -> String {
+    let w = Workload::start(Path::new(bin), args, "ready", Duration::from_secs(20));
     let pid = w.pid();
-    // Let the itimer fire at least once before the dump.
+    // Let timers fire at least once before the dump.
     std::thread::sleep(Duration::from_millis(1100));
     let d = ScratchDir::new("rt-images");
     dump(&DumpOptions::new(pid, d.path())).expect("dump");
@@ -43,7 +33,7 @@ fn wl_memory_survives_dump_and_restore() {
         shell_job: true,
         ..RestoreOptions::default()
     };
-    restore(&opts).unwrap_or_else(|e| panic!("restore: {e}: {e:?}"));
+    restore(&opts).unwrap_or_else(|e| panic!("restore of {bin}: {e}: {e:?}"));
     let _restored = PidGuard::new(pid);
     std::thread::sleep(Duration::from_millis(300));
     nix::sys::signal::kill(
@@ -52,17 +42,51 @@ fn wl_memory_survives_dump_and_restore() {
     )
     .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
-    let text = loop {
-        if let Ok(t) = std::fs::read_to_string(&verdict)
+    loop {
+        if let Ok(t) = std::fs::read_to_string(verdict)
             && t.ends_with('\n')
         {
-            break t;
+            return t.trim().to_string();
         }
-        assert!(
-            Instant::now() < deadline,
-            "no verdict from the restored task"
-        );
+        assert!(Instant::now() < deadline, "no verdict from restored {bin}");
         std::thread::sleep(Duration::from_millis(20));
-    };
-    assert_eq!(text.trim(), "ok");
+    }
+}
+
+#[test]
+fn wl_memory_survives_dump_and_restore() {
+    if skip_unless_root("wl_memory_survives_dump_and_restore") {
+        return;
+    }
+    let work = ScratchDir::new("rt-work");
+    let file = work.path().join("data.txt");
+    let verdict = work.path().join("data.txt.verdict");
+    let v = round_trip(
+        env!("CARGO_BIN_EXE_wl_memory"),
+        &["8", file.to_str().unwrap()],
+        &verdict,
+    );
+    assert_eq!(v, "ok");
+}
+
+#[test]
+fn wl_seccomp_keeps_its_filters_through_dump_and_restore() {
+    if skip_unless_root("wl_seccomp_keeps_its_filters_through_dump_and_restore") {
+        return;
+    }
+    let work = ScratchDir::new("rt-seccomp");
+    let v = work.path().join("verdict");
+    let bin = env!("CARGO_BIN_EXE_wl_seccomp");
+    assert_eq!(round_trip(bin, &[v.to_str().unwrap()], &v), "ok");
+}
+
+#[test]
+fn wl_shmem_keeps_its_shared_memory_through_dump_and_restore() {
+    if skip_unless_root("wl_shmem_keeps_its_shared_memory_through_dump_and_restore") {
+        return;
+    }
+    let work = ScratchDir::new("rt-shmem");
+    let v = work.path().join("verdict");
+    let bin = env!("CARGO_BIN_EXE_wl_shmem");
+    assert_eq!(round_trip(bin, &[v.to_str().unwrap()], &v), "ok");
 }

@@ -1,7 +1,8 @@
 //! Workload with seccomp filters: installs two classic-BPF filters (allow-all, then one
 //! making getpgid(2) fail with errno 42), starts a second thread (which inherits both),
 //! prints "ready" and idles. On SIGUSR1 it checks the filters still act (getpgid fails with
-//! 42 in both threads) and prints "ok" or "bad <what>".
+//! 42 in both threads) and prints "ok" or "bad <what>" (also written to the file named by
+//! its optional argument, for after a restore).
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
@@ -82,11 +83,15 @@ fn main() {
         if VERIFY.swap(false, Ordering::SeqCst) {
             let main = getpgid_errno();
             let thread = THREAD_ERRNO.load(Ordering::SeqCst);
-            if main == 42 && thread == 42 {
-                println!("ok");
+            let verdict = if main == 42 && thread == 42 {
+                "ok".to_string()
             } else {
-                println!("bad getpgid errno main {main} thread {thread}");
+                format!("bad getpgid errno main {main} thread {thread}")
+            };
+            if let Some(f) = std::env::args().nth(1) {
+                let _ = std::fs::write(f, format!("{verdict}\n"));
             }
+            println!("{verdict}");
             std::io::stdout().flush().expect("flush");
         }
     }

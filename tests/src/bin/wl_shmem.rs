@@ -1,6 +1,7 @@
 //! Workload with anonymous shared memory: maps 1 MiB MAP_SHARED|MAP_ANONYMOUS, writes a
 //! pattern into its first 256 KiB (the rest stays a hole), prints "ready" and idles. On
-//! SIGUSR1 it checks the pattern and the untouched zeros and prints "ok" or "bad <what>".
+//! SIGUSR1 it checks the pattern and the untouched zeros and prints "ok" or "bad <what>"
+//! (also written to the file named by its optional argument, for after a restore).
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -62,10 +63,14 @@ fn main() {
                         .any(|&b| b != 0)
                         .then(|| "hole".to_string())
                 });
-            match bad {
-                None => println!("ok"),
-                Some(w) => println!("bad {w}"),
+            let verdict = match bad {
+                None => "ok".to_string(),
+                Some(w) => format!("bad {w}"),
+            };
+            if let Some(f) = std::env::args().nth(1) {
+                let _ = std::fs::write(f, format!("{verdict}\n"));
             }
+            println!("{verdict}");
             std::io::stdout().flush().expect("flush");
         }
     }
