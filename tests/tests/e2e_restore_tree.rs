@@ -104,9 +104,17 @@ fn e2e_restore_process_tree() {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let now = procs(&report);
+        // Child `a` must also keep receiving what the root writes: one pipe shared across
+        // the two restored processes.
+        let (a_before, a_now) = at_dump
+            .iter()
+            .find(|(_, v)| v.4 == "a")
+            .map(|(p, v)| (v.5, now.get(p).map_or(0, |w| w.5)))
+            .expect("child a");
         let all_moved = at_dump
             .iter()
-            .all(|(p, v)| now.get(p).is_some_and(|w| w.3 > v.3 + 2));
+            .all(|(p, v)| now.get(p).is_some_and(|w| w.3 > v.3 + 2))
+            && a_now > a_before + 2;
         if all_moved {
             for (p, v) in &before {
                 let w = &now[p];
@@ -115,22 +123,11 @@ fn e2e_restore_process_tree() {
                 let ppid = if *p == root { v.0 } else { w.0 };
                 assert_eq!((v.0, v.1, v.2, &v.4), (ppid, w.1, w.2, &w.4), "pid {p}");
             }
-            // Child `a` still receives what the root writes: one pipe shared across the
-            // two restored processes.
-            let (a_before, a_now) = at_dump
-                .iter()
-                .find(|(_, v)| v.4 == "a")
-                .map(|(p, v)| (v.5, now[p].5))
-                .expect("child a");
-            assert!(
-                a_now > a_before + 2,
-                "pipe from root to a: {a_before} -> {a_now}"
-            );
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "not all processes resumed: {now:?} vs {at_dump:?}"
+            "not all processes resumed (pipe to a: {a_before} -> {a_now}): {now:?} vs {at_dump:?}"
         );
         std::thread::sleep(Duration::from_millis(50));
     }

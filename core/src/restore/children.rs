@@ -102,14 +102,25 @@ pub fn spawn_child(
     .collect();
     write_mem(parent, data, &bytes)?;
     write_mem(parent, set_tid_addr, &t.pid.to_le_bytes())?;
-    let r = parent.raw(libc::SYS_clone3, [data, CLONE_ARGS_SIZE as u64, 0, 0, 0, 0])?;
-    if r == -(libc::EEXIST as i64) {
-        return Err(RestoreError::PidTaken {
-            pid: t.pid,
-            holder: spawn::holder_of(Pid::from_raw(t.pid))
-                .unwrap_or_else(|| "a task that just exited".into()),
-        });
-    }
+    // A PID released a moment after its task vanished from /proc gives EEXIST: retry briefly.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    let r = loop {
+        let r = parent.raw(libc::SYS_clone3, [data, CLONE_ARGS_SIZE as u64, 0, 0, 0, 0])?;
+        if r != -(libc::EEXIST as i64) {
+            break r;
+        }
+        if let Some(holder) = spawn::holder_of(Pid::from_raw(t.pid)) {
+            return Err(RestoreError::PidTaken { pid: t.pid, holder });
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(RestoreError::PidTaken {
+                pid: t.pid,
+                holder: "a task that exited but whose PID the kernel has not released".into(),
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+
     if r != i64::from(t.pid) {
         return Err(task_err(
             parent.pid,

@@ -205,6 +205,19 @@ fn set_mm_map(rt: &mut RemoteThread, t: &TaskPlan, g: u64, exe: Option<i32>) -> 
         auxv_size: auxv.len() as u32,
         exe_fd: exe.map(|f| f as u32).unwrap_or(u32::MAX),
     };
+    // The layout we send must be the one this kernel reads.
+    match mm_map::mm_map_size() {
+        Ok(n) if n == mm_map::PRCTL_MM_MAP_SIZE => {}
+        other => {
+            return Err(task_err(
+                rt,
+                format!(
+                    "kernel prctl_mm_map size {other:?}, ours is {}",
+                    mm_map::PRCTL_MM_MAP_SIZE
+                ),
+            ));
+        }
+    }
     if auxv.len() as u64 > 2 * PAGE_SIZE - 0x200 {
         return Err(task_err(rt, format!("auxv of {} bytes", auxv.len())));
     }

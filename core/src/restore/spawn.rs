@@ -151,6 +151,70 @@ pub(crate) fn prepare_fds(
     Ok((owned, moves, temp))
 }
 
+/// The child installs fds up to the highest number it needs: our soft RLIMIT_NOFILE (which
+/// it inherits until its own limits are restored) must allow it. Raising the soft limit up
+/// to the hard one needs no privilege.
+fn raise_nofile_soft(moves: &[FdMove], pid: i32) -> Result<()> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let need =
+        moves.iter().map(|m| m.src.max(m.dst)).max().unwrap_or(0) as u64 + moves.len() as u64 + 2;
+    let err = |step: &str, source| RestoreError::Local {
+        pid,
+        step: step.to_string(),
+        source,
+    };
+    let (soft, hard) =
+        getrlimit(Resource::RLIMIT_NOFILE).map_err(|e| err("getrlimit(RLIMIT_NOFILE)", e))?;
+    if need <= soft {
+        return Ok(());
+    }
+    if need > hard {
+        return Err(RestoreError::Unsupported {
+            pid,
+            what: format!("fd numbers up to {need} with a hard RLIMIT_NOFILE of {hard}"),
+            hint: "raise the restorer's hard limit (needs CAP_SYS_RESOURCE)",
+        });
+    }
+    setrlimit(Resource::RLIMIT_NOFILE, need.max(soft), hard)
+        .map_err(|e| err("setrlimit(RLIMIT_NOFILE)", e))
+}
+
+/// How long a PID whose task has just been reaped may still be reported in use.
+const PID_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// `spawn_traced`, retrying while the kernel still holds a PID no task shows any more (it
+/// is released a moment after the task disappears from /proc).
+fn spawn_retrying(pid: Pid, setup: &mut ChildSetup) -> Result<Pid> {
+    let deadline = std::time::Instant::now() + PID_RELEASE_WAIT;
+    loop {
+        match clone3::spawn_traced(pid, setup) {
+            Ok(c) => return Ok(c),
+            Err(nix::errno::Errno::EEXIST) => {
+                if let Some(holder) = holder_of(pid) {
+                    return Err(RestoreError::PidTaken {
+                        pid: pid.as_raw(),
+                        holder,
+                    });
+                }
+                if std::time::Instant::now() >= deadline {
+                    return Err(RestoreError::PidTaken {
+                        pid: pid.as_raw(),
+                        holder: "a task that exited but whose PID the kernel has not released"
+                            .into(),
+                    });
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(source) => {
+                return Err(RestoreError::Clone {
+                    pid: pid.as_raw(),
+                    source,
+                });
+            }
+        }
+    }
+}
+
 /// Who holds `pid`, in words, or None when it is free.
 pub(crate) fn holder_of(pid: Pid) -> Option<String> {
     match clone3::pid_state(pid) {
@@ -205,17 +269,9 @@ pub fn spawn(
     if let Some(holder) = holder_of(pid) {
         return Err(RestoreError::PidTaken { pid: t.pid, holder });
     }
+    raise_nofile_soft(&moves, t.pid)?;
     let mut setup = ChildSetup::new(session, moves);
-    let child = match clone3::spawn_traced(pid, &mut setup) {
-        Ok(c) => c,
-        Err(nix::errno::Errno::EEXIST) => {
-            return Err(RestoreError::PidTaken {
-                pid: t.pid,
-                holder: holder_of(pid).unwrap_or_else(|| "a task that just exited".into()),
-            });
-        }
-        Err(source) => return Err(RestoreError::Clone { pid: t.pid, source }),
-    };
+    let child = spawn_retrying(pid, &mut setup)?;
     created.push(child);
     drop(owned);
     let step_err = |step: &str, source| RestoreError::Ptrace {
