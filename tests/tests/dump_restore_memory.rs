@@ -90,3 +90,53 @@ fn wl_shmem_keeps_its_shared_memory_through_dump_and_restore() {
     let bin = env!("CARGO_BIN_EXE_wl_shmem");
     assert_eq!(round_trip(bin, &[v.to_str().unwrap()], &v), "ok");
 }
+
+#[test]
+fn process_tree_round_trip() {
+    if skip_unless_root("process_tree_round_trip") {
+        return;
+    }
+    let w = Workload::start(
+        Path::new("/bin/sh"),
+        &["-c", "sleep 600 & echo ready; wait"],
+        "ready",
+        Duration::from_secs(20),
+    );
+    let pid = w.pid();
+    let kids = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap();
+    let kid: i32 = kids.split_whitespace().next().unwrap().parse().unwrap();
+    let _kid_guard = PidGuard::new(kid);
+    let d = ScratchDir::new("rt-tree");
+    dump(&DumpOptions::new(pid, d.path())).expect("dump");
+    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+    assert!(wait_pid_gone(pid, Duration::from_secs(10)));
+    assert!(wait_pid_gone(kid, Duration::from_secs(10)));
+    drop(w);
+    let opts = RestoreOptions {
+        images_dir: d.path().to_path_buf(),
+        detach: true,
+        shell_job: true,
+        ..RestoreOptions::default()
+    };
+    restore(&opts).unwrap_or_else(|e| panic!("restore: {e}: {e:?}"));
+    let _restored = PidGuard::new(pid);
+    std::thread::sleep(Duration::from_millis(300));
+    // Same pids, same parenthood, both asleep where they were.
+    let stat = |p: i32| std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap();
+    let field = |s: &str, n: usize| {
+        s[s.rfind(')').unwrap() + 2..]
+            .split(' ')
+            .nth(n)
+            .unwrap()
+            .to_string()
+    };
+    let (root, child) = (stat(pid), stat(kid));
+    assert_eq!(field(&child, 1), pid.to_string(), "ppid of the child");
+    assert_eq!(field(&root, 0), "S");
+    assert_eq!(field(&child, 0), "S");
+    assert!(
+        std::fs::read_link(format!("/proc/{kid}/exe"))
+            .unwrap()
+            .ends_with("sleep")
+    );
+}
