@@ -11,16 +11,17 @@
 //! Plugins talk to the images and to the core only through [`DumpContext`] and
 //! [`RestoreContext`].
 //!
-//! # Shape (for the later stable ABI)
+//! # Built-in and loadable plugins
 //! This crate is the "interface" role of abi_stable's three roles; plugin crates are the
-//! implementations, `criu-core` the host. The interface is kept convertible to abi_stable
-//! mechanically: plain data types ([`FdDesc`], [`PluginInfo`], [`ImageRef`], prost messages
-//! which cross as bytes when needed), object-safe traits without generic methods, owned or
-//! borrowed simple types, an [`API_VERSION`] checked by [`check_api_version`], a growable
-//! `#[non_exhaustive]` [`PluginError`], and optional capabilities that default to "nothing
-//! to do" (a prefix-type module whose later fields are optional, in abi_stable terms).
-//! Built-in plugins register with `inventory` ([`PluginRegistration`]) and come back from
-//! [`builtin_plugins`] sorted by priority, then name.
+//! implementations, `criu-core` the host. Every plugin is written against the Rust traits
+//! below. A built-in plugin registers with `inventory` ([`PluginRegistration`]) and comes
+//! back from [`builtin_plugins`] sorted by priority, then name. A loadable plugin is the same
+//! code built as a `cdylib` with [`export_plugin!`]: the [`ffi`] module turns it into an
+//! abi_stable root module (plain `#[repr(C)]` data, prost-encoded entries as bytes,
+//! `#[sabi_trait]` contexts, panics caught and returned as errors), and the host turns a
+//! loaded root module back into a `&'static dyn Plugin` ([`ffi::load_plugin`]), so the core
+//! sees one trait for both. The compatibility rules are in [`ffi`]; [`API_VERSION`] is
+//! checked by [`check_api_version`] and at load time.
 //!
 //! # What the host (criu-core) does around the hooks
 //! Dump:
@@ -117,27 +118,54 @@
 //! assert!(all.iter().any(|p| p.info().name == "devnull"));
 //! ```
 //!
-//! # Plugins to come, and what each will need from this API
-//! - **pidfds**: run after all tasks exist (a stage hook "all tasks forked"), then reopen
-//!   with `pidfd_open` by *restored* pid ([`RestoreContext::restored_pid`]).
-//! - **memfd_secret**: its pages are readable only from inside the task: a VMA handler
-//!   capability plus remote read/write syscalls (parasite) offered by the context.
-//! - **io_uring**: the ring mappings are VMAs of the fd: VMA handler claiming mappings of a
-//!   file it dumps, ring state from fdinfo ([`FdInfo::raw`]), restore ordered before memory.
-//! - **unix sockets**: peers across tasks, queued data with `SCM_RIGHTS`/`SCM_CREDENTIALS`/
-//!   `SCM_PIDFD`: file ids of in-flight fds (ask the core to dump an fd that is not in any
-//!   table), and restore ordering between descriptions (open after the files they carry).
-//! - **TCP (repair mode) + network lock**: per-socket repair calls, plus whole-dump stage
-//!   hooks to lock/unlock the network around the dump.
-//! - **POSIX mqueues**: reading queued messages without consuming them (needs the mqueue
-//!   mount and the task's ipc namespace from the context).
-//! - **arm64 GCS / x86 shadow stacks**: per-thread state (a task-state capability with
-//!   per-thread hooks) and special VMAs (VMA handler).
-//! - **eBPF network lock**: whole-dump stage hooks (before freeze, after dump, on failure).
+//! # A loadable plugin
+//! The same plugin, shipped as `libcriu_devnull.so` for `criu --plugin-dir DIR`: a crate with
+//! `crate-type = ["cdylib"]` depending on `criu-plugin-api` alone (the protobuf types come
+//! re-exported as [`proto`]), whose `lib.rs` ends with
 //!
-//! New capabilities are added as new optional [`Plugin`] methods defaulting to `None`, and
-//! new context services as context methods, bumping [`API_VERSION`]'s minor number.
-
+//! ```text
+//! pub static PLUGIN: DevNull = DevNull;
+//! criu_plugin_api::export_plugin!(PLUGIN);
+//! ```
+//! `plugins/examples/eventfd` in the criu-rs tree is a complete one (eventfds, with a
+//! workload and the end-to-end test that loads it).
+//!
+//! # Plugins to come, and how each uses this API
+//! Today a plugin has one capability, the fd handler ([`Plugin::fd_handler`]); its hooks get
+//! the task's pid, the images (CRIU-format entries through [`DumpContext::write_entry`] /
+//! [`RestoreContext::read_image`], plugin-owned files through
+//! [`DumpContext::write_plugin_file`]), the fd duplicated from the task with `pidfd_getfd`
+//! ([`FdDesc::file`]), fd installation into the restored task (the fd returned by
+//! [`FileRestorer::open_file`]), the restored pid map ([`RestoreContext::restored_pid`]) and
+//! logging through `tracing`. The plugins below need more; each addition is a new optional
+//! capability (a [`Plugin`] method defaulting to "none", a root-module field after the last
+//! prefix field in [`ffi::PluginMod`]) or a new context method after the last prefix field of
+//! the `#[sabi_trait]` contexts, with a minor [`API_VERSION`] bump: older plugins keep
+//! loading, and a newer plugin on an older criu sees the capability refused by name.
+//! - **pidfds**: an fd handler for `anon_inode:[pidfd]`; the open must wait until every task
+//!   exists, so it needs the stage hook *after tasks exist* and then reopens with
+//!   `pidfd_open` by *restored* pid ([`RestoreContext::restored_pid`]).
+//! - **memfd_secret**: its pages are readable only from inside the task: a VMA handler
+//!   capability (claims VMAs by `/proc/PID/maps` name `secretmem`) plus context services for
+//!   remote syscalls in the frozen task (`read`/`write` of the pages through a pipe) and, on
+//!   restore, remote `memfd_secret` + `mmap` at the dumped address.
+//! - **io_uring**: an fd handler for `anon_inode:[io_uring]` whose ring mappings are VMAs of
+//!   that fd: the VMA handler claims them so the core does not dump them as memory; ring
+//!   state from fdinfo ([`FdInfo::raw`]); restore ordered before memory.
+//! - **unix sockets** with queued `SCM_RIGHTS`/`SCM_CREDENTIALS`/`SCM_PIDFD`: fds inside
+//!   queued messages are not in any fd table, so the context must dump an extra fd and give
+//!   its file id (like [`DumpContext::new_file_id`] with a dump); peers live in other tasks
+//!   (file ids across the tree); restore opens a socket after the files it carries.
+//! - **TCP** (repair mode): per-socket repair in the frozen task (remote `setsockopt`
+//!   through the context), plus stage hooks *before freeze* (network lock) and *after resume*
+//!   (unlock), and *on failure* (unlock too).
+//! - **POSIX message queues**: a plugin-owned image of queued messages read without
+//!   consuming them; needs the task's ipc namespace and mqueue mount from the context.
+//! - **arm64 GCS / x86 shadow stacks**: per-thread state (a task-state capability with
+//!   per-thread dump/restore hooks, fed the thread ids) and special VMAs (VMA handler).
+//! - **eBPF network lock**: only whole-dump stage hooks (*before freeze*, *after dump*, *on
+//!   failure*, *before resume*), no resource of its own.
+//!
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 

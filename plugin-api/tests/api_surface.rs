@@ -156,3 +156,30 @@ fn traits_are_object_safe_and_implementable() {
     let entries: Vec<FileEntry> = read_messages(&mut c, ImageRef::FILES).unwrap();
     assert!(entries.is_empty());
 }
+
+#[test]
+#[allow(clippy::type_complexity)]
+fn ffi_surface() {
+    use criu_plugin_api::ffi::{self, FfiError};
+    let _: fn(&std::path::Path) -> Result<&'static ffi::LoadedPlugin, ffi::LoadError> =
+        ffi::load_plugin;
+    // Error kind codes are part of the ABI: never renumbered, only added.
+    let codes = [
+        FfiError::OTHER,
+        FfiError::FD,
+        FfiError::PATH,
+        FfiError::RESTORE,
+        FfiError::UNSUPPORTED,
+        FfiError::NO_HANDLER,
+        FfiError::NO_RESTORER,
+        FfiError::FILE_CHANGED,
+        FfiError::GHOST_TOO_BIG,
+        FfiError::BAD_IMAGE,
+        FfiError::PANICKED,
+    ];
+    assert_eq!(codes, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    assert_eq!(
+        ffi::ROOT_MODULE_SYMBOL,
+        "_1as_0lib_1header_0root_bmodule_bloader"
+    );
+}

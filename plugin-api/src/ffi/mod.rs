@@ -34,6 +34,22 @@
 //! field, a new [`FfiError`] kind code, a new image kind name: minor bump. Anything else:
 //! major bump.
 //!
+//! # Exporting a plugin
+//! ```
+//! use criu_plugin_api::{API_VERSION, Plugin, PluginInfo};
+//!
+//! struct Hello;
+//!
+//! impl Plugin for Hello {
+//!     fn info(&self) -> PluginInfo {
+//!         PluginInfo { name: "hello", version: "1.0.0", priority: 500, api_version: API_VERSION }
+//!     }
+//! }
+//!
+//! static PLUGIN: Hello = Hello;
+//! criu_plugin_api::export_plugin!(PLUGIN);
+//! ```
+//!
 //! # Panics
 //! Every entry point of the plugin side runs the plugin under `catch_unwind`; a panic comes
 //! back as an [`FfiError`] of kind [`FfiError::PANICKED`] (the host's
