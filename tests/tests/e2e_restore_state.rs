@@ -18,7 +18,6 @@ use criu_plugin_pipes as _;
 const STATUS_KEYS: &[&str] = &[
     "Name",
     "Umask",
-    "State",
     "SigPnd",
     "ShdPnd",
     "SigBlk",

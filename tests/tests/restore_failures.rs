@@ -109,3 +109,44 @@ fn restore_failure_kills_the_task_and_keeps_the_images() {
     );
     assert_eq!(snapshot(&images), before, "images changed");
 }
+
+#[test]
+fn restore_refuses_a_mapped_file_that_changed() {
+    if skip_unless_root("restore_refuses_a_mapped_file_that_changed") {
+        return;
+    }
+    let scratch = ScratchDir::new("restore-changed");
+    let images = scratch.path().join("images");
+    std::fs::create_dir_all(&images).expect("images dir");
+    let (pid, guard) = start(&scratch);
+    dump_and_kill(pid, &images);
+    drop(guard);
+
+    // Pretend the executable had another size at dump time.
+    let exe = env!("CARGO_BIN_EXE_wl_counter");
+    let path = images.join("files.img");
+    let data = std::fs::read(&path).expect("files.img");
+    let mut files: Vec<criu_proto::images::FileEntry> =
+        decode_entries("files", imgread::FILES_MAGIC, &data).expect("decode files");
+    let reg = files
+        .iter_mut()
+        .filter_map(|f| f.reg.as_mut())
+        .find(|r| r.name == exe)
+        .expect("exe in files.img");
+    reg.size = Some(reg.size.unwrap_or(0) + 1);
+    let mut out = data[..8].to_vec();
+    for f in &files {
+        let body = f.encode_to_vec();
+        out.extend((body.len() as u32).to_le_bytes());
+        out.extend(body);
+    }
+    std::fs::write(&path, out).expect("write files.img");
+
+    let err = restore(&opts(&images)).expect_err("changed exe");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("the file changed") && msg.contains(exe),
+        "{msg}"
+    );
+    assert!(!pid_exists(pid), "nothing may be left running");
+}

@@ -123,6 +123,25 @@ pub fn open_for_mapping(
     };
     let fd = open(reg.name.as_str(), acc | OFlag::O_CLOEXEC, Mode::empty())
         .map_err(|e| format!("open({}): {e}", reg.name))?;
+    // A mapped file that changed since the dump (an upgraded library, a truncated file)
+    // would give the task other code or SIGBUS: refuse, as CRIU does.
+    let st = nix::sys::stat::fstat(&fd).map_err(|e| format!("fstat({}): {e}", reg.name))?;
+    if let Some(size) = reg.size
+        && size != st.st_size as u64
+    {
+        return Err(format!(
+            "{} is {} bytes, it was {size} at dump: the file changed",
+            reg.name, st.st_size
+        ));
+    }
+    if let Some(mode) = reg.mode
+        && mode != st.st_mode
+    {
+        return Err(format!(
+            "{} has mode {:o}, it had {mode:o} at dump: the file changed",
+            reg.name, st.st_mode
+        ));
+    }
     Ok((fd, reg.name.clone()))
 }
 
