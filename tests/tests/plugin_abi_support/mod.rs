@@ -59,6 +59,36 @@ pub fn build_example(name: &str, features: &[&str]) -> Option<(ScratchDir, PathB
     Some((dir, holder))
 }
 
+/// Builds the standalone `.so` of the in-tree plugins (`criu-plugin-files-so`,
+/// `criu-plugin-pipes-so`) and copies them into a fresh private directory (0755, files 0644).
+/// A separate target dir: the outer `cargo test` holds the lock of its own.
+pub fn build_tree_plugins(name: &str) -> ScratchDir {
+    let _lock = BUILD.lock().unwrap_or_else(|p| p.into_inner());
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = Command::new(cargo)
+        .args(["build", "--release"])
+        .args(["-p", "criu-plugin-files-so", "-p", "criu-plugin-pipes-so"])
+        .arg("--manifest-path")
+        .arg(root.join("Cargo.toml"))
+        .env("CARGO_TARGET_DIR", target_dir())
+        .output()
+        .expect("run cargo");
+    assert!(
+        out.status.success(),
+        "building the plugin .so files failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dir = ScratchDir::new(name);
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    for so in ["libcriu_files.so", "libcriu_pipes.so"] {
+        let dst = dir.path().join(so);
+        std::fs::copy(target_dir().join("release").join(so), &dst).expect("copy plugin");
+        std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    dir
+}
+
 /// The error and every source, one string.
 pub fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
