@@ -83,7 +83,12 @@ pub enum RestoreOutcome {
 }
 
 /// Restores the tree in `opts.images_dir`, opening its files with the registered plugins
-/// (`criu_plugin_api::builtin_plugins`).
+/// (`criu_plugin_api::builtin_plugins`; link the plugin crates into the binary).
+///
+/// Call it from one thread: that thread becomes the tracer of every restored task during the
+/// restore and the parent of the root (with `detach` the caller should reap it later, or
+/// exit so init does). Needs root (clone3 `set_tid`, ptrace, `PR_SET_MM_MAP`,
+/// `/proc/PID/map_files`); works without CAP_SYS_RESOURCE.
 pub fn restore(opts: &RestoreOptions) -> Result<RestoreOutcome> {
     let images = Images::new(&opts.images_dir);
     let plan = RestorePlan::load(&images)?;
