@@ -433,5 +433,50 @@ mod tests {
         );
         // The pause()d thread was rewound by CRIU at dump: ax == orig_ax.
         assert_eq!(t.threads[1].regs.ax, 34);
+        // The [vvar]+[vvar_vclock] area is one 6-page VMA, the vDSO right after it.
+        let vvar = t
+            .vmas
+            .iter()
+            .find(|v| v.kind == VmaKind::Vvar)
+            .expect("vvar");
+        let vdso = t
+            .vmas
+            .iter()
+            .find(|v| v.kind == VmaKind::Vdso)
+            .expect("vdso");
+        assert_eq!((vvar.len(), vdso.start - vvar.start), (0x6000, 0x6000));
+        // libc is mapped privately from files.img id 2, the stack grows down.
+        assert!(
+            t.vmas
+                .iter()
+                .any(|v| v.kind == VmaKind::FilePrivate { file_id: 2 })
+        );
+        assert!(
+            t.vmas
+                .iter()
+                .any(|v| v.flags & libc::MAP_GROWSDOWN as u32 != 0)
+        );
+        // SIGUSR1 (10) has a handler: entry 8, since SIGKILL has none.
+        let usr1 = crate::restore::state::sigaction_signals()
+            .position(|s| s == 10)
+            .expect("SIGUSR1");
+        assert_eq!(t.tc.sigactions[usr1].sigaction, 0x5634_61c4_4390);
+        // The 1 s interval ITIMER_REAL.
+        let real = t.tc.timers.as_ref().expect("timers").real;
+        assert_eq!(real.isec, 1);
+        // fd 251 is the pipe write end, fd 5 the data file at offset 5.
+        assert!(
+            t.fds
+                .iter()
+                .any(|f| f.fd == 251 && plan.files[&f.id].pipe.is_some())
+        );
+        let data = t.fds.iter().find(|f| f.fd == 5).expect("fd 5");
+        let reg = plan.files[&data.id].reg.as_ref().expect("reg");
+        assert_eq!(
+            (reg.name.as_str(), reg.pos),
+            ("/opt/criu-sample/data.txt", 5)
+        );
+        assert!(plan.plugins.is_empty());
+        assert!(plan.shmem.is_empty());
     }
 }
