@@ -66,8 +66,9 @@ pub use run::dump;
 use crate::proc::ProcError;
 use crate::sys::ptrace::PtraceError;
 
-/// Options of one dump (the CLI and the RPC server fill these). The binary must link the
-/// built-in plugin crates (`use criu_plugin_files as _;` ...) or no fd can be dumped.
+/// Options of one dump (the CLI and the RPC server fill these). The dump asks
+/// [`crate::plugins::all`]: the built-in plugin crates the binary links
+/// (`use criu_plugin_files as _;` ...) and the plugins loaded with `--plugin-dir` before.
 #[derive(Debug, Clone)]
 pub struct DumpOptions {
     /// Root of the tree to dump (`-t/--tree`).

@@ -97,7 +97,8 @@ struct Shared<'a, 'd> {
 pub fn dump(opts: &DumpOptions) -> Result<DumpReport, DumpError> {
     let pid = opts.pid;
     let dir = ImageDir::open(&opts.images_dir).map_err(img(pid, "images"))?;
-    let plugins = criu_plugin_api::builtin_plugins();
+    // Built-in plugins and those loaded with --plugin-dir.
+    let plugins = crate::plugins::all();
     let span = tracing::info_span!("dump", pid);
     let _e = span.enter();
     let t0 = Instant::now();
