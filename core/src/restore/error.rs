@@ -17,6 +17,11 @@ pub enum RestoreError {
         #[source]
         source: std::io::Error,
     },
+    #[error("reading images")]
+    Image {
+        #[source]
+        source: crate::image::ImageError,
+    },
     #[error("image {image}, entry {entry}: cannot decode")]
     Decode {
         image: String,

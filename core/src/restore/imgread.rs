@@ -1,10 +1,14 @@
-//! Reading CRIU-framed images for restore: header check, then length-prefixed protobuf
-//! entries. Every read is bounded by the file size; a short or oversized entry is an error
-//! naming the file and entry.
+//! Reading images for restore by CRIU file name, through the image layer
+//! ([`crate::image::ImageDir`]); [`decode_entries`] parses an image held in memory (tests and
+//! tools rewrite images with it). Every read is bounded by the file size; a short or
+//! oversized entry is an error naming the file and entry.
 
 use std::path::{Path, PathBuf};
 
+use criu_proto::images::{PagemapEntry, PagemapHead};
 use prost::Message;
+
+use crate::image::{ImageDir, ImageKind};
 
 use super::error::{RestoreError, Result, bad};
 
@@ -21,48 +25,98 @@ pub const FS_MAGIC: u32 = 0x5140_3912;
 pub const IDS_MAGIC: u32 = 0x5443_2030;
 pub const SECCOMP_MAGIC: u32 = 0x6441_3049;
 
-/// One images directory, read-only.
-#[derive(Debug, Clone)]
+/// One images directory, read-only, addressed by CRIU file names. Reading goes through
+/// [`ImageDir`] (the crate's image layer); names map to kinds with
+/// `ImageKind::from_file_name`, and the expected magic is checked against the kind's.
+#[derive(Debug)]
 pub struct Images {
-    dir: PathBuf,
+    dir: ImageDir,
 }
 
 impl Images {
-    pub fn new(dir: &Path) -> Images {
-        Images {
-            dir: dir.to_path_buf(),
-        }
+    /// Opens `dir`, which must be an existing directory.
+    pub fn open(dir: &Path) -> Result<Images> {
+        let dir = ImageDir::open(dir).map_err(|source| RestoreError::Image { source })?;
+        Ok(Images { dir })
     }
 
     pub fn dir(&self) -> &Path {
-        &self.dir
+        self.dir.path()
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
+        self.dir.path().join(name)
     }
 
     pub fn exists(&self, name: &str) -> bool {
         self.path(name).exists()
     }
 
+    /// The kind and id a file name stands for, checked against the magic the caller expects.
+    fn kind_of(name: &str, magic: u32) -> Result<(ImageKind, u64)> {
+        let (kind, id) = ImageKind::from_file_name(name)
+            .ok_or_else(|| bad(name, None, "not a CRIU image file name"))?;
+        if kind.magic() != magic {
+            return Err(bad(
+                name,
+                None,
+                format!(
+                    "kind {kind:?} has magic {:#x}, expected {magic:#x}",
+                    kind.magic()
+                ),
+            ));
+        }
+        Ok((kind, id.unwrap_or(0)))
+    }
+
     /// All entries of `name`, which must carry `magic`.
     pub fn entries<M: Message + Default>(&self, name: &str, magic: u32) -> Result<Vec<M>> {
-        let path = self.path(name);
-        let data = std::fs::read(&path).map_err(|source| RestoreError::ImageIo {
-            path: path.clone(),
-            source,
-        })?;
-        decode_entries(name, magic, &data)
+        let (kind, id) = Self::kind_of(name, magic)?;
+        self.dir
+            .read_all(kind, id)
+            .map_err(|source| RestoreError::Image { source })
     }
 
     /// The single entry of `name` (core, mm, fs, ids, inventory).
     pub fn single<M: Message + Default>(&self, name: &str, magic: u32) -> Result<M> {
-        let mut v = self.entries::<M>(name, magic)?;
-        match v.len() {
-            1 => Ok(v.remove(0)),
-            n => Err(bad(name, None, format!("expected one entry, found {n}"))),
-        }
+        let (kind, id) = Self::kind_of(name, magic)?;
+        self.dir
+            .read_single(kind, id)
+            .map_err(|source| RestoreError::Image { source })
+    }
+
+    /// A pagemap image (`pagemap-<pid>.img` or `pagemap-shmem-<shmid>.img`): its head and
+    /// its entries.
+    pub fn pagemap(&self, name: &str) -> Result<(PagemapHead, Vec<PagemapEntry>)> {
+        let (kind, id) = Self::kind_of(name, PAGEMAP_MAGIC)?;
+        let raw = self
+            .dir
+            .read_raw(kind, id)
+            .map_err(|source| RestoreError::Image { source })?;
+        let decode = |i: usize, payload: &[u8]| -> Result<PagemapEntry> {
+            PagemapEntry::decode(payload).map_err(|source| RestoreError::Decode {
+                image: name.to_string(),
+                entry: i,
+                source,
+            })
+        };
+        let (head, rest) = raw
+            .entries
+            .split_first()
+            .ok_or_else(|| bad(name, None, "no pagemap head"))?;
+        let head = PagemapHead::decode(head.payload.as_slice()).map_err(|source| {
+            RestoreError::Decode {
+                image: name.to_string(),
+                entry: 0,
+                source,
+            }
+        })?;
+        let entries = rest
+            .iter()
+            .enumerate()
+            .map(|(i, e)| decode(i + 1, &e.payload))
+            .collect::<Result<Vec<_>>>()?;
+        Ok((head, entries))
     }
 }
 

@@ -90,7 +90,7 @@ pub enum RestoreOutcome {
 /// exit so init does). Needs root (clone3 `set_tid`, ptrace, `PR_SET_MM_MAP`,
 /// `/proc/PID/map_files`); works without CAP_SYS_RESOURCE.
 pub fn restore(opts: &RestoreOptions) -> Result<RestoreOutcome> {
-    let images = Images::new(&opts.images_dir);
+    let images = Images::open(&opts.images_dir)?;
     let plan = RestorePlan::load(&images)?;
     let plugins = criu_plugin_api::builtin_plugins();
     if let Some(missing) = plan
@@ -121,7 +121,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreOutcome> {
 
 /// Restores with `opener` opening the files of `files.img` (e.g. [`RegOpener`]).
 pub fn restore_with(opts: &RestoreOptions, opener: &mut dyn FileOpener) -> Result<RestoreOutcome> {
-    let images = Images::new(&opts.images_dir);
+    let images = Images::open(&opts.images_dir)?;
     let plan = RestorePlan::load(&images)?;
     restore_plan(opts, &images, &plan, opener)
 }

@@ -4,9 +4,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use criu_proto::images::{
-    CoreEntry, FdinfoEntry, FileEntry, FsEntry, InventoryEntry, MmEntry, PagemapEntry, PagemapHead,
-    PstreeEntry, TaskCoreEntry, TaskKobjIdsEntry, ThreadCoreEntry, UserX86FpregsEntry,
-    UserX86RegsEntry, core_entry::March,
+    CoreEntry, FdinfoEntry, FileEntry, FsEntry, InventoryEntry, MmEntry, PstreeEntry,
+    TaskCoreEntry, TaskKobjIdsEntry, ThreadCoreEntry, UserX86FpregsEntry, UserX86RegsEntry,
+    core_entry::March,
 };
 
 use super::error::{Result, bad};
@@ -335,25 +335,15 @@ fn load_task(
 }
 
 fn load_pages(images: &Images, pm_name: &str, vmas: &[VmaPlan]) -> Result<(Vec<PageRun>, String)> {
-    let path = images.path(pm_name);
-    let data = std::fs::read(&path).map_err(|source| super::error::RestoreError::ImageIo {
-        path: path.clone(),
-        source,
-    })?;
-    // The head and the entries are different messages: decode the head alone first.
-    let heads: Vec<PagemapHead> = img::decode_entries(pm_name, img::PAGEMAP_MAGIC, &data)?;
-    let head = heads
-        .first()
-        .ok_or_else(|| bad(pm_name, None, "no pagemap head"))?;
+    let (head, entries) = images.pagemap(pm_name)?;
     let pages_image = format!("pages-{}.img", head.pages_id);
-    let all: Vec<PagemapEntry> = img::decode_entries(pm_name, img::PAGEMAP_MAGIC, &data)?;
     let pages_size = std::fs::metadata(images.path(&pages_image))
         .map_err(|source| super::error::RestoreError::ImageIo {
             path: images.path(&pages_image),
             source,
         })?
         .len();
-    let runs = mem::plan_pages(pm_name, all.get(1..).unwrap_or_default(), vmas, pages_size)?;
+    let runs = mem::plan_pages(pm_name, &entries, vmas, pages_size)?;
     Ok((runs, pages_image))
 }
 
@@ -406,7 +396,7 @@ mod tests {
             eprintln!("skip: {SAMPLE} missing");
             return;
         }
-        let plan = RestorePlan::load(&Images::new(Path::new(SAMPLE))).expect("plan");
+        let plan = RestorePlan::load(&Images::open(Path::new(SAMPLE)).expect("dir")).expect("plan");
         assert_eq!(plan.tasks.len(), 1);
         let t = &plan.tasks[0];
         assert_eq!(t.pid, 32679);

@@ -10,10 +10,8 @@ use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 
-use criu_proto::images::{PagemapEntry, PagemapHead};
-
 use super::error::{RestoreError, Result, bad};
-use super::imgread::{self as img, Images};
+use super::imgread::Images;
 use super::mem::{PAGE_SIZE, PE_PARENT, PE_PRESENT, PageRun, VmaKind, VmaPlan};
 use super::plan::TaskPlan;
 use super::rexec::RemoteThread;
@@ -63,14 +61,8 @@ fn load_one(images: &Images, shmid: u64, size: u64) -> Result<ShmemPlan> {
             pages_image: String::new(),
         });
     }
-    let path = images.path(&name);
-    let data = std::fs::read(&path).map_err(|source| RestoreError::ImageIo { path, source })?;
-    let heads: Vec<PagemapHead> = img::decode_entries(&name, img::PAGEMAP_MAGIC, &data)?;
-    let head = heads
-        .first()
-        .ok_or_else(|| bad(&name, None, "no pagemap head"))?;
+    let (head, entries) = images.pagemap(&name)?;
     let pages_image = format!("pages-{}.img", head.pages_id);
-    let entries: Vec<PagemapEntry> = img::decode_entries(&name, img::PAGEMAP_MAGIC, &data)?;
     let pages_size = std::fs::metadata(images.path(&pages_image))
         .map_err(|source| RestoreError::ImageIo {
             path: images.path(&pages_image),
@@ -79,7 +71,7 @@ fn load_one(images: &Images, shmid: u64, size: u64) -> Result<ShmemPlan> {
         .len();
     let mut runs: Vec<PageRun> = Vec::new();
     let mut file_off = 0u64;
-    for (i, pe) in entries.iter().enumerate().skip(1) {
+    for (i, pe) in entries.iter().enumerate().map(|(i, e)| (i + 1, e)) {
         let flags = pe.flags.unwrap_or(PE_PRESENT);
         if flags & PE_PARENT != 0 {
             return Err(bad(
