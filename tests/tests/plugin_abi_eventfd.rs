@@ -167,3 +167,58 @@ fn world_writable_plugin_dir_and_file_are_refused() {
         "{msg}"
     );
 }
+
+/// A plugin built against another release of `criu-plugin-api` (crate version 0.2.0, one
+/// field more in the fd description it expects) is refused by abi_stable's version check,
+/// naming the file and both versions.
+#[test]
+fn plugin_built_against_another_api_release_is_refused() {
+    let dir = plugin_abi_support::build_against_modified_api("abi-v2", "0.2.0", |types| {
+        types
+            .replace(
+                "    pub file: i32,\n}",
+                "    pub file: i32,\n    pub extra: u64,\n}",
+            )
+            .replace(
+                "            file: d.file.as_raw_fd(),\n",
+                "            file: d.file.as_raw_fd(),\n            extra: 0,\n",
+            )
+    });
+    let (new, refused) = plugins::load_dirs(&[dir.path().to_path_buf()], true);
+    assert!(new.is_empty());
+    let msg = chain(&refused[0]);
+    assert!(
+        msg.contains("libcriu_eventfd.so") && msg.contains("0.2.0") && msg.contains("0.1.0"),
+        "{msg}"
+    );
+}
+
+/// Same crate version, but a changed layout (a plugin API changed without a version bump):
+/// abi_stable's layout check refuses it, naming the file and the difference.
+#[test]
+fn plugin_with_another_layout_is_refused() {
+    let dir = plugin_abi_support::build_against_modified_api(
+        "abi-layout",
+        env!("CARGO_PKG_VERSION"),
+        |types| {
+            types
+                .replace(
+                    "    pub file: i32,\n}",
+                    "    pub file: i32,\n    pub extra: u64,\n}",
+                )
+                .replace(
+                    "            file: d.file.as_raw_fd(),\n",
+                    "            file: d.file.as_raw_fd(),\n            extra: 0,\n",
+                )
+        },
+    );
+    let (new, refused) = plugins::load_dirs(&[dir.path().to_path_buf()], true);
+    assert!(new.is_empty());
+    let msg = chain(&refused[0]);
+    assert!(
+        msg.contains("libcriu_eventfd.so")
+            && msg.contains("another ABI layout")
+            && msg.contains("too many fields (expected 11, found 12)"),
+        "{msg}"
+    );
+}

@@ -12,19 +12,8 @@ pub fn load(opts: &Options) -> Vec<PluginLoadError> {
     let (_, refused) = plugins::load_dirs(&dirs, explicit);
     if crate::logging::to_file() {
         for e in &refused {
-            eprintln!("Warning: {}", error_chain(e));
+            eprintln!("Warning: {}", plugins::error_chain(e));
         }
     }
     refused
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(e) = src {
-        s.push_str(": ");
-        s.push_str(&e.to_string());
-        src = e.source();
-    }
-    s
 }

@@ -126,9 +126,22 @@ pub fn load_dirs(
         }
     }
     for e in &refused {
-        tracing::warn!(error = %e, "plugin not loaded");
+        tracing::warn!(error = %error_chain(e), "plugin not loaded");
     }
     (new, refused)
+}
+
+/// `e` and its sources, `": "`-separated: a refusal's reason is often in the source
+/// (abi_stable's version or layout report).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(e) = src {
+        s.push_str(": ");
+        s.push_str(&e.to_string());
+        src = e.source();
+    }
+    s
 }
 
 /// The `.so` files of a trusted directory, sorted.

@@ -31,6 +31,20 @@ pub enum LoadError {
         #[source]
         source: LibraryError,
     },
+    /// abi_stable's layout check failed: the plugin was built against an interface with the
+    /// same version number but another layout.
+    #[error(
+        "plugin {path} was built against a criu-plugin-api {version} with another ABI layout ({summary}); rebuild the plugin"
+    )]
+    Layout {
+        /// The file.
+        path: PathBuf,
+        /// This host's `criu-plugin-api` version.
+        version: &'static str,
+        /// The differences abi_stable found, condensed (the full report is logged at debug
+        /// level).
+        summary: String,
+    },
     /// The plugin was built for an incompatible [`API_VERSION`].
     #[error(
         "plugin {name} {version} ({path}) was built for plugin API {plugin_api}, this criu speaks plugin API {host_api}; rebuild the plugin"
@@ -89,9 +103,20 @@ impl std::fmt::Debug for LoadedPlugin {
 /// stays loaded for the life of the process (also when refused: unloading Rust code is not
 /// safe in general).
 pub fn load_plugin(path: &Path) -> Result<&'static LoadedPlugin, LoadError> {
-    let lib_err = |source| LoadError::Library {
-        path: path.to_path_buf(),
-        source,
+    let lib_err = |source| match source {
+        LibraryError::AbiInstability(report) => {
+            let report = report.to_string();
+            tracing::debug!(file = %path.display(), %report, "plugin ABI layout mismatch");
+            LoadError::Layout {
+                path: path.to_path_buf(),
+                version: env!("CARGO_PKG_VERSION"),
+                summary: layout_summary(&report),
+            }
+        }
+        source => LoadError::Library {
+            path: path.to_path_buf(),
+            source,
+        },
     };
     let header = lib_header_from_path(path).map_err(lib_err)?;
     let module = header.init_root_module::<PluginModRef>().map_err(lib_err)?;
@@ -135,6 +160,28 @@ pub fn load_plugin(path: &Path) -> Result<&'static LoadedPlugin, LoadError> {
             poisoned: Box::leak(Box::new(AtomicBool::new(false))),
         },
     })))
+}
+
+/// The `Error:` lines of abi_stable's layout report with their expected/found values:
+/// `"incompatible type size (expected 208, found 216)"`.
+fn layout_summary(report: &str) -> String {
+    let lines: Vec<&str> = report.lines().map(str::trim).collect();
+    let mut out = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        if let Some(what) = line.strip_prefix("Error:") {
+            let at = |k: usize| lines.get(i + k).copied().unwrap_or("?");
+            if at(1) == "Expected:" && at(3) == "Found:" {
+                out.push(format!("{what} (expected {}, found {})", at(2), at(4)));
+            } else {
+                out.push(what.to_string());
+            }
+        }
+    }
+    if out.is_empty() {
+        "layouts differ".into()
+    } else {
+        out.join("; ")
+    }
 }
 
 impl LoadedPlugin {

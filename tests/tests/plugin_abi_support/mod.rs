@@ -100,3 +100,93 @@ pub fn chain(e: &dyn std::error::Error) -> String {
     }
     s
 }
+
+/// Builds the example plugin against a modified copy of `criu-plugin-api`: crate version
+/// `version`, and `mutate` applied to its `src/ffi/types.rs`. This is a plugin built
+/// "months later" against another interface. Returns a private dir holding its `.so`.
+pub fn build_against_modified_api(
+    name: &str,
+    version: &str,
+    mutate: impl Fn(String) -> String,
+) -> ScratchDir {
+    let _lock = BUILD.lock().unwrap_or_else(|p| p.into_inner());
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = root.canonicalize().unwrap();
+    let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("modified-api-{name}"));
+    let _ = std::fs::remove_dir_all(&work);
+    copy_tree(&root.join("plugin-api"), &work.join("plugin-api"));
+    copy_tree(&example_dir(), &work.join("eventfd"));
+    let _ = std::fs::remove_dir_all(work.join("plugin-api/tests"));
+
+    let types = work.join("plugin-api/src/ffi/types.rs");
+    let text = std::fs::read_to_string(&types).unwrap();
+    std::fs::write(&types, mutate(text)).unwrap();
+
+    // Stand-alone manifest: the workspace's inherited keys spelled out.
+    let ws = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    let nix_line = ws
+        .lines()
+        .find(|l| l.starts_with("nix ="))
+        .expect("nix in the workspace");
+    let manifest = format!(
+        r#"[package]
+name = "criu-plugin-api"
+version = "{version}"
+edition = "2024"
+
+[dependencies]
+criu-proto = {{ path = "{proto}" }}
+thiserror = "2"
+inventory = "0.3"
+prost = "0.14"
+{nix_line}
+libc = "0.2"
+abi_stable = "0.11.3"
+tracing = "0.1"
+"#,
+        proto = root.join("proto").display()
+    );
+    std::fs::write(work.join("plugin-api/Cargo.toml"), manifest).unwrap();
+    let ex = work.join("eventfd/Cargo.toml");
+    let text = std::fs::read_to_string(&ex)
+        .unwrap()
+        .replace("../../../plugin-api", "../plugin-api");
+    std::fs::write(&ex, text).unwrap();
+
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    // The shared target dir: only the two modified crates are rebuilt.
+    let target = target_dir();
+    let out = Command::new(cargo)
+        .args(["build", "--release", "--lib"])
+        .arg("--manifest-path")
+        .arg(&ex)
+        .env("CARGO_TARGET_DIR", &target)
+        .output()
+        .expect("run cargo");
+    assert!(
+        out.status.success(),
+        "building against the modified API failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dir = ScratchDir::new(name);
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let so = dir.path().join("libcriu_eventfd.so");
+    std::fs::copy(target.join("release/libcriu_eventfd.so"), &so).expect("copy plugin");
+    std::fs::set_permissions(&so, std::fs::Permissions::from_mode(0o644)).unwrap();
+    dir
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        if entry.file_type().unwrap().is_dir() {
+            if entry.file_name() != "target" {
+                copy_tree(&src, &dst);
+            }
+        } else {
+            std::fs::copy(&src, &dst).unwrap();
+        }
+    }
+}
