@@ -14,12 +14,16 @@ use criu_plugin_files as _;
 use criu_plugin_pipes as _;
 
 fn dumped(scratch: &ScratchDir) -> (i32, std::path::PathBuf, std::path::PathBuf) {
+    dumped_with(scratch, "")
+}
+
+fn dumped_with(scratch: &ScratchDir, modes: &str) -> (i32, std::path::PathBuf, std::path::PathBuf) {
     let report = scratch.path().join("report.txt");
     let images = scratch.path().join("images");
     std::fs::create_dir_all(&images).expect("images dir");
     let pid = spawn_bg(
         env!("CARGO_BIN_EXE_wl_counter"),
-        &[report.to_str().expect("utf-8 path"), "2"],
+        &[report.to_str().expect("utf-8 path"), "2", modes],
     );
     let guard = PidGuard::new(pid);
     wait_lines(&report, 3, Duration::from_secs(20));
@@ -94,4 +98,32 @@ fn restore_without_detach_reports_how_the_root_ended() {
             signal: libc::SIGTERM
         }
     );
+}
+
+/// A task that stayed in the session it was started in needs --shell-job: refused without
+/// it (nothing left behind), restored into our session with it.
+#[test]
+fn restore_shell_job() {
+    if skip_unless_root("restore_shell_job") {
+        return;
+    }
+    let scratch = ScratchDir::new("restore-shell-job");
+    let (pid, report, images) = dumped_with(&scratch, "nosid");
+    let mut opts = RestoreOptions {
+        images_dir: images,
+        detach: true,
+        ..RestoreOptions::default()
+    };
+    let err = restore(&opts).expect_err("session not in the images");
+    assert!(err.to_string().contains("--shell-job"), "{err}");
+    assert!(!criu_tests::pid_exists(pid));
+
+    opts.shell_job = true;
+    let n = lines(&report).len();
+    let outcome = restore(&opts).unwrap_or_else(|e| panic!("restore: {e}"));
+    let _restored = PidGuard::new(pid);
+    assert_eq!(outcome, RestoreOutcome::Detached { root: pid });
+    wait_lines(&report, n + 2, Duration::from_secs(10));
+    let sid = nix::unistd::getsid(Some(Pid::from_raw(pid))).expect("getsid");
+    assert_eq!(sid, nix::unistd::getsid(None).expect("own sid"));
 }

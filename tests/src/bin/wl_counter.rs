@@ -17,7 +17,9 @@
 //! With `shm` (alone or as `pipe,shm`) it maps 1 MiB of MAP_SHARED|MAP_ANONYMOUS memory,
 //! fills its first 256 KiB with a pattern and checks pattern and zeros each tick (`shm`).
 //!
-//! Usage: wl_counter REPORT_FILE THREADS [pipe|shm|pipe,shm]
+//! With `nosid` it stays in the session it was started in (a shell job).
+//!
+//! Usage: wl_counter REPORT_FILE THREADS [comma-separated modes: pipe, shm, nosid]
 
 use std::io::Write;
 use std::sync::Arc;
@@ -56,18 +58,20 @@ fn main() {
         eprintln!("usage: wl_counter REPORT_FILE THREADS");
         std::process::exit(2);
     };
-    // Ignore failure: already a session leader when started that way.
-    let _ = nix::unistd::setsid();
+    let modes: Vec<&str> = args
+        .get(3)
+        .map(|m| m.split(',').collect())
+        .unwrap_or_default();
+    if !modes.contains(&"nosid") {
+        // Ignore failure: already a session leader when started that way.
+        let _ = nix::unistd::setsid();
+    }
     let mut out = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(report)
         .expect("open report");
 
-    let modes: Vec<&str> = args
-        .get(3)
-        .map(|m| m.split(',').collect())
-        .unwrap_or_default();
     let shm = modes.contains(&"shm").then(SharedMem::new);
     let pipe = modes.contains(&"pipe").then(|| {
         let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_NONBLOCK).expect("pipe");
