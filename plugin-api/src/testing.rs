@@ -31,7 +31,7 @@ pub struct MemoryImages {
 }
 
 impl MemoryImages {
-    /// An empty images directory; file ids handed out by `new_file_id` start at `first_id`.
+    /// An empty images directory; `new_file_id` hands out `first_id + 1`, `first_id + 2`, ...
     pub fn new(first_id: u32) -> Self {
         MemoryImages {
             next_file_id: first_id,

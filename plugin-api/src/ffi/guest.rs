@@ -38,7 +38,7 @@ extern "C" fn load_root<G: ExportedPlugin>() -> RootModuleResult {
     __call_root_module_loader(module::<G>)
 }
 
-fn module<G: ExportedPlugin>() -> PluginModRef {
+pub(crate) fn module<G: ExportedPlugin>() -> PluginModRef {
     PluginMod {
         info: info::<G>,
         claims: claims::<G>,

@@ -120,6 +120,15 @@ pub fn load_plugin(path: &Path) -> Result<&'static LoadedPlugin, LoadError> {
     };
     let header = lib_header_from_path(path).map_err(lib_err)?;
     let module = header.init_root_module::<PluginModRef>().map_err(lib_err)?;
+    from_module(module, path)
+}
+
+/// Wraps a root module (checked by abi_stable, or built in this process by tests) after
+/// checking the contract version it declares.
+pub(crate) fn from_module(
+    module: PluginModRef,
+    path: &Path,
+) -> Result<&'static LoadedPlugin, LoadError> {
     let raw: FfiPluginInfo = (module.info())()
         .into_result()
         .map_err(|e| LoadError::Info {

@@ -65,6 +65,8 @@
 mod context;
 mod guest;
 mod host;
+#[cfg(test)]
+mod tests;
 mod types;
 
 use abi_stable::StableAbi;
@@ -151,14 +153,3 @@ macro_rules! export_plugin {
 
 #[doc(hidden)]
 pub use abi_stable::library::LibHeader as __LibHeader;
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn symbol_matches_abi_stable() {
-        assert_eq!(
-            super::ROOT_MODULE_SYMBOL,
-            abi_stable::library::ROOT_MODULE_LOADER_NAME
-        );
-    }
-}

@@ -1,0 +1,270 @@
+//! Both sides of the boundary in one process: a plugin's root module built here (as
+//! `export_plugin!` builds it in a `.so`) and wrapped by the host adapter, driven with the
+//! in-memory images of [`crate::testing`].
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+
+use criu_proto::images::{FdTypes, FileEntry, PipeEntry};
+
+use super::guest::{ExportedPlugin, module};
+use super::host::{LoadError, from_module};
+use crate::testing::{MemoryImages, own_fd_desc};
+use crate::{
+    API_VERSION, ApiVersion, DumpContext, FdDesc, FdHandler, FileRestorer, ImageRef, Plugin,
+    PluginError, PluginInfo, RestoreContext,
+};
+
+struct Probe;
+
+impl Plugin for Probe {
+    fn info(&self) -> PluginInfo {
+        PluginInfo {
+            name: "probe",
+            version: "7.0.0",
+            priority: 42,
+            api_version: API_VERSION,
+        }
+    }
+    fn fd_handler(&self) -> Option<&dyn FdHandler> {
+        Some(self)
+    }
+}
+
+impl FdHandler for Probe {
+    fn fd_types(&self) -> &[FdTypes] {
+        &[FdTypes::Pipe]
+    }
+    fn claims(&self, fd: &FdDesc) -> bool {
+        fd.link.starts_with("pipe:")
+    }
+    fn dump_file(
+        &self,
+        ctx: &mut dyn DumpContext,
+        fd: &FdDesc,
+        id: u32,
+    ) -> Result<FileEntry, PluginError> {
+        if fd.fd == 999 {
+            panic!("probe panic on {}", fd.describe());
+        }
+        if fd.fd == 998 {
+            return Err(PluginError::Unsupported {
+                resource: fd.describe(),
+                pid: fd.pid,
+                hint: "probe refuses".into(),
+            });
+        }
+        let seen = ctx.memo("probe:n").unwrap_or(0);
+        ctx.set_memo("probe:n", seen + 1);
+        let pipe_id = ctx.new_file_id();
+        ctx.write_entry(ImageRef::PIPES_DATA, &[8, 1], b"tail")?;
+        ctx.write_plugin_file("probe.bin", b"own format")?;
+        let flags = fd.fdinfo.file_flags() | (ctx.options().ghost_limit as u32 & 0xf0_0000);
+        Ok(FileEntry {
+            r#type: FdTypes::Pipe as i32,
+            id,
+            pipe: Some(PipeEntry {
+                id,
+                pipe_id: pipe_id * 100 + seen as u32,
+                flags,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    }
+    fn start_restore(
+        &self,
+        ctx: &mut dyn RestoreContext,
+        entries: &[FileEntry],
+    ) -> Result<Box<dyn FileRestorer>, PluginError> {
+        let data = ctx.read_image(ImageRef::PIPES_DATA)?.unwrap_or_default();
+        let own = ctx.read_plugin_file("probe.bin")?.unwrap_or_default();
+        let null = std::fs::File::open("/dev/null").map_err(|source| PluginError::Path {
+            path: "/dev/null".into(),
+            op: "open",
+            source,
+        })?;
+        ctx.keep_fd("probe:null", null.into())?;
+        Ok(Box::new(ProbeRestorer {
+            sizes: (data.len(), own.len(), entries.len()),
+        }))
+    }
+}
+
+struct ProbeRestorer {
+    sizes: (usize, usize, usize),
+}
+
+impl FileRestorer for ProbeRestorer {
+    fn open_file(
+        &mut self,
+        ctx: &mut dyn RestoreContext,
+        entry: &FileEntry,
+    ) -> Result<OwnedFd, PluginError> {
+        if entry.id == 666 {
+            panic!("probe restore panic");
+        }
+        assert_eq!(
+            self.sizes,
+            (2 * (4 + 2 + 4), 10, 1),
+            "what start_restore saw"
+        );
+        assert_eq!(ctx.restored_pid(12), Some(12));
+        let kept = ctx.kept_fd("probe:null").expect("kept fd");
+        kept.try_clone_to_owned()
+            .map_err(|source| PluginError::Restore {
+                id: entry.id,
+                what: "kept".into(),
+                op: "dup",
+                source,
+            })
+    }
+}
+
+struct ProbeExport;
+impl ExportedPlugin for ProbeExport {
+    fn plugin() -> &'static dyn Plugin {
+        static P: Probe = Probe;
+        &P
+    }
+}
+
+fn pipe_desc(fd: i32) -> (FdDesc, OwnedFd) {
+    let (r, w) = nix::unistd::pipe().unwrap();
+    let mut desc = own_fd_desc(r.as_fd()).unwrap();
+    desc.fd = fd;
+    (desc, w)
+}
+
+#[test]
+fn symbol_matches_abi_stable() {
+    assert_eq!(
+        super::ROOT_MODULE_SYMBOL,
+        abi_stable::library::ROOT_MODULE_LOADER_NAME
+    );
+}
+
+#[test]
+fn dump_and_restore_cross_the_boundary() {
+    let p = from_module(module::<ProbeExport>(), Path::new("libprobe.so")).unwrap();
+    assert_eq!(p.path(), Path::new("libprobe.so"));
+    let info = p.info();
+    assert_eq!(
+        (info.name, info.version, info.priority),
+        ("probe", "7.0.0", 42)
+    );
+    let h = p.fd_handler().expect("fd handler");
+    assert_eq!(h.fd_types(), [FdTypes::Pipe]);
+    let (desc, _w) = pipe_desc(5);
+    assert!(h.claims(&desc));
+    let mut imgs = MemoryImages::new(3);
+    let e = h.dump_file(&mut imgs, &desc, 9).unwrap();
+    let e2 = h.dump_file(&mut imgs, &desc, 10).unwrap();
+    let pipe = e.pipe.clone().unwrap();
+    assert_eq!((e.id, pipe.pipe_id), (9, 400), "new_file_id and memo");
+    assert_eq!(e2.pipe.unwrap().pipe_id, 501);
+    assert_eq!(pipe.flags & 0xf0_0000, 0x10_0000, "ghost limit option");
+    // [len][msg][tail] per entry (CRIU framing, done by the context).
+    assert_eq!(
+        imgs.image(ImageRef::PIPES_DATA).unwrap().len(),
+        2 * (4 + 2 + 4)
+    );
+    assert_eq!(imgs.plugin_files["probe.bin"], b"own format");
+    assert!(h.restores(&e));
+
+    let mut r = h.start_restore(&mut imgs, &[e.clone()]).unwrap();
+    let fd = r.open_file(&mut imgs, &e).unwrap();
+    let link = std::fs::read_link(format!("/proc/self/fd/{}", {
+        use std::os::fd::AsRawFd;
+        fd.as_raw_fd()
+    }))
+    .unwrap();
+    assert_eq!(link, Path::new("/dev/null"));
+}
+
+#[test]
+fn errors_come_back_typed() {
+    let p = from_module(module::<ProbeExport>(), Path::new("libprobe.so")).unwrap();
+    let h = p.fd_handler().unwrap();
+    let (desc, _w) = pipe_desc(998);
+    let err = h
+        .dump_file(&mut MemoryImages::new(1), &desc, 1)
+        .unwrap_err();
+    assert!(
+        matches!(&err, PluginError::Unsupported { hint, .. } if hint == "probe refuses"),
+        "{err:?}"
+    );
+    // Still usable after an ordinary error.
+    assert!(h.claims(&desc));
+}
+
+#[test]
+fn a_panic_is_an_error_and_disables_the_plugin() {
+    let p = from_module(module::<ProbeExport>(), Path::new("libprobe.so")).unwrap();
+    let h = p.fd_handler().unwrap();
+    let (desc, _w) = pipe_desc(999);
+    let err = h
+        .dump_file(&mut MemoryImages::new(1), &desc, 1)
+        .unwrap_err();
+    match &err {
+        PluginError::Panicked { plugin, message } => {
+            assert_eq!(plugin, "probe");
+            assert!(message.contains("probe panic on fd 999"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let (ok_desc, _w2) = pipe_desc(4);
+    assert!(!h.claims(&ok_desc), "a panicked plugin claims nothing more");
+    assert!(h.start_restore(&mut MemoryImages::new(1), &[]).is_err());
+}
+
+#[test]
+fn a_panic_in_a_restorer_is_an_error() {
+    let p = from_module(module::<ProbeExport>(), Path::new("libprobe.so")).unwrap();
+    let h = p.fd_handler().unwrap();
+    let mut imgs = MemoryImages::new(1);
+    let mut r = h.start_restore(&mut imgs, &[]).unwrap();
+    let entry = FileEntry {
+        r#type: FdTypes::Pipe as i32,
+        id: 666,
+        ..Default::default()
+    };
+    let err = r.open_file(&mut imgs, &entry).unwrap_err();
+    assert!(matches!(err, PluginError::Panicked { .. }), "{err:?}");
+    assert!(r.open_file(&mut imgs, &entry).is_err(), "disabled");
+}
+
+struct Future;
+impl Plugin for Future {
+    fn info(&self) -> PluginInfo {
+        PluginInfo {
+            name: "future",
+            version: "9",
+            priority: 1,
+            api_version: ApiVersion {
+                major: API_VERSION.major + 1,
+                minor: 0,
+            },
+        }
+    }
+}
+struct FutureExport;
+impl ExportedPlugin for FutureExport {
+    fn plugin() -> &'static dyn Plugin {
+        static P: Future = Future;
+        &P
+    }
+}
+
+#[test]
+fn another_api_major_is_refused_naming_both_versions() {
+    let err = from_module(module::<FutureExport>(), Path::new("/x/libfuture.so")).unwrap_err();
+    assert!(matches!(err, LoadError::ApiVersion { .. }));
+    let msg = err.to_string();
+    let theirs = format!("plugin API {}.0", API_VERSION.major + 1);
+    let ours = format!("plugin API {API_VERSION}");
+    assert!(
+        msg.contains("/x/libfuture.so") && msg.contains(&theirs) && msg.contains(&ours),
+        "{msg}"
+    );
+}
