@@ -160,7 +160,7 @@ fn dump_and_restore_cross_the_boundary() {
     let mut imgs = MemoryImages::new(3);
     let e = h.dump_file(&mut imgs, &desc, 9).unwrap();
     let e2 = h.dump_file(&mut imgs, &desc, 10).unwrap();
-    let pipe = e.pipe.clone().unwrap();
+    let pipe = e.pipe.unwrap();
     assert_eq!((e.id, pipe.pipe_id), (9, 400), "new_file_id and memo");
     assert_eq!(e2.pipe.unwrap().pipe_id, 501);
     assert_eq!(pipe.flags & 0xf0_0000, 0x10_0000, "ghost limit option");
@@ -172,7 +172,9 @@ fn dump_and_restore_cross_the_boundary() {
     assert_eq!(imgs.plugin_files["probe.bin"], b"own format");
     assert!(h.restores(&e));
 
-    let mut r = h.start_restore(&mut imgs, &[e.clone()]).unwrap();
+    let mut r = h
+        .start_restore(&mut imgs, std::slice::from_ref(&e))
+        .unwrap();
     let fd = r.open_file(&mut imgs, &e).unwrap();
     let link = std::fs::read_link(format!("/proc/self/fd/{}", {
         use std::os::fd::AsRawFd;
