@@ -11,6 +11,10 @@ use criu_core::dump::{DumpOptions, dump};
 use criu_core::restore::{RestoreOptions, restore};
 use criu_tests::{PidGuard, ScratchDir, Workload, is_root, wait_pid_gone};
 
+// The built-in plugins register through inventory; naming them links them in.
+use criu_plugin_files as _;
+use criu_plugin_pipes as _;
+
 const GIB: f64 = (1u64 << 30) as f64;
 
 fn main() {
@@ -33,6 +37,8 @@ fn main() {
     std::fs::create_dir_all(&run_dir).expect("mkdir");
     let mut opts = DumpOptions::new(wl.pid(), &run_dir);
     opts.leave_running = true;
+    // The workload shares our session, like a shell job.
+    opts.shell_job = true;
     let t = Instant::now();
     let live = dump(&opts).expect("leave-running dump");
     let live_total = t.elapsed();
@@ -41,7 +47,8 @@ fn main() {
     // 2. Full dump (kills the workload), then restore.
     let dir = scratch.path().join("images");
     std::fs::create_dir_all(&dir).expect("mkdir");
-    let opts = DumpOptions::new(wl.pid(), &dir);
+    let mut opts = DumpOptions::new(wl.pid(), &dir);
+    opts.shell_job = true;
     let t = Instant::now();
     let dumped = dump(&opts).expect("dump");
     let dump_time = t.elapsed();
@@ -56,6 +63,7 @@ fn main() {
     let ropts = RestoreOptions {
         images_dir: dir.clone(),
         detach: true,
+        shell_job: true,
         ..Default::default()
     };
     let t = Instant::now();
