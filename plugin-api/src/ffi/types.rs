@@ -81,38 +81,57 @@ impl FfiImageRef {
     }
 }
 
-/// [`FileStat`] flattened.
+/// [`FileStat`] flattened (same fields, times split into seconds and nanoseconds).
 #[repr(C)]
 #[derive(StableAbi, Debug, Clone, Copy)]
-#[allow(missing_docs)]
 pub struct FfiStat {
+    /// [`FileStat::mode`].
     pub mode: u32,
+    /// [`FileStat::dev`].
     pub dev: u64,
+    /// [`FileStat::ino`].
     pub ino: u64,
+    /// [`FileStat::rdev`].
     pub rdev: u64,
+    /// [`FileStat::size`].
     pub size: i64,
+    /// [`FileStat::nlink`].
     pub nlink: u64,
+    /// [`FileStat::uid`].
     pub uid: u32,
+    /// [`FileStat::gid`].
     pub gid: u32,
+    /// Seconds of [`FileStat::atime`].
     pub atime_sec: i64,
+    /// Nanoseconds of [`FileStat::atime`].
     pub atime_nsec: i64,
+    /// Seconds of [`FileStat::mtime`].
     pub mtime_sec: i64,
+    /// Nanoseconds of [`FileStat::mtime`].
     pub mtime_nsec: i64,
 }
 
 /// [`FdDesc`] flattened; `file` is the core's duplicate of the task's fd, valid for the call.
 #[repr(C)]
 #[derive(StableAbi, Debug, Clone)]
-#[allow(missing_docs)]
 pub struct FfiFdDesc {
+    /// [`FdDesc::pid`].
     pub pid: i32,
+    /// [`FdDesc::fd`].
     pub fd: i32,
+    /// [`FdDesc::link`].
     pub link: RString,
+    /// [`FdInfo::pos`].
     pub pos: u64,
+    /// [`FdInfo::flags`].
     pub flags: u32,
+    /// [`FdInfo::mnt_id`].
     pub mnt_id: i32,
+    /// [`FdInfo::ino`].
     pub ino: u64,
+    /// [`FdInfo::raw`].
     pub fdinfo_raw: RString,
+    /// [`FdDesc::stat`].
     pub stat: FfiStat,
     /// `uid, euid, signum, pid_type, pid` of [`FileOwner`].
     pub owner: [u32; 5],
