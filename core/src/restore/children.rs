@@ -60,17 +60,25 @@ pub fn spawn_child(
             hint: "only sessions inherited from the parent or led by the task are restored",
         });
     }
-    if !new_session && !new_group && t.pgid != parent_task.pgid {
+    // A group led by another task of the session: joined once it exists (its leader, alive
+    // or a zombie, was created earlier in pstree order).
+    let join_group = !new_session && !new_group && t.pgid != parent_task.pgid;
+    if join_group && !created.contains(&Pid::from_raw(t.pgid)) {
         return Err(RestoreError::Unsupported {
             pid: t.pid,
             what: format!(
-                "process group {} differing from its parent's {}",
+                "process group {} (not its parent's {}) whose leader is not restored before it",
                 t.pgid, parent_task.pgid
             ),
-            hint: "only groups inherited from the parent or led by the task are restored",
+            hint: "groups are restored when inherited, led by the task, or led by a task that comes earlier in the tree",
         });
     }
-    let (owned, moves, temp) = spawn::prepare_fds(plan, t, images, opener)?;
+    // A zombie only exits: it needs no files.
+    let (owned, moves, temp) = if t.is_zombie() {
+        (Vec::new(), Vec::new(), spawn::TempFds::default())
+    } else {
+        spawn::prepare_fds(plan, t, images, opener)?
+    };
     if let Some(holder) = spawn::holder_of(Pid::from_raw(t.pid)) {
         return Err(RestoreError::PidTaken { pid: t.pid, holder });
     }
@@ -159,8 +167,12 @@ pub fn spawn_child(
         rt.call("setsid", libc::SYS_setsid, [0; 6])?;
     } else if new_group {
         rt.call("setpgid", libc::SYS_setpgid, [0, 0, 0, 0, 0, 0])?;
+    } else if join_group {
+        rt.call("setpgid", libc::SYS_setpgid, [0, t.pgid as u64, 0, 0, 0, 0])?;
     }
-    install_fds_remote(&mut rt, &moves)?;
+    if !t.is_zombie() {
+        install_fds_remote(&mut rt, &moves)?;
+    }
     drop(owned);
     Ok(Spawned {
         leader: rt,

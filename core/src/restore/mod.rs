@@ -40,6 +40,7 @@ pub mod shmem;
 pub mod spawn;
 pub mod state;
 pub mod threads;
+pub mod zombie;
 
 use std::path::PathBuf;
 
@@ -137,7 +138,7 @@ fn restore_plan(
     let mut shared = files::SharedDescriptions::new(opener);
     let result = restore_tree(plan, images, &mut shared, opts, &mut created);
     drop(shared);
-    let threads = match result {
+    let (threads, zombies) = match result {
         Ok(t) => t,
         Err(e) => {
             tracing::error!(error = %e, "restore failed, killing created tasks");
@@ -145,12 +146,19 @@ fn restore_plan(
             return Err(e);
         }
     };
+    // Zombies die first, so their parents find them dead when they next run.
+    for z in zombies {
+        if let Err(e) = zombie::release(z) {
+            kill_all(&created);
+            return Err(e);
+        }
+    }
     // Pending before detach: such tasks stop before running a single instruction. Tasks
     // dumped stopped (task_state 3) stop again with the signal that stopped them.
-    for t in &plan.tasks {
+    for t in plan.tasks.iter().filter(|t| !t.is_zombie()) {
         let sig = if opts.leave_stopped {
             Some(Signal::SIGSTOP)
-        } else if t.tc.task_state == 3 {
+        } else if t.tc.task_state == plan::TASK_STOPPED {
             let signo = t.tc.stop_signo.unwrap_or(libc::SIGSTOP as u32) as i32;
             Some(Signal::try_from(signo).unwrap_or(Signal::SIGSTOP))
         } else {
@@ -238,7 +246,7 @@ fn restore_tree(
     opener: &mut dyn FileOpener,
     opts: &RestoreOptions,
     created: &mut Vec<Pid>,
-) -> Result<Vec<RemoteThread>> {
+) -> Result<(Vec<RemoteThread>, Vec<zombie::PendingZombie>)> {
     let root = &plan.tasks[0];
     let gadget =
         spawn::choose_gadget(plan.tasks.iter().flat_map(|t| t.vmas.iter())).ok_or_else(|| {
@@ -255,6 +263,7 @@ fn restore_tree(
         objects: Default::default(),
     };
     let mut done: Vec<Prepared> = Vec::with_capacity(plan.tasks.len());
+    let mut zombies = Vec::new();
     for (i, t) in plan.tasks.iter().enumerate() {
         let span = tracing::info_span!("restore_task", pid = t.pid);
         let _g = span.enter();
@@ -282,13 +291,22 @@ fn restore_tree(
             )?
         };
         tracing::debug!(gadget, "task created");
+        if t.is_zombie() {
+            zombies.push(zombie::PendingZombie {
+                rt: sp.leader,
+                exit_code: t.tc.exit_code,
+                comm: t.tc.comm.clone(),
+                data: gadget + GADGET_DATA,
+            });
+            continue;
+        }
         done.push(prepare_task(sp, t, &mut shm, created)?);
     }
     let mut all = Vec::new();
     while let Some(p) = done.pop() {
         all.extend(finish_task(p, &plan.seccomp)?);
     }
-    Ok(all)
+    Ok((all, zombies))
 }
 
 /// Memory, process state, threads and their state: everything but credentials and the final

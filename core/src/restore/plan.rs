@@ -64,6 +64,17 @@ pub struct ThreadPlan {
     pub image: String,
 }
 
+/// CRIU's task states in `task_core.task_state`.
+pub const TASK_DEAD: u32 = 2;
+pub const TASK_STOPPED: u32 = 3;
+
+impl TaskPlan {
+    /// A zombie: recreated by forking it and having it exit with the dumped status.
+    pub fn is_zombie(&self) -> bool {
+        self.tc.task_state == TASK_DEAD
+    }
+}
+
 impl RestorePlan {
     /// Reads and checks every image a restore of the tree needs.
     pub fn load(images: &Images) -> Result<RestorePlan> {
@@ -106,6 +117,17 @@ impl RestorePlan {
                     ),
                 ));
             }
+            if i > 0
+                && tasks
+                    .iter()
+                    .any(|t: &TaskPlan| t.pid == task.ppid && t.is_zombie())
+            {
+                return Err(bad(
+                    "pstree.img",
+                    Some(i),
+                    format!("parent {} of {} is a zombie", task.ppid, task.pid),
+                ));
+            }
             tasks.push(task);
         }
         let seccomp = super::seccomp::load(images)?;
@@ -129,6 +151,57 @@ impl RestorePlan {
             .and_then(|f| f.reg.as_ref())
             .map(|r| r.name.as_str())
     }
+}
+
+/// A zombie's plan: only its identity, comm and exit status (CRIU writes nothing else).
+#[allow(clippy::too_many_arguments)]
+fn zombie_task(
+    pid: i32,
+    ppid: i32,
+    pgid: i32,
+    sid: i32,
+    p: &PstreeEntry,
+    core: CoreEntry,
+    seen: &mut BTreeSet<i32>,
+    idx: usize,
+) -> Result<TaskPlan> {
+    if p.threads.len() != 1 || !seen.insert(pid) {
+        return Err(bad(
+            "pstree.img",
+            Some(idx),
+            format!("zombie {pid} with threads {:?}", p.threads),
+        ));
+    }
+    if ppid == 0 {
+        return Err(bad(
+            "pstree.img",
+            Some(idx),
+            format!("the root {pid} is a zombie; nothing to restore"),
+        ));
+    }
+    let tc = core.tc.unwrap_or_default();
+    Ok(TaskPlan {
+        pid,
+        ppid,
+        pgid,
+        sid,
+        threads: vec![ThreadPlan {
+            tid: pid,
+            regs: Default::default(),
+            fpregs: Default::default(),
+            clear_tid_addr: 0,
+            tc: ThreadCoreEntry::default(),
+            image: format!("core-{pid}.img"),
+        }],
+        tc,
+        ids: None,
+        mm: MmEntry::default(),
+        vmas: Vec::new(),
+        pages: Vec::new(),
+        pages_image: String::new(),
+        fds: Vec::new(),
+        fs: None,
+    })
 }
 
 fn pid_of(image: &str, entry: usize, v: u32) -> Result<i32> {
@@ -166,6 +239,15 @@ fn load_task(
             Some(idx),
             "first thread is not the leader",
         ));
+    }
+    let core_name = format!("core-{pid}.img");
+    let probe: CoreEntry = images.single(&core_name, img::CORE_MAGIC)?;
+    if probe
+        .tc
+        .as_ref()
+        .is_some_and(|tc| tc.task_state == TASK_DEAD)
+    {
+        return zombie_task(pid, ppid, pgid, sid, p, probe, seen, idx);
     }
     let mut threads = Vec::with_capacity(p.threads.len());
     let mut leader_core = None;
@@ -227,18 +309,17 @@ fn load_task(
     }
     let leader_core =
         leader_core.ok_or_else(|| bad("pstree.img", Some(idx), "leader core missing"))?;
-    let core_name = format!("core-{pid}.img");
     let tc = leader_core
         .tc
         .ok_or_else(|| bad(&core_name, Some(0), "leader has no task_core"))?;
-    // task_state 1 = alive; CRIU also dumps zombies (2) and stopped tasks (3).
+    // task_state 1 = alive, 3 = stopped; zombies (2) were handled above.
     match tc.task_state {
         1 | 3 => {}
         s => {
             return Err(bad(
                 &core_name,
                 Some(0),
-                format!("task state {s} (dead/zombie) not supported"),
+                format!("task state {s} not supported"),
             ));
         }
     }

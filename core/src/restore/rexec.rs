@@ -122,6 +122,24 @@ impl RemoteThread {
         }
     }
 
+    /// Points the thread at its `syscall` instruction with `nr(args)` loaded and detaches it:
+    /// the call is the first thing it runs untraced (for calls that never return, such as
+    /// `exit_group`).
+    pub fn detach_into(&mut self, nr: i64, args: [u64; 6]) -> Result<()> {
+        let mut regs = self.base;
+        regs.rip = self.syscall_ip;
+        regs.rax = nr as u64;
+        regs.orig_rax = u64::MAX;
+        regs.rdi = args[0];
+        regs.rsi = args[1];
+        regs.rdx = args[2];
+        regs.r10 = args[3];
+        regs.r8 = args[4];
+        regs.r9 = args[5];
+        pt::set_regs(self.tid, &regs).map_err(|e| self.ptrace_err(e))?;
+        pt::detach(self.tid, 0).map_err(|e| self.ptrace_err(e))
+    }
+
     /// Moves calls to another `syscall` instruction (the gadget).
     pub fn set_syscall_ip(&mut self, ip: u64) {
         self.syscall_ip = ip;
