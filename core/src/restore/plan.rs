@@ -179,29 +179,53 @@ fn zombie_task(
             format!("the root {pid} is a zombie; nothing to restore"),
         ));
     }
-    let tc = core.tc.unwrap_or_default();
-    Ok(TaskPlan {
+    Ok(TaskPlan::bare(
         pid,
         ppid,
         pgid,
         sid,
-        threads: vec![ThreadPlan {
-            tid: pid,
-            regs: Default::default(),
-            fpregs: Default::default(),
-            clear_tid_addr: 0,
-            tc: ThreadCoreEntry::default(),
-            image: format!("core-{pid}.img"),
-        }],
-        tc,
-        ids: None,
-        mm: MmEntry::default(),
-        vmas: Vec::new(),
-        pages: Vec::new(),
-        pages_image: String::new(),
-        fds: Vec::new(),
-        fs: None,
-    })
+        core.tc.unwrap_or_default(),
+    ))
+}
+
+impl TaskPlan {
+    /// A task with nothing but its identity and `tc` (zombies, helpers).
+    fn bare(pid: i32, ppid: i32, pgid: i32, sid: i32, tc: TaskCoreEntry) -> TaskPlan {
+        TaskPlan {
+            pid,
+            ppid,
+            pgid,
+            sid,
+            threads: vec![ThreadPlan {
+                tid: pid,
+                regs: Default::default(),
+                fpregs: Default::default(),
+                clear_tid_addr: 0,
+                tc: ThreadCoreEntry::default(),
+                image: format!("core-{pid}.img"),
+            }],
+            tc,
+            ids: None,
+            mm: MmEntry::default(),
+            vmas: Vec::new(),
+            pages: Vec::new(),
+            pages_image: String::new(),
+            fds: Vec::new(),
+            fs: None,
+        }
+    }
+
+    /// A helper standing in for the dead leader `pgid` of a process group of session `sid`:
+    /// forked by `ppid`, it leads the group while members join, then exits and is reaped
+    /// (CRIU's TASK_HELPER).
+    pub fn group_helper(pgid: i32, ppid: i32, sid: i32) -> TaskPlan {
+        let tc = TaskCoreEntry {
+            task_state: TASK_DEAD,
+            comm: "criu-helper".into(),
+            ..Default::default()
+        };
+        TaskPlan::bare(pgid, ppid, pgid, sid, tc)
+    }
 }
 
 fn pid_of(image: &str, entry: usize, v: u32) -> Result<i32> {
