@@ -93,7 +93,7 @@ pub enum RestoreOutcome {
 pub fn restore(opts: &RestoreOptions) -> Result<RestoreOutcome> {
     let images = Images::open(&opts.images_dir)?;
     let plan = RestorePlan::load(&images)?;
-    let plugins = criu_plugin_api::builtin_plugins();
+    let plugins = crate::plugins::all(); // built-in and loaded with --plugin-dir
     if let Some(missing) = plan
         .plugins
         .iter()
