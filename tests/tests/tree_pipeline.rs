@@ -75,6 +75,13 @@ fn tree_shell_pipeline_continues() {
     d.leave_stopped = true;
     criu_core::dump::dump(&d).unwrap_or_else(|e| panic!("dump: {e:?}"));
     let at_dump = progress(&report);
+    // Every process first: guards then find no zombie waiting for a live parent.
+    for &p in &pids {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(p),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
     drop(guards);
     for &p in &pids {
         assert!(

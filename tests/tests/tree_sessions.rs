@@ -91,6 +91,13 @@ fn tree_sessions_and_groups() {
     let mut d = criu_core::dump::DumpOptions::new(root, &images);
     d.leave_stopped = true;
     criu_core::dump::dump(&d).unwrap_or_else(|e| panic!("dump: {e:?}"));
+    // Every process first: guards then find no zombie waiting for a live parent.
+    for &p in before.keys() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(p),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
     drop(guards);
     for &p in before.keys() {
         assert!(
@@ -125,5 +132,11 @@ fn tree_sessions_and_groups() {
             ticks(&report)
         );
         std::thread::sleep(Duration::from_millis(50));
+    }
+    for &p in before.keys() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(p),
+            nix::sys::signal::Signal::SIGKILL,
+        );
     }
 }

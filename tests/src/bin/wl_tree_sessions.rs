@@ -31,7 +31,8 @@ fn idle(report: &str) -> ! {
         .expect("open report");
     let me = std::process::id();
     loop {
-        if writeln!(out, "tick {me}").is_err() {
+        // One write(2) per line: lines of many processes must not interleave.
+        if out.write_all(format!("tick {me}\n").as_bytes()).is_err() {
             std::process::exit(3);
         }
         std::thread::sleep(Duration::from_millis(100));
