@@ -64,8 +64,9 @@ fn tree_zombie_and_stopped_child() {
     let mut d = criu_core::dump::DumpOptions::new(root, &images);
     d.leave_stopped = true;
     criu_core::dump::dump(&d).unwrap_or_else(|e| panic!("dump: {e:?}"));
-    drop(stopped_guard);
+    // The parent first: its killed children are then reaped by init at once.
     drop(root_guard);
+    drop(stopped_guard);
     for p in [root, z, k, s] {
         assert!(
             wait_pid_gone(p, Duration::from_secs(10)),

@@ -22,6 +22,15 @@
 //!    and blocked masks; each leader runs `munmap(gadget)` as its last syscall and gets its
 //!    registers in the syscall-exit stop after it. Then every thread is detached.
 //!
+//!
+//! Trees: a child joins a session or group it led, inherited, or whose leader (alive or a
+//! zombie) was created before it; a group whose leader is in no image (it died) is led for a
+//! moment by a helper task forked by the member's parent, which exits and is reaped by that
+//! parent once every task exists (CRIU's TASK_HELPER). Zombies ([`zombie`]) are forked like
+//! any child, stay stopped until the tree is complete, then die with their dumped status.
+//! Tasks dumped stopped are sent their stop signal before detaching. Sessions whose leader
+//! is dead are refused.
+//!
 //! Any failure kills and reaps every task created so far; images are only read.
 
 mod children;
