@@ -92,8 +92,9 @@ pub enum RestoreOutcome {
     Killed { root: i32, signal: i32 },
 }
 
-/// Restores the tree in `opts.images_dir`, opening its files with the registered plugins
-/// (`criu_plugin_api::builtin_plugins`; link the plugin crates into the binary).
+/// Restores the tree in `opts.images_dir`, opening its files with every plugin
+/// ([`crate::plugins::all`]: the built-in ones linked into the binary, then those loaded
+/// with `--plugin-dir`).
 ///
 /// Call it from one thread: that thread becomes the tracer of every restored task during the
 /// restore and the parent of the root (with `detach` the caller should reap it later, or
