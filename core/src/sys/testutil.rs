@@ -6,9 +6,15 @@ use std::time::{Duration, Instant};
 
 use nix::unistd::Pid;
 
+static USR1_SEEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Handler the looping child installs for SIGUSR1 (its address is what remote rt_sigaction
-/// must report back).
-extern "C" fn usr1_handler(_: libc::c_int) {}
+/// must report back). Not inlinable and not empty: an optimised build may otherwise give
+/// each codegen unit its own copy, and the addresses taken in two places would differ.
+#[inline(never)]
+extern "C" fn usr1_handler(_: libc::c_int) {
+    USR1_SEEN.store(true, std::sync::atomic::Ordering::Relaxed);
+}
 
 pub fn usr1_handler_addr() -> u64 {
     usr1_handler as *const () as usize as u64
