@@ -50,14 +50,17 @@ pub struct Workload {
 }
 
 impl Workload {
-    /// Starts `program` with `args`, stdin from /dev/null, stdout piped, and waits for it to
-    /// print a line equal to `ready` (at most `timeout`).
+    /// Starts `program` with `args`, stdin and stderr on /dev/null, stdout piped, and waits
+    /// for it to print a line equal to `ready` (at most `timeout`).
+    ///
+    /// stderr is not inherited: the test's own stderr may be a log file that keeps growing,
+    /// and a restore rightly refuses a regular file whose size changed since the dump.
     pub fn start(program: &Path, args: &[&str], ready: &str, timeout: Duration) -> Self {
         let mut child = Command::new(program)
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
         let guard = PidGuard::new(child.id() as i32);
