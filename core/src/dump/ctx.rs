@@ -55,12 +55,12 @@ impl<'d> CoreDumpContext<'d> {
         kind: ImageKind,
         id: u64,
     ) -> Result<&mut ImageWriter, crate::image::ImageError> {
-        if !self.writers.contains_key(&(kind, id)) {
-            let w = self.dir.writer(kind, id)?;
-            self.writers.insert((kind, id), w);
+        match self.writers.entry((kind, id)) {
+            std::collections::hash_map::Entry::Occupied(o) => Ok(o.into_mut()),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                Ok(v.insert(self.dir.writer(kind, id)?))
+            }
         }
-        // Inserted just above when missing.
-        Ok(self.writers.get_mut(&(kind, id)).expect("writer present"))
     }
 
     pub fn append_file_entry(&mut self, pid: i32, e: &FileEntry) -> Result<(), DumpError> {
