@@ -66,12 +66,16 @@ impl std::fmt::Display for ImageRef {
 pub struct DumpOptions {
     /// Largest unlinked ("ghost") file carried in the images, in bytes (`--ghost-limit`).
     pub ghost_limit: u64,
+    /// `--shell-job`: the tree may share its session and terminal with the shell it ran in
+    /// (a terminal of a session outside the tree is dumped as such, not refused).
+    pub shell_job: bool,
 }
 
 impl Default for DumpOptions {
     fn default() -> Self {
         DumpOptions {
             ghost_limit: DEFAULT_GHOST_LIMIT,
+            shell_job: false,
         }
     }
 }
@@ -83,6 +87,9 @@ impl Default for DumpOptions {
 pub struct RestoreOptions {
     /// Skip the "file changed since the dump" checks (size, mode). Off by default.
     pub skip_file_checks: bool,
+    /// `--shell-job`: the tree joins the restorer's session; a terminal of the session the
+    /// tree was dumped in becomes the restorer's own terminal.
+    pub shell_job: bool,
 }
 
 /// Services of the core during a dump.

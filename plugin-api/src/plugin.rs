@@ -5,7 +5,7 @@ use crate::FdHandler;
 /// Version of this contract. A plugin records the version it was built against in
 /// [`PluginInfo::api_version`]; the host refuses a plugin whose major part differs
 /// (the minor part grows with backward-compatible additions).
-pub const API_VERSION: ApiVersion = ApiVersion { major: 0, minor: 1 };
+pub const API_VERSION: ApiVersion = ApiVersion { major: 0, minor: 2 };
 
 /// A contract version: `major` changes break plugins, `minor` ones add to the contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -46,7 +46,7 @@ pub struct PluginInfo {
 }
 
 impl std::fmt::Display for PluginInfo {
-    /// `files 0.1.0 (priority 200, plugin API 0.1)`: for `criu check` and logs.
+    /// `files 0.1.0 (priority 200, plugin API 0.2)`: for `criu check` and logs.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,

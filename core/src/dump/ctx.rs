@@ -36,9 +36,10 @@ fn plugin_err(image: impl std::fmt::Display, e: impl std::fmt::Display) -> Plugi
 }
 
 impl<'d> CoreDumpContext<'d> {
-    pub fn new(dir: &'d ImageDir, ghost_limit: u64) -> Self {
+    pub fn new(dir: &'d ImageDir, ghost_limit: u64, shell_job: bool) -> Self {
         let mut options = PluginDumpOptions::default();
         options.ghost_limit = ghost_limit;
+        options.shell_job = shell_job;
         CoreDumpContext {
             dir,
             writers: HashMap::new(),

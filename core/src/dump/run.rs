@@ -68,7 +68,7 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpReport, DumpError> {
     let tree = freeze_tree(pid)?;
     let freezing_time = us(t0);
     let t_frozen = Instant::now();
-    let mut ctx = CoreDumpContext::new(&dir, opts.ghost_limit);
+    let mut ctx = CoreDumpContext::new(&dir, opts.ghost_limit, opts.shell_job);
     let res = dump_frozen(
         opts,
         &dir,

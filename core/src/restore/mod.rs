@@ -102,7 +102,8 @@ pub enum RestoreOutcome {
 /// `/proc/PID/map_files`); works without CAP_SYS_RESOURCE.
 pub fn restore(opts: &RestoreOptions) -> Result<RestoreOutcome> {
     let images = Images::open(&opts.images_dir)?;
-    let plan = RestorePlan::load(&images)?;
+    let mut plan = RestorePlan::load(&images)?;
+    place_sessions(&mut plan, opts)?;
     let plugins = crate::plugins::all(); // built-in and loaded with --plugin-dir
     if let Some(missing) = plan
         .plugins
@@ -117,24 +118,36 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreOutcome> {
     }
     let entries: Vec<_> = plan.files.values().cloned().collect();
     let pids = plan.tasks.iter().map(|t| t.pid).collect();
-    let mut opener =
-        plugins::PluginOpener::start(&plugins, opts.images_dir.clone(), pids, &entries).map_err(
-            |reason| RestoreError::OpenFile {
-                pid: plan.tasks[0].pid,
-                id: 0,
-                fd: -1,
-                what: "plugin restore start".into(),
-                reason,
-            },
-        )?;
+    let mut opener = plugins::PluginOpener::start(
+        &plugins,
+        opts.images_dir.clone(),
+        pids,
+        &entries,
+        opts.shell_job,
+    )
+    .map_err(|reason| RestoreError::OpenFile {
+        pid: plan.tasks[0].pid,
+        id: 0,
+        fd: -1,
+        what: "plugin restore start".into(),
+        reason,
+    })?;
     restore_plan(opts, &images, &plan, &mut opener)
 }
 
 /// Restores with `opener` opening the files of `files.img` (e.g. [`RegOpener`]).
 pub fn restore_with(opts: &RestoreOptions, opener: &mut dyn FileOpener) -> Result<RestoreOutcome> {
     let images = Images::open(&opts.images_dir)?;
-    let plan = RestorePlan::load(&images)?;
+    let mut plan = RestorePlan::load(&images)?;
+    place_sessions(&mut plan, opts)?;
     restore_plan(opts, &images, &plan, opener)
+}
+
+/// Puts the tree's outside session and group (see [`RestorePlan::place_sessions`]) into ours.
+fn place_sessions(plan: &mut RestorePlan, opts: &RestoreOptions) -> Result<()> {
+    let sid = nix::unistd::getsid(None).map_or(0, |p| p.as_raw());
+    let pgid = nix::unistd::getpgrp().as_raw();
+    plan.place_sessions(opts.shell_job, sid, pgid)
 }
 
 fn restore_plan(

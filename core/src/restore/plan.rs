@@ -9,7 +9,7 @@ use criu_proto::images::{
     core_entry::March,
 };
 
-use super::error::{Result, bad};
+use super::error::{RestoreError, Result, bad};
 use super::imgread::{self as img, Images};
 use super::mem::{self, PageRun, VmaKind, VmaPlan};
 
@@ -144,6 +144,45 @@ impl RestorePlan {
         })
     }
 
+    /// `--shell-job`, as CRIU does: when the root led neither its session nor its group, the
+    /// tasks of the root's session (and of its group) go into the restorer's `sid` (and
+    /// `pgid`). Without it, a session or group whose leader is in no image (or outside the
+    /// dumped pid namespace, id 0) cannot be restored.
+    pub fn place_sessions(&mut self, shell_job: bool, sid: i32, pgid: i32) -> Result<()> {
+        let root = &self.tasks[0];
+        let (root_pid, old_sid, old_pgid) = (root.pid, root.sid, root.pgid);
+        if shell_job {
+            for t in &mut self.tasks {
+                if old_sid != root_pid && t.sid == old_sid {
+                    t.sid = sid;
+                }
+                if old_pgid != root_pid && t.pgid == old_pgid {
+                    t.pgid = pgid;
+                }
+            }
+        }
+        // Ours may be 0 too (we run in a pid namespace below our session's leader): tasks
+        // placed in it simply inherit it.
+        let outside = |v: i32, ours: i32| v == 0 && !(shell_job && ours == 0);
+        if let Some(t) = self
+            .tasks
+            .iter()
+            .find(|t| outside(t.sid, sid) || outside(t.pgid, pgid))
+        {
+            let what = if outside(t.sid, sid) {
+                "session"
+            } else {
+                "process group"
+            };
+            return Err(RestoreError::Unsupported {
+                pid: t.pid,
+                what: format!("a {what} whose leader is outside the dumped pid namespace"),
+                hint: "restore with --shell-job to place the tree in the current session",
+            });
+        }
+        Ok(())
+    }
+
     /// The path of a regular-file entry, for VMAs, exe, cwd and root.
     pub fn reg_path(&self, id: u32) -> Option<&str> {
         self.files
@@ -235,6 +274,16 @@ fn pid_of(image: &str, entry: usize, v: u32) -> Result<i32> {
         .ok_or_else(|| bad(image, Some(entry), format!("bad pid {v}")))
 }
 
+/// A session or group id: 0 means its leader lives outside the dumped pid namespace (the
+/// kernel shows it so), which only a `--shell-job` restore can place.
+fn outer_id_of(image: &str, entry: usize, v: u32) -> Result<i32> {
+    if v == 0 {
+        Ok(0)
+    } else {
+        pid_of(image, entry, v)
+    }
+}
+
 fn load_task(
     images: &Images,
     idx: usize,
@@ -248,8 +297,8 @@ fn load_task(
     } else {
         pid_of("pstree.img", idx, p.ppid)?
     };
-    let pgid = pid_of("pstree.img", idx, p.pgid)?;
-    let sid = pid_of("pstree.img", idx, p.sid)?;
+    let pgid = outer_id_of("pstree.img", idx, p.pgid)?;
+    let sid = outer_id_of("pstree.img", idx, p.sid)?;
     if p.threads.is_empty() || p.threads.len() > MAX_THREADS {
         return Err(bad(
             "pstree.img",
@@ -443,7 +492,7 @@ fn load_pages(images: &Images, pm_name: &str, vmas: &[VmaPlan]) -> Result<(Vec<P
     let (head, entries) = images.pagemap(pm_name)?;
     let pages_image = format!("pages-{}.img", head.pages_id);
     let pages_size = std::fs::metadata(images.path(&pages_image))
-        .map_err(|source| super::error::RestoreError::ImageIo {
+        .map_err(|source| RestoreError::ImageIo {
             path: images.path(&pages_image),
             source,
         })?
@@ -492,6 +541,58 @@ fn load_fds(
 mod tests {
     use super::*;
     use std::path::Path;
+
+    fn tree(ids: &[(i32, i32, i32, i32)]) -> RestorePlan {
+        RestorePlan {
+            tasks: ids
+                .iter()
+                .map(|&(pid, ppid, pgid, sid)| {
+                    TaskPlan::bare(pid, ppid, pgid, sid, TaskCoreEntry::default())
+                })
+                .collect(),
+            files: BTreeMap::new(),
+            plugins: Vec::new(),
+            seccomp: Vec::new(),
+            shmem: BTreeMap::new(),
+        }
+    }
+
+    fn ids(p: &RestorePlan) -> Vec<(i32, i32)> {
+        p.tasks.iter().map(|t| (t.pgid, t.sid)).collect()
+    }
+
+    #[test]
+    fn shell_job_moves_the_outside_session_and_group_into_ours() {
+        // Root in the shell's group and session (both led from outside the namespace: 0), a
+        // child leading its own group.
+        let mut p = tree(&[(10, 1, 0, 0), (11, 10, 11, 0), (12, 10, 0, 0)]);
+        p.place_sessions(true, 500, 600).expect("shell job");
+        assert_eq!(ids(&p), vec![(600, 500), (11, 500), (600, 500)]);
+        // The restorer may itself sit below an outside leader.
+        let mut p = tree(&[(10, 1, 0, 0)]);
+        p.place_sessions(true, 0, 0)
+            .expect("inherits our outside session");
+        assert_eq!(ids(&p), vec![(0, 0)]);
+        // A root leading its group keeps it; its session still moves.
+        let mut p = tree(&[(10, 1, 10, 7), (11, 10, 10, 7)]);
+        p.place_sessions(true, 500, 600).expect("group leader");
+        assert_eq!(ids(&p), vec![(10, 500), (10, 500)]);
+        // A session leader root keeps everything.
+        let mut p = tree(&[(10, 1, 10, 10), (11, 10, 11, 10)]);
+        p.place_sessions(true, 500, 600).expect("session leader");
+        assert_eq!(ids(&p), vec![(10, 10), (11, 10)]);
+    }
+
+    #[test]
+    fn an_outside_session_needs_shell_job() {
+        let mut p = tree(&[(10, 1, 0, 0)]);
+        let e = p.place_sessions(false, 0, 0).expect_err("no shell job");
+        let msg = e.to_string();
+        assert!(msg.contains("10") && msg.contains("--shell-job"), "{msg}");
+        let mut p = tree(&[(10, 1, 10, 10)]);
+        p.place_sessions(false, 0, 0).expect("own session");
+        assert_eq!(ids(&p), vec![(10, 10)]);
+    }
 
     const SAMPLE: &str = "/work/shared/fixtures/criu-4.2-sample";
 

@@ -98,13 +98,16 @@ impl<'p> PluginOpener<'p> {
         dir: PathBuf,
         pids: Vec<i32>,
         entries: &[FileEntry],
+        shell_job: bool,
     ) -> Result<Self, String> {
+        let mut options = criu_plugin_api::RestoreOptions::default();
+        options.shell_job = shell_job;
         let mut ctx = Ctx {
             dir,
             pid: pids.first().copied().unwrap_or(0),
             pids,
             kept: BTreeMap::new(),
-            options: criu_plugin_api::RestoreOptions::default(),
+            options,
         };
         let files = FileRestore::start(plugins, &mut ctx, entries)
             .map_err(|(name, e)| format!("plugin {name}: {e}"))?;

@@ -34,6 +34,8 @@ pub trait FfiDumpContext {
     /// [`DumpOptions::ghost_limit`].
     #[sabi(last_prefix_field)]
     fn ghost_limit(&self) -> u64;
+    /// [`DumpOptions::shell_job`] (API 0.2).
+    fn dump_shell_job(&self) -> bool;
 }
 
 /// [`RestoreContext`] across the boundary (implemented by the host).
@@ -54,6 +56,8 @@ pub trait FfiRestoreContext {
     /// [`RestoreOptions::skip_file_checks`].
     #[sabi(last_prefix_field)]
     fn skip_file_checks(&self) -> bool;
+    /// [`RestoreOptions::shell_job`] (API 0.2).
+    fn restore_shell_job(&self) -> bool;
 }
 
 /// [`FileRestorer`] across the boundary (implemented by the plugin, owned by the host).
@@ -104,6 +108,9 @@ impl FfiDumpContext for HostDump<'_> {
     fn ghost_limit(&self) -> u64 {
         self.0.options().ghost_limit
     }
+    fn dump_shell_job(&self) -> bool {
+        self.0.options().shell_job
+    }
 }
 
 /// The host's restore context seen through the FFI trait.
@@ -141,6 +148,9 @@ impl FfiRestoreContext for HostRestore<'_> {
     fn skip_file_checks(&self) -> bool {
         self.0.options().skip_file_checks
     }
+    fn restore_shell_job(&self) -> bool {
+        self.0.options().shell_job
+    }
 }
 
 // ----- plugin side: the FFI objects seen as the Rust traits -----
@@ -155,6 +165,7 @@ impl<'a> GuestDump<'a> {
     pub fn new(ctx: DumpCtx<'a>) -> Self {
         let options = DumpOptions {
             ghost_limit: ctx.ghost_limit(),
+            shell_job: ctx.dump_shell_job(),
         };
         GuestDump { ctx, options }
     }
@@ -203,6 +214,7 @@ impl<'a> GuestRestore<'a> {
     pub fn new(ctx: RestoreCtx<'a>) -> Self {
         let options = RestoreOptions {
             skip_file_checks: ctx.skip_file_checks(),
+            shell_job: ctx.restore_shell_job(),
         };
         GuestRestore { ctx, options }
     }
