@@ -57,7 +57,7 @@ pub fn spawn_child(
                 "session {} differing from its parent's {}",
                 t.sid, parent_task.sid
             ),
-            hint: "only sessions inherited from the parent or led by the task are restored",
+            hint: "sessions are restored when inherited, led by the task, or led by a dead task (members under a child subreaper); not when led by another restored task",
         });
     }
     // A group led by another task of the session: joined once it exists (its leader, alive
@@ -86,8 +86,10 @@ pub fn spawn_child(
     let data = gadget + GADGET_DATA;
     parent.step = format!("forking child {}", t.pid);
     let set_tid_addr = data + 0x400;
+    // A helper exits during the restore: no SIGCHLD left pending in its (blocked) parent.
+    let exit_signal = if t.helper { 0 } else { libc::SIGCHLD as u64 };
     let args = CloneArgs {
-        exit_signal: libc::SIGCHLD as u64,
+        exit_signal,
         set_tid: set_tid_addr,
         set_tid_size: 1,
         ..CloneArgs::default()

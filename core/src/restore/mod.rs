@@ -28,8 +28,8 @@
 //! moment by a helper task forked by the member's parent, which exits and is reaped by that
 //! parent once every task exists (CRIU's TASK_HELPER). Zombies ([`zombie`]) are forked like
 //! any child, stay stopped until the tree is complete, then die with their dumped status.
-//! Tasks dumped stopped are sent their stop signal before detaching. Sessions whose leader
-//! is dead are refused.
+//! Tasks dumped stopped are sent their stop signal before detaching. A session whose leader
+//! is dead gets a helper too, which forks its members (`helpers`).
 //!
 //! Any failure kills and reaps every task created so far; images are only read.
 
@@ -37,6 +37,7 @@ mod children;
 pub mod creds;
 mod error;
 pub mod files;
+mod helpers;
 pub mod imgread;
 pub mod mem;
 pub mod plan;
@@ -287,7 +288,7 @@ fn restore_tree(
     };
     let mut done: Vec<Prepared> = Vec::with_capacity(plan.tasks.len());
     let mut zombies = Vec::new();
-    let mut helpers = Vec::new();
+    let mut helpers = helpers::Helpers::new(plan, gadget);
     for (i, t) in plan.tasks.iter().enumerate() {
         let span = tracing::info_span!("restore_task", pid = t.pid);
         let _g = span.enter();
@@ -301,32 +302,7 @@ fn restore_tree(
                     format!("parent {} of {} not restored first", t.ppid, t.pid),
                 )
             })?;
-            if needs_group_helper(plan, t, parent.t, created) {
-                let h = TaskPlan::group_helper(t.pgid, t.ppid, t.sid);
-                tracing::debug!(helper = t.pgid, "helper for a dead group leader");
-                let hs = children::spawn_child(
-                    children::Parent {
-                        rt: &mut parent.sp.leader,
-                        task: parent.t,
-                    },
-                    plan,
-                    &h,
-                    images,
-                    opener,
-                    gadget,
-                    created,
-                )?;
-                helpers.push((
-                    zombie::PendingZombie {
-                        rt: hs.leader,
-                        exit_code: 0,
-                        comm: h.tc.comm.clone(),
-                        data: gadget + GADGET_DATA,
-                    },
-                    t.ppid,
-                ));
-            }
-            children::spawn_child(
+            helpers.spawn(
                 children::Parent {
                     rt: &mut parent.sp.leader,
                     task: parent.t,
@@ -335,7 +311,6 @@ fn restore_tree(
                 t,
                 images,
                 opener,
-                gadget,
                 created,
             )?
         };
@@ -352,41 +327,16 @@ fn restore_tree(
         done.push(prepare_task(sp, t, &mut shm, created)?);
     }
     // Every member has joined: helpers exit and their parents (still at the gadget) reap them.
-    for (z, ppid) in helpers {
-        let hpid = z.rt.pid;
-        zombie::release(z)?;
-        if let Some(p) = done.iter_mut().find(|p| p.t.pid == ppid) {
-            let rt = &mut p.sp.leader;
-            rt.step = format!("reaping group helper {hpid}");
-            rt.call(
-                "wait4",
-                libc::SYS_wait4,
-                [hpid as u64, 0, libc::__WALL as u64, 0, 0, 0],
-            )?;
-        }
-    }
+    let mut reapers: Vec<_> = done
+        .iter_mut()
+        .map(|p| (p.t.pid, &mut p.sp.leader))
+        .collect();
+    helpers.release(&mut reapers, created)?;
     let mut all = Vec::new();
     while let Some(p) = done.pop() {
         all.extend(finish_task(p, &plan.seccomp)?);
     }
     Ok((all, zombies))
-}
-
-/// Whether `t` belongs to a group of its parent's session whose leader is in no image (it
-/// died): a helper task then leads the group while `t` joins it.
-fn needs_group_helper(
-    plan: &RestorePlan,
-    t: &TaskPlan,
-    parent: &TaskPlan,
-    created: &[Pid],
-) -> bool {
-    t.sid != t.pid
-        && t.pgid != t.pid
-        && t.sid == parent.sid
-        && t.pgid != parent.pgid
-        && t.pgid != t.sid
-        && !created.contains(&Pid::from_raw(t.pgid))
-        && !plan.tasks.iter().any(|x| x.pid == t.pgid)
 }
 
 /// Memory, process state, threads and their state: everything but credentials and the final

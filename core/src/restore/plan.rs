@@ -50,6 +50,8 @@ pub struct TaskPlan {
     pub pages_image: String,
     pub fds: Vec<FdinfoEntry>,
     pub fs: Option<FsEntry>,
+    /// A helper standing in for a dead session or group leader (not in the images).
+    pub helper: bool,
 }
 
 /// One thread.
@@ -251,6 +253,7 @@ impl TaskPlan {
             pages_image: String::new(),
             fds: Vec::new(),
             fs: None,
+            helper: false,
         }
     }
 
@@ -263,7 +266,16 @@ impl TaskPlan {
             comm: "criu-helper".into(),
             ..Default::default()
         };
-        TaskPlan::bare(pgid, ppid, pgid, sid, tc)
+        let mut h = TaskPlan::bare(pgid, ppid, pgid, sid, tc);
+        h.helper = true;
+        h
+    }
+
+    /// A helper standing in for the dead leader `sid` of a session: forked by `ppid` (a child
+    /// subreaper), it calls `setsid()`, forks the session's members that are `ppid`'s
+    /// children, then exits so they are re-parented to `ppid` (CRIU's session TASK_HELPER).
+    pub fn session_helper(sid: i32, ppid: i32) -> TaskPlan {
+        TaskPlan::group_helper(sid, ppid, sid)
     }
 }
 
@@ -485,6 +497,7 @@ fn load_task(
         pages_image,
         fds,
         fs,
+        helper: false,
     })
 }
 

@@ -1,0 +1,240 @@
+//! Helper tasks standing in for dead session and group leaders (CRIU's TASK_HELPER).
+//!
+//! - A process group whose leader died: a helper at the group's id, forked by the member's
+//!   parent, leads the group while the member joins it, then exits.
+//! - A session whose leader died (a daemon's double fork): its members were re-parented to a
+//!   child subreaper P. As in CRIU's `prepare_pstree_ids` (which does it for the root, the
+//!   pid namespace's init), a helper at the session's id is forked by P, calls `setsid()`,
+//!   forks every member that is P's child (they inherit the session; their groups are set up
+//!   as usual, with group helpers forked by the session helper), and exits once every task
+//!   exists: the kernel re-parents the members to P, their dumped parent. Nothing is
+//!   re-parented by hand; it only works because P is a subreaper (as it was at dump time, or
+//!   the members could not have become its children).
+//!
+//! Helpers are cloned with exit signal 0 (no SIGCHLD left pending in the blocked parent) and
+//! reaped by their parent with `wait4(__WALL)` from its gadget.
+
+use std::collections::BTreeSet;
+
+use nix::unistd::Pid;
+
+use super::children::{self, Parent};
+use super::error::{RestoreError, Result};
+use super::files::FileOpener;
+use super::imgread::Images;
+use super::plan::{RestorePlan, TaskPlan};
+use super::rexec::RemoteThread;
+use super::spawn::{GADGET_DATA, Spawned};
+use super::zombie::{self, PendingZombie};
+
+/// A session helper alive until every task exists.
+#[derive(Debug)]
+struct SessionHelper {
+    plan: TaskPlan,
+    rt: RemoteThread,
+}
+
+/// Helpers created so far, released by [`Helpers::release`].
+#[derive(Debug)]
+pub(super) struct Helpers {
+    pids: BTreeSet<i32>,
+    sessions: Vec<SessionHelper>,
+    /// Group helpers with the pid of the task that forked them (which reaps them).
+    groups: Vec<(PendingZombie, i32)>,
+    gadget: u64,
+}
+
+impl Helpers {
+    pub fn new(plan: &RestorePlan, gadget: u64) -> Helpers {
+        Helpers {
+            pids: plan.tasks.iter().map(|t| t.pid).collect(),
+            sessions: Vec::new(),
+            groups: Vec::new(),
+            gadget,
+        }
+    }
+
+    /// Creates `t`, a child of `parent`, through the helpers it needs.
+    #[allow(clippy::too_many_arguments)]
+    pub fn spawn(
+        &mut self,
+        parent: Parent<'_>,
+        plan: &RestorePlan,
+        t: &TaskPlan,
+        images: &Images,
+        opener: &mut dyn FileOpener,
+        created: &mut Vec<Pid>,
+    ) -> Result<Spawned> {
+        let gadget = self.gadget;
+        let forker = if needs_session_helper(&self.pids, t, parent.task) {
+            let i = self.session_helper(parent, plan, t, images, opener, created)?;
+            let s = &mut self.sessions[i];
+            Parent {
+                rt: &mut s.rt,
+                task: &s.plan,
+            }
+        } else {
+            parent
+        };
+        let forker = if needs_group_helper(&self.pids, t, forker.task, created) {
+            let h = TaskPlan::group_helper(t.pgid, forker.task.pid, t.sid);
+            tracing::debug!(helper = t.pgid, "helper for a dead group leader");
+            let hs = children::spawn_child(
+                Parent {
+                    rt: forker.rt,
+                    task: forker.task,
+                },
+                plan,
+                &h,
+                images,
+                opener,
+                gadget,
+                created,
+            )?;
+            self.groups.push((
+                PendingZombie {
+                    rt: hs.leader,
+                    exit_code: 0,
+                    comm: h.tc.comm.clone(),
+                    data: gadget + GADGET_DATA,
+                },
+                forker.task.pid,
+            ));
+            forker
+        } else {
+            forker
+        };
+        children::spawn_child(forker, plan, t, images, opener, gadget, created)
+    }
+
+    /// The index of the helper of `t`'s session, created (forked by `parent`) if needed.
+    fn session_helper(
+        &mut self,
+        parent: Parent<'_>,
+        plan: &RestorePlan,
+        t: &TaskPlan,
+        images: &Images,
+        opener: &mut dyn FileOpener,
+        created: &mut Vec<Pid>,
+    ) -> Result<usize> {
+        let unsupported = |what: String, hint: &'static str| RestoreError::Unsupported {
+            pid: t.pid,
+            what,
+            hint,
+        };
+        if let Some(sig) = t
+            .threads
+            .iter()
+            .find_map(|th| th.tc.pdeath_sig.filter(|s| *s != 0))
+        {
+            return Err(unsupported(
+                format!(
+                    "parent-death signal {sig} in a member of session {} whose leader is dead (the helper's exit would send it)",
+                    t.sid
+                ),
+                "clear PR_SET_PDEATHSIG in that task before the dump",
+            ));
+        }
+        if let Some(i) = self.sessions.iter().position(|h| h.plan.pid == t.sid) {
+            if self.sessions[i].plan.ppid != parent.task.pid {
+                return Err(unsupported(
+                    format!(
+                        "session {} whose leader is dead, with members under both {} and {}",
+                        t.sid, self.sessions[i].plan.ppid, parent.task.pid
+                    ),
+                    "only a dead leader's members sharing one parent are restored",
+                ));
+            }
+            return Ok(i);
+        }
+        if parent.task.tc.child_subreaper != Some(true) {
+            return Err(unsupported(
+                format!(
+                    "session {} whose leader is dead, under parent {} which is not a child subreaper",
+                    t.sid, parent.task.pid
+                ),
+                "only members re-parented to a child subreaper (PR_SET_CHILD_SUBREAPER) are restored",
+            ));
+        }
+        let h = TaskPlan::session_helper(t.sid, parent.task.pid);
+        tracing::debug!(helper = t.sid, "helper for a dead session leader");
+        let hs = children::spawn_child(parent, plan, &h, images, opener, self.gadget, created)?;
+        self.sessions.push(SessionHelper {
+            plan: h,
+            rt: hs.leader,
+        });
+        Ok(self.sessions.len() - 1)
+    }
+
+    /// Once every task exists: group helpers exit and are reaped by whoever forked them, then
+    /// session helpers exit (their children go to the subreaper that forked them) and are
+    /// reaped. `reapers` are the restored tasks still at their gadget, by pid.
+    pub fn release(
+        self,
+        reapers: &mut [(i32, &mut RemoteThread)],
+        created: &mut Vec<Pid>,
+    ) -> Result<()> {
+        let Helpers {
+            mut sessions,
+            groups,
+            ..
+        } = self;
+        for (z, forker) in groups {
+            let hpid = z.rt.pid;
+            zombie::release(z)?;
+            let rt = match sessions.iter_mut().find(|s| s.plan.pid == forker) {
+                Some(s) => Some(&mut s.rt),
+                None => reapers
+                    .iter_mut()
+                    .find(|(p, _)| *p == forker)
+                    .map(|(_, rt)| &mut **rt),
+            };
+            if let Some(rt) = rt {
+                reap(rt, hpid, created)?;
+            }
+        }
+        for s in sessions {
+            let (hpid, ppid, comm) = (s.plan.pid, s.plan.ppid, s.plan.tc.comm.clone());
+            zombie::release(PendingZombie {
+                rt: s.rt,
+                exit_code: 0,
+                comm,
+                data: self.gadget + GADGET_DATA,
+            })?;
+            if let Some((_, rt)) = reapers.iter_mut().find(|(p, _)| *p == ppid) {
+                reap(rt, hpid, created)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether `t`'s session leader is in no image (it died) and `t` is not in its parent's
+/// session: it is then forked by a session helper.
+fn needs_session_helper(pids: &BTreeSet<i32>, t: &TaskPlan, parent: &TaskPlan) -> bool {
+    t.sid != t.pid && t.sid != parent.sid && t.sid != 0 && !pids.contains(&t.sid)
+}
+
+/// Whether `t` belongs to a group of its forker's session whose leader is in no image (it
+/// died): a helper then leads the group while `t` joins it.
+fn needs_group_helper(pids: &BTreeSet<i32>, t: &TaskPlan, forker: &TaskPlan, c: &[Pid]) -> bool {
+    t.sid != t.pid
+        && t.pgid != t.pid
+        && t.sid == forker.sid
+        && t.pgid != forker.pgid
+        && t.pgid != t.sid
+        && !c.contains(&Pid::from_raw(t.pgid))
+        && !pids.contains(&t.pgid)
+}
+
+fn reap(rt: &mut RemoteThread, hpid: i32, created: &mut Vec<Pid>) -> Result<()> {
+    rt.step = format!("reaping helper {hpid}");
+    rt.call(
+        "wait4",
+        libc::SYS_wait4,
+        [hpid as u64, 0, libc::__WALL as u64, 0, 0, 0],
+    )?;
+    // Its pid is free again: a later failure must not kill whoever takes it.
+    created.retain(|p| p.as_raw() != hpid);
+    Ok(())
+}
