@@ -28,9 +28,12 @@ fn main() {
         .unwrap_or(1024);
     let bytes = (mib as u64) << 20;
     let memcpy = memcpy_gibps(bytes as usize);
+    let scratch = ScratchDir::new("bench");
+    // Where the images go, the same amount written as plainly as it can be: the dump can
+    // write no faster than this.
+    let file_write = file_write_gibps(&scratch.path().join("write-probe"), bytes as usize);
 
     // 1. --leave-running dump: the downtime the workload sees.
-    let scratch = ScratchDir::new("bench");
     let report = scratch.path().join("report");
     let wl = start(mib, &report);
     let run_dir = scratch.path().join("running");
@@ -78,6 +81,10 @@ fn main() {
     println!("|---|---|");
     println!("| touched anonymous memory | {mib} MiB |");
     println!("| memcpy (this machine, same run) | {:.2} GiB/s |", memcpy);
+    println!(
+        "| buffered file write, 16 MiB writes into the images' filesystem (same run) | {:.2} GiB/s |",
+        file_write
+    );
     println!(
         "| dump (kill) | {:.3} s, {:.2} GiB/s |",
         dump_time.as_secs_f64(),
@@ -144,6 +151,28 @@ fn memcpy_gibps(len: usize) -> f64 {
         dst.copy_from_slice(&src);
         std::hint::black_box(&mut dst);
         best = best.min(t.elapsed().as_secs_f64());
+    }
+    len as f64 / GIB / best
+}
+
+/// Sequential buffered write speed into a new file at `path` (no fsync, as the dump does
+/// not sync either), best of 2; the file is removed.
+fn file_write_gibps(path: &Path, len: usize) -> f64 {
+    use std::io::Write;
+    let chunk = vec![0xa5u8; 16 << 20];
+    let mut best = f64::MAX;
+    for _ in 0..2 {
+        let mut f = std::fs::File::create(path).expect("create write probe");
+        let t = Instant::now();
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(chunk.len());
+            f.write_all(&chunk[..n]).expect("write probe");
+            left -= n;
+        }
+        drop(f);
+        best = best.min(t.elapsed().as_secs_f64());
+        std::fs::remove_file(path).expect("remove write probe");
     }
     len as f64 / GIB / best
 }
