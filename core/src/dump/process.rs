@@ -90,11 +90,13 @@ pub(super) fn dump_process(
 
     // 3. Ids, fds (once per fd table), cwd and root.
     let task_ids = ids::task_ids(&mut sh.idgen, &sh.root_ids, pid)?;
-    if task_ids.vm_id != 0 && sh.idgen.vm_shared(task_ids.vm_id) {
+    if let Some(other) = sh.idgen.vm_sharer(pid, task_ids.vm_id) {
         return Err(DumpError::Unsupported {
             pid,
             step: "memory",
-            what: "an address space shared with another process (CLONE_VM)".into(),
+            what: format!(
+                "an address space shared with process {other} (CLONE_VM; also needed for shared signal handlers, CLONE_SIGHAND)"
+            ),
             hint: "vfork children and CLONE_VM processes are not dumped yet",
         });
     }

@@ -88,7 +88,15 @@ pub fn spawn_child(
     let set_tid_addr = data + 0x400;
     // A helper exits during the restore: no SIGCHLD left pending in its (blocked) parent.
     let exit_signal = if t.helper { 0 } else { libc::SIGCHLD as u64 };
+    let mut flags = 0;
+    if t.share_files {
+        flags |= libc::CLONE_FILES as u64;
+    }
+    if t.share_fs {
+        flags |= libc::CLONE_FS as u64;
+    }
     let args = CloneArgs {
+        flags,
         exit_signal,
         set_tid: set_tid_addr,
         set_tid_size: 1,
@@ -173,7 +181,7 @@ pub fn spawn_child(
         rt.call("setpgid", libc::SYS_setpgid, [0, t.pgid as u64, 0, 0, 0, 0])?;
     }
     if !t.is_zombie() {
-        install_fds_remote(&mut rt, &moves)?;
+        install_fds_remote(&mut rt, &moves, !t.share_files)?;
     }
     drop(owned);
     Ok(Spawned {
@@ -185,18 +193,19 @@ pub fn spawn_child(
 
 /// The child side of fd installation, done by remote syscalls: each source fd (open in the
 /// restorer) is fetched with `pidfd_getfd` above every destination, then `dup3`'d into place;
-/// everything else the child inherited from its parent is closed.
-fn install_fds_remote(rt: &mut RemoteThread, moves: &[FdMove]) -> Result<()> {
+/// with `own_table`, everything else the child inherited from its parent is closed, else
+/// (a table shared with the parent) only what was fetched.
+fn install_fds_remote(rt: &mut RemoteThread, moves: &[FdMove], own_table: bool) -> Result<()> {
     rt.step = "installing fds".into();
     let me = std::process::id() as u64;
     let high = moves.iter().map(|m| m.dst).max().unwrap_or(2) + 1;
-    let pidfd = rt.call("pidfd_open", libc::SYS_pidfd_open, [me, 0, 0, 0, 0, 0])? as RawFd;
+    let opened = rt.call("pidfd_open", libc::SYS_pidfd_open, [me, 0, 0, 0, 0, 0])? as RawFd;
     // Keep the pidfd itself out of the way of destinations.
     let pidfd = rt.call(
         "fcntl(F_DUPFD_CLOEXEC)",
         libc::SYS_fcntl,
         [
-            pidfd as u64,
+            opened as u64,
             libc::F_DUPFD_CLOEXEC as u64,
             high as u64,
             0,
@@ -204,6 +213,7 @@ fn install_fds_remote(rt: &mut RemoteThread, moves: &[FdMove]) -> Result<()> {
             0,
         ],
     )?;
+    rt.call("close", libc::SYS_close, [opened as u64, 0, 0, 0, 0, 0])?;
     let mut fetched = Vec::with_capacity(moves.len());
     for m in moves {
         let got = rt.call(
@@ -222,6 +232,12 @@ fn install_fds_remote(rt: &mut RemoteThread, moves: &[FdMove]) -> Result<()> {
     for (m, up) in moves.iter().zip(&fetched) {
         let flags = if m.cloexec { libc::O_CLOEXEC as u64 } else { 0 };
         rt.call("dup3", libc::SYS_dup3, [*up, m.dst as u64, flags, 0, 0, 0])?;
+    }
+    if !own_table {
+        for fd in fetched.iter().chain([&pidfd]) {
+            rt.call("close", libc::SYS_close, [*fd, 0, 0, 0, 0, 0])?;
+        }
+        return Ok(());
     }
     let mut keep: Vec<RawFd> = moves.iter().map(|m| m.dst).collect();
     keep.sort_unstable();

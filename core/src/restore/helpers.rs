@@ -156,6 +156,15 @@ impl Helpers {
                 "only members re-parented to a child subreaper (PR_SET_CHILD_SUBREAPER) are restored",
             ));
         }
+        if t.share_files || t.share_fs {
+            return Err(unsupported(
+                format!(
+                    "an fd table or fs_struct shared with its parent {} in session {} whose leader is dead (a helper forks it)",
+                    parent.task.pid, t.sid
+                ),
+                "not restored; the helper cannot pass on its parent's tables",
+            ));
+        }
         let h = TaskPlan::session_helper(t.sid, parent.task.pid);
         tracing::debug!(helper = t.sid, "helper for a dead session leader");
         let hs = children::spawn_child(parent, plan, &h, images, opener, self.gadget, created)?;

@@ -39,6 +39,7 @@ mod error;
 pub mod files;
 mod helpers;
 pub mod imgread;
+mod kobj;
 pub mod mem;
 pub mod plan;
 pub mod plugins;

@@ -52,6 +52,9 @@ pub struct TaskPlan {
     pub fs: Option<FsEntry>,
     /// A helper standing in for a dead session or group leader (not in the images).
     pub helper: bool,
+    /// Forked with CLONE_FILES / CLONE_FS: it shares its parent's fd table / fs_struct.
+    pub share_files: bool,
+    pub share_fs: bool,
 }
 
 /// One thread.
@@ -132,6 +135,7 @@ impl RestorePlan {
             }
             tasks.push(task);
         }
+        super::kobj::plan_sharing(&mut tasks)?;
         let seccomp = super::seccomp::load(images)?;
         let shmem = super::shmem::load_all(images, &tasks)?;
         for th in tasks.iter().flat_map(|t| &t.threads) {
@@ -254,6 +258,8 @@ impl TaskPlan {
             fds: Vec::new(),
             fs: None,
             helper: false,
+            share_files: false,
+            share_fs: false,
         }
     }
 
@@ -498,6 +504,8 @@ fn load_task(
         fds,
         fs,
         helper: false,
+        share_files: false,
+        share_fs: false,
     })
 }
 

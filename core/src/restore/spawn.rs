@@ -52,6 +52,8 @@ fn open_err(pid: i32, id: u32, fd: i32, what: &str, reason: String) -> RestoreEr
 }
 
 /// Opens every fd the task will have (in this process) and plans their numbers in the child.
+/// A task sharing its parent's fd table (`share_files`) gets only the restore-only fds: its
+/// dumped ones are already there.
 pub(crate) fn prepare_fds(
     plan: &RestorePlan,
     t: &TaskPlan,
@@ -62,7 +64,8 @@ pub(crate) fn prepare_fds(
     let mut moves = Vec::new();
     let mut by_id: BTreeMap<u32, RawFd> = BTreeMap::new();
     opener.begin_task(t.pid);
-    for f in &t.fds {
+    let dumped: &[_] = if t.share_files { &[] } else { &t.fds };
+    for f in dumped {
         let src = match by_id.get(&f.id) {
             Some(&raw) => raw,
             None => {
