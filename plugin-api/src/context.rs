@@ -10,6 +10,22 @@ use std::os::fd::{BorrowedFd, OwnedFd};
 
 use crate::{PluginError, PluginImageKind};
 
+/// One task of the tree: its pid and its thread ids (the leader, `pid` itself, first).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TaskIds {
+    /// The process id (thread-group leader).
+    pub pid: i32,
+    /// Every thread id, the leader first.
+    pub tids: Vec<i32>,
+}
+
+fn unavailable(service: &'static str) -> PluginError {
+    PluginError::Unavailable {
+        service,
+        why: "this context does not offer it (a test context, or an older criu)".into(),
+    }
+}
+
 /// Default for [`DumpOptions::ghost_limit`]: CRIU's `--ghost-limit` default, 1 MiB.
 pub const DEFAULT_GHOST_LIMIT: u64 = 1 << 20;
 
@@ -125,6 +141,44 @@ pub trait DumpContext {
 
     /// The dump options.
     fn options(&self) -> &DumpOptions;
+
+    /// Every task of the dumped tree with its threads, parents before children, once it is
+    /// frozen ([`crate::DumpStage::AfterFreeze`] on); empty before. (API 0.3)
+    fn tasks(&self) -> Vec<TaskIds> {
+        Vec::new()
+    }
+
+    /// Reads `buf.len()` bytes at `addr` of frozen task `pid` (`process_vm_readv`: the pages
+    /// must be readable by their protection; memfd_secret pages are not, use
+    /// [`DumpContext::remote_syscall`]). [`PluginError::Unavailable`] before the freeze or
+    /// for a pid outside the tree. (API 0.3)
+    fn read_task_memory(&mut self, pid: i32, addr: u64, buf: &mut [u8]) -> Result<(), PluginError> {
+        let _ = (pid, addr, buf);
+        Err(unavailable("read_task_memory"))
+    }
+
+    /// Writes `data` at `addr` of frozen task `pid` (`process_vm_writev`: the pages must be
+    /// writable). Undo it before the dump ends if the task is to keep running. (API 0.3)
+    fn write_task_memory(&mut self, pid: i32, addr: u64, data: &[u8]) -> Result<(), PluginError> {
+        let _ = (pid, addr, data);
+        Err(unavailable("write_task_memory"))
+    }
+
+    /// Runs system call `nr(args)` in frozen thread `tid` (registers and signal mask put
+    /// back afterwards) and returns its raw result: `-4095..=-1` is `-errno`. Pointer
+    /// arguments refer to the task's memory. (API 0.3)
+    fn remote_syscall(&mut self, tid: i32, nr: i64, args: [u64; 6]) -> Result<i64, PluginError> {
+        let _ = (tid, nr, args);
+        Err(unavailable("remote_syscall"))
+    }
+
+    /// A duplicate of fd `fd` of task `pid` (`pidfd_getfd`: the same open file description),
+    /// e.g. an fd found inside a queued `SCM_RIGHTS` message after a remote `recvmsg`
+    /// installed it. (API 0.3)
+    fn dup_task_fd(&mut self, pid: i32, fd: i32) -> Result<OwnedFd, PluginError> {
+        let _ = (pid, fd);
+        Err(unavailable("dup_task_fd"))
+    }
 }
 
 /// Services of the core during a restore.
@@ -158,4 +212,53 @@ pub trait RestoreContext {
 
     /// The restore options.
     fn options(&self) -> &RestoreOptions;
+
+    /// Every task of the restored tree with its threads (restored pids and tids, parents
+    /// before children), as the images list them. (API 0.3)
+    fn tasks(&self) -> Vec<TaskIds> {
+        Vec::new()
+    }
+
+    /// Reads memory of restored task `pid` (`process_vm_readv`). Available while the tasks
+    /// are under the restorer's control ([`crate::RestoreStage::AfterTasksExist`],
+    /// [`crate::RestoreStage::BeforeResume`], VMA restore calls); else
+    /// [`PluginError::Unavailable`]. (API 0.3)
+    fn read_task_memory(&mut self, pid: i32, addr: u64, buf: &mut [u8]) -> Result<(), PluginError> {
+        let _ = (pid, addr, buf);
+        Err(unavailable("read_task_memory"))
+    }
+
+    /// Writes memory of restored task `pid` (`process_vm_writev`: the pages must be
+    /// writable). Same availability as [`RestoreContext::read_task_memory`]. (API 0.3)
+    fn write_task_memory(&mut self, pid: i32, addr: u64, data: &[u8]) -> Result<(), PluginError> {
+        let _ = (pid, addr, data);
+        Err(unavailable("write_task_memory"))
+    }
+
+    /// Runs system call `nr(args)` in restored thread `tid`, still stopped under the
+    /// restorer (registers and signal mask put back afterwards); returns the raw result
+    /// (`-4095..=-1` is `-errno`). (API 0.3)
+    fn remote_syscall(&mut self, tid: i32, nr: i64, args: [u64; 6]) -> Result<i64, PluginError> {
+        let _ = (tid, nr, args);
+        Err(unavailable("remote_syscall"))
+    }
+
+    /// A duplicate of fd `fd` of restored task `pid` (`pidfd_getfd`). (API 0.3)
+    fn dup_task_fd(&mut self, pid: i32, fd: i32) -> Result<OwnedFd, PluginError> {
+        let _ = (pid, fd);
+        Err(unavailable("dup_task_fd"))
+    }
+
+    /// Installs a duplicate of `fd` (an fd of the restorer) into restored task `pid` at fd
+    /// number `target` (replacing what is there), close-on-exec when `cloexec`. (API 0.3)
+    fn install_fd(
+        &mut self,
+        pid: i32,
+        fd: BorrowedFd<'_>,
+        target: i32,
+        cloexec: bool,
+    ) -> Result<(), PluginError> {
+        let _ = (pid, fd, target, cloexec);
+        Err(unavailable("install_fd"))
+    }
 }

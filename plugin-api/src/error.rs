@@ -130,6 +130,27 @@ pub enum PluginError {
         /// The plugin's message.
         message: String,
     },
+    /// A context service is not available at this point of the flow (task memory before the
+    /// freeze, remote syscalls once the tasks run, a pid outside the tree). (API 0.3)
+    #[error("{service} is not available here: {why}")]
+    Unavailable {
+        /// The service (`"remote_syscall"`, `"read_task_memory"`...).
+        service: &'static str,
+        /// Why, and at which stage.
+        why: String,
+    },
+    /// A context service failed on a task (memory access, remote syscall, fd transfer).
+    /// (API 0.3)
+    #[error("{op} in task {pid} failed")]
+    Task {
+        /// The pid (or tid) operated on.
+        pid: i32,
+        /// What was attempted (`"process_vm_readv at 0x7f00"`, `"remote syscall 39"`).
+        op: String,
+        /// The underlying failure.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// A plugin panicked inside a hook. The panic was caught at the plugin boundary (it
     /// never unwinds into the core); the plugin is not called again in this run.
     #[error("plugin {plugin} panicked: {message}")]

@@ -8,8 +8,18 @@
 //! each handler's [`start_restore`](FdHandler::start_restore) (a [`FileRestorer`] holding that
 //! restore's state) and opens each `files.img` entry with the restorer of the first handler
 //! that [`restores`](FdHandler::restores) it ([`FileRestore`]).
-//! Plugins talk to the images and to the core only through [`DumpContext`] and
-//! [`RestoreContext`].
+//! A plugin may also have [`StageHooks`] ([`Plugin::stage_hooks`]): calls at fixed points of
+//! the whole dump ([`DumpStage`]: before freeze, after freeze, after dump, on failure) and
+//! restore ([`RestoreStage`]: before restore, after every task exists, before resume, after
+//! resume, on failure).
+//! Plugins talk to the images, to the core and to the tasks only through [`DumpContext`] and
+//! [`RestoreContext`]: images and plugin-owned files, the tree ([`DumpContext::tasks`]),
+//! task memory ([`DumpContext::read_task_memory`], [`RestoreContext::write_task_memory`]),
+//! remote system calls in a stopped task ([`DumpContext::remote_syscall`]), fds taken from a
+//! task ([`DumpContext::dup_task_fd`]) or put into a restored one
+//! ([`RestoreContext::install_fd`]), the restored pids ([`RestoreContext::restored_pid`]).
+//! A service used where it cannot work (task memory before the freeze or once the tasks
+//! run, a pid outside the tree) fails with [`PluginError::Unavailable`].
 //!
 //! # Built-in and loadable plugins
 //! This crate is the "interface" role of abi_stable's three roles; plugin crates are the
@@ -35,6 +45,10 @@
 //!    Write each fd's `fdinfo_entry` (`FD_CLOEXEC` from [`FdInfo::cloexec`]).
 //! 4. One [`DumpContext`] for the whole dump (its memo spans all tasks); record the names of
 //!    the plugins used in the inventory.
+//! 5. Stage hooks ([`run_dump_stage`]) with that same context: [`DumpStage::BeforeFreeze`],
+//!    then the freeze, [`DumpStage::AfterFreeze`] (task services on), the dump above,
+//!    [`DumpStage::AfterDump`] (tasks still frozen), release. Any failure, a hook's
+//!    included: [`DumpStage::Failed`], the tasks are resumed and the images removed.
 //!
 //! Restore:
 //! 1. [`FileRestore::start`] once, with every `files.img` entry.
@@ -44,6 +58,12 @@
 //! 3. [`RestoreContext::keep_fd`] moves kept fds above every fd number a restored task uses.
 //!    Kept fds are inherited by forked tasks: before a task resumes, close every fd it
 //!    did not have (a kept pipe write end left open would hide EOF from the reader).
+//! 4. Stage hooks ([`run_restore_stage`]): [`RestoreStage::BeforeRestore`] once the plugins'
+//!    restores started, [`RestoreStage::AfterTasksExist`] once every task and thread exists
+//!    (memory and files restored, credentials not yet applied), [`RestoreStage::BeforeResume`]
+//!    when the tree is complete but stopped, [`RestoreStage::AfterResume`] once detached.
+//!    Task services work in the two middle stages. Any failure, a hook's included:
+//!    [`RestoreStage::Failed`], then every created task is killed.
 //!
 //! # A complete minimal plugin
 //! It dumps `/dev/null` fds as CRIU REG entries and reopens them on restore.
@@ -131,40 +151,61 @@
 //! workload and the end-to-end test that loads it).
 //!
 //! # Plugins to come, and how each uses this API
-//! Today a plugin has one capability, the fd handler ([`Plugin::fd_handler`]); its hooks get
-//! the task's pid, the images (CRIU-format entries through [`DumpContext::write_entry`] /
-//! [`RestoreContext::read_image`], plugin-owned files through
-//! [`DumpContext::write_plugin_file`]), the fd duplicated from the task with `pidfd_getfd`
-//! ([`FdDesc::file`]), fd installation into the restored task (the fd returned by
-//! [`FileRestorer::open_file`]), the restored pid map ([`RestoreContext::restored_pid`]) and
-//! logging through `tracing`. The plugins below need more; each addition is a new optional
-//! capability (a [`Plugin`] method defaulting to "none", a root-module field after the last
-//! prefix field in [`ffi::PluginMod`]) or a new context method after the last prefix field of
-//! the `#[sabi_trait]` contexts, with a minor [`API_VERSION`] bump: older plugins keep
-//! loading, and a newer plugin on an older criu sees the capability refused by name.
-//! - **pidfds**: an fd handler for `anon_inode:[pidfd]`; the open must wait until every task
-//!   exists, so it needs the stage hook *after tasks exist* and then reopens with
-//!   `pidfd_open` by *restored* pid ([`RestoreContext::restored_pid`]).
-//! - **memfd_secret**: its pages are readable only from inside the task: a VMA handler
-//!   capability (claims VMAs by `/proc/PID/maps` name `secretmem`) plus context services for
-//!   remote syscalls in the frozen task (`read`/`write` of the pages through a pipe) and, on
-//!   restore, remote `memfd_secret` + `mmap` at the dumped address.
-//! - **io_uring**: an fd handler for `anon_inode:[io_uring]` whose ring mappings are VMAs of
-//!   that fd: the VMA handler claims them so the core does not dump them as memory; ring
-//!   state from fdinfo ([`FdInfo::raw`]); restore ordered before memory.
+//! Capabilities today: the fd handler ([`Plugin::fd_handler`]) and stage hooks
+//! ([`Plugin::stage_hooks`]); the contexts give the tree's task ids, the images (CRIU-format
+//! entries through [`DumpContext::write_entry`] / [`RestoreContext::read_image`],
+//! plugin-owned files through [`DumpContext::write_plugin_file`] /
+//! [`RestoreContext::read_plugin_file`]), task memory, remote syscalls, fd duplication and
+//! installation, the restored pid map and logging through `tracing` (the core's subscriber
+//! records a plugin's events, loaded plugins included, with the plugin's own target).
+//! Each further addition is a new optional capability (a [`Plugin`] method defaulting to
+//! "none", a capability token and an optional root-module field in [`ffi::PluginMod`]) or a
+//! new context method after the last prefix field of the `#[sabi_trait]` contexts, with a
+//! minor [`API_VERSION`] bump: older plugins keep loading, and a newer plugin on an older
+//! criu is refused by version with a message naming both.
+//! - **pidfds**: an fd handler for `anon_inode:[pidfd]` that dumps the target's pid from
+//!   fdinfo (`Pid:`); the target may be restored after the holder, so the open waits for
+//!   [`RestoreStage::AfterTasksExist`]: `pidfd_open` by [`RestoreContext::restored_pid`]
+//!   in the restorer, then [`RestoreContext::install_fd`] at the dumped number.
+//! - **memfd_secret**: its pages are readable only from inside the task (not through
+//!   `process_vm_readv`): at [`DumpStage::AfterFreeze`] the plugin finds `secretmem` VMAs in
+//!   `/proc/PID/maps`, creates a pipe in the task and `vmsplice`s/`write`s the pages with
+//!   [`DumpContext::remote_syscall`] (the read end fetched with
+//!   [`DumpContext::dup_task_fd`]), storing them in its own
+//!   file; on restore, at [`RestoreStage::AfterTasksExist`], remote `memfd_secret` +
+//!   `mmap(MAP_FIXED)` at the dumped address and `read` from a pipe the restorer fills. A
+//!   VMA-handler capability (claiming such VMAs so the core skips their pages) is the next
+//!   addition.
+//! - **io_uring**: an fd handler for `anon_inode:[io_uring]`; ring state from fdinfo
+//!   ([`FdInfo::raw`]) and ring memory read with [`DumpContext::read_task_memory`]; the ring
+//!   mappings are VMAs of that fd, to be claimed by the coming VMA handler and re-mapped by
+//!   remote `mmap` of the restored ring fd at [`RestoreStage::AfterTasksExist`].
 //! - **unix sockets** with queued `SCM_RIGHTS`/`SCM_CREDENTIALS`/`SCM_PIDFD`: fds inside
-//!   queued messages are not in any fd table, so the context must dump an extra fd and give
-//!   its file id (like [`DumpContext::new_file_id`] with a dump); peers live in other tasks
-//!   (file ids across the tree); restore opens a socket after the files it carries.
-//! - **TCP** (repair mode): per-socket repair in the frozen task (remote `setsockopt`
-//!   through the context), plus stage hooks *before freeze* (network lock) and *after resume*
-//!   (unlock), and *on failure* (unlock too).
-//! - **POSIX message queues**: a plugin-owned image of queued messages read without
-//!   consuming them; needs the task's ipc namespace and mqueue mount from the context.
-//! - **arm64 GCS / x86 shadow stacks**: per-thread state (a task-state capability with
-//!   per-thread dump/restore hooks, fed the thread ids) and special VMAs (VMA handler).
-//! - **eBPF network lock**: only whole-dump stage hooks (*before freeze*, *after dump*, *on
-//!   failure*, *before resume*), no resource of its own.
+//!   queued messages are in no fd table: in the frozen task, remote `recvmsg(MSG_PEEK)` into
+//!   task memory ([`DumpContext::remote_syscall`], buffers read back with
+//!   [`DumpContext::read_task_memory`]) installs them, [`DumpContext::dup_task_fd`] fetches
+//!   them, [`DumpContext::new_file_id`] gives them file ids and a remote `close` removes them
+//!   again; peers in other tasks are found through [`DumpContext::tasks`] and the
+//!   [`DumpContext::memo`]. On restore the plugin sends the messages with their fds once
+//!   every file exists ([`RestoreStage::AfterTasksExist`]); `SCM_PIDFD` is reopened by
+//!   restored pid.
+//! - **TCP** (repair mode): [`DumpStage::BeforeFreeze`] locks the network,
+//!   [`DumpStage::AfterFreeze`] puts each socket in repair mode with remote `setsockopt`
+//!   ([`DumpContext::remote_syscall`]) and reads queues and sequence numbers;
+//!   [`RestoreStage::BeforeResume`] leaves repair mode, [`RestoreStage::AfterResume`]
+//!   unlocks, and both `Failed` stages unlock too.
+//! - **POSIX message queues**: an fd handler for mqueue fds writing a plugin-owned file of
+//!   the queued messages, read without consuming them (remote `mq_timedreceive` then
+//!   `mq_timedsend` back, in queue order, in the frozen task), attributes from fdinfo.
+//! - **arm64 GCS / x86 shadow stacks**: per-thread state read at
+//!   [`DumpStage::AfterFreeze`] for every thread of [`DumpContext::tasks`] (remote `prctl`
+//!   / `arch_prctl` per tid, the stack pages with [`DumpContext::read_task_memory`]) and
+//!   re-created before resume with remote `map_shadow_stack` / `prctl` per restored tid;
+//!   the special VMAs themselves wait for the VMA-handler capability.
+//! - **eBPF network lock**: only whole-dump stage hooks ([`DumpStage::BeforeFreeze`] loads
+//!   the filter, [`DumpStage::AfterDump`] and [`DumpStage::Failed`] unload it;
+//!   [`RestoreStage::BeforeRestore`] loads, [`RestoreStage::AfterResume`] and
+//!   [`RestoreStage::Failed`] unload), no resource of its own.
 //!
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
@@ -176,6 +217,7 @@ mod error;
 mod fd;
 pub mod ffi;
 mod handler;
+mod hooks;
 mod image_kind;
 mod plugin;
 pub mod testing;
@@ -185,12 +227,17 @@ pub use criu_proto as proto;
 
 pub use context::{
     DEFAULT_GHOST_LIMIT, DumpContext, DumpOptions, ImageRef, RestoreContext, RestoreOptions,
+    TaskIds,
 };
 pub use cursor::{ImageCursor, frame_entries};
 pub use dispatch::{FdHandlerRef, FileRestore, fd_handlers, find_fd_handler, find_restore_handler};
 pub use error::PluginError;
 pub use fd::{FdDesc, FdInfo, FileOwner, FileStat, O_CLOEXEC, Timespec, require_no_owner};
 pub use handler::{FdHandler, FileRestorer, fd_type_name};
+pub use hooks::{
+    DumpStage, HookFailure, RestoreStage, StageHooks, catch_hook_panic, has_dump_hook,
+    has_restore_hook, run_dump_stage, run_restore_stage,
+};
 pub use image_kind::PluginImageKind;
 pub use plugin::{
     API_VERSION, ApiVersion, Plugin, PluginInfo, PluginRegistration, builtin_plugins,

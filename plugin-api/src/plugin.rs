@@ -1,11 +1,11 @@
 //! Plugins, their identity, and how built-in ones register.
 
-use crate::FdHandler;
+use crate::{FdHandler, StageHooks};
 
 /// Version of this contract. A plugin records the version it was built against in
 /// [`PluginInfo::api_version`]; the host refuses a plugin whose major part differs
 /// (the minor part grows with backward-compatible additions).
-pub const API_VERSION: ApiVersion = ApiVersion { major: 0, minor: 2 };
+pub const API_VERSION: ApiVersion = ApiVersion { major: 0, minor: 3 };
 
 /// A contract version: `major` changes break plugins, `minor` ones add to the contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -67,6 +67,11 @@ pub trait Plugin: Sync {
 
     /// The plugin's handler for file descriptors, if it has one.
     fn fd_handler(&self) -> Option<&dyn FdHandler> {
+        None
+    }
+
+    /// The plugin's whole-dump / whole-restore stage hooks, if it has any. (API 0.3)
+    fn stage_hooks(&self) -> Option<&dyn StageHooks> {
         None
     }
 }
@@ -175,5 +180,6 @@ mod tests {
         let msg = check_api_version(&Old).unwrap_err();
         assert!(msg.contains("old 9") && msg.contains("rebuild"), "{msg}");
         assert!(Old.fd_handler().is_none());
+        assert!(Old.stage_hooks().is_none());
     }
 }

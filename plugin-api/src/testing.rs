@@ -1,5 +1,6 @@
 //! Helpers for testing plugins without the core: an in-memory images directory that is both a
-//! [`DumpContext`] and a [`RestoreContext`], and [`FdDesc`] for an fd of the calling process.
+//! [`DumpContext`] and a [`RestoreContext`] (with fake tasks: memory regions, a syscall log),
+//! and [`FdDesc`] for an fd of the calling process.
 
 use std::collections::HashMap;
 use std::io;
@@ -7,7 +8,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use crate::{
     DumpContext, DumpOptions, FdDesc, FdInfo, FileOwner, FileStat, ImageRef, PluginError,
-    RestoreContext, RestoreOptions, Timespec,
+    RestoreContext, RestoreOptions, TaskIds, Timespec,
 };
 
 /// Images kept in memory, by file name. Dump into it, then restore from it.
@@ -25,6 +26,16 @@ pub struct MemoryImages {
     pub restore_options: RestoreOptions,
     /// What [`RestoreContext::current_pid`] answers.
     pub pid: i32,
+    /// What `tasks()` answers; the task services accept only these pids/tids.
+    pub tasks: Vec<TaskIds>,
+    /// Fake task memory: `(pid, start address, bytes)` regions the memory services read and
+    /// write.
+    pub memory: Vec<(i32, u64, Vec<u8>)>,
+    /// Every `remote_syscall` made: `(tid, nr, args)`. The fake answers `getpid` with the
+    /// thread's pid and anything else with `-ENOSYS`.
+    pub syscalls: Vec<(i32, i64, [u64; 6])>,
+    /// Every `install_fd`: `(pid, duplicate of the fd, target, cloexec)`.
+    pub installed: Vec<(i32, OwnedFd, i32, bool)>,
     memo: HashMap<String, u64>,
     next_file_id: u32,
     kept: HashMap<String, OwnedFd>,
@@ -50,6 +61,60 @@ impl MemoryImages {
     pub fn reset_state(&mut self) {
         self.kept.clear();
         self.memo.clear();
+    }
+}
+
+impl MemoryImages {
+    fn pid_of(&self, tid: i32, service: &'static str) -> Result<i32, PluginError> {
+        self.tasks
+            .iter()
+            .find(|t| t.pid == tid || t.tids.contains(&tid))
+            .map(|t| t.pid)
+            .ok_or_else(|| PluginError::Unavailable {
+                service,
+                why: format!("{tid} is not a task of this tree"),
+            })
+    }
+
+    fn region(&mut self, pid: i32, addr: u64, len: usize) -> Result<&mut [u8], PluginError> {
+        let fault = || PluginError::Task {
+            pid,
+            op: format!("memory access at {addr:#x} (+{len})"),
+            source: Box::new(io::Error::from_raw_os_error(libc::EFAULT)),
+        };
+        self.pid_of(pid, "task memory")?;
+        let (_, start, bytes) = self
+            .memory
+            .iter_mut()
+            .find(|(p, start, bytes)| {
+                *p == pid && addr >= *start && addr + len as u64 <= start + bytes.len() as u64
+            })
+            .ok_or_else(fault)?;
+        let off = (addr - *start) as usize;
+        Ok(&mut bytes[off..off + len])
+    }
+
+    fn fake_syscall(&mut self, tid: i32, nr: i64, args: [u64; 6]) -> Result<i64, PluginError> {
+        let pid = self.pid_of(tid, "remote_syscall")?;
+        self.syscalls.push((tid, nr, args));
+        Ok(if nr == libc::SYS_getpid {
+            i64::from(pid)
+        } else {
+            -i64::from(libc::ENOSYS)
+        })
+    }
+
+    fn own_dup(&self, pid: i32, fd: i32) -> Result<OwnedFd, PluginError> {
+        self.pid_of(pid, "dup_task_fd")?;
+        // The fake tasks share this process's fd table.
+        let f = std::fs::File::open(format!("/proc/self/fd/{fd}")).map_err(|source| {
+            PluginError::Task {
+                pid,
+                op: format!("dup of fd {fd}"),
+                source: Box::new(source),
+            }
+        })?;
+        Ok(f.into())
     }
 }
 
@@ -92,6 +157,29 @@ impl DumpContext for MemoryImages {
     fn options(&self) -> &DumpOptions {
         &self.dump_options
     }
+
+    fn tasks(&self) -> Vec<TaskIds> {
+        self.tasks.clone()
+    }
+
+    fn read_task_memory(&mut self, pid: i32, addr: u64, buf: &mut [u8]) -> Result<(), PluginError> {
+        let len = buf.len();
+        buf.copy_from_slice(self.region(pid, addr, len)?);
+        Ok(())
+    }
+
+    fn write_task_memory(&mut self, pid: i32, addr: u64, data: &[u8]) -> Result<(), PluginError> {
+        self.region(pid, addr, data.len())?.copy_from_slice(data);
+        Ok(())
+    }
+
+    fn remote_syscall(&mut self, tid: i32, nr: i64, args: [u64; 6]) -> Result<i64, PluginError> {
+        self.fake_syscall(tid, nr, args)
+    }
+
+    fn dup_task_fd(&mut self, pid: i32, fd: i32) -> Result<OwnedFd, PluginError> {
+        self.own_dup(pid, fd)
+    }
 }
 
 impl RestoreContext for MemoryImages {
@@ -122,6 +210,48 @@ impl RestoreContext for MemoryImages {
 
     fn options(&self) -> &RestoreOptions {
         &self.restore_options
+    }
+
+    fn tasks(&self) -> Vec<TaskIds> {
+        self.tasks.clone()
+    }
+
+    fn read_task_memory(&mut self, pid: i32, addr: u64, buf: &mut [u8]) -> Result<(), PluginError> {
+        let len = buf.len();
+        buf.copy_from_slice(self.region(pid, addr, len)?);
+        Ok(())
+    }
+
+    fn write_task_memory(&mut self, pid: i32, addr: u64, data: &[u8]) -> Result<(), PluginError> {
+        self.region(pid, addr, data.len())?.copy_from_slice(data);
+        Ok(())
+    }
+
+    fn remote_syscall(&mut self, tid: i32, nr: i64, args: [u64; 6]) -> Result<i64, PluginError> {
+        self.fake_syscall(tid, nr, args)
+    }
+
+    fn dup_task_fd(&mut self, pid: i32, fd: i32) -> Result<OwnedFd, PluginError> {
+        self.own_dup(pid, fd)
+    }
+
+    fn install_fd(
+        &mut self,
+        pid: i32,
+        fd: BorrowedFd<'_>,
+        target: i32,
+        cloexec: bool,
+    ) -> Result<(), PluginError> {
+        self.pid_of(pid, "install_fd")?;
+        let dup = fd
+            .try_clone_to_owned()
+            .map_err(|source| PluginError::Task {
+                pid,
+                op: format!("dup for fd {target}"),
+                source: Box::new(source),
+            })?;
+        self.installed.push((pid, dup, target, cloexec));
+        Ok(())
     }
 }
 

@@ -10,7 +10,7 @@ use criu_proto::images::{FdTypes, FileEntry, FownEntry};
 #[test]
 fn version_is_pinned() {
     // Bump together with any change below.
-    assert_eq!(API_VERSION, ApiVersion { major: 0, minor: 2 });
+    assert_eq!(API_VERSION, ApiVersion { major: 0, minor: 3 });
 }
 
 #[test]
@@ -43,6 +43,18 @@ fn free_functions() {
     let _: fn(i32) -> String = fd_type_name;
     let _: fn(PluginImageKind) -> criu_proto::ImageKind = PluginImageKind::to_proto;
     let _: fn(u32) -> ImageRef = ImageRef::ghost_file;
+    let _: fn(&[&dyn Plugin], DumpStage) -> bool = has_dump_hook;
+    let _: fn(&[&dyn Plugin], RestoreStage) -> bool = has_restore_hook;
+    let _: fn(&[&dyn Plugin], DumpStage, &mut dyn DumpContext) -> Result<(), HookFailure> =
+        run_dump_stage;
+    let _: fn(&[&dyn Plugin], RestoreStage, &mut dyn RestoreContext) -> Result<(), HookFailure> =
+        run_restore_stage;
+    let r: Result<u8, PluginError> = catch_hook_panic("p", || Ok(1));
+    assert_eq!(r.unwrap(), 1);
+    let _: fn(&str) -> Option<DumpStage> = DumpStage::from_name;
+    let _: fn(&str) -> Option<RestoreStage> = RestoreStage::from_name;
+    assert_eq!(DumpStage::ALL.len(), 4);
+    assert_eq!(RestoreStage::ALL.len(), 5);
     assert_eq!(DEFAULT_GHOST_LIMIT, 1 << 20);
 }
 
@@ -59,6 +71,28 @@ impl Plugin for Pinned {
     }
     fn fd_handler(&self) -> Option<&dyn FdHandler> {
         Some(self)
+    }
+    fn stage_hooks(&self) -> Option<&dyn StageHooks> {
+        Some(self)
+    }
+}
+
+impl StageHooks for Pinned {
+    fn dump_stages(&self) -> &[DumpStage] {
+        &DumpStage::ALL
+    }
+    fn restore_stages(&self) -> &[RestoreStage] {
+        &RestoreStage::ALL
+    }
+    fn dump_stage(&self, _: DumpStage, _: &mut dyn DumpContext) -> Result<(), PluginError> {
+        Ok(())
+    }
+    fn restore_stage(
+        &self,
+        _: RestoreStage,
+        _: &mut dyn RestoreContext,
+    ) -> Result<(), PluginError> {
+        Ok(())
     }
 }
 
@@ -120,6 +154,24 @@ impl DumpContext for Ctx {
     fn options(&self) -> &DumpOptions {
         &self.0
     }
+    fn tasks(&self) -> Vec<TaskIds> {
+        Vec::new()
+    }
+    fn read_task_memory(&mut self, _: i32, _: u64, _: &mut [u8]) -> Result<(), PluginError> {
+        Ok(())
+    }
+    fn write_task_memory(&mut self, _: i32, _: u64, _: &[u8]) -> Result<(), PluginError> {
+        Ok(())
+    }
+    fn remote_syscall(&mut self, _: i32, _: i64, _: [u64; 6]) -> Result<i64, PluginError> {
+        Ok(0)
+    }
+    fn dup_task_fd(&mut self, _: i32, _: i32) -> Result<OwnedFd, PluginError> {
+        Err(PluginError::Unavailable {
+            service: "dup_task_fd",
+            why: "pinned".into(),
+        })
+    }
 }
 
 impl RestoreContext for Ctx {
@@ -144,12 +196,41 @@ impl RestoreContext for Ctx {
     fn options(&self) -> &RestoreOptions {
         &self.1
     }
+    fn tasks(&self) -> Vec<TaskIds> {
+        Vec::new()
+    }
+    fn read_task_memory(&mut self, _: i32, _: u64, _: &mut [u8]) -> Result<(), PluginError> {
+        Ok(())
+    }
+    fn write_task_memory(&mut self, _: i32, _: u64, _: &[u8]) -> Result<(), PluginError> {
+        Ok(())
+    }
+    fn remote_syscall(&mut self, _: i32, _: i64, _: [u64; 6]) -> Result<i64, PluginError> {
+        Ok(0)
+    }
+    fn dup_task_fd(&mut self, _: i32, _: i32) -> Result<OwnedFd, PluginError> {
+        Err(PluginError::Task {
+            pid: 0,
+            op: "pinned".into(),
+            source: "pinned".into(),
+        })
+    }
+    fn install_fd(
+        &mut self,
+        _: i32,
+        _: BorrowedFd<'_>,
+        _: i32,
+        _: bool,
+    ) -> Result<(), PluginError> {
+        Ok(())
+    }
 }
 
 #[test]
 fn traits_are_object_safe_and_implementable() {
     let p: &dyn Plugin = &Pinned;
     assert!(p.fd_handler().is_some());
+    assert!(p.stage_hooks().is_some());
     let mut c = Ctx(DumpOptions::default(), RestoreOptions::default());
     let _: &mut dyn DumpContext = &mut c;
     let _: &mut dyn RestoreContext = &mut c;
@@ -176,8 +257,10 @@ fn ffi_surface() {
         FfiError::GHOST_TOO_BIG,
         FfiError::BAD_IMAGE,
         FfiError::PANICKED,
+        FfiError::UNAVAILABLE,
+        FfiError::TASK,
     ];
-    assert_eq!(codes, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    assert_eq!(codes, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
     assert_eq!(
         ffi::ROOT_MODULE_SYMBOL,
         "_1as_0lib_1header_0root_bmodule_bloader"

@@ -1,10 +1,18 @@
-//! The core's [`DumpContext`] for plugins, on top of [`ImageDir`].
+//! The core's [`DumpContext`] for plugins, on top of [`ImageDir`], with the task services
+//! (memory, remote syscalls, fds) on the frozen tree.
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 
-use criu_plugin_api::{DumpContext, DumpOptions as PluginDumpOptions, ImageRef, PluginError};
+use std::os::fd::OwnedFd;
+
+use criu_plugin_api::{
+    DumpContext, DumpOptions as PluginDumpOptions, ImageRef, PluginError, TaskIds,
+};
+use nix::unistd::Pid;
+
+use crate::plugins::services::{dup_task_fd, remote_syscall, task_err};
 use criu_proto::images::FileEntry;
 
 use crate::image::{ImageDir, ImageKind, ImageWriter};
@@ -20,6 +28,8 @@ pub struct CoreDumpContext<'d> {
     plugins_used: BTreeSet<&'static str>,
     /// Plugin-owned files we created (removed with the images on failure).
     pub plugin_files: Vec<std::path::PathBuf>,
+    /// The frozen tree (live tasks, zombies left out); empty until frozen and once released.
+    tree: Vec<TaskIds>,
 }
 
 impl std::fmt::Debug for CoreDumpContext<'_> {
@@ -48,7 +58,31 @@ impl<'d> CoreDumpContext<'d> {
             options,
             plugins_used: BTreeSet::new(),
             plugin_files: Vec::new(),
+            tree: Vec::new(),
         }
+    }
+
+    /// The tasks the task services may touch: the frozen tree, or nothing.
+    pub fn set_tree(&mut self, tree: Vec<TaskIds>) {
+        self.tree = tree;
+    }
+
+    /// The pid of the frozen task holding `tid`, or why the service cannot touch it.
+    fn frozen_pid(&self, tid: i32, service: &'static str) -> Result<i32, PluginError> {
+        if self.tree.is_empty() {
+            return Err(PluginError::Unavailable {
+                service,
+                why: "the tree is not frozen (before-freeze, or released)".into(),
+            });
+        }
+        self.tree
+            .iter()
+            .find(|t| t.tids.contains(&tid))
+            .map(|t| t.pid)
+            .ok_or_else(|| PluginError::Unavailable {
+                service,
+                why: format!("{tid} is not a live task of the dumped tree"),
+            })
     }
 
     fn writer(
@@ -147,5 +181,31 @@ impl DumpContext for CoreDumpContext<'_> {
 
     fn options(&self) -> &PluginDumpOptions {
         &self.options
+    }
+
+    fn tasks(&self) -> Vec<TaskIds> {
+        self.tree.clone()
+    }
+
+    fn read_task_memory(&mut self, pid: i32, addr: u64, buf: &mut [u8]) -> Result<(), PluginError> {
+        self.frozen_pid(pid, "read_task_memory")?;
+        crate::sys::vm::read_exact(Pid::from_raw(pid), addr, buf)
+            .map_err(|e| task_err(pid, format!("reading {} bytes at {addr:#x}", buf.len()), e))
+    }
+
+    fn write_task_memory(&mut self, pid: i32, addr: u64, data: &[u8]) -> Result<(), PluginError> {
+        self.frozen_pid(pid, "write_task_memory")?;
+        crate::sys::vm::write_all(Pid::from_raw(pid), addr, data)
+            .map_err(|e| task_err(pid, format!("writing {} bytes at {addr:#x}", data.len()), e))
+    }
+
+    fn remote_syscall(&mut self, tid: i32, nr: i64, args: [u64; 6]) -> Result<i64, PluginError> {
+        let pid = self.frozen_pid(tid, "remote_syscall")?;
+        remote_syscall(pid, tid, nr, args)
+    }
+
+    fn dup_task_fd(&mut self, pid: i32, fd: i32) -> Result<OwnedFd, PluginError> {
+        self.frozen_pid(pid, "dup_task_fd")?;
+        dup_task_fd(pid, fd)
     }
 }

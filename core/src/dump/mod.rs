@@ -171,6 +171,14 @@ pub enum DumpError {
         #[source]
         source: criu_plugin_api::PluginError,
     },
+    #[error("pid {pid}: plugin {plugin} failed at stage {stage}")]
+    Hook {
+        pid: i32,
+        plugin: &'static str,
+        stage: &'static str,
+        #[source]
+        source: criu_plugin_api::PluginError,
+    },
     #[error("pid {pid} (thread {tid}) is already traced by pid {tracer}; detach that tracer first")]
     AlreadyTraced { pid: i32, tid: i32, tracer: i32 },
     #[error("pid {pid} is a thread of process {tgid}; dump the process (-t {tgid})")]

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::time::Instant;
 
-use criu_plugin_api::Plugin;
+use criu_plugin_api::{DumpStage, Plugin, TaskIds, has_dump_hook, run_dump_stage};
 use criu_proto::images::{
     DumpStatsEntry, PstreeEntry, StatsEntry, TaskKobjIdsEntry, TimensEntry, Timespec,
 };
@@ -64,23 +64,80 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpReport, DumpError> {
     let plugins = crate::plugins::all();
     let span = tracing::info_span!("dump", pid);
     let _e = span.enter();
+    let mut ctx = CoreDumpContext::new(&dir, opts.ghost_limit, opts.shell_job);
     let t0 = Instant::now();
-    let tree = freeze_tree(pid)?;
+    let tree =
+        stage(&plugins, DumpStage::BeforeFreeze, pid, &mut ctx).and_then(|()| freeze_tree(pid));
+    let tree = match tree {
+        Ok(t) => t,
+        Err(e) => {
+            // Nothing frozen: the failure hooks (network unlock) and our files only.
+            stage_failed(&plugins, &mut ctx);
+            for p in std::mem::take(&mut ctx.plugin_files) {
+                let _ = std::fs::remove_file(p);
+            }
+            let _ = dir.discard_written();
+            return Err(e);
+        }
+    };
     let freezing_time = us(t0);
     let t_frozen = Instant::now();
-    let mut ctx = CoreDumpContext::new(&dir, opts.ghost_limit, opts.shell_job);
-    let res = dump_frozen(
-        opts,
-        &dir,
-        &plugins,
-        &tree,
-        &mut ctx,
-        freezing_time,
-        t_frozen,
+    ctx.set_tree(
+        tree.procs
+            .iter()
+            .filter_map(|m| m.frozen.as_ref())
+            .map(|f| TaskIds {
+                pid: f.pid,
+                tids: f.tids().collect(),
+            })
+            .collect(),
     );
+    let mut res = stage(&plugins, DumpStage::AfterFreeze, pid, &mut ctx).and_then(|()| {
+        dump_frozen(
+            opts,
+            &dir,
+            &plugins,
+            &tree,
+            &mut ctx,
+            freezing_time,
+            t_frozen,
+        )
+    });
+    if res.is_ok() && has_dump_hook(&plugins, DumpStage::AfterDump) {
+        // Images the hook writes are flushed here (dump_frozen closed the others).
+        if let Err(e) =
+            stage(&plugins, DumpStage::AfterDump, pid, &mut ctx).and_then(|()| ctx.finish(pid))
+        {
+            res = Err(e);
+        }
+    }
+    if res.is_err() {
+        stage_failed(&plugins, &mut ctx);
+    }
+    ctx.set_tree(Vec::new());
     let plugin_files = std::mem::take(&mut ctx.plugin_files);
     drop(ctx);
     finish(opts, &dir, tree, res, t_frozen, plugin_files)
+}
+
+/// Runs the plugins' hooks at `stage`; the first failure fails the dump.
+fn stage(
+    plugins: &[&'static dyn Plugin],
+    stage: DumpStage,
+    pid: i32,
+    ctx: &mut CoreDumpContext<'_>,
+) -> Result<(), DumpError> {
+    run_dump_stage(plugins, stage, ctx).map_err(|(plugin, source)| DumpError::Hook {
+        pid,
+        plugin,
+        stage: stage.name(),
+        source,
+    })
+}
+
+/// The failure hooks (their errors are only logged).
+fn stage_failed(plugins: &[&'static dyn Plugin], ctx: &mut CoreDumpContext<'_>) {
+    let _ = run_dump_stage(plugins, DumpStage::Failed, ctx);
 }
 
 fn finish(

@@ -8,6 +8,7 @@
 //! Loaded plugins are registered process-wide (like `dlopen` itself) and never unloaded.
 
 mod security;
+pub(crate) mod services;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -248,17 +249,7 @@ pub fn listing() -> Vec<PluginListing> {
                 .iter()
                 .find(|l| l.info().name == info.name)
                 .map_or(Origin::BuiltIn, |l| Origin::File(l.path().to_path_buf()));
-            let handles = match p.fd_handler() {
-                Some(h) => {
-                    let types: Vec<String> = h
-                        .fd_types()
-                        .iter()
-                        .map(|&t| fd_type_name(t as i32))
-                        .collect();
-                    format!("fd types {}", types.join(", "))
-                }
-                None => "nothing".into(),
-            };
+            let handles = handles(p);
             PluginListing {
                 info,
                 origin,
@@ -266,6 +257,36 @@ pub fn listing() -> Vec<PluginListing> {
             }
         })
         .collect()
+}
+
+/// What `plugin` handles, for `criu check --plugins`: `"fd types REG, PIPE; dump stages
+/// after-freeze; restore stages before-resume"`, or `"nothing"`.
+pub fn handles(plugin: &dyn Plugin) -> String {
+    let mut parts = Vec::new();
+    if let Some(h) = plugin.fd_handler() {
+        let types: Vec<String> = h
+            .fd_types()
+            .iter()
+            .map(|&t| fd_type_name(t as i32))
+            .collect();
+        parts.push(format!("fd types {}", types.join(", ")));
+    }
+    if let Some(h) = plugin.stage_hooks() {
+        let names = |v: Vec<&str>| v.join(", ");
+        if !h.dump_stages().is_empty() {
+            let v = h.dump_stages().iter().map(|s| s.name()).collect();
+            parts.push(format!("dump stages {}", names(v)));
+        }
+        if !h.restore_stages().is_empty() {
+            let v = h.restore_stages().iter().map(|s| s.name()).collect();
+            parts.push(format!("restore stages {}", names(v)));
+        }
+    }
+    if parts.is_empty() {
+        "nothing".into()
+    } else {
+        parts.join("; ")
+    }
 }
 
 #[cfg(test)]
@@ -311,6 +332,47 @@ mod tests {
         let msg = format!("{}", refused[0]);
         assert!(msg.contains("libjunk.so"), "{msg}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    struct Staged;
+    impl Plugin for Staged {
+        fn info(&self) -> PluginInfo {
+            PluginInfo {
+                name: "staged",
+                version: "1",
+                priority: 1,
+                api_version: criu_plugin_api::API_VERSION,
+            }
+        }
+        fn stage_hooks(&self) -> Option<&dyn criu_plugin_api::StageHooks> {
+            Some(self)
+        }
+    }
+    impl criu_plugin_api::StageHooks for Staged {
+        fn dump_stages(&self) -> &[criu_plugin_api::DumpStage] {
+            &[criu_plugin_api::DumpStage::BeforeFreeze]
+        }
+        fn restore_stages(&self) -> &[criu_plugin_api::RestoreStage] {
+            &[
+                criu_plugin_api::RestoreStage::AfterResume,
+                criu_plugin_api::RestoreStage::Failed,
+            ]
+        }
+    }
+    struct Bare;
+    impl Plugin for Bare {
+        fn info(&self) -> PluginInfo {
+            Staged.info()
+        }
+    }
+
+    #[test]
+    fn listing_names_stages() {
+        assert_eq!(
+            handles(&Staged),
+            "dump stages before-freeze; restore stages after-resume, restore-failed"
+        );
+        assert_eq!(handles(&Bare), "nothing");
     }
 
     #[test]

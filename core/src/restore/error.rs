@@ -90,6 +90,14 @@ pub enum RestoreError {
         #[source]
         source: Errno,
     },
+    #[error("pid {pid}: plugin {plugin} failed at stage {stage}")]
+    Hook {
+        pid: i32,
+        plugin: &'static str,
+        stage: &'static str,
+        #[source]
+        source: criu_plugin_api::PluginError,
+    },
     #[error("pid {pid}: writing {path}")]
     Pidfile {
         pid: i32,

@@ -21,6 +21,17 @@ pub trait FileOpener {
 
     /// Returns the open description, or a reason naming what is unsupported.
     fn open(&mut self, entry: &FileEntry) -> Result<OwnedFd, String>;
+
+    /// The restore reached `stage`: run the plugins' stage hooks (the plugin opener does).
+    /// `live`: the tasks exist and are stopped under us (task services usable).
+    fn stage(
+        &mut self,
+        stage: criu_plugin_api::RestoreStage,
+        live: bool,
+    ) -> Result<(), criu_plugin_api::HookFailure> {
+        let _ = (stage, live);
+        Ok(())
+    }
 }
 
 /// Opens each `files.img` entry once per restore and hands out duplicates: tasks sharing a
@@ -50,6 +61,14 @@ impl<'o> SharedDescriptions<'o> {
 impl FileOpener for SharedDescriptions<'_> {
     fn begin_task(&mut self, pid: i32) {
         self.inner.begin_task(pid);
+    }
+
+    fn stage(
+        &mut self,
+        stage: criu_plugin_api::RestoreStage,
+        live: bool,
+    ) -> Result<(), criu_plugin_api::HookFailure> {
+        self.inner.stage(stage, live)
     }
 
     fn open(&mut self, entry: &FileEntry) -> Result<OwnedFd, String> {

@@ -55,6 +55,7 @@ pub mod zombie;
 
 use std::path::PathBuf;
 
+use criu_plugin_api::RestoreStage;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -119,11 +120,22 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreOutcome> {
         });
     }
     let entries: Vec<_> = plan.files.values().cloned().collect();
-    let pids = plan.tasks.iter().map(|t| t.pid).collect();
+    let tasks = plan
+        .tasks
+        .iter()
+        .map(|t| criu_plugin_api::TaskIds {
+            pid: t.pid,
+            tids: if t.is_zombie() {
+                Vec::new()
+            } else {
+                t.threads.iter().map(|th| th.tid).collect()
+            },
+        })
+        .collect();
     let mut opener = plugins::PluginOpener::start(
         &plugins,
         opts.images_dir.clone(),
-        pids,
+        tasks,
         &entries,
         opts.shell_job,
     )
@@ -134,7 +146,34 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreOutcome> {
         what: "plugin restore start".into(),
         reason,
     })?;
+    if let Err(e) = stage(&mut opener, RestoreStage::BeforeRestore, false, &plan) {
+        let _ = stage(&mut opener, RestoreStage::Failed, false, &plan);
+        return Err(e);
+    }
     restore_plan(opts, &images, &plan, &mut opener)
+}
+
+/// Runs the plugins' hooks at `stage` (through the opener); a failure names the plugin.
+fn stage(
+    opener: &mut dyn FileOpener,
+    stage: RestoreStage,
+    live: bool,
+    plan: &RestorePlan,
+) -> Result<()> {
+    opener
+        .stage(stage, live)
+        .map_err(|(plugin, source)| RestoreError::Hook {
+            pid: plan.tasks[0].pid,
+            plugin,
+            stage: stage.name(),
+            source,
+        })
+}
+
+/// The failure hooks (errors only logged), then every created task is killed.
+fn fail(opener: &mut dyn FileOpener, plan: &RestorePlan, created: &[Pid]) {
+    let _ = stage(opener, RestoreStage::Failed, false, plan);
+    kill_all(created);
 }
 
 /// Restores with `opener` opening the files of `files.img` (e.g. [`RegOpener`]).
@@ -167,16 +206,20 @@ fn restore_plan(
         Ok(t) => t,
         Err(e) => {
             tracing::error!(error = %e, "restore failed, killing created tasks");
-            kill_all(&created);
+            fail(opener, plan, &created);
             return Err(e);
         }
     };
     // Zombies die first, so their parents find them dead when they next run.
     for z in zombies {
         if let Err(e) = zombie::release(z) {
-            kill_all(&created);
+            fail(opener, plan, &created);
             return Err(e);
         }
+    }
+    if let Err(e) = stage(opener, RestoreStage::BeforeResume, true, plan) {
+        fail(opener, plan, &created);
+        return Err(e);
     }
     // Pending before detach: such tasks stop before running a single instruction. Tasks
     // dumped stopped (task_state 3) stop again with the signal that stopped them.
@@ -196,9 +239,13 @@ fn restore_plan(
     for rt in threads.iter().rev() {
         if let Err(e) = pt::detach(rt.tid, 0) {
             let err = rt.ptrace_err(e);
-            kill_all(&created);
+            fail(opener, plan, &created);
             return Err(err);
         }
+    }
+    if let Err(e) = stage(opener, RestoreStage::AfterResume, false, plan) {
+        fail(opener, plan, &created);
+        return Err(e);
     }
     tracing::info!(pid = root, "restored");
     if let Some(path) = &opts.pidfile {
@@ -333,6 +380,7 @@ fn restore_tree(
         .map(|p| (p.t.pid, &mut p.sp.leader))
         .collect();
     helpers.release(&mut reapers, created)?;
+    stage(opener, RestoreStage::AfterTasksExist, true, plan)?;
     let mut all = Vec::new();
     while let Some(p) = done.pop() {
         all.extend(finish_task(p, &plan.seccomp)?);

@@ -1,12 +1,19 @@
 //! Opening files through the resource plugins (`criu-plugin-api`): the core's
-//! [`RestoreContext`] for them, and a [`FileOpener`] that asks the first plugin restoring
-//! each `files.img` entry.
+//! [`RestoreContext`] for them (with the task services while the tasks are stopped under
+//! us), and a [`FileOpener`] that asks the first plugin restoring each `files.img` entry and
+//! runs the plugins' stage hooks.
 
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 
-use criu_plugin_api::{FileRestore, ImageRef, Plugin, PluginError, RestoreContext};
+use criu_plugin_api::{
+    FileRestore, HookFailure, ImageRef, Plugin, PluginError, RestoreContext, RestoreStage, TaskIds,
+    run_restore_stage,
+};
+use nix::unistd::Pid;
+
+use crate::plugins::services::{dup_task_fd, remote_syscall, task_err};
 use criu_proto::images::FileEntry;
 
 use super::files::FileOpener;
@@ -18,6 +25,10 @@ pub struct Ctx {
     pid: i32,
     /// Pids of the restored tree (identity: clone3 set_tid gives every task its old pid).
     pids: Vec<i32>,
+    /// The tree's tasks and threads (zombies left out).
+    tasks: Vec<TaskIds>,
+    /// The tasks exist and are stopped under us: the task services work.
+    live: bool,
     kept: BTreeMap<String, OwnedFd>,
     options: criu_plugin_api::RestoreOptions,
 }
@@ -74,12 +85,112 @@ impl RestoreContext for Ctx {
     fn options(&self) -> &criu_plugin_api::RestoreOptions {
         &self.options
     }
+
+    fn tasks(&self) -> Vec<TaskIds> {
+        self.tasks.clone()
+    }
+
+    fn read_task_memory(&mut self, pid: i32, addr: u64, buf: &mut [u8]) -> Result<(), PluginError> {
+        self.live_pid(pid, "read_task_memory")?;
+        crate::sys::vm::read_exact(Pid::from_raw(pid), addr, buf)
+            .map_err(|e| task_err(pid, format!("reading {} bytes at {addr:#x}", buf.len()), e))
+    }
+
+    fn write_task_memory(&mut self, pid: i32, addr: u64, data: &[u8]) -> Result<(), PluginError> {
+        self.live_pid(pid, "write_task_memory")?;
+        crate::sys::vm::write_all(Pid::from_raw(pid), addr, data)
+            .map_err(|e| task_err(pid, format!("writing {} bytes at {addr:#x}", data.len()), e))
+    }
+
+    fn remote_syscall(&mut self, tid: i32, nr: i64, args: [u64; 6]) -> Result<i64, PluginError> {
+        let pid = self.live_pid(tid, "remote_syscall")?;
+        remote_syscall(pid, tid, nr, args)
+    }
+
+    fn dup_task_fd(&mut self, pid: i32, fd: i32) -> Result<OwnedFd, PluginError> {
+        self.live_pid(pid, "dup_task_fd")?;
+        dup_task_fd(pid, fd)
+    }
+
+    fn install_fd(
+        &mut self,
+        pid: i32,
+        fd: BorrowedFd<'_>,
+        target: i32,
+        cloexec: bool,
+    ) -> Result<(), PluginError> {
+        use std::os::fd::AsRawFd;
+        self.live_pid(pid, "install_fd")?;
+        // The task fetches the fd from us: pidfd_open(restorer), pidfd_getfd, dup3 to the
+        // number, close the temporaries. Needs the task to be allowed to ptrace us (before
+        // its credentials drop privileges).
+        let me = std::process::id() as u64;
+        let call = |nr: i64, args: [u64; 6], what: &str| -> Result<u64, PluginError> {
+            let r = remote_syscall(pid, pid, nr, args)?;
+            if (-4095..0).contains(&r) {
+                return Err(task_err(
+                    pid,
+                    format!("remote {what} installing fd {target}"),
+                    std::io::Error::from_raw_os_error(-r as i32),
+                ));
+            }
+            Ok(r as u64)
+        };
+        let pidfd = call(libc::SYS_pidfd_open, [me, 0, 0, 0, 0, 0], "pidfd_open")?;
+        let got = call(
+            libc::SYS_pidfd_getfd,
+            [pidfd, fd.as_raw_fd() as u64, 0, 0, 0, 0],
+            "pidfd_getfd",
+        );
+        let placed = got.and_then(|tmp| {
+            let flags = if cloexec { libc::O_CLOEXEC as u64 } else { 0 };
+            let r = if tmp == target as u64 {
+                // Already there (the number was free and lowest): only the flag.
+                let fl = if cloexec { libc::FD_CLOEXEC as u64 } else { 0 };
+                call(
+                    libc::SYS_fcntl,
+                    [tmp, libc::F_SETFD as u64, fl, 0, 0, 0],
+                    "fcntl",
+                )
+            } else {
+                let r = call(libc::SYS_dup3, [tmp, target as u64, flags, 0, 0, 0], "dup3");
+                let _ = call(libc::SYS_close, [tmp, 0, 0, 0, 0, 0], "close");
+                r
+            };
+            r.map(|_| ())
+        });
+        let _ = call(libc::SYS_close, [pidfd, 0, 0, 0, 0, 0], "close");
+        placed
+    }
+}
+
+impl Ctx {
+    /// The pid of the live task holding `tid`, or why the service cannot touch it.
+    fn live_pid(&self, tid: i32, service: &'static str) -> Result<i32, PluginError> {
+        if !self.live {
+            return Err(PluginError::Unavailable {
+                service,
+                why: "the restored tasks are not stopped under the restorer at this stage \
+                      (use after-tasks-exist or before-resume)"
+                    .into(),
+            });
+        }
+        self.tasks
+            .iter()
+            .find(|t| t.tids.contains(&tid))
+            .map(|t| t.pid)
+            .ok_or_else(|| PluginError::Unavailable {
+                service,
+                why: format!("{tid} is not a live task of the restored tree"),
+            })
+    }
 }
 
 /// Opens files with the plugins' restorers.
 pub struct PluginOpener<'p> {
     ctx: Ctx,
     files: FileRestore<'p>,
+    plugins: Vec<&'p dyn Plugin>,
 }
 
 impl std::fmt::Debug for PluginOpener<'_> {
@@ -92,26 +203,35 @@ impl std::fmt::Debug for PluginOpener<'_> {
 }
 
 impl<'p> PluginOpener<'p> {
-    /// Starts every plugin's restore with all of `files.img`.
+    /// Starts every plugin's restore with all of `files.img`. `tasks`: every task of the
+    /// tree (zombies too, with no threads), parents first.
     pub fn start(
         plugins: &[&'p dyn Plugin],
         dir: PathBuf,
-        pids: Vec<i32>,
+        tasks: Vec<TaskIds>,
         entries: &[FileEntry],
         shell_job: bool,
     ) -> Result<Self, String> {
+        let pids: Vec<i32> = tasks.iter().map(|t| t.pid).collect();
+        let tasks = tasks.into_iter().filter(|t| !t.tids.is_empty()).collect();
         let mut options = criu_plugin_api::RestoreOptions::default();
         options.shell_job = shell_job;
         let mut ctx = Ctx {
             dir,
             pid: pids.first().copied().unwrap_or(0),
             pids,
+            tasks,
+            live: false,
             kept: BTreeMap::new(),
             options,
         };
         let files = FileRestore::start(plugins, &mut ctx, entries)
             .map_err(|(name, e)| format!("plugin {name}: {e}"))?;
-        Ok(PluginOpener { ctx, files })
+        Ok(PluginOpener {
+            ctx,
+            files,
+            plugins: plugins.to_vec(),
+        })
     }
 }
 
@@ -128,5 +248,14 @@ impl FileOpener for PluginOpener<'_> {
                 fd
             })
             .map_err(|e| e.to_string())
+    }
+
+    fn stage(&mut self, stage: RestoreStage, live: bool) -> Result<(), HookFailure> {
+        // Hooks see the root as the current task.
+        self.ctx.pid = self.ctx.pids.first().copied().unwrap_or(0);
+        self.ctx.live = live;
+        let r = run_restore_stage(&self.plugins, stage, &mut self.ctx);
+        self.ctx.live = false;
+        r
     }
 }

@@ -5,12 +5,13 @@
 use std::os::fd::{BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 
 use abi_stable::sabi_trait;
-use abi_stable::std_types::{RErr, ROk, ROption, RResult, RSlice, RStr, RVec};
+use abi_stable::std_types::{RErr, ROk, ROption, RResult, RSlice, RSliceMut, RStr, RVec};
 
-use super::types::{FfiError, FfiImageRef};
+use super::types::{FfiError, FfiImageRef, FfiSyscallArgs, FfiTaskIds};
 use super::{DumpCtx, RestoreCtx};
 use crate::{
     DumpContext, DumpOptions, FileRestorer, ImageRef, PluginError, RestoreContext, RestoreOptions,
+    TaskIds,
 };
 
 /// [`DumpContext`] across the boundary (implemented by the host).
@@ -36,6 +37,31 @@ pub trait FfiDumpContext {
     fn ghost_limit(&self) -> u64;
     /// [`DumpOptions::shell_job`] (API 0.2).
     fn dump_shell_job(&self) -> bool;
+    /// [`DumpContext::tasks`] (API 0.3).
+    fn dump_tasks(&self) -> RVec<FfiTaskIds>;
+    /// [`DumpContext::read_task_memory`] (API 0.3).
+    fn dump_read_memory(
+        &mut self,
+        pid: i32,
+        addr: u64,
+        buf: RSliceMut<'_, u8>,
+    ) -> RResult<(), FfiError>;
+    /// [`DumpContext::write_task_memory`] (API 0.3).
+    fn dump_write_memory(
+        &mut self,
+        pid: i32,
+        addr: u64,
+        data: RSlice<'_, u8>,
+    ) -> RResult<(), FfiError>;
+    /// [`DumpContext::remote_syscall`] (API 0.3).
+    fn dump_remote_syscall(
+        &mut self,
+        tid: i32,
+        nr: i64,
+        args: FfiSyscallArgs,
+    ) -> RResult<i64, FfiError>;
+    /// [`DumpContext::dup_task_fd`] (API 0.3): the returned fd is owned by the caller.
+    fn dump_dup_task_fd(&mut self, pid: i32, fd: i32) -> RResult<i32, FfiError>;
 }
 
 /// [`RestoreContext`] across the boundary (implemented by the host).
@@ -58,6 +84,39 @@ pub trait FfiRestoreContext {
     fn skip_file_checks(&self) -> bool;
     /// [`RestoreOptions::shell_job`] (API 0.2).
     fn restore_shell_job(&self) -> bool;
+    /// [`RestoreContext::tasks`] (API 0.3).
+    fn restore_tasks(&self) -> RVec<FfiTaskIds>;
+    /// [`RestoreContext::read_task_memory`] (API 0.3).
+    fn restore_read_memory(
+        &mut self,
+        pid: i32,
+        addr: u64,
+        buf: RSliceMut<'_, u8>,
+    ) -> RResult<(), FfiError>;
+    /// [`RestoreContext::write_task_memory`] (API 0.3).
+    fn restore_write_memory(
+        &mut self,
+        pid: i32,
+        addr: u64,
+        data: RSlice<'_, u8>,
+    ) -> RResult<(), FfiError>;
+    /// [`RestoreContext::remote_syscall`] (API 0.3).
+    fn restore_remote_syscall(
+        &mut self,
+        tid: i32,
+        nr: i64,
+        args: FfiSyscallArgs,
+    ) -> RResult<i64, FfiError>;
+    /// [`RestoreContext::dup_task_fd`] (API 0.3): the returned fd is owned by the caller.
+    fn restore_dup_task_fd(&mut self, pid: i32, fd: i32) -> RResult<i32, FfiError>;
+    /// [`RestoreContext::install_fd`] (API 0.3): `fd` is borrowed for the call.
+    fn restore_install_fd(
+        &mut self,
+        pid: i32,
+        fd: i32,
+        target: i32,
+        cloexec: bool,
+    ) -> RResult<(), FfiError>;
 }
 
 /// [`FileRestorer`] across the boundary (implemented by the plugin, owned by the host).
@@ -111,6 +170,36 @@ impl FfiDumpContext for HostDump<'_> {
     fn dump_shell_job(&self) -> bool {
         self.0.options().shell_job
     }
+    fn dump_tasks(&self) -> RVec<FfiTaskIds> {
+        self.0.tasks().iter().map(FfiTaskIds::from).collect()
+    }
+    fn dump_read_memory(
+        &mut self,
+        pid: i32,
+        addr: u64,
+        mut buf: RSliceMut<'_, u8>,
+    ) -> RResult<(), FfiError> {
+        to_ffi(self.0.read_task_memory(pid, addr, &mut buf))
+    }
+    fn dump_write_memory(
+        &mut self,
+        pid: i32,
+        addr: u64,
+        data: RSlice<'_, u8>,
+    ) -> RResult<(), FfiError> {
+        to_ffi(self.0.write_task_memory(pid, addr, &data))
+    }
+    fn dump_remote_syscall(
+        &mut self,
+        tid: i32,
+        nr: i64,
+        args: FfiSyscallArgs,
+    ) -> RResult<i64, FfiError> {
+        to_ffi(self.0.remote_syscall(tid, nr, args.args))
+    }
+    fn dump_dup_task_fd(&mut self, pid: i32, fd: i32) -> RResult<i32, FfiError> {
+        to_ffi(self.0.dup_task_fd(pid, fd).map(IntoRawFd::into_raw_fd))
+    }
 }
 
 /// The host's restore context seen through the FFI trait.
@@ -150,6 +239,45 @@ impl FfiRestoreContext for HostRestore<'_> {
     }
     fn restore_shell_job(&self) -> bool {
         self.0.options().shell_job
+    }
+    fn restore_tasks(&self) -> RVec<FfiTaskIds> {
+        self.0.tasks().iter().map(FfiTaskIds::from).collect()
+    }
+    fn restore_read_memory(
+        &mut self,
+        pid: i32,
+        addr: u64,
+        mut buf: RSliceMut<'_, u8>,
+    ) -> RResult<(), FfiError> {
+        to_ffi(self.0.read_task_memory(pid, addr, &mut buf))
+    }
+    fn restore_write_memory(
+        &mut self,
+        pid: i32,
+        addr: u64,
+        data: RSlice<'_, u8>,
+    ) -> RResult<(), FfiError> {
+        to_ffi(self.0.write_task_memory(pid, addr, &data))
+    }
+    fn restore_remote_syscall(
+        &mut self,
+        tid: i32,
+        nr: i64,
+        args: FfiSyscallArgs,
+    ) -> RResult<i64, FfiError> {
+        to_ffi(self.0.remote_syscall(tid, nr, args.args))
+    }
+    fn restore_dup_task_fd(&mut self, pid: i32, fd: i32) -> RResult<i32, FfiError> {
+        to_ffi(self.0.dup_task_fd(pid, fd).map(IntoRawFd::into_raw_fd))
+    }
+    fn restore_install_fd(
+        &mut self,
+        pid: i32,
+        fd: i32,
+        target: i32,
+        cloexec: bool,
+    ) -> RResult<(), FfiError> {
+        to_ffi(self.0.install_fd(pid, borrow_fd(fd), target, cloexec))
     }
 }
 
@@ -202,6 +330,24 @@ impl DumpContext for GuestDump<'_> {
     fn options(&self) -> &DumpOptions {
         &self.options
     }
+    fn tasks(&self) -> Vec<TaskIds> {
+        self.ctx.dump_tasks().iter().map(TaskIds::from).collect()
+    }
+    fn read_task_memory(&mut self, pid: i32, addr: u64, buf: &mut [u8]) -> Result<(), PluginError> {
+        from_ffi(self.ctx.dump_read_memory(pid, addr, buf.into()))
+    }
+    fn write_task_memory(&mut self, pid: i32, addr: u64, data: &[u8]) -> Result<(), PluginError> {
+        from_ffi(self.ctx.dump_write_memory(pid, addr, data.into()))
+    }
+    fn remote_syscall(&mut self, tid: i32, nr: i64, args: [u64; 6]) -> Result<i64, PluginError> {
+        from_ffi(
+            self.ctx
+                .dump_remote_syscall(tid, nr, FfiSyscallArgs { args }),
+        )
+    }
+    fn dup_task_fd(&mut self, pid: i32, fd: i32) -> Result<OwnedFd, PluginError> {
+        from_ffi(self.ctx.dump_dup_task_fd(pid, fd)).map(take_fd)
+    }
 }
 
 /// An FFI restore context as a [`RestoreContext`].
@@ -243,6 +389,37 @@ impl RestoreContext for GuestRestore<'_> {
     fn options(&self) -> &RestoreOptions {
         &self.options
     }
+    fn tasks(&self) -> Vec<TaskIds> {
+        self.ctx.restore_tasks().iter().map(TaskIds::from).collect()
+    }
+    fn read_task_memory(&mut self, pid: i32, addr: u64, buf: &mut [u8]) -> Result<(), PluginError> {
+        from_ffi(self.ctx.restore_read_memory(pid, addr, buf.into()))
+    }
+    fn write_task_memory(&mut self, pid: i32, addr: u64, data: &[u8]) -> Result<(), PluginError> {
+        from_ffi(self.ctx.restore_write_memory(pid, addr, data.into()))
+    }
+    fn remote_syscall(&mut self, tid: i32, nr: i64, args: [u64; 6]) -> Result<i64, PluginError> {
+        from_ffi(
+            self.ctx
+                .restore_remote_syscall(tid, nr, FfiSyscallArgs { args }),
+        )
+    }
+    fn dup_task_fd(&mut self, pid: i32, fd: i32) -> Result<OwnedFd, PluginError> {
+        from_ffi(self.ctx.restore_dup_task_fd(pid, fd)).map(take_fd)
+    }
+    fn install_fd(
+        &mut self,
+        pid: i32,
+        fd: BorrowedFd<'_>,
+        target: i32,
+        cloexec: bool,
+    ) -> Result<(), PluginError> {
+        use std::os::fd::AsRawFd;
+        from_ffi(
+            self.ctx
+                .restore_install_fd(pid, fd.as_raw_fd(), target, cloexec),
+        )
+    }
 }
 
 /// A plugin's [`FileRestorer`] as the FFI trait.
@@ -268,7 +445,7 @@ impl FfiRestorer for GuestRestorer {
 
 /// Takes ownership of an fd number handed over the boundary with ownership.
 pub(crate) fn take_fd(raw: RawFd) -> OwnedFd {
-    // SAFETY: the boundary contract (keep_fd, open_file) transfers ownership of `raw`, an
+    // SAFETY: the boundary contract (keep_fd, open_file, dup_task_fd) transfers ownership of `raw`, an
     // open fd of this process, to the receiver; the sender gave it up with into_raw_fd.
     unsafe { OwnedFd::from_raw_fd(raw) }
 }
@@ -276,7 +453,7 @@ pub(crate) fn take_fd(raw: RawFd) -> OwnedFd {
 /// Borrows an fd number the other side keeps open for at least `'a` (the call, or the
 /// context's life for kept fds).
 pub(crate) fn borrow_fd<'a>(raw: RawFd) -> BorrowedFd<'a> {
-    // SAFETY: the boundary contract (FfiFdDesc::file, kept_fd) guarantees `raw` stays open
+    // SAFETY: the boundary contract (FfiFdDesc::file, kept_fd, install_fd) guarantees `raw` stays open
     // while the borrow is in use: the call for a desc, the context's life for a kept fd.
     unsafe { BorrowedFd::borrow_raw(raw) }
 }

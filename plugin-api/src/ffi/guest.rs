@@ -7,14 +7,14 @@ use abi_stable::library::{__call_root_module_loader, LibHeader, RootModuleResult
 use abi_stable::prefix_type::PrefixTypeTrait;
 use abi_stable::sabi_extern_fn;
 use abi_stable::sabi_trait::TD_Opaque;
-use abi_stable::std_types::{RErr, ROk, RResult, RSlice, RVec};
+use abi_stable::std_types::{RErr, ROk, RResult, RSlice, RStr, RString, RVec};
 use criu_proto::images::FileEntry;
 use prost::Message;
 
 use super::context::{GuestDump, GuestRestore, GuestRestorer, borrow_fd};
 use super::types::{FfiError, FfiFdDesc, FfiPluginInfo};
 use super::{DumpCtx, FfiRestorer_TO, PluginMod, PluginModRef, RestoreCtx, Restorer};
-use crate::{FdHandler, Plugin, PluginError};
+use crate::{DumpStage, FdHandler, Plugin, PluginError, RestoreStage, StageHooks};
 
 /// Names the plugin a `.so` exports; implemented by [`export_plugin!`](crate::export_plugin).
 pub trait ExportedPlugin: 'static {
@@ -45,6 +45,9 @@ pub(crate) fn module<G: ExportedPlugin>() -> PluginModRef {
         dump_file: dump_file::<G>,
         restores: restores::<G>,
         start_restore: start_restore::<G>,
+        capabilities: capabilities::<G>,
+        dump_stage: dump_stage::<G>,
+        restore_stage: restore_stage::<G>,
     }
     .leak_into_prefix()
 }
@@ -142,6 +145,68 @@ fn start_restore<G: ExportedPlugin>(
         let inner = handler::<G>()?.start_restore(&mut ctx, &entries)?;
         let restorer = GuestRestorer { plugin, inner };
         Ok(FfiRestorer_TO::from_value(restorer, TD_Opaque))
+    })
+}
+
+fn hooks<G: ExportedPlugin>() -> Result<&'static dyn StageHooks, PluginError> {
+    G::plugin()
+        .stage_hooks()
+        .ok_or_else(|| PluginError::Plugin {
+            plugin: name::<G>().into(),
+            message: "called for a stage hook but has none".into(),
+        })
+}
+
+/// The capability tokens of `plugin` (see [`super::PluginMod::capabilities`]).
+pub(crate) fn capability_tokens(plugin: &dyn Plugin) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(h) = plugin.stage_hooks() {
+        out.extend(h.dump_stages().iter().map(|s| format!("dump-stage:{s}")));
+        out.extend(
+            h.restore_stages()
+                .iter()
+                .map(|s| format!("restore-stage:{s}")),
+        );
+    }
+    out
+}
+
+#[sabi_extern_fn]
+fn capabilities<G: ExportedPlugin>() -> RResult<RVec<RString>, FfiError> {
+    guarded(name::<G>(), || {
+        Ok(capability_tokens(G::plugin())
+            .into_iter()
+            .map(RString::from)
+            .collect())
+    })
+}
+
+fn unknown_stage(plugin: &str, stage: &str) -> PluginError {
+    PluginError::Plugin {
+        plugin: plugin.into(),
+        message: format!("called at stage {stage:?}, unknown to this plugin's API version"),
+    }
+}
+
+#[sabi_extern_fn]
+fn dump_stage<G: ExportedPlugin>(ctx: DumpCtx<'_>, stage: RStr<'_>) -> RResult<(), FfiError> {
+    let plugin = name::<G>();
+    guarded(plugin, || {
+        let s = DumpStage::from_name(stage.as_str())
+            .ok_or_else(|| unknown_stage(plugin, stage.as_str()))?;
+        let mut ctx = GuestDump::new(ctx);
+        hooks::<G>()?.dump_stage(s, &mut ctx)
+    })
+}
+
+#[sabi_extern_fn]
+fn restore_stage<G: ExportedPlugin>(ctx: RestoreCtx<'_>, stage: RStr<'_>) -> RResult<(), FfiError> {
+    let plugin = name::<G>();
+    guarded(plugin, || {
+        let s = RestoreStage::from_name(stage.as_str())
+            .ok_or_else(|| unknown_stage(plugin, stage.as_str()))?;
+        let mut ctx = GuestRestore::new(ctx);
+        hooks::<G>()?.restore_stage(s, &mut ctx)
     })
 }
 

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use abi_stable::library::{LibraryError, lib_header_from_path};
 use abi_stable::sabi_trait::TD_Opaque;
-use abi_stable::std_types::{RResult, RVec};
+use abi_stable::std_types::{RResult, RString, RVec};
 use criu_proto::images::{FdTypes, FileEntry};
 use prost::Message;
 
@@ -14,8 +14,8 @@ use super::context::{HostDump, HostRestore, take_fd};
 use super::types::{FfiError, FfiFdDesc, FfiPluginInfo};
 use super::{FfiDumpContext_TO, FfiRestoreContext_TO, PluginModRef, Restorer};
 use crate::{
-    API_VERSION, ApiVersion, DumpContext, FdDesc, FdHandler, FileRestorer, Plugin, PluginError,
-    PluginInfo, RestoreContext,
+    API_VERSION, ApiVersion, DumpContext, DumpStage, FdDesc, FdHandler, FileRestorer, Plugin,
+    PluginError, PluginInfo, RestoreContext, RestoreStage, StageHooks,
 };
 
 /// Why a plugin file was not loaded.
@@ -79,6 +79,8 @@ pub struct LoadedPlugin {
     info: PluginInfo,
     fd_types: Vec<FdTypes>,
     has_fd_handler: bool,
+    dump_stages: Vec<DumpStage>,
+    restore_stages: Vec<RestoreStage>,
     guard: Guard,
 }
 
@@ -151,6 +153,20 @@ pub(crate) fn from_module(
         .iter()
         .filter_map(|&t| FdTypes::try_from(t).ok())
         .collect();
+    // API 0.3 capabilities; a 0.2 plugin has no such field (none of them).
+    let tokens: Vec<String> = match module.capabilities() {
+        Some(f) => f()
+            .into_result()
+            .map_err(|e| LoadError::Info {
+                path: path.to_path_buf(),
+                source: e.into_plugin_error(&path.display().to_string()),
+            })?
+            .into_iter()
+            .map(RString::into_string)
+            .collect(),
+        None => Vec::new(),
+    };
+    let (dump_stages, restore_stages) = stages_of(&tokens, module);
     let info = PluginInfo {
         // Leaked once per loaded plugin, which lives as long as the process.
         name: Box::leak(raw.name.into_string().into_boxed_str()),
@@ -164,11 +180,36 @@ pub(crate) fn from_module(
         info,
         fd_types,
         has_fd_handler: raw.has_fd_handler,
+        dump_stages,
+        restore_stages,
         guard: Guard {
             name: info.name,
             poisoned: Box::leak(Box::new(AtomicBool::new(false))),
         },
     })))
+}
+
+/// The stage hooks among capability `tokens` this host knows (others are ignored, a newer
+/// plugin's), kept only when the module has the matching entry point.
+fn stages_of(tokens: &[String], module: PluginModRef) -> (Vec<DumpStage>, Vec<RestoreStage>) {
+    let mut dump = Vec::new();
+    let mut restore = Vec::new();
+    for t in tokens {
+        if let Some(name) = t.strip_prefix("dump-stage:") {
+            if let Some(s) = DumpStage::from_name(name).filter(|_| module.dump_stage().is_some()) {
+                dump.push(s);
+            }
+        } else if let Some(name) = t.strip_prefix("restore-stage:") {
+            if let Some(s) =
+                RestoreStage::from_name(name).filter(|_| module.restore_stage().is_some())
+            {
+                restore.push(s);
+            }
+        } else {
+            tracing::debug!(capability = %t, "plugin capability unknown to this criu, ignored");
+        }
+    }
+    (dump, restore)
 }
 
 /// The `Error:` lines of abi_stable's layout report with their expected/found values:
@@ -233,6 +274,45 @@ impl Plugin for LoadedPlugin {
 
     fn fd_handler(&self) -> Option<&dyn FdHandler> {
         self.has_fd_handler.then_some(self as &dyn FdHandler)
+    }
+
+    fn stage_hooks(&self) -> Option<&dyn StageHooks> {
+        (!self.dump_stages.is_empty() || !self.restore_stages.is_empty())
+            .then_some(self as &dyn StageHooks)
+    }
+}
+
+impl StageHooks for LoadedPlugin {
+    fn dump_stages(&self) -> &[DumpStage] {
+        &self.dump_stages
+    }
+
+    fn restore_stages(&self) -> &[RestoreStage] {
+        &self.restore_stages
+    }
+
+    fn dump_stage(&self, stage: DumpStage, ctx: &mut dyn DumpContext) -> Result<(), PluginError> {
+        self.guard.check()?;
+        let Some(f) = self.module.dump_stage() else {
+            return Ok(()); // no stage listed without the entry point (stages_of)
+        };
+        let mut host = HostDump(ctx);
+        let ffi_ctx = FfiDumpContext_TO::from_ptr(&mut host, TD_Opaque);
+        self.guard.result(f(ffi_ctx, stage.name().into()))
+    }
+
+    fn restore_stage(
+        &self,
+        stage: RestoreStage,
+        ctx: &mut dyn RestoreContext,
+    ) -> Result<(), PluginError> {
+        self.guard.check()?;
+        let Some(f) = self.module.restore_stage() else {
+            return Ok(());
+        };
+        let mut host = HostRestore(ctx);
+        let ffi_ctx = FfiRestoreContext_TO::from_ptr(&mut host, TD_Opaque);
+        self.guard.result(f(ffi_ctx, stage.name().into()))
     }
 }
 

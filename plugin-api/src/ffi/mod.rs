@@ -11,7 +11,8 @@
 //! - [`PluginMod`]: the root module, an abi_stable *prefix type*. Fields after
 //!   the last prefix field are optional: a newer host sees them as absent in an older plugin,
 //!   an older host ignores them in a newer one.
-//! - Plain data: [`FfiPluginInfo`], [`FfiFdDesc`], [`FfiImageRef`], [`FfiError`], and
+//! - Plain data: [`FfiPluginInfo`], [`FfiFdDesc`], [`FfiImageRef`], [`FfiTaskIds`],
+//!   [`FfiError`], capability tokens and stage names as strings, and
 //!   `files.img` entries as prost-encoded bytes (`RVec<u8>`), so the protobuf schema can grow
 //!   without touching the ABI.
 //! - The core's services as `#[sabi_trait]` objects ([`FfiDumpContext`], [`FfiRestoreContext`])
@@ -73,7 +74,7 @@ use abi_stable::StableAbi;
 use abi_stable::library::RootModule;
 use abi_stable::package_version_strings;
 use abi_stable::sabi_types::VersionStrings;
-use abi_stable::std_types::{RResult, RSlice, RVec};
+use abi_stable::std_types::{RResult, RSlice, RStr, RString, RVec};
 
 pub use context::{
     FfiDumpContext, FfiDumpContext_TO, FfiRestoreContext, FfiRestoreContext_TO, FfiRestorer,
@@ -81,7 +82,9 @@ pub use context::{
 };
 pub use guest::{ExportedPlugin, root_module};
 pub use host::{LoadError, LoadedPlugin, load_plugin};
-pub use types::{FfiError, FfiFdDesc, FfiImageRef, FfiPluginInfo, FfiStat};
+pub use types::{
+    FfiError, FfiFdDesc, FfiImageRef, FfiPluginInfo, FfiStat, FfiSyscallArgs, FfiTaskIds,
+};
 
 /// A dump context handed to a plugin for one call.
 pub type DumpCtx<'a> = FfiDumpContext_TO<'a, abi_stable::sabi_types::RMut<'a, ()>>;
@@ -108,6 +111,17 @@ pub struct PluginMod {
     #[sabi(last_prefix_field)]
     pub start_restore:
         extern "C" fn(RestoreCtx<'_>, RSlice<'_, RVec<u8>>) -> RResult<Restorer, FfiError>,
+    /// What the plugin handles beyond fds, as tokens (API 0.3): `dump-stage:<name>` and
+    /// `restore-stage:<name>` per stage hook ([`crate::DumpStage::name`]). Tokens a host
+    /// does not know are ignored, so capabilities are added without a layout change.
+    #[sabi(missing_field(option))]
+    pub capabilities: extern "C" fn() -> RResult<RVec<RString>, FfiError>,
+    /// [`crate::StageHooks::dump_stage`], the stage by name (API 0.3).
+    #[sabi(missing_field(option))]
+    pub dump_stage: extern "C" fn(DumpCtx<'_>, RStr<'_>) -> RResult<(), FfiError>,
+    /// [`crate::StageHooks::restore_stage`], the stage by name (API 0.3).
+    #[sabi(missing_field(option))]
+    pub restore_stage: extern "C" fn(RestoreCtx<'_>, RStr<'_>) -> RResult<(), FfiError>,
 }
 
 impl RootModule for PluginModRef {

@@ -270,3 +270,159 @@ fn another_api_major_is_refused_naming_both_versions() {
         "{msg}"
     );
 }
+
+/// Stage hooks through the boundary, using every context service of API 0.3.
+struct Hooks;
+
+impl Plugin for Hooks {
+    fn info(&self) -> PluginInfo {
+        PluginInfo {
+            name: "hooks",
+            version: "1",
+            priority: 5,
+            api_version: API_VERSION,
+        }
+    }
+    fn stage_hooks(&self) -> Option<&dyn crate::StageHooks> {
+        Some(self)
+    }
+}
+
+impl crate::StageHooks for Hooks {
+    fn dump_stages(&self) -> &[crate::DumpStage] {
+        &[crate::DumpStage::AfterFreeze, crate::DumpStage::AfterDump]
+    }
+    fn restore_stages(&self) -> &[crate::RestoreStage] {
+        &[crate::RestoreStage::BeforeResume]
+    }
+    fn dump_stage(
+        &self,
+        stage: crate::DumpStage,
+        ctx: &mut dyn DumpContext,
+    ) -> Result<(), PluginError> {
+        if stage == crate::DumpStage::AfterDump {
+            panic!("hooks panic after dump");
+        }
+        let tasks = ctx.tasks();
+        let t = &tasks[0];
+        let mut magic = [0u8; 8];
+        ctx.read_task_memory(t.pid, 0x1000, &mut magic)?;
+        let pid = ctx.remote_syscall(t.tids[1], libc::SYS_getpid, [1, 2, 3, 4, 5, 6])?;
+        let fd = ctx.dup_task_fd(t.pid, 0)?;
+        let link = std::fs::read_link(format!("/proc/self/fd/{}", {
+            use std::os::fd::AsRawFd;
+            fd.as_raw_fd()
+        }))
+        .map_err(|e| {
+            PluginError::path(
+                "/proc/self/fd",
+                "readlink",
+                nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0)),
+            )
+        })?;
+        let text = format!(
+            "{} {pid} {}",
+            u64::from_le_bytes(magic),
+            !link.as_os_str().is_empty()
+        );
+        ctx.write_plugin_file("hooks.txt", text.as_bytes())?;
+        // Outside the tree: the host's error comes back typed.
+        match ctx.read_task_memory(1_000_000, 0, &mut magic) {
+            Err(PluginError::Unavailable {
+                service: "task memory",
+                ..
+            }) => Ok(()),
+            other => panic!("{other:?}"),
+        }
+    }
+    fn restore_stage(
+        &self,
+        _: crate::RestoreStage,
+        ctx: &mut dyn RestoreContext,
+    ) -> Result<(), PluginError> {
+        let saved = ctx.read_plugin_file("hooks.txt")?.unwrap_or_default();
+        let t = ctx.tasks()[0].clone();
+        ctx.write_task_memory(t.pid, 0x1004, &saved[..4])?;
+        let null = std::fs::File::open("/dev/null").map_err(|source| PluginError::Path {
+            path: "/dev/null".into(),
+            op: "open",
+            source,
+        })?;
+        ctx.install_fd(t.pid, null.as_fd(), 7, true)?;
+        match ctx.write_task_memory(t.pid, 0x9000, b"x") {
+            Err(PluginError::Task { pid, .. }) if pid == t.pid => Ok(()),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+struct HooksExport;
+impl ExportedPlugin for HooksExport {
+    fn plugin() -> &'static dyn Plugin {
+        static P: Hooks = Hooks;
+        &P
+    }
+}
+
+#[test]
+fn stage_hooks_and_task_services_cross_the_boundary() {
+    use crate::{DumpStage, RestoreStage, TaskIds};
+    let p = from_module(module::<HooksExport>(), Path::new("libhooks.so")).unwrap();
+    assert!(p.fd_handler().is_none());
+    let h = p.stage_hooks().expect("stage hooks");
+    assert_eq!(
+        h.dump_stages(),
+        [DumpStage::AfterFreeze, DumpStage::AfterDump]
+    );
+    assert_eq!(h.restore_stages(), [RestoreStage::BeforeResume]);
+    let mut imgs = MemoryImages::new(1);
+    imgs.tasks = vec![TaskIds {
+        pid: 40,
+        tids: vec![40, 41],
+    }];
+    imgs.memory = vec![(40, 0x1000, 0x1122_3344_5566_7788u64.to_le_bytes().to_vec())];
+    h.dump_stage(DumpStage::AfterFreeze, &mut imgs).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&imgs.plugin_files["hooks.txt"]),
+        format!("{} 40 true", 0x1122_3344_5566_7788u64)
+    );
+    assert_eq!(imgs.syscalls, [(41, libc::SYS_getpid, [1, 2, 3, 4, 5, 6])]);
+
+    h.restore_stage(RestoreStage::BeforeResume, &mut imgs)
+        .unwrap();
+    assert_eq!(&imgs.memory[0].2[4..8], b"1234");
+    let (pid, fd, target, cloexec) = &imgs.installed[0];
+    assert_eq!((*pid, *target, *cloexec), (40, 7, true));
+    let link = std::fs::read_link(format!("/proc/self/fd/{}", {
+        use std::os::fd::AsRawFd;
+        fd.as_raw_fd()
+    }))
+    .unwrap();
+    assert_eq!(link, Path::new("/dev/null"));
+
+    // A panic in a hook is an error naming the plugin, and disables it.
+    let err = h.dump_stage(DumpStage::AfterDump, &mut imgs).unwrap_err();
+    assert!(
+        matches!(&err, PluginError::Panicked { plugin, message } if plugin == "hooks" && message.contains("after dump")),
+        "{err:?}"
+    );
+    assert!(
+        h.restore_stage(RestoreStage::BeforeResume, &mut imgs)
+            .is_err()
+    );
+}
+
+#[test]
+fn plugin_without_hooks_has_no_stage_capability() {
+    let p = from_module(module::<ProbeExport>(), Path::new("libprobe.so")).unwrap();
+    assert!(p.stage_hooks().is_none());
+    assert!(super::guest::capability_tokens(&Probe).is_empty());
+    assert_eq!(
+        super::guest::capability_tokens(&Hooks),
+        [
+            "dump-stage:after-freeze",
+            "dump-stage:after-dump",
+            "restore-stage:before-resume"
+        ]
+    );
+}

@@ -8,8 +8,45 @@ use abi_stable::std_types::{ROption, RString, RVec};
 
 use crate::{
     ApiVersion, FdDesc, FdInfo, FileOwner, FileStat, ImageRef, PluginError, PluginImageKind,
-    Timespec,
+    TaskIds, Timespec,
 };
+
+/// The six arguments of a remote system call, wrapped (a bare array is not FFI-safe by
+/// value). (API 0.3)
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, Copy)]
+pub struct FfiSyscallArgs {
+    /// rdi, rsi, rdx, r10, r8, r9 on x86_64.
+    pub args: [u64; 6],
+}
+
+/// [`TaskIds`] across the boundary. (API 0.3)
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone)]
+pub struct FfiTaskIds {
+    /// [`TaskIds::pid`].
+    pub pid: i32,
+    /// [`TaskIds::tids`].
+    pub tids: RVec<i32>,
+}
+
+impl From<&TaskIds> for FfiTaskIds {
+    fn from(t: &TaskIds) -> Self {
+        FfiTaskIds {
+            pid: t.pid,
+            tids: t.tids.iter().copied().collect(),
+        }
+    }
+}
+
+impl From<&FfiTaskIds> for TaskIds {
+    fn from(t: &FfiTaskIds) -> Self {
+        TaskIds {
+            pid: t.pid,
+            tids: t.tids.to_vec(),
+        }
+    }
+}
 
 /// Who a loaded plugin is and what it handles, as its `.so` reports it.
 #[repr(C)]
@@ -268,6 +305,10 @@ impl FfiError {
     pub const BAD_IMAGE: u32 = 9;
     /// The plugin panicked; `what` is the plugin name.
     pub const PANICKED: u32 = 10;
+    /// [`PluginError::Unavailable`] (API 0.3): `what` is the service, `detail` why.
+    pub const UNAVAILABLE: u32 = 11;
+    /// [`PluginError::Task`] (API 0.3): `pid`, `what` the operation, `detail` the cause.
+    pub const TASK: u32 = 12;
 
     /// A panic of `plugin` with its payload text.
     pub fn panicked(plugin: &str, payload: &(dyn std::any::Any + Send)) -> Self {
@@ -336,6 +377,15 @@ impl FfiError {
             Self::BAD_IMAGE => PluginError::BadImage {
                 image: what,
                 reason: detail,
+            },
+            Self::UNAVAILABLE => PluginError::Unavailable {
+                service: intern(what),
+                why: detail,
+            },
+            Self::TASK => PluginError::Task {
+                pid: self.pid,
+                op: what,
+                source: detail.into(),
             },
             Self::PANICKED => PluginError::Panicked {
                 plugin: what,
@@ -420,6 +470,14 @@ impl From<&PluginError> for FfiError {
                 out.kind = Self::BAD_IMAGE;
                 (out.what, out.detail) = (image.as_str().into(), reason.as_str().into());
             }
+            PluginError::Unavailable { service, why } => {
+                out.kind = Self::UNAVAILABLE;
+                (out.what, out.detail) = ((*service).into(), why.as_str().into());
+            }
+            PluginError::Task { pid, op, source } => {
+                (out.kind, out.pid) = (Self::TASK, *pid);
+                (out.what, out.detail) = (op.as_str().into(), error_chain(source.as_ref()).into());
+            }
             PluginError::Panicked { plugin, message } => {
                 out.kind = Self::PANICKED;
                 (out.what, out.message) = (plugin.as_str().into(), message.as_str().into());
@@ -429,6 +487,18 @@ impl From<&PluginError> for FfiError {
         }
         out
     }
+}
+
+/// `e` and its sources, `": "`-separated (a source does not cross the boundary as such).
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(e) = src {
+        s.push_str(": ");
+        s.push_str(&e.to_string());
+        src = e.source();
+    }
+    s
 }
 
 /// A `&'static str` for an operation name that crossed the boundary. Operation names are a
@@ -487,6 +557,34 @@ mod tests {
         assert!(
             matches!(&e, PluginError::Plugin { plugin, message } if plugin == "p" && message.contains("files.img")),
             "{e:?}"
+        );
+    }
+
+    #[test]
+    fn api_0_3_errors_round_trip() {
+        let e = round_trip(PluginError::Unavailable {
+            service: "remote_syscall",
+            why: "tasks run".into(),
+        });
+        assert!(
+            matches!(&e, PluginError::Unavailable { service, why } if *service == "remote_syscall" && why == "tasks run"),
+            "{e:?}"
+        );
+        let e = round_trip(PluginError::Task {
+            pid: 77,
+            op: "process_vm_readv at 0x1000".into(),
+            source: Box::new(io::Error::from_raw_os_error(libc::EFAULT)),
+        });
+        match &e {
+            PluginError::Task { pid, op, source } => {
+                assert_eq!((*pid, op.as_str()), (77, "process_vm_readv at 0x1000"));
+                assert!(source.to_string().contains("Bad address"), "{source}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            e.to_string(),
+            "process_vm_readv at 0x1000 in task 77 failed"
         );
     }
 
