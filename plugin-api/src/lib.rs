@@ -11,7 +11,9 @@
 //! A plugin may also have [`StageHooks`] ([`Plugin::stage_hooks`]): calls at fixed points of
 //! the whole dump ([`DumpStage`]: before freeze, after freeze, after dump, on failure) and
 //! restore ([`RestoreStage`]: before restore, after every task exists, before resume, after
-//! resume, on failure).
+//! resume, on failure); a [`VmaHandler`] ([`Plugin::vma_handler`]) for memory areas whose
+//! contents it carries itself (the core asks it about each VMA before its own page dump);
+//! a [`TaskHandler`] ([`Plugin::task_handler`]) for per-task and per-thread state.
 //! Plugins talk to the images, to the core and to the tasks only through [`DumpContext`] and
 //! [`RestoreContext`]: images and plugin-owned files, the tree ([`DumpContext::tasks`]),
 //! task memory ([`DumpContext::read_task_memory`], [`RestoreContext::write_task_memory`]),
@@ -45,7 +47,11 @@
 //!    Write each fd's `fdinfo_entry` (`FD_CLOEXEC` from [`FdInfo::cloexec`]).
 //! 4. One [`DumpContext`] for the whole dump (its memo spans all tasks); record the names of
 //!    the plugins used in the inventory.
-//! 5. Stage hooks ([`run_dump_stage`]) with that same context: [`DumpStage::BeforeFreeze`],
+//! 5. Per task, before its pages: each VMA offered to the VMA handlers
+//!    ([`find_vma_handler`]); a claimed one stays in `mm.img` but its pages are the plugin's
+//!    ([`VmaHandler::dump_vma`]); the claims go to `criu-rs-vma-plugins.txt`. After the task:
+//!    every [`TaskHandler::dump_task`].
+//! 6. Stage hooks ([`run_dump_stage`]) with that same context: [`DumpStage::BeforeFreeze`],
 //!    then the freeze, [`DumpStage::AfterFreeze`] (task services on), the dump above,
 //!    [`DumpStage::AfterDump`] (tasks still frozen), release. Any failure, a hook's
 //!    included: [`DumpStage::Failed`], the tasks are resumed and the images removed.
@@ -59,8 +65,10 @@
 //!    Kept fds are inherited by forked tasks: before a task resumes, close every fd it
 //!    did not have (a kept pipe write end left open would hide EOF from the reader).
 //! 4. Stage hooks ([`run_restore_stage`]): [`RestoreStage::BeforeRestore`] once the plugins'
-//!    restores started, [`RestoreStage::AfterTasksExist`] once every task and thread exists
-//!    (memory and files restored, credentials not yet applied), [`RestoreStage::BeforeResume`]
+//!    restores started (a VMA claimed by a plugin that is not loaded is refused before),
+//!    [`RestoreStage::AfterTasksExist`] once every task and thread exists (memory and files
+//!    restored, credentials not yet applied; first every claimed VMA's
+//!    [`VmaHandler::restore_vma`], then every task's [`TaskHandler::restore_task`]), [`RestoreStage::BeforeResume`]
 //!    when the tree is complete but stopped, [`RestoreStage::AfterResume`] once detached.
 //!    Task services work in the two middle stages. Any failure, a hook's included:
 //!    [`RestoreStage::Failed`], then every created task is killed.
@@ -151,8 +159,9 @@
 //! workload and the end-to-end test that loads it).
 //!
 //! # Plugins to come, and how each uses this API
-//! Capabilities today: the fd handler ([`Plugin::fd_handler`]) and stage hooks
-//! ([`Plugin::stage_hooks`]); the contexts give the tree's task ids, the images (CRIU-format
+//! Capabilities today: the fd handler ([`Plugin::fd_handler`]), stage hooks
+//! ([`Plugin::stage_hooks`]), the VMA handler ([`Plugin::vma_handler`]) and the task handler
+//! ([`Plugin::task_handler`]); the contexts give the tree's task ids, the images (CRIU-format
 //! entries through [`DumpContext::write_entry`] / [`RestoreContext::read_image`],
 //! plugin-owned files through [`DumpContext::write_plugin_file`] /
 //! [`RestoreContext::read_plugin_file`]), task memory, remote syscalls, fd duplication and
@@ -168,18 +177,21 @@
 //!   [`RestoreStage::AfterTasksExist`]: `pidfd_open` by [`RestoreContext::restored_pid`]
 //!   in the restorer, then [`RestoreContext::install_fd`] at the dumped number.
 //! - **memfd_secret**: its pages are readable only from inside the task (not through
-//!   `process_vm_readv`): at [`DumpStage::AfterFreeze`] the plugin finds `secretmem` VMAs in
-//!   `/proc/PID/maps`, creates a pipe in the task and `vmsplice`s/`write`s the pages with
-//!   [`DumpContext::remote_syscall`] (the read end fetched with
-//!   [`DumpContext::dup_task_fd`]), storing them in its own
-//!   file; on restore, at [`RestoreStage::AfterTasksExist`], remote `memfd_secret` +
-//!   `mmap(MAP_FIXED)` at the dumped address and `read` from a pipe the restorer fills. A
-//!   VMA-handler capability (claiming such VMAs so the core skips their pages) is the next
-//!   addition.
-//! - **io_uring**: an fd handler for `anon_inode:[io_uring]`; ring state from fdinfo
-//!   ([`FdInfo::raw`]) and ring memory read with [`DumpContext::read_task_memory`]; the ring
-//!   mappings are VMAs of that fd, to be claimed by the coming VMA handler and re-mapped by
-//!   remote `mmap` of the restored ring fd at [`RestoreStage::AfterTasksExist`].
+//!   `process_vm_readv`): a [`VmaHandler`] claiming `secretmem` VMAs; [`VmaHandler::dump_vma`]
+//!   creates a pipe in the frozen task and `write`s the pages into it with
+//!   [`DumpContext::remote_syscall`] (the read end fetched with [`DumpContext::dup_task_fd`]),
+//!   storing them in its own file; [`VmaHandler::restore_vma`] replaces the area the core
+//!   mapped with a remote `memfd_secret` + `mmap(MAP_FIXED)` at the same address and has the
+//!   task `read` the pages from a pipe installed with [`RestoreContext::install_fd`].
+//!   (The core classifies each VMA and dumps the files behind mappings before asking the
+//!   handlers, so a mapping the core itself refuses, or whose file no fd plugin dumps,
+//!   cannot be claimed yet: letting a claim take precedence there is the core's part of
+//!   this plugin.)
+//! - **io_uring**: an fd handler for `anon_inode:[io_uring]` (ring parameters from fdinfo,
+//!   [`FdInfo::raw`]) plus a [`VmaHandler`] claiming the ring mappings (VMAs of that fd):
+//!   ring memory read with [`DumpContext::read_task_memory`], and on restore re-mapped by a
+//!   remote `mmap` of the restored ring fd at the dumped address in
+//!   [`VmaHandler::restore_vma`].
 //! - **unix sockets** with queued `SCM_RIGHTS`/`SCM_CREDENTIALS`/`SCM_PIDFD`: fds inside
 //!   queued messages are in no fd table: in the frozen task, remote `recvmsg(MSG_PEEK)` into
 //!   task memory ([`DumpContext::remote_syscall`], buffers read back with
@@ -197,11 +209,11 @@
 //! - **POSIX message queues**: an fd handler for mqueue fds writing a plugin-owned file of
 //!   the queued messages, read without consuming them (remote `mq_timedreceive` then
 //!   `mq_timedsend` back, in queue order, in the frozen task), attributes from fdinfo.
-//! - **arm64 GCS / x86 shadow stacks**: per-thread state read at
-//!   [`DumpStage::AfterFreeze`] for every thread of [`DumpContext::tasks`] (remote `prctl`
-//!   / `arch_prctl` per tid, the stack pages with [`DumpContext::read_task_memory`]) and
-//!   re-created before resume with remote `map_shadow_stack` / `prctl` per restored tid;
-//!   the special VMAs themselves wait for the VMA-handler capability.
+//! - **arm64 GCS / x86 shadow stacks**: a [`TaskHandler`] (per-thread state: remote
+//!   `prctl` / `arch_prctl` per tid of [`TaskIds::tids`] in [`TaskHandler::dump_task`],
+//!   re-enabled per restored tid in [`TaskHandler::restore_task`]) and a [`VmaHandler`]
+//!   claiming the shadow-stack VMAs (contents read with [`DumpContext::read_task_memory`],
+//!   re-created with a remote `map_shadow_stack` at the dumped address and filled).
 //! - **eBPF network lock**: only whole-dump stage hooks ([`DumpStage::BeforeFreeze`] loads
 //!   the filter, [`DumpStage::AfterDump`] and [`DumpStage::Failed`] unload it;
 //!   [`RestoreStage::BeforeRestore`] loads, [`RestoreStage::AfterResume`] and
@@ -221,6 +233,7 @@ mod hooks;
 mod image_kind;
 mod plugin;
 pub mod testing;
+mod vma;
 
 /// The protobuf image types, re-exported so that a plugin can depend on this crate alone.
 pub use criu_proto as proto;
@@ -243,6 +256,7 @@ pub use plugin::{
     API_VERSION, ApiVersion, Plugin, PluginInfo, PluginRegistration, builtin_plugins,
     check_api_version, sort_plugins,
 };
+pub use vma::{TaskHandler, VmaDesc, VmaHandler, find_vma_handler};
 
 /// Appends a prost message (encoded here) with trailing raw bytes to `image`: the typed
 /// convenience over [`DumpContext::write_entry`].

@@ -1,6 +1,6 @@
 //! Plugins, their identity, and how built-in ones register.
 
-use crate::{FdHandler, StageHooks};
+use crate::{FdHandler, StageHooks, TaskHandler, VmaHandler};
 
 /// Version of this contract. A plugin records the version it was built against in
 /// [`PluginInfo::api_version`]; the host refuses a plugin whose major part differs
@@ -72,6 +72,17 @@ pub trait Plugin: Sync {
 
     /// The plugin's whole-dump / whole-restore stage hooks, if it has any. (API 0.3)
     fn stage_hooks(&self) -> Option<&dyn StageHooks> {
+        None
+    }
+
+    /// The plugin's handler for memory areas whose contents it dumps itself, if it has one.
+    /// (API 0.3)
+    fn vma_handler(&self) -> Option<&dyn VmaHandler> {
+        None
+    }
+
+    /// The plugin's handler for per-task state, if it has one. (API 0.3)
+    fn task_handler(&self) -> Option<&dyn TaskHandler> {
         None
     }
 }
@@ -181,5 +192,6 @@ mod tests {
         assert!(msg.contains("old 9") && msg.contains("rebuild"), "{msg}");
         assert!(Old.fd_handler().is_none());
         assert!(Old.stage_hooks().is_none());
+        assert!(Old.vma_handler().is_none() && Old.task_handler().is_none());
     }
 }

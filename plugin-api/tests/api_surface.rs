@@ -51,6 +51,9 @@ fn free_functions() {
         run_restore_stage;
     let r: Result<u8, PluginError> = catch_hook_panic("p", || Ok(1));
     assert_eq!(r.unwrap(), 1);
+    let _: for<'p> fn(&[&'p dyn Plugin], &VmaDesc) -> Option<(&'p dyn Plugin, &'p dyn VmaHandler)> =
+        find_vma_handler;
+    let _: fn(&VmaDesc) -> u64 = VmaDesc::len;
     let _: fn(&str) -> Option<DumpStage> = DumpStage::from_name;
     let _: fn(&str) -> Option<RestoreStage> = RestoreStage::from_name;
     assert_eq!(DumpStage::ALL.len(), 4);
@@ -74,6 +77,39 @@ impl Plugin for Pinned {
     }
     fn stage_hooks(&self) -> Option<&dyn StageHooks> {
         Some(self)
+    }
+    fn vma_handler(&self) -> Option<&dyn VmaHandler> {
+        Some(self)
+    }
+    fn task_handler(&self) -> Option<&dyn TaskHandler> {
+        Some(self)
+    }
+}
+
+impl VmaHandler for Pinned {
+    fn vma_kinds(&self) -> &[&str] {
+        &[]
+    }
+    fn claims_vma(&self, _: &VmaDesc) -> bool {
+        false
+    }
+    fn dump_vma(&self, _: &mut dyn DumpContext, _: &VmaDesc) -> Result<(), PluginError> {
+        Ok(())
+    }
+    fn restore_vma(&self, _: &mut dyn RestoreContext, _: &VmaDesc) -> Result<(), PluginError> {
+        Ok(())
+    }
+}
+
+impl TaskHandler for Pinned {
+    fn task_state(&self) -> &[&str] {
+        &[]
+    }
+    fn dump_task(&self, _: &mut dyn DumpContext, _: &TaskIds) -> Result<(), PluginError> {
+        Ok(())
+    }
+    fn restore_task(&self, _: &mut dyn RestoreContext, _: &TaskIds) -> Result<(), PluginError> {
+        Ok(())
     }
 }
 
@@ -231,6 +267,7 @@ fn traits_are_object_safe_and_implementable() {
     let p: &dyn Plugin = &Pinned;
     assert!(p.fd_handler().is_some());
     assert!(p.stage_hooks().is_some());
+    assert!(p.vma_handler().is_some() && p.task_handler().is_some());
     let mut c = Ctx(DumpOptions::default(), RestoreOptions::default());
     let _: &mut dyn DumpContext = &mut c;
     let _: &mut dyn RestoreContext = &mut c;

@@ -1,19 +1,22 @@
 //! Plugin stage hooks and task services end to end: a test plugin linked into this binary
 //! (registered with inventory) reads a workload's memory and runs a remote `getpid()` in it
 //! after the freeze, saves both in its own image file, and at restore writes a new value
-//! into the restored task before it resumes; the workload reports the new value. Also: the
-//! stages each side saw, and a failing hook failing the dump (task left running) or the
-//! restore (task killed).
+//! into the restored task before it resumes; the workload reports the new value. Its VMA
+//! handler claims the workload's two-page area (the core writes none of its pages)
+//! and carries the contents in its own file; its task handler sees the task at both ends.
+//! Also: the order of the calls each side saw, and a failing hook failing the dump (task left
+//! running) or the restore (task killed).
 
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use criu_core::dump::{DumpError, DumpOptions, dump};
+use criu_core::image::ImageDir;
 use criu_core::restore::{RestoreError, RestoreOptions, RestoreOutcome, restore};
 use criu_plugin_api::{
     API_VERSION, DumpContext, DumpStage, Plugin, PluginError, PluginInfo, PluginRegistration,
-    RestoreContext, RestoreStage, StageHooks,
+    RestoreContext, RestoreStage, StageHooks, TaskHandler, TaskIds, VmaDesc, VmaHandler,
 };
 use criu_tests::{PidGuard, ScratchDir, pid_exists, skip_unless_root, wait_pid_gone};
 use restore_common::{lines, spawn_bg, wait_lines};
@@ -30,6 +33,7 @@ const FILE: &str = "hooktest.txt";
 struct Arm {
     pid: i32,
     addr: u64,
+    vma: u64,
     fail_at: Option<&'static str>,
 }
 
@@ -52,6 +56,81 @@ impl Plugin for HookTest {
     }
     fn stage_hooks(&self) -> Option<&dyn StageHooks> {
         Some(self)
+    }
+    fn vma_handler(&self) -> Option<&dyn VmaHandler> {
+        Some(self)
+    }
+    fn task_handler(&self) -> Option<&dyn TaskHandler> {
+        Some(self)
+    }
+}
+
+fn vma_file(start: u64) -> String {
+    format!("hooktest-vma-{start:x}.bin")
+}
+
+impl VmaHandler for HookTest {
+    fn vma_kinds(&self) -> &[&str] {
+        &["the workload's area"]
+    }
+    fn claims_vma(&self, vma: &VmaDesc) -> bool {
+        let arm = *ARM.lock().unwrap_or_else(|p| p.into_inner());
+        arm.is_some_and(|a| a.pid == vma.pid && vma.start == a.vma)
+    }
+    fn dump_vma(&self, ctx: &mut dyn DumpContext, vma: &VmaDesc) -> Result<(), PluginError> {
+        let Some(arm) = self.enter("dump-vma")? else {
+            return Ok(());
+        };
+        if vma.start != arm.vma || vma.len() != 2 * 4096 {
+            return Err(err(format!(
+                "claimed {vma:?}, the area is at {:x}",
+                arm.vma
+            )));
+        }
+        let mut data = vec![0u8; vma.len() as usize];
+        ctx.read_task_memory(vma.pid, vma.start, &mut data)?;
+        ctx.write_plugin_file(&vma_file(vma.start), &data)
+    }
+    fn restore_vma(&self, ctx: &mut dyn RestoreContext, vma: &VmaDesc) -> Result<(), PluginError> {
+        if self.enter("restore-vma")?.is_none() {
+            return Ok(());
+        }
+        // The core mapped it empty: only the plugin has the contents.
+        let mut now = vec![0u8; vma.len() as usize];
+        ctx.read_task_memory(vma.pid, vma.start, &mut now)?;
+        if now.iter().any(|&b| b != 0) {
+            return Err(err("the core restored pages of a claimed VMA".into()));
+        }
+        let data = ctx
+            .read_plugin_file(&vma_file(vma.start))?
+            .ok_or_else(|| err("VMA file missing".into()))?;
+        ctx.write_task_memory(vma.pid, vma.start, &data)
+    }
+}
+
+impl TaskHandler for HookTest {
+    fn task_state(&self) -> &[&str] {
+        &["test state"]
+    }
+    fn dump_task(&self, _: &mut dyn DumpContext, task: &TaskIds) -> Result<(), PluginError> {
+        match self.enter("dump-task")? {
+            Some(arm) if task.pid != arm.pid => Err(err(format!("dump_task for {task:?}"))),
+            _ => Ok(()),
+        }
+    }
+    fn restore_task(
+        &self,
+        ctx: &mut dyn RestoreContext,
+        task: &TaskIds,
+    ) -> Result<(), PluginError> {
+        if self.enter("restore-task")?.is_none() {
+            return Ok(());
+        }
+        let pid = ctx.remote_syscall(task.tids[0], libc::SYS_getpid, [0; 6])?;
+        if pid != i64::from(task.pid) {
+            return Err(err(format!("remote getpid in {task:?} gave {pid}")));
+        }
+        Ok(())
     }
 }
 
@@ -189,8 +268,8 @@ impl Drop for Armed {
     }
 }
 
-/// Starts wl_magic; its pid, guard and the address of its value.
-fn start(scratch: &ScratchDir) -> (i32, PidGuard, u64, std::path::PathBuf) {
+/// Starts wl_magic; its pid, guard, the addresses of its value and of its named area.
+fn start(scratch: &ScratchDir) -> (i32, PidGuard, u64, u64, std::path::PathBuf) {
     let report = scratch.path().join("report.txt");
     let pid = spawn_bg(
         env!("CARGO_BIN_EXE_wl_magic"),
@@ -198,17 +277,20 @@ fn start(scratch: &ScratchDir) -> (i32, PidGuard, u64, std::path::PathBuf) {
     );
     let guard = PidGuard::new(pid);
     let first = wait_lines(&report, 2, Duration::from_secs(20));
-    let addr = first[0]
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("addr="))
-        .and_then(|a| u64::from_str_radix(a, 16).ok())
-        .unwrap_or_else(|| panic!("no address in {:?}", first[0]));
+    let field = |name: &str| {
+        first[0]
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(name))
+            .and_then(|a| u64::from_str_radix(a, 16).ok())
+            .unwrap_or_else(|| panic!("no {name} in {:?}", first[0]))
+    };
+    let (addr, vma) = (field("addr="), field("vma="));
     assert!(first[0].ends_with(&format!("value={MAGIC:x}")), "{first:?}");
-    (pid, guard, addr, report)
+    (pid, guard, addr, vma, report)
 }
 
 fn wait_value(report: &Path, value: u64, timeout: Duration) -> bool {
-    let want = format!("value={value:x}");
+    let want = format!("vma=ok value={value:x}");
     let deadline = std::time::Instant::now() + timeout;
     while std::time::Instant::now() < deadline {
         if lines(report)
@@ -239,10 +321,11 @@ fn hooks_read_memory_at_dump_and_write_it_at_restore() {
     let scratch = ScratchDir::new("plugin-hooks");
     let images = scratch.path().join("images");
     std::fs::create_dir_all(&images).expect("images dir");
-    let (pid, guard, addr, report) = start(&scratch);
+    let (pid, guard, addr, vma, report) = start(&scratch);
     let armed = Armed::new(Arm {
         pid,
         addr,
+        vma,
         fail_at: None,
     });
 
@@ -251,10 +334,28 @@ fn hooks_read_memory_at_dump_and_write_it_at_restore() {
     dump(&d).unwrap_or_else(|e| panic!("dump: {e:?}"));
     assert_eq!(
         armed.take_seen(),
-        ["before-freeze", "after-freeze", "after-dump"]
+        [
+            "before-freeze",
+            "after-freeze",
+            "dump-vma",
+            "dump-task",
+            "after-dump"
+        ]
     );
     let own = std::fs::read_to_string(images.join(FILE)).expect("plugin file");
     assert_eq!(own, format!("{MAGIC:x} {pid}"), "magic and remote getpid()");
+    // The claimed area is in mm.img but none of its pages in the pagemap.
+    let dir = ImageDir::open(&images).expect("images");
+    let (_, entries) = dir.read_pagemap(pid as u64).expect("pagemap");
+    assert!(!entries.is_empty());
+    for e in &entries {
+        let end = e.vaddr + e.nr_pages.unwrap_or(0) * 4096;
+        assert!(
+            end <= vma || e.vaddr >= vma + 2 * 4096,
+            "pages of the claimed VMA: {e:?}"
+        );
+    }
+    assert!(images.join(format!("hooktest-vma-{vma:x}.bin")).exists());
     drop(guard);
     assert!(
         wait_pid_gone(pid, Duration::from_secs(10)),
@@ -268,6 +369,8 @@ fn hooks_read_memory_at_dump_and_write_it_at_restore() {
         armed.take_seen(),
         [
             "before-restore",
+            "restore-vma",
+            "restore-task",
             "after-tasks-exist",
             "before-resume",
             "after-resume"
@@ -289,10 +392,11 @@ fn a_failing_hook_fails_the_dump_and_leaves_the_task_running() {
     let scratch = ScratchDir::new("plugin-hooks-fail");
     let images = scratch.path().join("images");
     std::fs::create_dir_all(&images).expect("images dir");
-    let (pid, _guard, addr, report) = start(&scratch);
+    let (pid, _guard, addr, vma, report) = start(&scratch);
     let armed = Armed::new(Arm {
         pid,
         addr,
+        vma,
         fail_at: Some("after-freeze"),
     });
 
@@ -330,6 +434,21 @@ fn a_failing_hook_fails_the_dump_and_leaves_the_task_running() {
         wait_pid_gone(pid, Duration::from_secs(10)),
         "{pid} still taken"
     );
+    // A claimed VMA whose plugin is not loaded: refused before any task is created.
+    let claims = images.join("criu-rs-vma-plugins.txt");
+    let text = std::fs::read_to_string(&claims).expect("VMA claims");
+    std::fs::write(&claims, text.replace(" hooktest ", " nosuch ")).expect("write claims");
+    let err = restore(&restore_opts(&images)).expect_err("plugin missing");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("nosuch")
+            && msg.contains("--plugin-dir")
+            && msg.contains(&format!("{vma:#x}")),
+        "{msg}"
+    );
+    assert!(!pid_exists(pid));
+    std::fs::write(&claims, text).expect("write claims");
+
     armed.set_fail(Some("before-resume"));
     armed.take_seen();
     let _restored = PidGuard::new(pid);
@@ -349,6 +468,8 @@ fn a_failing_hook_fails_the_dump_and_leaves_the_task_running() {
         armed.take_seen(),
         [
             "before-restore",
+            "restore-vma",
+            "restore-task",
             "after-tasks-exist",
             "before-resume",
             "restore-failed"

@@ -8,11 +8,14 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::os::fd::OwnedFd;
 
 use criu_plugin_api::{
-    DumpContext, DumpOptions as PluginDumpOptions, ImageRef, PluginError, TaskIds,
+    DumpContext, DumpOptions as PluginDumpOptions, ImageRef, Plugin, PluginError, TaskIds, VmaDesc,
+    catch_hook_panic, find_vma_handler,
 };
 use nix::unistd::Pid;
 
-use crate::plugins::services::{dup_task_fd, remote_syscall, task_err};
+use crate::plugins::services::{VMA_CLAIMS_FILE, VmaClaim, dup_task_fd, remote_syscall, task_err};
+
+use super::memory::Vma;
 use criu_proto::images::FileEntry;
 
 use crate::image::{ImageDir, ImageKind, ImageWriter};
@@ -30,6 +33,8 @@ pub struct CoreDumpContext<'d> {
     pub plugin_files: Vec<std::path::PathBuf>,
     /// The frozen tree (live tasks, zombies left out); empty until frozen and once released.
     tree: Vec<TaskIds>,
+    /// VMAs whose contents a plugin dumped, written to [`VMA_CLAIMS_FILE`] at the end.
+    vma_claims: Vec<VmaClaim>,
 }
 
 impl std::fmt::Debug for CoreDumpContext<'_> {
@@ -59,7 +64,89 @@ impl<'d> CoreDumpContext<'d> {
             plugins_used: BTreeSet::new(),
             plugin_files: Vec::new(),
             tree: Vec::new(),
+            vma_claims: Vec::new(),
         }
+    }
+
+    /// Offers every VMA of frozen task `pid` to the plugins' VMA handlers and has the
+    /// claiming plugin dump it. Returns which VMAs were claimed (the core dumps none of their
+    /// pages); empty, with no work done, when no plugin has a VMA handler.
+    pub fn dump_claimed_vmas(
+        &mut self,
+        plugins: &[&'static dyn Plugin],
+        pid: i32,
+        vmas: &[Vma],
+    ) -> Result<Vec<bool>, DumpError> {
+        if !plugins.iter().any(|p| p.vma_handler().is_some()) {
+            return Ok(Vec::new());
+        }
+        // The names (`[anon:x]`, paths) from maps; a growsdown VMA may start a guard page
+        // lower in our list, so match by end.
+        let names: HashMap<u64, String> = crate::proc::maps::read_maps(pid)
+            .map_err(|e| DumpError::proc(pid, "memory", e))?
+            .into_iter()
+            .map(|m| (m.end, m.path))
+            .collect();
+        let mut claimed = Vec::with_capacity(vmas.len());
+        for v in vmas {
+            let e = &v.entry;
+            let desc = VmaDesc {
+                pid,
+                start: e.start,
+                end: e.end,
+                prot: e.prot,
+                flags: e.flags,
+                pgoff: e.pgoff,
+                name: names.get(&e.end).cloned().unwrap_or_default(),
+            };
+            let Some((plugin, handler)) = find_vma_handler(plugins, &desc) else {
+                claimed.push(false);
+                continue;
+            };
+            let name = plugin.info().name;
+            tracing::debug!(
+                plugin = name,
+                pid,
+                start = desc.start,
+                "VMA dumped by a plugin"
+            );
+            catch_hook_panic(name, || handler.dump_vma(&mut *self, &desc)).map_err(|source| {
+                DumpError::Hook {
+                    pid,
+                    plugin: name,
+                    stage: "dump_vma",
+                    source,
+                }
+            })?;
+            self.vma_claims.push(VmaClaim {
+                plugin: name.to_string(),
+                vma: desc,
+            });
+            claimed.push(true);
+        }
+        Ok(claimed)
+    }
+
+    /// Every task handler's [`dump_task`](criu_plugin_api::TaskHandler::dump_task) for
+    /// frozen `task`.
+    pub fn dump_task_state(
+        &mut self,
+        plugins: &[&'static dyn Plugin],
+        task: &TaskIds,
+    ) -> Result<(), DumpError> {
+        for p in plugins {
+            let Some(h) = p.task_handler() else { continue };
+            let name = p.info().name;
+            catch_hook_panic(name, || h.dump_task(&mut *self, task)).map_err(|source| {
+                DumpError::Hook {
+                    pid: task.pid,
+                    plugin: name,
+                    stage: "dump_task",
+                    source,
+                }
+            })?;
+        }
+        Ok(())
     }
 
     /// The tasks the task services may touch: the frozen tree, or nothing.
@@ -120,8 +207,17 @@ impl<'d> CoreDumpContext<'d> {
         self.next_file_id - 1
     }
 
-    /// Flush and close every image the context opened.
+    /// Flush and close every image the context opened; record the plugins' VMA claims.
     pub fn finish(&mut self, pid: i32) -> Result<(), DumpError> {
+        if !self.vma_claims.is_empty() {
+            let text = VmaClaim::format_all(&std::mem::take(&mut self.vma_claims));
+            self.write_plugin_file(VMA_CLAIMS_FILE, text.as_bytes())
+                .map_err(|source| DumpError::Plugin {
+                    pid,
+                    what: format!("writing {VMA_CLAIMS_FILE}"),
+                    source,
+                })?;
+        }
         for (_, w) in self.writers.drain() {
             w.finish().map_err(|source| DumpError::Image {
                 pid,

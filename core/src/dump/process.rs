@@ -86,6 +86,20 @@ pub(super) fn dump_process(
     let mut vmas = memory::collect_vmas(pid)?;
     let mut mm = memory::mm_entry(pid, brk, dumpable, thp)?;
     mm.exe_file_id = files::dump_mm_files(plugins, sh.ctx, &mut sh.file_ids, pid, &mut vmas)?;
+    // VMAs a plugin dumps itself: recorded in mm.img, none of their pages written by us.
+    let claimed = sh.ctx.dump_claimed_vmas(plugins, pid, &vmas)?;
+    let unclaimed: Vec<memory::Vma>;
+    let page_vmas: &[memory::Vma] = if claimed.contains(&true) {
+        unclaimed = vmas
+            .iter()
+            .zip(&claimed)
+            .filter(|(_, c)| !**c)
+            .map(|(v, _)| v.clone())
+            .collect();
+        &unclaimed
+    } else {
+        &vmas
+    };
     checkpoint(opts, "memory")?;
 
     // 3. Ids, fds (once per fd table), cwd and root.
@@ -150,7 +164,7 @@ pub(super) fn dump_process(
         };
         let stats = pages::dump_pages(
             pid,
-            &vmas,
+            page_vmas,
             &mut |e| pm.write_entry(e).map_err(img(pid, "memory")),
             &mut |buf| {
                 tx_full.send(buf).map_err(|_| gone())?;
@@ -164,7 +178,13 @@ pub(super) fn dump_process(
         Ok::<_, DumpError>((stats?, spent))
     })?;
     pm.finish().map_err(img(pid, "memory"))?;
-    let shstats = shmem::dump_shmem(pid, dir, &vmas, &mut sh.next_pages_id, &mut sh.shmem_done)?;
+    let shstats = shmem::dump_shmem(
+        pid,
+        dir,
+        page_vmas,
+        &mut sh.next_pages_id,
+        &mut sh.shmem_done,
+    )?;
     sh.memdump_us = sh
         .memdump_us
         .saturating_add(us(t_mem).saturating_sub(write_time));

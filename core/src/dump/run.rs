@@ -212,7 +212,14 @@ fn dump_frozen<'d>(
         let span = tracing::debug_span!("process", pid = m.pid);
         let _e = span.enter();
         match &m.frozen {
-            Some(f) => dump_process(opts, dir, plugins, f, m.ppid, &mut sh)?,
+            Some(f) => {
+                dump_process(opts, dir, plugins, f, m.ppid, &mut sh)?;
+                let task = TaskIds {
+                    pid: f.pid,
+                    tids: f.tids().collect(),
+                };
+                sh.ctx.dump_task_state(plugins, &task)?;
+            }
             None => dump_zombie(dir, m.pid, m.ppid, &mut sh)?,
         }
     }

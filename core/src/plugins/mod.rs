@@ -260,7 +260,8 @@ pub fn listing() -> Vec<PluginListing> {
 }
 
 /// What `plugin` handles, for `criu check --plugins`: `"fd types REG, PIPE; dump stages
-/// after-freeze; restore stages before-resume"`, or `"nothing"`.
+/// after-freeze; restore stages before-resume; VMAs secretmem; task state shadow stack"`,
+/// or `"nothing"`.
 pub fn handles(plugin: &dyn Plugin) -> String {
     let mut parts = Vec::new();
     if let Some(h) = plugin.fd_handler() {
@@ -281,6 +282,12 @@ pub fn handles(plugin: &dyn Plugin) -> String {
             let v = h.restore_stages().iter().map(|s| s.name()).collect();
             parts.push(format!("restore stages {}", names(v)));
         }
+    }
+    if let Some(h) = plugin.vma_handler() {
+        parts.push(format!("VMAs {}", h.vma_kinds().join(", ")));
+    }
+    if let Some(h) = plugin.task_handler() {
+        parts.push(format!("task state {}", h.task_state().join(", ")));
     }
     if parts.is_empty() {
         "nothing".into()
@@ -359,6 +366,59 @@ mod tests {
             ]
         }
     }
+    struct Full;
+    impl Plugin for Full {
+        fn info(&self) -> PluginInfo {
+            Staged.info()
+        }
+        fn vma_handler(&self) -> Option<&dyn criu_plugin_api::VmaHandler> {
+            Some(self)
+        }
+        fn task_handler(&self) -> Option<&dyn criu_plugin_api::TaskHandler> {
+            Some(self)
+        }
+    }
+    impl criu_plugin_api::VmaHandler for Full {
+        fn vma_kinds(&self) -> &[&str] {
+            &["secretmem", "io_uring rings"]
+        }
+        fn claims_vma(&self, _: &criu_plugin_api::VmaDesc) -> bool {
+            false
+        }
+        fn dump_vma(
+            &self,
+            _: &mut dyn criu_plugin_api::DumpContext,
+            _: &criu_plugin_api::VmaDesc,
+        ) -> Result<(), criu_plugin_api::PluginError> {
+            Ok(())
+        }
+        fn restore_vma(
+            &self,
+            _: &mut dyn criu_plugin_api::RestoreContext,
+            _: &criu_plugin_api::VmaDesc,
+        ) -> Result<(), criu_plugin_api::PluginError> {
+            Ok(())
+        }
+    }
+    impl criu_plugin_api::TaskHandler for Full {
+        fn task_state(&self) -> &[&str] {
+            &["shadow stack"]
+        }
+        fn dump_task(
+            &self,
+            _: &mut dyn criu_plugin_api::DumpContext,
+            _: &criu_plugin_api::TaskIds,
+        ) -> Result<(), criu_plugin_api::PluginError> {
+            Ok(())
+        }
+        fn restore_task(
+            &self,
+            _: &mut dyn criu_plugin_api::RestoreContext,
+            _: &criu_plugin_api::TaskIds,
+        ) -> Result<(), criu_plugin_api::PluginError> {
+            Ok(())
+        }
+    }
     struct Bare;
     impl Plugin for Bare {
         fn info(&self) -> PluginInfo {
@@ -373,6 +433,10 @@ mod tests {
             "dump stages before-freeze; restore stages after-resume, restore-failed"
         );
         assert_eq!(handles(&Bare), "nothing");
+        assert_eq!(
+            handles(&Full),
+            "VMAs secretmem, io_uring rings; task state shadow stack"
+        );
     }
 
     #[test]

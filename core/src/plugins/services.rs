@@ -4,8 +4,72 @@
 
 use std::os::fd::OwnedFd;
 
-use criu_plugin_api::PluginError;
+use criu_plugin_api::{PluginError, VmaDesc};
 use nix::unistd::Pid;
+
+/// The images-directory file listing which plugin dumped which VMA (one line per VMA:
+/// `pid start end prot flags pgoff plugin name`, numbers in hex). criu-rs's own; CRIU
+/// ignores it.
+pub const VMA_CLAIMS_FILE: &str = "criu-rs-vma-plugins.txt";
+
+/// A VMA whose contents a plugin dumped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmaClaim {
+    /// The plugin that claimed it.
+    pub plugin: String,
+    /// The VMA.
+    pub vma: VmaDesc,
+}
+
+impl VmaClaim {
+    /// The [`VMA_CLAIMS_FILE`] text for `claims`.
+    pub fn format_all(claims: &[VmaClaim]) -> String {
+        let mut s = String::new();
+        for c in claims {
+            let v = &c.vma;
+            s.push_str(&format!(
+                "{} {:x} {:x} {:x} {:x} {:x} {} {}\n",
+                v.pid, v.start, v.end, v.prot, v.flags, v.pgoff, c.plugin, v.name
+            ));
+        }
+        s
+    }
+
+    /// Parses a [`VMA_CLAIMS_FILE`] text; a bad line is a [`PluginError::BadImage`].
+    pub fn parse_all(text: &str) -> Result<Vec<VmaClaim>, PluginError> {
+        let mut out = Vec::new();
+        for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.is_empty()) {
+            let bad =
+                || PluginError::bad_image(VMA_CLAIMS_FILE, format!("line {}: {line:?}", i + 1));
+            let mut f = line.splitn(8, ' ');
+            let mut next = || f.next().ok_or_else(bad);
+            let pid = next()?.parse().map_err(|_| bad())?;
+            let hex = |w: &str| u64::from_str_radix(w, 16).map_err(|_| bad());
+            let (start, end) = (hex(next()?)?, hex(next()?)?);
+            let prot = u32::try_from(hex(next()?)?).map_err(|_| bad())?;
+            let flags = u32::try_from(hex(next()?)?).map_err(|_| bad())?;
+            let pgoff = hex(next()?)?;
+            let plugin = next()?.to_string();
+            let name = next().unwrap_or_default().to_string();
+            if end <= start {
+                return Err(bad());
+            }
+            out.push(VmaClaim {
+                plugin,
+                vma: VmaDesc {
+                    pid,
+                    start,
+                    end,
+                    prot,
+                    flags,
+                    pgoff,
+                    name,
+                },
+            });
+        }
+        Ok(out)
+    }
+}
 
 pub(crate) fn task_err(
     pid: i32,
@@ -42,4 +106,46 @@ pub(crate) fn dup_task_fd(pid: i32, fd: i32) -> Result<OwnedFd, PluginError> {
         .map_err(|e| task_err(pid, "pidfd_open".into(), e))?;
     pidfd::pidfd_getfd(std::os::fd::AsFd::as_fd(&pidfd), fd)
         .map_err(|e| task_err(pid, format!("pidfd_getfd of fd {fd}"), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vma_claims_round_trip_and_reject_garbage() {
+        let claims = vec![
+            VmaClaim {
+                plugin: "secretmem".into(),
+                vma: VmaDesc {
+                    pid: 42,
+                    start: 0x7f00_0000_0000,
+                    end: 0x7f00_0000_2000,
+                    prot: 3,
+                    flags: 0x22,
+                    pgoff: 0,
+                    name: "[anon:a name with spaces]".into(),
+                },
+            },
+            VmaClaim {
+                plugin: "x".into(),
+                vma: VmaDesc {
+                    pid: 1,
+                    start: 0x1000,
+                    end: 0x2000,
+                    ..Default::default()
+                },
+            },
+        ];
+        let text = VmaClaim::format_all(&claims);
+        assert_eq!(VmaClaim::parse_all(&text).unwrap(), claims);
+        for bad in [
+            "1 zz 2000 0 0 0 p",
+            "1 2000 1000 0 0 0 p",
+            "1 1000 2000 0 0",
+            "x 1 2 0 0 0 p",
+        ] {
+            assert!(VmaClaim::parse_all(bad).is_err(), "{bad}");
+        }
+    }
 }

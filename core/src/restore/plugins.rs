@@ -9,14 +9,13 @@ use std::path::PathBuf;
 
 use criu_plugin_api::{
     FileRestore, HookFailure, ImageRef, Plugin, PluginError, RestoreContext, RestoreStage, TaskIds,
-    run_restore_stage,
+    catch_hook_panic, run_restore_stage,
 };
+use criu_proto::images::FileEntry;
 use nix::unistd::Pid;
 
-use crate::plugins::services::{dup_task_fd, remote_syscall, task_err};
-use criu_proto::images::FileEntry;
-
 use super::files::FileOpener;
+use crate::plugins::services::{VMA_CLAIMS_FILE, VmaClaim, dup_task_fd, remote_syscall, task_err};
 
 /// What the plugins see of this restore.
 #[derive(Debug)]
@@ -191,6 +190,8 @@ pub struct PluginOpener<'p> {
     ctx: Ctx,
     files: FileRestore<'p>,
     plugins: Vec<&'p dyn Plugin>,
+    /// VMAs a plugin dumped (restored by it once the tasks exist), its plugin resolved.
+    vma_claims: Vec<(&'p dyn Plugin, VmaClaim)>,
 }
 
 impl std::fmt::Debug for PluginOpener<'_> {
@@ -225,13 +226,65 @@ impl<'p> PluginOpener<'p> {
             kept: BTreeMap::new(),
             options,
         };
+        // Refuse before any task exists when a VMA's plugin is missing.
+        let claims = match ctx.read_plugin_file(VMA_CLAIMS_FILE) {
+            Ok(Some(text)) => VmaClaim::parse_all(&String::from_utf8_lossy(&text)),
+            Ok(None) => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+        .map_err(|e| e.to_string())?;
+        let mut vma_claims = Vec::with_capacity(claims.len());
+        for c in claims {
+            let Some(p) = plugins
+                .iter()
+                .find(|p| p.info().name == c.plugin && p.vma_handler().is_some())
+            else {
+                return Err(format!(
+                    "VMA {:#x}-{:#x} ({}) of pid {} was dumped by plugin {}, which is not loaded \
+                     (or has no VMA handler); load it with --plugin-dir",
+                    c.vma.start, c.vma.end, c.vma.name, c.vma.pid, c.plugin
+                ));
+            };
+            vma_claims.push((*p, c));
+        }
         let files = FileRestore::start(plugins, &mut ctx, entries)
             .map_err(|(name, e)| format!("plugin {name}: {e}"))?;
         Ok(PluginOpener {
             ctx,
             files,
             plugins: plugins.to_vec(),
+            vma_claims,
         })
+    }
+
+    /// Once every task exists: the claimed VMAs' contents, then per-task state.
+    fn restore_vmas_and_tasks(&mut self) -> Result<(), HookFailure> {
+        for (p, c) in &self.vma_claims {
+            let Some(h) = p.vma_handler() else { continue };
+            let name = p.info().name;
+            self.ctx.pid = c.vma.pid;
+            tracing::debug!(
+                plugin = name,
+                pid = c.vma.pid,
+                start = c.vma.start,
+                "VMA restored by a plugin"
+            );
+            catch_hook_panic(name, || h.restore_vma(&mut self.ctx, &c.vma))
+                .map_err(|e| (name, e))?;
+        }
+        if !self.plugins.iter().any(|p| p.task_handler().is_some()) {
+            return Ok(());
+        }
+        for task in self.ctx.tasks.clone() {
+            self.ctx.pid = task.pid;
+            for p in &self.plugins {
+                let Some(h) = p.task_handler() else { continue };
+                let name = p.info().name;
+                catch_hook_panic(name, || h.restore_task(&mut self.ctx, &task))
+                    .map_err(|e| (name, e))?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -251,10 +304,14 @@ impl FileOpener for PluginOpener<'_> {
     }
 
     fn stage(&mut self, stage: RestoreStage, live: bool) -> Result<(), HookFailure> {
+        self.ctx.live = live;
+        let mut r = Ok(());
+        if stage == RestoreStage::AfterTasksExist {
+            r = self.restore_vmas_and_tasks();
+        }
         // Hooks see the root as the current task.
         self.ctx.pid = self.ctx.pids.first().copied().unwrap_or(0);
-        self.ctx.live = live;
-        let r = run_restore_stage(&self.plugins, stage, &mut self.ctx);
+        let r = r.and_then(|()| run_restore_stage(&self.plugins, stage, &mut self.ctx));
         self.ctx.live = false;
         r
     }

@@ -12,9 +12,12 @@ use criu_proto::images::FileEntry;
 use prost::Message;
 
 use super::context::{GuestDump, GuestRestore, GuestRestorer, borrow_fd};
-use super::types::{FfiError, FfiFdDesc, FfiPluginInfo};
+use super::types::{FfiError, FfiFdDesc, FfiPluginInfo, FfiTaskIds, FfiVmaDesc};
 use super::{DumpCtx, FfiRestorer_TO, PluginMod, PluginModRef, RestoreCtx, Restorer};
-use crate::{DumpStage, FdHandler, Plugin, PluginError, RestoreStage, StageHooks};
+use crate::{
+    DumpStage, FdHandler, Plugin, PluginError, RestoreStage, StageHooks, TaskHandler, TaskIds,
+    VmaDesc, VmaHandler,
+};
 
 /// Names the plugin a `.so` exports; implemented by [`export_plugin!`](crate::export_plugin).
 pub trait ExportedPlugin: 'static {
@@ -48,6 +51,11 @@ pub(crate) fn module<G: ExportedPlugin>() -> PluginModRef {
         capabilities: capabilities::<G>,
         dump_stage: dump_stage::<G>,
         restore_stage: restore_stage::<G>,
+        claims_vma: claims_vma::<G>,
+        dump_vma: dump_vma::<G>,
+        restore_vma: restore_vma::<G>,
+        dump_task: dump_task::<G>,
+        restore_task: restore_task::<G>,
     }
     .leak_into_prefix()
 }
@@ -168,7 +176,75 @@ pub(crate) fn capability_tokens(plugin: &dyn Plugin) -> Vec<String> {
                 .map(|s| format!("restore-stage:{s}")),
         );
     }
+    if let Some(h) = plugin.vma_handler() {
+        out.push("vma-handler".into());
+        out.extend(h.vma_kinds().iter().map(|k| format!("vma:{k}")));
+    }
+    if let Some(h) = plugin.task_handler() {
+        out.push("task-handler".into());
+        out.extend(h.task_state().iter().map(|k| format!("task-state:{k}")));
+    }
     out
+}
+
+fn vma_handler<G: ExportedPlugin>() -> Result<&'static dyn VmaHandler, PluginError> {
+    G::plugin()
+        .vma_handler()
+        .ok_or_else(|| PluginError::Plugin {
+            plugin: name::<G>().into(),
+            message: "called as a VMA handler but has none".into(),
+        })
+}
+
+fn task_handler<G: ExportedPlugin>() -> Result<&'static dyn TaskHandler, PluginError> {
+    G::plugin()
+        .task_handler()
+        .ok_or_else(|| PluginError::Plugin {
+            plugin: name::<G>().into(),
+            message: "called as a task handler but has none".into(),
+        })
+}
+
+#[sabi_extern_fn]
+fn claims_vma<G: ExportedPlugin>(vma: &FfiVmaDesc) -> RResult<bool, FfiError> {
+    guarded(name::<G>(), || {
+        Ok(vma_handler::<G>()?.claims_vma(&VmaDesc::from(vma)))
+    })
+}
+
+#[sabi_extern_fn]
+fn dump_vma<G: ExportedPlugin>(ctx: DumpCtx<'_>, vma: &FfiVmaDesc) -> RResult<(), FfiError> {
+    guarded(name::<G>(), || {
+        let mut ctx = GuestDump::new(ctx);
+        vma_handler::<G>()?.dump_vma(&mut ctx, &VmaDesc::from(vma))
+    })
+}
+
+#[sabi_extern_fn]
+fn restore_vma<G: ExportedPlugin>(ctx: RestoreCtx<'_>, vma: &FfiVmaDesc) -> RResult<(), FfiError> {
+    guarded(name::<G>(), || {
+        let mut ctx = GuestRestore::new(ctx);
+        vma_handler::<G>()?.restore_vma(&mut ctx, &VmaDesc::from(vma))
+    })
+}
+
+#[sabi_extern_fn]
+fn dump_task<G: ExportedPlugin>(ctx: DumpCtx<'_>, task: &FfiTaskIds) -> RResult<(), FfiError> {
+    guarded(name::<G>(), || {
+        let mut ctx = GuestDump::new(ctx);
+        task_handler::<G>()?.dump_task(&mut ctx, &TaskIds::from(task))
+    })
+}
+
+#[sabi_extern_fn]
+fn restore_task<G: ExportedPlugin>(
+    ctx: RestoreCtx<'_>,
+    task: &FfiTaskIds,
+) -> RResult<(), FfiError> {
+    guarded(name::<G>(), || {
+        let mut ctx = GuestRestore::new(ctx);
+        task_handler::<G>()?.restore_task(&mut ctx, &TaskIds::from(task))
+    })
 }
 
 #[sabi_extern_fn]

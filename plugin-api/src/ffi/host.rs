@@ -11,11 +11,12 @@ use criu_proto::images::{FdTypes, FileEntry};
 use prost::Message;
 
 use super::context::{HostDump, HostRestore, take_fd};
-use super::types::{FfiError, FfiFdDesc, FfiPluginInfo};
+use super::types::{FfiError, FfiFdDesc, FfiPluginInfo, FfiTaskIds, FfiVmaDesc};
 use super::{FfiDumpContext_TO, FfiRestoreContext_TO, PluginModRef, Restorer};
 use crate::{
     API_VERSION, ApiVersion, DumpContext, DumpStage, FdDesc, FdHandler, FileRestorer, Plugin,
-    PluginError, PluginInfo, RestoreContext, RestoreStage, StageHooks,
+    PluginError, PluginInfo, RestoreContext, RestoreStage, StageHooks, TaskHandler, TaskIds,
+    VmaDesc, VmaHandler,
 };
 
 /// Why a plugin file was not loaded.
@@ -81,6 +82,10 @@ pub struct LoadedPlugin {
     has_fd_handler: bool,
     dump_stages: Vec<DumpStage>,
     restore_stages: Vec<RestoreStage>,
+    /// `Some(kinds)` when it has a VMA handler (and the entry points for it).
+    vma_kinds: Option<Vec<&'static str>>,
+    /// `Some(state names)` when it has a task handler (and the entry points for it).
+    task_state: Option<Vec<&'static str>>,
     guard: Guard,
 }
 
@@ -167,6 +172,28 @@ pub(crate) fn from_module(
         None => Vec::new(),
     };
     let (dump_stages, restore_stages) = stages_of(&tokens, module);
+    let listed = |flag: &str, prefix: &str, present: bool| {
+        (present && tokens.iter().any(|t| t == flag)).then(|| {
+            tokens
+                .iter()
+                .filter_map(|t| t.strip_prefix(prefix))
+                // Leaked once per loaded plugin, which lives as long as the process.
+                .map(|k| &*Box::leak(k.to_string().into_boxed_str()))
+                .collect::<Vec<&'static str>>()
+        })
+    };
+    let vma_kinds = listed(
+        "vma-handler",
+        "vma:",
+        module.claims_vma().is_some()
+            && module.dump_vma().is_some()
+            && module.restore_vma().is_some(),
+    );
+    let task_state = listed(
+        "task-handler",
+        "task-state:",
+        module.dump_task().is_some() && module.restore_task().is_some(),
+    );
     let info = PluginInfo {
         // Leaked once per loaded plugin, which lives as long as the process.
         name: Box::leak(raw.name.into_string().into_boxed_str()),
@@ -182,6 +209,8 @@ pub(crate) fn from_module(
         has_fd_handler: raw.has_fd_handler,
         dump_stages,
         restore_stages,
+        vma_kinds,
+        task_state,
         guard: Guard {
             name: info.name,
             poisoned: Box::leak(Box::new(AtomicBool::new(false))),
@@ -205,7 +234,10 @@ fn stages_of(tokens: &[String], module: PluginModRef) -> (Vec<DumpStage>, Vec<Re
             {
                 restore.push(s);
             }
-        } else {
+        } else if !["vma-handler", "task-handler", "vma:", "task-state:"]
+            .iter()
+            .any(|k| t.starts_with(k))
+        {
             tracing::debug!(capability = %t, "plugin capability unknown to this criu, ignored");
         }
     }
@@ -279,6 +311,103 @@ impl Plugin for LoadedPlugin {
     fn stage_hooks(&self) -> Option<&dyn StageHooks> {
         (!self.dump_stages.is_empty() || !self.restore_stages.is_empty())
             .then_some(self as &dyn StageHooks)
+    }
+
+    fn vma_handler(&self) -> Option<&dyn VmaHandler> {
+        self.vma_kinds.is_some().then_some(self as &dyn VmaHandler)
+    }
+
+    fn task_handler(&self) -> Option<&dyn TaskHandler> {
+        self.task_state
+            .is_some()
+            .then_some(self as &dyn TaskHandler)
+    }
+}
+
+impl LoadedPlugin {
+    fn missing(&self, what: &str) -> PluginError {
+        PluginError::Plugin {
+            plugin: self.info.name.into(),
+            message: format!("has no {what} entry point"),
+        }
+    }
+}
+
+impl VmaHandler for LoadedPlugin {
+    fn vma_kinds(&self) -> &[&str] {
+        self.vma_kinds.as_deref().unwrap_or_default()
+    }
+
+    /// Like [`FdHandler::claims`], a failing `claims_vma` answers "mine" so that the dump
+    /// fails in `dump_vma` with the plugin's error.
+    fn claims_vma(&self, vma: &VmaDesc) -> bool {
+        let Some(f) = self.module.claims_vma() else {
+            return false;
+        };
+        if self.guard.poisoned() {
+            return false;
+        }
+        match self.guard.result(f(&FfiVmaDesc::from(vma))) {
+            Ok(mine) => mine,
+            Err(e) => {
+                tracing::error!(plugin = self.info.name, start = vma.start, pid = vma.pid, error = %e, "claims_vma failed");
+                true
+            }
+        }
+    }
+
+    fn dump_vma(&self, ctx: &mut dyn DumpContext, vma: &VmaDesc) -> Result<(), PluginError> {
+        self.guard.check()?;
+        let f = self
+            .module
+            .dump_vma()
+            .ok_or_else(|| self.missing("dump_vma"))?;
+        let mut host = HostDump(ctx);
+        let ffi_ctx = FfiDumpContext_TO::from_ptr(&mut host, TD_Opaque);
+        self.guard.result(f(ffi_ctx, &FfiVmaDesc::from(vma)))
+    }
+
+    fn restore_vma(&self, ctx: &mut dyn RestoreContext, vma: &VmaDesc) -> Result<(), PluginError> {
+        self.guard.check()?;
+        let f = self
+            .module
+            .restore_vma()
+            .ok_or_else(|| self.missing("restore_vma"))?;
+        let mut host = HostRestore(ctx);
+        let ffi_ctx = FfiRestoreContext_TO::from_ptr(&mut host, TD_Opaque);
+        self.guard.result(f(ffi_ctx, &FfiVmaDesc::from(vma)))
+    }
+}
+
+impl TaskHandler for LoadedPlugin {
+    fn task_state(&self) -> &[&str] {
+        self.task_state.as_deref().unwrap_or_default()
+    }
+
+    fn dump_task(&self, ctx: &mut dyn DumpContext, task: &TaskIds) -> Result<(), PluginError> {
+        self.guard.check()?;
+        let f = self
+            .module
+            .dump_task()
+            .ok_or_else(|| self.missing("dump_task"))?;
+        let mut host = HostDump(ctx);
+        let ffi_ctx = FfiDumpContext_TO::from_ptr(&mut host, TD_Opaque);
+        self.guard.result(f(ffi_ctx, &FfiTaskIds::from(task)))
+    }
+
+    fn restore_task(
+        &self,
+        ctx: &mut dyn RestoreContext,
+        task: &TaskIds,
+    ) -> Result<(), PluginError> {
+        self.guard.check()?;
+        let f = self
+            .module
+            .restore_task()
+            .ok_or_else(|| self.missing("restore_task"))?;
+        let mut host = HostRestore(ctx);
+        let ffi_ctx = FfiRestoreContext_TO::from_ptr(&mut host, TD_Opaque);
+        self.guard.result(f(ffi_ctx, &FfiTaskIds::from(task)))
     }
 }
 

@@ -84,6 +84,7 @@ pub use guest::{ExportedPlugin, root_module};
 pub use host::{LoadError, LoadedPlugin, load_plugin};
 pub use types::{
     FfiError, FfiFdDesc, FfiImageRef, FfiPluginInfo, FfiStat, FfiSyscallArgs, FfiTaskIds,
+    FfiVmaDesc,
 };
 
 /// A dump context handed to a plugin for one call.
@@ -112,8 +113,9 @@ pub struct PluginMod {
     pub start_restore:
         extern "C" fn(RestoreCtx<'_>, RSlice<'_, RVec<u8>>) -> RResult<Restorer, FfiError>,
     /// What the plugin handles beyond fds, as tokens (API 0.3): `dump-stage:<name>` and
-    /// `restore-stage:<name>` per stage hook ([`crate::DumpStage::name`]). Tokens a host
-    /// does not know are ignored, so capabilities are added without a layout change.
+    /// `restore-stage:<name>` per stage hook ([`crate::DumpStage::name`]), `vma-handler`
+    /// and `vma:<kind>`, `task-handler` and `task-state:<name>`. Tokens a host does not know
+    /// are ignored, so capabilities are added without a layout change.
     #[sabi(missing_field(option))]
     pub capabilities: extern "C" fn() -> RResult<RVec<RString>, FfiError>,
     /// [`crate::StageHooks::dump_stage`], the stage by name (API 0.3).
@@ -122,6 +124,21 @@ pub struct PluginMod {
     /// [`crate::StageHooks::restore_stage`], the stage by name (API 0.3).
     #[sabi(missing_field(option))]
     pub restore_stage: extern "C" fn(RestoreCtx<'_>, RStr<'_>) -> RResult<(), FfiError>,
+    /// [`crate::VmaHandler::claims_vma`] (API 0.3).
+    #[sabi(missing_field(option))]
+    pub claims_vma: extern "C" fn(&FfiVmaDesc) -> RResult<bool, FfiError>,
+    /// [`crate::VmaHandler::dump_vma`] (API 0.3).
+    #[sabi(missing_field(option))]
+    pub dump_vma: extern "C" fn(DumpCtx<'_>, &FfiVmaDesc) -> RResult<(), FfiError>,
+    /// [`crate::VmaHandler::restore_vma`] (API 0.3).
+    #[sabi(missing_field(option))]
+    pub restore_vma: extern "C" fn(RestoreCtx<'_>, &FfiVmaDesc) -> RResult<(), FfiError>,
+    /// [`crate::TaskHandler::dump_task`] (API 0.3).
+    #[sabi(missing_field(option))]
+    pub dump_task: extern "C" fn(DumpCtx<'_>, &FfiTaskIds) -> RResult<(), FfiError>,
+    /// [`crate::TaskHandler::restore_task`] (API 0.3).
+    #[sabi(missing_field(option))]
+    pub restore_task: extern "C" fn(RestoreCtx<'_>, &FfiTaskIds) -> RResult<(), FfiError>,
 }
 
 impl RootModule for PluginModRef {

@@ -426,3 +426,137 @@ fn plugin_without_hooks_has_no_stage_capability() {
         ]
     );
 }
+
+/// A VMA handler and a task handler through the boundary.
+struct Areas;
+
+impl Plugin for Areas {
+    fn info(&self) -> PluginInfo {
+        PluginInfo {
+            name: "areas",
+            version: "1",
+            priority: 6,
+            api_version: API_VERSION,
+        }
+    }
+    fn vma_handler(&self) -> Option<&dyn crate::VmaHandler> {
+        Some(self)
+    }
+    fn task_handler(&self) -> Option<&dyn crate::TaskHandler> {
+        Some(self)
+    }
+}
+
+impl crate::VmaHandler for Areas {
+    fn vma_kinds(&self) -> &[&str] {
+        &["secretmem"]
+    }
+    fn claims_vma(&self, vma: &crate::VmaDesc) -> bool {
+        if vma.name == "boom" {
+            panic!("claims_vma panics");
+        }
+        vma.name == "secretmem"
+    }
+    fn dump_vma(&self, ctx: &mut dyn DumpContext, vma: &crate::VmaDesc) -> Result<(), PluginError> {
+        let mut data = vec![0u8; vma.len() as usize];
+        ctx.read_task_memory(vma.pid, vma.start, &mut data)?;
+        ctx.write_plugin_file("areas.bin", &data)
+    }
+    fn restore_vma(
+        &self,
+        ctx: &mut dyn RestoreContext,
+        vma: &crate::VmaDesc,
+    ) -> Result<(), PluginError> {
+        let data = ctx.read_plugin_file("areas.bin")?.unwrap_or_default();
+        let reversed: Vec<u8> = data.iter().rev().copied().collect();
+        ctx.write_task_memory(vma.pid, vma.start, &reversed)
+    }
+}
+
+impl crate::TaskHandler for Areas {
+    fn task_state(&self) -> &[&str] {
+        &["shadow stack"]
+    }
+    fn dump_task(
+        &self,
+        ctx: &mut dyn DumpContext,
+        task: &crate::TaskIds,
+    ) -> Result<(), PluginError> {
+        for &tid in &task.tids {
+            ctx.remote_syscall(tid, libc::SYS_getpid, [0; 6])?;
+        }
+        Ok(())
+    }
+    fn restore_task(
+        &self,
+        _: &mut dyn RestoreContext,
+        task: &crate::TaskIds,
+    ) -> Result<(), PluginError> {
+        Err(PluginError::Unsupported {
+            resource: "shadow stack".into(),
+            pid: task.pid,
+            hint: "areas refuses".into(),
+        })
+    }
+}
+
+struct AreasExport;
+impl ExportedPlugin for AreasExport {
+    fn plugin() -> &'static dyn Plugin {
+        static P: Areas = Areas;
+        &P
+    }
+}
+
+#[test]
+fn vma_and_task_handlers_cross_the_boundary() {
+    use crate::{TaskIds, VmaDesc};
+    let p = from_module(module::<AreasExport>(), Path::new("libareas.so")).unwrap();
+    assert!(p.stage_hooks().is_none() && p.fd_handler().is_none());
+    let v = p.vma_handler().expect("VMA handler");
+    assert_eq!(v.vma_kinds(), ["secretmem"]);
+    let t = p.task_handler().expect("task handler");
+    assert_eq!(t.task_state(), ["shadow stack"]);
+    let vma = VmaDesc {
+        pid: 40,
+        start: 0x2000,
+        end: 0x2004,
+        prot: 3,
+        flags: 0x22,
+        pgoff: 0,
+        name: "secretmem".into(),
+    };
+    assert!(v.claims_vma(&vma));
+    assert!(!v.claims_vma(&VmaDesc {
+        name: "[heap]".into(),
+        ..vma.clone()
+    }));
+    let mut imgs = MemoryImages::new(1);
+    let task = TaskIds {
+        pid: 40,
+        tids: vec![40, 41],
+    };
+    imgs.tasks = vec![task.clone()];
+    imgs.memory = vec![(40, 0x2000, b"abcd".to_vec())];
+    v.dump_vma(&mut imgs, &vma).unwrap();
+    assert_eq!(imgs.plugin_files["areas.bin"], b"abcd");
+    v.restore_vma(&mut imgs, &vma).unwrap();
+    assert_eq!(imgs.memory[0].2, b"dcba");
+    t.dump_task(&mut imgs, &task).unwrap();
+    assert_eq!(imgs.syscalls.len(), 2);
+    let err = t.restore_task(&mut imgs, &task).unwrap_err();
+    assert!(
+        matches!(&err, PluginError::Unsupported { pid: 40, hint, .. } if hint == "areas refuses"),
+        "{err:?}"
+    );
+    // A panicking claims_vma answers "mine" (the dump then fails in dump_vma, disabled).
+    let boom = VmaDesc {
+        name: "boom".into(),
+        ..vma
+    };
+    assert!(v.claims_vma(&boom));
+    assert!(matches!(
+        v.dump_vma(&mut imgs, &boom),
+        Err(PluginError::Plugin { .. })
+    ));
+}

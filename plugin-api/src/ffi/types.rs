@@ -8,8 +8,56 @@ use abi_stable::std_types::{ROption, RString, RVec};
 
 use crate::{
     ApiVersion, FdDesc, FdInfo, FileOwner, FileStat, ImageRef, PluginError, PluginImageKind,
-    TaskIds, Timespec,
+    TaskIds, Timespec, VmaDesc,
 };
+
+/// [`VmaDesc`] across the boundary. (API 0.3)
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone)]
+pub struct FfiVmaDesc {
+    /// [`VmaDesc::pid`].
+    pub pid: i32,
+    /// [`VmaDesc::start`].
+    pub start: u64,
+    /// [`VmaDesc::end`].
+    pub end: u64,
+    /// [`VmaDesc::prot`].
+    pub prot: u32,
+    /// [`VmaDesc::flags`].
+    pub flags: u32,
+    /// [`VmaDesc::pgoff`].
+    pub pgoff: u64,
+    /// [`VmaDesc::name`].
+    pub name: RString,
+}
+
+impl From<&VmaDesc> for FfiVmaDesc {
+    fn from(v: &VmaDesc) -> Self {
+        FfiVmaDesc {
+            pid: v.pid,
+            start: v.start,
+            end: v.end,
+            prot: v.prot,
+            flags: v.flags,
+            pgoff: v.pgoff,
+            name: v.name.as_str().into(),
+        }
+    }
+}
+
+impl From<&FfiVmaDesc> for VmaDesc {
+    fn from(v: &FfiVmaDesc) -> Self {
+        VmaDesc {
+            pid: v.pid,
+            start: v.start,
+            end: v.end,
+            prot: v.prot,
+            flags: v.flags,
+            pgoff: v.pgoff,
+            name: v.name.to_string(),
+        }
+    }
+}
 
 /// The six arguments of a remote system call, wrapped (a bare array is not FFI-safe by
 /// value). (API 0.3)
