@@ -34,6 +34,7 @@
 //! Any failure kills and reaps every task created so far; images are only read.
 
 mod children;
+mod cow;
 pub mod creds;
 mod error;
 pub mod files;
@@ -372,7 +373,9 @@ fn restore_tree(
             });
             continue;
         }
-        done.push(prepare_task(sp, t, &mut shm, created)?);
+        // Its memory is a copy of its parent's (also through a session helper).
+        let parent = done.iter().find(|p| p.t.pid == t.ppid).map(|p| p.t);
+        done.push(prepare_task(sp, t, parent, &mut shm, created)?);
     }
     // Every member has joined: helpers exit and their parents (still at the gadget) reap them.
     let mut reapers: Vec<_> = done
@@ -393,10 +396,11 @@ fn restore_tree(
 fn prepare_task<'p>(
     mut sp: spawn::Spawned,
     t: &'p TaskPlan,
+    parent: Option<&TaskPlan>,
     shm: &mut shmem::ShmemCtx<'_>,
     created: &mut Vec<Pid>,
 ) -> Result<Prepared<'p>> {
-    rebuild::rebuild_mm(&mut sp, t, shm)?;
+    rebuild::rebuild_mm(&mut sp, t, parent, shm)?;
     tracing::debug!(vmas = t.vmas.len(), runs = t.pages.len(), "memory restored");
     state::restore_process_state(&mut sp, t)?;
     let mut others = threads::create_threads(&mut sp, t, created)?;

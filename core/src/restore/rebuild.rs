@@ -4,6 +4,7 @@
 
 use crate::sys::mm_map::{self, PrctlMmMap};
 
+use super::cow;
 use super::error::{RestoreError, Result};
 use super::mem::{PAGE_SIZE, TASK_SIZE, VmaKind, VmaPlan};
 use super::plan::TaskPlan;
@@ -27,24 +28,38 @@ fn task_err(rt: &RemoteThread, reason: String) -> RestoreError {
     }
 }
 
-/// Runs the whole memory part of the restore of `t`.
-pub fn rebuild_mm(sp: &mut Spawned, t: &TaskPlan, shm: &mut ShmemCtx<'_>) -> Result<()> {
+/// Runs the whole memory part of the restore of `t`. `parent` is the task whose restored
+/// memory `t` was forked from: private anonymous VMAs they share stay copy-on-write ([`cow`]).
+pub fn rebuild_mm(
+    sp: &mut Spawned,
+    t: &TaskPlan,
+    parent: Option<&TaskPlan>,
+    shm: &mut ShmemCtx<'_>,
+) -> Result<()> {
     let g = sp.gadget;
     let rt = &mut sp.leader;
+    let kept = cow::inherited(t, parent);
     rt.step = "unmapping the restorer image".into();
-    rt.call("munmap", libc::SYS_munmap, [0, g, 0, 0, 0, 0])?;
     let top = g + GADGET_SIZE;
-    rt.call(
-        "munmap",
-        libc::SYS_munmap,
-        [top, TASK_SIZE - top, 0, 0, 0, 0],
-    )?;
+    let mut keep: Vec<(u64, u64)> = kept.clone();
+    keep.push((g, top));
+    keep.sort_unstable();
+    let mut at = 0;
+    for &(s, e) in keep.iter().chain([&(TASK_SIZE, TASK_SIZE)]) {
+        if s > at {
+            rt.call("munmap", libc::SYS_munmap, [at, s - at, 0, 0, 0, 0])?;
+        }
+        at = at.max(e);
+    }
 
     for v in &t.vmas {
-        map_vma(rt, v, &sp.temp, shm)?;
+        if kept.binary_search(&(v.start, v.end)).is_err() {
+            map_vma(rt, v, &sp.temp, shm)?;
+        }
     }
+    let runs = cow::fill_kept(rt, &t.pages, &kept, sp.temp.pages)?;
     rt.step = format!("reading pages from {}", t.pages_image);
-    for run in &t.pages {
+    for run in &runs {
         let (mut addr, mut left, mut off) = (run.vaddr, run.len, run.file_off);
         while left > 0 {
             let n = rt.call(
