@@ -51,6 +51,18 @@ fn check_not_traced(pid: i32, tid: i32) -> Result<(), DumpError> {
     Ok(())
 }
 
+/// Whether thread `tid` of `pid` disappears (or is a zombie) within a short while.
+fn thread_exits(pid: i32, tid: i32) -> bool {
+    for _ in 0..100 {
+        match status::read_thread_status(pid, tid) {
+            Err(e) if e.is_gone() => return true,
+            Ok(st) if st.state == 'Z' || st.state == 'X' => return true,
+            _ => std::thread::sleep(std::time::Duration::from_millis(1)),
+        }
+    }
+    false
+}
+
 /// Freeze every thread of `pid`.
 pub fn freeze_process(pid: i32) -> Result<Frozen, DumpError> {
     let st = status::read_status(pid).map_err(|e| DumpError::proc(pid, "freeze", e))?;
@@ -94,6 +106,12 @@ pub fn freeze_process(pid: i32) -> Result<Frozen, DumpError> {
                 // The thread exited between listing and seizing: nothing to freeze.
                 Err(e) if e.errno() == Some(nix::errno::Errno::ESRCH) && tid != pid => {}
                 Err(ptrace::PtraceError::Gone { .. }) if tid != pid => {}
+                // The kernel refuses to attach to a thread that is already exiting (EPERM
+                // for PF_EXITING): nothing to freeze once it is gone.
+                Err(e)
+                    if e.errno() == Some(nix::errno::Errno::EPERM)
+                        && tid != pid
+                        && thread_exits(pid, tid) => {}
                 Err(e) => {
                     return Err(DumpError::Ptrace {
                         pid,
