@@ -34,8 +34,14 @@ struct Arm {
     pid: i32,
     addr: u64,
     vma: u64,
+    /// The workload's fd of its report file, and that file's inode.
+    report_fd: i32,
+    report_ino: u64,
     fail_at: Option<&'static str>,
 }
+
+/// Where the plugin installs /dev/null in the restored task.
+const INSTALLED_FD: i32 = 42;
 
 static ARM: Mutex<Option<Arm>> = Mutex::new(None);
 /// Stages the plugin saw, in order.
@@ -188,6 +194,13 @@ impl StageHooks for HookTest {
                 let mut b = [0u8; 8];
                 ctx.read_task_memory(arm.pid, arm.addr, &mut b)?;
                 let pid = ctx.remote_syscall(arm.pid, libc::SYS_getpid, [0; 6])?;
+                // The same open file as the task's report fd.
+                let report = ctx.dup_task_fd(arm.pid, arm.report_fd)?;
+                let st = nix::sys::stat::fstat(&report)
+                    .map_err(|e| err(format!("fstat of the task's fd: {e}")))?;
+                if st.st_ino != arm.report_ino {
+                    return Err(err(format!("dup_task_fd gave inode {}", st.st_ino)));
+                }
                 let text = format!("{:x} {pid}", u64::from_le_bytes(b));
                 ctx.write_plugin_file(FILE, text.as_bytes())
             }
@@ -211,7 +224,9 @@ impl StageHooks for HookTest {
                 if u64::from_le_bytes(b) != MAGIC {
                     return Err(err(format!("restored value {:x}", u64::from_le_bytes(b))));
                 }
-                Ok(())
+                let null = std::fs::File::open("/dev/null")
+                    .map_err(|e| err(format!("open /dev/null: {e}")))?;
+                ctx.install_fd(arm.pid, std::os::fd::AsFd::as_fd(&null), INSTALLED_FD, true)
             }
             RestoreStage::BeforeResume => {
                 let saved = ctx
@@ -289,6 +304,18 @@ fn start(scratch: &ScratchDir) -> (i32, PidGuard, u64, u64, std::path::PathBuf) 
     (pid, guard, addr, vma, report)
 }
 
+/// The workload's fd of `report` and the file's inode.
+fn report_fd(pid: i32, report: &Path) -> (i32, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let fd = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("fds")
+        .filter_map(|e| e.ok())
+        .find(|e| std::fs::read_link(e.path()).is_ok_and(|l| l == report))
+        .and_then(|e| e.file_name().to_str()?.parse().ok())
+        .expect("report fd");
+    (fd, std::fs::metadata(report).expect("report").ino())
+}
+
 fn wait_value(report: &Path, value: u64, timeout: Duration) -> bool {
     let want = format!("vma=ok value={value:x}");
     let deadline = std::time::Instant::now() + timeout;
@@ -322,10 +349,13 @@ fn hooks_read_memory_at_dump_and_write_it_at_restore() {
     let images = scratch.path().join("images");
     std::fs::create_dir_all(&images).expect("images dir");
     let (pid, guard, addr, vma, report) = start(&scratch);
+    let (report_fd, report_ino) = report_fd(pid, &report);
     let armed = Armed::new(Arm {
         pid,
         addr,
         vma,
+        report_fd,
+        report_ino,
         fail_at: None,
     });
 
@@ -381,6 +411,16 @@ fn hooks_read_memory_at_dump_and_write_it_at_restore() {
         "the restored task never reported {NEW_VALUE:x}: {:?}",
         lines(&report).last()
     );
+    // The fd the plugin installed, close-on-exec.
+    let link = std::fs::read_link(format!("/proc/{pid}/fd/{INSTALLED_FD}")).expect("installed fd");
+    assert_eq!(link, Path::new("/dev/null"));
+    let fdinfo = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{INSTALLED_FD}")).unwrap();
+    let flags = fdinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("flags:"))
+        .and_then(|f| u32::from_str_radix(f.trim(), 8).ok())
+        .expect("flags");
+    assert_ne!(flags & libc::O_CLOEXEC as u32, 0, "{fdinfo}");
 }
 
 #[test]
@@ -393,10 +433,13 @@ fn a_failing_hook_fails_the_dump_and_leaves_the_task_running() {
     let images = scratch.path().join("images");
     std::fs::create_dir_all(&images).expect("images dir");
     let (pid, _guard, addr, vma, report) = start(&scratch);
+    let (report_fd, report_ino) = report_fd(pid, &report);
     let armed = Armed::new(Arm {
         pid,
         addr,
         vma,
+        report_fd,
+        report_ino,
         fail_at: Some("after-freeze"),
     });
 
