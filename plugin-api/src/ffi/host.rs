@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use abi_stable::StableAbi;
+use abi_stable::abi_stability::abi_checking::check_layout_compatibility;
 use abi_stable::library::{LibraryError, lib_header_from_path};
 use abi_stable::sabi_trait::TD_Opaque;
 use abi_stable::std_types::{RResult, RString, RVec};
@@ -126,8 +128,38 @@ pub fn load_plugin(path: &Path) -> Result<&'static LoadedPlugin, LoadError> {
         },
     };
     let header = lib_header_from_path(path).map_err(lib_err)?;
-    let module = header.init_root_module::<PluginModRef>().map_err(lib_err)?;
-    from_module(module, path)
+    match header.init_root_module::<PluginModRef>() {
+        Ok(module) => from_module(module, path),
+        // abi_stable accepts a root module (and the context vtables inside it) with the
+        // host's fields or more: a plugin built against a newer minor API. A plugin built
+        // against an older minor API has fewer; check it the other way round (every field
+        // and method it has matches ours, our extra ones are optional prefix fields) and
+        // accept it only if it also declares an older minor API.
+        Err(LibraryError::AbiInstability(report)) => {
+            let older = header.layout().is_some_and(|theirs| {
+                check_layout_compatibility(theirs, <PluginModRef as StableAbi>::LAYOUT).is_ok()
+            });
+            if !older {
+                return Err(lib_err(LibraryError::AbiInstability(report)));
+            }
+            // SAFETY: the plugin's root module layout was just checked against ours (as the
+            // older side of a prefix-type extension: same leading fields, same types); the
+            // fields it lacks are optional and read through `Option` accessors.
+            let module = unsafe { header.init_root_module_with_unchecked_layout::<PluginModRef>() }
+                .map_err(lib_err)?;
+            let plugin = from_module(module, path)?;
+            if plugin.info.api_version.minor >= API_VERSION.minor {
+                return Err(lib_err(LibraryError::AbiInstability(report)));
+            }
+            tracing::info!(
+                plugin = plugin.info.name,
+                api = %plugin.info.api_version,
+                "plugin built against an older plugin API: loaded with its subset"
+            );
+            Ok(plugin)
+        }
+        Err(e) => Err(lib_err(e)),
+    }
 }
 
 /// Wraps a root module (checked by abi_stable, or built in this process by tests) after

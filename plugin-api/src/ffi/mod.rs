@@ -28,6 +28,12 @@
 //!    plugins built against 0.y.* (semver: same minor while 0.x, same major from 1.0).
 //! 2. abi_stable's layout check of the root module and everything reachable from it (types,
 //!    field names, prefix fields): catches an ABI changed without a version bump.
+//!    abi_stable itself only accepts a plugin whose prefix types (the root module, the
+//!    context vtables) have the host's fields or more; for a plugin built against an older
+//!    minor API (fewer fields) the host runs the same check the other way round (every field
+//!    and method the plugin has must match the host's, in order) and then requires the
+//!    plugin to declare an older minor [`crate::API_VERSION`]. Checked by hand: an API 0.2
+//!    build of `plugins/examples/eventfd` loads, dumps and restores with an API 0.3 criu.
 //! 3. [`crate::API_VERSION`]: same major, and the plugin's minor not newer than the host's
 //!    ([`crate::ApiVersion::is_compatible_with`]).
 //!
