@@ -178,8 +178,21 @@ pub fn classify(pid: i32, m: &MapsEntry, file_stat: &mut StatFn<'_>) -> Result<V
                             shmem: Some(format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end)),
                         });
                     }
+                    // SysV shm: recorded by id and attached again at restore, as CRIU
+                    // does without an IPC namespace dump; its contents stay in the segment.
+                    if m.shared && m.path.starts_with("/SYSV") {
+                        sysv_kept(pid, ino, m.start)?;
+                        e.status |= VMA_ANON_SHARED | VMA_AREA_SYSVIPC;
+                        e.flags |= libc::MAP_ANONYMOUS as u32;
+                        e.shmid = ino;
+                        return Ok(Vma {
+                            entry: e,
+                            file: None,
+                            shmem: None,
+                        });
+                    }
                     return Err(unsupported(format!(
-                        "shared memory mapping {:#x}-{:#x} ({:?})",
+                        "shared memory mapping {:#x}-{:#x} ({:?}; memfd mappings are not dumped yet)",
                         m.start, m.end, m.path
                     )));
                 }
@@ -266,6 +279,29 @@ pub fn build_vmas(
         out.push(v);
     }
     Ok(out)
+}
+
+/// A SysV shm segment outlives the tree only if it was not removed (IPC_RMID): else it dies
+/// with the tree and a restore could not attach it again.
+fn sysv_kept(pid: i32, shmid: u64, start: u64) -> Result<(), DumpError> {
+    use crate::restore::sysv;
+    let seg = sysv::segment(shmid);
+    if seg.is_some_and(|s| s.mode & sysv::SHM_DEST == 0) {
+        return Ok(());
+    }
+    Err(DumpError::Unsupported {
+        pid,
+        step: "memory",
+        what: format!(
+            "SysV shm segment {shmid} attached at {start:#x}, {}",
+            if seg.is_some() {
+                "removed (IPC_RMID): it disappears with the tree"
+            } else {
+                "not in criu's IPC namespace"
+            }
+        ),
+        hint: "segments are not saved (no IPC namespace dump): keep the segment until the restore (no IPC_RMID before the dump), or dump from inside the tree's IPC namespace",
+    })
 }
 
 /// Whether CRIU would dump the pages of this VMA into the task's own pagemap.

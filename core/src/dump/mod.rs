@@ -31,8 +31,9 @@
 //!   ip moved back over `syscall`, ax = orig_ax; `-ERESTART_RESTARTBLOCK` becomes `-EINTR`.
 //! - Anonymous shared memory (MAP_SHARED|MAP_ANONYMOUS) is dumped like CRIU's
 //!   `pagemap-shmem-<shmid>.img` + `pages-<n>.img` (offsets inside the object, data segments
-//!   only). SysV shm and memfd mappings are refused with an error naming the VMA: they need
-//!   the IPC namespace and memfd images, not written yet.
+//!   only). SysV shm attachments are recorded by segment id without their contents (the
+//!   segment stays in the host's IPC namespace, as CRIU does without an IPC namespace dump;
+//!   a removed one is refused); memfd mappings are refused naming the VMA (no memfd images).
 //! - seccomp.img: filters are shared between threads and processes when their code and
 //!   their older chain are the same (CRIU shares them too, its positions may differ);
 //!   `seccomp_filter.flags` is not recorded (needs PTRACE_SECCOMP_GET_METADATA, not wrapped

@@ -21,17 +21,12 @@ pub const VMA_FILE_SHARED: u32 = 1 << 7;
 pub const VMA_ANON_SHARED: u32 = 1 << 8;
 pub const VMA_ANON_PRIVATE: u32 = 1 << 9;
 pub const VMA_AREA_VVAR: u32 = 1 << 12;
-/// Kinds we do not restore yet: SysV IPC, socket, AIO ring, memfd, shadow stack, guard,
-/// uprobes, plugin-owned, unsupported.
-const VMA_UNHANDLED: u32 = (1 << 10)
-    | (1 << 11)
-    | (1 << 13)
-    | (1 << 14)
-    | (1 << 15)
-    | (1 << 16)
-    | (1 << 17)
-    | (1 << 27)
-    | (1 << 31);
+/// A SysV shm attachment (with `VMA_ANON_SHARED`, `shmid` the segment id).
+pub const VMA_AREA_SYSVIPC: u32 = 1 << 10;
+/// Kinds we do not restore yet: socket, AIO ring, memfd, shadow stack, guard, uprobes,
+/// plugin-owned, unsupported.
+const VMA_UNHANDLED: u32 =
+    (1 << 11) | (1 << 13) | (1 << 14) | (1 << 15) | (1 << 16) | (1 << 17) | (1 << 27) | (1 << 31);
 
 // pagemap_entry.flags.
 pub const PE_PARENT: u32 = 1 << 0;
@@ -50,6 +45,8 @@ pub enum VmaKind {
     /// Anonymous shared memory: a window of the shmem object `shmid`, whose contents are in
     /// `pagemap-shmem-<shmid>.img`.
     AnonShared { shmid: u64 },
+    /// SysV shared memory segment `shmid`, attached again at restore ([`super::sysv`]).
+    SysvShm { shmid: u64 },
     /// `[vvar]` or `[vvar_vclock]`: recreated with the vDSO.
     Vvar,
     /// `[vdso]`.
@@ -165,6 +162,8 @@ pub fn plan_vmas(image: &str, vmas: &[VmaEntry]) -> Result<Vec<VmaPlan>> {
             VmaKind::FileShared {
                 file_id: file_id()?,
             }
+        } else if v.status & VMA_AREA_SYSVIPC != 0 {
+            VmaKind::SysvShm { shmid: v.shmid }
         } else if v.status & VMA_ANON_SHARED != 0 {
             VmaKind::AnonShared { shmid: v.shmid }
         } else if v.status & VMA_ANON_PRIVATE != 0 {

@@ -51,6 +51,7 @@ pub mod seccomp;
 pub mod shmem;
 pub mod spawn;
 pub mod state;
+pub mod sysv;
 pub mod threads;
 pub mod zombie;
 

@@ -97,6 +97,7 @@ fn map_vma(
     let (fd, pgoff) = match v.kind {
         VmaKind::Vsyscall | VmaKind::Vvar | VmaKind::Vdso => return Ok(()),
         VmaKind::AnonShared { shmid } => return shmem::map_window(rt, v, shmid, shm),
+        VmaKind::SysvShm { shmid } => return super::sysv::attach(rt, v, shmid),
         VmaKind::AnonPrivate => (u64::MAX, 0),
         VmaKind::FilePrivate { file_id } => (temp.vma_files[&(file_id, false)] as u64, v.pgoff),
         VmaKind::FileShared { file_id } => {
