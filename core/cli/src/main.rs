@@ -15,6 +15,7 @@ use std::process::ExitCode;
 // The built-in plugins register themselves with `inventory`; naming the crates links them in.
 use criu_plugin_files as _;
 use criu_plugin_pipes as _;
+use criu_plugin_tty as _;
 
 use anyhow::Result;
 use clap::Parser;

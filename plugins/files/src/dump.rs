@@ -24,7 +24,8 @@ pub(crate) fn dump_file(
     if st.is_chr() && is_tty_major(nix::sys::stat::major(st.rdev)) {
         return Err(unsupported(
             fd,
-            "terminals are not supported yet; start the task with its stdio on files, pipes or /dev/null",
+            // Reached for terminals the tty plugin does not claim, or when it is not loaded.
+            "no plugin handles this terminal: the tty plugin covers Unix98 ptys, /dev/tty, the console, virtual terminals and USB serial lines (legacy BSD ptys and 8250 serial ports are not supported); load it with --plugin-dir if this criu lacks it",
         ));
     }
     let path = dumped_path(fd)?;

@@ -1,0 +1,238 @@
+//! Dumping a terminal description: a `files.img` TTY entry per description, one
+//! `tty-info.img` entry per terminal (shared by all its descriptions), and a REG entry
+//! holding the terminal's path.
+
+use criu_plugin_api::{DumpContext, FdDesc, ImageRef, PluginError, write_message};
+use criu_proto::images::{
+    FdTypes, FileEntry, RegFileEntry, TtyFileEntry, TtyInfoEntry, TtyPtyEntry,
+};
+use nix::errno::Errno;
+
+use crate::entries::{termios_entry, winsize_entry};
+use crate::ioctl::{self, Flag};
+use crate::kind::{Driver, MAX_PTY_INDEX, info_id, proc_tty_nr, slave_index};
+use crate::session::{self, TaskTty};
+use crate::{NAME, TTY_INFO};
+
+fn unsupported(fd: &FdDesc, hint: impl Into<String>) -> PluginError {
+    PluginError::Unsupported {
+        resource: fd.describe(),
+        pid: fd.pid,
+        hint: hint.into(),
+    }
+}
+
+fn fd_err(fd: &FdDesc, op: &'static str, e: Errno) -> PluginError {
+    PluginError::Fd {
+        pid: fd.pid,
+        fd: fd.fd,
+        link: fd.link.clone(),
+        op,
+        source: e.into(),
+    }
+}
+
+/// The TTY entry for `fd` under `id`.
+pub(crate) fn dump_file(
+    ctx: &mut dyn DumpContext,
+    fd: &FdDesc,
+    id: u32,
+) -> Result<FileEntry, PluginError> {
+    let rdev = fd.stat.rdev;
+    let driver = Driver::of(rdev).ok_or_else(|| unsupported(fd, "not a known terminal"))?;
+    let index = match driver {
+        Driver::PtyMaster => {
+            ioctl::pty_index(fd.file()).map_err(|e| fd_err(fd, "ioctl(TIOCGPTN)", e))?
+        }
+        Driver::PtySlave => slave_index(rdev),
+        other => other.fixed_index(),
+    };
+    if driver.is_pty() && index > MAX_PTY_INDEX {
+        return Err(unsupported(
+            fd,
+            format!("pty index {index} is above {MAX_PTY_INDEX}, the largest CRIU images carry"),
+        ));
+    }
+    let task = session::task_tty(fd.pid)?;
+    check_policy(ctx, fd, driver, index, &task)?;
+
+    let info = info_id(driver, index);
+    let key = format!("{NAME}:info:{info}");
+    if ctx.memo(&key).is_none() {
+        let entry = info_entry(fd, driver, index, info, &task)?;
+        write_message(ctx, TTY_INFO, &entry, &[])?;
+        ctx.set_memo(&key, 1);
+    }
+
+    let flags = fd.fdinfo.file_flags();
+    let regf_id = ctx.new_file_id();
+    let reg = FileEntry {
+        r#type: FdTypes::Reg as i32,
+        id: regf_id,
+        reg: Some(RegFileEntry {
+            id: regf_id,
+            flags,
+            pos: 0,
+            fown: fd.owner.to_entry(),
+            name: fd.link.clone(),
+            mode: Some(fd.stat.mode),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    write_message(ctx, ImageRef::FILES, &reg, &[])?;
+    tracing::debug!(
+        pid = fd.pid,
+        fd = fd.fd,
+        id,
+        tty_info_id = info,
+        regf_id,
+        driver = driver.name(),
+        "dumping terminal"
+    );
+    Ok(FileEntry {
+        r#type: FdTypes::Tty as i32,
+        id,
+        tty: Some(TtyFileEntry {
+            id,
+            tty_info_id: info,
+            flags,
+            fown: fd.owner.to_entry(),
+            regf_id: Some(regf_id),
+        }),
+        ..Default::default()
+    })
+}
+
+/// The session `fd`'s terminal controls, as CRIU's parasite sees it from the task: the
+/// task's session and foreground group when it is the task's controlling terminal, else 0.
+fn session_of(rdev: u64, task: &TaskTty) -> (u32, u32) {
+    if task.tty_nr != 0 && task.tty_nr == proc_tty_nr(rdev) {
+        (task.sid.max(0) as u32, task.tpgid.max(0) as u32)
+    } else {
+        (0, 0)
+    }
+}
+
+/// CRIU's rules: a terminal of a session led outside the dumped tree is the shell's and needs
+/// `--shell-job`; a pty slave whose master is not dumped can only come back as criu's own
+/// terminal, which also needs `--shell-job`, and only one such terminal can.
+fn check_policy(
+    ctx: &mut dyn DumpContext,
+    fd: &FdDesc,
+    driver: Driver,
+    index: u32,
+    task: &TaskTty,
+) -> Result<(), PluginError> {
+    if driver == Driver::PtyMaster {
+        return Err(unsupported(
+            fd,
+            format!(
+                "pty masters (index {index}) are not supported yet; run the program under a terminal outside the dumped tree and use --shell-job"
+            ),
+        ));
+    }
+    let shell_job = ctx.options().shell_job;
+    // /dev/tty stands for the task's controlling terminal, so its session is the task's.
+    let sid = match driver {
+        Driver::Ctty => task.sid.max(0) as u32,
+        _ => session_of(fd.stat.rdev, task).0,
+    };
+    let outside = sid != 0 && !session::in_dumped_tree(sid as i32);
+    if !shell_job {
+        if outside {
+            return Err(unsupported(
+                fd,
+                format!(
+                    "{} {} is the terminal of session {sid}, whose leader is not in the dumped tree (the shell's terminal); use --shell-job",
+                    driver.name(),
+                    fd.link
+                ),
+            ));
+        }
+        match driver {
+            Driver::PtySlave => {
+                return Err(unsupported(
+                    fd,
+                    format!(
+                        "pty slave {} has no master in the dumped tree (pty pairs are not supported yet); use --shell-job to restore it as criu's own terminal",
+                        fd.link
+                    ),
+                ));
+            }
+            Driver::Ctty => {
+                return Err(unsupported(
+                    fd,
+                    "/dev/tty of a session led inside the dumped tree: restoring controlling terminals is not supported yet; use --shell-job",
+                ));
+            }
+            _ => {}
+        }
+        return Ok(());
+    }
+    // With --shell-job a slave without its master, a VT or a serial line becomes criu's
+    // terminal on restore: one terminal only (CRIU's "one external slave peer").
+    if matches!(driver, Driver::PtySlave | Driver::Vt | Driver::Serial) {
+        let key = format!("{NAME}:shell-tty");
+        let this = u64::from(info_id(driver, index)) + 1;
+        match ctx.memo(&key) {
+            None => ctx.set_memo(&key, this),
+            Some(v) if v == this => {}
+            Some(v) => {
+                return Err(unsupported(
+                    fd,
+                    format!(
+                        "{} is a second terminal outside the dumped tree (tty id {:#x} came first); only one terminal can become criu's own on restore",
+                        fd.link,
+                        v - 1
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The `tty_info_entry` of the terminal behind `fd`.
+fn info_entry(
+    fd: &FdDesc,
+    driver: Driver,
+    index: u32,
+    id: u32,
+    task: &TaskTty,
+) -> Result<TtyInfoEntry, PluginError> {
+    let (sid, pgrp) = session_of(fd.stat.rdev, task);
+    let file = fd.file();
+    let flag = |which, op| ioctl::flag(file, which).map_err(|e| fd_err(fd, op, e));
+    let packet_mode = driver.is_pty() && flag(Flag::Packet, "ioctl(TIOCGPKT)")?;
+    let locked = driver.is_pty() && flag(Flag::Locked, "ioctl(TIOCGPTLCK)")?;
+    let mut entry = TtyInfoEntry {
+        id,
+        r#type: driver.tty_type() as i32,
+        locked,
+        exclusive: flag(Flag::Exclusive, "ioctl(TIOCGEXCL)")?,
+        packet_mode,
+        sid,
+        pgrp,
+        rdev: fd.stat.rdev as u32,
+        dev: Some(fd.stat.dev as u32),
+        pty: driver.is_pty().then_some(TtyPtyEntry { index }),
+        ..Default::default()
+    };
+    // A hung-up terminal answers EIO: CRIU stores what it has and no settings.
+    let termios = match nix::sys::termios::tcgetattr(file) {
+        Ok(t) => libc::termios::from(t),
+        Err(Errno::EIO) => {
+            tracing::debug!(pid = fd.pid, fd = fd.fd, "terminal hung up");
+            return Ok(entry);
+        }
+        Err(e) => return Err(fd_err(fd, "tcgetattr", e)),
+    };
+    let locked_termios =
+        ioctl::locked_termios(file).map_err(|e| fd_err(fd, "ioctl(TIOCGLCKTRMIOS)", e))?;
+    let winsize = ioctl::window_size(file).map_err(|e| fd_err(fd, "ioctl(TIOCGWINSZ)", e))?;
+    entry.termios = Some(termios_entry(&termios));
+    entry.termios_locked = Some(termios_entry(&locked_termios));
+    entry.winsize = Some(winsize_entry(&winsize));
+    Ok(entry)
+}

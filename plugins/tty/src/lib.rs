@@ -1,0 +1,95 @@
+//! Built-in plugin for terminals: pty slaves (`/dev/pts/N`), `/dev/tty`, the console and
+//! virtual terminals, in CRIU's image format, and CRIU's `--shell-job` for them.
+//!
+//! Dump: one `files.img` TTY entry per description (flags, owner, the id of its terminal's
+//! `tty-info.img` entry and of a REG entry holding its path), one `tty-info.img` entry per
+//! terminal (type, session and foreground group when it is the task's controlling terminal,
+//! device, termios, locked termios, window size, pty index, exclusive/packet/locked modes).
+//! A terminal of a session whose leader is not dumped is the shell's: it is refused unless
+//! `--shell-job`, as CRIU does; a pty slave whose master is not dumped needs `--shell-job`.
+//!
+//! Restore with `--shell-job`: that terminal becomes criu's own (the one on its stdin),
+//! settings left as they are there; `/dev/tty` is reopened in criu's session, which the tree
+//! joins. Console, VTs and serial lines are reopened by path with their settings.
+//!
+//! Not yet: pty masters and pty pairs inside the tree (refused with a clear error), queued
+//! terminal data (`tty-data.img`, which CRIU only keeps for pairs).
+
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+mod dump;
+mod entries;
+mod ioctl;
+mod kind;
+mod restore;
+mod session;
+
+use criu_plugin_api::{
+    API_VERSION, DumpContext, FdDesc, FdHandler, FileRestorer, ImageRef, Plugin, PluginError,
+    PluginImageKind, PluginInfo, PluginRegistration, RestoreContext,
+};
+use criu_proto::images::{FdTypes, FileEntry};
+
+pub use restore::NO_TERMINAL_HINT;
+
+/// The plugin's name, also the prefix of its memo keys.
+pub const NAME: &str = "tty";
+
+/// `tty-info.img`.
+const TTY_INFO: ImageRef = ImageRef::single(PluginImageKind::TtyInfo);
+
+/// Terminals (stateless: each restore gets its own restorer).
+#[derive(Debug, Default)]
+pub struct TtyPlugin;
+
+/// The registered instance.
+pub static PLUGIN: TtyPlugin = TtyPlugin;
+
+inventory::submit! { PluginRegistration::new(&PLUGIN) }
+
+impl Plugin for TtyPlugin {
+    fn info(&self) -> PluginInfo {
+        PluginInfo {
+            name: NAME,
+            version: env!("CARGO_PKG_VERSION"),
+            // Before `files` (200), which would otherwise see terminals as character devices.
+            priority: 150,
+            api_version: API_VERSION,
+        }
+    }
+
+    fn fd_handler(&self) -> Option<&dyn FdHandler> {
+        Some(self)
+    }
+}
+
+impl FdHandler for TtyPlugin {
+    fn fd_types(&self) -> &[FdTypes] {
+        &[FdTypes::Tty]
+    }
+
+    fn claims(&self, fd: &FdDesc) -> bool {
+        fd.stat.is_chr() && kind::Driver::of(fd.stat.rdev).is_some()
+    }
+
+    fn dump_file(
+        &self,
+        ctx: &mut dyn DumpContext,
+        fd: &FdDesc,
+        id: u32,
+    ) -> Result<FileEntry, PluginError> {
+        dump::dump_file(ctx, fd, id)
+    }
+
+    fn start_restore(
+        &self,
+        ctx: &mut dyn RestoreContext,
+        entries: &[FileEntry],
+    ) -> Result<Box<dyn FileRestorer>, PluginError> {
+        Ok(Box::new(restore::TtyRestorer::start(ctx, entries)?))
+    }
+}
+
+#[cfg(test)]
+mod tests;
