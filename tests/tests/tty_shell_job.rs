@@ -144,7 +144,10 @@ fn wait_tick(report: &Path, after: u64) -> (u64, Vec<(String, String)>) {
 
 /// The shell (`setsid -c wl_tty`, session leader on the pty) and its job. Returns the guards
 /// (shell first) and the job's pid.
-#[allow(clippy::zombie_processes, reason = "PidGuard kills and reaps it by pid")]
+#[allow(
+    clippy::zombie_processes,
+    reason = "PidGuard kills and reaps it by pid"
+)]
 fn start_job(report: &Path, tty: &Pty) -> (Vec<PidGuard>, i32) {
     let shell = Command::new("setsid")
         .arg("-c")
@@ -186,7 +189,10 @@ fn image_entries<M: Message + Default>(path: &Path) -> Vec<M> {
 /// Runs the restore helper with `stdin` (and stdout/stderr) on `tty`, or on /dev/null when
 /// `None`; returns its one-line result and, with a terminal, the guard of the session
 /// leader (a `sh` that stays, so the terminal is not hung up when the helper exits).
-#[allow(clippy::zombie_processes, reason = "PidGuard kills and reaps it by pid")]
+#[allow(
+    clippy::zombie_processes,
+    reason = "PidGuard kills and reaps it by pid"
+)]
 fn run_restore_helper(
     images: &Path,
     result: &Path,
