@@ -16,7 +16,8 @@ use crate::{NAME, TTY_INFO};
 
 fn unsupported(fd: &FdDesc, hint: impl Into<String>) -> PluginError {
     PluginError::Unsupported {
-        resource: fd.describe(),
+        // The error adds "of pid P" itself.
+        resource: format!("fd {} ({})", fd.fd, fd.link),
         pid: fd.pid,
         hint: hint.into(),
     }
