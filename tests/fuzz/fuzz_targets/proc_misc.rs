@@ -3,7 +3,8 @@
 //!
 //! 0 cgroup, 1 timers, 2 namespace link (`net:[4026531840]`), 3 auxv (bytes),
 //! 4 pagemap entries (bytes), 5 an fd link (`/proc/PID/fd/N` text) through the plugin
-//! API's `FdDesc` link helpers.
+//! API's `FdDesc` link helpers, 6 `/proc/sysvipc/shm` through
+//! `criu_core::restore::sysv::parse_segments`.
 #![no_main]
 
 use std::cell::RefCell;
@@ -32,7 +33,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let text = String::from_utf8_lossy(rest);
-    match which % 6 {
+    match which % 7 {
         0 => {
             let _ = misc::parse_cgroup(&text);
         }
@@ -54,6 +55,10 @@ fuzz_target!(|data: &[u8]| {
                 let _ = (e.present(), e.swapped(), e.file_or_shared(), e.exclusive());
                 assert!(e.pfn() <= pagemap::PageEntry::PFN_MASK);
             }
+        }
+        6 => {
+            let segs = criu_core::restore::sysv::parse_segments(&text);
+            assert!(segs.len() <= text.lines().count(), "one segment per line at most");
         }
         _ => DESC.with(|d| {
             let mut d = d.borrow_mut();
