@@ -4,56 +4,15 @@
 //! recorded before the dump (the root's parent apart) and runs again; the dead leaders' pids
 //! are free again (their helpers exited and were reaped).
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use criu_core::restore::{RestoreOptions, RestoreOutcome, restore};
 use criu_tests::{PidGuard, ScratchDir, skip_unless_root, wait_pid_gone};
-use restore_common::{lines, spawn_bg};
+use restore_common::{spawn_bg, tick_counts, tree_ids};
 
 mod restore_common;
 use criu_plugin_files as _;
 use criu_plugin_pipes as _;
-
-/// pid -> (ppid, pgid, sid), the whole tree below and including `root`, from /proc.
-fn table(root: i32) -> BTreeMap<i32, (i32, i32, i32)> {
-    let mut out = BTreeMap::new();
-    let mut todo = vec![root];
-    while let Some(p) = todo.pop() {
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
-            continue;
-        };
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let f: Vec<i32> = rest
-            .split_whitespace()
-            .skip(1)
-            .take(3)
-            .filter_map(|v| v.parse().ok())
-            .collect();
-        if f.len() == 3 {
-            out.insert(p, (f[0], f[1], f[2]));
-        }
-        let kids =
-            std::fs::read_to_string(format!("/proc/{p}/task/{p}/children")).unwrap_or_default();
-        todo.extend(
-            kids.split_whitespace()
-                .filter_map(|k| k.parse::<i32>().ok()),
-        );
-    }
-    out
-}
-
-fn ticks(report: &std::path::Path) -> BTreeMap<i32, usize> {
-    let mut m = BTreeMap::new();
-    for l in lines(report) {
-        if let Some(p) = l.strip_prefix("tick ").and_then(|p| p.parse().ok()) {
-            *m.entry(p).or_insert(0) += 1;
-        }
-    }
-    m
-}
 
 const TREE_SIZE: usize = 7;
 
@@ -74,8 +33,8 @@ fn tree_session_with_dead_leader() {
     // Everyone ticks once the tree is complete (l and g4 are gone by then).
     let deadline = Instant::now() + Duration::from_secs(20);
     let before = loop {
-        let t = table(root);
-        if t.len() == TREE_SIZE && ticks(&report).len() == TREE_SIZE {
+        let t = tree_ids(root);
+        if t.len() == TREE_SIZE && tick_counts(&report).len() == TREE_SIZE {
             break t;
         }
         assert!(Instant::now() < deadline, "tree not ready: {t:?}");
@@ -132,7 +91,7 @@ fn tree_session_with_dead_leader() {
     let outcome = restore(&opts).unwrap_or_else(|e| panic!("restore: {e}\n{e:?}"));
     let _g: Vec<PidGuard> = before.keys().map(|&p| PidGuard::new(p)).collect();
     assert_eq!(outcome, RestoreOutcome::Detached { root });
-    let after = table(root);
+    let after = tree_ids(root);
     for (p, v) in &before {
         let w = after
             .get(p)
@@ -148,11 +107,16 @@ fn tree_session_with_dead_leader() {
         );
     }
     let deadline = Instant::now() + Duration::from_secs(20);
-    while ticks(&report).iter().filter(|(_, n)| **n >= 2).count() < TREE_SIZE {
+    while tick_counts(&report)
+        .iter()
+        .filter(|(_, n)| **n >= 2)
+        .count()
+        < TREE_SIZE
+    {
         assert!(
             Instant::now() < deadline,
             "not all run: {:?}",
-            ticks(&report)
+            tick_counts(&report)
         );
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use criu_core::restore::{RestoreOptions, RestoreOutcome, restore};
 use criu_tests::{PidGuard, ScratchDir, skip_unless_root, wait_pid_gone};
-use restore_common::{lines, spawn_bg};
+use restore_common::{descendants, lines, spawn_bg};
 
 mod restore_common;
 use criu_plugin_files as _;
@@ -27,22 +27,6 @@ fn progress(report: &std::path::Path) -> (u64, u64, u64) {
             (v.len() == 3).then(|| (v[0], v[1], v[2]))
         })
         .unwrap_or((0, 0, 0))
-}
-
-fn descendants(root: i32) -> Vec<i32> {
-    let mut out = Vec::new();
-    let mut todo = vec![root];
-    while let Some(p) = todo.pop() {
-        out.push(p);
-        let kids =
-            std::fs::read_to_string(format!("/proc/{p}/task/{p}/children")).unwrap_or_default();
-        todo.extend(
-            kids.split_whitespace()
-                .filter_map(|k| k.parse::<i32>().ok()),
-        );
-    }
-    out.sort_unstable();
-    out
 }
 
 #[test]

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use criu_core::restore::{RestoreOptions, RestoreOutcome, restore};
 use criu_tests::{PidGuard, ScratchDir, skip_unless_root, wait_pid_gone};
-use restore_common::{lines, spawn_bg};
+use restore_common::{descendants, lines, spawn_bg};
 
 mod restore_common;
 use criu_plugin_files as _;
@@ -32,22 +32,6 @@ fn last_check(report: &std::path::Path) -> Option<(u64, u64, Vec<u64>)> {
         last = Some((total, sum, each));
     }
     last
-}
-
-fn descendants(root: i32) -> Vec<i32> {
-    let mut out = Vec::new();
-    let mut todo = vec![root];
-    while let Some(p) = todo.pop() {
-        out.push(p);
-        let kids =
-            std::fs::read_to_string(format!("/proc/{p}/task/{p}/children")).unwrap_or_default();
-        todo.extend(
-            kids.split_whitespace()
-                .filter_map(|k| k.parse::<i32>().ok()),
-        );
-    }
-    out.sort_unstable();
-    out
 }
 
 #[test]

@@ -12,6 +12,62 @@ use criu_tests::wait_pid_gone;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
+/// The children of `pid` (its leader thread's), from /proc.
+fn children(pid: i32) -> impl Iterator<Item = i32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|k| k.parse::<i32>().ok())
+        .collect::<Vec<_>>()
+        .into_iter()
+}
+
+/// `root` and every process below it, sorted.
+pub fn descendants(root: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    let mut todo = vec![root];
+    while let Some(p) = todo.pop() {
+        out.push(p);
+        todo.extend(children(p));
+    }
+    out.sort_unstable();
+    out
+}
+
+/// pid -> (ppid, pgid, sid), the whole tree below and including `root`, from /proc.
+pub fn tree_ids(root: i32) -> std::collections::BTreeMap<i32, (i32, i32, i32)> {
+    let mut out = std::collections::BTreeMap::new();
+    for p in descendants(root) {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let f: Vec<i32> = rest
+            .split_whitespace()
+            .skip(1)
+            .take(3)
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        if f.len() == 3 {
+            out.insert(p, (f[0], f[1], f[2]));
+        }
+    }
+    out
+}
+
+/// How many `tick PID` lines each pid wrote to `report`.
+pub fn tick_counts(report: &Path) -> std::collections::BTreeMap<i32, usize> {
+    let mut m = std::collections::BTreeMap::new();
+    for l in lines(report) {
+        if let Some(p) = l.strip_prefix("tick ").and_then(|p| p.parse().ok()) {
+            *m.entry(p).or_insert(0) += 1;
+        }
+    }
+    m
+}
+
 pub fn lines(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
