@@ -2,11 +2,11 @@
 //! dump, kill and restore every process has the pid, ppid, pgid and sid recorded before the
 //! dump (the root's parent apart) and runs again.
 
-use std::time::{Duration, Instant};
-
 use criu_core::restore::{RestoreOptions, RestoreOutcome, restore};
-use criu_tests::{PidGuard, ScratchDir, skip_unless_root, wait_pid_gone};
-use restore_common::{spawn_bg, tick_counts, tree_ids};
+use criu_tests::{PidGuard, ScratchDir, skip_unless_root};
+use restore_common::{
+    assert_same_tree, dump_tree_and_kill, spawn_bg, tree_ids, wait_ticks, wait_tree_ready,
+};
 
 mod restore_common;
 use criu_plugin_files as _;
@@ -29,15 +29,7 @@ fn tree_sessions_and_groups() {
     );
     let mut guards = vec![PidGuard::new(root)];
     // Everyone ticks once the tree is complete (d is gone by then).
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let before = loop {
-        let t = tree_ids(root);
-        if t.len() == TREE_SIZE && tick_counts(&report).len() == TREE_SIZE {
-            break t;
-        }
-        assert!(Instant::now() < deadline, "tree not ready: {t:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let before = wait_tree_ready(root, &report, TREE_SIZE);
     guards.extend(before.keys().map(|&p| PidGuard::new(p)));
     let sessions: std::collections::BTreeSet<i32> = before.values().map(|v| v.2).collect();
     let groups: std::collections::BTreeSet<i32> = before.values().map(|v| v.1).collect();
@@ -47,24 +39,7 @@ fn tree_sessions_and_groups() {
         "no group with a dead leader: {before:?}"
     );
 
-    let mut d = criu_core::dump::DumpOptions::new(root, &images);
-    d.leave_stopped = true;
-    criu_core::dump::dump(&d).unwrap_or_else(|e| panic!("dump: {e:?}"));
-    // Every process first: guards then find no zombie waiting for a live parent.
-    for &p in before.keys() {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(p),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
-    drop(guards);
-    for &p in before.keys() {
-        assert!(
-            wait_pid_gone(p, Duration::from_secs(10)),
-            "pid {p} still taken"
-        );
-    }
-    std::fs::write(&report, "").expect("truncate report");
+    dump_tree_and_kill(root, &images, &before, guards, &report);
 
     let opts = RestoreOptions {
         images_dir: images.clone(),
@@ -74,29 +49,8 @@ fn tree_sessions_and_groups() {
     let outcome = restore(&opts).unwrap_or_else(|e| panic!("restore: {e}\n{e:?}"));
     let _g: Vec<PidGuard> = before.keys().map(|&p| PidGuard::new(p)).collect();
     assert_eq!(outcome, RestoreOutcome::Detached { root });
-    let after = tree_ids(root);
-    for (p, v) in &before {
-        let w = after
-            .get(p)
-            .unwrap_or_else(|| panic!("pid {p} missing: {after:?}"));
-        let ppid = if *p == root { v.0 } else { w.0 };
-        assert_eq!(*v, (ppid, w.1, w.2), "pid {p}");
-    }
-    assert_eq!(after.len(), before.len(), "{after:?}");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while tick_counts(&report)
-        .iter()
-        .filter(|(_, n)| **n >= 2)
-        .count()
-        < TREE_SIZE
-    {
-        assert!(
-            Instant::now() < deadline,
-            "not all run: {:?}",
-            tick_counts(&report)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    assert_same_tree(root, &before, &tree_ids(root));
+    wait_ticks(&report, TREE_SIZE, 2);
     for &p in before.keys() {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(p),

@@ -68,6 +68,75 @@ pub fn tick_counts(report: &Path) -> std::collections::BTreeMap<i32, usize> {
     m
 }
 
+/// pid -> (ppid, pgid, sid) of a tree.
+pub type TreeIds = std::collections::BTreeMap<i32, (i32, i32, i32)>;
+
+/// Waits until the tree below `root` has `size` processes and each wrote a tick to `report`;
+/// returns its ids.
+pub fn wait_tree_ready(root: i32, report: &Path, size: usize) -> TreeIds {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let t = tree_ids(root);
+        if t.len() == size && tick_counts(report).len() == size {
+            return t;
+        }
+        assert!(Instant::now() < deadline, "tree not ready: {t:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Dumps the tree of `root` left stopped, kills every process of `tree` (all first, so the
+/// guards then find no zombie waiting for a live parent), drops `guards` and waits until
+/// every pid is free; the report is emptied for the restored run.
+pub fn dump_tree_and_kill(
+    root: i32,
+    images: &Path,
+    tree: &TreeIds,
+    guards: Vec<criu_tests::PidGuard>,
+    report: &Path,
+) {
+    let mut d = DumpOptions::new(root, images);
+    d.leave_stopped = true;
+    dump(&d).unwrap_or_else(|e| panic!("dump: {e:?}"));
+    for &p in tree.keys() {
+        let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+    }
+    drop(guards);
+    for &p in tree.keys() {
+        assert!(
+            wait_pid_gone(p, Duration::from_secs(10)),
+            "pid {p} still taken"
+        );
+    }
+    std::fs::write(report, "").expect("truncate report");
+}
+
+/// Every process of `before` has the same ppid, pgid and sid in `after` (the root's parent
+/// apart), and there are no others.
+pub fn assert_same_tree(root: i32, before: &TreeIds, after: &TreeIds) {
+    for (p, v) in before {
+        let w = after
+            .get(p)
+            .unwrap_or_else(|| panic!("pid {p} missing: {after:?}"));
+        let ppid = if *p == root { v.0 } else { w.0 };
+        assert_eq!(*v, (ppid, w.1, w.2), "pid {p}");
+    }
+    assert_eq!(after.len(), before.len(), "{after:?}");
+}
+
+/// Waits until `size` pids wrote at least `min` ticks to `report`.
+pub fn wait_ticks(report: &Path, size: usize, min: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tick_counts(report).values().filter(|n| **n >= min).count() < size {
+        assert!(
+            Instant::now() < deadline,
+            "not all run: {:?}",
+            tick_counts(report)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 pub fn lines(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
