@@ -169,3 +169,45 @@ impl Drop for ScratchDir {
         }
     }
 }
+
+/// Pieces of the tree workloads (`tests/src/bin/wl_tree_*.rs`).
+pub mod workload {
+    use std::io::Write;
+    use std::time::Duration;
+
+    use nix::unistd::{ForkResult, Pid, fork};
+
+    /// Appends `tick PID` to `report` every 100 ms, forever (exit code 3 when it cannot).
+    pub fn tick_forever(report: &str) -> ! {
+        let Ok(mut out) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(report)
+        else {
+            std::process::exit(3);
+        };
+        let me = std::process::id();
+        loop {
+            // One write(2) per line: lines of many processes must not interleave.
+            if out.write_all(format!("tick {me}\n").as_bytes()).is_err() {
+                std::process::exit(3);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Forks a child that runs `f` and exits 0; the child's pid (exit code 4 if fork fails).
+    /// Only for single-threaded workloads.
+    pub fn fork_child(f: impl FnOnce()) -> Pid {
+        // SAFETY: callers are single-threaded programs; the child continues in plain Rust
+        // code as a copy of that single-threaded process.
+        match unsafe { fork() } {
+            Ok(ForkResult::Child) => {
+                f();
+                std::process::exit(0)
+            }
+            Ok(ForkResult::Parent { child }) => child,
+            Err(_) => std::process::exit(4),
+        }
+    }
+}

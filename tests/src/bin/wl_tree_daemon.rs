@@ -17,41 +17,12 @@
 //!
 //! Usage: wl_tree_daemon REPORT_FILE
 
-use std::io::Write;
 use std::time::Duration;
 
+use criu_tests::workload::{fork_child, tick_forever};
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::waitpid;
-use nix::unistd::{ForkResult, Pid, fork, setpgid, setsid};
-
-fn idle(report: &str) -> ! {
-    let mut out = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(report)
-        .expect("open report");
-    let me = std::process::id();
-    loop {
-        // One write(2) per line: lines of many processes must not interleave.
-        if out.write_all(format!("tick {me}\n").as_bytes()).is_err() {
-            std::process::exit(3);
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Forks a child running `f` (which never returns).
-fn child(f: impl FnOnce()) -> Pid {
-    // SAFETY: single-threaded program; the child continues in plain Rust code as a copy of
-    // this single-threaded process.
-    match unsafe { fork() }.expect("fork") {
-        ForkResult::Child => {
-            f();
-            std::process::exit(0)
-        }
-        ForkResult::Parent { child } => child,
-    }
-}
+use nix::unistd::{Pid, setpgid, setsid};
 
 fn main() {
     let Some(report) = std::env::args().nth(1) else {
@@ -65,44 +36,44 @@ fn main() {
         std::process::exit(2);
     }
     let r = report.clone();
-    let c = child(move || {
+    let c = fork_child(move || {
         setpgid(Pid::from_raw(0), Pid::from_raw(0)).expect("setpgid c");
-        idle(&r)
+        tick_forever(&r)
     });
     let _ = setpgid(c, c);
     let r = report.clone();
-    let l = child(move || {
+    let l = fork_child(move || {
         setsid().expect("setsid l");
         let r1 = r.clone();
-        let g1 = child(move || {
+        let g1 = fork_child(move || {
             setpgid(Pid::from_raw(0), Pid::from_raw(0)).expect("setpgid g1");
             let r2 = r1.clone();
-            child(move || idle(&r2));
-            idle(&r1)
+            fork_child(move || tick_forever(&r2));
+            tick_forever(&r1)
         });
         // Also from here, so g3 below finds the group whatever g1 did so far.
         let _ = setpgid(g1, g1);
         let r2 = r.clone();
-        child(move || idle(&r2));
+        fork_child(move || tick_forever(&r2));
         let r3 = r.clone();
-        let g3 = child(move || {
+        let g3 = fork_child(move || {
             setpgid(Pid::from_raw(0), g1).expect("setpgid g3");
-            idle(&r3)
+            tick_forever(&r3)
         });
         let _ = setpgid(g3, g1);
-        let g4 = child(|| {
+        let g4 = fork_child(|| {
             loop {
                 std::thread::sleep(Duration::from_secs(1));
             }
         });
         setpgid(g4, g4).expect("setpgid g4");
         let r5 = r.clone();
-        let g5 = child(move || idle(&r5));
+        let g5 = fork_child(move || tick_forever(&r5));
         setpgid(g5, g4).expect("setpgid g5");
         kill(g4, Signal::SIGKILL).expect("kill g4");
         waitpid(g4, None).expect("reap g4");
         // The daemon's double fork: the leader leaves, its members stay in its session.
     });
     waitpid(l, None).expect("reap l");
-    idle(&report)
+    tick_forever(&report)
 }

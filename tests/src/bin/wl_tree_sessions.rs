@@ -16,41 +16,12 @@
 //!
 //! Usage: wl_tree_sessions REPORT_FILE
 
-use std::io::Write;
 use std::time::Duration;
 
+use criu_tests::workload::{fork_child, tick_forever};
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::waitpid;
-use nix::unistd::{ForkResult, Pid, fork, setpgid, setsid};
-
-fn idle(report: &str) -> ! {
-    let mut out = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(report)
-        .expect("open report");
-    let me = std::process::id();
-    loop {
-        // One write(2) per line: lines of many processes must not interleave.
-        if out.write_all(format!("tick {me}\n").as_bytes()).is_err() {
-            std::process::exit(3);
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Forks a child running `f` (which never returns).
-fn child(f: impl FnOnce()) -> Pid {
-    // SAFETY: single-threaded program; the child continues in plain Rust code as a copy of
-    // this single-threaded process.
-    match unsafe { fork() }.expect("fork") {
-        ForkResult::Child => {
-            f();
-            std::process::exit(0)
-        }
-        ForkResult::Parent { child } => child,
-    }
-}
+use nix::unistd::{Pid, setpgid, setsid};
 
 fn main() {
     let Some(report) = std::env::args().nth(1) else {
@@ -59,48 +30,48 @@ fn main() {
     };
     let _ = setsid();
     let r = report.clone();
-    let _a = child(move || {
+    let _a = fork_child(move || {
         setsid().expect("setsid a");
         let r1 = r.clone();
-        let a1 = child(move || {
+        let a1 = fork_child(move || {
             setpgid(Pid::from_raw(0), Pid::from_raw(0)).expect("setpgid a1");
             let r2 = r1.clone();
-            child(move || idle(&r2));
-            idle(&r1)
+            fork_child(move || tick_forever(&r2));
+            tick_forever(&r1)
         });
         // Also from here, so a2 below finds the group whatever a1 did so far.
         let _ = setpgid(a1, a1);
         let r3 = r.clone();
-        let a2 = child(move || {
+        let a2 = fork_child(move || {
             setpgid(Pid::from_raw(0), a1).expect("setpgid a2");
-            idle(&r3)
+            tick_forever(&r3)
         });
         let _ = setpgid(a2, a1);
-        idle(&r)
+        tick_forever(&r)
     });
     let r = report.clone();
-    let _b = child(move || {
+    let _b = fork_child(move || {
         setpgid(Pid::from_raw(0), Pid::from_raw(0)).expect("setpgid b");
         let r1 = r.clone();
-        child(move || idle(&r1));
+        fork_child(move || tick_forever(&r1));
         let r2 = r.clone();
-        let b2 = child(move || {
+        let b2 = fork_child(move || {
             setpgid(Pid::from_raw(0), Pid::from_raw(0)).expect("setpgid b2");
-            idle(&r2)
+            tick_forever(&r2)
         });
         let _ = setpgid(b2, b2);
-        let d = child(|| {
+        let d = fork_child(|| {
             loop {
                 std::thread::sleep(Duration::from_secs(1));
             }
         });
         setpgid(d, d).expect("setpgid d");
         let r3 = r.clone();
-        let e = child(move || idle(&r3));
+        let e = fork_child(move || tick_forever(&r3));
         setpgid(e, d).expect("setpgid e");
         kill(d, Signal::SIGKILL).expect("kill d");
         waitpid(d, None).expect("reap d");
-        idle(&r)
+        tick_forever(&r)
     });
-    idle(&report)
+    tick_forever(&report)
 }
