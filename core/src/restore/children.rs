@@ -16,6 +16,7 @@ use super::files::FileOpener;
 use super::imgread::Images;
 use super::plan::{RestorePlan, TaskPlan};
 use super::rexec::{RemoteThread, write_mem};
+use super::sessions;
 use super::spawn::{self, GADGET_DATA, Spawned};
 
 fn task_err(pid: i32, step: &str, reason: String) -> RestoreError {
@@ -27,14 +28,24 @@ fn task_err(pid: i32, step: &str, reason: String) -> RestoreError {
     }
 }
 
-/// The task that forks a child: its leader (still holding the gadget) and its plan.
+/// A task's session and process group at some point of the restore.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ids {
+    pub sid: i32,
+    pub pgid: i32,
+}
+
+/// The task that forks a child: its leader (still holding the gadget), its plan and its
+/// session and group now (a leader deferring its `setsid()` is still in its old ones).
 #[derive(Debug)]
 pub struct Parent<'a> {
     pub rt: &'a mut RemoteThread,
     pub task: &'a TaskPlan,
+    pub ids: Ids,
 }
 
-/// Forks task `t` from `parent` (a task restored earlier, still holding the gadget).
+/// Forks task `t` from `parent` (a task restored earlier, still holding the gadget). Returns
+/// it with its session and group once forked.
 pub fn spawn_child(
     parent: Parent<'_>,
     plan: &RestorePlan,
@@ -43,32 +54,37 @@ pub fn spawn_child(
     opener: &mut dyn FileOpener,
     gadget: u64,
     created: &mut Vec<Pid>,
-) -> Result<Spawned> {
+) -> Result<(Spawned, Ids)> {
     let Parent {
         rt: parent,
         task: parent_task,
+        ids: cur,
     } = parent;
-    let new_session = t.sid == t.pid;
-    let new_group = !new_session && t.pgid == t.pid;
-    if !new_session && t.sid != parent_task.sid {
+    // A leader deferring its setsid() stays in the forker's session and group for now.
+    let deferred = t.sid == t.pid && t.sid_before.is_some();
+    let new_session = t.sid == t.pid && !deferred;
+    let new_group = t.sid != t.pid && t.pgid == t.pid;
+    if let Some(want) = sessions::fork_sid(t)
+        && want != cur.sid
+    {
         return Err(RestoreError::Unsupported {
             pid: t.pid,
             what: format!(
-                "session {} differing from its parent's {}",
-                t.sid, parent_task.sid
+                "session {want} while its forker {} is in session {}",
+                parent_task.pid, cur.sid
             ),
-            hint: "sessions are restored when inherited, led by the task, or led by a dead task (members under a child subreaper); not when led by another restored task",
+            hint: "sessions are restored when inherited, led by the task, left by its parent's later setsid(), or led by a dead task (members under a child subreaper)",
         });
     }
     // A group led by another task of the session: joined once it exists (its leader, alive
-    // or a zombie, was created earlier in pstree order).
-    let join_group = !new_session && !new_group && t.pgid != parent_task.pgid;
+    // or a zombie, was created earlier).
+    let join_group = t.sid != t.pid && !new_group && t.pgid != cur.pgid;
     if join_group && !created.contains(&Pid::from_raw(t.pgid)) {
         return Err(RestoreError::Unsupported {
             pid: t.pid,
             what: format!(
-                "process group {} (not its parent's {}) whose leader is not restored before it",
-                t.pgid, parent_task.pgid
+                "process group {} (not its forker {}'s {}) whose leader is not restored before it",
+                t.pgid, parent_task.pid, cur.pgid
             ),
             hint: "groups are restored when inherited, led by the task, or led by a task that comes earlier in the tree",
         });
@@ -173,6 +189,8 @@ pub fn spawn_child(
     let mut rt = RemoteThread::new(t.pid, child, gadget, regs);
     spawn::unregister_rseq(&mut rt)?;
     rt.step = "joining session and group".into();
+    // setpgid() only moves within one session: a task staying in its parent's old session
+    // joins a group of that session, which works because the parent has not left it yet.
     if new_session {
         rt.call("setsid", libc::SYS_setsid, [0; 6])?;
     } else if new_group {
@@ -184,10 +202,32 @@ pub fn spawn_child(
         install_fds_remote(&mut rt, &moves, !t.share_files)?;
     }
     drop(owned);
-    Ok(Spawned {
-        leader: rt,
-        gadget,
-        temp,
+    let ids = if deferred {
+        cur
+    } else {
+        Ids {
+            sid: t.sid,
+            pgid: t.pgid,
+        }
+    };
+    Ok((
+        Spawned {
+            leader: rt,
+            gadget,
+            temp,
+        },
+        ids,
+    ))
+}
+
+/// The deferred `setsid()` of a leader `t` that forked the children of its old session.
+pub fn lead_session(rt: &mut RemoteThread, t: &TaskPlan) -> Result<Ids> {
+    rt.step = "leading its session, its old session's children forked".into();
+    tracing::debug!(pid = t.pid, old = ?t.sid_before, "deferred setsid");
+    rt.call("setsid", libc::SYS_setsid, [0; 6])?;
+    Ok(Ids {
+        sid: t.pid,
+        pgid: t.pid,
     })
 }
 

@@ -18,12 +18,13 @@ use std::collections::BTreeSet;
 
 use nix::unistd::Pid;
 
-use super::children::{self, Parent};
+use super::children::{self, Ids, Parent};
 use super::error::{RestoreError, Result};
 use super::files::FileOpener;
 use super::imgread::Images;
 use super::plan::{RestorePlan, TaskPlan};
 use super::rexec::RemoteThread;
+use super::sessions;
 use super::spawn::{GADGET_DATA, Spawned};
 use super::zombie::{self, PendingZombie};
 
@@ -64,25 +65,27 @@ impl Helpers {
         images: &Images,
         opener: &mut dyn FileOpener,
         created: &mut Vec<Pid>,
-    ) -> Result<Spawned> {
+    ) -> Result<(Spawned, Ids)> {
         let gadget = self.gadget;
-        let forker = if needs_session_helper(&self.pids, t, parent.task) {
-            let i = self.session_helper(parent, plan, t, images, opener, created)?;
+        let forker = if let Some(sid) = needs_session_helper(&self.pids, t, parent.ids) {
+            let i = self.session_helper(parent, sid, plan, t, images, opener, created)?;
             let s = &mut self.sessions[i];
             Parent {
                 rt: &mut s.rt,
                 task: &s.plan,
+                ids: Ids { sid, pgid: sid },
             }
         } else {
             parent
         };
-        let forker = if needs_group_helper(&self.pids, t, forker.task, created) {
+        let forker = if needs_group_helper(&self.pids, t, forker.ids, created) {
             let h = TaskPlan::group_helper(t.pgid, forker.task.pid, t.sid);
             tracing::debug!(helper = t.pgid, "helper for a dead group leader");
-            let hs = children::spawn_child(
+            let (hs, _) = children::spawn_child(
                 Parent {
                     rt: forker.rt,
                     task: forker.task,
+                    ids: forker.ids,
                 },
                 plan,
                 &h,
@@ -107,10 +110,13 @@ impl Helpers {
         children::spawn_child(forker, plan, t, images, opener, gadget, created)
     }
 
-    /// The index of the helper of `t`'s session, created (forked by `parent`) if needed.
+    /// The index of the helper of session `sid` (`t`'s, or the one `t` leaves later),
+    /// created (forked by `parent`) if needed.
+    #[allow(clippy::too_many_arguments)]
     fn session_helper(
         &mut self,
         parent: Parent<'_>,
+        sid: i32,
         plan: &RestorePlan,
         t: &TaskPlan,
         images: &Images,
@@ -129,18 +135,17 @@ impl Helpers {
         {
             return Err(unsupported(
                 format!(
-                    "parent-death signal {sig} in a member of session {} whose leader is dead (the helper's exit would send it)",
-                    t.sid
+                    "parent-death signal {sig} in a member of session {sid} whose leader is dead (the helper's exit would send it)"
                 ),
                 "clear PR_SET_PDEATHSIG in that task before the dump",
             ));
         }
-        if let Some(i) = self.sessions.iter().position(|h| h.plan.pid == t.sid) {
+        if let Some(i) = self.sessions.iter().position(|h| h.plan.pid == sid) {
             if self.sessions[i].plan.ppid != parent.task.pid {
                 return Err(unsupported(
                     format!(
-                        "session {} whose leader is dead, with members under both {} and {}",
-                        t.sid, self.sessions[i].plan.ppid, parent.task.pid
+                        "session {sid} whose leader is dead, with members under both {} and {}",
+                        self.sessions[i].plan.ppid, parent.task.pid
                     ),
                     "only a dead leader's members sharing one parent are restored",
                 ));
@@ -150,8 +155,8 @@ impl Helpers {
         if parent.task.tc.child_subreaper != Some(true) {
             return Err(unsupported(
                 format!(
-                    "session {} whose leader is dead, under parent {} which is not a child subreaper",
-                    t.sid, parent.task.pid
+                    "session {sid} whose leader is dead, under parent {} which is not a child subreaper",
+                    parent.task.pid
                 ),
                 "only members re-parented to a child subreaper (PR_SET_CHILD_SUBREAPER) are restored",
             ));
@@ -159,15 +164,16 @@ impl Helpers {
         if t.share_files || t.share_fs {
             return Err(unsupported(
                 format!(
-                    "an fd table or fs_struct shared with its parent {} in session {} whose leader is dead (a helper forks it)",
-                    parent.task.pid, t.sid
+                    "an fd table or fs_struct shared with its parent {} in session {sid} whose leader is dead (a helper forks it)",
+                    parent.task.pid
                 ),
                 "not restored; the helper cannot pass on its parent's tables",
             ));
         }
-        let h = TaskPlan::session_helper(t.sid, parent.task.pid);
-        tracing::debug!(helper = t.sid, "helper for a dead session leader");
-        let hs = children::spawn_child(parent, plan, &h, images, opener, self.gadget, created)?;
+        let h = TaskPlan::session_helper(sid, parent.task.pid);
+        tracing::debug!(helper = sid, "helper for a dead session leader");
+        let (hs, _) =
+            children::spawn_child(parent, plan, &h, images, opener, self.gadget, created)?;
         self.sessions.push(SessionHelper {
             plan: h,
             rt: hs.leader,
@@ -218,15 +224,15 @@ impl Helpers {
     }
 }
 
-/// Whether `t`'s session leader is in no image (it died) and `t` is not in its parent's
-/// session: it is then forked by a session helper.
-fn needs_session_helper(pids: &BTreeSet<i32>, t: &TaskPlan, parent: &TaskPlan) -> bool {
-    t.sid != t.pid && t.sid != parent.sid && t.sid != 0 && !pids.contains(&t.sid)
+/// The session `t` must be forked in when its leader is in no image (it died) and `t`'s
+/// parent is not in it now: `t` is then forked by a helper of that session.
+fn needs_session_helper(pids: &BTreeSet<i32>, t: &TaskPlan, parent: Ids) -> Option<i32> {
+    sessions::fork_sid(t).filter(|&s| s != parent.sid && s != 0 && !pids.contains(&s))
 }
 
 /// Whether `t` belongs to a group of its forker's session whose leader is in no image (it
 /// died): a helper then leads the group while `t` joins it.
-fn needs_group_helper(pids: &BTreeSet<i32>, t: &TaskPlan, forker: &TaskPlan, c: &[Pid]) -> bool {
+fn needs_group_helper(pids: &BTreeSet<i32>, t: &TaskPlan, forker: Ids, c: &[Pid]) -> bool {
     t.sid != t.pid
         && t.pgid != t.pid
         && t.sid == forker.sid

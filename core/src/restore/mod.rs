@@ -29,7 +29,10 @@
 //! parent once every task exists (CRIU's TASK_HELPER). Zombies ([`zombie`]) are forked like
 //! any child, stay stopped until the tree is complete, then die with their dumped status.
 //! Tasks dumped stopped are sent their stop signal before detaching. A session whose leader
-//! is dead gets a helper too, which forks its members (`helpers`).
+//! is dead gets a helper too, which forks its members (`helpers`). A task that forked
+//! children and then called `setsid()` is forked into its old session, forks them, and calls
+//! `setsid()` only before its first child of the new session (`sessions`, which also orders
+//! the tasks).
 //!
 //! Any failure kills and reaps every task created so far; images are only read.
 
@@ -48,6 +51,7 @@ pub mod rebuild;
 pub mod regs;
 pub mod rexec;
 pub mod seccomp;
+mod sessions;
 pub mod shmem;
 pub mod spawn;
 pub mod state;
@@ -190,7 +194,8 @@ pub fn restore_with(opts: &RestoreOptions, opener: &mut dyn FileOpener) -> Resul
 fn place_sessions(plan: &mut RestorePlan, opts: &RestoreOptions) -> Result<()> {
     let sid = nix::unistd::getsid(None).map_or(0, |p| p.as_raw());
     let pgid = nix::unistd::getpgrp().as_raw();
-    plan.place_sessions(opts.shell_job, sid, pgid)
+    plan.place_sessions(opts.shell_job, sid, pgid)?;
+    sessions::plan(&mut plan.tasks)
 }
 
 fn restore_plan(
@@ -309,6 +314,18 @@ struct Prepared<'p> {
     t: &'p TaskPlan,
     sp: spawn::Spawned,
     others: Vec<RemoteThread>,
+    /// Its session and group now (see `sessions`: a leader may call setsid() late).
+    ids: children::Ids,
+}
+
+impl Prepared<'_> {
+    /// The deferred `setsid()` of a leader, if still due.
+    fn lead_session(&mut self) -> Result<()> {
+        if self.t.sid == self.t.pid && self.ids.sid != self.t.pid {
+            self.ids = children::lead_session(&mut self.sp.leader, self.t)?;
+        }
+        Ok(())
+    }
 }
 
 /// Creates and restores every task (parents first, each forking its children), then
@@ -342,8 +359,13 @@ fn restore_tree(
     for (i, t) in plan.tasks.iter().enumerate() {
         let span = tracing::info_span!("restore_task", pid = t.pid);
         let _g = span.enter();
-        let sp = if i == 0 {
-            spawn::spawn(plan, t, images, opener, opts.shell_job, gadget, created)?
+        let (sp, ids) = if i == 0 {
+            let sp = spawn::spawn(plan, t, images, opener, opts.shell_job, gadget, created)?;
+            let ids = children::Ids {
+                sid: t.sid,
+                pgid: t.pgid,
+            };
+            (sp, ids)
         } else {
             let parent = done.iter_mut().find(|p| p.t.pid == t.ppid).ok_or_else(|| {
                 error::bad(
@@ -352,10 +374,15 @@ fn restore_tree(
                     format!("parent {} of {} not restored first", t.ppid, t.pid),
                 )
             })?;
+            // A child of its new session: the parent is done with its old one.
+            if sessions::fork_sid(t) == Some(parent.t.pid) {
+                parent.lead_session()?;
+            }
             helpers.spawn(
                 children::Parent {
                     rt: &mut parent.sp.leader,
                     task: parent.t,
+                    ids: parent.ids,
                 },
                 plan,
                 t,
@@ -376,7 +403,11 @@ fn restore_tree(
         }
         // Its memory is a copy of its parent's (also through a session helper).
         let parent = done.iter().find(|p| p.t.pid == t.ppid).map(|p| p.t);
-        done.push(prepare_task(sp, t, parent, &mut shm, created)?);
+        done.push(prepare_task(sp, ids, t, parent, &mut shm, created)?);
+    }
+    // Leaders whose children all stayed in the old session.
+    for p in &mut done {
+        p.lead_session()?;
     }
     // Every member has joined: helpers exit and their parents (still at the gadget) reap them.
     let mut reapers: Vec<_> = done
@@ -396,6 +427,7 @@ fn restore_tree(
 /// registers (the task may still have to fork children).
 fn prepare_task<'p>(
     mut sp: spawn::Spawned,
+    ids: children::Ids,
     t: &'p TaskPlan,
     parent: Option<&TaskPlan>,
     shm: &mut shmem::ShmemCtx<'_>,
@@ -412,7 +444,7 @@ fn prepare_task<'p>(
         threads::restore_thread_state(rt, th, t, data)?;
     }
     threads::queue_shared_signals(&mut sp.leader, t, data)?;
-    Ok(Prepared { t, sp, others })
+    Ok(Prepared { t, sp, others, ids })
 }
 
 /// Credentials, FPU and final registers of every thread; the leader unmaps the gadget as its
@@ -425,6 +457,7 @@ fn finish_task(
         t,
         mut sp,
         mut others,
+        ..
     } = p;
     let data = sp.gadget + GADGET_DATA;
     // After every thread and child exists (they would inherit the filters), before the

@@ -39,6 +39,9 @@ pub struct TaskPlan {
     pub ppid: i32,
     pub pgid: i32,
     pub sid: i32,
+    /// A session leader that forked children of its old session before its `setsid()`: it
+    /// is forked into that session and calls `setsid()` later (see `sessions`).
+    pub sid_before: Option<i32>,
     /// Leader first.
     pub threads: Vec<ThreadPlan>,
     pub tc: TaskCoreEntry,
@@ -235,12 +238,13 @@ fn zombie_task(
 
 impl TaskPlan {
     /// A task with nothing but its identity and `tc` (zombies, helpers).
-    fn bare(pid: i32, ppid: i32, pgid: i32, sid: i32, tc: TaskCoreEntry) -> TaskPlan {
+    pub(crate) fn bare(pid: i32, ppid: i32, pgid: i32, sid: i32, tc: TaskCoreEntry) -> TaskPlan {
         TaskPlan {
             pid,
             ppid,
             pgid,
             sid,
+            sid_before: None,
             threads: vec![ThreadPlan {
                 tid: pid,
                 regs: Default::default(),
@@ -494,6 +498,7 @@ fn load_task(
         ppid,
         pgid,
         sid,
+        sid_before: None,
         threads,
         tc,
         ids,

@@ -1,0 +1,88 @@
+//! Sessions led by a live task of the tree: tasks that forked children and then called
+//! `setsid()` (two levels of it, a zombie and a dead group leader in the old session, a
+//! group joined across subtrees). After dump, kill and restore every process has the pid,
+//! ppid, pgid and sid recorded before the dump and the live ones run again.
+
+use std::time::{Duration, Instant};
+
+use criu_core::restore::{RestoreOptions, RestoreOutcome, restore};
+use criu_tests::{PidGuard, ScratchDir, skip_unless_root};
+use restore_common::{
+    TreeIds, assert_same_tree, dump_tree_and_kill, spawn_bg, tick_counts, tree_ids, wait_ticks,
+};
+
+mod restore_common;
+use criu_plugin_files as _;
+use criu_plugin_pipes as _;
+
+/// 16 processes, one of them a zombie.
+const TREE_SIZE: usize = 16;
+const TICKERS: usize = TREE_SIZE - 1;
+
+fn wait_ready(root: i32, report: &std::path::Path) -> TreeIds {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let t = tree_ids(root);
+        if t.len() == TREE_SIZE && tick_counts(report).len() == TICKERS {
+            return t;
+        }
+        assert!(Instant::now() < deadline, "tree not ready: {t:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Tasks in a session that is neither their own nor their parent's, led by a task of the
+/// tree: the case this test is about.
+fn left_behind(t: &TreeIds) -> usize {
+    t.iter()
+        .filter(|(p, (ppid, _, sid))| {
+            t.get(ppid)
+                .is_some_and(|par| *sid != **p && *sid != par.2 && t.contains_key(sid))
+        })
+        .count()
+}
+
+#[test]
+fn tree_sessions_left_by_setsid() {
+    if skip_unless_root("tree_sessions_left_by_setsid") {
+        return;
+    }
+    let scratch = ScratchDir::new("tree-sessions-live");
+    let report = scratch.path().join("report.txt");
+    let images = scratch.path().join("images");
+    std::fs::create_dir_all(&images).expect("images dir");
+    let root = spawn_bg(
+        env!("CARGO_BIN_EXE_wl_tree_sessions_live"),
+        &[report.to_str().expect("utf-8")],
+    );
+    let mut guards = vec![PidGuard::new(root)];
+    let before = wait_ready(root, &report);
+    guards.extend(before.keys().map(|&p| PidGuard::new(p)));
+    let sessions: std::collections::BTreeSet<i32> = before.values().map(|v| v.2).collect();
+    assert_eq!(sessions.len(), 4, "{before:?}");
+    // b1, b2, b3, zz under a; z, v, e under y.
+    assert_eq!(left_behind(&before), 7, "{before:?}");
+    assert!(
+        before.values().any(|v| !before.contains_key(&v.1)),
+        "no group with a dead leader: {before:?}"
+    );
+
+    dump_tree_and_kill(root, &images, &before, guards, &report);
+
+    let opts = RestoreOptions {
+        images_dir: images.clone(),
+        detach: true,
+        ..RestoreOptions::default()
+    };
+    let outcome = restore(&opts).unwrap_or_else(|e| panic!("restore: {e}\n{e:?}"));
+    let _g: Vec<PidGuard> = before.keys().map(|&p| PidGuard::new(p)).collect();
+    assert_eq!(outcome, RestoreOutcome::Detached { root });
+    assert_same_tree(root, &before, &tree_ids(root));
+    wait_ticks(&report, TICKERS, 2);
+    for &p in before.keys() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(p),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
