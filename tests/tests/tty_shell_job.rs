@@ -416,3 +416,161 @@ fn dump_of_a_shell_job_without_the_option_is_refused() {
     drain(&tty.master, &mut out);
     assert!(out.contains("out "), "{out:?}");
 }
+
+/// The last `tick <role>` line of `report`, parsed into (n, the `key=value` fields).
+fn last_tick_of(report: &Path, role: &str) -> Option<(u64, Vec<(String, String)>)> {
+    let prefix = format!("tick {role} ");
+    let all = lines(report);
+    let line = all.iter().rev().find(|l| l.starts_with(&prefix))?;
+    let mut words = line[prefix.len()..].split_whitespace();
+    let n = words.next()?.parse().ok()?;
+    let fields = words
+        .filter_map(|w| w.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Some((n, fields))
+}
+
+/// Waits for a tick of `role` numbered above `after`.
+fn wait_tick_of(report: &Path, role: &str, after: u64) -> (u64, Vec<(String, String)>) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some((n, f)) = last_tick_of(report, role)
+            && n > after
+        {
+            return (n, f);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no tick of {role} after {after}: {:?}",
+            lines(report)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+const ROLES: [&str; 4] = ["j", "a", "b", "c"];
+
+/// The pid each role of `wl_tty_tree` reported.
+fn role_pids(report: &Path) -> Vec<(String, i32)> {
+    lines(report)
+        .iter()
+        .filter_map(|l| {
+            let mut w = l.strip_prefix("ready ")?.split_whitespace();
+            Some((w.next()?.to_string(), w.next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+#[test]
+#[allow(
+    clippy::zombie_processes,
+    reason = "PidGuard kills and reaps it by pid"
+)]
+fn shell_job_tree_keeps_its_terminal_and_foreground_group() {
+    if skip_unless_root("shell_job_tree_keeps_its_terminal_and_foreground_group") {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let scratch = ScratchDir::new("tty-shell-job-tree");
+    let report = scratch.path().join("report.txt");
+    let images = scratch.path().join("images");
+    let result = scratch.path().join("result.txt");
+    std::fs::create_dir_all(&images).expect("images dir");
+
+    let first = pty(25, 90);
+    let shell = Command::new("setsid")
+        .arg("-c")
+        .arg(env!("CARGO_BIN_EXE_wl_tty_tree"))
+        .arg(&report)
+        .stdin(stdio(&first.slave))
+        .stdout(stdio(&first.slave))
+        .stderr(stdio(&first.slave))
+        .spawn()
+        .expect("start setsid -c wl_tty_tree");
+    let shell = shell.id() as i32;
+    let mut guards = vec![PidGuard::new(shell)];
+    let mut dumped = Vec::new();
+    for role in ROLES {
+        let (n, f) = wait_tick_of(&report, role, 1);
+        dumped.push(n);
+        assert_eq!(field(&f, "tty0"), "ok", "{role}: {f:?}");
+        assert_eq!(field(&f, "devtty"), "ok", "{role}: {f:?}");
+        assert_eq!(field(&f, "sid"), shell.to_string(), "{role}: {f:?}");
+    }
+    let pids = role_pids(&report);
+    let pid_of = |role: &str| {
+        pids.iter()
+            .find(|(r, _)| r == role)
+            .map(|(_, p)| *p)
+            .unwrap_or_else(|| panic!("no pid for {role}: {pids:?}"))
+    };
+    let j = pid_of("j");
+    guards.extend(ROLES.iter().map(|r| PidGuard::new(pid_of(r))));
+    let (_, f) = last_tick_of(&report, "c").expect("c");
+    assert_eq!(field(&f, "pgid"), pid_of("c").to_string());
+    // The job is the terminal's foreground group, for every process of the session.
+    for role in ROLES {
+        let (_, f) = last_tick_of(&report, role).expect("tick");
+        assert_eq!(field(&f, "fg"), j.to_string(), "{role}: {f:?}");
+    }
+
+    let mut d = DumpOptions::new(j, &images);
+    d.shell_job = true;
+    d.leave_stopped = true;
+    dump(&d).unwrap_or_else(|e| panic!("dump --shell-job: {e}\n{e:?}"));
+    let infos: Vec<TtyInfoEntry> = image_entries(&images.join("tty-info.img"));
+    assert_eq!(infos.len(), 1, "{infos:?}");
+    assert_eq!(infos[0].pgrp, j as u32, "the dumped foreground group");
+    let all: Vec<i32> = ROLES.iter().map(|r| pid_of(r)).collect();
+    kill_and_wait(&all);
+    kill_and_wait(&[shell]);
+    drop(guards);
+    for &p in &all {
+        assert!(
+            wait_pid_gone(p, Duration::from_secs(10)),
+            "pid {p} still taken"
+        );
+    }
+    drop(first);
+
+    let second = pty(30, 100);
+    let (res, restorer) = run_restore_helper(&images, &result, Some(&second));
+    let restorer = restorer.expect("restorer guard");
+    let _g: Vec<PidGuard> = all.iter().map(|&p| PidGuard::new(p)).collect();
+    assert!(res.starts_with("ok "), "{res}");
+    for (role, n) in ROLES.iter().zip(&dumped) {
+        let (_, f) = wait_tick_of(&report, role, *n + 2);
+        assert_eq!(field(&f, "pid"), pid_of(role).to_string(), "{role}");
+        assert_eq!(field(&f, "tty0"), "ok", "{role}: {f:?}");
+        assert_eq!(field(&f, "devtty"), "ok", "{role}: {f:?}");
+        assert_eq!(
+            field(&f, "rdev"),
+            format!("136:{}", second.index),
+            "{role}: {f:?}"
+        );
+        assert_eq!(
+            field(&f, "sid"),
+            restorer.pid().to_string(),
+            "{role} joined the restorer's session"
+        );
+        let pgid = if *role == "c" { pid_of("c") } else { j };
+        assert_eq!(field(&f, "pgid"), pgid.to_string(), "{role}: {f:?}");
+        assert_eq!(
+            field(&f, "fg"),
+            j.to_string(),
+            "{role}: the job is the foreground group again: {f:?}"
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut out = String::new();
+    while !out.contains("out b ") {
+        assert!(
+            Instant::now() < deadline,
+            "nothing on the new terminal: {out:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+        drain(&second.master, &mut out);
+    }
+    kill_and_wait(&all);
+}

@@ -10,7 +10,7 @@
 //!
 //! Restore with `--shell-job`: that terminal becomes criu's own (the one on its stdin),
 //! settings left as they are there; `/dev/tty` is reopened in criu's session, which the tree
-//! joins. Console, VTs and serial lines are reopened by path with their settings.
+//! joins; a job that was the terminal's foreground group gets it back before it runs. Console, VTs and serial lines are reopened by path with their settings.
 //!
 //! Not yet: pty masters and pty pairs inside the tree (refused with a clear error), queued
 //! terminal data (`tty-data.img`, which CRIU only keeps for pairs).
@@ -20,6 +20,7 @@
 
 mod dump;
 mod entries;
+mod foreground;
 mod ioctl;
 mod kind;
 mod restore;
@@ -27,7 +28,7 @@ mod session;
 
 use criu_plugin_api::{
     API_VERSION, DumpContext, FdDesc, FdHandler, FileRestorer, ImageRef, Plugin, PluginError,
-    PluginImageKind, PluginInfo, PluginRegistration, RestoreContext,
+    PluginImageKind, PluginInfo, PluginRegistration, RestoreContext, RestoreStage, StageHooks,
 };
 use criu_proto::images::{FdTypes, FileEntry};
 
@@ -61,6 +62,25 @@ impl Plugin for TtyPlugin {
 
     fn fd_handler(&self) -> Option<&dyn FdHandler> {
         Some(self)
+    }
+
+    fn stage_hooks(&self) -> Option<&dyn StageHooks> {
+        Some(self)
+    }
+}
+
+/// `--shell-job`: the job gets its terminal's foreground back (see `foreground`).
+impl StageHooks for TtyPlugin {
+    fn restore_stages(&self) -> &[RestoreStage] {
+        &foreground::STAGES
+    }
+
+    fn restore_stage(
+        &self,
+        stage: RestoreStage,
+        ctx: &mut dyn RestoreContext,
+    ) -> Result<(), PluginError> {
+        foreground::run(stage, ctx)
     }
 }
 

@@ -9,6 +9,8 @@ use criu_plugin_api::PluginError;
 /// The session fields of `/proc/PID/stat`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct TaskTty {
+    /// `pgrp`: the task's process group.
+    pub pgrp: i32,
     /// `session`: the task's session id.
     pub sid: i32,
     /// `tty_nr`: its controlling terminal, kernel-encoded (0: none).
@@ -27,6 +29,7 @@ pub(crate) fn parse_stat(text: &str) -> Option<TaskTty> {
         return None;
     }
     Some(TaskTty {
+        pgrp: f[2].parse().ok()?,
         sid: f[3].parse().ok()?,
         tty_nr: f[4].parse::<i64>().ok()? as u64,
         tpgid: f[5].parse().ok()?,

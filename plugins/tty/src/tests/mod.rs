@@ -58,7 +58,10 @@ fn ids_and_indices_as_criu() {
 fn stat_parsing_tolerates_odd_names() {
     let text = "4242 (we ird) (x) S 1 4240 4200 34819 4240 4194560 0 0";
     let t = parse_stat(text).expect("parsed");
-    assert_eq!((t.sid, t.tty_nr, t.tpgid), (4200, 34819, 4240));
+    assert_eq!(
+        (t.pgrp, t.sid, t.tty_nr, t.tpgid),
+        (4240, 4200, 34819, 4240)
+    );
     let none = parse_stat("7 (a) S 1 7 7 0 -1 0").expect("parsed");
     assert_eq!((none.tty_nr, none.tpgid), (0, -1));
     assert!(parse_stat("7 (a) S 1").is_none());
