@@ -33,9 +33,10 @@ pub fn fork_sid(t: &TaskPlan) -> Option<i32> {
 /// from its forker, and reorders `tasks` (see the module docs). The root keeps index 0.
 pub fn plan(tasks: &mut Vec<TaskPlan>) -> Result<()> {
     let pids: BTreeSet<i32> = tasks.iter().map(|t| t.pid).collect();
-    choose_sid_before(tasks, &pids);
+    let kids = children(tasks);
+    choose_sid_before(tasks, &pids, &kids);
     check(tasks, &pids)?;
-    let order = order(tasks)?;
+    let order = order(tasks, &kids)?;
     let mut slots: Vec<Option<TaskPlan>> = std::mem::take(tasks).into_iter().map(Some).collect();
     tasks.extend(order.into_iter().filter_map(|i| slots[i].take()));
     Ok(())
@@ -46,19 +47,33 @@ fn dead_led(pids: &BTreeSet<i32>, sid: i32) -> bool {
     sid != 0 && !pids.contains(&sid)
 }
 
+/// The indices of each task's children, by the parent's pid.
+fn children(tasks: &[TaskPlan]) -> BTreeMap<i32, Vec<usize>> {
+    let mut kids: BTreeMap<i32, Vec<usize>> = BTreeMap::new();
+    for (i, t) in tasks.iter().enumerate().skip(1) {
+        kids.entry(t.ppid).or_default().push(i);
+    }
+    kids
+}
+
 /// Children first (pstree order puts parents first): a leader's choice depends on its
 /// children's own `sid_before`.
-fn choose_sid_before(tasks: &mut [TaskPlan], pids: &BTreeSet<i32>) {
+fn choose_sid_before(
+    tasks: &mut [TaskPlan],
+    pids: &BTreeSet<i32>,
+    kids: &BTreeMap<i32, Vec<usize>>,
+) {
     for i in (1..tasks.len()).rev() {
         let p = &tasks[i];
         if p.sid != p.pid || p.is_zombie() {
             continue;
         }
         let subreaper = p.tc.child_subreaper == Some(true);
-        let wanted: Vec<i32> = tasks
-            .iter()
-            .filter(|c| c.ppid == p.pid)
-            .filter_map(fork_sid)
+        let wanted: Vec<i32> = kids
+            .get(&p.pid)
+            .into_iter()
+            .flatten()
+            .filter_map(|&c| fork_sid(&tasks[c]))
             .filter(|&s| s != p.pid)
             // A subreaper's children in a dead leader's session come from a helper.
             .filter(|&s| !(subreaper && dead_led(pids, s)))
@@ -125,7 +140,7 @@ fn check(tasks: &[TaskPlan], pids: &BTreeSet<i32>) -> Result<()> {
 
 /// A topological order of `tasks` (indices), the smallest pstree index first among the
 /// tasks ready: the pstree order itself whenever it already satisfies every constraint.
-fn order(tasks: &[TaskPlan]) -> Result<Vec<usize>> {
+fn order(tasks: &[TaskPlan], kids: &BTreeMap<i32, Vec<usize>>) -> Result<Vec<usize>> {
     let idx: BTreeMap<i32, usize> = tasks.iter().enumerate().map(|(i, t)| (t.pid, i)).collect();
     let n = tasks.len();
     let mut after: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); n];
@@ -143,9 +158,13 @@ fn order(tasks: &[TaskPlan]) -> Result<Vec<usize>> {
     // session's after it.
     for p in tasks.iter().filter(|p| p.sid == p.pid) {
         let Some(old) = p.sid_before else { continue };
-        let kids = || tasks.iter().enumerate().filter(|(_, c)| c.ppid == p.pid);
-        for (b, _) in kids().filter(|(_, c)| fork_sid(c) == Some(old)) {
-            for (a, _) in kids().filter(|(_, c)| fork_sid(c) == Some(p.pid)) {
+        let mine = kids.get(&p.pid).map_or(&[][..], Vec::as_slice);
+        let wanting = |s: i32| {
+            mine.iter()
+                .filter(move |&&c| fork_sid(&tasks[c]) == Some(s))
+        };
+        for &b in wanting(old) {
+            for &a in wanting(p.pid) {
                 after[b].insert(a);
             }
         }
