@@ -1,6 +1,7 @@
 //! Sessions led by a live task of the tree: tasks that forked children and then called
 //! `setsid()` (two levels of it, a zombie and a dead group leader in the old session, a
-//! group joined across subtrees). After dump, kill and restore every process has the pid,
+//! group joined across subtrees), and a session led by a zombie whose members went to the
+//! root, a child subreaper. After dump, kill and restore every process has the pid,
 //! ppid, pgid and sid recorded before the dump and the live ones run again.
 
 use std::time::{Duration, Instant};
@@ -15,9 +16,9 @@ mod restore_common;
 use criu_plugin_files as _;
 use criu_plugin_pipes as _;
 
-/// 16 processes, one of them a zombie.
-const TREE_SIZE: usize = 16;
-const TICKERS: usize = TREE_SIZE - 1;
+/// 20 processes, two of them zombies.
+const TREE_SIZE: usize = 20;
+const TICKERS: usize = TREE_SIZE - 2;
 
 fn wait_ready(root: i32, report: &std::path::Path) -> TreeIds {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -59,9 +60,9 @@ fn tree_sessions_left_by_setsid() {
     let before = wait_ready(root, &report);
     guards.extend(before.keys().map(|&p| PidGuard::new(p)));
     let sessions: std::collections::BTreeSet<i32> = before.values().map(|v| v.2).collect();
-    assert_eq!(sessions.len(), 4, "{before:?}");
-    // b1, b2, b3, zz under a; z, v, e under y.
-    assert_eq!(left_behind(&before), 7, "{before:?}");
+    assert_eq!(sessions.len(), 5, "{before:?}");
+    // b1, b2, b3, zz under a; z, v, e under y; m1, m2, m3 under the root.
+    assert_eq!(left_behind(&before), 10, "{before:?}");
     assert!(
         before.values().any(|v| !before.contains_key(&v.1)),
         "no group with a dead leader: {before:?}"

@@ -10,11 +10,14 @@
 //!   exists: the kernel re-parents the members to P, their dumped parent. Nothing is
 //!   re-parented by hand; it only works because P is a subreaper (as it was at dump time, or
 //!   the members could not have become its children).
+//! - A session whose leader is a zombie of the tree, with members re-parented to a child
+//!   subreaper P (the zombie's parent): the zombie itself, forked by P, forks them after its
+//!   `setsid()` and dies after every task exists, which re-parents them to P again.
 //!
 //! Helpers are cloned with exit signal 0 (no SIGCHLD left pending in the blocked parent) and
 //! reaped by their parent with `wait4(__WALL)` from its gadget.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use nix::unistd::Pid;
 
@@ -42,6 +45,10 @@ pub(super) struct Helpers {
     sessions: Vec<SessionHelper>,
     /// Group helpers with the pid of the task that forked them (which reaps them).
     groups: Vec<(PendingZombie, i32)>,
+    /// Zombies of the tree, created and waiting to die (some fork their session's members
+    /// first), and the parent of each zombie of the plan.
+    zombies: Vec<PendingZombie>,
+    zombie_parents: BTreeMap<i32, i32>,
     gadget: u64,
 }
 
@@ -51,8 +58,20 @@ impl Helpers {
             pids: plan.tasks.iter().map(|t| t.pid).collect(),
             sessions: Vec::new(),
             groups: Vec::new(),
+            zombies: Vec::new(),
+            zombie_parents: plan
+                .tasks
+                .iter()
+                .filter(|t| t.is_zombie())
+                .map(|t| (t.pid, t.ppid))
+                .collect(),
             gadget,
         }
+    }
+
+    /// Keeps a created zombie until [`Helpers::release`] hands it back.
+    pub fn add_zombie(&mut self, z: PendingZombie) {
+        self.zombies.push(z);
     }
 
     /// Creates `t`, a child of `parent`, through the helpers it needs.
@@ -74,6 +93,39 @@ impl Helpers {
                 rt: &mut s.rt,
                 task: &s.plan,
                 ids: Ids { sid, pgid: sid },
+            }
+        } else if let Some(z) = sessions::fork_sid(t).filter(|&s| {
+            s != parent.ids.sid && self.zombie_parents.get(&s) == Some(&parent.task.pid)
+        }) {
+            // Its session's leader forked it, then died unreaped: it does so again before
+            // it dies (t is then re-parented to `parent`, a child subreaper).
+            check_adoption(t, z, parent.task, "is a zombie", "the zombie")?;
+            let ids = Ids { sid: z, pgid: z };
+            if needs_group_helper(&self.pids, t, ids, created) {
+                return Err(RestoreError::Unsupported {
+                    pid: t.pid,
+                    what: format!(
+                        "process group {} with a dead leader in session {z}, whose leader is a zombie",
+                        t.pgid
+                    ),
+                    hint: "a zombie cannot reap a group helper",
+                });
+            }
+            let (Some(i), Some(task)) = (
+                self.zombies.iter().position(|p| p.rt.pid == z),
+                plan.tasks.iter().find(|p| p.pid == z),
+            ) else {
+                return Err(RestoreError::Unsupported {
+                    pid: t.pid,
+                    what: format!("session {z} whose zombie leader is not created before it"),
+                    hint: "a session leader is restored before its members",
+                });
+            };
+            tracing::debug!(zombie = z, "forked by its zombie session leader");
+            Parent {
+                rt: &mut self.zombies[i].rt,
+                task,
+                ids,
             }
         } else {
             parent
@@ -123,52 +175,19 @@ impl Helpers {
         opener: &mut dyn FileOpener,
         created: &mut Vec<Pid>,
     ) -> Result<usize> {
-        let unsupported = |what: String, hint: &'static str| RestoreError::Unsupported {
-            pid: t.pid,
-            what,
-            hint,
-        };
-        if let Some(sig) = t
-            .threads
-            .iter()
-            .find_map(|th| th.tc.pdeath_sig.filter(|s| *s != 0))
-        {
-            return Err(unsupported(
-                format!(
-                    "parent-death signal {sig} in a member of session {sid} whose leader is dead (the helper's exit would send it)"
-                ),
-                "clear PR_SET_PDEATHSIG in that task before the dump",
-            ));
-        }
+        check_adoption(t, sid, parent.task, "is dead", "the helper")?;
         if let Some(i) = self.sessions.iter().position(|h| h.plan.pid == sid) {
             if self.sessions[i].plan.ppid != parent.task.pid {
-                return Err(unsupported(
-                    format!(
+                return Err(RestoreError::Unsupported {
+                    pid: t.pid,
+                    what: format!(
                         "session {sid} whose leader is dead, with members under both {} and {}",
                         self.sessions[i].plan.ppid, parent.task.pid
                     ),
-                    "only a dead leader's members sharing one parent are restored",
-                ));
+                    hint: "only a dead leader's members sharing one parent are restored",
+                });
             }
             return Ok(i);
-        }
-        if parent.task.tc.child_subreaper != Some(true) {
-            return Err(unsupported(
-                format!(
-                    "session {sid} whose leader is dead, under parent {} which is not a child subreaper",
-                    parent.task.pid
-                ),
-                "only members re-parented to a child subreaper (PR_SET_CHILD_SUBREAPER) are restored",
-            ));
-        }
-        if t.share_files || t.share_fs {
-            return Err(unsupported(
-                format!(
-                    "an fd table or fs_struct shared with its parent {} in session {sid} whose leader is dead (a helper forks it)",
-                    parent.task.pid
-                ),
-                "not restored; the helper cannot pass on its parent's tables",
-            ));
         }
         let h = TaskPlan::session_helper(sid, parent.task.pid);
         tracing::debug!(helper = sid, "helper for a dead session leader");
@@ -183,15 +202,17 @@ impl Helpers {
 
     /// Once every task exists: group helpers exit and are reaped by whoever forked them, then
     /// session helpers exit (their children go to the subreaper that forked them) and are
-    /// reaped. `reapers` are the restored tasks still at their gadget, by pid.
+    /// reaped. `reapers` are the restored tasks still at their gadget, by pid. Returns the
+    /// zombies of the tree, still to die.
     pub fn release(
         self,
         reapers: &mut [(i32, &mut RemoteThread)],
         created: &mut Vec<Pid>,
-    ) -> Result<()> {
+    ) -> Result<Vec<PendingZombie>> {
         let Helpers {
             mut sessions,
             groups,
+            zombies,
             ..
         } = self;
         for (z, forker) in groups {
@@ -220,8 +241,51 @@ impl Helpers {
                 reap(rt, hpid, created)?;
             }
         }
-        Ok(())
+        Ok(zombies)
     }
+}
+
+/// Refuses what a task forked by a stand-in for its session's dead leader (a helper, or the
+/// leader itself while still a zombie to be) cannot get back: a parent-death signal (the
+/// stand-in's exit sends it), a parent that is not a child subreaper (the task would not be
+/// re-parented to it), tables shared with the parent (the stand-in has its own).
+fn check_adoption(t: &TaskPlan, sid: i32, parent: &TaskPlan, leader: &str, by: &str) -> Result<()> {
+    let unsupported = |what: String, hint: &'static str| RestoreError::Unsupported {
+        pid: t.pid,
+        what,
+        hint,
+    };
+    if let Some(sig) = t
+        .threads
+        .iter()
+        .find_map(|th| th.tc.pdeath_sig.filter(|s| *s != 0))
+    {
+        return Err(unsupported(
+            format!(
+                "parent-death signal {sig} in a member of session {sid} whose leader {leader} ({by}'s exit would send it)"
+            ),
+            "clear PR_SET_PDEATHSIG in that task before the dump",
+        ));
+    }
+    if parent.tc.child_subreaper != Some(true) {
+        return Err(unsupported(
+            format!(
+                "session {sid} whose leader {leader}, under parent {} which is not a child subreaper",
+                parent.pid
+            ),
+            "only members re-parented to a child subreaper (PR_SET_CHILD_SUBREAPER) are restored",
+        ));
+    }
+    if t.share_files || t.share_fs {
+        return Err(unsupported(
+            format!(
+                "an fd table or fs_struct shared with its parent {} in session {sid} whose leader {leader} ({by} forks it)",
+                parent.pid
+            ),
+            "not restored; the task forking it cannot pass on its parent's tables",
+        ));
+    }
+    Ok(())
 }
 
 /// The session `t` must be forked in when its leader is in no image (it died) and `t`'s

@@ -32,7 +32,8 @@
 //! is dead gets a helper too, which forks its members (`helpers`). A task that forked
 //! children and then called `setsid()` is forked into its old session, forks them, and calls
 //! `setsid()` only before its first child of the new session (`sessions`, which also orders
-//! the tasks).
+//! the tasks); a zombie session leader forks its members (re-parented to a child subreaper)
+//! before it dies.
 //!
 //! Any failure kills and reaps every task created so far; images are only read.
 
@@ -354,7 +355,6 @@ fn restore_tree(
         objects: Default::default(),
     };
     let mut done: Vec<Prepared> = Vec::with_capacity(plan.tasks.len());
-    let mut zombies = Vec::new();
     let mut helpers = helpers::Helpers::new(plan, gadget);
     for (i, t) in plan.tasks.iter().enumerate() {
         let span = tracing::info_span!("restore_task", pid = t.pid);
@@ -393,7 +393,7 @@ fn restore_tree(
         };
         tracing::debug!(gadget, "task created");
         if t.is_zombie() {
-            zombies.push(zombie::PendingZombie {
+            helpers.add_zombie(zombie::PendingZombie {
                 rt: sp.leader,
                 exit_code: t.tc.exit_code,
                 comm: t.tc.comm.clone(),
@@ -414,7 +414,7 @@ fn restore_tree(
         .iter_mut()
         .map(|p| (p.t.pid, &mut p.sp.leader))
         .collect();
-    helpers.release(&mut reapers, created)?;
+    let zombies = helpers.release(&mut reapers, created)?;
     stage(opener, RestoreStage::AfterTasksExist, true, plan)?;
     let mut all = Vec::new();
     while let Some(p) = done.pop() {

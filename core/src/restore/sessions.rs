@@ -47,6 +47,15 @@ fn dead_led(pids: &BTreeSet<i32>, sid: i32) -> bool {
     sid != 0 && !pids.contains(&sid)
 }
 
+/// A session led by a zombie child of `p`: it forked `p`'s children of that session before
+/// dying, and they were re-parented to `p`, a child subreaper. The zombie forks them again.
+fn zombie_led(tasks: &[TaskPlan], p: &TaskPlan, sid: i32) -> bool {
+    p.tc.child_subreaper == Some(true)
+        && tasks
+            .iter()
+            .any(|z| z.pid == sid && z.is_zombie() && z.ppid == p.pid)
+}
+
 /// The indices of each task's children, by the parent's pid.
 fn children(tasks: &[TaskPlan]) -> BTreeMap<i32, Vec<usize>> {
     let mut kids: BTreeMap<i32, Vec<usize>> = BTreeMap::new();
@@ -69,14 +78,16 @@ fn choose_sid_before(
             continue;
         }
         let subreaper = p.tc.child_subreaper == Some(true);
+        let tasks_ro: &[TaskPlan] = tasks;
         let wanted: Vec<i32> = kids
             .get(&p.pid)
             .into_iter()
             .flatten()
-            .filter_map(|&c| fork_sid(&tasks[c]))
+            .filter_map(|&c| fork_sid(&tasks_ro[c]))
             .filter(|&s| s != p.pid)
-            // A subreaper's children in a dead leader's session come from a helper.
-            .filter(|&s| !(subreaper && dead_led(pids, s)))
+            // A subreaper's children in a dead or zombie leader's session come from a
+            // helper or from the zombie.
+            .filter(|&s| !(zombie_led(tasks_ro, p, s) || subreaper && dead_led(pids, s)))
             .collect();
         // Several candidates: a live leader's session cannot come from a helper.
         let pick = wanted
@@ -98,14 +109,17 @@ fn check(tasks: &[TaskPlan], pids: &BTreeSet<i32>) -> Result<()> {
             continue; // RestorePlan::load already refused a missing parent
         };
         let before = (p.sid == p.pid).then_some(p.sid_before).flatten();
-        if s == p.sid || before == Some(s) || dead_led(pids, s) {
+        if s == p.sid || before == Some(s) || dead_led(pids, s) || zombie_led(tasks, p, s) {
             continue;
         }
         let left = before.map_or(String::new(), |b| {
             format!(", nor {b}, which {} left with setsid()", p.pid)
         });
         let leader = match by_pid.get(&s) {
-            Some(l) if l.is_zombie() => format!("its leader {s} is a zombie of the tree"),
+            Some(l) if l.is_zombie() => format!(
+                "its leader {s} is a zombie of the tree, not a child of {} or {} not a child subreaper",
+                p.pid, p.pid
+            ),
             Some(_) => format!("its leader {s} is a live task of the tree"),
             None => format!("its leader {s} is outside the dumped pid namespace"),
         };
@@ -132,7 +146,7 @@ fn check(tasks: &[TaskPlan], pids: &BTreeSet<i32>) -> Result<()> {
         return Err(RestoreError::Unsupported {
             pid,
             what,
-            hint: "a task is restored in its parent's session, in the one its parent left with setsid() after forking it, or in a dead leader's session under a child subreaper",
+            hint: "a task is restored in its parent's session, in the one its parent left with setsid() after forking it, or in a dead or zombie leader's session under a child subreaper",
         });
     }
     Ok(())
@@ -298,15 +312,33 @@ mod tests {
     }
 
     #[test]
-    fn a_zombie_session_leader_is_refused() {
-        let mut t = tree(&[(10, 1, 10, 10), (11, 10, 11, 11), (12, 10, 11, 11)]);
+    fn a_zombie_session_leader_forks_its_members_under_a_subreaper() {
+        // 11 forked 12 in its session, died unreaped; 12 went to the subreaper 10.
+        let ids = [(10, 1, 10, 10), (11, 10, 11, 11), (12, 10, 11, 11)];
+        let mut t = tree(&ids);
         t[1].tc.task_state = super::super::plan::TASK_DEAD;
         t[0].tc.child_subreaper = Some(true);
+        plan(&mut t).expect("zombie leader under a subreaper");
+        assert_eq!(pids(&t), vec![10, 11, 12]);
+        // The same under a parent that is no subreaper cannot have happened.
+        let mut t = tree(&ids);
+        t[1].tc.task_state = super::super::plan::TASK_DEAD;
         let msg = plan(&mut t).expect_err("refused").to_string();
         assert!(
             msg.contains("pid 12") && msg.contains("11") && msg.contains("zombie"),
             "{msg}"
         );
+        // A deferring leader with a subreaper's zombie: no old session to keep.
+        let mut t = tree(&[
+            (10, 1, 10, 10),
+            (11, 10, 11, 11),
+            (12, 11, 12, 12),
+            (13, 11, 12, 12),
+        ]);
+        t[1].tc.child_subreaper = Some(true);
+        t[2].tc.task_state = super::super::plan::TASK_DEAD;
+        plan(&mut t).expect("zombie child of a subreaper leader");
+        assert_eq!(before(&t, 11), None);
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! Restore workload: tasks that forked children and then called `setsid()`, leaving those
 //! children in the old session, led by a live task of the tree (the root). Extra groups in
-//! both sessions, a zombie and a group whose leader is dead in the old session. Every live
-//! process then appends `tick <pid>` to the report every 100 ms.
+//! both sessions, a zombie and a group whose leader is dead in the old session; and a session
+//! whose leader forked its members and died unreaped (they went to the root, a child
+//! subreaper). Every live process then appends `tick <pid>` to the report every 100 ms.
 //!
 //! ```text
-//! root          session R, group R
+//! root          session R, group R, PR_SET_CHILD_SUBREAPER
 //! ├─ a          forked b1..zz in R, then setsid(): session A
 //! │  ├─ b1      session R, group R (inherited)
 //! │  ├─ b2      session R, own group B2
@@ -13,13 +14,17 @@
 //! │  └─ c       session A, own group C (forked after a's setsid)
 //! │     └─ c1   session A, group C
 //! ├─ g          session R, own group G
-//! └─ x          forked y in R, then setsid(): session X
+//! ├─ x          forked y in R, then setsid(): session X
 //!    ├─ y       session R (its grandparent's); forked z, v, e in R, then setsid(): session Y
 //!    │  ├─ z    session R, group R
 //!    │  ├─ v    session R, own group V
 //!    │  ├─ e    session R, group D, whose leader d (y's child) exited and was reaped
 //!    │  └─ w    session Y, group Y
-//!    └─ u       session X, own group U
+//! │  └─ u       session X, own group U
+//! ├─ zl         setsid(), forked m1, m2, m3, exited: a zombie leading session ZL
+//! ├─ m1         session ZL, group ZL (re-parented from zl)
+//! ├─ m2         session ZL, own group M2
+//! └─ m3         session ZL, joins group M2
 //! ```
 //!
 //! Usage: wl_tree_sessions_live REPORT_FILE
@@ -41,6 +46,11 @@ fn main() {
         std::process::exit(2);
     };
     let _ = setsid();
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+        eprintln!("PR_SET_CHILD_SUBREAPER failed");
+        std::process::exit(2);
+    }
     // Carries g's pid to b3, forked before g.
     let g_file = format!("{report}.g");
     let _ = std::fs::remove_file(&g_file);
@@ -102,6 +112,25 @@ fn main() {
             tick_forever(&ru)
         });
         tick_forever(&r)
+    });
+    // zl: never reaped, so it stays a zombie leading its session.
+    let r = report.clone();
+    fork_child(move || {
+        setsid().expect("setsid zl");
+        let r1 = r.clone();
+        fork_child(move || tick_forever(&r1));
+        let r2 = r.clone();
+        let m2 = fork_child(move || {
+            own_group();
+            tick_forever(&r2)
+        });
+        let _ = setpgid(m2, m2);
+        let r3 = r.clone();
+        let m3 = fork_child(move || {
+            setpgid(Pid::from_raw(0), m2).expect("setpgid m3");
+            tick_forever(&r3)
+        });
+        let _ = setpgid(m3, m2);
     });
     tick_forever(&report)
 }
