@@ -158,7 +158,8 @@ fn order(tasks: &[TaskPlan], kids: &BTreeMap<i32, Vec<usize>>) -> Result<Vec<usi
     let idx: BTreeMap<i32, usize> = tasks.iter().enumerate().map(|(i, t)| (t.pid, i)).collect();
     let n = tasks.len();
     let mut after: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); n];
-    for (i, t) in tasks.iter().enumerate() {
+    // The root is created by the restorer, in whatever group and session it can join.
+    for (i, t) in tasks.iter().enumerate().skip(1) {
         // Its parent, its group's and its session's leaders come first.
         for id in [t.ppid, t.pgid, t.sid] {
             if let Some(&j) = idx.get(&id)
@@ -207,7 +208,7 @@ fn order(tasks: &[TaskPlan], kids: &BTreeMap<i32, Vec<usize>>) -> Result<Vec<usi
                 "a creation order for session {}, group {} and parent {} (their constraints form a cycle)",
                 t.sid, t.pgid, t.ppid
             ),
-            hint: "a task is forked after its parent and its group and session leaders, and before its parent's setsid() when it stays in the old session",
+            hint: "a task is forked after its parent and its group and session leaders, and before its parent's setsid() when it stays in the old session; a parent in its child's process group cannot be restored",
         });
     }
     Ok(out)
@@ -367,6 +368,21 @@ mod tests {
         ]);
         let msg = plan(&mut t).expect_err("cycle").to_string();
         assert!(msg.contains("cycle"), "{msg}");
+    }
+
+    #[test]
+    fn a_parent_in_its_childs_group() {
+        // The root joins whatever group it can: no constraint on it.
+        let mut t = tree(&[(10, 1, 11, 5), (11, 10, 11, 5)]);
+        plan(&mut t).expect("root");
+        assert_eq!(pids(&t), vec![10, 11]);
+        // Below it, a parent cannot be forked after its child.
+        let mut t = tree(&[(10, 1, 10, 10), (11, 10, 12, 10), (12, 11, 12, 10)]);
+        let msg = plan(&mut t).expect_err("cycle").to_string();
+        assert!(
+            msg.contains("cycle") && msg.contains("child's process group"),
+            "{msg}"
+        );
     }
 
     #[test]
