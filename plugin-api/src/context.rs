@@ -26,6 +26,20 @@ fn unavailable(service: &'static str) -> PluginError {
     }
 }
 
+/// One fd of a task as the images list it (`fdinfo-<files_id>.img`), for
+/// [`RestoreContext::task_fds`]. (API 0.4)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TaskFd {
+    /// The fd number in the task.
+    pub fd: i32,
+    /// The `files.img` id of its open file description.
+    pub id: u32,
+    /// Its `fd_types` value (`FdTypes::Eventpoll as i32`, ...).
+    pub fd_type: i32,
+    /// Close-on-exec.
+    pub cloexec: bool,
+}
+
 /// Default for [`DumpOptions::ghost_limit`]: CRIU's `--ghost-limit` default, 1 MiB.
 pub const DEFAULT_GHOST_LIMIT: u64 = 1 << 20;
 
@@ -179,6 +193,32 @@ pub trait DumpContext {
         let _ = (pid, fd);
         Err(unavailable("dup_task_fd"))
     }
+
+    /// The `files.img` id of fd `fd` of task `pid`. The core gives ids to every fd of a task
+    /// before it dumps the first of them, so while an fd handler dumps fd N it can learn the
+    /// ids of all other fds of the same task (an epoll's targets), and of every fd of tasks
+    /// dumped earlier. `None`: no such fd, or that task's fds are not reached yet. (API 0.4)
+    fn file_id_of(&self, pid: i32, fd: i32) -> Option<u32> {
+        let _ = (pid, fd);
+        None
+    }
+
+    /// Whether fd `fd` of frozen task `pid` is the very file registered in that task's epoll
+    /// fd `epfd` as the `toff`-th registration under target number `tfd` (`kcmp`
+    /// `KCMP_EPOLL_TFD`; `toff` counts registrations of the same number, in fdinfo order).
+    /// `Ok(false)` when the task has no fd `fd` or it is another file (the target was
+    /// closed, its number reused). (API 0.4)
+    fn epoll_target_is(
+        &mut self,
+        pid: i32,
+        epfd: i32,
+        tfd: i32,
+        toff: u32,
+        fd: i32,
+    ) -> Result<bool, PluginError> {
+        let _ = (pid, epfd, tfd, toff, fd);
+        Err(unavailable("epoll_target_is"))
+    }
 }
 
 /// Services of the core during a restore.
@@ -260,5 +300,12 @@ pub trait RestoreContext {
     ) -> Result<(), PluginError> {
         let _ = (pid, fd, target, cloexec);
         Err(unavailable("install_fd"))
+    }
+
+    /// The fds task `pid` (its restored pid) gets, as the images list them, by fd number.
+    /// [`PluginError::Unavailable`] for a pid outside the tree. (API 0.4)
+    fn task_fds(&self, pid: i32) -> Result<Vec<TaskFd>, PluginError> {
+        let _ = pid;
+        Err(unavailable("task_fds"))
     }
 }

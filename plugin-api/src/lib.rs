@@ -240,7 +240,7 @@ pub use criu_proto as proto;
 
 pub use context::{
     DEFAULT_GHOST_LIMIT, DumpContext, DumpOptions, ImageRef, RestoreContext, RestoreOptions,
-    TaskIds,
+    TaskFd, TaskIds,
 };
 pub use cursor::{ImageCursor, frame_entries};
 pub use dispatch::{FdHandlerRef, FileRestore, fd_handlers, find_fd_handler, find_restore_handler};

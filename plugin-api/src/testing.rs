@@ -8,7 +8,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use crate::{
     DumpContext, DumpOptions, FdDesc, FdInfo, FileOwner, FileStat, ImageRef, PluginError,
-    RestoreContext, RestoreOptions, TaskIds, Timespec,
+    RestoreContext, RestoreOptions, TaskFd, TaskIds, Timespec,
 };
 
 /// Images kept in memory, by file name. Dump into it, then restore from it.
@@ -36,6 +36,12 @@ pub struct MemoryImages {
     pub syscalls: Vec<(i32, i64, [u64; 6])>,
     /// Every `install_fd`: `(pid, duplicate of the fd, target, cloexec)`.
     pub installed: Vec<(i32, OwnedFd, i32, bool)>,
+    /// What `file_id_of` answers: `(pid, fd)` → file id.
+    pub file_ids: HashMap<(i32, i32), u32>,
+    /// What `epoll_target_is` answers: `(pid, epfd, tfd, toff, fd)` listed are the target.
+    pub epoll_targets: Vec<(i32, i32, i32, u32, i32)>,
+    /// What `task_fds` answers, by pid.
+    pub task_fds: HashMap<i32, Vec<TaskFd>>,
     memo: HashMap<String, u64>,
     next_file_id: u32,
     kept: HashMap<String, OwnedFd>,
@@ -180,6 +186,22 @@ impl DumpContext for MemoryImages {
     fn dup_task_fd(&mut self, pid: i32, fd: i32) -> Result<OwnedFd, PluginError> {
         self.own_dup(pid, fd)
     }
+
+    fn file_id_of(&self, pid: i32, fd: i32) -> Option<u32> {
+        self.file_ids.get(&(pid, fd)).copied()
+    }
+
+    fn epoll_target_is(
+        &mut self,
+        pid: i32,
+        epfd: i32,
+        tfd: i32,
+        toff: u32,
+        fd: i32,
+    ) -> Result<bool, PluginError> {
+        self.pid_of(pid, "epoll_target_is")?;
+        Ok(self.epoll_targets.contains(&(pid, epfd, tfd, toff, fd)))
+    }
 }
 
 impl RestoreContext for MemoryImages {
@@ -252,6 +274,11 @@ impl RestoreContext for MemoryImages {
             })?;
         self.installed.push((pid, dup, target, cloexec));
         Ok(())
+    }
+
+    fn task_fds(&self, pid: i32) -> Result<Vec<TaskFd>, PluginError> {
+        self.pid_of(pid, "task_fds")?;
+        Ok(self.task_fds.get(&pid).cloned().unwrap_or_default())
     }
 }
 

@@ -10,7 +10,7 @@ use criu_proto::images::{FdTypes, FileEntry, FownEntry};
 #[test]
 fn version_is_pinned() {
     // Bump together with any change below.
-    assert_eq!(API_VERSION, ApiVersion { major: 0, minor: 3 });
+    assert_eq!(API_VERSION, ApiVersion { major: 0, minor: 4 });
 }
 
 #[test]
@@ -208,6 +208,19 @@ impl DumpContext for Ctx {
             why: "pinned".into(),
         })
     }
+    fn file_id_of(&self, _: i32, _: i32) -> Option<u32> {
+        None
+    }
+    fn epoll_target_is(
+        &mut self,
+        _: i32,
+        _: i32,
+        _: i32,
+        _: u32,
+        _: i32,
+    ) -> Result<bool, PluginError> {
+        Ok(false)
+    }
 }
 
 impl RestoreContext for Ctx {
@@ -259,6 +272,14 @@ impl RestoreContext for Ctx {
         _: bool,
     ) -> Result<(), PluginError> {
         Ok(())
+    }
+    fn task_fds(&self, _: i32) -> Result<Vec<TaskFd>, PluginError> {
+        Ok(vec![TaskFd {
+            fd: 3,
+            id: 1,
+            fd_type: FdTypes::Eventpoll as i32,
+            cloexec: true,
+        }])
     }
 }
 

@@ -21,7 +21,7 @@ mod plugin_abi_support;
 mod plugin_support;
 mod restore_common;
 
-use plugin_abi_support::{build_example, chain};
+use plugin_abi_support::{EXAMPLE_NAME, EXAMPLE_SO, build_example, chain};
 use restore_common::{dump_and_kill, spawn_bg, wait_lines};
 
 fn files_img(dir: &std::path::Path) -> Vec<FileEntry> {
@@ -70,13 +70,13 @@ fn eventfd_needs_the_plugin_and_round_trips_with_it() {
     let listed = plugins::listing();
     let eventfd = listed
         .iter()
-        .find(|l| l.info.name == "eventfd")
+        .find(|l| l.info.name == EXAMPLE_NAME)
         .expect("eventfd listed");
     assert_eq!(
         eventfd.origin,
-        Origin::File(plugin_dir.path().join("libcriu_eventfd.so"))
+        Origin::File(plugin_dir.path().join(EXAMPLE_SO))
     );
-    assert_eq!(eventfd.origin.to_string(), "libcriu_eventfd.so");
+    assert_eq!(eventfd.origin.to_string(), EXAMPLE_SO);
     assert!(
         eventfd.to_string().contains("fd types EVENTFD"),
         "{eventfd}"
@@ -120,7 +120,7 @@ fn plugin_for_another_api_major_is_refused() {
     let Some((plugin_dir, _)) = build_example("abi-future", &["future-api"]) else {
         return;
     };
-    let so: PathBuf = plugin_dir.path().join("libcriu_eventfd.so");
+    let so: PathBuf = plugin_dir.path().join(EXAMPLE_SO);
     let (new, refused) = plugins::load_dirs(&[plugin_dir.path().to_path_buf()], true);
     assert!(new.is_empty());
     let [PluginLoadError::Load(LoadError::ApiVersion { path, .. })] = refused.as_slice() else {
@@ -131,15 +131,13 @@ fn plugin_for_another_api_major_is_refused() {
     let host = criu_plugin_api::API_VERSION;
     let future = format!("{}.0", host.major + 1);
     assert!(
-        msg.contains("libcriu_eventfd.so")
-            && msg.contains(&future)
-            && msg.contains(&host.to_string()),
+        msg.contains(EXAMPLE_SO) && msg.contains(&future) && msg.contains(&host.to_string()),
         "{msg}"
     );
     assert!(
         plugins::all()
             .iter()
-            .all(|p| p.info().api_version == host || p.info().name != "eventfd")
+            .all(|p| p.info().api_version == host || p.info().name != EXAMPLE_NAME)
     );
 }
 
@@ -188,7 +186,7 @@ fn plugin_built_against_another_api_release_is_refused() {
     assert!(new.is_empty());
     let msg = chain(&refused[0]);
     assert!(
-        msg.contains("libcriu_eventfd.so") && msg.contains("0.2.0") && msg.contains("0.1.0"),
+        msg.contains(EXAMPLE_SO) && msg.contains("0.2.0") && msg.contains("0.1.0"),
         "{msg}"
     );
 }
@@ -216,7 +214,7 @@ fn plugin_with_another_layout_is_refused() {
     assert!(new.is_empty());
     let msg = chain(&refused[0]);
     assert!(
-        msg.contains("libcriu_eventfd.so")
+        msg.contains(EXAMPLE_SO)
             && msg.contains("another ABI layout")
             && msg.contains("too many fields (expected 11, found 12)"),
         "{msg}"

@@ -42,7 +42,8 @@ fn panicking_plugin_fails_the_dump_and_leaves_the_task_running() {
     let err = dump(&DumpOptions::new(pid, imgs.path())).expect_err("dump with a panicking plugin");
     let msg = chain(&err);
     assert!(
-        msg.contains("plugin eventfd panicked") && msg.contains("eventfd plugin test panic"),
+        msg.contains("plugin example-eventfd panicked")
+            && msg.contains("eventfd plugin test panic"),
         "{msg}"
     );
 

@@ -13,6 +13,8 @@ mod plugins;
 use std::process::ExitCode;
 
 // The built-in plugins register themselves with `inventory`; naming the crates links them in.
+use criu_plugin_epoll as _;
+use criu_plugin_eventfd as _;
 use criu_plugin_files as _;
 use criu_plugin_pipes as _;
 use criu_plugin_tty as _;

@@ -35,6 +35,8 @@ pub struct CoreDumpContext<'d> {
     tree: Vec<TaskIds>,
     /// VMAs whose contents a plugin dumped, written to [`VMA_CLAIMS_FILE`] at the end.
     vma_claims: Vec<VmaClaim>,
+    /// The file id of every fd reached so far, by (pid, fd).
+    fd_ids: HashMap<(i32, i32), u32>,
 }
 
 impl std::fmt::Debug for CoreDumpContext<'_> {
@@ -65,6 +67,7 @@ impl<'d> CoreDumpContext<'d> {
             plugin_files: Vec::new(),
             tree: Vec::new(),
             vma_claims: Vec::new(),
+            fd_ids: HashMap::new(),
         }
     }
 
@@ -195,6 +198,11 @@ impl<'d> CoreDumpContext<'d> {
             })
     }
 
+    /// Records that fd `fd` of `pid` is file `id` ([`DumpContext::file_id_of`]).
+    pub fn set_fd_id(&mut self, pid: i32, fd: i32, id: u32) {
+        self.fd_ids.insert((pid, fd), id);
+    }
+
     pub fn note_plugin(&mut self, name: &'static str) {
         self.plugins_used.insert(name);
     }
@@ -303,5 +311,31 @@ impl DumpContext for CoreDumpContext<'_> {
     fn dup_task_fd(&mut self, pid: i32, fd: i32) -> Result<OwnedFd, PluginError> {
         self.frozen_pid(pid, "dup_task_fd")?;
         dup_task_fd(pid, fd)
+    }
+
+    fn file_id_of(&self, pid: i32, fd: i32) -> Option<u32> {
+        self.fd_ids.get(&(pid, fd)).copied()
+    }
+
+    fn epoll_target_is(
+        &mut self,
+        pid: i32,
+        epfd: i32,
+        tfd: i32,
+        toff: u32,
+        fd: i32,
+    ) -> Result<bool, PluginError> {
+        self.frozen_pid(pid, "epoll_target_is")?;
+        let p = Pid::from_raw(pid);
+        match crate::sys::kcmp::epoll_target(p, fd, p, epfd, tfd, toff) {
+            Ok(order) => Ok(order.is_equal()),
+            // No fd `fd` in the task: certainly not the target.
+            Err(e) if e.errno == nix::errno::Errno::EBADF => Ok(false),
+            Err(e) => Err(task_err(
+                pid,
+                format!("kcmp(KCMP_EPOLL_TFD) of fd {fd} against target {tfd} of epoll fd {epfd}"),
+                e,
+            )),
+        }
     }
 }

@@ -185,6 +185,10 @@ pub struct SeenFd {
 /// Every fd of `pid`: files.img entries (one per open file description, shared with fds of
 /// other processes of the tree through `seen`) and fdinfo-<files_id>.img. Returns the
 /// number of new descriptions.
+///
+/// Two passes: first every fd gets its file id (a plugin dumping one fd may ask for the id
+/// of another fd of the same task: an epoll names its targets), then the new descriptions
+/// are dumped. The task is frozen, so its fd table does not change in between.
 #[allow(clippy::too_many_arguments)]
 pub fn dump_fds(
     plugins: &[&'static dyn Plugin],
@@ -196,59 +200,79 @@ pub fn dump_fds(
     files_id: u32,
 ) -> Result<usize, DumpError> {
     let fds = misc::read_fds(pid).map_err(|e| DumpError::proc(pid, "files", e))?;
-    let mut entries = Vec::with_capacity(fds.len());
-    let mut descs = 0;
+    // Pass 1: ids. `Some(index in seen)` for a description this task brings first.
+    let mut slots: Vec<(i32, u32, Option<usize>)> = Vec::with_capacity(fds.len());
     for fd in fds {
         let file = access.get(fd)?;
         let stat = stat_of(&file)
             .map_err(|e| DumpError::sys(pid, "files", format!("fstat fd {fd}"), e))?;
+        drop(file);
         // kcmp only where it can answer yes: same inode.
         let mut same = None;
         for o in seen.iter() {
             if o.dev == stat.dev && o.ino == stat.ino && access.same_description(o.pid, o.fd, fd)? {
-                same = Some((o.id, o.fd_type));
+                same = Some(o.id);
                 break;
             }
         }
-        let (_, text) = crate::proc::read_text(pid_path(pid, &format!("fdinfo/{fd}")))
-            .map_err(|e| DumpError::proc(pid, "files", e))?;
-        let fi = fdinfo::parse_fdinfo(&text).map_err(|source| DumpError::Proc {
-            pid,
-            step: "files",
-            source: crate::proc::ProcError::Parse {
-                path: pid_path(pid, &format!("fdinfo/{fd}")),
-                source,
-            },
-        })?;
-        let cloexec = fi.flags & libc::O_CLOEXEC as u32 != 0;
-        let (id, ty) = match same {
-            Some(x) => x,
+        let slot = match same {
+            Some(id) => (fd, id, None),
             None => {
-                let link = misc::read_link(pid, &format!("fd/{fd}"))
-                    .map_err(|e| DumpError::proc(pid, "files", e))?;
-                let desc = FdDesc {
-                    pid,
-                    fd,
-                    link: link.to_string_lossy().into_owned(),
-                    fdinfo: to_api_fdinfo(&fi, text),
-                    stat,
-                    owner: FileOwner::default(),
-                    file,
-                };
                 let id = ctx.new_file_id();
-                let e = dump_desc(plugins, ctx, &desc, id)?;
-                descs += 1;
                 seen.push(SeenFd {
                     pid,
                     fd,
                     dev: stat.dev,
                     ino: stat.ino,
                     id,
-                    fd_type: e.r#type,
+                    fd_type: 0,
                 });
-                (id, e.r#type)
+                (fd, id, Some(seen.len() - 1))
             }
         };
+        ctx.set_fd_id(pid, fd, slot.1);
+        slots.push(slot);
+    }
+    // Pass 2: the new descriptions through the plugins, then the fdinfo entries.
+    let mut entries = Vec::with_capacity(slots.len());
+    let mut descs = 0;
+    for (fd, id, new) in slots {
+        let fdinfo_path = || pid_path(pid, &format!("fdinfo/{fd}"));
+        let (_, text) =
+            crate::proc::read_text(fdinfo_path()).map_err(|e| DumpError::proc(pid, "files", e))?;
+        let fi = fdinfo::parse_fdinfo(&text).map_err(|source| DumpError::Proc {
+            pid,
+            step: "files",
+            source: crate::proc::ProcError::Parse {
+                path: fdinfo_path(),
+                source,
+            },
+        })?;
+        let cloexec = fi.flags & libc::O_CLOEXEC as u32 != 0;
+        if let Some(at) = new {
+            let file = access.get(fd)?;
+            let stat = stat_of(&file)
+                .map_err(|e| DumpError::sys(pid, "files", format!("fstat fd {fd}"), e))?;
+            let link = misc::read_link(pid, &format!("fd/{fd}"))
+                .map_err(|e| DumpError::proc(pid, "files", e))?;
+            let desc = FdDesc {
+                pid,
+                fd,
+                link: link.to_string_lossy().into_owned(),
+                fdinfo: to_api_fdinfo(&fi, text),
+                stat,
+                owner: FileOwner::default(),
+                file,
+            };
+            let e = dump_desc(plugins, ctx, &desc, id)?;
+            descs += 1;
+            seen[at].fd_type = e.r#type;
+        }
+        let ty = seen
+            .iter()
+            .find(|o| o.id == id)
+            .map(|o| o.fd_type)
+            .unwrap_or_default();
         entries.push(FdinfoEntry {
             id,
             flags: if cloexec { libc::FD_CLOEXEC as u32 } else { 0 },

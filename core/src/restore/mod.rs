@@ -139,10 +139,24 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreOutcome> {
             },
         })
         .collect();
+    let fds = plan
+        .tasks
+        .iter()
+        .map(|t| {
+            let fds = t.fds.iter().map(|f| criu_plugin_api::TaskFd {
+                fd: f.fd as i32,
+                id: f.id,
+                fd_type: f.r#type,
+                cloexec: f.flags & libc::FD_CLOEXEC as u32 != 0,
+            });
+            (t.pid, fds.collect())
+        })
+        .collect();
     let mut opener = plugins::PluginOpener::start(
         &plugins,
         opts.images_dir.clone(),
         tasks,
+        fds,
         &entries,
         opts.shell_job,
     )

@@ -8,8 +8,8 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 
 use criu_plugin_api::{
-    FileRestore, HookFailure, ImageRef, Plugin, PluginError, RestoreContext, RestoreStage, TaskIds,
-    catch_hook_panic, run_restore_stage,
+    FileRestore, HookFailure, ImageRef, Plugin, PluginError, RestoreContext, RestoreStage, TaskFd,
+    TaskIds, catch_hook_panic, run_restore_stage,
 };
 use criu_proto::images::FileEntry;
 use nix::unistd::Pid;
@@ -26,6 +26,8 @@ pub struct Ctx {
     pids: Vec<i32>,
     /// The tree's tasks and threads (zombies left out).
     tasks: Vec<TaskIds>,
+    /// Every task's fds as the images list them.
+    fds: BTreeMap<i32, Vec<TaskFd>>,
     /// The tasks exist and are stopped under us: the task services work.
     live: bool,
     kept: BTreeMap<String, OwnedFd>,
@@ -161,6 +163,16 @@ impl RestoreContext for Ctx {
         let _ = call(libc::SYS_close, [pidfd, 0, 0, 0, 0, 0], "close");
         placed
     }
+
+    fn task_fds(&self, pid: i32) -> Result<Vec<TaskFd>, PluginError> {
+        self.fds
+            .get(&pid)
+            .cloned()
+            .ok_or_else(|| PluginError::Unavailable {
+                service: "task_fds",
+                why: format!("{pid} is not a task of the restored tree"),
+            })
+    }
 }
 
 impl Ctx {
@@ -205,11 +217,12 @@ impl std::fmt::Debug for PluginOpener<'_> {
 
 impl<'p> PluginOpener<'p> {
     /// Starts every plugin's restore with all of `files.img`. `tasks`: every task of the
-    /// tree (zombies too, with no threads), parents first.
+    /// tree (zombies too, with no threads), parents first; `fds`: each one's fds.
     pub fn start(
         plugins: &[&'p dyn Plugin],
         dir: PathBuf,
         tasks: Vec<TaskIds>,
+        fds: BTreeMap<i32, Vec<TaskFd>>,
         entries: &[FileEntry],
         shell_job: bool,
     ) -> Result<Self, String> {
@@ -222,6 +235,7 @@ impl<'p> PluginOpener<'p> {
             pid: pids.first().copied().unwrap_or(0),
             pids,
             tasks,
+            fds,
             live: false,
             kept: BTreeMap::new(),
             options,

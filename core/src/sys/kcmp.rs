@@ -23,6 +23,13 @@ pub enum KcmpType {
     Io,
     /// System V semaphore undo lists.
     SysvSem,
+    /// Fd `fd` of pid1 against a target registered in epoll `efd` of pid2 ([`epoll_target`]).
+    EpollTfd {
+        fd: i32,
+        efd: i32,
+        tfd: i32,
+        toff: u32,
+    },
 }
 
 /// kcmp's answer. The kernel orders objects by an obfuscated pointer, so `Less`/`Greater`
@@ -64,6 +71,9 @@ pub fn kcmp(pid1: Pid, pid2: Pid, what: KcmpType) -> Result<KcmpOrder, KcmpError
         KcmpType::Sighand => (kabi::KCMP_SIGHAND, 0, 0),
         KcmpType::Io => (kabi::KCMP_IO, 0, 0),
         KcmpType::SysvSem => (kabi::KCMP_SYSVSEM, 0, 0),
+        KcmpType::EpollTfd { fd, efd, tfd, toff } => {
+            return epoll_target(pid1, fd, pid2, efd, tfd, toff);
+        }
     };
     // SAFETY: integer-only arguments for these types.
     let r = unsafe { libc::syscall(libc::SYS_kcmp, pid1.as_raw(), pid2.as_raw(), kind, i1, i2) };
@@ -74,6 +84,49 @@ pub fn kcmp(pid1: Pid, pid2: Pid, what: KcmpType) -> Result<KcmpOrder, KcmpError
         3 => Ok(KcmpOrder::Unordered),
         _ => Err(KcmpError {
             what,
+            pid1: pid1.as_raw(),
+            pid2: pid2.as_raw(),
+            errno: Errno::last(),
+        }),
+    }
+}
+
+/// `kcmp(pid1, pid2, KCMP_EPOLL_TFD, fd, &{efd, tfd, toff})`: is fd `fd` of `pid1` the file
+/// registered in epoll fd `efd` of `pid2` as the `toff`-th registration under target number
+/// `tfd`? Errors: EBADF (`fd` or `efd` is no fd, or `efd` no epoll), ENOENT (no such
+/// registration), as for [`kcmp`] otherwise.
+pub fn epoll_target(
+    pid1: Pid,
+    fd: i32,
+    pid2: Pid,
+    efd: i32,
+    tfd: i32,
+    toff: u32,
+) -> Result<KcmpOrder, KcmpError> {
+    let slot = kabi::kcmp_epoll_slot {
+        efd: efd as u32,
+        tfd: tfd as u32,
+        toff,
+    };
+    // SAFETY: the last argument points to a valid kcmp_epoll_slot that outlives the call;
+    // the kernel only reads it.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_kcmp,
+            pid1.as_raw(),
+            pid2.as_raw(),
+            kabi::KCMP_EPOLL_TFD,
+            fd as u64,
+            &slot as *const kabi::kcmp_epoll_slot,
+        )
+    };
+    match r {
+        0 => Ok(KcmpOrder::Equal),
+        1 => Ok(KcmpOrder::Less),
+        2 => Ok(KcmpOrder::Greater),
+        3 => Ok(KcmpOrder::Unordered),
+        _ => Err(KcmpError {
+            what: KcmpType::EpollTfd { fd, efd, tfd, toff },
             pid1: pid1.as_raw(),
             pid2: pid2.as_raw(),
             errno: Errno::last(),
@@ -126,5 +179,25 @@ mod tests {
         assert!(kcmp(me, me, KcmpType::Files).expect("files").is_equal());
         let e = same_file(me, 9999, me, rd.as_raw_fd()).expect_err("EBADF");
         assert_eq!(e.errno, Errno::EBADF);
+    }
+
+    #[test]
+    fn epoll_targets() {
+        use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
+        let me = nix::unistd::getpid();
+        let (rd, wr) = nix::unistd::pipe().expect("pipe");
+        let ep = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).expect("epoll");
+        ep.add(&rd, EpollEvent::new(EpollFlags::EPOLLIN, 7))
+            .expect("add");
+        let efd = ep.0.as_raw_fd();
+        let (r, w) = (rd.as_raw_fd(), wr.as_raw_fd());
+        let yes = epoll_target(me, r, me, efd, r, 0).expect("kcmp");
+        assert!(yes.is_equal());
+        let no = epoll_target(me, w, me, efd, r, 0).expect("kcmp");
+        assert!(!no.is_equal());
+        let e = epoll_target(me, r, me, efd, w, 0).expect_err("not registered");
+        assert_eq!(e.errno, Errno::ENOENT);
+        let e = epoll_target(me, r, me, efd, r, 1).expect_err("one registration only");
+        assert_eq!(e.errno, Errno::ENOENT);
     }
 }

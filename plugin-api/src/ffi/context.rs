@@ -7,11 +7,11 @@ use std::os::fd::{BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use abi_stable::sabi_trait;
 use abi_stable::std_types::{RErr, ROk, ROption, RResult, RSlice, RSliceMut, RStr, RVec};
 
-use super::types::{FfiError, FfiImageRef, FfiSyscallArgs, FfiTaskIds};
+use super::types::{FfiError, FfiImageRef, FfiSyscallArgs, FfiTaskFd, FfiTaskIds};
 use super::{DumpCtx, RestoreCtx};
 use crate::{
     DumpContext, DumpOptions, FileRestorer, ImageRef, PluginError, RestoreContext, RestoreOptions,
-    TaskIds,
+    TaskFd, TaskIds,
 };
 
 /// [`DumpContext`] across the boundary (implemented by the host).
@@ -62,6 +62,17 @@ pub trait FfiDumpContext {
     ) -> RResult<i64, FfiError>;
     /// [`DumpContext::dup_task_fd`] (API 0.3): the returned fd is owned by the caller.
     fn dump_dup_task_fd(&mut self, pid: i32, fd: i32) -> RResult<i32, FfiError>;
+    /// [`DumpContext::file_id_of`] (API 0.4).
+    fn dump_file_id_of(&self, pid: i32, fd: i32) -> ROption<u32>;
+    /// [`DumpContext::epoll_target_is`] (API 0.4).
+    fn dump_epoll_target_is(
+        &mut self,
+        pid: i32,
+        epfd: i32,
+        tfd: i32,
+        toff: u32,
+        fd: i32,
+    ) -> RResult<bool, FfiError>;
 }
 
 /// [`RestoreContext`] across the boundary (implemented by the host).
@@ -117,6 +128,8 @@ pub trait FfiRestoreContext {
         target: i32,
         cloexec: bool,
     ) -> RResult<(), FfiError>;
+    /// [`RestoreContext::task_fds`] (API 0.4).
+    fn restore_task_fds(&self, pid: i32) -> RResult<RVec<FfiTaskFd>, FfiError>;
 }
 
 /// [`FileRestorer`] across the boundary (implemented by the plugin, owned by the host).
@@ -200,6 +213,19 @@ impl FfiDumpContext for HostDump<'_> {
     fn dump_dup_task_fd(&mut self, pid: i32, fd: i32) -> RResult<i32, FfiError> {
         to_ffi(self.0.dup_task_fd(pid, fd).map(IntoRawFd::into_raw_fd))
     }
+    fn dump_file_id_of(&self, pid: i32, fd: i32) -> ROption<u32> {
+        self.0.file_id_of(pid, fd).into()
+    }
+    fn dump_epoll_target_is(
+        &mut self,
+        pid: i32,
+        epfd: i32,
+        tfd: i32,
+        toff: u32,
+        fd: i32,
+    ) -> RResult<bool, FfiError> {
+        to_ffi(self.0.epoll_target_is(pid, epfd, tfd, toff, fd))
+    }
 }
 
 /// The host's restore context seen through the FFI trait.
@@ -279,6 +305,13 @@ impl FfiRestoreContext for HostRestore<'_> {
     ) -> RResult<(), FfiError> {
         to_ffi(self.0.install_fd(pid, borrow_fd(fd), target, cloexec))
     }
+    fn restore_task_fds(&self, pid: i32) -> RResult<RVec<FfiTaskFd>, FfiError> {
+        to_ffi(
+            self.0
+                .task_fds(pid)
+                .map(|fds| fds.iter().map(FfiTaskFd::from).collect()),
+        )
+    }
 }
 
 // ----- plugin side: the FFI objects seen as the Rust traits -----
@@ -347,6 +380,19 @@ impl DumpContext for GuestDump<'_> {
     }
     fn dup_task_fd(&mut self, pid: i32, fd: i32) -> Result<OwnedFd, PluginError> {
         from_ffi(self.ctx.dump_dup_task_fd(pid, fd)).map(take_fd)
+    }
+    fn file_id_of(&self, pid: i32, fd: i32) -> Option<u32> {
+        self.ctx.dump_file_id_of(pid, fd).into_option()
+    }
+    fn epoll_target_is(
+        &mut self,
+        pid: i32,
+        epfd: i32,
+        tfd: i32,
+        toff: u32,
+        fd: i32,
+    ) -> Result<bool, PluginError> {
+        from_ffi(self.ctx.dump_epoll_target_is(pid, epfd, tfd, toff, fd))
     }
 }
 
@@ -419,6 +465,9 @@ impl RestoreContext for GuestRestore<'_> {
             self.ctx
                 .restore_install_fd(pid, fd.as_raw_fd(), target, cloexec),
         )
+    }
+    fn task_fds(&self, pid: i32) -> Result<Vec<TaskFd>, PluginError> {
+        from_ffi(self.ctx.restore_task_fds(pid)).map(|v| v.iter().map(TaskFd::from).collect())
     }
 }
 

@@ -89,8 +89,8 @@ pub use context::{
 pub use guest::{ExportedPlugin, root_module};
 pub use host::{LoadError, LoadedPlugin, load_plugin};
 pub use types::{
-    FfiError, FfiFdDesc, FfiImageRef, FfiPluginInfo, FfiStat, FfiSyscallArgs, FfiTaskIds,
-    FfiVmaDesc,
+    FfiError, FfiFdDesc, FfiImageRef, FfiPluginInfo, FfiStat, FfiSyscallArgs, FfiTaskFd,
+    FfiTaskIds, FfiVmaDesc,
 };
 
 /// A dump context handed to a plugin for one call.

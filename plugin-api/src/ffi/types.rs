@@ -8,7 +8,7 @@ use abi_stable::std_types::{ROption, RString, RVec};
 
 use crate::{
     ApiVersion, FdDesc, FdInfo, FileOwner, FileStat, ImageRef, PluginError, PluginImageKind,
-    TaskIds, Timespec, VmaDesc,
+    TaskFd, TaskIds, Timespec, VmaDesc,
 };
 
 /// [`VmaDesc`] across the boundary. (API 0.3)
@@ -92,6 +92,42 @@ impl From<&FfiTaskIds> for TaskIds {
         TaskIds {
             pid: t.pid,
             tids: t.tids.to_vec(),
+        }
+    }
+}
+
+/// [`TaskFd`] across the boundary. (API 0.4)
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, Copy)]
+pub struct FfiTaskFd {
+    /// [`TaskFd::fd`].
+    pub fd: i32,
+    /// [`TaskFd::id`].
+    pub id: u32,
+    /// [`TaskFd::fd_type`].
+    pub fd_type: i32,
+    /// [`TaskFd::cloexec`].
+    pub cloexec: bool,
+}
+
+impl From<&TaskFd> for FfiTaskFd {
+    fn from(t: &TaskFd) -> Self {
+        FfiTaskFd {
+            fd: t.fd,
+            id: t.id,
+            fd_type: t.fd_type,
+            cloexec: t.cloexec,
+        }
+    }
+}
+
+impl From<&FfiTaskFd> for TaskFd {
+    fn from(t: &FfiTaskFd) -> Self {
+        TaskFd {
+            fd: t.fd,
+            id: t.id,
+            fd_type: t.fd_type,
+            cloexec: t.cloexec,
         }
     }
 }

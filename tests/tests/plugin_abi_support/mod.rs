@@ -13,6 +13,12 @@ use criu_tests::ScratchDir;
 /// Builds serialize: every variant shares one target dir and one output file name.
 static BUILD: Mutex<()> = Mutex::new(());
 
+/// The example plugin's file name.
+pub const EXAMPLE_SO: &str = "libcriu_example_eventfd.so";
+
+/// The example plugin's name (the built-in one is `eventfd`).
+pub const EXAMPLE_NAME: &str = "example-eventfd";
+
 /// The example crate's directory.
 pub fn example_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/examples/eventfd")
@@ -23,7 +29,7 @@ fn target_dir() -> PathBuf {
 }
 
 /// Builds the example with `features` (release: the shape a distribution ships) and copies
-/// `libcriu_eventfd.so` and, when `holder`, the `eventfd_holder` workload into a fresh
+/// `libcriu_example_eventfd.so` and, when `holder`, the `eventfd_holder` workload into a fresh
 /// private directory (0755, files 0644/0755). `None` (with a printed reason) when cargo
 /// cannot build it here.
 pub fn build_example(name: &str, features: &[&str]) -> Option<(ScratchDir, PathBuf)> {
@@ -49,8 +55,8 @@ pub fn build_example(name: &str, features: &[&str]) -> Option<(ScratchDir, PathB
     let dir = ScratchDir::new(name);
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let release = target_dir().join("release");
-    let so = dir.path().join("libcriu_eventfd.so");
-    std::fs::copy(release.join("libcriu_eventfd.so"), &so).expect("copy plugin");
+    let so = dir.path().join(EXAMPLE_SO);
+    std::fs::copy(release.join(EXAMPLE_SO), &so).expect("copy plugin");
     std::fs::set_permissions(&so, std::fs::Permissions::from_mode(0o644)).unwrap();
     // The workload lives beside, outside the plugin dir's *.so pattern.
     let holder = dir.path().join("eventfd_holder");
@@ -170,8 +176,8 @@ tracing = "0.1"
     );
     let dir = ScratchDir::new(name);
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let so = dir.path().join("libcriu_eventfd.so");
-    std::fs::copy(target.join("release/libcriu_eventfd.so"), &so).expect("copy plugin");
+    let so = dir.path().join(EXAMPLE_SO);
+    std::fs::copy(target.join("release").join(EXAMPLE_SO), &so).expect("copy plugin");
     std::fs::set_permissions(&so, std::fs::Permissions::from_mode(0o644)).unwrap();
     dir
 }

@@ -1,7 +1,8 @@
 //! An example criu plugin kept outside the criu workspace: it depends on
-//! `criu-plugin-api` alone and is loaded from a `--plugin-dir` as `libcriu_eventfd.so`.
+//! `criu-plugin-api` alone and is loaded from a `--plugin-dir` as `libcriu_example_eventfd.so`.
 //!
-//! It handles eventfds, which the core does not know: dump stores the counter and the file
+//! It handles eventfds (as the built-in `eventfd` plugin does; declaring a lower priority
+//! number, it takes them over when loaded): dump stores the counter and the file
 //! flags in a CRIU `EVENTFD` entry of `files.img` (`file_entry.efd`, as CRIU writes it);
 //! restore creates a new eventfd with that counter and those flags. Semaphore-mode eventfds
 //! are refused: CRIU's `eventfd_file_entry` has no field for the mode.
@@ -28,7 +29,7 @@ pub static PLUGIN: EventfdPlugin = EventfdPlugin;
 criu_plugin_api::export_plugin!(PLUGIN);
 
 /// The plugin's name.
-pub const NAME: &str = "eventfd";
+pub const NAME: &str = "example-eventfd";
 
 const LINK: &str = "anon_inode:[eventfd]";
 
@@ -45,7 +46,8 @@ impl Plugin for EventfdPlugin {
         PluginInfo {
             name: NAME,
             version: env!("CARGO_PKG_VERSION"),
-            priority: 150,
+            // Below the built-in eventfd plugin (110): loaded, it takes eventfds over.
+            priority: 90,
             api_version,
         }
     }
