@@ -219,6 +219,16 @@ pub trait DumpContext {
         let _ = (pid, epfd, tfd, toff, fd);
         Err(unavailable("epoll_target_is"))
     }
+
+    /// Writes the contents of `file`, a shmem-backed file (a memfd), as CRIU stores shared
+    /// memory: `pagemap-shmem-<shmid>.img` (offsets in the file) and its `pages-<n>.img`,
+    /// data segments only (holes come back as zeros). `shmid` is the file's inode number,
+    /// the key anonymous shared mappings of the same object use too: the contents are
+    /// written once per `shmid` and dump, later calls do nothing. (API 0.4)
+    fn dump_shmem(&mut self, shmid: u64, file: BorrowedFd<'_>) -> Result<(), PluginError> {
+        let _ = (shmid, file);
+        Err(unavailable("dump_shmem"))
+    }
 }
 
 /// Services of the core during a restore.
@@ -307,5 +317,19 @@ pub trait RestoreContext {
     fn task_fds(&self, pid: i32) -> Result<Vec<TaskFd>, PluginError> {
         let _ = pid;
         Err(unavailable("task_fds"))
+    }
+
+    /// Writes the pages [`DumpContext::dump_shmem`] stored under `shmid` into `file` at
+    /// their offsets; `size` is the object's size (pages beyond it are a corrupt image).
+    /// Nothing to write (no `pagemap-shmem-<shmid>.img`: all holes) is not an error. The
+    /// file is not resized. (API 0.4)
+    fn restore_shmem(
+        &mut self,
+        shmid: u64,
+        size: u64,
+        file: BorrowedFd<'_>,
+    ) -> Result<(), PluginError> {
+        let _ = (shmid, size, file);
+        Err(unavailable("restore_shmem"))
     }
 }

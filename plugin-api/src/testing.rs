@@ -42,6 +42,8 @@ pub struct MemoryImages {
     pub epoll_targets: Vec<(i32, i32, i32, u32, i32)>,
     /// What `task_fds` answers, by pid.
     pub task_fds: HashMap<i32, Vec<TaskFd>>,
+    /// Contents stored by `dump_shmem`, whole (holes as zeros), by shmid.
+    pub shmem: HashMap<u64, Vec<u8>>,
     memo: HashMap<String, u64>,
     next_file_id: u32,
     kept: HashMap<String, OwnedFd>,
@@ -202,6 +204,24 @@ impl DumpContext for MemoryImages {
         self.pid_of(pid, "epoll_target_is")?;
         Ok(self.epoll_targets.contains(&(pid, epfd, tfd, toff, fd)))
     }
+
+    fn dump_shmem(&mut self, shmid: u64, file: BorrowedFd<'_>) -> Result<(), PluginError> {
+        use std::io::Read;
+        if self.shmem.contains_key(&shmid) {
+            return Ok(());
+        }
+        let path = format!("/proc/self/fd/{}", file.as_raw_fd());
+        let mut data = Vec::new();
+        std::fs::File::open(&path)
+            .and_then(|mut f| f.read_to_end(&mut data))
+            .map_err(|source| PluginError::Path {
+                path: path.into(),
+                op: "read",
+                source,
+            })?;
+        self.shmem.insert(shmid, data);
+        Ok(())
+    }
 }
 
 impl RestoreContext for MemoryImages {
@@ -279,6 +299,39 @@ impl RestoreContext for MemoryImages {
     fn task_fds(&self, pid: i32) -> Result<Vec<TaskFd>, PluginError> {
         self.pid_of(pid, "task_fds")?;
         Ok(self.task_fds.get(&pid).cloned().unwrap_or_default())
+    }
+
+    fn restore_shmem(
+        &mut self,
+        shmid: u64,
+        size: u64,
+        file: BorrowedFd<'_>,
+    ) -> Result<(), PluginError> {
+        use std::os::unix::fs::FileExt;
+        let Some(data) = self.shmem.get(&shmid) else {
+            return Ok(());
+        };
+        if data.len() as u64 > size {
+            return Err(PluginError::bad_image(
+                format!("pagemap-shmem-{shmid}.img"),
+                format!("{} bytes for a {size}-byte object", data.len()),
+            ));
+        }
+        let f = std::fs::File::from(file.try_clone_to_owned().map_err(|source| {
+            PluginError::Restore {
+                id: 0,
+                what: format!("shmem {shmid}"),
+                op: "dup",
+                source,
+            }
+        })?);
+        f.write_all_at(data, 0)
+            .map_err(|source| PluginError::Restore {
+                id: 0,
+                what: format!("shmem {shmid}"),
+                op: "pwrite",
+                source,
+            })
     }
 }
 

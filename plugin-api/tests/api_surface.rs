@@ -221,6 +221,10 @@ impl DumpContext for Ctx {
     ) -> Result<bool, PluginError> {
         Ok(false)
     }
+
+    fn dump_shmem(&mut self, _: u64, _: BorrowedFd<'_>) -> Result<(), PluginError> {
+        Ok(())
+    }
 }
 
 impl RestoreContext for Ctx {
@@ -280,6 +284,10 @@ impl RestoreContext for Ctx {
             fd_type: FdTypes::Eventpoll as i32,
             cloexec: true,
         }])
+    }
+
+    fn restore_shmem(&mut self, _: u64, _: u64, _: BorrowedFd<'_>) -> Result<(), PluginError> {
+        Ok(())
     }
 }
 

@@ -21,6 +21,7 @@ use criu_proto::images::FileEntry;
 use crate::image::{ImageDir, ImageKind, ImageWriter};
 
 use super::DumpError;
+use super::shmem::ShmemState;
 
 pub struct CoreDumpContext<'d> {
     dir: &'d ImageDir,
@@ -37,6 +38,9 @@ pub struct CoreDumpContext<'d> {
     vma_claims: Vec<VmaClaim>,
     /// The file id of every fd reached so far, by (pid, fd).
     fd_ids: HashMap<(i32, i32), u32>,
+    /// Shmem objects written (anonymous shared memory, plugins' `dump_shmem`) and the
+    /// pages-file counter every pages file takes its id from.
+    pub shmem: ShmemState,
 }
 
 impl std::fmt::Debug for CoreDumpContext<'_> {
@@ -68,6 +72,7 @@ impl<'d> CoreDumpContext<'d> {
             tree: Vec::new(),
             vma_claims: Vec::new(),
             fd_ids: HashMap::new(),
+            shmem: ShmemState::default(),
         }
     }
 
@@ -337,5 +342,24 @@ impl DumpContext for CoreDumpContext<'_> {
                 e,
             )),
         }
+    }
+
+    fn dump_shmem(
+        &mut self,
+        shmid: u64,
+        file: std::os::fd::BorrowedFd<'_>,
+    ) -> Result<(), PluginError> {
+        let image = format!("pagemap-shmem-{shmid}.img");
+        let f = std::fs::File::from(
+            file.try_clone_to_owned()
+                .map_err(|e| plugin_err(&image, e))?,
+        );
+        let what = format!("shmem object {shmid}");
+        self.shmem
+            .dump_object(0, self.dir, shmid, &f, &what)
+            .map_err(|e| PluginError::Image {
+                image,
+                source: Box::new(e),
+            })
     }
 }

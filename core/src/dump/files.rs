@@ -20,8 +20,9 @@ use super::memory::Vma;
 /// Ids handed out so far, keyed by what identifies a file for sharing.
 #[derive(Debug, Default)]
 pub struct FileIds {
-    /// (dev, ino) of exe/VMA files → file id (CRIU shares one reg entry between them).
-    by_inode: HashMap<(u64, u64), u32>,
+    /// (dev, ino) of exe/VMA files → file id and `files.img` entry type (CRIU shares one
+    /// entry between them).
+    by_inode: HashMap<(u64, u64), (u32, i32)>,
 }
 
 fn stat_of(fd: &OwnedFd) -> Result<FileStat, nix::errno::Errno> {
@@ -118,7 +119,8 @@ fn path_desc(pid: i32, open_path: &str, link: String) -> Result<FdDesc, DumpErro
     })
 }
 
-/// A file id for a file reached by path, shared by inode with earlier exe/VMA files.
+/// A file id (and its entry type) for a file reached by path, shared by inode with earlier
+/// exe/VMA files.
 fn path_file_id(
     plugins: &[&'static dyn Plugin],
     ctx: &mut CoreDumpContext<'_>,
@@ -127,21 +129,23 @@ fn path_file_id(
     open_path: &str,
     link: String,
     share: bool,
-) -> Result<u32, DumpError> {
+) -> Result<(u32, i32), DumpError> {
     let desc = path_desc(pid, open_path, link)?;
     let key = (desc.stat.dev, desc.stat.ino);
-    if share && let Some(&id) = ids.by_inode.get(&key) {
-        return Ok(id);
+    if share && let Some(&known) = ids.by_inode.get(&key) {
+        return Ok(known);
     }
     let id = ctx.new_file_id();
-    dump_desc(plugins, ctx, &desc, id)?;
+    let ty = dump_desc(plugins, ctx, &desc, id)?.r#type;
     if share {
-        ids.by_inode.insert(key, id);
+        ids.by_inode.insert(key, (id, ty));
     }
-    Ok(id)
+    Ok((id, ty))
 }
 
-/// exe and mapped files: returns exe_file_id and fills `shmid` of file VMAs.
+/// exe and mapped files: returns exe_file_id and fills `shmid` of file VMAs with their file
+/// id. A VMA whose file a plugin dumped as a MEMFD entry gets `VMA_AREA_MEMFD`, as in CRIU
+/// (its shared contents are the memfd's; private pages stay the task's).
 pub fn dump_mm_files(
     plugins: &[&'static dyn Plugin],
     ctx: &mut CoreDumpContext<'_>,
@@ -159,14 +163,18 @@ pub fn dump_mm_files(
         &exe_path.to_string_lossy(),
         exe_link.to_string_lossy().into_owned(),
         true,
-    )?;
+    )?
+    .0;
     for v in vmas.iter_mut() {
         let Some(f) = &v.file else { continue };
-        let id = match ids.by_inode.get(&(f.dev, f.ino)) {
-            Some(&id) => id,
+        let (id, ty) = match ids.by_inode.get(&(f.dev, f.ino)) {
+            Some(&known) => known,
             None => path_file_id(plugins, ctx, ids, pid, &f.map_files, f.path.clone(), true)?,
         };
         v.entry.shmid = id as u64;
+        if ty == criu_proto::images::FdTypes::Memfd as i32 {
+            v.entry.status |= super::memory::VMA_AREA_MEMFD;
+        }
     }
     Ok(exe_id)
 }
@@ -310,6 +318,7 @@ pub fn dump_fs(
             link.to_string_lossy().into_owned(),
             false,
         )
+        .map(|(id, _)| id)
     };
     let cwd_id = one("cwd")?;
     let root_id = one("root")?;

@@ -167,7 +167,7 @@ pub fn classify(pid: i32, m: &MapsEntry, file_stat: &mut StatFn<'_>) -> Result<V
                 }
                 if Some(dev) == shmem_dev() {
                     // MAP_SHARED|MAP_ANONYMOUS shows as "/dev/zero (deleted)" on the shmem
-                    // mount; SysV shm and memfd live there too but need their own images.
+                    // mount; SysV shm and memfd live there too.
                     if m.shared && m.path.starts_with("/dev/zero") {
                         e.status |= VMA_ANON_SHARED;
                         e.flags |= libc::MAP_ANONYMOUS as u32;
@@ -191,10 +191,8 @@ pub fn classify(pid: i32, m: &MapsEntry, file_stat: &mut StatFn<'_>) -> Result<V
                             shmem: None,
                         });
                     }
-                    return Err(unsupported(format!(
-                        "shared memory mapping {:#x}-{:#x} ({:?}; memfd mappings are not dumped yet)",
-                        m.start, m.end, m.path
-                    )));
+                    // Anything else there (memfd) is a file: the fd plugins dump it (the
+                    // memfd plugin), and the file's entry type marks the VMA (VMA_AREA_MEMFD).
                 }
                 e.status |= if m.shared {
                     VMA_FILE_SHARED
@@ -422,13 +420,21 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0 [vsyscall]
 
     #[test]
     fn refusals() {
-        let maps = parse_smaps("1000-2000 rw-s 00000000 00:01 5 /memfd:x (deleted)\n").unwrap();
+        // A memfd on the shmem device is a file mapping: the fd plugins dump its file.
+        let maps = parse_smaps(
+            "1000-2000 rw-s 00000000 00:01 5 /memfd:x (deleted)\nVmFlags: rd wr sh mr mw me ms\n3000-4000 rw-p 00001000 00:01 5 /memfd:x (deleted)\n",
+        )
+        .unwrap();
         let dev = shmem_dev().unwrap();
         let mut st = |_: &MapsEntry| Some((libc::S_IFREG | 0o600, dev, 5, 0));
-        assert!(matches!(
-            build_vmas(1, &maps, &mut st),
-            Err(DumpError::Unsupported { .. })
-        ));
+        let v = build_vmas(1, &maps, &mut st).unwrap();
+        assert_eq!(v[0].entry.status, VMA_AREA_REGULAR | VMA_FILE_SHARED);
+        assert_eq!(v[0].entry.fdflags, Some(libc::O_RDWR as u32));
+        assert_eq!(v[0].file.as_ref().map(|f| f.ino), Some(5));
+        assert!(!privately_dumped(&v[0]) && v[0].shmem.is_none());
+        assert_eq!(v[1].entry.status, VMA_AREA_REGULAR | VMA_FILE_PRIVATE);
+        assert_eq!(v[1].entry.pgoff, 0x1000);
+        assert!(privately_dumped(&v[1]));
         let maps = parse_smaps("1000-2000 rw-s 00000000 00:01 5 /dev/zero (deleted)\n").unwrap();
         let v = build_vmas(1, &maps, &mut st).unwrap();
         assert_eq!(v[0].entry.status, VMA_AREA_REGULAR | VMA_ANON_SHARED);

@@ -130,8 +130,7 @@ pub(super) fn dump_process(
 
     // 4. Pages: this thread gathers, a writer thread writes (two buffers in flight).
     let t_mem = Instant::now();
-    let pages_id = sh.next_pages_id;
-    sh.next_pages_id += 1;
+    let pages_id = sh.ctx.shmem.pages_id();
     let mut pm: ImageWriter = dir
         .pagemap_writer(pid as u64, pages_id)
         .map_err(img(pid, "memory"))?;
@@ -178,21 +177,13 @@ pub(super) fn dump_process(
         Ok::<_, DumpError>((stats?, spent))
     })?;
     pm.finish().map_err(img(pid, "memory"))?;
-    let shstats = shmem::dump_shmem(
-        pid,
-        dir,
-        page_vmas,
-        &mut sh.next_pages_id,
-        &mut sh.shmem_done,
-    )?;
+    shmem::dump_shmem(pid, dir, page_vmas, &mut sh.ctx.shmem)?;
     sh.memdump_us = sh
         .memdump_us
         .saturating_add(us(t_mem).saturating_sub(write_time));
     sh.memwrite_us = sh.memwrite_us.saturating_add(write_time);
     sh.pages.scanned += stats.scanned;
     sh.pages.written += stats.written;
-    sh.shpages.scanned += shstats.scanned;
-    sh.shpages.written += shstats.written;
     mm.vmas = vmas.into_iter().map(|v| v.entry).collect();
     dir.write_single(ImageKind::Mm, pid as u64, &mm)
         .map_err(img(pid, "memory"))?;

@@ -164,6 +164,21 @@ pub fn open_for_mapping(
     Ok((fd, reg.name.clone()))
 }
 
+/// A new description of the file open at `fd` (`/proc/self/fd/N`), read-only unless
+/// `write`: for mapping a file that has no path (a memfd) with the access its mapping needs,
+/// whatever the flags of the description its plugin restored.
+pub fn reopen_for_mapping(fd: &OwnedFd, write: bool) -> Result<OwnedFd, String> {
+    use std::os::fd::AsRawFd;
+    let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    let acc = if write {
+        OFlag::O_RDWR
+    } else {
+        OFlag::O_RDONLY
+    };
+    open(path.as_str(), acc | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(|e| format!("reopen {path} for mapping: {e}"))
+}
+
 /// The cwd and root paths of `fs`.
 pub fn fs_paths(files: &BTreeMap<u32, FileEntry>, fs: &FsEntry) -> Option<(String, String)> {
     let p = |id: u32| files.get(&id)?.reg.as_ref().map(|r| r.name.clone());

@@ -23,10 +23,13 @@ pub const VMA_ANON_PRIVATE: u32 = 1 << 9;
 pub const VMA_AREA_VVAR: u32 = 1 << 12;
 /// A SysV shm attachment (with `VMA_ANON_SHARED`, `shmid` the segment id).
 pub const VMA_AREA_SYSVIPC: u32 = 1 << 10;
-/// Kinds we do not restore yet: socket, AIO ring, memfd, shadow stack, guard, uprobes,
+/// A memfd mapping (with `VMA_FILE_SHARED`/`VMA_FILE_PRIVATE`, `shmid` its file id): mapped
+/// from the file its plugin restores, like any file VMA.
+pub const VMA_AREA_MEMFD: u32 = 1 << 14;
+/// Kinds we do not restore yet: socket, AIO ring, shadow stack, guard, uprobes,
 /// plugin-owned, unsupported.
 const VMA_UNHANDLED: u32 =
-    (1 << 11) | (1 << 13) | (1 << 14) | (1 << 15) | (1 << 16) | (1 << 17) | (1 << 27) | (1 << 31);
+    (1 << 11) | (1 << 13) | (1 << 15) | (1 << 16) | (1 << 17) | (1 << 27) | (1 << 31);
 
 // pagemap_entry.flags.
 pub const PE_PARENT: u32 = 1 << 0;
@@ -38,7 +41,8 @@ pub const PE_PRESENT: u32 = 1 << 2;
 pub enum VmaKind {
     /// Private anonymous memory (heap, stack, malloc arenas...).
     AnonPrivate,
-    /// Private mapping of the file `files.img` id `file_id`.
+    /// Private mapping of the file `files.img` id `file_id` (a regular file, or any file its
+    /// plugin opens, e.g. a memfd).
     FilePrivate { file_id: u32 },
     /// Shared mapping of the file `file_id`.
     FileShared { file_id: u32 },
@@ -140,6 +144,16 @@ pub fn plan_vmas(image: &str, vmas: &[VmaEntry]) -> Result<Vec<VmaPlan>> {
                 e,
                 format!(
                     "vma {:#x}-{:#x} overlaps or is out of order",
+                    v.start, v.end
+                ),
+            ));
+        }
+        if v.status & VMA_AREA_MEMFD != 0 && v.status & (VMA_FILE_PRIVATE | VMA_FILE_SHARED) == 0 {
+            return Err(bad(
+                image,
+                e,
+                format!(
+                    "memfd vma {:#x}-{:#x} is neither a shared nor a private file mapping",
                     v.start, v.end
                 ),
             ));

@@ -438,14 +438,15 @@ fn load_task(
     }
     let vmas = mem::plan_vmas(&mm_name, &mm.vmas)?;
     for v in &vmas {
+        // A regular file is reopened by path; any other entry (a memfd) by its plugin.
         if let VmaKind::FilePrivate { file_id } | VmaKind::FileShared { file_id } = v.kind
-            && files.get(&file_id).and_then(|f| f.reg.as_ref()).is_none()
+            && !files.contains_key(&file_id)
         {
             return Err(bad(
                 &mm_name,
                 Some(0),
                 format!(
-                    "vma {:#x} maps file id {file_id}, not a regular file of files.img",
+                    "vma {:#x} maps file id {file_id}, not in files.img",
                     v.start
                 ),
             ));

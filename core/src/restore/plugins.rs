@@ -173,6 +173,27 @@ impl RestoreContext for Ctx {
                 why: format!("{pid} is not a task of the restored tree"),
             })
     }
+
+    fn restore_shmem(
+        &mut self,
+        shmid: u64,
+        size: u64,
+        file: BorrowedFd<'_>,
+    ) -> Result<(), PluginError> {
+        let image = format!("pagemap-shmem-{shmid}.img");
+        let images = super::imgread::Images::open(&self.dir).map_err(|e| PluginError::Image {
+            image: image.clone(),
+            source: Box::new(e),
+        })?;
+        let f = std::fs::File::from(
+            file.try_clone_to_owned()
+                .map_err(|e| PluginError::bad_image(&image, format!("dup of the object: {e}")))?,
+        );
+        super::shmem::fill_object(&images, shmid, size, &f).map_err(|e| PluginError::Image {
+            image,
+            source: Box::new(e),
+        })
+    }
 }
 
 impl Ctx {

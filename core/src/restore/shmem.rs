@@ -211,29 +211,75 @@ fn create(rt: &mut RemoteThread, shmid: u64, ctx: &ShmemCtx<'_>) -> Result<File>
         .open(&link);
     rt.call("munmap", libc::SYS_munmap, [addr, plan.size, 0, 0, 0, 0])?;
     let obj = opened.map_err(|e| task_err(rt, format!("open {link}: {e}")))?;
+    write_pages(ctx.images, plan, &obj).map_err(|e| match e {
+        WriteError::Image(e) => e,
+        WriteError::Object(e) => task_err(rt, format!("writing shmem object {shmid}: {e}")),
+    })?;
+    Ok(obj)
+}
+
+/// Writes the pages of `plan` into `obj` at their offsets. Errors reading the pages file
+/// are image errors; writing errors come back as the io error (the caller names the object).
+pub fn write_pages(
+    images: &Images,
+    plan: &ShmemPlan,
+    obj: &File,
+) -> std::result::Result<(), WriteError> {
     if plan.runs.is_empty() {
-        return Ok(obj);
+        return Ok(());
     }
-    let pages_path = ctx.images.path(&plan.pages_image);
-    let pages = File::open(&pages_path).map_err(|source| RestoreError::ImageIo {
-        path: pages_path.clone(),
-        source,
+    let pages_path = images.path(&plan.pages_image);
+    let pages = File::open(&pages_path).map_err(|source| {
+        WriteError::Image(RestoreError::ImageIo {
+            path: pages_path.clone(),
+            source,
+        })
     })?;
     let mut buf = vec![0u8; 1 << 20];
     for run in &plan.runs {
         let mut done = 0u64;
         while done < run.len {
-            let n = (run.len - done).min(buf.len() as u64) as usize;
+            let chunk = (run.len - done).min(buf.len() as u64);
+            let n = chunk as usize;
             pages
                 .read_exact_at(&mut buf[..n], run.file_off + done)
-                .map_err(|source| RestoreError::ImageIo {
-                    path: pages_path.clone(),
-                    source,
+                .map_err(|source| {
+                    WriteError::Image(RestoreError::ImageIo {
+                        path: pages_path.clone(),
+                        source,
+                    })
                 })?;
-            obj.write_all_at(&buf[..n], run.vaddr + done)
-                .map_err(|e| task_err(rt, format!("writing shmem object {shmid}: {e}")))?;
-            done += n as u64;
+            // The object may end inside its last page (a memfd of any size): the rest of
+            // that page is not part of it.
+            let at = run.vaddr + done;
+            let n = n.min(plan.size.saturating_sub(at) as usize);
+            obj.write_all_at(&buf[..n], at)
+                .map_err(WriteError::Object)?;
+            done += chunk;
         }
     }
-    Ok(obj)
+    Ok(())
+}
+
+/// Why [`write_pages`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error(transparent)]
+    Image(RestoreError),
+    #[error("writing the object")]
+    Object(#[source] std::io::Error),
+}
+
+/// Plans object `shmid` of `size` bytes and writes its pages into `obj`: the contents of a
+/// shmem-backed file restored by a plugin (a memfd).
+pub fn fill_object(
+    images: &Images,
+    shmid: u64,
+    size: u64,
+    obj: &File,
+) -> std::result::Result<(), WriteError> {
+    let plan =
+        load_one(images, shmid, size.div_ceil(PAGE_SIZE) * PAGE_SIZE).map_err(WriteError::Image)?;
+    let plan = ShmemPlan { size, ..plan };
+    write_pages(images, &plan, obj)
 }

@@ -130,8 +130,21 @@ pub(crate) fn prepare_fds(
         if temp.vma_files.contains_key(&(id, write)) {
             continue;
         }
-        let (fd, _) = files::open_for_mapping(&plan.files, id, write)
-            .map_err(|r| open_err(t.pid, id, -1, &format!("mapping at {:#x}", v.start), r))?;
+        let what = format!("mapping at {:#x}", v.start);
+        let entry = plan
+            .files
+            .get(&id)
+            .ok_or_else(|| open_err(t.pid, id, -1, &what, "not in files.img".into()))?;
+        let fd = if entry.reg.is_some() {
+            files::open_for_mapping(&plan.files, id, write).map(|(fd, _)| fd)
+        } else {
+            // Another kind of file (a memfd): its plugin opens the description, mapped
+            // through a reopen with the access the mapping needs.
+            opener
+                .open(entry)
+                .and_then(|fd| files::reopen_for_mapping(&fd, write))
+        }
+        .map_err(|r| open_err(t.pid, id, -1, &what, r))?;
         let n = add(fd, &mut owned, &mut moves);
         temp.vma_files.insert((id, write), n);
     }

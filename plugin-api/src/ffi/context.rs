@@ -73,6 +73,8 @@ pub trait FfiDumpContext {
         toff: u32,
         fd: i32,
     ) -> RResult<bool, FfiError>;
+    /// [`DumpContext::dump_shmem`] (API 0.4): `fd` is borrowed for the call.
+    fn dump_shmem(&mut self, shmid: u64, fd: i32) -> RResult<(), FfiError>;
 }
 
 /// [`RestoreContext`] across the boundary (implemented by the host).
@@ -130,6 +132,8 @@ pub trait FfiRestoreContext {
     ) -> RResult<(), FfiError>;
     /// [`RestoreContext::task_fds`] (API 0.4).
     fn restore_task_fds(&self, pid: i32) -> RResult<RVec<FfiTaskFd>, FfiError>;
+    /// [`RestoreContext::restore_shmem`] (API 0.4): `fd` is borrowed for the call.
+    fn restore_shmem(&mut self, shmid: u64, size: u64, fd: i32) -> RResult<(), FfiError>;
 }
 
 /// [`FileRestorer`] across the boundary (implemented by the plugin, owned by the host).
@@ -226,6 +230,10 @@ impl FfiDumpContext for HostDump<'_> {
     ) -> RResult<bool, FfiError> {
         to_ffi(self.0.epoll_target_is(pid, epfd, tfd, toff, fd))
     }
+
+    fn dump_shmem(&mut self, shmid: u64, fd: i32) -> RResult<(), FfiError> {
+        to_ffi(self.0.dump_shmem(shmid, borrow_fd(fd)))
+    }
 }
 
 /// The host's restore context seen through the FFI trait.
@@ -312,6 +320,10 @@ impl FfiRestoreContext for HostRestore<'_> {
                 .map(|fds| fds.iter().map(FfiTaskFd::from).collect()),
         )
     }
+
+    fn restore_shmem(&mut self, shmid: u64, size: u64, fd: i32) -> RResult<(), FfiError> {
+        to_ffi(self.0.restore_shmem(shmid, size, borrow_fd(fd)))
+    }
 }
 
 // ----- plugin side: the FFI objects seen as the Rust traits -----
@@ -394,6 +406,11 @@ impl DumpContext for GuestDump<'_> {
     ) -> Result<bool, PluginError> {
         from_ffi(self.ctx.dump_epoll_target_is(pid, epfd, tfd, toff, fd))
     }
+
+    fn dump_shmem(&mut self, shmid: u64, file: BorrowedFd<'_>) -> Result<(), PluginError> {
+        use std::os::fd::AsRawFd;
+        from_ffi(self.ctx.dump_shmem(shmid, file.as_raw_fd()))
+    }
 }
 
 /// An FFI restore context as a [`RestoreContext`].
@@ -469,6 +486,16 @@ impl RestoreContext for GuestRestore<'_> {
     fn task_fds(&self, pid: i32) -> Result<Vec<TaskFd>, PluginError> {
         from_ffi(self.ctx.restore_task_fds(pid)).map(|v| v.iter().map(TaskFd::from).collect())
     }
+
+    fn restore_shmem(
+        &mut self,
+        shmid: u64,
+        size: u64,
+        file: BorrowedFd<'_>,
+    ) -> Result<(), PluginError> {
+        use std::os::fd::AsRawFd;
+        from_ffi(self.ctx.restore_shmem(shmid, size, file.as_raw_fd()))
+    }
 }
 
 /// A plugin's [`FileRestorer`] as the FFI trait.
@@ -502,7 +529,7 @@ pub(crate) fn take_fd(raw: RawFd) -> OwnedFd {
 /// Borrows an fd number the other side keeps open for at least `'a` (the call, or the
 /// context's life for kept fds).
 pub(crate) fn borrow_fd<'a>(raw: RawFd) -> BorrowedFd<'a> {
-    // SAFETY: the boundary contract (FfiFdDesc::file, kept_fd, install_fd) guarantees `raw` stays open
+    // SAFETY: the boundary contract (FfiFdDesc::file, kept_fd, install_fd, the shmem calls) guarantees `raw` stays open
     // while the borrow is in use: the call for a desc, the context's life for a kept fd.
     unsafe { BorrowedFd::borrow_raw(raw) }
 }

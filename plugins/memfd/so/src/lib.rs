@@ -1,0 +1,3 @@
+//! The `memfd` plugin exported as `libcriu_memfd.so` for `criu --plugin-dir`.
+
+criu_plugin_api::export_plugin!(criu_plugin_memfd::PLUGIN);
