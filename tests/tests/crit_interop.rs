@@ -12,6 +12,10 @@ use std::process::Command;
 use criu_core::image::ImageDir;
 use criu_proto::ImageKind;
 use criu_proto::json::{self, DecodeOptions, compat};
+
+use criu_plugin_files as _;
+use criu_plugin_memfd as _;
+use criu_plugin_pipes as _;
 use criu_proto::prost_reflect::{Kind, MessageDescriptor};
 use serde_json::{Map, Value, json};
 
@@ -318,4 +322,87 @@ fn crit_317_reads_our_images_and_we_read_its() {
         checked += 1;
     }
     assert_eq!(checked, CRIT_317_KINDS.len());
+}
+
+/// A real dump with memfds (fds, shared and private mappings, a mapping whose fd is closed):
+/// crit 3.17 decodes its memfd.img, files.img (MEMFD entries), mm.img (VMA_AREA_MEMFD
+/// areas) and the memfds' pagemap-shmem images as we do.
+#[test]
+fn crit_317_decodes_a_memfd_dump() {
+    if criu_tests::skip_unless_root("crit_317_decodes_a_memfd_dump") {
+        return;
+    }
+    let Some(crit) = crit() else {
+        if std::env::var_os("CI").is_some() {
+            panic!("crit is not installed (apt-get install -y criu); required under CI");
+        }
+        eprintln!("skipping crit memfd interop: no crit on PATH (apt-get install -y criu)");
+        return;
+    };
+    let w = criu_tests::Workload::start(
+        Path::new(env!("CARGO_BIN_EXE_wl_memfd")),
+        &[],
+        "ready",
+        std::time::Duration::from_secs(20),
+    );
+    let pid = w.pid();
+    let d = criu_tests::ScratchDir::new("crit-memfd");
+    let mut o = criu_core::dump::DumpOptions::new(pid, d.path());
+    o.leave_running = true;
+    criu_core::dump::dump(&o).expect("dump");
+    drop(w);
+    let mut files = vec![
+        "memfd.img".to_string(),
+        "files.img".to_string(),
+        format!("mm-{pid}.img"),
+    ];
+    for e in std::fs::read_dir(d.path()).expect("images") {
+        let name = e.expect("entry").file_name().to_string_lossy().into_owned();
+        if name.starts_with("pagemap-shmem-") {
+            files.push(name);
+        }
+    }
+    assert!(files.len() >= 5, "two memfds' contents: {files:?}");
+    for name in &files {
+        let path = d.path().join(name);
+        let (kind, _) = ImageKind::from_file_name(name).unwrap_or_else(|| panic!("kind of {name}"));
+        let theirs = crit_decode(&crit, &path, true);
+        let mut ours = json::decode_as(
+            kind,
+            &std::fs::read(&path).expect("image"),
+            DecodeOptions {
+                pretty: true,
+                no_payload: false,
+            },
+        )
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+        compat::to_crit_317(&mut ours);
+        assert_eq!(ours, theirs, "{name}: crit 3.17 decodes differently");
+    }
+    let inodes = crit_decode(&crit, &d.path().join("memfd.img"), true);
+    let mut names: Vec<&str> = inodes["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter_map(|e| e["name"].as_str())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names, ["wl-closed", "wl-memfd"]);
+    let files_img = crit_decode(&crit, &d.path().join("files.img"), true);
+    let memfds = files_img["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter(|e| e["type"] == "MEMFD" && e["memfd"]["inode_id"].is_u64())
+        .count();
+    assert!(memfds >= 3, "{files_img}");
+    // 3.17 has no name for VMA_AREA_MEMFD (1 << 14): the plain numbers show it.
+    let mm = crit_decode(&crit, &d.path().join(format!("mm-{pid}.img")), false);
+    let areas = mm["entries"][0]["vmas"]
+        .as_array()
+        .expect("vmas")
+        .iter()
+        .filter(|v| v["status"].as_u64().is_some_and(|s| s & (1 << 14) != 0))
+        .count();
+    assert_eq!(areas, 3, "{mm}");
 }

@@ -33,7 +33,9 @@
 //!   `pagemap-shmem-<shmid>.img` + `pages-<n>.img` (offsets inside the object, data segments
 //!   only). SysV shm attachments are recorded by segment id without their contents (the
 //!   segment stays in the host's IPC namespace, as CRIU does without an IPC namespace dump;
-//!   a removed one is refused); memfd mappings are refused naming the VMA (no memfd images).
+//!   a removed one is refused). A memfd mapping is a file VMA whose file the fd plugins
+//!   dump (the memfd plugin: a MEMFD entry); it is marked `VMA_AREA_MEMFD`, `shmid` its file
+//!   id, and the memfd's contents go to `pagemap-shmem-<inode>.img` once per inode, as CRIU.
 //! - seccomp.img: filters are shared between threads and processes when their code and
 //!   their older chain are the same (CRIU shares them too, its positions may differ);
 //!   `seccomp_filter.flags` is not recorded (needs PTRACE_SECCOMP_GET_METADATA, not wrapped

@@ -38,18 +38,8 @@ fn seals(fd: impl AsFd) -> i32 {
 fn dump(images: &mut MemoryImages, f: &File) -> FileEntry {
     let desc = own_fd_desc(f.as_fd()).unwrap();
     assert!(PLUGIN.claims(&desc), "{}", desc.link);
-    let id = images.new_file_id_for_test();
+    let id = criu_plugin_api::DumpContext::new_file_id(images);
     PLUGIN.dump_file(images, &desc, id).unwrap()
-}
-
-trait NewId {
-    fn new_file_id_for_test(&mut self) -> u32;
-}
-
-impl NewId for MemoryImages {
-    fn new_file_id_for_test(&mut self) -> u32 {
-        criu_plugin_api::DumpContext::new_file_id(self)
-    }
 }
 
 #[test]

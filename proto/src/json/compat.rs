@@ -8,8 +8,9 @@
 //!   `nr_pages` as field 5; 3.17 shows field 2 as `nr_pages` and drops field 5.
 //! - `task_core_entry.task_state` with `--pretty`: 3.17's table swaps 3 and 6 (it prints
 //!   TASK_STOPPED as "Zombie" and TASK_ZOMBIE as "Stopped") and lacks 2 ("Dead").
-//! - Flag names added after 3.17 (MAP_DROPPABLE, VMA_AREA_MEMFD, VMA_AREA_SHSTK,
-//!   VMA_AREA_UPROBES) are not rewritten here: 3.17 prints those bits as a hex remainder.
+//! - Flag names added after 3.17 ([`FLAGS_AFTER_3_17`]: MAP_DROPPABLE, VMA_AREA_MEMFD,
+//!   VMA_AREA_SHSTK, VMA_AREA_UPROBES): 3.17 prints those bits as a hex remainder after the
+//!   names it knows.
 
 use prost_reflect::{Kind, MessageDescriptor};
 use serde_json::{Map, Value as Json};
@@ -39,6 +40,38 @@ pub const NEW_AFTER_3_17: &[(&str, &str)] = &[
     ("ip_opts_entry", "ttl"),
     ("thread_info_aarch64", "pac_keys"),
 ];
+
+/// Flag names CRIU 4.2's tables have and crit 3.17's lack: (message, field, name, bit).
+pub const FLAGS_AFTER_3_17: &[(&str, &str, &str, u64)] = &[
+    ("vma_entry", "flags", "MAP_DROPPABLE", 0x08),
+    ("vma_entry", "status", "VMA_AREA_MEMFD", 1 << 14),
+    ("vma_entry", "status", "VMA_AREA_SHSTK", 1 << 15),
+    ("vma_entry", "status", "VMA_AREA_UPROBES", 1 << 17),
+];
+
+/// `a | B | 0x10` with the names 3.17 lacks folded into the hex remainder.
+fn flags_to_317(msg: &str, field: &str, text: &str) -> String {
+    let mut rest = 0u64;
+    let mut names = Vec::new();
+    for tok in text.split(" | ").filter(|t| !t.is_empty()) {
+        let newer = FLAGS_AFTER_3_17
+            .iter()
+            .find(|(m, f, n, _)| *m == msg && *f == field && *n == tok);
+        if let Some((.., bit)) = newer {
+            rest |= bit;
+        } else if let Some(hex) = tok.strip_prefix("0x")
+            && let Ok(v) = u64::from_str_radix(hex, 16)
+        {
+            rest |= v;
+        } else {
+            names.push(tok.to_string());
+        }
+    }
+    if rest != 0 {
+        names.push(format!("{rest:#x}"));
+    }
+    names.join(" | ")
+}
 
 /// Rewrites a decoded image document (as [`super::decode`] returns it) into what crit 3.17
 /// prints for the same bytes.
@@ -91,6 +124,16 @@ pub fn message_to_317(msg: &MessageDescriptor, v: &mut Json) {
             }
         }
         _ => {}
+    }
+    for (m, f, ..) in FLAGS_AFTER_3_17 {
+        if msg.name() == *m
+            && let Some(Json::String(text)) = map.get_mut(*f)
+            && FLAGS_AFTER_3_17
+                .iter()
+                .any(|(mm, ff, n, _)| mm == m && ff == f && text.contains(n))
+        {
+            *text = flags_to_317(m, f, text);
+        }
     }
     for (m, f) in NEW_AFTER_3_17 {
         if msg.name() == *m {

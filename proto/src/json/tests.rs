@@ -68,3 +68,30 @@ fn missing_payload_is_refused() {
             .unwrap();
     assert!(matches!(encode(&doc), Err(JsonError::Inconsistent(_))));
 }
+
+#[test]
+fn crit_317_view_folds_newer_vma_flags_into_the_remainder() {
+    let vma = VmaEntry {
+        start: 0x1000,
+        end: 0x3000,
+        pgoff: 0,
+        shmid: 3,
+        prot: 3,
+        flags: 0x01,
+        // REGULAR | FILE_SHARED | MEMFD | bit 20 (no name anywhere).
+        status: 0x1 | 0x80 | 0x4000 | 0x10_0000,
+        fd: -1,
+        madv: None,
+        fdflags: Some(2),
+    };
+    let desc = descriptor("vma_entry").unwrap();
+    let dm = DynamicMessage::decode(desc.clone(), vma.encode_to_vec().as_slice()).unwrap();
+    let mut j = message_to_json(&dm, true);
+    assert_eq!(
+        j["status"],
+        "VMA_AREA_REGULAR | VMA_FILE_SHARED | VMA_AREA_MEMFD | 0x100000"
+    );
+    compat::message_to_317(&desc, &mut j);
+    assert_eq!(j["status"], "VMA_AREA_REGULAR | VMA_FILE_SHARED | 0x104000");
+    assert_eq!(j["flags"], "MAP_SHARED");
+}
