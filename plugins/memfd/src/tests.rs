@@ -63,7 +63,7 @@ fn descriptions_share_one_inode_and_keep_their_own_state() {
     let ea = dump(&mut images, &a);
     let eb = dump(&mut images, &b);
     assert_eq!(ea.r#type, FdTypes::Memfd as i32);
-    let (ma, mb) = (ea.memfd.clone().unwrap(), eb.memfd.clone().unwrap());
+    let (ma, mb) = (ea.memfd.unwrap(), eb.memfd.unwrap());
     assert_eq!(ma.inode_id, mb.inode_id);
     assert_eq!((ma.pos, mb.pos), (100, 7));
     assert_eq!(mb.flags & libc::O_ACCMODE as u32, libc::O_RDONLY as u32);
@@ -122,7 +122,7 @@ fn unsealable_memfd_stays_unsealable() {
     assert_eq!(seals(&a), libc::F_SEAL_SEAL);
     let mut images = MemoryImages::new(0);
     let e = dump(&mut images, &a);
-    let mut r = PLUGIN.start_restore(&mut images, &[e.clone()]).unwrap();
+    let mut r = PLUGIN.start_restore(&mut images, std::slice::from_ref(&e)).unwrap();
     let fd: OwnedFd = r.open_file(&mut images, &e).unwrap();
     restore::apply_seals(&mut images).unwrap();
     assert_eq!(seals(&fd), libc::F_SEAL_SEAL);
