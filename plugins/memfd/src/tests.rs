@@ -122,7 +122,9 @@ fn unsealable_memfd_stays_unsealable() {
     assert_eq!(seals(&a), libc::F_SEAL_SEAL);
     let mut images = MemoryImages::new(0);
     let e = dump(&mut images, &a);
-    let mut r = PLUGIN.start_restore(&mut images, std::slice::from_ref(&e)).unwrap();
+    let mut r = PLUGIN
+        .start_restore(&mut images, std::slice::from_ref(&e))
+        .unwrap();
     let fd: OwnedFd = r.open_file(&mut images, &e).unwrap();
     restore::apply_seals(&mut images).unwrap();
     assert_eq!(seals(&fd), libc::F_SEAL_SEAL);
