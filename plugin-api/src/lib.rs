@@ -42,8 +42,9 @@
 //! 2. Per fd: duplicate it with `pidfd_getfd` (the same open file description), read the
 //!    `/proc/PID/fd/N` link and `/proc/PID/fdinfo/N`, `fstat` it, fill [`FdDesc::owner`]
 //!    from `F_GETOWN_EX`/`F_GETSIG`.
-//! 3. Group fds by open file description (kcmp `KCMP_FILE`); per description: a fresh id,
-//!    [`find_fd_handler`], [`FdHandler::dump_file`], the returned entry to `files.img`.
+//! 3. Group fds by open file description (kcmp `KCMP_FILE`) and give every fd of the task
+//!    its id first ([`DumpContext::file_id_of`] answers from then on); then per new
+//!    description: [`find_fd_handler`], [`FdHandler::dump_file`], the entry to `files.img`.
 //!    Write each fd's `fdinfo_entry` (`FD_CLOEXEC` from [`FdInfo::cloexec`]).
 //! 4. One [`DumpContext`] for the whole dump (its memo spans all tasks); record the names of
 //!    the plugins used in the inventory.

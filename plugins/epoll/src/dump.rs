@@ -14,7 +14,8 @@ fn refuse(fd: &FdDesc, r: &Registration, why: &str) -> PluginError {
         pid: fd.pid,
         hint: format!(
             "{why}; the registration could not be re-created (the kernel keys it by file and fd \
-             number): have the program EPOLL_CTL_DEL a target before closing it"
+             number): have the program EPOLL_CTL_DEL a target before closing it (targets held \
+             only by another task sharing the epoll are not supported either)"
         ),
     }
 }

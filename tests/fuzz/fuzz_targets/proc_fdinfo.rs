@@ -1,5 +1,6 @@
-//! Arbitrary text through the fdinfo parsers (`criu_core::proc::fdinfo::parse_fdinfo` and
-//! the plugin test kit's `criu_plugin_api::testing::parse_fdinfo`) and the limits parser.
+//! Arbitrary text through the fdinfo parsers (`criu_core::proc::fdinfo::parse_fdinfo`, the
+//! plugin test kit's `criu_plugin_api::testing::parse_fdinfo`, the epoll plugin's `tfd:`
+//! lines and the eventfd plugin's counter lines) and the limits parser.
 //! Errors are fine, panics are not.
 #![no_main]
 
@@ -19,5 +20,16 @@ fuzz_target!(|data: &[u8]| {
             let _ = info.field(key);
         }
     }
+    if let Ok(regs) = criu_plugin_epoll::parse_registrations(&text) {
+        // Every accepted registration has a real fd number, and `toff` counts the earlier
+        // registrations of the same number.
+        for (i, r) in regs.iter().enumerate() {
+            assert!(r.tfd >= 0);
+            let before = regs[..i].iter().filter(|o| o.tfd == r.tfd).count();
+            assert_eq!(r.toff as usize, before);
+            assert_eq!(r.pos.is_some(), r.sdev.is_some());
+        }
+    }
+    let _ = criu_plugin_eventfd::parse_eventfd(&text);
     let _ = limits::parse_limits(&text);
 });
