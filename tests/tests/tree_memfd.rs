@@ -71,8 +71,10 @@ fn tree_memfd_stays_shared() {
     let before = wait_oks(&report, 2);
     let workers: Vec<i32> = before.keys().copied().collect();
     guards.extend(workers.iter().map(|&p| PidGuard::new(p)));
-    let mut pids = workers.clone();
-    pids.push(root);
+    // The root first: guards kill in this order, and a killed worker stays a zombie (its pid
+    // taken) while its parent lives.
+    let mut pids = vec![root];
+    pids.extend(&workers);
 
     let mut d = criu_core::dump::DumpOptions::new(root, &images);
     d.leave_stopped = true;
