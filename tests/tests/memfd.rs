@@ -144,3 +144,55 @@ fn check_images(dir: &Path, pid: i32) {
         assert_eq!(f.r#type, FdTypes::Memfd as i32);
     }
 }
+
+/// Free 2 MiB huge pages in the kernel's pool.
+fn free_huge_pages() -> u64 {
+    std::fs::read_to_string("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn hugetlb_memfd_survives_dump_and_restore() {
+    if skip_unless_root("hugetlb_memfd_survives_dump_and_restore") {
+        return;
+    }
+    if free_huge_pages() < 1 {
+        eprintln!(
+            "skipping hugetlb_memfd_survives_dump_and_restore: no free 2 MiB huge page \
+             (raise /sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages)"
+        );
+        return;
+    }
+    let work = ScratchDir::new("memfd-huge");
+    let v = work.path().join("verdict");
+    let w = Workload::start(
+        Path::new(env!("CARGO_BIN_EXE_wl_memfd_huge")),
+        &[v.to_str().expect("utf-8")],
+        "ready",
+        Duration::from_secs(20),
+    );
+    let pid = w.pid();
+    let d = ScratchDir::new("memfd-huge-images");
+    dump(&DumpOptions::new(pid, d.path())).expect("dump");
+    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+    assert!(wait_pid_gone(pid, Duration::from_secs(10)));
+    drop(w);
+    let img = ImageDir::open(d.path()).expect("images");
+    let inodes: Vec<MemfdInodeEntry> = img.read_all(ImageKind::MemfdInode, 0).expect("memfd.img");
+    assert_eq!(
+        inodes[0].hugetlb_flag,
+        Some(libc::MFD_HUGETLB | (21 << libc::MFD_HUGE_SHIFT))
+    );
+    let opts = RestoreOptions {
+        images_dir: d.path().to_path_buf(),
+        detach: true,
+        shell_job: true,
+        ..RestoreOptions::default()
+    };
+    restore(&opts).unwrap_or_else(|e| panic!("restore: {e}: {e:?}"));
+    let _restored = PidGuard::new(pid);
+    usr1(pid);
+    assert_eq!(verdict(&v), "ok");
+}

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::FileExt;
 
 use super::error::{RestoreError, Result, bad};
@@ -15,6 +15,7 @@ use super::imgread::Images;
 use super::mem::{PAGE_SIZE, PE_PARENT, PE_PRESENT, PageRun, VmaKind, VmaPlan};
 use super::plan::TaskPlan;
 use super::rexec::RemoteThread;
+use crate::sys::filemap::FileMap;
 
 /// One shmem object to recreate.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -236,6 +237,7 @@ pub fn write_pages(
         })
     })?;
     let mut buf = vec![0u8; 1 << 20];
+    let mut map: Option<FileMap> = None;
     for run in &plan.runs {
         let mut done = 0u64;
         while done < run.len {
@@ -253,8 +255,25 @@ pub fn write_pages(
             // that page is not part of it.
             let at = run.vaddr + done;
             let n = n.min(plan.size.saturating_sub(at) as usize);
-            obj.write_all_at(&buf[..n], at)
-                .map_err(WriteError::Object)?;
+            match &mut map {
+                Some(m) => m
+                    .write_at(at as usize, &buf[..n])
+                    .map_err(|e| WriteError::Object(e.into()))?,
+                None => match obj.write_all_at(&buf[..n], at) {
+                    Ok(()) => {}
+                    // hugetlbfs (an MFD_HUGETLB memfd) has no write(2): fill it through a
+                    // shared mapping of the whole object instead.
+                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                        let len = usize::try_from(plan.size).map_err(|_| WriteError::Object(e))?;
+                        let mut m = FileMap::shared(obj.as_fd(), len)
+                            .map_err(|e| WriteError::Object(e.into()))?;
+                        m.write_at(at as usize, &buf[..n])
+                            .map_err(|e| WriteError::Object(e.into()))?;
+                        map = Some(m);
+                    }
+                    Err(e) => return Err(WriteError::Object(e)),
+                },
+            }
             done += chunk;
         }
     }

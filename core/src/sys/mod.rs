@@ -2,6 +2,7 @@
 //! `unsafe`; the rest of the crate is safe code.
 
 pub mod clone3;
+pub mod filemap;
 pub mod kabi;
 pub mod kcmp;
 pub mod mm_map;

@@ -1,0 +1,88 @@
+//! A shared read-write mapping of a file in criu's own process: the way to fill a file that
+//! has no `write(2)` (hugetlbfs: a `MFD_HUGETLB` memfd takes data only through a mapping).
+
+use std::num::NonZeroUsize;
+use std::os::fd::BorrowedFd;
+use std::ptr::NonNull;
+
+use nix::errno::Errno;
+use nix::sys::mman::{MapFlags, ProtFlags, mmap, munmap};
+
+/// `len` bytes of a file mapped `MAP_SHARED`, readable and writable; unmapped on drop.
+#[derive(Debug)]
+pub struct FileMap {
+    ptr: NonNull<libc::c_void>,
+    len: usize,
+}
+
+impl FileMap {
+    /// Maps the first `len` bytes of `fd` (`mmap(2)`; `EINVAL` for `len` 0, `ENOMEM` when
+    /// a hugetlbfs file has no huge pages to back it at first touch is a SIGBUS instead:
+    /// callers check the pool first).
+    pub fn shared(fd: BorrowedFd<'_>, len: usize) -> Result<FileMap, Errno> {
+        let n = NonZeroUsize::new(len).ok_or(Errno::EINVAL)?;
+        // SAFETY: a new mapping chosen by the kernel (no address hint): it overlaps nothing
+        // of ours; it is only accessed through `write_at`, bounds-checked.
+        let ptr = unsafe {
+            mmap(
+                None,
+                n,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_SHARED,
+                fd,
+                0,
+            )
+        }?;
+        Ok(FileMap { ptr, len })
+    }
+
+    /// Copies `data` to offset `off` of the mapping (`EFAULT` when it does not fit).
+    pub fn write_at(&mut self, off: usize, data: &[u8]) -> Result<(), Errno> {
+        let end = off.checked_add(data.len()).ok_or(Errno::EFAULT)?;
+        if end > self.len {
+            return Err(Errno::EFAULT);
+        }
+        // SAFETY: [off, end) lies inside the `len` bytes mapped readable and writable by
+        // `shared`, which stay mapped until drop; `data` is ours, so they cannot overlap.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                data.as_ptr(),
+                self.ptr.as_ptr().cast::<u8>().add(off),
+                data.len(),
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Drop for FileMap {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made by `shared`, unmapped once; no reference into it outlives
+        // `self` (`write_at` copies in and returns).
+        let _ = unsafe { munmap(self.ptr, self.len) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::FileExt;
+
+    #[test]
+    fn writes_land_in_the_file() {
+        let fd = nix::sys::memfd::memfd_create(c"filemap", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
+            .unwrap();
+        let f = std::fs::File::from(fd);
+        f.set_len(8192).unwrap();
+        let mut m = FileMap::shared(f.as_fd(), 8192).unwrap();
+        m.write_at(4090, b"across").unwrap();
+        assert_eq!(m.write_at(8190, b"xyz"), Err(Errno::EFAULT));
+        assert_eq!(m.write_at(usize::MAX, b"x"), Err(Errno::EFAULT));
+        drop(m);
+        let mut got = [0u8; 6];
+        f.read_exact_at(&mut got, 4090).unwrap();
+        assert_eq!(&got, b"across");
+        assert!(FileMap::shared(f.as_fd(), 0).is_err());
+    }
+}
