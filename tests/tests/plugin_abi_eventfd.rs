@@ -14,6 +14,8 @@ use criu_plugin_api::ffi::LoadError;
 use criu_proto::images::{FdTypes, FileEntry};
 use criu_tests::{PidGuard, ScratchDir, skip_unless_root};
 
+// The built-in eventfd plugin is deliberately not linked into this test: eventfds have no
+// handler until the example `.so` is loaded (plugin_abi_takeover checks the two together).
 use criu_plugin_files as _;
 use criu_plugin_pipes as _;
 
