@@ -48,7 +48,13 @@
 //!    Write each fd's `fdinfo_entry` (`FD_CLOEXEC` from [`FdInfo::cloexec`]).
 //! 4. One [`DumpContext`] for the whole dump (its memo spans all tasks); record the names of
 //!    the plugins used in the inventory.
-//! 5. Per task, before its pages: each VMA offered to the VMA handlers
+//! 5. Per task, the files behind its mappings (exe, mapped files, memfd mappings whose fd
+//!    may be closed) as [`FdDesc`]s (`fd` -1, flags 0, opened through
+//!    `/proc/PID/map_files`), dumped once per inode by the fd handler claiming them; a VMA
+//!    whose file came back as a MEMFD entry is marked `VMA_AREA_MEMFD`, as CRIU. Shared
+//!    memory contents a plugin owns go through [`DumpContext::dump_shmem`] (CRIU's
+//!    `pagemap-shmem-<shmid>.img`) and come back with [`RestoreContext::restore_shmem`].
+//!    Then, before its pages: each VMA offered to the VMA handlers
 //!    ([`find_vma_handler`]); a claimed one stays in `mm.img` but its pages are the plugin's
 //!    ([`VmaHandler::dump_vma`]); the claims go to `criu-rs-vma-plugins.txt`. After the task:
 //!    every [`TaskHandler::dump_task`].
