@@ -189,3 +189,52 @@ fn a_registration_outliving_its_fd_is_refused() {
     let n = lines(&report).len();
     wait_ok(&report, n, 2);
 }
+
+/// An epoll shared by a parent and its child (fork after the registrations): the
+/// registrations belong to the one epoll and come back once; the parent's checks, MOD and
+/// DEL included, hold after the restore.
+#[test]
+fn an_epoll_shared_with_a_child_round_trips() {
+    if skip_unless_root("an_epoll_shared_with_a_child_round_trips") {
+        return;
+    }
+    let work = ScratchDir::new("epoll-fork");
+    let report = work.path().join("report");
+    let pid = spawn_bg("setsid", &[WL, report.to_str().unwrap(), "fork"]);
+    let guard = PidGuard::new(pid);
+    let l = wait_ok(&report, 0, 3);
+    let child: i32 = l
+        .iter()
+        .find_map(|l| l.split("child=").nth(1))
+        .expect("child line")
+        .trim()
+        .parse()
+        .expect("child pid");
+    let child_guard = PidGuard::new(child);
+    assert_eq!(restore_common::descendants(pid), [pid, child]);
+
+    let imgs = ScratchDir::new("epoll-fork-imgs");
+    let tree = restore_common::tree_ids(pid);
+    restore_common::dump_tree_and_kill(pid, imgs.path(), &tree, vec![child_guard, guard], &report);
+    let eps: Vec<_> = files_img(imgs.path())
+        .into_iter()
+        .filter_map(|e| e.epfd)
+        .collect();
+    assert_eq!(eps.len(), 1, "one epoll description for both tasks");
+    assert_eq!(eps[0].tfd.len(), 3);
+
+    let before = lines(&report).len();
+    restore(&RestoreOptions {
+        images_dir: imgs.path().to_path_buf(),
+        detach: true,
+        ..Default::default()
+    })
+    .unwrap_or_else(|e| panic!("restore: {e:?}"));
+    let _guards = (PidGuard::new(child), PidGuard::new(pid));
+    assert_eq!(restore_common::descendants(pid), [pid, child]);
+    let l = wait_ok(&report, before, 3);
+    std::fs::write(format!("{}.del", report.display()), b"").unwrap();
+    let l = wait_lines(&report, l.len() + 4, Duration::from_secs(15));
+    assert!(l.iter().any(|l| l.ends_with("del ok")), "{l:?}");
+    wait_ok(&report, l.len(), 2);
+}

@@ -15,6 +15,10 @@
 //! `wl_epoll REPORT closed`: additionally registers a pipe C and then closes its fd while a
 //! duplicate keeps the pipe open, so the registration outlives its fd number (a dump must
 //! refuse that), and reports `closed tfd=N`.
+//!
+//! `wl_epoll REPORT fork`: forks a child once everything is registered; the child shares the
+//! epoll and its targets (same descriptions, same fd numbers) and only sleeps, reporting
+//! `child=C`. The registrations must come back once, in one of the two tasks.
 
 use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -125,7 +129,9 @@ fn pipe() -> (OwnedFd, OwnedFd) {
 fn main() {
     let mut args = std::env::args().skip(1);
     let report = args.next().expect("usage: wl_epoll REPORT [closed]");
-    let closed = args.next().as_deref() == Some("closed");
+    let mode = args.next();
+    let closed = mode.as_deref() == Some("closed");
+    let fork = mode.as_deref() == Some("fork");
     let ep = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).expect("epoll");
     let (a, b) = (pipe(), pipe());
     let efd = EventFd::from_value_and_flags(0, EfdFlags::EFD_NONBLOCK).expect("eventfd");
@@ -157,6 +163,14 @@ fn main() {
         run.line(&format!("closed tfd={tfd}"));
         (dup, c.1)
     });
+    if fork {
+        let child = criu_tests::workload::fork_child(|| {
+            loop {
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        });
+        run.line(&format!("child={child}"));
+    }
     let del = format!("{}.del", run.report);
     for round in 1u64.. {
         run.round();
