@@ -41,6 +41,57 @@ impl Drop for PidGuard {
     }
 }
 
+/// Kills a whole process tree by pid when dropped: every process first, then waits for each
+/// pid to be free. One by one would stall: a killed child stays a zombie while its parent
+/// lives, so a per-pid guard waits out its timeout for every child killed before its parent.
+#[derive(Debug, Default)]
+pub struct TreeGuard {
+    pids: Vec<i32>,
+}
+
+impl TreeGuard {
+    /// Guards `pids`.
+    pub fn new(pids: impl IntoIterator<Item = i32>) -> Self {
+        let mut g = Self::default();
+        g.extend(pids);
+        g
+    }
+
+    /// Guards `pids` too (each pid once).
+    pub fn extend(&mut self, pids: impl IntoIterator<Item = i32>) {
+        for p in pids {
+            if !self.pids.contains(&p) {
+                self.pids.push(p);
+            }
+        }
+    }
+
+    /// Kills every guarded process and returns the pids still taken after `timeout`.
+    pub fn kill_and_wait(mut self, timeout: Duration) -> Vec<i32> {
+        self.end(timeout)
+    }
+
+    fn end(&mut self, timeout: Duration) -> Vec<i32> {
+        let pids = std::mem::take(&mut self.pids);
+        for &p in &pids {
+            let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+        }
+        // Our own children are reaped here (SIGKILLed: no long wait); others by their parent.
+        for &p in &pids {
+            let _ = waitpid(Pid::from_raw(p), Some(WaitPidFlag::__WALL));
+        }
+        pids.into_iter()
+            .filter(|&p| !wait_pid_gone(p, timeout))
+            .collect()
+    }
+}
+
+impl Drop for TreeGuard {
+    fn drop(&mut self) {
+        self.end(Duration::from_secs(10));
+    }
+}
+
 /// A started workload: its child handle, its pid guard and its stdout reader.
 #[derive(Debug)]
 pub struct Workload {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use criu_core::dump::{DumpOptions, dump};
 use criu_core::restore::{RestoreOptions, RestoreOutcome, restore};
 use criu_proto::images::{FdTypes, FileEntry};
-use criu_tests::{PidGuard, ScratchDir, skip_unless_root};
+use criu_tests::{PidGuard, ScratchDir, TreeGuard, skip_unless_root};
 
 use criu_plugin_epoll as _;
 use criu_plugin_eventfd as _;
@@ -201,7 +201,7 @@ fn an_epoll_shared_with_a_child_round_trips() {
     let work = ScratchDir::new("epoll-fork");
     let report = work.path().join("report");
     let pid = spawn_bg("setsid", &[WL, report.to_str().unwrap(), "fork"]);
-    let guard = PidGuard::new(pid);
+    let mut guard = TreeGuard::new([pid]);
     let l = wait_ok(&report, 0, 3);
     let child: i32 = l
         .iter()
@@ -210,12 +210,12 @@ fn an_epoll_shared_with_a_child_round_trips() {
         .trim()
         .parse()
         .expect("child pid");
-    let child_guard = PidGuard::new(child);
+    guard.extend([child]);
     assert_eq!(restore_common::descendants(pid), [pid, child]);
 
     let imgs = ScratchDir::new("epoll-fork-imgs");
     let tree = restore_common::tree_ids(pid);
-    restore_common::dump_tree_and_kill(pid, imgs.path(), &tree, vec![child_guard, guard], &report);
+    restore_common::dump_tree_and_kill(pid, imgs.path(), &tree, guard, &report);
     let eps: Vec<_> = files_img(imgs.path())
         .into_iter()
         .filter_map(|e| e.epfd)

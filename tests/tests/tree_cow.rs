@@ -9,9 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use criu_core::restore::{RestoreOptions, RestoreOutcome, restore};
-use criu_tests::{PidGuard, ScratchDir, skip_unless_root, wait_pid_gone};
-use restore_common::{lines, spawn_bg};
+use criu_tests::{ScratchDir, TreeGuard, skip_unless_root};
+use restore_common::{dump_stopped_and_kill, lines, restore_detached, spawn_bg};
 
 mod restore_common;
 use criu_plugin_files as _;
@@ -85,40 +84,17 @@ fn tree_cow_memory_after_restore() {
         env!("CARGO_BIN_EXE_wl_tree_cow"),
         &[report.to_str().expect("utf-8")],
     );
-    let mut guards = vec![PidGuard::new(root)];
+    let mut guards = TreeGuard::new([root]);
     let pids = wait_all_ok(&report, 5, 1);
-    guards.extend(
-        pids.iter()
-            .filter(|&&p| p != root)
-            .map(|&p| PidGuard::new(p)),
-    );
+    guards.extend(pids.iter().copied());
     let before = rss_pss(&pids);
 
-    let mut d = criu_core::dump::DumpOptions::new(root, &images);
-    d.leave_stopped = true;
-    criu_core::dump::dump(&d).unwrap_or_else(|e| panic!("dump: {e:?}"));
-    for &p in &pids {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(p),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
-    drop(guards);
-    for &p in &pids {
-        assert!(wait_pid_gone(p, Duration::from_secs(10)), "pid {p} taken");
-    }
+    dump_stopped_and_kill(root, &images, guards);
     std::fs::write(&report, "").expect("truncate report");
 
-    let opts = RestoreOptions {
-        images_dir: images.clone(),
-        detach: true,
-        ..RestoreOptions::default()
-    };
     let t = Instant::now();
-    let outcome = restore(&opts).unwrap_or_else(|e| panic!("restore: {e}\n{e:?}"));
+    let _g = restore_detached(&images, root, pids.iter().copied());
     let took = t.elapsed();
-    let _g: Vec<PidGuard> = pids.iter().map(|&p| PidGuard::new(p)).collect();
-    assert_eq!(outcome, RestoreOutcome::Detached { root });
     assert_eq!(wait_all_ok(&report, 5, 2), pids);
     let after = rss_pss(&pids);
     let image_kib: u64 = std::fs::read_dir(&images)

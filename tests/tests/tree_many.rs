@@ -4,9 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use criu_core::restore::{RestoreOptions, RestoreOutcome, restore};
-use criu_tests::{PidGuard, ScratchDir, skip_unless_root, wait_pid_gone};
-use restore_common::{lines, spawn_bg};
+use criu_tests::{ScratchDir, TreeGuard, skip_unless_root};
+use restore_common::{dump_stopped_and_kill, lines, restore_detached, spawn_bg};
 
 mod restore_common;
 use criu_plugin_files as _;
@@ -30,17 +29,6 @@ fn ticks(report: &std::path::Path) -> BTreeMap<i32, i32> {
     m
 }
 
-/// SIGKILL every process first, so that guards dropped afterwards find parents gone and
-/// their children reaped by init instead of waiting for each zombie in turn.
-fn kill_all<'a>(pids: impl Iterator<Item = &'a i32>) {
-    for &p in pids {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(p),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
-}
-
 #[test]
 fn tree_of_200_processes() {
     if skip_unless_root("tree_of_200_processes") {
@@ -54,7 +42,7 @@ fn tree_of_200_processes() {
         env!("CARGO_BIN_EXE_wl_tree_many"),
         &[report.to_str().expect("utf-8"), &N.to_string()],
     );
-    let mut guards = vec![PidGuard::new(root)];
+    let mut guards = TreeGuard::new([root]);
     let deadline = Instant::now() + Duration::from_secs(30);
     let before = loop {
         let t = ticks(&report);
@@ -68,38 +56,16 @@ fn tree_of_200_processes() {
         );
         std::thread::sleep(Duration::from_millis(50));
     };
-    guards.extend(
-        before
-            .keys()
-            .filter(|&&p| p != root)
-            .map(|&p| PidGuard::new(p)),
-    );
+    guards.extend(before.keys().copied());
 
-    let mut d = criu_core::dump::DumpOptions::new(root, &images);
-    d.leave_stopped = true;
     let t0 = Instant::now();
-    criu_core::dump::dump(&d).unwrap_or_else(|e| panic!("dump: {e:?}"));
-    eprintln!("dump of {N} processes: {:?}", t0.elapsed());
-    kill_all(before.keys());
-    drop(guards);
-    for &p in before.keys() {
-        assert!(
-            wait_pid_gone(p, Duration::from_secs(10)),
-            "pid {p} still taken"
-        );
-    }
+    dump_stopped_and_kill(root, &images, guards);
+    eprintln!("dump (and kill) of {N} processes: {:?}", t0.elapsed());
     std::fs::write(&report, "").expect("truncate report");
 
-    let opts = RestoreOptions {
-        images_dir: images.clone(),
-        detach: true,
-        ..RestoreOptions::default()
-    };
     let t0 = Instant::now();
-    let outcome = restore(&opts).unwrap_or_else(|e| panic!("restore: {e}\n{e:?}"));
+    let _g = restore_detached(&images, root, before.keys().copied());
     eprintln!("restore of {N} processes: {:?}", t0.elapsed());
-    let _g: Vec<PidGuard> = before.keys().map(|&p| PidGuard::new(p)).collect();
-    assert_eq!(outcome, RestoreOutcome::Detached { root });
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let now = ticks(&report);
@@ -111,7 +77,6 @@ fn tree_of_200_processes() {
             }
             let pids: BTreeSet<_> = now.keys().collect();
             assert_eq!(pids, before.keys().collect(), "pids");
-            kill_all(before.keys());
             break;
         }
         assert!(

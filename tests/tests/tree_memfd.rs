@@ -9,10 +9,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use criu_core::image::{ImageDir, ImageKind};
-use criu_core::restore::{RestoreOptions, RestoreOutcome, restore};
 use criu_proto::images::{FdTypes, FileEntry, MmEntry};
-use criu_tests::{PidGuard, ScratchDir, skip_unless_root, wait_pid_gone};
-use restore_common::{lines, spawn_bg};
+use criu_tests::{ScratchDir, TreeGuard, skip_unless_root};
+use restore_common::{dump_stopped_and_kill, lines, restore_detached, spawn_bg};
 
 mod restore_common;
 use criu_plugin_files as _;
@@ -67,40 +66,19 @@ fn tree_memfd_stays_shared() {
         env!("CARGO_BIN_EXE_wl_tree_memfd"),
         &[report.to_str().expect("utf-8")],
     );
-    let mut guards = vec![PidGuard::new(root)];
+    let mut guards = TreeGuard::new([root]);
     let before = wait_oks(&report, 2);
     let workers: Vec<i32> = before.keys().copied().collect();
-    guards.extend(workers.iter().map(|&p| PidGuard::new(p)));
-    // The root first: guards kill in this order, and a killed worker stays a zombie (its pid
-    // taken) while its parent lives.
+    guards.extend(workers.iter().copied());
     let mut pids = vec![root];
     pids.extend(&workers);
 
-    let mut d = criu_core::dump::DumpOptions::new(root, &images);
-    d.leave_stopped = true;
-    criu_core::dump::dump(&d).unwrap_or_else(|e| panic!("dump: {e:?}"));
-    for &p in &pids {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(p),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
-    drop(guards);
-    for &p in &pids {
-        assert!(wait_pid_gone(p, Duration::from_secs(10)), "pid {p} taken");
-    }
+    dump_stopped_and_kill(root, &images, guards);
     let at_dump = ticks(&report);
     check_images(&images, &pids);
     std::fs::write(&report, "").expect("truncate report");
 
-    let opts = RestoreOptions {
-        images_dir: images.clone(),
-        detach: true,
-        ..RestoreOptions::default()
-    };
-    let outcome = restore(&opts).unwrap_or_else(|e| panic!("restore: {e}\n{e:?}"));
-    let _g: Vec<PidGuard> = pids.iter().map(|&p| PidGuard::new(p)).collect();
-    assert_eq!(outcome, RestoreOutcome::Detached { root });
+    let _g = restore_detached(&images, root, pids.iter().copied());
     let after = wait_oks(&report, 3);
     assert_eq!(after.keys().copied().collect::<Vec<_>>(), workers);
     for (pid, (count, _)) in &after {

@@ -4,9 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use criu_core::restore::{RestoreOptions, RestoreOutcome, restore};
-use criu_tests::{PidGuard, ScratchDir, skip_unless_root, wait_pid_gone};
-use restore_common::{descendants, lines, spawn_bg};
+use criu_tests::{ScratchDir, TreeGuard, skip_unless_root};
+use restore_common::{descendants, dump_stopped_and_kill, lines, restore_detached, spawn_bg};
 
 mod restore_common;
 use criu_plugin_files as _;
@@ -45,7 +44,7 @@ fn tree_shell_pipeline_continues() {
     );
     // setsid(1) execs in place (a background job is no group leader): the pid is sh's.
     let root = spawn_bg("setsid", &["sh", "-c", &script]);
-    let mut guards = vec![PidGuard::new(root)];
+    let mut guards = TreeGuard::new([root]);
     let deadline = Instant::now() + Duration::from_secs(20);
     while progress(&report).0 < 100 || descendants(root).len() < 4 {
         assert!(Instant::now() < deadline, "pipeline not running");
@@ -53,35 +52,12 @@ fn tree_shell_pipeline_continues() {
     }
     let pids = descendants(root);
     assert_eq!(pids.len(), 4, "{pids:?}");
-    guards.extend(pids.iter().map(|&p| PidGuard::new(p)));
+    guards.extend(pids.iter().copied());
 
-    let mut d = criu_core::dump::DumpOptions::new(root, &images);
-    d.leave_stopped = true;
-    criu_core::dump::dump(&d).unwrap_or_else(|e| panic!("dump: {e:?}"));
+    dump_stopped_and_kill(root, &images, guards);
     let at_dump = progress(&report);
-    // Every process first: guards then find no zombie waiting for a live parent.
-    for &p in &pids {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(p),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
-    drop(guards);
-    for &p in &pids {
-        assert!(
-            wait_pid_gone(p, Duration::from_secs(10)),
-            "pid {p} still taken"
-        );
-    }
 
-    let opts = RestoreOptions {
-        images_dir: images.clone(),
-        detach: true,
-        ..RestoreOptions::default()
-    };
-    let outcome = restore(&opts).unwrap_or_else(|e| panic!("restore: {e}\n{e:?}"));
-    let _g: Vec<PidGuard> = pids.iter().map(|&p| PidGuard::new(p)).collect();
-    assert_eq!(outcome, RestoreOutcome::Detached { root });
+    let _g = restore_detached(&images, root, pids.iter().copied());
     assert_eq!(descendants(root), pids);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {

@@ -5,9 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use criu_core::restore::{RestoreOptions, RestoreOutcome, restore};
-use criu_tests::{PidGuard, ScratchDir, skip_unless_root, wait_pid_gone};
-use restore_common::{descendants, lines, spawn_bg};
+use criu_tests::{ScratchDir, TreeGuard, skip_unless_root};
+use restore_common::{descendants, dump_stopped_and_kill, lines, restore_detached, spawn_bg};
 
 mod restore_common;
 use criu_plugin_files as _;
@@ -47,7 +46,7 @@ fn tree_prefork_server_shares_pipe_and_counter() {
         env!("CARGO_BIN_EXE_wl_tree_prefork"),
         &[report.to_str().expect("utf-8")],
     );
-    let mut guards = vec![PidGuard::new(root)];
+    let mut guards = TreeGuard::new([root]);
     let deadline = Instant::now() + Duration::from_secs(20);
     while last_check(&report).is_none() || descendants(root).len() < 9 {
         assert!(Instant::now() < deadline, "server not running");
@@ -55,35 +54,12 @@ fn tree_prefork_server_shares_pipe_and_counter() {
     }
     let pids = descendants(root);
     assert_eq!(pids.len(), 9, "{pids:?}");
-    guards.extend(pids.iter().map(|&p| PidGuard::new(p)));
+    guards.extend(pids.iter().copied());
 
-    let mut d = criu_core::dump::DumpOptions::new(root, &images);
-    d.leave_stopped = true;
-    criu_core::dump::dump(&d).unwrap_or_else(|e| panic!("dump: {e:?}"));
+    dump_stopped_and_kill(root, &images, guards);
     let (at_total, _, at_each) = last_check(&report).expect("a check line");
-    // Every process first: guards then find no zombie waiting for a live parent.
-    for &p in &pids {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(p),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
-    drop(guards);
-    for &p in &pids {
-        assert!(
-            wait_pid_gone(p, Duration::from_secs(10)),
-            "pid {p} still taken"
-        );
-    }
 
-    let opts = RestoreOptions {
-        images_dir: images.clone(),
-        detach: true,
-        ..RestoreOptions::default()
-    };
-    let outcome = restore(&opts).unwrap_or_else(|e| panic!("restore: {e}\n{e:?}"));
-    let _g: Vec<PidGuard> = pids.iter().map(|&p| PidGuard::new(p)).collect();
-    assert_eq!(outcome, RestoreOutcome::Detached { root });
+    let _g = restore_detached(&images, root, pids.iter().copied());
     assert_eq!(descendants(root), pids);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {

@@ -2,10 +2,10 @@
 //! dump, kill and restore every process has the pid, ppid, pgid and sid recorded before the
 //! dump (the root's parent apart) and runs again.
 
-use criu_core::restore::{RestoreOptions, RestoreOutcome, restore};
-use criu_tests::{PidGuard, ScratchDir, skip_unless_root};
+use criu_tests::{ScratchDir, TreeGuard, skip_unless_root};
 use restore_common::{
-    assert_same_tree, dump_tree_and_kill, spawn_bg, tree_ids, wait_ticks, wait_tree_ready,
+    assert_same_tree, dump_tree_and_kill, restore_detached, spawn_bg, tree_ids, wait_ticks,
+    wait_tree_ready,
 };
 
 mod restore_common;
@@ -27,10 +27,10 @@ fn tree_sessions_and_groups() {
         env!("CARGO_BIN_EXE_wl_tree_sessions"),
         &[report.to_str().expect("utf-8")],
     );
-    let mut guards = vec![PidGuard::new(root)];
+    let mut guards = TreeGuard::new([root]);
     // Everyone ticks once the tree is complete (d is gone by then).
     let before = wait_tree_ready(root, &report, TREE_SIZE);
-    guards.extend(before.keys().map(|&p| PidGuard::new(p)));
+    guards.extend(before.keys().copied());
     let sessions: std::collections::BTreeSet<i32> = before.values().map(|v| v.2).collect();
     let groups: std::collections::BTreeSet<i32> = before.values().map(|v| v.1).collect();
     assert_eq!(sessions.len(), 2, "{before:?}");
@@ -41,20 +41,7 @@ fn tree_sessions_and_groups() {
 
     dump_tree_and_kill(root, &images, &before, guards, &report);
 
-    let opts = RestoreOptions {
-        images_dir: images.clone(),
-        detach: true,
-        ..RestoreOptions::default()
-    };
-    let outcome = restore(&opts).unwrap_or_else(|e| panic!("restore: {e}\n{e:?}"));
-    let _g: Vec<PidGuard> = before.keys().map(|&p| PidGuard::new(p)).collect();
-    assert_eq!(outcome, RestoreOutcome::Detached { root });
+    let _g = restore_detached(&images, root, before.keys().copied());
     assert_same_tree(root, &before, &tree_ids(root));
     wait_ticks(&report, TREE_SIZE, 2);
-    for &p in before.keys() {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(p),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
 }

@@ -6,10 +6,10 @@
 
 use std::time::{Duration, Instant};
 
-use criu_core::restore::{RestoreOptions, RestoreOutcome, restore};
-use criu_tests::{PidGuard, ScratchDir, skip_unless_root};
+use criu_tests::{ScratchDir, TreeGuard, skip_unless_root};
 use restore_common::{
-    TreeIds, assert_same_tree, dump_tree_and_kill, spawn_bg, tick_counts, tree_ids, wait_ticks,
+    TreeIds, assert_same_tree, dump_tree_and_kill, restore_detached, spawn_bg, tick_counts,
+    tree_ids, wait_ticks,
 };
 
 mod restore_common;
@@ -56,9 +56,9 @@ fn tree_sessions_left_by_setsid() {
         env!("CARGO_BIN_EXE_wl_tree_sessions_live"),
         &[report.to_str().expect("utf-8")],
     );
-    let mut guards = vec![PidGuard::new(root)];
+    let mut guards = TreeGuard::new([root]);
     let before = wait_ready(root, &report);
-    guards.extend(before.keys().map(|&p| PidGuard::new(p)));
+    guards.extend(before.keys().copied());
     let sessions: std::collections::BTreeSet<i32> = before.values().map(|v| v.2).collect();
     assert_eq!(sessions.len(), 5, "{before:?}");
     // b1, b2, b3, zz under a; z, v, e under y; m1, m2, m3 under the root.
@@ -70,20 +70,7 @@ fn tree_sessions_left_by_setsid() {
 
     dump_tree_and_kill(root, &images, &before, guards, &report);
 
-    let opts = RestoreOptions {
-        images_dir: images.clone(),
-        detach: true,
-        ..RestoreOptions::default()
-    };
-    let outcome = restore(&opts).unwrap_or_else(|e| panic!("restore: {e}\n{e:?}"));
-    let _g: Vec<PidGuard> = before.keys().map(|&p| PidGuard::new(p)).collect();
-    assert_eq!(outcome, RestoreOutcome::Detached { root });
+    let _g = restore_detached(&images, root, before.keys().copied());
     assert_same_tree(root, &before, &tree_ids(root));
     wait_ticks(&report, TICKERS, 2);
-    for &p in before.keys() {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(p),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
 }

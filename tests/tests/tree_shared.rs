@@ -7,9 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use criu_core::restore::{RestoreOptions, RestoreOutcome, restore};
-use criu_tests::{PidGuard, ScratchDir, skip_unless_root, wait_pid_gone};
-use restore_common::{lines, spawn_bg};
+use criu_tests::{ScratchDir, TreeGuard, skip_unless_root};
+use restore_common::{dump_stopped_and_kill, lines, restore_detached, spawn_bg};
 
 mod restore_common;
 use criu_plugin_files as _;
@@ -81,41 +80,22 @@ fn round_trip(mode: &str, test: &str) {
         exe.to_str().expect("utf-8"),
         &[mode, work.to_str().expect("utf-8")],
     );
-    let mut guards = vec![PidGuard::new(root)];
+    let mut guards = TreeGuard::new([root]);
     let child: i32 = wait_line(&report, "child ", Duration::from_secs(10))
         .trim_start_matches("child ")
         .parse()
         .expect("child pid");
-    guards.push(PidGuard::new(child));
+    guards.extend([child]);
     wait_line(&report, &format!("pre ok {child}"), Duration::from_secs(10));
     assert!(
         !lines(&report).iter().any(|l| l.starts_with("post ok")),
         "post before go"
     );
 
-    let mut d = criu_core::dump::DumpOptions::new(root, &images);
-    d.leave_stopped = true;
-    criu_core::dump::dump(&d).unwrap_or_else(|e| panic!("dump: {e:?}"));
-    for p in [root, child] {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(p),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
-    drop(guards);
-    for p in [root, child] {
-        assert!(wait_pid_gone(p, Duration::from_secs(10)), "pid {p} taken");
-    }
+    dump_stopped_and_kill(root, &images, guards);
     let before = (ticks_of(&report, root), ticks_of(&report, child));
 
-    let opts = RestoreOptions {
-        images_dir: images.clone(),
-        detach: true,
-        ..RestoreOptions::default()
-    };
-    let outcome = restore(&opts).unwrap_or_else(|e| panic!("restore: {e}\n{e:?}"));
-    let _g = [PidGuard::new(root), PidGuard::new(child)];
-    assert_eq!(outcome, RestoreOutcome::Detached { root });
+    let _g = restore_detached(&images, root, [child]);
     let deadline = Instant::now() + Duration::from_secs(10);
     while ticks_of(&report, root) <= before.0 || ticks_of(&report, child) <= before.1 {
         assert!(Instant::now() < deadline, "restored tree does not run");

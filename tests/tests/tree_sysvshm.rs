@@ -9,9 +9,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use criu_core::restore::{RestoreOptions, RestoreOutcome, restore};
-use criu_tests::{PidGuard, ScratchDir, skip_unless_root, wait_pid_gone};
-use restore_common::{lines, spawn_bg};
+use criu_tests::{ScratchDir, TreeGuard, skip_unless_root};
+use restore_common::{dump_stopped_and_kill, lines, restore_detached, spawn_bg};
 
 mod restore_common;
 use criu_plugin_files as _;
@@ -82,37 +81,14 @@ fn tree_sysv_shm_attached_again() {
     let images = scratch.path().join("images");
     std::fs::create_dir_all(&images).expect("images dir");
     let (root, _seg) = start(&report, &[]);
-    let mut guards = vec![PidGuard::new(root)];
+    let mut guards = TreeGuard::new([root]);
     let pids = wait_oks(&report, 2);
-    guards.extend(
-        pids.iter()
-            .filter(|&&p| p != root)
-            .map(|&p| PidGuard::new(p)),
-    );
+    guards.extend(pids.iter().copied());
 
-    let mut d = criu_core::dump::DumpOptions::new(root, &images);
-    d.leave_stopped = true;
-    criu_core::dump::dump(&d).unwrap_or_else(|e| panic!("dump: {e:?}"));
-    for &p in &pids {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(p),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
-    drop(guards);
-    for &p in &pids {
-        assert!(wait_pid_gone(p, Duration::from_secs(10)), "pid {p} taken");
-    }
+    dump_stopped_and_kill(root, &images, guards);
     std::fs::write(&report, "").expect("truncate report");
 
-    let opts = RestoreOptions {
-        images_dir: images.clone(),
-        detach: true,
-        ..RestoreOptions::default()
-    };
-    let outcome = restore(&opts).unwrap_or_else(|e| panic!("restore: {e}\n{e:?}"));
-    let _g: Vec<PidGuard> = pids.iter().map(|&p| PidGuard::new(p)).collect();
-    assert_eq!(outcome, RestoreOutcome::Detached { root });
+    let _g = restore_detached(&images, root, pids.iter().copied());
     assert_eq!(wait_oks(&report, 3), pids);
 }
 
@@ -126,13 +102,9 @@ fn tree_sysv_shm_removed_is_refused() {
     let images = scratch.path().join("images");
     std::fs::create_dir_all(&images).expect("images dir");
     let (root, seg) = start(&report, &["rmid"]);
-    let mut guards = vec![PidGuard::new(root)];
+    let mut guards = TreeGuard::new([root]);
     let pids = wait_oks(&report, 1);
-    guards.extend(
-        pids.iter()
-            .filter(|&&p| p != root)
-            .map(|&p| PidGuard::new(p)),
-    );
+    guards.extend(pids.iter().copied());
     let d = criu_core::dump::DumpOptions::new(root, &images);
     let e = criu_core::dump::dump(&d).expect_err("a removed segment");
     let msg = e.to_string();

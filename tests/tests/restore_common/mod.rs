@@ -8,6 +8,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use criu_core::dump::{DumpOptions, dump};
+use criu_core::restore::{RestoreOptions, RestoreOutcome, restore};
+use criu_tests::TreeGuard;
 use criu_tests::wait_pid_gone;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -85,30 +87,48 @@ pub fn wait_tree_ready(root: i32, report: &Path, size: usize) -> TreeIds {
     }
 }
 
-/// Dumps the tree of `root` left stopped, kills every process of `tree` (all first, so the
-/// guards then find no zombie waiting for a live parent), drops `guards` and waits until
-/// every pid is free; the report is emptied for the restored run.
+/// Dumps the tree of `root` left stopped, then kills every process `guard` holds (the whole
+/// tree) and waits until each pid is free: the restore needs them.
+pub fn dump_stopped_and_kill(root: i32, images: &Path, guard: TreeGuard) {
+    let mut d = DumpOptions::new(root, images);
+    d.leave_stopped = true;
+    dump(&d).unwrap_or_else(|e| panic!("dump: {e:?}"));
+    let taken = guard.kill_and_wait(Duration::from_secs(10));
+    assert!(taken.is_empty(), "pids still taken: {taken:?}");
+}
+
+/// [`dump_stopped_and_kill`] of the tree `tree` (every pid guarded), then empties the
+/// report for the restored run.
 pub fn dump_tree_and_kill(
     root: i32,
     images: &Path,
     tree: &TreeIds,
-    guards: Vec<criu_tests::PidGuard>,
+    mut guard: TreeGuard,
     report: &Path,
 ) {
-    let mut d = DumpOptions::new(root, images);
-    d.leave_stopped = true;
-    dump(&d).unwrap_or_else(|e| panic!("dump: {e:?}"));
-    for &p in tree.keys() {
-        let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
-    }
-    drop(guards);
-    for &p in tree.keys() {
-        assert!(
-            wait_pid_gone(p, Duration::from_secs(10)),
-            "pid {p} still taken"
-        );
-    }
+    guard.extend(tree.keys().copied());
+    dump_stopped_and_kill(root, images, guard);
     std::fs::write(report, "").expect("truncate report");
+}
+
+/// Restores the images in `images` detached and checks `root` came back; `pids` (the tree)
+/// are guarded before anything is asserted.
+pub fn restore_detached(
+    images: &Path,
+    root: i32,
+    pids: impl IntoIterator<Item = i32>,
+) -> TreeGuard {
+    let opts = RestoreOptions {
+        images_dir: images.to_path_buf(),
+        detach: true,
+        ..RestoreOptions::default()
+    };
+    let outcome = restore(&opts);
+    let mut guard = TreeGuard::new([root]);
+    guard.extend(pids);
+    let outcome = outcome.unwrap_or_else(|e| panic!("restore: {e}\n{e:?}"));
+    assert_eq!(outcome, RestoreOutcome::Detached { root });
+    guard
 }
 
 /// Every process of `before` has the same ppid, pgid and sid in `after` (the root's parent
