@@ -208,8 +208,10 @@ pub fn dump_fds(
     files_id: u32,
 ) -> Result<usize, DumpError> {
     let fds = misc::read_fds(pid).map_err(|e| DumpError::proc(pid, "files", e))?;
-    // Pass 1: ids. `Some(index in seen)` for a description this task brings first.
-    let mut slots: Vec<(i32, u32, Option<usize>)> = Vec::with_capacity(fds.len());
+    // Pass 1: ids. Each slot: fd, file id, its index in `seen`, and the stat of a
+    // description this task brings first. The fd itself is not kept between the passes:
+    // holding every fd of a large table at once could exceed our RLIMIT_NOFILE.
+    let mut slots: Vec<(i32, u32, usize, Option<FileStat>)> = Vec::with_capacity(fds.len());
     for fd in fds {
         let file = access.get(fd)?;
         let stat = stat_of(&file)
@@ -217,14 +219,14 @@ pub fn dump_fds(
         drop(file);
         // kcmp only where it can answer yes: same inode.
         let mut same = None;
-        for o in seen.iter() {
+        for (at, o) in seen.iter().enumerate() {
             if o.dev == stat.dev && o.ino == stat.ino && access.same_description(o.pid, o.fd, fd)? {
-                same = Some(o.id);
+                same = Some((o.id, at));
                 break;
             }
         }
         let slot = match same {
-            Some(id) => (fd, id, None),
+            Some((id, at)) => (fd, id, at, None),
             None => {
                 let id = ctx.new_file_id();
                 seen.push(SeenFd {
@@ -235,7 +237,7 @@ pub fn dump_fds(
                     id,
                     fd_type: 0,
                 });
-                (fd, id, Some(seen.len() - 1))
+                (fd, id, seen.len() - 1, Some(stat))
             }
         };
         ctx.set_fd_id(pid, fd, slot.1);
@@ -244,7 +246,7 @@ pub fn dump_fds(
     // Pass 2: the new descriptions through the plugins, then the fdinfo entries.
     let mut entries = Vec::with_capacity(slots.len());
     let mut descs = 0;
-    for (fd, id, new) in slots {
+    for (fd, id, at, new) in slots {
         let fdinfo_path = || pid_path(pid, &format!("fdinfo/{fd}"));
         let (_, text) =
             crate::proc::read_text(fdinfo_path()).map_err(|e| DumpError::proc(pid, "files", e))?;
@@ -257,10 +259,8 @@ pub fn dump_fds(
             },
         })?;
         let cloexec = fi.flags & libc::O_CLOEXEC as u32 != 0;
-        if let Some(at) = new {
+        if let Some(stat) = new {
             let file = access.get(fd)?;
-            let stat = stat_of(&file)
-                .map_err(|e| DumpError::sys(pid, "files", format!("fstat fd {fd}"), e))?;
             let link = misc::read_link(pid, &format!("fd/{fd}"))
                 .map_err(|e| DumpError::proc(pid, "files", e))?;
             let desc = FdDesc {
@@ -276,11 +276,7 @@ pub fn dump_fds(
             descs += 1;
             seen[at].fd_type = e.r#type;
         }
-        let ty = seen
-            .iter()
-            .find(|o| o.id == id)
-            .map(|o| o.fd_type)
-            .unwrap_or_default();
+        let ty = seen[at].fd_type;
         entries.push(FdinfoEntry {
             id,
             flags: if cloexec { libc::FD_CLOEXEC as u32 } else { 0 },
