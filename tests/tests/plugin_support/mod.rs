@@ -82,6 +82,7 @@ impl SleepTask {
             .expect("start sleep");
         let guard = PidGuard::new(child.id() as i32);
         wait_exec(guard.pid(), SLEEP);
+        wait_in_nanosleep(guard.pid());
         Some(SleepTask {
             guard,
             work,
@@ -105,7 +106,26 @@ pub fn spawn_sleep(stdin: Stdio, stdout: Stdio, stderr: Stdio) -> PidGuard {
         .expect("start sleep");
     let guard = PidGuard::new(child.id() as i32);
     wait_exec(guard.pid(), SLEEP);
+    wait_in_nanosleep(guard.pid());
     guard
+}
+
+/// Waits until `pid` sleeps in `clock_nanosleep`/`nanosleep`: right after exec, `sleep` still
+/// opens and closes files (locale data) of its own, and a dump then would see a passing fd.
+fn wait_in_nanosleep(pid: i32) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let call = std::fs::read_to_string(format!("/proc/{pid}/syscall")).unwrap_or_default();
+        let nr = call.split_whitespace().next().unwrap_or("");
+        if nr == libc::SYS_clock_nanosleep.to_string() || nr == libc::SYS_nanosleep.to_string() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sleep {pid} not in nanosleep: {call:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
 }
 
 /// Waits until `pid` runs `exe` (the spawned child has exec'd).
