@@ -254,7 +254,9 @@ fn dump_failure_leaves_task_running_and_no_images() {
     let work = ScratchDir::new("dump-fail-work");
     let mut w = start(&work);
     let pid = w.pid();
-    for step in ["freeze", "threads", "task", "memory", "files", "images"] {
+    for step in [
+        "freeze", "threads", "task", "ids", "memory", "files", "images",
+    ] {
         let d = images("dump-fail");
         let mut o = DumpOptions::new(pid, d.path());
         o.fail_after = Some(step);

@@ -1,7 +1,14 @@
-//! A parent and a child sharing an fd table (clone CLONE_FILES) or cwd/root/umask (clone
-//! CLONE_FS), from a C workload built with gcc at test time (`workloads/tree_shared.c`).
-//! After dump, kill and restore, a change the parent makes (a new fd, a chdir) must be seen
-//! by the child: the table / fs_struct is shared again, not copied.
+//! Processes sharing kernel objects without being threads, from C workloads built with gcc
+//! at test time:
+//! - a parent and a child sharing an fd table (clone CLONE_FILES) or cwd/root/umask (clone
+//!   CLONE_FS) (`workloads/tree_shared.c`): after dump, kill and restore, a change the
+//!   parent makes (a new fd, a chdir) must be seen by the child: the table / fs_struct is
+//!   shared again, not copied;
+//! - an address space shared with CLONE_VM, with and without CLONE_SIGHAND, and a plain fork
+//!   below a sharer (`workloads/tree_shared_vm.c`): memory and handlers are shared again
+//!   after the restore (checked by the workload and with kcmp), the forked copy is private;
+//! - a vfork parent (refused, the tree runs on) and a root sharing its parent's memory
+//!   (refused).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -30,9 +37,10 @@ fn have_gcc(test: &str) -> bool {
     ok
 }
 
-fn build(dir: &Path) -> PathBuf {
-    let exe = dir.join("tree_shared");
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("workloads/tree_shared.c");
+/// Builds `workloads/NAME.c` into `dir/NAME`.
+fn build(dir: &Path, name: &str) -> PathBuf {
+    let exe = dir.join(name);
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("workloads/{name}.c"));
     let ok = Command::new("gcc")
         .args(["-O1", "-o"])
         .arg(&exe)
@@ -70,7 +78,7 @@ fn round_trip(mode: &str, test: &str) {
     }
     let scratch = ScratchDir::new(&format!("tree-shared-{mode}"));
     let dir = scratch.path().canonicalize().expect("scratch path");
-    let exe = build(&dir);
+    let exe = build(&dir, "tree_shared");
     let work = dir.join("work");
     std::fs::create_dir(&work).expect("work dir");
     let images = dir.join("images");
@@ -125,4 +133,152 @@ fn tree_shared_fd_table() {
 #[test]
 fn tree_shared_fs_struct() {
     round_trip("fs", "tree_shared_fs_struct");
+}
+
+/// Whether `a` and `b` share their kernel object of kcmp type `kind`.
+fn kcmp_same(a: i32, b: i32, kind: i32) -> bool {
+    // SAFETY: kcmp takes only integers.
+    let r = unsafe { libc::syscall(libc::SYS_kcmp, a, b, kind, 0, 0) };
+    assert!(r >= 0, "kcmp({a}, {b}, {kind}) failed");
+    r == 0
+}
+
+const KCMP_VM: i32 = 1;
+const KCMP_SIGHAND: i32 = 4;
+
+/// The pid in a "WHAT PID" report line.
+fn pid_in(line: &str) -> i32 {
+    line.rsplit(' ')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("pid in report line")
+}
+
+/// (vm shared, sighand shared) of B, C and D with the root A.
+fn sharing(a: i32, b: i32, c: i32, d: i32) -> Vec<(bool, bool)> {
+    [b, c, d]
+        .iter()
+        .map(|&p| (kcmp_same(a, p, KCMP_VM), kcmp_same(a, p, KCMP_SIGHAND)))
+        .collect()
+}
+
+#[test]
+fn tree_shared_address_space_and_signal_handlers() {
+    let test = "tree_shared_address_space_and_signal_handlers";
+    if skip_unless_root(test) || !have_gcc(test) {
+        return;
+    }
+    let scratch = ScratchDir::new("tree-shared-vm");
+    let dir = scratch.path().canonicalize().expect("scratch path");
+    let exe = build(&dir, "tree_shared_vm");
+    let work = dir.join("work");
+    std::fs::create_dir(&work).expect("work dir");
+    let images = dir.join("images");
+    std::fs::create_dir(&images).expect("images dir");
+    let report = work.join("report");
+    let a = spawn_bg(
+        exe.to_str().expect("utf-8"),
+        &["vm", work.to_str().expect("utf-8")],
+    );
+    let mut guards = TreeGuard::new([a]);
+    let wait = Duration::from_secs(10);
+    let b = pid_in(&wait_line(&report, "child B ", wait));
+    let c = pid_in(&wait_line(&report, "child C ", wait));
+    guards.extend([b, c]);
+    let d = pid_in(&wait_line(&report, "child D ", wait));
+    guards.extend([d]);
+    for p in [b, c, d] {
+        wait_line(&report, &format!("pre ok {p}"), wait);
+    }
+    let expected = vec![(true, true), (true, false), (false, false)];
+    assert_eq!(sharing(a, b, c, d), expected, "before the dump");
+
+    dump_stopped_and_kill(a, &images, guards);
+    // The sharers' memory is their parent's: no memory images of their own.
+    for p in [b, c] {
+        assert!(!images.join(format!("mm-{p}.img")).exists(), "mm-{p}.img");
+        assert!(
+            !images.join(format!("pagemap-{p}.img")).exists(),
+            "pagemap-{p}.img"
+        );
+    }
+    for p in [a, d] {
+        assert!(images.join(format!("mm-{p}.img")).exists(), "mm-{p}.img");
+    }
+
+    let _g = restore_detached(&images, a, [b, c, d]);
+    assert_eq!(sharing(a, b, c, d), expected, "after the restore");
+    let tree = restore_common::tree_ids(a);
+    assert_eq!(tree.get(&b).map(|t| t.0), Some(a), "B's parent");
+    assert_eq!(tree.get(&c).map(|t| t.0), Some(a), "C's parent");
+    assert_eq!(tree.get(&d).map(|t| t.0), Some(b), "D's parent");
+    std::fs::write(work.join("go"), "").expect("go");
+    for want in [
+        format!("post ticks ok {a}"),
+        format!("post mem ok {b}"),
+        format!("post sighand shared {b}"),
+        format!("post signal ok {b}"),
+        format!("post mem ok {c}"),
+        format!("post sighand own {c}"),
+        format!("post private ok {d}"),
+    ] {
+        wait_line(&report, &want, wait);
+    }
+    let bad: Vec<_> = lines(&report)
+        .into_iter()
+        .filter(|l| l.contains("leaked") || l.contains("broken"))
+        .collect();
+    assert!(bad.is_empty(), "{bad:?}");
+}
+
+#[test]
+fn vfork_parent_and_root_sharing_its_parents_memory_are_refused() {
+    let test = "vfork_parent_and_root_sharing_its_parents_memory_are_refused";
+    if skip_unless_root(test) || !have_gcc(test) {
+        return;
+    }
+    let scratch = ScratchDir::new("tree-shared-vfork");
+    let dir = scratch.path().canonicalize().expect("scratch path");
+    let exe = build(&dir, "tree_shared_vm");
+    let work = dir.join("work");
+    std::fs::create_dir(&work).expect("work dir");
+    let report = work.join("report");
+    let parent = spawn_bg(
+        exe.to_str().expect("utf-8"),
+        &["vfork", work.to_str().expect("utf-8")],
+    );
+    let mut guards = TreeGuard::new([parent]);
+    let child = pid_in(&wait_line(&report, "vfork child ", Duration::from_secs(10)));
+    guards.extend([child]);
+
+    let images = dir.join("images");
+    for (pid, wants) in [
+        (parent, ["vfork()", "child"]),
+        (child, ["CLONE_VM", "outside the dumped tree"]),
+    ] {
+        std::fs::create_dir_all(&images).expect("images dir");
+        let err = criu_core::dump::dump(&criu_core::dump::DumpOptions::new(pid, &images))
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            wants.iter().all(|w| err.contains(w)) && err.contains(&child.to_string()),
+            "{err}"
+        );
+        assert!(!images.join("inventory.img").exists(), "images left behind");
+        // The child runs on.
+        let n = ticks_of(&report, child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while ticks_of(&report, child) <= n + 2 {
+            assert!(Instant::now() < deadline, "the vfork child stopped ticking");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    // The parent was never left stopped: it resumes once the child exits.
+    std::fs::write(work.join("stop"), "").expect("stop");
+    wait_line(
+        &report,
+        &format!("parent resumed {parent}"),
+        Duration::from_secs(10),
+    );
+    drop(guards);
 }

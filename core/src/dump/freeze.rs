@@ -63,6 +63,73 @@ fn thread_exits(pid: i32, tid: i32) -> bool {
     false
 }
 
+/// Why thread `tid` of `pid` cannot be frozen, if it waits inside vfork() (or a clone with
+/// CLONE_VFORK) for its child to exec or exit: the kernel holds it in a killable sleep that
+/// no ptrace stop interrupts.
+fn vfork_wait(pid: i32, tid: i32) -> Option<String> {
+    let Ok(misc::TaskSyscall::In { nr, args }) = misc::read_syscall(pid, tid) else {
+        return None;
+    };
+    let vfork = match nr {
+        libc::SYS_vfork => true,
+        libc::SYS_clone => args[0] & libc::CLONE_VFORK as u64 != 0,
+        libc::SYS_clone3 => {
+            // The flags are the first word of its struct clone_args.
+            use std::os::unix::fs::FileExt;
+            let mut flags = [0u8; 8];
+            std::fs::File::open(format!("/proc/{pid}/mem"))
+                .and_then(|m| m.read_exact_at(&mut flags, args[0]))
+                .is_ok_and(|()| u64::from_ne_bytes(flags) & libc::CLONE_VFORK as u64 != 0)
+        }
+        _ => false,
+    };
+    if !vfork {
+        return None;
+    }
+    let child = misc::read_children(pid, tid)
+        .unwrap_or_default()
+        .into_iter()
+        .rev()
+        .find(|&c| {
+            crate::sys::kcmp::kcmp(
+                Pid::from_raw(pid),
+                Pid::from_raw(c),
+                crate::sys::kcmp::KcmpType::Vm,
+            )
+            .is_ok_and(|o| o.is_equal())
+        });
+    let child = child.map_or_else(|| "its child".to_string(), |c| format!("child {c}"));
+    Some(format!(
+        "thread {tid} waiting in vfork() until {child} calls exec or exits (a sleep no ptrace stop interrupts)"
+    ))
+}
+
+/// How long a vfork parent may take to be released (its child's exec, as in posix_spawn)
+/// before it is refused.
+const VFORK_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// [`vfork_wait`] once thread `tid` has waited in vfork() for [`VFORK_GRACE`]; `None` as
+/// soon as it is out of it.
+fn vfork_wait_persisting(pid: i32, tid: i32) -> Option<String> {
+    let since = std::time::Instant::now();
+    loop {
+        let why = vfork_wait(pid, tid)?;
+        if since.elapsed() >= VFORK_GRACE {
+            return Some(why);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+fn vfork_refused(pid: i32, why: String) -> DumpError {
+    DumpError::Unsupported {
+        pid,
+        step: "freeze",
+        what: why,
+        hint: "dump once the vfork child has called exec or exited",
+    }
+}
+
 /// Freeze every thread of `pid`.
 pub fn freeze_process(pid: i32) -> Result<Frozen, DumpError> {
     let st = status::read_status(pid).map_err(|e| DumpError::proc(pid, "freeze", e))?;
@@ -97,7 +164,23 @@ pub fn freeze_process(pid: i32) -> Result<Frozen, DumpError> {
                 }
                 Err(e) => return Err(e),
             }
-            match ptrace::freeze(Pid::from_raw(tid), opts) {
+            // Refused before seizing: a seized thread that never stops cannot be detached.
+            if let Some(why) = vfork_wait_persisting(pid, tid) {
+                return Err(vfork_refused(pid, why));
+            }
+            // It may have entered vfork() just before our interrupt.
+            let mut in_vfork_since = None;
+            let mut stuck = || match vfork_wait(pid, tid) {
+                None => {
+                    in_vfork_since = None;
+                    None
+                }
+                Some(why) => {
+                    let since = *in_vfork_since.get_or_insert_with(std::time::Instant::now);
+                    (since.elapsed() >= VFORK_GRACE).then_some(why)
+                }
+            };
+            match ptrace::freeze_checked(Pid::from_raw(tid), opts, &mut stuck) {
                 Ok(state) => {
                     tracing::debug!(pid, tid, ?state, "thread frozen");
                     frozen.threads.push(FrozenThread { tid, state });
@@ -112,6 +195,9 @@ pub fn freeze_process(pid: i32) -> Result<Frozen, DumpError> {
                     if e.errno() == Some(nix::errno::Errno::EPERM)
                         && tid != pid
                         && thread_exits(pid, tid) => {}
+                Err(ptrace::PtraceError::Unstoppable { why, .. }) => {
+                    return Err(vfork_refused(pid, why));
+                }
                 Err(e) => {
                     return Err(DumpError::Ptrace {
                         pid,

@@ -18,7 +18,9 @@ pub struct IdGen {
     ns: HashMap<(usize, u64), u32>,
     next_ns: u32,
     /// Dumped processes and their (vm, files, fs, sighand) ids.
-    kobj: Vec<(i32, [u32; 4])>,
+    kobj: HashMap<i32, [u32; 4]>,
+    /// Per kind: object id -> the first process found holding it.
+    first_holder: [HashMap<u32, i32>; 4],
     /// Last id given per kobj kind (criu itself holds 1).
     next_kobj: [u32; 4],
     /// Per kind: one (pid, id) per distinct kernel object, in kcmp order.
@@ -55,6 +57,43 @@ fn find_kobj(
         }
     }
     Ok(Err(lo))
+}
+
+/// What each of [`KOBJ_KINDS`] is, with the clone flag that shares it.
+const KOBJ_WHAT: [&str; 4] = [
+    "an address space (CLONE_VM)",
+    "an fd table (CLONE_FILES)",
+    "cwd, root and umask (CLONE_FS)",
+    "signal handlers (CLONE_SIGHAND)",
+];
+
+/// Refuses a root that shares a kernel object with its parent `ppid`, which is not dumped:
+/// the restored root would silently stop sharing it. A parent we may not compare with (kcmp
+/// refused, or it is outside our pid namespace) is left alone.
+pub fn check_root_sharing(root: i32, ppid: i32) -> Result<(), DumpError> {
+    if ppid <= 0 {
+        return Ok(());
+    }
+    for (kind, what) in KOBJ_KINDS.iter().zip(KOBJ_WHAT) {
+        let same = match kcmp(Pid::from_raw(root), Pid::from_raw(ppid), *kind) {
+            Ok(o) => o.is_equal(),
+            Err(e) => {
+                tracing::debug!(root, ppid, error = %e, "kcmp with the root's parent");
+                false
+            }
+        };
+        if same {
+            return Err(DumpError::Unsupported {
+                pid: root,
+                step: "ids",
+                what: format!(
+                    "{what} shared with its parent {ppid}, which is outside the dumped tree"
+                ),
+                hint: "dump the parent's tree instead: criu dump -t PARENT",
+            });
+        }
+    }
+    Ok(())
 }
 
 const KOBJ_KINDS: [KcmpType; 4] = [
@@ -95,20 +134,39 @@ impl IdGen {
                 Err(at) => {
                     self.next_kobj[k] = self.next_kobj[k].max(1) + 1;
                     sorted.insert(at, (pid, self.next_kobj[k]));
+                    self.first_holder[k].insert(self.next_kobj[k], pid);
                     self.next_kobj[k]
                 }
             };
         }
-        self.kobj.push((pid, out));
+        self.kobj.insert(pid, out);
         Ok(out)
     }
 
-    /// Another dumped process with this vm id (sharing `pid`'s address space), if any.
-    pub fn vm_sharer(&self, pid: i32, vm_id: u32) -> Option<i32> {
-        self.kobj
-            .iter()
-            .find(|(p, ids)| *p != pid && ids[0] == vm_id)
-            .map(|(p, _)| *p)
+    /// Refuses kernel objects `pid` shares with another dumped process that is not its
+    /// parent `ppid`: a restore can only hand a child what its creator has at clone time.
+    /// Returns whether it shares its parent's address space (CLONE_VM).
+    pub fn check_sharing(&self, pid: i32, ppid: i32) -> Result<bool, DumpError> {
+        let Some(mine) = self.kobj.get(&pid) else {
+            return Ok(false);
+        };
+        let parent = self.kobj.get(&ppid).filter(|_| ppid != pid);
+        for (k, what) in KOBJ_WHAT.iter().enumerate() {
+            let Some(&other) = self.first_holder[k].get(&mine[k]).filter(|&&o| o != pid) else {
+                continue;
+            };
+            if parent.is_none_or(|p| p[k] != mine[k]) {
+                return Err(DumpError::Unsupported {
+                    pid,
+                    step: "ids",
+                    what: format!(
+                        "{what} shared with process {other}, which is not its parent {ppid}"
+                    ),
+                    hint: "a restore rebuilds such sharing only between a parent and the child it cloned",
+                });
+            }
+        }
+        Ok(parent.is_some_and(|p| p[0] == mine[0]))
     }
 
     /// `kobj` is (vm, files, fs, sighand).
@@ -209,5 +267,31 @@ mod tests {
         let ppid = nix::unistd::getppid().as_raw();
         let t3 = task_ids(&mut g, &r, ppid).unwrap();
         assert_eq!(t3.vm_id, 3);
+    }
+
+    #[test]
+    fn sharing_is_allowed_with_the_parent_only() {
+        let mut g = IdGen::default();
+        // (vm, files, fs, sighand): 11 is clone(CLONE_VM|CLONE_SIGHAND) of 10, 12 a fork of
+        // 10, 13 a child of 12 holding 11's fd table.
+        for (pid, ids) in [
+            (10, [2, 2, 2, 2]),
+            (11, [2, 3, 3, 2]),
+            (12, [4, 4, 4, 4]),
+            (13, [5, 3, 5, 5]),
+        ] {
+            g.kobj.insert(pid, ids);
+            for (k, id) in ids.iter().enumerate() {
+                g.first_holder[k].entry(*id).or_insert(pid);
+            }
+        }
+        assert!(!g.check_sharing(10, 0).unwrap());
+        assert!(g.check_sharing(11, 10).unwrap());
+        assert!(!g.check_sharing(12, 10).unwrap());
+        let err = g.check_sharing(13, 12).unwrap_err().to_string();
+        assert!(
+            err.contains("CLONE_FILES") && err.contains("process 11") && err.contains("parent 12"),
+            "{err}"
+        );
     }
 }

@@ -42,8 +42,14 @@
 //!   yet).
 //! - Zombies in the tree get a pstree entry and a core image with only comm, task_state
 //!   TASK_DEAD (2) and exit_code, like CRIU's; no other image.
-//! - Refused loudly for now: CLONE_VM sharing between processes,
-//!   namespaces other than criu's own, VM_IO/PFNMAP mappings, non-regular mapped files.
+//! - A process sharing its parent's address space (clone with CLONE_VM, with or without
+//!   CLONE_SIGHAND) gets no mm/pagemap image of its own: the first process of its vm id
+//!   (ids-PID.img) holds that memory. Sharing an address space, signal handlers, an fd table
+//!   or an fs_struct with a process other than the parent is refused, as is a root sharing
+//!   one with its (undumped) parent, and a thread waiting in vfork() (no ptrace stop reaches
+//!   it until the child execs or exits).
+//! - Refused loudly for now: namespaces other than criu's own, VM_IO/PFNMAP mappings,
+//!   non-regular mapped files.
 //! - `--shell-job` is accepted but not enforced: CRIU refuses to dump a root that is not a
 //!   session leader without it; we dump it and record its real sid/pgid in pstree.img.
 //! - `timens-0.img` holds CLOCK_MONOTONIC/CLOCK_BOOTTIME at dump time, as in CRIU's sample.

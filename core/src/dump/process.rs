@@ -82,7 +82,79 @@ pub(super) fn dump_process(
     remote.finish()?;
     checkpoint(opts, "task")?;
 
-    // 2. Memory layout and the files backing it.
+    // 2. Ids: what it shares with its parent (CLONE_VM, _FILES, _FS, _SIGHAND) and nobody
+    //    else. A process sharing its parent's address space has no memory images: its
+    //    parent's (or the first sharer's) hold that memory.
+    let task_ids = ids::task_ids(&mut sh.idgen, &sh.root_ids, pid)?;
+    if ppid == 0 {
+        ids::check_root_sharing(pid, st.ppid)?;
+    }
+    let shares_vm = sh.idgen.check_sharing(pid, ppid)?;
+    checkpoint(opts, "ids")?;
+    if !shares_vm {
+        dump_memory(opts, dir, plugins, pid, (brk, dumpable, thp), sh)?;
+    }
+
+    // 3. Fds (once per fd table), cwd and root.
+    if sh.fdinfo_done.insert(task_ids.files_id) {
+        let mut access = PidfdAccess::new(pid)?;
+        files::dump_fds(
+            plugins,
+            sh.ctx,
+            dir,
+            &mut access,
+            &mut sh.seen_fds,
+            pid,
+            task_ids.files_id,
+        )?;
+    }
+    files::dump_fs(plugins, sh.ctx, dir, &mut sh.file_ids, pid)?;
+
+    // 4. Per-thread core images, ids, the pstree entry.
+    let mut tc = Some(tc);
+    sh.threads += threads.len();
+    for t in &mut threads {
+        if let Some(pos) = sh.seccomp.add_chain(&t.seccomp_chain) {
+            t.core.seccomp_filter = Some(pos);
+        }
+    }
+    let tids: Vec<u32> = threads.iter().map(|t| t.tid as u32).collect();
+    for t in threads {
+        let core = CoreEntry {
+            mtype: March::X8664 as i32,
+            thread_info: Some(t.info),
+            tc: if t.tid == pid { tc.take() } else { None },
+            ids: None,
+            thread_core: Some(t.core),
+            ..Default::default()
+        };
+        dir.write_single(ImageKind::Core, t.tid as u64, &core)
+            .map_err(img(pid, "images"))?;
+    }
+    dir.write_single(ImageKind::Ids, pid as u64, &task_ids)
+        .map_err(img(pid, "images"))?;
+    sh.pstree.push(PstreeEntry {
+        pid: pid as u32,
+        ppid: ppid as u32,
+        pgid: st.pgrp as u32,
+        sid: st.session as u32,
+        threads: tids,
+    });
+    Ok(())
+}
+
+/// Memory of a process that does not share its parent's address space: mm-PID.img (VMAs
+/// and the files behind them; VMAs a plugin claims are dumped by it), pagemap-PID.img and
+/// the pages. `mm_bits` is (brk, dumpable, THP disabled).
+fn dump_memory(
+    opts: &DumpOptions,
+    dir: &ImageDir,
+    plugins: &[&'static dyn Plugin],
+    pid: i32,
+    mm_bits: (u64, i32, bool),
+    sh: &mut Shared<'_, '_>,
+) -> Result<(), DumpError> {
+    let (brk, dumpable, thp) = mm_bits;
     let mut vmas = memory::collect_vmas(pid)?;
     let mut mm = memory::mm_entry(pid, brk, dumpable, thp)?;
     mm.exe_file_id = files::dump_mm_files(plugins, sh.ctx, &mut sh.file_ids, pid, &mut vmas)?;
@@ -102,33 +174,7 @@ pub(super) fn dump_process(
     };
     checkpoint(opts, "memory")?;
 
-    // 3. Ids, fds (once per fd table), cwd and root.
-    let task_ids = ids::task_ids(&mut sh.idgen, &sh.root_ids, pid)?;
-    if let Some(other) = sh.idgen.vm_sharer(pid, task_ids.vm_id) {
-        return Err(DumpError::Unsupported {
-            pid,
-            step: "memory",
-            what: format!(
-                "an address space shared with process {other} (CLONE_VM; also needed for shared signal handlers, CLONE_SIGHAND)"
-            ),
-            hint: "vfork children and CLONE_VM processes are not dumped yet",
-        });
-    }
-    if sh.fdinfo_done.insert(task_ids.files_id) {
-        let mut access = PidfdAccess::new(pid)?;
-        files::dump_fds(
-            plugins,
-            sh.ctx,
-            dir,
-            &mut access,
-            &mut sh.seen_fds,
-            pid,
-            task_ids.files_id,
-        )?;
-    }
-    files::dump_fs(plugins, sh.ctx, dir, &mut sh.file_ids, pid)?;
-
-    // 4. Pages: this thread gathers, a writer thread writes (two buffers in flight).
+    // Pages: this thread gathers, a writer thread writes (two buffers in flight).
     let t_mem = Instant::now();
     let pages_id = sh.ctx.shmem.pages_id();
     let mut pm: ImageWriter = dir
@@ -187,36 +233,5 @@ pub(super) fn dump_process(
     mm.vmas = vmas.into_iter().map(|v| v.entry).collect();
     dir.write_single(ImageKind::Mm, pid as u64, &mm)
         .map_err(img(pid, "memory"))?;
-
-    // 5. Per-thread core images, ids, the pstree entry.
-    let mut tc = Some(tc);
-    sh.threads += threads.len();
-    for t in &mut threads {
-        if let Some(pos) = sh.seccomp.add_chain(&t.seccomp_chain) {
-            t.core.seccomp_filter = Some(pos);
-        }
-    }
-    let tids: Vec<u32> = threads.iter().map(|t| t.tid as u32).collect();
-    for t in threads {
-        let core = CoreEntry {
-            mtype: March::X8664 as i32,
-            thread_info: Some(t.info),
-            tc: if t.tid == pid { tc.take() } else { None },
-            ids: None,
-            thread_core: Some(t.core),
-            ..Default::default()
-        };
-        dir.write_single(ImageKind::Core, t.tid as u64, &core)
-            .map_err(img(pid, "images"))?;
-    }
-    dir.write_single(ImageKind::Ids, pid as u64, &task_ids)
-        .map_err(img(pid, "images"))?;
-    sh.pstree.push(PstreeEntry {
-        pid: pid as u32,
-        ppid: ppid as u32,
-        pgid: st.pgrp as u32,
-        sid: st.session as u32,
-        threads: tids,
-    });
     Ok(())
 }

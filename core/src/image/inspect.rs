@@ -298,6 +298,10 @@ pub fn mems(dir: &ImageDir) -> Result<Vec<TaskMems>, InspectError> {
     };
     let mut out = Vec::new();
     for p in &tree {
+        // Zombies and processes sharing another's address space (CLONE_VM) have none.
+        if !dir.exists(ImageKind::Mm, u64::from(p.pid)) {
+            continue;
+        }
         let mm: MmEntry = dir.read_single(ImageKind::Mm, u64::from(p.pid))?;
         let exe = names.reg(mm.exe_file_id)?;
         let mut vmas = Vec::new();
@@ -392,6 +396,10 @@ pub fn rss(dir: &ImageDir) -> Result<Vec<TaskRss>, InspectError> {
     let mut out = Vec::new();
     for p in &tree {
         let pid = u64::from(p.pid);
+        // Zombies and processes sharing another's address space (CLONE_VM) have none.
+        if !dir.exists(ImageKind::Mm, pid) {
+            continue;
+        }
         let mm: MmEntry = dir.read_single(ImageKind::Mm, pid)?;
         let (_, pms) = dir.read_pagemap(pid)?;
         let vmas = &mm.vmas;

@@ -211,9 +211,75 @@ pub fn read_comm(pid: i32, tid: i32) -> Result<String, ProcError> {
     Ok(t.strip_suffix('\n').unwrap_or(&t).to_string())
 }
 
+/// What `/proc/PID/task/TID/syscall` says a thread is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskSyscall {
+    /// `running`: on a CPU, no syscall to report.
+    Running,
+    /// `-1 sp pc`: blocked outside a syscall (e.g. in a ptrace or group stop).
+    NotInSyscall,
+    /// Blocked in syscall `nr` with these arguments.
+    In { nr: i64, args: [u64; 6] },
+}
+
+/// Parses `/proc/PID/task/TID/syscall`: `running`, `-1 SP PC`, or `NR A1..A6 SP PC` with the
+/// arguments, SP and PC in hex (`0x...`).
+pub fn parse_syscall(text: &str) -> Result<TaskSyscall, ParseError> {
+    let mut words = text.split_ascii_whitespace();
+    let first = words
+        .next()
+        .ok_or_else(|| ParseError::new(1, "empty syscall file"))?;
+    if first == "running" {
+        return Ok(TaskSyscall::Running);
+    }
+    let nr: i64 = num(first, 1, "syscall number")?;
+    if nr < 0 {
+        return Ok(TaskSyscall::NotInSyscall);
+    }
+    let mut args = [0u64; 6];
+    for a in &mut args {
+        let w = words
+            .next()
+            .ok_or_else(|| ParseError::new(1, "syscall arguments missing"))?;
+        let hex = w
+            .strip_prefix("0x")
+            .ok_or_else(|| ParseError::new(1, format!("bad syscall argument {w:?}")))?;
+        *a = super::hex_u64(hex, 1, "syscall argument")?;
+    }
+    Ok(TaskSyscall::In { nr, args })
+}
+
+/// The syscall thread `tid` of `pid` is blocked in, if any.
+pub fn read_syscall(pid: i32, tid: i32) -> Result<TaskSyscall, ProcError> {
+    read_parsed(tid_path(pid, tid, "syscall"), parse_syscall)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn syscall_file() {
+        assert_eq!(parse_syscall("running\n").unwrap(), TaskSyscall::Running);
+        assert_eq!(
+            parse_syscall("-1 0x7ffd1000 0x401000\n").unwrap(),
+            TaskSyscall::NotInSyscall
+        );
+        assert_eq!(
+            parse_syscall("58 0x0 0x1 0x2 0x3 0x4 0xffffffffffffffff 0x7ffd1000 0x401000\n")
+                .unwrap(),
+            TaskSyscall::In {
+                nr: 58,
+                args: [0, 1, 2, 3, 4, u64::MAX]
+            }
+        );
+        assert!(parse_syscall("").is_err());
+        assert!(parse_syscall("56 0x1").is_err());
+        assert!(parse_syscall("56 1 2 3 4 5 6").is_err());
+        // Our main thread (blocked, or reading this very file) parses.
+        let me = std::process::id() as i32;
+        assert!(read_syscall(me, me).is_ok());
+    }
 
     #[test]
     fn ns_link() {

@@ -89,6 +89,17 @@ pub fn spawn_child(
             hint: "groups are restored when inherited, led by the task, or led by a task that comes earlier in the tree",
         });
     }
+    // Only its parent has the address space (and handlers) it shares.
+    if (t.share_vm || t.share_sighand) && parent_task.pid != t.ppid {
+        return Err(RestoreError::Unsupported {
+            pid: t.pid,
+            what: format!(
+                "an address space shared with its parent {} while {} must fork it (a helper for a dead session or group leader)",
+                t.ppid, parent_task.pid
+            ),
+            hint: "a process sharing its parent's memory (CLONE_VM) is restored only when its parent forks it",
+        });
+    }
     // A zombie only exits: it needs no files.
     let (owned, moves, temp) = if t.is_zombie() {
         (Vec::new(), Vec::new(), spawn::TempFds::default())
@@ -110,6 +121,14 @@ pub fn spawn_child(
     }
     if t.share_fs {
         flags |= libc::CLONE_FS as u64;
+    }
+    // The parent's memory is restored already: the child starts in it at the gadget. Both
+    // use the gadget's scratch page, one remote call at a time.
+    if t.share_vm {
+        flags |= libc::CLONE_VM as u64;
+    }
+    if t.share_sighand {
+        flags |= libc::CLONE_SIGHAND as u64;
     }
     let args = CloneArgs {
         flags,

@@ -35,6 +35,11 @@
 //! the tasks); a zombie session leader forks its members (re-parented to a child subreaper)
 //! before it dies.
 //!
+//! A process that shared its parent's address space (CLONE_VM, and CLONE_SIGHAND when it
+//! shared the handlers too) is forked with those flags once the parent's memory is rebuilt,
+//! and rebuilds none itself; it gets its final registers without a last syscall, and the
+//! first task of the address space (finished after all its sharers) unmaps the gadget.
+//!
 //! Any failure kills and reaps every task created so far; images are only read.
 
 mod children;
@@ -415,8 +420,14 @@ fn restore_tree(
             });
             continue;
         }
-        // Its memory is a copy of its parent's (also through a session helper).
-        let parent = done.iter().find(|p| p.t.pid == t.ppid).map(|p| p.t);
+        // Its memory is a copy of its parent's (also through a session helper); a parent
+        // sharing another task's address space has that task's plan of it.
+        let parent = done
+            .iter()
+            .find(|p| p.t.pid == t.ppid)
+            .map(|p| p.t.vm_owner)
+            .and_then(|owner| done.iter().find(|p| p.t.pid == owner))
+            .map(|p| p.t);
         done.push(prepare_task(sp, ids, t, parent, &mut shm, created)?);
     }
     // Leaders whose children all stayed in the old session.
@@ -447,8 +458,15 @@ fn prepare_task<'p>(
     shm: &mut shmem::ShmemCtx<'_>,
     created: &mut Vec<Pid>,
 ) -> Result<Prepared<'p>> {
-    rebuild::rebuild_mm(&mut sp, t, parent, shm)?;
-    tracing::debug!(vmas = t.vmas.len(), runs = t.pages.len(), "memory restored");
+    if t.share_vm {
+        tracing::debug!(
+            owner = t.vm_owner,
+            "memory shared with the parent (CLONE_VM)"
+        );
+    } else {
+        rebuild::rebuild_mm(&mut sp, t, parent, shm)?;
+        tracing::debug!(vmas = t.vmas.len(), runs = t.pages.len(), "memory restored");
+    }
     state::restore_process_state(&mut sp, t)?;
     let mut others = threads::create_threads(&mut sp, t, created)?;
     let data = sp.gadget + GADGET_DATA;
@@ -459,6 +477,15 @@ fn prepare_task<'p>(
     }
     threads::queue_shared_signals(&mut sp.leader, t, data)?;
     Ok(Prepared { t, sp, others, ids })
+}
+
+/// FPU, final registers and blocked signals of a thread that runs no syscall after them.
+fn final_state(rt: &mut RemoteThread, th: &plan::ThreadPlan, t: &TaskPlan) -> Result<()> {
+    rt.step = "final registers".into();
+    threads::restore_fpu(rt, th)?;
+    pt::set_regs(rt.tid, &regs::final_regs(&th.regs)).map_err(|e| rt.ptrace_err(e))?;
+    pt::set_sigmask(rt.tid, threads::blocked_mask(th, t)).map_err(|e| rt.ptrace_err(e))?;
+    Ok(())
 }
 
 /// Credentials, FPU and final registers of every thread; the leader unmaps the gadget as its
@@ -491,13 +518,18 @@ fn finish_task(
         creds::restore_creds(&mut sp.leader, c, data)?;
     }
     for (rt, th) in others.iter_mut().zip(&t.threads[1..]) {
-        rt.step = "final registers".into();
-        threads::restore_fpu(rt, th)?;
-        pt::set_regs(rt.tid, &regs::final_regs(&th.regs)).map_err(|e| rt.ptrace_err(e))?;
-        pt::set_sigmask(rt.tid, threads::blocked_mask(th, t)).map_err(|e| rt.ptrace_err(e))?;
+        final_state(rt, th, t)?;
     }
     let leader = &t.threads[0];
     let rt = &mut sp.leader;
+    if t.share_vm {
+        // The gadget is in the address space it shares: the task that owns it (finished
+        // after every sharer, which all descend from it) unmaps it.
+        final_state(rt, leader, t)?;
+        let mut all = vec![sp.leader];
+        all.append(&mut others);
+        return Ok(all);
+    }
     rt.step = "unmapping the gadget and setting final registers".into();
     threads::restore_fpu(rt, leader)?;
     rt.last_call_then_regs(

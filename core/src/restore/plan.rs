@@ -58,6 +58,13 @@ pub struct TaskPlan {
     /// Forked with CLONE_FILES / CLONE_FS: it shares its parent's fd table / fs_struct.
     pub share_files: bool,
     pub share_fs: bool,
+    /// Forked with CLONE_VM: it shares the address space of `vm_owner` (through its parent)
+    /// and has no memory images of its own (`mm`, `vmas` and `pages` are empty).
+    pub share_vm: bool,
+    /// Forked with CLONE_SIGHAND (needs `share_vm`): it shares its parent's signal handlers.
+    pub share_sighand: bool,
+    /// The first task of the tree with this task's address space (itself if none before).
+    pub vm_owner: i32,
 }
 
 /// One thread.
@@ -112,9 +119,10 @@ impl RestorePlan {
             }
         }
         let mut seen = BTreeSet::new();
+        let mut vm_owners = BTreeMap::new();
         let mut tasks = Vec::with_capacity(pstree.len());
         for (i, p) in pstree.iter().enumerate() {
-            let task = load_task(images, i, p, &files, &mut seen)?;
+            let task = load_task(images, i, p, &files, &mut seen, &mut vm_owners)?;
             if i > 0 && !tasks.iter().any(|t: &TaskPlan| t.pid == task.ppid) {
                 return Err(bad(
                     "pstree.img",
@@ -264,6 +272,9 @@ impl TaskPlan {
             helper: false,
             share_files: false,
             share_fs: false,
+            share_vm: false,
+            share_sighand: false,
+            vm_owner: pid,
         }
     }
 
@@ -312,6 +323,7 @@ fn load_task(
     p: &PstreeEntry,
     files: &BTreeMap<u32, FileEntry>,
     seen: &mut BTreeSet<i32>,
+    vm_owners: &mut BTreeMap<u32, i32>,
 ) -> Result<TaskPlan> {
     let pid = pid_of("pstree.img", idx, p.pid)?;
     let ppid = if p.ppid == 0 {
@@ -431,6 +443,67 @@ fn load_task(
             .ok()
     });
 
+    // A process sharing an earlier one's address space (CLONE_VM) has no memory images: the
+    // first one of the tree holds them (`kobj` checks it is forked by a sharer).
+    let vm_owner = match ids.as_ref() {
+        Some(ids) => *vm_owners.entry(ids.vm_id).or_insert(pid),
+        None => pid,
+    };
+    let (mm, vmas, pages, pages_image) = if vm_owner == pid {
+        load_memory(images, pid, files)?
+    } else {
+        (MmEntry::default(), Vec::new(), Vec::new(), String::new())
+    };
+
+    let fds = load_fds(images, pid, ids.as_ref(), files)?;
+    let fs = {
+        let name = format!("fs-{pid}.img");
+        if images.exists(&name) {
+            let fs: FsEntry = images.single(&name, img::FS_MAGIC)?;
+            for id in [fs.cwd_id, fs.root_id] {
+                if files.get(&id).and_then(|f| f.reg.as_ref()).is_none() {
+                    return Err(bad(
+                        &name,
+                        Some(0),
+                        format!("cwd/root file id {id} not in files.img"),
+                    ));
+                }
+            }
+            Some(fs)
+        } else {
+            None
+        }
+    };
+    Ok(TaskPlan {
+        pid,
+        ppid,
+        pgid,
+        sid,
+        sid_before: None,
+        threads,
+        tc,
+        ids,
+        mm,
+        vmas,
+        pages,
+        pages_image,
+        fds,
+        fs,
+        helper: false,
+        share_files: false,
+        share_fs: false,
+        share_vm: false,
+        share_sighand: false,
+        vm_owner,
+    })
+}
+
+/// `mm-<pid>.img` and `pagemap-<pid>.img`, checked against `files`.
+fn load_memory(
+    images: &Images,
+    pid: i32,
+    files: &BTreeMap<u32, FileEntry>,
+) -> Result<(MmEntry, Vec<VmaPlan>, Vec<PageRun>, String)> {
     let mm_name = format!("mm-{pid}.img");
     let mm: MmEntry = images.single(&mm_name, img::MM_MAGIC)?;
     if !mm.aios.is_empty() {
@@ -474,45 +547,7 @@ fn load_task(
 
     let pm_name = format!("pagemap-{pid}.img");
     let (pages, pages_image) = load_pages(images, &pm_name, &vmas)?;
-
-    let fds = load_fds(images, pid, ids.as_ref(), files)?;
-    let fs = {
-        let name = format!("fs-{pid}.img");
-        if images.exists(&name) {
-            let fs: FsEntry = images.single(&name, img::FS_MAGIC)?;
-            for id in [fs.cwd_id, fs.root_id] {
-                if files.get(&id).and_then(|f| f.reg.as_ref()).is_none() {
-                    return Err(bad(
-                        &name,
-                        Some(0),
-                        format!("cwd/root file id {id} not in files.img"),
-                    ));
-                }
-            }
-            Some(fs)
-        } else {
-            None
-        }
-    };
-    Ok(TaskPlan {
-        pid,
-        ppid,
-        pgid,
-        sid,
-        sid_before: None,
-        threads,
-        tc,
-        ids,
-        mm,
-        vmas,
-        pages,
-        pages_image,
-        fds,
-        fs,
-        helper: false,
-        share_files: false,
-        share_fs: false,
-    })
+    Ok((mm, vmas, pages, pages_image))
 }
 
 fn load_pages(images: &Images, pm_name: &str, vmas: &[VmaPlan]) -> Result<(Vec<PageRun>, String)> {

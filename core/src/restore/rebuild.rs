@@ -38,6 +38,9 @@ pub fn rebuild_mm(
 ) -> Result<()> {
     let g = sp.gadget;
     let rt = &mut sp.leader;
+    let Some(pages_fd) = sp.temp.pages else {
+        return Err(task_err(rt, "no pages image opened for the task".into()));
+    };
     let kept = cow::inherited(t, parent);
     rt.step = "unmapping the restorer image".into();
     let top = g + GADGET_SIZE;
@@ -57,7 +60,7 @@ pub fn rebuild_mm(
             map_vma(rt, v, &sp.temp, shm)?;
         }
     }
-    let runs = cow::fill_kept(rt, &t.pages, &kept, sp.temp.pages)?;
+    let runs = cow::fill_kept(rt, &t.pages, &kept, pages_fd)?;
     rt.step = format!("reading pages from {}", t.pages_image);
     for run in &runs {
         let (mut addr, mut left, mut off) = (run.vaddr, run.len, run.file_off);
@@ -65,7 +68,7 @@ pub fn rebuild_mm(
             let n = rt.call(
                 "pread64",
                 libc::SYS_pread64,
-                [sp.temp.pages as u64, addr, left, off, 0, 0],
+                [pages_fd as u64, addr, left, off, 0, 0],
             )?;
             if n == 0 || n > left {
                 return Err(task_err(

@@ -33,7 +33,8 @@ const GADGET_CODE: u64 = 0xcccc_cccc_cccc_050f;
 #[derive(Debug, Default)]
 pub struct TempFds {
     pub first: RawFd,
-    pub pages: RawFd,
+    /// None for a task sharing its parent's address space (it rebuilds no memory).
+    pub pages: Option<RawFd>,
     pub exe: Option<RawFd>,
     /// By (file id, writable).
     pub vma_files: BTreeMap<(u32, bool), RawFd>,
@@ -104,6 +105,45 @@ pub(crate) fn prepare_fds(
         owned.push(fd);
         dst
     };
+    let mut temp = TempFds {
+        first,
+        ..TempFds::default()
+    };
+    // A task sharing its parent's address space (CLONE_VM) finds its memory rebuilt.
+    if !t.share_vm {
+        open_memory_files(plan, t, images, opener, &mut temp, &mut |fd| {
+            add(fd, &mut owned, &mut moves)
+        })?;
+    }
+    if let Some(fs) = &t.fs
+        && let Some((cwd, root)) = files::fs_paths(&plan.files, fs)
+    {
+        for (path, slot, id) in [
+            (cwd, &mut temp.cwd, fs.cwd_id),
+            (root, &mut temp.root, fs.root_id),
+        ] {
+            let fd = open(
+                path.as_str(),
+                OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| open_err(t.pid, id, -1, "cwd/root", format!("{path}: {e}")))?;
+            *slot = Some(add(fd, &mut owned, &mut moves));
+        }
+    }
+    Ok((owned, moves, temp))
+}
+
+/// The pages image, the exe file and the files behind mappings, each given to `add` (which
+/// plans its number in the child).
+fn open_memory_files(
+    plan: &RestorePlan,
+    t: &TaskPlan,
+    images: &Images,
+    opener: &mut dyn FileOpener,
+    temp: &mut TempFds,
+    add: &mut dyn FnMut(OwnedFd) -> RawFd,
+) -> Result<()> {
     let pages_path = images.path(&t.pages_image);
     let pages = open(
         &pages_path,
@@ -111,15 +151,11 @@ pub(crate) fn prepare_fds(
         Mode::empty(),
     )
     .map_err(|e| open_err(t.pid, 0, -1, &t.pages_image, e.to_string()))?;
-    let mut temp = TempFds {
-        first,
-        pages: add(pages, &mut owned, &mut moves),
-        ..TempFds::default()
-    };
+    temp.pages = Some(add(pages));
     if t.mm.exe_file_id != 0 {
         let (fd, _) = files::open_for_mapping(&plan.files, t.mm.exe_file_id, false)
             .map_err(|r| open_err(t.pid, t.mm.exe_file_id, -1, "exe", r))?;
-        temp.exe = Some(add(fd, &mut owned, &mut moves));
+        temp.exe = Some(add(fd));
     }
     for v in &t.vmas {
         let (id, write) = match v.kind {
@@ -145,26 +181,10 @@ pub(crate) fn prepare_fds(
                 .and_then(|fd| files::reopen_for_mapping(&fd, write))
         }
         .map_err(|r| open_err(t.pid, id, -1, &what, r))?;
-        let n = add(fd, &mut owned, &mut moves);
+        let n = add(fd);
         temp.vma_files.insert((id, write), n);
     }
-    if let Some(fs) = &t.fs
-        && let Some((cwd, root)) = files::fs_paths(&plan.files, fs)
-    {
-        for (path, slot, id) in [
-            (cwd, &mut temp.cwd, fs.cwd_id),
-            (root, &mut temp.root, fs.root_id),
-        ] {
-            let fd = open(
-                path.as_str(),
-                OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-                Mode::empty(),
-            )
-            .map_err(|e| open_err(t.pid, id, -1, "cwd/root", format!("{path}: {e}")))?;
-            *slot = Some(add(fd, &mut owned, &mut moves));
-        }
-    }
-    Ok((owned, moves, temp))
+    Ok(())
 }
 
 /// The child installs fds up to the highest number it needs: our soft RLIMIT_NOFILE (which

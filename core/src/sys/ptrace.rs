@@ -49,6 +49,10 @@ pub enum PtraceError {
         stop: Stop,
         during: &'static str,
     },
+    /// The thread sleeps where no ptrace stop reaches it. It stays seized, its interrupt
+    /// pending: it stops once it leaves that sleep, and is released when we exit.
+    #[error("tid {tid} cannot be stopped: {why}")]
+    Unstoppable { tid: pid_t, why: String },
     #[error("ptrace({request}) on tid {tid}: kernel returned {got} bytes, expected {expected}")]
     ShortRegset {
         request: &'static str,

@@ -4,7 +4,8 @@
 //! 0 cgroup, 1 timers, 2 namespace link (`net:[4026531840]`), 3 auxv (bytes),
 //! 4 pagemap entries (bytes), 5 an fd link (`/proc/PID/fd/N` text) through the plugin
 //! API's `FdDesc` link helpers, 6 `/proc/sysvipc/shm` through
-//! `criu_core::restore::sysv::parse_segments`.
+//! `criu_core::restore::sysv::parse_segments`, 7 `/proc/PID/task/TID/syscall` through
+//! `misc::parse_syscall`.
 #![no_main]
 
 use std::cell::RefCell;
@@ -33,7 +34,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let text = String::from_utf8_lossy(rest);
-    match which % 7 {
+    match which % 8 {
         0 => {
             let _ = misc::parse_cgroup(&text);
         }
@@ -54,6 +55,11 @@ fuzz_target!(|data: &[u8]| {
             for e in &out {
                 let _ = (e.present(), e.swapped(), e.file_or_shared(), e.exclusive());
                 assert!(e.pfn() <= pagemap::PageEntry::PFN_MASK);
+            }
+        }
+        7 => {
+            if let Ok(misc::TaskSyscall::In { nr, .. }) = misc::parse_syscall(&text) {
+                assert!(nr >= 0, "a negative number means no syscall");
             }
         }
         6 => {

@@ -131,19 +131,44 @@ pub enum FrozenState {
 /// pending interrupt trap is consumed too (otherwise the next resume would trap again). A
 /// thread that exits meanwhile gives [`PtraceError::Gone`].
 pub fn freeze(tid: Pid, options: Options) -> Result<FrozenState> {
+    freeze_checked(tid, options, &mut || None)
+}
+
+/// [`freeze`], asking `stuck` every 100 ms while the thread has not stopped yet: when it
+/// says why the thread cannot stop (a sleep no ptrace stop interrupts, such as a vfork
+/// parent's), gives [`PtraceError::Unstoppable`] instead of waiting on.
+pub fn freeze_checked(
+    tid: Pid,
+    options: Options,
+    stuck: &mut dyn FnMut() -> Option<String>,
+) -> Result<FrozenState> {
     seize(tid, options)?;
-    stop_seized(tid)
+    stop_seized_checked(tid, stuck)
 }
 
 /// The second half of [`freeze`], for a thread already seized by us: `PTRACE_INTERRUPT` and
 /// wait as described there.
 pub fn stop_seized(tid: Pid) -> Result<FrozenState> {
+    stop_seized_checked(tid, &mut || None)
+}
+
+fn stop_seized_checked(tid: Pid, stuck: &mut dyn FnMut() -> Option<String>) -> Result<FrozenState> {
     if let Err(e) = interrupt(tid) {
         let _ = detach(tid, 0);
         return Err(e);
     }
     let mut group_sig = None;
-    let mut stop = wait_stop(tid)?;
+    let mut stop = loop {
+        if let Some(s) = wait_stop_timeout(tid, std::time::Duration::from_millis(100))? {
+            break s;
+        }
+        if let Some(why) = stuck() {
+            return Err(PtraceError::Unstoppable {
+                tid: tid.as_raw(),
+                why,
+            });
+        }
+    };
     loop {
         match stop {
             Stop::EventStop { sig } if sig == libc::SIGTRAP || group_sig.is_some() => {
