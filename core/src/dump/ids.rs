@@ -145,10 +145,11 @@ impl IdGen {
 
     /// Refuses kernel objects `pid` shares with another dumped process that is not its
     /// parent `ppid`: a restore can only hand a child what its creator has at clone time.
-    /// Returns whether it shares its parent's address space (CLONE_VM).
-    pub fn check_sharing(&self, pid: i32, ppid: i32) -> Result<bool, DumpError> {
+    /// Returns, when it shares its parent's address space (CLONE_VM), the first dumped
+    /// process of that address space.
+    pub fn check_sharing(&self, pid: i32, ppid: i32) -> Result<Option<i32>, DumpError> {
         let Some(mine) = self.kobj.get(&pid) else {
-            return Ok(false);
+            return Ok(None);
         };
         let parent = self.kobj.get(&ppid).filter(|_| ppid != pid);
         for (k, what) in KOBJ_WHAT.iter().enumerate() {
@@ -166,7 +167,10 @@ impl IdGen {
                 });
             }
         }
-        Ok(parent.is_some_and(|p| p[0] == mine[0]))
+        Ok(self.first_holder[0]
+            .get(&mine[0])
+            .copied()
+            .filter(|&owner| owner != pid))
     }
 
     /// `kobj` is (vm, files, fs, sighand).
@@ -285,9 +289,9 @@ mod tests {
                 g.first_holder[k].entry(*id).or_insert(pid);
             }
         }
-        assert!(!g.check_sharing(10, 0).unwrap());
-        assert!(g.check_sharing(11, 10).unwrap());
-        assert!(!g.check_sharing(12, 10).unwrap());
+        assert_eq!(g.check_sharing(10, 0).unwrap(), None);
+        assert_eq!(g.check_sharing(11, 10).unwrap(), Some(10));
+        assert_eq!(g.check_sharing(12, 10).unwrap(), None);
         let err = g.check_sharing(13, 12).unwrap_err().to_string();
         assert!(
             err.contains("CLONE_FILES") && err.contains("process 11") && err.contains("parent 12"),

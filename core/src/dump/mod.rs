@@ -43,8 +43,8 @@
 //! - Zombies in the tree get a pstree entry and a core image with only comm, task_state
 //!   TASK_DEAD (2) and exit_code, like CRIU's; no other image.
 //! - A process sharing its parent's address space (clone with CLONE_VM, with or without
-//!   CLONE_SIGHAND) gets no mm/pagemap image of its own: the first process of its vm id
-//!   (ids-PID.img) holds that memory. Sharing an address space, signal handlers, an fd table
+//!   CLONE_SIGHAND) gets copies of the mm and pagemap images of the first process of its
+//!   vm id (ids-PID.img): the pages are written once. Sharing an address space, signal handlers, an fd table
 //!   or an fs_struct with a process other than the parent is refused, as is a root sharing
 //!   one with its (undumped) parent, and a thread waiting in vfork() (no ptrace stop reaches
 //!   it until the child execs or exits).

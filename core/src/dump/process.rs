@@ -83,16 +83,23 @@ pub(super) fn dump_process(
     checkpoint(opts, "task")?;
 
     // 2. Ids: what it shares with its parent (CLONE_VM, _FILES, _FS, _SIGHAND) and nobody
-    //    else. A process sharing its parent's address space has no memory images: its
-    //    parent's (or the first sharer's) hold that memory.
+    //    else. The memory of an address space is dumped once, with its first process; a
+    //    process sharing it gets copies of that mm and pagemap image (the same layout and
+    //    pages, for tools such as crit; restore reads them once).
     let task_ids = ids::task_ids(&mut sh.idgen, &sh.root_ids, pid)?;
     if ppid == 0 {
         ids::check_root_sharing(pid, st.ppid)?;
     }
-    let shares_vm = sh.idgen.check_sharing(pid, ppid)?;
+    let vm_owner = sh.idgen.check_sharing(pid, ppid)?;
     checkpoint(opts, "ids")?;
-    if !shares_vm {
-        dump_memory(opts, dir, plugins, pid, (brk, dumpable, thp), sh)?;
+    match vm_owner {
+        None => dump_memory(opts, dir, plugins, pid, (brk, dumpable, thp), sh)?,
+        Some(owner) => {
+            for kind in [ImageKind::Mm, ImageKind::Pagemap] {
+                dir.copy_image(kind, owner as u64, pid as u64)
+                    .map_err(img(pid, "memory"))?;
+            }
+        }
     }
 
     // 3. Fds (once per fd table), cwd and root.

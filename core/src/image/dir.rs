@@ -170,6 +170,14 @@ impl ImageDir {
             .map(|_| ())
     }
 
+    /// Writes the image of `kind` for `to` as a byte copy of the one for `from` (both in
+    /// this directory), e.g. the mm and pagemap of a process sharing another's address space.
+    pub fn copy_image(&self, kind: ImageKind, from: u64, to: u64) -> Result<()> {
+        let src = self.file_path(kind, from);
+        let bytes = std::fs::read(&src).map_err(|source| ImageError::Open { path: src, source })?;
+        self.write_bytes(&kind.file_name(to), &bytes).map(|_| ())
+    }
+
     /// Writes `inventory.img`: call it last. It goes through a temporary file and a rename,
     /// so the inventory exists only once complete.
     pub fn write_inventory(&self, inv: &InventoryEntry) -> Result<()> {

@@ -59,7 +59,7 @@ pub struct TaskPlan {
     pub share_files: bool,
     pub share_fs: bool,
     /// Forked with CLONE_VM: it shares the address space of `vm_owner` (through its parent)
-    /// and has no memory images of its own (`mm`, `vmas` and `pages` are empty).
+    /// and rebuilds none (`mm`, `vmas` and `pages` are empty).
     pub share_vm: bool,
     /// Forked with CLONE_SIGHAND (needs `share_vm`): it shares its parent's signal handlers.
     pub share_sighand: bool,
@@ -443,8 +443,9 @@ fn load_task(
             .ok()
     });
 
-    // A process sharing an earlier one's address space (CLONE_VM) has no memory images: the
-    // first one of the tree holds them (`kobj` checks it is forked by a sharer).
+    // A process sharing an earlier one's address space (CLONE_VM) finds it rebuilt: its mm
+    // and pagemap images are copies of the first one's, not read (`kobj` checks it is
+    // forked by a sharer).
     let vm_owner = match ids.as_ref() {
         Some(ids) => *vm_owners.entry(ids.vm_id).or_insert(pid),
         None => pid,
