@@ -187,9 +187,16 @@ fn tree_shared_address_space_and_signal_handlers() {
     guards.extend([b, c]);
     let d = pid_in(&wait_line(&report, "child D ", wait));
     guards.extend([d]);
+    let t = pid_in(&wait_line(&report, "thread ", wait));
+    let b_threads = {
+        let mut v = vec![b, t];
+        v.sort_unstable();
+        v
+    };
     for p in [b, c, d] {
         wait_line(&report, &format!("pre ok {p}"), wait);
     }
+    assert_eq!(restore_common::tids_of(b), b_threads, "B's threads");
     let expected = vec![(true, true), (true, false), (false, false)];
     assert_eq!(sharing(a, b, c, d), expected, "before the dump");
 
@@ -207,12 +214,14 @@ fn tree_shared_address_space_and_signal_handlers() {
     assert_eq!(tree.get(&b).map(|t| t.0), Some(a), "B's parent");
     assert_eq!(tree.get(&c).map(|t| t.0), Some(a), "C's parent");
     assert_eq!(tree.get(&d).map(|t| t.0), Some(b), "D's parent");
+    assert_eq!(restore_common::tids_of(b), b_threads, "B's threads");
     std::fs::write(work.join("go"), "").expect("go");
     for want in [
         format!("post ticks ok {a}"),
         format!("post mem ok {b}"),
         format!("post sighand shared {b}"),
         format!("post signal ok {b}"),
+        format!("post thread ok {b}"),
         format!("post mem ok {c}"),
         format!("post sighand own {c}"),
         format!("post private ok {d}"),

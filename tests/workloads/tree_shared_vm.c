@@ -8,8 +8,9 @@
  * and the handlers they expect. Once DIR/go exists (the test creates it after the restore)
  * A installs a new SIGUSR1 handler, then sets `phase` to 2 in memory:
  *   - B reports "post mem ok" on seeing phase 2 (only shared memory shows it), "post
- *     sighand shared" when its SIGUSR1 handler is A's new one, and "post signal ok" once a
- *     SIGUSR1 it sends itself ran that handler;
+ *     sighand shared" when its SIGUSR1 handler is A's new one, "post signal ok" once a
+ *     SIGUSR1 it sends itself ran that handler, and "post thread ok" once its thread (a
+ *     CLONE_THREAD clone, reported as "thread TID") ticks on;
  *   - C reports "post mem ok" and "post sighand own" (its handler is still its own);
  *   - D reports "post private ok" when, 300 ms after go, its copy still says phase 1;
  *   - A reports "post ticks ok" once B's and C's ticks moved after go (they write into the
@@ -30,11 +31,14 @@
 #include <unistd.h>
 
 static const char *dir;
-static volatile long ticks[4];
+static volatile long ticks[5];
 static volatile int phase = 1;
 static volatile long hits_new[4];
 
-enum { SLOT_A, SLOT_B, SLOT_C, SLOT_D };
+enum { SLOT_A, SLOT_B, SLOT_C, SLOT_D, SLOT_T };
+/* The stack of B's thread, allocated by A (B must not call malloc: its libc state is A's). */
+static char *t_stack;
+#define T_STACK_SIZE (1 << 18)
 static volatile pid_t pids[4];
 
 static long my_pid(void) { return syscall(SYS_getpid); }
@@ -129,6 +133,14 @@ static int d_main(void) {
     }
 }
 
+static int t_main(void *arg) {
+    (void)arg;
+    for (;;) {
+        ticks[SLOT_T]++;
+        nap();
+    }
+}
+
 static int b_main(void *arg) {
     (void)arg;
     long me = my_pid();
@@ -142,8 +154,13 @@ static int b_main(void *arg) {
     }
     if (d < 0) syscall(SYS_exit_group, 5);
     report("child D", d);
-    long seen = ticks[SLOT_A];
-    int pre = 0, mem = 0, sh = 0, sig = 0;
+    /* A thread of B (CLONE_THREAD): restored inside B's shared address space. */
+    long t = clone(t_main, t_stack + T_STACK_SIZE,
+                   CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM, NULL);
+    if (t < 0) syscall(SYS_exit_group, 5);
+    report("thread", t);
+    long seen = ticks[SLOT_A], t_at = -1;
+    int pre = 0, mem = 0, sh = 0, sig = 0, thr = 0;
     for (;;) {
         ticks[SLOT_B]++;
         if (!pre && ticks[SLOT_A] > seen + 2 && handler_now() == h_old) {
@@ -158,6 +175,8 @@ static int b_main(void *arg) {
                 syscall(SYS_kill, me, SIGUSR1);
             }
             if (sh && !sig && hits_new[SLOT_B] > 0) { report("post signal ok", me); sig = 1; }
+            if (t_at < 0) t_at = ticks[SLOT_T];
+            if (!thr && ticks[SLOT_T] > t_at + 2) { report("post thread ok", me); thr = 1; }
         }
         nap();
     }
@@ -195,6 +214,8 @@ static int vm_main(void) {
     long me = my_pid();
     pids[SLOT_A] = me;
     set_handler(h_old);
+    t_stack = malloc(T_STACK_SIZE);
+    if (!t_stack) return 6;
     pid_t b = clone_on_new_stack(b_main, CLONE_VM | CLONE_SIGHAND);
     if (b < 0) return 7;
     report("child B", b);
