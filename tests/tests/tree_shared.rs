@@ -51,6 +51,40 @@ fn build(dir: &Path, name: &str) -> PathBuf {
     exe
 }
 
+/// A C workload started from a fresh scratch dir: `work` is its directory argument (and
+/// holds its report), `images` an empty images dir.
+struct Started {
+    work: PathBuf,
+    images: PathBuf,
+    report: PathBuf,
+    root: i32,
+    // Last: removed after everything above is done with.
+    _scratch: ScratchDir,
+}
+
+/// Builds `workloads/NAME.c` and starts it as `NAME MODE WORK`.
+fn start(scratch: &str, name: &str, mode: &str) -> Started {
+    let scratch = ScratchDir::new(scratch);
+    let dir = scratch.path().canonicalize().expect("scratch path");
+    let exe = build(&dir, name);
+    let work = dir.join("work");
+    std::fs::create_dir(&work).expect("work dir");
+    let images = dir.join("images");
+    std::fs::create_dir(&images).expect("images dir");
+    let report = work.join("report");
+    let root = spawn_bg(
+        exe.to_str().expect("utf-8"),
+        &[mode, work.to_str().expect("utf-8")],
+    );
+    Started {
+        work,
+        images,
+        report,
+        root,
+        _scratch: scratch,
+    }
+}
+
 /// Waits for a report line starting with `prefix` (and naming `pid` when given).
 fn wait_line(report: &Path, prefix: &str, timeout: Duration) -> String {
     let deadline = Instant::now() + timeout;
@@ -76,18 +110,8 @@ fn round_trip(mode: &str, test: &str) {
     if skip_unless_root(test) || !have_gcc(test) {
         return;
     }
-    let scratch = ScratchDir::new(&format!("tree-shared-{mode}"));
-    let dir = scratch.path().canonicalize().expect("scratch path");
-    let exe = build(&dir, "tree_shared");
-    let work = dir.join("work");
-    std::fs::create_dir(&work).expect("work dir");
-    let images = dir.join("images");
-    std::fs::create_dir(&images).expect("images dir");
-    let report = work.join("report");
-    let root = spawn_bg(
-        exe.to_str().expect("utf-8"),
-        &[mode, work.to_str().expect("utf-8")],
-    );
+    let w = start(&format!("tree-shared-{mode}"), "tree_shared", mode);
+    let (work, images, report, root) = (w.work.clone(), w.images.clone(), w.report.clone(), w.root);
     let mut guards = TreeGuard::new([root]);
     let child: i32 = wait_line(&report, "child ", Duration::from_secs(10))
         .trim_start_matches("child ")
@@ -168,18 +192,8 @@ fn tree_shared_address_space_and_signal_handlers() {
     if skip_unless_root(test) || !have_gcc(test) {
         return;
     }
-    let scratch = ScratchDir::new("tree-shared-vm");
-    let dir = scratch.path().canonicalize().expect("scratch path");
-    let exe = build(&dir, "tree_shared_vm");
-    let work = dir.join("work");
-    std::fs::create_dir(&work).expect("work dir");
-    let images = dir.join("images");
-    std::fs::create_dir(&images).expect("images dir");
-    let report = work.join("report");
-    let a = spawn_bg(
-        exe.to_str().expect("utf-8"),
-        &["vm", work.to_str().expect("utf-8")],
-    );
+    let w = start("tree-shared-vm", "tree_shared_vm", "vm");
+    let (work, images, report, a) = (w.work.clone(), w.images.clone(), w.report.clone(), w.root);
     let mut guards = TreeGuard::new([a]);
     let wait = Duration::from_secs(10);
     let b = pid_in(&wait_line(&report, "child B ", wait));
@@ -241,21 +255,13 @@ fn vfork_parent_and_root_sharing_its_parents_memory_are_refused() {
     if skip_unless_root(test) || !have_gcc(test) {
         return;
     }
-    let scratch = ScratchDir::new("tree-shared-vfork");
-    let dir = scratch.path().canonicalize().expect("scratch path");
-    let exe = build(&dir, "tree_shared_vm");
-    let work = dir.join("work");
-    std::fs::create_dir(&work).expect("work dir");
-    let report = work.join("report");
-    let parent = spawn_bg(
-        exe.to_str().expect("utf-8"),
-        &["vfork", work.to_str().expect("utf-8")],
-    );
+    let w = start("tree-shared-vfork", "tree_shared_vm", "vfork");
+    let (work, images, report, parent) =
+        (w.work.clone(), w.images.clone(), w.report.clone(), w.root);
     let mut guards = TreeGuard::new([parent]);
     let child = pid_in(&wait_line(&report, "vfork child ", Duration::from_secs(10)));
     guards.extend([child]);
 
-    let images = dir.join("images");
     for (pid, wants) in [
         (parent, ["vfork()", "child"]),
         (child, ["CLONE_VM", "outside the dumped tree"]),

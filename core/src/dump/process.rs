@@ -18,6 +18,16 @@ use super::{DumpError, DumpOptions, files, ids, memory, pages, shmem, task, thre
 /// CRIU's TASK_DEAD.
 const TASK_DEAD: u32 = 2;
 
+fn pstree_entry(pid: i32, ppid: i32, st: &stat::ProcStat, threads: Vec<u32>) -> PstreeEntry {
+    PstreeEntry {
+        pid: pid as u32,
+        ppid: ppid as u32,
+        pgid: st.pgrp as u32,
+        sid: st.session as u32,
+        threads,
+    }
+}
+
 /// A zombie: its pstree entry and a core image holding only comm, state and exit code,
 /// as CRIU writes them.
 pub(super) fn dump_zombie(
@@ -39,13 +49,8 @@ pub(super) fn dump_zombie(
     };
     dir.write_single(ImageKind::Core, pid as u64, &core)
         .map_err(img(pid, "images"))?;
-    sh.pstree.push(PstreeEntry {
-        pid: pid as u32,
-        ppid: ppid as u32,
-        pgid: st.pgrp as u32,
-        sid: st.session as u32,
-        threads: vec![pid as u32],
-    });
+    sh.pstree
+        .push(pstree_entry(pid, ppid, &st, vec![pid as u32]));
     Ok(())
 }
 
@@ -140,13 +145,7 @@ pub(super) fn dump_process(
     }
     dir.write_single(ImageKind::Ids, pid as u64, &task_ids)
         .map_err(img(pid, "images"))?;
-    sh.pstree.push(PstreeEntry {
-        pid: pid as u32,
-        ppid: ppid as u32,
-        pgid: st.pgrp as u32,
-        sid: st.session as u32,
-        threads: tids,
-    });
+    sh.pstree.push(pstree_entry(pid, ppid, &st, tids));
     Ok(())
 }
 
