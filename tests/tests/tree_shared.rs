@@ -186,6 +186,40 @@ fn sharing(a: i32, b: i32, c: i32, d: i32) -> Vec<(bool, bool)> {
         .collect()
 }
 
+/// Debian's crit 3.17 (`criu` package; required in CI) explores the memory of every
+/// process of `images`, the CLONE_VM sharers included.
+fn crit_explores(images: &Path, pids: &[i32]) {
+    let Some(crit) = std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join("crit"))
+            .find(|p| p.is_file())
+    }) else {
+        assert!(std::env::var_os("CI").is_none(), "crit is missing in CI");
+        eprintln!("crit not installed: not exploring the images");
+        return;
+    };
+    for what in ["mems", "rss"] {
+        let out = Command::new(&crit)
+            .arg("x")
+            .arg(images)
+            .arg(what)
+            .output()
+            .expect("run crit");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "crit x {what}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for p in pids {
+            assert!(
+                text.lines().any(|l| l.trim() == p.to_string()),
+                "crit x {what} lacks {p}: {text}"
+            );
+        }
+    }
+}
+
 #[test]
 fn tree_shared_address_space_and_signal_handlers() {
     let test = "tree_shared_address_space_and_signal_handlers";
@@ -221,6 +255,8 @@ fn tree_shared_address_space_and_signal_handlers() {
         assert_eq!(read(b), read(a), "{img}-{b}.img");
         assert_eq!(read(c), read(a), "{img}-{c}.img");
     }
+
+    crit_explores(&images, &[a, b, c, d]);
 
     let _g = restore_detached(&images, a, [b, c, d]);
     assert_eq!(sharing(a, b, c, d), expected, "after the restore");
