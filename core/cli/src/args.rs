@@ -1,128 +1,223 @@
-//! The command line: CRIU's commands and option names.
+//! The command line: CRIU's commands and options, parsed as CRIU parses them.
 //!
-//! CRIU parses options with getopt_long over the whole argument list, so options may stand
-//! before or after the command; we do the same by taking the command as the first
-//! positional argument. Verbosity (`-v`, `-vvv`, `-v4`, `--verbosity[=N]`) is taken out of the
-//! argument list before clap sees it, since its forms do not fit clap's model.
+//! [`crate::getopt`] splits the words over CRIU's table ([`crate::optable`]); this module
+//! applies them in order: a single-valued option takes its last value (config files come
+//! first, so the command line wins), a list option appends, `--no-NAME` turns a flag off.
+//! Values are checked as CRIU checks them. Options that ask for something not built yet are
+//! kept and refused by [`refuse_unsupported`] for the commands they would change.
 
 use std::path::PathBuf;
 
-use clap::Parser;
+use anyhow::{Context, Result, bail};
+
+use crate::getopt::{self, Item};
+use crate::optable::{self, Class, OptSpec};
 
 /// CRIU's default verbosity: errors and warnings.
 pub const DEFAULT_VERBOSITY: u8 = 2;
 
 /// Everything the command line and config files said.
-#[derive(Debug, Parser)]
-#[command(
-    name = "criu",
-    version,
-    about = "Checkpoint/restore in userspace (CRIU-compatible, written in Rust)",
-    disable_version_flag = true
-)]
+#[derive(Debug, Clone, Default)]
 pub struct Cli {
-    /// dump, pre-dump, restore, check, page-server, lazy-pages, cpuinfo, swrk, crit
+    /// dump, pre-dump, restore, check, page-server, lazy-pages, cpuinfo, swrk, ...
     pub command: Option<String>,
-
-    /// Arguments of the command (e.g. the fd of `swrk`, the action of `cpuinfo`).
-    #[arg(allow_hyphen_values = false)]
+    /// The words after the command (the fd of `swrk`, the action of `cpuinfo`, the command
+    /// of `--exec-cmd`).
     pub command_args: Vec<String>,
-
-    #[command(flatten)]
     pub opts: Options,
-
-    /// Print program version and exit.
-    #[arg(short = 'V', long = "version")]
+    pub help: bool,
     pub version: bool,
 }
 
+/// An option given, kept for the checks that depend on the command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Given {
+    pub spec: &'static OptSpec,
+    pub value: Option<String>,
+}
+
 /// The options, named as CRIU names them.
-#[derive(Debug, Clone, Default, clap::Args)]
+#[derive(Debug, Clone, Default)]
 pub struct Options {
-    /// Checkpoint the whole process tree starting from PID.
-    #[arg(short = 't', long = "tree", value_name = "PID")]
     pub tree: Option<i32>,
-
-    /// Directory of the image files.
-    #[arg(short = 'D', long = "images-dir", value_name = "DIR")]
     pub images_dir: Option<PathBuf>,
-
-    /// Directory for logs, pidfiles and statistics (default: the images dir).
-    #[arg(short = 'W', long = "work-dir", value_name = "DIR")]
     pub work_dir: Option<PathBuf>,
-
-    /// Write log messages to FILE (relative to the work dir).
-    #[arg(short = 'o', long = "log-file", value_name = "FILE")]
     pub log_file: Option<PathBuf>,
-
-    /// Allow dumping/restoring shell jobs (the tree shares criu's terminal).
-    #[arg(short = 'j', long = "shell-job")]
     pub shell_job: bool,
-
-    /// Detach criu once restore is complete.
-    #[arg(short = 'd', long = "restore-detached")]
     pub restore_detached: bool,
-
-    /// Leave tasks stopped after dump or restore.
-    #[arg(short = 's', long = "leave-stopped")]
+    /// `-s` and `-R` set CRIU's final state: the last one given wins.
     pub leave_stopped: bool,
-
-    /// Leave tasks running after dump.
-    #[arg(short = 'R', long = "leave-running")]
     pub leave_running: bool,
-
-    /// Write the root task's (or service's) pid into FILE (relative to the work dir).
-    #[arg(long = "pidfile", value_name = "FILE")]
     pub pidfile: Option<PathBuf>,
-
-    /// Directory of plugins (repeatable). CRIU's name for it is -L/--libdir.
-    #[arg(
-        short = 'L',
-        long = "plugin-dir",
-        visible_alias = "libdir",
-        value_name = "DIR"
-    )]
+    /// `-L/--libdir`, `--plugin-dir` (ours appends; CRIU keeps one).
     pub plugin_dir: Vec<PathBuf>,
-
-    /// Read options from FILE after the default config files.
-    #[arg(long = "config", value_name = "FILE")]
     pub config: Option<PathBuf>,
-
-    /// Do not read the default config files.
-    #[arg(long = "no-default-config")]
     pub no_default_config: bool,
-
-    /// Maximum size of a deleted file carried inside the images (K, M, G suffixes).
-    #[arg(long = "ghost-limit", value_name = "SIZE", value_parser = parse_size)]
     pub ghost_limit: Option<u64>,
-
-    /// Print dump/restore statistics at the end.
-    #[arg(long = "display-stats")]
     pub display_stats: bool,
-
-    /// `check`: check only this feature (repeatable).
-    #[arg(long = "feature", value_name = "NAME")]
     pub feature: Vec<String>,
-
-    /// `check`: check every feature, including the ones not required.
-    #[arg(long = "all")]
+    /// `--all`, `--extra`, `--experimental`.
     pub all: bool,
-
-    /// `check`: list the plugins, built-in or loaded.
-    #[arg(long = "plugins")]
     pub plugins: bool,
-
-    /// Seconds to wait for the tree to freeze (accepted as CRIU does).
-    #[arg(long = "timeout", value_name = "SECONDS")]
     pub timeout: Option<u32>,
-
-    /// Close this fd before doing anything (repeatable).
-    #[arg(long = "close", value_name = "FD")]
     pub close: Vec<i32>,
-
-    /// Verbosity level, filled from the -v forms before parsing.
-    #[arg(skip = DEFAULT_VERBOSITY)]
+    /// `--exec-cmd`: the words after the command are a program to exec after restore.
+    pub exec_cmd: bool,
     pub verbosity: u8,
+    /// Options of [`Class::Unsupported`] that are on, in order (checked per command).
+    pub unsupported: Vec<Given>,
+}
+
+/// Parses `argv` (program name first) as CRIU does.
+pub fn parse(argv: &[String]) -> Result<Cli> {
+    let items = getopt::parse(argv.get(1..).unwrap_or_default())?;
+    let mut cli = Cli {
+        opts: Options {
+            verbosity: DEFAULT_VERBOSITY,
+            ..Options::default()
+        },
+        ..Cli::default()
+    };
+    let mut words = Vec::new();
+    for item in items {
+        match item {
+            Item::Word(w) => words.push(w),
+            Item::Opt {
+                spec,
+                value,
+                negated,
+            } => apply(&mut cli, spec, value, negated)
+                .with_context(|| format!("invalid argument for --{}", spec.long))?,
+        }
+    }
+    let mut words = words.into_iter();
+    cli.command = words.next();
+    cli.command_args = words.collect();
+    Ok(cli)
+}
+
+fn apply(cli: &mut Cli, spec: &'static OptSpec, value: Option<String>, off: bool) -> Result<()> {
+    let o = &mut cli.opts;
+    let v = || value.clone().unwrap_or_default();
+    let path = || Some(PathBuf::from(value.clone().unwrap_or_default()));
+    match spec.long {
+        "tree" => o.tree = Some(positive(&v())?),
+        "images-dir" => o.images_dir = path(),
+        "work-dir" => o.work_dir = path(),
+        "log-file" => o.log_file = path(),
+        "pidfile" => o.pidfile = path(),
+        "config" => o.config = path(),
+        "no-default-config" => o.no_default_config = true,
+        "verbosity" => o.verbosity = verbosity(o.verbosity, value.as_deref())?,
+        "close" => o.close.push(number(&v())?),
+        "libdir" | "plugin-dir" => o.plugin_dir.push(PathBuf::from(v())),
+        "display-stats" => o.display_stats = !off,
+        "help" => cli.help = true,
+        "version" => cli.version = true,
+        "ms" => bail!("--ms is deprecated; see \"Check options\" of criu --help"),
+        "leave-stopped" => (o.leave_stopped, o.leave_running) = (true, false),
+        "leave-running" => (o.leave_stopped, o.leave_running) = (false, true),
+        "shell-job" => o.shell_job = !off,
+        "timeout" => o.timeout = Some(number(&v())?),
+        "ghost-limit" => o.ghost_limit = Some(parse_size(&v()).map_err(anyhow::Error::msg)?),
+        "restore-detached" | "daemon" => o.restore_detached = !off,
+        "exec-cmd" => o.exec_cmd = true,
+        "feature" => o.feature.push(v()),
+        "all" => o.all = true,
+        "extra" | "experimental" => o.all = !off,
+        "plugins" => o.plugins = true,
+        _ => check_value(spec.long, value.as_deref())?,
+    }
+    if let Class::Unsupported { .. } = spec.class {
+        o.unsupported.retain(|g| g.spec != spec || spec.list);
+        if !off && !(spec.long == "manage-cgroups" && value.as_deref() == Some("ignore")) {
+            o.unsupported.push(Given { spec, value });
+        }
+    }
+    Ok(())
+}
+
+/// The value checks CRIU makes for options we only accept.
+fn check_value(long: &str, value: Option<&str>) -> Result<()> {
+    let v = value.unwrap_or_default();
+    let one_of = |allowed: &[&str]| -> Result<()> {
+        if allowed.contains(&v) {
+            Ok(())
+        } else {
+            bail!("'{v}': expected one of {}", allowed.join(", "))
+        }
+    };
+    match long {
+        "pre-dump-mode" => one_of(&["splice", "read"]),
+        "network-lock" => one_of(&["iptables", "nftables", "skip", "none"]),
+        "file-validation" => one_of(&["filesize", "buildid"]),
+        "empty-ns" => one_of(&["net"]),
+        "manage-cgroups" if value.is_some() => {
+            one_of(&["none", "props", "soft", "full", "strict", "ignore"])
+        }
+        "port" | "status-fd" | "ps-socket" => number::<i32>(v).map(drop),
+        "veth-pair" if !v.contains('=') => bail!("'{v}': expected IN=OUT"),
+        "ext-mount-map" if v != "auto" && !v.contains(':') => bail!("'{v}': expected KEY:VAL"),
+        "join-ns" if !v.contains(':') => bail!("'{v}': expected NS:PID or NS:FILE"),
+        "cpu-cap" => match value {
+            None => Ok(()),
+            Some(list) => list.split(',').try_for_each(|c| {
+                if ["fpu", "cpu", "ins", "all", "none", "^fpu", "^cpu", "^ins"].contains(&c) {
+                    Ok(())
+                } else {
+                    bail!("unknown cpu capability '{c}'")
+                }
+            }),
+        },
+        _ => Ok(()),
+    }
+}
+
+fn number<T: std::str::FromStr>(text: &str) -> Result<T> {
+    text.trim()
+        .parse()
+        .map_err(|_| anyhow::anyhow!("'{text}' is not a number"))
+}
+
+fn positive(text: &str) -> Result<i32> {
+    match number::<i32>(text)? {
+        n if n > 0 => Ok(n),
+        n => bail!("'{n}' is not a pid"),
+    }
+}
+
+/// `-v` (+1), `-vv...` (the argument is the extra v's), `-vN`, `--verbosity[=N]`.
+fn verbosity(level: u8, value: Option<&str>) -> Result<u8> {
+    match value {
+        None => Ok(level.saturating_add(1)),
+        Some(v) if !v.is_empty() && v.chars().all(|c| c == 'v') => {
+            Ok(level.saturating_add(1 + v.len() as u8))
+        }
+        Some(v) => v.parse::<u8>().map_err(|_| {
+            anyhow::anyhow!("bad verbosity level '{v}': expected a number from 0 to 4")
+        }),
+    }
+}
+
+/// Fails on the first option that asks `command` for something not built yet.
+pub fn refuse_unsupported(command: &str, opts: &Options) -> Result<()> {
+    let cmd = match command {
+        "dump" | "pre-dump" => optable::DUMP,
+        "restore" => optable::RESTORE,
+        _ => return Ok(()),
+    };
+    for g in &opts.unsupported {
+        if let Class::Unsupported { cmds, why } = g.spec.class
+            && cmds & cmd != 0
+        {
+            let shown = match &g.value {
+                Some(v) => format!("--{} {v}", g.spec.long),
+                None => format!("--{}", g.spec.long),
+            };
+            bail!("not supported yet: {shown} ({why}); run without it");
+        }
+    }
+    Ok(())
 }
 
 /// Parses CRIU's size syntax: a number with an optional K, M or G suffix.
@@ -142,98 +237,5 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("size '{text}' is too large"))
 }
 
-/// Takes the verbosity forms out of `argv` and returns the level they set.
-///
-/// `-v` and `-vv...` raise the level by one per `v`; `-vN` and `--verbosity=N` set it;
-/// `--verbosity` alone raises it by one, as in CRIU.
-pub fn extract_verbosity(argv: Vec<String>) -> Result<(Vec<String>, u8), String> {
-    let mut level = DEFAULT_VERBOSITY;
-    let mut rest = Vec::with_capacity(argv.len());
-    let mut only_positionals = false;
-    for arg in argv {
-        if only_positionals {
-            rest.push(arg);
-            continue;
-        }
-        if arg == "--" {
-            only_positionals = true;
-            rest.push(arg);
-        } else if arg == "--verbosity" {
-            level = level.saturating_add(1);
-        } else if let Some(n) = arg.strip_prefix("--verbosity=") {
-            level = parse_level(n)?;
-        } else if let Some(tail) = arg.strip_prefix("-v").filter(|_| !arg.starts_with("--")) {
-            if tail.chars().all(|c| c == 'v') {
-                level = level.saturating_add(1 + tail.len() as u8);
-            } else if tail.chars().all(|c| c.is_ascii_digit()) {
-                level = parse_level(tail)?;
-            } else {
-                rest.push(arg);
-            }
-        } else {
-            rest.push(arg);
-        }
-    }
-    Ok((rest, level))
-}
-
-fn parse_level(text: &str) -> Result<u8, String> {
-    text.parse::<u8>()
-        .map_err(|_| format!("bad verbosity level '{text}': expected a number from 0 to 4"))
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn argv(s: &str) -> Vec<String> {
-        s.split_whitespace().map(String::from).collect()
-    }
-
-    #[test]
-    fn verbosity_forms() {
-        assert_eq!(extract_verbosity(argv("criu dump")).unwrap().1, 2);
-        assert_eq!(extract_verbosity(argv("criu -v dump")).unwrap().1, 3);
-        assert_eq!(extract_verbosity(argv("criu -vvv dump")).unwrap().1, 5);
-        assert_eq!(extract_verbosity(argv("criu dump -v0")).unwrap().1, 0);
-        assert_eq!(extract_verbosity(argv("criu dump -v4")).unwrap().1, 4);
-        assert_eq!(
-            extract_verbosity(argv("criu --verbosity=1 x")).unwrap().1,
-            1
-        );
-        assert_eq!(extract_verbosity(argv("criu --verbosity x")).unwrap().1, 3);
-        let (rest, _) = extract_verbosity(argv("criu dump -v4 -t 5")).unwrap();
-        assert_eq!(rest, argv("criu dump -t 5"));
-        assert!(extract_verbosity(argv("criu -v9999")).is_err());
-    }
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("10").unwrap(), 10);
-        assert_eq!(parse_size("1K").unwrap(), 1024);
-        assert_eq!(parse_size("2M").unwrap(), 2 << 20);
-        assert_eq!(parse_size("3G").unwrap(), 3 << 30);
-        assert!(parse_size("x").is_err());
-        assert!(parse_size("99999999999G").is_err());
-    }
-
-    #[test]
-    fn zdtm_dump_line_parses() {
-        let line = "criu dump --no-default-config --log-file dump.log --images-dir /tmp/d \
-                    --tree 42 --pidfile p --timeout 10";
-        let cli = Cli::try_parse_from(argv(line)).unwrap();
-        assert_eq!(cli.command.as_deref(), Some("dump"));
-        assert_eq!(cli.opts.tree, Some(42));
-        assert!(cli.opts.no_default_config);
-        assert_eq!(cli.opts.log_file, Some(PathBuf::from("dump.log")));
-    }
-
-    #[test]
-    fn libdir_alias() {
-        let cli = Cli::try_parse_from(argv("criu check --libdir /a -L /b")).unwrap();
-        assert_eq!(
-            cli.opts.plugin_dir,
-            vec![PathBuf::from("/a"), PathBuf::from("/b")]
-        );
-    }
-}
+mod tests;

@@ -4,8 +4,9 @@
 //! leading dashes (`tcp-established`, `log-file /tmp/x.log`); `#` starts a comment; a value may
 //! be double-quoted. CRIU reads `/etc/criu/default.conf`, then `$HOME/.criu/default.conf`,
 //! then the file named by `CRIU_CONFIG_FILE`, then `--config FILE`, and finally the command
-//! line, later sources overriding earlier ones. `--no-default-config` skips the two default
-//! files.
+//! line, later sources overriding earlier ones (the last value of an option wins, list
+//! options append). `--no-default-config` on the command line skips the two default files
+//! (inside a file it is ignored, as in CRIU).
 
 use std::path::{Path, PathBuf};
 
@@ -84,7 +85,11 @@ pub fn parse(text: &str) -> Result<Vec<String>> {
                 name
             );
         }
-        if name == "config" || name == "no-default-config" {
+        // CRIU ignores both inside a file; a nested config would never be read, so say so.
+        if name == "no-default-config" {
+            continue;
+        }
+        if name == "config" {
             bail!(
                 "line {}: '{}' is not allowed inside a config file",
                 number + 1,
@@ -145,6 +150,7 @@ mod tests {
     fn rejects_bad_lines() {
         assert!(parse("--tree 5").is_err());
         assert!(parse("config /x").is_err());
+        assert!(parse("no-default-config").unwrap().is_empty());
         assert!(parse("log-file \"/x").is_err());
     }
 

@@ -1,11 +1,9 @@
 //! `crit`: CRIU's image tool (decode, encode, show, info, x), as a binary of its own.
 
-#[path = "crit.rs"]
-mod crit;
-
 use std::process::ExitCode;
 
 use clap::Parser;
+use criu_cli::crit;
 
 /// Inspect and convert CRIU images.
 #[derive(Debug, Parser)]

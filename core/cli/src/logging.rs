@@ -80,7 +80,8 @@ pub fn to_file() -> bool {
     TO_FILE.load(Ordering::Relaxed)
 }
 
-/// Installs the global subscriber: to `log_file` when given (created 0600, appended to),
+/// Installs the global subscriber: to `log_file` when given (created 0600, truncated as
+/// CRIU does),
 /// else to stderr.
 pub fn init(verbosity: u8, log_file: Option<&Path>) -> Result<()> {
     let Some(level) = level_for(verbosity) else {
@@ -96,7 +97,8 @@ pub fn init(verbosity: u8, log_file: Option<&Path>) -> Result<()> {
             use std::os::unix::fs::OpenOptionsExt;
             let file = OpenOptions::new()
                 .create(true)
-                .append(true)
+                .write(true)
+                .truncate(true)
                 .mode(0o600)
                 .open(path)
                 .with_context(|| format!("cannot open log file {}", path.display()))?;

@@ -132,6 +132,39 @@ fn vfork_refused(pid: i32, why: String) -> DumpError {
 
 /// Freeze every thread of `pid`.
 pub fn freeze_process(pid: i32) -> Result<Frozen, DumpError> {
+    freeze_process_within(pid, None)
+}
+
+/// When a `--timeout` runs out: its deadline and its length in seconds.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline {
+    at: std::time::Instant,
+    secs: u64,
+}
+
+impl Deadline {
+    /// `secs` seconds from now.
+    pub fn after(secs: u64) -> Self {
+        Deadline {
+            at: std::time::Instant::now() + std::time::Duration::from_secs(secs),
+            secs,
+        }
+    }
+
+    fn check(deadline: Option<Deadline>, pid: i32, tid: i32) -> Result<(), DumpError> {
+        match deadline {
+            Some(d) if std::time::Instant::now() >= d.at => Err(DumpError::FreezeTimeout {
+                pid,
+                tid,
+                secs: d.secs,
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// [`freeze_process`], giving up with [`DumpError::FreezeTimeout`] at `deadline`.
+fn freeze_process_within(pid: i32, deadline: Option<Deadline>) -> Result<Frozen, DumpError> {
     let st = status::read_status(pid).map_err(|e| DumpError::proc(pid, "freeze", e))?;
     if st.tgid != pid {
         return Err(DumpError::NotAProcess { pid, tgid: st.tgid });
@@ -156,6 +189,7 @@ pub fn freeze_process(pid: i32) -> Result<Frozen, DumpError> {
             if frozen.threads.iter().any(|t| t.tid == tid) {
                 continue;
             }
+            Deadline::check(deadline, pid, tid)?;
             match check_not_traced(pid, tid) {
                 Ok(()) => {}
                 // The thread exited between listing and looking: nothing to freeze.
@@ -170,14 +204,21 @@ pub fn freeze_process(pid: i32) -> Result<Frozen, DumpError> {
             }
             // It may have entered vfork() just before our interrupt.
             let mut in_vfork_since = None;
-            let mut stuck = || match vfork_wait(pid, tid) {
-                None => {
-                    in_vfork_since = None;
-                    None
+            let mut timed_out = false;
+            let mut stuck = || {
+                if Deadline::check(deadline, pid, tid).is_err() {
+                    timed_out = true;
+                    return Some("timed out".to_string());
                 }
-                Some(why) => {
-                    let since = *in_vfork_since.get_or_insert_with(std::time::Instant::now);
-                    (since.elapsed() >= VFORK_GRACE).then_some(why)
+                match vfork_wait(pid, tid) {
+                    None => {
+                        in_vfork_since = None;
+                        None
+                    }
+                    Some(why) => {
+                        let since = *in_vfork_since.get_or_insert_with(std::time::Instant::now);
+                        (since.elapsed() >= VFORK_GRACE).then_some(why)
+                    }
                 }
             };
             match ptrace::freeze_checked(Pid::from_raw(tid), opts, &mut stuck) {
@@ -195,8 +236,17 @@ pub fn freeze_process(pid: i32) -> Result<Frozen, DumpError> {
                     if e.errno() == Some(nix::errno::Errno::EPERM)
                         && tid != pid
                         && thread_exits(pid, tid) => {}
+                Err(ptrace::PtraceError::Unstoppable { .. }) if timed_out => {
+                    Deadline::check(deadline, pid, tid)?;
+                }
                 Err(ptrace::PtraceError::Unstoppable { why, .. }) => {
                     return Err(vfork_refused(pid, why));
+                }
+                Err(e) if e.errno() == Some(nix::errno::Errno::EPERM) && is_criu(pid) => {
+                    return Err(DumpError::CriuInTree {
+                        pid,
+                        criu: std::process::id() as i32,
+                    });
                 }
                 Err(e) => {
                     return Err(DumpError::Ptrace {
@@ -268,9 +318,38 @@ fn children_of(f: &Frozen) -> Result<Vec<i32>, DumpError> {
     Ok(out)
 }
 
+/// Whether `pid` is this process or one of its ancestors: criu cannot freeze itself, and
+/// freezing an ancestor (the shell that runs criu) would leave criu inside the tree.
+fn is_criu(pid: i32) -> bool {
+    let mut p = std::process::id() as i32;
+    for _ in 0..4096 {
+        if p == pid {
+            return true;
+        }
+        match status::read_status(p) {
+            Ok(st) if st.ppid > 0 => p = st.ppid,
+            _ => return false,
+        }
+    }
+    false
+}
+
 /// Freeze `root` and, recursively, all its descendants (parents first: once a parent is
 /// frozen its list of children cannot change).
 pub fn freeze_tree(root: i32) -> Result<FrozenTree, DumpError> {
+    freeze_tree_within(root, None)
+}
+
+/// [`freeze_tree`], giving up with [`DumpError::FreezeTimeout`] at `deadline` (`--timeout`).
+/// A tree that contains criu (`root` is criu or one of its ancestors) is refused before
+/// anything is frozen.
+pub fn freeze_tree_within(root: i32, deadline: Option<Deadline>) -> Result<FrozenTree, DumpError> {
+    if is_criu(root) {
+        return Err(DumpError::CriuInTree {
+            pid: root,
+            criu: std::process::id() as i32,
+        });
+    }
     let mut tree = FrozenTree::default();
     let mut stack = vec![(root, 0)];
     while let Some((pid, ppid)) = stack.pop() {
@@ -290,7 +369,7 @@ pub fn freeze_tree(root: i32) -> Result<FrozenTree, DumpError> {
                 continue;
             }
         }
-        let frozen = match freeze_process(pid) {
+        let frozen = match freeze_process_within(pid, deadline) {
             Ok(f) => f,
             // A child exiting under our feet: a zombie now, or already reaped.
             Err(e) if pid != root => match status::read_status(pid) {

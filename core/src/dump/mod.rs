@@ -94,6 +94,8 @@ pub struct DumpOptions {
     pub shell_job: bool,
     /// `--ghost-limit`: largest unlinked file carried in the images (bytes).
     pub ghost_limit: u64,
+    /// `--timeout`: give up freezing after this many seconds.
+    pub freeze_timeout: Option<u64>,
     /// Test hook: fail right after the named step ("freeze", "threads", "task", "memory",
     /// "files", "ids", "images") to exercise the failure path.
     pub fail_after: Option<&'static str>,
@@ -109,6 +111,7 @@ impl DumpOptions {
             shell_job: false,
             ghost_limit: criu_plugin_api::DEFAULT_GHOST_LIMIT,
             fail_after: None,
+            freeze_timeout: None,
         }
     }
 }
@@ -192,6 +195,13 @@ pub enum DumpError {
     AlreadyTraced { pid: i32, tid: i32, tracer: i32 },
     #[error("pid {pid} is a thread of process {tgid}; dump the process (-t {tgid})")]
     NotAProcess { pid: i32, tgid: i32 },
+    #[error(
+        "the tree of pid {pid} contains criu itself (pid {criu}): criu cannot freeze \
+         itself; run criu from outside the tree it dumps"
+    )]
+    CriuInTree { pid: i32, criu: i32 },
+    #[error("pid {pid} (thread {tid}) was not frozen within --timeout {secs} s")]
+    FreezeTimeout { pid: i32, tid: i32, secs: u64 },
     #[error("pid {pid} is a zombie or exiting; nothing to dump")]
     Zombie { pid: i32 },
     #[error("pid {pid}: {step}: {what} is not supported yet ({hint})")]

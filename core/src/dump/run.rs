@@ -13,7 +13,7 @@ use nix::time::{ClockId, clock_gettime};
 use crate::image::{ImageDir, ImageKind};
 
 use super::ctx::CoreDumpContext;
-use super::freeze::{FrozenTree, Release, freeze_tree};
+use super::freeze::{self, FrozenTree, Release, freeze_tree_within};
 use super::pages::PageStats;
 use super::process::{dump_process, dump_zombie};
 use super::seccomp::SeccompImage;
@@ -63,8 +63,8 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpReport, DumpError> {
     let _e = span.enter();
     let mut ctx = CoreDumpContext::new(&dir, opts.ghost_limit, opts.shell_job);
     let t0 = Instant::now();
-    let tree =
-        stage(&plugins, DumpStage::BeforeFreeze, pid, &mut ctx).and_then(|()| freeze_tree(pid));
+    let tree = stage(&plugins, DumpStage::BeforeFreeze, pid, &mut ctx)
+        .and_then(|()| freeze_tree_within(pid, opts.freeze_timeout.map(freeze::Deadline::after)));
     let tree = match tree {
         Ok(t) => t,
         Err(e) => {

@@ -11,16 +11,14 @@ pub fn run(opts: &Options) -> Result<ExitCode> {
     let Some(pid) = opts.tree else {
         bail!("dump needs the root of the tree to dump: -t/--tree PID");
     };
-    if opts.leave_running && opts.leave_stopped {
-        bail!("--leave-running and --leave-stopped exclude each other");
-    }
-    let images_dir = super::images_dir(opts)?;
+    let images_dir = super::images_dir(opts);
     crate::plugins::load(opts);
     let mut dump_opts = DumpOptions::new(pid, &images_dir);
     dump_opts.leave_running = opts.leave_running;
     dump_opts.leave_stopped = opts.leave_stopped;
     dump_opts.shell_job = opts.shell_job;
     dump_opts.ghost_limit = opts.ghost_limit.unwrap_or(dump_opts.ghost_limit);
+    dump_opts.freeze_timeout = opts.timeout.map(u64::from);
     let report = dump(&dump_opts)
         .with_context(|| format!("dumping pid {pid} into {}", images_dir.display()))?;
     tracing::info!(

@@ -16,10 +16,21 @@ pub const VERSION_STRING: &str = concat!("4.2\nGitID: criu-rs-", env!("CARGO_PKG
 
 /// Runs one command.
 pub fn dispatch(command: &str, args: &[String], opts: &Options) -> Result<ExitCode> {
+    crate::args::refuse_unsupported(command, opts)?;
+    if opts.exec_cmd && command != "restore" {
+        bail!("--exec-cmd is available for the restore command only");
+    }
+    let takes_words = matches!(command, "swrk" | "cpuinfo") || opts.exec_cmd;
+    if !args.is_empty() && !takes_words {
+        bail!(
+            "excessive parameters for command {command}: {}",
+            args.join(" ")
+        );
+    }
     match command {
         "check" => check::run(opts),
         "dump" => dump::run(opts),
-        "restore" => restore::run(opts),
+        "restore" => restore::run(opts, args),
         "pre-dump" => not_supported(
             "pre-dump",
             "incremental dumps need memory change tracking; this kernel has no soft-dirty \
@@ -46,7 +57,6 @@ pub fn dispatch(command: &str, args: &[String], opts: &Options) -> Result<ExitCo
         ),
         "service" => not_supported("service", "the RPC service is not written yet"),
         other => {
-            let _ = args;
             bail!(
                 "unknown command '{other}'; commands: dump, pre-dump, restore, check, \
                  page-server, lazy-pages, cpuinfo, swrk, crit"
@@ -90,9 +100,9 @@ pub fn close_fd(fd: i32) -> Result<()> {
     nix::unistd::close(fd).with_context(|| format!("--close {fd}"))
 }
 
-/// The images dir, which dump and restore require.
-pub fn images_dir(opts: &Options) -> Result<PathBuf> {
+/// The images dir: -D, else the current dir (as CRIU).
+pub fn images_dir(opts: &Options) -> PathBuf {
     opts.images_dir
         .clone()
-        .context("this command needs the images directory: -D/--images-dir DIR")
+        .unwrap_or_else(|| PathBuf::from("."))
 }

@@ -2,21 +2,30 @@
 //!
 //! With `-d` criu returns once the tree runs; without it criu waits for the restored root
 //! and exits with the root's exit code (128 + signal when it was killed), so a shell job
-//! restored in the foreground behaves like the original command.
+//! restored in the foreground behaves like the original command. With `--exec-cmd`, criu
+//! restores detached and then becomes the given program (the root's parent), as CRIU.
 
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use criu_core::restore::{RestoreOptions, RestoreOutcome, restore};
 
 use crate::args::Options;
 
-pub fn run(opts: &Options) -> Result<ExitCode> {
-    let images_dir = super::images_dir(opts)?;
+pub fn run(opts: &Options, exec_cmd: &[String]) -> Result<ExitCode> {
+    if opts.exec_cmd {
+        if exec_cmd.is_empty() {
+            bail!("--exec-cmd requires a command after 'restore'");
+        }
+        if opts.restore_detached {
+            bail!("--restore-detached and --exec-cmd cannot be used together");
+        }
+    }
+    let images_dir = super::images_dir(opts);
     crate::plugins::load(opts);
     let restore_opts = RestoreOptions {
         images_dir: images_dir.clone(),
-        detach: opts.restore_detached,
+        detach: opts.restore_detached || opts.exec_cmd,
         leave_stopped: opts.leave_stopped,
         pidfile: opts.pidfile.as_deref().map(|p| super::in_work_dir(opts, p)),
         shell_job: opts.shell_job,
@@ -24,6 +33,10 @@ pub fn run(opts: &Options) -> Result<ExitCode> {
     let outcome = restore(&restore_opts)
         .with_context(|| format!("restoring from {}", images_dir.display()))?;
     Ok(match outcome {
+        RestoreOutcome::Detached { root } if opts.exec_cmd => {
+            tracing::info!(pid = root, cmd = ?exec_cmd, "restored; exec'ing the command");
+            return Err(exec(exec_cmd));
+        }
         RestoreOutcome::Detached { root } => {
             tracing::info!(pid = root, "restored, detached");
             ExitCode::SUCCESS
@@ -37,4 +50,11 @@ pub fn run(opts: &Options) -> Result<ExitCode> {
             ExitCode::from(u8::try_from(128 + (signal & 0x7f)).unwrap_or(1))
         }
     })
+}
+
+/// Replaces criu with `cmd` (searched in PATH); returns only on failure.
+fn exec(cmd: &[String]) -> anyhow::Error {
+    use std::os::unix::process::CommandExt;
+    let err = std::process::Command::new(&cmd[0]).args(&cmd[1..]).exec();
+    anyhow::Error::new(err).context(format!("--exec-cmd: cannot exec {}", cmd[0]))
 }
