@@ -75,7 +75,7 @@ pub(super) static CHECKS: &[Check] = &[
     ),
     optional!(
         "pagemap_scan",
-        false,
+        true,
         "ioctl(PAGEMAP_SCAN) on /proc/self/pagemap",
         "needs Linux 6.7 or newer",
         pagemap_scan

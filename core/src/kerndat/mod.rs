@@ -13,8 +13,11 @@ use std::fmt;
 use std::sync::OnceLock;
 
 mod checks;
+mod checks_criu;
 mod checks_extra;
 mod checks_mem;
+
+pub use checks_criu::criu_feature;
 
 /// What a feature is needed for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -252,6 +255,7 @@ fn all_checks() -> impl Iterator<Item = &'static Check> {
         .iter()
         .chain(checks_extra::CHECKS)
         .chain(checks_mem::CHECKS)
+        .chain(checks_criu::CHECKS)
 }
 
 /// A probe: returns a detail on success or the reason it failed, and records typed facts.

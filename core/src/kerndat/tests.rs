@@ -43,7 +43,54 @@ const CRIU_FEATURES: &[&str] = &[
     "move_mount_set_group",
     "openat2",
     "get_rseq_conf",
+    "ipv6_freebind",
+    "pagemap_scan",
+    "timer_cr_ids",
+    "overlayfs_maps",
+    "breakpoints",
+    "pagemap_scan_guard_pages",
 ];
+
+/// `criu check --feature` answers every CRIU name; what criu-rs does not checkpoint is
+/// missing whatever the kernel says, what it does follows the kernel.
+#[test]
+fn every_criu_feature_name_is_answered_truthfully() {
+    for name in CRIU_FEATURES {
+        let r = criu_feature(name).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.name, *name);
+        assert!(r.criu_feature, "{name}");
+        let not_built = checks_criu::NOT_BUILT.iter().any(|(n, _)| n == name);
+        if not_built {
+            let Status::Missing { reason, .. } = &r.status else {
+                panic!("{name} claims support: {r}");
+            };
+            assert!(reason.starts_with("not supported by criu-rs: "), "{r}");
+            assert!(reason.contains("(kernel: "), "{r}");
+        } else {
+            assert_eq!(r.status, check_feature(name).unwrap().status, "{name}");
+        }
+    }
+    for (name, _) in checks_criu::NOT_BUILT {
+        assert!(
+            CRIU_FEATURES.contains(name),
+            "{name} is not a CRIU feature name"
+        );
+    }
+    // What the engine does, on this kernel (6.18, root): present.
+    for name in [
+        "clone3_set_tid",
+        "can_map_vdso",
+        "kcmp_epoll",
+        "seccomp_filters",
+        "get_rseq_conf",
+        "pidfd_store",
+        "timer_cr_ids",
+    ] {
+        assert!(criu_feature(name).unwrap().is_ok(), "{name}");
+    }
+    assert!(criu_feature("tun").is_ok_and(|r| !r.is_ok()));
+    assert!(criu_feature("nope").is_err());
+}
 
 #[test]
 fn names_are_unique_and_criu_names_are_criu_names() {

@@ -98,7 +98,7 @@ pub enum RestoreError {
         #[source]
         source: criu_plugin_api::PluginError,
     },
-    #[error("pid {pid}: writing {path}")]
+    #[error("cannot write the pidfile {path}; the restored tree of pid {pid} was killed")]
     Pidfile {
         pid: i32,
         path: PathBuf,

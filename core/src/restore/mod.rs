@@ -244,6 +244,12 @@ fn restore_plan(
             return Err(e);
         }
     }
+    // Before anything runs, as CRIU: a caller that cannot learn the root's pid would
+    // believe the restore failed while the tree runs on.
+    if let Err(e) = write_pidfile(opts, root) {
+        fail(opener, plan, &created);
+        return Err(e);
+    }
     if let Err(e) = stage(opener, RestoreStage::BeforeResume, true, plan) {
         fail(opener, plan, &created);
         return Err(e);
@@ -275,17 +281,22 @@ fn restore_plan(
         return Err(e);
     }
     tracing::info!(pid = root, "restored");
-    if let Some(path) = &opts.pidfile {
-        std::fs::write(path, format!("{root}")).map_err(|source| RestoreError::Pidfile {
-            pid: root,
-            path: path.clone(),
-            source,
-        })?;
-    }
     if opts.detach {
         return Ok(RestoreOutcome::Detached { root });
     }
     wait_root(root)
+}
+
+/// `--pidfile`: the root's pid.
+fn write_pidfile(opts: &RestoreOptions, root: i32) -> Result<()> {
+    let Some(path) = &opts.pidfile else {
+        return Ok(());
+    };
+    std::fs::write(path, format!("{root}")).map_err(|source| RestoreError::Pidfile {
+        pid: root,
+        path: path.clone(),
+        source,
+    })
 }
 
 fn wait_root(root: i32) -> Result<RestoreOutcome> {

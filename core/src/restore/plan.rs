@@ -437,11 +437,21 @@ fn load_task(
             "pre-3.x sigaction images are not supported",
         ));
     }
-    let ids = leader_core.ids.or_else(|| {
-        images
-            .single::<TaskKobjIdsEntry>(&format!("ids-{pid}.img"), img::IDS_MAGIC)
-            .ok()
-    });
+    // CRIU writes the kernel object ids to ids-<pid>.img (older images: into the core).
+    // A damaged ids image is reported as such, a missing one named.
+    let ids_name = format!("ids-{pid}.img");
+    let ids = if images.exists(&ids_name) {
+        images.single::<TaskKobjIdsEntry>(&ids_name, img::IDS_MAGIC)?
+    } else {
+        leader_core.ids.ok_or_else(|| {
+            bad(
+                &ids_name,
+                None,
+                format!("missing, and {core_name} has no ids either"),
+            )
+        })?
+    };
+    let ids = Some(ids);
 
     // A process sharing an earlier one's address space (CLONE_VM) finds it rebuilt: its mm
     // and pagemap images are copies of the first one's, not read (`kobj` checks it is
@@ -457,24 +467,7 @@ fn load_task(
     };
 
     let fds = load_fds(images, pid, ids.as_ref(), files)?;
-    let fs = {
-        let name = format!("fs-{pid}.img");
-        if images.exists(&name) {
-            let fs: FsEntry = images.single(&name, img::FS_MAGIC)?;
-            for id in [fs.cwd_id, fs.root_id] {
-                if files.get(&id).and_then(|f| f.reg.as_ref()).is_none() {
-                    return Err(bad(
-                        &name,
-                        Some(0),
-                        format!("cwd/root file id {id} not in files.img"),
-                    ));
-                }
-            }
-            Some(fs)
-        } else {
-            None
-        }
-    };
+    let fs = Some(load_fs(images, pid, files)?);
     Ok(TaskPlan {
         pid,
         ppid,
@@ -564,6 +557,29 @@ fn load_pages(images: &Images, pm_name: &str, vmas: &[VmaPlan]) -> Result<(Vec<P
     Ok((runs, pages_image))
 }
 
+/// `fs-<pid>.img`, whose cwd and root must be in `files`.
+fn load_fs(images: &Images, pid: i32, files: &BTreeMap<u32, FileEntry>) -> Result<FsEntry> {
+    let name = format!("fs-{pid}.img");
+    if !images.exists(&name) {
+        return Err(bad(
+            &name,
+            None,
+            "missing (every process has one: its cwd, root and umask)",
+        ));
+    }
+    let fs: FsEntry = images.single(&name, img::FS_MAGIC)?;
+    for id in [fs.cwd_id, fs.root_id] {
+        if files.get(&id).and_then(|f| f.reg.as_ref()).is_none() {
+            return Err(bad(
+                &name,
+                Some(0),
+                format!("cwd/root file id {id} not in files.img"),
+            ));
+        }
+    }
+    Ok(fs)
+}
+
 fn load_fds(
     images: &Images,
     pid: i32,
@@ -581,7 +597,11 @@ fn load_fds(
         }
     };
     if !images.exists(&name) {
-        return Ok(Vec::new());
+        return Err(bad(
+            &name,
+            None,
+            format!("missing (named by files_id of ids-{pid}.img)"),
+        ));
     }
     let fds: Vec<FdinfoEntry> = images.entries(&name, img::FDINFO_MAGIC)?;
     let mut nums = BTreeSet::new();

@@ -167,6 +167,24 @@ pub fn prctl_get_tid_address() -> Result<u64> {
     Ok(addr)
 }
 
+/// `prctl(PR_TIMER_CREATE_RESTORE_IDS, PR_TIMER_CREATE_RESTORE_IDS_GET)` (Linux 6.15+):
+/// whether timer_create() takes the wanted id for the calling process; EINVAL before 6.15.
+pub fn prctl_timer_restore_ids_get() -> Result<bool> {
+    const PR_TIMER_CREATE_RESTORE_IDS: libc::c_int = 77;
+    const PR_TIMER_CREATE_RESTORE_IDS_GET: libc::c_ulong = 2;
+    // SAFETY: the GET form takes no pointer; it only returns 0 or 1.
+    let r = unsafe {
+        libc::prctl(
+            PR_TIMER_CREATE_RESTORE_IDS,
+            PR_TIMER_CREATE_RESTORE_IDS_GET,
+            0,
+            0,
+            0,
+        )
+    };
+    ok_or("prctl(PR_TIMER_CREATE_RESTORE_IDS)", r as libc::c_long).map(|r| r == 1)
+}
+
 /// `rseq(NULL, 0, 0, 0)`: EINVAL when the syscall exists, ENOSYS when not.
 pub fn rseq_exists() -> Result<bool> {
     // SAFETY: with a null area the kernel only validates arguments.

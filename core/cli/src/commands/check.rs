@@ -2,8 +2,9 @@
 //!
 //! Plain `check` prints the required features that are missing and "Looks good." when none
 //! is; `--all` prints every feature with its status and, for a missing one, what it would
-//! take; `--feature NAME` checks one feature (exit 1 when it is missing), as CRIU's test
-//! driver uses it.
+//! take (the kernel's answer); `--feature NAME` answers whether criu-rs can use that feature
+//! here, for every name CRIU knows (exit 1 when missing, also when the kernel has it but
+//! criu-rs does not checkpoint that resource yet), as CRIU's test driver uses it.
 
 use std::process::ExitCode;
 
@@ -64,7 +65,7 @@ fn check_plugins(opts: &Options) -> ExitCode {
 fn check_features(names: &[String]) -> Result<ExitCode> {
     let mut results = Vec::with_capacity(names.len());
     for name in names {
-        let result = kerndat::check_feature(name)?;
+        let result = kerndat::criu_feature(name)?;
         println!("{result}");
         results.push(result);
     }

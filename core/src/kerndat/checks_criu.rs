@@ -1,0 +1,269 @@
+//! The rest of CRIU 4.2's `criu check --feature` names (criu/cr-check.c, feature_list), and
+//! the answer `criu check --feature NAME` gives for each.
+//!
+//! CRIU's test driver runs `criu check --feature NAME` and skips a test when it exits
+//! non-zero, so the answer is "can this implementation checkpoint it here", not only "does
+//! the kernel have it": a feature of a resource criu-rs does not checkpoint yet is missing
+//! whatever the kernel says ([`NOT_BUILT`]; the kernel's answer is kept in the reason).
+
+use std::path::Path;
+
+use super::{Check, CheckResult, KernelFeatures, Need, Status, UnknownFeature};
+use crate::sys::probe;
+
+type Outcome = Result<Option<String>, String>;
+
+macro_rules! criu {
+    ($name:literal, $what:literal, $hint:literal, $probe:ident) => {
+        Check {
+            name: $name,
+            criu_feature: true,
+            what: $what,
+            need: Need::Optional,
+            hint: $hint,
+            probe: $probe,
+        }
+    };
+}
+
+pub(super) static CHECKS: &[Check] = &[
+    criu!("tun", "/dev/net/tun", "needs CONFIG_TUN", dev_net_tun),
+    criu!(
+        "tun_ns",
+        "/dev/net/tun",
+        "needs CONFIG_TUN (Linux 4.16+ for TUNGETDEVNETNS)",
+        dev_net_tun
+    ),
+    criu!(
+        "loginuid",
+        "/proc/self/loginuid",
+        "needs CONFIG_AUDITSYSCALL",
+        loginuid
+    ),
+    criu!(
+        "autofs",
+        "autofs in /proc/filesystems",
+        "needs CONFIG_AUTOFS_FS",
+        autofs
+    ),
+    criu!(
+        "compat_cr",
+        "32-bit tasks",
+        "criu-rs dumps x86_64 tasks only",
+        never
+    ),
+    criu!(
+        "net_diag_raw",
+        "raw socket diag",
+        "needs CONFIG_INET_RAW_DIAG",
+        never
+    ),
+    criu!("nsid", "network namespace ids", "needs Linux 4.0+", never),
+    criu!("link_nsid", "IFLA_LINK_NETNSID", "needs Linux 4.0+", never),
+    criu!(
+        "external_net_ns",
+        "external network namespaces",
+        "a CRIU version flag",
+        never
+    ),
+    criu!("newifindex", "IFLA_NEW_IFINDEX", "needs Linux 5.8+", never),
+    criu!(
+        "nftables",
+        "nftables network lock",
+        "needs libnftables",
+        never
+    ),
+    criu!(
+        "has_ipt_legacy",
+        "iptables-legacy in PATH",
+        "install iptables",
+        ipt_legacy
+    ),
+    criu!(
+        "apparmor_stacking",
+        "AppArmor namespaces and stacking",
+        "needs AppArmor",
+        apparmor
+    ),
+    criu!(
+        "network_lock_nftables",
+        "nftables network lock",
+        "needs libnftables",
+        never
+    ),
+    criu!(
+        "ipv6_freebind",
+        "IPV6_FREEBIND on an AF_INET6 socket",
+        "needs Linux 4.15+",
+        ipv6_freebind
+    ),
+    criu!(
+        "timer_cr_ids",
+        "PR_TIMER_CREATE_RESTORE_IDS",
+        "needs Linux 6.15 or newer; POSIX timers cannot be restored with their ids without it",
+        timer_cr_ids
+    ),
+    criu!(
+        "overlayfs_maps",
+        "overlayfs paths in /proc/PID/maps",
+        "needs Linux 4.19+",
+        never
+    ),
+    criu!(
+        "breakpoints",
+        "hardware breakpoints (debug registers)",
+        "needs CONFIG_HAVE_HW_BREAKPOINT",
+        never
+    ),
+    criu!(
+        "pagemap_scan_guard_pages",
+        "MADV_GUARD_INSTALL reported by PAGEMAP_SCAN",
+        "needs Linux 6.13 or newer",
+        guard_pages
+    ),
+];
+
+/// CRIU feature names whose resource criu-rs does not checkpoint yet, with what is missing.
+pub static NOT_BUILT: &[(&str, &str)] = &[
+    (
+        "mem_dirty_track",
+        "incremental dumps (pre-dump, --track-mem) are not built",
+    ),
+    ("aio_remap", "AIO rings are not restored"),
+    ("timerfd", "timerfds are not dumped"),
+    ("tun", "tun devices are not dumped"),
+    ("tun_ns", "tun devices are not dumped"),
+    ("userns", "user namespaces are not dumped"),
+    ("fdinfo_lock", "file locks are not dumped"),
+    ("loginuid", "the loginuid is not restored"),
+    ("cgroupns", "cgroup namespaces are not dumped"),
+    ("autofs", "autofs mounts are not dumped"),
+    ("tcp_half_closed", "sockets are not dumped"),
+    ("compat_cr", "32-bit tasks are not dumped"),
+    ("uffd", "lazy restore (userfaultfd) is not built"),
+    ("uffd-noncoop", "lazy restore (userfaultfd) is not built"),
+    ("sk_ns", "sockets are not dumped"),
+    ("sk_unix_file", "sockets are not dumped"),
+    ("net_diag_raw", "sockets are not dumped"),
+    ("nsid", "network namespaces are not dumped"),
+    ("link_nsid", "network namespaces are not dumped"),
+    ("external_net_ns", "network namespaces are not dumped"),
+    ("newifindex", "network devices are not restored"),
+    ("timens", "time namespaces are not restored"),
+    (
+        "nftables",
+        "the network lock is not built (sockets are not dumped)",
+    ),
+    (
+        "has_ipt_legacy",
+        "the network lock is not built (sockets are not dumped)",
+    ),
+    (
+        "network_lock_nftables",
+        "the network lock is not built (sockets are not dumped)",
+    ),
+    ("apparmor_stacking", "LSM profiles are not restored"),
+    ("sockopt_buf_lock", "sockets are not dumped"),
+    ("move_mount_set_group", "mount namespaces are not dumped"),
+    ("ipv6_freebind", "sockets are not dumped"),
+    (
+        "overlayfs_maps",
+        "overlayfs mappings are not told apart (not probed)",
+    ),
+    ("breakpoints", "hardware breakpoints are not dumped"),
+    (
+        "pagemap_scan_guard_pages",
+        "guard regions (MADV_GUARD_INSTALL) are not dumped",
+    ),
+];
+
+/// `criu check --feature NAME`: the kernel probe of `name`, missing when criu-rs does not
+/// checkpoint that resource yet.
+pub fn criu_feature(name: &str) -> Result<CheckResult, UnknownFeature> {
+    let mut result = super::check_feature(name)?;
+    if let Some((_, lack)) = NOT_BUILT.iter().find(|(n, _)| *n == name) {
+        result.status = Status::Missing {
+            reason: format!(
+                "not supported by criu-rs: {lack} (kernel: {})",
+                result.status
+            ),
+            hint: "criu-rs cannot checkpoint this yet",
+        };
+    }
+    Ok(result)
+}
+
+fn never(_: &mut KernelFeatures) -> Outcome {
+    Err("not probed: criu-rs has no use for it yet".into())
+}
+
+fn exists(path: &str) -> Outcome {
+    if Path::new(path).exists() {
+        Ok(None)
+    } else {
+        Err(format!("no {path}"))
+    }
+}
+
+fn dev_net_tun(_: &mut KernelFeatures) -> Outcome {
+    exists("/dev/net/tun")
+}
+
+fn loginuid(_: &mut KernelFeatures) -> Outcome {
+    exists("/proc/self/loginuid")
+}
+
+fn apparmor(_: &mut KernelFeatures) -> Outcome {
+    exists("/sys/kernel/security/apparmor/features/domain/stack")
+}
+
+fn autofs(_: &mut KernelFeatures) -> Outcome {
+    let fs = std::fs::read_to_string("/proc/filesystems").map_err(|e| e.to_string())?;
+    if fs
+        .lines()
+        .any(|l| l.split_whitespace().last() == Some("autofs"))
+    {
+        Ok(None)
+    } else {
+        Err("autofs is not in /proc/filesystems".into())
+    }
+}
+
+fn ipt_legacy(_: &mut KernelFeatures) -> Outcome {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|d| d.join("iptables-legacy"))
+        .find(|p| p.exists())
+        .map(|p| Some(p.display().to_string()))
+        .ok_or_else(|| "no iptables-legacy in PATH".into())
+}
+
+fn ipv6_freebind(_: &mut KernelFeatures) -> Outcome {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socket};
+    use std::os::fd::AsFd;
+    let s = socket(
+        AddressFamily::Inet6,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(|e| format!("socket(AF_INET6): {e}"))?;
+    probe::setsockopt_int(s.as_fd(), libc::SOL_IPV6, libc::IPV6_FREEBIND, 1)
+        .map_err(|e| e.to_string())?;
+    Ok(None)
+}
+
+fn timer_cr_ids(_: &mut KernelFeatures) -> Outcome {
+    probe::prctl_timer_restore_ids_get()
+        .map(|on| Some(format!("currently {}", if on { "on" } else { "off" })))
+        .map_err(|e| e.to_string())
+}
+
+/// The same facts as the `guard_regions` probe, which runs before this table.
+fn guard_pages(kf: &mut KernelFeatures) -> Outcome {
+    if kf.guard_regions {
+        Ok(None)
+    } else {
+        Err("PAGEMAP_SCAN does not report guard regions here".into())
+    }
+}
