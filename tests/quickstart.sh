@@ -13,10 +13,18 @@ criu=$bin/criu
 $criu check
 
 work=$(mktemp -d /tmp/criu-quickstart.XXXXXX)
+# Every workload pid ever started or restored: killed by pid on exit, whatever happened.
 pid=
+pids=()
 cleanup() {
-    [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null || true
+    for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
     rm -rf "$work"
+}
+# Kills workload $1 and waits (up to 5 s) until its pid is free.
+end() {
+    kill -9 "$1" 2>/dev/null || true
+    for _ in $(seq 500); do [ -e "/proc/$1" ] || return 0; sleep 0.01; done
+    echo "pid $1 still there"; exit 1
 }
 # Waits (up to 10 s) until FILE has more than N lines.
 wait_lines() {
@@ -41,13 +49,14 @@ round_trip() {
     wait_lines "$report" $((before + 20))
     ! grep -q FAIL "$report" || { grep FAIL "$report"; exit 1; }
     echo "$name: $(tail -n 1 "$report")"
-    kill -9 "$pid"
+    end "$pid"
     pid=
 }
 trap cleanup EXIT
 
 setsid "$bin/wl_bigmem" 64 "$work/report" </dev/null >"$work/out" 2>&1 &
 pid=$!
+pids+=("$pid")
 for _ in $(seq 100); do grep -q ready "$work/out" 2>/dev/null && break; sleep 0.1; done
 echo "workload $pid ready"
 
@@ -63,6 +72,7 @@ for _ in $(seq 100); do [ -s "$work/report" ] && break; sleep 0.1; done
 echo "restored workload says: $(cat "$work/report")"
 grep -q '^ok ' "$work/report"
 echo "checkpoint/restore OK"
+end "$pid"
 
 # python3: four threads of a pool, each appending its own counter, checked for gaps.
 cat >"$work/pool.py" <<'PY'
@@ -88,12 +98,14 @@ with ThreadPoolExecutor(4) as pool:
 PY
 setsid python3 "$work/pool.py" "$work/py-report" </dev/null >/dev/null 2>&1 &
 pid=$!
+pids+=("$pid")
 disown
 round_trip python3 "$work/py-report"
 
 # A Rust program on a multi-threaded tokio runtime (epoll, eventfd waker, timers, pipes).
 setsid "$bin/wl_tokio" "$work/tokio-report" </dev/null >/dev/null 2>&1 &
 pid=$!
+pids+=("$pid")
 disown
 round_trip tokio "$work/tokio-report"
 echo "python3 and tokio checkpoint/restore OK"

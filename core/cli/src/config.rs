@@ -96,9 +96,14 @@ pub fn parse(text: &str) -> Result<Vec<String>> {
                 name
             );
         }
-        tokens.push(format!("--{name}"));
-        if let Some(value) = value.filter(|v| !v.is_empty()) {
-            tokens.push(unquote(value).with_context(|| format!("line {}", number + 1))?);
+        // One `--name=value` word: an optional argument (`verbosity 4`) is then taken too,
+        // and a value given to a flag is an error instead of a stray command word.
+        match value.filter(|v| !v.is_empty()) {
+            Some(value) => {
+                let value = unquote(value).with_context(|| format!("line {}", number + 1))?;
+                tokens.push(format!("--{name}={value}"));
+            }
+            None => tokens.push(format!("--{name}")),
         }
     }
     Ok(tokens)
@@ -138,10 +143,8 @@ mod tests {
             parse(text).unwrap(),
             vec![
                 "--tcp-established",
-                "--log-file",
-                "/tmp/x.log",
-                "--images-dir",
-                "/tmp/a b"
+                "--log-file=/tmp/x.log",
+                "--images-dir=/tmp/a b"
             ]
         );
     }

@@ -192,3 +192,30 @@ fn help_and_version() {
     assert!(ok("criu --help").help);
     assert!(ok("criu -V").version);
 }
+
+/// A config file's options come first: the command line repeats and overrides them.
+#[test]
+fn config_file_then_command_line() {
+    let mut all = argv("criu");
+    all.extend(
+        crate::config::parse(
+            "no-default-config\nverbosity 4\nlog-file a.log\nexternal mnt[a]:b\nshell-job\n",
+        )
+        .unwrap(),
+    );
+    all.extend(argv(
+        "dump --no-default-config -o b.log --external mnt[c]:d -t 3 --no-shell-job -v1",
+    ));
+    let cli = parse(&all).unwrap();
+    let o = &cli.opts;
+    assert!(o.no_default_config && !o.shell_job);
+    assert_eq!(o.verbosity, 1);
+    assert_eq!(o.log_file, Some(PathBuf::from("b.log")));
+    let ext: Vec<_> = o
+        .unsupported
+        .iter()
+        .filter_map(|g| g.value.clone())
+        .collect();
+    assert_eq!(ext, ["mnt[a]:b", "mnt[c]:d"]);
+    assert_eq!(cli.command.as_deref(), Some("dump"));
+}

@@ -1,0 +1,16 @@
+//! The `criu` binary of this tree, built inside the test package so that the `cli_*` tests
+//! run the current command line as a separate process (`CARGO_BIN_EXE_criu_under_test`),
+//! with the built-in plugins linked as in `target/release/criu`.
+
+use std::process::ExitCode;
+
+use criu_plugin_epoll as _;
+use criu_plugin_eventfd as _;
+use criu_plugin_files as _;
+use criu_plugin_memfd as _;
+use criu_plugin_pipes as _;
+use criu_plugin_tty as _;
+
+fn main() -> ExitCode {
+    criu_cli::main()
+}
