@@ -130,7 +130,9 @@ fn apply(cli: &mut Cli, spec: &'static OptSpec, value: Option<String>, off: bool
     }
     if let Class::Unsupported { .. } = spec.class {
         o.unsupported.retain(|g| g.spec != spec || spec.list);
-        if !off && !(spec.long == "manage-cgroups" && value.as_deref() == Some("ignore")) {
+        // `--manage-cgroups=ignore` is what happens here anyway.
+        let ignore = spec.long == "manage-cgroups" && value.as_deref() == Some("ignore");
+        if !off && !ignore {
             o.unsupported.push(Given { spec, value });
         }
     }

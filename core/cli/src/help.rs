@@ -35,7 +35,8 @@ come before or after the command. A single-valued option given twice keeps its l
 /// The whole help text.
 pub fn text() -> String {
     let mut out = String::from(USAGE);
-    let groups: [(&str, fn(&Class) -> bool); 4] = [
+    type Pick = fn(&Class) -> bool;
+    let groups: [(&str, Pick); 4] = [
         ("Options with their effect", |c| *c == Class::Honoured),
         (
             "Accepted, allowing resources that are refused anyway (the dump names them)",
