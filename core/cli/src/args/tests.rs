@@ -142,14 +142,14 @@ fn zdtm_command_lines() {
     assert_eq!(check.opts.feature, ["mnt_id"]);
 }
 
-/// The options runc and podman map onto CRIU's (runc checkpoint/restore flags), as CRIU
-/// command lines: every one parses; what they ask for that is not built is refused.
+/// The options runc (runc-checkpoint(8), runc-restore(8)) and podman map onto CRIU's, as
+/// CRIU command lines: every one parses; what they ask for that is not built is refused.
 #[test]
 fn runc_and_podman_option_sets() {
     let dump = "criu dump -t 7 -D img -W work -o dump.log -v4 --tcp-established --ext-unix-sk \
                 --shell-job --leave-running --auto-dedup --track-mem --prev-images-dir ../parent \
                 --ghost-limit 10M --display-stats --network-lock nftables --file-validation \
-                filesize --manage-cgroups=ignore --tcp-close --skip-in-flight";
+                filesize --manage-cgroups=ignore --tcp-close --skip-in-flight --link-remap";
     let cli = ok(dump);
     assert!(cli.opts.leave_running && cli.opts.shell_job);
     assert_eq!(cli.opts.ghost_limit, Some(10 << 20));
