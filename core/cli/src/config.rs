@@ -51,19 +51,23 @@ pub fn merged_argv(user_argv: Vec<String>) -> Result<Vec<String>> {
 }
 
 fn explicit_config(user: &[String]) -> Result<Option<PathBuf>> {
+    // As getopt: the last --config wins; `--` ends the options.
+    let mut found = None;
     let mut iter = user.iter();
     while let Some(arg) = iter.next() {
-        if let Some(v) = arg.strip_prefix("--config=") {
-            return Ok(Some(PathBuf::from(v)));
+        if arg == "--" {
+            break;
         }
-        if arg == "--config" {
+        if let Some(v) = arg.strip_prefix("--config=") {
+            found = Some(PathBuf::from(v));
+        } else if arg == "--config" {
             let Some(v) = iter.next() else {
                 bail!("--config needs a file name")
             };
-            return Ok(Some(PathBuf::from(v)));
+            found = Some(PathBuf::from(v));
         }
     }
-    Ok(None)
+    Ok(found)
 }
 
 /// Turns the text of a config file into command-line tokens.
@@ -169,5 +173,9 @@ mod tests {
             Some("/g".into())
         );
         assert!(explicit_config(&a(&["--config"])).is_err());
+        assert_eq!(
+            explicit_config(&a(&["--config=/g", "--config", "/h", "--", "--config=/i"])).unwrap(),
+            Some("/h".into())
+        );
     }
 }
