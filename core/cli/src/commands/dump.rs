@@ -11,7 +11,7 @@ pub fn run(opts: &Options) -> Result<ExitCode> {
     let Some(pid) = opts.tree else {
         bail!("dump needs the root of the tree to dump: -t/--tree PID");
     };
-    let images_dir = super::images_dir(opts);
+    let images_dir = super::images_dir(opts)?;
     crate::plugins::load(opts);
     let mut dump_opts = DumpOptions::new(pid, &images_dir);
     dump_opts.leave_running = opts.leave_running;

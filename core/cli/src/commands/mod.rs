@@ -101,8 +101,9 @@ pub fn close_fd(fd: i32) -> Result<()> {
 }
 
 /// The images dir: -D, else the current dir (as CRIU).
-pub fn images_dir(opts: &Options) -> PathBuf {
-    opts.images_dir
+pub fn images_dir(opts: &Options) -> Result<PathBuf> {
+    Ok(opts
+        .images_dir
         .clone()
-        .unwrap_or_else(|| PathBuf::from("."))
+        .unwrap_or_else(|| PathBuf::from(".")))
 }

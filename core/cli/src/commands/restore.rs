@@ -21,7 +21,7 @@ pub fn run(opts: &Options, exec_cmd: &[String]) -> Result<ExitCode> {
             bail!("--restore-detached and --exec-cmd cannot be used together");
         }
     }
-    let images_dir = super::images_dir(opts);
+    let images_dir = super::images_dir(opts)?;
     crate::plugins::load(opts);
     let restore_opts = RestoreOptions {
         images_dir: images_dir.clone(),
