@@ -2,7 +2,7 @@
 //!
 //! Plain `check` prints the required features that are missing and "Looks good." when none
 //! is; `--all` prints every feature with its status and, for a missing one, what it would
-//! take (the kernel's answer); `--feature NAME` answers whether criu-rs can use that feature
+//! take; `--feature NAME` answers whether criu-rs can use that feature
 //! here, for every name CRIU knows (exit 1 when missing, also when the kernel has it but
 //! criu-rs does not checkpoint that resource yet), as CRIU's test driver uses it.
 
@@ -22,8 +22,13 @@ pub fn run(opts: &Options) -> Result<ExitCode> {
     }
     let results = kerndat::run_checks();
     if opts.all {
+        // CRIU's names with the answer `--feature` gives, so both views agree.
         for result in &results {
-            println!("{result}");
+            let shown = match result.criu_feature {
+                true => kerndat::criu_feature(result.name).unwrap_or_else(|_| result.clone()),
+                false => result.clone(),
+            };
+            println!("{shown}");
         }
     } else {
         for result in results.iter().filter(|r| r.is_required() && !r.is_ok()) {
