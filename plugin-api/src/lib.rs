@@ -239,6 +239,7 @@ mod handler;
 mod hooks;
 mod image_kind;
 mod plugin;
+mod state;
 pub mod testing;
 mod vma;
 
@@ -253,7 +254,7 @@ pub use cursor::{ImageCursor, frame_entries};
 pub use dispatch::{FdHandlerRef, FileRestore, fd_handlers, find_fd_handler, find_restore_handler};
 pub use error::PluginError;
 pub use fd::{FdDesc, FdInfo, FileOwner, FileStat, O_CLOEXEC, Timespec, require_no_owner};
-pub use handler::{FdHandler, FileRestorer, fd_type_name};
+pub use handler::{FdHandler, FileRestorer, InstalledFd, fd_type_name};
 pub use hooks::{
     DumpStage, HookFailure, RestoreStage, StageHooks, catch_hook_panic, has_dump_hook,
     has_restore_hook, run_dump_stage, run_restore_stage,
@@ -263,6 +264,7 @@ pub use plugin::{
     API_VERSION, ApiVersion, Plugin, PluginInfo, PluginRegistration, builtin_plugins,
     check_api_version, sort_plugins,
 };
+pub use state::{PluginState, PluginStates, RunKind};
 pub use vma::{TaskHandler, VmaDesc, VmaHandler, find_vma_handler};
 
 /// Appends a prost message (encoded here) with trailing raw bytes to `image`: the typed

@@ -74,25 +74,29 @@
 mod context;
 mod guest;
 mod host;
+mod log;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_state;
 mod types;
 
 use abi_stable::StableAbi;
 use abi_stable::library::RootModule;
 use abi_stable::package_version_strings;
 use abi_stable::sabi_types::VersionStrings;
-use abi_stable::std_types::{RResult, RSlice, RStr, RString, RVec};
+use abi_stable::std_types::{ROption, RResult, RSlice, RStr, RString, RVec};
 
 pub use context::{
     FfiDumpContext, FfiDumpContext_TO, FfiRestoreContext, FfiRestoreContext_TO, FfiRestorer,
-    FfiRestorer_TO,
+    FfiRestorer_TO, FfiState, FfiState_TO,
 };
 pub use guest::{ExportedPlugin, root_module};
 pub use host::{LoadError, LoadedPlugin, load_plugin};
+pub use log::{FfiLogger, FfiLogger_TO, FfiLoggerBox};
 pub use types::{
-    FfiError, FfiFdDesc, FfiImageRef, FfiPluginInfo, FfiStat, FfiSyscallArgs, FfiTaskFd,
-    FfiTaskIds, FfiVmaDesc,
+    FfiError, FfiFdDesc, FfiImageRef, FfiInstalledFd, FfiPluginInfo, FfiStat, FfiSyscallArgs,
+    FfiTaskFd, FfiTaskIds, FfiVmaDesc,
 };
 
 /// A dump context handed to a plugin for one call.
@@ -101,6 +105,9 @@ pub type DumpCtx<'a> = FfiDumpContext_TO<'a, abi_stable::sabi_types::RMut<'a, ()
 pub type RestoreCtx<'a> = FfiRestoreContext_TO<'a, abi_stable::sabi_types::RMut<'a, ()>>;
 /// A plugin's state for one restore, owned by the host.
 pub type Restorer = FfiRestorer_TO<'static, abi_stable::std_types::RBox<()>>;
+/// A plugin's [`crate::PluginState`] for one run, owned by the host, dropped by the plugin's
+/// code (API 0.5).
+pub type FfiStateBox = FfiState_TO<'static, abi_stable::std_types::RBox<()>>;
 
 /// The root module a plugin `.so` exports (see [`export_plugin!`](crate::export_plugin)).
 #[repr(C)]
@@ -147,6 +154,15 @@ pub struct PluginMod {
     /// [`crate::TaskHandler::restore_task`] (API 0.3).
     #[sabi(missing_field(option))]
     pub restore_task: extern "C" fn(RestoreCtx<'_>, &FfiTaskIds) -> RResult<(), FfiError>,
+    /// [`crate::Plugin::new_state`], the run by [`crate::RunKind::name`] (API 0.5): the
+    /// plugin's state as an opaque handle, which the host lends back through the contexts'
+    /// `*_plugin_state` methods and drops (running the plugin's drop) when the run ends.
+    #[sabi(missing_field(option))]
+    pub new_state: extern "C" fn(RStr<'_>) -> RResult<ROption<FfiStateBox>, FfiError>,
+    /// Takes the host's log sink, once, right after loading (API 0.5): the plugin's `tracing`
+    /// events go to criu's log from then on (see the `log` module).
+    #[sabi(missing_field(option))]
+    pub attach_logger: extern "C" fn(FfiLoggerBox),
 }
 
 impl RootModule for PluginModRef {
