@@ -47,7 +47,7 @@ pub struct PluginInfo {
 }
 
 impl std::fmt::Display for PluginInfo {
-    /// `files 0.1.0 (priority 200, plugin API 0.2)`: for `criu check` and logs.
+    /// `files 0.1.0 (priority 200, plugin API 0.5)`: for `criu check` and logs.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,

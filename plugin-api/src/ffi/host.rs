@@ -357,7 +357,8 @@ impl Plugin for LoadedPlugin {
             .then_some(self as &dyn TaskHandler)
     }
 
-    /// The plugin's handle, kept as a [`HostState`]; a plugin built before API 0.5 has none.
+    /// The plugin's handle, boxed (dropping it runs the plugin's own drop); a plugin built
+    /// before API 0.5 has none.
     fn new_state(&self, run: RunKind) -> Result<Option<PluginState>, PluginError> {
         let Some(f) = self.module.new_state() else {
             return Ok(None);

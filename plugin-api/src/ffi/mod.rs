@@ -17,6 +17,11 @@
 //!   without touching the ABI.
 //! - The core's services as `#[sabi_trait]` objects ([`FfiDumpContext`], [`FfiRestoreContext`])
 //!   and a plugin's per-restore state as [`FfiRestorer`]; their vtables are prefix types too.
+//! - A plugin's per-run state ([`crate::PluginState`], API 0.5) as an opaque [`FfiState`]
+//!   handle: created by the plugin's `new_state` entry, held by the host, lent back through
+//!   the contexts' `*_plugin_state` methods to that plugin only (which checks the type before
+//!   looking inside), dropped by the plugin's own drop when the run ends.
+//! - The host's log sink as an [`FfiLogger`] (API 0.5), handed over once at load time.
 //! - File descriptors as raw numbers: plugins live in criu's own process, so a number is
 //!   valid on both sides. The side that receives one takes ownership or borrows it as the
 //!   method documents.
@@ -32,10 +37,13 @@
 //!    context vtables) have the host's fields or more; for a plugin built against an older
 //!    minor API (fewer fields) the host runs the same check the other way round (every field
 //!    and method the plugin has must match the host's, in order) and then requires the
-//!    plugin to declare an older minor [`crate::API_VERSION`]. Checked by hand: an API 0.2
-//!    build of `plugins/examples/eventfd` loads, dumps and restores with an API 0.3 criu,
-//!    and an API 0.3 build of it with an API 0.4 criu (taking eventfds over from the built-in
-//!    plugin, beside the built-in epoll plugin).
+//!    plugin to declare an older minor [`crate::API_VERSION`]. The `plugin_abi_older` test
+//!    builds `plugins/examples/eventfd` with its `criu-plugin-api` as they were at API 0.4
+//!    and has this criu (0.5) load it, dump and restore with it. (By hand before: an API 0.2
+//!    build with a 0.3 criu, a 0.3 build with a 0.4 criu.) What an older plugin lacks is
+//!    absent, not an error: no state object (its `new_state` entry is missing), no log
+//!    forwarding, the default `finish` of its restorers (a `#[sabi_trait]` method with a
+//!    default body is optional in the vtable).
 //! 3. [`crate::API_VERSION`]: same major, and the plugin's minor not newer than the host's
 //!    ([`crate::ApiVersion::is_compatible_with`]).
 //!
