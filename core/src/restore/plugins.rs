@@ -305,7 +305,7 @@ impl<'p> PluginOpener<'p> {
     /// Once every task exists: the claimed VMAs' contents, then per-task state.
     fn restore_vmas_and_tasks(&mut self) -> Result<(), HookFailure> {
         let Some(files) = self.files.as_mut() else {
-            return Ok(());
+            return Err(("criu", over()));
         };
         let states = files.states();
         for (p, c) in &self.vma_claims {

@@ -360,10 +360,10 @@ impl Plugin for LoadedPlugin {
     /// The plugin's handle, boxed (dropping it runs the plugin's own drop); a plugin built
     /// before API 0.5 has none.
     fn new_state(&self, run: RunKind) -> Result<Option<PluginState>, PluginError> {
-        let Some(f) = self.module.new_state() else {
+        // A plugin disabled by an earlier panic claims nothing more: it needs no state.
+        let Some(f) = self.module.new_state().filter(|_| !self.guard.poisoned()) else {
             return Ok(None);
         };
-        self.guard.check()?;
         let handle = self.guard.result(f(run.name().into()))?;
         Ok(handle
             .into_option()
