@@ -6,6 +6,7 @@
 //! their body (everything after the magic) which [`crate::ImageCursor`] walks. That keeps
 //! this contract free of core types and of generics.
 
+use std::any::Any;
 use std::os::fd::{BorrowedFd, OwnedFd};
 
 use crate::{PluginError, PluginImageKind};
@@ -124,8 +125,9 @@ pub struct RestoreOptions {
 
 /// Services of the core during a dump.
 ///
-/// The core hands one context to every hook of one dump; it lives as long as the dump, so
-/// [`DumpContext::memo`] state spans all tasks and fds.
+/// The core hands one context to every hook of one dump; it lives as long as the dump. Each
+/// plugin sees it with its own state ([`DumpContext::plugin_state`]), which spans all tasks
+/// and fds of the dump.
 pub trait DumpContext {
     /// Appends one entry to an image: `entry` is the encoded protobuf message, `extra` raw
     /// bytes written right after it (pipe data, ghost file contents; may be empty). The
@@ -146,11 +148,15 @@ pub trait DumpContext {
     fn new_file_id(&mut self) -> u32;
 
     /// A value remembered for this dump under `key` (set with [`DumpContext::set_memo`]).
-    /// Keys start with the plugin name (`"pipes:data:1234"`). Use it instead of plugin
-    /// globals for "done once per dump" state.
+    /// Keys start with the plugin name (`"pipes:data:1234"`).
+    ///
+    /// Deprecated since API 0.5: keep per-dump state in the plugin's own typed state
+    /// ([`crate::Plugin::new_state`], `ctx.state::<T>()`). Still served for plugins built
+    /// against 0.3 and 0.4.
     fn memo(&self, key: &str) -> Option<u64>;
 
-    /// Remembers `value` under `key` for the rest of this dump.
+    /// Remembers `value` under `key` for the rest of this dump. Deprecated since API 0.5,
+    /// as [`DumpContext::memo`].
     fn set_memo(&mut self, key: &str, value: u64);
 
     /// The dump options.
@@ -228,6 +234,14 @@ pub trait DumpContext {
     fn dump_shmem(&mut self, shmid: u64, file: BorrowedFd<'_>) -> Result<(), PluginError> {
         let _ = (shmid, file);
         Err(unavailable("dump_shmem"))
+    }
+
+    /// The calling plugin's own state for this dump, created by its
+    /// [`crate::Plugin::new_state`]; `None` when it has none. Use the typed
+    /// `ctx.state::<T>()` (on `dyn DumpContext`). The core lends each plugin its own: no
+    /// plugin sees another's. (API 0.5)
+    fn plugin_state(&mut self) -> Option<&mut (dyn Any + Send)> {
+        None
     }
 }
 
@@ -331,5 +345,14 @@ pub trait RestoreContext {
     ) -> Result<(), PluginError> {
         let _ = (shmid, size, file);
         Err(unavailable("restore_shmem"))
+    }
+
+    /// The calling plugin's own state for this restore, created by its
+    /// [`crate::Plugin::new_state`]; `None` when it has none. Use the typed
+    /// `ctx.state::<T>()` (on `dyn RestoreContext`). It is the same object in every call of
+    /// the plugin during the restore: stage hooks, VMA and task handlers, and its
+    /// [`crate::FileRestorer`]. (API 0.5)
+    fn plugin_state(&mut self) -> Option<&mut (dyn Any + Send)> {
+        None
     }
 }

@@ -151,6 +151,15 @@ pub enum PluginError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// A `/proc/PID/fdinfo/N` field is missing or not in the expected form
+    /// ([`crate::FdInfo::parse`] and siblings). (API 0.5)
+    #[error("fdinfo field {field}: {reason}")]
+    BadFdInfo {
+        /// The field name (`clockid`).
+        field: String,
+        /// What is wrong (`no such line`, `"x" is not u64`).
+        reason: String,
+    },
     /// A plugin panicked inside a hook. The panic was caught at the plugin boundary (it
     /// never unwinds into the core); the plugin is not called again in this run.
     #[error("plugin {plugin} panicked: {message}")]

@@ -1,6 +1,9 @@
 //! What the core tells a handler about one fd of a dumped task.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::str::FromStr;
+
+use crate::PluginError;
 
 /// `O_CLOEXEC`: shown in `/proc/PID/fdinfo/N` `flags:` but an fd flag, not a file flag.
 pub const O_CLOEXEC: u32 = libc::O_CLOEXEC as u32;
@@ -39,6 +42,74 @@ impl FdInfo {
             let (k, v) = line.split_once(':')?;
             (k.trim() == key).then(|| v.trim())
         })
+    }
+
+    fn required(&self, key: &str) -> Result<&str, PluginError> {
+        self.field(key)
+            .ok_or_else(|| bad_field(key, None, "present"))
+    }
+
+    /// The `key:` field parsed as a `T` written in decimal (or any `FromStr` form:
+    /// `fdinfo.parse::<i32>("clockid")`). (API 0.5) A missing or malformed field is a
+    /// [`PluginError::BadFdInfo`] naming the field and its text.
+    pub fn parse<T: FromStr>(&self, key: &str) -> Result<T, PluginError> {
+        let v = self.required(key)?;
+        v.parse()
+            .map_err(|_| bad_field(key, Some(v), std::any::type_name::<T>()))
+    }
+
+    /// The `key:` field as a hexadecimal number, with or without `0x`
+    /// (`eventfd-count`, `sigmask`). (API 0.5)
+    pub fn hex<T: TryFrom<u64>>(&self, key: &str) -> Result<T, PluginError> {
+        let v = self.required(key)?;
+        let digits = v.strip_prefix("0x").unwrap_or(v);
+        u64::from_str_radix(digits, 16)
+            .ok()
+            .and_then(|n| T::try_from(n).ok())
+            .ok_or_else(|| bad_field(key, Some(v), "a hexadecimal number in range"))
+    }
+
+    /// The `key:` field as an octal number (`flags`). (API 0.5)
+    pub fn octal<T: TryFrom<u64>>(&self, key: &str) -> Result<T, PluginError> {
+        let v = self.required(key)?;
+        u64::from_str_radix(v, 8)
+            .ok()
+            .and_then(|n| T::try_from(n).ok())
+            .ok_or_else(|| bad_field(key, Some(v), "an octal number in range"))
+    }
+
+    /// The `key:` field as a list of `T`: items separated by commas and/or blanks, the
+    /// whole optionally in parentheses (timerfd's `it_value: (0, 49406829)`). An empty value
+    /// is an empty list. (API 0.5)
+    pub fn list<T: FromStr>(&self, key: &str) -> Result<Vec<T>, PluginError> {
+        let v = self.required(key)?;
+        let inner = v
+            .strip_prefix('(')
+            .and_then(|x| x.strip_suffix(')'))
+            .unwrap_or(v);
+        inner
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|item| !item.is_empty())
+            .map(|item| {
+                item.parse().map_err(|_| {
+                    bad_field(
+                        key,
+                        Some(v),
+                        &format!("a list of {}", std::any::type_name::<T>()),
+                    )
+                })
+            })
+            .collect()
+    }
+}
+
+fn bad_field(key: &str, value: Option<&str>, expected: &str) -> PluginError {
+    PluginError::BadFdInfo {
+        field: key.to_string(),
+        reason: match value {
+            None => "no such line".into(),
+            Some(v) => format!("{v:?} is not {expected}"),
+        },
     }
 }
 
@@ -171,7 +242,16 @@ pub struct FdDesc {
     /// The `SIGIO` owner of the description.
     pub owner: FileOwner,
     /// The task's fd duplicated into criu's process (`pidfd_getfd`): the same open file
-    /// description, so offsets and flags are shared with the task. Do not change them.
+    /// description, so offsets, flags and the object's state are shared with the task, which
+    /// may go on running after the dump (`--leave-running`, or a failed dump).
+    ///
+    /// Allowed at dump: calls that only read, such as `fstat`, `timerfd_gettime`,
+    /// `ioctl(FIONREAD)`, `getsockopt`, `getsockname`, `tee` from a pipe, `pread` (no offset
+    /// change), `fcntl(F_GETFL/F_GETOWN_EX/F_GETSIG)`, and reopening
+    /// [`FdDesc::reopen_path`] for a description of one's own. Not allowed: anything that
+    /// consumes or changes state the task sees: `read`/`recv` (use `MSG_PEEK`), `lseek`,
+    /// `timerfd_settime`, `fcntl(F_SETFL)`, writes, `close` of the task's own fd through
+    /// remote syscalls without putting it back.
     pub file: OwnedFd,
 }
 
@@ -257,5 +337,42 @@ mod tests {
         assert_eq!(info.field("eventfd-count"), Some("3"));
         assert_eq!(info.field("mnt_id"), Some("29"));
         assert_eq!(info.field("nope"), None);
+    }
+
+    fn info(raw: &str) -> FdInfo {
+        FdInfo {
+            raw: raw.into(),
+            ..FdInfo::default()
+        }
+    }
+
+    #[test]
+    fn typed_fields_parse_or_name_the_field() {
+        let i = info(
+            "pos:\t0\nflags:\t02004002\nclockid: 1\nticks: 0\neventfd-count: 2a\n\
+             sigmask:\t0000000000000200\nit_value: (0, 49406829)\nit_interval: (1, 0)\n\
+             empty:\nbad: 12x\n",
+        );
+        assert_eq!(i.parse::<i32>("clockid").unwrap(), 1);
+        assert_eq!(i.parse::<u64>("ticks").unwrap(), 0);
+        assert_eq!(i.hex::<u64>("eventfd-count").unwrap(), 42);
+        assert_eq!(i.hex::<u64>("sigmask").unwrap(), 0x200);
+        assert_eq!(i.octal::<u32>("flags").unwrap(), 0o2004002);
+        assert_eq!(i.list::<i64>("it_value").unwrap(), [0, 49406829]);
+        assert_eq!(i.list::<u8>("it_interval").unwrap(), [1, 0]);
+        assert!(i.list::<u8>("empty").unwrap().is_empty());
+
+        let e = i.parse::<u32>("clockidx").unwrap_err();
+        assert!(matches!(&e, PluginError::BadFdInfo { field, .. } if field == "clockidx"));
+        assert_eq!(e.to_string(), "fdinfo field clockidx: no such line");
+        let e = i.parse::<u32>("bad").unwrap_err().to_string();
+        assert!(
+            e.contains("bad") && e.contains("\"12x\"") && e.contains("u32"),
+            "{e}"
+        );
+        assert!(i.hex::<u8>("sigmask").is_err(), "0x200 does not fit a u8");
+        assert!(i.octal::<u32>("bad").is_err());
+        let e = i.list::<i64>("bad").unwrap_err().to_string();
+        assert!(e.contains("a list of i64"), "{e}");
     }
 }

@@ -56,11 +56,22 @@ pub trait FdHandler: Sync {
     ) -> Result<Box<dyn FileRestorer>, PluginError>;
 }
 
-/// One restore's worth of a handler's state; dropped when the restore is over.
+/// One restore's worth of a handler's state; dropped when the restore is over (after the
+/// last stage hook, [`crate::RestoreStage::AfterResume`] or [`crate::RestoreStage::Failed`]).
 ///
 /// The core may open a description in an ancestor of the task that uses it (to be inherited
 /// across fork): do not assume the caller is its owner. Restorers live in the restorer's
 /// memory, which tasks forked later inherit together with the context's kept fds.
+///
+/// # When a restored fd is live
+/// The description [`open_file`](FileRestorer::open_file) returns is installed at the
+/// task's fd numbers before the task runs a single instruction of its own; tasks stay
+/// stopped under the restorer until every task exists and every stage up to
+/// [`crate::RestoreStage::BeforeResume`] ran. The kernel object is live from `open_file` on,
+/// though: a timer armed there already counts, TCP timers and keepalives already run. So
+/// state that depends on time is finished in [`finish`](FileRestorer::finish), the last
+/// plugin call before the tree resumes: keep a duplicate of what `open_file` returned (same
+/// open file description) and re-arm it there.
 pub trait FileRestorer: Send {
     /// Opens the file description `entry` describes in the current process and returns it,
     /// with its file flags (`O_NONBLOCK`, `O_APPEND`...) and offset restored. The core
@@ -70,6 +81,35 @@ pub trait FileRestorer: Send {
         ctx: &mut dyn RestoreContext,
         entry: &FileEntry,
     ) -> Result<OwnedFd, PluginError>;
+
+    /// The last step before the tree resumes (API 0.5): every task exists and is complete
+    /// (memory, files, credentials, registers), still stopped under the restorer, after every
+    /// [`crate::RestoreStage::BeforeResume`] hook. `installed` lists every fd a task got from
+    /// this restorer's [`open_file`](FileRestorer::open_file) calls: (restored pid, fd
+    /// number, `files.img` id), by pid then fd. The task services work (remote syscalls,
+    /// memory, [`RestoreContext::dup_task_fd`]). An error fails the restore (every task is
+    /// killed). Called once per restore, also when `installed` is empty; the default does
+    /// nothing.
+    fn finish(
+        &mut self,
+        ctx: &mut dyn RestoreContext,
+        installed: &[InstalledFd],
+    ) -> Result<(), PluginError> {
+        let _ = (ctx, installed);
+        Ok(())
+    }
+}
+
+/// An fd a restored task got from a [`FileRestorer`], for [`FileRestorer::finish`].
+/// (API 0.5)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct InstalledFd {
+    /// The restored task's pid.
+    pub pid: i32,
+    /// The fd number in that task.
+    pub fd: i32,
+    /// The `files.img` id of the description behind it.
+    pub id: u32,
 }
 
 /// The CRIU name of an `fd_types` value (`"REG"`, `"PIPE"`), or its number when unknown.

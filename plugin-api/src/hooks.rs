@@ -3,7 +3,7 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use crate::{DumpContext, Plugin, PluginError, RestoreContext};
+use crate::{DumpContext, Plugin, PluginError, PluginStates, RestoreContext};
 
 /// A point of the dump flow where [`StageHooks::dump_stage`] runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -184,12 +184,14 @@ pub fn has_restore_hook(plugins: &[&dyn Plugin], stage: RestoreStage) -> bool {
         .any(|h| h.restore_stages().contains(&stage))
 }
 
-/// Runs every dump hook at `stage`, in `plugins` order. Stops at the first error, except at
-/// [`DumpStage::Failed`] where every hook runs and errors are only logged.
+/// Runs every dump hook at `stage`, in `plugins` order, each plugin with its own state of
+/// `states`. Stops at the first error, except at [`DumpStage::Failed`] where every hook runs
+/// and errors are only logged.
 pub fn run_dump_stage(
     plugins: &[&dyn Plugin],
     stage: DumpStage,
     ctx: &mut dyn DumpContext,
+    states: &mut PluginStates,
 ) -> Result<(), HookFailure> {
     for p in plugins {
         let Some(h) = p.stage_hooks() else { continue };
@@ -198,7 +200,9 @@ pub fn run_dump_stage(
         }
         let name = p.info().name;
         tracing::debug!(plugin = name, stage = stage.name(), "dump stage hook");
-        let r = catch_hook_panic(name, || h.dump_stage(stage, &mut *ctx));
+        let r = states.dump_scope(name, ctx, |ctx| {
+            catch_hook_panic(name, || h.dump_stage(stage, ctx))
+        });
         match r {
             Ok(()) => {}
             Err(e) if stage == DumpStage::Failed => {
@@ -210,12 +214,14 @@ pub fn run_dump_stage(
     Ok(())
 }
 
-/// Runs every restore hook at `stage`, in `plugins` order. Stops at the first error, except
-/// at [`RestoreStage::Failed`] where every hook runs and errors are only logged.
+/// Runs every restore hook at `stage`, in `plugins` order, each plugin with its own state of
+/// `states`. Stops at the first error, except at [`RestoreStage::Failed`] where every hook
+/// runs and errors are only logged.
 pub fn run_restore_stage(
     plugins: &[&dyn Plugin],
     stage: RestoreStage,
     ctx: &mut dyn RestoreContext,
+    states: &mut PluginStates,
 ) -> Result<(), HookFailure> {
     for p in plugins {
         let Some(h) = p.stage_hooks() else { continue };
@@ -224,7 +230,9 @@ pub fn run_restore_stage(
         }
         let name = p.info().name;
         tracing::debug!(plugin = name, stage = stage.name(), "restore stage hook");
-        let r = catch_hook_panic(name, || h.restore_stage(stage, &mut *ctx));
+        let r = states.restore_scope(name, ctx, |ctx| {
+            catch_hook_panic(name, || h.restore_stage(stage, ctx))
+        });
         match r {
             Ok(()) => {}
             Err(e) if stage == RestoreStage::Failed => {
@@ -342,16 +350,18 @@ mod tests {
         let mut plugins: Vec<&dyn Plugin> = vec![&A, &Plain, &B];
         sort_plugins(&mut plugins);
         let mut ctx = MemoryImages::new(0);
+        let mut st = PluginStates::default();
         take_log();
         assert!(!has_dump_hook(&plugins, DumpStage::BeforeFreeze));
         assert!(has_dump_hook(&plugins, DumpStage::AfterFreeze));
         assert!(!has_dump_hook(&[&Plain], DumpStage::Failed));
-        run_dump_stage(&plugins, DumpStage::BeforeFreeze, &mut ctx).unwrap();
-        let (name, err) = run_dump_stage(&plugins, DumpStage::AfterFreeze, &mut ctx).unwrap_err();
+        run_dump_stage(&plugins, DumpStage::BeforeFreeze, &mut ctx, &mut st).unwrap();
+        let (name, err) =
+            run_dump_stage(&plugins, DumpStage::AfterFreeze, &mut ctx, &mut st).unwrap_err();
         assert_eq!(name, "a");
         assert!(err.to_string().contains("stage after-freeze"), "{err}");
         // b's failure hook fails, a's still runs; nothing is returned.
-        run_dump_stage(&plugins, DumpStage::Failed, &mut ctx).unwrap();
+        run_dump_stage(&plugins, DumpStage::Failed, &mut ctx, &mut st).unwrap();
         assert_eq!(
             take_log(),
             [
@@ -370,9 +380,10 @@ mod tests {
             .unwrap_or_else(|p| p.into_inner());
         let plugins: Vec<&dyn Plugin> = vec![&B, &A];
         let mut ctx = MemoryImages::new(0);
+        let mut st = PluginStates::default();
         take_log();
         let (name, err) =
-            run_restore_stage(&plugins, RestoreStage::BeforeResume, &mut ctx).unwrap_err();
+            run_restore_stage(&plugins, RestoreStage::BeforeResume, &mut ctx, &mut st).unwrap_err();
         assert_eq!(name, "a");
         assert!(
             matches!(&err, PluginError::Panicked { plugin, message }

@@ -23,6 +23,54 @@
 //! A service used where it cannot work (task memory before the freeze or once the tasks
 //! run, a pid outside the tree) fails with [`PluginError::Unavailable`].
 //!
+//! # State for one dump or one restore
+//! A plugin is a `Sync` static; what it learns during one run lives in a typed object of its
+//! own: [`Plugin::new_state`] creates it when a dump or a restore starts ([`RunKind`]), every
+//! call of that plugin in the run gets it back through the context (`ctx.state::<T>()`:
+//! fd calls, stage hooks, VMA and task handlers, the restorer), and it is dropped when the
+//! run ends, failed or not. No other plugin sees it; across the stable ABI it stays inside
+//! the plugin's `.so`. (The string-keyed [`DumpContext::memo`] of API 0.3/0.4 still works,
+//! deprecated.)
+//!
+//! ```
+//! use criu_plugin_api::{DumpContext, PluginError, PluginState, RunKind};
+//! use std::collections::HashSet;
+//!
+//! #[derive(Default)]
+//! struct Seen(HashSet<u64>); // e.g. the pipes whose data this dump wrote
+//!
+//! // The body of `Plugin::new_state`:
+//! fn new_state(run: RunKind) -> Result<Option<PluginState>, PluginError> {
+//!     Ok((run == RunKind::Dump).then(|| Box::new(Seen::default()) as PluginState))
+//! }
+//!
+//! // In a hook: true the first time this dump meets `ino`.
+//! fn first_time(ctx: &mut dyn DumpContext, ino: u64) -> Result<bool, PluginError> {
+//!     Ok(ctx.state::<Seen>()?.0.insert(ino))
+//! }
+//! ```
+//!
+//! # Logging
+//! Plugins log with `tracing` ([`tracing`], re-exported). A built-in plugin's events go to
+//! criu's subscriber as they are; a loaded `.so` has its own copy of `tracing`, so
+//! [`export_plugin!`] gives it a forwarder at load time (API 0.5): each event is formatted in
+//! the plugin (message, then `field=value`) and written to criu's log (`-o`, `-v`) at its
+//! level with the plugin's name as target. Spans of a loaded plugin are not forwarded.
+//!
+//! # Priorities
+//! Plugins are asked in [`PluginInfo::priority`] order, lower first; the first whose handler
+//! claims an fd (or a VMA, or restores a `files.img` entry) gets it. Ranges:
+//! - **1-99**: a plugin meant to take a resource over from a built-in one (the example
+//!   eventfd plugin declares 90, below the built-in eventfd plugin's 110).
+//! - **100-299**: the built-in plugins: specific kinds first (`pipes` 100, `eventfd` 110,
+//!   `epoll` 120, `memfd` 140, `tty` 150), `files` (anything with a path) last at 200.
+//! - **300-999**: a plugin adding a kind no built-in handles (sockets, timerfds, pidfds...):
+//!   asked after the built-ins, so it never steals their fds; its `claims` must still be
+//!   precise, since a later plugin may handle more.
+//! - 1000 and above: catch-all or diagnostic plugins, asked last.
+//!
+//! Ties are broken by name.
+//!
 //! # Built-in and loadable plugins
 //! This crate is the "interface" role of abi_stable's three roles; plugin crates are the
 //! implementations, `criu-core` the host. Every plugin is written against the Rust traits
@@ -46,8 +94,9 @@
 //!    its id first ([`DumpContext::file_id_of`] answers from then on); then per new
 //!    description: [`find_fd_handler`], [`FdHandler::dump_file`], the entry to `files.img`.
 //!    Write each fd's `fdinfo_entry` (`FD_CLOEXEC` from [`FdInfo::cloexec`]).
-//! 4. One [`DumpContext`] for the whole dump (its memo spans all tasks); record the names of
-//!    the plugins used in the inventory.
+//! 4. One [`DumpContext`] for the whole dump, and each plugin's state ([`PluginStates`],
+//!    created before [`DumpStage::BeforeFreeze`], lent to each call of its plugin, dropped
+//!    when the dump ends); record the names of the plugins used in the inventory.
 //! 5. Per task, the files behind its mappings (exe, mapped files, memfd mappings whose fd
 //!    may be closed) as [`FdDesc`]s (`fd` -1, flags 0, opened through
 //!    `/proc/PID/map_files`), dumped once per inode by the fd handler claiming them; a VMA
@@ -64,10 +113,12 @@
 //!    included: [`DumpStage::Failed`], the tasks are resumed and the images removed.
 //!
 //! Restore:
-//! 1. [`FileRestore::start`] once, with every `files.img` entry.
+//! 1. [`FileRestore::start`] once, with every `files.img` entry (it creates every plugin's
+//!    restore state first).
 //! 2. [`FileRestore::open`] per description, in the process that will be (or will fork) the
 //!    task; `dup2` it to each fd number of that id; set `FD_CLOEXEC` from
-//!    `fdinfo_entry.flags`. Drop the [`FileRestore`] when the tree is restored.
+//!    `fdinfo_entry.flags`. The fd is in the task from then on, but the task runs only once
+//!    the whole tree resumes (see [`FileRestorer`], "When a restored fd is live").
 //! 3. [`RestoreContext::keep_fd`] moves kept fds above every fd number a restored task uses.
 //!    Kept fds are inherited by forked tasks: before a task resumes, close every fd it
 //!    did not have (a kept pipe write end left open would hide EOF from the reader).
@@ -75,10 +126,16 @@
 //!    restores started (a VMA claimed by a plugin that is not loaded is refused before),
 //!    [`RestoreStage::AfterTasksExist`] once every task and thread exists (memory and files
 //!    restored, credentials not yet applied; first every claimed VMA's
-//!    [`VmaHandler::restore_vma`], then every task's [`TaskHandler::restore_task`]), [`RestoreStage::BeforeResume`]
-//!    when the tree is complete but stopped, [`RestoreStage::AfterResume`] once detached.
-//!    Task services work in the two middle stages. Any failure, a hook's included:
-//!    [`RestoreStage::Failed`], then every created task is killed.
+//!    [`VmaHandler::restore_vma`], then every task's [`TaskHandler::restore_task`]),
+//!    [`RestoreStage::BeforeResume`] when the tree is complete but stopped, then
+//!    [`FileRestore::finish`]: every restorer's [`FileRestorer::finish`] with the (pid, fd,
+//!    id) it installed, the last call before the tasks are detached;
+//!    [`RestoreStage::AfterResume`] once detached. Task services work from after-tasks-exist
+//!    to finish. Any failure, a hook's included: [`RestoreStage::Failed`], then every
+//!    created task is killed.
+//! 5. After the after-resume (or failure) hooks, drop the [`FileRestore`]: the restorers and
+//!    the plugins' states go, then the kept fds, before criu waits for the root (a kept pipe
+//!    end would hide EOF from the tree).
 //!
 //! # A complete minimal plugin
 //! It dumps `/dev/null` fds as CRIU REG entries and reopens them on restore.
@@ -172,8 +229,9 @@
 //! entries through [`DumpContext::write_entry`] / [`RestoreContext::read_image`],
 //! plugin-owned files through [`DumpContext::write_plugin_file`] /
 //! [`RestoreContext::read_plugin_file`]), task memory, remote syscalls, fd duplication and
-//! installation, the restored pid map and logging through `tracing` (the core's subscriber
-//! records a plugin's events, loaded plugins included, with the plugin's own target).
+//! installation, the restored pid map, a state object per run ([`Plugin::new_state`]), the
+//! restorers' last step before resume ([`FileRestorer::finish`]) and logging through
+//! `tracing` (loaded plugins' events forwarded, see "Logging").
 //! Each further addition is a new optional capability (a [`Plugin`] method defaulting to
 //! "none", a capability token and an optional root-module field in [`ffi::PluginMod`]) or a
 //! new context method after the last prefix field of the `#[sabi_trait]` contexts, with a
@@ -204,8 +262,9 @@
 //!   task memory ([`DumpContext::remote_syscall`], buffers read back with
 //!   [`DumpContext::read_task_memory`]) installs them, [`DumpContext::dup_task_fd`] fetches
 //!   them, [`DumpContext::new_file_id`] gives them file ids and a remote `close` removes them
-//!   again; peers in other tasks are found through [`DumpContext::tasks`] and the
-//!   [`DumpContext::memo`]. On restore the plugin sends the messages with their fds once
+//!   again; peers in other tasks are found through [`DumpContext::tasks`], and the whole
+//!   graph (peers, queues, fds in flight) is built in the plugin's dump state
+//!   ([`Plugin::new_state`]) across every task, then written at [`DumpStage::AfterDump`]. On restore the plugin sends the messages with their fds once
 //!   every file exists ([`RestoreStage::AfterTasksExist`]); `SCM_PIDFD` is reopened by
 //!   restored pid.
 //! - **TCP** (repair mode): [`DumpStage::BeforeFreeze`] locks the network,
@@ -213,6 +272,11 @@
 //!   ([`DumpContext::remote_syscall`]) and reads queues and sequence numbers;
 //!   [`RestoreStage::BeforeResume`] leaves repair mode, [`RestoreStage::AfterResume`]
 //!   unlocks, and both `Failed` stages unlock too.
+//! - **timerfds, POSIX timers**: the fd handler reads the timer with `timerfd_gettime` on
+//!   [`FdDesc::file`] (read-only) and the clock from fdinfo ([`FdInfo::parse`]); its
+//!   restorer creates the timer disarmed in `open_file`, keeps a duplicate, and arms it in
+//!   [`FileRestorer::finish`], just before the tree resumes, with the time elapsed since the
+//!   dump accounted for.
 //! - **POSIX message queues**: an fd handler for mqueue fds writing a plugin-owned file of
 //!   the queued messages, read without consuming them (remote `mq_timedreceive` then
 //!   `mq_timedsend` back, in queue order, in the frozen task), attributes from fdinfo.
@@ -239,11 +303,17 @@ mod handler;
 mod hooks;
 mod image_kind;
 mod plugin;
+mod state;
 pub mod testing;
 mod vma;
 
 /// The protobuf image types, re-exported so that a plugin can depend on this crate alone.
 pub use criu_proto as proto;
+/// The `tracing` crate plugins log with (API 0.5): events of a built-in plugin go to criu's
+/// subscriber directly, those of a loaded `.so` through the forwarder [`export_plugin!`]
+/// installs (target: the plugin's name). Re-exported so that a plugin logs through the very
+/// copy the forwarder listens to.
+pub use tracing;
 
 pub use context::{
     DEFAULT_GHOST_LIMIT, DumpContext, DumpOptions, ImageRef, RestoreContext, RestoreOptions,
@@ -253,7 +323,7 @@ pub use cursor::{ImageCursor, frame_entries};
 pub use dispatch::{FdHandlerRef, FileRestore, fd_handlers, find_fd_handler, find_restore_handler};
 pub use error::PluginError;
 pub use fd::{FdDesc, FdInfo, FileOwner, FileStat, O_CLOEXEC, Timespec, require_no_owner};
-pub use handler::{FdHandler, FileRestorer, fd_type_name};
+pub use handler::{FdHandler, FileRestorer, InstalledFd, fd_type_name};
 pub use hooks::{
     DumpStage, HookFailure, RestoreStage, StageHooks, catch_hook_panic, has_dump_hook,
     has_restore_hook, run_dump_stage, run_restore_stage,
@@ -263,6 +333,7 @@ pub use plugin::{
     API_VERSION, ApiVersion, Plugin, PluginInfo, PluginRegistration, builtin_plugins,
     check_api_version, sort_plugins,
 };
+pub use state::{PluginState, PluginStates, RunKind};
 pub use vma::{TaskHandler, VmaDesc, VmaHandler, find_vma_handler};
 
 /// Appends a prost message (encoded here) with trailing raw bytes to `image`: the typed

@@ -1,11 +1,11 @@
 //! Plugins, their identity, and how built-in ones register.
 
-use crate::{FdHandler, StageHooks, TaskHandler, VmaHandler};
+use crate::{FdHandler, PluginError, PluginState, RunKind, StageHooks, TaskHandler, VmaHandler};
 
 /// Version of this contract. A plugin records the version it was built against in
 /// [`PluginInfo::api_version`]; the host refuses a plugin whose major part differs
 /// (the minor part grows with backward-compatible additions).
-pub const API_VERSION: ApiVersion = ApiVersion { major: 0, minor: 4 };
+pub const API_VERSION: ApiVersion = ApiVersion { major: 0, minor: 5 };
 
 /// A contract version: `major` changes break plugins, `minor` ones add to the contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -38,15 +38,16 @@ pub struct PluginInfo {
     pub name: &'static str,
     /// The plugin's own version (free form, usually the crate version).
     pub version: &'static str,
-    /// Asking order: lower first. Built-ins use 100-199; a plugin meant to take over a
-    /// resource from a built-in one declares a lower number.
+    /// Asking order: lower first (ties: by name). See "Priorities" in the crate docs: the
+    /// built-ins use 100-299; a plugin taking a resource over from a built-in one declares
+    /// 1-99, a plugin for a resource no built-in handles 300-999.
     pub priority: i32,
     /// The contract version the plugin was built against (normally [`API_VERSION`]).
     pub api_version: ApiVersion,
 }
 
 impl std::fmt::Display for PluginInfo {
-    /// `files 0.1.0 (priority 200, plugin API 0.2)`: for `criu check` and logs.
+    /// `files 0.1.0 (priority 200, plugin API 0.5)`: for `criu check` and logs.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
@@ -58,9 +59,10 @@ impl std::fmt::Display for PluginInfo {
 
 /// A resource plugin. Each capability is optional: the default says "I have none".
 ///
-/// Plugins are `Sync` statics, never unloaded, and hold no per-dump or per-restore state:
-/// dump state lives in the context ([`crate::DumpContext::memo`]), restore state in the
-/// [`crate::FileRestorer`] each restore gets and in the context's kept fds.
+/// Plugins are `Sync` statics, never unloaded, and hold no per-dump or per-restore state
+/// themselves: what one run needs lives in the plugin's own state object
+/// ([`Plugin::new_state`]), in the [`crate::FileRestorer`] each restore gets and in the
+/// context's kept fds.
 pub trait Plugin: Sync {
     /// Name, version, priority.
     fn info(&self) -> PluginInfo;
@@ -84,6 +86,16 @@ pub trait Plugin: Sync {
     /// The plugin's handler for per-task state, if it has one. (API 0.3)
     fn task_handler(&self) -> Option<&dyn TaskHandler> {
         None
+    }
+
+    /// Creates this plugin's state for one run (API 0.5): called once when a dump or a
+    /// restore starts, before any other call of the run; the object is handed back to every
+    /// call of this plugin in that run (`ctx.state::<T>()` on the context) and dropped when
+    /// the run ends, failed or not. `Ok(None)` (the default): no state. An error fails the
+    /// run before anything happened, naming the plugin.
+    fn new_state(&self, run: RunKind) -> Result<Option<PluginState>, PluginError> {
+        let _ = run;
+        Ok(None)
     }
 }
 
@@ -193,5 +205,6 @@ mod tests {
         assert!(Old.fd_handler().is_none());
         assert!(Old.stage_hooks().is_none());
         assert!(Old.vma_handler().is_none() && Old.task_handler().is_none());
+        assert!(Old.new_state(RunKind::Dump).unwrap().is_none());
     }
 }

@@ -7,8 +7,8 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use crate::{
-    DumpContext, DumpOptions, FdDesc, FdInfo, FileOwner, FileStat, ImageRef, PluginError,
-    RestoreContext, RestoreOptions, TaskFd, TaskIds, Timespec,
+    DumpContext, DumpOptions, FdDesc, FdInfo, FileOwner, FileStat, ImageRef, Plugin, PluginError,
+    PluginState, RestoreContext, RestoreOptions, RunKind, TaskFd, TaskIds, Timespec,
 };
 
 /// Images kept in memory, by file name. Dump into it, then restore from it.
@@ -44,6 +44,9 @@ pub struct MemoryImages {
     pub task_fds: HashMap<i32, Vec<TaskFd>>,
     /// Contents stored by `dump_shmem`, whole (holes as zeros), by shmid.
     pub shmem: HashMap<u64, Vec<u8>>,
+    /// What `plugin_state` lends (API 0.5): the state of the one plugin under test, set
+    /// with [`MemoryImages::start_run`] (as the host does at the start of a run).
+    pub state: Option<PluginState>,
     memo: HashMap<String, u64>,
     next_file_id: u32,
     kept: HashMap<String, OwnedFd>,
@@ -57,6 +60,21 @@ impl MemoryImages {
             pid: std::process::id() as i32,
             ..Default::default()
         }
+    }
+
+    /// Like [`MemoryImages::new`], with `plugin`'s state for a dump already created.
+    pub fn for_plugin(first_id: u32, plugin: &dyn Plugin) -> Result<Self, PluginError> {
+        let mut m = MemoryImages::new(first_id);
+        m.start_run(plugin, RunKind::Dump)?;
+        Ok(m)
+    }
+
+    /// Replaces the plugin state by `plugin`'s new one for a run of `kind` (the old one is
+    /// dropped, as at the end of a run).
+    pub fn start_run(&mut self, plugin: &dyn Plugin, kind: RunKind) -> Result<(), PluginError> {
+        self.state = None;
+        self.state = plugin.new_state(kind)?;
+        Ok(())
     }
 
     /// The body of an image, if written.
@@ -222,6 +240,10 @@ impl DumpContext for MemoryImages {
         self.shmem.insert(shmid, data);
         Ok(())
     }
+
+    fn plugin_state(&mut self) -> Option<&mut (dyn std::any::Any + Send)> {
+        self.state.as_deref_mut()
+    }
 }
 
 impl RestoreContext for MemoryImages {
@@ -332,6 +354,10 @@ impl RestoreContext for MemoryImages {
                 op: "pwrite",
                 source,
             })
+    }
+
+    fn plugin_state(&mut self) -> Option<&mut (dyn std::any::Any + Send)> {
+        self.state.as_deref_mut()
     }
 }
 

@@ -2,6 +2,8 @@
 //! every trait by an implementation. Changing the API breaks this file, so a change is always
 //! made on purpose (and comes with an [`API_VERSION`] bump).
 
+use std::any::Any;
+use std::collections::BTreeMap;
 use std::os::fd::{BorrowedFd, OwnedFd};
 
 use criu_plugin_api::*;
@@ -10,7 +12,7 @@ use criu_proto::images::{FdTypes, FileEntry, FownEntry};
 #[test]
 fn version_is_pinned() {
     // Bump together with any change below.
-    assert_eq!(API_VERSION, ApiVersion { major: 0, minor: 4 });
+    assert_eq!(API_VERSION, ApiVersion { major: 0, minor: 5 });
 }
 
 #[test]
@@ -45,10 +47,51 @@ fn free_functions() {
     let _: fn(u32) -> ImageRef = ImageRef::ghost_file;
     let _: fn(&[&dyn Plugin], DumpStage) -> bool = has_dump_hook;
     let _: fn(&[&dyn Plugin], RestoreStage) -> bool = has_restore_hook;
-    let _: fn(&[&dyn Plugin], DumpStage, &mut dyn DumpContext) -> Result<(), HookFailure> =
-        run_dump_stage;
-    let _: fn(&[&dyn Plugin], RestoreStage, &mut dyn RestoreContext) -> Result<(), HookFailure> =
-        run_restore_stage;
+    let _: fn(
+        &[&dyn Plugin],
+        DumpStage,
+        &mut dyn DumpContext,
+        &mut PluginStates,
+    ) -> Result<(), HookFailure> = run_dump_stage;
+    let _: fn(
+        &[&dyn Plugin],
+        RestoreStage,
+        &mut dyn RestoreContext,
+        &mut PluginStates,
+    ) -> Result<(), HookFailure> = run_restore_stage;
+    // API 0.5: per-run plugin state, the restorers' last step, typed fdinfo fields.
+    let _: fn(&[&dyn Plugin], RunKind) -> Result<PluginStates, (&'static str, PluginError)> =
+        PluginStates::start;
+    let _: fn(&PluginStates, &str) -> bool = PluginStates::has;
+    let _: fn(&mut PluginStates, &str, &mut dyn DumpContext, fn(&mut dyn DumpContext) -> u8) -> u8 =
+        PluginStates::dump_scope;
+    let _: fn(
+        &mut PluginStates,
+        &str,
+        &mut dyn RestoreContext,
+        fn(&mut dyn RestoreContext) -> u8,
+    ) -> u8 = PluginStates::restore_scope;
+    let _: for<'a> fn(&'a mut FileRestore<'static>) -> &'a mut PluginStates = FileRestore::states;
+    let _: fn(
+        &mut FileRestore<'static>,
+        &mut dyn RestoreContext,
+        &BTreeMap<i32, Vec<TaskFd>>,
+    ) -> Result<(), (&'static str, PluginError)> = FileRestore::finish;
+    let _: fn(RunKind) -> &'static str = RunKind::name;
+    let _: fn(&str) -> Option<RunKind> = RunKind::from_name;
+    let _: fn(&FdInfo, &str) -> Result<u64, PluginError> = FdInfo::parse::<u64>;
+    let _: fn(&FdInfo, &str) -> Result<u64, PluginError> = FdInfo::hex::<u64>;
+    let _: fn(&FdInfo, &str) -> Result<u32, PluginError> = FdInfo::octal::<u32>;
+    let _: fn(&FdInfo, &str) -> Result<Vec<i64>, PluginError> = FdInfo::list::<i64>;
+    let _ = InstalledFd {
+        pid: 1,
+        fd: 2,
+        id: 3,
+    };
+    let _ = PluginError::BadFdInfo {
+        field: "clockid".into(),
+        reason: "no such line".into(),
+    };
     let r: Result<u8, PluginError> = catch_hook_panic("p", || Ok(1));
     assert_eq!(r.unwrap(), 1);
     let _: for<'p> fn(&[&'p dyn Plugin], &VmaDesc) -> Option<(&'p dyn Plugin, &'p dyn VmaHandler)> =
@@ -83,6 +126,9 @@ impl Plugin for Pinned {
     }
     fn task_handler(&self) -> Option<&dyn TaskHandler> {
         Some(self)
+    }
+    fn new_state(&self, run: RunKind) -> Result<Option<PluginState>, PluginError> {
+        Ok(Some(Box::new(run)))
     }
 }
 
@@ -169,9 +215,12 @@ impl FileRestorer for PinnedRestorer {
     ) -> Result<OwnedFd, PluginError> {
         Err(PluginError::bad_image("x", "pinned"))
     }
+    fn finish(&mut self, _: &mut dyn RestoreContext, _: &[InstalledFd]) -> Result<(), PluginError> {
+        Ok(())
+    }
 }
 
-struct Ctx(DumpOptions, RestoreOptions);
+struct Ctx(DumpOptions, RestoreOptions, Option<PluginState>);
 
 impl DumpContext for Ctx {
     fn write_entry(&mut self, _: ImageRef, _: &[u8], _: &[u8]) -> Result<(), PluginError> {
@@ -224,6 +273,9 @@ impl DumpContext for Ctx {
 
     fn dump_shmem(&mut self, _: u64, _: BorrowedFd<'_>) -> Result<(), PluginError> {
         Ok(())
+    }
+    fn plugin_state(&mut self) -> Option<&mut (dyn Any + Send)> {
+        self.2.as_deref_mut()
     }
 }
 
@@ -289,6 +341,9 @@ impl RestoreContext for Ctx {
     fn restore_shmem(&mut self, _: u64, _: u64, _: BorrowedFd<'_>) -> Result<(), PluginError> {
         Ok(())
     }
+    fn plugin_state(&mut self) -> Option<&mut (dyn Any + Send)> {
+        self.2.as_deref_mut()
+    }
 }
 
 #[test]
@@ -297,9 +352,12 @@ fn traits_are_object_safe_and_implementable() {
     assert!(p.fd_handler().is_some());
     assert!(p.stage_hooks().is_some());
     assert!(p.vma_handler().is_some() && p.task_handler().is_some());
-    let mut c = Ctx(DumpOptions::default(), RestoreOptions::default());
-    let _: &mut dyn DumpContext = &mut c;
-    let _: &mut dyn RestoreContext = &mut c;
+    let state = p.new_state(RunKind::Dump).unwrap();
+    let mut c = Ctx(DumpOptions::default(), RestoreOptions::default(), state);
+    let d: &mut dyn DumpContext = &mut c;
+    assert_eq!(*d.state::<RunKind>().unwrap(), RunKind::Dump);
+    let r: &mut dyn RestoreContext = &mut c;
+    assert!(r.state::<u8>().is_err());
     let entries: Vec<FileEntry> = read_messages(&mut c, ImageRef::FILES).unwrap();
     assert!(entries.is_empty());
 }
@@ -325,8 +383,14 @@ fn ffi_surface() {
         FfiError::PANICKED,
         FfiError::UNAVAILABLE,
         FfiError::TASK,
+        FfiError::BAD_FDINFO,
     ];
-    assert_eq!(codes, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
+    assert_eq!(codes, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]);
+    let _ = ffi::FfiInstalledFd {
+        pid: 1,
+        fd: 2,
+        id: 3,
+    };
     assert_eq!(
         ffi::ROOT_MODULE_SYMBOL,
         "_1as_0lib_1header_0root_bmodule_bloader"

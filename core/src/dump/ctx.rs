@@ -8,8 +8,9 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::os::fd::OwnedFd;
 
 use criu_plugin_api::{
-    DumpContext, DumpOptions as PluginDumpOptions, ImageRef, Plugin, PluginError, TaskIds, VmaDesc,
-    catch_hook_panic, find_vma_handler,
+    DumpContext, DumpOptions as PluginDumpOptions, DumpStage, HookFailure, ImageRef, Plugin,
+    PluginError, PluginStates, TaskIds, VmaDesc, catch_hook_panic, find_vma_handler,
+    run_dump_stage,
 };
 use nix::unistd::Pid;
 
@@ -41,6 +42,9 @@ pub struct CoreDumpContext<'d> {
     /// Shmem objects written (anonymous shared memory, plugins' `dump_shmem`) and the
     /// pages-file counter every pages file takes its id from.
     pub shmem: ShmemState,
+    /// Every plugin's own state for this dump, lent to each of its calls
+    /// ([`CoreDumpContext::as_plugin`]) and dropped with the context.
+    states: PluginStates,
 }
 
 impl std::fmt::Debug for CoreDumpContext<'_> {
@@ -73,7 +77,47 @@ impl<'d> CoreDumpContext<'d> {
             vma_claims: Vec::new(),
             fd_ids: HashMap::new(),
             shmem: ShmemState::default(),
+            states: PluginStates::default(),
         }
+    }
+
+    /// Creates every plugin's state for this dump ([`Plugin::new_state`]); the first failure
+    /// names the plugin.
+    pub fn start_plugin_states(
+        &mut self,
+        plugins: &[&'static dyn Plugin],
+        pid: i32,
+    ) -> Result<(), DumpError> {
+        self.states = PluginStates::start(plugins, criu_plugin_api::RunKind::Dump).map_err(
+            |(plugin, source)| DumpError::Hook {
+                pid,
+                plugin,
+                stage: "new_state",
+                source,
+            },
+        )?;
+        Ok(())
+    }
+
+    /// Runs `f` with this context as `plugin` sees it: its own state lent for the call.
+    pub fn as_plugin<R>(&mut self, plugin: &str, f: impl FnOnce(&mut dyn DumpContext) -> R) -> R {
+        // The states are taken out for the call: the scope borrows them beside the context.
+        let mut states = std::mem::take(&mut self.states);
+        let r = states.dump_scope(plugin, self, f);
+        self.states = states;
+        r
+    }
+
+    /// Every plugin's hook at `stage`, each with its own state.
+    pub fn run_stage(
+        &mut self,
+        plugins: &[&'static dyn Plugin],
+        stage: DumpStage,
+    ) -> Result<(), HookFailure> {
+        let mut states = std::mem::take(&mut self.states);
+        let r = run_dump_stage(plugins, stage, self, &mut states);
+        self.states = states;
+        r
     }
 
     /// Offers every VMA of frozen task `pid` to the plugins' VMA handlers and has the
@@ -118,13 +162,14 @@ impl<'d> CoreDumpContext<'d> {
                 start = desc.start,
                 "VMA dumped by a plugin"
             );
-            catch_hook_panic(name, || handler.dump_vma(&mut *self, &desc)).map_err(|source| {
-                DumpError::Hook {
-                    pid,
-                    plugin: name,
-                    stage: "dump_vma",
-                    source,
-                }
+            self.as_plugin(name, |ctx| {
+                catch_hook_panic(name, || handler.dump_vma(ctx, &desc))
+            })
+            .map_err(|source| DumpError::Hook {
+                pid,
+                plugin: name,
+                stage: "dump_vma",
+                source,
             })?;
             self.vma_claims.push(VmaClaim {
                 plugin: name.to_string(),
@@ -145,13 +190,14 @@ impl<'d> CoreDumpContext<'d> {
         for p in plugins {
             let Some(h) = p.task_handler() else { continue };
             let name = p.info().name;
-            catch_hook_panic(name, || h.dump_task(&mut *self, task)).map_err(|source| {
-                DumpError::Hook {
-                    pid: task.pid,
-                    plugin: name,
-                    stage: "dump_task",
-                    source,
-                }
+            self.as_plugin(name, |ctx| {
+                catch_hook_panic(name, || h.dump_task(ctx, task))
+            })
+            .map_err(|source| DumpError::Hook {
+                pid: task.pid,
+                plugin: name,
+                stage: "dump_task",
+                source,
             })?;
         }
         Ok(())

@@ -71,9 +71,9 @@ fn dump_desc(
         source,
     })?;
     tracing::debug!(pid, fd = desc.fd, link = %desc.link, plugin = h.plugin.info().name, id, "dumping file");
-    let entry = h
-        .handler
-        .dump_file(ctx, desc, id)
+    let name = h.plugin.info().name;
+    let entry = ctx
+        .as_plugin(name, |ctx| h.handler.dump_file(ctx, desc, id))
         .map_err(|source| DumpError::Plugin {
             pid,
             what: format!("{} (plugin {})", desc.describe(), h.plugin.info().name),

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::time::Instant;
 
-use criu_plugin_api::{DumpStage, Plugin, TaskIds, has_dump_hook, run_dump_stage};
+use criu_plugin_api::{DumpStage, Plugin, TaskIds, has_dump_hook};
 use criu_proto::images::{
     DumpStatsEntry, PstreeEntry, StatsEntry, TaskKobjIdsEntry, TimensEntry, Timespec,
 };
@@ -63,7 +63,10 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpReport, DumpError> {
     let _e = span.enter();
     let mut ctx = CoreDumpContext::new(&dir, opts.ghost_limit, opts.shell_job);
     let t0 = Instant::now();
-    let tree = stage(&plugins, DumpStage::BeforeFreeze, pid, &mut ctx)
+    // Each plugin's state lives as long as `ctx`: until the dump is over.
+    let tree = ctx
+        .start_plugin_states(&plugins, pid)
+        .and_then(|()| stage(&plugins, DumpStage::BeforeFreeze, pid, &mut ctx))
         .and_then(|()| freeze_tree_within(pid, opts.freeze_timeout.map(freeze::Deadline::after)));
     let tree = match tree {
         Ok(t) => t,
@@ -124,17 +127,18 @@ fn stage(
     pid: i32,
     ctx: &mut CoreDumpContext<'_>,
 ) -> Result<(), DumpError> {
-    run_dump_stage(plugins, stage, ctx).map_err(|(plugin, source)| DumpError::Hook {
-        pid,
-        plugin,
-        stage: stage.name(),
-        source,
-    })
+    ctx.run_stage(plugins, stage)
+        .map_err(|(plugin, source)| DumpError::Hook {
+            pid,
+            plugin,
+            stage: stage.name(),
+            source,
+        })
 }
 
 /// The failure hooks (their errors are only logged).
 fn stage_failed(plugins: &[&'static dyn Plugin], ctx: &mut CoreDumpContext<'_>) {
-    let _ = run_dump_stage(plugins, DumpStage::Failed, ctx);
+    let _ = ctx.run_stage(plugins, DumpStage::Failed);
 }
 
 fn finish(

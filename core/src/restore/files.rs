@@ -32,6 +32,17 @@ pub trait FileOpener {
         let _ = (stage, live);
         Ok(())
     }
+
+    /// The last step before the tree resumes, after the before-resume hooks: the plugin
+    /// opener calls its restorers' `finish` with the fds they installed (tasks stopped, task
+    /// services on).
+    fn finish(&mut self) -> Result<(), criu_plugin_api::HookFailure> {
+        Ok(())
+    }
+
+    /// The restore is over (after the after-resume or failure hooks): drop every restorer,
+    /// plugin state and kept fd.
+    fn end(&mut self) {}
 }
 
 /// Opens each `files.img` entry once per restore and hands out duplicates: tasks sharing a
@@ -69,6 +80,14 @@ impl FileOpener for SharedDescriptions<'_> {
         live: bool,
     ) -> Result<(), criu_plugin_api::HookFailure> {
         self.inner.stage(stage, live)
+    }
+
+    fn finish(&mut self) -> Result<(), criu_plugin_api::HookFailure> {
+        self.inner.finish()
+    }
+
+    fn end(&mut self) {
+        self.inner.end()
     }
 
     fn open(&mut self, entry: &FileEntry) -> Result<OwnedFd, String> {

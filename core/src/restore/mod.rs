@@ -196,9 +196,11 @@ fn stage(
         })
 }
 
-/// The failure hooks (errors only logged), then every created task is killed.
+/// The failure hooks (errors only logged), the end of the plugins' restore, then every
+/// created task is killed.
 fn fail(opener: &mut dyn FileOpener, plan: &RestorePlan, created: &[Pid]) {
     let _ = stage(opener, RestoreStage::Failed, false, plan);
+    opener.end();
     kill_all(created);
 }
 
@@ -254,6 +256,16 @@ fn restore_plan(
         fail(opener, plan, &created);
         return Err(e);
     }
+    // The restorers' last step, right before the tasks run (time-based state: timers).
+    if let Err((plugin, source)) = opener.finish() {
+        fail(opener, plan, &created);
+        return Err(RestoreError::Hook {
+            pid: root,
+            plugin,
+            stage: "finish",
+            source,
+        });
+    }
     // Pending before detach: such tasks stop before running a single instruction. Tasks
     // dumped stopped (task_state 3) stop again with the signal that stopped them.
     for t in plan.tasks.iter().filter(|t| !t.is_zombie()) {
@@ -280,6 +292,8 @@ fn restore_plan(
         fail(opener, plan, &created);
         return Err(e);
     }
+    // Nothing of the plugins' restore stays open while we wait for the root.
+    opener.end();
     tracing::info!(pid = root, "restored");
     if opts.detach {
         return Ok(RestoreOutcome::Detached { root });

@@ -8,8 +8,8 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 
 use criu_plugin_api::{
-    FileRestore, HookFailure, ImageRef, Plugin, PluginError, RestoreContext, RestoreStage, TaskFd,
-    TaskIds, catch_hook_panic, run_restore_stage,
+    FileRestore, HookFailure, ImageRef, Plugin, PluginError, PluginStates, RestoreContext,
+    RestoreStage, TaskFd, TaskIds, catch_hook_panic, run_restore_stage,
 };
 use criu_proto::images::FileEntry;
 use nix::unistd::Pid;
@@ -218,10 +218,20 @@ impl Ctx {
     }
 }
 
+/// Why the plugins' side of the restore is gone.
+fn over() -> PluginError {
+    PluginError::Unavailable {
+        service: "plugin restore",
+        why: "the restore is over (its restorers and plugin states were dropped)".into(),
+    }
+}
+
 /// Opens files with the plugins' restorers.
 pub struct PluginOpener<'p> {
     ctx: Ctx,
-    files: FileRestore<'p>,
+    /// The restorers and the plugins' states: kept until the restore is over
+    /// ([`FileOpener::end`]), so that their last step runs just before the tree resumes.
+    files: Option<FileRestore<'p>>,
     plugins: Vec<&'p dyn Plugin>,
     /// VMAs a plugin dumped (restored by it once the tasks exist), its plugin resolved.
     vma_claims: Vec<(&'p dyn Plugin, VmaClaim)>,
@@ -286,7 +296,7 @@ impl<'p> PluginOpener<'p> {
             .map_err(|(name, e)| format!("plugin {name}: {e}"))?;
         Ok(PluginOpener {
             ctx,
-            files,
+            files: Some(files),
             plugins: plugins.to_vec(),
             vma_claims,
         })
@@ -294,6 +304,10 @@ impl<'p> PluginOpener<'p> {
 
     /// Once every task exists: the claimed VMAs' contents, then per-task state.
     fn restore_vmas_and_tasks(&mut self) -> Result<(), HookFailure> {
+        let Some(files) = self.files.as_mut() else {
+            return Err(("criu", over()));
+        };
+        let states = files.states();
         for (p, c) in &self.vma_claims {
             let Some(h) = p.vma_handler() else { continue };
             let name = p.info().name;
@@ -304,7 +318,10 @@ impl<'p> PluginOpener<'p> {
                 start = c.vma.start,
                 "VMA restored by a plugin"
             );
-            catch_hook_panic(name, || h.restore_vma(&mut self.ctx, &c.vma))
+            states
+                .restore_scope(name, &mut self.ctx, |ctx| {
+                    catch_hook_panic(name, || h.restore_vma(ctx, &c.vma))
+                })
                 .map_err(|e| (name, e))?;
         }
         if !self.plugins.iter().any(|p| p.task_handler().is_some()) {
@@ -315,7 +332,10 @@ impl<'p> PluginOpener<'p> {
             for p in &self.plugins {
                 let Some(h) = p.task_handler() else { continue };
                 let name = p.info().name;
-                catch_hook_panic(name, || h.restore_task(&mut self.ctx, &task))
+                states
+                    .restore_scope(name, &mut self.ctx, |ctx| {
+                        catch_hook_panic(name, || h.restore_task(ctx, &task))
+                    })
                     .map_err(|e| (name, e))?;
             }
         }
@@ -329,7 +349,8 @@ impl FileOpener for PluginOpener<'_> {
     }
 
     fn open(&mut self, entry: &FileEntry) -> Result<OwnedFd, String> {
-        self.files
+        let files = self.files.as_mut().ok_or_else(|| over().to_string())?;
+        files
             .open(&mut self.ctx, entry)
             .map(|(fd, plugin)| {
                 tracing::debug!(id = entry.id, plugin, "file opened");
@@ -346,8 +367,36 @@ impl FileOpener for PluginOpener<'_> {
         }
         // Hooks see the root as the current task.
         self.ctx.pid = self.ctx.pids.first().copied().unwrap_or(0);
-        let r = r.and_then(|()| run_restore_stage(&self.plugins, stage, &mut self.ctx));
+        let r = r.and_then(|()| match self.files.as_mut() {
+            Some(files) => run_restore_stage(&self.plugins, stage, &mut self.ctx, files.states()),
+            // Over (a failure stage after the end): the hooks run without their states.
+            None => run_restore_stage(
+                &self.plugins,
+                stage,
+                &mut self.ctx,
+                &mut PluginStates::default(),
+            ),
+        });
         self.ctx.live = false;
         r
+    }
+
+    fn finish(&mut self) -> Result<(), HookFailure> {
+        self.ctx.live = true;
+        self.ctx.pid = self.ctx.pids.first().copied().unwrap_or(0);
+        let fds = self.ctx.fds.clone();
+        let r = match self.files.as_mut() {
+            Some(files) => files.finish(&mut self.ctx, &fds),
+            None => Err(("criu", over())),
+        };
+        self.ctx.live = false;
+        r
+    }
+
+    fn end(&mut self) {
+        // Restorers and plugin states first (they may hold duplicates of kept fds), then
+        // the kept fds: nothing of the restore stays open in the restorer.
+        self.files = None;
+        self.ctx.kept.clear();
     }
 }

@@ -2,16 +2,17 @@
 //! adapters on both sides: the host wraps its `&mut dyn DumpContext` into a
 //! [`FfiDumpContext`]; the plugin wraps that back into a `&mut dyn DumpContext`.
 
+use std::any::Any;
 use std::os::fd::{BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 
 use abi_stable::sabi_trait;
-use abi_stable::std_types::{RErr, ROk, ROption, RResult, RSlice, RSliceMut, RStr, RVec};
+use abi_stable::std_types::{RErr, RNone, ROk, ROption, RResult, RSlice, RSliceMut, RStr, RVec};
 
-use super::types::{FfiError, FfiImageRef, FfiSyscallArgs, FfiTaskFd, FfiTaskIds};
-use super::{DumpCtx, RestoreCtx};
+use super::types::{FfiError, FfiImageRef, FfiInstalledFd, FfiSyscallArgs, FfiTaskFd, FfiTaskIds};
+use super::{DumpCtx, FfiStateBox, RestoreCtx};
 use crate::{
-    DumpContext, DumpOptions, FileRestorer, ImageRef, PluginError, RestoreContext, RestoreOptions,
-    TaskFd, TaskIds,
+    DumpContext, DumpOptions, FileRestorer, ImageRef, InstalledFd, PluginError, PluginState,
+    RestoreContext, RestoreOptions, TaskFd, TaskIds,
 };
 
 /// [`DumpContext`] across the boundary (implemented by the host).
@@ -75,6 +76,11 @@ pub trait FfiDumpContext {
     ) -> RResult<bool, FfiError>;
     /// [`DumpContext::dump_shmem`] (API 0.4): `fd` is borrowed for the call.
     fn dump_shmem(&mut self, shmid: u64, fd: i32) -> RResult<(), FfiError>;
+    /// [`DumpContext::plugin_state`] (API 0.5): the handle the plugin's own `new_state`
+    /// entry created, lent for the call.
+    fn dump_plugin_state(&mut self) -> ROption<&mut FfiStateBox> {
+        RNone
+    }
 }
 
 /// [`RestoreContext`] across the boundary (implemented by the host).
@@ -134,6 +140,11 @@ pub trait FfiRestoreContext {
     fn restore_task_fds(&self, pid: i32) -> RResult<RVec<FfiTaskFd>, FfiError>;
     /// [`RestoreContext::restore_shmem`] (API 0.4): `fd` is borrowed for the call.
     fn restore_shmem(&mut self, shmid: u64, size: u64, fd: i32) -> RResult<(), FfiError>;
+    /// [`RestoreContext::plugin_state`] (API 0.5): the handle the plugin's own `new_state`
+    /// entry created, lent for the call.
+    fn restore_plugin_state(&mut self) -> ROption<&mut FfiStateBox> {
+        RNone
+    }
 }
 
 /// [`FileRestorer`] across the boundary (implemented by the plugin, owned by the host).
@@ -142,6 +153,26 @@ pub trait FfiRestorer: Send {
     /// [`FileRestorer::open_file`]: the entry encoded; the returned fd is owned by the caller.
     #[sabi(last_prefix_field)]
     fn open_file(&mut self, ctx: RestoreCtx<'_>, entry: RSlice<'_, u8>) -> RResult<i32, FfiError>;
+    /// [`FileRestorer::finish`] (API 0.5). Absent in the restorer of an older plugin: this
+    /// default (nothing to do) runs instead.
+    fn finish(
+        &mut self,
+        ctx: RestoreCtx<'_>,
+        installed: RSlice<'_, FfiInstalledFd>,
+    ) -> RResult<(), FfiError> {
+        let _ = (ctx, installed);
+        ROk(())
+    }
+}
+
+/// A plugin's [`PluginState`] across the boundary (API 0.5): created and dropped by the
+/// plugin's own code, held by the host as an opaque handle and lent back to the plugin only
+/// (the plugin checks the type when it looks inside).
+#[sabi_trait]
+pub trait FfiState: Send {
+    /// The name of the plugin that created it (for messages).
+    #[sabi(last_prefix_field)]
+    fn plugin(&self) -> RStr<'_>;
 }
 
 fn to_ffi<T>(r: Result<T, PluginError>) -> RResult<T, FfiError> {
@@ -234,7 +265,19 @@ impl FfiDumpContext for HostDump<'_> {
     fn dump_shmem(&mut self, shmid: u64, fd: i32) -> RResult<(), FfiError> {
         to_ffi(self.0.dump_shmem(shmid, borrow_fd(fd)))
     }
+    fn dump_plugin_state(&mut self) -> ROption<&mut FfiStateBox> {
+        host_handle(self.0.plugin_state()).into()
+    }
 }
+
+/// The handle inside a loaded plugin's state as the host keeps it.
+fn host_handle(state: Option<&mut (dyn Any + Send)>) -> Option<&mut FfiStateBox> {
+    state?.downcast_mut::<HostState>().map(|h| &mut h.0)
+}
+
+/// How the host keeps a loaded plugin's state: the plugin's handle in a [`PluginState`]
+/// box. Dropping it runs the plugin's own drop.
+pub(crate) struct HostState(pub FfiStateBox);
 
 /// The host's restore context seen through the FFI trait.
 pub(crate) struct HostRestore<'a>(pub &'a mut dyn RestoreContext);
@@ -324,6 +367,9 @@ impl FfiRestoreContext for HostRestore<'_> {
     fn restore_shmem(&mut self, shmid: u64, size: u64, fd: i32) -> RResult<(), FfiError> {
         to_ffi(self.0.restore_shmem(shmid, size, borrow_fd(fd)))
     }
+    fn restore_plugin_state(&mut self) -> ROption<&mut FfiStateBox> {
+        host_handle(self.0.plugin_state()).into()
+    }
 }
 
 // ----- plugin side: the FFI objects seen as the Rust traits -----
@@ -411,6 +457,28 @@ impl DumpContext for GuestDump<'_> {
         use std::os::fd::AsRawFd;
         from_ffi(self.ctx.dump_shmem(shmid, file.as_raw_fd()))
     }
+
+    fn plugin_state(&mut self) -> Option<&mut (dyn Any + Send)> {
+        guest_state(self.ctx.dump_plugin_state().into_option()?)
+    }
+}
+
+/// The plugin's state inside a handle its own `new_state` entry made.
+pub(crate) struct GuestState {
+    pub plugin: &'static str,
+    pub inner: PluginState,
+}
+
+impl FfiState for GuestState {
+    fn plugin(&self) -> RStr<'_> {
+        self.plugin.into()
+    }
+}
+
+/// The state inside `handle`, if this plugin's code created it (a type check, not a cast).
+fn guest_state(handle: &mut FfiStateBox) -> Option<&mut (dyn Any + Send)> {
+    let g = handle.obj.downcast_as_mut::<GuestState>().ok()?;
+    Some(g.inner.as_mut())
 }
 
 /// An FFI restore context as a [`RestoreContext`].
@@ -496,6 +564,10 @@ impl RestoreContext for GuestRestore<'_> {
         use std::os::fd::AsRawFd;
         from_ffi(self.ctx.restore_shmem(shmid, size, file.as_raw_fd()))
     }
+
+    fn plugin_state(&mut self) -> Option<&mut (dyn Any + Send)> {
+        guest_state(self.ctx.restore_plugin_state().into_option()?)
+    }
 }
 
 /// A plugin's [`FileRestorer`] as the FFI trait.
@@ -513,6 +585,19 @@ impl FfiRestorer for GuestRestorer {
             inner
                 .open_file(&mut ctx, &entry)
                 .map(IntoRawFd::into_raw_fd)
+        })
+    }
+
+    fn finish(
+        &mut self,
+        ctx: RestoreCtx<'_>,
+        installed: RSlice<'_, FfiInstalledFd>,
+    ) -> RResult<(), FfiError> {
+        let inner = &mut self.inner;
+        super::guest::guarded(self.plugin, move || {
+            let installed: Vec<InstalledFd> = installed.iter().map(InstalledFd::from).collect();
+            let mut ctx = GuestRestore::new(ctx);
+            inner.finish(&mut ctx, &installed)
         })
     }
 }

@@ -6,17 +6,20 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use abi_stable::library::{__call_root_module_loader, LibHeader, RootModuleResult};
 use abi_stable::prefix_type::PrefixTypeTrait;
 use abi_stable::sabi_extern_fn;
-use abi_stable::sabi_trait::TD_Opaque;
-use abi_stable::std_types::{RErr, ROk, RResult, RSlice, RStr, RString, RVec};
+use abi_stable::sabi_trait::{TD_CanDowncast, TD_Opaque};
+use abi_stable::std_types::{RErr, ROk, ROption, RResult, RSlice, RStr, RString, RVec};
 use criu_proto::images::FileEntry;
 use prost::Message;
 
-use super::context::{GuestDump, GuestRestore, GuestRestorer, borrow_fd};
+use super::context::{GuestDump, GuestRestore, GuestRestorer, GuestState, borrow_fd};
 use super::types::{FfiError, FfiFdDesc, FfiPluginInfo, FfiTaskIds, FfiVmaDesc};
-use super::{DumpCtx, FfiRestorer_TO, PluginMod, PluginModRef, RestoreCtx, Restorer};
+use super::{
+    DumpCtx, FfiRestorer_TO, FfiState_TO, FfiStateBox, PluginMod, PluginModRef, RestoreCtx,
+    Restorer,
+};
 use crate::{
-    DumpStage, FdHandler, Plugin, PluginError, RestoreStage, StageHooks, TaskHandler, TaskIds,
-    VmaDesc, VmaHandler,
+    DumpStage, FdHandler, Plugin, PluginError, RestoreStage, RunKind, StageHooks, TaskHandler,
+    TaskIds, VmaDesc, VmaHandler,
 };
 
 /// Names the plugin a `.so` exports; implemented by [`export_plugin!`](crate::export_plugin).
@@ -56,6 +59,8 @@ pub(crate) fn module<G: ExportedPlugin>() -> PluginModRef {
         restore_vma: restore_vma::<G>,
         dump_task: dump_task::<G>,
         restore_task: restore_task::<G>,
+        new_state: new_state::<G>,
+        attach_logger: super::log::attach_logger,
     }
     .leak_into_prefix()
 }
@@ -244,6 +249,22 @@ fn restore_task<G: ExportedPlugin>(
     guarded(name::<G>(), || {
         let mut ctx = GuestRestore::new(ctx);
         task_handler::<G>()?.restore_task(&mut ctx, &TaskIds::from(task))
+    })
+}
+
+#[sabi_extern_fn]
+fn new_state<G: ExportedPlugin>(run: RStr<'_>) -> RResult<ROption<FfiStateBox>, FfiError> {
+    let plugin = name::<G>();
+    guarded(plugin, || {
+        let kind = RunKind::from_name(run.as_str()).ok_or_else(|| PluginError::Plugin {
+            plugin: plugin.into(),
+            message: format!("asked for a state for run {run:?}, unknown to this plugin"),
+        })?;
+        let state = G::plugin().new_state(kind)?.map(|inner| {
+            // Downcastable: the plugin checks the type when the handle comes back.
+            FfiState_TO::from_value(GuestState { plugin, inner }, TD_CanDowncast)
+        });
+        Ok(state.into())
     })
 }
 

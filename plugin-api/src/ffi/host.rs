@@ -12,13 +12,13 @@ use abi_stable::std_types::{RResult, RString, RVec};
 use criu_proto::images::{FdTypes, FileEntry};
 use prost::Message;
 
-use super::context::{HostDump, HostRestore, take_fd};
-use super::types::{FfiError, FfiFdDesc, FfiPluginInfo, FfiTaskIds, FfiVmaDesc};
+use super::context::{HostDump, HostRestore, HostState, take_fd};
+use super::types::{FfiError, FfiFdDesc, FfiInstalledFd, FfiPluginInfo, FfiTaskIds, FfiVmaDesc};
 use super::{FfiDumpContext_TO, FfiRestoreContext_TO, PluginModRef, Restorer};
 use crate::{
-    API_VERSION, ApiVersion, DumpContext, DumpStage, FdDesc, FdHandler, FileRestorer, Plugin,
-    PluginError, PluginInfo, RestoreContext, RestoreStage, StageHooks, TaskHandler, TaskIds,
-    VmaDesc, VmaHandler,
+    API_VERSION, ApiVersion, DumpContext, DumpStage, FdDesc, FdHandler, FileRestorer, InstalledFd,
+    Plugin, PluginError, PluginInfo, PluginState, RestoreContext, RestoreStage, RunKind,
+    StageHooks, TaskHandler, TaskIds, VmaDesc, VmaHandler,
 };
 
 /// Why a plugin file was not loaded.
@@ -233,6 +233,8 @@ pub(crate) fn from_module(
         priority: raw.priority,
         api_version: plugin_api,
     };
+    // From here on the plugin's `tracing` events reach our log (API 0.5 plugins).
+    super::log::attach(module, info.name);
     Ok(Box::leak(Box::new(LoadedPlugin {
         module,
         path: path.to_path_buf(),
@@ -353,6 +355,19 @@ impl Plugin for LoadedPlugin {
         self.task_state
             .is_some()
             .then_some(self as &dyn TaskHandler)
+    }
+
+    /// The plugin's handle, boxed (dropping it runs the plugin's own drop); a plugin built
+    /// before API 0.5 has none.
+    fn new_state(&self, run: RunKind) -> Result<Option<PluginState>, PluginError> {
+        // A plugin disabled by an earlier panic claims nothing more: it needs no state.
+        let Some(f) = self.module.new_state().filter(|_| !self.guard.poisoned()) else {
+            return Ok(None);
+        };
+        let handle = self.guard.result(f(run.name().into()))?;
+        Ok(handle
+            .into_option()
+            .map(|h| Box::new(HostState(h)) as PluginState))
     }
 }
 
@@ -577,5 +592,18 @@ impl FileRestorer for HostRestorer {
             .guard
             .result(self.inner.open_file(ffi_ctx, bytes.as_slice().into()))?;
         Ok(take_fd(raw))
+    }
+
+    fn finish(
+        &mut self,
+        ctx: &mut dyn RestoreContext,
+        installed: &[InstalledFd],
+    ) -> Result<(), PluginError> {
+        self.guard.check()?;
+        let installed: Vec<FfiInstalledFd> = installed.iter().map(FfiInstalledFd::from).collect();
+        let mut host = HostRestore(ctx);
+        let ffi_ctx = FfiRestoreContext_TO::from_ptr(&mut host, TD_Opaque);
+        self.guard
+            .result(self.inner.finish(ffi_ctx, installed.as_slice().into()))
     }
 }

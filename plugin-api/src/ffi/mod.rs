@@ -17,6 +17,11 @@
 //!   without touching the ABI.
 //! - The core's services as `#[sabi_trait]` objects ([`FfiDumpContext`], [`FfiRestoreContext`])
 //!   and a plugin's per-restore state as [`FfiRestorer`]; their vtables are prefix types too.
+//! - A plugin's per-run state ([`crate::PluginState`], API 0.5) as an opaque [`FfiState`]
+//!   handle: created by the plugin's `new_state` entry, held by the host, lent back through
+//!   the contexts' `*_plugin_state` methods to that plugin only (which checks the type before
+//!   looking inside), dropped by the plugin's own drop when the run ends.
+//! - The host's log sink as an [`FfiLogger`] (API 0.5), handed over once at load time.
 //! - File descriptors as raw numbers: plugins live in criu's own process, so a number is
 //!   valid on both sides. The side that receives one takes ownership or borrows it as the
 //!   method documents.
@@ -32,10 +37,13 @@
 //!    context vtables) have the host's fields or more; for a plugin built against an older
 //!    minor API (fewer fields) the host runs the same check the other way round (every field
 //!    and method the plugin has must match the host's, in order) and then requires the
-//!    plugin to declare an older minor [`crate::API_VERSION`]. Checked by hand: an API 0.2
-//!    build of `plugins/examples/eventfd` loads, dumps and restores with an API 0.3 criu,
-//!    and an API 0.3 build of it with an API 0.4 criu (taking eventfds over from the built-in
-//!    plugin, beside the built-in epoll plugin).
+//!    plugin to declare an older minor [`crate::API_VERSION`]. The `plugin_abi_older` test
+//!    builds `plugins/examples/eventfd` with its `criu-plugin-api` as they were at API 0.4
+//!    and has this criu (0.5) load it, dump and restore with it. (By hand before: an API 0.2
+//!    build with a 0.3 criu, a 0.3 build with a 0.4 criu.) What an older plugin lacks is
+//!    absent, not an error: no state object (its `new_state` entry is missing), no log
+//!    forwarding, the default `finish` of its restorers (a `#[sabi_trait]` method with a
+//!    default body is optional in the vtable).
 //! 3. [`crate::API_VERSION`]: same major, and the plugin's minor not newer than the host's
 //!    ([`crate::ApiVersion::is_compatible_with`]).
 //!
@@ -74,25 +82,29 @@
 mod context;
 mod guest;
 mod host;
+mod log;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_state;
 mod types;
 
 use abi_stable::StableAbi;
 use abi_stable::library::RootModule;
 use abi_stable::package_version_strings;
 use abi_stable::sabi_types::VersionStrings;
-use abi_stable::std_types::{RResult, RSlice, RStr, RString, RVec};
+use abi_stable::std_types::{ROption, RResult, RSlice, RStr, RString, RVec};
 
 pub use context::{
     FfiDumpContext, FfiDumpContext_TO, FfiRestoreContext, FfiRestoreContext_TO, FfiRestorer,
-    FfiRestorer_TO,
+    FfiRestorer_TO, FfiState, FfiState_TO,
 };
 pub use guest::{ExportedPlugin, root_module};
 pub use host::{LoadError, LoadedPlugin, load_plugin};
+pub use log::{FfiLogger, FfiLogger_TO, FfiLoggerBox};
 pub use types::{
-    FfiError, FfiFdDesc, FfiImageRef, FfiPluginInfo, FfiStat, FfiSyscallArgs, FfiTaskFd,
-    FfiTaskIds, FfiVmaDesc,
+    FfiError, FfiFdDesc, FfiImageRef, FfiInstalledFd, FfiPluginInfo, FfiStat, FfiSyscallArgs,
+    FfiTaskFd, FfiTaskIds, FfiVmaDesc,
 };
 
 /// A dump context handed to a plugin for one call.
@@ -101,6 +113,9 @@ pub type DumpCtx<'a> = FfiDumpContext_TO<'a, abi_stable::sabi_types::RMut<'a, ()
 pub type RestoreCtx<'a> = FfiRestoreContext_TO<'a, abi_stable::sabi_types::RMut<'a, ()>>;
 /// A plugin's state for one restore, owned by the host.
 pub type Restorer = FfiRestorer_TO<'static, abi_stable::std_types::RBox<()>>;
+/// A plugin's [`crate::PluginState`] for one run, owned by the host, dropped by the plugin's
+/// code (API 0.5).
+pub type FfiStateBox = FfiState_TO<'static, abi_stable::std_types::RBox<()>>;
 
 /// The root module a plugin `.so` exports (see [`export_plugin!`](crate::export_plugin)).
 #[repr(C)]
@@ -147,6 +162,15 @@ pub struct PluginMod {
     /// [`crate::TaskHandler::restore_task`] (API 0.3).
     #[sabi(missing_field(option))]
     pub restore_task: extern "C" fn(RestoreCtx<'_>, &FfiTaskIds) -> RResult<(), FfiError>,
+    /// [`crate::Plugin::new_state`], the run by [`crate::RunKind::name`] (API 0.5): the
+    /// plugin's state as an opaque handle, which the host lends back through the contexts'
+    /// `*_plugin_state` methods and drops (running the plugin's drop) when the run ends.
+    #[sabi(missing_field(option))]
+    pub new_state: extern "C" fn(RStr<'_>) -> RResult<ROption<FfiStateBox>, FfiError>,
+    /// Takes the host's log sink, once, right after loading (API 0.5): the plugin's `tracing`
+    /// events go to criu's log from then on (see the `log` module).
+    #[sabi(missing_field(option))]
+    pub attach_logger: extern "C" fn(FfiLoggerBox),
 }
 
 impl RootModule for PluginModRef {

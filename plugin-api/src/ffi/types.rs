@@ -68,6 +68,38 @@ pub struct FfiSyscallArgs {
     pub args: [u64; 6],
 }
 
+/// [`crate::InstalledFd`] across the boundary. (API 0.5)
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, Copy)]
+pub struct FfiInstalledFd {
+    /// [`crate::InstalledFd::pid`].
+    pub pid: i32,
+    /// [`crate::InstalledFd::fd`].
+    pub fd: i32,
+    /// [`crate::InstalledFd::id`].
+    pub id: u32,
+}
+
+impl From<&crate::InstalledFd> for FfiInstalledFd {
+    fn from(i: &crate::InstalledFd) -> Self {
+        FfiInstalledFd {
+            pid: i.pid,
+            fd: i.fd,
+            id: i.id,
+        }
+    }
+}
+
+impl From<&FfiInstalledFd> for crate::InstalledFd {
+    fn from(i: &FfiInstalledFd) -> Self {
+        crate::InstalledFd {
+            pid: i.pid,
+            fd: i.fd,
+            id: i.id,
+        }
+    }
+}
+
 /// [`TaskIds`] across the boundary. (API 0.3)
 #[repr(C)]
 #[derive(StableAbi, Debug, Clone)]
@@ -393,6 +425,8 @@ impl FfiError {
     pub const UNAVAILABLE: u32 = 11;
     /// [`PluginError::Task`] (API 0.3): `pid`, `what` the operation, `detail` the cause.
     pub const TASK: u32 = 12;
+    /// [`PluginError::BadFdInfo`] (API 0.5): `what` the field, `detail` the reason.
+    pub const BAD_FDINFO: u32 = 13;
 
     /// A panic of `plugin` with its payload text.
     pub fn panicked(plugin: &str, payload: &(dyn std::any::Any + Send)) -> Self {
@@ -470,6 +504,10 @@ impl FfiError {
                 pid: self.pid,
                 op: what,
                 source: detail.into(),
+            },
+            Self::BAD_FDINFO => PluginError::BadFdInfo {
+                field: what,
+                reason: detail,
             },
             Self::PANICKED => PluginError::Panicked {
                 plugin: what,
@@ -561,6 +599,10 @@ impl From<&PluginError> for FfiError {
             PluginError::Task { pid, op, source } => {
                 (out.kind, out.pid) = (Self::TASK, *pid);
                 (out.what, out.detail) = (op.as_str().into(), error_chain(source.as_ref()).into());
+            }
+            PluginError::BadFdInfo { field, reason } => {
+                out.kind = Self::BAD_FDINFO;
+                (out.what, out.detail) = (field.as_str().into(), reason.as_str().into());
             }
             PluginError::Panicked { plugin, message } => {
                 out.kind = Self::PANICKED;
@@ -669,6 +711,18 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "process_vm_readv at 0x1000 in task 77 failed"
+        );
+    }
+
+    #[test]
+    fn api_0_5_errors_round_trip() {
+        let e = round_trip(PluginError::BadFdInfo {
+            field: "clockid".into(),
+            reason: "no such line".into(),
+        });
+        assert!(
+            matches!(&e, PluginError::BadFdInfo { field, reason } if field == "clockid" && reason == "no such line"),
+            "{e:?}"
         );
     }
 

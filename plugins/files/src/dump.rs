@@ -1,10 +1,19 @@
 //! Dumping a file description reached by a path.
 
+use std::collections::HashMap;
+
 use criu_plugin_api::{DumpContext, FdDesc, ImageRef, PluginError, write_message};
 use criu_proto::images::{FdTypes, FileEntry, RegFileEntry, RemapFilePathEntry, RemapType};
 
 use crate::flags::{is_tty_major, should_check_size};
-use crate::{NAME, ghost};
+use crate::ghost;
+
+/// What one dump remembers across fds and tasks.
+#[derive(Debug, Default)]
+pub(crate) struct DumpState {
+    /// Ghost ids by unlinked file (dev, inode): several descriptions may share one file.
+    ghosts: HashMap<(u64, u64), u32>,
+}
 
 fn unsupported(fd: &FdDesc, hint: &str) -> PluginError {
     PluginError::Unsupported {
@@ -138,16 +147,14 @@ fn ghost_once(ctx: &mut dyn DumpContext, fd: &FdDesc, path: &str) -> Result<u32,
             limit,
         });
     }
-    let key = format!("{NAME}:ghost:{}:{}", fd.stat.dev, fd.stat.ino);
-    if let Some(id) = ctx.memo(&key) {
-        return Ok(id as u32);
+    let key = (fd.stat.dev, fd.stat.ino);
+    let state = ctx.state::<DumpState>()?;
+    if let Some(&id) = state.ghosts.get(&key) {
+        return Ok(id);
     }
     // Ghost ids count from 1 per dump, like CRIU's.
-    let counter = format!("{NAME}:ghost-count");
-    let id = ctx.memo(&counter).unwrap_or(0) + 1;
-    ctx.set_memo(&counter, id);
-    let id = id as u32;
+    let id = state.ghosts.len() as u32 + 1;
     ghost::dump(ctx, fd, id)?;
-    ctx.set_memo(&key, u64::from(id));
+    ctx.state::<DumpState>()?.ghosts.insert(key, id);
     Ok(id)
 }

@@ -24,7 +24,7 @@ mod restore;
 
 use criu_plugin_api::{
     API_VERSION, DumpContext, FdDesc, FdHandler, FileRestorer, Plugin, PluginError, PluginInfo,
-    PluginRegistration, RestoreContext,
+    PluginRegistration, PluginState, RestoreContext, RunKind,
 };
 use criu_proto::images::{FdTypes, FileEntry};
 
@@ -53,6 +53,11 @@ impl Plugin for FilesPlugin {
 
     fn fd_handler(&self) -> Option<&dyn FdHandler> {
         Some(self)
+    }
+
+    fn new_state(&self, run: RunKind) -> Result<Option<PluginState>, PluginError> {
+        // Only the dump has state of its own (the restore's is in the restorer).
+        Ok((run == RunKind::Dump).then(|| Box::new(dump::DumpState::default()) as PluginState))
     }
 }
 

@@ -1,6 +1,7 @@
 //! Dump: one MEMFD `files.img` entry per description, one `memfd.img` entry and one copy of
 //! the contents per inode.
 
+use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::OnceLock;
 
@@ -9,8 +10,15 @@ use criu_proto::images::{FdTypes, FileEntry, MemfdFileEntry, MemfdInodeEntry};
 use nix::fcntl::{FcntlArg, OFlag, fcntl, open};
 use nix::sys::stat::Mode;
 
+use crate::MEMFD_INODES;
 use crate::name::{hugetlb_flag, memfd_name};
-use crate::{MEMFD_INODES, NAME};
+
+/// What one dump remembers across fds and tasks.
+#[derive(Debug, Default)]
+pub(crate) struct DumpState {
+    /// `memfd.img` inode ids by (dev, inode): every fd and mapping of one memfd shares it.
+    inodes: HashMap<(u64, u64), u32>,
+}
 
 /// Device of the kernel's internal shmem mount, where every (non-hugetlb) memfd lives.
 fn shmem_dev() -> Option<u64> {
@@ -48,11 +56,6 @@ fn fd_err(fd: &FdDesc, op: &'static str, e: nix::errno::Errno) -> PluginError {
     }
 }
 
-/// The memo key of an inode's `memfd.img` id.
-fn inode_key(dev: u64, ino: u64) -> String {
-    format!("{NAME}:inode:{dev}:{ino}")
-}
-
 /// The `files.img` entry of the description behind `fd`, writing its inode first if this
 /// dump has not yet.
 pub fn dump_file(
@@ -60,10 +63,13 @@ pub fn dump_file(
     fd: &FdDesc,
     id: u32,
 ) -> Result<FileEntry, PluginError> {
-    let inode_id = match ctx.memo(&inode_key(fd.stat.dev, fd.stat.ino)) {
-        Some(known) => u32::try_from(known).map_err(|_| {
-            PluginError::bad_image("memfd.img", format!("inode id {known} out of range"))
-        })?,
+    let known = ctx
+        .state::<DumpState>()?
+        .inodes
+        .get(&(fd.stat.dev, fd.stat.ino))
+        .copied();
+    let inode_id = match known {
+        Some(id) => id,
         None => dump_inode(ctx, fd)?,
     };
     tracing::debug!(pid = fd.pid, fd = fd.fd, id, inode_id, "memfd description");
@@ -90,10 +96,7 @@ fn dump_inode(ctx: &mut dyn DumpContext, fd: &FdDesc) -> Result<u32, PluginError
         hint: "not a memfd link (/memfd:NAME (deleted))".into(),
     })?;
     // CRIU numbers inodes from 1 in the order it meets them.
-    let next_key = format!("{NAME}:next-inode");
-    let inode_id = ctx.memo(&next_key).unwrap_or(1);
-    ctx.set_memo(&next_key, inode_id + 1);
-    let inode_id = u32::try_from(inode_id)
+    let inode_id = u32::try_from(ctx.state::<DumpState>()?.inodes.len() + 1)
         .map_err(|_| PluginError::bad_image("memfd.img", "more than 2^32 memfd inodes"))?;
 
     // A description of our own: reading the contents (lseek SEEK_DATA) must not move the
@@ -143,7 +146,9 @@ fn dump_inode(ctx: &mut dyn DumpContext, fd: &FdDesc) -> Result<u32, PluginError
         mode: Some(fd.stat.mode),
     };
     write_message(ctx, MEMFD_INODES, &entry, &[])?;
-    ctx.set_memo(&inode_key(fd.stat.dev, fd.stat.ino), u64::from(inode_id));
+    ctx.state::<DumpState>()?
+        .inodes
+        .insert((fd.stat.dev, fd.stat.ino), inode_id);
     tracing::debug!(name, inode_id, shmid, size, seals, "memfd inode");
     Ok(inode_id)
 }

@@ -27,7 +27,8 @@ mod restore;
 
 use criu_plugin_api::{
     API_VERSION, DumpContext, FdDesc, FdHandler, FileRestorer, ImageRef, Plugin, PluginError,
-    PluginImageKind, PluginInfo, PluginRegistration, RestoreContext, RestoreStage, StageHooks,
+    PluginImageKind, PluginInfo, PluginRegistration, PluginState, RestoreContext, RestoreStage,
+    RunKind, StageHooks,
 };
 use criu_proto::images::{FdTypes, FileEntry};
 
@@ -65,6 +66,11 @@ impl Plugin for MemfdPlugin {
 
     fn stage_hooks(&self) -> Option<&dyn StageHooks> {
         Some(self)
+    }
+
+    fn new_state(&self, run: RunKind) -> Result<Option<PluginState>, PluginError> {
+        // Only the dump has state of its own (the restore's is in the restorer).
+        Ok((run == RunKind::Dump).then(|| Box::new(dump::DumpState::default()) as PluginState))
     }
 }
 

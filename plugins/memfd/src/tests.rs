@@ -59,7 +59,7 @@ fn descriptions_share_one_inode_and_keep_their_own_state() {
     )
     .unwrap();
 
-    let mut images = MemoryImages::new(0);
+    let mut images = MemoryImages::for_plugin(0, &crate::PLUGIN).unwrap();
     let ea = dump(&mut images, &a);
     let eb = dump(&mut images, &b);
     assert_eq!(ea.r#type, FdTypes::Memfd as i32);
@@ -120,7 +120,7 @@ fn unsealable_memfd_stays_unsealable() {
     let a = memfd("plain", false);
     a.set_len(5).unwrap();
     assert_eq!(seals(&a), libc::F_SEAL_SEAL);
-    let mut images = MemoryImages::new(0);
+    let mut images = MemoryImages::for_plugin(0, &crate::PLUGIN).unwrap();
     let e = dump(&mut images, &a);
     let mut r = PLUGIN
         .start_restore(&mut images, std::slice::from_ref(&e))
@@ -156,7 +156,7 @@ fn claims_only_memfds() {
 
 #[test]
 fn a_missing_inode_is_a_bad_image() {
-    let mut images = MemoryImages::new(0);
+    let mut images = MemoryImages::for_plugin(0, &crate::PLUGIN).unwrap();
     let e = FileEntry {
         r#type: FdTypes::Memfd as i32,
         id: 1,

@@ -1,5 +1,6 @@
 //! Dumping pipe and FIFO descriptions.
 
+use std::collections::HashSet;
 use std::os::fd::{AsFd, OwnedFd};
 
 use criu_plugin_api::{DumpContext, FdDesc, ImageRef, PluginError, write_message};
@@ -7,8 +8,15 @@ use criu_proto::images::{FdTypes, FifoEntry, FileEntry, PipeDataEntry, PipeEntry
 use nix::fcntl::{OFlag, open};
 use nix::sys::stat::Mode;
 
-use crate::NAME;
 use crate::data::{self, PipeData};
+
+/// What one dump remembers across fds and tasks.
+#[derive(Debug, Default)]
+pub(crate) struct DumpState {
+    /// The pipes whose buffered data is written, by image and pipe id (both ends, several
+    /// descriptions and several tasks share one pipe).
+    data_written: HashSet<(ImageRef, u32)>,
+}
 
 /// `O_DIRECT` on a pipe means packet mode, which we cannot restore faithfully.
 const O_DIRECT: u32 = libc::O_DIRECT as u32;
@@ -123,8 +131,11 @@ fn dump_data_once(
     pipe_id: u32,
     image: ImageRef,
 ) -> Result<(), PluginError> {
-    let key = format!("{NAME}:data:{}:{pipe_id}", image.kind.criu_name());
-    if ctx.memo(&key).is_some() {
+    if ctx
+        .state::<DumpState>()?
+        .data_written
+        .contains(&(image, pipe_id))
+    {
         return Ok(());
     }
     let data = read_buffered(fd)?;
@@ -139,7 +150,9 @@ fn dump_data_once(
         size: data.size,
     };
     write_message(ctx, image, &entry, &data.bytes)?;
-    ctx.set_memo(&key, 1);
+    ctx.state::<DumpState>()?
+        .data_written
+        .insert((image, pipe_id));
     Ok(())
 }
 

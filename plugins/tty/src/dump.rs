@@ -2,17 +2,29 @@
 //! `tty-info.img` entry per terminal (shared by all its descriptions), and a REG entry
 //! holding the terminal's path.
 
+use std::collections::HashSet;
+
 use criu_plugin_api::{DumpContext, FdDesc, ImageRef, PluginError, write_message};
 use criu_proto::images::{
     FdTypes, FileEntry, RegFileEntry, TtyFileEntry, TtyInfoEntry, TtyPtyEntry,
 };
 use nix::errno::Errno;
 
+use crate::TTY_INFO;
 use crate::entries::{termios_entry, winsize_entry};
 use crate::ioctl::{self, Flag};
 use crate::kind::{Driver, MAX_PTY_INDEX, info_id, proc_tty_nr, slave_index};
 use crate::session::{self, TaskTty};
-use crate::{NAME, TTY_INFO};
+
+/// What one dump remembers across fds and tasks.
+#[derive(Debug, Default)]
+pub(crate) struct DumpState {
+    /// The `tty-info.img` ids written (several fds share one terminal).
+    infos: HashSet<u32>,
+    /// With `--shell-job`: the one terminal outside the tree that becomes criu's own on
+    /// restore (its tty info id), once met.
+    shell_tty: Option<u32>,
+}
 
 fn unsupported(fd: &FdDesc, hint: impl Into<String>) -> PluginError {
     PluginError::Unsupported {
@@ -58,11 +70,10 @@ pub(crate) fn dump_file(
     check_policy(ctx, fd, driver, index, &task)?;
 
     let info = info_id(driver, index);
-    let key = format!("{NAME}:info:{info}");
-    if ctx.memo(&key).is_none() {
+    if !ctx.state::<DumpState>()?.infos.contains(&info) {
         let entry = info_entry(fd, driver, index, info, &task)?;
         write_message(ctx, TTY_INFO, &entry, &[])?;
-        ctx.set_memo(&key, 1);
+        ctx.state::<DumpState>()?.infos.insert(info);
     }
 
     let flags = fd.fdinfo.file_flags();
@@ -174,18 +185,17 @@ fn check_policy(
     // With --shell-job a slave without its master, a VT or a serial line becomes criu's
     // terminal on restore: one terminal only (CRIU's "one external slave peer").
     if matches!(driver, Driver::PtySlave | Driver::Vt | Driver::Serial) {
-        let key = format!("{NAME}:shell-tty");
-        let this = u64::from(info_id(driver, index)) + 1;
-        match ctx.memo(&key) {
-            None => ctx.set_memo(&key, this),
+        let this = info_id(driver, index);
+        let state = ctx.state::<DumpState>()?;
+        match state.shell_tty {
+            None => state.shell_tty = Some(this),
             Some(v) if v == this => {}
             Some(v) => {
                 return Err(unsupported(
                     fd,
                     format!(
                         "{} is a second terminal outside the dumped tree (tty id {:#x} came first); only one terminal can become criu's own on restore",
-                        fd.link,
-                        v - 1
+                        fd.link, v
                     ),
                 ));
             }

@@ -128,31 +128,7 @@ pub fn build_against_modified_api(
     let text = std::fs::read_to_string(&types).unwrap();
     std::fs::write(&types, mutate(text)).unwrap();
 
-    // Stand-alone manifest: the workspace's inherited keys spelled out.
-    let ws = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
-    let nix_line = ws
-        .lines()
-        .find(|l| l.starts_with("nix ="))
-        .expect("nix in the workspace");
-    let manifest = format!(
-        r#"[package]
-name = "criu-plugin-api"
-version = "{version}"
-edition = "2024"
-
-[dependencies]
-criu-proto = {{ path = "{proto}" }}
-thiserror = "2"
-inventory = "0.3"
-prost = "0.14"
-{nix_line}
-libc = "0.2"
-abi_stable = "0.11.3"
-tracing = "0.1"
-"#,
-        proto = root.join("proto").display()
-    );
-    std::fs::write(work.join("plugin-api/Cargo.toml"), manifest).unwrap();
+    standalone_api_manifest(&root, &work.join("plugin-api"), version);
     let ex = work.join("eventfd/Cargo.toml");
     let text = std::fs::read_to_string(&ex)
         .unwrap()
@@ -182,6 +158,117 @@ tracing = "0.1"
     dir
 }
 
+/// Writes a stand-alone `Cargo.toml` for the copy of `criu-plugin-api` in `api_dir` (the
+/// workspace's inherited keys spelled out), crate version `version`.
+fn standalone_api_manifest(root: &Path, api_dir: &Path, version: &str) {
+    // Stand-alone manifest: the workspace's inherited keys spelled out.
+    let ws = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    let nix_line = ws
+        .lines()
+        .find(|l| l.starts_with("nix ="))
+        .expect("nix in the workspace");
+    let manifest = format!(
+        r#"[package]
+name = "criu-plugin-api"
+version = "{version}"
+edition = "2024"
+
+[dependencies]
+criu-proto = {{ path = "{proto}" }}
+thiserror = "2"
+inventory = "0.3"
+prost = "0.14"
+{nix_line}
+libc = "0.2"
+abi_stable = "0.11.3"
+tracing = "0.1"
+"#,
+        proto = root.join("proto").display()
+    );
+    std::fs::write(api_dir.join("Cargo.toml"), manifest).unwrap();
+}
+
+/// The commit whose `criu-plugin-api` is plugin API 0.4 (the last before 0.5).
+pub const API_0_4_COMMIT: &str = "3b70df62563bf8d50cfd1f51dda905948e94377b";
+
+/// Builds the example plugin and its workload exactly as they were at `commit` (its own
+/// `criu-plugin-api` and example sources, taken with `git archive`): a plugin built against
+/// an older plugin API, as a third party would still ship it. Returns a private dir with the
+/// `.so` and the workload, or `None` with a printed reason when the commit is not in this
+/// checkout (a shallow clone).
+pub fn build_at_commit(name: &str, commit: &str) -> Option<(ScratchDir, PathBuf)> {
+    let _lock = BUILD.lock().unwrap_or_else(|p| p.into_inner());
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .unwrap();
+    let git = |args: &[&str]| Command::new("git").arg("-C").arg(&root).args(args).output();
+    match git(&["cat-file", "-e", &format!("{commit}^{{commit}}")]) {
+        Ok(o) if o.status.success() => {}
+        _ => {
+            eprintln!("skipping: commit {commit} is not in this checkout (shallow clone?)");
+            return None;
+        }
+    }
+    let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("at-commit-{name}"));
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).unwrap();
+    let archive = work.join("src.tar");
+    let out = git(&[
+        "archive",
+        "-o",
+        archive.to_str().unwrap(),
+        commit,
+        "plugin-api",
+        "plugins/examples/eventfd",
+    ])
+    .expect("run git");
+    assert!(
+        out.status.success(),
+        "git archive: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new("tar")
+        .arg("-xf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(&work)
+        .output()
+        .expect("run tar");
+    assert!(
+        out.status.success(),
+        "tar: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_dir_all(work.join("plugin-api/tests"));
+    standalone_api_manifest(&root, &work.join("plugin-api"), env!("CARGO_PKG_VERSION"));
+
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let target = target_dir();
+    let out = Command::new(cargo)
+        .args(["build", "--release", "--lib", "--example", "eventfd_holder"])
+        .arg("--manifest-path")
+        .arg(work.join("plugins/examples/eventfd/Cargo.toml"))
+        .env("CARGO_TARGET_DIR", &target)
+        .output()
+        .expect("run cargo");
+    assert!(
+        out.status.success(),
+        "building the example at {commit} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dir = ScratchDir::new(name);
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let release = target.join("release");
+    let so = dir.path().join(EXAMPLE_SO);
+    std::fs::copy(release.join(EXAMPLE_SO), &so).expect("copy plugin");
+    std::fs::set_permissions(&so, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let holder = dir.path().join("eventfd_holder");
+    std::fs::copy(release.join("examples/eventfd_holder"), &holder).expect("copy workload");
+    std::fs::set_permissions(&holder, std::fs::Permissions::from_mode(0o755)).unwrap();
+    Some((dir, holder))
+}
+
 fn copy_tree(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
@@ -195,4 +282,26 @@ fn copy_tree(from: &Path, to: &Path) {
             std::fs::copy(&src, &dst).unwrap();
         }
     }
+}
+
+/// Builds the `criu` binary (release) in the examples' target dir, as a distribution would,
+/// and returns its path: the end-to-end tests of `--plugin-dir` and `-o` run the real
+/// command line. A separate target dir: the outer `cargo test` holds the lock of its own.
+pub fn build_criu() -> PathBuf {
+    let _lock = BUILD.lock().unwrap_or_else(|p| p.into_inner());
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = Command::new(cargo)
+        .args(["build", "--release", "-p", "criu-cli", "--bin", "criu"])
+        .arg("--manifest-path")
+        .arg(root.join("Cargo.toml"))
+        .env("CARGO_TARGET_DIR", target_dir())
+        .output()
+        .expect("run cargo");
+    assert!(
+        out.status.success(),
+        "building criu failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    target_dir().join("release/criu")
 }

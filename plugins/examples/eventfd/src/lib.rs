@@ -6,15 +6,22 @@
 //! flags in a CRIU `EVENTFD` entry of `files.img` (`file_entry.efd`, as CRIU writes it);
 //! restore creates a new eventfd with that counter and those flags. Semaphore-mode eventfds
 //! are refused: CRIU's `eventfd_file_entry` has no field for the mode.
+//!
+//! It also shows plugin API 0.5: a state object of its own for each dump (it numbers the
+//! eventfds it dumps), `tracing` events that reach criu's `-o` log with the plugin's name as
+//! target, a typed fdinfo field (`eventfd-count`, hexadecimal), and the restorer's last
+//! step before the tree resumes ([`FileRestorer::finish`]), which checks that each eventfd it
+//! opened is the one installed in the task and logs where it went.
 
 #![deny(unsafe_code)]
 
 use std::os::fd::OwnedFd;
 
 use criu_plugin_api::proto::images::{EventfdFileEntry, FdTypes, FileEntry};
+use criu_plugin_api::tracing;
 use criu_plugin_api::{
-    API_VERSION, ApiVersion, DumpContext, FdDesc, FdHandler, FileRestorer, Plugin, PluginError,
-    PluginInfo, RestoreContext, require_no_owner,
+    API_VERSION, ApiVersion, DumpContext, FdDesc, FdHandler, FdInfo, FileRestorer, InstalledFd, Plugin,
+    PluginError, PluginInfo, PluginState, RestoreContext, RunKind, require_no_owner,
 };
 use nix::fcntl::OFlag;
 use nix::sys::eventfd::{EfdFlags, EventFd};
@@ -55,6 +62,18 @@ impl Plugin for EventfdPlugin {
     fn fd_handler(&self) -> Option<&dyn FdHandler> {
         Some(self)
     }
+
+    fn new_state(&self, run: RunKind) -> Result<Option<PluginState>, PluginError> {
+        // The restore keeps its state in the restorer.
+        Ok((run == RunKind::Dump).then(|| Box::new(DumpState::default()) as PluginState))
+    }
+}
+
+/// What this plugin remembers during one dump.
+#[derive(Debug, Default)]
+struct DumpState {
+    /// Eventfds dumped so far.
+    dumped: u32,
 }
 
 impl FdHandler for EventfdPlugin {
@@ -68,7 +87,7 @@ impl FdHandler for EventfdPlugin {
 
     fn dump_file(
         &self,
-        _ctx: &mut dyn DumpContext,
+        ctx: &mut dyn DumpContext,
         fd: &FdDesc,
         id: u32,
     ) -> Result<FileEntry, PluginError> {
@@ -80,11 +99,10 @@ impl FdHandler for EventfdPlugin {
             pid: fd.pid,
             hint: format!("unexpected fdinfo ({what}); this plugin knows kernels 5.2 to 6.x"),
         };
-        let count = fd
+        let counter = fd
             .fdinfo
-            .field("eventfd-count")
-            .ok_or_else(|| bad("no eventfd-count"))?;
-        let counter = u64::from_str_radix(count, 16).map_err(|_| bad("eventfd-count"))?;
+            .hex::<u64>("eventfd-count")
+            .map_err(|e| bad(&e.to_string()))?;
         if fd.fdinfo.field("eventfd-semaphore") == Some("1") {
             return Err(PluginError::Unsupported {
                 resource: format!("{} in semaphore mode", fd.describe()),
@@ -98,6 +116,16 @@ impl FdHandler for EventfdPlugin {
             fown: fd.owner.to_entry(),
             counter,
         };
+        let state = ctx.state::<DumpState>()?;
+        state.dumped += 1;
+        tracing::info!(
+            pid = fd.pid,
+            fd = fd.fd,
+            id,
+            counter,
+            "dumped eventfd #{} of this dump",
+            state.dumped
+        );
         Ok(FileEntry {
             r#type: FdTypes::Eventfd as i32,
             id,
@@ -111,12 +139,16 @@ impl FdHandler for EventfdPlugin {
         _ctx: &mut dyn RestoreContext,
         _entries: &[FileEntry],
     ) -> Result<Box<dyn FileRestorer>, PluginError> {
-        Ok(Box::new(Restorer))
+        Ok(Box::new(Restorer::default()))
     }
 }
 
-/// Eventfds need no per-restore state.
-struct Restorer;
+/// One restore: the eventfds opened, by file id, with their counters (checked in
+/// [`FileRestorer::finish`] against what the task got).
+#[derive(Default)]
+struct Restorer {
+    opened: Vec<(u32, u64)>,
+}
 
 impl FileRestorer for Restorer {
     fn open_file(
@@ -146,6 +178,50 @@ impl FileRestorer for Restorer {
         if efd.counter != 0 {
             fd.write(efd.counter).map_err(|e| fail("write", e))?;
         }
+        self.opened.push((efd.id, efd.counter));
         Ok(fd.into())
     }
+
+    /// Every task exists and is stopped: check that each installed fd is an eventfd with the
+    /// counter this restorer gave the description of that id (an eventfd has no time-based
+    /// state to re-arm; a timerfd plugin would `timerfd_settime` a duplicate of its fd here).
+    fn finish(
+        &mut self,
+        ctx: &mut dyn RestoreContext,
+        installed: &[InstalledFd],
+    ) -> Result<(), PluginError> {
+        for i in installed {
+            let wrong = |what: String| PluginError::Plugin {
+                plugin: NAME.into(),
+                message: format!("fd {} of pid {} (file id {}): {what}", i.fd, i.pid, i.id),
+            };
+            let Some(&(_, counter)) = self.opened.iter().find(|(id, _)| *id == i.id) else {
+                return Err(wrong("listed, but this restorer never opened it".into()));
+            };
+            let path = format!("/proc/{}/fdinfo/{}", i.pid, i.fd);
+            let raw = std::fs::read_to_string(&path).map_err(|source| PluginError::Path {
+                path: path.into(),
+                op: "read",
+                source,
+            })?;
+            let info = FdInfo {
+                raw,
+                ..FdInfo::default()
+            };
+            let now = info.hex::<u64>("eventfd-count")?;
+            if now != counter {
+                return Err(wrong(format!("counter {now}, restored {counter}")));
+            }
+            // A remote call works only while the task is stopped under the restorer.
+            let pid = ctx.remote_syscall(i.pid, nix::libc::SYS_getpid, [0; 6])?;
+            tracing::info!(
+                "restore finished: pid {} fd {} id {} (task stopped, remote getpid {pid})",
+                i.pid,
+                i.fd,
+                i.id
+            );
+        }
+        Ok(())
+    }
 }
+

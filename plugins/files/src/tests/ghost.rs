@@ -13,7 +13,7 @@ fn unlinked_file_becomes_a_ghost_and_comes_back() {
         std::os::fd::AsRawFd::as_raw_fd(&f)
     ))
     .unwrap();
-    let mut images = MemoryImages::new(1);
+    let mut images = MemoryImages::for_plugin(1, &crate::PLUGIN).unwrap();
     let e1 = dump(&plugin, &mut images, f.as_fd(), 3);
     let e2 = dump(&plugin, &mut images, f2.as_fd(), 4);
     assert_eq!(f.stream_position().unwrap(), 100);
@@ -65,7 +65,7 @@ fn sparse_ghost_is_chunked() {
     let plugin = FilesPlugin;
     let (_dir, f, _path) = ghost_setup(b"head");
     f.write_all_at(b"tail", 512 * 1024).unwrap();
-    let mut images = MemoryImages::new(1);
+    let mut images = MemoryImages::for_plugin(1, &crate::PLUGIN).unwrap();
     let e = dump(&plugin, &mut images, f.as_fd(), 1);
     drop(f);
     let body = images.image(ImageRef::ghost_file(1)).unwrap();
@@ -93,7 +93,7 @@ fn ghost_over_the_limit_is_refused() {
     let plugin = FilesPlugin;
     let (_dir, f, _path) = ghost_setup(&[7u8; 300]);
     let desc = own_fd_desc(f.as_fd()).unwrap();
-    let mut images = MemoryImages::new(1);
+    let mut images = MemoryImages::for_plugin(1, &crate::PLUGIN).unwrap();
     images.dump_options.ghost_limit = 100;
     let err = plugin.dump_file(&mut images, &desc, 1).unwrap_err();
     assert!(
@@ -113,7 +113,7 @@ fn ghost_over_the_limit_is_refused() {
 #[test]
 fn corrupt_ghost_image_is_an_error() {
     let plugin = FilesPlugin;
-    let mut images = MemoryImages::new(1);
+    let mut images = MemoryImages::for_plugin(1, &crate::PLUGIN).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let name = dir.path().join("x").to_str().unwrap().to_string();
     let entry = FileEntry {
@@ -180,7 +180,7 @@ fn replaced_file_is_a_ghost_and_hard_linked_one_is_refused() {
     let tmp = dir.path().join("b");
     std::fs::write(&tmp, b"new").unwrap();
     std::fs::rename(&tmp, &path).unwrap();
-    let mut images = MemoryImages::new(1);
+    let mut images = MemoryImages::for_plugin(1, &crate::PLUGIN).unwrap();
     let e = dump(&plugin, &mut images, f.as_fd(), 1);
     assert_eq!(e.reg.unwrap().name, path.to_str().unwrap());
     assert_eq!(
@@ -205,7 +205,7 @@ fn replaced_file_is_a_ghost_and_hard_linked_one_is_refused() {
 fn crit_decodes_a_chunked_ghost() {
     let plugin = FilesPlugin;
     let (_dir, f, _path) = ghost_setup(&[b'x'; 20000]);
-    let mut images = MemoryImages::new(1);
+    let mut images = MemoryImages::for_plugin(1, &crate::PLUGIN).unwrap();
     dump(&plugin, &mut images, f.as_fd(), 1);
     let kind = criu_proto::ImageKind::GhostFile;
     let mut bytes = criu_proto::framing::header_bytes(kind).unwrap();
@@ -241,7 +241,7 @@ fn large_ghost_is_split_into_bounded_chunks() {
     let plugin = FilesPlugin;
     let content: Vec<u8> = (0..2_500_000u32).map(|i| (i % 239) as u8).collect();
     let (_dir, f, _path) = ghost_setup(&content);
-    let mut images = MemoryImages::new(1);
+    let mut images = MemoryImages::for_plugin(1, &crate::PLUGIN).unwrap();
     images.dump_options.ghost_limit = 4 << 20;
     let e = dump(&plugin, &mut images, f.as_fd(), 1);
     drop(f);
@@ -278,7 +278,7 @@ fn o_tmpfile_file_comes_back_as_a_ghost() {
     };
     let f = File::from(fd);
     f.write_all_at(b"tmp", 0).unwrap();
-    let mut images = MemoryImages::new(1);
+    let mut images = MemoryImages::for_plugin(1, &crate::PLUGIN).unwrap();
     let e = dump(&plugin, &mut images, f.as_fd(), 1);
     assert_ne!(e.reg.as_ref().unwrap().flags & libc::O_TMPFILE as u32, 0);
     drop(f);
@@ -297,7 +297,7 @@ fn removed_directory_comes_back_as_a_removed_directory() {
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o750)).unwrap();
     let d = File::open(&path).unwrap();
     std::fs::remove_dir(&path).unwrap();
-    let mut images = MemoryImages::new(1);
+    let mut images = MemoryImages::for_plugin(1, &crate::PLUGIN).unwrap();
     let e = dump(&plugin, &mut images, d.as_fd(), 1);
     assert_eq!(e.reg.as_ref().unwrap().name, path.to_str().unwrap());
     let body = images.image(ImageRef::ghost_file(1)).unwrap();
@@ -342,7 +342,7 @@ fn removed_device_node_comes_back() {
         }
     };
     std::fs::remove_file(&path).unwrap();
-    let mut images = MemoryImages::new(1);
+    let mut images = MemoryImages::for_plugin(1, &crate::PLUGIN).unwrap();
     let e = dump(&plugin, &mut images, f.as_fd(), 1);
     drop(f);
     let mut n = restore_one(&plugin, &mut images, &e);

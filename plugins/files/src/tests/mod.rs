@@ -65,7 +65,7 @@ fn regular_file_round_trip() {
         .open(&path)
         .unwrap();
     f.seek(SeekFrom::Start(5)).unwrap();
-    let mut images = MemoryImages::new(1);
+    let mut images = MemoryImages::for_plugin(1, &crate::PLUGIN).unwrap();
     let e = dump(&plugin, &mut images, f.as_fd(), 8);
     assert_eq!((e.r#type, e.id), (FdTypes::Reg as i32, 8));
     let reg = e.reg.clone().unwrap();
@@ -101,7 +101,7 @@ fn append_writer_has_no_size_and_keeps_o_append() {
     let path = dir.path().join("log");
     std::fs::write(&path, b"line1\n").unwrap();
     let f = OpenOptions::new().append(true).open(&path).unwrap();
-    let mut images = MemoryImages::new(1);
+    let mut images = MemoryImages::for_plugin(1, &crate::PLUGIN).unwrap();
     let e = dump(&plugin, &mut images, f.as_fd(), 1);
     assert_eq!(e.reg.as_ref().unwrap().size, None);
     drop(f);
@@ -120,7 +120,7 @@ fn changed_file_is_refused_with_its_path() {
     let path = dir.path().join("ro.txt");
     std::fs::write(&path, b"12345").unwrap();
     let f = File::open(&path).unwrap();
-    let mut images = MemoryImages::new(1);
+    let mut images = MemoryImages::for_plugin(1, &crate::PLUGIN).unwrap();
     let e = dump(&plugin, &mut images, f.as_fd(), 1);
     drop(f);
 
@@ -149,7 +149,7 @@ fn changed_file_is_refused_with_its_path() {
 fn dev_null_is_a_reg_entry_like_criu_writes() {
     let plugin = FilesPlugin;
     let f = OpenOptions::new().write(true).open("/dev/null").unwrap();
-    let mut images = MemoryImages::new(1);
+    let mut images = MemoryImages::for_plugin(1, &crate::PLUGIN).unwrap();
     let e = dump(&plugin, &mut images, f.as_fd(), 5);
     let reg = e.reg.clone().unwrap();
     // As in the CRIU 4.2 fixture: name, O_WRONLY | O_LARGEFILE, mode 8630, no size.
@@ -176,7 +176,7 @@ fn criu_fixture_dev_null_entries_restore() {
         v
     };
     let plugin = FilesPlugin;
-    let mut images = MemoryImages::new(1);
+    let mut images = MemoryImages::for_plugin(1, &crate::PLUGIN).unwrap();
     let mut rs = plugin.start_restore(&mut images, &entries).unwrap();
     let nulls: Vec<_> = entries
         .iter()
@@ -195,7 +195,7 @@ fn directory_round_trip() {
     let plugin = FilesPlugin;
     let dir = tempfile::tempdir().unwrap();
     let d = File::open(dir.path()).unwrap();
-    let mut images = MemoryImages::new(1);
+    let mut images = MemoryImages::for_plugin(1, &crate::PLUGIN).unwrap();
     let e = dump(&plugin, &mut images, d.as_fd(), 1);
     let reg = e.reg.clone().unwrap();
     assert_eq!(reg.mode.unwrap() & libc::S_IFMT, libc::S_IFDIR);
@@ -230,7 +230,7 @@ fn claims_files_not_pipes_sockets_or_terminals_dump_refuses() {
         Ok(ptmx) => {
             let desc = own_fd_desc(ptmx.as_fd()).unwrap();
             assert!(plugin.claims(&desc));
-            let mut images = MemoryImages::new(1);
+            let mut images = MemoryImages::for_plugin(1, &crate::PLUGIN).unwrap();
             let err = plugin.dump_file(&mut images, &desc, 1).unwrap_err();
             assert!(err.to_string().contains("terminals"), "{err}");
         }
@@ -256,7 +256,7 @@ fn registered_as_builtin_for_reg_entries() {
 fn sigio_owner_is_refused_on_restore() {
     let plugin = FilesPlugin;
     let f = File::open("/dev/null").unwrap();
-    let mut images = MemoryImages::new(1);
+    let mut images = MemoryImages::for_plugin(1, &crate::PLUGIN).unwrap();
     let mut e = dump(&plugin, &mut images, f.as_fd(), 1);
     e.reg.as_mut().unwrap().fown.pid = 1234;
     let mut rs = plugin
@@ -277,7 +277,7 @@ fn o_async_is_restored() {
         FcntlArg::F_SETFL(nix::fcntl::OFlag::from_bits_retain(fl | libc::O_ASYNC)),
     )
     .unwrap();
-    let mut images = MemoryImages::new(1);
+    let mut images = MemoryImages::for_plugin(1, &crate::PLUGIN).unwrap();
     let e = dump(&plugin, &mut images, f.as_fd(), 1);
     assert_ne!(e.reg.as_ref().unwrap().flags & libc::O_ASYNC as u32, 0);
     let n = restore_one(&plugin, &mut images, &e);
@@ -298,7 +298,7 @@ fn o_path_symlink_fd_round_trip() {
         nix::sys::stat::Mode::empty(),
     )
     .unwrap();
-    let mut images = MemoryImages::new(1);
+    let mut images = MemoryImages::for_plugin(1, &crate::PLUGIN).unwrap();
     let e = dump(&plugin, &mut images, fd.as_fd(), 1);
     let reg = e.reg.clone().unwrap();
     assert_eq!(reg.name, link.to_str().unwrap());

@@ -4,8 +4,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use criu_plugin_api::testing::{MemoryImages, own_fd_desc};
 use criu_plugin_api::{
-    DumpContext, FdHandler, ImageCursor, ImageRef, PluginError, RestoreContext, builtin_plugins,
-    frame_entries,
+    FdHandler, ImageCursor, ImageRef, PluginError, RestoreContext, builtin_plugins, frame_entries,
 };
 use criu_proto::images::{FdTypes, FileEntry, PipeDataEntry};
 use nix::errno::Errno;
@@ -83,7 +82,7 @@ fn pipe_round_trip_keeps_the_original_data() {
     let plugin = PipesPlugin;
     let (r, w) = pipe2(OFlag::O_CLOEXEC).unwrap();
     write_all(w.as_fd(), b"hello pipe");
-    let mut images = MemoryImages::new(100);
+    let mut images = MemoryImages::for_plugin(100, &crate::PLUGIN).unwrap();
 
     let er = dump(&plugin, &mut images, r.as_fd(), 1);
     let ew = dump(&plugin, &mut images, w.as_fd(), 2);
@@ -133,7 +132,7 @@ fn write_end_alone_still_dumps_data_and_flags_and_size() {
     fcntl(w.as_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).unwrap();
     let payload: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
     write_all(w.as_fd(), &payload);
-    let mut images = MemoryImages::new(100);
+    let mut images = MemoryImages::for_plugin(100, &crate::PLUGIN).unwrap();
     let ew = dump(&plugin, &mut images, w.as_fd(), 5);
     assert_eq!(
         ew.pipe.unwrap().flags,
@@ -172,7 +171,7 @@ fn reopened_description_is_a_new_description_of_the_same_pipe() {
         Mode::empty(),
     )
     .unwrap();
-    let mut images = MemoryImages::new(100);
+    let mut images = MemoryImages::for_plugin(100, &crate::PLUGIN).unwrap();
     let e1 = dump(&plugin, &mut images, r.as_fd(), 1);
     let e2 = dump(&plugin, &mut images, r2.as_fd(), 2);
     let e3 = dump(&plugin, &mut images, w.as_fd(), 3);
@@ -203,7 +202,7 @@ fn reopened_description_is_a_new_description_of_the_same_pipe() {
 fn empty_pipe_gets_an_entry_without_bytes() {
     let plugin = PipesPlugin;
     let (r, _w) = pipe2(OFlag::O_CLOEXEC).unwrap();
-    let mut images = MemoryImages::new(100);
+    let mut images = MemoryImages::for_plugin(100, &crate::PLUGIN).unwrap();
     let e = dump(&plugin, &mut images, r.as_fd(), 1);
     let data = data_entries(&images, ImageRef::PIPES_DATA);
     assert_eq!(data.len(), 1);
@@ -221,31 +220,34 @@ fn packet_mode_is_refused() {
     // The kernel sets O_DIRECT on the write end only.
     let (_r, w) = pipe2(OFlag::O_CLOEXEC | OFlag::O_DIRECT).unwrap();
     let desc = own_fd_desc(w.as_fd()).unwrap();
-    let mut images = MemoryImages::new(1);
+    let mut images = MemoryImages::for_plugin(1, &crate::PLUGIN).unwrap();
     let err = plugin.dump_file(&mut images, &desc, 1).unwrap_err();
     assert!(matches!(err, PluginError::Unsupported { .. }), "{err}");
     assert!(err.to_string().contains("packet mode"), "{err}");
 }
 
 #[test]
-fn memo_is_per_dump_context() {
-    // A new dump (new context) writes the data again.
+fn data_is_written_once_per_dump_state() {
+    // The plugin's own state (one per dump) remembers the pipes whose data it wrote.
     let plugin = PipesPlugin;
     let (r, w) = pipe2(OFlag::O_CLOEXEC).unwrap();
     write_all(w.as_fd(), b"x");
-    let ino = nix::sys::stat::fstat(r.as_fd()).unwrap().st_ino as u32;
-    for _ in 0..2 {
-        let mut images = MemoryImages::new(1);
+    let mut images = MemoryImages::for_plugin(1, &crate::PLUGIN).unwrap();
+    for n in 1..=2 {
         dump(&plugin, &mut images, r.as_fd(), 1);
         // The second description of the same pipe in the same dump adds no data entry.
         dump(&plugin, &mut images, w.as_fd(), 2);
-        assert_eq!(data_entries(&images, ImageRef::PIPES_DATA).len(), 1);
-        assert!(
-            images
-                .memo(&format!("pipes:data:PIPES_DATA:{ino}"))
-                .is_some()
-        );
+        assert_eq!(data_entries(&images, ImageRef::PIPES_DATA).len(), n);
+        // A new dump (a new state) writes the data again.
+        images
+            .start_run(&crate::PLUGIN, criu_plugin_api::RunKind::Dump)
+            .unwrap();
     }
+    // Without its state the plugin refuses to guess.
+    images.state = None;
+    let desc = own_fd_desc(r.as_fd()).unwrap();
+    let err = plugin.dump_file(&mut images, &desc, 3).unwrap_err();
+    assert!(err.to_string().contains("no state"), "{err}");
 }
 
 #[test]
@@ -265,7 +267,7 @@ fn o_async_survives_a_reopen() {
         FcntlArg::F_SETFL(OFlag::from_bits_retain(fl | libc::O_ASYNC)),
     )
     .unwrap();
-    let mut images = MemoryImages::new(1);
+    let mut images = MemoryImages::for_plugin(1, &crate::PLUGIN).unwrap();
     let e1 = dump(&plugin, &mut images, r.as_fd(), 1);
     let e2 = dump(&plugin, &mut images, r2.as_fd(), 2);
     assert_ne!(e2.pipe.unwrap().flags & libc::O_ASYNC as u32, 0);

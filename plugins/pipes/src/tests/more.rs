@@ -16,7 +16,7 @@ fn fifo_round_trip() {
         Mode::empty(),
     )
     .unwrap();
-    let mut images = MemoryImages::new(100);
+    let mut images = MemoryImages::for_plugin(100, &crate::PLUGIN).unwrap();
     let e = dump(&plugin, &mut images, reader.as_fd(), 7);
     assert_eq!(e.r#type, FdTypes::Fifo as i32);
     let fifo = e.fifo.unwrap();
@@ -52,7 +52,7 @@ fn fifo_round_trip() {
 #[test]
 fn corrupt_data_image_is_an_error_not_a_panic() {
     let plugin = PipesPlugin;
-    let mut images = MemoryImages::new(1);
+    let mut images = MemoryImages::for_plugin(1, &crate::PLUGIN).unwrap();
     let entry = PipeDataEntry {
         pipe_id: 1,
         bytes: 100,
@@ -73,7 +73,7 @@ fn corrupt_data_image_is_an_error_not_a_panic() {
 #[test]
 fn entry_without_its_member_is_an_error() {
     let plugin = PipesPlugin;
-    let mut images = MemoryImages::new(1);
+    let mut images = MemoryImages::for_plugin(1, &crate::PLUGIN).unwrap();
     let entry = FileEntry {
         r#type: FdTypes::Pipe as i32,
         id: 3,
@@ -125,7 +125,7 @@ fn criu_fixture_pipes_restore() {
         eprintln!("skipped: CRIU fixture images not present");
         return;
     };
-    let mut images = MemoryImages::new(1);
+    let mut images = MemoryImages::for_plugin(1, &crate::PLUGIN).unwrap();
     // Our images hold bodies: drop the 8-byte CRIU header.
     images
         .images
@@ -159,7 +159,7 @@ fn concurrent_restores_keep_their_own_state() {
     for payload in [b"first".as_slice(), b"second".as_slice()] {
         let (r, w) = pipe2(OFlag::O_CLOEXEC).unwrap();
         write_all(w.as_fd(), payload);
-        let mut images = MemoryImages::new(1);
+        let mut images = MemoryImages::for_plugin(1, &crate::PLUGIN).unwrap();
         let mut e = dump(&plugin, &mut images, r.as_fd(), 1);
         // Same pipe id in both image sets, as two dumps of different machines could have.
         let body = images.images.remove("pipes-data.img").unwrap();

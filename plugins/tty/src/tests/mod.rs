@@ -170,7 +170,7 @@ pub(crate) fn dump_slave(
 #[test]
 fn pty_slave_needs_shell_job() {
     let (_master, slave) = pty(33, 101);
-    let mut images = MemoryImages::new(100);
+    let mut images = MemoryImages::for_plugin(100, &crate::PLUGIN).unwrap();
     let err = dump_slave(&mut images, &slave, 1).unwrap_err().to_string();
     assert!(err.contains("--shell-job"), "{err}");
     assert!(err.contains("/dev/pts/"), "{err}");
@@ -194,7 +194,7 @@ fn pty_slave_dumped_with_shell_job() {
         .expect("tcsetattr");
     let index = crate::ioctl::pty_index(master.as_fd()).expect("TIOCGPTN");
 
-    let mut images = MemoryImages::new(100);
+    let mut images = MemoryImages::for_plugin(100, &crate::PLUGIN).unwrap();
     images.dump_options.shell_job = true;
     let e1 = dump_slave(&mut images, &slave, 1).expect("dump");
     let dup = slave.try_clone().expect("dup");
@@ -238,7 +238,7 @@ fn pty_slave_dumped_with_shell_job() {
 fn second_shell_terminal_refused() {
     let (_m1, s1) = pty(10, 10);
     let (_m2, s2) = pty(10, 10);
-    let mut images = MemoryImages::new(100);
+    let mut images = MemoryImages::for_plugin(100, &crate::PLUGIN).unwrap();
     images.dump_options.shell_job = true;
     dump_slave(&mut images, &s1, 1).expect("first");
     let err = dump_slave(&mut images, &s2, 2).unwrap_err().to_string();
@@ -250,7 +250,7 @@ fn pty_master_refused_clearly() {
     let (master, _slave) = pty(10, 10);
     let desc = own_fd_desc(master.as_fd()).expect("describe");
     assert!(TtyPlugin.claims(&desc));
-    let mut images = MemoryImages::new(100);
+    let mut images = MemoryImages::for_plugin(100, &crate::PLUGIN).unwrap();
     images.dump_options.shell_job = true;
     let err = TtyPlugin
         .dump_file(&mut images, &desc, 1)

@@ -9,7 +9,7 @@ use crate::TtyPlugin;
 
 fn dumped() -> (MemoryImages, FileEntry) {
     let (_master, slave) = pty(20, 30);
-    let mut images = MemoryImages::new(100);
+    let mut images = MemoryImages::for_plugin(100, &crate::PLUGIN).unwrap();
     images.dump_options.shell_job = true;
     let e = dump_slave(&mut images, &slave, 1).expect("dump");
     (images, e)
