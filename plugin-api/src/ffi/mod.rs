@@ -74,6 +74,7 @@
 mod context;
 mod guest;
 mod host;
+mod load;
 #[cfg(test)]
 mod tests;
 mod types;
@@ -89,7 +90,8 @@ pub use context::{
     FfiRestorer_TO,
 };
 pub use guest::{ExportedPlugin, root_module};
-pub use host::{LoadError, LoadedPlugin, load_plugin};
+pub use host::LoadedPlugin;
+pub use load::{LoadError, load_plugin};
 pub use types::{
     FfiError, FfiFdDesc, FfiImageRef, FfiPluginInfo, FfiStat, FfiSyscallArgs, FfiTaskFd,
     FfiTaskIds, FfiVmaDesc,
