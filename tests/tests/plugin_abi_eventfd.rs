@@ -55,9 +55,10 @@ fn eventfd_needs_the_plugin_and_round_trips_with_it() {
     let err = dump(&o).expect_err("dump without the eventfd plugin");
     let msg = chain(&err);
     assert!(
-        msg.contains("anon_inode:[eventfd]")
-            && msg.contains(&format!("pid {pid}"))
-            && msg.contains("--plugin-dir"),
+        msg.starts_with(&format!("pid {pid}: no plugin handles fd "))
+            && msg.contains("anon_inode:[eventfd]")
+            && msg.contains("(--plugin-dir/-L, else $CRIU_LIBS_DIR, else /usr/lib/criu)")
+            && msg.ends_with("load one with --plugin-dir/-L"),
         "{msg}"
     );
     assert!(

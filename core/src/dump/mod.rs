@@ -181,7 +181,7 @@ pub enum DumpError {
         source: criu_plugin_api::PluginError,
     },
     #[error(
-        "pid {pid}: no plugin handles fd {fd} ({link}); plugins are looked for in {searched}; load one with --plugin-dir/-L"
+        "pid {pid}: no plugin handles fd {fd} ({link}); {searched}; load one with --plugin-dir/-L"
     )]
     NoPlugin {
         pid: i32,

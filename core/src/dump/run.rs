@@ -6,7 +6,8 @@ use std::time::Instant;
 
 use criu_plugin_api::{DumpStage, Plugin, TaskIds, has_dump_hook, run_dump_stage};
 use criu_proto::images::{
-    DumpStatsEntry, InventoryEntry, PluginsEntry, PstreeEntry, StatsEntry, TaskKobjIdsEntry, TimensEntry, Timespec,
+    DumpStatsEntry, InventoryEntry, PluginsEntry, PstreeEntry, StatsEntry, TaskKobjIdsEntry,
+    TimensEntry, Timespec,
 };
 use nix::time::{ClockId, clock_gettime};
 
@@ -309,6 +310,7 @@ fn dump_frozen<'d>(
     // Last: a directory without inventory.img is visibly incomplete.
     let mut inventory = ids::inventory(sh.root_ids);
     inventory.plugins_entry = Some(plugins_entry(sh.ctx));
-    dir.write_inventory(&inventory).map_err(img(pid, "images"))?;
+    dir.write_inventory(&inventory)
+        .map_err(img(pid, "images"))?;
     Ok(report)
 }

@@ -227,16 +227,16 @@ pub fn all() -> Vec<&'static dyn Plugin> {
     plugins
 }
 
-/// Where plugins were looked for in this process, for error messages: `"/a, /b (searched:
-/// --plugin-dir/-L, else CRIU_LIBS_DIR, else /usr/lib/criu)"`.
+/// Where plugins were looked for in this process, as a clause for error messages:
+/// `"plugin dirs searched: /a, /b (--plugin-dir/-L, else $CRIU_LIBS_DIR, else /usr/lib/criu)"`.
 pub fn searched_dirs() -> String {
     let dirs = SEARCHED.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let order = format!("--plugin-dir/-L, else ${PLUGIN_DIR_ENV}, else {DEFAULT_PLUGIN_DIR}");
     if dirs.is_empty() {
-        return format!("no plugin directory was searched ({order})");
+        return format!("no plugin dir was searched ({order})");
     }
     let list: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
-    format!("{} (from {order})", list.join(", "))
+    format!("plugin dirs searched: {} ({order})", list.join(", "))
 }
 
 /// The names among `used` (plugins that dumped something) to record in `inventory.img`'s
@@ -522,6 +522,33 @@ mod tests {
         assert_eq!(
             handles(&Full),
             "VMAs secretmem, io_uring rings; task state shadow stack"
+        );
+    }
+
+    #[test]
+    fn inventory_keeps_loaded_plugins_only_and_restore_names_the_missing() {
+        // Nothing loaded from a file in this test binary: built-in names are not recorded.
+        assert!(inventory_plugins(["files", "pipes", "files"]).is_empty());
+        let recorded = vec![
+            "staged".to_string(),
+            "gpu".to_string(),
+            "netlock".to_string(),
+        ];
+        let here: Vec<&'static dyn Plugin> = vec![&Staged];
+        assert_eq!(missing_plugins(&recorded, &here), ["gpu", "netlock"]);
+        assert!(missing_plugins(&[], &here).is_empty());
+    }
+
+    #[test]
+    fn searched_dirs_name_every_dir_given_and_the_order() {
+        let dir = PathBuf::from("/nonexistent/criu-searched-test");
+        load_dirs(std::slice::from_ref(&dir), false);
+        let text = searched_dirs();
+        assert!(
+            text.starts_with("plugin dirs searched: ")
+                && text.contains("/nonexistent/criu-searched-test")
+                && text.ends_with("(--plugin-dir/-L, else $CRIU_LIBS_DIR, else /usr/lib/criu)"),
+            "{text}"
         );
     }
 

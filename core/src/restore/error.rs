@@ -42,12 +42,15 @@ pub enum RestoreError {
         hint: &'static str,
     },
     #[error(
-        "the images need plugin(s) {} (recorded in inventory.img at dump), not loaded; plugins are looked for in {searched}; load them with --plugin-dir/-L",
+        "the images need plugin(s) {} (recorded in inventory.img at dump), not loaded; {searched}; load them with --plugin-dir/-L",
         names.join(", ")
     )]
-    MissingPlugins { names: Vec<String>, searched: String },
+    MissingPlugins {
+        names: Vec<String>,
+        searched: String,
+    },
     #[error(
-        "pid {pid}: {} is file id {id} of type {fd_type}, which no loaded plugin restores; {}; plugins are looked for in {searched}; load the plugin with --plugin-dir/-L",
+        "pid {pid}: {} is file id {id} of type {fd_type}, which no loaded plugin restores; {}; {searched}; load the plugin with --plugin-dir/-L",
         fd.map(|fd| format!("fd {fd}")).unwrap_or_else(|| "a file".into()),
         dumped_by(recorded)
     )]

@@ -109,7 +109,10 @@ pub enum RestoreOutcome {
 
 /// Refuses, before any task exists, images whose plugins are not all here: a plugin
 /// `inventory.img` records (as CRIU does), or none restoring a file some fd refers to.
-fn check_plugins(plan: &RestorePlan, plugins: &[&'static dyn criu_plugin_api::Plugin]) -> Result<()> {
+fn check_plugins(
+    plan: &RestorePlan,
+    plugins: &[&'static dyn criu_plugin_api::Plugin],
+) -> Result<()> {
     let missing = crate::plugins::missing_plugins(&plan.plugins, plugins);
     if !missing.is_empty() {
         return Err(RestoreError::MissingPlugins {
