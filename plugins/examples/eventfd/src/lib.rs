@@ -97,6 +97,7 @@ impl FdHandler for EventfdPlugin {
             flags: fd.fdinfo.file_flags(),
             fown: fd.owner.to_entry(),
             counter,
+            criu_rs_semaphore: None, // semaphore mode is refused above
         };
         Ok(FileEntry {
             r#type: FdTypes::Eventfd as i32,
