@@ -115,7 +115,7 @@ fn semaphore_field_is_field_1001_and_optional() {
     assert!(bytes.ends_with(&[0xc8, 0x3e, 0x01]), "{bytes:02x?}");
     let plain = criu_proto::images::EventfdFileEntry {
         criu_rs_semaphore: None,
-        ..entry.clone()
+        ..entry
     };
     let without = plain.encode_to_vec();
     assert_eq!(&bytes[..without.len()], without.as_slice());
