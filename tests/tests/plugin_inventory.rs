@@ -38,7 +38,8 @@ const RESULT_ENV: &str = "CRIU_TEST_INVENTORY_RESULT";
 fn restore_helper_without_plugin() {
     let (Some(images), Some(result)) = (std::env::var_os(IMAGES_ENV), std::env::var_os(RESULT_ENV))
     else {
-        panic!("run by dump_with_plugin_restore_needs_it only");
+        eprintln!("restore_helper_without_plugin: nothing to do outside its parent test");
+        return;
     };
     // As `criu restore` without -L: CRIU_LIBS_DIR or the default dir (absent or without
     // this plugin here).
