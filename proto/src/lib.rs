@@ -28,6 +28,12 @@ pub mod rpc {
     include!(concat!(env!("OUT_DIR"), "/rpc/_.rs"));
 }
 
+/// Field numbers criu-rs keeps for the fields it adds to CRIU's own messages (listed in
+/// `proto/tools/criu-rs-fields.txt` and the README): far above CRIU's (1-71 so far), below
+/// 2048 (two-byte tags) and protobuf's reserved 19000-19999. CRIU and crit skip them as
+/// unknown fields.
+pub const CRIU_RS_FIELDS: std::ops::RangeInclusive<u32> = 1001..=1999;
+
 /// Encoded `FileDescriptorSet` of all CRIU `.proto` files (imports included).
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/criu.fds"));
 

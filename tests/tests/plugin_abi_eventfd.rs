@@ -55,9 +55,10 @@ fn eventfd_needs_the_plugin_and_round_trips_with_it() {
     let err = dump(&o).expect_err("dump without the eventfd plugin");
     let msg = chain(&err);
     assert!(
-        msg.contains("anon_inode:[eventfd]")
-            && msg.contains(&format!("pid {pid}"))
-            && msg.contains("--plugin-dir"),
+        msg.starts_with(&format!("pid {pid}: no plugin handles fd "))
+            && msg.contains("anon_inode:[eventfd]")
+            && msg.contains("(--plugin-dir/-L, else $CRIU_LIBS_DIR, else /usr/lib/criu)")
+            && msg.ends_with("load one with --plugin-dir/-L"),
         "{msg}"
     );
     assert!(
@@ -133,7 +134,11 @@ fn plugin_for_another_api_major_is_refused() {
     let host = criu_plugin_api::API_VERSION;
     let future = format!("{}.0", host.major + 1);
     assert!(
-        msg.contains(EXAMPLE_SO) && msg.contains(&future) && msg.contains(&host.to_string()),
+        msg.contains(EXAMPLE_SO)
+            && msg.contains(&format!(
+                "built for plugin API {future}, this criu speaks plugin API {host}"
+            ))
+            && msg.ends_with("upgrade criu"),
         "{msg}"
     );
     assert!(
@@ -168,57 +173,69 @@ fn world_writable_plugin_dir_and_file_are_refused() {
     );
 }
 
-/// A plugin built against another release of `criu-plugin-api` (crate version 0.2.0, one
-/// field more in the fd description it expects) is refused by abi_stable's version check,
-/// naming the file and both versions.
+/// The `criu-plugin-api` release of this criu (the workspace's version, shared by the
+/// tests crate).
+const HOST_RELEASE: &str = env!("CARGO_PKG_VERSION");
+
+/// The line abi_stable's report on the modified API is reduced to: the first type that
+/// differs, how it is reached from the root module, and the field that differs.
+const EXTRA_FIELD: &str = "type FfiFdDesc (reached from PluginMod.claims): the plugin's has \
+                           field `extra: u64` that criu's lacks";
+
+/// A plugin built against a newer release of `criu-plugin-api` (crate version 0.99.0, one
+/// field more in the fd description it expects) is refused in one line naming
+/// the plugin's release then criu's, each once, the first differing field, and saying to
+/// upgrade criu.
 #[test]
-fn plugin_built_against_another_api_release_is_refused() {
-    let dir = plugin_abi_support::build_against_modified_api("abi-v2", "0.2.0", |types| {
-        types
-            .replace(
-                "    pub file: i32,\n}",
-                "    pub file: i32,\n    pub extra: u64,\n}",
-            )
-            .replace(
-                "            file: d.file.as_raw_fd(),\n",
-                "            file: d.file.as_raw_fd(),\n            extra: 0,\n",
-            )
-    });
+fn plugin_built_against_a_newer_api_release_is_refused() {
+    let dir = plugin_abi_support::build_against_modified_api("abi-v2", "0.99.0", add_field);
     let (new, refused) = plugins::load_dirs(&[dir.path().to_path_buf()], true);
     assert!(new.is_empty());
     let msg = chain(&refused[0]);
+    eprintln!("refusal: {msg}");
+    let so = dir.path().join(EXAMPLE_SO);
     assert!(
-        msg.contains(EXAMPLE_SO) && msg.contains("0.2.0") && msg.contains("0.1.0"),
+        msg.starts_with(&format!(
+            "plugin {} was built against criu-plugin-api 0.99.0, this criu uses \
+             criu-plugin-api {HOST_RELEASE} (first difference: {EXTRA_FIELD}",
+            so.display()
+        )) && msg.ends_with("the plugin is newer than this criu; upgrade criu"),
         "{msg}"
     );
+    assert_eq!(msg.matches("0.99.0").count(), 1, "{msg}");
+    assert!(!msg.contains('\n'), "{msg}");
+}
+
+/// The fd description with one field more, as a later `criu-plugin-api` might have it.
+fn add_field(types: String) -> String {
+    types
+        .replace(
+            "    pub file: i32,\n}",
+            "    pub file: i32,\n    pub extra: u64,\n}",
+        )
+        .replace(
+            "            file: d.file.as_raw_fd(),\n",
+            "            file: d.file.as_raw_fd(),\n            extra: 0,\n",
+        )
 }
 
 /// Same crate version, but a changed layout (a plugin API changed without a version bump):
-/// abi_stable's layout check refuses it, naming the file and the difference.
+/// abi_stable's layout check refuses it, naming the file and the field that differs.
 #[test]
 fn plugin_with_another_layout_is_refused() {
-    let dir = plugin_abi_support::build_against_modified_api(
-        "abi-layout",
-        env!("CARGO_PKG_VERSION"),
-        |types| {
-            types
-                .replace(
-                    "    pub file: i32,\n}",
-                    "    pub file: i32,\n    pub extra: u64,\n}",
-                )
-                .replace(
-                    "            file: d.file.as_raw_fd(),\n",
-                    "            file: d.file.as_raw_fd(),\n            extra: 0,\n",
-                )
-        },
-    );
+    let dir = plugin_abi_support::build_against_modified_api("abi-layout", HOST_RELEASE, add_field);
     let (new, refused) = plugins::load_dirs(&[dir.path().to_path_buf()], true);
     assert!(new.is_empty());
     let msg = chain(&refused[0]);
+    eprintln!("refusal: {msg}");
     assert!(
         msg.contains(EXAMPLE_SO)
-            && msg.contains("another ABI layout")
-            && msg.contains("too many fields (expected 11, found 12)"),
+            && msg.contains(&format!(
+                "criu-plugin-api {HOST_RELEASE} with another ABI layout than this criu's"
+            ))
+            && msg.contains(EXTRA_FIELD)
+            && msg.contains("216 bytes in the plugin, 208 in criu")
+            && msg.ends_with("rebuild the plugin against this criu's criu-plugin-api"),
         "{msg}"
     );
 }

@@ -121,6 +121,7 @@ impl FdHandler for FinishTest {
                 flags: fd.fdinfo.file_flags(),
                 fown: fd.owner.to_entry(),
                 counter,
+                criu_rs_semaphore: None,
             }),
             ..Default::default()
         })

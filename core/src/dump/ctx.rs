@@ -31,6 +31,9 @@ pub struct CoreDumpContext<'d> {
     memo: HashMap<String, u64>,
     options: PluginDumpOptions,
     plugins_used: BTreeSet<&'static str>,
+    /// Images, plugin files and shmem objects plugins wrote so far: a hook that changed it
+    /// dumped something (its plugin goes to the inventory).
+    plugin_writes: u64,
     /// Plugin-owned files we created (removed with the images on failure).
     pub plugin_files: Vec<std::path::PathBuf>,
     /// The frozen tree (live tasks, zombies left out); empty until frozen and once released.
@@ -72,6 +75,7 @@ impl<'d> CoreDumpContext<'d> {
             memo: HashMap::new(),
             options,
             plugins_used: BTreeSet::new(),
+            plugin_writes: 0,
             plugin_files: Vec::new(),
             tree: Vec::new(),
             vma_claims: Vec::new(),
@@ -171,6 +175,7 @@ impl<'d> CoreDumpContext<'d> {
                 stage: "dump_vma",
                 source,
             })?;
+            self.note_plugin(name);
             self.vma_claims.push(VmaClaim {
                 plugin: name.to_string(),
                 vma: desc,
@@ -190,6 +195,7 @@ impl<'d> CoreDumpContext<'d> {
         for p in plugins {
             let Some(h) = p.task_handler() else { continue };
             let name = p.info().name;
+            let writes = self.plugin_writes;
             self.as_plugin(name, |ctx| {
                 catch_hook_panic(name, || h.dump_task(ctx, task))
             })
@@ -199,6 +205,9 @@ impl<'d> CoreDumpContext<'d> {
                 stage: "dump_task",
                 source,
             })?;
+            if self.plugin_writes != writes {
+                self.note_plugin(name);
+            }
         }
         Ok(())
     }
@@ -262,6 +271,11 @@ impl<'d> CoreDumpContext<'d> {
         self.plugins_used.iter().map(|s| s.to_string()).collect()
     }
 
+    /// How many images, plugin files and shmem objects plugins have written so far.
+    pub fn plugin_writes(&self) -> u64 {
+        self.plugin_writes
+    }
+
     pub fn files_written(&self) -> u32 {
         self.next_file_id - 1
     }
@@ -297,6 +311,7 @@ impl DumpContext for CoreDumpContext<'_> {
     ) -> Result<(), PluginError> {
         let kind = image.kind.to_proto();
         let id = image.id.unwrap_or(0);
+        self.plugin_writes += 1;
         self.writer(kind, id)
             .and_then(|w| w.write_raw_entry(entry, extra))
             .map_err(|e| plugin_err(image, e))
@@ -307,6 +322,7 @@ impl DumpContext for CoreDumpContext<'_> {
             return Err(plugin_err(name, "plugin file names are plain names"));
         }
         let path = self.dir.path().join(name);
+        self.plugin_writes += 1;
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
@@ -401,6 +417,7 @@ impl DumpContext for CoreDumpContext<'_> {
                 .map_err(|e| plugin_err(&image, e))?,
         );
         let what = format!("shmem object {shmid}");
+        self.plugin_writes += 1;
         self.shmem
             .dump_object(0, self.dir, shmid, &f, &what)
             .map_err(|e| PluginError::Image {

@@ -65,10 +65,18 @@ fn dump_desc(
     id: u32,
 ) -> Result<FileEntry, DumpError> {
     let pid = desc.pid;
-    let h = api::find_fd_handler(plugins, desc).map_err(|source| DumpError::Plugin {
-        pid,
-        what: desc.describe(),
-        source,
+    let h = api::find_fd_handler(plugins, desc).map_err(|source| match source {
+        api::PluginError::NoHandler { fd, link, .. } => DumpError::NoPlugin {
+            pid,
+            fd,
+            link,
+            searched: crate::plugins::searched_dirs(),
+        },
+        source => DumpError::Plugin {
+            pid,
+            what: desc.describe(),
+            source,
+        },
     })?;
     tracing::debug!(pid, fd = desc.fd, link = %desc.link, plugin = h.plugin.info().name, id, "dumping file");
     let name = h.plugin.info().name;

@@ -183,6 +183,15 @@ pub enum DumpError {
         #[source]
         source: criu_plugin_api::PluginError,
     },
+    #[error(
+        "pid {pid}: no plugin handles fd {fd} ({link}); {searched}; load one with --plugin-dir/-L"
+    )]
+    NoPlugin {
+        pid: i32,
+        fd: i32,
+        link: String,
+        searched: String,
+    },
     #[error("pid {pid}: plugin {plugin} failed at stage {stage}")]
     Hook {
         pid: i32,

@@ -6,7 +6,8 @@ use std::time::Instant;
 
 use criu_plugin_api::{DumpStage, Plugin, TaskIds, has_dump_hook};
 use criu_proto::images::{
-    DumpStatsEntry, PstreeEntry, StatsEntry, TaskKobjIdsEntry, TimensEntry, Timespec,
+    DumpStatsEntry, InventoryEntry, PluginsEntry, PstreeEntry, StatsEntry, TaskKobjIdsEntry,
+    TimensEntry, Timespec,
 };
 use nix::time::{ClockId, clock_gettime};
 
@@ -105,8 +106,9 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpReport, DumpError> {
     });
     if res.is_ok() && has_dump_hook(&plugins, DumpStage::AfterDump) {
         // Images the hook writes are flushed here (dump_frozen closed the others).
-        if let Err(e) =
-            stage(&plugins, DumpStage::AfterDump, pid, &mut ctx).and_then(|()| ctx.finish(pid))
+        if let Err(e) = stage(&plugins, DumpStage::AfterDump, pid, &mut ctx)
+            .and_then(|()| ctx.finish(pid))
+            .and_then(|()| rerecord_plugins(&dir, &ctx, pid))
         {
             res = Err(e);
         }
@@ -120,20 +122,50 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpReport, DumpError> {
     finish(opts, &dir, tree, res, t_frozen, plugin_files)
 }
 
-/// Runs the plugins' hooks at `stage`; the first failure fails the dump.
+/// Runs the plugins' hooks at `stage`; the first failure fails the dump. A plugin whose hook
+/// wrote something is recorded as used (for the inventory).
 fn stage(
     plugins: &[&'static dyn Plugin],
     stage: DumpStage,
     pid: i32,
     ctx: &mut CoreDumpContext<'_>,
 ) -> Result<(), DumpError> {
-    ctx.run_stage(plugins, stage)
-        .map_err(|(plugin, source)| DumpError::Hook {
-            pid,
-            plugin,
-            stage: stage.name(),
-            source,
-        })
+    for p in plugins {
+        let writes = ctx.plugin_writes();
+        ctx.run_stage(std::slice::from_ref(p), stage)
+            .map_err(|(plugin, source)| DumpError::Hook {
+                pid,
+                plugin,
+                stage: stage.name(),
+                source,
+            })?;
+        if ctx.plugin_writes() != writes {
+            ctx.note_plugin(p.info().name);
+        }
+    }
+    Ok(())
+}
+
+/// `inventory.img`'s `plugins_entry`: the `.so` plugins that dumped something, always present
+/// (empty when none), as CRIU writes it.
+fn plugins_entry(ctx: &CoreDumpContext<'_>) -> PluginsEntry {
+    let used = ctx.plugins_used();
+    PluginsEntry {
+        plugins: crate::plugins::inventory_plugins(used.iter().map(String::as_str)),
+    }
+}
+
+/// Rewrites the inventory when after-dump hooks made more plugins used than it records.
+fn rerecord_plugins(dir: &ImageDir, ctx: &CoreDumpContext<'_>, pid: i32) -> Result<(), DumpError> {
+    let entry = plugins_entry(ctx);
+    let mut inv: InventoryEntry = dir
+        .read_single(ImageKind::Inventory, 0)
+        .map_err(img(pid, "inventory"))?;
+    if inv.plugins_entry.as_ref() != Some(&entry) {
+        inv.plugins_entry = Some(entry);
+        dir.write_inventory(&inv).map_err(img(pid, "inventory"))?;
+    }
+    Ok(())
 }
 
 /// The failure hooks (their errors are only logged).
@@ -278,7 +310,9 @@ fn dump_frozen<'d>(
     )
     .map_err(img(pid, "images"))?;
     // Last: a directory without inventory.img is visibly incomplete.
-    dir.write_inventory(&ids::inventory(sh.root_ids))
+    let mut inventory = ids::inventory(sh.root_ids);
+    inventory.plugins_entry = Some(plugins_entry(sh.ctx));
+    dir.write_inventory(&inventory)
         .map_err(img(pid, "images"))?;
     Ok(report)
 }

@@ -96,6 +96,9 @@ pub fn lookup_dirs(cli: &[PathBuf]) -> (Vec<PathBuf>, bool) {
 
 static LOADED: Mutex<Vec<&'static LoadedPlugin>> = Mutex::new(Vec::new());
 
+/// Every directory [`load_dirs`] was given, in order (for "where plugins are looked for").
+static SEARCHED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
 fn loaded() -> Vec<&'static LoadedPlugin> {
     LOADED.lock().unwrap_or_else(|p| p.into_inner()).clone()
 }
@@ -108,6 +111,14 @@ pub fn load_dirs(
     explicit: bool,
 ) -> (Vec<&'static LoadedPlugin>, Vec<PluginLoadError>) {
     let (mut new, mut refused) = (Vec::new(), Vec::new());
+    {
+        let mut searched = SEARCHED.lock().unwrap_or_else(|p| p.into_inner());
+        for dir in dirs {
+            if !searched.contains(dir) {
+                searched.push(dir.clone());
+            }
+        }
+    }
     for dir in dirs {
         if !explicit && !dir.exists() {
             tracing::debug!(dir = %dir.display(), "default plugin directory absent");
@@ -214,6 +225,44 @@ pub fn all() -> Vec<&'static dyn Plugin> {
     plugins.extend(loaded().into_iter().map(|p| p as &'static dyn Plugin));
     sort_plugins(&mut plugins);
     plugins
+}
+
+/// Where plugins were looked for in this process, as a clause for error messages:
+/// `"plugin dirs searched: /a, /b (--plugin-dir/-L, else $CRIU_LIBS_DIR, else /usr/lib/criu)"`.
+pub fn searched_dirs() -> String {
+    let dirs = SEARCHED.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let order = format!("--plugin-dir/-L, else ${PLUGIN_DIR_ENV}, else {DEFAULT_PLUGIN_DIR}");
+    if dirs.is_empty() {
+        return format!("no plugin dir was searched ({order})");
+    }
+    let list: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+    format!("plugin dirs searched: {} ({order})", list.join(", "))
+}
+
+/// The names among `used` (plugins that dumped something) to record in `inventory.img`'s
+/// `plugins_entry`: those loaded from a `.so`. Plugins linked into criu are part of every
+/// criu-rs and write CRIU's own entries; recording them would make CRIU refuse the images
+/// ("Missing required plugin") for nothing.
+pub fn inventory_plugins<'a>(used: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let files = loaded();
+    let mut names: Vec<String> = used
+        .into_iter()
+        .filter(|n| files.iter().any(|l| l.info().name == *n))
+        .map(str::to_string)
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// The plugins `inventory.img` records that are not among `plugins` (what restore needs and
+/// lacks).
+pub fn missing_plugins(recorded: &[String], plugins: &[&'static dyn Plugin]) -> Vec<String> {
+    recorded
+        .iter()
+        .filter(|name| !plugins.iter().any(|p| p.info().name == name.as_str()))
+        .cloned()
+        .collect()
 }
 
 /// One line of `criu check --plugins`.
@@ -327,17 +376,54 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_non_plugin_so_is_refused_by_name() {
-        let dir = std::env::temp_dir().join(format!("criu-notplugin-{}", std::process::id()));
+    fn private_dir(name: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("criu-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_file_dlopen_rejects_is_refused_on_one_line() {
+        let dir = private_dir("notelf");
         let file = dir.join("libjunk.so");
         std::fs::write(&file, b"not an ELF file").unwrap();
         let (new, refused) = load_dirs(std::slice::from_ref(&dir), true);
         assert!(new.is_empty());
-        let msg = format!("{}", refused[0]);
-        assert!(msg.contains("libjunk.so"), "{msg}");
+        let msg = error_chain(&refused[0]);
+        assert!(
+            msg.starts_with(&format!("cannot load plugin {}: ", file.display()))
+                && !msg.contains('\n')
+                && !msg.contains('\0'),
+            "{msg:?}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A real shared library that is not a plugin (built from a one-line C file): one line,
+    /// "not a criu plugin: <path>", instead of abi_stable's multi-line symbol report.
+    #[test]
+    fn a_shared_library_that_is_no_plugin_is_named() {
+        let dir = private_dir("notplugin");
+        let src = dir.join("lib.c");
+        std::fs::write(&src, "int criu_test_answer(void) { return 42; }\n").unwrap();
+        let so = dir.join("libnotaplugin.so");
+        let built = std::process::Command::new("cc")
+            .args(["-shared", "-fPIC", "-o"])
+            .arg(&so)
+            .arg(&src)
+            .status();
+        if !built.is_ok_and(|s| s.success()) {
+            eprintln!("skipping a_shared_library_that_is_no_plugin_is_named: no C compiler");
+            std::fs::remove_dir_all(&dir).unwrap();
+            return;
+        }
+        let (new, refused) = load_dirs(std::slice::from_ref(&dir), true);
+        assert!(new.is_empty());
+        let msg = error_chain(&refused[0]);
+        assert_eq!(msg, format!("not a criu plugin: {}", so.display()));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -436,6 +522,33 @@ mod tests {
         assert_eq!(
             handles(&Full),
             "VMAs secretmem, io_uring rings; task state shadow stack"
+        );
+    }
+
+    #[test]
+    fn inventory_keeps_loaded_plugins_only_and_restore_names_the_missing() {
+        // Nothing loaded from a file in this test binary: built-in names are not recorded.
+        assert!(inventory_plugins(["files", "pipes", "files"]).is_empty());
+        let recorded = vec![
+            "staged".to_string(),
+            "gpu".to_string(),
+            "netlock".to_string(),
+        ];
+        let here: Vec<&'static dyn Plugin> = vec![&Staged];
+        assert_eq!(missing_plugins(&recorded, &here), ["gpu", "netlock"]);
+        assert!(missing_plugins(&[], &here).is_empty());
+    }
+
+    #[test]
+    fn searched_dirs_name_every_dir_given_and_the_order() {
+        let dir = PathBuf::from("/nonexistent/criu-searched-test");
+        load_dirs(std::slice::from_ref(&dir), false);
+        let text = searched_dirs();
+        assert!(
+            text.starts_with("plugin dirs searched: ")
+                && text.contains("/nonexistent/criu-searched-test")
+                && text.ends_with("(--plugin-dir/-L, else $CRIU_LIBS_DIR, else /usr/lib/criu)"),
+            "{text}"
         );
     }
 

@@ -42,6 +42,27 @@ pub enum RestoreError {
         hint: &'static str,
     },
     #[error(
+        "the images need plugin(s) {} (recorded in inventory.img at dump), not loaded; {searched}; load them with --plugin-dir/-L",
+        names.join(", ")
+    )]
+    MissingPlugins {
+        names: Vec<String>,
+        searched: String,
+    },
+    #[error(
+        "pid {pid}: {} is file id {id} of type {fd_type}, which no loaded plugin restores; {}; {searched}; load the plugin with --plugin-dir/-L",
+        fd.map(|fd| format!("fd {fd}")).unwrap_or_else(|| "a file".into()),
+        dumped_by(recorded)
+    )]
+    NoRestorer {
+        pid: i32,
+        fd: Option<i32>,
+        id: u32,
+        fd_type: String,
+        recorded: Vec<String>,
+        searched: String,
+    },
+    #[error(
         "pid {pid} is taken by {holder}; restore needs it free (a killed task lingers as a zombie until its parent or init reaps it)"
     )]
     PidTaken { pid: i32, holder: String },
@@ -108,6 +129,20 @@ pub enum RestoreError {
 }
 
 pub type Result<T, E = RestoreError> = std::result::Result<T, E>;
+
+/// Which plugins dumped the images, from `inventory.img`, for a "no plugin restores" error.
+fn dumped_by(recorded: &[String]) -> String {
+    if recorded.is_empty() {
+        "inventory.img records no plugin loaded at dump (the images come from criu's \
+         built-in plugins or from CRIU)"
+            .into()
+    } else {
+        format!(
+            "inventory.img records the images as dumped with plugin(s) {}",
+            recorded.join(", ")
+        )
+    }
+}
 
 /// Shorthand for a [`RestoreError::BadImage`].
 pub(crate) fn bad(image: &str, entry: Option<usize>, reason: impl Into<String>) -> RestoreError {

@@ -107,6 +107,39 @@ pub enum RestoreOutcome {
     Killed { root: i32, signal: i32 },
 }
 
+/// Refuses, before any task exists, images whose plugins are not all here: a plugin
+/// `inventory.img` records (as CRIU does), or none restoring a file some fd refers to.
+fn check_plugins(
+    plan: &RestorePlan,
+    plugins: &[&'static dyn criu_plugin_api::Plugin],
+) -> Result<()> {
+    let missing = crate::plugins::missing_plugins(&plan.plugins, plugins);
+    if !missing.is_empty() {
+        return Err(RestoreError::MissingPlugins {
+            names: missing,
+            searched: crate::plugins::searched_dirs(),
+        });
+    }
+    for t in &plan.tasks {
+        for f in &t.fds {
+            let Some(entry) = plan.files.get(&f.id) else {
+                continue; // reported with its image by the restore itself
+            };
+            if criu_plugin_api::find_restore_handler(plugins, entry).is_err() {
+                return Err(RestoreError::NoRestorer {
+                    pid: t.pid,
+                    fd: Some(f.fd as i32),
+                    id: f.id,
+                    fd_type: criu_plugin_api::fd_type_name(entry.r#type),
+                    recorded: plan.plugins.clone(),
+                    searched: crate::plugins::searched_dirs(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Restores the tree in `opts.images_dir`, opening its files with every plugin
 /// ([`crate::plugins::all`]: the built-in ones linked into the binary, then those loaded
 /// with `--plugin-dir`).
@@ -120,17 +153,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreOutcome> {
     let mut plan = RestorePlan::load(&images)?;
     place_sessions(&mut plan, opts)?;
     let plugins = crate::plugins::all(); // built-in and loaded with --plugin-dir
-    if let Some(missing) = plan
-        .plugins
-        .iter()
-        .find(|name| !plugins.iter().any(|p| p.info().name == name.as_str()))
-    {
-        return Err(RestoreError::Unsupported {
-            pid: plan.tasks[0].pid,
-            what: format!("plugin {missing:?}, recorded in inventory.img at dump,"),
-            hint: "it is not loaded; load it (-L/--libdir) and retry",
-        });
-    }
+    check_plugins(&plan, &plugins)?;
     let entries: Vec<_> = plan.files.values().cloned().collect();
     let tasks = plan
         .tasks

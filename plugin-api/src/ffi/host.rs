@@ -1,79 +1,23 @@
-//! The host side of the boundary: load a plugin `.so`, check it, and wrap it into a
+//! The host side of the boundary: wrap a checked root module (see [`super::load`]) into a
 //! `&'static dyn Plugin`.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use abi_stable::StableAbi;
-use abi_stable::abi_stability::abi_checking::check_layout_compatibility;
-use abi_stable::library::{LibraryError, lib_header_from_path};
 use abi_stable::sabi_trait::TD_Opaque;
 use abi_stable::std_types::{RResult, RString, RVec};
 use criu_proto::images::{FdTypes, FileEntry};
 use prost::Message;
 
 use super::context::{HostDump, HostRestore, HostState, take_fd};
+use super::load::LoadError;
 use super::types::{FfiError, FfiFdDesc, FfiInstalledFd, FfiPluginInfo, FfiTaskIds, FfiVmaDesc};
 use super::{FfiDumpContext_TO, FfiRestoreContext_TO, PluginModRef, Restorer};
 use crate::{
-    API_VERSION, ApiVersion, DumpContext, DumpStage, FdDesc, FdHandler, FileRestorer, InstalledFd,
-    Plugin, PluginError, PluginInfo, PluginState, RestoreContext, RestoreStage, RunKind,
-    StageHooks, TaskHandler, TaskIds, VmaDesc, VmaHandler,
+    API_VERSION, DumpContext, DumpStage, FdDesc, FdHandler, FileRestorer, InstalledFd, Plugin,
+    PluginError, PluginInfo, PluginState, RestoreContext, RestoreStage, RunKind, StageHooks,
+    TaskHandler, TaskIds, VmaDesc, VmaHandler,
 };
-
-/// Why a plugin file was not loaded.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum LoadError {
-    /// `dlopen`, the root module symbol, abi_stable's version or layout check failed.
-    #[error("cannot load plugin {path}")]
-    Library {
-        /// The file.
-        path: PathBuf,
-        /// What abi_stable reported (names both versions on a version mismatch).
-        #[source]
-        source: LibraryError,
-    },
-    /// abi_stable's layout check failed: the plugin was built against an interface with the
-    /// same version number but another layout.
-    #[error(
-        "plugin {path} was built against a criu-plugin-api {version} with another ABI layout ({summary}); rebuild the plugin"
-    )]
-    Layout {
-        /// The file.
-        path: PathBuf,
-        /// This host's `criu-plugin-api` version.
-        version: &'static str,
-        /// The differences abi_stable found, condensed (the full report is logged at debug
-        /// level).
-        summary: String,
-    },
-    /// The plugin was built for an incompatible [`API_VERSION`].
-    #[error(
-        "plugin {name} {version} ({path}) was built for plugin API {plugin_api}, this criu speaks plugin API {host_api}; rebuild the plugin"
-    )]
-    ApiVersion {
-        /// The file.
-        path: PathBuf,
-        /// The plugin's name.
-        name: String,
-        /// The plugin's version.
-        version: String,
-        /// The contract version it was built for.
-        plugin_api: ApiVersion,
-        /// This host's contract version.
-        host_api: ApiVersion,
-    },
-    /// The plugin failed (or panicked) reporting who it is.
-    #[error("plugin {path} failed to describe itself")]
-    Info {
-        /// The file.
-        path: PathBuf,
-        /// Its error.
-        #[source]
-        source: PluginError,
-    },
-}
 
 /// A plugin loaded from a `.so`, seen as a [`Plugin`] (and [`FdHandler`]). Never unloaded.
 pub struct LoadedPlugin {
@@ -105,60 +49,6 @@ impl std::fmt::Debug for LoadedPlugin {
             .field("path", &self.path)
             .field("info", &self.info)
             .finish()
-    }
-}
-
-/// Loads the plugin in `path`: abi_stable's checks, then the contract version. The library
-/// stays loaded for the life of the process (also when refused: unloading Rust code is not
-/// safe in general).
-pub fn load_plugin(path: &Path) -> Result<&'static LoadedPlugin, LoadError> {
-    let lib_err = |source| match source {
-        LibraryError::AbiInstability(report) => {
-            let report = report.to_string();
-            tracing::debug!(file = %path.display(), %report, "plugin ABI layout mismatch");
-            LoadError::Layout {
-                path: path.to_path_buf(),
-                version: env!("CARGO_PKG_VERSION"),
-                summary: layout_summary(&report),
-            }
-        }
-        source => LoadError::Library {
-            path: path.to_path_buf(),
-            source,
-        },
-    };
-    let header = lib_header_from_path(path).map_err(lib_err)?;
-    match header.init_root_module::<PluginModRef>() {
-        Ok(module) => from_module(module, path),
-        // abi_stable accepts a root module (and the context vtables inside it) with the
-        // host's fields or more: a plugin built against a newer minor API. A plugin built
-        // against an older minor API has fewer; check it the other way round (every field
-        // and method it has matches ours, our extra ones are optional prefix fields) and
-        // accept it only if it also declares an older minor API.
-        Err(LibraryError::AbiInstability(report)) => {
-            let older = header.layout().is_some_and(|theirs| {
-                check_layout_compatibility(theirs, <PluginModRef as StableAbi>::LAYOUT).is_ok()
-            });
-            if !older {
-                return Err(lib_err(LibraryError::AbiInstability(report)));
-            }
-            // SAFETY: the plugin's root module layout was just checked against ours (as the
-            // older side of a prefix-type extension: same leading fields, same types); the
-            // fields it lacks are optional and read through `Option` accessors.
-            let module = unsafe { header.init_root_module_with_unchecked_layout::<PluginModRef>() }
-                .map_err(lib_err)?;
-            let plugin = from_module(module, path)?;
-            if plugin.info.api_version.minor >= API_VERSION.minor {
-                return Err(lib_err(LibraryError::AbiInstability(report)));
-            }
-            tracing::info!(
-                plugin = plugin.info.name,
-                api = %plugin.info.api_version,
-                "plugin built against an older plugin API: loaded with its subset"
-            );
-            Ok(plugin)
-        }
-        Err(e) => Err(lib_err(e)),
     }
 }
 
@@ -276,28 +166,6 @@ fn stages_of(tokens: &[String], module: PluginModRef) -> (Vec<DumpStage>, Vec<Re
         }
     }
     (dump, restore)
-}
-
-/// The `Error:` lines of abi_stable's layout report with their expected/found values:
-/// `"incompatible type size (expected 208, found 216)"`.
-fn layout_summary(report: &str) -> String {
-    let lines: Vec<&str> = report.lines().map(str::trim).collect();
-    let mut out = Vec::new();
-    for (i, line) in lines.iter().enumerate() {
-        if let Some(what) = line.strip_prefix("Error:") {
-            let at = |k: usize| lines.get(i + k).copied().unwrap_or("?");
-            if at(1) == "Expected:" && at(3) == "Found:" {
-                out.push(format!("{what} (expected {}, found {})", at(2), at(4)));
-            } else {
-                out.push(what.to_string());
-            }
-        }
-    }
-    if out.is_empty() {
-        "layouts differ".into()
-    } else {
-        out.join("; ")
-    }
 }
 
 impl LoadedPlugin {

@@ -82,6 +82,7 @@
 mod context;
 mod guest;
 mod host;
+mod load;
 mod log;
 #[cfg(test)]
 mod tests;
@@ -100,7 +101,8 @@ pub use context::{
     FfiRestorer_TO, FfiState, FfiState_TO,
 };
 pub use guest::{ExportedPlugin, root_module};
-pub use host::{LoadError, LoadedPlugin, load_plugin};
+pub use host::LoadedPlugin;
+pub use load::{LoadError, load_plugin};
 pub use log::{FfiLogger, FfiLogger_TO, FfiLoggerBox};
 pub use types::{
     FfiError, FfiFdDesc, FfiImageRef, FfiInstalledFd, FfiPluginInfo, FfiStat, FfiSyscallArgs,

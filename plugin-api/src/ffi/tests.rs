@@ -8,7 +8,8 @@ use std::path::Path;
 use criu_proto::images::{FdTypes, FileEntry, PipeEntry};
 
 use super::guest::{ExportedPlugin, module};
-use super::host::{LoadError, from_module};
+use super::host::from_module;
+use super::load::LoadError;
 use crate::testing::{MemoryImages, own_fd_desc};
 use crate::{
     API_VERSION, ApiVersion, DumpContext, FdDesc, FdHandler, FileRestorer, ImageRef, Plugin,
@@ -266,9 +267,50 @@ fn another_api_major_is_refused_naming_both_versions() {
     let theirs = format!("plugin API {}.0", API_VERSION.major + 1);
     let ours = format!("plugin API {API_VERSION}");
     assert!(
-        msg.contains("/x/libfuture.so") && msg.contains(&theirs) && msg.contains(&ours),
+        msg.contains("/x/libfuture.so")
+            && msg.contains(&format!("was built for {theirs}, this criu speaks {ours}"))
+            && msg.ends_with("the plugin is newer than this criu; upgrade criu"),
         "{msg}"
     );
+}
+
+/// A plugin built against the next minor plugin API (fields this criu does not know): it
+/// is newer than criu, so the advice is to upgrade criu, not to rebuild the plugin.
+struct NextMinor;
+impl Plugin for NextMinor {
+    fn info(&self) -> PluginInfo {
+        PluginInfo {
+            name: "next",
+            version: "1.2.3",
+            priority: 1,
+            api_version: ApiVersion {
+                major: API_VERSION.major,
+                minor: API_VERSION.minor + 1,
+            },
+        }
+    }
+}
+struct NextMinorExport;
+impl ExportedPlugin for NextMinorExport {
+    fn plugin() -> &'static dyn Plugin {
+        static P: NextMinor = NextMinor;
+        &P
+    }
+}
+
+#[test]
+fn a_plugin_newer_than_criu_says_upgrade_criu() {
+    let err = from_module(module::<NextMinorExport>(), Path::new("/x/libnext.so")).unwrap_err();
+    let msg = err.to_string();
+    let theirs = format!("{}.{}", API_VERSION.major, API_VERSION.minor + 1);
+    assert_eq!(
+        msg,
+        format!(
+            "plugin next 1.2.3 (/x/libnext.so) was built for plugin API {theirs}, this criu \
+             speaks plugin API {API_VERSION}: the plugin is newer than this criu; upgrade criu"
+        )
+    );
+    assert!(!msg.contains("rebuild"), "{msg}");
 }
 
 /// Stage hooks through the boundary, using every context service of API 0.3.

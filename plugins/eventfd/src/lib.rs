@@ -2,13 +2,15 @@
 //!
 //! Dump: a `files.img` EVENTFD entry (`file_entry.efd`: id, file flags, owner, counter) per
 //! open file description, the counter from fdinfo's `eventfd-count:` (hex). CRIU's entry has
-//! no field for `EFD_SEMAPHORE`; an eventfd in semaphore mode is listed in a plugin-owned
-//! side file ([`SEMAPHORE_FILE`], one file id per line) so that the mode survives a
-//! criu-rs round trip. (Restored by upstream CRIU, such an eventfd would come back in
-//! counter mode: the side file is ours.)
+//! no field for `EFD_SEMAPHORE`: an eventfd in semaphore mode gets our optional field
+//! `criu_rs_semaphore` (number 1001, in the range criu-rs keeps for its own fields of CRIU's
+//! messages; crit and CRIU skip it, and upstream CRIU would restore such an eventfd in
+//! counter mode). Other eventfds are written exactly as CRIU writes them.
 //!
 //! Restore: `eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK? | EFD_SEMAPHORE?)` then one `write` of the
-//! counter (the initial value of `eventfd(2)` is only 32 bits wide).
+//! counter (the initial value of `eventfd(2)` is only 32 bits wide). Images of earlier
+//! criu-rs builds listed semaphore eventfds in a side file ([`SEMAPHORE_FILE`]); it is still
+//! read.
 
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
@@ -30,8 +32,8 @@ pub use fdinfo::{EventfdState, parse_eventfd};
 /// The plugin's name, also the prefix of its memo keys.
 pub const NAME: &str = "eventfd";
 
-/// The plugin-owned file listing the file ids of eventfds in semaphore mode, one decimal id
-/// per line.
+/// The plugin-owned file in which earlier criu-rs builds listed the file ids of eventfds in
+/// semaphore mode, one decimal id per line; read at restore, no longer written.
 pub const SEMAPHORE_FILE: &str = "criu-rs-eventfd-semaphore.txt";
 
 /// The `/proc/PID/fd/N` link of an eventfd.
@@ -61,29 +63,6 @@ impl Plugin for EventfdPlugin {
     }
 }
 
-/// Memo key of the number of semaphore eventfds so far, and of the n-th one's id.
-fn sem_count_key() -> String {
-    format!("{NAME}:semaphores")
-}
-
-fn sem_key(n: u64) -> String {
-    format!("{NAME}:semaphore:{n}")
-}
-
-/// Adds `id` to the semaphore list of this dump and rewrites [`SEMAPHORE_FILE`].
-fn record_semaphore(ctx: &mut dyn DumpContext, id: u32) -> Result<(), PluginError> {
-    let n = ctx.memo(&sem_count_key()).unwrap_or(0);
-    ctx.set_memo(&sem_key(n), u64::from(id));
-    ctx.set_memo(&sem_count_key(), n + 1);
-    let mut text = String::new();
-    for i in 0..=n {
-        if let Some(id) = ctx.memo(&sem_key(i)) {
-            text.push_str(&format!("{id}\n"));
-        }
-    }
-    ctx.write_plugin_file(SEMAPHORE_FILE, text.as_bytes())
-}
-
 /// The ids of [`SEMAPHORE_FILE`]; a bad line is a [`PluginError::BadImage`].
 pub fn parse_semaphore_file(text: &str) -> Result<BTreeSet<u32>, PluginError> {
     text.lines()
@@ -107,7 +86,7 @@ impl FdHandler for EventfdPlugin {
 
     fn dump_file(
         &self,
-        ctx: &mut dyn DumpContext,
+        _ctx: &mut dyn DumpContext,
         fd: &FdDesc,
         id: u32,
     ) -> Result<FileEntry, PluginError> {
@@ -124,9 +103,6 @@ impl FdHandler for EventfdPlugin {
             semaphore = state.semaphore,
             "dumping eventfd"
         );
-        if state.semaphore {
-            record_semaphore(ctx, id)?;
-        }
         Ok(FileEntry {
             r#type: FdTypes::Eventfd as i32,
             id,
@@ -135,6 +111,7 @@ impl FdHandler for EventfdPlugin {
                 flags: fd.fdinfo.file_flags(),
                 fown: fd.owner.to_entry(),
                 counter: state.counter,
+                criu_rs_semaphore: state.semaphore.then_some(true),
             }),
             ..Default::default()
         })
@@ -157,7 +134,7 @@ impl FdHandler for EventfdPlugin {
     }
 }
 
-/// One restore: which ids are semaphores.
+/// One restore: the ids an earlier build's side file lists as semaphores.
 struct Restorer {
     semaphores: BTreeSet<u32>,
 }
@@ -185,7 +162,7 @@ impl FileRestorer for Restorer {
         if efd.flags & libc::O_NONBLOCK as u32 != 0 {
             flags |= EfdFlags::EFD_NONBLOCK;
         }
-        if self.semaphores.contains(&entry.id) {
+        if efd.criu_rs_semaphore == Some(true) || self.semaphores.contains(&entry.id) {
             flags |= EfdFlags::EFD_SEMAPHORE;
         }
         let fd = EventFd::from_value_and_flags(0, flags).map_err(|e| fail("eventfd", e))?;

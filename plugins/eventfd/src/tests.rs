@@ -49,10 +49,11 @@ fn round_trip_counter_flags_and_semaphore_mode() {
     let b = dump_one(&mut ctx, &sem);
     assert_eq!(a.efd.as_ref().unwrap().counter, u64::from(u32::MAX) + 12);
     assert_eq!(b.efd.as_ref().unwrap().counter, 3);
-    assert_eq!(
-        ctx.plugin_files.get(SEMAPHORE_FILE).map(Vec::as_slice),
-        Some(format!("{}\n", b.id).as_bytes())
-    );
+    // Semaphore mode in our field of CRIU's entry, no side file; a counter-mode eventfd's
+    // entry is CRIU's to the byte (no field of ours).
+    assert_eq!(b.efd.as_ref().unwrap().criu_rs_semaphore, Some(true));
+    assert_eq!(a.efd.as_ref().unwrap().criu_rs_semaphore, None);
+    assert!(ctx.plugin_files.is_empty(), "{:?}", ctx.plugin_files.keys());
 
     let entries: Vec<FileEntry> = read_messages(&mut ctx, ImageRef::FILES).unwrap();
     assert_eq!(entries.len(), 2);
@@ -96,4 +97,45 @@ fn bad_side_file_and_missing_efd_are_errors() {
     let err = r.open_file(&mut ctx, &e).unwrap_err().to_string();
     assert!(err.contains("without efd"), "{err}");
     let _ = ctx.current_pid();
+}
+
+/// The semaphore field's wire form: field 1001, varint 1 (tag bytes 0xc8 0x3e), after CRIU's
+/// four fields; an entry without it decodes as counter mode.
+#[test]
+fn semaphore_field_is_field_1001_and_optional() {
+    use prost::Message;
+    let entry = criu_proto::images::EventfdFileEntry {
+        id: 1,
+        flags: 2,
+        fown: Default::default(),
+        counter: 3,
+        criu_rs_semaphore: Some(true),
+    };
+    let bytes = entry.encode_to_vec();
+    assert!(bytes.ends_with(&[0xc8, 0x3e, 0x01]), "{bytes:02x?}");
+    let plain = criu_proto::images::EventfdFileEntry {
+        criu_rs_semaphore: None,
+        ..entry
+    };
+    let without = plain.encode_to_vec();
+    assert_eq!(&bytes[..without.len()], without.as_slice());
+    let back = criu_proto::images::EventfdFileEntry::decode(without.as_slice()).unwrap();
+    assert_eq!(back.criu_rs_semaphore, None);
+}
+
+/// Images of earlier criu-rs builds: no field, the semaphore ids in the side file. Still
+/// restored in semaphore mode.
+#[test]
+fn old_images_with_the_side_file_still_restore_semaphores() {
+    let mut ctx = MemoryImages::new(0);
+    let sem = EventFd::from_value_and_flags(2, EfdFlags::EFD_SEMAPHORE).unwrap();
+    let mut e = dump_one(&mut ctx, &sem);
+    e.efd.as_mut().unwrap().criu_rs_semaphore = None;
+    ctx.plugin_files
+        .insert(SEMAPHORE_FILE.into(), format!("{}\n", e.id).into_bytes());
+    let mut r = PLUGIN
+        .start_restore(&mut ctx, std::slice::from_ref(&e))
+        .unwrap();
+    let fd = r.open_file(&mut ctx, &e).unwrap();
+    assert!(read_state(fd.as_fd()).semaphore);
 }

@@ -8,6 +8,7 @@
 //!   `nr_pages` as field 5; 3.17 shows field 2 as `nr_pages` and drops field 5.
 //! - `task_core_entry.task_state` with `--pretty`: 3.17's table swaps 3 and 6 (it prints
 //!   TASK_STOPPED as "Zombie" and TASK_ZOMBIE as "Stopped") and lacks 2 ("Dead").
+//! - criu-rs's own fields ([`crate::CRIU_RS_FIELDS`]): no crit knows them.
 //! - Flag names added after 3.17 ([`FLAGS_AFTER_3_17`]: MAP_DROPPABLE, VMA_AREA_MEMFD,
 //!   VMA_AREA_SHSTK, VMA_AREA_UPROBES): 3.17 prints those bits as a hex remainder after the
 //!   names it knows.
@@ -138,6 +139,11 @@ pub fn message_to_317(msg: &MessageDescriptor, v: &mut Json) {
     for (m, f) in NEW_AFTER_3_17 {
         if msg.name() == *m {
             map.shift_remove(*f);
+        }
+    }
+    for f in msg.fields() {
+        if crate::CRIU_RS_FIELDS.contains(&f.number()) {
+            map.shift_remove(f.name());
         }
     }
     for field in msg.fields() {

@@ -115,6 +115,7 @@ impl FdHandler for EventfdPlugin {
             flags: fd.fdinfo.file_flags(),
             fown: fd.owner.to_entry(),
             counter,
+            criu_rs_semaphore: None, // semaphore mode is refused above
         };
         let state = ctx.state::<DumpState>()?;
         state.dumped += 1;
