@@ -17,7 +17,7 @@ mod plugin_abi_support;
 mod plugin_support;
 mod restore_common;
 
-use plugin_abi_support::{EXAMPLE_NAME, build_criu, build_example};
+use plugin_abi_support::{EXAMPLE_NAME, build_example};
 use restore_common::{lines, spawn_bg, wait_lines};
 
 /// Runs `criu ARGS`, failing with its stderr and log when it fails.
@@ -49,7 +49,8 @@ fn so_plugin_logs_reach_the_logs_and_finish_sees_the_installed_fds() {
     let Some((plugin_dir, holder)) = build_example("abi-log", &[]) else {
         return;
     };
-    let bin = build_criu();
+    // The criu of this tree, built by cargo with the test package (no second build).
+    let bin = std::path::PathBuf::from(env!("CARGO_BIN_EXE_criu_under_test"));
     let work = ScratchDir::new("abi-log-work");
     let imgs = work.path().join("images");
     std::fs::create_dir_all(&imgs).expect("images dir");

@@ -283,25 +283,3 @@ fn copy_tree(from: &Path, to: &Path) {
         }
     }
 }
-
-/// Builds the `criu` binary (release) in the examples' target dir, as a distribution would,
-/// and returns its path: the end-to-end tests of `--plugin-dir` and `-o` run the real
-/// command line. A separate target dir: the outer `cargo test` holds the lock of its own.
-pub fn build_criu() -> PathBuf {
-    let _lock = BUILD.lock().unwrap_or_else(|p| p.into_inner());
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let out = Command::new(cargo)
-        .args(["build", "--release", "-p", "criu-cli", "--bin", "criu"])
-        .arg("--manifest-path")
-        .arg(root.join("Cargo.toml"))
-        .env("CARGO_TARGET_DIR", target_dir())
-        .output()
-        .expect("run cargo");
-    assert!(
-        out.status.success(),
-        "building criu failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    target_dir().join("release/criu")
-}
