@@ -36,14 +36,11 @@ fn pieces_of_any_size_give_the_one_shot_digests() {
 
 #[test]
 fn encode_decode_round_trip_and_damage_is_refused() {
-    let files = vec![
-        ChunkHasher::new().finish("pages-2.img".into()),
-        {
-            let mut h = ChunkHasher::new();
-            h.update(&data(CHUNK as usize + 4096));
-            h.finish("pages-1.img".into())
-        },
-    ];
+    let files = vec![ChunkHasher::new().finish("pages-2.img".into()), {
+        let mut h = ChunkHasher::new();
+        h.update(&data(CHUNK as usize + 4096));
+        h.finish("pages-1.img".into())
+    }];
     let bytes = encode(&files);
     let p = Path::new("d.img");
     assert_eq!(decode(p, &bytes).unwrap(), files);
@@ -78,7 +75,11 @@ fn verify_names_file_and_damaged_range() {
     assert_eq!(verify_dir(&dir).unwrap(), DirDigest::Absent);
     let mut h = ChunkHasher::new();
     h.update(&d);
-    std::fs::write(dir.join(DIGEST_FILE), encode(&[h.finish("pages-1.img".into())])).unwrap();
+    std::fs::write(
+        dir.join(DIGEST_FILE),
+        encode(&[h.finish("pages-1.img".into())]),
+    )
+    .unwrap();
     assert_eq!(
         verify_dir(&dir).unwrap(),
         DirDigest::Verified {

@@ -51,6 +51,7 @@ mod helpers;
 pub mod imgread;
 mod kobj;
 pub mod mem;
+mod pagecheck;
 pub mod plan;
 pub mod plugins;
 pub mod rebuild;
@@ -226,6 +227,8 @@ fn restore_plan(
 ) -> Result<RestoreOutcome> {
     let root = plan.tasks[0].pid;
     let mut created: Vec<Pid> = Vec::new();
+    // Runs beside the restore; stopped and joined if the restore fails first.
+    let check = pagecheck::PageCheck::start(images.dir());
     let mut shared = files::SharedDescriptions::new(opener);
     let result = restore_tree(plan, images, &mut shared, opts, &mut created);
     drop(shared);
@@ -237,6 +240,13 @@ fn restore_plan(
             return Err(e);
         }
     };
+    // Every page is in place but no task has run a dumped instruction yet: damaged pages
+    // stop the restore here.
+    if let Err(e) = check.finish(images.dir(), root) {
+        tracing::error!(error = %e, "pages digest mismatch, killing created tasks");
+        fail(opener, plan, &created);
+        return Err(e);
+    }
     // Zombies die first, so their parents find them dead when they next run.
     for z in zombies {
         if let Err(e) = zombie::release(z) {

@@ -1,6 +1,7 @@
 //! One module per criu command; this one routes to them.
 
 mod check;
+mod check_images;
 mod dump;
 mod restore;
 
@@ -18,6 +19,7 @@ pub const VERSION_STRING: &str = concat!("4.2\nGitID: criu-rs-", env!("CARGO_PKG
 pub fn dispatch(command: &str, args: &[String], opts: &Options) -> Result<ExitCode> {
     match command {
         "check" => check::run(opts),
+        "check-images" => check_images::run(opts),
         "dump" => dump::run(opts),
         "restore" => restore::run(opts),
         "pre-dump" => not_supported(
@@ -49,7 +51,7 @@ pub fn dispatch(command: &str, args: &[String], opts: &Options) -> Result<ExitCo
             let _ = args;
             bail!(
                 "unknown command '{other}'; commands: dump, pre-dump, restore, check, \
-                 page-server, lazy-pages, cpuinfo, swrk, crit"
+                 check-images, page-server, lazy-pages, cpuinfo, swrk, crit"
             )
         }
     }
