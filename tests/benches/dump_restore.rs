@@ -86,7 +86,7 @@ fn main() {
     // Restores with the digest check and without it, alternated: machine drift hits both.
     let aside = scratch.path().join(digest::DIGEST_FILE);
     let (mut with, mut without) = (Vec::new(), Vec::new());
-    for round in 0..6 {
+    for round in 0..10 {
         let check = round % 2 == 0;
         if !check {
             std::fs::rename(dir.join(digest::DIGEST_FILE), &aside).expect("digest aside");
@@ -130,12 +130,12 @@ fn main() {
         data as f64 / GIB / dump_time.as_secs_f64()
     );
     println!(
-        "| restore (pages checked beside it, the default), median of 3 | {:.3} s, {:.2} GiB/s |",
+        "| restore (pages checked beside it, the default), median of 5 | {:.3} s, {:.2} GiB/s |",
         restore_time.as_secs_f64(),
         data as f64 / GIB / restore_time.as_secs_f64()
     );
     println!(
-        "| restore without the digest image, median of 3 | {:.3} s ({:+.1}% for the check) |",
+        "| restore without the digest image, median of 5 | {:.3} s ({:+.1}% for the check) |",
         unchecked.as_secs_f64(),
         (restore_time.as_secs_f64() / unchecked.as_secs_f64() - 1.0) * 100.0
     );

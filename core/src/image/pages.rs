@@ -78,7 +78,8 @@ pub struct PagesWriter {
     path: PathBuf,
     out: BufWriter<File>,
     offset: u64,
-    hasher: ChunkHasher,
+    /// `None` once the caller took it to hash on its own thread ([`PagesWriter::take_hasher`]).
+    hasher: Option<ChunkHasher>,
     digests: DigestSink,
 }
 
@@ -88,7 +89,7 @@ impl PagesWriter {
             path,
             out: BufWriter::with_capacity(BUF_SIZE, file),
             offset: 0,
-            hasher: ChunkHasher::new(),
+            hasher: Some(ChunkHasher::new()),
             digests,
         }
     }
@@ -123,7 +124,9 @@ impl PagesWriter {
     pub fn write_pages(&mut self, data: &[u8]) -> Result<u64> {
         self.check_len(data.len())?;
         let at = self.offset;
-        self.hasher.update(data);
+        if let Some(h) = &mut self.hasher {
+            h.update(data);
+        }
         self.out
             .write_all(data)
             .map_err(|source| ImageError::Write {
@@ -141,8 +144,10 @@ impl PagesWriter {
         let total: usize = bufs.iter().map(|b| b.len()).sum();
         self.check_len(total)?;
         let at = self.offset;
-        for b in bufs {
-            self.hasher.update(b);
+        if let Some(h) = &mut self.hasher {
+            for b in bufs {
+                h.update(b);
+            }
         }
         let werr = |source| ImageError::Write {
             path: self.path.clone(),
@@ -171,20 +176,42 @@ impl PagesWriter {
         Ok(at)
     }
 
+    /// Takes the digesting over: the caller feeds the returned hasher every byte it writes,
+    /// in order (e.g. on the thread that gathers them, off the writing thread's critical
+    /// path), and ends with [`PagesWriter::finish_with`].
+    pub fn take_hasher(&mut self) -> Option<ChunkHasher> {
+        self.hasher.take()
+    }
+
     /// Flushes the file, hands its digest to the images directory (written with the
     /// inventory) and returns its path.
     pub fn finish(mut self) -> Result<PathBuf> {
+        let hasher = self.hasher.take();
+        self.finish_inner(hasher)
+    }
+
+    /// [`PagesWriter::finish`] with the hasher given by [`PagesWriter::take_hasher`].
+    pub fn finish_with(self, hasher: ChunkHasher) -> Result<PathBuf> {
+        self.finish_inner(Some(hasher))
+    }
+
+    fn finish_inner(mut self, hasher: Option<ChunkHasher>) -> Result<PathBuf> {
         self.out.flush().map_err(|source| ImageError::Write {
             path: self.path.clone(),
             offset: self.offset,
             source,
         })?;
+        // A taken hasher not given back: no digest, and restore then refuses the file as
+        // undigested rather than trusting it.
+        let Some(hasher) = hasher else {
+            return Ok(self.path);
+        };
         let name = self
             .path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let digest = self.hasher.finish(name);
+        let digest = hasher.finish(name);
         let mut all = self.digests.lock().unwrap_or_else(|e| e.into_inner());
         all.retain(|d| d.name != digest.name);
         all.push(digest);
