@@ -2,7 +2,7 @@
 //! it? Every image parses (each entry decodes as its message), every image the tree refers to
 //! exists and agrees with the others (the restore plan loads: pstree, cores, mm, pagemaps,
 //! files, ...), every pages file has exactly the bytes its pagemaps index, and the pages match
-//! `criu-rs-pages-digest.img` when the directory has one (CRIU's images have none: "no
+//! `criu-rs-pages-digest.bin` when the directory has one (CRIU's images have none: "no
 //! digest", not a failure). The first problem is the error, naming the file and the offset.
 
 use std::collections::BTreeMap;

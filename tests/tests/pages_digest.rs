@@ -1,4 +1,4 @@
-//! Page integrity: a dump writes `criu-rs-pages-digest.img`; bytes flipped in `pages-1.img`
+//! Page integrity: a dump writes `criu-rs-pages-digest.bin`; bytes flipped in `pages-1.img`
 //! makes the restore fail naming the file and the damaged range, with nothing left running,
 //! and `criu check-images` names it too. Without the digest image (as with CRIU) the same
 //! damage restores silently and the workload finds its memory corrupt. CRIU 4.2's own images

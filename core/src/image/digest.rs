@@ -1,6 +1,7 @@
-//! Integrity of the raw `pages-N.img` files: `criu-rs-pages-digest.img`, an image of ours
-//! that CRIU and crit never open (no CRIU image has that name), written at dump beside the
-//! pages and checked at restore and by `criu check-images`.
+//! Integrity of the raw `pages-N.img` files: `criu-rs-pages-digest.bin`, a file of ours that
+//! CRIU and crit never open (no CRIU image has that name, and it does not end in `.img`, so
+//! tools decoding every `*.img` of a directory skip it too), written at dump beside the pages
+//! and checked at restore and by `criu check-images`.
 //!
 //! Each pages file is cut into chunks of [`CHUNK`] bytes (the last one may be shorter), and
 //! each chunk gets an XXH3-128 digest, so a damaged byte is located to one MiB of the file.
@@ -29,7 +30,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use xxhash_rust::xxh3::{Xxh3, xxh3_128};
 
 /// The digest image's file name in an images directory.
-pub const DIGEST_FILE: &str = "criu-rs-pages-digest.img";
+pub const DIGEST_FILE: &str = "criu-rs-pages-digest.bin";
 /// Bytes per digested chunk.
 pub const CHUNK: u64 = 1 << 20;
 

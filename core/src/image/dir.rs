@@ -20,7 +20,7 @@ pub(crate) const IMAGE_MODE: u32 = 0o600;
 pub struct ImageDir {
     path: PathBuf,
     written: Mutex<Written>,
-    /// Digests of the pages files written so far, for `criu-rs-pages-digest.img`.
+    /// Digests of the pages files written so far, for `criu-rs-pages-digest.bin`.
     digests: super::pages::DigestSink,
 }
 

@@ -22,7 +22,7 @@ pub enum RestoreError {
         #[source]
         source: crate::image::ImageError,
     },
-    /// The pages files do not match `criu-rs-pages-digest.img`: restoring would run the tree
+    /// The pages files do not match `criu-rs-pages-digest.bin`: restoring would run the tree
     /// with damaged memory, so it was killed before it ran.
     #[error(
         "pid {pid}: the pages images do not match their digest; the tree was not resumed (restore from an undamaged copy; `criu check-images -D DIR` checks a directory)"

@@ -1,4 +1,4 @@
-//! The pages files checked against `criu-rs-pages-digest.img` while the restore runs.
+//! The pages files checked against `criu-rs-pages-digest.bin` while the restore runs.
 //!
 //! The restored tasks read their pages from the pages files themselves (one copy); the check
 //! reads the same files on another thread with a streaming hash, from the page cache the tasks
@@ -58,11 +58,11 @@ impl PageCheck {
         };
         match res {
             Ok(Some(bytes)) => {
-                tracing::info!(bytes, "pages match criu-rs-pages-digest.img");
+                tracing::info!(bytes, "pages match criu-rs-pages-digest.bin");
                 Ok(())
             }
             Ok(None) => {
-                tracing::info!("no criu-rs-pages-digest.img: pages not checked");
+                tracing::info!("no criu-rs-pages-digest.bin: pages not checked");
                 Ok(())
             }
             Err(source) => Err(RestoreError::PagesDigest { pid, source }),

@@ -1,5 +1,6 @@
 //! Running the `criu` command line of this build (target/release/criu beside the test
-//! binaries: `cargo test --workspace` builds it).
+//! binaries: `cargo test --workspace` builds it; `cargo test -p criu-tests` alone does not, so
+//! build `-p criu-cli` first then).
 
 #![allow(dead_code)]
 
