@@ -71,11 +71,12 @@ fn verdict(pid: i32, report: &Path) -> String {
     }
 }
 
-fn restore_detached(dir: &Path) -> Result<i32, RestoreError> {
+fn restore_detached(dir: &Path, verify_pages: bool) -> Result<i32, RestoreError> {
     restore(&RestoreOptions {
         images_dir: dir.to_path_buf(),
         detach: true,
         shell_job: true,
+        verify_pages,
         ..Default::default()
     })
     .map(|o| match o {
@@ -140,7 +141,7 @@ fn damaged_pages_fail_restore_and_check_images_names_them() {
         stderr.contains("pages-1.img") && stderr.contains(range),
         "{stderr}"
     );
-    let e = restore_detached(&images).expect_err("restore of damaged pages");
+    let e = restore_detached(&images, true).expect_err("restore of damaged pages");
     let _guard = PidGuard::new(pid);
     let msg = chain(&e);
     assert!(
@@ -154,21 +155,28 @@ fn damaged_pages_fail_restore_and_check_images_names_them() {
         "pid {pid} left after a refused restore"
     );
 
-    // What happens without the digest (CRIU's behaviour): the restore succeeds and the
-    // workload's own check finds the damage.
+    // Asked to verify images without a digest (as CRIU's): refused, naming the file.
     let saved = work.path().join(DIGEST_FILE);
     std::fs::rename(images.join(DIGEST_FILE), &saved).unwrap();
-    let root = restore_detached(&images).unwrap_or_else(|e| panic!("{}", chain(&e)));
+    let msg = chain(&restore_detached(&images, true).expect_err("no digest"));
+    assert!(
+        msg.contains(DIGEST_FILE) && msg.contains("is missing"),
+        "{msg}"
+    );
+    assert!(wait_pid_gone(pid, Duration::from_secs(10)));
+    // Without --verify-pages (CRIU's behaviour): the restore succeeds and the workload's own
+    // check finds the damage.
+    std::fs::rename(&saved, images.join(DIGEST_FILE)).unwrap();
+    let root = restore_detached(&images, false).unwrap_or_else(|e| panic!("{}", chain(&e)));
     let guard = PidGuard::new(root);
     let v = verdict(root, &report);
     assert!(v.starts_with("bad "), "undetected damage should show: {v}");
     drop(guard);
     assert!(wait_pid_gone(pid, Duration::from_secs(10)));
 
-    // Repaired, with the digest back: restores, and the memory is intact.
+    // Repaired: restores with --verify-pages, and the memory is intact.
     flip(&pages, FLIP_AT);
-    std::fs::rename(&saved, images.join(DIGEST_FILE)).unwrap();
-    let root = restore_detached(&images).unwrap_or_else(|e| panic!("{}", chain(&e)));
+    let root = restore_detached(&images, true).unwrap_or_else(|e| panic!("{}", chain(&e)));
     let guard = PidGuard::new(root);
     assert!(pid_exists(root));
     assert_eq!(verdict(root, &report), "ok 2048");

@@ -67,6 +67,10 @@ pub struct Options {
     #[arg(short = 's', long = "leave-stopped")]
     pub leave_stopped: bool,
 
+    /// Restore: check the pages against criu-rs-pages-digest.bin before resuming the tree.
+    #[arg(long = "verify-pages")]
+    pub verify_pages: bool,
+
     /// Leave tasks running after dump.
     #[arg(short = 'R', long = "leave-running")]
     pub leave_running: bool,

@@ -25,7 +25,7 @@ pub enum RestoreError {
     /// The pages files do not match `criu-rs-pages-digest.bin`: restoring would run the tree
     /// with damaged memory, so it was killed before it ran.
     #[error(
-        "pid {pid}: the pages images do not match their digest; the tree was not resumed (restore from an undamaged copy; `criu check-images -D DIR` checks a directory)"
+        "pid {pid}: --verify-pages: the pages images cannot be verified or do not match their digest; the tree was not resumed (restore from an undamaged copy; `criu check-images -D DIR` checks a directory)"
     )]
     PagesDigest {
         pid: i32,

@@ -3,7 +3,8 @@
 //! The restored tasks read their pages from the pages files themselves (one copy); the check
 //! reads the same files on another thread with a streaming hash, from the page cache the tasks
 //! fill or use, and must pass before any task is resumed. A directory without a digest image
-//! (CRIU's, or an older criu-rs's) is restored unchecked, as CRIU does.
+//! (CRIU's, or an older criu-rs's) cannot be checked: asked to check, the restore refuses it.
+//! Only with `--verify-pages` ([`super::RestoreOptions::verify_pages`]).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -61,10 +62,12 @@ impl PageCheck {
                 tracing::info!(bytes, "pages match criu-rs-pages-digest.bin");
                 Ok(())
             }
-            Ok(None) => {
-                tracing::info!("no criu-rs-pages-digest.bin: pages not checked");
-                Ok(())
-            }
+            Ok(None) => Err(RestoreError::PagesDigest {
+                pid,
+                source: DigestError::Absent {
+                    path: dir.join(digest::DIGEST_FILE),
+                },
+            }),
             Err(source) => Err(RestoreError::PagesDigest { pid, source }),
         }
     }
