@@ -141,6 +141,25 @@ fn damaged_pages_fail_restore_and_check_images_names_them() {
         stderr.contains("pages-1.img") && stderr.contains(range),
         "{stderr}"
     );
+    // The command line's restore --verify-pages refuses it too.
+    let out = cli_support::run(
+        &criu,
+        &[
+            "restore",
+            "-D",
+            dir_arg,
+            "-d",
+            "--shell-job",
+            "--verify-pages",
+        ],
+    );
+    let (_, stderr) = cli_support::text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("pages-1.img") && stderr.contains(range),
+        "{stderr}"
+    );
+    assert!(wait_pid_gone(pid, Duration::from_secs(10)));
     let e = restore_detached(&images, true).expect_err("restore of damaged pages");
     let _guard = PidGuard::new(pid);
     let msg = chain(&e);
