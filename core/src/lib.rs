@@ -8,7 +8,9 @@
 //! - [`kerndat`]: probes of the running kernel (what `criu check` prints).
 //! - [`dump`]: the dump orchestration.
 //! - [`restore`]: the restore orchestration.
+//! - [`check_images`]: `criu check-images`, an images directory verified without restoring.
 
+pub mod check_images;
 pub mod dump;
 pub mod image;
 pub mod kerndat;

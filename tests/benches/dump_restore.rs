@@ -1,5 +1,7 @@
 //! Dump and restore throughput, freeze downtime and image size for a process with touched
-//! anonymous memory, beside this machine's memcpy speed measured in the same run.
+//! anonymous memory, beside this machine's memcpy speed measured in the same run. The pages
+//! digest: XXH3 speed, the restore with `--verify-pages` against the plain one, alternated,
+//! and a check done before the restore instead (`criu check-images` style, one pass).
 //!
 //! `cargo bench -p criu-tests --bench dump_restore [-- MIB]` (default 1024 MiB; needs root).
 //! Prints a Markdown table; the README keeps a copy of the latest one.
@@ -8,6 +10,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use criu_core::dump::{DumpOptions, dump};
+use criu_core::image::digest::{self, ChunkHasher};
 use criu_core::restore::{RestoreOptions, restore};
 use criu_tests::{PidGuard, ScratchDir, Workload, is_root, wait_pid_gone};
 
@@ -27,7 +30,7 @@ fn main() {
         .find_map(|a| a.parse().ok())
         .unwrap_or(1024);
     let bytes = (mib as u64) << 20;
-    let memcpy = memcpy_gibps(bytes as usize);
+    let (memcpy, xxh3) = memcpy_and_xxh3_gibps(bytes as usize);
     let scratch = ScratchDir::new("bench");
     // Where the images go, the same amount written as plainly as it can be: the dump can
     // write no faster than this.
@@ -74,18 +77,48 @@ fn main() {
         shell_job: true,
         ..Default::default()
     };
+    // The page cache holds the images for every restore: each pays the same reads.
     let t = Instant::now();
-    restore(&ropts).expect("restore");
-    let restore_time = t.elapsed();
-    let restored = PidGuard::new(pid);
-    let _ = std::fs::remove_file(&report);
-    verify_pid(restored.pid(), &report, "after restore");
+    let checked = digest::verify_dir(&dir).expect("pages match their digest");
+    let verify_before = t.elapsed();
+    assert!(matches!(checked, digest::DirDigest::Verified { .. }));
+    // Restores with --verify-pages and without, in ABBA order after one unmeasured restore:
+    // the first restore after the dump and drift over the run hit both alike.
+    let (mut with, mut without) = (Vec::new(), Vec::new());
+    for round in 0..13 {
+        let check = matches!(round % 4, 1 | 0) && round > 0;
+        let t = Instant::now();
+        restore(&RestoreOptions {
+            verify_pages: check,
+            ..ropts.clone()
+        })
+        .expect("restore");
+        let took = t.elapsed();
+        match (round, check) {
+            (0, _) => {} // warm-up, not counted
+            (_, true) => with.push(took),
+            (_, false) => without.push(took),
+        }
+        let restored = PidGuard::new(pid);
+        verify_pid(restored.pid(), &report, "after restore");
+        drop(restored);
+        assert!(
+            wait_pid_gone(pid, Duration::from_secs(10)),
+            "pid {pid} not freed"
+        );
+    }
+    let restore_time = median(&mut with);
+    let unchecked = median(&mut without);
 
     let data = dumped.pages_written * 4096;
     println!("| figure | value |");
     println!("|---|---|");
     println!("| touched anonymous memory | {mib} MiB |");
     println!("| memcpy (this machine, same run) | {:.2} GiB/s |", memcpy);
+    println!(
+        "| XXH3-128 per MiB (pages digest), same buffer | {:.2} GiB/s |",
+        xxh3
+    );
     println!(
         "| buffered file write, 16 MiB writes into the images' filesystem (same run) | {:.2} GiB/s |",
         file_write
@@ -96,9 +129,24 @@ fn main() {
         data as f64 / GIB / dump_time.as_secs_f64()
     );
     println!(
-        "| restore | {:.3} s, {:.2} GiB/s |",
+        "| restore, median of 6 | {:.3} s, {:.2} GiB/s |",
+        unchecked.as_secs_f64(),
+        data as f64 / GIB / unchecked.as_secs_f64()
+    );
+    println!(
+        "| restore --verify-pages (checked beside it), median of 6 | {:.3} s ({:+.1}%) |",
         restore_time.as_secs_f64(),
-        data as f64 / GIB / restore_time.as_secs_f64()
+        (restore_time.as_secs_f64() / unchecked.as_secs_f64() - 1.0) * 100.0
+    );
+    println!(
+        "| pages checked before a restore instead (one streaming pass) | {:.3} s ({:.1}% of a restore) |",
+        verify_before.as_secs_f64(),
+        verify_before.as_secs_f64() / unchecked.as_secs_f64() * 100.0
+    );
+    println!(
+        "| all restores (--verify-pages / plain) | {} / {} |",
+        list(&with),
+        list(&without)
     );
     println!(
         "| --leave-running: frozen (downtime) / whole dump | {:.3} s / {:.3} s |",
@@ -146,18 +194,39 @@ fn verify_pid(pid: i32, report: &Path, when: &str) {
     }
 }
 
-/// memcpy speed of this machine: best of 3 copies of `len` bytes.
-fn memcpy_gibps(len: usize) -> f64 {
+/// memcpy and XXH3 (as the dump digests pages) speeds of this machine: best of 3 passes over
+/// `len` bytes each.
+fn memcpy_and_xxh3_gibps(len: usize) -> (f64, f64) {
     let src = vec![0x5au8; len];
     let mut dst = vec![0u8; len];
-    let mut best = f64::MAX;
+    let (mut copy, mut hash) = (f64::MAX, f64::MAX);
     for _ in 0..3 {
         let t = Instant::now();
         dst.copy_from_slice(&src);
         std::hint::black_box(&mut dst);
-        best = best.min(t.elapsed().as_secs_f64());
+        copy = copy.min(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        let mut h = ChunkHasher::new();
+        // In the dump's writer pieces: 16 MiB.
+        for piece in dst.chunks(16 << 20) {
+            h.update(piece);
+        }
+        std::hint::black_box(h.finish(String::new()));
+        hash = hash.min(t.elapsed().as_secs_f64());
     }
-    len as f64 / GIB / best
+    (len as f64 / GIB / copy, len as f64 / GIB / hash)
+}
+
+fn median(v: &mut [Duration]) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn list(v: &[Duration]) -> String {
+    v.iter()
+        .map(|d| format!("{:.3}", d.as_secs_f64()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Sequential buffered write speed into a new file at `path` (no fsync, as the dump does

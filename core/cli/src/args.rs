@@ -47,6 +47,8 @@ pub struct Options {
     pub restore_detached: bool,
     /// `-s` and `-R` set CRIU's final state: the last one given wins.
     pub leave_stopped: bool,
+    /// Restore: check the pages against criu-rs-pages-digest.bin before resuming the tree.
+    pub verify_pages: bool,
     pub leave_running: bool,
     pub pidfile: Option<PathBuf>,
     /// `-L/--libdir`, `--plugin-dir` (ours appends; CRIU keeps one).
@@ -126,6 +128,7 @@ fn apply(cli: &mut Cli, spec: &'static OptSpec, value: Option<String>, off: bool
         "all" => o.all = true,
         "extra" | "experimental" => o.all = !off,
         "plugins" => o.plugins = true,
+        "verify-pages" => o.verify_pages = !off,
         _ => check_value(spec.long, value.as_deref())?,
     }
     if let Class::Unsupported { .. } = spec.class {

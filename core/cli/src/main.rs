@@ -3,11 +3,19 @@
 use std::process::ExitCode;
 
 // The built-in plugins register themselves with `inventory`; naming the crates links them in.
+// Without the `builtin-plugins` feature (distribution builds) every plugin comes from the
+// plugin dir.
+#[cfg(feature = "builtin-plugins")]
 use criu_plugin_epoll as _;
+#[cfg(feature = "builtin-plugins")]
 use criu_plugin_eventfd as _;
+#[cfg(feature = "builtin-plugins")]
 use criu_plugin_files as _;
+#[cfg(feature = "builtin-plugins")]
 use criu_plugin_memfd as _;
+#[cfg(feature = "builtin-plugins")]
 use criu_plugin_pipes as _;
+#[cfg(feature = "builtin-plugins")]
 use criu_plugin_tty as _;
 
 fn main() -> ExitCode {

@@ -106,7 +106,7 @@ const NET: &str = "network devices and sockets are not checkpointed yet";
 const PS: &str = "only the page-server command uses it, and that command is not built yet";
 const LSM: &str = "LSM profiles are not restored yet";
 
-/// Every option CRIU 4.2 accepts, plus our `--plugin-dir` and `--plugins`.
+/// Every option CRIU 4.2 accepts, plus our `--plugin-dir`, `--plugins` and `--verify-pages`.
 #[rustfmt::skip]
 pub static OPTIONS: &[OptSpec] = &[
     // Common.
@@ -200,6 +200,7 @@ pub static OPTIONS: &[OptSpec] = &[
     b("extra", Honoured, "check the optional features too (as --all)"),
     b("experimental", Honoured, "check the experimental features too (as --all)"),
     o("plugins", None, No, Honoured, "", "list the plugins, built-in or loaded"),
+    b("verify-pages", Honoured, "restore: check the pages against criu-rs-pages-digest.bin before the tree resumes"),
 ];
 
 /// Finds an option by its long name.
@@ -338,7 +339,7 @@ mod tests {
             assert!(find(name).is_some(), "--{name} is missing");
         }
         for s in OPTIONS {
-            let ours = ["plugin-dir", "plugins"].contains(&s.long);
+            let ours = ["plugin-dir", "plugins", "verify-pages"].contains(&s.long);
             assert!(
                 ours || CRIU_LONG.contains(&s.long),
                 "--{} is not CRIU's",

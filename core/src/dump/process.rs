@@ -186,9 +186,11 @@ fn dump_memory(
     let mut pm: ImageWriter = dir
         .pagemap_writer(pid as u64, pages_id)
         .map_err(img(pid, "memory"))?;
-    let pw = dir
+    let mut pw = dir
         .pages_writer(pages_id as u64)
         .map_err(img(pid, "memory"))?;
+    // The gatherer digests the pages (it has time to spare; the writer is the bottleneck).
+    let mut hasher = pw.take_hasher().unwrap_or_default();
     let (stats, write_time) = std::thread::scope(|scope| {
         let (tx_full, rx_full) = std::sync::mpsc::sync_channel::<Vec<u8>>(1);
         let (tx_free, rx_free) = std::sync::mpsc::sync_channel::<Vec<u8>>(2);
@@ -205,8 +207,7 @@ fn dump_memory(
                 // The gatherer may be gone (it failed): nothing to hand back then.
                 let _ = tx_free.send(buf);
             }
-            pw.finish().map_err(img(pid, "memory"))?;
-            Ok::<u32, DumpError>(spent)
+            Ok::<_, DumpError>((spent, pw))
         });
         let gone = || DumpError::Unexpected {
             pid,
@@ -218,6 +219,7 @@ fn dump_memory(
             page_vmas,
             &mut |e| pm.write_entry(e).map_err(img(pid, "memory")),
             &mut |buf| {
+                hasher.update(&buf);
                 tx_full.send(buf).map_err(|_| gone())?;
                 rx_free.recv().map_err(|_| gone())
             },
@@ -225,8 +227,11 @@ fn dump_memory(
         drop(tx_full);
         let written = writer.join().unwrap_or_else(|_| Err(gone()));
         // A writer error explains a gatherer error, so it goes first.
-        let spent = written?;
-        Ok::<_, DumpError>((stats?, spent))
+        let (spent, pw) = written?;
+        let stats = stats?;
+        pw.finish_with(std::mem::take(&mut hasher))
+            .map_err(img(pid, "memory"))?;
+        Ok::<_, DumpError>((stats, spent))
     })?;
     pm.finish().map_err(img(pid, "memory"))?;
     shmem::dump_shmem(pid, dir, page_vmas, &mut sh.ctx.shmem)?;

@@ -20,6 +20,8 @@ pub(crate) const IMAGE_MODE: u32 = 0o600;
 pub struct ImageDir {
     path: PathBuf,
     written: Mutex<Written>,
+    /// Digests of the pages files written so far, for `criu-rs-pages-digest.bin`.
+    digests: super::pages::DigestSink,
 }
 
 /// Files created, in order, with a set beside for O(1) membership (a 1000-task dump writes
@@ -55,6 +57,7 @@ impl ImageDir {
         Ok(ImageDir {
             path,
             written: Mutex::new(Written::default()),
+            digests: Default::default(),
         })
     }
 
@@ -179,8 +182,18 @@ impl ImageDir {
     }
 
     /// Writes `inventory.img`: call it last. It goes through a temporary file and a rename,
-    /// so the inventory exists only once complete.
+    /// so the inventory exists only once complete. The digests of the pages files written
+    /// through this `ImageDir` go to [`super::digest::DIGEST_FILE`] just before.
     pub fn write_inventory(&self, inv: &InventoryEntry) -> Result<()> {
+        let mut digests = self
+            .digests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if !digests.is_empty() {
+            digests.sort_by(|a, b| a.name.cmp(&b.name));
+            self.write_bytes(super::digest::DIGEST_FILE, &super::digest::encode(&digests))?;
+        }
         self.write_single(ImageKind::Inventory, 0, inv)
     }
 
@@ -219,7 +232,7 @@ impl ImageDir {
     /// A writer for the raw `pages-<id>.img`.
     pub fn pages_writer(&self, id: u64) -> Result<PagesWriter> {
         let (file, path) = self.create_file(&ImageKind::Pages.file_name(id))?;
-        Ok(PagesWriter::new(file, path))
+        Ok(PagesWriter::new(file, path, self.digests.clone()))
     }
 
     /// A reader for the raw `pages-<id>.img`.

@@ -7,7 +7,10 @@
 //! - [`PagesWriter`] / [`PagesReader`]: the raw `pages-N.img` files and the page offsets
 //!   pagemap entries index ([`page_offsets`]).
 //! - [`inspect`]: crit's `x DIR ps|fds|mems|rss` views.
+//! - [`digest`]: `criu-rs-pages-digest.bin`, the per-MiB digests of every pages file, written
+//!   by [`ImageDir::write_inventory`] from what the [`PagesWriter`]s hashed.
 
+pub mod digest;
 mod dir;
 mod error;
 pub mod inspect;

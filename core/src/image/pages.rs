@@ -6,9 +6,15 @@ use std::io::{BufWriter, IoSlice, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use std::sync::{Arc, Mutex};
+
 use criu_proto::images::PagemapEntry;
 
+use super::digest::{ChunkHasher, FileDigest};
 use super::{ImageError, Result};
+
+/// Where finished pages writers leave their digests (shared with their [`super::ImageDir`]).
+pub(crate) type DigestSink = Arc<Mutex<Vec<FileDigest>>>;
 
 /// Page size of the image format on x86_64.
 pub const PAGE_SIZE: usize = 4096;
@@ -65,20 +71,26 @@ pub fn page_offsets(entries: &[PagemapEntry]) -> Vec<Option<u64>> {
         .collect()
 }
 
-/// Writes a pages file with large buffered writes.
+/// Writes a pages file with large buffered writes, digesting what it writes (the bytes are
+/// hot in the cache: no second pass over the file).
 #[derive(Debug)]
 pub struct PagesWriter {
     path: PathBuf,
     out: BufWriter<File>,
     offset: u64,
+    /// `None` once the caller took it to hash on its own thread ([`PagesWriter::take_hasher`]).
+    hasher: Option<ChunkHasher>,
+    digests: DigestSink,
 }
 
 impl PagesWriter {
-    pub(crate) fn new(file: File, path: PathBuf) -> PagesWriter {
+    pub(crate) fn new(file: File, path: PathBuf, digests: DigestSink) -> PagesWriter {
         PagesWriter {
             path,
             out: BufWriter::with_capacity(BUF_SIZE, file),
             offset: 0,
+            hasher: Some(ChunkHasher::new()),
+            digests,
         }
     }
 
@@ -112,6 +124,9 @@ impl PagesWriter {
     pub fn write_pages(&mut self, data: &[u8]) -> Result<u64> {
         self.check_len(data.len())?;
         let at = self.offset;
+        if let Some(h) = &mut self.hasher {
+            h.update(data);
+        }
         self.out
             .write_all(data)
             .map_err(|source| ImageError::Write {
@@ -129,6 +144,11 @@ impl PagesWriter {
         let total: usize = bufs.iter().map(|b| b.len()).sum();
         self.check_len(total)?;
         let at = self.offset;
+        if let Some(h) = &mut self.hasher {
+            for b in bufs {
+                h.update(b);
+            }
+        }
         let werr = |source| ImageError::Write {
             path: self.path.clone(),
             offset: at,
@@ -156,13 +176,45 @@ impl PagesWriter {
         Ok(at)
     }
 
-    /// Flushes the file and returns its path.
+    /// Takes the digesting over: the caller feeds the returned hasher every byte it writes,
+    /// in order (e.g. on the thread that gathers them, off the writing thread's critical
+    /// path), and ends with [`PagesWriter::finish_with`].
+    pub fn take_hasher(&mut self) -> Option<ChunkHasher> {
+        self.hasher.take()
+    }
+
+    /// Flushes the file, hands its digest to the images directory (written with the
+    /// inventory) and returns its path.
     pub fn finish(mut self) -> Result<PathBuf> {
+        let hasher = self.hasher.take();
+        self.finish_inner(hasher)
+    }
+
+    /// [`PagesWriter::finish`] with the hasher given by [`PagesWriter::take_hasher`].
+    pub fn finish_with(self, hasher: ChunkHasher) -> Result<PathBuf> {
+        self.finish_inner(Some(hasher))
+    }
+
+    fn finish_inner(mut self, hasher: Option<ChunkHasher>) -> Result<PathBuf> {
         self.out.flush().map_err(|source| ImageError::Write {
             path: self.path.clone(),
             offset: self.offset,
             source,
         })?;
+        // A taken hasher not given back: no digest, and restore then refuses the file as
+        // undigested rather than trusting it.
+        let Some(hasher) = hasher else {
+            return Ok(self.path);
+        };
+        let name = self
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let digest = hasher.finish(name);
+        let mut all = self.digests.lock().unwrap_or_else(|e| e.into_inner());
+        all.retain(|d| d.name != digest.name);
+        all.push(digest);
         Ok(self.path)
     }
 }

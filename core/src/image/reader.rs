@@ -74,7 +74,17 @@ impl ImageDir {
 
     /// `pagemap-<pid>.img`: its head and its entries.
     pub fn read_pagemap(&self, pid: u64) -> Result<(PagemapHead, Vec<PagemapEntry>)> {
-        let kind = ImageKind::Pagemap;
+        self.read_pagemap_of(ImageKind::Pagemap, pid)
+    }
+
+    /// A pagemap image of `kind` ([`ImageKind::Pagemap`] or [`ImageKind::ShmemPagemap`]) for
+    /// `id`: its head and its entries.
+    pub fn read_pagemap_of(
+        &self,
+        kind: ImageKind,
+        id: u64,
+    ) -> Result<(PagemapHead, Vec<PagemapEntry>)> {
+        let pid = id;
         let path = self.file_path(kind, pid);
         let img = self.read_split(kind, pid)?;
         let corrupt = |source| ImageError::Corrupt {

@@ -22,6 +22,16 @@ pub enum RestoreError {
         #[source]
         source: crate::image::ImageError,
     },
+    /// The pages files do not match `criu-rs-pages-digest.bin`: restoring would run the tree
+    /// with damaged memory, so it was killed before it ran.
+    #[error(
+        "pid {pid}: --verify-pages: the pages images cannot be verified or do not match their digest; the tree was not resumed (restore from an undamaged copy; `criu check-images -D DIR` checks a directory)"
+    )]
+    PagesDigest {
+        pid: i32,
+        #[source]
+        source: crate::image::digest::DigestError,
+    },
     #[error("image {image}, entry {entry}: cannot decode")]
     Decode {
         image: String,

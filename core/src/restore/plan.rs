@@ -677,7 +677,10 @@ mod tests {
         assert_eq!(ids(&p), vec![(10, 10)]);
     }
 
-    const SAMPLE: &str = "/work/shared/fixtures/criu-4.2-sample";
+    const SAMPLE: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/fixtures/criu-4.2-sample"
+    );
 
     #[test]
     fn criu_reference_images_make_a_plan() {

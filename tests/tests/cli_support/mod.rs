@@ -136,3 +136,25 @@ pub fn read_when_there(path: &Path) -> String {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// The path of this tree's `criu` (built with the test package).
+pub fn criu_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_criu_under_test"))
+}
+
+/// Runs `program` with `args`, stdin on /dev/null, and returns its output.
+pub fn run(program: &Path, args: &[&str]) -> Output {
+    Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()))
+}
+
+/// stdout and stderr of `out`, for messages and assertions.
+pub fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

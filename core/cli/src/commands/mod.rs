@@ -1,6 +1,7 @@
 //! One module per criu command; this one routes to them.
 
 mod check;
+mod check_images;
 mod dump;
 mod restore;
 
@@ -29,6 +30,7 @@ pub fn dispatch(command: &str, args: &[String], opts: &Options) -> Result<ExitCo
     }
     match command {
         "check" => check::run(opts),
+        "check-images" => check_images::run(opts),
         "dump" => dump::run(opts),
         "restore" => restore::run(opts, args),
         "pre-dump" => not_supported(
@@ -59,7 +61,7 @@ pub fn dispatch(command: &str, args: &[String], opts: &Options) -> Result<ExitCo
         other => {
             bail!(
                 "unknown command '{other}'; commands: dump, pre-dump, restore, check, \
-                 page-server, lazy-pages, cpuinfo, swrk, crit"
+                 check-images, page-server, lazy-pages, cpuinfo, swrk, crit"
             )
         }
     }

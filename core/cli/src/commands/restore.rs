@@ -29,6 +29,7 @@ pub fn run(opts: &Options, exec_cmd: &[String]) -> Result<ExitCode> {
         leave_stopped: opts.leave_stopped,
         pidfile: opts.pidfile.as_deref().map(|p| super::in_work_dir(opts, p)),
         shell_job: opts.shell_job,
+        verify_pages: opts.verify_pages,
     };
     let outcome = restore(&restore_opts)
         .with_context(|| format!("restoring from {}", images_dir.display()))?;
