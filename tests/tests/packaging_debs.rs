@@ -144,7 +144,7 @@ fn core_only_criu_round_trips_with_packaged_plugins_and_refuses_without() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
         err.contains("no plugin handles")
-            && err.contains(&format!("of pid {pid}"))
+            && err.contains(&format!("pid {pid}: no plugin handles"))
             && err.contains("--plugin-dir")
             && err.contains("wl_epoll"),
         "{err}"
@@ -164,14 +164,15 @@ fn core_only_criu_round_trips_with_packaged_plugins_and_refuses_without() {
         &images.join("dump.log"),
     );
     assert!(wait_pid_gone(pid, Duration::from_secs(10)), "dump kills");
-    // A restore without the plugins fails at the first file, naming it; nothing is left.
+    // A restore without the plugins is refused before any task exists, naming the plugins the
+    // inventory records (those the dump loaded from the plugin dir) and the dirs searched.
     let out = criu(p, &["restore", "-D", img, "-d", "-L", empty]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
-        err.contains(&format!("pid {pid}: opening file id"))
-            && err.contains("for fd 0")
-            && err.contains("no loaded plugin restores files of type REG")
+        err.contains("the images need plugin(s) epoll, eventfd, files, pipes")
+            && err.contains("recorded in inventory.img")
+            && err.contains(empty)
             && err.contains("--plugin-dir"),
         "{err}"
     );
