@@ -128,7 +128,7 @@ fn apply(cli: &mut Cli, spec: &'static OptSpec, value: Option<String>, off: bool
         "all" => o.all = true,
         "extra" | "experimental" => o.all = !off,
         "plugins" => o.plugins = true,
-        "verify-pages" => o.verify_pages = !off,
+        "verify-pages" => o.verify_pages = true,
         _ => check_value(spec.long, value.as_deref())?,
     }
     if let Class::Unsupported { .. } = spec.class {

@@ -200,7 +200,7 @@ pub static OPTIONS: &[OptSpec] = &[
     b("extra", Honoured, "check the optional features too (as --all)"),
     b("experimental", Honoured, "check the experimental features too (as --all)"),
     o("plugins", None, No, Honoured, "", "list the plugins, built-in or loaded"),
-    b("verify-pages", Honoured, "restore: check the pages against criu-rs-pages-digest.bin before the tree resumes"),
+    o("verify-pages", None, No, Honoured, "", "restore: check the pages against criu-rs-pages-digest.bin before the tree resumes"),
 ];
 
 /// Finds an option by its long name.
