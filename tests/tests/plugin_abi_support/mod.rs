@@ -161,6 +161,11 @@ pub fn build_against_modified_api(
 /// Writes a stand-alone `Cargo.toml` for the copy of `criu-plugin-api` in `api_dir` (the
 /// workspace's inherited keys spelled out), crate version `version`.
 fn standalone_api_manifest(root: &Path, api_dir: &Path, version: &str) {
+    standalone_api_manifest_with_proto(root, api_dir, version, &root.join("proto"));
+}
+
+/// [`standalone_api_manifest`] with the `criu-proto` crate at `proto`.
+fn standalone_api_manifest_with_proto(root: &Path, api_dir: &Path, version: &str, proto: &Path) {
     // Stand-alone manifest: the workspace's inherited keys spelled out.
     let ws = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
     let nix_line = ws
@@ -183,9 +188,42 @@ libc = "0.2"
 abi_stable = "0.11.3"
 tracing = "0.1"
 "#,
-        proto = root.join("proto").display()
+        proto = proto.display()
     );
     std::fs::write(api_dir.join("Cargo.toml"), manifest).unwrap();
+}
+
+/// Makes the `criu-proto` crate in `proto_dir` (taken out of the workspace) build on its own:
+/// each key it inherits from the workspace spelled out from the workspace's `Cargo.toml`.
+fn standalone_proto_manifest(root: &Path, proto_dir: &Path) {
+    let ws = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    let ws_value = |key: &str| -> String {
+        ws.lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once('=')?;
+                (k.trim() == key).then(|| v.trim().to_string())
+            })
+            .unwrap_or_else(|| panic!("{key} not in the workspace's Cargo.toml"))
+    };
+    let path = proto_dir.join("Cargo.toml");
+    let mut out = String::new();
+    let mut in_lints = false;
+    for line in std::fs::read_to_string(&path).unwrap().lines() {
+        if line.starts_with('[') {
+            in_lints = line == "[lints]";
+        }
+        if in_lints {
+            continue;
+        }
+        match line.strip_suffix(".workspace = true") {
+            Some(key) => out.push_str(&format!("{key} = {}\n", ws_value(key))),
+            None => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    std::fs::write(&path, out).unwrap();
 }
 
 /// The commit whose `criu-plugin-api` is plugin API 0.4 (the last before 0.5).
@@ -221,6 +259,7 @@ pub fn build_at_commit(name: &str, commit: &str) -> Option<(ScratchDir, PathBuf)
         commit,
         "plugin-api",
         "plugins/examples/eventfd",
+        "proto",
     ])
     .expect("run git");
     assert!(
@@ -241,7 +280,14 @@ pub fn build_at_commit(name: &str, commit: &str) -> Option<(ScratchDir, PathBuf)
         String::from_utf8_lossy(&out.stderr)
     );
     let _ = std::fs::remove_dir_all(work.join("plugin-api/tests"));
-    standalone_api_manifest(&root, &work.join("plugin-api"), env!("CARGO_PKG_VERSION"));
+    // Its own criu-proto too: a plugin built then saw the schema of then.
+    standalone_proto_manifest(&root, &work.join("proto"));
+    standalone_api_manifest_with_proto(
+        &root,
+        &work.join("plugin-api"),
+        env!("CARGO_PKG_VERSION"),
+        &work.join("proto"),
+    );
 
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let target = target_dir();
