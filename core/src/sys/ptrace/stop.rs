@@ -131,8 +131,10 @@ pub enum FrozenState {
 /// `PTRACE_EVENT_STOP` from which remote syscalls can run. Signals that arrive first are
 /// delivered (the thread handles them and then traps, as CRIU does). A thread found in a
 /// group-stop is reported as the group-stop trap first; it is resumed once so that the
-/// pending interrupt trap is consumed too (otherwise the next resume would trap again). A
-/// thread that exits meanwhile gives [`PtraceError::Gone`].
+/// pending interrupt trap is consumed too (otherwise the next resume would trap again). Stop
+/// signals still queued for it (a stopped task sent SIGSTOP again) are dropped, as CRIU does,
+/// and make it [`FrozenState::Stopped`]. A thread that exits meanwhile gives
+/// [`PtraceError::Gone`].
 pub fn freeze(tid: Pid, options: Options) -> Result<FrozenState> {
     freeze_checked(tid, options, &mut || None)
 }
