@@ -1,6 +1,7 @@
-//! A parent with two zombie children (exit 42, killed by SIGTERM) and a stopped child is
-//! dumped, killed and restored: the zombies come back as zombies at their PIDs, the stopped
-//! child comes back stopped, and the parent reaps the zombies with the dumped statuses.
+//! A parent with three zombie children (exit 42, killed by SIGTERM, killed by SIGKILL) and a
+//! stopped child with SIGSTOPs still queued is dumped, killed and restored: the zombies come
+//! back as zombies at their PIDs, the stopped child comes back stopped and a SIGCONT wakes
+//! it, and the parent reaps the zombies with the dumped statuses.
 
 use std::time::{Duration, Instant};
 
@@ -58,7 +59,7 @@ fn tree_zombie_and_stopped_child() {
         .skip(1)
         .map(|f| f[2..].parse().expect("pid"))
         .collect();
-    let (z, k, s) = (kids[0], kids[1], kids[2]);
+    let (z, k, x, s) = (kids[0], kids[1], kids[2], kids[3]);
     let stopped_guard = PidGuard::new(s);
 
     let mut d = criu_core::dump::DumpOptions::new(root, &images);
@@ -67,7 +68,7 @@ fn tree_zombie_and_stopped_child() {
     // The parent first: its killed children are then reaped by init at once.
     drop(root_guard);
     drop(stopped_guard);
-    for p in [root, z, k, s] {
+    for p in [root, z, k, x, s] {
         assert!(
             wait_pid_gone(p, Duration::from_secs(10)),
             "pid {p} still taken"
@@ -85,6 +86,7 @@ fn tree_zombie_and_stopped_child() {
     assert_eq!(outcome, RestoreOutcome::Detached { root });
     assert_eq!(state(z), 'Z', "zombie {z}");
     assert_eq!(state(k), 'Z', "killed zombie {k}");
+    assert_eq!(state(x), 'Z', "SIGKILLed zombie {x}");
     let deadline = Instant::now() + Duration::from_secs(5);
     while state(s) != 'T' {
         assert!(Instant::now() < deadline, "child {s} in state {}", state(s));

@@ -62,16 +62,20 @@ pub fn release(mut z: PendingZombie) -> Result<()> {
             libc::SYS_prlimit64,
             [0, libc::RLIMIT_CORE as u64, z.data, 0, 0, 0],
         )?;
-        z.rt.call(
-            "rt_sigaction",
-            libc::SYS_rt_sigaction,
-            [sig as u64, z.data, 0, 8, 0, 0],
-        )?;
-        z.rt.call(
-            "rt_sigprocmask",
-            libc::SYS_rt_sigprocmask,
-            [libc::SIG_SETMASK as u64, z.data, 0, 8, 0, 0],
-        )?;
+        // SIGKILL can be neither caught nor blocked (rt_sigaction refuses it with EINVAL):
+        // it kills as it is.
+        if sig != libc::SIGKILL {
+            z.rt.call(
+                "rt_sigaction",
+                libc::SYS_rt_sigaction,
+                [sig as u64, z.data, 0, 8, 0, 0],
+            )?;
+            z.rt.call(
+                "rt_sigprocmask",
+                libc::SYS_rt_sigprocmask,
+                [libc::SIG_SETMASK as u64, z.data, 0, 8, 0, 0],
+            )?;
+        }
         z.rt.detach_into(libc::SYS_kill, [pid as u64, sig as u64, 0, 0, 0, 0])?;
     } else {
         let code = u64::from((z.exit_code >> 8) & 0xff);

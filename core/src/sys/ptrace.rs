@@ -53,6 +53,12 @@ pub enum PtraceError {
     /// pending: it stops once it leaves that sleep, and is released when we exit.
     #[error("tid {tid} cannot be stopped: {why}")]
     Unstoppable { tid: pid_t, why: String },
+    #[error("cannot read the signal state of tid {tid}")]
+    Proc {
+        tid: pid_t,
+        #[source]
+        source: crate::proc::ProcError,
+    },
     #[error("ptrace({request}) on tid {tid}: kernel returned {got} bytes, expected {expected}")]
     ShortRegset {
         request: &'static str,

@@ -1,7 +1,10 @@
-//! Restore workload: a parent with two zombie children (one exited with 42, one killed by
-//! SIGTERM) and one child stopped by SIGSTOP. It writes `ready z=<pid> k=<pid> s=<pid>` to
-//! the report, then idles. On SIGUSR1 it checks the stopped child is in state T, reaps both
-//! zombies expecting exit 42 and SIGTERM, and appends `ok` or `bad <what>`.
+//! Restore workload: a parent with three zombie children (one exited with 42, one killed by
+//! SIGTERM, one by SIGKILL) and one child stopped by SIGSTOP, then sent SIGSTOP again to the
+//! process and to its thread while stopped (both stay queued, as in zdtm's stopped12). It
+//! writes `ready z=<pid> k=<pid> x=<pid> s=<pid>` to the report, then idles. On SIGUSR1 it
+//! checks the stopped child is in state T, reaps the zombies expecting exit 42, SIGTERM and
+//! SIGKILL, wakes the stopped child with SIGCONT and checks it runs (leaves state T), and
+//! appends `ok` or `bad <what>`.
 //!
 //! Usage: wl_tree_zombie REPORT_FILE
 
@@ -58,6 +61,12 @@ fn main() {
             unsafe { libc::pause() };
         }
     });
+    let x = child(|| {
+        loop {
+            // SAFETY: pause has no preconditions.
+            unsafe { libc::pause() };
+        }
+    });
     let s = child(|| {
         loop {
             // SAFETY: pause has no preconditions.
@@ -65,16 +74,23 @@ fn main() {
         }
     });
     kill(k, Signal::SIGTERM).expect("kill k");
+    kill(x, Signal::SIGKILL).expect("kill x");
     kill(s, Signal::SIGSTOP).expect("stop s");
-    while state(z) != 'Z' || state(k) != 'Z' || state(s) != 'T' {
+    while state(z) != 'Z' || state(k) != 'Z' || state(x) != 'Z' || state(s) != 'T' {
         std::thread::sleep(Duration::from_millis(5));
+    }
+    // Stop signals sent to a stopped task stay queued (until a SIGCONT flushes them).
+    kill(s, Signal::SIGSTOP).expect("stop s again");
+    // SAFETY: tkill on our own stopped child's only thread.
+    if unsafe { libc::syscall(libc::SYS_tkill, s.as_raw(), libc::SIGSTOP) } != 0 {
+        panic!("tkill: {}", std::io::Error::last_os_error());
     }
     let mut out = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(&report)
         .expect("open report");
-    writeln!(out, "ready z={z} k={k} s={s}").expect("report");
+    writeln!(out, "ready z={z} k={k} x={x} s={s}").expect("report");
     while !CHECK.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -89,6 +105,20 @@ fn main() {
     match waitpid(k, None) {
         Ok(WaitStatus::Signaled(_, Signal::SIGTERM, _)) => {}
         other => bad.push(format!("zombie k reaped as {other:?}")),
+    }
+    match waitpid(x, None) {
+        Ok(WaitStatus::Signaled(_, Signal::SIGKILL, _)) => {}
+        other => bad.push(format!("zombie x reaped as {other:?}")),
+    }
+    if let Err(e) = kill(s, Signal::SIGCONT) {
+        bad.push(format!("SIGCONT to the stopped child: {e}"));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while state(s) == 'T' && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    if state(s) == 'T' {
+        bad.push("stopped child still stopped after SIGCONT".into());
     }
     let _ = kill(s, Signal::SIGKILL);
     let _ = waitpid(s, None);

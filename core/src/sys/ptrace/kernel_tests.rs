@@ -175,3 +175,101 @@ fn pending_signal_is_delivered_before_the_freeze() {
         "child did not resume"
     );
 }
+
+/// A stopped task that was sent SIGSTOP again (process-wide and to the thread: zdtm's
+/// stopped12) has those signals queued; resuming it for a remote call must not dequeue them.
+#[test]
+fn stopped_task_with_queued_sigstops_runs_remote_calls() {
+    let child = Looper::spawn();
+    let tid = child.pid;
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(tid.as_raw(), libc::SIGSTOP) }, 0);
+    wait_state_t(tid);
+    // SAFETY: signalling our own child, process-wide then to its only thread.
+    unsafe {
+        assert_eq!(libc::kill(tid.as_raw(), libc::SIGSTOP), 0);
+        assert_eq!(
+            libc::syscall(libc::SYS_tkill, tid.as_raw(), libc::SIGSTOP),
+            0
+        );
+    }
+    let state = freeze(tid, Options::PTRACE_O_TRACESYSGOOD).expect("freeze");
+    assert_eq!(state, FrozenState::Stopped { sig: libc::SIGSTOP });
+    for q in [SigQueue::Thread, SigQueue::Shared] {
+        assert!(peek_siginfo(tid, q).expect("peek").is_empty(), "{q:?}");
+    }
+    let mut rt = crate::sys::remote::RemoteTask::new(tid, tid).expect("remote");
+    for _ in 0..3 {
+        assert_eq!(rt.getpid().expect("getpid"), tid.as_raw());
+    }
+    drop(rt);
+    detach(tid, 0).expect("detach");
+    wait_state_t(tid);
+    assert!(
+        !child.wait_output(Duration::from_millis(100)),
+        "runs after detach"
+    );
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(tid.as_raw(), libc::SIGCONT) }, 0);
+    assert!(
+        child.wait_output(Duration::from_secs(5)),
+        "no resume after SIGCONT"
+    );
+}
+
+/// Two threads, the process stopped and sent SIGSTOP again plus one to the second thread:
+/// every thread freezes as stopped, runs remote calls, and SIGCONT wakes the process.
+#[test]
+fn stopped_threads_with_queued_sigstops_run_remote_calls() {
+    let child = Looper::spawn_threaded();
+    let pid = child.pid;
+    let mut tids = child.tids();
+    for _ in 0..100 {
+        if tids.len() == 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+        tids = child.tids();
+    }
+    assert_eq!(tids.len(), 2, "second thread missing");
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(pid.as_raw(), libc::SIGSTOP) }, 0);
+    wait_state_t(pid);
+    // SAFETY: signalling our own child, process-wide then to its second thread.
+    unsafe {
+        assert_eq!(libc::kill(pid.as_raw(), libc::SIGSTOP), 0);
+        let r = libc::syscall(
+            libc::SYS_tgkill,
+            pid.as_raw(),
+            tids[1].as_raw(),
+            libc::SIGSTOP,
+        );
+        assert_eq!(r, 0);
+    }
+    for &t in &tids {
+        let state = freeze(t, Options::PTRACE_O_TRACESYSGOOD).expect("freeze");
+        assert_eq!(
+            state,
+            FrozenState::Stopped { sig: libc::SIGSTOP },
+            "tid {t}"
+        );
+    }
+    for &t in &tids {
+        let mut rt = crate::sys::remote::RemoteTask::new(pid, t).expect("remote");
+        assert_eq!(rt.getpid().expect("getpid"), pid.as_raw(), "tid {t}");
+    }
+    for &t in &tids {
+        detach(t, 0).expect("detach");
+    }
+    wait_state_t(pid);
+    assert!(
+        !child.wait_output(Duration::from_millis(100)),
+        "runs after detach"
+    );
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(pid.as_raw(), libc::SIGCONT) }, 0);
+    assert!(
+        child.wait_output(Duration::from_secs(5)),
+        "no resume after SIGCONT"
+    );
+}

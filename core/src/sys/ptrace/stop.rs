@@ -2,7 +2,10 @@
 
 use nix::errno::Errno;
 
-use super::{Options, Pid, PtraceError, Result, cont, detach, interrupt, req_err, seize};
+use super::{
+    Options, Pid, PtraceError, Result, SigQueue, cont, detach, get_sigmask, interrupt,
+    peek_siginfo, req_err, seize, set_sigmask,
+};
 
 /// What `waitpid` reported for a traced thread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,8 +131,10 @@ pub enum FrozenState {
 /// `PTRACE_EVENT_STOP` from which remote syscalls can run. Signals that arrive first are
 /// delivered (the thread handles them and then traps, as CRIU does). A thread found in a
 /// group-stop is reported as the group-stop trap first; it is resumed once so that the
-/// pending interrupt trap is consumed too (otherwise the next resume would trap again). A
-/// thread that exits meanwhile gives [`PtraceError::Gone`].
+/// pending interrupt trap is consumed too (otherwise the next resume would trap again). Stop
+/// signals still queued for it (a stopped task sent SIGSTOP again) are dropped, as CRIU does,
+/// and make it [`FrozenState::Stopped`]. A thread that exits meanwhile gives
+/// [`PtraceError::Gone`].
 pub fn freeze(tid: Pid, options: Options) -> Result<FrozenState> {
     freeze_checked(tid, options, &mut || None)
 }
@@ -172,6 +177,7 @@ fn stop_seized_checked(tid: Pid, stuck: &mut dyn FnMut() -> Option<String>) -> R
     loop {
         match stop {
             Stop::EventStop { sig } if sig == libc::SIGTRAP || group_sig.is_some() => {
+                skip_queued_stops(tid, &mut group_sig)?;
                 return Ok(match group_sig {
                     Some(sig) => FrozenState::Stopped { sig },
                     None => FrozenState::Running,
@@ -191,6 +197,14 @@ fn stop_seized_checked(tid: Pid, stuck: &mut dyn FnMut() -> Option<String>) -> R
                 };
                 continue;
             }
+            // A stop signal arriving now would start a new group-stop, and its trap is not
+            // one remote calls can run from: suppress it (the task is recorded as stopped
+            // and stopped again on release) and trap right after it.
+            Stop::Signal { sig } if would_stop(tid, sig)? => {
+                group_sig.get_or_insert(sig);
+                interrupt(tid)?;
+                cont(tid, 0)?;
+            }
             Stop::Signal { sig } => cont(tid, sig)?,
             // Not asked for, but harmless: let it go on to the interrupt trap.
             Stop::Syscall | Stop::Event { .. } => cont(tid, 0)?,
@@ -203,6 +217,102 @@ fn stop_seized_checked(tid: Pid, stuck: &mut dyn FnMut() -> Option<String>) -> R
             }
         }
         stop = wait_stop(tid)?;
+    }
+}
+
+/// Signals whose default action stops the task.
+const STOP_SIGNALS: [i32; 4] = [libc::SIGSTOP, libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU];
+
+fn sig_bit(sig: i32) -> u64 {
+    1u64 << (sig - 1)
+}
+
+/// Whether delivering `sig` to `tid` would stop it: SIGSTOP always; SIGTSTP, SIGTTIN and
+/// SIGTTOU when the process has no handler for them (SigCgt in /proc).
+fn would_stop(tid: Pid, sig: i32) -> Result<bool> {
+    if sig == libc::SIGSTOP {
+        return Ok(true);
+    }
+    if !STOP_SIGNALS.contains(&sig) {
+        return Ok(false);
+    }
+    let st =
+        crate::proc::status::read_status(tid.as_raw()).map_err(|source| PtraceError::Proc {
+            tid: tid.as_raw(),
+            source,
+        })?;
+    Ok(st.sig_cgt & sig_bit(sig) == 0)
+}
+
+/// The first stop signal queued for `tid` (its own queue, then the process's) that would
+/// stop it once it runs: a task stopped and then sent SIGSTOP again keeps that signal
+/// queued, and the first remote call would dequeue it instead of making its syscall.
+fn queued_stop(tid: Pid) -> Result<Option<i32>> {
+    let blocked = get_sigmask(tid)?;
+    for queue in [SigQueue::Thread, SigQueue::Shared] {
+        for si in peek_siginfo(tid, queue)? {
+            let sig = si.signo();
+            // SIGSTOP cannot be blocked; a blocked SIGTSTP stays queued for the task.
+            let deliverable = sig == libc::SIGSTOP || blocked & sig_bit(sig) == 0;
+            if deliverable && would_stop(tid, sig)? {
+                return Ok(Some(sig));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// From an interrupt trap: dequeue and drop every queued stop signal of `tid`, as CRIU does,
+/// recording the first one in `group_sig`, and come back to an interrupt trap. While doing
+/// so every other signal is blocked, so the task's own signals stay queued (to be dumped).
+fn skip_queued_stops(tid: Pid, group_sig: &mut Option<i32>) -> Result<()> {
+    while let Some(sig) = queued_stop(tid)? {
+        group_sig.get_or_insert(sig);
+        let mask = get_sigmask(tid)?;
+        set_sigmask(tid, !sig_bit(sig))?;
+        let skipped = skip_one_signal(tid, sig);
+        // Back in a trap (or failed): the task's own mask again.
+        let restored = set_sigmask(tid, mask);
+        skipped?;
+        restored?;
+    }
+    Ok(())
+}
+
+/// Resumes `tid`, drops `sig` at its signal-delivery-stop and waits for the interrupt trap
+/// that follows. Another thread may have dequeued a shared signal first: then the thread
+/// runs on and is interrupted after a short wait.
+fn skip_one_signal(tid: Pid, sig: i32) -> Result<()> {
+    cont(tid, 0)?;
+    let mut interrupted = false;
+    loop {
+        let stop = match wait_stop_timeout(tid, std::time::Duration::from_millis(100))? {
+            Some(s) => s,
+            None if !interrupted => {
+                interrupted = true;
+                interrupt(tid)?;
+                continue;
+            }
+            None => continue,
+        };
+        match stop {
+            Stop::EventStop { .. } => return Ok(()),
+            Stop::Signal { sig: s } if s == sig => {
+                // Interrupt while stopped: the trap comes before any other dequeue.
+                interrupted = true;
+                interrupt(tid)?;
+                cont(tid, 0)?;
+            }
+            Stop::Signal { sig: s } => cont(tid, s)?,
+            Stop::Syscall | Stop::Event { .. } => cont(tid, 0)?,
+            stop => {
+                return Err(PtraceError::Gone {
+                    tid: tid.as_raw(),
+                    stop,
+                    during: "dropping a queued stop signal",
+                });
+            }
+        }
     }
 }
 
