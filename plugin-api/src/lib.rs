@@ -105,7 +105,8 @@
 //!    `pagemap-shmem-<shmid>.img`) and come back with [`RestoreContext::restore_shmem`].
 //!    Then, before its pages: each VMA offered to the VMA handlers
 //!    ([`find_vma_handler`]); a claimed one stays in `mm.img` but its pages are the plugin's
-//!    ([`VmaHandler::dump_vma`]); the claims go to `criu-rs-vma-plugins.txt`. After the task:
+//!    ([`VmaHandler::dump_vma`]); each claimed VMA's `vma_entry` in `mm.img` names the plugin and the mapping (criu-rs's
+//!    fields `criu_rs_plugin`, `criu_rs_name`). After the task:
 //!    every [`TaskHandler::dump_task`].
 //! 6. Stage hooks ([`run_dump_stage`]) with that same context: [`DumpStage::BeforeFreeze`],
 //!    then the freeze, [`DumpStage::AfterFreeze`] (task services on), the dump above,

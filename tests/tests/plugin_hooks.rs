@@ -12,12 +12,13 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use criu_core::dump::{DumpError, DumpOptions, dump};
-use criu_core::image::ImageDir;
+use criu_core::image::{ImageDir, ImageKind};
 use criu_core::restore::{RestoreError, RestoreOptions, RestoreOutcome, restore};
 use criu_plugin_api::{
     API_VERSION, DumpContext, DumpStage, Plugin, PluginError, PluginInfo, PluginRegistration,
     RestoreContext, RestoreStage, StageHooks, TaskHandler, TaskIds, VmaDesc, VmaHandler,
 };
+use criu_proto::images::MmEntry;
 use criu_tests::{PidGuard, ScratchDir, pid_exists, skip_unless_root, wait_pid_gone};
 use restore_common::{lines, spawn_bg, wait_lines};
 
@@ -477,10 +478,25 @@ fn a_failing_hook_fails_the_dump_and_leaves_the_task_running() {
         wait_pid_gone(pid, Duration::from_secs(10)),
         "{pid} still taken"
     );
+    // The claim is in the VMA's own entry of mm.img (fields of ours), not in a side file.
+    assert!(!images.join("criu-rs-vma-plugins.txt").exists());
+    let dir = ImageDir::open(&images).expect("images");
+    let mm_path = images.join(format!("mm-{pid}.img"));
+    let original = std::fs::read(&mm_path).expect("mm image");
+    let mut mm: MmEntry = dir.read_single(ImageKind::Mm, pid as u64).expect("mm");
+    let mut claimed: Vec<_> = mm
+        .vmas
+        .iter_mut()
+        .filter(|e| e.criu_rs_plugin.is_some())
+        .collect();
+    assert_eq!(claimed.len(), 1, "one claimed VMA");
+    assert_eq!(claimed[0].start, vma);
+    assert_eq!(claimed[0].criu_rs_plugin.as_deref(), Some("hooktest"));
     // A claimed VMA whose plugin is not loaded: refused before any task is created.
-    let claims = images.join("criu-rs-vma-plugins.txt");
-    let text = std::fs::read_to_string(&claims).expect("VMA claims");
-    std::fs::write(&claims, text.replace(" hooktest ", " nosuch ")).expect("write claims");
+    claimed[0].criu_rs_plugin = Some("nosuch".into());
+    std::fs::remove_file(&mm_path).expect("remove mm");
+    dir.write_single(ImageKind::Mm, pid as u64, &mm)
+        .expect("write mm");
     let err = restore(&restore_opts(&images)).expect_err("plugin missing");
     let msg = err.to_string();
     assert!(
@@ -490,7 +506,7 @@ fn a_failing_hook_fails_the_dump_and_leaves_the_task_running() {
         "{msg}"
     );
     assert!(!pid_exists(pid));
-    std::fs::write(&claims, text).expect("write claims");
+    std::fs::write(&mm_path, original).expect("write mm");
 
     armed.set_fail(Some("before-resume"));
     armed.take_seen();

@@ -14,7 +14,7 @@ use criu_plugin_api::{
 };
 use nix::unistd::Pid;
 
-use crate::plugins::services::{VMA_CLAIMS_FILE, VmaClaim, dup_task_fd, remote_syscall, task_err};
+use crate::plugins::services::{VmaClaim, dup_task_fd, remote_syscall, task_err};
 
 use super::memory::Vma;
 use criu_proto::images::FileEntry;
@@ -38,8 +38,6 @@ pub struct CoreDumpContext<'d> {
     pub plugin_files: Vec<std::path::PathBuf>,
     /// The frozen tree (live tasks, zombies left out); empty until frozen and once released.
     tree: Vec<TaskIds>,
-    /// VMAs whose contents a plugin dumped, written to [`VMA_CLAIMS_FILE`] at the end.
-    vma_claims: Vec<VmaClaim>,
     /// The file id of every fd reached so far, by (pid, fd).
     fd_ids: HashMap<(i32, i32), u32>,
     /// Shmem objects written (anonymous shared memory, plugins' `dump_shmem`) and the
@@ -78,7 +76,6 @@ impl<'d> CoreDumpContext<'d> {
             plugin_writes: 0,
             plugin_files: Vec::new(),
             tree: Vec::new(),
-            vma_claims: Vec::new(),
             fd_ids: HashMap::new(),
             shmem: ShmemState::default(),
             states: PluginStates::default(),
@@ -126,12 +123,13 @@ impl<'d> CoreDumpContext<'d> {
 
     /// Offers every VMA of frozen task `pid` to the plugins' VMA handlers and has the
     /// claiming plugin dump it. Returns which VMAs were claimed (the core dumps none of their
-    /// pages); empty, with no work done, when no plugin has a VMA handler.
+    /// pages; each claimed one's `vma_entry` names its plugin, for the restore); empty, with
+    /// no work done, when no plugin has a VMA handler.
     pub fn dump_claimed_vmas(
         &mut self,
         plugins: &[&'static dyn Plugin],
         pid: i32,
-        vmas: &[Vma],
+        vmas: &mut [Vma],
     ) -> Result<Vec<bool>, DumpError> {
         if !plugins.iter().any(|p| p.vma_handler().is_some()) {
             return Ok(Vec::new());
@@ -176,10 +174,7 @@ impl<'d> CoreDumpContext<'d> {
                 source,
             })?;
             self.note_plugin(name);
-            self.vma_claims.push(VmaClaim {
-                plugin: name.to_string(),
-                vma: desc,
-            });
+            VmaClaim::record(&mut v.entry, name, &desc.name);
             claimed.push(true);
         }
         Ok(claimed)
@@ -280,17 +275,8 @@ impl<'d> CoreDumpContext<'d> {
         self.next_file_id - 1
     }
 
-    /// Flush and close every image the context opened; record the plugins' VMA claims.
+    /// Flush and close every image the context opened.
     pub fn finish(&mut self, pid: i32) -> Result<(), DumpError> {
-        if !self.vma_claims.is_empty() {
-            let text = VmaClaim::format_all(&std::mem::take(&mut self.vma_claims));
-            self.write_plugin_file(VMA_CLAIMS_FILE, text.as_bytes())
-                .map_err(|source| DumpError::Plugin {
-                    pid,
-                    what: format!("writing {VMA_CLAIMS_FILE}"),
-                    source,
-                })?;
-        }
         for (_, w) in self.writers.drain() {
             w.finish().map_err(|source| DumpError::Image {
                 pid,

@@ -109,6 +109,8 @@ pub fn classify(pid: i32, m: &MapsEntry, file_stat: &mut StatFn<'_>) -> Result<V
         fd: -1,
         madv: None,
         fdflags: None,
+        criu_rs_plugin: None,
+        criu_rs_name: None,
     };
     let vmf = m.vm_flags.clone().unwrap_or_default();
     for (tok, flag) in [

@@ -165,7 +165,7 @@ fn dump_memory(
     let mut mm = memory::mm_entry(pid, brk, dumpable, thp)?;
     mm.exe_file_id = files::dump_mm_files(plugins, sh.ctx, &mut sh.file_ids, pid, &mut vmas)?;
     // VMAs a plugin dumps itself: recorded in mm.img, none of their pages written by us.
-    let claimed = sh.ctx.dump_claimed_vmas(plugins, pid, &vmas)?;
+    let claimed = sh.ctx.dump_claimed_vmas(plugins, pid, &mut vmas)?;
     let unclaimed: Vec<memory::Vma>;
     let page_vmas: &[memory::Vma] = if claimed.contains(&true) {
         unclaimed = vmas

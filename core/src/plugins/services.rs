@@ -5,11 +5,13 @@
 use std::os::fd::OwnedFd;
 
 use criu_plugin_api::{PluginError, VmaDesc};
+use criu_proto::images::VmaEntry;
 use nix::unistd::Pid;
 
-/// The images-directory file listing which plugin dumped which VMA (one line per VMA:
-/// `pid start end prot flags pgoff plugin name`, numbers in hex). criu-rs's own; CRIU
-/// ignores it.
+/// The side file in which builds before plugin API 0.5 listed which plugin dumped which VMA
+/// (one line per VMA: `pid start end prot flags pgoff plugin name`, numbers in hex). Read
+/// for images of those builds; the claims now live in `vma_entry` itself
+/// (`criu_rs_plugin`, `criu_rs_name`: fields of ours, README "What we add to CRIU's formats").
 pub const VMA_CLAIMS_FILE: &str = "criu-rs-vma-plugins.txt";
 
 /// A VMA whose contents a plugin dumped.
@@ -22,17 +24,32 @@ pub struct VmaClaim {
 }
 
 impl VmaClaim {
-    /// The [`VMA_CLAIMS_FILE`] text for `claims`.
-    pub fn format_all(claims: &[VmaClaim]) -> String {
-        let mut s = String::new();
-        for c in claims {
-            let v = &c.vma;
-            s.push_str(&format!(
-                "{} {:x} {:x} {:x} {:x} {:x} {} {}\n",
-                v.pid, v.start, v.end, v.prot, v.flags, v.pgoff, c.plugin, v.name
-            ));
-        }
-        s
+    /// Marks `entry` as dumped by `plugin`; `name` is the mapping's name in
+    /// `/proc/PID/maps` (`[anon:x]`, a path), which the plugin's restore may need.
+    pub fn record(entry: &mut VmaEntry, plugin: &str, name: &str) {
+        entry.criu_rs_plugin = Some(plugin.to_string());
+        entry.criu_rs_name = (!name.is_empty()).then(|| name.to_string());
+    }
+
+    /// The claims recorded in the VMAs of `pid`'s `mm` image.
+    pub fn from_mm(pid: i32, vmas: &[VmaEntry]) -> Vec<VmaClaim> {
+        vmas.iter()
+            .filter_map(|e| {
+                let plugin = e.criu_rs_plugin.clone()?;
+                Some(VmaClaim {
+                    plugin,
+                    vma: VmaDesc {
+                        pid,
+                        start: e.start,
+                        end: e.end,
+                        prot: e.prot,
+                        flags: e.flags,
+                        pgoff: e.pgoff,
+                        name: e.criu_rs_name.clone().unwrap_or_default(),
+                    },
+                })
+            })
+            .collect()
     }
 
     /// Parses a [`VMA_CLAIMS_FILE`] text; a bad line is a [`PluginError::BadImage`].
@@ -113,7 +130,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn vma_claims_round_trip_and_reject_garbage() {
+    fn vma_claims_round_trip_through_vma_entries_and_old_side_files_parse() {
         let claims = vec![
             VmaClaim {
                 plugin: "secretmem".into(),
@@ -137,8 +154,28 @@ mod tests {
                 },
             },
         ];
-        let text = VmaClaim::format_all(&claims);
-        assert_eq!(VmaClaim::parse_all(&text).unwrap(), claims);
+        // In the vma_entry fields of ours, and back.
+        for c in &claims {
+            let mut e = VmaEntry {
+                start: c.vma.start,
+                end: c.vma.end,
+                prot: c.vma.prot,
+                flags: c.vma.flags,
+                pgoff: c.vma.pgoff,
+                ..Default::default()
+            };
+            VmaClaim::record(&mut e, &c.plugin, &c.vma.name);
+            let other = VmaEntry {
+                start: c.vma.end,
+                end: c.vma.end + 0x1000,
+                ..Default::default()
+            };
+            assert_eq!(VmaClaim::from_mm(c.vma.pid, &[e, other]), vec![c.clone()]);
+        }
+        // The side file of earlier builds.
+        let text = "42 7f0000000000 7f0000002000 3 22 0 secretmem [anon:a name with spaces]\n\
+                    1 1000 2000 0 0 0 x\n";
+        assert_eq!(VmaClaim::parse_all(text).unwrap(), claims);
         for bad in [
             "1 zz 2000 0 0 0 p",
             "1 2000 1000 0 0 0 p",

@@ -359,6 +359,7 @@ mod tests {
             fd: -1,
             madv: None,
             fdflags: None,
+            ..Default::default()
         }
     }
 

@@ -146,6 +146,16 @@ fn check_plugins(
     Ok(())
 }
 
+/// The VMAs a plugin dumped, from the mm image of each address space's first task (its
+/// sharers' are copies).
+fn vma_claims(plan: &RestorePlan) -> Vec<crate::plugins::services::VmaClaim> {
+    plan.tasks
+        .iter()
+        .filter(|t| t.vm_owner == t.pid)
+        .flat_map(|t| crate::plugins::services::VmaClaim::from_mm(t.pid, &t.mm.vmas))
+        .collect()
+}
+
 /// Restores the tree in `opts.images_dir`, opening its files with every plugin
 /// ([`crate::plugins::all`]: the built-in ones linked into the binary, then those loaded
 /// with `--plugin-dir`).
@@ -192,6 +202,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreOutcome> {
         tasks,
         fds,
         &entries,
+        vma_claims(&plan),
         opts.shell_job,
     )
     .map_err(|reason| RestoreError::OpenFile {

@@ -248,13 +248,15 @@ impl std::fmt::Debug for PluginOpener<'_> {
 
 impl<'p> PluginOpener<'p> {
     /// Starts every plugin's restore with all of `files.img`. `tasks`: every task of the
-    /// tree (zombies too, with no threads), parents first; `fds`: each one's fds.
+    /// tree (zombies too, with no threads), parents first; `fds`: each one's fds;
+    /// `vma_claims_in_mm`: the VMAs the mm images say a plugin dumped.
     pub fn start(
         plugins: &[&'p dyn Plugin],
         dir: PathBuf,
         tasks: Vec<TaskIds>,
         fds: BTreeMap<i32, Vec<TaskFd>>,
         entries: &[FileEntry],
+        vma_claims_in_mm: Vec<VmaClaim>,
         shell_job: bool,
     ) -> Result<Self, String> {
         let pids: Vec<i32> = tasks.iter().map(|t| t.pid).collect();
@@ -271,13 +273,19 @@ impl<'p> PluginOpener<'p> {
             kept: BTreeMap::new(),
             options,
         };
-        // Refuse before any task exists when a VMA's plugin is missing.
-        let claims = match ctx.read_plugin_file(VMA_CLAIMS_FILE) {
-            Ok(Some(text)) => VmaClaim::parse_all(&String::from_utf8_lossy(&text)),
-            Ok(None) => Ok(Vec::new()),
-            Err(e) => Err(e),
+        // Refuse before any task exists when a VMA's plugin is missing. Images of builds
+        // before plugin API 0.5 list the claims in a side file instead of the mm images.
+        let mut claims = vma_claims_in_mm;
+        match ctx.read_plugin_file(VMA_CLAIMS_FILE) {
+            Ok(Some(text)) => {
+                claims.extend(
+                    VmaClaim::parse_all(&String::from_utf8_lossy(&text))
+                        .map_err(|e| e.to_string())?,
+                );
+            }
+            Ok(None) => {}
+            Err(e) => return Err(e.to_string()),
         }
-        .map_err(|e| e.to_string())?;
         let mut vma_claims = Vec::with_capacity(claims.len());
         for c in claims {
             let Some(p) = plugins

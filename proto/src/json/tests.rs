@@ -14,6 +14,8 @@ fn pretty_vma_rendering() {
         fd: -1,
         madv: None,
         fdflags: None,
+        criu_rs_plugin: None,
+        criu_rs_name: None,
     };
     let desc = descriptor("vma_entry").unwrap();
     let dm = DynamicMessage::decode(desc.clone(), vma.encode_to_vec().as_slice()).unwrap();
@@ -83,6 +85,8 @@ fn crit_317_view_folds_newer_vma_flags_into_the_remainder() {
         fd: -1,
         madv: None,
         fdflags: Some(2),
+        criu_rs_plugin: None,
+        criu_rs_name: None,
     };
     let desc = descriptor("vma_entry").unwrap();
     let dm = DynamicMessage::decode(desc.clone(), vma.encode_to_vec().as_slice()).unwrap();
