@@ -262,7 +262,8 @@ pub fn collect_thread(
         Vec::new()
     };
     // sched_getscheduler from outside, as CRIU: /proc's stat has no SCHED_RESET_ON_FORK.
-    let sp = crate::sys::remote::sched_params(t).map_err(|e| DumpError::Remote { pid, source: e })?;
+    let sp =
+        crate::sys::remote::sched_params(t).map_err(|e| DumpError::Remote { pid, source: e })?;
     let rt = sp.policy == libc::SCHED_FIFO || sp.policy == libc::SCHED_RR;
     let reset = if sp.reset_on_fork {
         libc::SCHED_RESET_ON_FORK

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, OwnedFd};
 
-use criu_proto::images::{FileEntry, FsEntry};
+use criu_proto::images::{FileEntry, FownEntry, FsEntry};
 use nix::fcntl::{OFlag, open};
 use nix::sys::stat::Mode;
 use nix::unistd::{Whence, lseek};
@@ -67,6 +67,52 @@ impl<'o> SharedDescriptions<'o> {
             open: BTreeMap::new(),
         }
     }
+}
+
+impl SharedDescriptions<'_> {
+    /// Sets the `SIGIO` owner (and its signal) of every description opened so far whose
+    /// entry recorded one. Runs once the whole tree exists: the owner may be any task or
+    /// process group of it. Errors name the file id and the failed call.
+    pub fn apply_owners(
+        &self,
+        files: &BTreeMap<u32, FileEntry>,
+    ) -> Result<(), (u32, &'static str, nix::errno::Errno)> {
+        for (id, fd) in &self.open {
+            let Some(fown) = files.get(id).and_then(fown_of) else {
+                continue;
+            };
+            if fown.pid == 0 && fown.signum == 0 {
+                continue;
+            }
+            crate::sys::fown::set(fd.as_fd(), fown).map_err(|(call, e)| (*id, call, e))?;
+        }
+        Ok(())
+    }
+}
+
+/// The `fown_entry` of a `files.img` entry, whatever its kind (a FIFO's is in its
+/// `reg_file_entry`, which is not opened as a description of its own).
+pub fn fown_of(e: &FileEntry) -> Option<&FownEntry> {
+    let fown = [
+        e.reg.as_ref().map(|x| &x.fown),
+        e.isk.as_ref().map(|x| &x.fown),
+        e.psk.as_ref().map(|x| &x.fown),
+        e.nlsk.as_ref().map(|x| &x.fown),
+        e.efd.as_ref().map(|x| &x.fown),
+        e.epfd.as_ref().map(|x| &x.fown),
+        e.sgfd.as_ref().map(|x| &x.fown),
+        e.tfd.as_ref().map(|x| &x.fown),
+        e.ify.as_ref().map(|x| &x.fown),
+        e.ffy.as_ref().map(|x| &x.fown),
+        e.ext.as_ref().map(|x| &x.fown),
+        e.usk.as_ref().map(|x| &x.fown),
+        e.pipe.as_ref().map(|x| &x.fown),
+        e.tty.as_ref().map(|x| &x.fown),
+        e.memfd.as_ref().map(|x| &x.fown),
+        e.bpf.as_ref().map(|x| &x.fown),
+        e.pidfd.as_ref().map(|x| &x.fown),
+    ];
+    fown.into_iter().flatten().next()
 }
 
 impl FileOpener for SharedDescriptions<'_> {

@@ -252,7 +252,16 @@ fn restore_plan(
     let root = plan.tasks[0].pid;
     let mut created: Vec<Pid> = Vec::new();
     let mut shared = files::SharedDescriptions::new(opener);
-    let result = restore_tree(plan, images, &mut shared, opts, &mut created);
+    let result = restore_tree(plan, images, &mut shared, opts, &mut created).and_then(|t| {
+        shared
+            .apply_owners(&plan.files)
+            .map_err(|(id, call, source)| RestoreError::Local {
+                pid: root,
+                step: format!("{call} on file id {id} (its SIGIO owner)"),
+                source,
+            })?;
+        Ok(t)
+    });
     drop(shared);
     let (threads, zombies) = match result {
         Ok(t) => t,
