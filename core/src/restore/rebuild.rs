@@ -17,7 +17,8 @@ const MAP_FLAGS_KEPT: i32 = libc::MAP_SHARED
     | libc::MAP_ANONYMOUS
     | libc::MAP_GROWSDOWN
     | libc::MAP_NORESERVE
-    | libc::MAP_LOCKED;
+    | libc::MAP_LOCKED
+    | libc::MAP_DROPPABLE;
 
 fn task_err(rt: &RemoteThread, reason: String) -> RestoreError {
     RestoreError::Task {
