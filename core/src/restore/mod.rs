@@ -570,10 +570,14 @@ fn finish_task(
         if let Some(c) = &th.tc.creds {
             creds::restore_creds(rt, c, data)?;
         }
+        threads::restore_pdeath_sig(rt, th)?;
     }
     if let Some(c) = &t.threads[0].tc.creds {
         creds::restore_creds(&mut sp.leader, c, data)?;
     }
+    // What a change of credentials resets.
+    threads::restore_pdeath_sig(&mut sp.leader, &t.threads[0])?;
+    state::restore_dumpable(&mut sp.leader, t)?;
     for (rt, th) in others.iter_mut().zip(&t.threads[1..]) {
         final_state(rt, th, t)?;
     }
