@@ -61,5 +61,9 @@ fn task_attributes_survive_restore() {
     kill(Pid::from_raw(pid), Signal::SIGUSR1).expect("SIGUSR1");
     let l = wait_lines(&report, n + 2, Duration::from_secs(10));
     assert_eq!(l[n], before, "state after restore");
-    assert_eq!(l[n + 1], "sigio 1", "F_SETSIG signal after a write to the pipe");
+    assert_eq!(
+        l[n + 1],
+        "sigio 1",
+        "F_SETSIG signal after a write to the pipe"
+    );
 }

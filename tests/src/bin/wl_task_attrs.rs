@@ -91,13 +91,18 @@ fn advise(addr: usize, advice: libc::c_int) {
 
 /// The madvise/mmap VmFlags of the mapping at `addr` (tokens a restore must carry over).
 fn vmflags(addr: usize) -> String {
-    const KEPT: &[&str] = &["sr", "rr", "dc", "dd", "wf", "hg", "nh", "mg", "lo", "nr", "dp"];
+    const KEPT: &[&str] = &[
+        "sr", "rr", "dc", "dd", "wf", "hg", "nh", "mg", "lo", "nr", "dp",
+    ];
     let smaps = std::fs::read_to_string("/proc/self/smaps").expect("smaps");
     let head = format!("{addr:x}-");
     let mut inside = false;
     for l in smaps.lines() {
         // A mapping's header line starts with its range; field lines with `Name:`.
-        if l.split_whitespace().next().is_some_and(|w| !w.ends_with(':')) {
+        if l.split_whitespace()
+            .next()
+            .is_some_and(|w| !w.ends_with(':'))
+        {
             inside = l.starts_with(&head);
         }
         if inside && let Some(f) = l.strip_prefix("VmFlags:") {
@@ -112,7 +117,11 @@ fn prctl_get(option: libc::c_int) -> i64 {
     let mut v: libc::c_int = -1;
     // SAFETY: PR_GET_PDEATHSIG writes an int to `v`; PR_GET_DUMPABLE ignores the argument.
     let r = unsafe { libc::prctl(option, &mut v as *mut libc::c_int) };
-    if option == libc::PR_GET_PDEATHSIG { v as i64 } else { r as i64 }
+    if option == libc::PR_GET_PDEATHSIG {
+        v as i64
+    } else {
+        r as i64
+    }
 }
 
 struct Setup {
@@ -144,7 +153,11 @@ fn summary(s: &Setup) -> String {
         vmflags(s.wipe),
         vmflags(s.nofork),
         s.droppable.map_or("none".into(), vmflags),
-        if owner == me { "self".into() } else { owner.to_string() },
+        if owner == me {
+            "self".into()
+        } else {
+            owner.to_string()
+        },
         u8::from(fl),
     )
 }
@@ -162,7 +175,10 @@ fn setup() -> Setup {
     }
     set_sched(0, libc::SCHED_BATCH, 0);
     // SAFETY: plain syscall; 0 = the calling thread.
-    check("setpriority", unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 7) } as _);
+    check(
+        "setpriority",
+        unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 7) } as _,
+    );
 
     let wipe = anon_map(libc::MAP_PRIVATE).expect("mmap");
     advise(wipe, libc::MADV_WIPEONFORK);
@@ -174,7 +190,12 @@ fn setup() -> Setup {
     let droppable = anon_map(libc::MAP_DROPPABLE);
     // SAFETY: plain syscall.
     let r = unsafe {
-        libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0)
+        libc::syscall(
+            libc::SYS_membarrier,
+            MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED,
+            0,
+            0,
+        )
     };
     check("membarrier", r);
 
@@ -185,8 +206,14 @@ fn setup() -> Setup {
     nix::unistd::setresuid(nobody.into(), nobody.into(), nobody.into()).expect("setresuid");
     // SAFETY: integer-argument prctls.
     unsafe {
-        check("PR_SET_DUMPABLE", libc::prctl(libc::PR_SET_DUMPABLE, 1) as _);
-        check("PR_SET_PDEATHSIG", libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGWINCH) as _);
+        check(
+            "PR_SET_DUMPABLE",
+            libc::prctl(libc::PR_SET_DUMPABLE, 1) as _,
+        );
+        check(
+            "PR_SET_PDEATHSIG",
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGWINCH) as _,
+        );
     }
 
     let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_NONBLOCK).expect("pipe");
@@ -195,10 +222,16 @@ fn setup() -> Setup {
     let fd = rd.as_raw_fd();
     // SAFETY: fcntls on our own pipe.
     unsafe {
-        check("F_SETOWN", libc::fcntl(fd, libc::F_SETOWN, std::process::id()) as _);
+        check(
+            "F_SETOWN",
+            libc::fcntl(fd, libc::F_SETOWN, std::process::id()) as _,
+        );
         check("F_SETSIG", libc::fcntl(fd, F_SETSIG, io_signal()) as _);
         let fl = libc::fcntl(fd, libc::F_GETFL);
-        check("F_SETFL", libc::fcntl(fd, libc::F_SETFL, fl | libc::O_ASYNC) as _);
+        check(
+            "F_SETFL",
+            libc::fcntl(fd, libc::F_SETFL, fl | libc::O_ASYNC) as _,
+        );
     }
     Setup {
         worker: WORKER_TID.load(Ordering::SeqCst) as libc::c_int,
