@@ -3,7 +3,9 @@
 //! MAP_DROPPABLE mapping, membarrier registrations, the parent-death signal and dumpable
 //! flag of a task that dropped root (the kernel clears both on a uid change, so the restore
 //! must set them after the credentials), and a pipe's SIGIO owner, signal and O_ASYNC: a
-//! write to the pipe after the restore delivers the F_SETSIG signal.
+//! write to the pipe after the restore delivers the F_SETSIG signal. A read-only shared
+//! mapping of a file opened read-write can be made writable after the restore; the
+//! MAP_DROPPABLE mapping comes back empty, the MADV_WIPEONFORK one with its data.
 
 use std::time::Duration;
 
@@ -59,10 +61,20 @@ fn task_attributes_survive_restore() {
 
     let n = lines(&report).len();
     kill(Pid::from_raw(pid), Signal::SIGUSR1).expect("SIGUSR1");
-    let l = wait_lines(&report, n + 2, Duration::from_secs(10));
+    let l = wait_lines(&report, n + 3, Duration::from_secs(10));
     assert_eq!(l[n], before, "state after restore");
+    // Kernels before 6.11 have no MAP_DROPPABLE.
+    let dropped = if before.contains("droppable=[none]") {
+        "none"
+    } else {
+        "1"
+    };
     assert_eq!(
         l[n + 1],
+        format!("after mprotect=0 wipe_data=1 droppable_zero={dropped}")
+    );
+    assert_eq!(
+        l[n + 2],
         "sigio 1",
         "F_SETSIG signal after a write to the pipe"
     );

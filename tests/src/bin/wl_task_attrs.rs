@@ -6,9 +6,13 @@
 //! and the dumpable flag set again. A pipe's read end has this process as its SIGIO owner
 //! with F_SETSIG and O_ASYNC.
 //!
+//! A file in the report's directory is mapped shared and read-only through a read-write open.
+//!
 //! It writes `ready PID` and `state SUMMARY` at start. On SIGUSR1 it writes `state SUMMARY`
-//! again, then writes to the pipe and reports `sigio N`: how many of its F_SETSIG signals
-//! arrived within two seconds.
+//! again, then `after ...` (whether the file mapping can be made writable, the
+//! MADV_WIPEONFORK data is still there and the MAP_DROPPABLE mapping is empty), then writes
+//! to the pipe and reports `sigio N`: how many of its F_SETSIG signals arrived within two
+//! seconds.
 //!
 //! Usage: wl_task_attrs REPORT_FILE
 
@@ -124,7 +128,11 @@ fn prctl_get(option: libc::c_int) -> i64 {
     }
 }
 
+const DATA: &[u8] = b"wl_task_attrs data";
+
 struct Setup {
+    /// A shared mapping, read-only, of a file opened read-write (then closed).
+    file_ro: usize,
     worker: libc::c_int,
     wipe: usize,
     nofork: usize,
@@ -162,7 +170,69 @@ fn summary(s: &Setup) -> String {
     )
 }
 
-fn setup() -> Setup {
+/// Maps `path` (created, two pages) shared and read-only through a read-write open.
+fn map_file_ro(path: &str) -> usize {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .expect("open shared file");
+    f.set_len(REGION as u64).expect("ftruncate");
+    // SAFETY: a fresh shared mapping of our own file at an address the kernel picks.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            REGION,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            0,
+        )
+    };
+    check("mmap file", if p == libc::MAP_FAILED { -1 } else { 0 });
+    p as usize
+}
+
+fn fill(addr: usize) {
+    // SAFETY: `addr` is a writable REGION-long mapping of ours, longer than DATA.
+    unsafe { std::ptr::copy_nonoverlapping(DATA.as_ptr(), addr as *mut u8, DATA.len()) };
+}
+
+fn holds(addr: usize, want: &[u8]) -> bool {
+    // SAFETY: `addr` is a readable REGION-long mapping of ours, longer than `want`.
+    unsafe { std::slice::from_raw_parts(addr as *const u8, want.len()) == want }
+}
+
+/// After a restore: the read-only file mapping can still be made writable, the
+/// MADV_WIPEONFORK data is kept and the MAP_DROPPABLE mapping is empty (its pages are not
+/// dumped).
+fn after_restore(s: &Setup) -> String {
+    // SAFETY: changing the protection of our own file mapping.
+    let r = unsafe {
+        libc::mprotect(
+            s.file_ro as *mut libc::c_void,
+            REGION,
+            libc::PROT_READ | libc::PROT_WRITE,
+        )
+    };
+    let mprotect = if r == 0 {
+        0
+    } else {
+        std::io::Error::last_os_error().raw_os_error().unwrap_or(-1)
+    };
+    let dropped = s.droppable.map_or("none".into(), |d| {
+        u8::from(holds(d, &[0; DATA.len()])).to_string()
+    });
+    format!(
+        "after mprotect={mprotect} wipe_data={} droppable_zero={dropped}",
+        u8::from(holds(s.wipe, DATA))
+    )
+}
+
+fn setup(dir: &str) -> Setup {
+    let file_ro = map_file_ro(&format!("{dir}/shared.bin"));
     std::thread::spawn(|| {
         set_sched(0, libc::SCHED_RR, 3);
         WORKER_TID.store(nix::unistd::gettid().as_raw() as usize, Ordering::SeqCst);
@@ -181,6 +251,7 @@ fn setup() -> Setup {
     );
 
     let wipe = anon_map(libc::MAP_PRIVATE).expect("mmap");
+    fill(wipe);
     advise(wipe, libc::MADV_WIPEONFORK);
     advise(wipe, libc::MADV_DONTDUMP);
     let nofork = anon_map(libc::MAP_PRIVATE).expect("mmap");
@@ -188,6 +259,9 @@ fn setup() -> Setup {
     advise(nofork, libc::MADV_RANDOM);
     // Linux 6.11+; EINVAL before.
     let droppable = anon_map(libc::MAP_DROPPABLE);
+    if let Some(d) = droppable {
+        fill(d);
+    }
     // SAFETY: plain syscall.
     let r = unsafe {
         libc::syscall(
@@ -234,6 +308,7 @@ fn setup() -> Setup {
         );
     }
     Setup {
+        file_ro,
         worker: WORKER_TID.load(Ordering::SeqCst) as libc::c_int,
         wipe,
         nofork,
@@ -260,7 +335,12 @@ fn main() {
         libc::signal(libc::SIGUSR1, on_usr1 as *const () as libc::sighandler_t);
         libc::signal(io_signal(), on_io as *const () as libc::sighandler_t);
     }
-    let s = setup();
+    let dir = std::path::Path::new(&report)
+        .parent()
+        .and_then(|d| d.to_str())
+        .unwrap_or(".")
+        .to_string();
+    let s = setup(&dir);
     writeln!(out, "ready {}", std::process::id()).expect("write");
     writeln!(out, "state {}", summary(&s)).expect("write");
     loop {
@@ -269,6 +349,7 @@ fn main() {
             continue;
         }
         let _ = writeln!(out, "state {}", summary(&s));
+        let _ = writeln!(out, "{}", after_restore(&s));
         let before = SIGIO_COUNT.load(Ordering::SeqCst);
         let wr = PIPE_WR.load(Ordering::SeqCst) as libc::c_int;
         // SAFETY: writing one byte from a local to our own pipe.
