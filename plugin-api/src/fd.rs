@@ -203,8 +203,10 @@ impl FileOwner {
     }
 }
 
-/// Restore-side guard while no context service sets `SIGIO` owners (`F_SETOWN_EX`): a
-/// description that had an owner is refused instead of silently losing it.
+/// Refuses a description that had a `SIGIO` owner (`F_SETOWN_EX`/`F_SETSIG`). criu's core
+/// sets the owner of every `files.img` entry itself once the tree exists, so plugins that
+/// restore such entries need not call this; it remains for a plugin that restores an owned
+/// description some other way and cannot keep its owner.
 pub fn require_no_owner(
     fown: &criu_proto::images::FownEntry,
     resource: &str,

@@ -3,7 +3,7 @@
 //! id. The core itself knows no fd kind.
 
 use std::collections::HashMap;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 
 use criu_plugin_api::{self as api, DumpContext, FdDesc, FileOwner, FileStat, Plugin, Timespec};
@@ -271,13 +271,21 @@ pub fn dump_fds(
             let file = access.get(fd)?;
             let link = misc::read_link(pid, &format!("fd/{fd}"))
                 .map_err(|e| DumpError::proc(pid, "files", e))?;
+            // fcntl on an O_PATH description fails with EBADF: such files have no owner.
+            let owner = if fi.flags & libc::O_PATH as u32 != 0 {
+                FileOwner::default()
+            } else {
+                crate::sys::fown::get(file.as_fd()).map_err(|(call, e)| {
+                    DumpError::sys(pid, "files", format!("{call} on fd {fd}"), e)
+                })?
+            };
             let desc = FdDesc {
                 pid,
                 fd,
                 link: link.to_string_lossy().into_owned(),
                 fdinfo: to_api_fdinfo(&fi, text),
                 stat,
-                owner: FileOwner::default(),
+                owner,
                 file,
             };
             let e = dump_desc(plugins, ctx, &desc, id)?;

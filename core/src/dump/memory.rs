@@ -83,6 +83,7 @@ fn madv_bits(f: &maps::VmFlags) -> u64 {
         ("mg", libc::MADV_MERGEABLE),
         ("hg", libc::MADV_HUGEPAGE),
         ("nh", libc::MADV_NOHUGEPAGE),
+        ("wf", libc::MADV_WIPEONFORK),
     ] {
         if f.has(tok) {
             m |= 1u64 << adv;
@@ -122,6 +123,11 @@ pub fn classify(pid: i32, m: &MapsEntry, file_stat: &mut StatFn<'_>) -> Result<V
         if vmf.has(tok) {
             e.flags |= flag as u32;
         }
+    }
+    // MAP_DROPPABLE is a mapping type of its own, not a private mapping with a flag: mmap
+    // refuses MAP_PRIVATE with it (CRIU stores it the same way).
+    if vmf.has("dp") {
+        e.flags = (e.flags & !(libc::MAP_PRIVATE as u32)) | libc::MAP_DROPPABLE as u32;
     }
     let madv = madv_bits(&vmf);
     e.madv = (madv != 0).then_some(madv);
@@ -368,6 +374,32 @@ VmFlags: rd ex mr mw me de sd
 VmFlags: rd wr mr mw me gd ac
 ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0 [vsyscall]
 ";
+
+    #[test]
+    fn wipeonfork_and_droppable() {
+        let smaps = "\
+7f55ef9ff000-7f55efa00000 rw-p 00000000 00:00 0
+VmFlags: rd wr mr mw me ac wf
+7f55efa00000-7f55efa02000 rw-p 00000000 00:00 0
+VmFlags: rd wr mr mw me nr wf nh dp
+";
+        let maps = parse_smaps(smaps).unwrap();
+        let mut st = |_: &MapsEntry| None;
+        let v = build_vmas(1, &maps, &mut st).unwrap();
+        assert_eq!(v[0].entry.madv, Some(1 << libc::MADV_WIPEONFORK));
+        assert_eq!(
+            v[0].entry.flags,
+            (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u32
+        );
+        assert_eq!(
+            v[1].entry.flags,
+            (libc::MAP_DROPPABLE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE) as u32
+        );
+        assert_eq!(
+            v[1].entry.madv,
+            Some((1 << libc::MADV_WIPEONFORK) | (1 << libc::MADV_NOHUGEPAGE))
+        );
+    }
 
     #[test]
     fn like_criu_sample() {

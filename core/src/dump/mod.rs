@@ -25,8 +25,6 @@
 //!   locked, not vDSO).
 //! - No `cgroup.img` is written (CRIU writes one; its sample keeps only `root_cg_set = 1`
 //!   in the inventory, as we do).
-//! - `fown` of every file is written as all zeros (F_GETOWN_EX/F_GETSIG are not read yet);
-//!   CRIU's sample has zeros too, which is the common case.
 //! - A thread interrupted inside a restartable syscall is saved the way CRIU saves it:
 //!   ip moved back over `syscall`, ax = orig_ax; `-ERESTART_RESTARTBLOCK` becomes `-EINTR`.
 //! - Anonymous shared memory (MAP_SHARED|MAP_ANONYMOUS) is dumped like CRIU's

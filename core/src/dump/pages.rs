@@ -64,7 +64,9 @@ pub fn should_dump(v: &Vma, pme: PageEntry, zero_pfn: u64) -> bool {
     if v.has(VMA_AREA_VDSO) {
         return true;
     }
-    if v.has(VMA_AREA_VVAR) {
+    // The kernel may drop MAP_DROPPABLE pages at any time (they read back as zeros), so
+    // they are not dumped, as CRIU: the mapping comes back empty.
+    if v.has(VMA_AREA_VVAR) || v.entry.flags & libc::MAP_DROPPABLE as u32 != 0 {
         return false;
     }
     if v.has(VMA_FILE_PRIVATE) && pme.file_or_shared() {
@@ -286,6 +288,11 @@ mod tests {
             vec![(0x10000, 2), (0x13000, 1), (0x15000, 3)]
         );
         assert!(can_be_lazy(&anon));
+        let droppable = vma(
+            VMA_AREA_REGULAR | VMA_ANON_PRIVATE,
+            (libc::MAP_DROPPABLE | libc::MAP_ANONYMOUS) as u32,
+        );
+        assert!(runs(&droppable, &pmes, 99).is_empty());
         let file = vma(
             VMA_AREA_REGULAR | VMA_FILE_PRIVATE,
             libc::MAP_PRIVATE as u32,

@@ -8,7 +8,7 @@ use criu_proto::images::{
 };
 use nix::unistd::Pid;
 
-use crate::proc::{misc, stat, status};
+use crate::proc::{misc, status};
 use crate::sys::kabi;
 use crate::sys::ptrace::{self, Regs, SigQueue, XSave};
 
@@ -255,20 +255,27 @@ pub fn collect_thread(
 
     let st =
         status::read_thread_status(pid, tid).map_err(|e| DumpError::proc(pid, "threads", e))?;
-    let sst = stat::read_thread_stat(pid, tid).map_err(|e| DumpError::proc(pid, "threads", e))?;
     let comm = misc::read_comm(pid, tid).map_err(|e| DumpError::proc(pid, "threads", e))?;
     let chain = if st.seccomp == 2 {
         seccomp_chain(pid, tid)?
     } else {
         Vec::new()
     };
-    let rt = sst.policy == libc::SCHED_FIFO as u32 || sst.policy == libc::SCHED_RR as u32;
+    // sched_getscheduler from outside, as CRIU: /proc's stat has no SCHED_RESET_ON_FORK.
+    let sp =
+        crate::sys::remote::sched_params(t).map_err(|e| DumpError::Remote { pid, source: e })?;
+    let rt = sp.policy == libc::SCHED_FIFO || sp.policy == libc::SCHED_RR;
+    let reset = if sp.reset_on_fork {
+        libc::SCHED_RESET_ON_FORK
+    } else {
+        0
+    };
     let core = ThreadCoreEntry {
         futex_rla: rla,
         futex_rla_len: rla_len as u32,
-        sched_nice: Some(sst.nice as i32),
-        sched_policy: Some(sst.policy),
-        sched_prio: rt.then_some(sst.rt_priority),
+        sched_nice: Some(sp.nice),
+        sched_policy: Some((sp.policy | reset) as u32),
+        sched_prio: rt.then_some(sp.priority as u32),
         blk_sigset: (!leader).then_some(sigmask),
         sas: Some(ThreadSasEntry {
             ss_sp,

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, OwnedFd};
 
-use criu_proto::images::{FileEntry, FsEntry};
+use criu_proto::images::{FileEntry, FownEntry, FsEntry};
 use nix::fcntl::{OFlag, open};
 use nix::sys::stat::Mode;
 use nix::unistd::{Whence, lseek};
@@ -67,6 +67,55 @@ impl<'o> SharedDescriptions<'o> {
             open: BTreeMap::new(),
         }
     }
+}
+
+impl SharedDescriptions<'_> {
+    /// Sets the `SIGIO` owner (and its signal) of every description opened so far whose
+    /// entry recorded one. Runs once the whole tree exists: the owner may be any task or
+    /// process group of it. Errors name the file id and the failed call.
+    pub fn apply_owners(
+        &self,
+        files: &BTreeMap<u32, FileEntry>,
+    ) -> Result<(), (u32, &'static str, nix::errno::Errno)> {
+        for (id, fd) in &self.open {
+            let Some(fown) = files.get(id).and_then(|e| fown_of(e, files)) else {
+                continue;
+            };
+            if fown.pid == 0 && fown.signum == 0 {
+                continue;
+            }
+            crate::sys::fown::set(fd.as_fd(), fown).map_err(|(call, e)| (*id, call, e))?;
+        }
+        Ok(())
+    }
+}
+
+/// The `fown_entry` of a `files.img` entry, whatever its kind (a FIFO's is in the
+/// `reg_file_entry` its `regf_id` names, as CRIU writes it).
+pub fn fown_of<'f>(e: &'f FileEntry, files: &'f BTreeMap<u32, FileEntry>) -> Option<&'f FownEntry> {
+    if let Some(reg_id) = e.fifo.as_ref().and_then(|f| f.regf_id) {
+        return files.get(&reg_id)?.reg.as_ref().map(|r| &r.fown);
+    }
+    let fown = [
+        e.reg.as_ref().map(|x| &x.fown),
+        e.isk.as_ref().map(|x| &x.fown),
+        e.psk.as_ref().map(|x| &x.fown),
+        e.nlsk.as_ref().map(|x| &x.fown),
+        e.efd.as_ref().map(|x| &x.fown),
+        e.epfd.as_ref().map(|x| &x.fown),
+        e.sgfd.as_ref().map(|x| &x.fown),
+        e.tfd.as_ref().map(|x| &x.fown),
+        e.ify.as_ref().map(|x| &x.fown),
+        e.ffy.as_ref().map(|x| &x.fown),
+        e.ext.as_ref().map(|x| &x.fown),
+        e.usk.as_ref().map(|x| &x.fown),
+        e.pipe.as_ref().map(|x| &x.fown),
+        e.tty.as_ref().map(|x| &x.fown),
+        e.memfd.as_ref().map(|x| &x.fown),
+        e.bpf.as_ref().map(|x| &x.fown),
+        e.pidfd.as_ref().map(|x| &x.fown),
+    ];
+    fown.into_iter().flatten().next()
 }
 
 impl FileOpener for SharedDescriptions<'_> {
@@ -202,4 +251,60 @@ pub fn reopen_for_mapping(fd: &OwnedFd, write: bool) -> Result<OwnedFd, String> 
 pub fn fs_paths(files: &BTreeMap<u32, FileEntry>, fs: &FsEntry) -> Option<(String, String)> {
     let p = |id: u32| files.get(&id)?.reg.as_ref().map(|r| r.name.clone());
     Some((p(fs.cwd_id)?, p(fs.root_id)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use criu_proto::images::{FdTypes, FifoEntry, PipeEntry, RegFileEntry};
+
+    fn fown(pid: u32) -> FownEntry {
+        FownEntry {
+            uid: 0,
+            euid: 0,
+            signum: 35,
+            pid_type: 1,
+            pid,
+        }
+    }
+
+    #[test]
+    fn fown_of_pipe_and_fifo() {
+        let pipe = FileEntry {
+            r#type: FdTypes::Pipe as i32,
+            id: 1,
+            pipe: Some(PipeEntry {
+                id: 1,
+                pipe_id: 9,
+                flags: 0,
+                fown: fown(10),
+            }),
+            ..Default::default()
+        };
+        let fifo = FileEntry {
+            r#type: FdTypes::Fifo as i32,
+            id: 2,
+            fifo: Some(FifoEntry {
+                id: 2,
+                pipe_id: 8,
+                regf_id: Some(3),
+            }),
+            ..Default::default()
+        };
+        let reg = FileEntry {
+            r#type: FdTypes::Reg as i32,
+            id: 3,
+            reg: Some(RegFileEntry {
+                id: 3,
+                name: "/tmp/f".into(),
+                fown: fown(11),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let files: BTreeMap<u32, FileEntry> = [(1, pipe), (2, fifo), (3, reg)].into();
+        assert_eq!(fown_of(&files[&1], &files).map(|f| f.pid), Some(10));
+        assert_eq!(fown_of(&files[&2], &files).map(|f| f.pid), Some(11));
+        assert_eq!(fown_of(&files[&3], &files).map(|f| f.pid), Some(11));
+    }
 }

@@ -85,6 +85,14 @@ impl VmaPlan {
         self.end == self.start
     }
 
+    /// Whether a shared file mapping needs its file open for writing: it is writable, or
+    /// its file was open for writing when mapped (then the mapping may become writable
+    /// with `mprotect` later, which a read-only open would refuse with EACCES).
+    pub fn maps_file_writable(&self) -> bool {
+        self.prot & libc::PROT_WRITE as u32 != 0
+            || self.fdflags & libc::O_ACCMODE as u32 != libc::O_RDONLY as u32
+    }
+
     /// Whether restore writes page contents into it (needs a private, writable mapping).
     pub fn takes_pages(&self) -> bool {
         matches!(

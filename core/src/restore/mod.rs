@@ -273,7 +273,16 @@ fn restore_plan(
         .verify_pages
         .then(|| pagecheck::PageCheck::start(images.dir()));
     let mut shared = files::SharedDescriptions::new(opener);
-    let result = restore_tree(plan, images, &mut shared, opts, &mut created);
+    let result = restore_tree(plan, images, &mut shared, opts, &mut created).and_then(|t| {
+        shared
+            .apply_owners(&plan.files)
+            .map_err(|(id, call, source)| RestoreError::Local {
+                pid: root,
+                step: format!("{call} on file id {id} (its SIGIO owner)"),
+                source,
+            })?;
+        Ok(t)
+    });
     drop(shared);
     let (threads, zombies) = match result {
         Ok(t) => t,
@@ -589,10 +598,14 @@ fn finish_task(
         if let Some(c) = &th.tc.creds {
             creds::restore_creds(rt, c, data)?;
         }
+        threads::restore_pdeath_sig(rt, th)?;
     }
     if let Some(c) = &t.threads[0].tc.creds {
         creds::restore_creds(&mut sp.leader, c, data)?;
     }
+    // What a change of credentials resets.
+    threads::restore_pdeath_sig(&mut sp.leader, &t.threads[0])?;
+    state::restore_dumpable(&mut sp.leader, t)?;
     for (rt, th) in others.iter_mut().zip(&t.threads[1..]) {
         final_state(rt, th, t)?;
     }

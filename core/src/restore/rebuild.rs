@@ -17,7 +17,8 @@ const MAP_FLAGS_KEPT: i32 = libc::MAP_SHARED
     | libc::MAP_ANONYMOUS
     | libc::MAP_GROWSDOWN
     | libc::MAP_NORESERVE
-    | libc::MAP_LOCKED;
+    | libc::MAP_LOCKED
+    | libc::MAP_DROPPABLE;
 
 fn task_err(rt: &RemoteThread, reason: String) -> RestoreError {
     RestoreError::Task {
@@ -103,10 +104,10 @@ fn map_vma(
         VmaKind::SysvShm { shmid } => return super::sysv::attach(rt, v, shmid),
         VmaKind::AnonPrivate => (u64::MAX, 0),
         VmaKind::FilePrivate { file_id } => (temp.vma_files[&(file_id, false)] as u64, v.pgoff),
-        VmaKind::FileShared { file_id } => {
-            let w = v.prot & libc::PROT_WRITE as u32 != 0;
-            (temp.vma_files[&(file_id, w)] as u64, v.pgoff)
-        }
+        VmaKind::FileShared { file_id } => (
+            temp.vma_files[&(file_id, v.maps_file_writable())] as u64,
+            v.pgoff,
+        ),
     };
     rt.step = format!("mapping vma {:#x}-{:#x}", v.start, v.end);
     let mut prot = v.prot;

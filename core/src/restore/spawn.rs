@@ -160,7 +160,7 @@ fn open_memory_files(
     for v in &t.vmas {
         let (id, write) = match v.kind {
             VmaKind::FilePrivate { file_id } => (file_id, false),
-            VmaKind::FileShared { file_id } => (file_id, v.prot & libc::PROT_WRITE as u32 != 0),
+            VmaKind::FileShared { file_id } => (file_id, v.maps_file_writable()),
             _ => continue,
         };
         if temp.vma_files.contains_key(&(id, write)) {

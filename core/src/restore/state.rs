@@ -138,13 +138,6 @@ pub fn restore_process_state(sp: &mut Spawned, t: &TaskPlan) -> Result<()> {
             [libc::PR_SET_CHILD_SUBREAPER as u64, 1, 0, 0, 0, 0],
         )?;
     }
-    if let Some(d @ (0 | 1)) = t.mm.dumpable {
-        rt.call(
-            "prctl(PR_SET_DUMPABLE)",
-            libc::SYS_prctl,
-            [libc::PR_SET_DUMPABLE as u64, d as u64, 0, 0, 0, 0],
-        )?;
-    }
     if t.mm.thp_disabled == Some(true) {
         rt.call(
             "prctl(PR_SET_THP_DISABLE)",
@@ -152,7 +145,37 @@ pub fn restore_process_state(sp: &mut Spawned, t: &TaskPlan) -> Result<()> {
             [libc::PR_SET_THP_DISABLE as u64, 1, 0, 0, 0, 0],
         )?;
     }
+    restore_membarrier(rt, t)?;
     restore_rlimits(rt, t, data)?;
+    Ok(())
+}
+
+/// `membarrier(2)` registrations of the task's mm, one `REGISTER_*` command per bit of the
+/// mask `MEMBARRIER_CMD_GET_REGISTRATIONS` returned at dump (the bits are the commands).
+fn restore_membarrier(rt: &mut RemoteThread, t: &TaskPlan) -> Result<()> {
+    let mask = t.tc.membarrier_registration_mask.unwrap_or(0);
+    for bit in (0..32).filter(|b| mask & (1 << b) != 0) {
+        rt.step = format!("membarrier registration {:#x}", 1u32 << bit);
+        rt.call(
+            "membarrier",
+            libc::SYS_membarrier,
+            [1 << bit, 0, 0, 0, 0, 0],
+        )?;
+    }
+    Ok(())
+}
+
+/// The mm's dumpable flag (`PR_SET_DUMPABLE` 0 or 1; 2, suid_dumpable, cannot be set).
+/// Runs after the credentials: a uid or gid change resets it.
+pub fn restore_dumpable(rt: &mut RemoteThread, t: &TaskPlan) -> Result<()> {
+    if let Some(d @ (0 | 1)) = t.mm.dumpable {
+        rt.step = "dumpable flag".into();
+        rt.call(
+            "prctl(PR_SET_DUMPABLE)",
+            libc::SYS_prctl,
+            [libc::PR_SET_DUMPABLE as u64, d as u64, 0, 0, 0, 0],
+        )?;
+    }
     Ok(())
 }
 

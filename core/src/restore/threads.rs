@@ -101,8 +101,9 @@ fn clone_args_bytes(a: &CloneArgs) -> Vec<u8> {
     .collect()
 }
 
-/// Per-thread kernel state: robust list, clear_child_tid, sigaltstack, rseq, name, parent
-/// death signal, nice, pending signals.
+/// Per-thread kernel state: robust list, clear_child_tid, sigaltstack, rseq, name, nice,
+/// pending signals (the parent-death signal comes after the credentials:
+/// [`restore_pdeath_sig`]).
 pub fn restore_thread_state(
     rt: &mut RemoteThread,
     th: &ThreadPlan,
@@ -169,13 +170,6 @@ pub fn restore_thread_state(
             [libc::PR_SET_NAME as u64, data, 0, 0, 0, 0],
         )?;
     }
-    if let Some(sig) = tc.pdeath_sig.filter(|s| *s != 0) {
-        rt.call(
-            "prctl(PR_SET_PDEATHSIG)",
-            libc::SYS_prctl,
-            [libc::PR_SET_PDEATHSIG as u64, sig as u64, 0, 0, 0, 0],
-        )?;
-    }
     if let Some(policy) = tc.sched_policy.filter(|p| *p != libc::SCHED_OTHER as u32) {
         // struct sched_param { int sched_priority; }
         write_mem(rt, data, &tc.sched_prio.unwrap_or(0).to_le_bytes())?;
@@ -210,6 +204,20 @@ pub fn restore_thread_state(
                 [t.pid as u64, th.tid as u64, signo, data, 0, 0],
             )?;
         }
+    }
+    Ok(())
+}
+
+/// The thread's parent-death signal. Runs after its credentials are restored: the kernel
+/// clears the signal whenever a thread's uids, gids or capabilities change.
+pub fn restore_pdeath_sig(rt: &mut RemoteThread, th: &ThreadPlan) -> Result<()> {
+    if let Some(sig) = th.tc.pdeath_sig.filter(|s| *s != 0) {
+        rt.step = "parent-death signal".into();
+        rt.call(
+            "prctl(PR_SET_PDEATHSIG)",
+            libc::SYS_prctl,
+            [libc::PR_SET_PDEATHSIG as u64, sig as u64, 0, 0, 0, 0],
+        )?;
     }
     Ok(())
 }

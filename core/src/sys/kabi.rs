@@ -319,3 +319,25 @@ mod tests {
         assert_eq!(d.contents(), 0);
     }
 }
+
+// ---- <asm-generic/fcntl.h> (x86_64 glibc targets lack these in libc 0.2.191) ----
+
+/// `F_SETSIG`: the signal sent when I/O is possible (0: SIGIO).
+pub const F_SETSIG: libc::c_int = 10;
+/// `F_GETSIG`.
+pub const F_GETSIG: libc::c_int = 11;
+/// `F_SETOWN_EX`: set the owner as a `struct f_owner_ex`.
+pub const F_SETOWN_EX: libc::c_int = 15;
+/// `F_GETOWN_EX`.
+pub const F_GETOWN_EX: libc::c_int = 16;
+/// `F_GETOWNER_UIDS`: the real and effective uid recorded when the owner was set.
+pub const F_GETOWNER_UIDS: libc::c_int = 17;
+
+/// `struct f_owner_ex`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct f_owner_ex {
+    /// `F_OWNER_TID` 0, `F_OWNER_PID` 1, `F_OWNER_PGRP` 2.
+    pub type_: libc::c_int,
+    pub pid: libc::pid_t,
+}

@@ -3,6 +3,7 @@
 
 pub mod clone3;
 pub mod filemap;
+pub mod fown;
 pub mod kabi;
 pub mod kcmp;
 pub mod mm_map;

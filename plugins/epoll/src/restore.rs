@@ -7,7 +7,6 @@ use std::os::fd::OwnedFd;
 
 use criu_plugin_api::{
     FileRestorer, ImageRef, PluginError, RestoreContext, TaskFd, TaskIds, read_messages,
-    require_no_owner,
 };
 use criu_proto::images::{EventpollFileEntry, EventpollTfdEntry, FdTypes, FileEntry};
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
@@ -21,7 +20,7 @@ pub(crate) struct EpollRestorer;
 impl FileRestorer for EpollRestorer {
     fn open_file(
         &mut self,
-        ctx: &mut dyn RestoreContext,
+        _ctx: &mut dyn RestoreContext,
         entry: &FileEntry,
     ) -> Result<OwnedFd, PluginError> {
         let ep = entry.epfd.as_ref().ok_or_else(|| {
@@ -30,7 +29,6 @@ impl FileRestorer for EpollRestorer {
                 format!("EVENTPOLL entry {} without epfd", entry.id),
             )
         })?;
-        require_no_owner(&ep.fown, "epoll", ctx.current_pid())?;
         let fail = |op: &'static str, e: nix::errno::Errno| PluginError::Restore {
             id: entry.id,
             what: LINK.into(),

@@ -22,7 +22,7 @@ use std::os::fd::OwnedFd;
 
 use criu_plugin_api::{
     API_VERSION, DumpContext, FdDesc, FdHandler, FileRestorer, Plugin, PluginError, PluginInfo,
-    PluginRegistration, RestoreContext, require_no_owner,
+    PluginRegistration, RestoreContext,
 };
 use criu_proto::images::{EventfdFileEntry, FdTypes, FileEntry};
 use nix::sys::eventfd::{EfdFlags, EventFd};
@@ -142,7 +142,7 @@ struct Restorer {
 impl FileRestorer for Restorer {
     fn open_file(
         &mut self,
-        ctx: &mut dyn RestoreContext,
+        _ctx: &mut dyn RestoreContext,
         entry: &FileEntry,
     ) -> Result<OwnedFd, PluginError> {
         let efd = entry.efd.as_ref().ok_or_else(|| {
@@ -151,7 +151,6 @@ impl FileRestorer for Restorer {
                 format!("EVENTFD entry {} without efd", entry.id),
             )
         })?;
-        require_no_owner(&efd.fown, "eventfd", ctx.current_pid())?;
         let fail = |op: &'static str, e: nix::errno::Errno| PluginError::Restore {
             id: entry.id,
             what: LINK.into(),

@@ -3,9 +3,7 @@
 use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
-use criu_plugin_api::{
-    FileRestorer, ImageRef, PluginError, RestoreContext, read_messages, require_no_owner,
-};
+use criu_plugin_api::{FileRestorer, ImageRef, PluginError, RestoreContext, read_messages};
 use criu_proto::images::{FileEntry, RegFileEntry, RemapFilePathEntry, RemapType};
 use nix::fcntl::open;
 use nix::sys::stat::{Mode, fstat};
@@ -47,7 +45,6 @@ impl FileRestorer for FilesRestorer {
                 hint: "external files (--external) are not supported yet".into(),
             });
         }
-        require_no_owner(&reg.fown, &reg.name, ctx.current_pid())?;
         let remap = self.remaps.get(&entry.id).cloned();
         let fd = match remap {
             None => open_path(ctx, entry.id, reg)?,

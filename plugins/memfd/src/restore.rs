@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
-use criu_plugin_api::{FileRestorer, PluginError, RestoreContext, read_messages, require_no_owner};
+use criu_plugin_api::{FileRestorer, PluginError, RestoreContext, read_messages};
 use criu_proto::images::{FdTypes, FileEntry, MemfdFileEntry, MemfdInodeEntry};
 use nix::fcntl::{FcntlArg, OFlag, SealFlag, fcntl, open};
 use nix::sys::memfd::{MFdFlags, memfd_create};
@@ -113,7 +113,6 @@ impl FileRestorer for MemfdRestorer {
         entry: &FileEntry,
     ) -> Result<OwnedFd, PluginError> {
         let m = memfd_of(entry)?;
-        require_no_owner(&m.fown, "memfd", ctx.current_pid())?;
         let inode = self.inode(ctx, m.inode_id)?;
         let what = format!("memfd inode {}", m.inode_id);
         // A new description of the one inode, with this description's own flags.

@@ -3,9 +3,7 @@
 use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
-use criu_plugin_api::{
-    FileRestorer, ImageCursor, ImageRef, PluginError, RestoreContext, require_no_owner,
-};
+use criu_plugin_api::{FileRestorer, ImageCursor, ImageRef, PluginError, RestoreContext};
 use criu_proto::images::{FdTypes, FileEntry, PipeDataEntry};
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, OFlag, fcntl, open};
@@ -105,8 +103,6 @@ impl FileRestorer for PipesRestorer {
         let prepared = &mut self.prepared;
         match (entry.pipe.as_ref(), entry.fifo.as_ref()) {
             (Some(pipe), _) if entry.r#type == FdTypes::Pipe as i32 => {
-                let what = format!("pipe:[{}]", pipe.pipe_id);
-                require_no_owner(&pipe.fown, &what, ctx.current_pid())?;
                 open_pipe(ctx, prepared, entry, pipe.pipe_id, pipe.flags)
             }
             (_, Some(fifo)) if entry.r#type == FdTypes::Fifo as i32 => {

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
 
-use criu_plugin_api::{FileRestorer, PluginError, RestoreContext, read_messages, require_no_owner};
+use criu_plugin_api::{FileRestorer, PluginError, RestoreContext, read_messages};
 use criu_proto::images::{FileEntry, TtyFileEntry, TtyInfoEntry};
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, open};
@@ -104,7 +104,6 @@ impl FileRestorer for TtyRestorer {
         let path = self.path_of(tfe, info).ok_or_else(|| {
             PluginError::bad_image("files.img", format!("TTY entry {} has no path", entry.id))
         })?;
-        require_no_owner(&tfe.fown, &path, pid)?;
         let shell_job = ctx.options().shell_job;
         let what = format!("{} {path} (file id {})", driver.name(), entry.id);
         tracing::debug!(

@@ -253,20 +253,6 @@ fn registered_as_builtin_for_reg_entries() {
 }
 
 #[test]
-fn sigio_owner_is_refused_on_restore() {
-    let plugin = FilesPlugin;
-    let f = File::open("/dev/null").unwrap();
-    let mut images = MemoryImages::for_plugin(1, &crate::PLUGIN).unwrap();
-    let mut e = dump(&plugin, &mut images, f.as_fd(), 1);
-    e.reg.as_mut().unwrap().fown.pid = 1234;
-    let mut rs = plugin
-        .start_restore(&mut images, std::slice::from_ref(&e))
-        .unwrap();
-    let err = rs.open_file(&mut images, &e).unwrap_err();
-    assert!(err.to_string().contains("SIGIO owner pid 1234"), "{err}");
-}
-
-#[test]
 fn o_async_is_restored() {
     let plugin = FilesPlugin;
     // /dev/urandom supports SIGIO (fasync); /dev/null and regular files ignore O_ASYNC.
