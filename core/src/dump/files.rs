@@ -266,6 +266,7 @@ pub fn dump_fds(
                 source,
             },
         })?;
+        refuse_locks(pid, fd, &fi)?;
         let cloexec = fi.flags & libc::O_CLOEXEC as u32 != 0;
         if let Some(stat) = new {
             let file = access.get(fd)?;
@@ -308,6 +309,32 @@ pub fn dump_fds(
             source,
         })?;
     Ok(descs)
+}
+
+/// A lock or lease held through `fd` would be lost silently by the restore: refuse the dump
+/// as CRIU does without --file-locks. Checked on every fd, not only the first of a shared
+/// description: a POSIX lock shows only in its owner's fdinfo.
+fn refuse_locks(pid: i32, fd: i32, fi: &fdinfo::FdInfo) -> Result<(), DumpError> {
+    let locks = crate::proc::locks::fd_locks(fi).map_err(|source| DumpError::Proc {
+        pid,
+        step: "files",
+        source: crate::proc::ProcError::Parse {
+            path: pid_path(pid, &format!("fdinfo/{fd}")),
+            source,
+        },
+    })?;
+    let Some(lock) = locks.into_iter().next() else {
+        return Ok(());
+    };
+    let path = misc::read_link(pid, &format!("fd/{fd}"))
+        .map(|l| l.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "?".into());
+    Err(DumpError::FileLock {
+        pid,
+        fd,
+        path,
+        lock,
+    })
 }
 
 /// cwd and root as files.img entries, and fs-<pid>.img.

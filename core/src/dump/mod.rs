@@ -218,6 +218,17 @@ pub enum DumpError {
         what: String,
         hint: &'static str,
     },
+    #[error(
+        "pid {pid}: fd {fd} ({path}) holds a {lock}; file locks and leases are not dumped \
+         (CRIU needs --file-locks, which criu-rs does not support yet): release the lock \
+         before the dump"
+    )]
+    FileLock {
+        pid: i32,
+        fd: i32,
+        path: String,
+        lock: crate::proc::locks::FdLock,
+    },
     #[error("pid {pid}: {step}: unexpected state: {what}")]
     Unexpected {
         pid: i32,

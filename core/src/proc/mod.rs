@@ -6,6 +6,7 @@
 
 pub mod fdinfo;
 pub mod limits;
+pub mod locks;
 pub mod maps;
 pub mod misc;
 pub mod mountinfo;

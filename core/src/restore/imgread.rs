@@ -24,6 +24,7 @@ pub const FILES_MAGIC: u32 = 0x5630_3138;
 pub const FS_MAGIC: u32 = 0x5140_3912;
 pub const IDS_MAGIC: u32 = 0x5443_2030;
 pub const SECCOMP_MAGIC: u32 = 0x6441_3049;
+pub const REMAP_FPATH_MAGIC: u32 = 0x5913_3954;
 
 /// One images directory, read-only, addressed by CRIU file names. Reading goes through
 /// [`ImageDir`] (the crate's image layer); names map to kinds with

@@ -24,6 +24,9 @@ pub struct RestorePlan {
     pub tasks: Vec<TaskPlan>,
     /// `files.img` by id.
     pub files: BTreeMap<u32, FileEntry>,
+    /// Ids of `files.img` entries with a `remap-fpath.img` entry (an unlinked file carried
+    /// as a ghost): only their plugin can open them, not their path.
+    pub remapped: BTreeSet<u32>,
     /// Plugins the dump recorded in `inventory.img` (restore refuses to run without them).
     pub plugins: Vec<String>,
     /// `seccomp.img`: every filter, chained by `prev`.
@@ -118,6 +121,18 @@ impl RestorePlan {
                 return Err(bad("files.img", Some(i), "duplicate file id"));
             }
         }
+        let remapped = if images.exists("remap-fpath.img") {
+            images
+                .entries::<criu_proto::images::RemapFilePathEntry>(
+                    "remap-fpath.img",
+                    img::REMAP_FPATH_MAGIC,
+                )?
+                .into_iter()
+                .map(|r| r.orig_id)
+                .collect()
+        } else {
+            BTreeSet::new()
+        };
         let mut seen = BTreeSet::new();
         let mut vm_owners = BTreeMap::new();
         let mut tasks = Vec::with_capacity(pstree.len());
@@ -155,6 +170,7 @@ impl RestorePlan {
         Ok(RestorePlan {
             tasks,
             files,
+            remapped,
             plugins,
             seccomp,
             shmem,
@@ -634,6 +650,7 @@ mod tests {
                 })
                 .collect(),
             files: BTreeMap::new(),
+            remapped: BTreeSet::new(),
             plugins: Vec::new(),
             seccomp: Vec::new(),
             shmem: BTreeMap::new(),

@@ -122,12 +122,17 @@ pub(crate) fn prepare_fds(
             (cwd, &mut temp.cwd, fs.cwd_id),
             (root, &mut temp.root, fs.root_id),
         ] {
-            let fd = open(
-                path.as_str(),
-                OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-                Mode::empty(),
-            )
-            .map_err(|e| open_err(t.pid, id, -1, "cwd/root", format!("{path}: {e}")))?;
+            let fd = match plan.files.get(&id) {
+                // A removed directory: its plugin recreates it (a ghost directory).
+                Some(entry) if plan.remapped.contains(&id) => opener.open(entry),
+                _ => open(
+                    path.as_str(),
+                    OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|e| format!("{path}: {e}")),
+            }
+            .map_err(|r| open_err(t.pid, id, -1, "cwd/root", r))?;
             *slot = Some(add(fd, &mut owned, &mut moves));
         }
     }
@@ -171,11 +176,11 @@ fn open_memory_files(
             .files
             .get(&id)
             .ok_or_else(|| open_err(t.pid, id, -1, &what, "not in files.img".into()))?;
-        let fd = if entry.reg.is_some() {
+        let fd = if entry.reg.is_some() && !plan.remapped.contains(&id) {
             files::open_for_mapping(&plan.files, id, write).map(|(fd, _)| fd)
         } else {
-            // Another kind of file (a memfd): its plugin opens the description, mapped
-            // through a reopen with the access the mapping needs.
+            // Another kind of file (a memfd) or an unlinked one (a ghost): its plugin opens
+            // the description, mapped through a reopen with the access the mapping needs.
             opener
                 .open(entry)
                 .and_then(|fd| files::reopen_for_mapping(&fd, write))

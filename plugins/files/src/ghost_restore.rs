@@ -1,5 +1,5 @@
 //! Recreating ghost files on restore: a temporary node next to the old path (or in the
-//! nearest existing ancestor, as CRIU does), filled and given the dumped owner, mode and
+//! nearest existing ancestor, as CRIU does; a directory at its old path when free), filled and given the dumped owner, mode and
 //! times, opened, then removed at once so that only the open file remains.
 
 use std::fs::File;
@@ -36,17 +36,13 @@ pub(crate) fn restore(
             let flags = OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_CLOEXEC;
             open(p, flags, Mode::from_bits_truncate(0o600))
         })?,
-        libc::S_IFDIR => create_near(orig_path, id, |p| {
-            mkdir(p, Mode::from_bits_truncate(0o700))?;
-            open(
-                p,
-                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-                Mode::empty(),
-            )
-            .inspect_err(|_| {
-                let _ = unlinkat(AT_FDCWD, p, UnlinkatFlags::RemoveDir);
-            })
-        })?,
+        // At its own path when that is free, as CRIU does: a task's removed cwd then reads
+        // back as the same "<path> (deleted)".
+        libc::S_IFDIR => match make_dir(orig_path) {
+            Ok(fd) => (orig_path.to_string(), fd),
+            Err(Errno::EEXIST | Errno::ENOENT) => create_near(orig_path, id, make_dir)?,
+            Err(e) => return Err(PluginError::path(orig_path, "create ghost directory", e)),
+        },
         libc::S_IFCHR | libc::S_IFBLK => {
             let rdev = entry.rdev.ok_or_else(|| {
                 PluginError::bad_image(image.to_string(), "ghost device without rdev")
@@ -83,6 +79,19 @@ pub(crate) fn restore(
     removed.map_err(|e| PluginError::path(&path, "unlink", e))?;
     tracing::debug!(id, path, mode = entry.mode, "ghost recreated");
     Ok(fd)
+}
+
+/// A new directory at `p`, open (removed again when it cannot be opened).
+fn make_dir(p: &str) -> Result<OwnedFd, Errno> {
+    mkdir(p, Mode::from_bits_truncate(0o700))?;
+    open(
+        p,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .inspect_err(|_| {
+        let _ = unlinkat(AT_FDCWD, p, UnlinkatFlags::RemoveDir);
+    })
 }
 
 /// Makes `<orig>.cr.<id>.ghost` with `make`, trying the parent directories upwards when the

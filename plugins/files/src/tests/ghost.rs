@@ -311,6 +311,16 @@ fn removed_directory_comes_back_as_a_removed_directory() {
     let m = n.metadata().unwrap();
     assert!(m.is_dir());
     assert_eq!((m.nlink(), m.permissions().mode() & 0o7777), (0, 0o750));
+    // Recreated at its own path (as CRIU does): it reads back as the same removed path.
+    let link = std::fs::read_link(format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&n)
+    ))
+    .unwrap();
+    assert_eq!(
+        link.to_str().unwrap(),
+        format!("{} (deleted)", path.display())
+    );
     assert_eq!(
         std::fs::read_dir(top.path()).unwrap().count(),
         0,
