@@ -162,7 +162,10 @@ fn dev_null_is_a_reg_entry_like_criu_writes() {
 
 #[test]
 fn criu_fixture_dev_null_entries_restore() {
-    let img = Path::new("/work/shared/fixtures/criu-4.2-sample/files.img");
+    let img = Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/fixtures/criu-4.2-sample/files.img"
+    ));
     let Ok(bytes) = std::fs::read(img) else {
         eprintln!("skipped: {} not present", img.display());
         return;

@@ -117,7 +117,10 @@ fn registered_as_builtin() {
 /// The pipe entries and data CRIU 4.2 wrote for its sample program restore here.
 #[test]
 fn criu_fixture_pipes_restore() {
-    let dir = std::path::Path::new("/work/shared/fixtures/criu-4.2-sample");
+    let dir = std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/fixtures/criu-4.2-sample"
+    ));
     let (Ok(files), Ok(data)) = (
         std::fs::read(dir.join("files.img")),
         std::fs::read(dir.join("pipes-data.img")),
