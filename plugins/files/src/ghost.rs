@@ -30,8 +30,9 @@ fn fd_error(fd: &FdDesc, op: &'static str, e: impl Into<std::io::Error>) -> Plug
 }
 
 /// Writes `ghost-file-<id>.img` for the unlinked file behind `fd`: contents for a regular
-/// file, only metadata for a directory, and the device number for a device node.
-pub(crate) fn dump(ctx: &mut dyn DumpContext, fd: &FdDesc, id: u32) -> Result<(), PluginError> {
+/// file, only metadata for a directory or a FIFO, and the device number for a device node.
+/// `id` must be unique among the dump's ghosts (the pipes plugin dumps FIFO ghosts too).
+pub fn dump(ctx: &mut dyn DumpContext, fd: &FdDesc, id: u32) -> Result<(), PluginError> {
     let st = &fd.stat;
     let node = st.is_chr() || st.file_type() == libc::S_IFBLK;
     let chunked = st.is_reg() && st.size >= CHUNKS_THRESHOLD;

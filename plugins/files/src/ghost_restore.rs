@@ -1,6 +1,7 @@
 //! Recreating ghost files on restore: a temporary node next to the old path (or in the
-//! nearest existing ancestor, as CRIU does; a directory at its old path when free), filled and given the dumped owner, mode and
-//! times, opened, then removed at once so that only the open file remains.
+//! nearest existing ancestor, as CRIU does; a directory at its old path when free), filled
+//! and given the dumped owner, mode and times, opened, then removed at once so that only
+//! the open file remains. The pipes plugin recreates unlinked FIFOs with [`restore`].
 
 use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
@@ -15,9 +16,9 @@ use nix::sys::time::TimeSpec;
 use nix::unistd::{Gid, Uid, UnlinkatFlags, fchownat, ftruncate, mkdir, unlink, unlinkat};
 
 /// Recreates ghost `id` for the file that was at `orig_path` and returns it open: read-write
-/// for a regular file, read-only for a directory, `O_PATH` for a device node (descriptions
-/// are reopened from it through `/proc/self/fd` with their own flags).
-pub(crate) fn restore(
+/// for a regular file, read-only for a directory, `O_PATH` for a device node or a FIFO
+/// (descriptions are reopened from it through `/proc/self/fd` with their own flags).
+pub fn restore(
     ctx: &mut dyn RestoreContext,
     id: u32,
     orig_path: &str,
@@ -43,10 +44,18 @@ pub(crate) fn restore(
             Err(Errno::EEXIST | Errno::ENOENT) => create_near(orig_path, id, make_dir)?,
             Err(e) => return Err(PluginError::path(orig_path, "create ghost directory", e)),
         },
-        libc::S_IFCHR | libc::S_IFBLK => {
-            let rdev = entry.rdev.ok_or_else(|| {
-                PluginError::bad_image(image.to_string(), "ghost device without rdev")
-            })?;
+        libc::S_IFCHR | libc::S_IFBLK | libc::S_IFIFO => {
+            // A FIFO has no device number (CRIU writes none).
+            let rdev = match entry.rdev {
+                Some(rdev) => rdev,
+                None if kind == libc::S_IFIFO => 0,
+                None => {
+                    return Err(PluginError::bad_image(
+                        image.to_string(),
+                        "ghost device without rdev",
+                    ));
+                }
+            };
             create_near(orig_path, id, |p| {
                 let sflag = SFlag::from_bits_truncate(kind);
                 mknod(p, sflag, Mode::from_bits_truncate(0o600), u64::from(rdev))?;
@@ -59,7 +68,7 @@ pub(crate) fn restore(
             return Err(PluginError::Unsupported {
                 resource: format!("ghost file {orig_path} (mode {:o})", entry.mode),
                 pid: ctx.current_pid(),
-                hint: "unlinked files, directories and device nodes only".into(),
+                hint: "unlinked files, directories, device nodes and FIFOs only".into(),
             });
         }
     };

@@ -6,7 +6,8 @@
 //! mode, and size for regular files as CRIU does). An unlinked regular file also gets a
 //! `ghost-file-<id>.img` with its contents (bounded by `--ghost-limit`) and a
 //! `remap-fpath.img` entry tying the file id to the ghost id; a removed directory or device
-//! node gets a ghost image without contents (mode, owner, times, device number).
+//! node gets a ghost image without contents (mode, owner, times, device number), and so
+//! does an unlinked FIFO, dumped by the pipes plugin with [`ghost::dump`].
 //!
 //! Restore: the path is opened with the saved flags (never creating or truncating), checked
 //! to be the dumped file where CRIU checks it (mode; size of regular files), and positioned
@@ -18,8 +19,8 @@
 
 mod dump;
 mod flags;
-mod ghost;
-mod ghost_restore;
+pub mod ghost;
+pub mod ghost_restore;
 mod restore;
 
 use criu_plugin_api::{

@@ -1,10 +1,13 @@
 //! Dumping pipe and FIFO descriptions.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsFd, OwnedFd};
 
 use criu_plugin_api::{DumpContext, FdDesc, ImageRef, PluginError, write_message};
-use criu_proto::images::{FdTypes, FifoEntry, FileEntry, PipeDataEntry, PipeEntry, RegFileEntry};
+use criu_proto::images::{
+    FdTypes, FifoEntry, FileEntry, PipeDataEntry, PipeEntry, RegFileEntry, RemapFilePathEntry,
+    RemapType,
+};
 use nix::fcntl::{OFlag, open};
 use nix::sys::stat::Mode;
 
@@ -16,7 +19,13 @@ pub(crate) struct DumpState {
     /// The pipes whose buffered data is written, by image and pipe id (both ends, several
     /// descriptions and several tasks share one pipe).
     data_written: HashSet<(ImageRef, u32)>,
+    /// Ghost ids of the unlinked FIFOs dumped so far, by pipe id.
+    ghosts: HashMap<u32, u32>,
 }
+
+/// Ghost ids of FIFOs: the REG entry's file id with this bit set, a range the files
+/// plugin's ghost count (from 1) never reaches, so the two plugins' ids cannot meet.
+const FIFO_GHOST_BIT: u32 = 1 << 31;
 
 /// `O_DIRECT` on a pipe means packet mode, which we cannot restore faithfully.
 const O_DIRECT: u32 = libc::O_DIRECT as u32;
@@ -68,23 +77,32 @@ pub(crate) fn dump_pipe(
 }
 
 /// A FIFO entry for `fd`, plus (under a fresh id) the REG entry holding its path, as CRIU
-/// writes them; the FIFO's data goes to `fifo-data.img` once per FIFO.
+/// writes them; the FIFO's data goes to `fifo-data.img` once per FIFO. An unlinked FIFO
+/// also gets, as in CRIU, a ghost image (once per FIFO) and a remap entry for its REG entry.
 pub(crate) fn dump_fifo(
     ctx: &mut dyn DumpContext,
     fd: &FdDesc,
     id: u32,
 ) -> Result<FileEntry, PluginError> {
     let (path, deleted) = fd.path_and_deleted();
-    if deleted || fd.stat.nlink == 0 {
-        return Err(PluginError::Unsupported {
-            resource: fd.describe(),
-            pid: fd.pid,
-            hint: "FIFOs whose path was removed are not supported; keep the FIFO on disk".into(),
-        });
-    }
     let flags = fd.fdinfo.file_flags();
     let pipe_id = pipe_id(fd);
     let regf_id = ctx.new_file_id();
+    if fd.stat.nlink == 0 {
+        let ghost_id = ghost_once(ctx, fd, pipe_id, regf_id)?;
+        let remap = RemapFilePathEntry {
+            orig_id: regf_id,
+            remap_id: ghost_id,
+            remap_type: Some(RemapType::Ghost as i32),
+        };
+        write_message(ctx, ImageRef::REMAP_FPATH, &remap, &[])?;
+    } else if deleted {
+        return Err(PluginError::Unsupported {
+            resource: fd.describe(),
+            pid: fd.pid,
+            hint: "the FIFO was unlinked but has other hard links; link remaps (--link-remap) are not supported yet".into(),
+        });
+    }
     tracing::debug!(
         pid = fd.pid,
         fd = fd.fd,
@@ -121,6 +139,23 @@ pub(crate) fn dump_fifo(
         }),
         ..Default::default()
     })
+}
+
+/// The ghost id of the unlinked FIFO behind `fd`, writing its image (metadata only: the
+/// data travels in `fifo-data.img`) the first time this dump meets the FIFO.
+fn ghost_once(
+    ctx: &mut dyn DumpContext,
+    fd: &FdDesc,
+    pipe_id: u32,
+    regf_id: u32,
+) -> Result<u32, PluginError> {
+    if let Some(&id) = ctx.state::<DumpState>()?.ghosts.get(&pipe_id) {
+        return Ok(id);
+    }
+    let id = regf_id | FIFO_GHOST_BIT;
+    criu_plugin_files::ghost::dump(ctx, fd, id)?;
+    ctx.state::<DumpState>()?.ghosts.insert(pipe_id, id);
+    Ok(id)
 }
 
 /// Writes the data buffered in the pipe of `fd` to `image`, unless this dump already did for

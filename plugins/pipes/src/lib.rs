@@ -3,12 +3,16 @@
 //! Dump: a pipe description becomes a `files.img` PIPE entry (`pipe_id` = the pipe's inode,
 //! flags); a FIFO a FIFO entry plus a REG entry holding its path (as CRIU writes it). The
 //! buffered data of each pipe is written once per `pipe_id` (`pipes-data.img` /
-//! `fifo-data.img`), copied with `tee()` so the task keeps it.
+//! `fifo-data.img`), copied with `tee()` so the task keeps it. An unlinked FIFO's REG entry
+//! is remapped, as in CRIU, to a ghost image (mode `S_IFIFO`, no contents) written with the
+//! files plugin's ghost code.
 //!
 //! Restore: one `pipe2()` per `pipe_id` (a FIFO: one `O_RDWR` open of its path), pipe size
 //! and data restored once, both ends kept in the restore context; each description is then
 //! a fresh open of `/proc/self/fd/<kept end>` with its own flags, so every description is
-//! distinct, as it was in the dumped tree.
+//! distinct, as it was in the dumped tree. An unlinked FIFO is recreated by the files
+//! plugin's ghost code at a temporary name and removed at once; its descriptions reopen the
+//! kept holder.
 
 #![deny(unsafe_code)]
 #![warn(missing_docs)]

@@ -3,8 +3,10 @@
 use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
-use criu_plugin_api::{FileRestorer, ImageCursor, ImageRef, PluginError, RestoreContext};
-use criu_proto::images::{FdTypes, FileEntry, PipeDataEntry};
+use criu_plugin_api::{
+    FileRestorer, ImageCursor, ImageRef, PluginError, RestoreContext, read_messages,
+};
+use criu_proto::images::{FdTypes, FileEntry, PipeDataEntry, RemapFilePathEntry, RemapType};
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, OFlag, fcntl, open};
 use nix::sys::stat::Mode;
@@ -41,6 +43,8 @@ struct Prepared {
     fifo_data: HashMap<u32, PipeData>,
     /// Path and flags of each REG entry, by file id (a FIFO entry names its REG entry).
     reg_files: HashMap<u32, (String, u32)>,
+    /// `remap-fpath.img` by REG entry id: an unlinked FIFO's path is remapped to a ghost.
+    remaps: HashMap<u32, RemapFilePathEntry>,
     /// File ids of the descriptions that get the pipe's original ends (one per pipe and
     /// direction, the first one not reopened at dump time); the others are reopened.
     masters: HashSet<u32>,
@@ -71,6 +75,10 @@ impl PipesRestorer {
         let mut p = Prepared {
             pipe_data: read_data(ctx, ImageRef::PIPES_DATA)?,
             fifo_data: read_data(ctx, ImageRef::FIFO_DATA)?,
+            remaps: read_messages::<RemapFilePathEntry>(ctx, ImageRef::REMAP_FPATH)?
+                .into_iter()
+                .map(|r| (r.orig_id, r))
+                .collect(),
             ..Prepared::default()
         };
         let mut seen_ends = HashSet::new();
@@ -210,14 +218,27 @@ fn open_fifo(
         )
     })?;
     let key = format!("{NAME}:fifo:{pipe_id}");
+    let ghost = match prepared.remaps.get(&reg_id) {
+        None => None,
+        Some(r) if r.remap_type == Some(RemapType::Ghost as i32) => Some(r.remap_id),
+        Some(r) => {
+            return Err(PluginError::Unsupported {
+                resource: format!(
+                    "FIFO {path} (file id {reg_id}, remap type {:?})",
+                    r.remap_type
+                ),
+                pid: ctx.current_pid(),
+                hint: "only unlinked FIFOs (ghost remaps) are supported, no --link-remap".into(),
+            });
+        }
+    };
     if ctx.kept_fd(&key).is_none() {
         // Holding the FIFO open read-write keeps later opens of either end from blocking.
-        let holder = open(
-            path.as_str(),
-            OFlag::O_RDWR | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| PluginError::path(&path, "open(O_RDWR) of FIFO", e))?;
+        let holder = match ghost {
+            None => open(path.as_str(), HOLDER_FLAGS, Mode::empty())
+                .map_err(|e| PluginError::path(&path, "open(O_RDWR) of FIFO", e))?,
+            Some(ghost_id) => open_ghost(ctx, ghost_id, &path)?,
+        };
         if let Some(data) = prepared.fifo_data.remove(&pipe_id) {
             tracing::debug!(
                 pipe_id,
@@ -230,12 +251,40 @@ fn open_fifo(
         }
         ctx.keep_fd(&key, holder)?;
     }
+    if ghost.is_some() {
+        // No path any more: every description reopens the kept holder's inode.
+        let kept = ctx.kept_fd(&key).ok_or_else(|| {
+            PluginError::bad_image(
+                "files.img",
+                format!("FIFO {path}: the restore context lost its holder"),
+            )
+        })?;
+        return reopen(kept, flags)
+            .map_err(|e| restore_error(entry, path, "open(/proc/self/fd)", e));
+    }
     let fd = open(path.as_str(), open_flags(flags), Mode::empty())
         .map_err(|e| PluginError::path(&path, "open of FIFO", e))?;
     if flags & libc::O_ASYNC as u32 != 0 {
         set_flags(fd.as_fd(), flags).map_err(|e| PluginError::path(&path, "fcntl(F_SETFL)", e))?;
     }
     Ok(fd)
+}
+
+const HOLDER_FLAGS: OFlag = OFlag::O_RDWR
+    .union(OFlag::O_NONBLOCK)
+    .union(OFlag::O_CLOEXEC);
+
+/// The holder of unlinked FIFO `ghost_id`: the files plugin recreates it (a temporary FIFO
+/// next to `path`, removed at once) and hands back an `O_PATH` fd, reopened read-write here.
+fn open_ghost(
+    ctx: &mut dyn RestoreContext,
+    ghost_id: u32,
+    path: &str,
+) -> Result<OwnedFd, PluginError> {
+    let node = criu_plugin_files::ghost_restore::restore(ctx, ghost_id, path)?;
+    let proc_path = format!("/proc/self/fd/{}", node.as_raw_fd());
+    open(proc_path.as_str(), HOLDER_FLAGS, Mode::empty())
+        .map_err(|e| PluginError::path(path, "open(O_RDWR) of ghost FIFO", e))
 }
 
 /// The flags to open a description with: the dumped ones minus creation-time flags, plus
