@@ -9,7 +9,7 @@ use criu_plugin_api::{
 use criu_proto::images::{FdTypes, FileEntry, PipeDataEntry, RemapFilePathEntry, RemapType};
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, OFlag, fcntl, open};
-use nix::sys::stat::Mode;
+use nix::sys::stat::{Mode, fstat};
 use nix::unistd::pipe2;
 
 use crate::NAME;
@@ -282,6 +282,13 @@ fn open_ghost(
     path: &str,
 ) -> Result<OwnedFd, PluginError> {
     let node = criu_plugin_files::ghost_restore::restore(ctx, ghost_id, path)?;
+    let st = fstat(node.as_fd()).map_err(|e| PluginError::path(path, "fstat of ghost", e))?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFIFO {
+        return Err(PluginError::bad_image(
+            ImageRef::ghost_file(ghost_id).to_string(),
+            format!("ghost of FIFO {path} is not a FIFO (mode {:o})", st.st_mode),
+        ));
+    }
     let proc_path = format!("/proc/self/fd/{}", node.as_raw_fd());
     open(proc_path.as_str(), HOLDER_FLAGS, Mode::empty())
         .map_err(|e| PluginError::path(path, "open(O_RDWR) of ghost FIFO", e))
