@@ -148,10 +148,13 @@ pub fn parse_header(data: &[u8]) -> Result<(ImageKind, usize), FramingError> {
         });
     }
     let second = read_u32(data, 4, "image magic")?;
-    let kind = ImageKind::from_magic(second).ok_or(FramingError::UnknownMagic {
-        offset: 4,
-        magic: second,
-    })?;
+    // The inventory has its own magic alone, never behind a shared one.
+    let kind = ImageKind::from_magic(second)
+        .filter(|k| *k != ImageKind::Inventory)
+        .ok_or(FramingError::UnknownMagic {
+            offset: 4,
+            magic: second,
+        })?;
     let expected = if kind.is_service() {
         IMG_SERVICE_MAGIC
     } else {

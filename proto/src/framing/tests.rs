@@ -260,3 +260,15 @@ fn huge_lengths_do_not_panic() {
     let bytes = image_with(ImageKind::PipesData, &[(&e.encode_to_vec(), b"")]);
     assert!(matches!(parse(&bytes), Err(FramingError::Truncated { .. })));
 }
+
+/// Found by the `image_parse` fuzz target: the inventory's magic behind the common one
+/// parsed as an inventory that encodes without it.
+#[test]
+fn inventory_magic_behind_the_common_magic_is_refused() {
+    let mut data = IMG_COMMON_MAGIC.to_le_bytes().to_vec();
+    data.extend_from_slice(&ImageKind::Inventory.magic().to_le_bytes());
+    assert!(matches!(
+        parse(&data),
+        Err(FramingError::UnknownMagic { offset: 4, .. })
+    ));
+}

@@ -1,5 +1,6 @@
 //! Arbitrary bytes through the framing parser and the crit JSON decoder: never a panic,
-//! and whatever parses must encode back to the same bytes.
+//! and whatever parses must encode back to the same bytes. The same bytes also go through
+//! the pages digest reader (`criu-rs-pages-digest.bin`): whatever it accepts re-encodes.
 #![no_main]
 
 use criu_proto::json::{self, DecodeOptions};
@@ -7,6 +8,10 @@ use criu_proto::{ImageKind, framing};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
+    if let Ok(files) = criu_core::image::digest::decode(std::path::Path::new("fuzz"), data) {
+        let again = criu_core::image::digest::encode(&files);
+        assert_eq!(again, data, "digest round trip");
+    }
     if let Ok(img) = framing::parse(data) {
         let again = img.encode().expect("a parsed image encodes");
         assert_eq!(again, data, "framing round trip");
