@@ -144,7 +144,12 @@ fn pidfd_of_a_process_outside_the_tree_is_refused() {
     let images = dir.join("images");
     std::fs::create_dir(&images).unwrap();
     let err = dump(&DumpOptions::new(pid, &images)).expect_err("dump must refuse");
-    let msg = format!("{err:#}");
+    let mut msg = err.to_string();
+    let mut src = std::error::Error::source(&err);
+    while let Some(e) = src {
+        msg += &format!(": {e}");
+        src = e.source();
+    }
     assert!(
         msg.contains(&format!("fd {fd} of pid {pid}")) && msg.contains("process 1,"),
         "{msg}"

@@ -199,6 +199,8 @@ int main(int argc, char **argv)
 		return 2;
 	snprintf(report, sizeof(report), "%s/report", argv[2]);
 	snprintf(go, sizeof(go), "%s/go", argv[2]);
+	/* Its own session: a restore without --shell-job recreates only sessions of the tree. */
+	setsid();
 
 	if (!strcmp(argv[1], "outside")) {
 		int fd = pidfd_open(1, 0);

@@ -9,27 +9,29 @@
 use std::collections::{BTreeMap, btree_map::Entry};
 use std::os::fd::{AsFd, OwnedFd};
 
-use criu_plugin_api::{
-    FileRestorer, ImageRef, PluginError, RestoreContext, TaskIds, read_messages,
-};
+use criu_plugin_api::{FileRestorer, ImageRef, PluginError, RestoreContext, read_messages};
 use criu_proto::images::{FdTypes, FileEntry, PidfdEntry};
 
 use crate::{LINK, dump::in_tree, sys};
 
 const IMAGE: &str = "files.img";
 
-/// The pidfd entries of `entries`, each checked: a live target must be a task (or, with
-/// `PIDFD_THREAD`, a thread) of `tree`.
+/// The pidfd entries of `entries`, each checked: a live target must be a process of the
+/// restored tree (zombies included: `restored_pid` knows them, `tasks` does not) or, with
+/// `PIDFD_THREAD`, one of its threads.
 pub fn pidfd_entries<'e>(
+    ctx: &dyn RestoreContext,
     entries: &'e [FileEntry],
-    tree: &[TaskIds],
 ) -> Result<Vec<&'e PidfdEntry>, PluginError> {
+    let tree = ctx.tasks();
     let mut out = Vec::new();
     for e in entries.iter().filter(|e| e.r#type == FdTypes::Pidfd as i32) {
         let p = e.pidfd.as_ref().ok_or_else(|| {
             PluginError::bad_image(IMAGE, format!("PIDFD entry {} without pidfd", e.id))
         })?;
-        if p.nspid != -1 && !in_tree(tree, p.nspid, p.flags & sys::PIDFD_THREAD != 0) {
+        let thread = p.flags & sys::PIDFD_THREAD != 0;
+        let known = in_tree(&tree, p.nspid, thread) || ctx.restored_pid(p.nspid).is_some();
+        if p.nspid != -1 && (p.nspid <= 0 || !known) {
             return Err(PluginError::bad_image(
                 IMAGE,
                 format!(
@@ -112,8 +114,7 @@ impl Restorer {
         ctx: &mut dyn RestoreContext,
         entries: &[FileEntry],
     ) -> Result<Restorer, PluginError> {
-        let tree = ctx.tasks();
-        let pidfds = pidfd_entries(entries, &tree)?;
+        let pidfds = pidfd_entries(ctx, entries)?;
         Ok(Restorer {
             reaped: make_reaped(&pidfds)?,
         })
@@ -145,7 +146,7 @@ impl FileRestorer for Restorer {
 pub fn install_live(ctx: &mut dyn RestoreContext) -> Result<(), PluginError> {
     let entries: Vec<FileEntry> = read_messages(ctx, ImageRef::FILES)?;
     let tree = ctx.tasks();
-    let live: BTreeMap<u32, &PidfdEntry> = pidfd_entries(&entries, &tree)?
+    let live: BTreeMap<u32, &PidfdEntry> = pidfd_entries(ctx, &entries)?
         .into_iter()
         .filter(|p| p.nspid != -1)
         .map(|p| (p.id, p))

@@ -166,14 +166,52 @@ fn live_entry(id: u32, nspid: i32, flags: u32) -> FileEntry {
     }
 }
 
+/// A restore context whose `restored_pid` knows only `pids` (the core's answers for the
+/// tree's processes, zombies included), the rest served by [`MemoryImages`].
+struct Tree {
+    images: MemoryImages,
+    pids: Vec<i32>,
+}
+
+impl criu_plugin_api::RestoreContext for Tree {
+    fn read_image(&mut self, image: ImageRef) -> Result<Option<Vec<u8>>, PluginError> {
+        self.images.read_image(image)
+    }
+    fn read_plugin_file(&mut self, name: &str) -> Result<Option<Vec<u8>>, PluginError> {
+        self.images.read_plugin_file(name)
+    }
+    fn current_pid(&self) -> i32 {
+        self.images.current_pid()
+    }
+    fn restored_pid(&self, old: i32) -> Option<i32> {
+        self.pids.contains(&old).then_some(old)
+    }
+    fn keep_fd(&mut self, key: &str, fd: OwnedFd) -> Result<(), PluginError> {
+        self.images.keep_fd(key, fd)
+    }
+    fn kept_fd(&self, key: &str) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.images.kept_fd(key)
+    }
+    fn options(&self) -> &criu_plugin_api::RestoreOptions {
+        criu_plugin_api::RestoreContext::options(&self.images)
+    }
+    fn tasks(&self) -> Vec<TaskIds> {
+        self.images.tasks.clone()
+    }
+}
+
 #[test]
 fn bad_images_name_the_image_and_entry() {
-    let mut ctx = MemoryImages::new(0);
-    ctx.tasks = vec![TaskIds {
+    let mut ctx = Tree {
+        images: MemoryImages::new(0),
+        // 100 with thread 101, and 102 a zombie (a pid, no task entry).
+        pids: vec![100, 102],
+    };
+    ctx.images.tasks = vec![TaskIds {
         pid: 100,
         tids: vec![100, 101],
     }];
-    let err = |ctx: &mut MemoryImages, e: FileEntry| {
+    let err = |ctx: &mut Tree, e: FileEntry| {
         PLUGIN
             .start_restore(ctx, &[e])
             .err()
@@ -187,11 +225,10 @@ fn bad_images_name_the_image_and_entry() {
     );
     // A thread is only a target with PIDFD_THREAD.
     assert!(err(&mut ctx, live_entry(3, 101, 0)).contains("entry 3"));
-    assert!(
-        PLUGIN
-            .start_restore(&mut ctx, &[live_entry(3, 101, PIDFD_THREAD)])
-            .is_ok()
-    );
+    assert!(err(&mut ctx, live_entry(3, 0, 0)).contains("pid 0"));
+    for ok in [live_entry(3, 101, PIDFD_THREAD), live_entry(4, 102, 0)] {
+        assert!(PLUGIN.start_restore(&mut ctx, &[ok]).is_ok());
+    }
     let mut e = live_entry(4, 100, 0);
     e.pidfd = None;
     assert!(err(&mut ctx, e).contains("PIDFD entry 4 without pidfd"));
