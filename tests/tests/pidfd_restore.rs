@@ -4,7 +4,8 @@
 //! child holding a pidfd of its parent. After the restore the workload checks every answer
 //! itself (targets, flags, `pidfd_getfd`, `pidfd_send_signal`, `waitid(P_PIDFD)`, the reaped
 //! child's exit status through `PIDFD_GET_INFO`, poll). A pidfd of a process outside the
-//! tree fails the dump naming the fd, the holder and the target.
+//! tree fails the dump naming the fd, the holder and the target. Debian's crit 3.17, which
+//! predates CRIU's pidfd format, decodes the files.img as we do less what it lacks.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -12,10 +13,12 @@ use std::time::{Duration, Instant};
 
 use criu_core::dump::{DumpOptions, dump};
 use criu_plugin_api::{ImageRef, read_messages};
+use criu_proto::ImageKind;
 use criu_proto::images::{FdTypes, FileEntry, PidfdEntry};
 use criu_tests::{ScratchDir, TreeGuard, skip_unless_root};
 use restore_common::{dump_stopped_and_kill, lines, restore_detached, spawn_bg};
 
+mod crit317;
 mod plugin_support;
 mod restore_common;
 
@@ -121,6 +124,17 @@ fn pidfds_of_live_thread_reaped_and_zombie_targets_survive() {
     );
     // The child's pidfd of its parent.
     assert_eq!(by_target(root).count(), 1, "{entries:?}");
+
+    // crit 3.17 predates pidfds: it shows those entries with their id only.
+    crit317::decodes_as_we_do(&images.join("files.img"), ImageKind::Files, |ours| {
+        let n = ours["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["type"] == "PIDFD" && e["pidfd"].is_object())
+            .count();
+        assert_eq!(n, entries.len(), "{ours}");
+    });
 
     std::fs::write(&report, "").unwrap();
     let _restored = restore_detached(&images, root, [a, z]);

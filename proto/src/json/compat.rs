@@ -9,6 +9,8 @@
 //! - `task_core_entry.task_state` with `--pretty`: 3.17's table swaps 3 and 6 (it prints
 //!   TASK_STOPPED as "Zombie" and TASK_ZOMBIE as "Stopped") and lacks 2 ("Dead").
 //! - criu-rs's own fields ([`crate::CRIU_RS_FIELDS`]): no crit knows them.
+//! - Enum values added after 3.17 ([`ENUM_VALUES_AFTER_3_17`]: `fd_types` PIDFD): 3.17 keeps
+//!   the value as an unknown field and shows no `type` for that entry.
 //! - Flag names added after 3.17 ([`FLAGS_AFTER_3_17`]: MAP_DROPPABLE, VMA_AREA_MEMFD,
 //!   VMA_AREA_SHSTK, VMA_AREA_UPROBES): 3.17 prints those bits as a hex remainder after the
 //!   names it knows.
@@ -41,6 +43,11 @@ pub const NEW_AFTER_3_17: &[(&str, &str)] = &[
     ("ip_opts_entry", "ttl"),
     ("thread_info_aarch64", "pac_keys"),
 ];
+
+/// Enum values CRIU 4.2's schema has and crit 3.17's lacks: (message, field, value name).
+/// crit 3.17 (python protobuf, proto2) keeps such a value as an unknown field and never
+/// shows the field.
+pub const ENUM_VALUES_AFTER_3_17: &[(&str, &str, &str)] = &[("file_entry", "type", "PIDFD")];
 
 /// Flag names CRIU 4.2's tables have and crit 3.17's lack: (message, field, name, bit).
 pub const FLAGS_AFTER_3_17: &[(&str, &str, &str, u64)] = &[
@@ -134,6 +141,11 @@ pub fn message_to_317(msg: &MessageDescriptor, v: &mut Json) {
                 .any(|(mm, ff, n, _)| mm == m && ff == f && text.contains(n))
         {
             *text = flags_to_317(m, f, text);
+        }
+    }
+    for (m, f, value) in ENUM_VALUES_AFTER_3_17 {
+        if msg.name() == *m && map.get(*f).and_then(Json::as_str) == Some(value) {
+            map.shift_remove(*f);
         }
     }
     for (m, f) in NEW_AFTER_3_17 {
