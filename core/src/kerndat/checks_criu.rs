@@ -130,7 +130,6 @@ pub static NOT_BUILT: &[(&str, &str)] = &[
         "incremental dumps (pre-dump, --track-mem) are not built",
     ),
     ("aio_remap", "AIO rings are not restored"),
-    ("timerfd", "timerfds are not dumped"),
     ("tun", "tun devices are not dumped"),
     ("tun_ns", "tun devices are not dumped"),
     ("userns", "user namespaces are not dumped"),

@@ -102,9 +102,24 @@ pub(super) static CHECKS: &[Check] = &[
     optional!(
         "timerfd",
         true,
-        "it_value in the fdinfo of an armed timerfd",
-        "needs Linux 3.17 or newer",
+        "it_value in the fdinfo of an armed timerfd and TFD_IOC_SET_TICKS",
+        "needs Linux 3.17+ with CONFIG_CHECKPOINT_RESTORE; timerfds cannot be dumped without it",
         timerfd
+    ),
+    optional!(
+        "pidfd_thread",
+        false,
+        "pidfd_open(PIDFD_THREAD) of a thread",
+        "needs Linux 6.9 or newer; pidfds of threads cannot be restored without it",
+        pidfd_thread
+    ),
+    optional!(
+        "pidfd_get_info",
+        false,
+        "PIDFD_GET_INFO with PIDFD_INFO_EXIT on a pidfd of a reaped child",
+        "needs Linux 6.15 or newer; pidfds of reaped processes come back with SIGKILL as \
+         their exit status (as with CRIU) without it",
+        pidfd_get_info
     ),
     optional!(
         "sk_ns",
@@ -275,7 +290,40 @@ fn timerfd(_: &mut KernelFeatures) -> Outcome {
         TimerSetTimeFlags::empty(),
     )
     .map_err(|e| e.to_string())?;
-    fdinfo_has(t.as_fd(), "it_value:")
+    fdinfo_has(t.as_fd(), "it_value:")?;
+    probe::timerfd_set_ticks(t.as_fd(), 3).map_err(|e| e.to_string())?;
+    fdinfo_has(t.as_fd(), "ticks: 3")
+}
+
+fn pidfd_thread(_: &mut KernelFeatures) -> Outcome {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let th = std::thread::spawn(move || {
+        let _ = tx.send(nix::unistd::gettid());
+        let _ = stop_rx.recv();
+    });
+    let tid = rx.recv().map_err(|e| e.to_string())?;
+    let r = crate::sys::pidfd::pidfd_open(tid, crate::sys::pidfd::PIDFD_THREAD);
+    drop(stop_tx);
+    let _ = th.join();
+    r.map(drop).map_err(|e| why(&e))?;
+    Ok(None)
+}
+
+fn pidfd_get_info(_: &mut KernelFeatures) -> Outcome {
+    let mut child = std::process::Command::new("true")
+        .spawn()
+        .map_err(|e| format!("spawning true: {e}"))?;
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let pidfd = crate::sys::pidfd::pidfd_open(pid, 0);
+    let _ = child.wait(); // reaped: only the pidfd knows its status now
+    let pidfd = pidfd.map_err(|e| why(&e))?;
+    match probe::pidfd_exit_status(pidfd.as_fd()).map_err(|e| e.to_string())? {
+        Some(0) => Ok(None),
+        other => Err(format!(
+            "PIDFD_INFO_EXIT answered {other:?} for a child that exited 0"
+        )),
+    }
 }
 
 fn unix_socket() -> Result<std::os::fd::OwnedFd, String> {

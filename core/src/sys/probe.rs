@@ -298,3 +298,38 @@ pub fn getsockopt_buf(
 
 #[cfg(test)]
 mod tests;
+
+/// `ioctl(timerfd, TFD_IOC_SET_TICKS, &ticks)` (Linux 3.17+ with CONFIG_CHECKPOINT_RESTORE):
+/// sets the expiries a read returns, how the timerfd plugin restores unread ticks.
+pub fn timerfd_set_ticks(fd: BorrowedFd<'_>, ticks: u64) -> Result<()> {
+    // `_IOW('T', 0, __u64)`.
+    const TFD_IOC_SET_TICKS: libc::c_ulong = 0x4008_5400;
+    // SAFETY: valid fd; the kernel reads one u64 from a live local.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), TFD_IOC_SET_TICKS, &ticks) };
+    ok_or("ioctl(TFD_IOC_SET_TICKS)", r as libc::c_long).map(drop)
+}
+
+/// `ioctl(pidfd, PIDFD_GET_INFO)` asking for `PIDFD_INFO_EXIT` (Linux 6.15+): the wait status
+/// of a reaped process, `None` when the kernel answers without it.
+pub fn pidfd_exit_status(pidfd: BorrowedFd<'_>) -> Result<Option<i32>> {
+    /// `struct pidfd_info`, its first version (64 bytes); not in libc yet.
+    #[repr(C)]
+    #[derive(Default)]
+    struct PidfdInfo {
+        mask: u64,
+        cgroupid: u64,
+        ids: [u32; 11],
+        exit_code: i32,
+    }
+    const PIDFD_INFO_EXIT: u64 = 1 << 3;
+    // `_IOWR(0xFF, 11, struct pidfd_info)` with the 64-byte struct.
+    const PIDFD_GET_INFO: libc::c_ulong = 0xC040_FF0B;
+    let mut info = PidfdInfo {
+        mask: PIDFD_INFO_EXIT,
+        ..PidfdInfo::default()
+    };
+    // SAFETY: valid fd; `info` is a live struct of the size encoded in the request.
+    let r = unsafe { libc::ioctl(pidfd.as_raw_fd(), PIDFD_GET_INFO, &mut info) };
+    ok_or("ioctl(PIDFD_GET_INFO)", r as libc::c_long)?;
+    Ok((info.mask & PIDFD_INFO_EXIT != 0).then_some(info.exit_code))
+}
