@@ -29,6 +29,8 @@ fn verbosity_forms() {
         (Some("dump"), Some(5))
     );
     assert!(err("criu -v9999").contains("verbosity"));
+    // As zdtm calls `criu check`: CRIU's atoi makes it level 0.
+    assert_eq!(ok("criu check -verbosity=0 --feature x").opts.verbosity, 0);
 }
 
 #[test]
