@@ -4,7 +4,8 @@
 //! child holding a pidfd of its parent. After the restore the workload checks every answer
 //! itself (targets, flags, `pidfd_getfd`, `pidfd_send_signal`, `waitid(P_PIDFD)`, the reaped
 //! child's exit status through `PIDFD_GET_INFO`, poll). A pidfd of a process outside the
-//! tree fails the dump naming the fd, the holder and the target. Debian's crit 3.17, which
+//! tree fails the dump naming the fd, the holder and the target; a pidfd entry naming a pid
+//! outside the tree fails the restore naming files.img and the entry. Debian's crit 3.17, which
 //! predates CRIU's pidfd format, decodes the files.img as we do less what it lacks.
 
 use std::path::{Path, PathBuf};
@@ -12,9 +13,11 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use criu_core::dump::{DumpOptions, dump};
+use criu_core::restore::{RestoreOptions, restore};
 use criu_plugin_api::{ImageRef, read_messages};
 use criu_proto::ImageKind;
 use criu_proto::images::{FdTypes, FileEntry, PidfdEntry};
+use criu_proto::json;
 use criu_tests::{ScratchDir, TreeGuard, skip_unless_root};
 use restore_common::{dump_stopped_and_kill, lines, restore_detached, spawn_bg};
 
@@ -136,11 +139,53 @@ fn pidfds_of_live_thread_reaped_and_zombie_targets_survive() {
         assert_eq!(n, entries.len(), "{ours}");
     });
 
+    bad_target_is_refused_before_any_task(&images, z, root);
+
     std::fs::write(&report, "").unwrap();
     let _restored = restore_detached(&images, root, [a, z]);
     std::fs::write(work.join("go"), "").unwrap();
     let result = wait_line(&report, "result ", Duration::from_secs(30));
     assert_eq!(result, "result ok", "{:?}", lines(&report));
+}
+
+/// A copy of the images whose zombie pidfd names pid 1 instead: the restore fails before
+/// creating any task, naming files.img and the entry.
+fn bad_target_is_refused_before_any_task(images: &Path, zombie: i32, root: i32) {
+    let bad = images.with_file_name("images-bad");
+    std::fs::create_dir(&bad).unwrap();
+    for f in std::fs::read_dir(images).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), bad.join(f.file_name())).unwrap();
+    }
+    let files = bad.join("files.img");
+    let opts = json::DecodeOptions {
+        pretty: false,
+        no_payload: false,
+    };
+    let mut doc = json::decode(&std::fs::read(&files).unwrap(), opts).unwrap();
+    let entry = doc["entries"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|e| e["pidfd"]["nspid"] == zombie)
+        .expect("the zombie's pidfd");
+    entry["pidfd"]["nspid"] = 1.into();
+    let id = entry["id"].clone();
+    std::fs::write(&files, json::encode(&doc).unwrap()).unwrap();
+    let opts = RestoreOptions {
+        images_dir: bad,
+        detach: true,
+        ..RestoreOptions::default()
+    };
+    let err = restore(&opts).expect_err("a pidfd of pid 1 must be refused");
+    let msg = format!("{err}");
+    assert!(
+        msg.contains("files.img")
+            && msg.contains(&format!("PIDFD entry {id}:"))
+            && msg.contains("pid 1 is not a task"),
+        "{msg}"
+    );
+    assert!(!criu_tests::pid_exists(root), "a task was created");
 }
 
 #[test]
