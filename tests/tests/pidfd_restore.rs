@@ -1,5 +1,5 @@
 //! pidfds through dump and restore, with the C workload `workloads/pidfd.c` (built with gcc
-//! at test time): a parent holding pidfds of a live child (`PIDFD_NONBLOCK`), of one of its
+//! at test time): a parent holding pidfds of a live child (`PIDFD_NONBLOCK`, in an epoll), of one of its
 //! threads (`PIDFD_THREAD`), of a reaped child (two pidfds) and of a zombie child, the live
 //! child holding a pidfd of its parent. After the restore the workload checks every answer
 //! itself (targets, flags, `pidfd_getfd`, `pidfd_send_signal`, `waitid(P_PIDFD)`, the reaped
@@ -25,6 +25,7 @@ mod crit317;
 mod plugin_support;
 mod restore_common;
 
+use criu_plugin_epoll as _;
 use criu_plugin_eventfd as _;
 use criu_plugin_files as _;
 use criu_plugin_pidfd as _;

@@ -2,8 +2,8 @@
  *
  * Usage: pidfd MODE WORKDIR. Writes WORKDIR/report.
  * MODE "tree": the parent holds pidfds of
- *   - a live child A (PIDFD_NONBLOCK), which holds an eventfd (counter 5) and a pidfd of
- *     its parent;
+ *   - a live child A (PIDFD_NONBLOCK, also registered in an epoll), which holds an eventfd
+ *     (counter 5) and a pidfd of its parent;
  *   - one of its own threads T (PIDFD_THREAD);
  *   - a child R that exited with 42 and was reaped (two pidfds, opened separately);
  *   - a child Z that exited with 3, left a zombie.
@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
@@ -137,7 +138,7 @@ static void child_a(int parent_fd)
 		}                                                                            \
 	} while (0)
 
-static int check(int fa, int ft, int fr, int fr2, int fz, pid_t a, pid_t z)
+static int check(int fa, int ep, int ft, int fr, int fr2, int fz, pid_t a, pid_t z)
 {
 	struct pidfd_info_v0 info;
 	struct stat s1, s2;
@@ -154,7 +155,9 @@ static int check(int fa, int ft, int fr, int fr2, int fz, pid_t a, pid_t z)
 	CHECK(waitid(P_PIDFD, fa, &si, WEXITED) == -1 && errno == EAGAIN,
 	      "waitid on a nonblocking pidfd of a live child did not say EAGAIN");
 	CHECK(send_sig(fa, SIGUSR2) == 0, "pidfd_send_signal A: %s", strerror(errno));
-	CHECK(readable(fa, 10000), "A did not exit");
+	/* The epoll watches the restored pidfd, not a stand-in. */
+	struct epoll_event ev;
+	CHECK(epoll_wait(ep, &ev, 1, 10000) == 1 && ev.data.fd == fa, "epoll missed A's exit");
 	CHECK(waitid(P_PIDFD, fa, &si, WEXITED) == 0, "waitid A: %s", strerror(errno));
 	CHECK(si.si_pid == a && si.si_code == CLD_EXITED && si.si_status == 0,
 	      "A ended with code %d status %d (its own check failed if CLD_EXITED)", si.si_code,
@@ -229,6 +232,10 @@ int main(int argc, char **argv)
 		child_a(self);
 	close(self);
 	int fa = pidfd_open(a, PIDFD_NONBLOCK);
+	int ep = epoll_create1(0);
+	struct epoll_event ev = { .events = EPOLLIN, .data.fd = fa };
+	if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, fa, &ev))
+		return 6;
 
 	pid_t r = fork();
 	if (r == 0)
@@ -247,7 +254,7 @@ int main(int argc, char **argv)
 	say("ready %d %d %d %d", a, thread_tid, r, z);
 	while (access(go, F_OK))
 		usleep(20000);
-	if (check(fa, ft, fr, fr2, fz, a, z) == 0)
+	if (check(fa, ep, ft, fr, fr2, fz, a, z) == 0)
 		say("result ok");
 	for (;;)
 		pause();
