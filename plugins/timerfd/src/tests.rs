@@ -255,3 +255,33 @@ fn bad_entries_name_the_image_and_entry() {
     };
     assert!(err(&mut r, &mut ctx, entry(Some(half))).contains("half of"));
 }
+
+proptest! {
+    /// Our clock fields round-trip and leave CRIU's part of the entry as CRIU writes it.
+    #[test]
+    fn entry_round_trip(
+        clockid in 0u32..10,
+        ticks: u64,
+        vsec: u64,
+        isec: u64,
+        clock in proptest::option::of((any::<u64>(), 0u64..1_000_000_000)),
+    ) {
+        use prost::Message;
+        let e = TimerfdEntry {
+            id: 3,
+            flags: 2,
+            clockid,
+            ticks,
+            vsec,
+            isec,
+            criu_rs_clock_sec: clock.map(|c| c.0),
+            criu_rs_clock_nsec: clock.map(|c| c.1),
+            ..Default::default()
+        };
+        let bytes = e.encode_to_vec();
+        prop_assert_eq!(TimerfdEntry::decode(bytes.as_slice()).unwrap(), e);
+        let criu = TimerfdEntry { criu_rs_clock_sec: None, criu_rs_clock_nsec: None, ..e };
+        let plain = criu.encode_to_vec();
+        prop_assert_eq!(&bytes[..plain.len()], plain.as_slice());
+    }
+}
