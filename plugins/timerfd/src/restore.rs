@@ -114,24 +114,25 @@ impl FileRestorer for Restorer {
             PluginError::bad_image(IMAGE, format!("TIMERFD entry {} without tfd", entry.id))
         })?;
         dumped(entry.id, t)?;
-        let clock = clock_of(t.clockid).expect("checked by dumped");
+        let clock = clock_of(t.clockid).ok_or_else(|| {
+            PluginError::bad_image(IMAGE, format!("TIMERFD entry {}: clockid", entry.id))
+        })?;
         let mut flags = TimerFlags::TFD_CLOEXEC;
         if t.flags & libc::O_NONBLOCK as u32 != 0 {
             flags |= TimerFlags::TFD_NONBLOCK;
         }
-        let fail = |op: &'static str, e: nix::errno::Errno| PluginError::Restore {
+        let fail = |op: &'static str, source: std::io::Error| PluginError::Restore {
             id: entry.id,
             what: LINK.into(),
             op,
-            source: e.into(),
+            source,
         };
-        let timer = TimerFd::new(clock, flags).map_err(|e| fail("timerfd_create", e))?;
-        let fd = timer.as_fd().try_clone_to_owned().map_err(|e| {
-            fail(
-                "dup",
-                nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0)),
-            )
-        })?;
+        let timer = TimerFd::new(clock, flags).map_err(|e| fail("timerfd_create", e.into()))?;
+        // A duplicate for the tasks; the restorer keeps the TimerFd to arm it in finish.
+        let fd = timer
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| fail("dup", e))?;
         self.timers.push((entry.id, timer, *t));
         Ok(fd)
     }
