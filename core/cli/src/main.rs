@@ -16,6 +16,8 @@ use criu_plugin_memfd as _;
 #[cfg(feature = "builtin-plugins")]
 use criu_plugin_pipes as _;
 #[cfg(feature = "builtin-plugins")]
+use criu_plugin_secretmem as _;
+#[cfg(feature = "builtin-plugins")]
 use criu_plugin_tty as _;
 
 fn main() -> ExitCode {

@@ -9,6 +9,7 @@ use criu_plugin_eventfd as _;
 use criu_plugin_files as _;
 use criu_plugin_memfd as _;
 use criu_plugin_pipes as _;
+use criu_plugin_secretmem as _;
 use criu_plugin_tty as _;
 
 fn main() -> ExitCode {
