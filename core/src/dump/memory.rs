@@ -541,6 +541,26 @@ VmFlags: rd wr mr mw me nr wf nh dp
     }
 
     #[test]
+    fn secretmem_is_left_to_a_plugin() {
+        let smaps = "7f00000000-7f00006000 rw-s 00000000 00:0e 77 /secretmem (deleted)\nVmFlags: rd wr sh mr mw ms lo dd\n";
+        let maps = parse_smaps(smaps).unwrap();
+        // The kernel gives no map_files link: the core must not need one.
+        let mut none = |_: &MapsEntry| None;
+        let v = build_vmas(1, &maps, &mut none).unwrap();
+        assert_eq!(v[0].plugin_only, Some("memfd_secret mapping"));
+        assert_eq!(v[0].entry.status, VMA_AREA_REGULAR | VMA_ANON_PRIVATE);
+        assert_eq!(
+            v[0].entry.flags,
+            (libc::MAP_SHARED | libc::MAP_ANONYMOUS) as u32
+        );
+        assert_eq!(v[0].entry.madv, None);
+        let e = check_plugin_only(9, &v, &[]).unwrap_err().to_string();
+        assert!(e.contains("secretmem plugin"), "{e}");
+        assert!(e.contains("0x7f00000000"), "{e}");
+        check_plugin_only(9, &v, &[true]).unwrap();
+    }
+
+    #[test]
     fn own_vmas() {
         let v = collect_vmas(std::process::id() as i32).unwrap();
         assert!(v.iter().any(|v| v.has(VMA_AREA_HEAP) || v.file.is_some()));

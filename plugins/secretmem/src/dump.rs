@@ -49,7 +49,7 @@ impl DumpState {
     }
 }
 
-fn state<'a>(ctx: &'a mut dyn DumpContext) -> Result<&'a mut DumpState, PluginError> {
+fn state(ctx: &mut dyn DumpContext) -> Result<&mut DumpState, PluginError> {
     let key = ctx.options().secret_key.clone();
     let st = ctx.state::<DumpState>()?;
     st.start(key.as_deref())?;

@@ -27,7 +27,7 @@ pub struct RestoreState {
     written: BTreeSet<(u64, u64)>,
 }
 
-fn state<'a>(ctx: &'a mut dyn RestoreContext) -> Result<&'a mut RestoreState, PluginError> {
+fn state(ctx: &mut dyn RestoreContext) -> Result<&mut RestoreState, PluginError> {
     if !ctx.state::<RestoreState>()?.loaded {
         let key = ctx
             .options()
@@ -52,21 +52,23 @@ fn state<'a>(ctx: &'a mut dyn RestoreContext) -> Result<&'a mut RestoreState, Pl
 impl RestoreState {
     /// criu's fd of object `inode`: a new memfd_secret of the dumped size on first use.
     fn object(&mut self, inode: u64, obj: &Object) -> Result<&OwnedFd, PluginError> {
-        if !self.objects.contains_key(&inode) {
-            let fail = |op, e: nix::errno::Errno| PluginError::Restore {
-                id: obj.file_id.unwrap_or(0),
-                what: format!("{LINK} (inode {inode})"),
-                op,
-                source: e.into(),
-            };
-            let fd = sys::memfd_secret().map_err(|e| fail("memfd_secret", e))?;
-            let size = i64::try_from(obj.size).map_err(|_| {
-                PluginError::bad_image(INDEX_FILE, format!("object {inode}: size too big"))
-            })?;
-            nix::unistd::ftruncate(&fd, size).map_err(|e| fail("ftruncate", e))?;
-            self.objects.insert(inode, fd);
-        }
-        Ok(&self.objects[&inode])
+        use std::collections::hash_map::Entry;
+        let slot = match self.objects.entry(inode) {
+            Entry::Occupied(o) => return Ok(o.into_mut()),
+            Entry::Vacant(v) => v,
+        };
+        let fail = |op, e: nix::errno::Errno| PluginError::Restore {
+            id: obj.file_id.unwrap_or(0),
+            what: format!("{LINK} (inode {inode})"),
+            op,
+            source: e.into(),
+        };
+        let fd = sys::memfd_secret().map_err(|e| fail("memfd_secret", e))?;
+        let size = i64::try_from(obj.size).map_err(|_| {
+            PluginError::bad_image(INDEX_FILE, format!("object {inode}: size too big"))
+        })?;
+        nix::unistd::ftruncate(&fd, size).map_err(|e| fail("ftruncate", e))?;
+        Ok(slot.insert(fd))
     }
 }
 
