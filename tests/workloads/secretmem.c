@@ -4,7 +4,8 @@
  * Object A (fd kept open at FD_A, no close-on-exec, SIZE_A bytes) is mapped twice: M1 (all
  * of it, read-write) and M2 (pages 2-3, read-only). Object B (close-on-exec fd, closed after
  * mapping) is mapped as C. Contents are a pattern derived from SEED. A child forked after
- * the mappings shares M1 and C. Both write "ready <role> <pid>" to REPORT and wait for
+ * the mappings shares M1, M2 and C, and maps pages 4-5 of A again itself from the inherited
+ * fd (M3). Both write "ready <role> <pid>" to REPORT and wait for
  * REPORT.go (created after the restore); then each checks every byte (never printing any),
  * the parent checks the fd (link, size, flags) and maps it again, and a token the parent
  * writes into M1 must reach the child (one shared object) and the child's answer the parent.
@@ -149,6 +150,12 @@ int main(int argc, char **argv)
 	pid_t child = fork();
 	if (child < 0)
 		return 8;
+	unsigned char *m3 = NULL;
+	if (child == 0) {
+		m3 = mmap(NULL, 2 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, FD_A, 4 * PAGE);
+		if (m3 == MAP_FAILED)
+			return 9;
+	}
 	const char *role = child == 0 ? "child" : "parent";
 	say("ready %s %d", role, getpid());
 	wait_go();
@@ -159,8 +166,11 @@ int main(int argc, char **argv)
 	} else if ((at = differs(c, SIZE_B, 1, 0)) >= 0) {
 		say("bad %s C differs at %ld", role, at);
 	} else if (child == 0) {
-		/* The parent's token through the shared object, then our answer. */
-		if (!wait_word(m1, TOKEN_OFF, seed ^ 0x70c3))
+		/* The parent's token through the shared object (seen in our own mapping M3),
+		 * then our answer. */
+		if ((at = differs(m3, 2 * PAGE, 0, 4 * PAGE)) >= 0)
+			say("bad child M3 differs at %ld", at);
+		else if (!wait_word(m3, TOKEN_OFF - 4 * PAGE, seed ^ 0x70c3))
 			say("bad child no token from the parent");
 		else {
 			*word(m1, TOKEN_OFF + 8) = seed ^ 0xa5;

@@ -49,30 +49,29 @@ pub static PLUGIN: SecretmemPlugin = SecretmemPlugin;
 
 inventory::submit! { PluginRegistration::new(&PLUGIN) }
 
-/// A [`seal::SealError`] as the plugin contract's error.
+/// A [`seal::SealError`] as the plugin contract's error: a bad or foreign file is a bad
+/// image named by its file, anything else (no key, a bad key file) is refused with the way out.
 pub(crate) fn seal_err(pid: i32, e: seal::SealError) -> PluginError {
-    match e {
-        seal::SealError::Format { file } | seal::SealError::Tampered { file } => {
-            let reason = e_reason(&file, pid);
-            PluginError::bad_image(file, reason)
-        }
-        other => PluginError::Unsupported {
-            resource: "secret memory images".into(),
-            pid,
-            hint: other.to_string(),
-        },
-    }
-}
-
-fn e_reason(file: &str, pid: i32) -> String {
     let who = if pid > 0 {
-        format!(" (a mapping of pid {pid})")
+        format!(" (secret memory of pid {pid})")
     } else {
         String::new()
     };
-    format!(
-        "not a valid criu-rs secretmem file{who}: authentication failed or bad format ({file}: wrong --secret-key, or the image was changed)"
-    )
+    match e {
+        seal::SealError::Format { file } => PluginError::bad_image(
+            file,
+            format!("not a criu-rs secretmem file (bad magic or mode){who}"),
+        ),
+        seal::SealError::Tampered { file } => PluginError::bad_image(
+            file,
+            format!("authentication failed{who}: wrong --secret-key, or the image was changed"),
+        ),
+        // No key, a bad key file, a clear image under a key: the message says what to do.
+        other => PluginError::Plugin {
+            plugin: NAME.into(),
+            message: format!("{other}{who}"),
+        },
+    }
 }
 
 impl Plugin for SecretmemPlugin {

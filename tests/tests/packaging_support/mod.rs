@@ -121,10 +121,10 @@ fn build_packages() -> Option<Packages> {
         c
     };
     let table = subpackage_table();
-    assert_eq!(
-        table.len(),
-        6,
-        "PACKAGING.md lists six in-tree plugins: {table:?}"
+    // At least the six plugins of the first packaged build (more are added over time).
+    assert!(
+        table.len() >= 6,
+        "PACKAGING.md lists the in-tree plugins: {table:?}"
     );
     // criu-rs: cargo-deb builds criu and crit itself, without default features (metadata).
     run_ok(
@@ -149,7 +149,7 @@ fn build_packages() -> Option<Packages> {
     for (krate, _, _) in &table {
         build.args(["-p", krate]);
     }
-    run_ok(&mut build, "cargo build of the six plugin .so");
+    run_ok(&mut build, "cargo build of the plugin .so");
     for (krate, _, _) in &table {
         run_ok(
             cargo_cmd()
