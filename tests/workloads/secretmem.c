@@ -5,7 +5,8 @@
  * of it, read-write) and M2 (pages 2-3, read-only). Object B (close-on-exec fd, closed after
  * mapping) is mapped as C. Contents are a pattern derived from SEED. A child forked after
  * the mappings shares M1, M2 and C, and maps pages 4-5 of A again itself from the inherited
- * fd (M3). Both write "ready <role> <pid>" to REPORT and wait for
+ * fd (M3). Object D (SIZE_D bytes, over two 1 MiB chunks, fd closed, inherited by the
+ * child too) is checked by the parent. Both write "ready <role> <pid>" to REPORT and wait for
  * REPORT.go (created after the restore); then each checks every byte (never printing any),
  * the parent checks the fd (link, size, flags) and maps it again, and a token the parent
  * writes into M1 must reach the child (one shared object) and the child's answer the parent.
@@ -25,6 +26,8 @@
 #define PAGE 4096UL
 #define SIZE_A (6 * PAGE)
 #define SIZE_B (3 * PAGE)
+/* More than two of criu's 1 MiB chunks: dumped and restored in three pieces. */
+#define SIZE_D (640 * PAGE)
 #define FD_A 7
 #define TOKEN_OFF (SIZE_A - 64)
 
@@ -146,6 +149,14 @@ int main(int argc, char **argv)
 		return 7;
 	fill(c, SIZE_B, 1, 0);
 	close(b);
+	int d = secretmem(O_CLOEXEC);
+	if (d < 0 || ftruncate(d, SIZE_D) != 0)
+		return 10;
+	unsigned char *big = mmap(NULL, SIZE_D, PROT_READ | PROT_WRITE, MAP_SHARED, d, 0);
+	if (big == MAP_FAILED)
+		return 11;
+	fill(big, SIZE_D, 2, 0);
+	close(d);
 
 	pid_t child = fork();
 	if (child < 0)
@@ -187,6 +198,8 @@ int main(int argc, char **argv)
 		unsigned char *again = mmap(NULL, SIZE_A, PROT_READ, MAP_SHARED, FD_A, 0);
 		if ((at = differs(m2, 2 * PAGE, 0, 2 * PAGE)) >= 0)
 			say("bad parent M2 differs at %ld", at);
+		else if ((at = differs(big, SIZE_D, 2, 0)) >= 0)
+			say("bad parent D differs at %ld", at);
 		else if (!prot_of(m2, perms) || strcmp(perms, "r--s") != 0)
 			say("bad parent M2 is %s, not r--s", perms);
 		else if (strcmp(link, "/secretmem (deleted)") != 0)
