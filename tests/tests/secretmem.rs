@@ -44,6 +44,8 @@ struct Run {
     report: PathBuf,
     images: PathBuf,
     seed: u64,
+    /// Run the workload as uid/gid 65534 (no capabilities) instead of root.
+    as_nobody: bool,
 }
 
 impl Run {
@@ -67,20 +69,31 @@ impl Run {
             report,
             images,
             seed,
+            as_nobody: false,
         }
     }
 
     /// Starts the workload; returns (parent, child) once both are ready, guarded.
     fn start(&self) -> ((i32, i32), TreeGuard) {
         let seed = self.seed.to_string();
-        let root = spawn_bg(
-            "setsid",
-            &[
-                self.exe.to_str().expect("utf-8"),
-                self.report.to_str().expect("utf-8"),
-                &seed,
-            ],
-        );
+        let mut args = Vec::new();
+        if self.as_nobody {
+            // Its report goes into our scratch dir.
+            std::fs::set_permissions(self.dir.path(), std::fs::Permissions::from_mode(0o777))
+                .expect("chmod scratch");
+            args.extend([
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+            ]);
+        }
+        args.extend([
+            self.exe.to_str().expect("utf-8"),
+            self.report.to_str().expect("utf-8"),
+            &seed,
+        ]);
+        let root = spawn_bg("setsid", &args);
         let mut guard = TreeGuard::new([root]);
         let got = wait_lines(&self.report, 2, Duration::from_secs(10));
         let pid_of = |role: &str| -> i32 {
@@ -131,17 +144,17 @@ impl Run {
         text
     }
 
-    /// Restores, lets the workload check itself, and asserts both tasks say ok.
-    fn restore_and_check(&self, pids: (i32, i32), extra: &[&str]) {
+    /// Restores, lets the workload check itself, and asserts both tasks say ok; the
+    /// restored tree is guarded by the returned guard.
+    fn restore_and_check(&self, pids: (i32, i32), extra: &[&str]) -> TreeGuard {
         std::fs::write(&self.report, "").expect("truncate report");
         let mut args = vec!["restore", "-d"];
         args.extend(extra);
         let (out, text) = self.criu(&args, "restore.log");
-        let _guard = TreeGuard::new([pids.0, pids.1]);
+        let guard = TreeGuard::new([pids.0, pids.1]);
         assert!(out.status.success(), "restore failed:\n{text}");
         std::fs::write(format!("{}.go", self.report.display()), "").expect("go");
-        let got = wait_lines(&self.report, 2, Duration::from_secs(20));
-        let mut got = got.clone();
+        let mut got = wait_lines(&self.report, 2, Duration::from_secs(20));
         got.sort();
         assert_eq!(
             got,
@@ -149,6 +162,7 @@ impl Run {
             "report: {:?}",
             lines(&self.report)
         );
+        guard
     }
 
     /// The plugin's files: 0600, and the images name the plugin where CRIU's formats allow.
@@ -247,7 +261,7 @@ fn secretmem_round_trip_in_clear() {
     // Without a key the secret is in the images, as the README says.
     assert!(run.images_show_secret());
     assert_eq!(SIZE_A, 24576);
-    run.restore_and_check(pids, &[]);
+    let _guard = run.restore_and_check(pids, &[]);
 }
 
 #[test]
@@ -289,5 +303,36 @@ fn secretmem_encrypted_round_trip_and_refusals() {
     assert!(text.contains(name), "{name} not named:\n{text}");
     std::fs::write(chunk, &good).expect("untamper");
 
-    run.restore_and_check(pids, &["--secret-key", &key]);
+    let _guard = run.restore_and_check(pids, &["--secret-key", &key]);
+}
+
+/// An unprivileged workload: the task runs the dump's remote calls (scratch page, pipe) as
+/// itself, and comes back under its own uid.
+#[test]
+fn secretmem_round_trip_as_nobody() {
+    if skip_unless_root("secretmem_round_trip_as_nobody")
+        || !have_secretmem("secretmem_round_trip_as_nobody")
+    {
+        return;
+    }
+    let mut run = Run::new("secretmem-nobody", 0x5eed_0003);
+    run.as_nobody = true;
+    let key = run.write_key("key", 0x44);
+    let (pids, guard) = run.start();
+    let uid = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .expect("status")
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("Uid:")
+                    .map(|u| u.split_whitespace().next().map(str::to_string))
+            })
+            .flatten()
+            .expect("Uid line")
+    };
+    assert_eq!(uid(pids.0), "65534");
+    run.dump(pids.0, guard, &["--secret-key", &key]);
+    let _guard = run.restore_and_check(pids, &["--secret-key", &key]);
+    assert_eq!(uid(pids.0), "65534");
+    assert_eq!(uid(pids.1), "65534");
 }
