@@ -97,6 +97,15 @@ impl SecretKey {
             path: path.to_owned(),
             source,
         })?);
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(md) = std::fs::metadata(path)
+            && md.permissions().mode() & 0o077 != 0
+        {
+            tracing::warn!(
+                path = %path.display(),
+                "the secret key file is readable by other users: chmod 600 it"
+            );
+        }
         Self::parse(&raw).ok_or_else(|| SealError::KeyFormat {
             path: path.to_owned(),
             len: raw.len(),
