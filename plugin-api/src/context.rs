@@ -100,6 +100,9 @@ pub struct DumpOptions {
     /// `--shell-job`: the tree may share its session and terminal with the shell it ran in
     /// (a terminal of a session outside the tree is dumped as such, not refused).
     pub shell_job: bool,
+    /// `--secret-key FILE`: the key file with which plugins encrypt the images that hold
+    /// secrets (memfd_secret contents); `None`: they are stored in clear. (API 0.6)
+    pub secret_key: Option<std::path::PathBuf>,
 }
 
 impl Default for DumpOptions {
@@ -107,6 +110,7 @@ impl Default for DumpOptions {
         DumpOptions {
             ghost_limit: DEFAULT_GHOST_LIMIT,
             shell_job: false,
+            secret_key: None,
         }
     }
 }
@@ -121,6 +125,9 @@ pub struct RestoreOptions {
     /// `--shell-job`: the tree joins the restorer's session; a terminal of the session the
     /// tree was dumped in becomes the restorer's own terminal.
     pub shell_job: bool,
+    /// `--secret-key FILE`: the key file that decrypts images a dump encrypted with it
+    /// (API 0.6).
+    pub secret_key: Option<std::path::PathBuf>,
 }
 
 /// Services of the core during a dump.

@@ -242,17 +242,16 @@
 //!   fdinfo (`Pid:`); the target may be restored after the holder, so the open waits for
 //!   [`RestoreStage::AfterTasksExist`]: `pidfd_open` by [`RestoreContext::restored_pid`]
 //!   in the restorer, then [`RestoreContext::install_fd`] at the dumped number.
-//! - **memfd_secret**: its pages are readable only from inside the task (not through
-//!   `process_vm_readv`): a [`VmaHandler`] claiming `secretmem` VMAs; [`VmaHandler::dump_vma`]
-//!   creates a pipe in the frozen task and `write`s the pages into it with
-//!   [`DumpContext::remote_syscall`] (the read end fetched with [`DumpContext::dup_task_fd`]),
-//!   storing them in its own file; [`VmaHandler::restore_vma`] replaces the area the core
-//!   mapped with a remote `memfd_secret` + `mmap(MAP_FIXED)` at the same address and has the
-//!   task `read` the pages from a pipe installed with [`RestoreContext::install_fd`].
-//!   (The core classifies each VMA and dumps the files behind mappings before asking the
-//!   handlers, so a mapping the core itself refuses, or whose file no fd plugin dumps,
-//!   cannot be claimed yet: letting a claim take precedence there is the core's part of
-//!   this plugin.)
+//! - **memfd_secret** (built: `plugins/secretmem`): its pages are readable only from inside
+//!   the task (not through `process_vm_readv`): a [`VmaHandler`] claiming `secretmem` VMAs
+//!   (the core classifies them as plugin-only placeholders, having no map_files link, and
+//!   refuses a dump where no handler claims one); [`VmaHandler::dump_vma`] creates a pipe in
+//!   the frozen task (remote `pipe2` into a scratch page) and has it `write` its pages there
+//!   ([`DumpContext::remote_syscall`], the read end fetched with
+//!   [`DumpContext::dup_task_fd`]); [`VmaHandler::restore_vma`] has the task fetch criu's
+//!   `memfd_secret` fd (remote `pidfd_open` + `pidfd_getfd`), `mmap(MAP_FIXED)` it over the
+//!   placeholder and `read` the pages from a pipe fetched the same way. Its images are
+//!   encrypted with [`DumpOptions::secret_key`] when given.
 //! - **io_uring**: an fd handler for `anon_inode:[io_uring]` (ring parameters from fdinfo,
 //!   [`FdInfo::raw`]) plus a [`VmaHandler`] claiming the ring mappings (VMAs of that fd):
 //!   ring memory read with [`DumpContext::read_task_memory`], and on restore re-mapped by a

@@ -49,6 +49,8 @@ pub struct Options {
     pub leave_stopped: bool,
     /// Restore: check the pages against criu-rs-pages-digest.bin before resuming the tree.
     pub verify_pages: bool,
+    /// Dump and restore: `--secret-key FILE`, the key of the images holding secrets.
+    pub secret_key: Option<PathBuf>,
     pub leave_running: bool,
     pub pidfile: Option<PathBuf>,
     /// `-L/--libdir`, `--plugin-dir` (ours appends; CRIU keeps one).
@@ -129,6 +131,7 @@ fn apply(cli: &mut Cli, spec: &'static OptSpec, value: Option<String>, off: bool
         "extra" | "experimental" => o.all = !off,
         "plugins" => o.plugins = true,
         "verify-pages" => o.verify_pages = true,
+        "secret-key" => o.secret_key = path(),
         _ => check_value(spec.long, value.as_deref())?,
     }
     if let Class::Unsupported { .. } = spec.class {

@@ -19,6 +19,7 @@ use criu_plugin_pidfd as _;
 use criu_plugin_pipes as _;
 #[cfg(feature = "builtin-plugins")]
 use criu_plugin_timerfd as _;
+use criu_plugin_secretmem as _;
 #[cfg(feature = "builtin-plugins")]
 use criu_plugin_tty as _;
 

@@ -106,7 +106,8 @@ const NET: &str = "network devices and sockets are not checkpointed yet";
 const PS: &str = "only the page-server command uses it, and that command is not built yet";
 const LSM: &str = "LSM profiles are not restored yet";
 
-/// Every option CRIU 4.2 accepts, plus our `--plugin-dir`, `--plugins` and `--verify-pages`.
+/// Every option CRIU 4.2 accepts, plus our `--plugin-dir`, `--plugins`, `--verify-pages` and
+/// `--secret-key`.
 #[rustfmt::skip]
 pub static OPTIONS: &[OptSpec] = &[
     // Common.
@@ -201,6 +202,7 @@ pub static OPTIONS: &[OptSpec] = &[
     b("experimental", Honoured, "check the experimental features too (as --all)"),
     o("plugins", None, No, Honoured, "", "list the plugins, built-in or loaded"),
     o("verify-pages", None, No, Honoured, "", "restore: check the pages against criu-rs-pages-digest.bin before the tree resumes"),
+    o("secret-key", None, Required, Honoured, "FILE", "dump/restore: encrypt/decrypt the images holding secrets (memfd_secret) with this key (32 bytes, or 64 hex digits)"),
 ];
 
 /// Finds an option by its long name.
@@ -339,7 +341,7 @@ mod tests {
             assert!(find(name).is_some(), "--{name} is missing");
         }
         for s in OPTIONS {
-            let ours = ["plugin-dir", "plugins", "verify-pages"].contains(&s.long);
+            let ours = ["plugin-dir", "plugins", "verify-pages", "secret-key"].contains(&s.long);
             assert!(
                 ours || CRIU_LONG.contains(&s.long),
                 "--{} is not CRIU's",

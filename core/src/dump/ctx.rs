@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 
 use std::os::fd::OwnedFd;
 
@@ -63,9 +63,20 @@ fn plugin_err(image: impl std::fmt::Display, e: impl std::fmt::Display) -> Plugi
 
 impl<'d> CoreDumpContext<'d> {
     pub fn new(dir: &'d ImageDir, ghost_limit: u64, shell_job: bool) -> Self {
+        Self::with_options(dir, ghost_limit, shell_job, None)
+    }
+
+    /// [`CoreDumpContext::new`] with the key file plugins encrypt secrets with.
+    pub fn with_options(
+        dir: &'d ImageDir,
+        ghost_limit: u64,
+        shell_job: bool,
+        secret_key: Option<std::path::PathBuf>,
+    ) -> Self {
         let mut options = PluginDumpOptions::default();
         options.ghost_limit = ghost_limit;
         options.shell_job = shell_job;
+        options.secret_key = secret_key;
         CoreDumpContext {
             dir,
             writers: HashMap::new(),
@@ -316,6 +327,10 @@ impl DumpContext for CoreDumpContext<'_> {
             .mode(0o600)
             .open(&path)
             .map_err(|e| plugin_err(name, e))?;
+        // `mode` applies only to a new file: one left by an earlier dump keeps its own, and
+        // plugin files may hold secrets (memfd_secret contents).
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| plugin_err(name, e))?;
         if !self.plugin_files.contains(&path) {
             self.plugin_files.push(path);
         }
@@ -410,5 +425,30 @@ impl DumpContext for CoreDumpContext<'_> {
                 image,
                 source: Box::new(e),
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use criu_plugin_api::DumpContext;
+
+    use super::*;
+
+    #[test]
+    fn plugin_files_are_0600_even_over_an_older_file() {
+        let dir = std::env::temp_dir().join(format!("criu-ctx-mode-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let images = ImageDir::create(&dir).unwrap();
+        let old = dir.join("old.bin");
+        std::fs::write(&old, b"x").unwrap();
+        std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let mut ctx = CoreDumpContext::new(&images, 0, false);
+        ctx.write_plugin_file("new.bin", b"secret").unwrap();
+        ctx.write_plugin_file("old.bin", b"secret").unwrap();
+        for f in ["new.bin", "old.bin"] {
+            let mode = std::fs::metadata(dir.join(f)).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{f}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

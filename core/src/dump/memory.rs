@@ -52,6 +52,9 @@ pub struct Vma {
     pub file: Option<VmaFile>,
     /// For ANON_SHARED VMAs: the map_files link that opens the shmem object.
     pub shmem: Option<String>,
+    /// What this VMA is when only a plugin can dump it (its pages are unreadable to criu):
+    /// a dump in which no VMA handler claims it fails naming it.
+    pub plugin_only: Option<&'static str>,
 }
 
 impl Vma {
@@ -158,6 +161,9 @@ pub fn classify(pid: i32, m: &MapsEntry, file_stat: &mut StatFn<'_>) -> Result<V
         "[heap]" => e.status |= VMA_AREA_REGULAR | VMA_AREA_HEAP,
         _ => {
             e.status = VMA_AREA_REGULAR;
+            if let Some(v) = secretmem(m, &e) {
+                return Ok(v);
+            }
             if m.inode != 0 || m.dev_major != 0 || m.dev_minor != 0 {
                 let Some((mode, dev, ino, rdev)) = file_stat(m) else {
                     return Err(unsupported(format!(
@@ -184,6 +190,7 @@ pub fn classify(pid: i32, m: &MapsEntry, file_stat: &mut StatFn<'_>) -> Result<V
                             entry: e,
                             file: None,
                             shmem: Some(format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end)),
+                            plugin_only: None,
                         });
                     }
                     // SysV shm: recorded by id and attached again at restore, as CRIU
@@ -197,6 +204,7 @@ pub fn classify(pid: i32, m: &MapsEntry, file_stat: &mut StatFn<'_>) -> Result<V
                             entry: e,
                             file: None,
                             shmem: None,
+                            plugin_only: None,
                         });
                     }
                     // Anything else there (memfd) is a file: the fd plugins dump it (the
@@ -239,6 +247,33 @@ pub fn classify(pid: i32, m: &MapsEntry, file_stat: &mut StatFn<'_>) -> Result<V
         entry: e,
         file,
         shmem: None,
+        plugin_only: None,
+    })
+}
+
+/// The `/proc/PID/maps` name of a memfd_secret mapping.
+pub const SECRETMEM_NAME: &str = "/secretmem (deleted)";
+
+/// A memfd_secret mapping: no map_files link (the kernel answers ENXIO), pages unreadable
+/// to criu; only a VMA handler (the secretmem plugin) can dump it. Recorded as the
+/// anonymous shared area the core maps as a placeholder at restore (the plugin maps the
+/// secret memory over it); `VM_LOCKED`/`VM_DONTDUMP` come with secretmem itself, so
+/// neither the lock nor the madvise bits are recorded.
+fn secretmem(m: &MapsEntry, e: &VmaEntry) -> Option<Vma> {
+    if m.path != SECRETMEM_NAME || !m.shared || m.inode == 0 {
+        return None;
+    }
+    let entry = VmaEntry {
+        status: VMA_AREA_REGULAR | VMA_ANON_PRIVATE,
+        flags: (libc::MAP_SHARED | libc::MAP_ANONYMOUS) as u32,
+        madv: None,
+        ..e.clone()
+    };
+    Some(Vma {
+        entry,
+        file: None,
+        shmem: None,
+        plugin_only: Some("memfd_secret mapping"),
     })
 }
 
@@ -285,6 +320,25 @@ pub fn build_vmas(
         out.push(v);
     }
     Ok(out)
+}
+
+/// Refuses a VMA only a plugin can dump that no plugin claimed (`claimed[i]` for
+/// `vmas[i]`; empty: none claimed).
+pub fn check_plugin_only(pid: i32, vmas: &[Vma], claimed: &[bool]) -> Result<(), DumpError> {
+    for (i, v) in vmas.iter().enumerate() {
+        let Some(what) = v.plugin_only else { continue };
+        if claimed.get(i).copied().unwrap_or(false) {
+            continue;
+        }
+        return Err(DumpError::Unsupported {
+            pid,
+            step: "memory",
+            what: format!("{what} {:#x}-{:#x}", v.entry.start, v.entry.end),
+            hint: "its pages are readable only from inside the task: load the secretmem plugin \
+                   (built into criu, or libcriu_secretmem.so with --plugin-dir)",
+        });
+    }
+    Ok(())
 }
 
 /// A SysV shm segment outlives the tree only if it was not removed (IPC_RMID): else it dies
@@ -484,6 +538,26 @@ VmFlags: rd wr mr mw me nr wf nh dp
         let mut none = |_: &MapsEntry| None;
         let maps = parse_smaps("1000-2000 rw-p 00000000 08:01 5 /gone\n").unwrap();
         assert!(build_vmas(1, &maps, &mut none).is_err());
+    }
+
+    #[test]
+    fn secretmem_is_left_to_a_plugin() {
+        let smaps = "7f00000000-7f00006000 rw-s 00000000 00:0e 77 /secretmem (deleted)\nVmFlags: rd wr sh mr mw ms lo dd\n";
+        let maps = parse_smaps(smaps).unwrap();
+        // The kernel gives no map_files link: the core must not need one.
+        let mut none = |_: &MapsEntry| None;
+        let v = build_vmas(1, &maps, &mut none).unwrap();
+        assert_eq!(v[0].plugin_only, Some("memfd_secret mapping"));
+        assert_eq!(v[0].entry.status, VMA_AREA_REGULAR | VMA_ANON_PRIVATE);
+        assert_eq!(
+            v[0].entry.flags,
+            (libc::MAP_SHARED | libc::MAP_ANONYMOUS) as u32
+        );
+        assert_eq!(v[0].entry.madv, None);
+        let e = check_plugin_only(9, &v, &[]).unwrap_err().to_string();
+        assert!(e.contains("secretmem plugin"), "{e}");
+        assert!(e.contains("0x7f00000000"), "{e}");
+        check_plugin_only(9, &v, &[true]).unwrap();
     }
 
     #[test]

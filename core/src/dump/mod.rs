@@ -94,6 +94,8 @@ pub struct DumpOptions {
     pub ghost_limit: u64,
     /// `--timeout`: give up freezing after this many seconds.
     pub freeze_timeout: Option<u64>,
+    /// `--secret-key FILE`: plugins encrypt the images holding secrets with this key file.
+    pub secret_key: Option<PathBuf>,
     /// Test hook: fail right after the named step ("freeze", "threads", "task", "memory",
     /// "files", "ids", "images") to exercise the failure path.
     pub fail_after: Option<&'static str>,
@@ -110,6 +112,7 @@ impl DumpOptions {
             ghost_limit: criu_plugin_api::DEFAULT_GHOST_LIMIT,
             fail_after: None,
             freeze_timeout: None,
+            secret_key: None,
         }
     }
 }

@@ -268,6 +268,7 @@ mod tests {
             },
             file: None,
             shmem: None,
+            plugin_only: None,
         }
     }
 

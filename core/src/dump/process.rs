@@ -166,6 +166,7 @@ fn dump_memory(
     mm.exe_file_id = files::dump_mm_files(plugins, sh.ctx, &mut sh.file_ids, pid, &mut vmas)?;
     // VMAs a plugin dumps itself: recorded in mm.img, none of their pages written by us.
     let claimed = sh.ctx.dump_claimed_vmas(plugins, pid, &mut vmas)?;
+    memory::check_plugin_only(pid, &vmas, &claimed)?;
     let unclaimed: Vec<memory::Vma>;
     let page_vmas: &[memory::Vma] = if claimed.contains(&true) {
         unclaimed = vmas

@@ -100,6 +100,8 @@ pub struct RestoreOptions {
     /// the digest (CRIU's) are then refused. Off by default: it cost 3-9% of a 1 GiB restore
     /// on a 2-core machine (README, Performance).
     pub verify_pages: bool,
+    /// `--secret-key FILE`: the key file that decrypts images plugins encrypted at dump.
+    pub secret_key: Option<PathBuf>,
 }
 
 /// How a restore ended.
@@ -203,7 +205,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreOutcome> {
         fds,
         &entries,
         vma_claims(&plan),
-        opts.shell_job,
+        (opts.shell_job, opts.secret_key.clone()),
     )
     .map_err(|reason| RestoreError::OpenFile {
         pid: plan.tasks[0].pid,

@@ -249,7 +249,8 @@ impl std::fmt::Debug for PluginOpener<'_> {
 impl<'p> PluginOpener<'p> {
     /// Starts every plugin's restore with all of `files.img`. `tasks`: every task of the
     /// tree (zombies too, with no threads), parents first; `fds`: each one's fds;
-    /// `vma_claims_in_mm`: the VMAs the mm images say a plugin dumped.
+    /// `vma_claims_in_mm`: the VMAs the mm images say a plugin dumped; `opts`: `--shell-job`
+    /// and `--secret-key`.
     pub fn start(
         plugins: &[&'p dyn Plugin],
         dir: PathBuf,
@@ -257,12 +258,14 @@ impl<'p> PluginOpener<'p> {
         fds: BTreeMap<i32, Vec<TaskFd>>,
         entries: &[FileEntry],
         vma_claims_in_mm: Vec<VmaClaim>,
-        shell_job: bool,
+        opts: (bool, Option<PathBuf>),
     ) -> Result<Self, String> {
+        let (shell_job, secret_key) = opts;
         let pids: Vec<i32> = tasks.iter().map(|t| t.pid).collect();
         let tasks = tasks.into_iter().filter(|t| !t.tids.is_empty()).collect();
         let mut options = criu_plugin_api::RestoreOptions::default();
         options.shell_job = shell_job;
+        options.secret_key = secret_key;
         let mut ctx = Ctx {
             dir,
             pid: pids.first().copied().unwrap_or(0),

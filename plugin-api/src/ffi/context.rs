@@ -6,7 +6,9 @@ use std::any::Any;
 use std::os::fd::{BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 
 use abi_stable::sabi_trait;
-use abi_stable::std_types::{RErr, RNone, ROk, ROption, RResult, RSlice, RSliceMut, RStr, RVec};
+use abi_stable::std_types::{
+    RErr, RNone, ROk, ROption, RResult, RSlice, RSliceMut, RStr, RString, RVec,
+};
 
 use super::types::{FfiError, FfiImageRef, FfiInstalledFd, FfiSyscallArgs, FfiTaskFd, FfiTaskIds};
 use super::{DumpCtx, FfiStateBox, RestoreCtx};
@@ -81,6 +83,10 @@ pub trait FfiDumpContext {
     fn dump_plugin_state(&mut self) -> ROption<&mut FfiStateBox> {
         RNone
     }
+    /// [`DumpOptions::secret_key`] (API 0.6). An older host has none: no key.
+    fn dump_secret_key(&self) -> ROption<RString> {
+        RNone
+    }
 }
 
 /// [`RestoreContext`] across the boundary (implemented by the host).
@@ -143,6 +149,10 @@ pub trait FfiRestoreContext {
     /// [`RestoreContext::plugin_state`] (API 0.5): the handle the plugin's own `new_state`
     /// entry created, lent for the call.
     fn restore_plugin_state(&mut self) -> ROption<&mut FfiStateBox> {
+        RNone
+    }
+    /// [`RestoreOptions::secret_key`] (API 0.6). An older host has none: no key.
+    fn restore_secret_key(&self) -> ROption<RString> {
         RNone
     }
 }
@@ -268,6 +278,9 @@ impl FfiDumpContext for HostDump<'_> {
     fn dump_plugin_state(&mut self) -> ROption<&mut FfiStateBox> {
         host_handle(self.0.plugin_state()).into()
     }
+    fn dump_secret_key(&self) -> ROption<RString> {
+        key_path(self.0.options().secret_key.as_deref())
+    }
 }
 
 /// The handle inside a loaded plugin's state as the host keeps it.
@@ -370,6 +383,15 @@ impl FfiRestoreContext for HostRestore<'_> {
     fn restore_plugin_state(&mut self) -> ROption<&mut FfiStateBox> {
         host_handle(self.0.plugin_state()).into()
     }
+    fn restore_secret_key(&self) -> ROption<RString> {
+        key_path(self.0.options().secret_key.as_deref())
+    }
+}
+
+/// A key file's path across the boundary (criu's command line gives UTF-8 paths).
+fn key_path(p: Option<&std::path::Path>) -> ROption<RString> {
+    p.map(|p| RString::from(p.to_string_lossy().into_owned()))
+        .into()
 }
 
 // ----- plugin side: the FFI objects seen as the Rust traits -----
@@ -385,6 +407,10 @@ impl<'a> GuestDump<'a> {
         let options = DumpOptions {
             ghost_limit: ctx.ghost_limit(),
             shell_job: ctx.dump_shell_job(),
+            secret_key: ctx
+                .dump_secret_key()
+                .into_option()
+                .map(|p| p.as_str().into()),
         };
         GuestDump { ctx, options }
     }
@@ -492,6 +518,10 @@ impl<'a> GuestRestore<'a> {
         let options = RestoreOptions {
             skip_file_checks: ctx.skip_file_checks(),
             shell_job: ctx.restore_shell_job(),
+            secret_key: ctx
+                .restore_secret_key()
+                .into_option()
+                .map(|p| p.as_str().into()),
         };
         GuestRestore { ctx, options }
     }

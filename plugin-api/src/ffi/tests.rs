@@ -60,6 +60,10 @@ impl FdHandler for Probe {
         let pipe_id = ctx.new_file_id();
         ctx.write_entry(ImageRef::PIPES_DATA, &[8, 1], b"tail")?;
         ctx.write_plugin_file("probe.bin", b"own format")?;
+        if let Some(key) = &ctx.options().secret_key {
+            let key = key.to_string_lossy().into_owned();
+            ctx.write_plugin_file("probe-key.txt", key.as_bytes())?;
+        }
         let flags = fd.fdinfo.file_flags() | (ctx.options().ghost_limit as u32 & 0xf0_0000);
         Ok(FileEntry {
             r#type: FdTypes::Pipe as i32,
@@ -78,6 +82,13 @@ impl FdHandler for Probe {
         ctx: &mut dyn RestoreContext,
         entries: &[FileEntry],
     ) -> Result<Box<dyn FileRestorer>, PluginError> {
+        if let Some(key) = &ctx.options().secret_key {
+            return Err(PluginError::Unsupported {
+                resource: "probe".into(),
+                pid: 0,
+                hint: format!("key {}", key.display()),
+            });
+        }
         let data = ctx.read_image(ImageRef::PIPES_DATA)?.unwrap_or_default();
         let own = ctx.read_plugin_file("probe.bin")?.unwrap_or_default();
         let null = std::fs::File::open("/dev/null").map_err(|source| PluginError::Path {
@@ -183,6 +194,25 @@ fn dump_and_restore_cross_the_boundary() {
     }))
     .unwrap();
     assert_eq!(link, Path::new("/dev/null"));
+}
+
+#[test]
+fn the_secret_key_option_crosses_the_boundary() {
+    let p = from_module(module::<ProbeExport>(), Path::new("libprobe.so")).unwrap();
+    let h = p.fd_handler().expect("fd handler");
+    let (desc, _w) = pipe_desc(5);
+    let mut imgs = MemoryImages::new(3);
+    h.dump_file(&mut imgs, &desc, 9).unwrap();
+    assert!(!imgs.plugin_files.contains_key("probe-key.txt"));
+    imgs.dump_options.secret_key = Some("/etc/criu/key".into());
+    let e = h.dump_file(&mut imgs, &desc, 10).unwrap();
+    assert_eq!(imgs.plugin_files["probe-key.txt"], b"/etc/criu/key");
+    imgs.restore_options.secret_key = Some("/k2".into());
+    let err = h
+        .start_restore(&mut imgs, std::slice::from_ref(&e))
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("key /k2"), "{err}");
 }
 
 #[test]

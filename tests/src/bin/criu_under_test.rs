@@ -11,6 +11,7 @@ use criu_plugin_memfd as _;
 use criu_plugin_pidfd as _;
 use criu_plugin_pipes as _;
 use criu_plugin_timerfd as _;
+use criu_plugin_secretmem as _;
 use criu_plugin_tty as _;
 
 fn main() -> ExitCode {

@@ -17,6 +17,7 @@ pub fn run(opts: &Options) -> Result<ExitCode> {
     dump_opts.leave_running = opts.leave_running;
     dump_opts.leave_stopped = opts.leave_stopped;
     dump_opts.shell_job = opts.shell_job;
+    dump_opts.secret_key = opts.secret_key.clone();
     dump_opts.ghost_limit = opts.ghost_limit.unwrap_or(dump_opts.ghost_limit);
     dump_opts.freeze_timeout = opts.timeout.map(u64::from);
     let report = dump(&dump_opts)

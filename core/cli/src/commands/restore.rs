@@ -30,6 +30,7 @@ pub fn run(opts: &Options, exec_cmd: &[String]) -> Result<ExitCode> {
         pidfile: opts.pidfile.as_deref().map(|p| super::in_work_dir(opts, p)),
         shell_job: opts.shell_job,
         verify_pages: opts.verify_pages,
+        secret_key: opts.secret_key.clone(),
     };
     let outcome = restore(&restore_opts)
         .with_context(|| format!("restoring from {}", images_dir.display()))?;
