@@ -14,7 +14,11 @@ use criu_plugin_files as _;
 #[cfg(feature = "builtin-plugins")]
 use criu_plugin_memfd as _;
 #[cfg(feature = "builtin-plugins")]
+use criu_plugin_mqueue as _;
+#[cfg(feature = "builtin-plugins")]
 use criu_plugin_pipes as _;
+#[cfg(feature = "builtin-plugins")]
+use criu_plugin_signalfd as _;
 #[cfg(feature = "builtin-plugins")]
 use criu_plugin_tty as _;
 

@@ -1,0 +1,141 @@
+//! POSIX message queues (`mqueue` plugin; CRIU has no format for them). The C workload
+//! (`workloads/mqueue.c`) holds a named queue with messages of mixed priorities through two
+//! descriptions (nonblocking read-write, blocking read-only), an unlinked queue with
+//! messages, and an empty queue on which it registered for `SIGEV_SIGNAL` notification with
+//! a value. After dump, kill and restore it checks attributes, flags, every message in
+//! order, that the unlinked queue has no name, and that the next send notifies it with its
+//! value. A dump with `--leave-running` must leave it all as it was (every message put back,
+//! the registration in place, no notification delivered). A damaged image fails the restore
+//! naming the image and the entry.
+
+use std::time::Duration;
+
+use criu_core::dump::{DumpOptions, dump};
+use criu_core::restore::{RestoreOptions, restore};
+use criu_plugin_api::{ImageRef, read_messages};
+use criu_plugin_mqueue::image::{self, MqueueImage};
+use criu_proto::images::{FdTypes, FileEntry};
+use criu_tests::{PidGuard, ScratchDir, skip_unless_root, wait_pid_gone};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use criu_plugin_files as _;
+use criu_plugin_mqueue as _;
+use criu_plugin_pipes as _;
+
+mod mqueue_support;
+mod plugin_support;
+mod restore_common;
+
+use mqueue_support::{Workload, have_gcc};
+
+fn skip(test: &str) -> bool {
+    skip_unless_root(test) || !have_gcc(test)
+}
+
+fn restore_opts(images: &std::path::Path) -> RestoreOptions {
+    RestoreOptions {
+        images_dir: images.to_path_buf(),
+        detach: true,
+        ..RestoreOptions::default()
+    }
+}
+
+#[test]
+fn queues_messages_and_notification_survive_dump_kill_restore() {
+    if skip("queues_messages_and_notification_survive_dump_kill_restore") {
+        return;
+    }
+    let wl = Workload::start("mqueue");
+    let guard = PidGuard::new(wl.pid);
+    let mut dopts = DumpOptions::new(wl.pid, &wl.images);
+    dopts.leave_stopped = true;
+    dump(&dopts).unwrap_or_else(|e| panic!("dump: {e:?}"));
+    let _ = kill(Pid::from_raw(wl.pid), Signal::SIGKILL);
+    drop(guard);
+    assert!(
+        wait_pid_gone(wl.pid, Duration::from_secs(10)),
+        "pid still taken"
+    );
+
+    // files.img: one EXT entry of ours per description; our image: the three queues.
+    let mut ctx = plugin_support::DirContext::new(&wl.images);
+    let files: Vec<FileEntry> = read_messages(&mut ctx, ImageRef::FILES).expect("files.img");
+    let ours = files
+        .iter()
+        .filter(|e| e.r#type == FdTypes::Ext as i32 && criu_plugin_mqueue::is_ours(e))
+        .count();
+    assert_eq!(ours, 4, "{files:?}");
+    let bytes = std::fs::read(wl.images.join(image::FILE)).expect("mqueue image");
+    let img = MqueueImage::decode_file(&bytes).expect("decodes");
+    assert_eq!(img.queues.len(), 3, "{img:?}");
+    let named = &img.queues[0];
+    let order: Vec<(u32, &[u8])> = named
+        .messages
+        .iter()
+        .map(|m| (m.prio, m.data.as_slice()))
+        .collect();
+    assert_eq!(
+        order,
+        [(9, &b"high"[..]), (5, b"mid"), (1, b"low-a"), (1, b"low-b")],
+        "{named:?}"
+    );
+    assert!(img.queues[1].unlinked && !named.unlinked);
+    let notify = img.queues[2].notify.as_ref().expect("registration dumped");
+    assert_eq!(
+        (notify.pid, notify.signo, notify.value),
+        (wl.pid, libc::SIGUSR1, 4242)
+    );
+
+    // A damaged image (more messages than maxmsg) fails before any task exists.
+    let bad = ScratchDir::new("mqueue-bad");
+    for e in std::fs::read_dir(&wl.images).expect("images") {
+        let e = e.expect("entry");
+        std::fs::copy(e.path(), bad.path().join(e.file_name())).expect("copy");
+    }
+    let mut damaged = img.clone();
+    damaged.queues[0].maxmsg = 2;
+    std::fs::write(bad.path().join(image::FILE), damaged.encode_file()).expect("write");
+    let err = format!(
+        "{:?}",
+        restore(&restore_opts(bad.path())).expect_err("damaged image restored")
+    );
+    assert!(
+        err.contains(image::FILE)
+            && err.contains("queue entry 0")
+            && err.contains("more than its maxmsg 2"),
+        "{err}"
+    );
+    assert!(!criu_tests::pid_exists(wl.pid) || wait_pid_gone(wl.pid, Duration::from_secs(5)));
+
+    restore(&restore_opts(&wl.images)).unwrap_or_else(|e| panic!("restore: {e:?}"));
+    let _restored = PidGuard::new(wl.pid);
+    assert_eq!(wl.verdict(), "ok");
+}
+
+#[test]
+fn a_dump_leaving_the_tree_running_puts_every_message_and_the_registration_back() {
+    if skip("a_dump_leaving_the_tree_running_puts_every_message_and_the_registration_back") {
+        return;
+    }
+    let wl = Workload::start("mqueue");
+    let _guard = PidGuard::new(wl.pid);
+    let mut dopts = DumpOptions::new(wl.pid, &wl.images);
+    dopts.leave_running = true;
+    dump(&dopts).unwrap_or_else(|e| panic!("dump: {e:?}"));
+    assert_eq!(wl.verdict(), "ok");
+}
+
+#[test]
+fn a_dump_failing_after_the_files_leaves_every_message_and_the_registration() {
+    if skip("a_dump_failing_after_the_files_leaves_every_message_and_the_registration") {
+        return;
+    }
+    let wl = Workload::start("mqueue");
+    let _guard = PidGuard::new(wl.pid);
+    let mut dopts = DumpOptions::new(wl.pid, &wl.images);
+    dopts.fail_after = Some("files");
+    let err = dump(&dopts).expect_err("the injected failure");
+    assert!(format!("{err:?}").contains("files"), "{err:?}");
+    assert_eq!(wl.verdict(), "ok");
+}
