@@ -1,10 +1,12 @@
 //! POSIX message queues (`mqueue` plugin; CRIU has no format for them). The C workload
 //! (`workloads/mqueue.c`) holds a named queue with messages of mixed priorities through two
 //! descriptions (nonblocking read-write, blocking read-only), an unlinked queue with
-//! messages, and an empty queue on which it registered for `SIGEV_SIGNAL` notification with
-//! a value. After dump, kill and restore it checks attributes, flags, every message in
-//! order, that the unlinked queue has no name, and that the next send notifies it with its
-//! value. A dump with `--leave-running` must leave it all as it was (every message put back,
+//! messages, an empty queue on which it registered for `SIGEV_SIGNAL` notification with a
+//! value, a queue holding a message with such a registration and one holding messages with
+//! a `SIGEV_NONE` registration; a child shares every description. After dump, kill and
+//! restore it checks attributes, flags, every message in order, that the unlinked queue has
+//! no name, that the registrations are there and the next sends notify it with their
+//! values. A dump with `--leave-running` must leave it all as it was (every message put back,
 //! the registration in place, no notification delivered). A damaged image fails the restore
 //! naming the image and the entry.
 
@@ -15,7 +17,7 @@ use criu_core::restore::{RestoreOptions, restore};
 use criu_plugin_api::{ImageRef, read_messages};
 use criu_plugin_mqueue::image::{self, MqueueImage};
 use criu_proto::images::{FdTypes, FileEntry};
-use criu_tests::{PidGuard, ScratchDir, skip_unless_root, wait_pid_gone};
+use criu_tests::{ScratchDir, TreeGuard, skip_unless_root, wait_pid_gone};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -27,7 +29,7 @@ mod mqueue_support;
 mod plugin_support;
 mod restore_common;
 
-use mqueue_support::{Workload, have_gcc};
+use mqueue_support::{Workload, crit_317_decodes, have_gcc};
 
 fn skip(test: &str) -> bool {
     skip_unless_root(test) || !have_gcc(test)
@@ -47,16 +49,15 @@ fn queues_messages_and_notification_survive_dump_kill_restore() {
         return;
     }
     let wl = Workload::start("mqueue");
-    let guard = PidGuard::new(wl.pid);
+    let guard = TreeGuard::new(wl.pids());
     let mut dopts = DumpOptions::new(wl.pid, &wl.images);
     dopts.leave_stopped = true;
     dump(&dopts).unwrap_or_else(|e| panic!("dump: {e:?}"));
-    let _ = kill(Pid::from_raw(wl.pid), Signal::SIGKILL);
-    drop(guard);
-    assert!(
-        wait_pid_gone(wl.pid, Duration::from_secs(10)),
-        "pid still taken"
-    );
+    for p in wl.pids() {
+        let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+    }
+    let left = guard.kill_and_wait(Duration::from_secs(10));
+    assert!(left.is_empty(), "pids still taken: {left:?}");
 
     // files.img: one EXT entry of ours per description; our image: the three queues.
     let mut ctx = plugin_support::DirContext::new(&wl.images);
@@ -65,10 +66,11 @@ fn queues_messages_and_notification_survive_dump_kill_restore() {
         .iter()
         .filter(|e| e.r#type == FdTypes::Ext as i32 && criu_plugin_mqueue::is_ours(e))
         .count();
-    assert_eq!(ours, 4, "{files:?}");
+    assert_eq!(ours, 6, "{files:?}");
+    crit_317_decodes(&wl.images.join("files.img"));
     let bytes = std::fs::read(wl.images.join(image::FILE)).expect("mqueue image");
     let img = MqueueImage::decode_file(&bytes).expect("decodes");
-    assert_eq!(img.queues.len(), 3, "{img:?}");
+    assert_eq!(img.queues.len(), 5, "{img:?}");
     let named = &img.queues[0];
     let order: Vec<(u32, &[u8])> = named
         .messages
@@ -86,6 +88,11 @@ fn queues_messages_and_notification_survive_dump_kill_restore() {
         (notify.pid, notify.signo, notify.value),
         (wl.pid, libc::SIGUSR1, 4242)
     );
+    let notify = img.queues[3].notify.as_ref().expect("registration dumped");
+    assert_eq!((notify.signo, notify.value), (libc::SIGUSR2, 77));
+    assert_eq!(img.queues[3].messages.len(), 1);
+    let notify = img.queues[4].notify.as_ref().expect("registration dumped");
+    assert_eq!(notify.sigev_notify, libc::SIGEV_NONE);
 
     // A damaged image (more messages than maxmsg) fails before any task exists.
     let bad = ScratchDir::new("mqueue-bad");
@@ -106,10 +113,13 @@ fn queues_messages_and_notification_survive_dump_kill_restore() {
             && err.contains("more than its maxmsg 2"),
         "{err}"
     );
-    assert!(!criu_tests::pid_exists(wl.pid) || wait_pid_gone(wl.pid, Duration::from_secs(5)));
+    for p in wl.pids() {
+        assert!(wait_pid_gone(p, Duration::from_secs(5)), "{p} left by the failed restore");
+    }
 
-    restore(&restore_opts(&wl.images)).unwrap_or_else(|e| panic!("restore: {e:?}"));
-    let _restored = PidGuard::new(wl.pid);
+    let restored = restore(&restore_opts(&wl.images));
+    let _restored = TreeGuard::new(wl.pids());
+    restored.unwrap_or_else(|e| panic!("restore: {e:?}"));
     assert_eq!(wl.verdict(), "ok");
 }
 
@@ -119,7 +129,7 @@ fn a_dump_leaving_the_tree_running_puts_every_message_and_the_registration_back(
         return;
     }
     let wl = Workload::start("mqueue");
-    let _guard = PidGuard::new(wl.pid);
+    let _guard = TreeGuard::new(wl.pids());
     let mut dopts = DumpOptions::new(wl.pid, &wl.images);
     dopts.leave_running = true;
     dump(&dopts).unwrap_or_else(|e| panic!("dump: {e:?}"));
@@ -132,7 +142,7 @@ fn a_dump_failing_after_the_files_leaves_every_message_and_the_registration() {
         return;
     }
     let wl = Workload::start("mqueue");
-    let _guard = PidGuard::new(wl.pid);
+    let _guard = TreeGuard::new(wl.pids());
     let mut dopts = DumpOptions::new(wl.pid, &wl.images);
     dopts.fail_after = Some("files");
     let err = dump(&dopts).expect_err("the injected failure");

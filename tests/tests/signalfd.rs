@@ -6,13 +6,9 @@
 //! still nonblocking and close-on-exec, that SIGUSR1 comes out of it and SIGUSR2 does not.
 //! Debian's crit 3.17 decodes the files.img entry as we do.
 
-use std::process::Command;
-
 use criu_core::restore::{RestoreOptions, restore};
 use criu_plugin_api::{ImageRef, read_messages};
-use criu_proto::ImageKind;
 use criu_proto::images::{FdTypes, FileEntry};
-use criu_proto::json::{self, DecodeOptions, compat};
 use criu_tests::{PidGuard, skip_unless_root};
 
 use criu_plugin_files as _;
@@ -24,7 +20,7 @@ mod c_workload;
 mod plugin_support;
 mod restore_common;
 
-use c_workload::{Workload, have_gcc};
+use c_workload::{Workload, crit_317_decodes, have_gcc};
 use restore_common::dump_and_kill;
 
 #[test]
@@ -62,40 +58,4 @@ fn signalfd_mask_flags_and_a_pending_signal_survive_dump_kill_restore() {
     restore(&opts).unwrap_or_else(|e| panic!("restore: {e:?}"));
     let _restored = PidGuard::new(wl.pid);
     assert_eq!(wl.verdict(), "ok");
-}
-
-/// crit 3.17 decodes `file` as we do; skipped without crit unless under CI.
-fn crit_317_decodes(file: &std::path::Path) {
-    let crit = std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .map(|d| d.join("crit"))
-            .find(|p| p.is_file())
-    });
-    let Some(crit) = crit else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "crit is not installed (apt-get install -y criu)"
-        );
-        eprintln!("not checking crit 3.17: no crit on PATH");
-        return;
-    };
-    let out = Command::new(crit)
-        .args(["decode", "--pretty", "-i"])
-        .arg(file)
-        .output()
-        .expect("run crit");
-    assert!(
-        out.status.success(),
-        "crit: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let theirs: serde_json::Value = serde_json::from_slice(&out.stdout).expect("crit JSON");
-    let opts = DecodeOptions {
-        pretty: true,
-        no_payload: false,
-    };
-    let bytes = std::fs::read(file).expect("files.img");
-    let mut ours = json::decode_as(ImageKind::Files, &bytes, opts).expect("our decode");
-    compat::to_crit_317(&mut ours);
-    assert_eq!(ours, theirs, "crit 3.17 decodes files.img differently");
 }

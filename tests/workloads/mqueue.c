@@ -1,9 +1,12 @@
 /* POSIX message queues across a checkpoint: mqueue REPORT TRIGGER.
  * Sets up a named queue with messages of mixed priorities (opened twice: nonblocking
- * read-write and blocking read-only), an unlinked queue held open with messages, and an
- * empty queue with an mq_notify SIGEV_SIGNAL registration (SIGUSR1, value 4242). Writes
- * "ready PID" to REPORT, waits until TRIGGER exists (created after the dump, or after the
- * restore), then checks everything itself and writes "ok" or "FAIL: why" and exits. */
+ * read-write and blocking read-only), an unlinked queue held open with messages, an empty
+ * queue with an mq_notify SIGEV_SIGNAL registration (SIGUSR1, value 4242), a queue holding
+ * a message with a SIGEV_SIGNAL registration (SIGUSR2, value 77) and one holding messages
+ * with a SIGEV_NONE registration; a child process shares every description. Writes
+ * "ready PID CHILD" to REPORT, waits until TRIGGER exists (created after the dump, or after
+ * the restore), then checks everything itself (the child its share first) and writes "ok"
+ * or "FAIL: why" and exits. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -14,11 +17,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static const char *report;
-static char named[64], ghost[64], notified[64];
-static volatile sig_atomic_t got_signal, got_code, got_value;
+static char named[64], ghost[64], notified[64], full[64], silent[64];
+static volatile sig_atomic_t got_signal, got_code, got_value, got_usr2, usr2_value;
 
 static void say(const char *fmt, ...) {
     FILE *f = fopen(report, "a");
@@ -40,6 +44,8 @@ static void fail(const char *fmt, ...) {
     say("FAIL: %s (errno %d)", buf, errno);
     mq_unlink(named);
     mq_unlink(notified);
+    mq_unlink(full);
+    mq_unlink(silent);
     exit(1);
 }
 
@@ -48,6 +54,12 @@ static void on_usr1(int sig, siginfo_t *si, void *uc) {
     got_signal++;
     got_code = si->si_code;
     got_value = si->si_value.sival_int;
+}
+
+static void on_usr2(int sig, siginfo_t *si, void *uc) {
+    (void)sig; (void)uc;
+    if (si->si_code == SI_MESGQ) usr2_value = si->si_value.sival_int;
+    got_usr2++;
 }
 
 static void pause_ms(int ms) {
@@ -95,11 +107,15 @@ int main(int argc, char **argv) {
     snprintf(named, sizeof named, "/criu-rs-wl-%d", me);
     snprintf(ghost, sizeof ghost, "/criu-rs-wlg-%d", me);
     snprintf(notified, sizeof notified, "/criu-rs-wln-%d", me);
+    snprintf(full, sizeof full, "/criu-rs-wlf-%d", me);
+    snprintf(silent, sizeof silent, "/criu-rs-wls-%d", me);
 
     struct sigaction sa = {0};
     sa.sa_sigaction = on_usr1;
     sa.sa_flags = SA_SIGINFO | SA_RESTART;
     sigaction(SIGUSR1, &sa, NULL);
+    sa.sa_sigaction = on_usr2;
+    sigaction(SIGUSR2, &sa, NULL);
 
     mqd_t q = make(named, O_RDWR | O_NONBLOCK, 8, 64);
     send(q, "low-a", 1);
@@ -121,8 +137,43 @@ int main(int argc, char **argv) {
     ev.sigev_value.sival_int = 4242;
     if (mq_notify(n, &ev)) fail("mq_notify");
 
-    say("ready %d", me);
+    mqd_t f = make(full, O_RDWR | O_NONBLOCK, 2, 16);
+    send(f, "m1", 4);
+    struct sigevent ev2 = {0};
+    ev2.sigev_notify = SIGEV_SIGNAL;
+    ev2.sigev_signo = SIGUSR2;
+    ev2.sigev_value.sival_int = 77;
+    if (mq_notify(f, &ev2)) fail("mq_notify full");
+
+    mqd_t z = make(silent, O_RDWR | O_NONBLOCK, 3, 16);
+    send(z, "z1", 0);
+    send(z, "z2", 2);
+    struct sigevent none = {0};
+    none.sigev_notify = SIGEV_NONE;
+    if (mq_notify(z, &none)) fail("mq_notify none");
+
+    /* The child shares every description; after the trigger it checks what it can see
+     * without taking a message (the parent checks the messages) and exits 0 or 3. */
+    pid_t child = fork();
+    if (child < 0) fail("fork");
+    if (child == 0) {
+        while (access(trigger, F_OK)) pause_ms(10);
+        struct mq_attr a;
+        int qfl = fcntl(q, F_GETFL);
+        if (mq_getattr(g, &a) || a.mq_maxmsg != 4 || a.mq_curmsgs != 2) _exit(3);
+        if (!(qfl & O_NONBLOCK) || mq_getattr(q, &a) || a.mq_curmsgs != 4) _exit(3);
+        /* The parent's registration is there for the child too: it cannot register. */
+        struct sigevent mine = {0};
+        mine.sigev_notify = SIGEV_NONE;
+        if (mq_notify(n, &mine) == 0 || errno != EBUSY) _exit(3);
+        _exit(0);
+    }
+
+    say("ready %d %d", me, child);
     while (access(trigger, F_OK)) pause_ms(10);
+    int status;
+    if (waitpid(child, &status, 0) != child || !WIFEXITED(status) || WEXITSTATUS(status))
+        fail("child status %#x", status);
 
     /* The dump fired nothing into us and left the registration in place. */
     if (got_signal) fail("a notification arrived before any send (%d)", (int)got_signal);
@@ -154,8 +205,22 @@ int main(int argc, char **argv) {
         fail("notification si_code %d value %d, wanted %d 4242", (int)got_code, (int)got_value, SI_MESGQ);
     expect(n, "notified", "wake", 0);
 
+    /* A registration on a queue that held a message at the dump is still there. */
+    if (got_usr2) fail("SIGUSR2 arrived before any send");
+    expect(f, "full", "m1", 4);
+    send(f, "m2", 1);
+    for (int i = 0; i < 200 && !got_usr2; i++) pause_ms(10);
+    if (got_usr2 != 1 || usr2_value != 77) fail("full: notification %d value %d", (int)got_usr2, (int)usr2_value);
+
+    /* SIGEV_NONE: still registered (EBUSY), messages in order. */
+    if (mq_notify(z, &none) == 0 || errno != EBUSY) fail("SIGEV_NONE registration gone");
+    expect(z, "silent", "z2", 2);
+    expect(z, "silent", "z1", 0);
+
     mq_unlink(named);
     mq_unlink(notified);
+    mq_unlink(full);
+    mq_unlink(silent);
     say("ok");
     return 0;
 }

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use criu_proto::ImageKind;
+use criu_proto::json::{self, DecodeOptions, compat};
 use criu_tests::ScratchDir;
 
 use crate::restore_common::{spawn_bg, wait_lines};
@@ -32,6 +34,8 @@ pub fn have_gcc(test: &str) -> bool {
 pub struct Workload {
     /// Its pid.
     pub pid: i32,
+    /// The pids after its own on its `ready` line (children it forked).
+    pub children: Vec<i32>,
     /// Its report file.
     pub report: PathBuf,
     /// Created to let it check itself.
@@ -43,8 +47,8 @@ pub struct Workload {
 }
 
 impl Workload {
-    /// Builds `workloads/NAME.c` and starts it; returns once it reported `ready PID`.
-    /// The caller guards the pid.
+    /// Builds `workloads/NAME.c` and starts it; returns once it reported
+    /// `ready PID [CHILD...]`. The caller guards the pids ([`Workload::pids`]).
     pub fn start(name: &str) -> Workload {
         let scratch = ScratchDir::new(name);
         let dir = scratch.path().canonicalize().expect("scratch path");
@@ -69,14 +73,23 @@ impl Workload {
             ],
         );
         let first = wait_lines(&report, 1, Duration::from_secs(10));
-        assert_eq!(first[0], format!("ready {pid}"), "{first:?}");
+        let mut words = first[0].split_whitespace();
+        assert_eq!(words.next(), Some("ready"), "{first:?}");
+        assert_eq!(words.next(), Some(pid.to_string().as_str()), "{first:?}");
+        let children = words.map(|w| w.parse().expect("child pid")).collect();
         Workload {
             pid,
+            children,
             report,
             trigger,
             images,
             scratch,
         }
+    }
+
+    /// Its pid and its children's.
+    pub fn pids(&self) -> Vec<i32> {
+        std::iter::once(self.pid).chain(self.children.iter().copied()).collect()
     }
 
     /// Lets the workload check itself and returns its verdict line.
@@ -85,4 +98,40 @@ impl Workload {
         let lines = wait_lines(&self.report, 2, Duration::from_secs(10));
         lines[1].clone()
     }
+}
+
+/// crit 3.17 decodes `file` as we do; skipped without crit unless under CI.
+pub fn crit_317_decodes(file: &std::path::Path) {
+    let crit = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|d| d.join("crit"))
+            .find(|p| p.is_file())
+    });
+    let Some(crit) = crit else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "crit is not installed (apt-get install -y criu)"
+        );
+        eprintln!("not checking crit 3.17: no crit on PATH");
+        return;
+    };
+    let out = Command::new(crit)
+        .args(["decode", "--pretty", "-i"])
+        .arg(file)
+        .output()
+        .expect("run crit");
+    assert!(
+        out.status.success(),
+        "crit: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let theirs: serde_json::Value = serde_json::from_slice(&out.stdout).expect("crit JSON");
+    let opts = DecodeOptions {
+        pretty: true,
+        no_payload: false,
+    };
+    let bytes = std::fs::read(file).expect("files.img");
+    let mut ours = json::decode_as(ImageKind::Files, &bytes, opts).expect("our decode");
+    compat::to_crit_317(&mut ours);
+    assert_eq!(ours, theirs, "crit 3.17 decodes files.img differently");
 }
