@@ -114,7 +114,10 @@ fn queues_messages_and_notification_survive_dump_kill_restore() {
         "{err}"
     );
     for p in wl.pids() {
-        assert!(wait_pid_gone(p, Duration::from_secs(5)), "{p} left by the failed restore");
+        assert!(
+            wait_pid_gone(p, Duration::from_secs(5)),
+            "{p} left by the failed restore"
+        );
     }
 
     let restored = restore(&restore_opts(&wl.images));
@@ -147,5 +150,23 @@ fn a_dump_failing_after_the_files_leaves_every_message_and_the_registration() {
     dopts.fail_after = Some("files");
     let err = dump(&dopts).expect_err("the injected failure");
     assert!(format!("{err:?}").contains("files"), "{err:?}");
+    assert_eq!(wl.verdict(), "ok");
+}
+
+#[test]
+fn a_thread_notification_is_refused_by_name_and_the_workload_runs_on() {
+    if skip("a_thread_notification_is_refused_by_name_and_the_workload_runs_on") {
+        return;
+    }
+    let wl = Workload::start("mqueue_thread");
+    let _guard = TreeGuard::new(wl.pids());
+    let err = dump(&DumpOptions::new(wl.pid, &wl.images)).expect_err("SIGEV_THREAD dumped");
+    let err = format!("{err}: {err:?}");
+    assert!(
+        err.contains("SIGEV_THREAD")
+            && err.contains(&format!("pid {}", wl.pid))
+            && err.contains("criu-rs-wlt-"),
+        "{err}"
+    );
     assert_eq!(wl.verdict(), "ok");
 }

@@ -42,8 +42,13 @@ fn mqueue(_: &mut KernelFeatures) -> Outcome {
     let _ = mq_unlink(name.as_str());
     let flags = MQ_OFlag::O_CREAT | MQ_OFlag::O_EXCL | MQ_OFlag::O_RDWR | MQ_OFlag::O_NONBLOCK;
     let attr = MqAttr::new(0, 1, 8, 0);
-    let q = mq_open(name.as_str(), flags, Mode::S_IRUSR | Mode::S_IWUSR, Some(&attr))
-        .map_err(|e| format!("mq_open: {e}"))?;
+    let q = mq_open(
+        name.as_str(),
+        flags,
+        Mode::S_IRUSR | Mode::S_IWUSR,
+        Some(&attr),
+    )
+    .map_err(|e| format!("mq_open: {e}"))?;
     // Held by the fd alone from here on, as an unlinked queue of a dumped task.
     let _ = mq_unlink(name.as_str());
     let outcome = probe_queue(&q);
@@ -70,7 +75,10 @@ fn probe_queue(q: &nix::mqueue::MqdT) -> Result<(), String> {
         .map_err(|e| format!("reopening the queue through /proc/self/fd: {e}"))?;
     let fs = nix::sys::statfs::fstatfs(own.as_fd()).map_err(|e| format!("fstatfs: {e}"))?;
     if fs.filesystem_type().0 != MQUEUE_MAGIC {
-        return Err(format!("f_type {:#x}, not MQUEUE_MAGIC", fs.filesystem_type().0));
+        return Err(format!(
+            "f_type {:#x}, not MQUEUE_MAGIC",
+            fs.filesystem_type().0
+        ));
     }
     let mut buf = [0u8; 128];
     let n = nix::sys::uio::pread(own.as_fd(), &mut buf, 0).map_err(|e| format!("pread: {e}"))?;
@@ -93,6 +101,8 @@ fn signalfd(_: &mut KernelFeatures) -> Outcome {
         .and_then(|v| u64::from_str_radix(v.trim(), 16).ok());
     match shown {
         Some(0x200) => Ok(None),
-        other => Err(format!("fdinfo sigmask {other:?}, expected 0x200 (SIGUSR1)")),
+        other => Err(format!(
+            "fdinfo sigmask {other:?}, expected 0x200 (SIGUSR1)"
+        )),
     }
 }

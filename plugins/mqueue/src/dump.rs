@@ -21,7 +21,7 @@ pub struct DumpState {
 
 fn unsupported(fd: &FdDesc, hint: String) -> PluginError {
     PluginError::Unsupported {
-        resource: format!("message queue {}", fd.describe()),
+        resource: format!("message queue {} (fd {})", fd.link, fd.fd),
         pid: fd.pid,
         hint,
     }

@@ -282,3 +282,24 @@ fn an_unlinked_queue_is_reopened_and_its_status_read_without_moving_the_task_s_o
     read.unwrap();
     assert_eq!(msgs, [msg(3, "abc")]);
 }
+
+#[test]
+fn the_kernel_structs_written_into_tasks_have_libc_s_layout() {
+    use std::mem::{offset_of, size_of};
+    assert_eq!(size_of::<libc::sigevent>(), 64);
+    assert_eq!(offset_of!(libc::sigevent, sigev_value), 0);
+    assert_eq!(offset_of!(libc::sigevent, sigev_signo), 8);
+    assert_eq!(offset_of!(libc::sigevent, sigev_notify), 12);
+    assert_eq!(size_of::<libc::siginfo_t>(), 128);
+    assert_eq!(offset_of!(libc::siginfo_t, si_code), 8);
+    let ev = crate::notify::sigevent_bytes(&NotifyEntry {
+        pid: 1,
+        sigev_notify: libc::SIGEV_SIGNAL,
+        signo: libc::SIGUSR2,
+        value: 0x1122_3344_5566_7788,
+    });
+    assert_eq!(&ev[0..8], &0x1122_3344_5566_7788u64.to_ne_bytes());
+    assert_eq!(&ev[8..12], &libc::SIGUSR2.to_ne_bytes());
+    assert_eq!(&ev[12..16], &libc::SIGEV_SIGNAL.to_ne_bytes());
+    assert!(ev[16..].iter().all(|&b| b == 0));
+}

@@ -89,7 +89,9 @@ impl Workload {
 
     /// Its pid and its children's.
     pub fn pids(&self) -> Vec<i32> {
-        std::iter::once(self.pid).chain(self.children.iter().copied()).collect()
+        std::iter::once(self.pid)
+            .chain(self.children.iter().copied())
+            .collect()
     }
 
     /// Lets the workload check itself and returns its verdict line.
