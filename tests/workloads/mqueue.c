@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -129,6 +130,7 @@ int main(int argc, char **argv) {
     send(g, "ghost-a", 2);
     send(g, "ghost-b", 7);
     if (mq_unlink(ghost)) fail("mq_unlink ghost");
+    if (fchown(g, 1234, 5678) || fchmod(g, 0604)) fail("fchown/fchmod ghost");
 
     mqd_t n = make(notified, O_RDWR | O_NONBLOCK, 2, 16);
     struct sigevent ev = {0};
@@ -191,6 +193,9 @@ int main(int argc, char **argv) {
     if (mq_receive(q, buf, sizeof buf, NULL) != -1 || errno != EAGAIN) fail("named: not empty/nonblocking");
 
     expect_attr(g, "unlinked", 0, 4, 32, 2);
+    struct stat st;
+    if (fstat(g, &st) || st.st_uid != 1234 || st.st_gid != 5678 || (st.st_mode & 07777) != 0604)
+        fail("unlinked: owner %d:%d mode %o", (int)st.st_uid, (int)st.st_gid, st.st_mode & 07777);
     if (mq_open(ghost, O_RDONLY) != (mqd_t)-1 || errno != ENOENT) fail("unlinked queue has a name again");
     expect(g, "unlinked", "ghost-b", 7);
     expect(g, "unlinked", "ghost-a", 2);

@@ -90,3 +90,25 @@ fn an_entry_without_sgfd_is_a_bad_image() {
         "{err}"
     );
 }
+
+proptest::proptest! {
+    /// Any mask (SIGKILL and SIGSTOP aside, which the kernel drops) and either flag: the
+    /// dumped entry of a real signalfd, restored, dumps to the same entry.
+    #[test]
+    fn any_mask_round_trips_through_a_real_signalfd(mask in proptest::prelude::any::<u64>(), nonblock: bool) {
+        let unblockable = (1u64 << (libc::SIGKILL - 1)) | (1u64 << (libc::SIGSTOP - 1));
+        let mask = mask & !unblockable;
+        let e = entry_of(&desc_of(signalfd(mask, nonblock).unwrap()), 1).unwrap();
+        proptest::prop_assert_eq!(e.sigmask, mask);
+        let entry = FileEntry {
+            r#type: FdTypes::Signalfd as i32,
+            id: 1,
+            sgfd: Some(e),
+            ..Default::default()
+        };
+        let mut ctx = criu_plugin_api::testing::MemoryImages::new(0);
+        let mut r = PLUGIN.start_restore(&mut ctx, &[]).unwrap();
+        let again = entry_of(&desc_of(r.open_file(&mut ctx, &entry).unwrap()), 1).unwrap();
+        proptest::prop_assert_eq!(again, e);
+    }
+}
