@@ -8,7 +8,9 @@ use criu_plugin_epoll as _;
 use criu_plugin_eventfd as _;
 use criu_plugin_files as _;
 use criu_plugin_memfd as _;
+use criu_plugin_mqueue as _;
 use criu_plugin_pipes as _;
+use criu_plugin_signalfd as _;
 use criu_plugin_tty as _;
 
 fn main() -> ExitCode {
