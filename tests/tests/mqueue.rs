@@ -27,7 +27,6 @@ use criu_plugin_pipes as _;
 
 mod mqueue_support;
 mod plugin_support;
-mod restore_common;
 
 use mqueue_support::{Workload, crit_317_decodes, have_gcc};
 

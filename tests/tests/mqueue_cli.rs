@@ -4,16 +4,35 @@
 //! workload (`workloads/mqueue.c`: queues named and unlinked, messages, notifications, a
 //! child sharing them), which checks itself after the restore.
 
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use criu_tests::{TreeGuard, skip_unless_root, wait_pid_gone};
 
-mod cli_support;
 mod mqueue_support;
-mod restore_common;
 
-use cli_support::{assert_exit, criu};
 use mqueue_support::{Workload, have_gcc};
+
+/// This tree's `criu` (`criu_under_test`, the built-in plugins linked) run to completion.
+fn criu(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_criu_under_test"))
+        .args(args)
+        .env_remove("CRIU_CONFIG_FILE")
+        .env("HOME", "/nonexistent")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run criu")
+}
+
+fn assert_exit(out: &Output, code: i32, what: &str) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{what}: stdout {}\nstderr {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
 
 #[test]
 fn check_lists_the_ipc_plugins_and_their_kernel_features() {

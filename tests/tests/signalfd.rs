@@ -18,10 +18,8 @@ use criu_plugin_signalfd as _;
 #[path = "mqueue_support/mod.rs"]
 mod c_workload;
 mod plugin_support;
-mod restore_common;
 
-use c_workload::{Workload, crit_317_decodes, have_gcc};
-use restore_common::dump_and_kill;
+use c_workload::{Workload, crit_317_decodes, dump_and_kill, have_gcc};
 
 #[test]
 fn signalfd_mask_flags_and_a_pending_signal_survive_dump_kill_restore() {

@@ -12,7 +12,13 @@ use criu_proto::ImageKind;
 use criu_proto::json::{self, DecodeOptions, compat};
 use criu_tests::ScratchDir;
 
-use crate::restore_common::{spawn_bg, wait_lines};
+#[path = "../restore_common/mod.rs"]
+mod restore_common;
+
+// For the signalfd test; unused by the mqueue ones.
+#[allow(unused_imports)]
+pub use restore_common::dump_and_kill;
+use restore_common::{spawn_bg, wait_lines};
 
 /// Whether gcc runs; in CI (env CI set) its absence is a failure, elsewhere a skip.
 pub fn have_gcc(test: &str) -> bool {
