@@ -169,3 +169,19 @@ fn a_thread_notification_is_refused_by_name_and_the_workload_runs_on() {
     );
     assert_eq!(wl.verdict(), "ok");
 }
+
+#[test]
+fn a_queue_of_another_ipc_namespace_is_refused_and_left_as_it_was() {
+    if skip("a_queue_of_another_ipc_namespace_is_refused_and_left_as_it_was") {
+        return;
+    }
+    let wl = Workload::start("mqueue_foreign");
+    let _guard = TreeGuard::new(wl.pids());
+    let err = dump(&DumpOptions::new(wl.pid, &wl.images)).expect_err("foreign queue dumped");
+    let err = format!("{err}: {err:?}");
+    assert!(
+        err.contains("another IPC namespace") && err.contains("/criu-rs-foreign"),
+        "{err}"
+    );
+    assert_eq!(wl.verdict(), "ok");
+}

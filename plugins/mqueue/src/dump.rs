@@ -17,6 +17,8 @@ use crate::queue;
 pub struct DumpState {
     image: MqueueImage,
     seen: HashMap<(u64, u64), u32>,
+    /// `st_dev` of the mqueue filesystem of criu's own IPC namespace (learnt once).
+    own_dev: Option<u64>,
 }
 
 fn unsupported(fd: &FdDesc, hint: String) -> PluginError {
@@ -151,6 +153,23 @@ fn fd_on_queue(pid: i32, dev: u64, ino: u64) -> Result<Option<i32>, PluginError>
 /// Reads the queue behind `fd` (attributes, messages put back, registration) into the
 /// image; returns its index.
 fn dump_queue(ctx: &mut dyn DumpContext, fd: &FdDesc) -> Result<u32, PluginError> {
+    let state = ctx.state::<DumpState>()?;
+    let own_dev = match state.own_dev {
+        Some(dev) => dev,
+        None => {
+            let dev = queue::own_namespace_dev().map_err(|e| fd_error(fd, "mq_open", e))?;
+            *state.own_dev.insert(dev)
+        }
+    };
+    if fd.stat.dev != own_dev {
+        // Restore would recreate it in criu's namespace: another queue.
+        return Err(unsupported(
+            fd,
+            "it belongs to another IPC namespace than criu's (passed over a socket, or opened \
+             before setns); IPC namespaces are not dumped yet"
+                .into(),
+        ));
+    }
     let own = queue::reopen(fd.file(), true, libc::O_RDWR).map_err(|e| fd_error(fd, "open", e))?;
     let attr = queue::attr(own.as_fd()).map_err(|e| fd_error(fd, "mq_getattr", e))?;
     let st = queue::status(own.as_fd())

@@ -1,7 +1,7 @@
 //! One queue seen from criu's own process: its attributes and status line, and reading
 //! every message out and putting them back in the same order (the kernel has no peek).
 
-use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 
 use nix::errno::Errno;
@@ -76,6 +76,22 @@ pub fn reopen(fd: BorrowedFd<'_>, nonblock: bool, access: i32) -> std::io::Resul
         .custom_flags(custom)
         .open(format!("/proc/self/fd/{}", fd.as_raw_fd()))?;
     Ok(file.into())
+}
+
+/// `st_dev` of the mqueue filesystem of criu's own IPC namespace, from a queue of its own
+/// created and removed at once.
+pub fn own_namespace_dev() -> Result<u64, Errno> {
+    use nix::mqueue::{MQ_OFlag, MqAttr, mq_close, mq_open, mq_unlink};
+    use nix::sys::stat::Mode;
+    let name = format!("/criu-rs-probe-{}", std::process::id());
+    let _ = mq_unlink(name.as_str());
+    let flags = MQ_OFlag::O_CREAT | MQ_OFlag::O_EXCL | MQ_OFlag::O_RDONLY | MQ_OFlag::O_CLOEXEC;
+    let attr = MqAttr::new(0, 1, 1, 0);
+    let q = mq_open(name.as_str(), flags, Mode::S_IRUSR, Some(&attr))?;
+    let _ = mq_unlink(name.as_str());
+    let st = nix::sys::stat::fstat(q.as_fd());
+    let _ = mq_close(q);
+    Ok(st?.st_dev)
 }
 
 /// Whether `fd` is on the mqueue filesystem.

@@ -276,6 +276,9 @@ fn an_unlinked_queue_is_reopened_and_its_status_read_without_moving_the_task_s_o
         std::fs::File::open("/dev/null").unwrap().as_fd()
     ));
     let own = queue::reopen(q.fd.as_fd(), true, libc::O_RDWR).unwrap();
+    // Our namespace's queues all live on one filesystem.
+    let dev = nix::sys::stat::fstat(q.fd.as_fd()).unwrap().st_dev;
+    assert_eq!(queue::own_namespace_dev().unwrap(), dev);
     let st = queue::status(own.as_fd()).unwrap();
     assert_eq!((st.qsize, st.notify_pid), (3, 0));
     let (msgs, read) = queue::drain(own.as_fd(), 32);
