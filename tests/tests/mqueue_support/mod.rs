@@ -36,7 +36,9 @@ pub fn have_gcc(test: &str) -> bool {
     ok
 }
 
-/// A started workload: its pid, report, trigger and an empty images dir.
+/// A started workload: its pid, report, trigger and an empty images dir. Dropped, it
+/// removes the named queues the mqueue workloads create (`/criu-rs-wl?-PID`), which outlive
+/// them when a test fails before they clean up.
 pub struct Workload {
     /// Its pid.
     pub pid: i32,
@@ -142,4 +144,24 @@ pub fn crit_317_decodes(file: &std::path::Path) {
     let mut ours = json::decode_as(ImageKind::Files, &bytes, opts).expect("our decode");
     compat::to_crit_317(&mut ours);
     assert_eq!(ours, theirs, "crit 3.17 decodes files.img differently");
+}
+
+/// The queue name prefixes of `workloads/mqueue*.c`, followed by the workload's pid.
+const QUEUE_PREFIXES: [&str; 6] = [
+    "/criu-rs-wl-",
+    "/criu-rs-wlf-",
+    "/criu-rs-wln-",
+    "/criu-rs-wls-",
+    "/criu-rs-wlt-",
+    "/criu-rs-wlg-",
+];
+
+impl Drop for Workload {
+    fn drop(&mut self) {
+        for prefix in QUEUE_PREFIXES {
+            let name = std::ffi::CString::new(format!("{prefix}{}", self.pid)).expect("name");
+            // SAFETY: a valid NUL-terminated name; a queue that does not exist is ENOENT.
+            unsafe { libc::mq_unlink(name.as_ptr()) };
+        }
+    }
 }
