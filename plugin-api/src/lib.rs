@@ -277,9 +277,12 @@
 //!   restorer creates the timer disarmed in `open_file`, keeps a duplicate, and arms it in
 //!   [`FileRestorer::finish`], just before the tree resumes, with the time elapsed since the
 //!   dump accounted for.
-//! - **POSIX message queues**: an fd handler for mqueue fds writing a plugin-owned file of
-//!   the queued messages, read without consuming them (remote `mq_timedreceive` then
-//!   `mq_timedsend` back, in queue order, in the frozen task), attributes from fdinfo.
+//! - **POSIX message queues** (built: `plugins/mqueue`): an fd handler claiming files of
+//!   the mqueue filesystem; the messages are taken out through a description of criu's own
+//!   (reopened from [`FdDesc::file`]) while the tree is frozen and sent back in order before
+//!   `dump_file` returns; an `mq_notify` registration is learnt and made again inside its
+//!   owner with [`DumpContext::remote_syscall`], and at restore in
+//!   [`FileRestorer::finish`]. A plugin-owned file, EXT entries in `files.img`.
 //! - **arm64 GCS / x86 shadow stacks**: a [`TaskHandler`] (per-thread state: remote
 //!   `prctl` / `arch_prctl` per tid of [`TaskIds::tids`] in [`TaskHandler::dump_task`],
 //!   re-enabled per restored tid in [`TaskHandler::restore_task`]) and a [`VmaHandler`]

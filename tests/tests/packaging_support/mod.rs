@@ -121,17 +121,24 @@ fn build_packages() -> Option<Packages> {
         c
     };
     let table = subpackage_table();
-    // One row per in-tree plugin: each `plugins/NAME/so` crate.
-    let in_tree = std::fs::read_dir(repo().join("plugins"))
+    // Every in-tree plugin's `.so` crate (`plugins/NAME/so`), no more, no fewer.
+    let mut listed: Vec<&str> = table.iter().map(|(k, _, _)| k.as_str()).collect();
+    listed.sort_unstable();
+    let mut in_tree: Vec<String> = std::fs::read_dir(repo().join("plugins"))
         .expect("plugins dir")
-        .filter(|e| {
-            e.as_ref()
-                .is_ok_and(|e| e.path().join("so/Cargo.toml").is_file())
+        .filter_map(|e| {
+            let dir = e.ok()?.path();
+            dir.join("so/Cargo.toml").is_file().then(|| {
+                format!(
+                    "criu-plugin-{}-so",
+                    dir.file_name().unwrap_or_default().to_string_lossy()
+                )
+            })
         })
-        .count();
+        .collect();
+    in_tree.sort_unstable();
     assert_eq!(
-        table.len(),
-        in_tree,
+        listed, in_tree,
         "PACKAGING.md lists every in-tree plugin: {table:?}"
     );
     // criu-rs: cargo-deb builds criu and crit itself, without default features (metadata).
@@ -157,7 +164,7 @@ fn build_packages() -> Option<Packages> {
     for (krate, _, _) in &table {
         build.args(["-p", krate]);
     }
-    run_ok(&mut build, "cargo build of the six plugin .so");
+    run_ok(&mut build, "cargo build of the plugin .so files");
     for (krate, _, _) in &table {
         run_ok(
             cargo_cmd()
