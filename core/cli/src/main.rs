@@ -14,6 +14,8 @@ use criu_plugin_files as _;
 #[cfg(feature = "builtin-plugins")]
 use criu_plugin_memfd as _;
 #[cfg(feature = "builtin-plugins")]
+use criu_plugin_netlink as _;
+#[cfg(feature = "builtin-plugins")]
 use criu_plugin_pipes as _;
 #[cfg(feature = "builtin-plugins")]
 use criu_plugin_tty as _;

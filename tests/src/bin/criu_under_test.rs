@@ -8,6 +8,7 @@ use criu_plugin_epoll as _;
 use criu_plugin_eventfd as _;
 use criu_plugin_files as _;
 use criu_plugin_memfd as _;
+use criu_plugin_netlink as _;
 use criu_plugin_pipes as _;
 use criu_plugin_tty as _;
 
