@@ -128,6 +128,46 @@ fn crit_317_decodes(images: &Path) {
     assert_eq!(ours, theirs, "crit 3.17 decodes files.img differently");
 }
 
+/// A copy of the images whose first netlink entry names protocol 77: the restore fails
+/// naming files.img and the entry, and nothing is left running.
+fn refuses_a_bad_entry(ns: &NetNs, images: &Path, scratch: &Path, pid: i32) {
+    let bad = scratch.join("bad-images");
+    std::fs::create_dir_all(&bad).expect("bad dir");
+    for e in std::fs::read_dir(images).expect("images") {
+        let e = e.expect("entry");
+        std::fs::copy(e.path(), bad.join(e.file_name())).expect("copy");
+    }
+    let dir = criu_core::image::ImageDir::open(&bad).expect("bad images");
+    let mut files: Vec<FileEntry> = dir.read_all(ImageKind::Files, 0).expect("files.img");
+    let victim = files
+        .iter_mut()
+        .find(|f| f.nlsk.is_some())
+        .expect("a netlink entry");
+    victim.nlsk.as_mut().expect("nlsk").protocol = 77;
+    let id = victim.id;
+    std::fs::remove_file(bad.join("files.img")).expect("rm files.img");
+    dir.write_image(ImageKind::Files, 0, &files)
+        .expect("write files.img");
+    let out = Command::new("nsenter")
+        .arg(ns.path())
+        .arg(env!("CARGO_BIN_EXE_criu_under_test"))
+        .args(["restore", "-D", bad.to_str().expect("utf-8"), "-d"])
+        .output()
+        .expect("run criu");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "restored a bad image: {err}");
+    assert!(
+        err.contains("files.img")
+            && err.contains(&format!("file id {id}"))
+            && err.contains("protocol 77"),
+        "{err}"
+    );
+    assert!(
+        wait_pid_gone(pid, Duration::from_secs(5)),
+        "{pid} runs after a refused restore"
+    );
+}
+
 #[test]
 fn netlink_sockets_hear_the_kernel_after_restore() {
     let test = "netlink_sockets_hear_the_kernel_after_restore";
@@ -188,6 +228,8 @@ fn netlink_sockets_hear_the_kernel_after_restore() {
         .collect();
     assert_eq!(protocols.len(), 3, "{files:?}");
     crit_317_decodes(&images);
+
+    refuses_a_bad_entry(&ns, &images, scratch.path(), pid);
 
     let _restored = PidGuard::new(pid);
     let pidfile = arg(&scratch.path().join("pid"));

@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
-use criu_plugin_api::{DumpContext, FdDesc, MAX_IN_FLIGHT_DEPTH, PluginError};
+use criu_plugin_api::{DumpContext, FdDesc, FileStat, MAX_IN_FLIGHT_DEPTH, PluginError};
 use nix::unistd::Pid;
 
 use crate::proc::{fdinfo, misc};
@@ -63,7 +63,70 @@ fn in_flight_err(
     }
 }
 
+/// The description of criu's fd `own`, carried by a resource of `owner_pid`, as a handler
+/// sees it: link and fdinfo from criu's own `/proc/self`.
+fn describe(owner_pid: i32, own: &OwnedFd, stat: FileStat) -> Result<FdDesc, PluginError> {
+    let me = std::process::id() as i32;
+    let raw = own.as_raw_fd();
+    let link = misc::read_link(me, &format!("fd/{raw}"))
+        .map(|l| l.to_string_lossy().into_owned())
+        .map_err(|e| in_flight_err(owner_pid, "readlink of a file in flight", e))?;
+    let (_, text) = crate::proc::read_text(crate::proc::pid_path(me, &format!("fdinfo/{raw}")))
+        .map_err(|e| in_flight_err(owner_pid, "fdinfo of a file in flight", e))?;
+    let fi = fdinfo::parse_fdinfo(&text)
+        .map_err(|e| in_flight_err(owner_pid, "parsing the fdinfo of a file in flight", e))?;
+    // fcntl on an O_PATH description fails with EBADF: such files have no owner.
+    let owner = if fi.flags & libc::O_PATH as u32 != 0 {
+        Default::default()
+    } else {
+        crate::sys::fown::get(own.as_fd()).map_err(|(call, e)| {
+            in_flight_err(owner_pid, format!("{call} on a file in flight"), e)
+        })?
+    };
+    Ok(FdDesc {
+        pid: owner_pid,
+        fd: FdDesc::IN_FLIGHT,
+        link,
+        fdinfo: files::to_api_fdinfo(&fi, text),
+        stat,
+        owner,
+        file: own
+            .try_clone()
+            .map_err(|e| in_flight_err(owner_pid, "dup of a file in flight", e))?,
+    })
+}
+
 impl CoreDumpContext<'_> {
+    /// The id of a description seen before that criu's fd `raw` (inode `stat`) shares.
+    fn seen_id(
+        &self,
+        owner_pid: i32,
+        raw: i32,
+        stat: &FileStat,
+    ) -> Result<Option<u32>, PluginError> {
+        let me = Pid::from_raw(std::process::id() as i32);
+        for o in &self.seen_fds {
+            if o.dev != stat.dev || o.ino != stat.ino {
+                continue;
+            }
+            let what = KcmpType::File {
+                fd1: o.fd,
+                fd2: raw,
+            };
+            let same = kcmp(Pid::from_raw(o.pid), me, what).map_err(|e| {
+                in_flight_err(
+                    owner_pid,
+                    format!("kcmp of a file in flight with fd {} of pid {}", o.fd, o.pid),
+                    e.errno,
+                )
+            })?;
+            if same.is_equal() {
+                return Ok(Some(o.id));
+            }
+        }
+        Ok(None)
+    }
+
     /// [`DumpContext::dump_file_in_flight`]: an id for `file`, carried by a resource of
     /// `owner_pid`; new descriptions are queued for their handler.
     pub(super) fn take_in_flight(
@@ -84,36 +147,16 @@ impl CoreDumpContext<'_> {
         let own = file
             .try_clone_to_owned()
             .map_err(|e| in_flight_err(owner_pid, "dup of a file in flight", e))?;
-        let raw = own.as_raw_fd();
         let stat = files::stat_of(&own)
             .map_err(|e| in_flight_err(owner_pid, "fstat of a file in flight", e))?;
-        let me = std::process::id() as i32;
-        for o in &self.seen_fds {
-            if o.dev != stat.dev || o.ino != stat.ino {
-                continue;
-            }
-            let what = KcmpType::File {
-                fd1: o.fd,
-                fd2: raw,
-            };
-            let same = kcmp(Pid::from_raw(o.pid), Pid::from_raw(me), what).map_err(|e| {
-                in_flight_err(
-                    owner_pid,
-                    format!("kcmp of a file in flight with fd {} of pid {}", o.fd, o.pid),
-                    e.errno,
-                )
-            })?;
-            if same.is_equal() {
-                return Ok(o.id);
-            }
+        if let Some(id) = self.seen_id(owner_pid, own.as_raw_fd(), &stat)? {
+            return Ok(id);
         }
+        let desc = describe(owner_pid, &own, stat)?;
         let depth = self.in_flight.depth + 1;
-        let link = misc::read_link(me, &format!("fd/{raw}"))
-            .map(|l| l.to_string_lossy().into_owned())
-            .map_err(|e| in_flight_err(owner_pid, "readlink of a file in flight", e))?;
         if depth > MAX_IN_FLIGHT_DEPTH {
             return Err(PluginError::Unsupported {
-                resource: format!("a file in flight ({link})"),
+                resource: format!("a file in flight ({})", desc.link),
                 pid: owner_pid,
                 hint: format!(
                     "files in flight nest deeper than {MAX_IN_FLIGHT_DEPTH} levels (sockets \
@@ -121,32 +164,10 @@ impl CoreDumpContext<'_> {
                 ),
             });
         }
-        let (_, text) = crate::proc::read_text(crate::proc::pid_path(me, &format!("fdinfo/{raw}")))
-            .map_err(|e| in_flight_err(owner_pid, "fdinfo of a file in flight", e))?;
-        let fi = fdinfo::parse_fdinfo(&text)
-            .map_err(|e| in_flight_err(owner_pid, "parsing the fdinfo of a file in flight", e))?;
-        let owner = if fi.flags & libc::O_PATH as u32 != 0 {
-            Default::default()
-        } else {
-            crate::sys::fown::get(own.as_fd()).map_err(|(call, e)| {
-                in_flight_err(owner_pid, format!("{call} on a file in flight"), e)
-            })?
-        };
-        let desc = FdDesc {
-            pid: owner_pid,
-            fd: FdDesc::IN_FLIGHT,
-            link,
-            fdinfo: files::to_api_fdinfo(&fi, text),
-            stat,
-            owner,
-            file: own
-                .try_clone()
-                .map_err(|e| in_flight_err(owner_pid, "dup of a file in flight", e))?,
-        };
         let id = self.new_file_id();
         self.seen_fds.push(SeenFd {
-            pid: me,
-            fd: raw,
+            pid: std::process::id() as i32,
+            fd: own.as_raw_fd(),
             dev: stat.dev,
             ino: stat.ino,
             id,

@@ -141,6 +141,8 @@ fn stage(
         if ctx.plugin_writes() != writes {
             ctx.note_plugin(p.info().name);
         }
+        // Files in flight the hook found (after the freeze, before files.img is complete).
+        ctx.dump_pending_in_flight()?;
     }
     Ok(())
 }
