@@ -90,7 +90,7 @@ impl<'p> FileRestore<'p> {
         let id = entry.id;
         if self.released {
             return Err(PluginError::Unavailable {
-                service: "open_file_by_id",
+                service: "file restore",
                 why: format!("file id {id}: the restore's files were released (after finish)"),
             });
         }
