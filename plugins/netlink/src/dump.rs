@@ -94,14 +94,18 @@ pub fn dump(fd: &FdDesc, id: u32) -> Result<FileEntry, PluginError> {
              the task has read them",
         ));
     }
-    let filter = sys::filter_len(f).map_err(fd_err(fd, "getsockopt(SO_GET_FILTER)"))?;
-    if filter != 0 {
-        return Err(refuse(
-            fd,
-            format!("{name}, port id {portid}"),
-            "a BPF socket filter is attached (SO_ATTACH_FILTER); restoring it is not supported yet",
-        ));
-    }
+    let filter = match sys::filter_len(f) {
+        Ok(n) => n,
+        // An eBPF program (SO_ATTACH_BPF) has no classic form to read back.
+        Err(e) if e.raw_os_error() == Some(libc::EACCES) => {
+            return Err(refuse(
+                fd,
+                format!("{name}, port id {portid}"),
+                "an eBPF socket filter (SO_ATTACH_BPF) is attached, which cannot be read back",
+            ));
+        }
+        Err(e) => return Err(fd_err(fd, "getsockopt(SO_GET_FILTER)")(e)),
+    };
     let groups = trim_groups(
         sys::memberships(f).map_err(fd_err(fd, "getsockopt(NETLINK_LIST_MEMBERSHIPS)"))?,
     );
@@ -115,13 +119,17 @@ pub fn dump(fd: &FdDesc, id: u32) -> Result<FileEntry, PluginError> {
         0
     };
     let nl = nl_options(f).map_err(fd_err(fd, "getsockopt(SOL_NETLINK)"))?;
-    let opts = opts::dump(f).map_err(|(call, source)| PluginError::Fd {
+    let mut opts = opts::dump(f).map_err(|(call, source)| PluginError::Fd {
         pid: fd.pid,
         fd: fd.fd,
         link: fd.link.clone(),
         op: call,
         source,
     })?;
+    if filter != 0 {
+        opts.so_filter =
+            sys::get_filter(f, filter).map_err(fd_err(fd, "getsockopt(SO_GET_FILTER)"))?;
+    }
     tracing::debug!(pid = fd.pid, fd = fd.fd, id, protocol = %name, portid, ?groups, dst_portid, dst_group, "netlink socket");
     let ne = NetlinkSkEntry {
         id,

@@ -10,7 +10,8 @@
 //! field `criu_rs_nl_options` (1001: bit N set = option number N on), present only when
 //! one is on. As CRIU, a socket with queued messages is refused (nothing can queue a
 //! kernel's reply or notification again), naming the pid, the fd, the protocol and the port
-//! id; so are a socket of another network namespace and one with a BPF filter attached.
+//! id; so are a socket of another network namespace and one with an eBPF filter attached
+//! (a classic BPF filter, as udev monitors attach, is kept in `sk_opts_entry.so_filter`).
 //!
 //! Restore: `socket(AF_NETLINK, SOCK_RAW, protocol)`, `bind` to the dumped port id when it
 //! is free (else the kernel picks one, as CRIU does: most programs never look), every group

@@ -1,5 +1,6 @@
 //! The generic socket options of CRIU's `sk_opts_entry`, read from a socket at dump and set
-//! again at restore (as CRIU's `dump_socket_opts` / `restore_socket_opts`).
+//! again at restore (as CRIU's `dump_socket_opts` / `restore_socket_opts`). The classic BPF
+//! filter (`so_filter`) is read by the caller, which knows whether there is one.
 
 use std::os::fd::BorrowedFd;
 
@@ -131,6 +132,9 @@ pub fn restore(fd: BorrowedFd<'_>, o: &SkOptsEntry) -> Result<(), OptError> {
             l_linger: l as i32,
         };
         setsockopt(&fd, sockopt::Linger, &linger).map_err(err("SO_LINGER"))?;
+    }
+    if !o.so_filter.is_empty() {
+        sys::attach_filter(fd, &o.so_filter).map_err(ioerr("SO_ATTACH_FILTER"))?;
     }
     let tv = |sec: u64, usec: u64| TimeVal::microseconds(sec as i64 * 1_000_000 + usec as i64);
     setsockopt(

@@ -1,8 +1,8 @@
 //! The socket calls nix has no wrapper for: a netlink socket of any protocol number, integer
 //! options of `SOL_NETLINK` (and the few `SOL_SOCKET` ones nix lacks), the group list
-//! (`NETLINK_LIST_MEMBERSHIPS`), the socket's network namespace (`SIOCGSKNS`) and the size
-//! of an attached BPF filter (`SO_GET_FILTER`). Each is a thin, safe wrapper returning
-//! `io::Result`; nothing else in the plugin is `unsafe`.
+//! (`NETLINK_LIST_MEMBERSHIPS`), the socket's network namespace (`SIOCGSKNS`) and its
+//! classic BPF filter (`SO_GET_FILTER`, `SO_ATTACH_FILTER`). Each is a thin, safe wrapper
+//! returning `io::Result`; nothing else in the plugin is `unsafe`.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -110,4 +110,57 @@ pub fn filter_len(fd: BorrowedFd<'_>) -> io::Result<u32> {
         )
     })?;
     Ok(len)
+}
+
+/// The socket's classic BPF filter of `n` instructions ([`filter_len`]), each as the `u64`
+/// with the bytes of its `struct sock_filter` (how CRIU's `sk_opts_entry.so_filter` holds
+/// it).
+pub fn get_filter(fd: BorrowedFd<'_>, n: u32) -> io::Result<Vec<u64>> {
+    let mut prog = vec![0u64; n as usize];
+    // For SO_GET_FILTER the length is counted in instructions, not bytes.
+    let mut len = n as libc::socklen_t;
+    // SAFETY: `prog` has room for `n` 8-byte `sock_filter`s, as many as `len` allows.
+    check(unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_GET_FILTER,
+            prog.as_mut_ptr().cast(),
+            &mut len,
+        )
+    })?;
+    prog.truncate(len as usize);
+    Ok(prog)
+}
+
+/// Attaches the classic BPF program `prog` (as [`get_filter`] returns it):
+/// `SO_ATTACH_FILTER`.
+pub fn attach_filter(fd: BorrowedFd<'_>, prog: &[u64]) -> io::Result<()> {
+    let mut insns: Vec<libc::sock_filter> = prog
+        .iter()
+        .map(|w| {
+            let b = w.to_ne_bytes();
+            libc::sock_filter {
+                code: u16::from_ne_bytes([b[0], b[1]]),
+                jt: b[2],
+                jf: b[3],
+                k: u32::from_ne_bytes([b[4], b[5], b[6], b[7]]),
+            }
+        })
+        .collect();
+    let fprog = libc::sock_fprog {
+        len: u16::try_from(insns.len()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?,
+        filter: insns.as_mut_ptr(),
+    };
+    // SAFETY: `fprog` points to `insns`, alive for the call; the kernel copies the program.
+    check(unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            (&raw const fprog).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    })
+    .map(drop)
 }

@@ -198,3 +198,23 @@ proptest::proptest! {
         proptest::prop_assert!(trimmed.last() != Some(&0));
     }
 }
+
+#[test]
+fn a_classic_bpf_filter_comes_back() {
+    let s = sys::netlink_socket(libc::NETLINK_KOBJECT_UEVENT).unwrap();
+    bind(s.as_raw_fd(), &NetlinkAddr::new(0, 1)).unwrap();
+    // ld [0]; jeq #0x1234, accept, drop: two paths, so the words differ.
+    let prog: [u64; 4] = [
+        u64::from_ne_bytes([0x20, 0, 0, 0, 0, 0, 0, 0]),
+        u64::from_ne_bytes([0x15, 0, 0, 1, 0x34, 0x12, 0, 0]),
+        u64::from_ne_bytes([0x06, 0, 0, 0, 0xff, 0xff, 0, 0]),
+        u64::from_ne_bytes([0x06, 0, 0, 0, 0, 0, 0, 0]),
+    ];
+    sys::attach_filter(s.as_fd(), &prog).unwrap();
+    let e = dump_one(&s, 3).unwrap();
+    assert_eq!(e.nlsk.as_ref().unwrap().opts.so_filter, prog);
+    drop(s);
+    let r = restore_one(&e).unwrap();
+    assert_eq!(sys::filter_len(r.as_fd()).unwrap(), 4);
+    assert_eq!(sys::get_filter(r.as_fd(), 4).unwrap(), prog);
+}
