@@ -250,7 +250,37 @@ pub trait DumpContext {
     fn plugin_state(&mut self) -> Option<&mut (dyn Any + Send)> {
         None
     }
+
+    /// Dumps a file that no task holds as an fd but criu does: one found in flight, inside
+    /// a queued `SCM_RIGHTS` message that the calling plugin received into criu with a peek
+    /// (`file`, borrowed for the call; the core keeps its own duplicate for the rest of the
+    /// dump). `owner_pid` is the task whose resource carries it (a socket's holder), named
+    /// in messages and handed to the claiming handler as [`crate::FdDesc::pid`]. Returns
+    /// the file's `files.img` id. (API 0.6)
+    ///
+    /// The core builds its [`crate::FdDesc`] from criu's own `/proc/self/fd` and `fdinfo`
+    /// ([`crate::FdDesc::fd`] is [`crate::FdDesc::IN_FLIGHT`]) and asks the fd handlers
+    /// which one claims it, exactly as for a task's fd; the same open file description
+    /// reached twice (in flight twice, or also held by a task as an fd, before or after)
+    /// gets one id and one entry (`kcmp(KCMP_FILE)`). The id is given at once; the
+    /// claiming handler's [`crate::FdHandler::dump_file`] runs right after the calling
+    /// plugin's current call returns, so it may call this in turn (a socket in flight with
+    /// its own queue), and a socket that carries itself gets its own id back (no cycle).
+    /// A chain of nested in-flight files deeper than [`MAX_IN_FLIGHT_DEPTH`] is refused.
+    fn dump_file_in_flight(
+        &mut self,
+        owner_pid: i32,
+        file: BorrowedFd<'_>,
+    ) -> Result<u32, PluginError> {
+        let _ = (owner_pid, file);
+        Err(unavailable("dump_file_in_flight"))
+    }
 }
+
+/// How deep files in flight may nest (a socket in flight carrying a socket in flight...)
+/// before [`DumpContext::dump_file_in_flight`] refuses: well above the kernel's own limit on
+/// sending unix sockets that carry sockets. (API 0.6)
+pub const MAX_IN_FLIGHT_DEPTH: u32 = 16;
 
 /// Services of the core during a restore.
 ///
@@ -361,5 +391,23 @@ pub trait RestoreContext {
     /// [`crate::FileRestorer`]. (API 0.5)
     fn plugin_state(&mut self) -> Option<&mut (dyn Any + Send)> {
         None
+    }
+
+    /// A duplicate of the restored open file description of `files.img` entry `id`, for
+    /// sending it with `SCM_RIGHTS` (a file in flight) or any other use by the calling
+    /// restorer. The description is the one every task holding that id gets: opened once
+    /// per restore through the same path the core uses for tasks' fds (the restoring
+    /// plugin's [`crate::FileRestorer::open_file`]), now if nothing opened it yet, so an
+    /// entry that only travels in flight (no task holds it) is opened here. (API 0.6)
+    ///
+    /// Offered to [`crate::FileRestorer::open_file`] and [`crate::FileRestorer::finish`]
+    /// (elsewhere [`PluginError::Unavailable`]). An entry restored by the calling plugin
+    /// itself cannot be opened through the core while that plugin's restorer is running
+    /// ([`PluginError::Unavailable`] naming the id): open it in the plugin's own code, as it
+    /// does a socketpair's other end. An id missing from `files.img` is
+    /// [`PluginError::BadImage`].
+    fn open_file_by_id(&mut self, id: u32) -> Result<OwnedFd, PluginError> {
+        let _ = id;
+        Err(unavailable("open_file_by_id"))
     }
 }

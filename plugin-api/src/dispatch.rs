@@ -1,14 +1,8 @@
 //! How the core picks the plugin for an fd (dump) or a `files.img` entry (restore).
 
-use std::collections::{BTreeMap, HashMap};
-use std::os::fd::OwnedFd;
-
 use criu_proto::images::FileEntry;
 
-use crate::{
-    FdDesc, FdHandler, FileRestorer, InstalledFd, Plugin, PluginError, PluginStates,
-    RestoreContext, RunKind, TaskFd, catch_hook_panic, fd_type_name,
-};
+use crate::{FdDesc, FdHandler, Plugin, PluginError, fd_type_name};
 
 /// A plugin together with its fd handler, as the dispatch functions return it.
 #[derive(Clone, Copy)]
@@ -70,114 +64,6 @@ pub fn find_restore_handler<'p>(
         })
 }
 
-/// The plugins' side of one restore: every plugin's state for it ([`PluginStates`]) and every
-/// fd handler's [`FileRestorer`], in asking order. Kept until the restore is over: the
-/// restorers' [`FileRestorer::finish`] runs just before the tree resumes, and dropping this
-/// drops the restorers and the states.
-pub struct FileRestore<'p> {
-    restorers: Vec<(FdHandlerRef<'p>, Box<dyn FileRestorer>)>,
-    states: PluginStates,
-    /// Which restorer (index) opened which file id.
-    opened: HashMap<u32, usize>,
-}
-
-impl std::fmt::Debug for FileRestore<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list()
-            .entries(self.restorers.iter().map(|(h, _)| h.plugin.info().name))
-            .finish()
-    }
-}
-
-impl<'p> FileRestore<'p> {
-    /// Creates every plugin's restore state ([`crate::Plugin::new_state`]), then calls
-    /// [`FdHandler::start_restore`] of every fd handler of `plugins` (sorted), with all of
-    /// `files.img`. Stops at the first error, returned with the plugin's name.
-    pub fn start(
-        plugins: &[&'p dyn Plugin],
-        ctx: &mut dyn RestoreContext,
-        entries: &[FileEntry],
-    ) -> Result<Self, (&'static str, PluginError)> {
-        let mut states = PluginStates::start(plugins, RunKind::Restore)?;
-        let mut restorers = Vec::new();
-        for h in fd_handlers(plugins) {
-            let name = h.plugin.info().name;
-            let r = states
-                .restore_scope(name, ctx, |ctx| h.handler.start_restore(ctx, entries))
-                .map_err(|e| (name, e))?;
-            restorers.push((h, r));
-        }
-        Ok(FileRestore {
-            restorers,
-            states,
-            opened: HashMap::new(),
-        })
-    }
-
-    /// Opens `entry` with the first handler restoring it; returns the fd and the name of the
-    /// plugin that opened it. No handler: [`PluginError::NoRestorer`].
-    pub fn open(
-        &mut self,
-        ctx: &mut dyn RestoreContext,
-        entry: &FileEntry,
-    ) -> Result<(OwnedFd, &'static str), PluginError> {
-        let i = self
-            .restorers
-            .iter()
-            .position(|(h, _)| h.handler.restores(entry))
-            .ok_or_else(|| PluginError::NoRestorer {
-                fd_type: fd_type_name(entry.r#type),
-                id: entry.id,
-            })?;
-        let (h, r) = &mut self.restorers[i];
-        let name = h.plugin.info().name;
-        let fd = self
-            .states
-            .restore_scope(name, ctx, |ctx| r.open_file(ctx, entry))?;
-        self.opened.insert(entry.id, i);
-        Ok((fd, name))
-    }
-
-    /// The plugins' states for this restore, for the host's other calls into the plugins
-    /// (stage hooks, VMA and task handlers). (API 0.5)
-    pub fn states(&mut self) -> &mut PluginStates {
-        &mut self.states
-    }
-
-    /// Every restorer's [`FileRestorer::finish`], in asking order, each with the fds of
-    /// `task_fds` (every restored task's fds, by restored pid) whose file id it opened.
-    /// Stops at the first error, returned with the plugin's name. (API 0.5)
-    pub fn finish(
-        &mut self,
-        ctx: &mut dyn RestoreContext,
-        task_fds: &BTreeMap<i32, Vec<TaskFd>>,
-    ) -> Result<(), (&'static str, PluginError)> {
-        let mut per: Vec<Vec<InstalledFd>> = vec![Vec::new(); self.restorers.len()];
-        for (&pid, fds) in task_fds {
-            for f in fds {
-                if let Some(&i) = self.opened.get(&f.id) {
-                    per[i].push(InstalledFd {
-                        pid,
-                        fd: f.fd,
-                        id: f.id,
-                    });
-                }
-            }
-        }
-        for ((h, r), mut installed) in self.restorers.iter_mut().zip(per) {
-            installed.sort();
-            let name = h.plugin.info().name;
-            tracing::debug!(plugin = name, fds = installed.len(), "file restorer finish");
-            self.states
-                .restore_scope(name, ctx, |ctx| {
-                    catch_hook_panic(name, || r.finish(ctx, &installed))
-                })
-                .map_err(|e| (name, e))?;
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::os::fd::OwnedFd;
@@ -186,8 +72,8 @@ mod tests {
 
     use super::*;
     use crate::{
-        API_VERSION, DumpContext, FdInfo, FileOwner, FileStat, PluginInfo, RestoreContext,
-        sort_plugins,
+        API_VERSION, DumpContext, FdInfo, FileOwner, FileRestore, FileRestorer, FileStat,
+        PluginInfo, RestoreContext, sort_plugins,
     };
 
     struct Fake {

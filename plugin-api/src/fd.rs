@@ -232,7 +232,9 @@ pub fn require_no_owner(
 pub struct FdDesc {
     /// Pid of the task (as seen by criu).
     pub pid: i32,
-    /// The fd number in that task.
+    /// The fd number in that task; -1 for a file reached by path (the executable, a
+    /// mapped file, cwd/root), [`FdDesc::IN_FLIGHT`] for a file in flight
+    /// ([`crate::DumpContext::dump_file_in_flight`]).
     pub fd: i32,
     /// The text of the `/proc/PID/fd/N` link (`/path`, `/path (deleted)`, `pipe:[123]`,
     /// `socket:[45]`, `anon_inode:[eventfd]`, ...).
@@ -258,6 +260,16 @@ pub struct FdDesc {
 }
 
 impl FdDesc {
+    /// [`FdDesc::fd`] of a file in flight: held by criu, in no task's fd table (its
+    /// `pid` is the task whose resource carries it). Task services that take an fd number
+    /// of that task do not apply to it. (API 0.6)
+    pub const IN_FLIGHT: i32 = -2;
+
+    /// Whether this is a file in flight ([`FdDesc::IN_FLIGHT`]). (API 0.6)
+    pub fn is_in_flight(&self) -> bool {
+        self.fd == Self::IN_FLIGHT
+    }
+
     /// The duplicated fd, borrowed.
     pub fn file(&self) -> BorrowedFd<'_> {
         self.file.as_fd()
@@ -290,6 +302,12 @@ impl FdDesc {
 
     /// "fd N of pid P (link)": for log and error messages.
     pub fn describe(&self) -> String {
+        if self.is_in_flight() {
+            return format!(
+                "a file in flight carried by pid {} ({})",
+                self.pid, self.link
+            );
+        }
         format!("fd {} of pid {} ({})", self.fd, self.pid, self.link)
     }
 }

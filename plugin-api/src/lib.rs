@@ -50,6 +50,35 @@
 //! }
 //! ```
 //!
+//! # Files in flight (API 0.6)
+//! A file can live in no task's fd table and still be part of the tree's state: an fd sent
+//! with `SCM_RIGHTS` and not yet received sits in the receiving socket's queue. The plugin
+//! of the carrying resource takes such a file into criu (e.g. `recvmsg(MSG_PEEK)` on
+//! [`FdDesc::file`], which installs the fds in criu, not in the task) and hands each to
+//! [`DumpContext::dump_file_in_flight`]: the core gives it a `files.img` id (the same id as
+//! any task fd or other file in flight with the same open file description, found with
+//! `kcmp`), and has the plugin claiming it dump it like a task's fd, with
+//! [`FdDesc::fd`] = [`FdDesc::IN_FLIGHT`] (so a pipe keeps its data, a regular file its
+//! offset). The carrying plugin stores only the id. At restore, its restorer gets the very
+//! description back with [`RestoreContext::open_file_by_id`] (opened once per restore,
+//! shared with any task holding it) and sends it again. Entries no task holds are fine in
+//! `files.img`: the restore opens them only when asked.
+//!
+//! ```
+//! use std::os::fd::{BorrowedFd, OwnedFd};
+//! use criu_plugin_api::{DumpContext, PluginError, RestoreContext};
+//!
+//! // Dump: `peeked` came out of a queued message of a socket of task `pid`.
+//! fn carried_id(ctx: &mut dyn DumpContext, pid: i32, peeked: BorrowedFd<'_>) -> Result<u32, PluginError> {
+//!     ctx.dump_file_in_flight(pid, peeked)
+//! }
+//!
+//! // Restore, in the restorer's open_file or finish: the description to send again.
+//! fn to_send(ctx: &mut dyn RestoreContext, id: u32) -> Result<OwnedFd, PluginError> {
+//!     ctx.open_file_by_id(id)
+//! }
+//! ```
+//!
 //! # Logging
 //! Plugins log with `tracing` ([`tracing`], re-exported). A built-in plugin's events go to
 //! criu's subscriber as they are; a loaded `.so` has its own copy of `tracing`, so
@@ -257,16 +286,16 @@
 //!   ring memory read with [`DumpContext::read_task_memory`], and on restore re-mapped by a
 //!   remote `mmap` of the restored ring fd at the dumped address in
 //!   [`VmaHandler::restore_vma`].
-//! - **unix sockets** with queued `SCM_RIGHTS`/`SCM_CREDENTIALS`/`SCM_PIDFD`: fds inside
-//!   queued messages are in no fd table: in the frozen task, remote `recvmsg(MSG_PEEK)` into
-//!   task memory ([`DumpContext::remote_syscall`], buffers read back with
-//!   [`DumpContext::read_task_memory`]) installs them, [`DumpContext::dup_task_fd`] fetches
-//!   them, [`DumpContext::new_file_id`] gives them file ids and a remote `close` removes them
-//!   again; peers in other tasks are found through [`DumpContext::tasks`], and the whole
-//!   graph (peers, queues, fds in flight) is built in the plugin's dump state
-//!   ([`Plugin::new_state`]) across every task, then written at [`DumpStage::AfterDump`]. On restore the plugin sends the messages with their fds once
-//!   every file exists ([`RestoreStage::AfterTasksExist`]); `SCM_PIDFD` is reopened by
-//!   restored pid.
+//! - **unix sockets** with queued `SCM_RIGHTS`/`SCM_CREDENTIALS`/`SCM_PIDFD`: the fds inside
+//!   queued messages are in no fd table. `recvmsg(MSG_PEEK)` (with `SO_PEEK_OFF`) on
+//!   [`FdDesc::file`] installs them in criu without consuming the queue; each goes to
+//!   [`DumpContext::dump_file_in_flight`] from the fd handler (see "Files in flight"), which
+//!   returns its file id for the queue entry. Peers in other tasks are found through
+//!   [`DumpContext::tasks`], and the socket graph is kept in the plugin's dump state
+//!   ([`Plugin::new_state`]) across every task. On restore the restorer sends the messages
+//!   again with [`RestoreContext::open_file_by_id`] for each fd (in
+//!   [`FileRestorer::finish`], once every file exists, or in `open_file`); sockets of its
+//!   own it opens itself; `SCM_PIDFD` is reopened by restored pid.
 //! - **TCP** (repair mode): [`DumpStage::BeforeFreeze`] locks the network,
 //!   [`DumpStage::AfterFreeze`] puts each socket in repair mode with remote `setsockopt`
 //!   ([`DumpContext::remote_syscall`]) and reads queues and sequence numbers;
@@ -302,6 +331,7 @@ mod dispatch;
 mod error;
 mod fd;
 pub mod ffi;
+mod file_restore;
 mod handler;
 mod hooks;
 mod image_kind;
@@ -319,13 +349,14 @@ pub use criu_proto as proto;
 pub use tracing;
 
 pub use context::{
-    DEFAULT_GHOST_LIMIT, DumpContext, DumpOptions, ImageRef, RestoreContext, RestoreOptions,
-    TaskFd, TaskIds,
+    DEFAULT_GHOST_LIMIT, DumpContext, DumpOptions, ImageRef, MAX_IN_FLIGHT_DEPTH, RestoreContext,
+    RestoreOptions, TaskFd, TaskIds,
 };
 pub use cursor::{ImageCursor, frame_entries};
-pub use dispatch::{FdHandlerRef, FileRestore, fd_handlers, find_fd_handler, find_restore_handler};
+pub use dispatch::{FdHandlerRef, fd_handlers, find_fd_handler, find_restore_handler};
 pub use error::PluginError;
 pub use fd::{FdDesc, FdInfo, FileOwner, FileStat, O_CLOEXEC, Timespec, require_no_owner};
+pub use file_restore::FileRestore;
 pub use handler::{FdHandler, FileRestorer, InstalledFd, fd_type_name};
 pub use hooks::{
     DumpStage, HookFailure, RestoreStage, StageHooks, catch_hook_panic, has_dump_hook,

@@ -152,12 +152,46 @@ impl PluginStates {
         ctx: &mut dyn RestoreContext,
         f: impl FnOnce(&mut dyn RestoreContext) -> R,
     ) -> R {
-        let mut scoped = ScopedRestore {
-            inner: ctx,
-            state: self.slot(plugin),
-        };
-        f(&mut scoped)
+        restore_scope_with(self.slot(plugin), ctx, None, f)
     }
+
+    /// Takes `plugin`'s state out of its slot (for a call that must leave the others
+    /// reachable); put it back with [`PluginStates::put`].
+    pub(crate) fn take(&mut self, plugin: &str) -> Option<PluginState> {
+        let (_, s) = self.states.iter_mut().find(|(n, _)| *n == plugin)?;
+        s.take()
+    }
+
+    /// Puts back a state taken with [`PluginStates::take`].
+    pub(crate) fn put(&mut self, plugin: &str, state: Option<PluginState>) {
+        if let Some((_, s)) = self.states.iter_mut().find(|(n, _)| *n == plugin) {
+            *s = state;
+        }
+    }
+}
+
+/// Opens a `files.img` entry by id for [`RestoreContext::open_file_by_id`]: the
+/// [`crate::FileRestore`] of the run, lent to the calls of its restorers.
+pub(crate) trait OpenById {
+    /// The description of entry `id`, opened once per restore.
+    fn open_by_id(&mut self, ctx: &mut dyn RestoreContext, id: u32)
+    -> Result<OwnedFd, PluginError>;
+}
+
+/// Runs `f` with `ctx` plus one plugin's `state` and, for a file restorer's call, the
+/// `opener` serving [`RestoreContext::open_file_by_id`].
+pub(crate) fn restore_scope_with<'a, R>(
+    state: Option<&'a mut (dyn Any + Send)>,
+    ctx: &'a mut dyn RestoreContext,
+    opener: Option<&'a mut dyn OpenById>,
+    f: impl FnOnce(&mut dyn RestoreContext) -> R,
+) -> R {
+    let mut scoped = ScopedRestore {
+        inner: ctx,
+        state,
+        opener,
+    };
+    f(&mut scoped)
 }
 
 /// The host's dump context plus one plugin's state.
@@ -221,15 +255,24 @@ impl DumpContext for ScopedDump<'_> {
     fn dump_shmem(&mut self, shmid: u64, file: BorrowedFd<'_>) -> Result<(), PluginError> {
         self.inner.dump_shmem(shmid, file)
     }
+    fn dump_file_in_flight(
+        &mut self,
+        owner_pid: i32,
+        file: BorrowedFd<'_>,
+    ) -> Result<u32, PluginError> {
+        self.inner.dump_file_in_flight(owner_pid, file)
+    }
     fn plugin_state(&mut self) -> Option<&mut (dyn Any + Send)> {
         self.state.as_deref_mut()
     }
 }
 
-/// The host's restore context plus one plugin's state.
+/// The host's restore context plus one plugin's state (and, in a file restorer's call, the
+/// files of the run).
 struct ScopedRestore<'a> {
     inner: &'a mut dyn RestoreContext,
     state: Option<&'a mut (dyn Any + Send)>,
+    opener: Option<&'a mut dyn OpenById>,
 }
 
 impl RestoreContext for ScopedRestore<'_> {
@@ -288,6 +331,12 @@ impl RestoreContext for ScopedRestore<'_> {
         file: BorrowedFd<'_>,
     ) -> Result<(), PluginError> {
         self.inner.restore_shmem(shmid, size, file)
+    }
+    fn open_file_by_id(&mut self, id: u32) -> Result<OwnedFd, PluginError> {
+        match self.opener.as_deref_mut() {
+            Some(files) => files.open_by_id(self.inner, id),
+            None => self.inner.open_file_by_id(id),
+        }
     }
     fn plugin_state(&mut self) -> Option<&mut (dyn Any + Send)> {
         self.state.as_deref_mut()

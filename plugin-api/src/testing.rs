@@ -47,6 +47,12 @@ pub struct MemoryImages {
     /// What `plugin_state` lends (API 0.5): the state of the one plugin under test, set
     /// with [`MemoryImages::start_run`] (as the host does at the start of a run).
     pub state: Option<PluginState>,
+    /// Every `dump_file_in_flight` (API 0.6): `(owner pid, duplicate of the file, the id it
+    /// got)`. The fake gives each call a new id (it does not compare descriptions) and
+    /// dumps nothing: a test runs the claiming handler itself if it wants the entry.
+    pub in_flight: Vec<(i32, OwnedFd, u32)>,
+    /// What `open_file_by_id` (API 0.6) hands a duplicate of, by file id.
+    pub files_by_id: HashMap<u32, OwnedFd>,
     memo: HashMap<String, u64>,
     next_file_id: u32,
     kept: HashMap<String, OwnedFd>,
@@ -244,6 +250,23 @@ impl DumpContext for MemoryImages {
     fn plugin_state(&mut self) -> Option<&mut (dyn std::any::Any + Send)> {
         self.state.as_deref_mut()
     }
+
+    fn dump_file_in_flight(
+        &mut self,
+        owner_pid: i32,
+        file: BorrowedFd<'_>,
+    ) -> Result<u32, PluginError> {
+        let dup = file
+            .try_clone_to_owned()
+            .map_err(|source| PluginError::Task {
+                pid: owner_pid,
+                op: "dup of a file in flight".into(),
+                source: Box::new(source),
+            })?;
+        let id = self.new_file_id();
+        self.in_flight.push((owner_pid, dup, id));
+        Ok(id)
+    }
 }
 
 impl RestoreContext for MemoryImages {
@@ -354,6 +377,18 @@ impl RestoreContext for MemoryImages {
                 op: "pwrite",
                 source,
             })
+    }
+
+    fn open_file_by_id(&mut self, id: u32) -> Result<OwnedFd, PluginError> {
+        let fd = self.files_by_id.get(&id).ok_or_else(|| {
+            PluginError::bad_image("files.img", format!("no entry with file id {id}"))
+        })?;
+        fd.try_clone().map_err(|source| PluginError::Restore {
+            id,
+            what: "files_by_id".into(),
+            op: "dup",
+            source,
+        })
     }
 
     fn plugin_state(&mut self) -> Option<&mut (dyn std::any::Any + Send)> {

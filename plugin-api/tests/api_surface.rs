@@ -77,6 +77,10 @@ fn free_functions() {
         &mut dyn RestoreContext,
         &BTreeMap<i32, Vec<TaskFd>>,
     ) -> Result<(), (&'static str, PluginError)> = FileRestore::finish;
+    // API 0.6: files in flight.
+    let _: fn(&FdDesc) -> bool = FdDesc::is_in_flight;
+    assert_eq!(FdDesc::IN_FLIGHT, -2);
+    assert_eq!(MAX_IN_FLIGHT_DEPTH, 16);
     let _: fn(RunKind) -> &'static str = RunKind::name;
     let _: fn(&str) -> Option<RunKind> = RunKind::from_name;
     let _: fn(&FdInfo, &str) -> Result<u64, PluginError> = FdInfo::parse::<u64>;
@@ -277,6 +281,9 @@ impl DumpContext for Ctx {
     fn plugin_state(&mut self) -> Option<&mut (dyn Any + Send)> {
         self.2.as_deref_mut()
     }
+    fn dump_file_in_flight(&mut self, _: i32, _: BorrowedFd<'_>) -> Result<u32, PluginError> {
+        Ok(1)
+    }
 }
 
 impl RestoreContext for Ctx {
@@ -343,6 +350,9 @@ impl RestoreContext for Ctx {
     }
     fn plugin_state(&mut self) -> Option<&mut (dyn Any + Send)> {
         self.2.as_deref_mut()
+    }
+    fn open_file_by_id(&mut self, id: u32) -> Result<OwnedFd, PluginError> {
+        Err(PluginError::bad_image("files.img", format!("pinned {id}")))
     }
 }
 

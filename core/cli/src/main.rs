@@ -14,17 +14,19 @@ use criu_plugin_files as _;
 #[cfg(feature = "builtin-plugins")]
 use criu_plugin_memfd as _;
 #[cfg(feature = "builtin-plugins")]
+use criu_plugin_mqueue as _;
+#[cfg(feature = "builtin-plugins")]
+use criu_plugin_netlink as _;
+#[cfg(feature = "builtin-plugins")]
 use criu_plugin_pidfd as _;
 #[cfg(feature = "builtin-plugins")]
 use criu_plugin_pipes as _;
 #[cfg(feature = "builtin-plugins")]
-use criu_plugin_timerfd as _;
 use criu_plugin_secretmem as _;
-use criu_plugin_mqueue as _;
-#[cfg(feature = "builtin-plugins")]
-use criu_plugin_pipes as _;
 #[cfg(feature = "builtin-plugins")]
 use criu_plugin_signalfd as _;
+#[cfg(feature = "builtin-plugins")]
+use criu_plugin_timerfd as _;
 #[cfg(feature = "builtin-plugins")]
 use criu_plugin_tty as _;
 

@@ -22,6 +22,8 @@ use criu_proto::images::FileEntry;
 use crate::image::{ImageDir, ImageKind, ImageWriter};
 
 use super::DumpError;
+use super::files::SeenFd;
+use super::inflight::InFlight;
 use super::shmem::ShmemState;
 
 pub struct CoreDumpContext<'d> {
@@ -46,6 +48,12 @@ pub struct CoreDumpContext<'d> {
     /// Every plugin's own state for this dump, lent to each of its calls
     /// ([`CoreDumpContext::as_plugin`]) and dropped with the context.
     states: PluginStates,
+    /// The plugins of this dump (for files in flight, dispatched from inside a plugin call).
+    pub(super) plugins: Vec<&'static dyn Plugin>,
+    /// Every open file description given an id so far, for sharing ids by `kcmp`.
+    pub(super) seen_fds: Vec<SeenFd>,
+    /// Files in flight held by criu and those waiting to be dumped.
+    pub(super) in_flight: InFlight,
 }
 
 impl std::fmt::Debug for CoreDumpContext<'_> {
@@ -90,6 +98,9 @@ impl<'d> CoreDumpContext<'d> {
             fd_ids: HashMap::new(),
             shmem: ShmemState::default(),
             states: PluginStates::default(),
+            plugins: Vec::new(),
+            seen_fds: Vec::new(),
+            in_flight: InFlight::default(),
         }
     }
 
@@ -100,6 +111,7 @@ impl<'d> CoreDumpContext<'d> {
         plugins: &[&'static dyn Plugin],
         pid: i32,
     ) -> Result<(), DumpError> {
+        self.plugins = plugins.to_vec();
         self.states = PluginStates::start(plugins, criu_plugin_api::RunKind::Dump).map_err(
             |(plugin, source)| DumpError::Hook {
                 pid,
@@ -185,6 +197,7 @@ impl<'d> CoreDumpContext<'d> {
                 source,
             })?;
             self.note_plugin(name);
+            self.dump_pending_in_flight()?;
             VmaClaim::record(&mut v.entry, name, &desc.name);
             claimed.push(true);
         }
@@ -214,6 +227,7 @@ impl<'d> CoreDumpContext<'d> {
             if self.plugin_writes != writes {
                 self.note_plugin(name);
             }
+            self.dump_pending_in_flight()?;
         }
         Ok(())
     }
@@ -224,7 +238,7 @@ impl<'d> CoreDumpContext<'d> {
     }
 
     /// The pid of the frozen task holding `tid`, or why the service cannot touch it.
-    fn frozen_pid(&self, tid: i32, service: &'static str) -> Result<i32, PluginError> {
+    pub(super) fn frozen_pid(&self, tid: i32, service: &'static str) -> Result<i32, PluginError> {
         if self.tree.is_empty() {
             return Err(PluginError::Unavailable {
                 service,
@@ -286,8 +300,10 @@ impl<'d> CoreDumpContext<'d> {
         self.next_file_id - 1
     }
 
-    /// Flush and close every image the context opened.
+    /// Flush and close every image the context opened. `files.img` is complete then: no
+    /// more files in flight.
     pub fn finish(&mut self, pid: i32) -> Result<(), DumpError> {
+        self.in_flight.close();
         for (_, w) in self.writers.drain() {
             w.finish().map_err(|source| DumpError::Image {
                 pid,
@@ -425,6 +441,14 @@ impl DumpContext for CoreDumpContext<'_> {
                 image,
                 source: Box::new(e),
             })
+    }
+
+    fn dump_file_in_flight(
+        &mut self,
+        owner_pid: i32,
+        file: std::os::fd::BorrowedFd<'_>,
+    ) -> Result<u32, PluginError> {
+        self.take_in_flight(owner_pid, file)
     }
 }
 

@@ -25,7 +25,7 @@ pub struct FileIds {
     by_inode: HashMap<(u64, u64), (u32, i32)>,
 }
 
-fn stat_of(fd: &OwnedFd) -> Result<FileStat, nix::errno::Errno> {
+pub(super) fn stat_of(fd: &OwnedFd) -> Result<FileStat, nix::errno::Errno> {
     let s = nix::sys::stat::fstat(fd)?;
     Ok(FileStat {
         mode: s.st_mode,
@@ -47,7 +47,7 @@ fn stat_of(fd: &OwnedFd) -> Result<FileStat, nix::errno::Errno> {
     })
 }
 
-fn to_api_fdinfo(fi: &fdinfo::FdInfo, raw: String) -> api::FdInfo {
+pub(super) fn to_api_fdinfo(fi: &fdinfo::FdInfo, raw: String) -> api::FdInfo {
     api::FdInfo {
         pos: fi.pos,
         flags: fi.flags,
@@ -57,8 +57,9 @@ fn to_api_fdinfo(fi: &fdinfo::FdInfo, raw: String) -> api::FdInfo {
     }
 }
 
-/// Ask the plugins for `desc` and append its entry to files.img.
-fn dump_desc(
+/// Ask the plugins for `desc` and append its entry to files.img; then the files in flight
+/// the plugin met on the way ([`CoreDumpContext::dump_pending_in_flight`]).
+pub(super) fn dump_desc(
     plugins: &[&'static dyn Plugin],
     ctx: &mut CoreDumpContext<'_>,
     desc: &FdDesc,
@@ -89,6 +90,7 @@ fn dump_desc(
         })?;
     ctx.note_plugin(h.plugin.info().name);
     ctx.append_file_entry(pid, &entry)?;
+    ctx.dump_pending_in_flight()?;
     Ok(entry)
 }
 
@@ -187,9 +189,11 @@ pub fn dump_mm_files(
     Ok(exe_id)
 }
 
-/// An fd already dumped (of any process of the tree), for sharing its file id.
+/// An fd already dumped (of any process of the tree, or criu's own copy of a file in
+/// flight), for sharing its file id.
 #[derive(Debug, Clone, Copy)]
 pub struct SeenFd {
+    /// The task holding it (criu's own pid for a file in flight).
     pub pid: i32,
     pub fd: i32,
     pub dev: u64,
@@ -199,7 +203,7 @@ pub struct SeenFd {
 }
 
 /// Every fd of `pid`: files.img entries (one per open file description, shared with fds of
-/// other processes of the tree through `seen`) and fdinfo-<files_id>.img. Returns the
+/// other processes of the tree and files in flight through `ctx.seen_fds`) and fdinfo-<files_id>.img. Returns the
 /// number of new descriptions.
 ///
 /// Two passes: first every fd gets its file id (a plugin dumping one fd may ask for the id
@@ -211,7 +215,6 @@ pub fn dump_fds(
     ctx: &mut CoreDumpContext<'_>,
     dir: &ImageDir,
     access: &mut dyn FdAccess,
-    seen: &mut Vec<SeenFd>,
     pid: i32,
     files_id: u32,
 ) -> Result<usize, DumpError> {
@@ -227,7 +230,7 @@ pub fn dump_fds(
         drop(file);
         // kcmp only where it can answer yes: same inode.
         let mut same = None;
-        for (at, o) in seen.iter().enumerate() {
+        for (at, o) in ctx.seen_fds.iter().enumerate() {
             if o.dev == stat.dev && o.ino == stat.ino && access.same_description(o.pid, o.fd, fd)? {
                 same = Some((o.id, at));
                 break;
@@ -237,7 +240,7 @@ pub fn dump_fds(
             Some((id, at)) => (fd, id, at, None),
             None => {
                 let id = ctx.new_file_id();
-                seen.push(SeenFd {
+                ctx.seen_fds.push(SeenFd {
                     pid,
                     fd,
                     dev: stat.dev,
@@ -245,7 +248,7 @@ pub fn dump_fds(
                     id,
                     fd_type: 0,
                 });
-                (fd, id, seen.len() - 1, Some(stat))
+                (fd, id, ctx.seen_fds.len() - 1, Some(stat))
             }
         };
         ctx.set_fd_id(pid, fd, slot.1);
@@ -291,9 +294,9 @@ pub fn dump_fds(
             };
             let e = dump_desc(plugins, ctx, &desc, id)?;
             descs += 1;
-            seen[at].fd_type = e.r#type;
+            ctx.seen_fds[at].fd_type = e.r#type;
         }
-        let ty = seen[at].fd_type;
+        let ty = ctx.seen_fds[at].fd_type;
         entries.push(FdinfoEntry {
             id,
             flags: if cloexec { libc::FD_CLOEXEC as u32 } else { 0 },

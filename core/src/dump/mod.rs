@@ -57,6 +57,7 @@ mod fdaccess;
 pub mod files;
 pub mod freeze;
 pub mod ids;
+mod inflight;
 pub mod memory;
 pub mod pages;
 mod process;

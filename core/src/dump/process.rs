@@ -110,15 +110,7 @@ pub(super) fn dump_process(
     // 3. Fds (once per fd table), cwd and root.
     if sh.fdinfo_done.insert(task_ids.files_id) {
         let mut access = PidfdAccess::new(pid)?;
-        files::dump_fds(
-            plugins,
-            sh.ctx,
-            dir,
-            &mut access,
-            &mut sh.seen_fds,
-            pid,
-            task_ids.files_id,
-        )?;
+        files::dump_fds(plugins, sh.ctx, dir, &mut access, pid, task_ids.files_id)?;
     }
     files::dump_fs(plugins, sh.ctx, dir, &mut sh.file_ids, pid)?;
 

@@ -44,7 +44,6 @@ pub(super) struct Shared<'a, 'd> {
     pub(super) file_ids: files::FileIds,
     pub(super) idgen: ids::IdGen,
     pub(super) root_ids: TaskKobjIdsEntry,
-    pub(super) seen_fds: Vec<files::SeenFd>,
     pub(super) fdinfo_done: HashSet<u32>,
     pub(super) seccomp: SeccompImage,
     pub(super) pstree: Vec<PstreeEntry>,
@@ -147,6 +146,8 @@ fn stage(
         if ctx.plugin_writes() != writes {
             ctx.note_plugin(p.info().name);
         }
+        // Files in flight the hook found (after the freeze, before files.img is complete).
+        ctx.dump_pending_in_flight()?;
     }
     Ok(())
 }
@@ -234,7 +235,6 @@ fn dump_frozen<'d>(
         file_ids: files::FileIds::default(),
         idgen,
         root_ids,
-        seen_fds: Vec::new(),
         fdinfo_done: HashSet::new(),
         seccomp: SeccompImage::default(),
         pstree: Vec::new(),

@@ -87,6 +87,12 @@ pub trait FfiDumpContext {
     fn dump_secret_key(&self) -> ROption<RString> {
         RNone
     }
+    /// [`DumpContext::dump_file_in_flight`] (API 0.6): `fd` is borrowed for the call.
+    /// Absent in an older criu: this default answers that the service is unavailable.
+    fn dump_file_in_flight(&mut self, owner_pid: i32, fd: i32) -> RResult<u32, FfiError> {
+        let _ = (owner_pid, fd);
+        RErr(FfiError::from(&older_criu("dump_file_in_flight")))
+    }
 }
 
 /// [`RestoreContext`] across the boundary (implemented by the host).
@@ -154,6 +160,21 @@ pub trait FfiRestoreContext {
     /// [`RestoreOptions::secret_key`] (API 0.6). An older host has none: no key.
     fn restore_secret_key(&self) -> ROption<RString> {
         RNone
+    }
+    /// [`RestoreContext::open_file_by_id`] (API 0.6): the returned fd is owned by the
+    /// caller. Absent in an older criu: this default answers that the service is
+    /// unavailable.
+    fn restore_open_file_by_id(&mut self, id: u32) -> RResult<i32, FfiError> {
+        let _ = id;
+        RErr(FfiError::from(&older_criu("open_file_by_id")))
+    }
+}
+
+/// The answer of a service this criu's context does not have (it predates it).
+fn older_criu(service: &'static str) -> PluginError {
+    PluginError::Unavailable {
+        service,
+        why: "this criu is older than the plugin (upgrade criu)".into(),
     }
 }
 
@@ -281,6 +302,9 @@ impl FfiDumpContext for HostDump<'_> {
     fn dump_secret_key(&self) -> ROption<RString> {
         key_path(self.0.options().secret_key.as_deref())
     }
+    fn dump_file_in_flight(&mut self, owner_pid: i32, fd: i32) -> RResult<u32, FfiError> {
+        to_ffi(self.0.dump_file_in_flight(owner_pid, borrow_fd(fd)))
+    }
 }
 
 /// The handle inside a loaded plugin's state as the host keeps it.
@@ -382,6 +406,9 @@ impl FfiRestoreContext for HostRestore<'_> {
     }
     fn restore_plugin_state(&mut self) -> ROption<&mut FfiStateBox> {
         host_handle(self.0.plugin_state()).into()
+    }
+    fn restore_open_file_by_id(&mut self, id: u32) -> RResult<i32, FfiError> {
+        to_ffi(self.0.open_file_by_id(id).map(IntoRawFd::into_raw_fd))
     }
     fn restore_secret_key(&self) -> ROption<RString> {
         key_path(self.0.options().secret_key.as_deref())
@@ -486,6 +513,15 @@ impl DumpContext for GuestDump<'_> {
 
     fn plugin_state(&mut self) -> Option<&mut (dyn Any + Send)> {
         guest_state(self.ctx.dump_plugin_state().into_option()?)
+    }
+
+    fn dump_file_in_flight(
+        &mut self,
+        owner_pid: i32,
+        file: BorrowedFd<'_>,
+    ) -> Result<u32, PluginError> {
+        use std::os::fd::AsRawFd;
+        from_ffi(self.ctx.dump_file_in_flight(owner_pid, file.as_raw_fd()))
     }
 }
 
@@ -598,6 +634,10 @@ impl RestoreContext for GuestRestore<'_> {
     fn plugin_state(&mut self) -> Option<&mut (dyn Any + Send)> {
         guest_state(self.ctx.restore_plugin_state().into_option()?)
     }
+
+    fn open_file_by_id(&mut self, id: u32) -> Result<OwnedFd, PluginError> {
+        from_ffi(self.ctx.restore_open_file_by_id(id)).map(take_fd)
+    }
 }
 
 /// A plugin's [`FileRestorer`] as the FFI trait.
@@ -636,7 +676,7 @@ impl FfiRestorer for GuestRestorer {
 
 /// Takes ownership of an fd number handed over the boundary with ownership.
 pub(crate) fn take_fd(raw: RawFd) -> OwnedFd {
-    // SAFETY: the boundary contract (keep_fd, open_file, dup_task_fd) transfers ownership of `raw`, an
+    // SAFETY: the boundary contract (keep_fd, open_file, dup_task_fd, open_file_by_id) transfers ownership of `raw`, an
     // open fd of this process, to the receiver; the sender gave it up with into_raw_fd.
     unsafe { OwnedFd::from_raw_fd(raw) }
 }
@@ -644,7 +684,8 @@ pub(crate) fn take_fd(raw: RawFd) -> OwnedFd {
 /// Borrows an fd number the other side keeps open for at least `'a` (the call, or the
 /// context's life for kept fds).
 pub(crate) fn borrow_fd<'a>(raw: RawFd) -> BorrowedFd<'a> {
-    // SAFETY: the boundary contract (FfiFdDesc::file, kept_fd, install_fd, the shmem calls) guarantees `raw` stays open
+    // SAFETY: the boundary contract (FfiFdDesc::file, kept_fd, install_fd, the shmem calls,
+    // dump_file_in_flight) guarantees `raw` stays open
     // while the borrow is in use: the call for a desc, the context's life for a kept fd.
     unsafe { BorrowedFd::borrow_raw(raw) }
 }

@@ -22,6 +22,10 @@
 //!   the contexts' `*_plugin_state` methods to that plugin only (which checks the type before
 //!   looking inside), dropped by the plugin's own drop when the run ends.
 //! - The host's log sink as an [`FfiLogger`] (API 0.5), handed over once at load time.
+//! - Files in flight (API 0.6): `dump_file_in_flight` (fd borrowed for the call, the id
+//!   back) and `restore_open_file_by_id` (fd owned by the caller), methods after the others
+//!   in the context vtables whose default bodies answer "unavailable: upgrade criu" when a
+//!   0.6 plugin meets an older criu's context.
 //! - File descriptors as raw numbers: plugins live in criu's own process, so a number is
 //!   valid on both sides. The side that receives one takes ownership or borrows it as the
 //!   method documents.
@@ -39,7 +43,7 @@
 //!    and method the plugin has must match the host's, in order) and then requires the
 //!    plugin to declare an older minor [`crate::API_VERSION`]. The `plugin_abi_older` test
 //!    builds `plugins/examples/eventfd` with its `criu-plugin-api` as they were at API 0.4
-//!    and has this criu (0.5) load it, dump and restore with it. (By hand before: an API 0.2
+//!    and has this criu (0.6) load it, dump and restore with it. (By hand before: an API 0.2
 //!    build with a 0.3 criu, a 0.3 build with a 0.4 criu.) What an older plugin lacks is
 //!    absent, not an error: no state object (its `new_state` entry is missing), no log
 //!    forwarding, the default `finish` of its restorers (a `#[sabi_trait]` method with a
@@ -86,6 +90,8 @@ mod load;
 mod log;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_inflight;
 #[cfg(test)]
 mod tests_state;
 mod types;

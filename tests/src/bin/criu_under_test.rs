@@ -8,13 +8,13 @@ use criu_plugin_epoll as _;
 use criu_plugin_eventfd as _;
 use criu_plugin_files as _;
 use criu_plugin_memfd as _;
+use criu_plugin_mqueue as _;
+use criu_plugin_netlink as _;
 use criu_plugin_pidfd as _;
 use criu_plugin_pipes as _;
-use criu_plugin_timerfd as _;
 use criu_plugin_secretmem as _;
-use criu_plugin_mqueue as _;
-use criu_plugin_pipes as _;
 use criu_plugin_signalfd as _;
+use criu_plugin_timerfd as _;
 use criu_plugin_tty as _;
 
 fn main() -> ExitCode {

@@ -121,26 +121,20 @@ fn build_packages() -> Option<Packages> {
         c
     };
     let table = subpackage_table();
-    // Every in-tree plugin's `.so` crate (`plugins/NAME/so`), no more, no fewer.
-    let mut listed: Vec<&str> = table.iter().map(|(k, _, _)| k.as_str()).collect();
-    listed.sort_unstable();
-    let mut in_tree: Vec<String> = std::fs::read_dir(repo().join("plugins"))
-        .expect("plugins dir")
-        .filter_map(|e| {
-            let dir = e.ok()?.path();
-            dir.join("so/Cargo.toml").is_file().then(|| {
-                format!(
-                    "criu-plugin-{}-so",
-                    dir.file_name().unwrap_or_default().to_string_lossy()
-                )
-            })
-        })
+    // Every in-tree plugin's .so crate (a workspace member under plugins/ whose directory is
+    // `so` or ends in `-so`, e.g. plugins/fsnotify/inotify-so) has its row, by package name.
+    let workspace = std::fs::read_to_string(repo().join("Cargo.toml")).expect("Cargo.toml");
+    let mut members: Vec<String> = workspace
+        .lines()
+        .filter_map(|l| l.trim().trim_end_matches(',').strip_prefix('"'))
+        .filter_map(|l| l.strip_suffix('"'))
+        .filter(|m| m.starts_with("plugins/") && (m.ends_with("/so") || m.ends_with("-so")))
+        .map(|m| package_name(&repo().join(m).join("Cargo.toml")))
         .collect();
-    in_tree.sort_unstable();
-    assert_eq!(
-        listed, in_tree,
-        "PACKAGING.md lists every in-tree plugin: {table:?}"
-    );
+    members.sort();
+    let mut listed: Vec<String> = table.iter().map(|(k, _, _)| k.to_string()).collect();
+    listed.sort();
+    assert_eq!(listed, members, "PACKAGING.md's in-tree plugins: {table:?}");
     // criu-rs: cargo-deb builds criu and crit itself, without default features (metadata).
     run_ok(
         cargo_cmd()
@@ -240,4 +234,13 @@ pub fn criu(p: &Packages, args: &[&str]) -> Output {
         .stdin(std::process::Stdio::null())
         .output()
         .expect("run unpacked criu")
+}
+
+/// The `name` of the `[package]` of a Cargo.toml (its first `name = "..."` line).
+fn package_name(manifest: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(manifest).unwrap_or_else(|e| panic!("{manifest:?}: {e}"));
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("name = \"")?.strip_suffix('"'))
+        .unwrap_or_else(|| panic!("{manifest:?} has no package name"))
+        .to_string()
 }
