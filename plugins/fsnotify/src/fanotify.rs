@@ -1,0 +1,327 @@
+//! The fanotify plugin: CRIU's FANOTIFY entry (`file_entry.ffy`): `fanotify_init` flags and
+//! event flags, and every mark with its mark flags, mask and ignored mask. Inode marks carry
+//! the inode's `fh_entry` (handle, and its path found at dump), mount marks the mount id and
+//! its mount point. Filesystem marks (`FAN_MARK_FILESYSTEM`), which CRIU's `mark_type` has no
+//! value for, are written as mount marks of a mount of that filesystem with our field
+//! `criu_rs_filesystem = 1001` (upstream CRIU would restore them as mount marks). Mount
+//! namespace marks are refused.
+//!
+//! Restore: `fanotify_init` with the dumped flags (`FAN_NONBLOCK` from the file flags), then
+//! per mark the ignored mask first (so that a mark made with `FAN_MARK_IGNORE` keeps those
+//! semantics) and the mask after, each with the mark flags, on `/proc/self/fd/N` of an
+//! `O_PATH` fd of the target.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use criu_plugin_api::{DumpContext, FdDesc, FdHandler, FileRestorer, PluginError, RestoreContext};
+use criu_proto::images::{
+    FanotifyFileEntry, FanotifyInodeMarkEntry, FanotifyMarkEntry, FanotifyMountMarkEntry, FdTypes,
+    FileEntry, MarkType,
+};
+use nix::errno::Errno;
+use nix::fcntl::{AT_FDCWD, OFlag, open};
+use nix::sys::fanotify::{EventFFlags, Fanotify, InitFlags, MarkFlags, MaskFlags};
+use nix::sys::stat::Mode;
+
+use crate::fdinfo::{FanotifyMark, MarkTarget, parse_fanotify};
+use crate::handle::{
+    Found, Mount, find_path, from_fh_entry, kdev_name, open_target, read_mountinfo, to_fh_entry,
+};
+use crate::{FANOTIFY_LINK, warn_queued};
+
+/// The fanotify fd handler (stateless).
+#[derive(Debug, Default)]
+pub struct FanotifyHandler;
+
+fn describe_mark(m: &FanotifyMark, fd: &FdDesc) -> String {
+    let on = match &m.target {
+        MarkTarget::Inode { ino, .. } => {
+            format!("inode {ino:#x} on device {}", kdev_name(m.sdev))
+        }
+        MarkTarget::Mount { mnt_id } => format!("mount {mnt_id}"),
+        MarkTarget::Filesystem => format!("filesystem {}", kdev_name(m.sdev)),
+    };
+    format!("fanotify mark on {on} of {}", fd.describe())
+}
+
+/// The `fanotify_mark_entry` of one mark.
+fn dump_mark(
+    m: &FanotifyMark,
+    id: u32,
+    fd: &FdDesc,
+    mounts: &[Mount],
+) -> Result<FanotifyMarkEntry, PluginError> {
+    let refuse = |hint: String| PluginError::Unsupported {
+        resource: describe_mark(m, fd),
+        pid: fd.pid,
+        hint,
+    };
+    let mut e = FanotifyMarkEntry {
+        id,
+        r#type: MarkType::Inode as i32,
+        mflags: m.mflags,
+        mask: m.mask,
+        ignored_mask: m.ignored_mask,
+        s_dev: m.sdev,
+        ..Default::default()
+    };
+    match &m.target {
+        MarkTarget::Inode { ino, handle } => {
+            let handle = handle.as_ref().ok_or_else(|| {
+                refuse(
+                    "its filesystem gives no file handle, so the marked file cannot be found again"
+                        .into(),
+                )
+            })?;
+            let path = match find_path(mounts, m.sdev, *ino, handle) {
+                Ok(Found::Path(p)) => Some(p),
+                Ok(Found::HandleOnly) => {
+                    tracing::warn!(
+                        pid = fd.pid,
+                        fd = fd.fd,
+                        ino = format_args!("{ino:#x}"),
+                        "the marked file has no path: restore reopens it by its file handle"
+                    );
+                    None
+                }
+                Err(why) => return Err(refuse(format!("its file handle does not open ({why})"))),
+            };
+            e.ie = Some(FanotifyInodeMarkEntry {
+                i_ino: *ino,
+                f_handle: to_fh_entry(Some(handle), path),
+            });
+        }
+        MarkTarget::Mount { mnt_id } => {
+            let mnt = mounts.iter().find(|x| x.mnt_id == *mnt_id).ok_or_else(|| {
+                refuse("the task does not see that mount (another mount namespace?)".into())
+            })?;
+            e.r#type = MarkType::Mount as i32;
+            e.s_dev = mnt.sdev;
+            e.me = Some(mount_entry(mnt));
+        }
+        MarkTarget::Filesystem => {
+            let mnt = mounts
+                .iter()
+                .find(|x| x.sdev == m.sdev)
+                .ok_or_else(|| refuse("the task sees no mount of that filesystem".into()))?;
+            e.r#type = MarkType::Mount as i32;
+            e.me = Some(mount_entry(mnt));
+            e.criu_rs_filesystem = Some(true);
+        }
+    }
+    Ok(e)
+}
+
+fn mount_entry(m: &Mount) -> FanotifyMountMarkEntry {
+    FanotifyMountMarkEntry {
+        mnt_id: m.mnt_id,
+        path: Some(m.mountpoint.to_string_lossy().into_owned()),
+    }
+}
+
+impl FdHandler for FanotifyHandler {
+    fn fd_types(&self) -> &[FdTypes] {
+        &[FdTypes::Fanotify]
+    }
+
+    fn claims(&self, fd: &FdDesc) -> bool {
+        fd.link == FANOTIFY_LINK
+    }
+
+    fn dump_file(
+        &self,
+        _ctx: &mut dyn DumpContext,
+        fd: &FdDesc,
+        id: u32,
+    ) -> Result<FileEntry, PluginError> {
+        let refuse = |hint: String| PluginError::Unsupported {
+            resource: fd.describe(),
+            pid: fd.pid,
+            hint,
+        };
+        let info = parse_fanotify(&fd.fdinfo.raw)
+            .map_err(|why| refuse(format!("unexpected fanotify fdinfo ({why})")))?;
+        warn_queued(fd, "fanotify");
+        let mounts = read_mountinfo(Some(fd.pid))
+            .map_err(|why| refuse(format!("cannot read the task's mounts: {why}")))?;
+        let mark = info
+            .marks
+            .iter()
+            .map(|m| dump_mark(m, id, fd, &mounts))
+            .collect::<Result<Vec<_>, _>>()?;
+        tracing::debug!(
+            pid = fd.pid,
+            fd = fd.fd,
+            id,
+            marks = mark.len(),
+            "dumping fanotify"
+        );
+        Ok(FileEntry {
+            r#type: FdTypes::Fanotify as i32,
+            id,
+            ffy: Some(FanotifyFileEntry {
+                id,
+                flags: fd.fdinfo.file_flags(),
+                fown: fd.owner.to_entry(),
+                faflags: info.flags,
+                evflags: info.event_flags,
+                mark,
+            }),
+            ..Default::default()
+        })
+    }
+
+    fn start_restore(
+        &self,
+        _ctx: &mut dyn RestoreContext,
+        _entries: &[FileEntry],
+    ) -> Result<Box<dyn FileRestorer>, PluginError> {
+        Ok(Box::new(Restorer))
+    }
+}
+
+struct Restorer;
+
+impl FileRestorer for Restorer {
+    fn open_file(
+        &mut self,
+        _ctx: &mut dyn RestoreContext,
+        entry: &FileEntry,
+    ) -> Result<OwnedFd, PluginError> {
+        let ffy = entry.ffy.as_ref().ok_or_else(|| {
+            PluginError::bad_image(
+                "files.img",
+                format!("FANOTIFY entry {} without ffy", entry.id),
+            )
+        })?;
+        restore_fanotify(entry.id, ffy)
+    }
+}
+
+/// The flags `fanotify_init` gets back: the dumped ones, close-on-exec (the core sets the
+/// fd's own flag), `FAN_NONBLOCK` as the file flags say now.
+pub fn init_flags(ffy: &FanotifyFileEntry) -> u32 {
+    let mut f = (ffy.faflags & !(libc::FAN_NONBLOCK | libc::FAN_CLOEXEC)) | libc::FAN_CLOEXEC;
+    if ffy.flags & libc::O_NONBLOCK as u32 != 0 {
+        f |= libc::FAN_NONBLOCK;
+    }
+    f
+}
+
+/// Creates the fanotify group of entry `id` with all its marks.
+pub fn restore_fanotify(id: u32, ffy: &FanotifyFileEntry) -> Result<OwnedFd, PluginError> {
+    let group = Fanotify::init(
+        InitFlags::from_bits_retain(init_flags(ffy)),
+        EventFFlags::from_bits_retain(ffy.evflags),
+    )
+    .map_err(|e| PluginError::Restore {
+        id,
+        what: FANOTIFY_LINK.into(),
+        op: "fanotify_init",
+        source: e.into(),
+    })?;
+    for (i, m) in ffy.mark.iter().enumerate() {
+        restore_mark(&group, id, i, m)?;
+    }
+    Ok(group.into())
+}
+
+/// What a mark is put on: target fd, `FAN_MARK_*` kind flag, description.
+fn open_mark_target(
+    id: u32,
+    i: usize,
+    m: &FanotifyMarkEntry,
+) -> Result<(OwnedFd, u32, String), PluginError> {
+    let bad = |why: &str| {
+        PluginError::bad_image("files.img", format!("FANOTIFY entry {id}, mark {i}: {why}"))
+    };
+    let restore_err = |what: String, (step, e): (String, Errno)| PluginError::Restore {
+        id,
+        what: format!("{what}: {step}"),
+        op: "open",
+        source: e.into(),
+    };
+    match MarkType::try_from(m.r#type) {
+        Ok(MarkType::Inode) => {
+            let ie =
+                m.ie.as_ref()
+                    .ok_or_else(|| bad("inode mark without its inode (ie)"))?;
+            let handle = from_fh_entry(&ie.f_handle).map_err(|why| bad(&why))?;
+            let path = ie.f_handle.path.as_deref();
+            if handle.is_none() && path.is_none() {
+                return Err(bad("neither a file handle nor a path"));
+            }
+            let what = format!(
+                "fanotify mark on {} (inode {:#x} on device {})",
+                path.unwrap_or("its file handle"),
+                ie.i_ino,
+                kdev_name(m.s_dev)
+            );
+            let fd = open_target(path, handle.as_ref(), m.s_dev, ie.i_ino)
+                .map_err(|e| restore_err(what.clone(), e))?;
+            Ok((fd, libc::FAN_MARK_INODE, what))
+        }
+        Ok(MarkType::Mount) => {
+            let me =
+                m.me.as_ref()
+                    .ok_or_else(|| bad("mount mark without its mount (me)"))?;
+            let path = me
+                .path
+                .as_deref()
+                .ok_or_else(|| bad("mount mark without a path"))?;
+            let (kind, name) = if m.criu_rs_filesystem == Some(true) {
+                (libc::FAN_MARK_FILESYSTEM, "filesystem")
+            } else {
+                (libc::FAN_MARK_MOUNT, "mount")
+            };
+            let what = format!("fanotify {name} mark on {path} (mount {})", me.mnt_id);
+            let fd = open(path, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
+                .map_err(|e| restore_err(what.clone(), (format!("open {path}"), e)))?;
+            Ok((fd, kind, what))
+        }
+        Err(_) => Err(bad(&format!("unknown mark type {}", m.r#type))),
+    }
+}
+
+fn restore_mark(
+    group: &Fanotify,
+    id: u32,
+    i: usize,
+    m: &FanotifyMarkEntry,
+) -> Result<(), PluginError> {
+    let (target, kind, what) = open_mark_target(id, i, m)?;
+    let path = format!("/proc/self/fd/{}", target.as_raw_fd());
+    let fail = |op: &'static str, e: Errno| PluginError::Restore {
+        id,
+        what: format!(
+            "{what}, mark flags {:#x}, mask {:#x}, ignored mask {:#x}",
+            m.mflags, m.mask, m.ignored_mask
+        ),
+        op,
+        source: e.into(),
+    };
+    let base = libc::FAN_MARK_ADD | kind;
+    let add = |flags: u32, mask: u32| {
+        group.mark(
+            MarkFlags::from_bits_retain(flags),
+            MaskFlags::from_bits_retain(u64::from(mask)),
+            AT_FDCWD,
+            Some(path.as_str()),
+        )
+    };
+    if m.ignored_mask != 0 {
+        // FAN_MARK_IGNORE (6.0+) marks store their ignore flags; older ones need IGNORED_MASK.
+        let how = if m.mflags & libc::FAN_MARK_IGNORE != 0 {
+            0
+        } else {
+            libc::FAN_MARK_IGNORED_MASK
+        };
+        add(base | m.mflags | how, m.ignored_mask)
+            .map_err(|e| fail("fanotify_mark (ignored mask)", e))?;
+    }
+    if m.mask != 0 {
+        add(base | (m.mflags & !libc::FAN_MARK_IGNORE), m.mask)
+            .map_err(|e| fail("fanotify_mark", e))?;
+    }
+    Ok(())
+}
