@@ -6,7 +6,7 @@
 //! `criu_rs_filesystem = 1001` (upstream CRIU would restore them as mount marks). Mount
 //! namespace marks are refused.
 //!
-//! Restore: `fanotify_init` with the dumped flags (`FAN_NONBLOCK` from the file flags), then
+//! Restore: `fanotify_init` with the dumped flags (then `O_NONBLOCK` as the file had it), then
 //! per mark the ignored mask first (so that a mark made with `FAN_MARK_IGNORE` keeps those
 //! semantics) and the mask after, each with the mark flags, on `/proc/self/fd/N` of an
 //! `O_PATH` fd of the target.
@@ -19,7 +19,7 @@ use criu_proto::images::{
     FileEntry, MarkType,
 };
 use nix::errno::Errno;
-use nix::fcntl::{AT_FDCWD, OFlag, open};
+use nix::fcntl::{AT_FDCWD, FcntlArg, OFlag, fcntl, open};
 use nix::sys::fanotify::{EventFFlags, Fanotify, InitFlags, MarkFlags, MaskFlags};
 use nix::sys::stat::Mode;
 
@@ -198,28 +198,32 @@ impl FileRestorer for Restorer {
     }
 }
 
-/// The flags `fanotify_init` gets back: the dumped ones, close-on-exec (the core sets the
-/// fd's own flag), `FAN_NONBLOCK` as the file flags say now.
-pub fn init_flags(ffy: &FanotifyFileEntry) -> u32 {
-    let mut f = (ffy.faflags & !(libc::FAN_NONBLOCK | libc::FAN_CLOEXEC)) | libc::FAN_CLOEXEC;
-    if ffy.flags & libc::O_NONBLOCK as u32 != 0 {
-        f |= libc::FAN_NONBLOCK;
-    }
-    f
-}
-
 /// Creates the fanotify group of entry `id` with all its marks.
 pub fn restore_fanotify(id: u32, ffy: &FanotifyFileEntry) -> Result<OwnedFd, PluginError> {
-    let group = Fanotify::init(
-        InitFlags::from_bits_retain(init_flags(ffy)),
-        EventFFlags::from_bits_retain(ffy.evflags),
-    )
-    .map_err(|e| PluginError::Restore {
+    let fail = |op: &'static str, e: Errno| PluginError::Restore {
         id,
         what: FANOTIFY_LINK.into(),
-        op: "fanotify_init",
+        op,
         source: e.into(),
-    })?;
+    };
+    // The init flags as dumped (fdinfo shows them, FAN_CLOEXEC and FAN_NONBLOCK included);
+    // the file's O_NONBLOCK may have changed since with F_SETFL: set it as it was.
+    let group = Fanotify::init(
+        InitFlags::from_bits_retain(ffy.faflags),
+        EventFFlags::from_bits_retain(ffy.evflags),
+    )
+    .map_err(|e| fail("fanotify_init", e))?;
+    let nonblock = OFlag::from_bits_retain(ffy.flags as i32) & OFlag::O_NONBLOCK;
+    let now = OFlag::from_bits_retain(
+        fcntl(&group, FcntlArg::F_GETFL).map_err(|e| fail("fcntl(F_GETFL)", e))?,
+    );
+    if now & OFlag::O_NONBLOCK != nonblock {
+        fcntl(
+            &group,
+            FcntlArg::F_SETFL((now - OFlag::O_NONBLOCK) | nonblock),
+        )
+        .map_err(|e| fail("fcntl(F_SETFL)", e))?;
+    }
     for (i, m) in ffy.mark.iter().enumerate() {
         restore_mark(&group, id, i, m)?;
     }
