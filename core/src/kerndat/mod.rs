@@ -15,6 +15,7 @@ use std::sync::OnceLock;
 mod checks;
 mod checks_criu;
 mod checks_extra;
+mod checks_fsnotify;
 mod checks_mem;
 
 pub use checks_criu::criu_feature;
@@ -254,6 +255,7 @@ fn all_checks() -> impl Iterator<Item = &'static Check> {
     checks::CHECKS
         .iter()
         .chain(checks_extra::CHECKS)
+        .chain(checks_fsnotify::CHECKS)
         .chain(checks_mem::CHECKS)
         .chain(checks_criu::CHECKS)
 }
