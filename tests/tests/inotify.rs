@@ -1,6 +1,8 @@
 //! Inotify watches survive dump and restore with the wd numbers the program got: the
 //! workload (`wl_inotify`) watches a directory, a file, a oneshot file and a file the test
-//! unlinks while holding it open (restored through its file handle, as CRIU does). After
+//! unlinks while holding it open (restored through its file handle, as CRIU does) and a
+//! file the workload holds open and the test unlinks (the watch goes on the file restored
+//! as a ghost, as CRIU puts it on its ghost remap: zdtm's inotify00). After
 //! the restore the test changes the file and the directory, and the workload reports the
 //! events under the names it gave its wds before the dump; it also checks every 20 ms that
 //! its fdinfo watches, wds, flags are unchanged. A watched file that is gone for good by the
@@ -69,13 +71,14 @@ fn start(s: &Setup) -> (PidGuard, String) {
     assert!(first[0].starts_with(&format!("ready {pid} ")), "{first:?}");
     // Not contiguous: a watch was added and removed between file and oneshot.
     assert!(
-        first[0].ends_with("dir=1 file=2 oneshot=4 gone=5"),
+        first[0].ends_with("dir=1 file=2 oneshot=4 gone=5 held=6"),
         "{first:?}"
     );
     std::fs::write(s.dir.join("watched"), b"before").expect("write");
     wait_for(&s.report, 0, &["event file 2 -"]);
     std::fs::remove_file(s.dir.join("gone")).expect("unlink gone");
-    wait_for(&s.report, 0, &["event dir 200 gone"]);
+    std::fs::remove_file(s.dir.join("held")).expect("unlink held");
+    wait_for(&s.report, 0, &["event dir 200 gone", "event dir 200 held"]);
     let ready = first[0].clone();
     (guard, ready)
 }
@@ -131,9 +134,17 @@ fn watches_keep_their_wds_and_report_changes_after_restore() {
             (1, Some(d.to_string())),
             (2, Some(format!("{d}/watched"))),
             (4, Some(format!("{d}/oneshot"))),
-            (5, None), // unlinked: by handle only
+            (5, None), // unlinked, held by the test: by handle only
+            (6, None), // unlinked, held by the workload: on its restored file
         ]
     );
+    let held_by_tree: Vec<(u32, bool)> = ify
+        .wd
+        .iter()
+        .filter(|w| w.wd >= 5)
+        .map(|w| (w.wd, w.criu_rs_file_id.is_some()))
+        .collect();
+    assert!(held_by_tree.contains(&(5, false)) && held_by_tree.contains(&(6, true)));
     assert!(
         ify.wd
             .iter()
@@ -162,6 +173,7 @@ fn watches_keep_their_wds_and_report_changes_after_restore() {
     s.gone
         .write_all(b"written after restore")
         .expect("write gone");
+    File::create(s.dir.join("poke")).expect("poke");
     wait_for(
         &s.report,
         before,
@@ -173,6 +185,7 @@ fn watches_keep_their_wds_and_report_changes_after_restore() {
             "event oneshot 4 -",
             "event oneshot 8000 -",
             "event gone 2 -",
+            "event held 2 -",
         ],
     );
     // Some ticks after the oneshot fired, all good.

@@ -23,6 +23,7 @@ use nix::fcntl::{AT_FDCWD, FcntlArg, OFlag, fcntl, open};
 use nix::sys::fanotify::{EventFFlags, Fanotify, InitFlags, MarkFlags, MaskFlags};
 use nix::sys::stat::Mode;
 
+use crate::deferred::{drain_group, open_in_tree, restored_file};
 use crate::fdinfo::{FanotifyMark, MarkTarget, parse_fanotify};
 use crate::handle::{
     Found, Mount, find_path, from_fh_entry, kdev_name, open_target, read_mountinfo, to_fh_entry,
@@ -46,6 +47,7 @@ fn describe_mark(m: &FanotifyMark, fd: &FdDesc) -> String {
 
 /// The `fanotify_mark_entry` of one mark.
 fn dump_mark(
+    ctx: &dyn DumpContext,
     m: &FanotifyMark,
     id: u32,
     fd: &FdDesc,
@@ -73,14 +75,17 @@ fn dump_mark(
                         .into(),
                 )
             })?;
+            let mut file_id = None;
             let path = match find_path(mounts, m.sdev, *ino, handle) {
                 Ok(Found::Path(p)) => Some(p),
                 Ok(Found::HandleOnly) => {
+                    file_id = open_in_tree(ctx, fd.pid, m.sdev, *ino);
                     tracing::warn!(
                         pid = fd.pid,
                         fd = fd.fd,
                         ino = format_args!("{ino:#x}"),
-                        "the marked file has no path: restore reopens it by its file handle"
+                        ?file_id,
+                        "the marked file has no path: restore marks the tree's file of that id, else reopens the file handle"
                     );
                     None
                 }
@@ -89,6 +94,7 @@ fn dump_mark(
             e.ie = Some(FanotifyInodeMarkEntry {
                 i_ino: *ino,
                 f_handle: to_fh_entry(Some(handle), path),
+                criu_rs_file_id: file_id,
             });
         }
         MarkTarget::Mount { mnt_id } => {
@@ -130,7 +136,7 @@ impl FdHandler for FanotifyHandler {
 
     fn dump_file(
         &self,
-        _ctx: &mut dyn DumpContext,
+        ctx: &mut dyn DumpContext,
         fd: &FdDesc,
         id: u32,
     ) -> Result<FileEntry, PluginError> {
@@ -147,7 +153,7 @@ impl FdHandler for FanotifyHandler {
         let mark = info
             .marks
             .iter()
-            .map(|m| dump_mark(m, id, fd, &mounts))
+            .map(|m| dump_mark(ctx, m, id, fd, &mounts))
             .collect::<Result<Vec<_>, _>>()?;
         tracing::debug!(
             pid = fd.pid,
@@ -176,11 +182,24 @@ impl FdHandler for FanotifyHandler {
         _ctx: &mut dyn RestoreContext,
         _entries: &[FileEntry],
     ) -> Result<Box<dyn FileRestorer>, PluginError> {
-        Ok(Box::new(Restorer))
+        Ok(Box::new(Restorer::default()))
     }
 }
 
-struct Restorer;
+/// One restored group, for [`FileRestorer::finish`]: the marks left for then (on files of
+/// the tree that had no path at dump), and its queue to empty.
+struct Later {
+    id: u32,
+    group: Fanotify,
+    marks: Vec<(usize, FanotifyMarkEntry)>,
+    /// A notification group (no permission events, which would need an answer).
+    notif: bool,
+}
+
+#[derive(Default)]
+struct Restorer {
+    later: Vec<Later>,
+}
 
 impl FileRestorer for Restorer {
     fn open_file(
@@ -194,12 +213,61 @@ impl FileRestorer for Restorer {
                 format!("FANOTIFY entry {} without ffy", entry.id),
             )
         })?;
-        restore_fanotify(entry.id, ffy)
+        let (fd, marks) = restore_fanotify(entry.id, ffy)?;
+        {
+            let dup = fd.try_clone().map_err(|e| PluginError::Restore {
+                id: entry.id,
+                what: FANOTIFY_LINK.into(),
+                op: "dup",
+                source: e,
+            })?;
+            self.later.push(Later {
+                id: entry.id,
+                group: crate::sys::fanotify_of(dup),
+                marks,
+                notif: ffy.faflags & (libc::FAN_CLASS_CONTENT | libc::FAN_CLASS_PRE_CONTENT) == 0,
+            });
+        }
+        Ok(fd)
+    }
+
+    fn finish(
+        &mut self,
+        ctx: &mut dyn RestoreContext,
+        _installed: &[criu_plugin_api::InstalledFd],
+    ) -> Result<(), PluginError> {
+        for l in self.later.drain(..) {
+            for (_, m) in &l.marks {
+                let ie = m.ie.as_ref().expect("only inode marks are left for later");
+                let file = ie.criu_rs_file_id.unwrap_or_default();
+                let target = restored_file(ctx, file)?;
+                let what = format!(
+                    "fanotify mark on the tree's file id {file} (inode {:#x} on device {} at dump, unlinked)",
+                    ie.i_ino,
+                    kdev_name(m.s_dev)
+                );
+                apply_mark(&l.group, l.id, m, &target, libc::FAN_MARK_INODE, &what)?;
+            }
+            if l.notif {
+                drain_group(l.id, &l.group)?;
+            }
+        }
+        Ok(())
     }
 }
 
-/// Creates the fanotify group of entry `id` with all its marks.
-pub fn restore_fanotify(id: u32, ffy: &FanotifyFileEntry) -> Result<OwnedFd, PluginError> {
+/// An inode mark on an unlinked file the tree holds: for [`FileRestorer::finish`].
+fn is_later(m: &FanotifyMarkEntry) -> bool {
+    m.ie.as_ref()
+        .is_some_and(|ie| ie.f_handle.path.is_none() && ie.criu_rs_file_id.is_some())
+}
+
+/// Creates the fanotify group of entry `id` with its marks; returns it and the marks on
+/// unlinked files of the tree (with their index), to be added once the tree has its files.
+pub fn restore_fanotify(
+    id: u32,
+    ffy: &FanotifyFileEntry,
+) -> Result<(OwnedFd, Vec<(usize, FanotifyMarkEntry)>), PluginError> {
     let fail = |op: &'static str, e: Errno| PluginError::Restore {
         id,
         what: FANOTIFY_LINK.into(),
@@ -224,10 +292,16 @@ pub fn restore_fanotify(id: u32, ffy: &FanotifyFileEntry) -> Result<OwnedFd, Plu
         )
         .map_err(|e| fail("fcntl(F_SETFL)", e))?;
     }
+    let mut later = Vec::new();
     for (i, m) in ffy.mark.iter().enumerate() {
-        restore_mark(&group, id, i, m)?;
+        if is_later(m) {
+            later.push((i, m.clone()));
+        } else {
+            let (target, kind, what) = open_mark_target(id, i, m)?;
+            apply_mark(&group, id, m, &target, kind, &what)?;
+        }
     }
-    Ok(group.into())
+    Ok((group.into(), later))
 }
 
 /// What a mark is put on: target fd, `FAN_MARK_*` kind flag, description.
@@ -287,13 +361,15 @@ fn open_mark_target(
     }
 }
 
-fn restore_mark(
+/// Puts mark `m` (of entry `id`) on `target` (`kind`: `FAN_MARK_INODE`, `_MOUNT`, ...).
+fn apply_mark(
     group: &Fanotify,
     id: u32,
-    i: usize,
     m: &FanotifyMarkEntry,
+    target: &OwnedFd,
+    kind: u32,
+    what: &str,
 ) -> Result<(), PluginError> {
-    let (target, kind, what) = open_mark_target(id, i, m)?;
     let path = format!("/proc/self/fd/{}", target.as_raw_fd());
     let fail = |op: &'static str, e: Errno| PluginError::Restore {
         id,

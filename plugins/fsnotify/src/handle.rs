@@ -26,6 +26,14 @@ fn kdev(major: u32, minor: u32) -> u32 {
     (major << 20) | (minor & 0xfffff)
 }
 
+/// A `stat` device number (`st_dev`) in the kernel's internal encoding (fdinfo's `sdev`).
+pub fn kdev_of(st_dev: u64) -> u32 {
+    kdev(
+        nix::sys::stat::major(st_dev) as u32,
+        nix::sys::stat::minor(st_dev) as u32,
+    )
+}
+
 /// One line of `/proc/PID/mountinfo`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mount {
@@ -166,10 +174,7 @@ pub fn find_path(
         // The path must lead back to this very inode (a file may have replaced it).
         if let Ok(st) = nix::sys::stat::lstat(path.as_str())
             && st.st_ino == ino
-            && kdev(
-                nix::sys::stat::major(st.st_dev) as u32,
-                nix::sys::stat::minor(st.st_dev) as u32,
-            ) == sdev
+            && kdev_of(st.st_dev) == sdev
         {
             return Ok(Found::Path(path));
         }

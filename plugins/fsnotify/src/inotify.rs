@@ -15,6 +15,7 @@ use criu_proto::images::{FdTypes, FileEntry, InotifyFileEntry, InotifyWdEntry};
 use nix::errno::Errno;
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 
+use crate::deferred::{drain, open_in_tree, restored_file};
 use crate::fdinfo::{InotifyWatch, parse_inotify};
 use crate::handle::{
     Found, find_path, from_fh_entry, kdev_name, open_target, read_mountinfo, to_fh_entry,
@@ -42,6 +43,7 @@ fn describe_watch(w: &InotifyWatch, fd: &FdDesc) -> String {
 
 /// The `inotify_wd_entry` of one watch, its path found through its handle.
 fn dump_watch(
+    ctx: &dyn DumpContext,
     w: &InotifyWatch,
     id: u32,
     fd: &FdDesc,
@@ -55,15 +57,18 @@ fn dump_watch(
     let handle = w.handle.as_ref().ok_or_else(|| {
         refuse("its filesystem gives no file handle, so the watched file cannot be found again; remove the watch before the dump".into())
     })?;
+    let mut file_id = None;
     let path = match find_path(mounts, w.sdev, w.ino, handle) {
         Ok(Found::Path(p)) => Some(p),
         Ok(Found::HandleOnly) => {
+            file_id = open_in_tree(ctx, fd.pid, w.sdev, w.ino);
             tracing::warn!(
                 pid = fd.pid,
                 fd = fd.fd,
                 wd = w.wd,
                 ino = format_args!("{:#x}", w.ino),
-                "the watched file has no path (unlinked or replaced): restore reopens it by its file handle, which works only while the inode exists"
+                ?file_id,
+                "the watched file has no path (unlinked or replaced): restore puts the watch on the tree's file of that id, else reopens the file handle (which works only while the inode exists)"
             );
             None
         }
@@ -81,6 +86,7 @@ fn dump_watch(
         s_dev: w.sdev,
         wd: w.wd as u32,
         f_handle: to_fh_entry(Some(handle), path),
+        criu_rs_file_id: file_id,
     })
 }
 
@@ -95,7 +101,7 @@ impl FdHandler for InotifyHandler {
 
     fn dump_file(
         &self,
-        _ctx: &mut dyn DumpContext,
+        ctx: &mut dyn DumpContext,
         fd: &FdDesc,
         id: u32,
     ) -> Result<FileEntry, PluginError> {
@@ -112,7 +118,7 @@ impl FdHandler for InotifyHandler {
         })?;
         let wd = watches
             .iter()
-            .map(|w| dump_watch(w, id, fd, &mounts))
+            .map(|w| dump_watch(ctx, w, id, fd, &mounts))
             .collect::<Result<Vec<_>, _>>()?;
         tracing::debug!(
             pid = fd.pid,
@@ -139,11 +145,23 @@ impl FdHandler for InotifyHandler {
         _ctx: &mut dyn RestoreContext,
         _entries: &[FileEntry],
     ) -> Result<Box<dyn FileRestorer>, PluginError> {
-        Ok(Box::new(Restorer))
+        Ok(Box::new(Restorer::default()))
     }
 }
 
-struct Restorer;
+/// One restored inotify, for [`FileRestorer::finish`]: the watches left for then (on files
+/// of the tree that had no path at dump), and its queue to empty.
+struct Later {
+    id: u32,
+    ino: Inotify,
+    watches: Vec<InotifyWdEntry>,
+    next_wd: i32,
+}
+
+#[derive(Default)]
+struct Restorer {
+    later: Vec<Later>,
+}
 
 impl FileRestorer for Restorer {
     fn open_file(
@@ -157,13 +175,63 @@ impl FileRestorer for Restorer {
                 format!("INOTIFY entry {} without ify", entry.id),
             )
         })?;
-        restore_inotify(entry.id, ify)
+        let (fd, watches) = restore_inotify(entry.id, ify)?;
+        {
+            let dup = fd.try_clone().map_err(|e| PluginError::Restore {
+                id: entry.id,
+                what: INOTIFY_LINK.into(),
+                op: "dup",
+                source: e,
+            })?;
+            self.later.push(Later {
+                id: entry.id,
+                ino: crate::sys::inotify_of(dup),
+                next_wd: ify.wd.iter().map(|w| w.wd as i32).max().unwrap_or(0) + 1,
+                watches,
+            });
+        }
+        Ok(fd)
+    }
+
+    fn finish(
+        &mut self,
+        ctx: &mut dyn RestoreContext,
+        _installed: &[criu_plugin_api::InstalledFd],
+    ) -> Result<(), PluginError> {
+        for l in self.later.drain(..) {
+            for w in &l.watches {
+                let file = w.criu_rs_file_id.unwrap_or_default();
+                let target = restored_file(ctx, file)?;
+                add_watch_as(&l.ino, &target, w).map_err(|(op, e)| PluginError::Restore {
+                    id: l.id,
+                    what: format!(
+                        "inotify wd {} on the tree's file id {file} (inode {:#x} on device {} at dump, unlinked)",
+                        w.wd,
+                        w.i_ino,
+                        kdev_name(w.s_dev)
+                    ),
+                    op,
+                    source: e.into(),
+                })?;
+            }
+            // Later adds continue after the highest wd, as they would have.
+            let _ = crate::sys::inotify_set_next_wd(l.ino.as_fd(), l.next_wd);
+            drain(l.id, l.ino.as_fd())?;
+        }
+        Ok(())
     }
 }
 
-/// Creates the inotify instance of entry `id` with all its watches, wds checked.
-pub fn restore_inotify(id: u32, ify: &InotifyFileEntry) -> Result<OwnedFd, PluginError> {
-    let mut watches: Vec<&InotifyWdEntry> = ify.wd.iter().collect();
+/// Creates the inotify instance of entry `id` with its watches, wds checked; returns it and
+/// the watches on unlinked files of the tree, to be added once the tree has its files.
+pub fn restore_inotify(
+    id: u32,
+    ify: &InotifyFileEntry,
+) -> Result<(OwnedFd, Vec<InotifyWdEntry>), PluginError> {
+    let (later, mut watches): (Vec<&InotifyWdEntry>, Vec<&InotifyWdEntry>) = ify
+        .wd
+        .iter()
+        .partition(|w| w.f_handle.path.is_none() && w.criu_rs_file_id.is_some());
     // Ascending wds: each add may only take the number asked for or a higher one.
     watches.sort_by_key(|w| w.wd);
     let targets = watches
@@ -199,7 +267,10 @@ pub fn restore_inotify(id: u32, ify: &InotifyFileEntry) -> Result<OwnedFd, Plugi
         )?;
         add_watch_as(&ino, &target, w).map_err(|(op, e)| fail(what.clone(), op, e))?;
     }
-    Ok(ino.into())
+    for w in &later {
+        check_wd_entry(id, w)?;
+    }
+    Ok((ino.into(), later.into_iter().cloned().collect()))
 }
 
 type Target = (Option<String>, Option<crate::sys::FileHandle>);
@@ -216,7 +287,7 @@ fn check_wd_entry(id: u32, w: &InotifyWdEntry) -> Result<Target, PluginError> {
         return Err(bad("watch descriptor out of range".into()));
     }
     let handle = from_fh_entry(&w.f_handle).map_err(bad)?;
-    if handle.is_none() && w.f_handle.path.is_none() {
+    if handle.is_none() && w.f_handle.path.is_none() && w.criu_rs_file_id.is_none() {
         return Err(bad("neither a file handle nor a path".into()));
     }
     Ok((w.f_handle.path.clone(), handle))

@@ -11,6 +11,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod deferred;
 pub mod fanotify;
 pub mod fdinfo;
 pub mod handle;

@@ -124,3 +124,19 @@ pub fn queued_bytes(fd: BorrowedFd<'_>) -> Result<u32, Errno> {
     Errno::result(r)?;
     Ok(n.max(0) as u32)
 }
+
+/// The inotify instance behind `fd`, for nix's safe calls. `fd` must come from
+/// `inotify_init1` (a duplicate of what [`nix::sys::inotify::Inotify::init`] returned).
+pub(crate) fn inotify_of(fd: OwnedFd) -> nix::sys::inotify::Inotify {
+    // SAFETY: per the contract above the fd is an inotify instance, which is all nix's
+    // wrapper assumes of it.
+    unsafe { nix::sys::inotify::Inotify::from_owned_fd(fd) }
+}
+
+/// The fanotify group behind `fd`, for nix's safe calls. `fd` must come from
+/// `fanotify_init` (a duplicate of what [`nix::sys::fanotify::Fanotify::init`] returned).
+pub(crate) fn fanotify_of(fd: OwnedFd) -> nix::sys::fanotify::Fanotify {
+    // SAFETY: per the contract above the fd is a fanotify group, which is all nix's
+    // wrapper assumes of it.
+    unsafe { nix::sys::fanotify::Fanotify::from_owned_fd(fd) }
+}

@@ -8,24 +8,37 @@
 //! Watches, in this order: DIR (create, delete, modify: `dir`), DIR/watched (modify,
 //! close-write: `file`), a watch added and removed (so that wds have a gap), DIR/oneshot
 //! (attrib, `IN_ONESHOT`: `oneshot`), DIR/gone (modify: `gone`, a file the test unlinks
-//! while holding it open).
+//! while holding it open), DIR/held (modify: `held`, a file the workload holds open and the
+//! test unlinks: restored as a ghost file, the watch on it). When DIR/poke appears the
+//! workload removes it and writes to `held`. The fdinfo line of `held` keeps its wd and
+//! mask only (its inode is the restored ghost).
 //!
-//! Report lines: `ready <pid> dir=<wd> file=<wd> oneshot=<wd> gone=<wd>`, then
+//! Report lines: `ready <pid> dir=<wd> file=<wd> oneshot=<wd> gone=<wd> held=<wd>`, then
 //! `event <name> <mask hex> <file name>` per event and `tick <n> <ok|bad:...>`.
 //! Usage: wl_inotify REPORT_FILE DIR
 
 use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::fs::FileExt;
 
 use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
 use nix::sys::inotify::{AddWatchFlags as F, InitFlags, Inotify, WatchDescriptor};
 
-fn fdinfo_lines(fd: i32) -> Vec<String> {
+/// The `inotify` lines of fd `fd`; the line of wd `held` cut to its wd and mask.
+fn fdinfo_lines(fd: i32, held: i32) -> Vec<String> {
     let text = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).unwrap_or_default();
+    let held = format!("inotify wd:{held:x} ");
     let mut v: Vec<String> = text
         .lines()
         .filter(|l| l.starts_with("inotify "))
-        .map(str::to_string)
+        .map(|l| {
+            if l.starts_with(&held) {
+                let mask = l.split(' ').find(|t| t.starts_with("mask:")).unwrap_or("");
+                format!("{held}{mask}")
+            } else {
+                l.to_string()
+            }
+        })
         .collect();
     v.sort();
     v
@@ -56,14 +69,26 @@ fn main() {
     let wd_gone = ino
         .add_watch(p("gone").as_str(), F::IN_MODIFY)
         .expect("watch gone");
+    let held = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(p("held"))
+        .expect("held");
+    let wd_held = ino
+        .add_watch(p("held").as_str(), F::IN_MODIFY)
+        .expect("watch held");
     let names: Vec<(WatchDescriptor, &str)> = vec![
         (wd_dir, "dir"),
         (wd_file, "file"),
         (wd_one, "oneshot"),
         (wd_gone, "gone"),
+        (wd_held, "held"),
+        (gap, "gap"),
     ];
     let fd = ino.as_fd().as_raw_fd();
-    let at_start = fdinfo_lines(fd);
+    let at_start = fdinfo_lines(fd, wd_held.as_raw());
     let mut out = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -71,12 +96,13 @@ fn main() {
         .expect("report file");
     writeln!(
         out,
-        "ready {} dir={} file={} oneshot={} gone={}",
+        "ready {} dir={} file={} oneshot={} gone={} held={}",
         std::process::id(),
         wd_dir.as_raw(),
         wd_file.as_raw(),
         wd_one.as_raw(),
-        wd_gone.as_raw()
+        wd_gone.as_raw(),
+        wd_held.as_raw()
     )
     .expect("report");
     let mut oneshot_fired = false;
@@ -104,8 +130,13 @@ fn main() {
             }
         }
         let mut bad = Vec::new();
+        if std::fs::remove_file(p("poke")).is_ok()
+            && let Err(e) = held.write_all_at(b"poked", 0)
+        {
+            bad.push(format!("write held: {e}"));
+        }
         // A oneshot watch that fired is gone from fdinfo, as the kernel does it.
-        let now: Vec<String> = fdinfo_lines(fd);
+        let now: Vec<String> = fdinfo_lines(fd, wd_held.as_raw());
         let want: Vec<&String> = at_start
             .iter()
             .filter(|l| {
