@@ -106,8 +106,24 @@ fn watches_keep_their_wds_and_report_changes_after_restore() {
     if skip_unless_root("watches_keep_their_wds_and_report_changes_after_restore") {
         return;
     }
+    round_trip(false);
+}
+
+/// Images as CRIU writes them, without our `criu_rs_file_id`: the watch on the unlinked file
+/// the workload holds is found through its ghost file's device and inode, as CRIU does.
+#[test]
+fn without_our_field_the_watch_goes_on_the_ghost_file_as_in_criu() {
+    if skip_unless_root("without_our_field_the_watch_goes_on_the_ghost_file_as_in_criu") {
+        return;
+    }
+    round_trip(true);
+}
+
+/// Dump, check the images (`strip`: then remove our field from them), restore, change the
+/// watched files, let the workload judge.
+fn round_trip(strip: bool) {
     let _serial = plugin_support::serial();
-    let mut s = setup("inotify");
+    let mut s = setup(if strip { "inotify-criu" } else { "inotify" });
     let (guard, _) = start(&s);
     let pid = guard.pid();
     let imgs = ScratchDir::new("inotify-imgs");
@@ -151,6 +167,21 @@ fn watches_keep_their_wds_and_report_changes_after_restore() {
             .all(|w| w.f_handle.bytes > 0 && w.f_handle.handle.len() == 16)
     );
     fsnotify_support::crit_317_decodes_files_img(imgs.path(), "ify");
+    if strip {
+        let stripped: Vec<FileEntry> = files
+            .iter()
+            .cloned()
+            .map(|mut e| {
+                if let Some(i) = e.ify.as_mut() {
+                    i.wd.iter_mut().for_each(|w| w.criu_rs_file_id = None);
+                }
+                e
+            })
+            .collect();
+        let bytes = criu_proto::framing::encode_messages(criu_proto::ImageKind::Files, &stripped)
+            .expect("encode files.img");
+        std::fs::write(imgs.path().join("files.img"), bytes).expect("write files.img");
+    }
 
     let before = lines(&s.report).len();
     let opts = RestoreOptions {

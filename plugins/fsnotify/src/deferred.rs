@@ -93,3 +93,58 @@ pub fn drain_group(id: u32, group: &nix::sys::fanotify::Fanotify) -> Result<(), 
         }
     }
 }
+
+/// The ghost files of the images (`remap-fpath.img` GHOST entries with their
+/// `ghost-file-N.img`): for images without our `criu_rs_file_id` (CRIU's), a watch on an
+/// unlinked file goes on the ghost file of the same device and inode, as CRIU's
+/// `lookup_ghost_remap` does.
+#[derive(Debug, Default)]
+pub struct Ghosts(Vec<Ghost>);
+
+#[derive(Debug)]
+struct Ghost {
+    file_id: u32,
+    dev: u32,
+    ino: u64,
+}
+
+impl Ghosts {
+    /// Reads them (an images directory without `remap-fpath.img` has none).
+    pub fn read(ctx: &mut dyn RestoreContext) -> Result<Ghosts, PluginError> {
+        use criu_plugin_api::{ImageCursor, ImageRef, read_messages};
+        use criu_proto::images::{GhostFileEntry, RemapFilePathEntry, RemapType};
+        let mut out = Vec::new();
+        for r in read_messages::<RemapFilePathEntry>(ctx, ImageRef::REMAP_FPATH)? {
+            if r.remap_type != Some(RemapType::Ghost as i32) {
+                continue;
+            }
+            let image = ImageRef::ghost_file(r.remap_id);
+            let Some(body) = ctx.read_image(image)? else {
+                continue; // the files plugin names a missing ghost image when it needs it
+            };
+            let e: Option<GhostFileEntry> = ImageCursor::new(image, &body).next_entry()?;
+            if let Some(GhostFileEntry {
+                dev: Some(dev),
+                ino: Some(ino),
+                ..
+            }) = e
+            {
+                out.push(Ghost {
+                    file_id: r.orig_id,
+                    dev,
+                    ino,
+                });
+            }
+        }
+        Ok(Ghosts(out))
+    }
+
+    /// The `files.img` id of the ghost file of inode `ino` on `sdev` (kernel encoding; a
+    /// ghost's device may be in either encoding: CRIU writes the kernel's, criu-rs `st_dev`).
+    pub fn find(&self, sdev: u32, ino: u64) -> Option<u32> {
+        self.0
+            .iter()
+            .find(|g| g.ino == ino && (g.dev == sdev || kdev_of(u64::from(g.dev)) == sdev))
+            .map(|g| g.file_id)
+    }
+}

@@ -23,7 +23,7 @@ use nix::fcntl::{AT_FDCWD, FcntlArg, OFlag, fcntl, open};
 use nix::sys::fanotify::{EventFFlags, Fanotify, InitFlags, MarkFlags, MaskFlags};
 use nix::sys::stat::Mode;
 
-use crate::deferred::{drain_group, open_in_tree, restored_file};
+use crate::deferred::{Ghosts, drain_group, open_in_tree, restored_file};
 use crate::fdinfo::{FanotifyMark, MarkTarget, parse_fanotify};
 use crate::handle::{
     Found, Mount, find_path, from_fh_entry, kdev_name, open_target, read_mountinfo, to_fh_entry,
@@ -179,10 +179,22 @@ impl FdHandler for FanotifyHandler {
 
     fn start_restore(
         &self,
-        _ctx: &mut dyn RestoreContext,
-        _entries: &[FileEntry],
+        ctx: &mut dyn RestoreContext,
+        entries: &[FileEntry],
     ) -> Result<Box<dyn FileRestorer>, PluginError> {
-        Ok(Box::new(Restorer::default()))
+        let pathless = entries
+            .iter()
+            .filter_map(|e| e.ffy.as_ref())
+            .flat_map(|f| f.mark.iter().filter_map(|m| m.ie.as_ref()))
+            .any(|ie| ie.f_handle.path.is_none() && ie.criu_rs_file_id.is_none());
+        Ok(Box::new(Restorer {
+            later: Vec::new(),
+            ghosts: if pathless {
+                Ghosts::read(ctx)?
+            } else {
+                Ghosts::default()
+            },
+        }))
     }
 }
 
@@ -196,9 +208,9 @@ struct Later {
     notif: bool,
 }
 
-#[derive(Default)]
 struct Restorer {
     later: Vec<Later>,
+    ghosts: Ghosts,
 }
 
 impl FileRestorer for Restorer {
@@ -213,6 +225,17 @@ impl FileRestorer for Restorer {
                 format!("FANOTIFY entry {} without ffy", entry.id),
             )
         })?;
+        let mut ffy = ffy.clone();
+        for m in ffy.mark.iter_mut() {
+            let sdev = m.s_dev;
+            if let Some(ie) = m.ie.as_mut()
+                && ie.f_handle.path.is_none()
+                && ie.criu_rs_file_id.is_none()
+            {
+                ie.criu_rs_file_id = self.ghosts.find(sdev, ie.i_ino);
+            }
+        }
+        let ffy = &ffy;
         let (fd, marks) = restore_fanotify(entry.id, ffy)?;
         {
             let dup = fd.try_clone().map_err(|e| PluginError::Restore {

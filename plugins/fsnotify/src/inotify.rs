@@ -15,7 +15,7 @@ use criu_proto::images::{FdTypes, FileEntry, InotifyFileEntry, InotifyWdEntry};
 use nix::errno::Errno;
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 
-use crate::deferred::{drain, open_in_tree, restored_file};
+use crate::deferred::{Ghosts, drain, open_in_tree, restored_file};
 use crate::fdinfo::{InotifyWatch, parse_inotify};
 use crate::handle::{
     Found, find_path, from_fh_entry, kdev_name, open_target, read_mountinfo, to_fh_entry,
@@ -142,10 +142,21 @@ impl FdHandler for InotifyHandler {
 
     fn start_restore(
         &self,
-        _ctx: &mut dyn RestoreContext,
-        _entries: &[FileEntry],
+        ctx: &mut dyn RestoreContext,
+        entries: &[FileEntry],
     ) -> Result<Box<dyn FileRestorer>, PluginError> {
-        Ok(Box::new(Restorer::default()))
+        let pathless = entries.iter().filter_map(|e| e.ify.as_ref()).any(|i| {
+            i.wd.iter()
+                .any(|w| w.f_handle.path.is_none() && w.criu_rs_file_id.is_none())
+        });
+        Ok(Box::new(Restorer {
+            later: Vec::new(),
+            ghosts: if pathless {
+                Ghosts::read(ctx)?
+            } else {
+                Ghosts::default()
+            },
+        }))
     }
 }
 
@@ -158,9 +169,9 @@ struct Later {
     next_wd: i32,
 }
 
-#[derive(Default)]
 struct Restorer {
     later: Vec<Later>,
+    ghosts: Ghosts,
 }
 
 impl FileRestorer for Restorer {
@@ -175,6 +186,13 @@ impl FileRestorer for Restorer {
                 format!("INOTIFY entry {} without ify", entry.id),
             )
         })?;
+        let mut ify = ify.clone();
+        for w in ify.wd.iter_mut() {
+            if w.f_handle.path.is_none() && w.criu_rs_file_id.is_none() {
+                w.criu_rs_file_id = self.ghosts.find(w.s_dev, w.i_ino);
+            }
+        }
+        let ify = &ify;
         let (fd, watches) = restore_inotify(entry.id, ify)?;
         {
             let dup = fd.try_clone().map_err(|e| PluginError::Restore {

@@ -121,10 +121,10 @@ fn build_packages() -> Option<Packages> {
         c
     };
     let table = subpackage_table();
-    assert_eq!(
-        table.len(),
-        6,
-        "PACKAGING.md lists six in-tree plugins: {table:?}"
+    // At least the six plugins of the first packaging; later plugins add rows.
+    assert!(
+        table.len() >= 6,
+        "PACKAGING.md lists the in-tree plugins: {table:?}"
     );
     // criu-rs: cargo-deb builds criu and crit itself, without default features (metadata).
     run_ok(
