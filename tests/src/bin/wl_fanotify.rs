@@ -4,7 +4,10 @@
 //! - an inode mark, `FAN_MODIFY`, on DIR/file;
 //! - a mount mark, `FAN_CLOSE_WRITE`, on DIR's mount;
 //! - an ignored mask `FAN_CLOSE_WRITE` (surviving modify) on DIR/file;
-//! - a filesystem mark, `FAN_OPEN`, on DIR's filesystem.
+//! - a filesystem mark, `FAN_OPEN`, on DIR's filesystem;
+//! - an inode mark, `FAN_MODIFY`, on DIR/held, a file it holds open and the test unlinks
+//!   (restored as a ghost file, the mark on it): when DIR/poke appears the workload removes
+//!   it and writes to `held`. Its fdinfo line keeps its mask only (the inode is the ghost).
 //!
 //! It reports every event bit by bit with the file's name, and checks itself every 20 ms:
 //! its fdinfo's `fanotify` lines (flags, every mark) are those it had at start; the fd is
@@ -20,12 +23,24 @@ use std::os::fd::{AsFd, AsRawFd};
 use nix::fcntl::{AT_FDCWD, FcntlArg, FdFlag, OFlag, fcntl};
 use nix::sys::fanotify::{EventFFlags, Fanotify, InitFlags, MarkFlags as M, MaskFlags as K};
 
-fn fdinfo_lines(fd: i32) -> Vec<String> {
+/// The `fanotify` lines of `fd`; the mark of inode `held` cut to its flags and masks.
+fn fdinfo_lines(fd: i32, held: u64) -> Vec<String> {
     let text = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).unwrap_or_default();
+    let held = format!("fanotify ino:{held:x} ");
     let mut v: Vec<String> = text
         .lines()
         .filter(|l| l.starts_with("fanotify "))
-        .map(str::to_string)
+        .map(|l| {
+            if l.starts_with(&held) {
+                let keep: Vec<&str> = l
+                    .split(' ')
+                    .filter(|t| t.starts_with("mflags:") || t.contains("mask:"))
+                    .collect();
+                format!("fanotify held {}", keep.join(" "))
+            } else {
+                l.to_string()
+            }
+        })
         .collect();
     v.sort();
     v
@@ -57,8 +72,17 @@ fn main() {
         &file,
     );
     mark(M::FAN_MARK_FILESYSTEM, K::FAN_OPEN, &dir);
+    let held_path = format!("{dir}/held");
+    let held = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(&held_path)
+        .expect("held");
+    let held_ino = std::os::unix::fs::MetadataExt::ino(&held.metadata().expect("stat held"));
+    mark(M::empty(), K::FAN_MODIFY, &held_path);
     let fd = group.as_fd().as_raw_fd();
-    let at_start = fdinfo_lines(fd);
+    let at_start = fdinfo_lines(fd, held_ino);
     let mut out = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -76,8 +100,14 @@ fn main() {
                 break;
             }
             for e in events {
+                // `held` by identity: unlinked, its path says nothing (a ghost's after restore).
+                let is_held = e.fd().is_some_and(|f| {
+                    let (a, b) = (nix::sys::stat::fstat(f), nix::sys::stat::fstat(&held));
+                    matches!((a, b), (Ok(a), Ok(b)) if (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino))
+                });
                 let name = e
                     .fd()
+                    .filter(|_| !is_held)
                     .and_then(|f| {
                         nix::fcntl::readlink(format!("/proc/self/fd/{}", f.as_raw_fd()).as_str())
                             .ok()
@@ -89,7 +119,7 @@ fn main() {
                             .unwrap_or("")
                             .to_string()
                     })
-                    .unwrap_or_else(|| "-".into());
+                    .unwrap_or_else(|| if is_held { "held" } else { "-" }.into());
                 let mut rest = e.mask();
                 for (bit, label) in bits {
                     if rest.contains(bit) {
@@ -103,7 +133,16 @@ fn main() {
             }
         }
         let mut bad = Vec::new();
-        let now = fdinfo_lines(fd);
+        if std::fs::remove_file(format!("{dir}/poke")).is_ok()
+            && let Err(e) = std::os::unix::fs::FileExt::write_all_at(&held, b"poked", 0)
+        {
+            bad.push(format!("write held: {e}"));
+        }
+        // After a restore `held` is the restored ghost file: another inode.
+        let held_now = held
+            .metadata()
+            .map_or(held_ino, |m| std::os::unix::fs::MetadataExt::ino(&m));
+        let now = fdinfo_lines(fd, held_now);
         if now != at_start {
             bad.push(format!("fdinfo {now:?} != {at_start:?}"));
         }
