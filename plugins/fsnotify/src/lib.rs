@@ -13,6 +13,7 @@
 
 pub mod deferred;
 pub mod fanotify;
+mod fanotify_restore;
 pub mod fdinfo;
 pub mod handle;
 pub mod inotify;

@@ -327,3 +327,46 @@ fn entries_without_handle_or_path_are_bad_images_naming_the_entry() {
             .contains("without ify")
     );
 }
+
+/// CRIU's ghost files give the file a pathless watch is on: device in the kernel's encoding
+/// (CRIU) or as `st_dev` (criu-rs's files plugin), GHOST remaps only.
+#[test]
+fn ghosts_are_found_by_device_and_inode_in_either_encoding() {
+    use criu_plugin_api::{ImageRef, write_message};
+    use criu_proto::images::{GhostFileEntry, RemapFilePathEntry, RemapType};
+    let mut ctx = MemoryImages::new(0);
+    assert!(
+        deferred::Ghosts::read(&mut ctx)
+            .unwrap()
+            .find(1, 1)
+            .is_none()
+    );
+    let remaps = [
+        (10, 1, RemapType::Ghost, 0xfe00000, 77),
+        (11, 2, RemapType::Ghost, 0xfe00, 78),
+        (12, 3, RemapType::Linked, 0xfe00000, 79),
+    ];
+    for (orig_id, remap_id, kind, dev, ino) in remaps {
+        let r = RemapFilePathEntry {
+            orig_id,
+            remap_id,
+            remap_type: Some(kind as i32),
+        };
+        write_message(&mut ctx, ImageRef::REMAP_FPATH, &r, &[]).unwrap();
+        let g = GhostFileEntry {
+            dev: Some(dev),
+            ino: Some(ino),
+            ..Default::default()
+        };
+        write_message(&mut ctx, ImageRef::ghost_file(remap_id), &g, b"data").unwrap();
+    }
+    let ghosts = deferred::Ghosts::read(&mut ctx).unwrap();
+    assert_eq!(ghosts.find(0xfe00000, 77), Some(10));
+    assert_eq!(
+        ghosts.find(0xfe00000, 78),
+        Some(11),
+        "st_dev 254:0 is 0xfe00"
+    );
+    assert_eq!(ghosts.find(0xfe00000, 79), None, "a link remap is no ghost");
+    assert_eq!(ghosts.find(0xfe00001, 77), None);
+}
