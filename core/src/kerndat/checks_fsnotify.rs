@@ -28,8 +28,8 @@ pub(super) static CHECKS: &[Check] = &[
         what: "ioctl(INOTIFY_IOC_SETNEXTWD) then a watch getting that wd",
         need: Need::Optional,
         hint: "needs CONFIG_CHECKPOINT_RESTORE; without it a restore adds and removes watches \
-               until the kernel hands out the dumped wd, and the program reads IN_IGNORED \
-               events for the removed ones",
+               until the kernel hands out the dumped wd, and a watch on an unlinked file the \
+               tree holds (added last) cannot get its wd back",
         probe: inotify_setnextwd,
     },
     Check {
