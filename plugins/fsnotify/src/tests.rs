@@ -370,3 +370,23 @@ fn ghosts_are_found_by_device_and_inode_in_either_encoding() {
     assert_eq!(ghosts.find(0xfe00000, 79), None, "a link remap is no ghost");
     assert_eq!(ghosts.find(0xfe00001, 77), None);
 }
+
+/// A watch on a file that cannot be found again (procfs: no decodable handle) is refused at
+/// dump, naming the watch, its inode and the fd.
+#[test]
+fn a_watch_that_cannot_be_found_again_is_refused_naming_it() {
+    let ino = Inotify::init(InitFlags::IN_CLOEXEC).unwrap();
+    ino.add_watch("/proc/self/status", F::IN_MODIFY).unwrap();
+    let desc = own_fd_desc(ino.as_fd()).unwrap();
+    let mut ctx = MemoryImages::new(0);
+    match INOTIFY_HANDLER.dump_file(&mut ctx, &desc, 1) {
+        Err(e @ PluginError::Unsupported { .. }) => {
+            let msg = e.to_string();
+            assert!(
+                msg.contains("inotify watch wd 1 (inode") && msg.contains(&desc.describe()),
+                "{msg}"
+            );
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
