@@ -220,7 +220,7 @@ impl FileRestorer for Restorer {
             for w in &l.watches {
                 let file = w.criu_rs_file_id.unwrap_or_default();
                 let target = restored_file(ctx, file)?;
-                add_watch_as(&l.ino, &target, w).map_err(|(op, e)| PluginError::Restore {
+                add_watch_as(&l.ino, &target, w, true).map_err(|(op, e)| PluginError::Restore {
                     id: l.id,
                     what: format!(
                         "inotify wd {} on the tree's file id {file} (inode {:#x} on device {} at dump, unlinked)",
@@ -283,7 +283,7 @@ pub fn restore_inotify(
                 source: e.into(),
             },
         )?;
-        add_watch_as(&ino, &target, w).map_err(|(op, e)| fail(what.clone(), op, e))?;
+        add_watch_as(&ino, &target, w, true).map_err(|(op, e)| fail(what.clone(), op, e))?;
     }
     for w in &later {
         check_wd_entry(id, w)?;
@@ -312,15 +312,17 @@ fn check_wd_entry(id: u32, w: &InotifyWdEntry) -> Result<Target, PluginError> {
 }
 
 /// Adds watch `w` on `target` so that it gets exactly `w.wd`.
-fn add_watch_as(
+/// `use_setnextwd: false` takes the kernels' way without the ioctl (tests).
+pub(crate) fn add_watch_as(
     ino: &Inotify,
     target: &OwnedFd,
     w: &InotifyWdEntry,
+    use_setnextwd: bool,
 ) -> Result<(), (&'static str, Errno)> {
     let path = format!("/proc/self/fd/{}", target.as_raw_fd());
     let mask = AddWatchFlags::from_bits_retain(w.mask & KEPT_MASK);
     let want = w.wd as i32;
-    let setnext = crate::sys::inotify_set_next_wd(ino.as_fd(), want).is_ok();
+    let setnext = use_setnextwd && crate::sys::inotify_set_next_wd(ino.as_fd(), want).is_ok();
     loop {
         let wd = ino
             .add_watch(path.as_str(), mask)

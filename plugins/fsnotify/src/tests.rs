@@ -390,3 +390,42 @@ fn a_watch_that_cannot_be_found_again_is_refused_naming_it() {
         other => panic!("expected a refusal, got {other:?}"),
     }
 }
+
+/// Without INOTIFY_IOC_SETNEXTWD watches are added and removed until the kernel hands out
+/// the dumped wd; the IN_IGNORED events of the removed ones are emptied with the queue.
+#[test]
+fn without_setnextwd_the_wd_is_reached_and_the_queue_emptied() {
+    let ino = Inotify::init(InitFlags::IN_CLOEXEC).unwrap();
+    let target = nix::fcntl::open(
+        "/",
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .unwrap();
+    let w = InotifyWdEntry {
+        wd: 5,
+        mask: libc::IN_CREATE,
+        ..Default::default()
+    };
+    inotify::add_watch_as(&ino, &target, &w, false).unwrap();
+    let lines = fdinfo_of(ino.as_fd(), "inotify");
+    assert!(
+        lines.len() == 1 && lines[0].starts_with("inotify wd:5 "),
+        "{lines:?}"
+    );
+    assert!(
+        sys::queued_bytes(ino.as_fd()).unwrap() > 0,
+        "IN_IGNORED of wds 1-4"
+    );
+    deferred::drain(1, ino.as_fd()).unwrap();
+    assert_eq!(sys::queued_bytes(ino.as_fd()).unwrap(), 0);
+    // A lower wd cannot be had any more: an error, not a wrong wd.
+    let w1 = InotifyWdEntry { wd: 1, ..w };
+    let other = nix::fcntl::open(
+        "/proc",
+        nix::fcntl::OFlag::O_PATH,
+        nix::sys::stat::Mode::empty(),
+    )
+    .unwrap();
+    assert!(inotify::add_watch_as(&ino, &other, &w1, false).is_err());
+}
