@@ -211,8 +211,14 @@ pub fn open_target(
     ino: u64,
 ) -> Result<OwnedFd, (String, Errno)> {
     let fd = match (path, handle) {
-        (Some(p), _) => open(p, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
-            .map_err(|e| (format!("open {p}"), e))?,
+        // The path names the inode itself (found from it at dump): a symlink when a watch
+        // was on a symlink (IN_DONT_FOLLOW), so not followed.
+        (Some(p), _) => open(
+            p,
+            OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| (format!("open {p}"), e))?,
         (None, Some(h)) => open_by_handle_anywhere(h, sdev)?,
         (None, None) => {
             return Err((

@@ -172,6 +172,10 @@ fn inotify_round_trip_in_process() {
     )
     .unwrap();
     ino.add_watch(&d.join("g"), F::IN_ATTRIB).unwrap();
+    // A watch on a symlink itself (zdtm's inotify_system): restored on the link, not on f.
+    std::os::unix::fs::symlink("f", d.join("l")).unwrap();
+    ino.add_watch(&d.join("l"), F::IN_ATTRIB | F::IN_DONT_FOLLOW)
+        .unwrap();
     let desc = own_fd_desc(ino.as_fd()).unwrap();
     assert!(INOTIFY_HANDLER.claims(&desc));
     let mut ctx = MemoryImages::new(0);
