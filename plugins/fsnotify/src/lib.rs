@@ -3,10 +3,16 @@
 //! crate, each its own `.so` (`libcriu_inotify.so`, `libcriu_fanotify.so`), because both
 //! find watched files the same way ([`handle`]).
 //!
+//! Watched files are found as CRIU finds them ([`handle`]): by path, checked against the
+//! inode; by file handle when the path is gone; on the tree's own (ghost) file when the tree
+//! holds the unlinked file open ([`deferred`]).
+//!
 //! Events queued on an inotify or fanotify fd at dump are not carried (the kernel has no
 //! way to read them without taking them from the task), as in CRIU: the dump logs how many
 //! bytes of events are dropped and goes on. Pending fanotify permission events are dropped
 //! the same way (the kernel answers them with its default when the listener goes away).
+//! The restored queues start empty: events the restore itself caused are read away before
+//! the tree resumes.
 
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
