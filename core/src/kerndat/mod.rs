@@ -16,6 +16,7 @@ mod checks;
 mod checks_criu;
 mod checks_extra;
 mod checks_ipc;
+mod checks_fsnotify;
 mod checks_mem;
 
 pub use checks_criu::criu_feature;
@@ -256,6 +257,7 @@ fn all_checks() -> impl Iterator<Item = &'static Check> {
         .iter()
         .chain(checks_extra::CHECKS)
         .chain(checks_ipc::CHECKS)
+        .chain(checks_fsnotify::CHECKS)
         .chain(checks_mem::CHECKS)
         .chain(checks_criu::CHECKS)
 }

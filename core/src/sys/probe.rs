@@ -11,8 +11,10 @@ use nix::errno::Errno;
 use super::kabi;
 
 mod child;
+mod fsnotify;
 mod mem;
 pub use child::*;
+pub use fsnotify::*;
 pub use mem::*;
 
 /// A probe's syscall failed.
