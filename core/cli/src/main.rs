@@ -17,6 +17,8 @@ use criu_plugin_memfd as _;
 use criu_plugin_pipes as _;
 #[cfg(feature = "builtin-plugins")]
 use criu_plugin_tty as _;
+#[cfg(feature = "builtin-plugins")]
+use criu_plugin_unix as _;
 
 fn main() -> ExitCode {
     criu_cli::main()

@@ -1,0 +1,122 @@
+//! Binding restored sockets to their names: a path gets its socket file again with the
+//! dumped mode and owner; a stale socket file left at the path (nobody listens) is
+//! replaced, anything else there is an error.
+
+use std::ffi::OsStr;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::unix::ffi::OsStrExt;
+
+use criu_plugin_api::PluginError;
+use criu_proto::images::UnixSkEntry;
+use nix::errno::Errno;
+use nix::sys::socket::{AddressFamily, SockFlag, SockType, bind, connect, socket};
+use nix::sys::stat::{SFlag, lstat};
+use nix::unistd::unlink;
+
+use crate::queue;
+
+/// A name for messages: `@abstract`, a path, or `(unnamed)`.
+pub(crate) fn show(name: &[u8]) -> String {
+    match name.split_first() {
+        None => "(unnamed)".into(),
+        Some((0, abs)) => format!("@{}", String::from_utf8_lossy(abs)),
+        Some(_) => String::from_utf8_lossy(name).into_owned(),
+    }
+}
+
+fn is_path(name: &[u8]) -> bool {
+    name.first().is_some_and(|&c| c != 0)
+}
+
+/// Whether the socket file at `path` is stale: connecting to it is refused (nobody has it
+/// bound any more).
+fn stale(path: &OsStr, ty: SockType) -> bool {
+    let Ok(probe) = socket(AddressFamily::Unix, ty, SockFlag::SOCK_CLOEXEC, None) else {
+        return false;
+    };
+    let Ok(addr) = nix::sys::socket::UnixAddr::new(path) else {
+        return false;
+    };
+    matches!(connect(probe.as_raw_fd(), &addr), Err(Errno::ECONNREFUSED))
+}
+
+/// Clears `path` for a bind: nothing there, or a stale socket file (removed).
+fn clear_path(path: &OsStr, ty: SockType, id: u32) -> Result<(), PluginError> {
+    match lstat(path) {
+        Err(Errno::ENOENT) => Ok(()),
+        Err(e) => Err(PluginError::path(path, "lstat (socket path)", e)),
+        Ok(st) if SFlag::from_bits_truncate(st.st_mode & libc::S_IFMT) != SFlag::S_IFSOCK => {
+            Err(PluginError::FileChanged {
+                path: path.into(),
+                what: format!(
+                    "unix socket id {id} is to be bound here, but a file that is not a socket is in the way"
+                ),
+            })
+        }
+        Ok(_) if stale(path, ty) => {
+            unlink(path).map_err(|e| PluginError::path(path, "unlink (stale socket file)", e))
+        }
+        Ok(_) => Err(PluginError::FileChanged {
+            path: path.into(),
+            what: format!(
+                "unix socket id {id} is to be bound here, but a live socket holds the path"
+            ),
+        }),
+    }
+}
+
+fn sock_type_of(u: &UnixSkEntry) -> SockType {
+    match u.r#type as i32 {
+        libc::SOCK_DGRAM => SockType::Datagram,
+        libc::SOCK_SEQPACKET => SockType::SeqPacket,
+        _ => SockType::Stream,
+    }
+}
+
+/// Binds `fd` to `u`'s name; a path gets the dumped mode and owner.
+pub(crate) fn bind_name(
+    fd: BorrowedFd<'_>,
+    u: &UnixSkEntry,
+    fail: &dyn Fn(Errno) -> PluginError,
+) -> Result<(), PluginError> {
+    let addr = queue::addr_of(&u.name).map_err(fail)?;
+    if !is_path(&u.name) {
+        return bind(fd.as_raw_fd(), &addr).map_err(fail);
+    }
+    let path = OsStr::from_bytes(&u.name);
+    clear_path(path, sock_type_of(u), u.id)?;
+    bind(fd.as_raw_fd(), &addr).map_err(fail)?;
+    if let Some(p) = &u.file_perms {
+        let io = |op| {
+            move |e: std::io::Error| PluginError::Path {
+                path: path.into(),
+                op,
+                source: e,
+            }
+        };
+        std::os::unix::fs::lchown(path, Some(p.uid), Some(p.gid))
+            .map_err(io("lchown (socket file)"))?;
+        std::fs::set_permissions(
+            path,
+            std::os::unix::fs::PermissionsExt::from_mode(p.mode & 0o7777),
+        )
+        .map_err(io("chmod (socket file)"))?;
+    }
+    Ok(())
+}
+
+/// Binds a temporary sender to `name` (the name a queued datagram came from); a path is
+/// removed right away (the name stays with the socket).
+pub(crate) fn bind_temporary(
+    fd: BorrowedFd<'_>,
+    name: &[u8],
+    fail: &dyn Fn(Errno) -> PluginError,
+) -> Result<(), PluginError> {
+    let addr = queue::addr_of(name).map_err(fail)?;
+    bind(fd.as_raw_fd(), &addr).map_err(fail)?;
+    if is_path(name) {
+        let path = OsStr::from_bytes(name);
+        unlink(path).map_err(|e| PluginError::path(path, "unlink (temporary sender's file)", e))?;
+    }
+    Ok(())
+}
