@@ -1,6 +1,6 @@
 """Unix sockets a dump must refuse, and the queues it must leave as they were.
 
-Mode "external": a socketpair with two queued messages, then a connection to the abstract
+Mode "plain": only the socketpair (a dump that succeeds). Mode "external": a socketpair with two queued messages, then a connection to the abstract
 stream listener NAME held by the test (outside the dumped tree). Mode "rights": a
 socketpair whose queue holds a message carrying an fd (SCM_RIGHTS). Writes "ready" to
 REPORT, waits for the file GO (the test's dump fails meanwhile), then checks that every
@@ -26,7 +26,9 @@ a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
 a.send(b"first")
 a.send(b"second")
 held = []
-if mode == "external":
+if mode == "plain":
+    pass
+elif mode == "external":
     c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     c.connect("\0" + sys.argv[4])
     held.append(c)

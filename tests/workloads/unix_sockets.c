@@ -2,7 +2,8 @@
  *
  * Sets up stream, datagram and seqpacket socketpairs (one end in a child), a path-bound
  * stream server with an accepted connection and a pending one, an abstract datagram
- * server with named and unnamed senders, options, a shutdown and O_NONBLOCK; queues data
+ * server with named and unnamed senders, a datagram socket whose file was unlinked (a
+ * ghost, another file now at its path), options, a shutdown and O_NONBLOCK; queues data
  * everywhere, writes "ready" to REPORT, then waits until the file GO exists (the test
  * dumps, kills and restores it meanwhile). Then it checks every queue, name, option and
  * state against what it set, and writes "ok" or "FAIL <what>" lines, and exits 0 when all
@@ -180,6 +181,20 @@ int main(int argc, char **argv)
 	    sendto(s1, "m3", 2, 0, (struct sockaddr *)&da, dalen) != 2)
 		die("abstract sends");
 
+	/* 4b. a path datagram socket whose file was unlinked (a ghost), with a connected client
+	 * and queued data; a regular file now sits at its path. */
+	char gpath[108];
+	snprintf(gpath, sizeof(gpath), "%s/ghost.sock", dir);
+	struct sockaddr_un ga;
+	socklen_t galen = sun_of(&ga, gpath, 0);
+	int gsrv = socket(AF_UNIX, SOCK_DGRAM, 0), gcli = socket(AF_UNIX, SOCK_DGRAM, 0);
+	if (bind(gsrv, (struct sockaddr *)&ga, galen) || connect(gcli, (struct sockaddr *)&ga, galen) ||
+	    send(gcli, "g1", 2, 0) != 2 || unlink(gpath))
+		die("ghost");
+	int other = open(gpath, O_CREAT | O_EXCL | O_WRONLY, 0600);
+	if (other < 0 || write(other, "not a socket", 12) != 12 || close(other))
+		die("file at the ghost's path");
+
 	/* 5. options and flags, recorded as the kernel reports them. */
 	int one = 1, five = 5, seven = 7, low = 3, zero = 0, rcv = 65536;
 	struct timeval tmo = { 3, 500000 };
@@ -233,6 +248,18 @@ int main(int argc, char **argv)
 			CHECK(flen <= sizeof(sa_family_t), "unnamed sender: address length %u", flen);
 		else
 			CHECK(flen == s1len && !memcmp(&from, &s1a, s1len), "datagram %d: sender name (len %u)", i, flen);
+	}
+
+	/* The ghost: its queue, its connected client, its name; the other file untouched. */
+	expect_msg(gsrv, "ghost's queue", "g1", 2);
+	CHECK(send(gcli, "g2", 2, 0) == 2, "send to the ghost");
+	expect_msg(gsrv, "ghost after restore", "g2", 2);
+	{
+		struct sockaddr_un gn;
+		socklen_t gl = sizeof(gn);
+		CHECK(!getsockname(gsrv, (struct sockaddr *)&gn, &gl) && !strcmp(gn.sun_path, gpath), "ghost's name");
+		struct stat gs;
+		CHECK(!lstat(gpath, &gs) && S_ISREG(gs.st_mode) && gs.st_size == 12, "the file at the ghost's path");
 	}
 
 	/* Names. */

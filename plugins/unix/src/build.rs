@@ -115,6 +115,9 @@ pub(crate) fn build_all(
     let mut fds: HashMap<u32, OwnedFd> = HashMap::new();
     // Partners of half-closed connections, closed once their queue is written.
     let mut partners: HashMap<u32, OwnedFd> = HashMap::new();
+    // Files of ghost sockets, removed (dropped) once every connection and queue is made.
+    let mut ghosts: Vec<paths::Ghost> = Vec::new();
+    check_ghost_paths(socks)?;
     // 1. Sockets and socketpairs; names bound.
     for u in socks {
         if fds.contains_key(&u.ino) {
@@ -135,7 +138,7 @@ pub(crate) fn build_all(
             fds.insert(p.ino, b);
             for s in [u, p] {
                 if plan.owns_name(s) {
-                    paths::bind_name(fds[&s.ino].as_fd(), s, &fail(s, "bind"))?;
+                    ghosts.extend(paths::bind_name(fds[&s.ino].as_fd(), s, &fail(s, "bind"))?);
                 }
             }
             continue;
@@ -158,7 +161,7 @@ pub(crate) fn build_all(
             fds.insert(u.ino, new_socket(u)?);
         }
         if plan.owns_name(u) {
-            paths::bind_name(fds[&u.ino].as_fd(), u, &fail(u, "bind"))?;
+            ghosts.extend(paths::bind_name(fds[&u.ino].as_fd(), u, &fail(u, "bind"))?);
         }
     }
     // 2. Servers listen.
@@ -217,6 +220,7 @@ pub(crate) fn build_all(
         }
     }
     drop(partners);
+    drop(ghosts);
     // 6. Options, backlog, shutdown, file flags.
     for u in socks {
         let fd = fds[&u.ino].as_fd();
@@ -244,6 +248,32 @@ pub(crate) fn build_all(
         .iter()
         .map(|u| (u.id, fds.remove(&u.ino).expect("every socket was made")))
         .collect())
+}
+
+/// A ghost (unlinked) path socket is bound at its path during the restore: refused when a
+/// live socket of the images is bound at the same path.
+fn check_ghost_paths(socks: &[UnixSkEntry]) -> Result<(), PluginError> {
+    for g in socks
+        .iter()
+        .filter(|u| u.deleted == Some(true) && !u.name.is_empty())
+    {
+        if let Some(live) = socks
+            .iter()
+            .find(|u| u.deleted != Some(true) && u.name == g.name && u.state != STATE_ESTABLISHED)
+        {
+            return Err(PluginError::Unsupported {
+                resource: format!(
+                    "unix socket id {} bound to {} (unlinked) and socket id {} bound to the same path",
+                    g.id,
+                    paths::show(&g.name),
+                    live.id
+                ),
+                pid: 0,
+                hint: "a path reused by a second socket while the first one lives on is not supported yet".into(),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn opt_fail(u: &UnixSkEntry, e: opts::OptError) -> PluginError {

@@ -115,7 +115,7 @@ pub(crate) fn dump_socket(
             "unknown unix socket type",
         ));
     }
-    let file_perms = bound_file(fd, &sk)?;
+    let (file_perms, deleted) = bound_file(fd, &sk)?;
     if sk.rqueue != 0 && sk.state != STATE_LISTEN {
         dump_queue(ctx, fd, &sk, id, peer)?;
     }
@@ -157,6 +157,7 @@ pub(crate) fn dump_socket(
             name: sk.name.clone(),
             shutdown: (sk.shutdown != 0).then_some(i32::from(sk.shutdown & 3)),
             file_perms,
+            deleted: deleted.then_some(true),
             ..Default::default()
         }),
         ..Default::default()
@@ -223,11 +224,12 @@ fn resolve_peer(state: &DumpState, fd: &FdDesc, sk: &DiagSocket) -> Result<u32, 
     }
 }
 
-/// The socket file's owner and mode, for a path name. A socket whose file was removed or
-/// replaced is refused (CRIU's ghost sockets are not supported yet).
-fn bound_file(fd: &FdDesc, sk: &DiagSocket) -> Result<Option<FilePermsEntry>, PluginError> {
+/// What the socket file of a path name says: its owner and mode, or that it was unlinked
+/// (or replaced by another file): a ghost, bound again at restore and unlinked once
+/// connected, as CRIU.
+fn bound_file(fd: &FdDesc, sk: &DiagSocket) -> Result<(Option<FilePermsEntry>, bool), PluginError> {
     if sk.name.is_empty() || sk.name[0] == 0 {
-        return Ok(None);
+        return Ok((None, false));
     }
     let path = std::ffi::OsStr::from_bytes(&sk.name);
     if sk.name[0] != b'/' {
@@ -240,21 +242,14 @@ fn bound_file(fd: &FdDesc, sk: &DiagSocket) -> Result<Option<FilePermsEntry>, Pl
     let vfs_ino = sk.vfs.map(|(ino, _)| u64::from(ino));
     match nix::sys::stat::stat(path) {
         Ok(st) if (st.st_mode & libc::S_IFMT) == libc::S_IFSOCK && Some(st.st_ino) == vfs_ino => {
-            Ok(Some(FilePermsEntry {
+            let perms = FilePermsEntry {
                 mode: st.st_mode,
                 uid: st.st_uid,
                 gid: st.st_gid,
-            }))
+            };
+            Ok((Some(perms), false))
         }
-        _ => Err(refuse(
-            fd,
-            format!(
-                "socket inode {} bound to {}, whose file was removed or replaced",
-                sk.ino,
-                path.to_string_lossy()
-            ),
-            "unix sockets whose file was unlinked (CRIU's ghost sockets) are not supported yet",
-        )),
+        _ => Ok((None, true)),
     }
 }
 

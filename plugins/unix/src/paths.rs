@@ -5,6 +5,7 @@
 use std::ffi::OsStr;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
 
 use criu_plugin_api::PluginError;
 use criu_proto::images::UnixSkEntry;
@@ -73,17 +74,65 @@ fn sock_type_of(u: &UnixSkEntry) -> SockType {
     }
 }
 
-/// Binds `fd` to `u`'s name; a path gets the dumped mode and owner.
+/// A socket file bound for a socket whose file was unlinked (a ghost): removed again when
+/// dropped, once every connection to the name is made, and whatever was at the path put
+/// back.
+#[derive(Debug)]
+pub(crate) struct Ghost {
+    path: PathBuf,
+    aside: Option<PathBuf>,
+}
+
+impl Drop for Ghost {
+    fn drop(&mut self) {
+        if let Err(e) = unlink(&self.path) {
+            tracing::warn!(path = %self.path.display(), error = %e, "removing a ghost socket's file");
+        }
+        if let Some(aside) = &self.aside
+            && let Err(e) = std::fs::rename(aside, &self.path)
+        {
+            tracing::error!(
+                path = %self.path.display(),
+                aside = %aside.display(),
+                error = %e,
+                "putting back the file a ghost socket's bind moved aside"
+            );
+        }
+    }
+}
+
+/// Binds `fd` to `u`'s name; a path gets the dumped mode and owner. A ghost (its file was
+/// unlinked at dump) is bound at its path too, whatever is there now moved aside; the
+/// returned [`Ghost`] undoes that.
 pub(crate) fn bind_name(
     fd: BorrowedFd<'_>,
     u: &UnixSkEntry,
     fail: &dyn Fn(Errno) -> PluginError,
-) -> Result<(), PluginError> {
+) -> Result<Option<Ghost>, PluginError> {
     let addr = queue::addr_of(&u.name).map_err(fail)?;
     if !is_path(&u.name) {
-        return bind(fd.as_raw_fd(), &addr).map_err(fail);
+        return bind(fd.as_raw_fd(), &addr).map(|()| None).map_err(fail);
     }
     let path = OsStr::from_bytes(&u.name);
+    if u.deleted == Some(true) {
+        let mut ghost = Ghost {
+            path: path.into(),
+            aside: None,
+        };
+        if lstat(path).is_ok() {
+            let mut aside = ghost.path.clone().into_os_string();
+            aside.push(format!(".criu-rs-ghost-{}-{}", std::process::id(), u.ino));
+            std::fs::rename(path, &aside).map_err(|e| PluginError::Path {
+                path: path.into(),
+                op: "rename aside (for a ghost socket's bind)",
+                source: e,
+            })?;
+            ghost.aside = Some(aside.into());
+        }
+        // From here on, dropping `ghost` puts the path back as it was.
+        bind(fd.as_raw_fd(), &addr).map_err(fail)?;
+        return Ok(Some(ghost));
+    }
     clear_path(path, sock_type_of(u), u.id)?;
     bind(fd.as_raw_fd(), &addr).map_err(fail)?;
     if let Some(p) = &u.file_perms {
@@ -102,7 +151,7 @@ pub(crate) fn bind_name(
         )
         .map_err(io("chmod (socket file)"))?;
     }
-    Ok(())
+    Ok(None)
 }
 
 /// Binds a temporary sender to `name` (the name a queued datagram came from); a path is
