@@ -1,5 +1,6 @@
 //! What the unix plugin refuses at dump, naming pid, fd and inodes: a peer outside the
-//! tree (no `--ext-unix-sk` support yet) and fds in flight (`SCM_RIGHTS`) in a queue. The
+//! tree (no `--ext-unix-sk` support yet), fds in flight (`SCM_RIGHTS`) in a queue and data
+//! sent on a connection its listener has not accepted yet (as CRIU). The
 //! failed dump leaves the task running with every queue as it was (the workload,
 //! `tests/workloads/unix_refuse.py`, checks its queues after the dump failed).
 
@@ -83,4 +84,16 @@ fn unix_fds_in_flight_are_refused() {
         None,
         &["fds in flight in a unix socket queue", "SCM_RIGHTS"],
     );
+}
+
+#[test]
+fn unix_data_on_a_connection_not_accepted_is_refused() {
+    if skip_unless_root("unix_data_on_a_connection_not_accepted_is_refused") {
+        return;
+    }
+    let want = [
+        "bytes sent on a connection not accepted yet",
+        "socket inode",
+    ];
+    refused("pending-data", None, &want);
 }

@@ -1,6 +1,7 @@
 """Unix sockets a dump must refuse, and the queues it must leave as they were.
 
-Mode "plain": only the socketpair (a dump that succeeds). Mode "external": a socketpair with two queued messages, then a connection to the abstract
+Mode "plain": only the socketpair (a dump that succeeds). Mode "pending-data": plus a
+connection with data, not accepted yet by its (in-tree) listener. Mode "external": a socketpair with two queued messages, then a connection to the abstract
 stream listener NAME held by the test (outside the dumped tree). Mode "rights": a
 socketpair whose queue holds a message carrying an fd (SCM_RIGHTS). Writes "ready" to
 REPORT, waits for the file GO (the test's dump fails meanwhile), then checks that every
@@ -28,6 +29,14 @@ a.send(b"second")
 held = []
 if mode == "plain":
     pass
+elif mode == "pending-data":
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind("\0criu-rs-refuse-pending-%d" % os.getpid())
+    srv.listen(4)
+    c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    c.connect(srv.getsockname())
+    c.send(b"early")
+    held += [srv, c]
 elif mode == "external":
     c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     c.connect("\0" + sys.argv[4])
@@ -55,6 +64,10 @@ try:
             raise RuntimeError(f"fd message changed: {msg} {anc}")
         if os.read(fds[0], 100) != b"through the pipe":
             raise RuntimeError("the passed pipe lost its data")
+    if mode == "pending-data":
+        conn, _ = held[0].accept()
+        if conn.recv(100) != b"early":
+            raise RuntimeError("the pending connection lost its data")
     try:
         extra = b.recv(100)
         raise RuntimeError(f"more queued than sent: {extra}")

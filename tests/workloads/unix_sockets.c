@@ -104,9 +104,9 @@ int main(int argc, char **argv)
 	memset(big, 'z', sizeof(big));
 
 	/* 1. stream socketpair, one end in a child; datagram socketpair likewise. */
-	int sp[2], dpc[2], ready[2];
+	int sp[2], dpc[2], ready[2], shp[2];
 	if (socketpair(AF_UNIX, SOCK_STREAM, 0, sp) || socketpair(AF_UNIX, SOCK_DGRAM, 0, dpc) ||
-	    pipe(ready))
+	    socketpair(AF_UNIX, SOCK_SEQPACKET, 0, shp) || pipe(ready))
 		die("socketpair");
 	if (send(sp[0], "p2c:1", 5, 0) != 5 || send(sp[0], "p2c:2", 5, 0) != 5 ||
 	    send(dpc[0], "dg-to-child", 11, 0) != 11)
@@ -129,6 +129,8 @@ int main(int argc, char **argv)
 		CHECK(n == 10 && !memcmp(buf, "p2c:1p2c:2", 10), "child stream data: %zd '%s'", n, buf);
 		expect_msg(dpc[1], "child datagram", "dg-to-child", 11);
 		CHECK(send(sp[1], "after", 5, 0) == 5, "child send after restore");
+		/* shp[0] is shared with the parent: the same socket in both tasks. */
+		CHECK(send(shp[0], "shared", 6, 0) == 6, "child send on the shared socket");
 		fflush(report);
 		_exit(failures ? 1 : 0);
 	}
@@ -205,8 +207,13 @@ int main(int argc, char **argv)
 	    setsockopt(sp[0], SOL_SOCKET, SO_MARK, &seven, sizeof(seven)) ||
 	    setsockopt(sp[0], SOL_SOCKET, SO_RCVLOWAT, &low, sizeof(low)) ||
 	    setsockopt(dp[1], SOL_SOCKET, SO_PEEK_OFF, &zero, sizeof(zero)) ||
-	    fcntl(qp[1], F_SETFL, O_NONBLOCK))
+	    setsockopt(dp[0], SOL_SOCKET, SO_PASSSEC, &one, sizeof(one)) ||
+	    fcntl(qp[1], F_SETFL, O_NONBLOCK) || fcntl(sp[0], F_SETOWN, getpid()))
 		die("options");
+	/* One socket behind two fds of this process. */
+	int a1dup = dup(a1);
+	if (a1dup < 0)
+		die("dup");
 	int have_pidfd = !setsockopt(dsrv, SOL_SOCKET, SO_PASSPIDFD, &one, sizeof(one));
 	int have_rights = !setsockopt(qp[1], SOL_SOCKET, SO_PASSRIGHTS_, &zero, sizeof(zero));
 	int rcvbuf = opt(sp[0], SO_RCVBUF), sndbuf = opt(sp[0], SO_SNDBUF);
@@ -292,6 +299,14 @@ int main(int argc, char **argv)
 		CHECK(!getsockopt(sp[0], SOL_SOCKET, SO_SNDTIMEO, &t, &l) && t.tv_sec == 3 && t.tv_usec == 500000, "SO_SNDTIMEO");
 	}
 	CHECK(fcntl(qp[1], F_GETFL) & O_NONBLOCK, "O_NONBLOCK");
+	CHECK(opt(dp[0], SO_PASSSEC) == 1, "SO_PASSSEC");
+	CHECK(fcntl(sp[0], F_GETOWN) == getpid(), "F_SETOWN owner %d", fcntl(sp[0], F_GETOWN));
+	{
+		struct stat x, y;
+		CHECK(!fstat(a1, &x) && !fstat(a1dup, &y) && x.st_ino == y.st_ino, "two fds, one socket");
+		CHECK(send(a1dup, "via-dup", 7, 0) == 7, "send through the second fd");
+		expect_msg(c1, "data sent through the second fd", "via-dup", 7);
+	}
 	CHECK(!(fcntl(qp[0], F_GETFL) & O_NONBLOCK), "blocking end");
 
 	/* The pending connection is accepted now and carries data sent after the restore. */
@@ -314,6 +329,9 @@ int main(int argc, char **argv)
 		char buf[8] = { 0 };
 		ssize_t n = recv(sp[0], buf, 5, MSG_WAITALL);
 		CHECK(n == 5 && !memcmp(buf, "after", 5), "child's data after restore: %zd", n);
+		expect_msg(shp[1], "message through the socket both tasks hold", "shared", 6);
+		CHECK(send(shp[0], "parent-too", 10, 0) == 10, "parent send on the shared socket");
+		expect_msg(shp[1], "the parent's message on the shared socket", "parent-too", 10);
 	}
 	fprintf(report, failures ? "done failures=%d\n" : "ok\n", failures);
 	fflush(report);
