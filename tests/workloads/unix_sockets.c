@@ -108,6 +108,10 @@ int main(int argc, char **argv)
 	if (socketpair(AF_UNIX, SOCK_STREAM, 0, sp) || socketpair(AF_UNIX, SOCK_DGRAM, 0, dpc) ||
 	    socketpair(AF_UNIX, SOCK_SEQPACKET, 0, shp) || pipe(ready))
 		die("socketpair");
+	/* The child's message to sp[0] carries its credentials (SCM_CREDENTIALS). */
+	int on = 1;
+	if (setsockopt(sp[0], SOL_SOCKET, SO_PASSCRED, &on, sizeof(on)))
+		die("SO_PASSCRED");
 	if (send(sp[0], "p2c:1", 5, 0) != 5 || send(sp[0], "p2c:2", 5, 0) != 5 ||
 	    send(dpc[0], "dg-to-child", 11, 0) != 11)
 		die("send to child");
@@ -227,7 +231,20 @@ int main(int argc, char **argv)
 		usleep(10000);
 
 	/* Queues, boundaries, senders. */
-	expect_msg(sp[0], "stream from child", "c2p", 3);
+	{
+		/* The child's message, with the child's credentials. */
+		char buf[8] = { 0 }, cbuf[CMSG_SPACE(sizeof(struct ucred))];
+		struct iovec iov = { buf, sizeof(buf) };
+		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf) };
+		ssize_t n = recvmsg(sp[0], &mh, MSG_DONTWAIT);
+		CHECK(n == 3 && !memcmp(buf, "c2p", 3), "stream from child: %zd", n);
+		struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+		struct ucred uc = { 0 };
+		if (c && c->cmsg_type == SCM_CREDENTIALS)
+			memcpy(&uc, CMSG_DATA(c), sizeof(uc));
+		CHECK(uc.pid == child && uc.uid == getuid() && uc.gid == getgid(),
+		      "child's credentials: pid %d (child %d) uid %u gid %u", uc.pid, child, uc.uid, uc.gid);
+	}
 	expect_msg(dp[1], "datagram 1", "d1", 2);
 	expect_msg(dp[1], "datagram 2 (empty)", "", 0);
 	expect_msg(dp[1], "datagram 3 (70000 bytes)", big, sizeof(big));

@@ -5,25 +5,23 @@
 //! datagram sockets; then buffers, queues, options, shutdown and file flags.
 
 use std::collections::HashMap;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use criu_plugin_api::PluginError;
 use criu_proto::images::UnixSkEntry;
 use nix::errno::Errno;
-use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::sys::socket::{
-    AddressFamily, Backlog, Shutdown, SockFlag, SockType, accept4, connect, listen, shutdown,
-    socket, socketpair,
+    AddressFamily, Backlog, SockFlag, SockType, accept4, connect, listen, socket, socketpair,
 };
 
 use crate::diag::{STATE_ESTABLISHED, STATE_LISTEN};
+use crate::paths;
 use crate::queue::{self, Packet};
-use crate::{opts, paths};
 
 /// Backlog while the restore connects pending and accepted connections.
 const RESTORE_BACKLOG: i32 = 4096;
 
-fn fail<'a>(u: &'a UnixSkEntry, op: &'static str) -> impl Fn(Errno) -> PluginError + 'a {
+pub(crate) fn fail<'a>(u: &'a UnixSkEntry, op: &'static str) -> impl Fn(Errno) -> PluginError + 'a {
     move |e| PluginError::Restore {
         id: u.id,
         what: format!("unix socket inode {} {}", u.ino, paths::show(&u.name)),
@@ -32,7 +30,7 @@ fn fail<'a>(u: &'a UnixSkEntry, op: &'static str) -> impl Fn(Errno) -> PluginErr
     }
 }
 
-fn conn_oriented(u: &UnixSkEntry) -> bool {
+pub(crate) fn conn_oriented(u: &UnixSkEntry) -> bool {
     u.r#type as i32 != libc::SOCK_DGRAM
 }
 
@@ -48,7 +46,7 @@ fn sock_type(u: &UnixSkEntry) -> Result<SockType, PluginError> {
     }
 }
 
-fn new_socket(u: &UnixSkEntry) -> Result<OwnedFd, PluginError> {
+pub(crate) fn new_socket(u: &UnixSkEntry) -> Result<OwnedFd, PluginError> {
     socket(
         AddressFamily::Unix,
         sock_type(u)?,
@@ -58,16 +56,31 @@ fn new_socket(u: &UnixSkEntry) -> Result<OwnedFd, PluginError> {
     .map_err(fail(u, "socket"))
 }
 
+/// The sockets of one restore, made and connected, with what is left to do before the
+/// tree resumes.
+#[derive(Debug)]
+pub(crate) struct Built {
+    pub(crate) socks: Vec<UnixSkEntry>,
+    /// The sockets, by inode.
+    pub(crate) fds: HashMap<u32, OwnedFd>,
+    /// Partners of half-closed connections, closed once their queue is written.
+    pub(crate) partners: HashMap<u32, OwnedFd>,
+    /// Files of ghost sockets, removed (dropped) once every queue is written.
+    pub(crate) ghosts: Vec<paths::Ghost>,
+    /// Queued messages still to write, by socket id.
+    pub(crate) queues: HashMap<u32, Vec<Packet>>,
+}
+
 /// How each socket comes to be.
-struct Plan<'a> {
-    socks: &'a [UnixSkEntry],
+pub(crate) struct Plan<'a> {
+    pub(crate) socks: &'a [UnixSkEntry],
     by_ino: HashMap<u32, usize>,
     /// Name -> listening socket inode.
     listeners: HashMap<&'a [u8], u32>,
 }
 
 impl<'a> Plan<'a> {
-    fn new(socks: &'a [UnixSkEntry]) -> Self {
+    pub(crate) fn new(socks: &'a [UnixSkEntry]) -> Self {
         Plan {
             socks,
             by_ino: socks.iter().enumerate().map(|(i, u)| (u.ino, i)).collect(),
@@ -79,12 +92,12 @@ impl<'a> Plan<'a> {
         }
     }
 
-    fn get(&self, ino: u32) -> Option<&'a UnixSkEntry> {
+    pub(crate) fn get(&self, ino: u32) -> Option<&'a UnixSkEntry> {
         self.by_ino.get(&ino).map(|&i| &self.socks[i])
     }
 
     /// A connection accepted from a listener of the images: it shares the listener's name.
-    fn accepted_from(&self, u: &UnixSkEntry) -> Option<u32> {
+    pub(crate) fn accepted_from(&self, u: &UnixSkEntry) -> Option<u32> {
         if !conn_oriented(u) || u.state != STATE_ESTABLISHED || u.name.is_empty() {
             return None;
         }
@@ -95,27 +108,25 @@ impl<'a> Plan<'a> {
     }
 
     /// Binds its name itself (not an accepted connection sharing a listener's).
-    fn owns_name(&self, u: &UnixSkEntry) -> bool {
+    pub(crate) fn owns_name(&self, u: &UnixSkEntry) -> bool {
         !u.name.is_empty() && self.accepted_from(u).is_none()
     }
 
-    fn mutual(&self, u: &UnixSkEntry) -> Option<&'a UnixSkEntry> {
+    pub(crate) fn mutual(&self, u: &UnixSkEntry) -> Option<&'a UnixSkEntry> {
         self.get(u.peer)
             .filter(|p| p.peer == u.ino && p.ino != u.ino)
     }
 }
 
-/// Every socket of `socks` (checked by [`crate::restore::collect`]) made and filled, by
-/// file id.
+/// Every socket of `socks` (checked by [`crate::restore::collect`]) made, named and
+/// connected; [`Built::fill`] does the rest once the tasks exist.
 pub(crate) fn build_all(
     socks: &[UnixSkEntry],
-    mut queues: HashMap<u32, Vec<Packet>>,
-) -> Result<HashMap<u32, OwnedFd>, PluginError> {
+    queues: HashMap<u32, Vec<Packet>>,
+) -> Result<Built, PluginError> {
     let plan = Plan::new(socks);
     let mut fds: HashMap<u32, OwnedFd> = HashMap::new();
-    // Partners of half-closed connections, closed once their queue is written.
     let mut partners: HashMap<u32, OwnedFd> = HashMap::new();
-    // Files of ghost sockets, removed (dropped) once every connection and queue is made.
     let mut ghosts: Vec<paths::Ghost> = Vec::new();
     check_ghost_paths(socks)?;
     // 1. Sockets and socketpairs; names bound.
@@ -210,44 +221,13 @@ pub(crate) fn build_all(
         let addr = queue::addr_of(&peer.name).map_err(fail(u, "socket address"))?;
         connect(fds[&u.ino].as_raw_fd(), &addr).map_err(fail(u, "connect"))?;
     }
-    // 5. Buffers, then queues.
-    for u in socks {
-        opts::restore_buffers(fds[&u.ino].as_fd(), &u.opts).map_err(|e| opt_fail(u, e))?;
-    }
-    for u in socks {
-        if let Some(packets) = queues.remove(&u.id) {
-            refill(&plan, &fds, partners.get(&u.ino), u, &packets)?;
-        }
-    }
-    drop(partners);
-    drop(ghosts);
-    // 6. Options, backlog, shutdown, file flags.
-    for u in socks {
-        let fd = fds[&u.ino].as_fd();
-        opts::restore_rest(fd, &u.opts).map_err(|e| opt_fail(u, e))?;
-        if u.state == STATE_LISTEN {
-            let backlog = Backlog::new(u.backlog as i32).unwrap_or(Backlog::MAXCONN);
-            listen(&fd, backlog).map_err(fail(u, "listen"))?;
-        }
-        let how = match u.shutdown.unwrap_or(0) {
-            1 => Some(Shutdown::Read),
-            2 => Some(Shutdown::Write),
-            3 => Some(Shutdown::Both),
-            _ => None,
-        };
-        if let Some(how) = how {
-            shutdown(fd.as_raw_fd(), how).map_err(fail(u, "shutdown"))?;
-        }
-        fcntl(
-            fd,
-            FcntlArg::F_SETFL(OFlag::from_bits_truncate(u.flags as i32)),
-        )
-        .map_err(fail(u, "fcntl(F_SETFL)"))?;
-    }
-    Ok(socks
-        .iter()
-        .map(|u| (u.id, fds.remove(&u.ino).expect("every socket was made")))
-        .collect())
+    Ok(Built {
+        socks: socks.to_vec(),
+        fds,
+        partners,
+        ghosts,
+        queues,
+    })
 }
 
 /// A ghost (unlinked) path socket is bound at its path during the restore: refused when a
@@ -272,89 +252,6 @@ fn check_ghost_paths(socks: &[UnixSkEntry]) -> Result<(), PluginError> {
                 hint: "a path reused by a second socket while the first one lives on is not supported yet".into(),
             });
         }
-    }
-    Ok(())
-}
-
-fn opt_fail(u: &UnixSkEntry, e: opts::OptError) -> PluginError {
-    PluginError::Restore {
-        id: u.id,
-        what: format!("unix socket inode {} {}", u.ino, e.opt),
-        op: e.op,
-        source: e.source.into(),
-    }
-}
-
-/// Queues `packets` on `u` again, each sent from the socket it can come from: a stream's
-/// peer; for datagrams the connected peer, else the restored socket owning the sender's
-/// name, else a temporary socket bound to that name (or an unbound one).
-fn refill(
-    plan: &Plan<'_>,
-    fds: &HashMap<u32, OwnedFd>,
-    partner: Option<&OwnedFd>,
-    u: &UnixSkEntry,
-    packets: &[Packet],
-) -> Result<(), PluginError> {
-    let no_sender = || {
-        PluginError::bad_image(
-            "sk-queues.img",
-            format!(
-                "socket id {}: queued data but no socket that could have sent it",
-                u.id
-            ),
-        )
-    };
-    if conn_oriented(u) {
-        let from = match partner {
-            Some(p) => p.as_fd(),
-            None => fds.get(&u.peer).ok_or_else(no_sender)?.as_fd(),
-        };
-        for p in packets {
-            queue::send(from, None, &p.data).map_err(fail(u, "send (queued data)"))?;
-        }
-        return Ok(());
-    }
-    let target = if u.name.is_empty() {
-        None
-    } else {
-        Some(queue::addr_of(&u.name).map_err(fail(u, "socket address"))?)
-    };
-    // Sockets that may send to an unbound datagram socket: those connected to it.
-    let connected_to_us = plan.socks.iter().find(|s| s.peer == u.ino).map(|s| s.ino);
-    let mut temps: HashMap<Vec<u8>, OwnedFd> = HashMap::new();
-    for p in packets {
-        let from: BorrowedFd<'_> = if u.peer != 0 {
-            fds[&u.peer].as_fd()
-        } else if target.is_none() {
-            fds.get(&connected_to_us.ok_or_else(no_sender)?)
-                .ok_or_else(no_sender)?
-                .as_fd()
-        } else if let Some(owner) = plan
-            .socks
-            .iter()
-            .find(|s| plan.owns_name(s) && s.name == p.addr && !p.addr.is_empty())
-        {
-            fds[&owner.ino].as_fd()
-        } else {
-            if !temps.contains_key(&p.addr) {
-                let t = new_socket(u)?;
-                if !p.addr.is_empty() {
-                    paths::bind_temporary(
-                        t.as_fd(),
-                        &p.addr,
-                        &fail(u, "bind (sender of a queued datagram)"),
-                    )?;
-                }
-                temps.insert(p.addr.clone(), t);
-            }
-            temps[&p.addr].as_fd()
-        };
-        let to = if u.peer != 0 && plan.get(u.peer).is_some_and(|peer| peer.peer == u.ino) {
-            None
-        } else {
-            target.as_ref()
-        };
-        queue::send(from, to, &p.data).map_err(fail(u, "send (queued datagram)"))?;
     }
     Ok(())
 }

@@ -297,6 +297,9 @@ fn dump_queue(
             length: p.data.len() as u32,
             scm: Vec::new(),
             criu_rs_addr: (!p.addr.is_empty()).then_some(p.addr),
+            criu_rs_ucred_pid: p.creds.map(|c| c.pid as u32),
+            criu_rs_ucred_uid: p.creds.map(|c| c.uid),
+            criu_rs_ucred_gid: p.creds.map(|c| c.gid),
         };
         write_message(ctx, SK_QUEUES, &entry, &p.data)?;
     }

@@ -7,27 +7,30 @@
 //! is peeked (`MSG_PEEK` from `SO_PEEK_OFF` 0, then the option put back: nothing is
 //! consumed, so a failed dump leaves the queue as it was) into `sk-queues.img`, one
 //! `sk_packet_entry` + data per message; a datagram's sender name goes to our field
-//! `criu_rs_addr`. As in CRIU, a connection still waiting in a listener's accept queue is
-//! recorded with the listener as its peer; a path socket whose file was unlinked or
+//! `criu_rs_addr`, the credentials a message carries to `criu_rs_ucred_*`. As in CRIU, a
+//! connection still waiting in a listener's accept queue is recorded with the listener as
+//! its peer; a path socket whose file was unlinked or
 //! replaced is marked `deleted` (a ghost, as CRIU). Refused, naming fd, pid and inodes:
 //! peers and pending connections outside the tree, fds in flight (`SCM_RIGHTS`) in a
 //! queue, data sent on a connection not accepted yet.
 //!
 //! Restore: every socket is made in criu's process when the restore starts, before any
-//! task exists ([`build`]): socketpairs, bind (path sockets with their mode and owner),
+//! task exists (`build`): socketpairs, bind (path sockets with their mode and owner),
 //! listen, connect + accept for accepted connections (so they keep the listener's name),
-//! connect for pending connections; then buffer sizes, queued data (sent from the peer, or
-//! for datagrams from a socket with the sender's name), the other options, shutdown and
-//! file flags. A ghost is bound at its path (whatever is there now moved aside) until its
-//! connections and queues are made, then its file is removed and the path put back. Each
-//! `open_file` hands out its socket.
+//! connect for pending connections. Once every task exists (`fill`, from
+//! `FileRestorer::finish`): buffer sizes, queued data (sent from the peer, or for
+//! datagrams from a socket with the sender's name; credentials naming the restored
+//! sender), the other options, shutdown and file flags. A ghost is bound at its path
+//! (whatever is there now moved aside) until its connections and queues are made, then its
+//! file is removed and the path put back. Each `open_file` hands out its socket.
 
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 mod build;
-pub mod diag;
+mod diag;
 mod dump;
+mod fill;
 mod opts;
 mod paths;
 mod queue;

@@ -8,7 +8,7 @@
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 use nix::errno::Errno;
-use nix::sys::socket::{ControlMessageOwned, MsgFlags, UnixAddr, recvmsg, sendmsg, sendto};
+use nix::sys::socket::{ControlMessageOwned, MsgFlags, UnixAddr, recvmsg, sendmsg};
 
 use crate::sys::{self, SO_PASSPIDFD, SO_PEEK_OFF};
 
@@ -19,6 +19,19 @@ pub(crate) struct Packet {
     pub data: Vec<u8>,
     /// The sender's name, datagram sockets only (empty: an unbound sender, or a stream).
     pub addr: Vec<u8>,
+    /// The sender's credentials the message carries (`SCM_CREDENTIALS`), when it has some.
+    pub creds: Option<Creds>,
+}
+
+/// Credentials attached to a queued message: the sender's pid, uid and gid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Creds {
+    /// The sender's pid (as criu sees it).
+    pub pid: i32,
+    /// Its uid.
+    pub uid: u32,
+    /// Its gid.
+    pub gid: u32,
 }
 
 /// Why a queue could not be read.
@@ -44,8 +57,9 @@ fn sys(op: &'static str) -> impl Fn(Errno) -> QueueError {
 
 /// What a control message of a queued message means for the dump.
 enum Control {
-    /// Credentials (`SCM_CREDENTIALS`, `SCM_SECURITY`): the restored message carries the
-    /// restorer's, as in CRIU.
+    /// The sender's credentials (`SCM_CREDENTIALS`), kept with the message.
+    Creds(Creds),
+    /// Nothing to keep (`SCM_SECURITY`, credentials of a message that carries none).
     Ignored,
     /// File descriptors in flight (`SCM_RIGHTS`): refused until the core dumps them.
     Rights(usize),
@@ -60,21 +74,30 @@ fn control_of(c: &ControlMessageOwned) -> Control {
             }
             Control::Rights(fds.len())
         }
+        // pid 0: the message carries no credentials (only shown because we asked).
+        ControlMessageOwned::ScmCredentials(c) if c.pid() != 0 => Control::Creds(Creds {
+            pid: c.pid(),
+            uid: c.uid(),
+            gid: c.gid(),
+        }),
         _ => Control::Ignored,
     }
 }
 
-/// The fds in flight among `cmsgs` (closed in criu), other kinds set aside.
+/// The fds in flight among `cmsgs` (closed in criu) and the sender's credentials.
 fn controls<'a>(
     cmsgs: nix::Result<impl Iterator<Item = ControlMessageOwned> + 'a>,
-) -> Result<usize, Errno> {
+) -> Result<(usize, Option<Creds>), Errno> {
     let mut rights = 0;
+    let mut creds = None;
     for c in cmsgs? {
-        if let Control::Rights(n) = control_of(&c) {
-            rights += n;
+        match control_of(&c) {
+            Control::Rights(n) => rights += n,
+            Control::Creds(c) => creds = Some(c),
+            Control::Ignored => {}
         }
     }
-    Ok(rights)
+    Ok((rights, creds))
 }
 
 /// The name bytes of a sender address (`\0name` for an abstract one).
@@ -120,6 +143,13 @@ pub(crate) fn peek(
     // With SO_PASSPIDFD on, every peek would make a pidfd in criu: off while we peek.
     let saved_pidfd =
         sys::get_optional(sock, SO_PASSPIDFD).map_err(sys("getsockopt(SO_PASSPIDFD)"))?;
+    // With SO_PASSCRED on, each peek shows the credentials a message carries.
+    let saved_cred = sys::get_int(sock, libc::SOL_SOCKET, libc::SO_PASSCRED)
+        .map_err(sys("getsockopt(SO_PASSCRED)"))?;
+    if saved_cred == 0 {
+        sys::set_int(sock, libc::SOL_SOCKET, libc::SO_PASSCRED, 1)
+            .map_err(sys("setsockopt(SO_PASSCRED)"))?;
+    }
     if saved_pidfd == Some(1) {
         sys::set_int(sock, libc::SOL_SOCKET, SO_PASSPIDFD, 0)
             .map_err(sys("setsockopt(SO_PASSPIDFD)"))?;
@@ -135,7 +165,13 @@ pub(crate) fn peek(
             .map_err(sys("setsockopt(SO_PASSPIDFD) back")),
         _ => Ok(()),
     };
+    let back_cred = match saved_cred {
+        0 => sys::set_int(sock, libc::SOL_SOCKET, libc::SO_PASSCRED, 0)
+            .map_err(sys("setsockopt(SO_PASSCRED) back")),
+        _ => Ok(()),
+    };
     let packets = result?;
+    back_cred?;
     back?;
     back_pidfd?;
     Ok(packets)
@@ -171,12 +207,12 @@ fn peek_all(
             recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut cmsg), flags)
                 .map(|m| (m.bytes, m.flags, Vec::new(), controls(m.cmsgs())))
         };
-        let (len, msg_flags, addr, rights) = match got {
-            Ok((len, f, addr, rights)) => (
+        let (len, msg_flags, addr, (rights, creds)) = match got {
+            Ok((len, f, addr, controls)) => (
                 len,
                 f,
                 addr,
-                rights.map_err(sys("reading control messages"))?,
+                controls.map_err(sys("reading control messages"))?,
             ),
             Err(Errno::EAGAIN) => return Ok(packets),
             Err(e) => return Err(sys("recvmsg(MSG_PEEK)")(e)),
@@ -209,24 +245,32 @@ fn peek_all(
         packets.push(Packet {
             data: buf[..len].to_vec(),
             addr,
+            creds,
         });
     }
 }
 
 /// Sends `data` from `from` as one message: to `to` (an unconnected datagram target) or to
-/// `from`'s peer. Never blocks: a queue that does not fit is an error.
-pub(crate) fn send(from: BorrowedFd<'_>, to: Option<&UnixAddr>, data: &[u8]) -> Result<(), Errno> {
+/// `from`'s peer, with `creds` as its `SCM_CREDENTIALS` when given (root may name any
+/// existing pid). Never blocks: a queue that does not fit is an error.
+pub(crate) fn send(
+    from: BorrowedFd<'_>,
+    to: Option<&UnixAddr>,
+    data: &[u8],
+    creds: Option<Creds>,
+) -> Result<(), Errno> {
+    use nix::sys::socket::{ControlMessage, UnixCredentials};
     let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
-    let n = match to {
-        Some(addr) => sendto(from.as_raw_fd(), data, addr, flags)?,
-        None => sendmsg::<UnixAddr>(
-            from.as_raw_fd(),
-            &[std::io::IoSlice::new(data)],
-            &[],
-            flags,
-            None,
-        )?,
-    };
+    let ucred = creds.map(|c| {
+        UnixCredentials::from(libc::ucred {
+            pid: c.pid,
+            uid: c.uid,
+            gid: c.gid,
+        })
+    });
+    let cmsg: Vec<ControlMessage<'_>> = ucred.iter().map(ControlMessage::ScmCredentials).collect();
+    let iov = [std::io::IoSlice::new(data)];
+    let n = sendmsg(from.as_raw_fd(), &iov, &cmsg, flags, to)?;
     if n != data.len() {
         // Stream sockets: a partial write means the receive buffer is full.
         return Err(Errno::EAGAIN);

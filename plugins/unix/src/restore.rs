@@ -10,7 +10,7 @@ use criu_proto::images::{FdTypes, FileEntry, SkPacketEntry, UnixSkEntry};
 
 use crate::build;
 use crate::dump::SK_QUEUES;
-use crate::queue::Packet;
+use crate::queue::{Creds, Packet};
 
 /// The UNIXSK entries of `files.img`, checked: every entry has its `usk`, no socket
 /// (file id or inode) appears twice, every peer exists.
@@ -102,18 +102,42 @@ pub(crate) fn read_queues(
                 ),
             ));
         }
+        let creds = match (
+            entry.criu_rs_ucred_pid,
+            entry.criu_rs_ucred_uid,
+            entry.criu_rs_ucred_gid,
+        ) {
+            (Some(pid), Some(uid), Some(gid)) => Some(Creds {
+                pid: pid as i32,
+                uid,
+                gid,
+            }),
+            (None, None, None) => None,
+            _ => {
+                return Err(PluginError::bad_image(
+                    &image,
+                    format!(
+                        "entry {n} (socket id {}): incomplete credentials",
+                        entry.id_for
+                    ),
+                ));
+            }
+        };
         out.entry(entry.id_for).or_default().push(Packet {
             data: data.to_vec(),
             addr: entry.criu_rs_addr.unwrap_or_default(),
+            creds,
         });
         n += 1;
     }
 }
 
-/// One restore's sockets, by file id, all made in `start`.
+/// One restore's sockets, made and connected in `start`, filled in `finish`.
 #[derive(Debug)]
 pub(crate) struct UnixRestorer {
-    sockets: HashMap<u32, OwnedFd>,
+    /// File id -> socket inode.
+    by_id: HashMap<u32, u32>,
+    built: Option<build::Built>,
 }
 
 impl UnixRestorer {
@@ -122,16 +146,18 @@ impl UnixRestorer {
         entries: &[FileEntry],
     ) -> Result<Self, PluginError> {
         let socks = collect(entries)?;
+        let by_id = socks.iter().map(|u| (u.id, u.ino)).collect();
         if socks.is_empty() {
-            return Ok(UnixRestorer {
-                sockets: HashMap::new(),
-            });
+            return Ok(UnixRestorer { by_id, built: None });
         }
         let ids = socks.iter().map(|u| u.id).collect();
         let body = ctx.read_image(SK_QUEUES)?;
         let queues = read_queues(body.as_deref(), &ids)?;
-        let sockets = build::build_all(&socks, queues)?;
-        Ok(UnixRestorer { sockets })
+        let built = build::build_all(&socks, queues)?;
+        Ok(UnixRestorer {
+            by_id,
+            built: Some(built),
+        })
     }
 }
 
@@ -141,7 +167,11 @@ impl FileRestorer for UnixRestorer {
         _ctx: &mut dyn RestoreContext,
         entry: &FileEntry,
     ) -> Result<OwnedFd, PluginError> {
-        let sock = self.sockets.get(&entry.id).ok_or_else(|| {
+        let sock = self
+            .by_id
+            .get(&entry.id)
+            .and_then(|ino| self.built.as_ref()?.fds.get(ino));
+        let sock = sock.ok_or_else(|| {
             PluginError::bad_image(
                 "files.img",
                 format!("file id {} is not a unix socket entry", entry.id),
@@ -153,5 +183,16 @@ impl FileRestorer for UnixRestorer {
             op: "dup",
             source: e,
         })
+    }
+
+    fn finish(
+        &mut self,
+        ctx: &mut dyn RestoreContext,
+        _installed: &[criu_plugin_api::InstalledFd],
+    ) -> Result<(), PluginError> {
+        match &mut self.built {
+            Some(built) => built.fill(&|pid| ctx.restored_pid(pid)),
+            None => Ok(()),
+        }
     }
 }

@@ -176,6 +176,7 @@ fn packet(id_for: u32, data: &[u8], addr: Option<&[u8]>) -> (SkPacketEntry, Vec<
             length: data.len() as u32,
             scm: Vec::new(),
             criu_rs_addr: addr.map(<[u8]>::to_vec),
+            ..Default::default()
         },
         data.to_vec(),
     )
@@ -205,6 +206,14 @@ fn bad_queue_entries_name_the_image_and_entry() {
     });
     let e = err_text(read_queues(Some(&queue_image(&[p])), &ids).unwrap_err());
     assert!(e.contains("entry 0") && e.contains("fds in flight"), "{e}");
+    // Credentials without their uid and gid.
+    let mut p = packet(1, b"x", None);
+    p.0.criu_rs_ucred_pid = Some(1);
+    let e = err_text(read_queues(Some(&queue_image(&[p])), &ids).unwrap_err());
+    assert!(
+        e.contains("entry 0") && e.contains("incomplete credentials"),
+        "{e}"
+    );
     // Garbage where an entry should be.
     let e = err_text(read_queues(Some(&[200, 0, 0, 0, 1]), &ids).unwrap_err());
     assert!(e.contains("sk-queues.img") && e.contains("entry 0"), "{e}");
@@ -231,7 +240,11 @@ proptest! {
             let want: Vec<Packet> = packets
                 .iter()
                 .filter(|(i, _, _)| *i == id)
-                .map(|(_, data, addr)| Packet { data: data.clone(), addr: addr.clone().unwrap_or_default() })
+                .map(|(_, data, addr)| Packet {
+                    data: data.clone(),
+                    addr: addr.clone().unwrap_or_default(),
+                    creds: None,
+                })
                 .collect();
             prop_assert_eq!(back.get(&id).cloned().unwrap_or_default(), want);
         }
@@ -251,12 +264,14 @@ fn peek_leaves_the_queue_and_refill_keeps_boundaries() {
         let (a, b) = pair(ty);
         let msgs: [&[u8]; 3] = [b"one", &[7u8; 100_000], b"three"];
         for m in msgs {
-            queue::send(a.as_fd(), None, m).unwrap();
+            queue::send(a.as_fd(), None, m, None).unwrap();
         }
         let datagrams = ty != SockType::Stream;
         let got = queue::peek(b.as_fd(), datagrams, ty == SockType::Datagram).unwrap();
         let off = crate::sys::get_int(b.as_fd(), libc::SOL_SOCKET, crate::sys::SO_PEEK_OFF);
         assert_eq!(off, Ok(-1), "{ty:?}: SO_PEEK_OFF put back");
+        let cred = crate::sys::get_int(b.as_fd(), libc::SOL_SOCKET, libc::SO_PASSCRED);
+        assert_eq!(cred, Ok(0), "{ty:?}: SO_PASSCRED put back");
         let total: Vec<u8> = got.iter().flat_map(|p| p.data.clone()).collect();
         assert_eq!(total, msgs.concat(), "{ty:?}");
         if datagrams {
@@ -269,7 +284,7 @@ fn peek_leaves_the_queue_and_refill_keeps_boundaries() {
         // Refilled elsewhere: the same messages.
         let (c, d) = pair(ty);
         for p in &got {
-            queue::send(c.as_fd(), None, &p.data).unwrap();
+            queue::send(c.as_fd(), None, &p.data, p.creds).unwrap();
         }
         if datagrams {
             for m in msgs {
