@@ -112,6 +112,8 @@ int main(int argc, char **argv)
 	int on = 1;
 	if (setsockopt(sp[0], SOL_SOCKET, SO_PASSCRED, &on, sizeof(on)))
 		die("SO_PASSCRED");
+	/* The child's datagram to dpc[0] makes an SCM_PIDFD of the child on receipt. */
+	int have_scm_pidfd = !setsockopt(dpc[0], SOL_SOCKET, SO_PASSPIDFD, &on, sizeof(on));
 	if (send(sp[0], "p2c:1", 5, 0) != 5 || send(sp[0], "p2c:2", 5, 0) != 5 ||
 	    send(dpc[0], "dg-to-child", 11, 0) != 11)
 		die("send to child");
@@ -121,7 +123,7 @@ int main(int argc, char **argv)
 	if (child == 0) {
 		close(sp[0]);
 		close(dpc[0]);
-		if (send(sp[1], "c2p", 3, 0) != 3)
+		if (send(sp[1], "c2p", 3, 0) != 3 || send(dpc[1], "pidfd-msg", 9, 0) != 9)
 			die("child send");
 		if (write(ready[1], "r", 1) != 1)
 			die("child ready");
@@ -231,6 +233,29 @@ int main(int argc, char **argv)
 		usleep(10000);
 
 	/* Queues, boundaries, senders. */
+	if (have_scm_pidfd) {
+		/* The pidfd received with the child's datagram names the restored child. */
+		char buf[16] = { 0 }, cbuf[CMSG_SPACE(sizeof(int)) + CMSG_SPACE(sizeof(struct ucred))];
+		struct iovec iov = { buf, sizeof(buf) };
+		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf) };
+		ssize_t n = recvmsg(dpc[0], &mh, MSG_DONTWAIT);
+		CHECK(n == 9 && !memcmp(buf, "pidfd-msg", 9), "child's datagram: %zd", n);
+		int pidfd = -1;
+		for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c))
+			if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == 4 /* SCM_PIDFD */)
+				memcpy(&pidfd, CMSG_DATA(c), sizeof(int));
+		char path[64], info[512] = { 0 };
+		snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", pidfd);
+		FILE *f = pidfd >= 0 ? fopen(path, "r") : NULL;
+		if (f) {
+			size_t r = fread(info, 1, sizeof(info) - 1, f);
+			info[r] = 0;
+			fclose(f);
+		}
+		char want[32];
+		snprintf(want, sizeof(want), "\nPid:\t%d\n", child);
+		CHECK(pidfd >= 0 && strstr(info, want), "SCM_PIDFD of the child (fd %d): %s", pidfd, info);
+	}
 	{
 		/* The child's message, with the child's credentials. */
 		char buf[8] = { 0 }, cbuf[CMSG_SPACE(sizeof(struct ucred))];
