@@ -3,7 +3,7 @@
  * Sets up stream, datagram and seqpacket socketpairs (one end in a child), a path-bound
  * stream server with an accepted connection and a pending one, an abstract datagram
  * server with named and unnamed senders, a datagram socket whose file was unlinked (a
- * ghost, another file now at its path), options, a shutdown and O_NONBLOCK; queues data
+ * ghost, another file now at its path), a socket bound to a relative name, options, a shutdown and O_NONBLOCK; queues data
  * everywhere, writes "ready" to REPORT, then waits until the file GO exists (the test
  * dumps, kills and restores it meanwhile). Then it checks every queue, name, option and
  * state against what it set, and writes "ok" or "FAIL <what>" lines, and exits 0 when all
@@ -203,6 +203,15 @@ int main(int argc, char **argv)
 	if (other < 0 || write(other, "not a socket", 12) != 12 || close(other))
 		die("file at the ghost's path");
 
+	/* 4c. a datagram socket bound to a relative name (from DIR, made the cwd), with a
+	 * message queued by a client connected by that name. */
+	struct sockaddr_un ra;
+	socklen_t ralen = sun_of(&ra, "rel.sock", 0);
+	int rsrv = socket(AF_UNIX, SOCK_DGRAM, 0), rcli = socket(AF_UNIX, SOCK_DGRAM, 0);
+	if (chdir(dir) || bind(rsrv, (struct sockaddr *)&ra, ralen) ||
+	    connect(rcli, (struct sockaddr *)&ra, ralen) || send(rcli, "r1", 2, 0) != 2)
+		die("relative name");
+
 	/* 5. options and flags, recorded as the kernel reports them. */
 	int one = 1, five = 5, seven = 7, low = 3, zero = 0, rcv = 65536;
 	struct timeval tmo = { 3, 500000 };
@@ -309,6 +318,17 @@ int main(int argc, char **argv)
 		CHECK(!getsockname(gsrv, (struct sockaddr *)&gn, &gl) && !strcmp(gn.sun_path, gpath), "ghost's name");
 		struct stat gs;
 		CHECK(!lstat(gpath, &gs) && S_ISREG(gs.st_mode) && gs.st_size == 12, "the file at the ghost's path");
+	}
+
+	/* The relative name. */
+	expect_msg(rsrv, "relative socket's queue", "r1", 2);
+	CHECK(send(rcli, "r2", 2, 0) == 2, "send to the relative socket");
+	expect_msg(rsrv, "relative socket after restore", "r2", 2);
+	{
+		struct sockaddr_un rn;
+		socklen_t rl = sizeof(rn);
+		CHECK(!getsockname(rsrv, (struct sockaddr *)&rn, &rl) && !strcmp(rn.sun_path, "rel.sock"),
+		      "relative name kept: %s", rn.sun_path);
 	}
 
 	/* Names. */

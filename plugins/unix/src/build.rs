@@ -198,7 +198,7 @@ pub(crate) fn build_all(
             )
         })?;
         let lsk = plan.get(l).expect("listeners come from the images");
-        let addr = queue::addr_of(&lsk.name).map_err(fail(u, "socket address"))?;
+        let addr = queue::addr_of(&paths::full_name(lsk)).map_err(fail(u, "socket address"))?;
         connect(fds[&client.ino].as_raw_fd(), &addr).map_err(fail(client, "connect"))?;
         let accepted = accept4(&fds[&l], SockFlag::SOCK_CLOEXEC).map_err(fail(u, "accept"))?;
         fds.insert(u.ino, accepted);
@@ -218,7 +218,7 @@ pub(crate) fn build_all(
                 ),
             ));
         }
-        let addr = queue::addr_of(&peer.name).map_err(fail(u, "socket address"))?;
+        let addr = queue::addr_of(&paths::full_name(peer)).map_err(fail(u, "socket address"))?;
         connect(fds[&u.ino].as_raw_fd(), &addr).map_err(fail(u, "connect"))?;
     }
     Ok(Built {

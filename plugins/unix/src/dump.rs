@@ -115,7 +115,7 @@ pub(crate) fn dump_socket(
             "unknown unix socket type",
         ));
     }
-    let (file_perms, deleted) = bound_file(fd, &sk)?;
+    let bound = bound_file(fd, &sk)?;
     if sk.rqueue != 0 && sk.state != STATE_LISTEN {
         dump_queue(ctx, fd, &sk, id, peer)?;
     }
@@ -156,8 +156,9 @@ pub(crate) fn dump_socket(
             opts,
             name: sk.name.clone(),
             shutdown: (sk.shutdown != 0).then_some(i32::from(sk.shutdown & 3)),
-            file_perms,
-            deleted: deleted.then_some(true),
+            file_perms: bound.perms,
+            deleted: bound.deleted.then_some(true),
+            name_dir: bound.name_dir,
             ..Default::default()
         }),
         ..Default::default()
@@ -226,31 +227,65 @@ fn resolve_peer(state: &DumpState, fd: &FdDesc, sk: &DiagSocket) -> Result<u32, 
 
 /// What the socket file of a path name says: its owner and mode, or that it was unlinked
 /// (or replaced by another file): a ghost, bound again at restore and unlinked once
-/// connected, as CRIU.
-fn bound_file(fd: &FdDesc, sk: &DiagSocket) -> Result<(Option<FilePermsEntry>, bool), PluginError> {
+/// connected, as CRIU. A relative name also gets the directory it was bound in
+/// (`SIOCUNIXFILE`), CRIU's `name_dir`.
+fn bound_file(fd: &FdDesc, sk: &DiagSocket) -> Result<BoundFile, PluginError> {
     if sk.name.is_empty() || sk.name[0] == 0 {
-        return Ok((None, false));
+        return Ok(BoundFile::default());
     }
-    let path = std::ffi::OsStr::from_bytes(&sk.name);
+    let mut name_dir = None;
+    let mut full = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(&sk.name));
     if sk.name[0] != b'/' {
-        return Err(refuse(
-            fd,
-            format!("socket bound to relative path {}", path.to_string_lossy()),
-            "bind the socket to an absolute path",
-        ));
+        let dir = name_dir_of(fd.file.as_fd(), &sk.name).ok_or_else(|| {
+            refuse(
+                fd,
+                format!("socket bound to relative path {}", full.display()),
+                "the directory it was bound in cannot be found (SIOCUNIXFILE)",
+            )
+        })?;
+        full = std::path::Path::new(&dir).join(&full);
+        name_dir = Some(dir);
     }
     let vfs_ino = sk.vfs.map(|(ino, _)| u64::from(ino));
-    match nix::sys::stat::stat(path) {
+    Ok(match nix::sys::stat::stat(&full) {
         Ok(st) if (st.st_mode & libc::S_IFMT) == libc::S_IFSOCK && Some(st.st_ino) == vfs_ino => {
-            let perms = FilePermsEntry {
-                mode: st.st_mode,
-                uid: st.st_uid,
-                gid: st.st_gid,
-            };
-            Ok((Some(perms), false))
+            BoundFile {
+                perms: Some(FilePermsEntry {
+                    mode: st.st_mode,
+                    uid: st.st_uid,
+                    gid: st.st_gid,
+                }),
+                deleted: false,
+                name_dir,
+            }
         }
-        _ => Ok((None, true)),
-    }
+        _ => BoundFile {
+            perms: None,
+            deleted: true,
+            name_dir,
+        },
+    })
+}
+
+/// The socket file of a path name, as [`bound_file`] found it.
+#[derive(Debug, Default)]
+struct BoundFile {
+    perms: Option<FilePermsEntry>,
+    deleted: bool,
+    name_dir: Option<String>,
+}
+
+/// The absolute directory a socket bound to relative `name` was bound in: its file's path
+/// (through `SIOCUNIXFILE`) minus `name`.
+fn name_dir_of(sock: std::os::fd::BorrowedFd<'_>, name: &[u8]) -> Option<String> {
+    use std::os::fd::AsRawFd;
+    let file = crate::sys::unix_socket_file(sock).ok()?;
+    let link = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())).ok()?;
+    let link = link.as_os_str().as_bytes();
+    let link = link.strip_suffix(b" (deleted)").unwrap_or(link);
+    let dir = link.strip_suffix(name)?.strip_suffix(b"/")?;
+    let dir = if dir.is_empty() { b"/".as_slice() } else { dir };
+    String::from_utf8(dir.to_vec()).ok()
 }
 
 fn dump_queue(

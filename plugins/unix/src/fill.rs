@@ -105,7 +105,7 @@ fn refill(
     let target = if u.name.is_empty() {
         None
     } else {
-        Some(queue::addr_of(&u.name).map_err(fail(u, "socket address"))?)
+        Some(queue::addr_of(&paths::full_name(u)).map_err(fail(u, "socket address"))?)
     };
     // Sockets that may send to an unbound datagram socket: those connected to it.
     let connected_to_us = plan.socks.iter().find(|s| s.peer == u.ino).map(|s| s.ino);

@@ -10,7 +10,8 @@
 //! `criu_rs_addr`, the credentials a message carries to `criu_rs_ucred_*`. As in CRIU, a
 //! connection still waiting in a listener's accept queue is recorded with the listener as
 //! its peer; a path socket whose file was unlinked or
-//! replaced is marked `deleted` (a ghost, as CRIU). Refused, naming fd, pid and inodes:
+//! replaced is marked `deleted` (a ghost, as CRIU); a relative name gets the directory
+//! it was bound in (`name_dir`, found with `SIOCUNIXFILE`). Refused, naming fd, pid and inodes:
 //! peers and pending connections outside the tree, fds in flight (`SCM_RIGHTS`) in a
 //! queue, data sent on a connection not accepted yet.
 //!

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use criu_plugin_api::PluginError;
 use criu_proto::images::UnixSkEntry;
 use nix::errno::Errno;
-use nix::sys::socket::{AddressFamily, SockFlag, SockType, bind, connect, socket};
+use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, bind, connect, socket};
 use nix::sys::stat::{SFlag, lstat};
 use nix::unistd::unlink;
 
@@ -27,6 +27,31 @@ pub(crate) fn show(name: &[u8]) -> String {
 
 fn is_path(name: &[u8]) -> bool {
     name.first().is_some_and(|&c| c != 0)
+}
+
+/// The name to reach `u` at: a relative path joined to the directory it was bound in
+/// (`name_dir`), any other name as it is.
+pub(crate) fn full_name(u: &UnixSkEntry) -> Vec<u8> {
+    match &u.name_dir {
+        Some(dir) if is_path(&u.name) && u.name[0] != b'/' => {
+            [dir.as_bytes(), b"/", u.name.as_slice()].concat()
+        }
+        _ => u.name.clone(),
+    }
+}
+
+/// Binds `fd` to `addr`, a relative name, from `dir`: on a thread of its own with its own
+/// working directory (`unshare(CLONE_FS)`), so that criu's does not change.
+fn bind_in_dir(fd: BorrowedFd<'_>, addr: &UnixAddr, dir: &str) -> Result<(), Errno> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_FS)?;
+            nix::unistd::chdir(dir)?;
+            bind(fd.as_raw_fd(), addr)
+        })
+        .join()
+        .unwrap_or(Err(Errno::EINVAL))
+    })
 }
 
 /// Whether the socket file at `path` is stale: connecting to it is refused (nobody has it
@@ -113,7 +138,13 @@ pub(crate) fn bind_name(
     if !is_path(&u.name) {
         return bind(fd.as_raw_fd(), &addr).map(|()| None).map_err(fail);
     }
-    let path = OsStr::from_bytes(&u.name);
+    let full = full_name(u);
+    let path = OsStr::from_bytes(&full);
+    let bind = |fd: BorrowedFd<'_>, addr: &UnixAddr| match (&u.name_dir, u.name[0]) {
+        (Some(dir), c) if c != b'/' => bind_in_dir(fd, addr, dir),
+        (None, c) if c != b'/' => Err(Errno::EINVAL),
+        _ => bind(fd.as_raw_fd(), addr),
+    };
     if u.deleted == Some(true) {
         let mut ghost = Ghost {
             path: path.into(),
@@ -130,11 +161,11 @@ pub(crate) fn bind_name(
             ghost.aside = Some(aside.into());
         }
         // From here on, dropping `ghost` puts the path back as it was.
-        bind(fd.as_raw_fd(), &addr).map_err(fail)?;
+        bind(fd, &addr).map_err(fail)?;
         return Ok(Some(ghost));
     }
     clear_path(path, sock_type_of(u), u.id)?;
-    bind(fd.as_raw_fd(), &addr).map_err(fail)?;
+    bind(fd, &addr).map_err(fail)?;
     if let Some(p) = &u.file_perms {
         let io = |op| {
             move |e: std::io::Error| PluginError::Path {

@@ -61,3 +61,16 @@ pub(crate) fn get_optional(fd: BorrowedFd<'_>, opt: i32) -> Result<Option<i32>, 
         Err(e) => Err(e),
     }
 }
+
+/// `SIOCUNIXFILE` (Linux 5.4+).
+const SIOCUNIXFILE: libc::c_ulong = 0x89E0;
+
+/// `ioctl(sock, SIOCUNIXFILE)`: an `O_PATH` fd of the file a unix socket is bound to.
+pub(crate) fn unix_socket_file(sock: BorrowedFd<'_>) -> Result<std::os::fd::OwnedFd, Errno> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: SIOCUNIXFILE takes no argument and returns a new fd or -1.
+    let r = unsafe { libc::ioctl(sock.as_raw_fd(), SIOCUNIXFILE) };
+    let fd = Errno::result(r)?;
+    // SAFETY: `fd` was just returned by the kernel and is owned by nothing else.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
