@@ -300,6 +300,9 @@ fn dump_queue(
         fd.file.as_fd(),
         datagrams,
         sk.sock_type as i32 == libc::SOCK_DGRAM,
+        // RCV_SHUTDOWN: the peer shut down; rqueue is every queued byte of a seqpacket.
+        (sk.sock_type as i32 == libc::SOCK_SEQPACKET && sk.shutdown & 1 != 0)
+            .then_some(sk.rqueue as usize),
     )
     .map_err(|e| match e {
         QueueError::Unsupported(what) => refuse(fd, format!("socket inode {}", sk.ino), &what),

@@ -133,10 +133,14 @@ pub(crate) fn addr_of(name: &[u8]) -> Result<UnixAddr, Errno> {
 /// Every message queued on `sock` (a duplicate of the task's socket), left in place.
 /// `datagrams`: `SOCK_DGRAM`/`SOCK_SEQPACKET` (one message per record); `with_addr`:
 /// `SOCK_DGRAM` (sender names kept).
+/// `eof_after`: a seqpacket socket whose peer shut down its side answers every peek past
+/// its last record with 0 bytes, like an empty record; past this many bytes such an answer
+/// ends the queue.
 pub(crate) fn peek(
     sock: BorrowedFd<'_>,
     datagrams: bool,
     with_addr: bool,
+    eof_after: Option<usize>,
 ) -> Result<Vec<Packet>, QueueError> {
     let saved_off = sys::get_int(sock, libc::SOL_SOCKET, SO_PEEK_OFF)
         .map_err(sys("getsockopt(SO_PEEK_OFF)"))?;
@@ -156,7 +160,7 @@ pub(crate) fn peek(
     }
     let result = sys::set_int(sock, libc::SOL_SOCKET, SO_PEEK_OFF, 0)
         .map_err(sys("setsockopt(SO_PEEK_OFF)"))
-        .and_then(|()| peek_all(sock, datagrams, with_addr));
+        .and_then(|()| peek_all(sock, datagrams, with_addr, eof_after));
     // Put the task's settings back whatever happened.
     let back = sys::set_int(sock, libc::SOL_SOCKET, SO_PEEK_OFF, saved_off)
         .map_err(sys("setsockopt(SO_PEEK_OFF) back"));
@@ -177,10 +181,14 @@ pub(crate) fn peek(
     Ok(packets)
 }
 
+/// More messages than any receive buffer holds: a peek loop that does not end.
+const MAX_PACKETS: usize = 1 << 20;
+
 fn peek_all(
     sock: BorrowedFd<'_>,
     datagrams: bool,
     with_addr: bool,
+    eof_after: Option<usize>,
 ) -> Result<Vec<Packet>, QueueError> {
     let mut packets = Vec::new();
     let mut off: usize = 0;
@@ -228,9 +236,14 @@ fn peek_all(
                 }
             )));
         }
-        if !datagrams && len == 0 {
+        if len == 0 && (!datagrams || eof_after.is_some_and(|total| off >= total)) {
             // End of stream (the peer shut down its side): nothing more is queued.
             return Ok(packets);
+        }
+        if packets.len() >= MAX_PACKETS {
+            return Err(QueueError::Unsupported(format!(
+                "the queue does not end after {MAX_PACKETS} messages"
+            )));
         }
         if datagrams && len > buf.len() {
             // Too long for the buffer: peek it again, whole, from where it starts.

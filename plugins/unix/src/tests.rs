@@ -267,7 +267,7 @@ fn peek_leaves_the_queue_and_refill_keeps_boundaries() {
             queue::send(a.as_fd(), None, m, None).unwrap();
         }
         let datagrams = ty != SockType::Stream;
-        let got = queue::peek(b.as_fd(), datagrams, ty == SockType::Datagram).unwrap();
+        let got = queue::peek(b.as_fd(), datagrams, ty == SockType::Datagram, None).unwrap();
         let off = crate::sys::get_int(b.as_fd(), libc::SOL_SOCKET, crate::sys::SO_PEEK_OFF);
         assert_eq!(off, Ok(-1), "{ty:?}: SO_PEEK_OFF put back");
         let cred = crate::sys::get_int(b.as_fd(), libc::SOL_SOCKET, libc::SO_PASSCRED);
@@ -293,6 +293,21 @@ fn peek_leaves_the_queue_and_refill_keeps_boundaries() {
             }
         }
     }
+}
+
+/// A seqpacket socket whose peer shut down answers 0 past its last record: the peek ends
+/// there instead of looping, and keeps an empty record that came before.
+#[test]
+fn seqpacket_peek_ends_at_the_peers_shutdown() {
+    use std::os::fd::AsRawFd;
+    let (a, b) = pair(SockType::SeqPacket);
+    queue::send(a.as_fd(), None, b"rec", None).unwrap();
+    queue::send(a.as_fd(), None, b"", None).unwrap();
+    queue::send(a.as_fd(), None, b"last", None).unwrap();
+    nix::sys::socket::shutdown(a.as_raw_fd(), nix::sys::socket::Shutdown::Write).unwrap();
+    let got = queue::peek(b.as_fd(), true, false, Some(7)).unwrap();
+    let data: Vec<&[u8]> = got.iter().map(|p| p.data.as_slice()).collect();
+    assert_eq!(data, [&b"rec"[..], b"", b"last"]);
 }
 
 #[test]
