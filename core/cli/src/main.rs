@@ -31,6 +31,8 @@ use criu_plugin_signalfd as _;
 use criu_plugin_timerfd as _;
 #[cfg(feature = "builtin-plugins")]
 use criu_plugin_tty as _;
+#[cfg(feature = "builtin-plugins")]
+use criu_plugin_unix as _;
 
 fn main() -> ExitCode {
     criu_cli::main()

@@ -149,7 +149,7 @@ pub static OPTIONS: &[OptSpec] = &[
     b("tcp-established", Permission, "allow established TCP connections (sockets are refused at dump)"),
     b("tcp-close", Permission, "close TCP connections at restore (sockets are refused at dump)"),
     b("skip-in-flight", Permission, "skip half-open TCP connections (sockets are refused at dump)"),
-    o("ext-unix-sk", Some('x'), Optional, Permission, "INODE", "allow external unix sockets (sockets are refused at dump)"),
+    o("ext-unix-sk", Some('x'), Optional, Permission, "INODE", "allow external unix sockets (not supported yet: a unix socket whose peer is outside the tree is refused at dump)"),
     b("evasive-devices", Permission, "allow devices to be opened by another path"),
     b("link-remap", Permission, "allow link remaps of unlinked files (deleted files are carried as ghosts)"),
     OptSpec { short: Some('l'), ..b("file-locks", un(BOTH, "file locks are not dumped yet"), "dump and restore file locks") },

@@ -162,7 +162,6 @@ pub static NOT_BUILT: &[(&str, &str)] = &[
         "the network lock is not built (sockets are not dumped)",
     ),
     ("apparmor_stacking", "LSM profiles are not restored"),
-    ("sockopt_buf_lock", "sockets are not dumped"),
     ("move_mount_set_group", "mount namespaces are not dumped"),
     ("ipv6_freebind", "sockets are not dumped"),
     (

@@ -241,6 +241,14 @@ pub const MADV_GUARD_INSTALL: libc::c_int = 102;
 pub const SIOCUNIXFILE: libc::c_ulong = 0x89E0;
 /// `SO_BUF_LOCK` (Linux 5.14+).
 pub const SO_BUF_LOCK: libc::c_int = 72;
+/// `SO_PEEK_OFF` (Linux 3.4+; unix sockets 4.3+).
+pub const SO_PEEK_OFF: libc::c_int = 42;
+/// `SO_PASSPIDFD` (Linux 6.5+).
+pub const SO_PASSPIDFD: libc::c_int = 76;
+/// `SCM_PIDFD` (Linux 6.5+): a pidfd of a unix message's sender.
+pub const SCM_PIDFD: libc::c_int = 4;
+/// `SO_PASSRIGHTS` (Linux 6.16+): 0 makes a unix socket refuse `SCM_RIGHTS`.
+pub const SO_PASSRIGHTS: libc::c_int = 83;
 
 // ---- <linux/io_uring.h> (only the setup parameters, for probing) ----
 

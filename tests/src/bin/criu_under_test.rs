@@ -17,6 +17,7 @@ use criu_plugin_secretmem as _;
 use criu_plugin_signalfd as _;
 use criu_plugin_timerfd as _;
 use criu_plugin_tty as _;
+use criu_plugin_unix as _;
 
 fn main() -> ExitCode {
     criu_cli::main()

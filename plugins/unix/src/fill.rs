@@ -1,0 +1,176 @@
+//! The last step of a unix socket restore, once every task exists (so that a queued
+//! message's `SCM_CREDENTIALS` can name its restored sender): buffer sizes, queued data,
+//! options, listen backlog, shutdown and file flags.
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+
+use criu_plugin_api::PluginError;
+use criu_proto::images::UnixSkEntry;
+use nix::errno::Errno;
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
+use nix::sys::socket::{Backlog, Shutdown, listen, shutdown};
+
+use crate::build::{Built, Plan, conn_oriented, fail, new_socket};
+use crate::diag::STATE_LISTEN;
+use crate::queue::{self, Creds, Packet};
+use crate::{opts, paths};
+
+impl Built {
+    /// Writes the queues (credentials naming the restored senders: `pid_of` maps a dumped
+    /// pid), then sets options, backlog, shutdown and file flags; removes ghost files.
+    pub(crate) fn fill(&mut self, pid_of: &dyn Fn(i32) -> Option<i32>) -> Result<(), PluginError> {
+        let mut queues = std::mem::take(&mut self.queues);
+        let partners = std::mem::take(&mut self.partners);
+        let ghosts = std::mem::take(&mut self.ghosts);
+        let (socks, fds) = (&self.socks, &self.fds);
+        let plan = Plan::new(socks);
+        // 5. Buffers, then queues.
+        for u in socks {
+            opts::restore_buffers(fds[&u.ino].as_fd(), &u.opts).map_err(|e| opt_fail(u, e))?;
+        }
+        for u in socks {
+            if let Some(packets) = queues.remove(&u.id) {
+                refill(&plan, fds, pid_of, partners.get(&u.ino), u, &packets)?;
+            }
+        }
+        drop(partners);
+        drop(ghosts);
+        // 6. Options, backlog, shutdown, file flags.
+        for u in socks {
+            let fd = fds[&u.ino].as_fd();
+            opts::restore_rest(fd, &u.opts).map_err(|e| opt_fail(u, e))?;
+            if u.state == STATE_LISTEN {
+                let backlog = Backlog::new(u.backlog as i32).unwrap_or(Backlog::MAXCONN);
+                listen(&fd, backlog).map_err(fail(u, "listen"))?;
+            }
+            let how = match u.shutdown.unwrap_or(0) {
+                1 => Some(Shutdown::Read),
+                2 => Some(Shutdown::Write),
+                3 => Some(Shutdown::Both),
+                _ => None,
+            };
+            if let Some(how) = how {
+                shutdown(fd.as_raw_fd(), how).map_err(fail(u, "shutdown"))?;
+            }
+            fcntl(
+                fd,
+                FcntlArg::F_SETFL(OFlag::from_bits_truncate(u.flags as i32)),
+            )
+            .map_err(fail(u, "fcntl(F_SETFL)"))?;
+        }
+        Ok(())
+    }
+}
+
+fn opt_fail(u: &UnixSkEntry, e: opts::OptError) -> PluginError {
+    PluginError::Restore {
+        id: u.id,
+        what: format!("unix socket inode {} {}", u.ino, e.opt),
+        op: e.op,
+        source: e.source.into(),
+    }
+}
+
+/// Queues `packets` on `u` again, each sent from the socket it can come from: a stream's
+/// peer; for datagrams the connected peer, else the restored socket owning the sender's
+/// name, else a temporary socket bound to that name (or an unbound one).
+fn refill(
+    plan: &Plan<'_>,
+    fds: &HashMap<u32, OwnedFd>,
+    pid_of: &dyn Fn(i32) -> Option<i32>,
+    partner: Option<&OwnedFd>,
+    u: &UnixSkEntry,
+    packets: &[Packet],
+) -> Result<(), PluginError> {
+    let no_sender = || {
+        PluginError::bad_image(
+            "sk-queues.img",
+            format!(
+                "socket id {}: queued data but no socket that could have sent it",
+                u.id
+            ),
+        )
+    };
+    if conn_oriented(u) {
+        let from = match partner {
+            Some(p) => p.as_fd(),
+            None => fds.get(&u.peer).ok_or_else(no_sender)?.as_fd(),
+        };
+        for p in packets {
+            send_packet(from, None, p, pid_of, u)?;
+        }
+        return Ok(());
+    }
+    let target = if u.name.is_empty() {
+        None
+    } else {
+        Some(queue::addr_of(&paths::full_name(u)).map_err(fail(u, "socket address"))?)
+    };
+    // Sockets that may send to an unbound datagram socket: those connected to it.
+    let connected_to_us = plan.socks.iter().find(|s| s.peer == u.ino).map(|s| s.ino);
+    let mut temps: HashMap<Vec<u8>, OwnedFd> = HashMap::new();
+    for p in packets {
+        let from: BorrowedFd<'_> = if u.peer != 0 {
+            fds[&u.peer].as_fd()
+        } else if target.is_none() {
+            fds.get(&connected_to_us.ok_or_else(no_sender)?)
+                .ok_or_else(no_sender)?
+                .as_fd()
+        } else if let Some(owner) = plan
+            .socks
+            .iter()
+            .find(|s| plan.owns_name(s) && s.name == p.addr && !p.addr.is_empty())
+        {
+            fds[&owner.ino].as_fd()
+        } else {
+            if !temps.contains_key(&p.addr) {
+                let t = new_socket(u)?;
+                if !p.addr.is_empty() {
+                    paths::bind_temporary(
+                        t.as_fd(),
+                        &p.addr,
+                        &fail(u, "bind (sender of a queued datagram)"),
+                    )?;
+                }
+                temps.insert(p.addr.clone(), t);
+            }
+            temps[&p.addr].as_fd()
+        };
+        let to = if u.peer != 0 && plan.get(u.peer).is_some_and(|peer| peer.peer == u.ino) {
+            None
+        } else {
+            target.as_ref()
+        };
+        send_packet(from, to, p, pid_of, u)?;
+    }
+    Ok(())
+}
+
+/// Sends one queued message with its credentials, the sender's pid mapped to its restored
+/// one. A sender that no longer exists cannot be named (`ESRCH`): its message is queued
+/// without credentials, with a warning.
+fn send_packet(
+    from: BorrowedFd<'_>,
+    to: Option<&nix::sys::socket::UnixAddr>,
+    p: &Packet,
+    pid_of: &dyn Fn(i32) -> Option<i32>,
+    u: &UnixSkEntry,
+) -> Result<(), PluginError> {
+    let creds = p.creds.map(|c| Creds {
+        pid: pid_of(c.pid).unwrap_or(c.pid),
+        ..c
+    });
+    match queue::send(from, to, &p.data, creds) {
+        Err(Errno::ESRCH) if creds.is_some() => {
+            tracing::warn!(
+                socket = u.id,
+                pid = p.creds.map(|c| c.pid),
+                "the sender of a queued message is gone: queued without its credentials"
+            );
+            queue::send(from, to, &p.data, None)
+        }
+        r => r,
+    }
+    .map_err(fail(u, "send (queued data)"))
+}

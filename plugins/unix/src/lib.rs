@@ -1,0 +1,114 @@
+//! Built-in plugin for unix sockets (`socket:[ino]`, `AF_UNIX`), CRIU 4.x format.
+//!
+//! Dump: `sock_diag` lists every unix socket of the namespace once per dump (inode, type,
+//! state, name, peer, pending connections, queue lengths, shutdown); each socket held by
+//! the tree becomes a `files.img` UNIXSK entry (`usk`), its options read with
+//! `getsockopt` on criu's duplicate ([`criu_plugin_api::FdDesc::file`]). Its receive queue
+//! is peeked (`MSG_PEEK` from `SO_PEEK_OFF` 0, then the option put back: nothing is
+//! consumed, so a failed dump leaves the queue as it was) into `sk-queues.img`, one
+//! `sk_packet_entry` + data per message; a datagram's sender name goes to our field
+//! `criu_rs_addr`, the credentials a message carries to `criu_rs_ucred_*`. As in CRIU, a
+//! connection still waiting in a listener's accept queue is recorded with the listener as
+//! its peer; a path socket whose file was unlinked or
+//! replaced is marked `deleted` (a ghost, as CRIU); a relative name gets the directory
+//! it was bound in (`name_dir`, found with `SIOCUNIXFILE`). Refused, naming fd, pid and inodes:
+//! peers and pending connections outside the tree, fds in flight (`SCM_RIGHTS`) in a
+//! queue, data sent on a connection not accepted yet.
+//!
+//! Restore: every socket is made in criu's process when the restore starts, before any
+//! task exists (`build`): socketpairs, bind (path sockets with their mode and owner),
+//! listen, connect + accept for accepted connections (so they keep the listener's name),
+//! connect for pending connections. Once every task exists (`fill`, from
+//! `FileRestorer::finish`): buffer sizes, queued data (sent from the peer, or for
+//! datagrams from a socket with the sender's name; credentials naming the restored
+//! sender), the other options, shutdown and file flags. A ghost is bound at its path
+//! (whatever is there now moved aside) until its connections and queues are made, then its
+//! file is removed and the path put back. Each `open_file` hands out its socket.
+
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+mod build;
+mod diag;
+mod dump;
+mod fill;
+mod opts;
+mod paths;
+mod queue;
+mod restore;
+mod sys;
+
+use criu_plugin_api::{
+    API_VERSION, DumpContext, FdDesc, FdHandler, FileRestorer, Plugin, PluginError, PluginInfo,
+    PluginRegistration, PluginState, RestoreContext, RunKind,
+};
+use criu_proto::images::{FdTypes, FileEntry};
+
+/// The plugin's name.
+pub const NAME: &str = "unix";
+
+/// Unix sockets (stateless: each restore gets its own restorer).
+#[derive(Debug, Default)]
+pub struct UnixPlugin;
+
+/// The registered instance.
+pub static PLUGIN: UnixPlugin = UnixPlugin;
+
+inventory::submit! { PluginRegistration::new(&PLUGIN) }
+
+impl Plugin for UnixPlugin {
+    fn info(&self) -> PluginInfo {
+        PluginInfo {
+            name: NAME,
+            version: env!("CARGO_PKG_VERSION"),
+            priority: 100,
+            api_version: API_VERSION,
+        }
+    }
+
+    fn fd_handler(&self) -> Option<&dyn FdHandler> {
+        Some(self)
+    }
+
+    fn new_state(&self, run: RunKind) -> Result<Option<PluginState>, PluginError> {
+        Ok((run == RunKind::Dump).then(|| Box::new(dump::DumpState::default()) as PluginState))
+    }
+}
+
+/// Whether `fd` is a unix socket: a `socket:[ino]` whose `SO_DOMAIN` is `AF_UNIX`.
+fn is_unix(fd: &FdDesc) -> bool {
+    use std::os::fd::AsFd;
+    fd.stat.file_type() == libc::S_IFSOCK
+        && fd.anon_inode_of("socket").is_some()
+        && sys::get_int(fd.file.as_fd(), libc::SOL_SOCKET, libc::SO_DOMAIN) == Ok(libc::AF_UNIX)
+}
+
+impl FdHandler for UnixPlugin {
+    fn fd_types(&self) -> &[FdTypes] {
+        &[FdTypes::Unixsk]
+    }
+
+    fn claims(&self, fd: &FdDesc) -> bool {
+        is_unix(fd)
+    }
+
+    fn dump_file(
+        &self,
+        ctx: &mut dyn DumpContext,
+        fd: &FdDesc,
+        id: u32,
+    ) -> Result<FileEntry, PluginError> {
+        dump::dump_socket(ctx, fd, id)
+    }
+
+    fn start_restore(
+        &self,
+        ctx: &mut dyn RestoreContext,
+        entries: &[FileEntry],
+    ) -> Result<Box<dyn FileRestorer>, PluginError> {
+        Ok(Box::new(restore::UnixRestorer::start(ctx, entries)?))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,198 @@
+//! Restoring unix sockets: the images are read and checked, then every socket of the tree
+//! is made in criu's process before the first task forks ([`crate::build`]); each
+//! description is handed out from there.
+
+use std::collections::{HashMap, HashSet};
+use std::os::fd::OwnedFd;
+
+use criu_plugin_api::{FileRestorer, ImageCursor, PluginError, RestoreContext};
+use criu_proto::images::{FdTypes, FileEntry, SkPacketEntry, UnixSkEntry};
+
+use crate::build;
+use crate::dump::SK_QUEUES;
+use crate::queue::{Creds, Packet};
+
+/// The UNIXSK entries of `files.img`, checked: every entry has its `usk`, no socket
+/// (file id or inode) appears twice, every peer exists.
+pub(crate) fn collect(entries: &[FileEntry]) -> Result<Vec<UnixSkEntry>, PluginError> {
+    let bad = |reason: String| PluginError::bad_image("files.img", reason);
+    let mut out: Vec<UnixSkEntry> = Vec::new();
+    let mut ids = HashSet::new();
+    let mut inos: HashMap<u32, u32> = HashMap::new();
+    for e in entries
+        .iter()
+        .filter(|e| e.r#type == FdTypes::Unixsk as i32)
+    {
+        let usk = e
+            .usk
+            .clone()
+            .ok_or_else(|| bad(format!("entry id {}: UNIXSK without usk", e.id)))?;
+        if usk.id != e.id {
+            return Err(bad(format!(
+                "entry id {}: its usk says id {}",
+                e.id, usk.id
+            )));
+        }
+        if !ids.insert(e.id) {
+            return Err(bad(format!("unix socket id {} appears twice", e.id)));
+        }
+        if let Some(other) = inos.insert(usk.ino, e.id) {
+            return Err(bad(format!(
+                "unix socket inode {} is referenced twice (ids {other} and {})",
+                usk.ino, e.id
+            )));
+        }
+        out.push(usk);
+    }
+    for u in &out {
+        if u.peer != 0 && !inos.contains_key(&u.peer) {
+            return Err(bad(format!(
+                "entry id {}: peer inode {} of unix socket inode {} does not exist",
+                u.id, u.peer, u.ino
+            )));
+        }
+    }
+    Ok(out)
+}
+
+/// `sk-queues.img`, by the socket id each message is queued for; every `id_for` must be one
+/// of `ids` and every message as long as its entry says.
+pub(crate) fn read_queues(
+    body: Option<&[u8]>,
+    ids: &HashSet<u32>,
+) -> Result<HashMap<u32, Vec<Packet>>, PluginError> {
+    let mut out: HashMap<u32, Vec<Packet>> = HashMap::new();
+    let Some(body) = body else {
+        return Ok(out);
+    };
+    let image = SK_QUEUES.to_string();
+    let mut cursor = ImageCursor::new(SK_QUEUES, body);
+    let mut n = 0usize;
+    loop {
+        let entry = cursor
+            .next_entry::<SkPacketEntry>()
+            .map_err(|e| PluginError::bad_image(&image, format!("entry {n}: {e}")))?;
+        let Some(entry) = entry else {
+            return Ok(out);
+        };
+        let data = cursor.raw(entry.length as usize).map_err(|_| {
+            PluginError::bad_image(
+                &image,
+                format!(
+                    "entry {n} (socket id {}): {} bytes announced, fewer left in the image",
+                    entry.id_for, entry.length
+                ),
+            )
+        })?;
+        if !ids.contains(&entry.id_for) {
+            return Err(PluginError::bad_image(
+                &image,
+                format!(
+                    "entry {n}: queued for socket id {}, which is not a unix socket of files.img",
+                    entry.id_for
+                ),
+            ));
+        }
+        if !entry.scm.is_empty() {
+            return Err(PluginError::bad_image(
+                &image,
+                format!(
+                    "entry {n} (socket id {}): control messages (fds in flight) are not supported yet",
+                    entry.id_for
+                ),
+            ));
+        }
+        let creds = match (
+            entry.criu_rs_ucred_pid,
+            entry.criu_rs_ucred_uid,
+            entry.criu_rs_ucred_gid,
+        ) {
+            (Some(pid), Some(uid), Some(gid)) => Some(Creds {
+                pid: pid as i32,
+                uid,
+                gid,
+            }),
+            (None, None, None) => None,
+            _ => {
+                return Err(PluginError::bad_image(
+                    &image,
+                    format!(
+                        "entry {n} (socket id {}): incomplete credentials",
+                        entry.id_for
+                    ),
+                ));
+            }
+        };
+        out.entry(entry.id_for).or_default().push(Packet {
+            data: data.to_vec(),
+            addr: entry.criu_rs_addr.unwrap_or_default(),
+            creds,
+        });
+        n += 1;
+    }
+}
+
+/// One restore's sockets, made and connected in `start`, filled in `finish`.
+#[derive(Debug)]
+pub(crate) struct UnixRestorer {
+    /// File id -> socket inode.
+    by_id: HashMap<u32, u32>,
+    built: Option<build::Built>,
+}
+
+impl UnixRestorer {
+    pub(crate) fn start(
+        ctx: &mut dyn RestoreContext,
+        entries: &[FileEntry],
+    ) -> Result<Self, PluginError> {
+        let socks = collect(entries)?;
+        let by_id = socks.iter().map(|u| (u.id, u.ino)).collect();
+        if socks.is_empty() {
+            return Ok(UnixRestorer { by_id, built: None });
+        }
+        let ids = socks.iter().map(|u| u.id).collect();
+        let body = ctx.read_image(SK_QUEUES)?;
+        let queues = read_queues(body.as_deref(), &ids)?;
+        let built = build::build_all(&socks, queues)?;
+        Ok(UnixRestorer {
+            by_id,
+            built: Some(built),
+        })
+    }
+}
+
+impl FileRestorer for UnixRestorer {
+    fn open_file(
+        &mut self,
+        _ctx: &mut dyn RestoreContext,
+        entry: &FileEntry,
+    ) -> Result<OwnedFd, PluginError> {
+        let sock = self
+            .by_id
+            .get(&entry.id)
+            .and_then(|ino| self.built.as_ref()?.fds.get(ino));
+        let sock = sock.ok_or_else(|| {
+            PluginError::bad_image(
+                "files.img",
+                format!("file id {} is not a unix socket entry", entry.id),
+            )
+        })?;
+        sock.try_clone().map_err(|e| PluginError::Restore {
+            id: entry.id,
+            what: "unix socket".into(),
+            op: "dup",
+            source: e,
+        })
+    }
+
+    fn finish(
+        &mut self,
+        ctx: &mut dyn RestoreContext,
+        _installed: &[criu_plugin_api::InstalledFd],
+    ) -> Result<(), PluginError> {
+        match &mut self.built {
+            Some(built) => built.fill(&|pid| ctx.restored_pid(pid)),
+            None => Ok(()),
+        }
+    }
+}
