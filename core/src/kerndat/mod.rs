@@ -15,8 +15,8 @@ use std::sync::OnceLock;
 mod checks;
 mod checks_criu;
 mod checks_extra;
-mod checks_ipc;
 mod checks_fsnotify;
+mod checks_ipc;
 mod checks_mem;
 
 pub use checks_criu::criu_feature;
