@@ -7,7 +7,9 @@ use std::os::unix::ffi::OsStrExt;
 use criu_plugin_api::{
     DumpContext, FdDesc, ImageRef, PluginError, PluginImageKind, TaskIds, write_message,
 };
-use criu_proto::images::{FdTypes, FileEntry, FilePermsEntry, SkPacketEntry, UnixSkEntry};
+use criu_proto::images::{
+    FdTypes, FileEntry, FilePermsEntry, ScmEntry, SkPacketEntry, UnixSkEntry,
+};
 
 use crate::diag::{self, DiagSocket, STATE_ESTABLISHED, STATE_LISTEN};
 use crate::opts;
@@ -329,11 +331,35 @@ fn dump_queue(
             "datagrams queued on an unbound, unconnected socket cannot be queued again (no one can send to it)",
         ));
     }
-    for p in packets {
+    // Sockets in flight count as the tree's: one whose peer travels with it is no external
+    // peer (both are dumped as files in flight once this call returns).
+    let in_flight_socks: Vec<u32> = packets
+        .iter()
+        .flat_map(|p| &p.fds)
+        .filter_map(|f| nix::sys::stat::fstat(f.as_fd()).ok())
+        .filter(|st| st.st_mode & libc::S_IFMT == libc::S_IFSOCK)
+        .filter_map(|st| u32::try_from(st.st_ino).ok())
+        .collect();
+    ctx.state::<DumpState>()?.in_tree.extend(in_flight_socks);
+    for queue::Peeked { packet: p, fds } in packets {
+        let mut rights = Vec::with_capacity(fds.len());
+        for f in &fds {
+            rights.push(ctx.dump_file_in_flight(fd.pid, f.as_fd())?);
+        }
+        // criu's duplicates are closed here: the queue keeps its own.
+        drop(fds);
         let entry = SkPacketEntry {
             id_for: id,
             length: p.data.len() as u32,
-            scm: Vec::new(),
+            // CRIU's scm_entry: type SCM_RIGHTS, the carried files' ids.
+            scm: if rights.is_empty() {
+                Vec::new()
+            } else {
+                vec![ScmEntry {
+                    r#type: libc::SCM_RIGHTS as u32,
+                    rights,
+                }]
+            },
             criu_rs_addr: (!p.addr.is_empty()).then_some(p.addr),
             criu_rs_ucred_pid: p.creds.map(|c| c.pid as u32),
             criu_rs_ucred_uid: p.creds.map(|c| c.uid),

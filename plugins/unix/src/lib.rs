@@ -12,8 +12,9 @@
 //! its peer; a path socket whose file was unlinked or
 //! replaced is marked `deleted` (a ghost, as CRIU); a relative name gets the directory
 //! it was bound in (`name_dir`, found with `SIOCUNIXFILE`). Refused, naming fd, pid and inodes:
-//! peers and pending connections outside the tree, fds in flight (`SCM_RIGHTS`) in a
-//! queue, data sent on a connection not accepted yet.
+//! peers and pending connections outside the tree, data sent on a connection not accepted
+//! yet. Fds in flight (`SCM_RIGHTS`) in a queue get their file ids from
+//! [`criu_plugin_api::DumpContext::dump_file_in_flight`], kept in CRIU's `scm` entry.
 //!
 //! Restore: every socket is made in criu's process when the restore starts, before any
 //! task exists (`build`): socketpairs, bind (path sockets with their mode and owner),
@@ -21,7 +22,8 @@
 //! connect for pending connections. Once every task exists (`fill`, from
 //! `FileRestorer::finish`): buffer sizes, queued data (sent from the peer, or for
 //! datagrams from a socket with the sender's name; credentials naming the restored
-//! sender), the other options, shutdown and file flags. A ghost is bound at its path
+//! sender; fds in flight: this restore's sockets, other files through
+//! [`criu_plugin_api::RestoreContext::open_file_by_id`]), the other options, shutdown and file flags. A ghost is bound at its path
 //! (whatever is there now moved aside) until its connections and queues are made, then its
 //! file is removed and the path put back. Each `open_file` hands out its socket.
 

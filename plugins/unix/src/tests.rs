@@ -185,39 +185,61 @@ fn packet(id_for: u32, data: &[u8], addr: Option<&[u8]>) -> (SkPacketEntry, Vec<
 #[test]
 fn bad_queue_entries_name_the_image_and_entry() {
     let ids: HashSet<u32> = [1, 2].into();
+    let files: HashSet<u32> = [1, 2, 5].into();
     // Announces 10 bytes, carries 3.
     let mut short = packet(2, b"abc", None);
     short.0.length = 10;
     let body = queue_image(&[packet(1, b"ok", None), short]);
-    let e = err_text(read_queues(Some(&body), &ids).unwrap_err());
+    let e = err_text(read_queues(Some(&body), &ids, &files).unwrap_err());
     assert!(
         e.contains("sk-queues.img") && e.contains("entry 1") && e.contains("10 bytes"),
         "{e}"
     );
     // Queued for a socket that does not exist.
     let body = queue_image(&[packet(9, b"x", None)]);
-    let e = err_text(read_queues(Some(&body), &ids).unwrap_err());
+    let e = err_text(read_queues(Some(&body), &ids, &files).unwrap_err());
     assert!(e.contains("entry 0") && e.contains("socket id 9"), "{e}");
-    // Fds in flight: not supported yet, said so.
+    // Fds in flight: kept in order; one naming a file id files.img lacks is refused.
     let mut p = packet(1, b"x", None);
     p.0.scm.push(ScmEntry {
         r#type: 1,
-        rights: vec![5],
+        rights: vec![5, 2],
     });
-    let e = err_text(read_queues(Some(&queue_image(&[p])), &ids).unwrap_err());
-    assert!(e.contains("entry 0") && e.contains("fds in flight"), "{e}");
+    let back = read_queues(Some(&queue_image(&[p.clone()])), &ids, &files).unwrap();
+    assert_eq!(back[&1][0].rights, [5, 2]);
+    p.0.scm[0].rights.push(7);
+    let e = err_text(
+        read_queues(
+            Some(&queue_image(&[packet(2, b"y", None), p])),
+            &ids,
+            &files,
+        )
+        .unwrap_err(),
+    );
+    assert!(
+        e.contains("sk-queues.img") && e.contains("entry 1") && e.contains("file id 7"),
+        "{e}"
+    );
+    // A control message of another type.
+    let mut p = packet(1, b"x", None);
+    p.0.scm.push(ScmEntry {
+        r#type: 2,
+        rights: vec![],
+    });
+    let e = err_text(read_queues(Some(&queue_image(&[p])), &ids, &files).unwrap_err());
+    assert!(e.contains("entry 0") && e.contains("type 2"), "{e}");
     // Credentials without their uid and gid.
     let mut p = packet(1, b"x", None);
     p.0.criu_rs_ucred_pid = Some(1);
-    let e = err_text(read_queues(Some(&queue_image(&[p])), &ids).unwrap_err());
+    let e = err_text(read_queues(Some(&queue_image(&[p])), &ids, &files).unwrap_err());
     assert!(
         e.contains("entry 0") && e.contains("incomplete credentials"),
         "{e}"
     );
     // Garbage where an entry should be.
-    let e = err_text(read_queues(Some(&[200, 0, 0, 0, 1]), &ids).unwrap_err());
+    let e = err_text(read_queues(Some(&[200, 0, 0, 0, 1]), &ids, &files).unwrap_err());
     assert!(e.contains("sk-queues.img") && e.contains("entry 0"), "{e}");
-    assert!(read_queues(None, &ids).unwrap().is_empty());
+    assert!(read_queues(None, &ids, &files).unwrap().is_empty());
 }
 
 proptest! {
@@ -235,7 +257,7 @@ proptest! {
             .map(|(id, data, addr)| packet(*id, data, addr.as_deref()))
             .collect();
         let ids: HashSet<u32> = [1, 2, 3].into();
-        let back = read_queues(Some(&queue_image(&entries)), &ids).unwrap();
+        let back = read_queues(Some(&queue_image(&entries)), &ids, &ids).unwrap();
         for id in 1..4 {
             let want: Vec<Packet> = packets
                 .iter()
@@ -244,6 +266,7 @@ proptest! {
                     data: data.clone(),
                     addr: addr.clone().unwrap_or_default(),
                     creds: None,
+                    rights: Vec::new(),
                 })
                 .collect();
             prop_assert_eq!(back.get(&id).cloned().unwrap_or_default(), want);
@@ -264,10 +287,14 @@ fn peek_leaves_the_queue_and_refill_keeps_boundaries() {
         let (a, b) = pair(ty);
         let msgs: [&[u8]; 3] = [b"one", &[7u8; 100_000], b"three"];
         for m in msgs {
-            queue::send(a.as_fd(), None, m, None).unwrap();
+            queue::send(a.as_fd(), None, m, None, &[]).unwrap();
         }
         let datagrams = ty != SockType::Stream;
-        let got = queue::peek(b.as_fd(), datagrams, ty == SockType::Datagram, None).unwrap();
+        let got: Vec<Packet> = queue::peek(b.as_fd(), datagrams, ty == SockType::Datagram, None)
+            .unwrap()
+            .into_iter()
+            .map(|p| p.packet)
+            .collect();
         let off = crate::sys::get_int(b.as_fd(), libc::SOL_SOCKET, crate::sys::SO_PEEK_OFF);
         assert_eq!(off, Ok(-1), "{ty:?}: SO_PEEK_OFF put back");
         let cred = crate::sys::get_int(b.as_fd(), libc::SOL_SOCKET, libc::SO_PASSCRED);
@@ -284,7 +311,7 @@ fn peek_leaves_the_queue_and_refill_keeps_boundaries() {
         // Refilled elsewhere: the same messages.
         let (c, d) = pair(ty);
         for p in &got {
-            queue::send(c.as_fd(), None, &p.data, p.creds).unwrap();
+            queue::send(c.as_fd(), None, &p.data, p.creds, &[]).unwrap();
         }
         if datagrams {
             for m in msgs {
@@ -301,13 +328,75 @@ fn peek_leaves_the_queue_and_refill_keeps_boundaries() {
 fn seqpacket_peek_ends_at_the_peers_shutdown() {
     use std::os::fd::AsRawFd;
     let (a, b) = pair(SockType::SeqPacket);
-    queue::send(a.as_fd(), None, b"rec", None).unwrap();
-    queue::send(a.as_fd(), None, b"", None).unwrap();
-    queue::send(a.as_fd(), None, b"last", None).unwrap();
+    queue::send(a.as_fd(), None, b"rec", None, &[]).unwrap();
+    queue::send(a.as_fd(), None, b"", None, &[]).unwrap();
+    queue::send(a.as_fd(), None, b"last", None, &[]).unwrap();
     nix::sys::socket::shutdown(a.as_raw_fd(), nix::sys::socket::Shutdown::Write).unwrap();
     let got = queue::peek(b.as_fd(), true, false, Some(7)).unwrap();
-    let data: Vec<&[u8]> = got.iter().map(|p| p.data.as_slice()).collect();
+    let data: Vec<&[u8]> = got.iter().map(|p| p.packet.data.as_slice()).collect();
     assert_eq!(data, [&b"rec"[..], b"", b"last"]);
+}
+
+/// Fds in flight: a peek hands out criu's own duplicates with their message (same open file
+/// description), leaves them queued, and a refill sends them again in order.
+#[test]
+fn peek_takes_fds_in_flight_and_refill_sends_them() {
+    use std::os::fd::AsRawFd;
+    for ty in [SockType::Datagram, SockType::SeqPacket, SockType::Stream] {
+        let (a, b) = pair(ty);
+        let (p0, p1) = nix::unistd::pipe().unwrap();
+        queue::send(a.as_fd(), None, b"plain", None, &[]).unwrap();
+        queue::send(
+            a.as_fd(),
+            None,
+            b"fds",
+            None,
+            &[p0.as_raw_fd(), p1.as_raw_fd()],
+        )
+        .unwrap();
+        let datagrams = ty != SockType::Stream;
+        let got = queue::peek(b.as_fd(), datagrams, ty == SockType::Datagram, None).unwrap();
+        let with_fds = got.iter().find(|p| !p.fds.is_empty()).expect("the fds");
+        assert_eq!(with_fds.fds.len(), 2, "{ty:?}");
+        let ino = |f: std::os::fd::BorrowedFd<'_>| nix::sys::stat::fstat(f).unwrap().st_ino;
+        assert_eq!(ino(with_fds.fds[0].as_fd()), ino(p0.as_fd()), "{ty:?}");
+        assert_eq!(ino(with_fds.fds[1].as_fd()), ino(p1.as_fd()), "{ty:?}");
+        let data: Vec<&[u8]> = got.iter().map(|p| p.packet.data.as_slice()).collect();
+        if datagrams {
+            assert_eq!(data, [&b"plain"[..], b"fds"], "{ty:?}");
+            assert!(got[0].fds.is_empty(), "{ty:?}");
+        } else {
+            // A stream's writes before the one carrying fds come glued to it.
+            assert_eq!(data, [&b"plainfds"[..]], "{ty:?}");
+        }
+        // Still queued with its fds.
+        let mut buf = [0u8; 64];
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 4]);
+        let raws: Vec<std::os::fd::RawFd> = loop {
+            let m = nix::sys::socket::recvmsg::<()>(
+                b.as_raw_fd(),
+                &mut iov,
+                Some(&mut cmsg),
+                MsgFlags::MSG_DONTWAIT,
+            )
+            .unwrap();
+            let fds: Vec<_> = m
+                .cmsgs()
+                .unwrap()
+                .filter_map(|c| match c {
+                    nix::sys::socket::ControlMessageOwned::ScmRights(f) => Some(f),
+                    _ => None,
+                })
+                .flatten()
+                .collect();
+            if !fds.is_empty() {
+                break fds;
+            }
+        };
+        let owned: Vec<_> = raws.into_iter().map(crate::sys::own_received).collect();
+        assert_eq!(ino(owned[0].as_fd()), ino(p0.as_fd()), "{ty:?}");
+    }
 }
 
 #[test]
