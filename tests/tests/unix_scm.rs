@@ -1,7 +1,8 @@
 //! Fds in flight in unix socket queues (`SCM_RIGHTS`, `unix` plugin): the workload
 //! (`tests/workloads/unix_scm.py`) queues messages carrying a pipe with data, a regular
 //! file at an offset, a socket with its own queue, a socketpair travelling whole, the
-//! receiving socket itself and a seqpacket socket whose peer is gone, none of them held by
+//! receiving socket itself, a listening socket with a connection waiting in its accept
+//! queue and a seqpacket socket whose peer is gone, none of them held by
 //! any fd; the receiver then refuses fds (`SO_PASSRIGHTS` 0). It is dumped and killed; an
 //! image whose queue names a file id that does not exist is refused naming the image and
 //! the entry; the images as dumped restore and the workload receives every message and
@@ -57,12 +58,12 @@ fn unix_fds_in_flight_round_trip() {
     dump_and_kill(pid, &images);
     drop(guard);
 
-    // Six messages carry fds (CRIU's scm_entry: type SCM_RIGHTS, file ids), seven fds.
+    // Seven messages carry fds (CRIU's scm_entry: type SCM_RIGHTS, file ids), eight fds.
     let queued = queue_entries(&images);
     let scm: Vec<_> = queued.iter().flat_map(|e| &e.scm).collect();
-    assert_eq!(scm.len(), 6, "messages with fds: {queued:?}");
+    assert_eq!(scm.len(), 7, "messages with fds: {queued:?}");
     assert!(scm.iter().all(|s| s.r#type == libc::SCM_RIGHTS as u32));
-    assert_eq!(scm.iter().map(|s| s.rights.len()).sum::<usize>(), 7);
+    assert_eq!(scm.iter().map(|s| s.rights.len()).sum::<usize>(), 8);
     if let Some(text) = crit_decodes(&images.join("sk-queues.img")) {
         assert!(
             text.contains("scm") && text.contains("rights"),

@@ -3,7 +3,8 @@
 Queues on a datagram socketpair (a -> b), each message carrying fds that no task holds
 any more once sent: a pipe with data (both ends closed here), a regular file at offset 4,
 a stream socket whose peer (held here) queued two messages on it, a socketpair travelling
-whole (one end with data queued from the other), and b itself; on a stream socketpair
+whole (one end with data queued from the other), b itself, and a listening socket with a connection not accepted yet (its client held
+here); on a stream socketpair
 (s -> t) a message carrying a seqpacket socket whose peer was closed after queueing a
 record. Then b refuses fds (SO_PASSRIGHTS 0, where the kernel has it). Writes "ready" to
 REPORT, waits for the file GO (the test dumps, kills and restores meanwhile), then
@@ -78,6 +79,14 @@ g.close()
 
 send_fds(a, b"itself", [b.fileno()])
 
+srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+srv.bind("\0criu-rs-scm-%d" % os.getpid())
+srv.listen(4)
+client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+client.connect(srv.getsockname())
+send_fds(a, b"listener", [srv.fileno()])
+srv.close()
+
 q, lone = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
 q.send(b"last words")
 q.close()
@@ -128,6 +137,14 @@ try:
     msg, fds = recv_fds(b)
     expect("itself message", (msg, len(fds)), (b"itself", 1))
     expect("itself", os.fstat(fds[0]).st_ino, os.fstat(b.fileno()).st_ino)
+
+    msg, fds = recv_fds(b)
+    expect("listener message", (msg, len(fds)), (b"listener", 1))
+    srv = socket.socket(fileno=fds[0])
+    srv.settimeout(5)
+    conn, _ = srv.accept()
+    client.send(b"hello")
+    expect("pending connection", conn.recv(100), b"hello")
 
     # A read takes the writes before the one with fds along with it.
     msg, fds = recv_fds(t)
