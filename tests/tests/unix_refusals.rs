@@ -1,5 +1,5 @@
 //! What the unix plugin refuses at dump, naming pid, fd and inodes: a peer outside the
-//! tree (no `--ext-unix-sk` support yet) and data sent on a connection its listener has
+//! tree (no `--ext-unix-sk` support yet), also of a socket travelling in a queue, and data sent on a connection its listener has
 //! not accepted yet (as CRIU). (Fds in flight are dumped: `unix_scm.rs`.) The
 //! failed dump leaves the task running with every queue as it was (the workload,
 //! `tests/workloads/unix_refuse.py`, checks its queues after the dump failed).
@@ -71,6 +71,21 @@ fn unix_peer_outside_the_tree_is_refused() {
     let accept = std::thread::spawn(move || listener.accept().map(|(s, _)| s));
     let want = ["peer inode", "outside the dumped tree", "--ext-unix-sk"];
     refused("external", Some(&name), &want);
+    drop(accept.join());
+}
+
+#[test]
+fn unix_socket_in_flight_with_a_peer_outside_the_tree_is_refused() {
+    if skip_unless_root("unix_socket_in_flight_with_a_peer_outside_the_tree_is_refused") {
+        return;
+    }
+    let name = format!("criu-rs-refuse-flight-{}", std::process::id());
+    use std::os::linux::net::SocketAddrExt;
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(&name).expect("name");
+    let listener = UnixListener::bind_addr(&addr).expect("bind");
+    let accept = std::thread::spawn(move || listener.accept().map(|(s, _)| s));
+    let want = ["in flight", "peer inode", "outside the dumped tree"];
+    refused("flight-external", Some(&name), &want);
     drop(accept.join());
 }
 

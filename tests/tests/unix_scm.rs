@@ -2,7 +2,8 @@
 //! (`tests/workloads/unix_scm.py`) queues messages carrying a pipe with data, a regular
 //! file at an offset, a socket with its own queue, a socketpair travelling whole, the
 //! receiving socket itself, a listening socket with a connection waiting in its accept
-//! queue and a seqpacket socket whose peer is gone, none of them held by
+//! queue, a socketpair whose ends travel in two different queues and a seqpacket socket
+//! whose peer is gone, none of them held by
 //! any fd; the receiver then refuses fds (`SO_PASSRIGHTS` 0). It is dumped and killed; an
 //! image whose queue names a file id that does not exist is refused naming the image and
 //! the entry; the images as dumped restore and the workload receives every message and
@@ -58,12 +59,12 @@ fn unix_fds_in_flight_round_trip() {
     dump_and_kill(pid, &images);
     drop(guard);
 
-    // Seven messages carry fds (CRIU's scm_entry: type SCM_RIGHTS, file ids), eight fds.
+    // Nine messages carry fds (CRIU's scm_entry: type SCM_RIGHTS, file ids), ten fds.
     let queued = queue_entries(&images);
     let scm: Vec<_> = queued.iter().flat_map(|e| &e.scm).collect();
-    assert_eq!(scm.len(), 7, "messages with fds: {queued:?}");
+    assert_eq!(scm.len(), 9, "messages with fds: {queued:?}");
     assert!(scm.iter().all(|s| s.r#type == libc::SCM_RIGHTS as u32));
-    assert_eq!(scm.iter().map(|s| s.rights.len()).sum::<usize>(), 8);
+    assert_eq!(scm.iter().map(|s| s.rights.len()).sum::<usize>(), 10);
     if let Some(text) = crit_decodes(&images.join("sk-queues.img")) {
         assert!(
             text.contains("scm") && text.contains("rights"),

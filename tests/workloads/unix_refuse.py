@@ -2,12 +2,14 @@
 
 Mode "plain": only the socketpair (a dump that succeeds). Mode "pending-data": plus a
 connection with data, not accepted yet by its (in-tree) listener. Mode "external": a socketpair with two queued messages, then a connection to the abstract
-stream listener NAME held by the test (outside the dumped tree). Writes "ready" to
+stream listener NAME held by the test (outside the dumped tree). Mode "flight-external":
+that connection travels in a queued message (SCM_RIGHTS), held by no fd. Writes "ready" to
 REPORT, waits for the file GO (the test's dump fails meanwhile), then checks that every
 queued message is still there, whole, and writes "ok" (or "FAIL ...").
 Usage: unix_refuse.py MODE REPORT GO [NAME]
 """
 
+import array
 import os
 import socket
 import sys
@@ -39,6 +41,11 @@ elif mode == "external":
     c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     c.connect("\0" + sys.argv[4])
     held.append(c)
+elif mode == "flight-external":
+    c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    c.connect("\0" + sys.argv[4])
+    a.sendmsg([b"carrier"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [c.fileno()]))])
+    c.close()
 else:
     raise SystemExit(f"unknown mode {mode}")
 say("ready")
@@ -49,6 +56,11 @@ try:
     got = [b.recv(100), b.recv(100)]
     if got != [b"first", b"second"]:
         raise RuntimeError(f"queue changed: {got}")
+    if mode == "flight-external":
+        msg, anc, _, _ = b.recvmsg(100, socket.CMSG_SPACE(4))
+        if msg != b"carrier" or len(anc) != 1:
+            raise RuntimeError(f"the message carrying a socket changed: {msg} {anc}")
+        socket.socket(fileno=int.from_bytes(anc[0][2], "little")).close()
     if mode == "pending-data":
         conn, _ = held[0].accept()
         if conn.recv(100) != b"early":

@@ -3,10 +3,11 @@
 Queues on a datagram socketpair (a -> b), each message carrying fds that no task holds
 any more once sent: a pipe with data (both ends closed here), a regular file at offset 4,
 a stream socket whose peer (held here) queued two messages on it, a socketpair travelling
-whole (one end with data queued from the other), b itself, and a listening socket with a connection not accepted yet (its client held
-here); on a stream socketpair
-(s -> t) a message carrying a seqpacket socket whose peer was closed after queueing a
-record. Then b refuses fds (SO_PASSRIGHTS 0, where the kernel has it). Writes "ready" to
+whole (one end with data queued from the other), b itself, a listening socket with a
+connection not accepted yet (its client held here) and one end x of a socketpair; on a
+stream socketpair (s -> t) a message carrying a seqpacket socket whose peer was closed
+after queueing a record, and x's peer y (the pair travels in two queues). Then b refuses
+fds (SO_PASSRIGHTS 0, where the kernel has it). Writes "ready" to
 REPORT, waits for the file GO (the test dumps, kills and restores meanwhile), then
 receives every message and checks each fd, and writes "ok" (or "FAIL ...").
 Usage: unix_scm.py REPORT GO DIR
@@ -87,12 +88,19 @@ client.connect(srv.getsockname())
 send_fds(a, b"listener", [srv.fileno()])
 srv.close()
 
+x, y = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+y.send(b"split-pair")
+send_fds(a, b"x", [x.fileno()])
+x.close()
+
 q, lone = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
 q.send(b"last words")
 q.close()
 s.send(b"plain")
 send_fds(s, b"seqpacket", [lone.fileno()])
 lone.close()
+send_fds(s, b"y", [y.fileno()])
+y.close()
 
 try:
     b.setsockopt(socket.SOL_SOCKET, SO_PASSRIGHTS, 0)
@@ -146,6 +154,11 @@ try:
     client.send(b"hello")
     expect("pending connection", conn.recv(100), b"hello")
 
+    msg, fds = recv_fds(b)
+    expect("x message", (msg, len(fds)), (b"x", 1))
+    x = socket.socket(fileno=fds[0])
+    x.setblocking(False)
+
     # A read takes the writes before the one with fds along with it.
     msg, fds = recv_fds(t)
     expect("stream message", (msg, len(fds)), (b"plainseqpacket", 1))
@@ -153,6 +166,13 @@ try:
     lone.setblocking(False)
     expect("lone record", lone.recv(100), b"last words")
     expect("lone end", lone.recv(100), b"")
+
+    msg, fds = recv_fds(t)
+    expect("y message", (msg, len(fds)), (b"y", 1))
+    y = socket.socket(fileno=fds[0])
+    expect("split pair queue", x.recv(100), b"split-pair")
+    y.send(b"reply")
+    expect("split pair connected", x.recv(100), b"reply")
 
     try:
         extra = b.recv(100)

@@ -27,6 +27,11 @@ pub(crate) struct DumpState {
     in_tree: HashSet<u32>,
     /// Client inode -> the listening socket whose accept queue holds its connection.
     listener_of: HashMap<u32, u32>,
+    /// Inodes of the sockets dumped so far.
+    dumped: HashSet<u32>,
+    /// Sockets in flight whose peer no task holds: (pid, inode, peer inode). The peer must
+    /// turn up in flight too by the end of the dump ([`check_awaited_peers`]).
+    awaited: Vec<(i32, u32, u32)>,
 }
 
 impl DumpState {
@@ -137,6 +142,7 @@ pub(crate) fn dump_socket(
         state = sk.state,
         "dumping unix socket"
     );
+    ctx.state::<DumpState>()?.dumped.insert(ino);
     Ok(FileEntry {
         r#type: FdTypes::Unixsk as i32,
         id,
@@ -169,9 +175,15 @@ pub(crate) fn dump_socket(
 
 /// The peer inode to record: the connected socket, or for a connection still in a
 /// listener's accept queue the listener (as CRIU). Peers outside the tree are refused.
-fn resolve_peer(state: &DumpState, fd: &FdDesc, sk: &DiagSocket) -> Result<u32, PluginError> {
-    let outside = |peer: u32| !state.in_tree.contains(&peer);
+fn resolve_peer(state: &mut DumpState, fd: &FdDesc, sk: &DiagSocket) -> Result<u32, PluginError> {
+    let in_tree = &state.in_tree;
+    let outside = |peer: u32| !in_tree.contains(&peer);
     if sk.peer != 0 {
+        if outside(sk.peer) && fd.is_in_flight() {
+            // Its peer may travel in a queue not peeked yet: checked at the end.
+            state.awaited.push((fd.pid, sk.ino, sk.peer));
+            return Ok(sk.peer);
+        }
         if outside(sk.peer) {
             return Err(refuse(
                 fd,
@@ -224,6 +236,24 @@ fn resolve_peer(state: &DumpState, fd: &FdDesc, sk: &DiagSocket) -> Result<u32, 
             format!("socket inode {}", sk.ino),
             "a connected unix socket without a peer",
         )),
+    }
+}
+
+/// Once every image is written: the peer of each socket in flight that no task held was
+/// dumped too (it travelled in flight); otherwise it is outside the tree and the dump fails.
+pub(crate) fn check_awaited_peers(ctx: &mut dyn DumpContext) -> Result<(), PluginError> {
+    let state = ctx.state::<DumpState>()?;
+    match state
+        .awaited
+        .iter()
+        .find(|(_, _, peer)| !state.dumped.contains(peer))
+    {
+        Some(&(pid, ino, peer)) => Err(PluginError::Unsupported {
+            resource: format!("unix socket inode {ino} in flight (in a queue), peer inode {peer}"),
+            pid,
+            hint: EXTERNAL_HINT.into(),
+        }),
+        None => Ok(()),
     }
 }
 
