@@ -151,6 +151,7 @@ pub(crate) fn peek(
     with_addr: bool,
     eof_after: Option<usize>,
 ) -> Result<Vec<Peeked>, QueueError> {
+    raise_nofile().map_err(sys("setrlimit(RLIMIT_NOFILE)"))?;
     let saved_off = sys::get_int(sock, libc::SOL_SOCKET, SO_PEEK_OFF)
         .map_err(sys("getsockopt(SO_PEEK_OFF)"))?;
     // With SO_PASSPIDFD on, every peek would make a pidfd in criu: off while we peek.
@@ -225,25 +226,26 @@ fn peek_all(
             recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut cmsg), flags)
                 .map(|m| (m.bytes, m.flags, Vec::new(), controls(m.cmsgs())))
         };
-        let (len, msg_flags, addr, (rights, creds)) = match got {
-            Ok((len, f, addr, controls)) => (
+        let (len, addr, (rights, creds)) = match got {
+            // The buffer holds any message's fds: criu ran out of fds even at its hard
+            // RLIMIT_NOFILE (raised in `peek`). The fds it could take are not shown (nix
+            // reads no truncated control data): they stay open until criu exits, the dump
+            // failing anyway.
+            Ok((_, f, _, _)) if f.contains(MsgFlags::MSG_CTRUNC) => {
+                return Err(QueueError::Unsupported(format!(
+                    "message {} of the queue carries more fds (SCM_RIGHTS) than criu can \
+                     receive under its RLIMIT_NOFILE: raise its hard limit",
+                    packets.len()
+                )));
+            }
+            Ok((len, _, addr, controls)) => (
                 len,
-                f,
                 addr,
                 controls.map_err(sys("reading control messages"))?,
             ),
             Err(Errno::EAGAIN) => return Ok(packets),
             Err(e) => return Err(sys("recvmsg(MSG_PEEK)")(e)),
         };
-        if msg_flags.contains(MsgFlags::MSG_CTRUNC) {
-            // The buffer holds any message's fds: criu ran out of fds (RLIMIT_NOFILE).
-            return Err(QueueError::Unsupported(format!(
-                "message {} of the queue carries fds (SCM_RIGHTS) that criu could not receive \
-                 ({} received, control data truncated): raise criu's RLIMIT_NOFILE",
-                packets.len(),
-                rights.len()
-            )));
-        }
         if len == 0 && (!datagrams || eof_after.is_some_and(|total| off >= total)) {
             // End of stream (the peer shut down its side): nothing more is queued.
             return Ok(packets);
@@ -278,6 +280,22 @@ fn peek_all(
             fds: rights,
         });
     }
+}
+
+/// Raises criu's soft `RLIMIT_NOFILE` to its hard limit (as CRIU does): a peek installs
+/// the fds in flight in criu, and a message whose fds do not fit comes truncated.
+fn raise_nofile() -> Result<(), Errno> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+        tracing::debug!(
+            from = soft,
+            to = hard,
+            "raised RLIMIT_NOFILE for fds in flight"
+        );
+    }
+    Ok(())
 }
 
 fn set_peek_off(sock: BorrowedFd<'_>, off: usize) -> Result<(), QueueError> {

@@ -399,6 +399,65 @@ fn peek_takes_fds_in_flight_and_refill_sends_them() {
     }
 }
 
+/// A peek raises criu's soft `RLIMIT_NOFILE` to the hard one, so that a message's fds fit
+/// where the soft limit would truncate them (`MSG_CTRUNC`); with no room left it fails
+/// naming the limit. Runs itself again under `prlimit` (the limit is per process).
+#[test]
+fn peek_raises_the_fd_limit_for_fds_in_flight() {
+    use std::os::fd::AsRawFd;
+    const ENV: &str = "CRIU_RS_UNIX_LOW_NOFILE";
+    let Ok(mode) = std::env::var(ENV) else {
+        let me = std::env::current_exe().expect("test binary");
+        for (mode, limits) in [("raise", "--nofile=64:1024"), ("stuck", "--nofile=64:64")] {
+            let out = match std::process::Command::new("prlimit")
+                .arg(limits)
+                .arg(&me)
+                .args([
+                    "--exact",
+                    "tests::peek_raises_the_fd_limit_for_fds_in_flight",
+                ])
+                .args(["--test-threads", "1", "--nocapture"])
+                .env(ENV, mode)
+                .output()
+            {
+                Ok(o) => o,
+                Err(e) => {
+                    eprintln!("skipping: no prlimit ({e})");
+                    return;
+                }
+            };
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success() && text.contains("1 passed"),
+                "{mode}: {text} {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        return;
+    };
+    let (a, b) = pair(SockType::Datagram);
+    let files: Vec<std::os::fd::OwnedFd> = (0..8)
+        .map(|_| std::fs::File::open("/dev/null").expect("/dev/null").into())
+        .collect();
+    let raws: Vec<i32> = files.iter().map(|f| f.as_raw_fd()).collect();
+    queue::send(a.as_fd(), None, b"many", None, &raws).unwrap();
+    drop(files);
+    // Fill the table up to the soft limit: the peek cannot install 8 more.
+    let mut hold = Vec::new();
+    while let Ok(f) = std::fs::File::open("/dev/null") {
+        hold.push(f);
+    }
+    hold.truncate(hold.len().saturating_sub(2));
+    let got = queue::peek(b.as_fd(), true, false, None);
+    if mode == "raise" {
+        let got = got.expect("peek after raising the limit");
+        assert_eq!(got[0].fds.len(), 8);
+    } else {
+        let e = got.expect_err("no room for the fds").to_string();
+        assert!(e.contains("RLIMIT_NOFILE"), "{e}");
+    }
+}
+
 #[test]
 fn names_and_addresses_convert() {
     for name in [&b"/tmp/x.sock"[..], b"\0abstract\0with nul"] {
