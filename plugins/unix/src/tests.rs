@@ -243,30 +243,39 @@ fn bad_queue_entries_name_the_image_and_entry() {
 }
 
 proptest! {
-    /// Queues written as the dump frames them read back the same, per socket and in order.
+    /// Queues written as the dump frames them, fds in flight included, read back the same,
+    /// per socket and in order.
     #[test]
     fn queue_image_round_trips(
         packets in proptest::collection::vec(
             (1u32..4, proptest::collection::vec(any::<u8>(), 0..300),
-             proptest::option::of(proptest::collection::vec(any::<u8>(), 1..20))),
+             proptest::option::of(proptest::collection::vec(any::<u8>(), 1..20)),
+             proptest::collection::vec(1u32..10, 0..5)),
             0..20,
         )
     ) {
         let entries: Vec<_> = packets
             .iter()
-            .map(|(id, data, addr)| packet(*id, data, addr.as_deref()))
+            .map(|(id, data, addr, rights)| {
+                let mut p = packet(*id, data, addr.as_deref());
+                if !rights.is_empty() {
+                    p.0.scm.push(ScmEntry { r#type: libc::SCM_RIGHTS as u32, rights: rights.clone() });
+                }
+                p
+            })
             .collect();
         let ids: HashSet<u32> = [1, 2, 3].into();
-        let back = read_queues(Some(&queue_image(&entries)), &ids, &ids).unwrap();
+        let files: HashSet<u32> = (1..10).collect();
+        let back = read_queues(Some(&queue_image(&entries)), &ids, &files).unwrap();
         for id in 1..4 {
             let want: Vec<Packet> = packets
                 .iter()
-                .filter(|(i, _, _)| *i == id)
-                .map(|(_, data, addr)| Packet {
+                .filter(|(i, _, _, _)| *i == id)
+                .map(|(_, data, addr, rights)| Packet {
                     data: data.clone(),
                     addr: addr.clone().unwrap_or_default(),
                     creds: None,
-                    rights: Vec::new(),
+                    rights: rights.clone(),
                 })
                 .collect();
             prop_assert_eq!(back.get(&id).cloned().unwrap_or_default(), want);
