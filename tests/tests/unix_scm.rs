@@ -3,7 +3,8 @@
 //! file at an offset, a socket with its own queue, a socketpair travelling whole, the
 //! receiving socket itself, a listening socket with a connection waiting in its accept
 //! queue, a socketpair whose ends travel in two different queues and a seqpacket socket
-//! whose peer is gone, none of them held by
+//! whose peer is gone; a file queued on an unbound datagram socket whose sender closed
+//! (CRIU's zdtm scm09), none of them held by
 //! any fd; the receiver then refuses fds (`SO_PASSRIGHTS` 0). It is dumped and killed; an
 //! image whose queue names a file id that does not exist is refused naming the image and
 //! the entry; the images as dumped restore and the workload receives every message and
@@ -59,12 +60,12 @@ fn unix_fds_in_flight_round_trip() {
     dump_and_kill(pid, &images);
     drop(guard);
 
-    // Nine messages carry fds (CRIU's scm_entry: type SCM_RIGHTS, file ids), ten fds.
+    // Ten messages carry fds (CRIU's scm_entry: type SCM_RIGHTS, file ids), eleven fds.
     let queued = queue_entries(&images);
     let scm: Vec<_> = queued.iter().flat_map(|e| &e.scm).collect();
-    assert_eq!(scm.len(), 9, "messages with fds: {queued:?}");
+    assert_eq!(scm.len(), 10, "messages with fds: {queued:?}");
     assert!(scm.iter().all(|s| s.r#type == libc::SCM_RIGHTS as u32));
-    assert_eq!(scm.iter().map(|s| s.rights.len()).sum::<usize>(), 10);
+    assert_eq!(scm.iter().map(|s| s.rights.len()).sum::<usize>(), 11);
     if let Some(text) = crit_decodes(&images.join("sk-queues.img")) {
         assert!(
             text.contains("scm") && text.contains("rights"),

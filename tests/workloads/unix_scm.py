@@ -6,7 +6,8 @@ a stream socket whose peer (held here) queued two messages on it, a socketpair t
 whole (one end with data queued from the other), b itself, a listening socket with a
 connection not accepted yet (its client held here) and one end x of a socketpair; on a
 stream socketpair (s -> t) a message carrying a seqpacket socket whose peer was closed
-after queueing a record, and x's peer y (the pair travels in two queues). Then b refuses
+after queueing a record, and x's peer y (the pair travels in two queues); a file queued
+on an unbound datagram socket whose sender closed. Then b refuses
 fds (SO_PASSRIGHTS 0, where the kernel has it). Writes "ready" to
 REPORT, waits for the file GO (the test dumps, kills and restores meanwhile), then
 receives every message and checks each fd, and writes "ok" (or "FAIL ...").
@@ -102,6 +103,13 @@ lone.close()
 send_fds(s, b"y", [y.fileno()])
 y.close()
 
+# An unbound datagram socket whose only sender closed, a message with an fd queued.
+orphan, sender = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+fd = os.open(path, os.O_RDONLY)
+send_fds(sender, b"orphan", [fd])
+os.close(fd)
+sender.close()
+
 try:
     b.setsockopt(socket.SOL_SOCKET, SO_PASSRIGHTS, 0)
     refuses = True
@@ -173,6 +181,11 @@ try:
     expect("split pair queue", x.recv(100), b"split-pair")
     y.send(b"reply")
     expect("split pair connected", x.recv(100), b"reply")
+
+    orphan.setblocking(False)
+    msg, fds = recv_fds(orphan)
+    expect("orphan message", (msg, len(fds)), (b"orphan", 1))
+    expect("orphan's file", os.read(fds[0], 4), b"0123")
 
     try:
         extra = b.recv(100)

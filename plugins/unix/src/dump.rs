@@ -124,7 +124,7 @@ pub(crate) fn dump_socket(
     }
     let bound = bound_file(fd, &sk)?;
     if sk.rqueue != 0 && sk.state != STATE_LISTEN {
-        dump_queue(ctx, fd, &sk, id, peer)?;
+        dump_queue(ctx, fd, &sk, id)?;
     }
     let opts = opts::dump(fd.file.as_fd()).map_err(|e| PluginError::Fd {
         pid: fd.pid,
@@ -325,7 +325,6 @@ fn dump_queue(
     fd: &FdDesc,
     sk: &DiagSocket,
     id: u32,
-    peer: u32,
 ) -> Result<(), PluginError> {
     let datagrams = sk.sock_type as i32 != libc::SOCK_STREAM;
     let packets = queue::peek(
@@ -346,21 +345,6 @@ fn dump_queue(
             source: source.into(),
         },
     })?;
-    if sk.sock_type as i32 == libc::SOCK_DGRAM
-        && sk.name.is_empty()
-        && peer == 0
-        && !packets.is_empty()
-    {
-        return Err(refuse(
-            fd,
-            format!(
-                "socket inode {}, {} queued datagrams",
-                sk.ino,
-                packets.len()
-            ),
-            "datagrams queued on an unbound, unconnected socket cannot be queued again (no one can send to it)",
-        ));
-    }
     // Sockets in flight count as the tree's: one whose peer travels with it is no external
     // peer (both are dumped as files in flight once this call returns).
     let in_flight_socks: Vec<u32> = packets

@@ -80,7 +80,8 @@ fn opt_fail(u: &UnixSkEntry, e: opts::OptError) -> PluginError {
 }
 
 /// Queues `packets` on `u` again, each sent from the socket it can come from: a stream's
-/// peer; for datagrams the connected peer, else the restored socket owning the sender's
+/// peer (or the partner made for it); for datagrams the partner made for an unbound socket
+/// whose sender is gone, the connected peer, else the restored socket owning the sender's
 /// name, else a temporary socket bound to that name (or an unbound one).
 fn refill(
     plan: &Plan<'_>,
@@ -118,7 +119,10 @@ fn refill(
     let connected_to_us = plan.socks.iter().find(|s| s.peer == u.ino).map(|s| s.ino);
     let mut temps: HashMap<Vec<u8>, OwnedFd> = HashMap::new();
     for p in packets {
-        let from: BorrowedFd<'_> = if u.peer != 0 {
+        let from: BorrowedFd<'_> = if let Some(p) = partner {
+            // An unbound socket whose sender is gone: made as a pair for its queue.
+            p.as_fd()
+        } else if u.peer != 0 {
             fds[&u.peer].as_fd()
         } else if target.is_none() {
             fds.get(&connected_to_us.ok_or_else(no_sender)?)
