@@ -3,37 +3,20 @@
 //! socket that does not exist, a socket inode referenced twice, a peer that does not exist.
 //! The undamaged images then restore and the workload finds its queue whole.
 
-use std::path::Path;
 use std::time::Duration;
 
-use criu_core::restore::{RestoreOptions, restore};
-use criu_proto::framing::{RawImage, parse};
+use criu_proto::framing::RawImage;
 use criu_proto::images::{FileEntry, SkPacketEntry};
-use criu_tests::{PidGuard, ScratchDir, pid_exists, skip_unless_root};
+use criu_tests::{PidGuard, ScratchDir, skip_unless_root};
 use prost::Message;
 use restore_common::{dump_and_kill, restore_detached, spawn_bg, wait_lines};
+use unix_common::{copy_images, edit_image, restore_refused};
 
 mod restore_common;
 mod unix_common;
 use criu_plugin_files as _;
 use criu_plugin_pipes as _;
 use criu_plugin_unix as _;
-
-fn copy_images(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for e in std::fs::read_dir(from).expect("images") {
-        let e = e.expect("entry");
-        std::fs::copy(e.path(), to.join(e.file_name())).expect("copy");
-    }
-}
-
-/// Rewrites `dir/name` with `edit` applied to its parsed entries.
-fn edit_image(dir: &Path, name: &str, edit: impl FnOnce(&mut RawImage)) {
-    let path = dir.join(name);
-    let mut img = parse(&std::fs::read(&path).expect("read image")).expect("parse image");
-    edit(&mut img);
-    std::fs::write(&path, img.encode().expect("encode")).expect("write image");
-}
 
 fn edit_queue(img: &mut RawImage, f: impl FnOnce(&mut SkPacketEntry)) {
     let mut e = SkPacketEntry::decode(img.entries[0].payload.as_slice()).expect("sk_packet_entry");
@@ -50,29 +33,6 @@ fn unix_entries(img: &RawImage) -> Vec<(usize, FileEntry)> {
             f.usk.is_some().then_some((i, f))
         })
         .collect()
-}
-
-/// Restores `images`, which must fail naming every one of `want`, with nothing left.
-fn refused(images: &Path, pid: i32, want: &[&str]) {
-    let opts = RestoreOptions {
-        images_dir: images.to_path_buf(),
-        detach: true,
-        ..RestoreOptions::default()
-    };
-    let result = restore(&opts);
-    let _guard = PidGuard::new(pid);
-    let err = result.expect_err("a damaged image must be refused");
-    let mut msg = err.to_string();
-    let mut src = std::error::Error::source(&err);
-    while let Some(e) = src {
-        msg += &format!(": {e}");
-        src = e.source();
-    }
-    for w in want {
-        assert!(msg.contains(w), "{w:?} missing in: {msg}");
-    }
-    eprintln!("refused as expected: {msg}");
-    assert!(!pid_exists(pid), "pid {pid} exists after a refused restore");
 }
 
 #[test]
@@ -108,13 +68,13 @@ fn damaged_unix_images_are_refused_naming_image_and_entry() {
     edit_image(&d, "sk-queues.img", |img| {
         edit_queue(img, |e| e.length += 100)
     });
-    refused(&d, pid, &["sk-queues.img", "entry 0", "fewer left"]);
+    restore_refused(&d, pid, &["sk-queues.img", "entry 0", "fewer left"]);
 
     let d = case("nowhere");
     edit_image(&d, "sk-queues.img", |img| {
         edit_queue(img, |e| e.id_for = 9999)
     });
-    refused(&d, pid, &["sk-queues.img", "entry 0", "socket id 9999"]);
+    restore_refused(&d, pid, &["sk-queues.img", "entry 0", "socket id 9999"]);
 
     let d = case("twice");
     edit_image(&d, "files.img", |img| {
@@ -125,7 +85,7 @@ fn damaged_unix_images_are_refused_naming_image_and_entry() {
         copy.payload = f.encode_to_vec();
         img.entries.push(copy);
     });
-    refused(&d, pid, &["files.img", "referenced twice", "9998"]);
+    restore_refused(&d, pid, &["files.img", "referenced twice", "9998"]);
 
     let d = case("peer");
     edit_image(&d, "files.img", |img| {
@@ -133,7 +93,7 @@ fn damaged_unix_images_are_refused_naming_image_and_entry() {
         f.usk.as_mut().expect("usk").peer = 424242;
         img.entries[i].payload = f.encode_to_vec();
     });
-    refused(&d, pid, &["files.img", "peer inode 424242", "entry id "]);
+    restore_refused(&d, pid, &["files.img", "peer inode 424242", "entry id "]);
 
     // The images as dumped restore, and the queue is whole.
     let _g = restore_detached(&images, pid, [pid]);

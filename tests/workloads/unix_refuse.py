@@ -2,8 +2,8 @@
 
 Mode "plain": only the socketpair (a dump that succeeds). Mode "pending-data": plus a
 connection with data, not accepted yet by its (in-tree) listener. Mode "external": a socketpair with two queued messages, then a connection to the abstract
-stream listener NAME held by the test (outside the dumped tree). Mode "rights": a
-socketpair whose queue holds a message carrying an fd (SCM_RIGHTS). Writes "ready" to
+stream listener NAME held by the test (outside the dumped tree). Mode "flight-external":
+that connection travels in a queued message (SCM_RIGHTS), held by no fd. Writes "ready" to
 REPORT, waits for the file GO (the test's dump fails meanwhile), then checks that every
 queued message is still there, whole, and writes "ok" (or "FAIL ...").
 Usage: unix_refuse.py MODE REPORT GO [NAME]
@@ -41,11 +41,13 @@ elif mode == "external":
     c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     c.connect("\0" + sys.argv[4])
     held.append(c)
+elif mode == "flight-external":
+    c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    c.connect("\0" + sys.argv[4])
+    a.sendmsg([b"carrier"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [c.fileno()]))])
+    c.close()
 else:
-    r, w = os.pipe()
-    os.write(w, b"through the pipe")
-    a.sendmsg([b"with-fd"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [r]))])
-    os.close(r)
+    raise SystemExit(f"unknown mode {mode}")
 say("ready")
 while not os.path.exists(go):
     time.sleep(0.01)
@@ -54,16 +56,11 @@ try:
     got = [b.recv(100), b.recv(100)]
     if got != [b"first", b"second"]:
         raise RuntimeError(f"queue changed: {got}")
-    if mode == "rights":
+    if mode == "flight-external":
         msg, anc, _, _ = b.recvmsg(100, socket.CMSG_SPACE(4))
-        fds = array.array("i")
-        for level, kind, data in anc:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                fds.frombytes(data)
-        if msg != b"with-fd" or len(fds) != 1:
-            raise RuntimeError(f"fd message changed: {msg} {anc}")
-        if os.read(fds[0], 100) != b"through the pipe":
-            raise RuntimeError("the passed pipe lost its data")
+        if msg != b"carrier" or len(anc) != 1:
+            raise RuntimeError(f"the message carrying a socket changed: {msg} {anc}")
+        socket.socket(fileno=int.from_bytes(anc[0][2], "little")).close()
     if mode == "pending-data":
         conn, _ = held[0].accept()
         if conn.recv(100) != b"early":

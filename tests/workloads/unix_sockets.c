@@ -104,9 +104,10 @@ int main(int argc, char **argv)
 	memset(big, 'z', sizeof(big));
 
 	/* 1. stream socketpair, one end in a child; datagram socketpair likewise. */
-	int sp[2], dpc[2], ready[2], shp[2];
+	int sp[2], dpc[2], ready[2], shp[2], step[2];
 	if (socketpair(AF_UNIX, SOCK_STREAM, 0, sp) || socketpair(AF_UNIX, SOCK_DGRAM, 0, dpc) ||
-	    socketpair(AF_UNIX, SOCK_SEQPACKET, 0, shp) || pipe(ready))
+	    socketpair(AF_UNIX, SOCK_SEQPACKET, 0, shp) || pipe(ready) ||
+	    pipe(step))
 		die("socketpair");
 	/* The child's message to sp[0] carries its credentials (SCM_CREDENTIALS). */
 	int on = 1;
@@ -134,6 +135,8 @@ int main(int argc, char **argv)
 		ssize_t n = recv(sp[1], buf, 10, MSG_WAITALL);
 		CHECK(n == 10 && !memcmp(buf, "p2c:1p2c:2", 10), "child stream data: %zd '%s'", n, buf);
 		expect_msg(dpc[1], "child datagram", "dg-to-child", 11);
+		/* Only once the parent read "c2p": a stream glues writes with the same credentials. */
+		CHECK(read(step[0], buf, 1) == 1, "child waiting for the parent's read");
 		CHECK(send(sp[1], "after", 5, 0) == 5, "child send after restore");
 		/* shp[0] is shared with the parent: the same socket in both tasks. */
 		CHECK(send(shp[0], "shared", 6, 0) == 6, "child send on the shared socket");
@@ -279,6 +282,7 @@ int main(int argc, char **argv)
 		CHECK(uc.pid == child && uc.uid == getuid() && uc.gid == getgid(),
 		      "child's credentials: pid %d (child %d) uid %u gid %u", uc.pid, child, uc.uid, uc.gid);
 	}
+	CHECK(write(step[1], "s", 1) == 1, "letting the child send again");
 	expect_msg(dp[1], "datagram 1", "d1", 2);
 	expect_msg(dp[1], "datagram 2 (empty)", "", 0);
 	expect_msg(dp[1], "datagram 3 (70000 bytes)", big, sizeof(big));

@@ -157,7 +157,14 @@ pub(crate) fn build_all(
         if plan.accepted_from(u).is_some() {
             continue; // made by accept() below
         }
-        if conn_oriented(u) && u.state == STATE_ESTABLISHED && u.peer == 0 {
+        // An unbound datagram socket with a queue and no peer (its sender closed): only a
+        // socketpair's other end can send to it.
+        let lone_dgram = u.r#type == libc::SOCK_DGRAM as u32
+            && u.name.is_empty()
+            && u.peer == 0
+            && queues.contains_key(&u.id)
+            && !socks.iter().any(|s| s.peer == u.ino);
+        if (conn_oriented(u) && u.state == STATE_ESTABLISHED && u.peer == 0) || lone_dgram {
             // Its peer is gone: a socketpair whose other end closes after the queue.
             let (a, b) = socketpair(
                 AddressFamily::Unix,

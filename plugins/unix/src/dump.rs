@@ -7,7 +7,9 @@ use std::os::unix::ffi::OsStrExt;
 use criu_plugin_api::{
     DumpContext, FdDesc, ImageRef, PluginError, PluginImageKind, TaskIds, write_message,
 };
-use criu_proto::images::{FdTypes, FileEntry, FilePermsEntry, SkPacketEntry, UnixSkEntry};
+use criu_proto::images::{
+    FdTypes, FileEntry, FilePermsEntry, ScmEntry, SkPacketEntry, UnixSkEntry,
+};
 
 use crate::diag::{self, DiagSocket, STATE_ESTABLISHED, STATE_LISTEN};
 use crate::opts;
@@ -25,6 +27,11 @@ pub(crate) struct DumpState {
     in_tree: HashSet<u32>,
     /// Client inode -> the listening socket whose accept queue holds its connection.
     listener_of: HashMap<u32, u32>,
+    /// Inodes of the sockets dumped so far.
+    dumped: HashSet<u32>,
+    /// Sockets in flight whose peer no task holds: (pid, inode, peer inode). The peer must
+    /// turn up in flight too by the end of the dump ([`check_awaited_peers`]).
+    awaited: Vec<(i32, u32, u32)>,
 }
 
 impl DumpState {
@@ -117,7 +124,7 @@ pub(crate) fn dump_socket(
     }
     let bound = bound_file(fd, &sk)?;
     if sk.rqueue != 0 && sk.state != STATE_LISTEN {
-        dump_queue(ctx, fd, &sk, id, peer)?;
+        dump_queue(ctx, fd, &sk, id)?;
     }
     let opts = opts::dump(fd.file.as_fd()).map_err(|e| PluginError::Fd {
         pid: fd.pid,
@@ -135,6 +142,7 @@ pub(crate) fn dump_socket(
         state = sk.state,
         "dumping unix socket"
     );
+    ctx.state::<DumpState>()?.dumped.insert(ino);
     Ok(FileEntry {
         r#type: FdTypes::Unixsk as i32,
         id,
@@ -167,9 +175,15 @@ pub(crate) fn dump_socket(
 
 /// The peer inode to record: the connected socket, or for a connection still in a
 /// listener's accept queue the listener (as CRIU). Peers outside the tree are refused.
-fn resolve_peer(state: &DumpState, fd: &FdDesc, sk: &DiagSocket) -> Result<u32, PluginError> {
-    let outside = |peer: u32| !state.in_tree.contains(&peer);
+fn resolve_peer(state: &mut DumpState, fd: &FdDesc, sk: &DiagSocket) -> Result<u32, PluginError> {
+    let in_tree = &state.in_tree;
+    let outside = |peer: u32| !in_tree.contains(&peer);
     if sk.peer != 0 {
+        if outside(sk.peer) && fd.is_in_flight() {
+            // Its peer may travel in a queue not peeked yet: checked at the end.
+            state.awaited.push((fd.pid, sk.ino, sk.peer));
+            return Ok(sk.peer);
+        }
         if outside(sk.peer) {
             return Err(refuse(
                 fd,
@@ -222,6 +236,24 @@ fn resolve_peer(state: &DumpState, fd: &FdDesc, sk: &DiagSocket) -> Result<u32, 
             format!("socket inode {}", sk.ino),
             "a connected unix socket without a peer",
         )),
+    }
+}
+
+/// Once every image is written: the peer of each socket in flight that no task held was
+/// dumped too (it travelled in flight); otherwise it is outside the tree and the dump fails.
+pub(crate) fn check_awaited_peers(ctx: &mut dyn DumpContext) -> Result<(), PluginError> {
+    let state = ctx.state::<DumpState>()?;
+    match state
+        .awaited
+        .iter()
+        .find(|(_, _, peer)| !state.dumped.contains(peer))
+    {
+        Some(&(pid, ino, peer)) => Err(PluginError::Unsupported {
+            resource: format!("unix socket inode {ino} in flight (in a queue), peer inode {peer}"),
+            pid,
+            hint: EXTERNAL_HINT.into(),
+        }),
+        None => Ok(()),
     }
 }
 
@@ -293,7 +325,6 @@ fn dump_queue(
     fd: &FdDesc,
     sk: &DiagSocket,
     id: u32,
-    peer: u32,
 ) -> Result<(), PluginError> {
     let datagrams = sk.sock_type as i32 != libc::SOCK_STREAM;
     let packets = queue::peek(
@@ -314,26 +345,35 @@ fn dump_queue(
             source: source.into(),
         },
     })?;
-    if sk.sock_type as i32 == libc::SOCK_DGRAM
-        && sk.name.is_empty()
-        && peer == 0
-        && !packets.is_empty()
-    {
-        return Err(refuse(
-            fd,
-            format!(
-                "socket inode {}, {} queued datagrams",
-                sk.ino,
-                packets.len()
-            ),
-            "datagrams queued on an unbound, unconnected socket cannot be queued again (no one can send to it)",
-        ));
-    }
-    for p in packets {
+    // Sockets in flight count as the tree's: one whose peer travels with it is no external
+    // peer (both are dumped as files in flight once this call returns).
+    let in_flight_socks: Vec<u32> = packets
+        .iter()
+        .flat_map(|p| &p.fds)
+        .filter_map(|f| nix::sys::stat::fstat(f.as_fd()).ok())
+        .filter(|st| st.st_mode & libc::S_IFMT == libc::S_IFSOCK)
+        .filter_map(|st| u32::try_from(st.st_ino).ok())
+        .collect();
+    ctx.state::<DumpState>()?.in_tree.extend(in_flight_socks);
+    for queue::Peeked { packet: p, fds } in packets {
+        let mut rights = Vec::with_capacity(fds.len());
+        for f in &fds {
+            rights.push(ctx.dump_file_in_flight(fd.pid, f.as_fd())?);
+        }
+        // criu's duplicates are closed here: the queue keeps its own.
+        drop(fds);
         let entry = SkPacketEntry {
             id_for: id,
             length: p.data.len() as u32,
-            scm: Vec::new(),
+            // CRIU's scm_entry: type SCM_RIGHTS, the carried files' ids.
+            scm: if rights.is_empty() {
+                Vec::new()
+            } else {
+                vec![ScmEntry {
+                    r#type: libc::SCM_RIGHTS as u32,
+                    rights,
+                }]
+            },
             criu_rs_addr: (!p.addr.is_empty()).then_some(p.addr),
             criu_rs_ucred_pid: p.creds.map(|c| c.pid as u32),
             criu_rs_ucred_uid: p.creds.map(|c| c.uid),

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
-use criu_plugin_api::PluginError;
+use criu_plugin_api::{PluginError, RestoreContext};
 use criu_proto::images::UnixSkEntry;
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
@@ -17,9 +17,15 @@ use crate::queue::{self, Creds, Packet};
 use crate::{opts, paths};
 
 impl Built {
-    /// Writes the queues (credentials naming the restored senders: `pid_of` maps a dumped
-    /// pid), then sets options, backlog, shutdown and file flags; removes ghost files.
-    pub(crate) fn fill(&mut self, pid_of: &dyn Fn(i32) -> Option<i32>) -> Result<(), PluginError> {
+    /// Writes the queues (credentials naming the restored senders; fds in flight: this
+    /// restore's sockets, `by_id` mapping a file id to its inode, or other plugins' files
+    /// opened through `ctx`), then sets options, backlog, shutdown and file flags; removes
+    /// ghost files.
+    pub(crate) fn fill(
+        &mut self,
+        ctx: &mut dyn RestoreContext,
+        by_id: &HashMap<u32, u32>,
+    ) -> Result<(), PluginError> {
         let mut queues = std::mem::take(&mut self.queues);
         let partners = std::mem::take(&mut self.partners);
         let ghosts = std::mem::take(&mut self.ghosts);
@@ -29,9 +35,10 @@ impl Built {
         for u in socks {
             opts::restore_buffers(fds[&u.ino].as_fd(), &u.opts).map_err(|e| opt_fail(u, e))?;
         }
+        let mut env = Env { ctx, by_id, fds };
         for u in socks {
             if let Some(packets) = queues.remove(&u.id) {
-                refill(&plan, fds, pid_of, partners.get(&u.ino), u, &packets)?;
+                refill(&plan, &mut env, partners.get(&u.ino), u, &packets)?;
             }
         }
         drop(partners);
@@ -73,16 +80,17 @@ fn opt_fail(u: &UnixSkEntry, e: opts::OptError) -> PluginError {
 }
 
 /// Queues `packets` on `u` again, each sent from the socket it can come from: a stream's
-/// peer; for datagrams the connected peer, else the restored socket owning the sender's
+/// peer (or the partner made for it); for datagrams the partner made for an unbound socket
+/// whose sender is gone, the connected peer, else the restored socket owning the sender's
 /// name, else a temporary socket bound to that name (or an unbound one).
 fn refill(
     plan: &Plan<'_>,
-    fds: &HashMap<u32, OwnedFd>,
-    pid_of: &dyn Fn(i32) -> Option<i32>,
+    env: &mut Env<'_>,
     partner: Option<&OwnedFd>,
     u: &UnixSkEntry,
     packets: &[Packet],
 ) -> Result<(), PluginError> {
+    let fds = env.fds;
     let no_sender = || {
         PluginError::bad_image(
             "sk-queues.img",
@@ -98,7 +106,7 @@ fn refill(
             None => fds.get(&u.peer).ok_or_else(no_sender)?.as_fd(),
         };
         for p in packets {
-            send_packet(from, None, p, pid_of, u)?;
+            send_packet(env, from, None, p, u)?;
         }
         return Ok(());
     }
@@ -111,7 +119,10 @@ fn refill(
     let connected_to_us = plan.socks.iter().find(|s| s.peer == u.ino).map(|s| s.ino);
     let mut temps: HashMap<Vec<u8>, OwnedFd> = HashMap::new();
     for p in packets {
-        let from: BorrowedFd<'_> = if u.peer != 0 {
+        let from: BorrowedFd<'_> = if let Some(p) = partner {
+            // An unbound socket whose sender is gone: made as a pair for its queue.
+            p.as_fd()
+        } else if u.peer != 0 {
             fds[&u.peer].as_fd()
         } else if target.is_none() {
             fds.get(&connected_to_us.ok_or_else(no_sender)?)
@@ -142,33 +153,76 @@ fn refill(
         } else {
             target.as_ref()
         };
-        send_packet(from, to, p, pid_of, u)?;
+        send_packet(env, from, to, p, u)?;
     }
     Ok(())
 }
 
+/// What sending queued messages again needs besides the sockets themselves.
+struct Env<'a> {
+    ctx: &'a mut dyn RestoreContext,
+    /// File id -> inode of this restore's unix sockets.
+    by_id: &'a HashMap<u32, u32>,
+    /// This restore's sockets by inode.
+    fds: &'a HashMap<u32, OwnedFd>,
+}
+
+impl Env<'_> {
+    /// The fds a message carries, in order: this restore's sockets as they are (`raw`), other
+    /// plugins' files opened once through the core (kept open in `held` until sent).
+    fn rights(
+        &mut self,
+        u: &UnixSkEntry,
+        ids: &[u32],
+        held: &mut Vec<OwnedFd>,
+    ) -> Result<Vec<std::os::fd::RawFd>, PluginError> {
+        let mut raw = Vec::with_capacity(ids.len());
+        for &id in ids {
+            if let Some(ino) = self.by_id.get(&id) {
+                let sock = self.fds.get(ino).ok_or_else(|| {
+                    PluginError::bad_image(
+                        "sk-queues.img",
+                        format!(
+                            "socket id {}: carries unix socket id {id}, which was not made",
+                            u.id
+                        ),
+                    )
+                })?;
+                raw.push(sock.as_raw_fd());
+            } else {
+                let f = self.ctx.open_file_by_id(id)?;
+                raw.push(f.as_raw_fd());
+                held.push(f);
+            }
+        }
+        Ok(raw)
+    }
+}
+
 /// Sends one queued message with its credentials, the sender's pid mapped to its restored
-/// one. A sender that no longer exists cannot be named (`ESRCH`): its message is queued
-/// without credentials, with a warning.
+/// one, and its fds in flight. A sender that no longer exists cannot be named (`ESRCH`):
+/// its message is queued without credentials, with a warning.
 fn send_packet(
+    env: &mut Env<'_>,
     from: BorrowedFd<'_>,
     to: Option<&nix::sys::socket::UnixAddr>,
     p: &Packet,
-    pid_of: &dyn Fn(i32) -> Option<i32>,
     u: &UnixSkEntry,
 ) -> Result<(), PluginError> {
     let creds = p.creds.map(|c| Creds {
-        pid: pid_of(c.pid).unwrap_or(c.pid),
+        pid: env.ctx.restored_pid(c.pid).unwrap_or(c.pid),
         ..c
     });
-    match queue::send(from, to, &p.data, creds) {
+    let mut held = Vec::new();
+    let fds = env.rights(u, &p.rights, &mut held)?;
+    match queue::send(from, to, &p.data, creds, &fds) {
         Err(Errno::ESRCH) if creds.is_some() => {
             tracing::warn!(
                 socket = u.id,
                 pid = p.creds.map(|c| c.pid),
                 "the sender of a queued message is gone: queued without its credentials"
             );
-            queue::send(from, to, &p.data, None)
+            queue::send(from, to, &p.data, None, &fds)
         }
         r => r,
     }

@@ -12,8 +12,11 @@
 //! its peer; a path socket whose file was unlinked or
 //! replaced is marked `deleted` (a ghost, as CRIU); a relative name gets the directory
 //! it was bound in (`name_dir`, found with `SIOCUNIXFILE`). Refused, naming fd, pid and inodes:
-//! peers and pending connections outside the tree, fds in flight (`SCM_RIGHTS`) in a
-//! queue, data sent on a connection not accepted yet.
+//! peers and pending connections outside the tree, data sent on a connection not accepted
+//! yet. Fds in flight (`SCM_RIGHTS`) in a queue get their file ids from
+//! [`criu_plugin_api::DumpContext::dump_file_in_flight`], kept in CRIU's `scm` entry; a
+//! socket in flight whose peer no task holds waits for that peer to turn up in flight too
+//! (checked after the dump, `DumpStage::AfterDump`).
 //!
 //! Restore: every socket is made in criu's process when the restore starts, before any
 //! task exists (`build`): socketpairs, bind (path sockets with their mode and owner),
@@ -21,7 +24,8 @@
 //! connect for pending connections. Once every task exists (`fill`, from
 //! `FileRestorer::finish`): buffer sizes, queued data (sent from the peer, or for
 //! datagrams from a socket with the sender's name; credentials naming the restored
-//! sender), the other options, shutdown and file flags. A ghost is bound at its path
+//! sender; fds in flight: this restore's sockets, other files through
+//! [`criu_plugin_api::RestoreContext::open_file_by_id`]), the other options, shutdown and file flags. A ghost is bound at its path
 //! (whatever is there now moved aside) until its connections and queues are made, then its
 //! file is removed and the path put back. Each `open_file` hands out its socket.
 
@@ -39,8 +43,8 @@ mod restore;
 mod sys;
 
 use criu_plugin_api::{
-    API_VERSION, DumpContext, FdDesc, FdHandler, FileRestorer, Plugin, PluginError, PluginInfo,
-    PluginRegistration, PluginState, RestoreContext, RunKind,
+    API_VERSION, DumpContext, DumpStage, FdDesc, FdHandler, FileRestorer, Plugin, PluginError,
+    PluginInfo, PluginRegistration, PluginState, RestoreContext, RunKind, StageHooks,
 };
 use criu_proto::images::{FdTypes, FileEntry};
 
@@ -67,6 +71,10 @@ impl Plugin for UnixPlugin {
     }
 
     fn fd_handler(&self) -> Option<&dyn FdHandler> {
+        Some(self)
+    }
+
+    fn stage_hooks(&self) -> Option<&dyn StageHooks> {
         Some(self)
     }
 
@@ -107,6 +115,19 @@ impl FdHandler for UnixPlugin {
         entries: &[FileEntry],
     ) -> Result<Box<dyn FileRestorer>, PluginError> {
         Ok(Box::new(restore::UnixRestorer::start(ctx, entries)?))
+    }
+}
+
+impl StageHooks for UnixPlugin {
+    fn dump_stages(&self) -> &[DumpStage] {
+        &[DumpStage::AfterDump]
+    }
+
+    fn dump_stage(&self, stage: DumpStage, ctx: &mut dyn DumpContext) -> Result<(), PluginError> {
+        match stage {
+            DumpStage::AfterDump => dump::check_awaited_peers(ctx),
+            _ => Ok(()),
+        }
     }
 }
 

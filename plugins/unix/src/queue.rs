@@ -2,10 +2,12 @@
 //! `SO_PEEK_OFF` 0, the option put back afterwards) and queued again at restore, one
 //! `sendmsg` per message so that datagram and seqpacket boundaries stay.
 //!
-//! Control messages found in a queue are sorted in [`control_of`], the one place a new kind
-//! (`SCM_RIGHTS` once the core can dump an fd found in flight) gets added.
+//! Control messages found in a queue are sorted in [`control_of`]. Fds in flight
+//! (`SCM_RIGHTS`): a peek installs duplicates of them in criu; [`peek`] hands them out with
+//! their message ([`Peeked`]) so that the dump can give each its file id, and closes them
+//! when dropped. At restore each message goes out again with its fds ([`send`]).
 
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 
 use nix::errno::Errno;
 use nix::sys::socket::{ControlMessageOwned, MsgFlags, UnixAddr, recvmsg, sendmsg};
@@ -21,6 +23,17 @@ pub(crate) struct Packet {
     pub addr: Vec<u8>,
     /// The sender's credentials the message carries (`SCM_CREDENTIALS`), when it has some.
     pub creds: Option<Creds>,
+    /// The file ids of the fds it carries (`SCM_RIGHTS`), in order (restore side).
+    pub rights: Vec<u32>,
+}
+
+/// One message peeked at dump, with criu's duplicates of the fds it carries.
+#[derive(Debug)]
+pub(crate) struct Peeked {
+    /// The message (its `rights` still empty: the dump gives the fds their ids).
+    pub packet: Packet,
+    /// The fds in flight, in the order the message carries them.
+    pub fds: Vec<OwnedFd>,
 }
 
 /// Credentials attached to a queued message: the sender's pid, uid and gid.
@@ -61,18 +74,14 @@ enum Control {
     Creds(Creds),
     /// Nothing to keep (`SCM_SECURITY`, credentials of a message that carries none).
     Ignored,
-    /// File descriptors in flight (`SCM_RIGHTS`): refused until the core dumps them.
-    Rights(usize),
+    /// Fds in flight (`SCM_RIGHTS`): criu's duplicates, installed by the peek.
+    Rights(Vec<OwnedFd>),
 }
 
 fn control_of(c: &ControlMessageOwned) -> Control {
     match c {
         ControlMessageOwned::ScmRights(fds) => {
-            // The peek installed them in criu: close ours (the queue keeps its own).
-            for &fd in fds {
-                let _ = nix::unistd::close(fd);
-            }
-            Control::Rights(fds.len())
+            Control::Rights(fds.iter().map(|&fd| sys::own_received(fd)).collect())
         }
         // pid 0: the message carries no credentials (only shown because we asked).
         ControlMessageOwned::ScmCredentials(c) if c.pid() != 0 => Control::Creds(Creds {
@@ -84,15 +93,15 @@ fn control_of(c: &ControlMessageOwned) -> Control {
     }
 }
 
-/// The fds in flight among `cmsgs` (closed in criu) and the sender's credentials.
+/// The fds in flight among `cmsgs` (criu's duplicates) and the sender's credentials.
 fn controls<'a>(
     cmsgs: nix::Result<impl Iterator<Item = ControlMessageOwned> + 'a>,
-) -> Result<(usize, Option<Creds>), Errno> {
-    let mut rights = 0;
+) -> Result<(Vec<OwnedFd>, Option<Creds>), Errno> {
+    let mut rights = Vec::new();
     let mut creds = None;
     for c in cmsgs? {
         match control_of(&c) {
-            Control::Rights(n) => rights += n,
+            Control::Rights(fds) => rights.extend(fds),
             Control::Creds(c) => creds = Some(c),
             Control::Ignored => {}
         }
@@ -141,7 +150,8 @@ pub(crate) fn peek(
     datagrams: bool,
     with_addr: bool,
     eof_after: Option<usize>,
-) -> Result<Vec<Packet>, QueueError> {
+) -> Result<Vec<Peeked>, QueueError> {
+    raise_nofile().map_err(sys("setrlimit(RLIMIT_NOFILE)"))?;
     let saved_off = sys::get_int(sock, libc::SOL_SOCKET, SO_PEEK_OFF)
         .map_err(sys("getsockopt(SO_PEEK_OFF)"))?;
     // With SO_PASSPIDFD on, every peek would make a pidfd in criu: off while we peek.
@@ -189,7 +199,7 @@ fn peek_all(
     datagrams: bool,
     with_addr: bool,
     eof_after: Option<usize>,
-) -> Result<Vec<Packet>, QueueError> {
+) -> Result<Vec<Peeked>, QueueError> {
     let mut packets = Vec::new();
     let mut off: usize = 0;
     let mut buf = vec![0u8; 64 << 10];
@@ -199,6 +209,7 @@ fn peek_all(
         flags |= MsgFlags::MSG_TRUNC;
     }
     loop {
+        // Room for SCM_MAX_FD (253) fds and the credentials: more than a message can carry.
         let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 253], libc::ucred);
         let mut iov = [std::io::IoSliceMut::new(&mut buf)];
         // Stream and seqpacket messages have no address (nix's UnixAddr asserts one).
@@ -215,27 +226,26 @@ fn peek_all(
             recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut cmsg), flags)
                 .map(|m| (m.bytes, m.flags, Vec::new(), controls(m.cmsgs())))
         };
-        let (len, msg_flags, addr, (rights, creds)) = match got {
-            Ok((len, f, addr, controls)) => (
+        let (len, addr, (rights, creds)) = match got {
+            // The buffer holds any message's fds: criu ran out of fds even at its hard
+            // RLIMIT_NOFILE (raised in `peek`). The fds it could take are not shown (nix
+            // reads no truncated control data): they stay open until criu exits, the dump
+            // failing anyway.
+            Ok((_, f, _, _)) if f.contains(MsgFlags::MSG_CTRUNC) => {
+                return Err(QueueError::Unsupported(format!(
+                    "message {} of the queue carries more fds (SCM_RIGHTS) than criu can \
+                     receive under its RLIMIT_NOFILE: raise its hard limit",
+                    packets.len()
+                )));
+            }
+            Ok((len, _, addr, controls)) => (
                 len,
-                f,
                 addr,
                 controls.map_err(sys("reading control messages"))?,
             ),
             Err(Errno::EAGAIN) => return Ok(packets),
             Err(e) => return Err(sys("recvmsg(MSG_PEEK)")(e)),
         };
-        if msg_flags.contains(MsgFlags::MSG_CTRUNC) || rights > 0 {
-            return Err(QueueError::Unsupported(format!(
-                "message {} of the queue carries {} fds (SCM_RIGHTS): fds in flight in a unix socket queue",
-                packets.len(),
-                if rights > 0 {
-                    rights.to_string()
-                } else {
-                    "too many".into()
-                }
-            )));
-        }
         if len == 0 && (!datagrams || eof_after.is_some_and(|total| off >= total)) {
             // End of stream (the peer shut down its side): nothing more is queued.
             return Ok(packets);
@@ -245,32 +255,65 @@ fn peek_all(
                 "the queue does not end after {MAX_PACKETS} messages"
             )));
         }
-        if datagrams && len > buf.len() {
-            // Too long for the buffer: peek it again, whole, from where it starts.
-            buf.resize(len, 0);
-            let at = i32::try_from(off)
-                .map_err(|_| QueueError::Unsupported("a queue over 2 GiB".into()))?;
-            sys::set_int(sock, libc::SOL_SOCKET, SO_PEEK_OFF, at)
-                .map_err(sys("setsockopt(SO_PEEK_OFF)"))?;
+        // Too long for the buffer: peek it again, whole, from where it starts. A stream
+        // write carrying fds that fills the buffer may go on: a second peek into the
+        // same write would show its fds again.
+        if (datagrams && len > buf.len()) || (!datagrams && !rights.is_empty() && len == buf.len())
+        {
+            let want = if datagrams { len } else { 2 * buf.len() };
+            buf.resize(want, 0);
+            set_peek_off(sock, off)?;
             continue;
         }
+        // A stream peek glues the writes before the one carrying fds to it, and shows no
+        // boundary between them (a peek of their first byte already shows the fds): they
+        // are queued again as one write, which a reader taking all that is queued (as
+        // recvmsg does) sees the same, as with CRIU.
         off += len;
-        packets.push(Packet {
-            data: buf[..len].to_vec(),
-            addr,
-            creds,
+        packets.push(Peeked {
+            packet: Packet {
+                data: buf[..len].to_vec(),
+                addr,
+                creds,
+                rights: Vec::new(),
+            },
+            fds: rights,
         });
     }
 }
 
+/// Raises criu's soft `RLIMIT_NOFILE` to its hard limit (as CRIU does): a peek installs
+/// the fds in flight in criu, and a message whose fds do not fit comes truncated.
+fn raise_nofile() -> Result<(), Errno> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+        tracing::debug!(
+            from = soft,
+            to = hard,
+            "raised RLIMIT_NOFILE for fds in flight"
+        );
+    }
+    Ok(())
+}
+
+fn set_peek_off(sock: BorrowedFd<'_>, off: usize) -> Result<(), QueueError> {
+    let at =
+        i32::try_from(off).map_err(|_| QueueError::Unsupported("a queue over 2 GiB".into()))?;
+    sys::set_int(sock, libc::SOL_SOCKET, SO_PEEK_OFF, at).map_err(sys("setsockopt(SO_PEEK_OFF)"))
+}
+
 /// Sends `data` from `from` as one message: to `to` (an unconnected datagram target) or to
 /// `from`'s peer, with `creds` as its `SCM_CREDENTIALS` when given (root may name any
-/// existing pid). Never blocks: a queue that does not fit is an error.
+/// existing pid) and `fds` as its `SCM_RIGHTS` when not empty. Never blocks: a queue that
+/// does not fit is an error.
 pub(crate) fn send(
     from: BorrowedFd<'_>,
     to: Option<&UnixAddr>,
     data: &[u8],
     creds: Option<Creds>,
+    fds: &[std::os::fd::RawFd],
 ) -> Result<(), Errno> {
     use nix::sys::socket::{ControlMessage, UnixCredentials};
     let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
@@ -281,7 +324,11 @@ pub(crate) fn send(
             gid: c.gid,
         })
     });
-    let cmsg: Vec<ControlMessage<'_>> = ucred.iter().map(ControlMessage::ScmCredentials).collect();
+    let mut cmsg: Vec<ControlMessage<'_>> =
+        ucred.iter().map(ControlMessage::ScmCredentials).collect();
+    if !fds.is_empty() {
+        cmsg.push(ControlMessage::ScmRights(fds));
+    }
     let iov = [std::io::IoSlice::new(data)];
     let n = sendmsg(from.as_raw_fd(), &iov, &cmsg, flags, to)?;
     if n != data.len() {

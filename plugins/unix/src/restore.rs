@@ -56,10 +56,12 @@ pub(crate) fn collect(entries: &[FileEntry]) -> Result<Vec<UnixSkEntry>, PluginE
 }
 
 /// `sk-queues.img`, by the socket id each message is queued for; every `id_for` must be one
-/// of `ids` and every message as long as its entry says.
+/// of `ids`, every message as long as its entry says, and every fd it carries
+/// (`SCM_RIGHTS`) one of `files`, the ids of `files.img`.
 pub(crate) fn read_queues(
     body: Option<&[u8]>,
     ids: &HashSet<u32>,
+    files: &HashSet<u32>,
 ) -> Result<HashMap<u32, Vec<Packet>>, PluginError> {
     let mut out: HashMap<u32, Vec<Packet>> = HashMap::new();
     let Some(body) = body else {
@@ -93,12 +95,36 @@ pub(crate) fn read_queues(
                 ),
             ));
         }
-        if !entry.scm.is_empty() {
+        let mut rights = Vec::new();
+        for scm in &entry.scm {
+            if scm.r#type != libc::SCM_RIGHTS as u32 {
+                return Err(PluginError::bad_image(
+                    &image,
+                    format!(
+                        "entry {n} (socket id {}): control message type {} (only SCM_RIGHTS)",
+                        entry.id_for, scm.r#type
+                    ),
+                ));
+            }
+            if let Some(bad) = scm.rights.iter().find(|r| !files.contains(r)) {
+                return Err(PluginError::bad_image(
+                    &image,
+                    format!(
+                        "entry {n} (socket id {}): carries file id {bad} (SCM_RIGHTS), which \
+                         files.img does not have",
+                        entry.id_for
+                    ),
+                ));
+            }
+            rights.extend_from_slice(&scm.rights);
+        }
+        if rights.len() > SCM_MAX_FD {
             return Err(PluginError::bad_image(
                 &image,
                 format!(
-                    "entry {n} (socket id {}): control messages (fds in flight) are not supported yet",
-                    entry.id_for
+                    "entry {n} (socket id {}): {} fds in flight, over the kernel's {SCM_MAX_FD}",
+                    entry.id_for,
+                    rights.len()
                 ),
             ));
         }
@@ -127,10 +153,14 @@ pub(crate) fn read_queues(
             data: data.to_vec(),
             addr: entry.criu_rs_addr.unwrap_or_default(),
             creds,
+            rights,
         });
         n += 1;
     }
 }
+
+/// The most fds one message can carry (the kernel's `SCM_MAX_FD`).
+const SCM_MAX_FD: usize = 253;
 
 /// One restore's sockets, made and connected in `start`, filled in `finish`.
 #[derive(Debug)]
@@ -152,7 +182,8 @@ impl UnixRestorer {
         }
         let ids = socks.iter().map(|u| u.id).collect();
         let body = ctx.read_image(SK_QUEUES)?;
-        let queues = read_queues(body.as_deref(), &ids)?;
+        let files = entries.iter().map(|e| e.id).collect();
+        let queues = read_queues(body.as_deref(), &ids, &files)?;
         let built = build::build_all(&socks, queues)?;
         Ok(UnixRestorer {
             by_id,
@@ -191,7 +222,7 @@ impl FileRestorer for UnixRestorer {
         _installed: &[criu_plugin_api::InstalledFd],
     ) -> Result<(), PluginError> {
         match &mut self.built {
-            Some(built) => built.fill(&|pid| ctx.restored_pid(pid)),
+            Some(built) => built.fill(ctx, &self.by_id),
             None => Ok(()),
         }
     }

@@ -74,3 +74,11 @@ pub(crate) fn unix_socket_file(sock: BorrowedFd<'_>) -> Result<std::os::fd::Owne
     // SAFETY: `fd` was just returned by the kernel and is owned by nothing else.
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
 }
+
+/// Takes ownership of an fd a `recvmsg` just installed in criu (`SCM_RIGHTS`), so that it is
+/// closed exactly once.
+pub(crate) fn own_received(fd: std::os::fd::RawFd) -> std::os::fd::OwnedFd {
+    // SAFETY: the kernel installed `fd` in this process for this message only; no other
+    // owner exists, so the OwnedFd is its sole owner.
+    unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) }
+}

@@ -1,17 +1,15 @@
-//! Parsers and codecs of the unix plugin, and its queue code on real sockets of the test
-//! process (no root needed).
+//! Parsers and codecs of the unix plugin; its queue code on real sockets of the test
+//! process (no root needed) in [`sockets`].
 
 use std::collections::{HashMap, HashSet};
-use std::os::fd::AsFd;
 
 use criu_plugin_api::frame_entries;
 use criu_proto::images::{FdTypes, FileEntry, ScmEntry, SkPacketEntry, UnixSkEntry};
-use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, recv, socketpair};
 use proptest::prelude::*;
 use prost::Message;
 
 use crate::diag::{self, DiagSocket};
-use crate::queue::{self, Packet};
+use crate::queue::Packet;
 use crate::restore::{collect, read_queues};
 
 fn attr(kind: u16, value: &[u8]) -> Vec<u8> {
@@ -185,65 +183,97 @@ fn packet(id_for: u32, data: &[u8], addr: Option<&[u8]>) -> (SkPacketEntry, Vec<
 #[test]
 fn bad_queue_entries_name_the_image_and_entry() {
     let ids: HashSet<u32> = [1, 2].into();
+    let files: HashSet<u32> = [1, 2, 5].into();
     // Announces 10 bytes, carries 3.
     let mut short = packet(2, b"abc", None);
     short.0.length = 10;
     let body = queue_image(&[packet(1, b"ok", None), short]);
-    let e = err_text(read_queues(Some(&body), &ids).unwrap_err());
+    let e = err_text(read_queues(Some(&body), &ids, &files).unwrap_err());
     assert!(
         e.contains("sk-queues.img") && e.contains("entry 1") && e.contains("10 bytes"),
         "{e}"
     );
     // Queued for a socket that does not exist.
     let body = queue_image(&[packet(9, b"x", None)]);
-    let e = err_text(read_queues(Some(&body), &ids).unwrap_err());
+    let e = err_text(read_queues(Some(&body), &ids, &files).unwrap_err());
     assert!(e.contains("entry 0") && e.contains("socket id 9"), "{e}");
-    // Fds in flight: not supported yet, said so.
+    // Fds in flight: kept in order; one naming a file id files.img lacks is refused.
     let mut p = packet(1, b"x", None);
     p.0.scm.push(ScmEntry {
         r#type: 1,
-        rights: vec![5],
+        rights: vec![5, 2],
     });
-    let e = err_text(read_queues(Some(&queue_image(&[p])), &ids).unwrap_err());
-    assert!(e.contains("entry 0") && e.contains("fds in flight"), "{e}");
+    let back = read_queues(Some(&queue_image(&[p.clone()])), &ids, &files).unwrap();
+    assert_eq!(back[&1][0].rights, [5, 2]);
+    p.0.scm[0].rights.push(7);
+    let e = err_text(
+        read_queues(
+            Some(&queue_image(&[packet(2, b"y", None), p])),
+            &ids,
+            &files,
+        )
+        .unwrap_err(),
+    );
+    assert!(
+        e.contains("sk-queues.img") && e.contains("entry 1") && e.contains("file id 7"),
+        "{e}"
+    );
+    // A control message of another type.
+    let mut p = packet(1, b"x", None);
+    p.0.scm.push(ScmEntry {
+        r#type: 2,
+        rights: vec![],
+    });
+    let e = err_text(read_queues(Some(&queue_image(&[p])), &ids, &files).unwrap_err());
+    assert!(e.contains("entry 0") && e.contains("type 2"), "{e}");
     // Credentials without their uid and gid.
     let mut p = packet(1, b"x", None);
     p.0.criu_rs_ucred_pid = Some(1);
-    let e = err_text(read_queues(Some(&queue_image(&[p])), &ids).unwrap_err());
+    let e = err_text(read_queues(Some(&queue_image(&[p])), &ids, &files).unwrap_err());
     assert!(
         e.contains("entry 0") && e.contains("incomplete credentials"),
         "{e}"
     );
     // Garbage where an entry should be.
-    let e = err_text(read_queues(Some(&[200, 0, 0, 0, 1]), &ids).unwrap_err());
+    let e = err_text(read_queues(Some(&[200, 0, 0, 0, 1]), &ids, &files).unwrap_err());
     assert!(e.contains("sk-queues.img") && e.contains("entry 0"), "{e}");
-    assert!(read_queues(None, &ids).unwrap().is_empty());
+    assert!(read_queues(None, &ids, &files).unwrap().is_empty());
 }
 
 proptest! {
-    /// Queues written as the dump frames them read back the same, per socket and in order.
+    /// Queues written as the dump frames them, fds in flight included, read back the same,
+    /// per socket and in order.
     #[test]
     fn queue_image_round_trips(
         packets in proptest::collection::vec(
             (1u32..4, proptest::collection::vec(any::<u8>(), 0..300),
-             proptest::option::of(proptest::collection::vec(any::<u8>(), 1..20))),
+             proptest::option::of(proptest::collection::vec(any::<u8>(), 1..20)),
+             proptest::collection::vec(1u32..10, 0..5)),
             0..20,
         )
     ) {
         let entries: Vec<_> = packets
             .iter()
-            .map(|(id, data, addr)| packet(*id, data, addr.as_deref()))
+            .map(|(id, data, addr, rights)| {
+                let mut p = packet(*id, data, addr.as_deref());
+                if !rights.is_empty() {
+                    p.0.scm.push(ScmEntry { r#type: libc::SCM_RIGHTS as u32, rights: rights.clone() });
+                }
+                p
+            })
             .collect();
         let ids: HashSet<u32> = [1, 2, 3].into();
-        let back = read_queues(Some(&queue_image(&entries)), &ids).unwrap();
+        let files: HashSet<u32> = (1..10).collect();
+        let back = read_queues(Some(&queue_image(&entries)), &ids, &files).unwrap();
         for id in 1..4 {
             let want: Vec<Packet> = packets
                 .iter()
-                .filter(|(i, _, _)| *i == id)
-                .map(|(_, data, addr)| Packet {
+                .filter(|(i, _, _, _)| *i == id)
+                .map(|(_, data, addr, rights)| Packet {
                     data: data.clone(),
                     addr: addr.clone().unwrap_or_default(),
                     creds: None,
+                    rights: rights.clone(),
                 })
                 .collect();
             prop_assert_eq!(back.get(&id).cloned().unwrap_or_default(), want);
@@ -251,70 +281,4 @@ proptest! {
     }
 }
 
-fn pair(ty: SockType) -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
-    socketpair(AddressFamily::Unix, ty, None, SockFlag::SOCK_CLOEXEC).unwrap()
-}
-
-/// Peeking reads every message without consuming it and puts SO_PEEK_OFF back; sending
-/// the packets into a fresh pair gives the same messages.
-#[test]
-fn peek_leaves_the_queue_and_refill_keeps_boundaries() {
-    use std::os::fd::AsRawFd;
-    for ty in [SockType::Datagram, SockType::SeqPacket, SockType::Stream] {
-        let (a, b) = pair(ty);
-        let msgs: [&[u8]; 3] = [b"one", &[7u8; 100_000], b"three"];
-        for m in msgs {
-            queue::send(a.as_fd(), None, m, None).unwrap();
-        }
-        let datagrams = ty != SockType::Stream;
-        let got = queue::peek(b.as_fd(), datagrams, ty == SockType::Datagram, None).unwrap();
-        let off = crate::sys::get_int(b.as_fd(), libc::SOL_SOCKET, crate::sys::SO_PEEK_OFF);
-        assert_eq!(off, Ok(-1), "{ty:?}: SO_PEEK_OFF put back");
-        let cred = crate::sys::get_int(b.as_fd(), libc::SOL_SOCKET, libc::SO_PASSCRED);
-        assert_eq!(cred, Ok(0), "{ty:?}: SO_PASSCRED put back");
-        let total: Vec<u8> = got.iter().flat_map(|p| p.data.clone()).collect();
-        assert_eq!(total, msgs.concat(), "{ty:?}");
-        if datagrams {
-            assert_eq!(got.len(), 3, "{ty:?}: one packet per message");
-        }
-        // Still queued, whole.
-        let mut buf = vec![0u8; 200_000];
-        let n = recv(b.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT).unwrap();
-        assert_eq!(&buf[..n], &msgs.concat()[..n], "{ty:?}");
-        // Refilled elsewhere: the same messages.
-        let (c, d) = pair(ty);
-        for p in &got {
-            queue::send(c.as_fd(), None, &p.data, p.creds).unwrap();
-        }
-        if datagrams {
-            for m in msgs {
-                let n = recv(d.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT).unwrap();
-                assert_eq!(&buf[..n], m, "{ty:?}");
-            }
-        }
-    }
-}
-
-/// A seqpacket socket whose peer shut down answers 0 past its last record: the peek ends
-/// there instead of looping, and keeps an empty record that came before.
-#[test]
-fn seqpacket_peek_ends_at_the_peers_shutdown() {
-    use std::os::fd::AsRawFd;
-    let (a, b) = pair(SockType::SeqPacket);
-    queue::send(a.as_fd(), None, b"rec", None).unwrap();
-    queue::send(a.as_fd(), None, b"", None).unwrap();
-    queue::send(a.as_fd(), None, b"last", None).unwrap();
-    nix::sys::socket::shutdown(a.as_raw_fd(), nix::sys::socket::Shutdown::Write).unwrap();
-    let got = queue::peek(b.as_fd(), true, false, Some(7)).unwrap();
-    let data: Vec<&[u8]> = got.iter().map(|p| p.data.as_slice()).collect();
-    assert_eq!(data, [&b"rec"[..], b"", b"last"]);
-}
-
-#[test]
-fn names_and_addresses_convert() {
-    for name in [&b"/tmp/x.sock"[..], b"\0abstract\0with nul"] {
-        let a = queue::addr_of(name).unwrap();
-        assert_eq!(queue::name_of(Some(&a)), name);
-    }
-    assert!(queue::name_of(None).is_empty());
-}
+mod sockets;
