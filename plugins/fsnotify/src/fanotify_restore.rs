@@ -98,7 +98,14 @@ impl FileRestorer for Restorer {
     ) -> Result<(), PluginError> {
         for l in self.later.drain(..) {
             for (_, m) in &l.marks {
-                let ie = m.ie.as_ref().expect("only inode marks are left for later");
+                // Only inode marks are deferred; anything else here is a bug of ours, said
+                // as an error rather than a panic in the middle of a restore.
+                let Some(ie) = m.ie.as_ref() else {
+                    return Err(PluginError::bad_image(
+                        "files.img",
+                        "fanotify: a mark deferred to the end of the restore is not an inode mark",
+                    ));
+                };
                 let file = ie.criu_rs_file_id.unwrap_or_default();
                 let target = restored_file(ctx, file)?;
                 let what = format!(

@@ -204,7 +204,15 @@ pub(crate) fn build_all(
                 ),
             )
         })?;
-        let lsk = plan.get(l).expect("listeners come from the images");
+        let lsk = plan.get(l).ok_or_else(|| {
+            PluginError::bad_image(
+                "files.img",
+                format!(
+                    "unix socket id {}: its listener inode {l} is not in the images",
+                    u.id
+                ),
+            )
+        })?;
         let addr = queue::addr_of(&paths::full_name(lsk)).map_err(fail(u, "socket address"))?;
         connect(fds[&client.ino].as_raw_fd(), &addr).map_err(fail(client, "connect"))?;
         let accepted = accept4(&fds[&l], SockFlag::SOCK_CLOEXEC).map_err(fail(u, "accept"))?;
@@ -215,7 +223,15 @@ pub(crate) fn build_all(
         if u.peer == 0 || plan.mutual(u).is_some() {
             continue; // unconnected, a socketpair (1.) or an accepted connection (3.)
         }
-        let peer = plan.get(u.peer).expect("peers checked at collect");
+        let peer = plan.get(u.peer).ok_or_else(|| {
+            PluginError::bad_image(
+                "files.img",
+                format!(
+                    "unix socket id {}: peer inode {} is not in the images",
+                    u.id, u.peer
+                ),
+            )
+        })?;
         if peer.name.is_empty() {
             return Err(PluginError::bad_image(
                 "files.img",
