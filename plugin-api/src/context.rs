@@ -103,6 +103,26 @@ pub struct DumpOptions {
     /// `--secret-key FILE`: the key file with which plugins encrypt the images that hold
     /// secrets (memfd_secret contents); `None`: they are stored in clear. (API 0.6)
     pub secret_key: Option<std::path::PathBuf>,
+    /// `--tcp-established`: established TCP connections are dumped (in repair mode) instead
+    /// of refused. (API 0.7)
+    pub tcp_established: bool,
+    /// `--skip-in-flight`: connections not yet accepted by a listening socket are left out
+    /// instead of refused. (API 0.7)
+    pub skip_in_flight: bool,
+    /// `--file-locks`: file locks and leases held by the tree are dumped instead of
+    /// refused. (API 0.7)
+    pub file_locks: bool,
+    /// `--ext-unix-sk`: unix sockets connected to peers outside the tree are dumped as
+    /// external instead of refused. (API 0.7)
+    pub ext_unix_sk: bool,
+    /// `-R/--leave-running`: the tree runs on after the dump, so what a plugin changed in
+    /// it (repair mode, a network lock) is undone at [`crate::DumpStage::AfterDump`].
+    /// (API 0.7)
+    pub leave_running: bool,
+    /// `--network-lock`: how connections are kept quiet between dump and restore. (API 0.7)
+    pub network_lock: NetworkLock,
+    /// `--external` values, as given (`unix[INO]`, `mnt[KEY]:VAL`, ...), in order. (API 0.7)
+    pub external: Vec<String>,
 }
 
 impl Default for DumpOptions {
@@ -111,7 +131,61 @@ impl Default for DumpOptions {
             ghost_limit: DEFAULT_GHOST_LIMIT,
             shell_job: false,
             secret_key: None,
+            tcp_established: false,
+            skip_in_flight: false,
+            file_locks: false,
+            ext_unix_sk: false,
+            leave_running: false,
+            network_lock: NetworkLock::default(),
+            external: Vec::new(),
         }
+    }
+}
+
+/// How the network is locked while TCP connections are between dump and restore
+/// (`--network-lock`). (API 0.7)
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum NetworkLock {
+    /// eBPF programs loaded by criu itself (no external tool): the default.
+    #[default]
+    Ebpf,
+    /// CRIU's way: rules loaded with the `iptables-restore` binary.
+    Iptables,
+    /// CRIU's way: a table loaded with the `nft` binary.
+    Nftables,
+    /// No lock: the caller keeps the network quiet itself.
+    Skip,
+}
+
+impl NetworkLock {
+    /// Every method, in CRIU's order of the option's help.
+    pub const ALL: [NetworkLock; 4] = [
+        NetworkLock::Ebpf,
+        NetworkLock::Iptables,
+        NetworkLock::Nftables,
+        NetworkLock::Skip,
+    ];
+
+    /// The option's value naming this method (`"ebpf"`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            NetworkLock::Ebpf => "ebpf",
+            NetworkLock::Iptables => "iptables",
+            NetworkLock::Nftables => "nftables",
+            NetworkLock::Skip => "skip",
+        }
+    }
+
+    /// The method an option's value names.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|m| m.name() == name)
+    }
+}
+
+impl std::fmt::Display for NetworkLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -128,6 +202,19 @@ pub struct RestoreOptions {
     /// `--secret-key FILE`: the key file that decrypts images a dump encrypted with it
     /// (API 0.6).
     pub secret_key: Option<std::path::PathBuf>,
+    /// `--tcp-established`: established TCP connections in the images are restored (CRIU
+    /// asks for the option at restore too). (API 0.7)
+    pub tcp_established: bool,
+    /// `--tcp-close`: established TCP connections are restored closed. (API 0.7)
+    pub tcp_close: bool,
+    /// `--file-locks`: file locks and leases in the images are restored. (API 0.7)
+    pub file_locks: bool,
+    /// `--ext-unix-sk`: unix sockets dumped as external are restored. (API 0.7)
+    pub ext_unix_sk: bool,
+    /// `--network-lock`: the method the dump locked the network with. (API 0.7)
+    pub network_lock: NetworkLock,
+    /// `--external` values, as given, in order. (API 0.7)
+    pub external: Vec<String>,
 }
 
 /// Services of the core during a dump.

@@ -349,8 +349,8 @@ pub use criu_proto as proto;
 pub use tracing;
 
 pub use context::{
-    DEFAULT_GHOST_LIMIT, DumpContext, DumpOptions, ImageRef, MAX_IN_FLIGHT_DEPTH, RestoreContext,
-    RestoreOptions, TaskFd, TaskIds,
+    DEFAULT_GHOST_LIMIT, DumpContext, DumpOptions, ImageRef, MAX_IN_FLIGHT_DEPTH, NetworkLock,
+    RestoreContext, RestoreOptions, TaskFd, TaskIds,
 };
 pub use cursor::{ImageCursor, frame_entries};
 pub use dispatch::{FdHandlerRef, fd_handlers, find_fd_handler, find_restore_handler};

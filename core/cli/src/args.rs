@@ -68,6 +68,17 @@ pub struct Options {
     /// `--exec-cmd`: the words after the command are a program to exec after restore.
     pub exec_cmd: bool,
     pub verbosity: u8,
+    /// `--tcp-established`, `--tcp-close`, `--skip-in-flight`, `--file-locks`,
+    /// `--ext-unix-sk`: handed to the plugins.
+    pub tcp_established: bool,
+    pub tcp_close: bool,
+    pub skip_in_flight: bool,
+    pub file_locks: bool,
+    pub ext_unix_sk: bool,
+    /// `--network-lock`: ebpf (ours, the default), iptables, nftables, skip.
+    pub network_lock: criu_plugin_api::NetworkLock,
+    /// `--external` values, in order.
+    pub external: Vec<String>,
     /// Options of [`Class::Unsupported`] that are on, in order (checked per command).
     pub unsupported: Vec<Given>,
 }
@@ -132,6 +143,13 @@ fn apply(cli: &mut Cli, spec: &'static OptSpec, value: Option<String>, off: bool
         "plugins" => o.plugins = true,
         "verify-pages" => o.verify_pages = true,
         "secret-key" => o.secret_key = path(),
+        "tcp-established" => o.tcp_established = !off,
+        "tcp-close" => o.tcp_close = !off,
+        "skip-in-flight" => o.skip_in_flight = !off,
+        "file-locks" => o.file_locks = !off,
+        "ext-unix-sk" => o.ext_unix_sk = !off,
+        "external" => o.external.push(v()),
+        "network-lock" => o.network_lock = network_lock(&v())?,
         _ => check_value(spec.long, value.as_deref())?,
     }
     if let Class::Unsupported { .. } = spec.class {
@@ -157,7 +175,6 @@ fn check_value(long: &str, value: Option<&str>) -> Result<()> {
     };
     match long {
         "pre-dump-mode" => one_of(&["splice", "read"]),
-        "network-lock" => one_of(&["iptables", "nftables", "skip", "none"]),
         "file-validation" => one_of(&["filesize", "buildid"]),
         "empty-ns" => one_of(&["net"]),
         "manage-cgroups" if value.is_some() => {
@@ -178,6 +195,16 @@ fn check_value(long: &str, value: Option<&str>) -> Result<()> {
             }),
         },
         _ => Ok(()),
+    }
+}
+
+/// `--network-lock`'s value: ours (`ebpf`) or CRIU's (`none` is CRIU's old name of `skip`).
+fn network_lock(v: &str) -> Result<criu_plugin_api::NetworkLock> {
+    match v {
+        "none" => Ok(criu_plugin_api::NetworkLock::Skip),
+        _ => criu_plugin_api::NetworkLock::from_name(v).ok_or_else(|| {
+            anyhow::anyhow!("'{v}': expected one of ebpf, iptables, nftables, skip")
+        }),
     }
 }
 

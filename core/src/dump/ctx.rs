@@ -71,20 +71,14 @@ fn plugin_err(image: impl std::fmt::Display, e: impl std::fmt::Display) -> Plugi
 
 impl<'d> CoreDumpContext<'d> {
     pub fn new(dir: &'d ImageDir, ghost_limit: u64, shell_job: bool) -> Self {
-        Self::with_options(dir, ghost_limit, shell_job, None)
-    }
-
-    /// [`CoreDumpContext::new`] with the key file plugins encrypt secrets with.
-    pub fn with_options(
-        dir: &'d ImageDir,
-        ghost_limit: u64,
-        shell_job: bool,
-        secret_key: Option<std::path::PathBuf>,
-    ) -> Self {
         let mut options = PluginDumpOptions::default();
         options.ghost_limit = ghost_limit;
         options.shell_job = shell_job;
-        options.secret_key = secret_key;
+        Self::with_options(dir, options)
+    }
+
+    /// [`CoreDumpContext::new`] with every option plugins see.
+    pub fn with_options(dir: &'d ImageDir, options: PluginDumpOptions) -> Self {
         CoreDumpContext {
             dir,
             writers: HashMap::new(),

@@ -97,6 +97,14 @@ pub struct DumpOptions {
     pub freeze_timeout: Option<u64>,
     /// `--secret-key FILE`: plugins encrypt the images holding secrets with this key file.
     pub secret_key: Option<PathBuf>,
+    /// `--tcp-established`, `--skip-in-flight`, `--file-locks`, `--ext-unix-sk`,
+    /// `--network-lock` and `--external`: for the plugins ([`DumpOptions::plugin_options`]).
+    pub tcp_established: bool,
+    pub skip_in_flight: bool,
+    pub file_locks: bool,
+    pub ext_unix_sk: bool,
+    pub network_lock: criu_plugin_api::NetworkLock,
+    pub external: Vec<String>,
     /// Test hook: fail right after the named step ("freeze", "threads", "task", "memory",
     /// "files", "ids", "images") to exercise the failure path.
     pub fail_after: Option<&'static str>,
@@ -114,7 +122,29 @@ impl DumpOptions {
             fail_after: None,
             freeze_timeout: None,
             secret_key: None,
+            tcp_established: false,
+            skip_in_flight: false,
+            file_locks: false,
+            ext_unix_sk: false,
+            network_lock: criu_plugin_api::NetworkLock::default(),
+            external: Vec::new(),
         }
+    }
+
+    /// The options plugins see ([`criu_plugin_api::DumpOptions`]).
+    pub fn plugin_options(&self) -> criu_plugin_api::DumpOptions {
+        let mut o = criu_plugin_api::DumpOptions::default();
+        o.ghost_limit = self.ghost_limit;
+        o.shell_job = self.shell_job;
+        o.secret_key = self.secret_key.clone();
+        o.tcp_established = self.tcp_established;
+        o.skip_in_flight = self.skip_in_flight;
+        o.file_locks = self.file_locks;
+        o.ext_unix_sk = self.ext_unix_sk;
+        o.leave_running = self.leave_running;
+        o.network_lock = self.network_lock;
+        o.external = self.external.clone();
+        o
     }
 }
 

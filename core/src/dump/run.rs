@@ -61,12 +61,7 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpReport, DumpError> {
     let plugins = crate::plugins::all();
     let span = tracing::info_span!("dump", pid);
     let _e = span.enter();
-    let mut ctx = CoreDumpContext::with_options(
-        &dir,
-        opts.ghost_limit,
-        opts.shell_job,
-        opts.secret_key.clone(),
-    );
+    let mut ctx = CoreDumpContext::with_options(&dir, opts.plugin_options());
     let t0 = Instant::now();
     // Each plugin's state lives as long as `ctx`: until the dump is over.
     let tree = ctx

@@ -102,6 +102,31 @@ pub struct RestoreOptions {
     pub verify_pages: bool,
     /// `--secret-key FILE`: the key file that decrypts images plugins encrypted at dump.
     pub secret_key: Option<PathBuf>,
+    /// `--tcp-established`, `--tcp-close`, `--file-locks`, `--ext-unix-sk`,
+    /// `--network-lock` and `--external`: for the plugins
+    /// ([`RestoreOptions::plugin_options`]).
+    pub tcp_established: bool,
+    pub tcp_close: bool,
+    pub file_locks: bool,
+    pub ext_unix_sk: bool,
+    pub network_lock: criu_plugin_api::NetworkLock,
+    pub external: Vec<String>,
+}
+
+impl RestoreOptions {
+    /// The options plugins see ([`criu_plugin_api::RestoreOptions`]).
+    pub fn plugin_options(&self) -> criu_plugin_api::RestoreOptions {
+        let mut o = criu_plugin_api::RestoreOptions::default();
+        o.shell_job = self.shell_job;
+        o.secret_key = self.secret_key.clone();
+        o.tcp_established = self.tcp_established;
+        o.tcp_close = self.tcp_close;
+        o.file_locks = self.file_locks;
+        o.ext_unix_sk = self.ext_unix_sk;
+        o.network_lock = self.network_lock;
+        o.external = self.external.clone();
+        o
+    }
 }
 
 /// How a restore ended.
@@ -205,7 +230,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreOutcome> {
         fds,
         &entries,
         vma_claims(&plan),
-        (opts.shell_job, opts.secret_key.clone()),
+        opts.plugin_options(),
     )
     .map_err(|reason| RestoreError::OpenFile {
         pid: plan.tasks[0].pid,

@@ -258,14 +258,10 @@ impl<'p> PluginOpener<'p> {
         fds: BTreeMap<i32, Vec<TaskFd>>,
         entries: &[FileEntry],
         vma_claims_in_mm: Vec<VmaClaim>,
-        opts: (bool, Option<PathBuf>),
+        options: criu_plugin_api::RestoreOptions,
     ) -> Result<Self, String> {
-        let (shell_job, secret_key) = opts;
         let pids: Vec<i32> = tasks.iter().map(|t| t.pid).collect();
         let tasks = tasks.into_iter().filter(|t| !t.tids.is_empty()).collect();
-        let mut options = criu_plugin_api::RestoreOptions::default();
-        options.shell_job = shell_job;
-        options.secret_key = secret_key;
         let mut ctx = Ctx {
             dir,
             pid: pids.first().copied().unwrap_or(0),

@@ -10,6 +10,7 @@ use abi_stable::std_types::{
     RErr, RNone, ROk, ROption, RResult, RSlice, RSliceMut, RStr, RString, RVec,
 };
 
+use super::options_text;
 use super::types::{FfiError, FfiImageRef, FfiInstalledFd, FfiSyscallArgs, FfiTaskFd, FfiTaskIds};
 use super::{DumpCtx, FfiStateBox, RestoreCtx};
 use crate::{
@@ -93,6 +94,12 @@ pub trait FfiDumpContext {
         let _ = (owner_pid, fd);
         RErr(FfiError::from(&older_criu("dump_file_in_flight")))
     }
+    /// A [`DumpOptions`] field added after API 0.6, by name, as text ([`options_text`]).
+    /// An older host has none: the field keeps its default.
+    fn dump_option(&self, name: RStr<'_>) -> ROption<RString> {
+        let _ = name;
+        RNone
+    }
 }
 
 /// [`RestoreContext`] across the boundary (implemented by the host).
@@ -167,6 +174,12 @@ pub trait FfiRestoreContext {
     fn restore_open_file_by_id(&mut self, id: u32) -> RResult<i32, FfiError> {
         let _ = id;
         RErr(FfiError::from(&older_criu("open_file_by_id")))
+    }
+    /// A [`RestoreOptions`] field added after API 0.6, by name, as text
+    /// ([`options_text`]). An older host has none: the field keeps its default.
+    fn restore_option(&self, name: RStr<'_>) -> ROption<RString> {
+        let _ = name;
+        RNone
     }
 }
 
@@ -305,6 +318,11 @@ impl FfiDumpContext for HostDump<'_> {
     fn dump_file_in_flight(&mut self, owner_pid: i32, fd: i32) -> RResult<u32, FfiError> {
         to_ffi(self.0.dump_file_in_flight(owner_pid, borrow_fd(fd)))
     }
+    fn dump_option(&self, name: RStr<'_>) -> ROption<RString> {
+        options_text::dump(self.0.options(), name.as_str())
+            .map(RString::from)
+            .into()
+    }
 }
 
 /// The handle inside a loaded plugin's state as the host keeps it.
@@ -413,6 +431,11 @@ impl FfiRestoreContext for HostRestore<'_> {
     fn restore_secret_key(&self) -> ROption<RString> {
         key_path(self.0.options().secret_key.as_deref())
     }
+    fn restore_option(&self, name: RStr<'_>) -> ROption<RString> {
+        options_text::restore(self.0.options(), name.as_str())
+            .map(RString::from)
+            .into()
+    }
 }
 
 /// A key file's path across the boundary (criu's command line gives UTF-8 paths).
@@ -438,7 +461,14 @@ impl<'a> GuestDump<'a> {
                 .dump_secret_key()
                 .into_option()
                 .map(|p| p.as_str().into()),
+            ..DumpOptions::default()
         };
+        let mut options = options;
+        options_text::fill_dump(&mut options, |name| {
+            ctx.dump_option(RStr::from(name))
+                .into_option()
+                .map(String::from)
+        });
         GuestDump { ctx, options }
     }
 }
@@ -558,7 +588,14 @@ impl<'a> GuestRestore<'a> {
                 .restore_secret_key()
                 .into_option()
                 .map(|p| p.as_str().into()),
+            ..RestoreOptions::default()
         };
+        let mut options = options;
+        options_text::fill_restore(&mut options, |name| {
+            ctx.restore_option(RStr::from(name))
+                .into_option()
+                .map(String::from)
+        });
         GuestRestore { ctx, options }
     }
 }

@@ -26,6 +26,10 @@
 //!   back) and `restore_open_file_by_id` (fd owned by the caller), methods after the others
 //!   in the context vtables whose default bodies answer "unavailable: upgrade criu" when a
 //!   0.6 plugin meets an older criu's context.
+//! - Options added from API 0.7 on (`--tcp-established`, `--network-lock`, `--external`,
+//!   ...): one `dump_option` / `restore_option` method per context answers any of them by
+//!   name, as text, so a later option needs no new method; a name one side does not know
+//!   leaves the field at its default.
 //! - File descriptors as raw numbers: plugins live in criu's own process, so a number is
 //!   valid on both sides. The side that receives one takes ownership or borrows it as the
 //!   method documents.
@@ -43,7 +47,7 @@
 //!    and method the plugin has must match the host's, in order) and then requires the
 //!    plugin to declare an older minor [`crate::API_VERSION`]. The `plugin_abi_older` test
 //!    builds `plugins/examples/eventfd` with its `criu-plugin-api` as they were at API 0.4
-//!    and has this criu (0.6) load it, dump and restore with it. (By hand before: an API 0.2
+//!    and has this criu (0.7) load it, dump and restore with it. (By hand before: an API 0.2
 //!    build with a 0.3 criu, a 0.3 build with a 0.4 criu.) What an older plugin lacks is
 //!    absent, not an error: no state object (its `new_state` entry is missing), no log
 //!    forwarding, the default `finish` of its restorers (a `#[sabi_trait]` method with a
@@ -88,6 +92,7 @@ mod guest;
 mod host;
 mod load;
 mod log;
+mod options_text;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

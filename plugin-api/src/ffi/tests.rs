@@ -64,6 +64,18 @@ impl FdHandler for Probe {
             let key = key.to_string_lossy().into_owned();
             ctx.write_plugin_file("probe-key.txt", key.as_bytes())?;
         }
+        let o = ctx.options();
+        let later = format!(
+            "{} {} {} {} {} {} {:?}",
+            o.tcp_established,
+            o.skip_in_flight,
+            o.file_locks,
+            o.ext_unix_sk,
+            o.leave_running,
+            o.network_lock,
+            o.external
+        );
+        ctx.write_plugin_file("probe-options.txt", later.as_bytes())?;
         let flags = fd.fdinfo.file_flags() | (ctx.options().ghost_limit as u32 & 0xf0_0000);
         Ok(FileEntry {
             r#type: FdTypes::Pipe as i32,
@@ -87,6 +99,17 @@ impl FdHandler for Probe {
                 resource: "probe".into(),
                 pid: 0,
                 hint: format!("key {}", key.display()),
+            });
+        }
+        let o = ctx.options();
+        if o.tcp_close {
+            return Err(PluginError::Unsupported {
+                resource: "probe".into(),
+                pid: 0,
+                hint: format!(
+                    "{} {} {} {} {:?}",
+                    o.tcp_established, o.file_locks, o.ext_unix_sk, o.network_lock, o.external
+                ),
             });
         }
         let data = ctx.read_image(ImageRef::PIPES_DATA)?.unwrap_or_default();
@@ -213,6 +236,44 @@ fn the_secret_key_option_crosses_the_boundary() {
         .err()
         .expect("refused");
     assert!(err.to_string().contains("key /k2"), "{err}");
+}
+
+#[test]
+fn the_api_0_7_options_cross_the_boundary() {
+    let p = from_module(module::<ProbeExport>(), Path::new("libprobe.so")).unwrap();
+    let h = p.fd_handler().expect("fd handler");
+    let (desc, _w) = pipe_desc(5);
+    let mut imgs = MemoryImages::new(3);
+    h.dump_file(&mut imgs, &desc, 9).unwrap();
+    assert_eq!(
+        imgs.plugin_files["probe-options.txt"],
+        b"false false false false false ebpf []"
+    );
+    imgs.dump_options.tcp_established = true;
+    imgs.dump_options.skip_in_flight = true;
+    imgs.dump_options.file_locks = true;
+    imgs.dump_options.ext_unix_sk = true;
+    imgs.dump_options.leave_running = true;
+    imgs.dump_options.network_lock = crate::NetworkLock::Iptables;
+    imgs.dump_options.external = vec!["unix[7]".into(), "mnt[m]:/x".into()];
+    let e = h.dump_file(&mut imgs, &desc, 10).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&imgs.plugin_files["probe-options.txt"]),
+        r#"true true true true true iptables ["unix[7]", "mnt[m]:/x"]"#
+    );
+    imgs.restore_options.tcp_close = true;
+    imgs.restore_options.tcp_established = true;
+    imgs.restore_options.network_lock = crate::NetworkLock::Skip;
+    imgs.restore_options.external = vec!["veth[a]:b".into()];
+    let err = h
+        .start_restore(&mut imgs, std::slice::from_ref(&e))
+        .err()
+        .expect("refused");
+    assert!(
+        err.to_string()
+            .contains(r#"true false false skip ["veth[a]:b"]"#),
+        "{err}"
+    );
 }
 
 #[test]

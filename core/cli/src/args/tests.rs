@@ -78,7 +78,15 @@ fn values_are_checked_as_criu_checks_them() {
     assert!(err("criu dump -t 0").contains("--tree"));
     assert!(err("criu dump -t x").contains("--tree"));
     assert!(err("criu dump --pre-dump-mode copy").contains("--pre-dump-mode"));
-    assert!(err("criu dump --network-lock ebpf").contains("--network-lock"));
+    assert!(err("criu dump --network-lock bpf").contains("--network-lock"));
+    assert_eq!(
+        ok("criu dump --network-lock ebpf").opts.network_lock,
+        criu_plugin_api::NetworkLock::Ebpf
+    );
+    assert_eq!(
+        ok("criu dump --network-lock none").opts.network_lock,
+        criu_plugin_api::NetworkLock::Skip
+    );
     assert!(err("criu restore --veth-pair a").contains("--veth-pair"));
     assert!(err("criu restore --empty-ns pid").contains("--empty-ns"));
     assert!(err("criu dump --ms").contains("deprecated"));

@@ -20,6 +20,12 @@ pub fn run(opts: &Options) -> Result<ExitCode> {
     dump_opts.secret_key = opts.secret_key.clone();
     dump_opts.ghost_limit = opts.ghost_limit.unwrap_or(dump_opts.ghost_limit);
     dump_opts.freeze_timeout = opts.timeout.map(u64::from);
+    dump_opts.tcp_established = opts.tcp_established;
+    dump_opts.skip_in_flight = opts.skip_in_flight;
+    dump_opts.file_locks = opts.file_locks;
+    dump_opts.ext_unix_sk = opts.ext_unix_sk;
+    dump_opts.network_lock = opts.network_lock;
+    dump_opts.external = opts.external.clone();
     let report = dump(&dump_opts)
         .with_context(|| format!("dumping pid {pid} into {}", images_dir.display()))?;
     tracing::info!(

@@ -31,6 +31,12 @@ pub fn run(opts: &Options, exec_cmd: &[String]) -> Result<ExitCode> {
         shell_job: opts.shell_job,
         verify_pages: opts.verify_pages,
         secret_key: opts.secret_key.clone(),
+        tcp_established: opts.tcp_established,
+        tcp_close: opts.tcp_close,
+        file_locks: opts.file_locks,
+        ext_unix_sk: opts.ext_unix_sk,
+        network_lock: opts.network_lock,
+        external: opts.external.clone(),
     };
     let outcome = restore(&restore_opts)
         .with_context(|| format!("restoring from {}", images_dir.display()))?;
