@@ -6,13 +6,14 @@
 //! restored workload must see the kernel's notification and still talk to the kernel
 //! (RTM_GETLINK dump). Debian's crit 3.17 decodes the files.img written.
 
-use std::path::{Path, PathBuf};
+mod crit317;
+
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use criu_proto::ImageKind;
 use criu_proto::images::{FdTypes, FileEntry};
-use criu_proto::json::{self, DecodeOptions, compat};
 use criu_tests::{PidGuard, ScratchDir, skip_unless_root, wait_pid_gone};
 use restore_common::{lines, spawn_bg, wait_lines};
 
@@ -83,49 +84,18 @@ fn criu(ns: &NetNs, args: &[&str], log_dir: &Path) {
     );
 }
 
-fn crit() -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .map(|d| d.join("crit"))
-            .find(|p| p.is_file())
-    })
-}
-
 /// Debian's crit 3.17 decodes files.img as we do (our field left out).
 fn crit_317_decodes(images: &Path) {
-    let Some(crit) = crit() else {
-        assert!(std::env::var_os("CI").is_none(), "crit is missing in CI");
-        eprintln!("not checking crit 3.17: no crit on PATH (apt-get install -y criu)");
-        return;
-    };
-    let file = images.join("files.img");
-    let out = Command::new(crit)
-        .args(["decode", "--pretty", "-i"])
-        .arg(&file)
-        .output()
-        .expect("run crit");
-    assert!(
-        out.status.success(),
-        "crit decode files.img: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let theirs: serde_json::Value = serde_json::from_slice(&out.stdout).expect("crit JSON");
-    let opts = DecodeOptions {
-        pretty: true,
-        no_payload: false,
-    };
-    let bytes = std::fs::read(&file).expect("files.img");
-    let mut ours = json::decode_as(ImageKind::Files, &bytes, opts).expect("our decode");
-    let nlsk: Vec<_> = theirs["entries"]
-        .as_array()
-        .expect("entries")
-        .iter()
-        .filter(|e| e["type"] == "NETLINKSK")
-        .collect();
-    assert_eq!(nlsk.len(), 3, "{theirs}");
-    assert!(nlsk.iter().any(|e| e["nlsk"]["protocol"] == 15), "{theirs}");
-    compat::to_crit_317(&mut ours);
-    assert_eq!(ours, theirs, "crit 3.17 decodes files.img differently");
+    crit317::decodes_as_we_do(&images.join("files.img"), ImageKind::Files, |ours| {
+        let nlsk: Vec<_> = ours["entries"]
+            .as_array()
+            .expect("entries")
+            .iter()
+            .filter(|e| e["type"] == "NETLINKSK")
+            .collect();
+        assert_eq!(nlsk.len(), 3, "{ours}");
+        assert!(nlsk.iter().any(|e| e["nlsk"]["protocol"] == 15), "{ours}");
+    });
 }
 
 /// A copy of the images whose first netlink entry names protocol 77: the restore fails

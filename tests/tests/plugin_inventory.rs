@@ -6,6 +6,8 @@
 //! with the plugin loaded the task comes back and checks its eventfd itself. Debian's crit
 //! 3.17 still decodes the inventory (it skips the field it does not know).
 
+mod crit317;
+
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -14,7 +16,6 @@ use criu_core::image::{ImageDir, ImageKind};
 use criu_core::plugins;
 use criu_core::restore::{RestoreOptions, restore};
 use criu_proto::images::InventoryEntry;
-use criu_proto::json::{self, DecodeOptions, compat};
 use criu_tests::{PidGuard, ScratchDir, skip_unless_root};
 
 // No built-in eventfd plugin: eventfds are the example `.so`'s alone.
@@ -171,42 +172,14 @@ fn dump_with_plugin_restore_needs_it() {
 /// crit 3.17 (no `plugins_entry` in its schema) decodes our inventory as we do, modulo the
 /// fields it does not know; skipped without crit unless under CI.
 fn crit_317_decodes_the_inventory(images: &Path) {
-    let Some(crit) = which_crit() else {
-        if std::env::var_os("CI").is_some() {
-            panic!("crit is not installed (apt-get install -y criu); required under CI");
-        }
-        eprintln!("not checking crit 3.17: no crit on PATH (apt-get install -y criu)");
-        return;
-    };
-    let file = images.join("inventory.img");
-    let out = Command::new(crit)
-        .args(["decode", "--pretty", "-i"])
-        .arg(&file)
-        .output()
-        .expect("run crit");
-    assert!(
-        out.status.success(),
-        "crit decode inventory.img: {}",
-        String::from_utf8_lossy(&out.stderr)
+    crit317::decodes_as_we_do(
+        &images.join("inventory.img"),
+        ImageKind::Inventory,
+        |ours| {
+            assert_eq!(
+                ours["entries"][0]["plugins_entry"]["plugins"],
+                serde_json::json!([EXAMPLE_NAME])
+            );
+        },
     );
-    let theirs: serde_json::Value = serde_json::from_slice(&out.stdout).expect("crit JSON");
-    let bytes = std::fs::read(&file).expect("inventory.img");
-    let opts = DecodeOptions {
-        pretty: true,
-        no_payload: false,
-    };
-    let mut ours = json::decode_as(ImageKind::Inventory, &bytes, opts).expect("our decode");
-    assert_eq!(
-        ours["entries"][0]["plugins_entry"]["plugins"],
-        serde_json::json!([EXAMPLE_NAME])
-    );
-    compat::to_crit_317(&mut ours);
-    assert_eq!(ours, theirs, "crit 3.17 decodes inventory.img differently");
-}
-
-fn which_crit() -> Option<std::path::PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join("crit"))
-        .find(|p| p.is_file())
 }

@@ -4,12 +4,13 @@
 
 #![allow(dead_code)]
 
+#[path = "../crit317/mod.rs"]
+mod crit317;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use criu_proto::ImageKind;
-use criu_proto::json::{self, DecodeOptions, compat};
 use criu_tests::ScratchDir;
 
 #[path = "../restore_common/mod.rs"]
@@ -110,40 +111,9 @@ impl Workload {
     }
 }
 
-/// crit 3.17 decodes `file` as we do; skipped without crit unless under CI.
+/// crit 3.17 decodes `file` (a files.img) as we do; skipped without crit unless under CI.
 pub fn crit_317_decodes(file: &std::path::Path) {
-    let crit = std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .map(|d| d.join("crit"))
-            .find(|p| p.is_file())
-    });
-    let Some(crit) = crit else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "crit is not installed (apt-get install -y criu)"
-        );
-        eprintln!("not checking crit 3.17: no crit on PATH");
-        return;
-    };
-    let out = Command::new(crit)
-        .args(["decode", "--pretty", "-i"])
-        .arg(file)
-        .output()
-        .expect("run crit");
-    assert!(
-        out.status.success(),
-        "crit: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let theirs: serde_json::Value = serde_json::from_slice(&out.stdout).expect("crit JSON");
-    let opts = DecodeOptions {
-        pretty: true,
-        no_payload: false,
-    };
-    let bytes = std::fs::read(file).expect("files.img");
-    let mut ours = json::decode_as(ImageKind::Files, &bytes, opts).expect("our decode");
-    compat::to_crit_317(&mut ours);
-    assert_eq!(ours, theirs, "crit 3.17 decodes files.img differently");
+    crit317::decodes_as_we_do(file, criu_proto::ImageKind::Files, |_| {});
 }
 
 /// The queue name prefixes of `workloads/mqueue*.c`, followed by the workload's pid.
