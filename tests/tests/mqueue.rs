@@ -8,7 +8,7 @@
 //! no name, that the registrations are there and the next sends notify it with their
 //! values. A dump with `--leave-running` must leave it all as it was (every message put back,
 //! the registration in place, no notification delivered). A damaged image fails the restore
-//! naming the image and the entry.
+//! naming the image and the entry, and leaves no queue it created.
 
 use std::time::Duration;
 
@@ -116,6 +116,37 @@ fn queues_messages_and_notification_survive_dump_kill_restore() {
         assert!(
             wait_pid_gone(p, Duration::from_secs(5)),
             "{p} left by the failed restore"
+        );
+    }
+
+    // A restore failing after the queues exist (a registration whose owner has no fd on
+    // its queue, found when the descriptions are installed) removes the queues it created.
+    let mut damaged = img.clone();
+    damaged.queues[2].notify.as_mut().expect("registration").pid = 1;
+    std::fs::write(bad.path().join(image::FILE), damaged.encode_file()).expect("write");
+    let err = format!(
+        "{:?}",
+        restore(&restore_opts(bad.path())).expect_err("damaged image restored")
+    );
+    assert!(err.contains("notification owner pid 1"), "{err}");
+    for p in wl.pids() {
+        assert!(
+            wait_pid_gone(p, Duration::from_secs(5)),
+            "{p} left by the failed restore"
+        );
+    }
+    for q in img.queues.iter().filter(|q| !q.unlinked) {
+        let left = nix::mqueue::mq_open(
+            q.name.as_str(),
+            nix::mqueue::MQ_OFlag::O_RDONLY,
+            nix::sys::stat::Mode::empty(),
+            None,
+        );
+        assert_eq!(
+            left.err(),
+            Some(nix::errno::Errno::ENOENT),
+            "queue {} left by the failed restore",
+            q.name
         );
     }
 

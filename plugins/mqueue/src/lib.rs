@@ -21,6 +21,7 @@
 //! a temporary name and unlinked. Every description is a reopening of the queue with its
 //! own access mode and `O_NONBLOCK`. Registrations are made again from inside the restored
 //! owner in [`FileRestorer::finish`], once every message is in (so nothing fires).
+//! A restore that fails unlinks the named queues it created (`restore-failed` stage).
 
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
@@ -34,7 +35,7 @@ mod sys;
 
 use criu_plugin_api::{
     API_VERSION, DumpContext, FdDesc, FdHandler, FileRestorer, Plugin, PluginError, PluginInfo,
-    PluginRegistration, PluginState, RestoreContext, RunKind,
+    PluginRegistration, PluginState, RestoreContext, RestoreStage, RunKind, StageHooks,
 };
 use criu_proto::images::{FdTypes, FileEntry};
 
@@ -66,7 +67,31 @@ impl Plugin for MqueuePlugin {
     }
 
     fn new_state(&self, run: RunKind) -> Result<Option<PluginState>, PluginError> {
-        Ok((run == RunKind::Dump).then(|| Box::new(dump::DumpState::default()) as PluginState))
+        Ok(Some(match run {
+            RunKind::Dump => Box::new(dump::DumpState::default()) as PluginState,
+            RunKind::Restore => Box::new(restore::RestoreState::default()) as PluginState,
+        }))
+    }
+
+    fn stage_hooks(&self) -> Option<&dyn StageHooks> {
+        Some(self)
+    }
+}
+
+impl StageHooks for MqueuePlugin {
+    fn restore_stages(&self) -> &[RestoreStage] {
+        &[RestoreStage::Failed]
+    }
+
+    fn restore_stage(
+        &self,
+        stage: RestoreStage,
+        ctx: &mut dyn RestoreContext,
+    ) -> Result<(), PluginError> {
+        match stage {
+            RestoreStage::Failed => restore::remove_created(ctx),
+            _ => Ok(()),
+        }
     }
 }
 

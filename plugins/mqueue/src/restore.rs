@@ -55,9 +55,33 @@ fn restore_error(
     }
 }
 
+/// The restore's state: the names of the queues it created, removed again if the restore
+/// fails (a failed restore leaves nothing it built behind).
+#[derive(Debug, Default)]
+pub struct RestoreState {
+    created_names: Vec<String>,
+}
+
+/// [`criu_plugin_api::RestoreStage::Failed`]: unlinks every named queue this restore
+/// created. A queue it replaced is not brought back: its contents were lost when it was
+/// replaced, as a restore over an existing name always does (logged then).
+pub fn remove_created(ctx: &mut dyn RestoreContext) -> Result<(), PluginError> {
+    let state = ctx.state::<RestoreState>()?;
+    for name in state.created_names.drain(..) {
+        match mq_unlink(name.as_str()) {
+            Ok(()) | Err(Errno::ENOENT) => {
+                tracing::info!(queue = name, "restore failed: message queue removed")
+            }
+            Err(e) => tracing::warn!(queue = name, error = %e, "restore failed: cannot remove"),
+        }
+    }
+    Ok(())
+}
+
 /// Creates the queue (replacing one of the same name), sets its mode and owner and sends
-/// its messages; returns a read-write nonblocking description of it.
-fn create(q: &QueueEntry, id: u32) -> Result<OwnedFd, PluginError> {
+/// its messages; returns a read-write nonblocking description of it. A named queue is
+/// recorded in `created` as soon as it exists, before anything else can fail.
+fn create(q: &QueueEntry, id: u32, created: &mut Vec<String>) -> Result<OwnedFd, PluginError> {
     let name = if q.unlinked {
         format!("/criu-rs-mqueue-{}-{}", std::process::id(), q.id)
     } else {
@@ -94,6 +118,9 @@ fn create(q: &QueueEntry, id: u32) -> Result<OwnedFd, PluginError> {
         ));
         restore_error(q, id, "mq_open", why)
     })?;
+    if !q.unlinked {
+        created.push(name.clone());
+    }
     let fd = mqd.as_fd().try_clone_to_owned();
     let _ = mq_close(mqd);
     let fd = fd.map_err(|e| restore_error(q, id, "dup", e))?;
@@ -118,7 +145,7 @@ fn create(q: &QueueEntry, id: u32) -> Result<OwnedFd, PluginError> {
 impl FileRestorer for Restorer {
     fn open_file(
         &mut self,
-        _ctx: &mut dyn RestoreContext,
+        ctx: &mut dyn RestoreContext,
         entry: &FilesImgEntry,
     ) -> Result<OwnedFd, PluginError> {
         let (file, q) = self.image.file(entry.id).ok_or_else(|| {
@@ -129,7 +156,10 @@ impl FileRestorer for Restorer {
         })?;
         let queue_fd = match self.created.entry(q.id) {
             Entry::Occupied(e) => e.into_mut(),
-            Entry::Vacant(v) => v.insert(create(q, entry.id)?),
+            Entry::Vacant(v) => {
+                let created = &mut ctx.state::<RestoreState>()?.created_names;
+                v.insert(create(q, entry.id, created)?)
+            }
         };
         let nonblock = file.flags & libc::O_NONBLOCK as u32 != 0;
         let access = file.flags as i32 & libc::O_ACCMODE;
