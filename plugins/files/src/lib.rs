@@ -13,6 +13,8 @@
 //! to be the dumped file where CRIU checks it (mode; size of regular files), and positioned
 //! at the saved offset. A ghost is recreated once as a temporary file (directory, device node)
 //! next to its old path, removed at once, and every description of it reopens that inode.
+//! A file under `/proc/PID/` of a task of the tree is opened once the tasks exist
+//! (stand-ins replaced at the `after-tasks-exist` stage).
 
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
@@ -21,11 +23,12 @@ mod dump;
 mod flags;
 pub mod ghost;
 pub mod ghost_restore;
+mod proc_files;
 mod restore;
 
 use criu_plugin_api::{
     API_VERSION, DumpContext, FdDesc, FdHandler, FileRestorer, Plugin, PluginError, PluginInfo,
-    PluginRegistration, PluginState, RestoreContext, RunKind,
+    PluginRegistration, PluginState, RestoreContext, RestoreStage, RunKind, StageHooks,
 };
 use criu_proto::images::{FdTypes, FileEntry};
 
@@ -57,8 +60,31 @@ impl Plugin for FilesPlugin {
     }
 
     fn new_state(&self, run: RunKind) -> Result<Option<PluginState>, PluginError> {
-        // Only the dump has state of its own (the restore's is in the restorer).
-        Ok((run == RunKind::Dump).then(|| Box::new(dump::DumpState::default()) as PluginState))
+        Ok(Some(match run {
+            RunKind::Dump => Box::new(dump::DumpState::default()) as PluginState,
+            RunKind::Restore => Box::new(proc_files::RestoreState::default()) as PluginState,
+        }))
+    }
+
+    fn stage_hooks(&self) -> Option<&dyn StageHooks> {
+        Some(self)
+    }
+}
+
+impl StageHooks for FilesPlugin {
+    fn restore_stages(&self) -> &[RestoreStage] {
+        &[RestoreStage::AfterTasksExist]
+    }
+
+    fn restore_stage(
+        &self,
+        stage: RestoreStage,
+        ctx: &mut dyn RestoreContext,
+    ) -> Result<(), PluginError> {
+        match stage {
+            RestoreStage::AfterTasksExist => proc_files::install(ctx),
+            _ => Ok(()),
+        }
     }
 }
 

@@ -46,6 +46,9 @@ impl FileRestorer for FilesRestorer {
             });
         }
         let remap = self.remaps.get(&entry.id).cloned();
+        if remap.is_none() && crate::proc_files::of_the_tree(ctx, &reg.name) {
+            return crate::proc_files::defer(ctx, entry.id, reg);
+        }
         let fd = match remap {
             None => open_path(ctx, entry.id, reg)?,
             Some(r) if r.remap_type == Some(RemapType::Ghost as i32) => {
@@ -69,6 +72,19 @@ impl FileRestorer for FilesRestorer {
             .map_err(|e| PluginError::path(&reg.name, "fcntl(F_SETFL, O_ASYNC)", e))?;
         Ok(fd)
     }
+}
+
+/// [`open_path`], then the offset and `O_ASYNC` as [`FilesRestorer`] sets them.
+pub(crate) fn open_reg(
+    ctx: &mut dyn RestoreContext,
+    id: u32,
+    reg: &RegFileEntry,
+) -> Result<OwnedFd, PluginError> {
+    let fd = open_path(ctx, id, reg)?;
+    seek(&fd, reg)?;
+    apply_async(fd.as_fd(), reg.flags)
+        .map_err(|e| PluginError::path(&reg.name, "fcntl(F_SETFL, O_ASYNC)", e))?;
+    Ok(fd)
 }
 
 /// Opens the dumped path with the dumped flags and checks it is still the dumped file.
