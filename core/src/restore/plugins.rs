@@ -137,7 +137,25 @@ impl RestoreContext for Ctx {
             }
             Ok(r as u64)
         };
-        let pidfd = call(libc::SYS_pidfd_open, [me, 0, 0, 0, 0, 0], "pidfd_open")?;
+        let mut pidfd = call(libc::SYS_pidfd_open, [me, 0, 0, 0, 0, 0], "pidfd_open")?;
+        if pidfd == target as u64 {
+            // The target number was the lowest free one: move the pidfd above it, or the
+            // dup3 below would replace it and its close would then close the installed fd.
+            let moved = call(
+                libc::SYS_fcntl,
+                [
+                    pidfd,
+                    libc::F_DUPFD_CLOEXEC as u64,
+                    target as u64 + 1,
+                    0,
+                    0,
+                    0,
+                ],
+                "fcntl(F_DUPFD_CLOEXEC)",
+            );
+            let _ = call(libc::SYS_close, [pidfd, 0, 0, 0, 0, 0], "close");
+            pidfd = moved?;
+        }
         let got = call(
             libc::SYS_pidfd_getfd,
             [pidfd, fd.as_raw_fd() as u64, 0, 0, 0, 0],
