@@ -194,6 +194,13 @@ fn check_policy(
     {
         return Ok(());
     }
+    // A slave hung up because its master was closed (nobody holds it any more): restored
+    // hung up, behind a master criu opens and closes again.
+    if driver == Driver::PtySlave
+        && nix::sys::termios::tcgetattr(fd.file()).err() == Some(Errno::EIO)
+    {
+        return Ok(());
+    }
     let shell_job = ctx.options().shell_job;
     // /dev/tty stands for the task's controlling terminal, so its session is the task's.
     let sid = match driver {
@@ -283,7 +290,14 @@ fn info_entry(
         }
         _ => None,
     };
-    let flag = |which, op| ioctl::flag(file, which).map_err(|e| fd_err(fd, op, e));
+    // A hung-up terminal answers every request with EIO: it has no modes left to keep.
+    let hung_up = nix::sys::termios::tcgetattr(file).err() == Some(Errno::EIO);
+    let flag = |which, op| {
+        if hung_up {
+            return Ok(false);
+        }
+        ioctl::flag(file, which).map_err(|e| fd_err(fd, op, e))
+    };
     let packet_mode = driver.is_pty() && flag(Flag::Packet, "ioctl(TIOCGPKT)")?;
     let locked = driver.is_pty() && flag(Flag::Locked, "ioctl(TIOCGPTLCK)")?;
     let mut entry = TtyInfoEntry {

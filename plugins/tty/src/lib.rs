@@ -22,8 +22,10 @@
 //! `/dev/tty` of a session whose terminal is such a pair is reopened in that session (see
 //! `ctty`).
 //!
-//! Not yet: a pty whose master is closed (slaves only, hung up), locked termios
-//! (`TIOCSLCKTRMIOS`) on restore.
+//! A slave hung up because its master was closed comes back hung up (criu opens the index's
+//! master for it and closes it again).
+//!
+//! Not yet: locked termios (`TIOCSLCKTRMIOS`) on restore.
 
 #![deny(unsafe_code)]
 #![warn(missing_docs)]

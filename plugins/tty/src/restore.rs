@@ -115,9 +115,14 @@ impl TtyRestorer {
             let master_id = slave_id | 1;
             let tfe = self.files.values().find(|f| f.tty_info_id == master_id);
             let flags = tfe.map_or(libc::O_RDWR as u32, |f| f.flags);
-            let info = self.infos.get(&master_id).ok_or_else(|| {
-                PluginError::bad_image(INFO_IMG, format!("no pty master {master_id:#x}"))
-            })?;
+            // A hung-up pty (its master closed) has no master entry: the slave's stands in.
+            let info = self
+                .infos
+                .get(&master_id)
+                .or_else(|| self.infos.get(&slave_id))
+                .ok_or_else(|| {
+                    PluginError::bad_image(INFO_IMG, format!("no pty master {master_id:#x}"))
+                })?;
             let ptmx = tfe
                 .and_then(|f| self.path_of(f, info))
                 .unwrap_or_else(|| "/dev/ptmx".into());
@@ -226,7 +231,8 @@ impl FileRestorer for TtyRestorer {
         );
         match driver {
             Driver::PtyMaster => self.open_pair_end(driver, info.id, tfe.flags, pid),
-            Driver::PtySlave if self.tty_ids.contains(&(info.id | 1)) => {
+            // A pair, or a slave hung up at dump (no termios): its master was closed.
+            Driver::PtySlave if self.tty_ids.contains(&(info.id | 1)) || info.termios.is_none() => {
                 self.open_pair_end(driver, info.id, tfe.flags, pid)
             }
             Driver::PtySlave | Driver::Vt | Driver::Serial if shell_job => {
@@ -267,7 +273,13 @@ impl FileRestorer for TtyRestorer {
         self.write_queued()?;
         self.controlling(ctx, installed)?;
         ctty::replace_stand_ins(ctx, &self.pending_ctty, installed)?;
-        self.modes()
+        self.modes()?;
+        // The master of a hung-up pty only served to open its slaves: closing it hangs them
+        // up again.
+        let tty_ids = &self.tty_ids;
+        self.masters
+            .retain(|index, _| tty_ids.contains(&(index << 1 | 1)));
+        Ok(())
     }
 }
 

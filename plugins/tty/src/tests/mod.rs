@@ -297,3 +297,19 @@ fn pty_pair_dumped_with_queued_data_left_in_place() {
         Some(index)
     );
 }
+
+/// A slave whose master was closed (hung up) is dumped without `--shell-job`: it comes back
+/// hung up, behind a master criu closes again; its entry has no settings (the kernel gives
+/// none).
+#[test]
+fn hung_up_slave_dumped_without_shell_job() {
+    let (master, slave) = pty(10, 10);
+    let index = crate::ioctl::pty_index(master.as_fd()).expect("TIOCGPTN");
+    drop(master);
+    let mut images = MemoryImages::for_plugin(100, &crate::PLUGIN).unwrap();
+    let e = dump_slave(&mut images, &slave, 1).expect("hung-up slave");
+    assert_eq!(e.tty.unwrap().tty_info_id, index << 1);
+    let infos: Vec<TtyInfoEntry> = messages(&images, TTY_INFO);
+    assert_eq!(infos.len(), 1);
+    assert!(infos[0].termios.is_none(), "{:?}", infos[0]);
+}
