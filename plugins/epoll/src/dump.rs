@@ -1,45 +1,46 @@
-//! Dumping one epoll description: its registrations, each checked against the task's fd.
+//! Dumping one epoll description: its registrations, each target found by kcmp among the
+//! tree's fds (see `locate`).
 
 use criu_plugin_api::{DumpContext, FdDesc, PluginError};
 use criu_proto::images::{EventpollFileEntry, EventpollTfdEntry, FdTypes, FileEntry};
 
 use crate::fdinfo::{Registration, parse_registrations};
+use crate::locate::{FdLists, Holder, holder};
 
 fn refuse(fd: &FdDesc, r: &Registration, why: &str) -> PluginError {
     PluginError::Unsupported {
         resource: format!(
-            "epoll fd {} of pid {} (target fd {}, events {:#x}, data {:#x})",
-            fd.fd, fd.pid, r.tfd, r.events, r.data
+            "epoll fd {} of pid {} (target fd {}, inode {}, events {:#x}, data {:#x})",
+            fd.fd,
+            fd.pid,
+            r.tfd,
+            r.ino.map_or_else(|| "?".into(), |i| i.to_string()),
+            r.events,
+            r.data
         ),
         pid: fd.pid,
         hint: format!(
-            "{why}; the registration could not be re-created (the kernel keys it by file and fd \
-             number): have the program EPOLL_CTL_DEL a target before closing it (targets held \
-             only by another task sharing the epoll are not supported either)"
+            "{why}; criu can only reach a registered file through an fd of the dumped tree \
+             (the kernel offers no way to open a file an epoll registration points at): have \
+             the program EPOLL_CTL_DEL a target before giving its last fd away"
         ),
     }
 }
 
-/// The target file id of registration `r` of the epoll `fd`, checked with kcmp to be what
-/// the task holds at fd number `r.tfd`.
-fn target_id(ctx: &mut dyn DumpContext, fd: &FdDesc, r: &Registration) -> Result<u32, PluginError> {
-    if !ctx.epoll_target_is(fd.pid, fd.fd, r.tfd, r.toff, r.tfd)? {
-        let why = match ctx.file_id_of(fd.pid, r.tfd) {
-            Some(_) => "the target was closed and its fd number reused by another file",
-            None => "the target was closed (its fd number is free now) but is still registered",
-        };
-        return Err(refuse(fd, r, why));
+/// The file id of a registration's target, held at `h`.
+fn target_id(ctx: &mut dyn DumpContext, h: Holder) -> Result<u32, PluginError> {
+    if let Some(id) = ctx.file_id_of(h.pid, h.fd) {
+        return Ok(id);
     }
-    ctx.file_id_of(fd.pid, r.tfd).ok_or_else(|| {
-        refuse(
-            fd,
-            r,
-            "criu has no file id for the target fd (the core did not list it)",
-        )
-    })
+    // A task the core has not reached yet: dump the description now; the core gives the
+    // same id to that task's fd when it gets there.
+    let dup = ctx.dup_task_fd(h.pid, h.fd)?;
+    ctx.dump_file_in_flight(h.pid, std::os::fd::AsFd::as_fd(&dup))
 }
 
-/// The EVENTPOLL entry of the epoll behind `fd`.
+/// The EVENTPOLL entry of the epoll behind `fd`. Each registration keeps its own fd number
+/// (`tfd`, the kernel's key) and names its target's file id, which the task may hold under
+/// another number, or another task may hold.
 pub(crate) fn dump_epoll(
     ctx: &mut dyn DumpContext,
     fd: &FdDesc,
@@ -50,13 +51,24 @@ pub(crate) fn dump_epoll(
         pid: fd.pid,
         hint: e.to_string(),
     })?;
+    let mut lists = FdLists::default();
     let mut tfd = Vec::with_capacity(regs.len());
     for r in &regs {
-        let target = target_id(ctx, fd, r)?;
+        let Some(h) = holder(ctx, fd, r, &mut lists)? else {
+            return Err(refuse(
+                fd,
+                r,
+                "no task of the dumped tree holds the target as an fd (it was closed and is \
+                 only in flight in a socket's queue or held outside the tree)",
+            ));
+        };
+        let target = target_id(ctx, h)?;
         tracing::debug!(
             pid = fd.pid,
             epfd = fd.fd,
             tfd = r.tfd,
+            holder_pid = h.pid,
+            holder_fd = h.fd,
             target,
             events = r.events,
             data = r.data,

@@ -2,27 +2,31 @@
 //!
 //! Dump: a `files.img` EVENTPOLL entry (`file_entry.epfd`: id, flags, owner and one
 //! `eventpoll_tfd_entry` per registration: target fd number, events, data, target pos/ino/dev)
-//! per epoll description, from the epoll's fdinfo. Each registration is checked with
-//! `kcmp(KCMP_EPOLL_TFD)` to be the file the task holds at that fd number, and its `id` is
-//! that fd's file id. A registration whose file the task no longer holds at that number
-//! (closed, or the number reused) is refused: the kernel keys a registration by
-//! (file, fd number), so it could not be re-created.
+//! per epoll description, from the epoll's fdinfo. Each registration's target is found with
+//! `kcmp(KCMP_EPOLL_TFD)`: the fd at the registered number when it still is the target, else
+//! any fd of the tree that is (the number was closed or reused while another fd or task keeps
+//! the file); its `id` is that description's file id. A target no task holds as an fd (only
+//! in flight, or outside the tree) is refused: the kernel offers no way to reach it.
 //!
 //! Restore: the epoll is created empty by [`FileRestorer::open_file`]; its registrations are
-//! added once every task exists ([`RestoreStage::AfterTasksExist`]), by a remote
-//! `epoll_ctl(EPOLL_CTL_ADD)` in a task holding the epoll and the target at the dumped fd
-//! number, so that the task's own later `EPOLL_CTL_MOD`/`DEL` on that number finds it.
+//! added in the restorer's `finish`, by a remote `epoll_ctl(EPOLL_CTL_ADD)` in a task holding
+//! the epoll, under the dumped number, so that the task's own later `EPOLL_CTL_MOD`/`DEL` on
+//! that number finds it; a target the task holds elsewhere or not at all is put at that number
+//! for the call only. An epoll in flight is lent to a task for its registrations.
 
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 mod dump;
 mod fdinfo;
+mod locate;
+mod remote;
 mod restore;
+mod sys;
 
 use criu_plugin_api::{
     API_VERSION, DumpContext, FdDesc, FdHandler, FileRestorer, Plugin, PluginError, PluginInfo,
-    PluginRegistration, RestoreContext, RestoreStage, StageHooks,
+    PluginRegistration, RestoreContext,
 };
 use criu_proto::images::{FdTypes, FileEntry};
 
@@ -56,10 +60,6 @@ impl Plugin for EpollPlugin {
     fn fd_handler(&self) -> Option<&dyn FdHandler> {
         Some(self)
     }
-
-    fn stage_hooks(&self) -> Option<&dyn StageHooks> {
-        Some(self)
-    }
 }
 
 impl FdHandler for EpollPlugin {
@@ -85,24 +85,7 @@ impl FdHandler for EpollPlugin {
         _ctx: &mut dyn RestoreContext,
         _entries: &[FileEntry],
     ) -> Result<Box<dyn FileRestorer>, PluginError> {
-        Ok(Box::new(restore::EpollRestorer))
-    }
-}
-
-impl StageHooks for EpollPlugin {
-    fn restore_stages(&self) -> &[RestoreStage] {
-        &[RestoreStage::AfterTasksExist]
-    }
-
-    fn restore_stage(
-        &self,
-        stage: RestoreStage,
-        ctx: &mut dyn RestoreContext,
-    ) -> Result<(), PluginError> {
-        match stage {
-            RestoreStage::AfterTasksExist => restore::add_registrations(ctx),
-            _ => Ok(()),
-        }
+        Ok(Box::<restore::EpollRestorer>::default())
     }
 }
 

@@ -1,13 +1,13 @@
 use std::os::fd::{AsFd, AsRawFd};
 
 use criu_plugin_api::testing::{MemoryImages, own_fd_desc};
-use criu_plugin_api::{FdHandler, Plugin, RestoreContext, TaskFd, TaskIds};
+use criu_plugin_api::{FdHandler, RestoreContext, TaskFd, TaskIds};
 use criu_proto::images::{EventpollFileEntry, EventpollTfdEntry, FdTypes};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
 use super::*;
-use crate::restore::{event_bytes, place};
+use crate::restore::{Via, event_bytes, place};
 
 fn me() -> i32 {
     std::process::id() as i32
@@ -64,24 +64,44 @@ fn dump_lists_each_registration_with_its_target_id() {
             .all(|t| t.inode.is_some() && t.pos == Some(0))
     );
 
-    // The task holds another file at a registered number: refused, naming it.
-    ctx.epoll_targets.retain(|t| t.2 != e);
-    let err = PLUGIN
-        .dump_file(&mut ctx, &desc, 3)
-        .unwrap_err()
-        .to_string();
     assert!(
-        err.contains(&format!("epoll fd {} of pid {}", desc.fd, me()))
-            && err.contains(&format!("target fd {e}"))
-            && err.contains("reused"),
-        "{err}"
+        ctx.in_flight.is_empty(),
+        "found at their numbers: no file in flight"
     );
-    ctx.file_ids.remove(&(me(), e));
-    let err = PLUGIN
-        .dump_file(&mut ctx, &desc, 3)
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("still registered"), "{err}");
+}
+
+/// A registered target whose number was closed (a duplicate keeps the file) or reused for
+/// another file is found by kcmp at the duplicate; with no fd left anywhere the dump refuses.
+#[test]
+fn dump_finds_a_closed_or_reused_target_at_its_duplicate() {
+    let (rd, _wr) = nix::unistd::pipe().unwrap();
+    let (other, _w2) = nix::unistd::pipe().unwrap();
+    let ep = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).unwrap();
+    let mut dup = nix::unistd::dup(&rd).unwrap();
+    ep.add(&dup, EpollEvent::new(EpollFlags::EPOLLIN, 5))
+        .unwrap();
+    let tfd = dup.as_raw_fd();
+    let mut desc = own_fd_desc(ep.0.as_fd()).unwrap();
+    desc.fd = ep.0.as_raw_fd();
+    let mut ctx = MemoryImages::new(0);
+    ctx.tasks = vec![TaskIds {
+        pid: me(),
+        tids: vec![me()],
+    }];
+    ctx.file_ids.insert((me(), rd.as_raw_fd()), 7);
+    ctx.file_ids.insert((me(), tfd), 9);
+
+    // The number now names another pipe: still the first pipe's id.
+    nix::unistd::dup2(&other, &mut dup).unwrap();
+    let entry = PLUGIN.dump_file(&mut ctx, &desc, 3).unwrap();
+    let t = &entry.epfd.unwrap().tfd[0];
+    assert_eq!((t.id, t.tfd, t.data), (7, tfd as u32, 5));
+
+    // The number closed: the same.
+    drop(dup);
+    ctx.file_ids.remove(&(me(), tfd));
+    let entry = PLUGIN.dump_file(&mut ctx, &desc, 3).unwrap();
+    assert_eq!(entry.epfd.unwrap().tfd[0].id, 7);
 }
 
 fn ep_entry(id: u32, tfds: &[(u32, u32)]) -> EventpollFileEntry {
@@ -122,13 +142,26 @@ fn registrations_go_to_a_task_holding_epoll_and_target() {
     ];
     let ep = ep_entry(1, &[(3, 4), (2, 6), (9, 4)]);
     let (i, a) = place(&tasks, &ep, &ep.tfd[0]).unwrap();
-    assert_eq!((i, a.epfd, a.tfd, a.data), (1, 5, 4, 9));
+    assert_eq!((i, a.epfd, a.tfd, a.data), (1, Some(5), 4, 9));
     let (i, a) = place(&tasks, &ep, &ep.tfd[1]).unwrap();
-    assert_eq!((i, a.epfd, a.tfd), (1, 5, 6));
-    // No exact id (an image whose tfd ids mean something else): the first task with both.
+    assert_eq!((i, a.epfd, a.tfd), (1, Some(5), 6));
+    assert_eq!(a.via, Via::Direct);
+    // Target 9 is held by no task: lent by criu, at the first task holding the epoll.
     let (i, a) = place(&tasks, &ep, &ep.tfd[2]).unwrap();
-    assert_eq!((i, a.epfd), (0, 3));
-    let lonely = ep_entry(1, &[(2, 8)]);
+    assert_eq!((i, a.epfd, a.via), (0, Some(3), Via::Lend));
+    // Target 2 held at another number than the registered 8: put there for the call.
+    let moved = ep_entry(1, &[(2, 8)]);
+    let (i, a) = place(&tasks, &moved, &moved.tfd[0]).unwrap();
+    assert_eq!((i, a.via), (0, Via::Dup(4)));
+    // CRIU's images (registration ids are the epoll's): by number only.
+    let criu = ep_entry(1, &[(1, 4), (1, 8)]);
+    let (i, a) = place(&tasks, &criu, &criu.tfd[0]).unwrap();
+    assert_eq!((i, a.via), (0, Via::Direct));
+    // An epoll no task holds goes to a task holding its target, lent.
+    let flying = ep_entry(5, &[(3, 4)]);
+    let (i, a) = place(&tasks, &flying, &flying.tfd[0]).unwrap();
+    assert_eq!((i, a.epfd, a.via), (1, None, Via::Direct));
+    let lonely = ep_entry(1, &[(1, 8)]);
     let err = place(&tasks, &lonely, &lonely.tfd[0])
         .unwrap_err()
         .to_string();
@@ -167,29 +200,18 @@ fn restore_creates_an_empty_epoll_and_fails_loudly_without_tasks() {
     assert_eq!(d.link, LINK);
     assert_ne!(d.fdinfo.file_flags() & libc::O_NONBLOCK as u32, 0);
     assert!(parse_registrations(&d.fdinfo.raw).unwrap().is_empty());
-    // The registration has no task to go to.
+    // With a task holding the epoll and the target, the fake task refuses the mmap
+    // (ENOSYS): the error names it.
     criu_plugin_api::write_message(&mut ctx, criu_plugin_api::ImageRef::FILES, &entry, &[])
         .unwrap();
     ctx.tasks = vec![TaskIds {
         pid: 10,
         tids: vec![10],
     }];
-    ctx.task_fds.insert(10, vec![fd_entry(3, 4)]);
-    let hooks = PLUGIN.stage_hooks().unwrap();
-    let err = hooks
-        .restore_stage(RestoreStage::AfterTasksExist, &mut ctx)
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("target fd 5"), "{err}");
-    // With the target, the fake task refuses the mmap (ENOSYS): an error naming it.
     ctx.task_fds
         .insert(10, vec![fd_entry(3, 4), fd_entry(5, 1)]);
-    let err = hooks
-        .restore_stage(RestoreStage::AfterTasksExist, &mut ctx)
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("mmap"), "{err}");
-    assert_eq!(ctx.syscalls.len(), 1);
+    let err = r.finish(&mut ctx, &[]).unwrap_err().to_string();
+    assert!(err.contains("mmap") || err.contains("/proc/10/fd"), "{err}");
     let _ = ctx.current_pid();
 }
 

@@ -3,6 +3,7 @@
 //! holding the terminal's path.
 
 use std::collections::HashSet;
+use std::os::fd::BorrowedFd;
 
 use criu_plugin_api::{DumpContext, FdDesc, ImageRef, PluginError, write_message};
 use criu_proto::images::{
@@ -14,6 +15,7 @@ use crate::TTY_INFO;
 use crate::entries::{termios_entry, winsize_entry};
 use crate::ioctl::{self, Flag};
 use crate::kind::{Driver, MAX_PTY_INDEX, info_id, proc_tty_nr, slave_index};
+use crate::pairs::{self, EndsByIndex};
 use crate::session::{self, TaskTty};
 
 /// What one dump remembers across fds and tasks.
@@ -24,6 +26,10 @@ pub(crate) struct DumpState {
     /// With `--shell-job`: the one terminal outside the tree that becomes criu's own on
     /// restore (its tty info id), once met.
     shell_tty: Option<u32>,
+    /// The indices of the pty masters the tree holds, once asked.
+    pub(crate) masters: Option<HashSet<u32>>,
+    /// Each pty's ends as criu holds them, for the queued data.
+    pub(crate) ends: EndsByIndex,
 }
 
 fn unsupported(fd: &FdDesc, hint: impl Into<String>) -> PluginError {
@@ -68,6 +74,9 @@ pub(crate) fn dump_file(
     }
     let task = session::task_tty(fd.pid)?;
     check_policy(ctx, fd, driver, index, &task)?;
+    if driver.is_pty() {
+        remember_end(ctx, fd, driver, index)?;
+    }
 
     let info = info_id(driver, index);
     if !ctx.state::<DumpState>()?.infos.contains(&info) {
@@ -116,6 +125,48 @@ pub(crate) fn dump_file(
     })
 }
 
+/// Keeps a duplicate of the first description of each end of pty `index` (its queued data
+/// is read at the end of the dump).
+fn remember_end(
+    ctx: &mut dyn DumpContext,
+    fd: &FdDesc,
+    driver: Driver,
+    index: u32,
+) -> Result<(), PluginError> {
+    let id = info_id(driver, index);
+    let state = ctx.state::<DumpState>()?;
+    let ends = state.ends.entry(index).or_default();
+    let slot = if driver == Driver::PtyMaster {
+        &mut ends.master
+    } else {
+        &mut ends.slave
+    };
+    if slot.is_none() {
+        let file: BorrowedFd<'_> = fd.file();
+        let dup = file.try_clone_to_owned().map_err(|e| PluginError::Fd {
+            pid: fd.pid,
+            fd: fd.fd,
+            link: fd.link.clone(),
+            op: "dup",
+            source: e,
+        })?;
+        *slot = Some((id, dup));
+    }
+    Ok(())
+}
+
+/// Whether the controlling terminal of `task` is a pty slave whose master is in the tree.
+fn ctty_is_tree_pair(ctx: &mut dyn DumpContext, task: &TaskTty) -> Result<bool, PluginError> {
+    // `tty_nr` is the kernel's new_encode_dev: minor bits 0-7 and 20-31, major 8-19.
+    let nr = task.tty_nr;
+    let (major, minor) = ((nr >> 8) & 0xfff, (nr & 0xff) | ((nr >> 12) & 0xfff00));
+    let rdev = nix::sys::stat::makedev(major, minor);
+    if nr == 0 || Driver::of(rdev) != Some(Driver::PtySlave) {
+        return Ok(false);
+    }
+    pairs::master_in_tree(ctx, slave_index(rdev))
+}
+
 /// The session `fd`'s terminal controls, as CRIU's parasite sees it from the task: the
 /// task's session and foreground group when it is the task's controlling terminal, else 0.
 fn session_of(rdev: u64, task: &TaskTty) -> (u32, u32) {
@@ -126,7 +177,8 @@ fn session_of(rdev: u64, task: &TaskTty) -> (u32, u32) {
     }
 }
 
-/// CRIU's rules: a terminal of a session led outside the dumped tree is the shell's and needs
+/// CRIU's rules: both ends of a pty whose master is in the tree are dumped as a pair; a
+/// terminal of a session led outside the dumped tree is the shell's and needs
 /// `--shell-job`; a pty slave whose master is not dumped can only come back as criu's own
 /// terminal, which also needs `--shell-job`, and only one such terminal can.
 fn check_policy(
@@ -136,13 +188,18 @@ fn check_policy(
     index: u32,
     task: &TaskTty,
 ) -> Result<(), PluginError> {
-    if driver == Driver::PtyMaster {
-        return Err(unsupported(
-            fd,
-            format!(
-                "pty masters (index {index}) are not supported yet; run the program under a terminal outside the dumped tree and use --shell-job"
-            ),
-        ));
+    // A pair inside the tree comes back as a pair: neither end is the shell's terminal.
+    if driver == Driver::PtyMaster
+        || (driver == Driver::PtySlave && pairs::master_in_tree(ctx, index)?)
+    {
+        return Ok(());
+    }
+    // A slave hung up because its master was closed (nobody holds it any more): restored
+    // hung up, behind a master criu opens and closes again.
+    if driver == Driver::PtySlave
+        && nix::sys::termios::tcgetattr(fd.file()).err() == Some(Errno::EIO)
+    {
+        return Ok(());
     }
     let shell_job = ctx.options().shell_job;
     // /dev/tty stands for the task's controlling terminal, so its session is the task's.
@@ -167,15 +224,17 @@ fn check_policy(
                 return Err(unsupported(
                     fd,
                     format!(
-                        "pty slave {} has no master in the dumped tree (pty pairs are not supported yet); use --shell-job to restore it as criu's own terminal",
+                        "pty slave {} has no master in the dumped tree (its master is held outside it); use --shell-job to restore it as criu's own terminal",
                         fd.link
                     ),
                 ));
             }
+            // /dev/tty of a session whose terminal is a pair of the tree: restored with it.
+            Driver::Ctty if ctty_is_tree_pair(ctx, task)? => {}
             Driver::Ctty => {
                 return Err(unsupported(
                     fd,
-                    "/dev/tty of a session led inside the dumped tree: restoring controlling terminals is not supported yet; use --shell-job",
+                    "/dev/tty of a session led inside the dumped tree whose terminal is not a pty pair of the tree (its master is held outside it): use --shell-job",
                 ));
             }
             _ => {}
@@ -212,9 +271,33 @@ fn info_entry(
     id: u32,
     task: &TaskTty,
 ) -> Result<TtyInfoEntry, PluginError> {
-    let (sid, pgrp) = session_of(fd.stat.rdev, task);
     let file = fd.file();
-    let flag = |which, op| ioctl::flag(file, which).map_err(|e| fd_err(fd, op, e));
+    let (sid, pgrp) = if driver == Driver::PtyMaster {
+        let (s, p) =
+            ioctl::slave_session(file).map_err(|e| fd_err(fd, "ioctl(TIOCGSID) (master)", e))?;
+        (s.max(0) as u32, p.max(0) as u32)
+    } else {
+        session_of(fd.stat.rdev, task)
+    };
+    // The owner of the slave's node (`grantpt` gives it to the opener; programs chown it).
+    let owner = match driver {
+        Driver::PtySlave => Some((fd.stat.uid, fd.stat.gid)),
+        Driver::PtyMaster => {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::metadata(format!("/dev/pts/{index}"))
+                .ok()
+                .map(|m| (m.uid(), m.gid()))
+        }
+        _ => None,
+    };
+    // A hung-up terminal answers every request with EIO: it has no modes left to keep.
+    let hung_up = nix::sys::termios::tcgetattr(file).err() == Some(Errno::EIO);
+    let flag = |which, op| {
+        if hung_up {
+            return Ok(false);
+        }
+        ioctl::flag(file, which).map_err(|e| fd_err(fd, op, e))
+    };
     let packet_mode = driver.is_pty() && flag(Flag::Packet, "ioctl(TIOCGPKT)")?;
     let locked = driver.is_pty() && flag(Flag::Locked, "ioctl(TIOCGPTLCK)")?;
     let mut entry = TtyInfoEntry {
@@ -228,6 +311,8 @@ fn info_entry(
         rdev: fd.stat.rdev as u32,
         dev: Some(fd.stat.dev as u32),
         pty: driver.is_pty().then_some(TtyPtyEntry { index }),
+        uid: owner.map(|o| o.0),
+        gid: owner.map(|o| o.1),
         ..Default::default()
     };
     // A hung-up terminal answers EIO: CRIU stores what it has and no settings.

@@ -74,6 +74,8 @@ fn dumped_foreground(ctx: &mut dyn RestoreContext) -> Result<Option<i32>, Plugin
                 Some(Driver::PtySlave | Driver::Vt | Driver::Serial)
             )
         })
+        // A slave whose master is in the images is a pair of the tree, not criu's terminal.
+        .filter(|i| i.pty.is_none() || !infos.iter().any(|m| m.id == i.id | 1))
         .find_map(|i| i32::try_from(i.pgrp).ok().filter(|p| *p > 0)))
 }
 

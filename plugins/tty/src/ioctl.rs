@@ -18,6 +18,11 @@ nix::ioctl_read_bad!(tiocgexcl, libc::TIOCGEXCL, c_int);
 nix::ioctl_read_bad!(tiocgpkt, libc::TIOCGPKT, c_int);
 nix::ioctl_read_bad!(tiocgptlck, libc::TIOCGPTLCK, c_int);
 nix::ioctl_read_bad!(tiocgptn, libc::TIOCGPTN, libc::c_uint);
+nix::ioctl_write_ptr_bad!(tiocsptlck, libc::TIOCSPTLCK, c_int);
+nix::ioctl_write_ptr_bad!(tiocpkt, libc::TIOCPKT, c_int);
+nix::ioctl_none_bad!(tiocexcl, libc::TIOCEXCL);
+nix::ioctl_read_bad!(tiocgsid, libc::TIOCGSID, libc::pid_t);
+nix::ioctl_read_bad!(tiocgpgrp, libc::TIOCGPGRP, libc::pid_t);
 
 /// `TIOCGWINSZ`: the window size.
 pub(crate) fn window_size(fd: BorrowedFd<'_>) -> Result<libc::winsize, Errno> {
@@ -83,6 +88,45 @@ pub(crate) fn pty_index(fd: BorrowedFd<'_>) -> Result<u32, Errno> {
     // SAFETY: valid fd; `n` is a live unsigned int the kernel fills.
     unsafe { tiocgptn(fd.as_raw_fd(), &mut n) }?;
     Ok(n)
+}
+
+/// `TIOCSPTLCK`: locks (`true`) or unlocks the slave of a pty master.
+pub(crate) fn set_locked(fd: BorrowedFd<'_>, locked: bool) -> Result<(), Errno> {
+    let v = c_int::from(locked);
+    // SAFETY: valid fd; `v` is a live int the kernel only reads.
+    unsafe { tiocsptlck(fd.as_raw_fd(), &v) }.map(drop)
+}
+
+/// `TIOCPKT`: packet mode on a pty master.
+pub(crate) fn set_packet(fd: BorrowedFd<'_>, on: bool) -> Result<(), Errno> {
+    let v = c_int::from(on);
+    // SAFETY: valid fd; `v` is a live int the kernel only reads.
+    unsafe { tiocpkt(fd.as_raw_fd(), &v) }.map(drop)
+}
+
+/// `TIOCEXCL`: exclusive mode (further opens fail with `EBUSY` for unprivileged callers).
+pub(crate) fn set_exclusive(fd: BorrowedFd<'_>) -> Result<(), Errno> {
+    // SAFETY: valid fd; the request takes no argument.
+    unsafe { tiocexcl(fd.as_raw_fd()) }.map(drop)
+}
+
+/// The session and foreground group of the slave of pty master `fd` (`TIOCGSID`,
+/// `TIOCGPGRP`: asked of a master, the kernel answers for its slave, whoever asks); `(0, 0)`
+/// when the slave is no session's controlling terminal.
+pub(crate) fn slave_session(fd: BorrowedFd<'_>) -> Result<(i32, i32), Errno> {
+    let (mut sid, mut pgrp): (libc::pid_t, libc::pid_t) = (0, 0);
+    // SAFETY: valid fd; `sid` is a live pid_t the kernel fills.
+    match unsafe { tiocgsid(fd.as_raw_fd(), &mut sid) } {
+        Ok(_) => {}
+        Err(Errno::ENOTTY) => return Ok((0, 0)),
+        Err(e) => return Err(e),
+    }
+    // SAFETY: as above, for `pgrp`.
+    match unsafe { tiocgpgrp(fd.as_raw_fd(), &mut pgrp) } {
+        Ok(_) => Ok((sid, pgrp)),
+        Err(Errno::ENOTTY) => Ok((sid, 0)),
+        Err(e) => Err(e),
+    }
 }
 
 /// An all-zero termios (libc's struct has no `Default`).

@@ -8,28 +8,44 @@
 //! A terminal of a session whose leader is not dumped is the shell's: it is refused unless
 //! `--shell-job`, as CRIU does; a pty slave whose master is not dumped needs `--shell-job`.
 //!
+//! Pty pairs inside the tree (the master in the tree): both ends' entries, CRIU's way; the
+//! data queued between the ends in `tty-data.img` (see `queued`). Restore opens `/dev/ptmx`
+//! until the kernel hands out the dumped index (it gives the lowest free one), so the slave
+//! is `/dev/pts/N` again; an index in use is an error naming it. Packet mode, the slave lock,
+//! exclusive mode, termios and window size come back, and a session leader gets its pty
+//! slave back as controlling terminal (a remote `TIOCSCTTY`, see `pty`).
+//!
 //! Restore with `--shell-job`: that terminal becomes criu's own (the one on its stdin),
 //! settings left as they are there; `/dev/tty` is reopened in criu's session, which the tree
 //! joins; a job that was the terminal's foreground group gets it back before it runs. Console, VTs and serial lines are reopened by path with their settings.
 //!
-//! Not yet: pty masters and pty pairs inside the tree (refused with a clear error), queued
-//! terminal data (`tty-data.img`, which CRIU only keeps for pairs).
+//! `/dev/tty` of a session whose terminal is such a pair is reopened in that session (see
+//! `ctty`).
+//!
+//! A slave hung up because its master was closed comes back hung up (criu opens the index's
+//! master for it and closes it again).
+//!
+//! Not yet: locked termios (`TIOCSLCKTRMIOS`) on restore.
 
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+mod ctty;
 mod dump;
 mod entries;
 mod foreground;
 mod ioctl;
 mod kind;
+mod pairs;
+mod pty;
+mod queued;
 mod restore;
 mod session;
 
 use criu_plugin_api::{
-    API_VERSION, DumpContext, FdDesc, FdHandler, FileRestorer, ImageRef, Plugin, PluginError,
-    PluginImageKind, PluginInfo, PluginRegistration, PluginState, RestoreContext, RestoreStage,
-    RunKind, StageHooks,
+    API_VERSION, DumpContext, DumpStage, FdDesc, FdHandler, FileRestorer, ImageRef, Plugin,
+    PluginError, PluginImageKind, PluginInfo, PluginRegistration, PluginState, RestoreContext,
+    RestoreStage, RunKind, StageHooks,
 };
 use criu_proto::images::{FdTypes, FileEntry};
 
@@ -40,6 +56,9 @@ pub const NAME: &str = "tty";
 
 /// `tty-info.img`.
 const TTY_INFO: ImageRef = ImageRef::single(PluginImageKind::TtyInfo);
+
+/// `tty-data.img`.
+const TTY_DATA: ImageRef = ImageRef::single(PluginImageKind::TtyData);
 
 /// Terminals (stateless: each restore gets its own restorer).
 #[derive(Debug, Default)]
@@ -75,8 +94,20 @@ impl Plugin for TtyPlugin {
     }
 }
 
-/// `--shell-job`: the job gets its terminal's foreground back (see `foreground`).
+/// `--shell-job`: the job gets its terminal's foreground back (see `foreground`); pty pairs'
+/// queued data is taken once every fd is dumped (see `pairs`).
 impl StageHooks for TtyPlugin {
+    fn dump_stages(&self) -> &[DumpStage] {
+        &[DumpStage::AfterDump]
+    }
+
+    fn dump_stage(&self, stage: DumpStage, ctx: &mut dyn DumpContext) -> Result<(), PluginError> {
+        match stage {
+            DumpStage::AfterDump => pairs::dump_queued(ctx),
+            _ => Ok(()),
+        }
+    }
+
     fn restore_stages(&self) -> &[RestoreStage] {
         &foreground::STAGES
     }

@@ -7,19 +7,21 @@
 //! with its settings put back.
 
 use std::collections::HashMap;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
-use criu_plugin_api::{FileRestorer, PluginError, RestoreContext, read_messages};
-use criu_proto::images::{FileEntry, TtyFileEntry, TtyInfoEntry};
+use criu_plugin_api::{FileRestorer, InstalledFd, PluginError, RestoreContext, read_messages};
+use criu_proto::images::{FileEntry, TtyDataEntry, TtyFileEntry, TtyInfoEntry};
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, open};
 use nix::sys::stat::Mode;
 use nix::sys::termios::{SetArg, Termios, tcsetattr};
 
-use crate::TTY_INFO;
 use crate::entries::{termios_of, winsize_of};
 use crate::ioctl;
 use crate::kind::Driver;
+use crate::{TTY_DATA, TTY_INFO, ctty, pty};
+
+mod finish;
 
 const INFO_IMG: &str = "tty-info.img";
 
@@ -27,12 +29,20 @@ const INFO_IMG: &str = "tty-info.img";
 pub const NO_TERMINAL_HINT: &str = "restore --shell-job: the dumped tree used a terminal; run criu restore with a terminal on stdin";
 
 /// One restore's terminals: `tty-info.img` by id, the paths of the REG entries TTY entries
-/// point at, and which pty masters the images hold.
+/// point at, which pty masters the images hold, and the pty masters opened so far.
 #[derive(Debug)]
 pub(crate) struct TtyRestorer {
     infos: HashMap<u32, TtyInfoEntry>,
     paths: HashMap<u32, String>,
     tty_ids: Vec<u32>,
+    /// The TTY entries: file id to (tty info id, flags, path).
+    files: HashMap<u32, TtyFileEntry>,
+    /// Pty masters opened (criu's own copy), by pty index.
+    masters: HashMap<u32, OwnedFd>,
+    /// `tty-data.img`.
+    data: Vec<TtyDataEntry>,
+    /// `/dev/tty` descriptions given a stand-in (file id, flags), see `ctty`.
+    pending_ctty: Vec<(u32, u32)>,
 }
 
 impl TtyRestorer {
@@ -54,11 +64,117 @@ impl TtyRestorer {
             .iter()
             .filter_map(|e| Some(e.tty.as_ref()?.tty_info_id))
             .collect();
+        let files = entries
+            .iter()
+            .filter_map(|e| Some((e.id, e.tty?)))
+            .collect();
+        let data = read_messages::<TtyDataEntry>(ctx, TTY_DATA)?;
+        for d in &data {
+            if !infos.contains_key(&d.tty_id) {
+                return Err(PluginError::bad_image(
+                    "tty-data.img",
+                    format!("data for tty id {:#x}, which tty-info.img lacks", d.tty_id),
+                ));
+            }
+        }
         Ok(TtyRestorer {
             infos,
             paths,
             tty_ids,
+            files,
+            masters: HashMap::new(),
+            data,
+            pending_ctty: Vec::new(),
         })
+    }
+
+    /// Whether a pty pair of the images was a session's controlling terminal.
+    fn has_session_pty(&self) -> bool {
+        self.infos
+            .values()
+            .any(|i| i.sid != 0 && i.pty.is_some() && self.tty_ids.contains(&(i.id | 1)))
+    }
+
+    /// The pty index of `info` (a corrupt image without one is an error).
+    fn index_of(info: &TtyInfoEntry) -> Result<u32, PluginError> {
+        info.pty.as_ref().map(|p| p.index).ok_or_else(|| {
+            PluginError::bad_image(INFO_IMG, format!("pty {:#x} without an index", info.id))
+        })
+    }
+
+    /// The master of pty `index` (slave info id `slave_id`), opened at that index on first
+    /// use: unlocked (the slaves are opened next; the lock comes back in `finish`), packet
+    /// mode, termios and window size (the kernel applies them to the slave) put back.
+    fn master(
+        &mut self,
+        index: u32,
+        slave_id: u32,
+        pid: i32,
+    ) -> Result<BorrowedFd<'_>, PluginError> {
+        if !self.masters.contains_key(&index) {
+            let master_id = slave_id | 1;
+            let tfe = self.files.values().find(|f| f.tty_info_id == master_id);
+            let flags = tfe.map_or(libc::O_RDWR as u32, |f| f.flags);
+            // A hung-up pty (its master closed) has no master entry: the slave's stands in.
+            let info = self
+                .infos
+                .get(&master_id)
+                .or_else(|| self.infos.get(&slave_id))
+                .ok_or_else(|| {
+                    PluginError::bad_image(INFO_IMG, format!("no pty master {master_id:#x}"))
+                })?;
+            let ptmx = tfe
+                .and_then(|f| self.path_of(f, info))
+                .unwrap_or_else(|| "/dev/ptmx".into());
+            let fd = pty::open_index(&ptmx, index, reopen_flags(flags), pid)?;
+            let path = format!("/dev/pts/{index}");
+            ioctl::set_locked(fd.as_fd(), false)
+                .map_err(|e| PluginError::path(&path, "ioctl(TIOCSPTLCK)", e))?;
+            let slave_info = self.infos.get(&slave_id);
+            let owner = slave_info
+                .and_then(|i| i.uid.zip(i.gid))
+                .or_else(|| info.uid.zip(info.gid));
+            if let Some((uid, gid)) = owner {
+                nix::unistd::chown(
+                    path.as_str(),
+                    Some(nix::unistd::Uid::from_raw(uid)),
+                    Some(nix::unistd::Gid::from_raw(gid)),
+                )
+                .map_err(|e| PluginError::path(&path, "chown", e))?;
+            }
+            let settings = slave_info.filter(|i| i.termios.is_some());
+            apply_settings(&fd, settings.unwrap_or(info), &path)?;
+            if info.packet_mode {
+                ioctl::set_packet(fd.as_fd(), true)
+                    .map_err(|e| PluginError::path(&path, "ioctl(TIOCPKT)", e))?;
+            }
+            self.masters.insert(index, fd);
+        }
+        Ok(self.masters[&index].as_fd())
+    }
+
+    /// A pty end of a pair inside the tree: the master's description (opened once per
+    /// index), or a new description of the slave.
+    fn open_pair_end(
+        &mut self,
+        driver: Driver,
+        info_id: u32,
+        flags: u32,
+        pid: i32,
+    ) -> Result<OwnedFd, PluginError> {
+        let info = &self.infos[&info_id];
+        let index = Self::index_of(info)?;
+        let master = self.master(index, info_id & !1, pid)?;
+        let path = format!("/dev/pts/{index}");
+        match driver {
+            Driver::PtyMaster => master.try_clone_to_owned().map_err(|e| PluginError::Path {
+                path: path.into(),
+                op: "dup",
+                source: e,
+            }),
+            _ => open(path.as_str(), reopen_flags(flags), Mode::empty())
+                .map_err(|e| PluginError::path(&path, "open", e)),
+        }
     }
 
     /// The path of a TTY entry: its REG entry (`regf_id`; CRIU itself writes the REG entry
@@ -114,17 +230,10 @@ impl FileRestorer for TtyRestorer {
             "opening terminal"
         );
         match driver {
-            Driver::PtyMaster => Err(PluginError::Unsupported {
-                resource: what,
-                pid,
-                hint: "pty masters are not supported yet".into(),
-            }),
-            Driver::PtySlave if self.tty_ids.contains(&(info.id | 1)) => {
-                Err(PluginError::Unsupported {
-                    resource: what,
-                    pid,
-                    hint: "pty pairs inside the dumped tree are not supported yet".into(),
-                })
+            Driver::PtyMaster => self.open_pair_end(driver, info.id, tfe.flags, pid),
+            // A pair, or a slave hung up at dump (no termios): its master was closed.
+            Driver::PtySlave if self.tty_ids.contains(&(info.id | 1)) || info.termios.is_none() => {
+                self.open_pair_end(driver, info.id, tfe.flags, pid)
             }
             Driver::PtySlave | Driver::Vt | Driver::Serial if shell_job => {
                 open_own_terminal(&what, pid, tfe.flags)
@@ -135,6 +244,11 @@ impl FileRestorer for TtyRestorer {
                 hint: "the dumped tree used a terminal outside it (its shell's); restore with --shell-job to give it criu's terminal".into(),
             }),
             Driver::Ctty if shell_job => open_ctty(&what, pid, tfe.flags),
+            // The session's terminal is a pair of the tree: opened in the session in `finish`.
+            Driver::Ctty if self.has_session_pty() => {
+                self.pending_ctty.push((entry.id, tfe.flags));
+                ctty::stand_in(reopen_flags(tfe.flags))
+            }
             Driver::Ctty => Err(PluginError::Unsupported {
                 resource: what,
                 pid,
@@ -147,6 +261,25 @@ impl FileRestorer for TtyRestorer {
                 Ok(fd)
             }
         }
+    }
+
+    /// Pty pairs: queued data, exclusive mode, the slave lock and controlling terminals, once
+    /// every description is open and every task exists.
+    fn finish(
+        &mut self,
+        ctx: &mut dyn RestoreContext,
+        installed: &[InstalledFd],
+    ) -> Result<(), PluginError> {
+        self.write_queued()?;
+        self.controlling(ctx, installed)?;
+        ctty::replace_stand_ins(ctx, &self.pending_ctty, installed)?;
+        self.modes()?;
+        // The master of a hung-up pty only served to open its slaves: closing it hangs them
+        // up again.
+        let tty_ids = &self.tty_ids;
+        self.masters
+            .retain(|index, _| tty_ids.contains(&(index << 1 | 1)));
+        Ok(())
     }
 }
 

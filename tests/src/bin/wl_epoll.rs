@@ -13,8 +13,8 @@
 //! `FAIL del ...`) and from then on must no longer be reported.
 //!
 //! `wl_epoll REPORT closed`: additionally registers a pipe C and then closes its fd while a
-//! duplicate keeps the pipe open, so the registration outlives its fd number (a dump must
-//! refuse that), and reports `closed tfd=N`.
+//! duplicate keeps the pipe open, so the registration outlives its fd number (the dump
+//! finds the target at the duplicate), and reports `closed tfd=N`.
 //!
 //! `wl_epoll REPORT fork`: forks a child once everything is registered; the child shares the
 //! epoll and its targets (same descriptions, same fd numbers) and only sleeps, reporting

@@ -14,6 +14,7 @@ use crate::kind::{Driver, info_id, proc_tty_nr, slave_index};
 use crate::session::{parse_stat, parse_tracer};
 use crate::{TTY_INFO, TtyPlugin};
 
+mod queued;
 mod restore;
 
 #[test]
@@ -245,16 +246,70 @@ fn second_shell_terminal_refused() {
     assert!(err.contains("second terminal"), "{err}");
 }
 
+/// A pair of this process (its master in the "tree"): both ends dumped with one index, the
+/// data queued both ways carried in tty-data.img and still readable afterwards.
 #[test]
-fn pty_master_refused_clearly() {
-    let (master, _slave) = pty(10, 10);
-    let desc = own_fd_desc(master.as_fd()).expect("describe");
-    assert!(TtyPlugin.claims(&desc));
+fn pty_pair_dumped_with_queued_data_left_in_place() {
+    use criu_plugin_api::{DumpStage, StageHooks};
+    let (master, slave) = pty(10, 10);
+    let mut t = nix::sys::termios::tcgetattr(slave.as_fd()).expect("tcgetattr");
+    t.local_flags.remove(nix::sys::termios::LocalFlags::ECHO);
+    nix::sys::termios::tcsetattr(slave.as_fd(), nix::sys::termios::SetArg::TCSANOW, &t)
+        .expect("tcsetattr");
+    let index = crate::ioctl::pty_index(master.as_fd()).expect("TIOCGPTN");
+    nix::unistd::write(&master, b"down\n").expect("write master");
+    nix::unistd::write(&slave, b"up\n").expect("write slave");
     let mut images = MemoryImages::for_plugin(100, &crate::PLUGIN).unwrap();
-    images.dump_options.shell_job = true;
-    let err = TtyPlugin
-        .dump_file(&mut images, &desc, 1)
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("pty master"), "{err}");
+    let me = std::process::id() as i32;
+    images.tasks = vec![criu_plugin_api::TaskIds {
+        pid: me,
+        tids: vec![me],
+    }];
+    let mdesc = own_fd_desc(master.as_fd()).expect("describe");
+    let m = TtyPlugin.dump_file(&mut images, &mdesc, 1).expect("master");
+    assert_eq!(m.tty.unwrap().tty_info_id, index << 1 | 1);
+    let s = dump_slave(&mut images, &slave, 2).expect("slave of a master in the tree");
+    assert_eq!(s.tty.unwrap().tty_info_id, index << 1);
+    TtyPlugin
+        .dump_stage(DumpStage::AfterDump, &mut images)
+        .expect("queued data");
+    let mut data: Vec<(u32, Vec<u8>)> =
+        messages::<criu_proto::images::TtyDataEntry>(&images, crate::TTY_DATA)
+            .into_iter()
+            .map(|d| (d.tty_id, d.data))
+            .collect();
+    data.sort();
+    assert_eq!(
+        data,
+        [
+            (index << 1, b"down\n".to_vec()),
+            (index << 1 | 1, b"up\r\n".to_vec())
+        ]
+    );
+    // Written back: each end still reads it, once.
+    let mut buf = [0u8; 64];
+    let n = nix::unistd::read(&slave, &mut buf).expect("read slave");
+    assert_eq!(&buf[..n], b"down\n");
+    let n = nix::unistd::read(&master, &mut buf).expect("read master");
+    assert_eq!(&buf[..n], b"up\r\n");
+    assert_eq!(
+        crate::pairs::parse_tty_index(&mdesc.fdinfo.raw),
+        Some(index)
+    );
+}
+
+/// A slave whose master was closed (hung up) is dumped without `--shell-job`: it comes back
+/// hung up, behind a master criu closes again; its entry has no settings (the kernel gives
+/// none).
+#[test]
+fn hung_up_slave_dumped_without_shell_job() {
+    let (master, slave) = pty(10, 10);
+    let index = crate::ioctl::pty_index(master.as_fd()).expect("TIOCGPTN");
+    drop(master);
+    let mut images = MemoryImages::for_plugin(100, &crate::PLUGIN).unwrap();
+    let e = dump_slave(&mut images, &slave, 1).expect("hung-up slave");
+    assert_eq!(e.tty.unwrap().tty_info_id, index << 1);
+    let infos: Vec<TtyInfoEntry> = messages(&images, TTY_INFO);
+    assert_eq!(infos.len(), 1);
+    assert!(infos[0].termios.is_none(), "{:?}", infos[0]);
 }
