@@ -10,7 +10,9 @@ tables; they come from FIELD_OPTIONS.txt, one line per field:
 
 Fields criu-rs adds to CRIU's messages come from CRIU_RS_FIELDS.txt, one line per field:
     message label type name number
-with numbers in criu-rs's range (1001-1999), appended after CRIU's fields.
+with numbers in criu-rs's range (1001-1999), appended after CRIU's fields. Values criu-rs adds
+to CRIU's top-level enums use the same file and range, one line per value:
+    enum enum_name VALUE number
 """
 import re
 import sys
@@ -92,7 +94,14 @@ def load_ours(path):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        msg, label, typ, name, no = line.split()
+        words = line.split()
+        if words[0] == "enum":
+            _, enum, value, no = words
+            if int(no) not in OUR_RANGE:
+                sys.exit(f"{enum}.{value} = {no}: outside criu-rs's range {OUR_RANGE}")
+            ours.setdefault(enum, []).append((value, int(no), "enum", None))
+            continue
+        msg, label, typ, name, no = words
         if int(no) not in OUR_RANGE:
             sys.exit(f"{msg}.{name} = {no}: outside criu-rs's range {OUR_RANGE}")
         ours.setdefault(msg, []).append((name, int(no), label, typ))
@@ -112,6 +121,11 @@ def render(fname, f, opts, used, ours, placed):
             out.append(f"enum {name} {{")
             for v, n in item["values"]:
                 out.append(f"\t{v} = {n};")
+            if name in ours:
+                out.append("\t// criu-rs's own values (1001-1999).")
+                for v, n, _, _ in ours[name]:
+                    out.append(f"\t{v} = {n};")
+                placed.add(name)
             out.append("}")
             out.append("")
             continue

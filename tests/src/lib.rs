@@ -1,6 +1,8 @@
 //! Shared helpers for the end-to-end tests: start workloads, wait for them, and end every
 //! process a test started, by pid, even when the test fails.
 
+pub mod rpc_client;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

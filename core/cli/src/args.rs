@@ -79,6 +79,10 @@ pub struct Options {
     pub network_lock: criu_plugin_api::NetworkLock,
     /// `--external` values, in order.
     pub external: Vec<String>,
+    /// `--address`: the socket `criu service` listens on.
+    pub address: Option<PathBuf>,
+    /// `--status-fd`: `criu service` writes a byte there once it listens.
+    pub status_fd: Option<i32>,
     /// Options of [`Class::Unsupported`] that are on, in order (checked per command).
     pub unsupported: Vec<Given>,
 }
@@ -150,6 +154,8 @@ fn apply(cli: &mut Cli, spec: &'static OptSpec, value: Option<String>, off: bool
         "ext-unix-sk" => o.ext_unix_sk = !off,
         "external" => o.external.push(v()),
         "network-lock" => o.network_lock = network_lock(&v())?,
+        "address" => o.address = path(),
+        "status-fd" => o.status_fd = Some(number(&v())?),
         _ => check_value(spec.long, value.as_deref())?,
     }
     if let Class::Unsupported { .. } = spec.class {

@@ -13,6 +13,7 @@ mod help;
 mod logging;
 mod optable;
 mod plugins;
+pub mod rpc;
 
 use std::process::ExitCode;
 
@@ -70,7 +71,12 @@ fn run(user_argv: Vec<String>) -> Result<ExitCode> {
     let Some(command) = cli.command.clone() else {
         anyhow::bail!("no command given; try 'criu --help'");
     };
-    let log_file = commands::log_path(&cli.opts);
-    logging::init(cli.opts.verbosity, log_file.as_deref())?;
+    // `criu swrk` logs where each request says (rpc::ops); the service's workers log
+    // where the service does.
+    if command != "swrk" {
+        let log_file = commands::log_path(&cli.opts);
+        logging::init(cli.opts.verbosity, log_file.as_deref())?;
+        rpc::logging_set_up();
+    }
     commands::dispatch(&command, &cli.command_args, &cli.opts)
 }

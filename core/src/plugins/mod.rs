@@ -218,11 +218,31 @@ pub fn load_file(path: &Path) -> Result<Option<&'static LoadedPlugin>, PluginLoa
     Ok(Some(plugin))
 }
 
-/// Every plugin the dump and restore use: the built-in ones and the loaded ones, in asking
-/// order (priority, then name).
+/// Plugins the host program adds while it runs (the RPC service's notifier), beside the
+/// built-in and loaded ones.
+static HOST: Mutex<Vec<&'static dyn Plugin>> = Mutex::new(Vec::new());
+
+/// Adds `plugin` to [`all`] for the rest of this process: how the program around the core
+/// (`criu swrk`'s notifications) gets stage hooks without being a plugin crate. A plugin of
+/// the same name already added is not added twice.
+pub fn register_host_plugin(plugin: &'static dyn Plugin) {
+    let mut host = HOST.lock().unwrap_or_else(|p| p.into_inner());
+    if !host.iter().any(|p| p.info().name == plugin.info().name) {
+        host.push(plugin);
+    }
+}
+
+/// Every plugin the dump and restore use: the built-in ones, the loaded ones and the host's
+/// ([`register_host_plugin`]), in asking order (priority, then name).
 pub fn all() -> Vec<&'static dyn Plugin> {
     let mut plugins = builtin_plugins();
     plugins.extend(loaded().into_iter().map(|p| p as &'static dyn Plugin));
+    plugins.extend(
+        HOST.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .copied(),
+    );
     sort_plugins(&mut plugins);
     plugins
 }

@@ -8,6 +8,29 @@ use criu_core::dump::{DumpOptions, dump};
 use crate::args::Options;
 
 pub fn run(opts: &Options) -> Result<ExitCode> {
+    let dump_opts = dump_options(opts)?;
+    let (pid, images_dir) = (dump_opts.pid, &dump_opts.images_dir);
+    let report = dump(&dump_opts)
+        .with_context(|| format!("dumping pid {pid} into {}", images_dir.display()))?;
+    tracing::info!(
+        pids = report.pids.len(),
+        threads = report.threads,
+        pages = report.pages_written,
+        frozen_us = report.frozen_time_us,
+        "dump finished"
+    );
+    if opts.display_stats {
+        println!("Displaying dump stats:");
+        println!("Frozen time: {} us", report.frozen_time_us);
+        println!("Pages scanned: {}", report.pages_scanned);
+        println!("Pages written: {}", report.pages_written);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The core's options for `opts` (plugins of `--plugin-dir` loaded): the one path from the
+/// command line and from the RPC service to a dump.
+pub fn dump_options(opts: &Options) -> Result<DumpOptions> {
     let Some(pid) = opts.tree else {
         bail!("dump needs the root of the tree to dump: -t/--tree PID");
     };
@@ -26,20 +49,5 @@ pub fn run(opts: &Options) -> Result<ExitCode> {
     dump_opts.ext_unix_sk = opts.ext_unix_sk;
     dump_opts.network_lock = opts.network_lock;
     dump_opts.external = opts.external.clone();
-    let report = dump(&dump_opts)
-        .with_context(|| format!("dumping pid {pid} into {}", images_dir.display()))?;
-    tracing::info!(
-        pids = report.pids.len(),
-        threads = report.threads,
-        pages = report.pages_written,
-        frozen_us = report.frozen_time_us,
-        "dump finished"
-    );
-    if opts.display_stats {
-        println!("Displaying dump stats:");
-        println!("Frozen time: {} us", report.frozen_time_us);
-        println!("Pages scanned: {}", report.pages_scanned);
-        println!("Pages written: {}", report.pages_written);
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok(dump_opts)
 }

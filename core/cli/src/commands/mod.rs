@@ -2,8 +2,8 @@
 
 mod check;
 mod check_images;
-mod dump;
-mod restore;
+pub(crate) mod dump;
+pub(crate) mod restore;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,43 +33,36 @@ pub fn dispatch(command: &str, args: &[String], opts: &Options) -> Result<ExitCo
         "check-images" => check_images::run(opts),
         "dump" => dump::run(opts),
         "restore" => restore::run(opts, args),
-        "pre-dump" => not_supported(
-            "pre-dump",
-            "incremental dumps need memory change tracking; this kernel has no soft-dirty \
-             bits and tracking through PAGEMAP_SCAN/userfaultfd write-protection is not \
-             written yet; use a full 'criu dump'",
-        ),
-        "page-server" => not_supported(
-            "page-server",
-            "pages can only be written to a local images dir (-D) for now",
-        ),
-        "lazy-pages" => not_supported(
-            "lazy-pages",
-            "post-copy restore is not written yet; restore without --lazy-pages",
-        ),
-        "cpuinfo" => not_supported(
-            "cpuinfo",
-            "CPU capability images are not written yet; restore checks the xsave layout \
-             of each thread instead",
-        ),
-        "swrk" => not_supported(
-            "swrk",
-            "the RPC service used by runc/crun/podman is not written yet; call 'criu dump' \
-             and 'criu restore' directly",
-        ),
-        "service" => not_supported("service", "the RPC service is not written yet"),
-        other => {
-            bail!(
+        "swrk" => crate::rpc::swrk_command(args),
+        "service" => crate::rpc::service_command(opts),
+        other => match not_built(other) {
+            Some(why) => bail!("{why}"),
+            None => bail!(
                 "unknown command '{other}'; commands: dump, pre-dump, restore, check, \
-                 check-images, page-server, lazy-pages, cpuinfo, swrk, crit"
-            )
-        }
+                 check-images, page-server, lazy-pages, cpuinfo, swrk, service, crit"
+            ),
+        },
     }
 }
 
-/// Fails loudly, naming what is missing and the way out.
-fn not_supported(command: &str, why: &str) -> Result<ExitCode> {
-    bail!("not supported yet: 'criu {command}': {why}")
+/// The commands not built yet, each with why and the way out: what `criu CMD` and the RPC
+/// service's matching requests answer.
+pub fn not_built(command: &str) -> Option<String> {
+    let why = match command {
+        "pre-dump" => {
+            "incremental dumps need memory change tracking; this kernel has no soft-dirty \
+             bits and tracking through PAGEMAP_SCAN/userfaultfd write-protection is not \
+             written yet; use a full 'criu dump'"
+        }
+        "page-server" => "pages can only be written to a local images dir (-D) for now",
+        "lazy-pages" => "post-copy restore is not written yet; restore without --lazy-pages",
+        "cpuinfo" => {
+            "CPU capability images are not written yet; restore checks the xsave layout \
+             of each thread instead"
+        }
+        _ => return None,
+    };
+    Some(format!("not supported yet: 'criu {command}': {why}"))
 }
 
 /// The work dir: -W, else the images dir, else the current dir.

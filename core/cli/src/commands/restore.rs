@@ -21,23 +21,8 @@ pub fn run(opts: &Options, exec_cmd: &[String]) -> Result<ExitCode> {
             bail!("--restore-detached and --exec-cmd cannot be used together");
         }
     }
-    let images_dir = super::images_dir(opts)?;
-    crate::plugins::load(opts);
-    let restore_opts = RestoreOptions {
-        images_dir: images_dir.clone(),
-        detach: opts.restore_detached || opts.exec_cmd,
-        leave_stopped: opts.leave_stopped,
-        pidfile: opts.pidfile.as_deref().map(|p| super::in_work_dir(opts, p)),
-        shell_job: opts.shell_job,
-        verify_pages: opts.verify_pages,
-        secret_key: opts.secret_key.clone(),
-        tcp_established: opts.tcp_established,
-        tcp_close: opts.tcp_close,
-        file_locks: opts.file_locks,
-        ext_unix_sk: opts.ext_unix_sk,
-        network_lock: opts.network_lock,
-        external: opts.external.clone(),
-    };
+    let restore_opts = restore_options(opts, opts.restore_detached || opts.exec_cmd)?;
+    let images_dir = &restore_opts.images_dir;
     let outcome = restore(&restore_opts)
         .with_context(|| format!("restoring from {}", images_dir.display()))?;
     Ok(match outcome {
@@ -60,8 +45,30 @@ pub fn run(opts: &Options, exec_cmd: &[String]) -> Result<ExitCode> {
     })
 }
 
+/// The core's options for `opts`, detached or not (plugins of `--plugin-dir` loaded): the
+/// one path from the command line and from the RPC service to a restore.
+pub fn restore_options(opts: &Options, detach: bool) -> Result<RestoreOptions> {
+    let images_dir = super::images_dir(opts)?;
+    crate::plugins::load(opts);
+    Ok(RestoreOptions {
+        images_dir,
+        detach,
+        leave_stopped: opts.leave_stopped,
+        pidfile: opts.pidfile.as_deref().map(|p| super::in_work_dir(opts, p)),
+        shell_job: opts.shell_job,
+        verify_pages: opts.verify_pages,
+        secret_key: opts.secret_key.clone(),
+        tcp_established: opts.tcp_established,
+        tcp_close: opts.tcp_close,
+        file_locks: opts.file_locks,
+        ext_unix_sk: opts.ext_unix_sk,
+        network_lock: opts.network_lock,
+        external: opts.external.clone(),
+    })
+}
+
 /// Replaces criu with `cmd` (searched in PATH); returns only on failure.
-fn exec(cmd: &[String]) -> anyhow::Error {
+pub fn exec(cmd: &[String]) -> anyhow::Error {
     use std::os::unix::process::CommandExt;
     let err = std::process::Command::new(&cmd[0]).args(&cmd[1..]).exec();
     anyhow::Error::new(err).context(format!("--exec-cmd: cannot exec {}", cmd[0]))
