@@ -17,4 +17,5 @@ pub mod kerndat;
 pub mod plugins;
 pub mod proc;
 pub mod restore;
+pub mod shstk;
 pub mod sys;

@@ -132,6 +132,12 @@ pub fn classify(pid: i32, m: &MapsEntry, file_stat: &mut StatFn<'_>) -> Result<V
     if vmf.has("dp") {
         e.flags = (e.flags & !(libc::MAP_PRIVATE as u32)) | libc::MAP_DROPPABLE as u32;
     }
+    // A shadow stack (CRIU's VMA_AREA_SHSTK): private anonymous memory otherwise, its pages
+    // dumped like any other; restore creates it with map_shadow_stack.
+    if vmf.has("ss") {
+        crate::shstk::x86_64::dump_area(pid, m.start, m.end)?;
+        e.status |= crate::shstk::VMA_AREA_SHSTK;
+    }
     let madv = madv_bits(&vmf);
     e.madv = (madv != 0).then_some(madv);
     let unsupported = |what: String| DumpError::Unsupported {

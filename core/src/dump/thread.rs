@@ -297,10 +297,17 @@ pub fn collect_thread(
         }),
         cg_set: None,
     };
+    let mut fpregs = fpregs_entry(&xs);
+    // CRIU's place for the shadow stack: user_x86_xsave_entry.cet (features and SSP).
+    if let Some(cet) = crate::shstk::x86_64::dump_thread(pid, tid)?
+        && let Some(x) = fpregs.xsave.as_mut()
+    {
+        x.cet = Some(cet);
+    }
     let info = ThreadInfoX86 {
         clear_tid_addr: clear_tid,
         gpregs: gpregs_entry(&regs),
-        fpregs: fpregs_entry(&xs),
+        fpregs,
         tls,
     };
     Ok(ThreadState {

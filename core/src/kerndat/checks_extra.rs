@@ -6,6 +6,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, socket};
 
 use super::checks::why;
+use super::checks_sockets::{scm_pidfd, so_passpidfd, so_passrights, so_peek_off};
 use super::{Check, KernelFeatures, Need};
 use crate::sys::probe::{self, ChildSetup};
 use crate::sys::{kabi, ptrace};
@@ -161,14 +162,14 @@ pub(super) static CHECKS: &[Check] = &[
     optional!(
         "so_peek_off",
         false,
-        "setsockopt(SO_PEEK_OFF) on a unix socket",
+        "SO_PEEK_OFF on unix sockets: -1 until set, MSG_PEEK from the offset",
         "needs Linux 4.3 or newer; unix socket queues cannot be read at dump without it",
         so_peek_off
     ),
     optional!(
         "so_passpidfd",
         false,
-        "setsockopt(SO_PASSPIDFD) on a unix socket",
+        "setsockopt/getsockopt(SO_PASSPIDFD) on a unix socket",
         "needs Linux 6.5 or newer (only programs that use it need it)",
         so_passpidfd
     ),
@@ -182,7 +183,7 @@ pub(super) static CHECKS: &[Check] = &[
     optional!(
         "so_passrights",
         false,
-        "setsockopt(SO_PASSRIGHTS) on a unix socket",
+        "SO_PASSRIGHTS off makes sendmsg(SCM_RIGHTS) fail with EPERM, on lets it through",
         "needs Linux 6.16 or newer (only programs that refuse fds need it)",
         so_passrights
     ),
@@ -445,66 +446,6 @@ fn sockopt_buf_lock(_: &mut KernelFeatures) -> Outcome {
     probe::setsockopt_int(s.as_fd(), libc::SOL_SOCKET, kabi::SO_BUF_LOCK, 0)
         .map_err(|e| e.to_string())?;
     Ok(None)
-}
-
-fn sockopt_on_unix(opt: libc::c_int, value: libc::c_int) -> Outcome {
-    let s = unix_socket()?;
-    probe::setsockopt_int(s.as_fd(), libc::SOL_SOCKET, opt, value).map_err(|e| e.to_string())?;
-    Ok(None)
-}
-
-fn so_peek_off(_: &mut KernelFeatures) -> Outcome {
-    sockopt_on_unix(kabi::SO_PEEK_OFF, 0)
-}
-
-fn so_passpidfd(_: &mut KernelFeatures) -> Outcome {
-    sockopt_on_unix(kabi::SO_PASSPIDFD, 1)
-}
-
-fn so_passrights(_: &mut KernelFeatures) -> Outcome {
-    sockopt_on_unix(kabi::SO_PASSRIGHTS, 1)
-}
-
-/// A datagram sent to a socket with `SO_PASSPIDFD` arrives with an `SCM_PIDFD`.
-fn scm_pidfd(_: &mut KernelFeatures) -> Outcome {
-    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg, send, socketpair};
-    let (a, b) = socketpair(
-        AddressFamily::Unix,
-        SockType::Datagram,
-        None,
-        SockFlag::SOCK_CLOEXEC,
-    )
-    .map_err(|e| format!("socketpair: {e}"))?;
-    probe::setsockopt_int(b.as_fd(), libc::SOL_SOCKET, kabi::SO_PASSPIDFD, 1)
-        .map_err(|e| e.to_string())?;
-    send(a.as_raw_fd(), b"x", MsgFlags::empty()).map_err(|e| format!("send: {e}"))?;
-    let mut buf = [0u8; 1];
-    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-    let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 2], libc::ucred);
-    let msg = recvmsg::<()>(
-        b.as_raw_fd(),
-        &mut iov,
-        Some(&mut cmsg),
-        MsgFlags::MSG_CMSG_CLOEXEC,
-    )
-    .map_err(|e| format!("recvmsg: {e}"))?;
-    let mut found = false;
-    for c in msg.cmsgs().map_err(|e| e.to_string())? {
-        if let ControlMessageOwned::Unknown(u) = c
-            && u.cmsg_header.cmsg_level == libc::SOL_SOCKET
-            && u.cmsg_header.cmsg_type == kabi::SCM_PIDFD
-            && let Ok(raw) = <[u8; 4]>::try_from(u.data_bytes.as_slice())
-        {
-            // The pidfd the kernel installed in this process.
-            let _ = nix::unistd::close(i32::from_ne_bytes(raw));
-            found = true;
-        }
-    }
-    if found {
-        Ok(None)
-    } else {
-        Err("no SCM_PIDFD in the received message".into())
-    }
 }
 
 fn tcp_repair(_: &mut KernelFeatures) -> Outcome {

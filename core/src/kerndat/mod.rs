@@ -18,6 +18,8 @@ mod checks_extra;
 mod checks_fsnotify;
 mod checks_ipc;
 mod checks_mem;
+mod checks_shstk;
+mod checks_sockets;
 
 pub use checks_criu::criu_feature;
 
@@ -259,6 +261,7 @@ fn all_checks() -> impl Iterator<Item = &'static Check> {
         .chain(checks_ipc::CHECKS)
         .chain(checks_fsnotify::CHECKS)
         .chain(checks_mem::CHECKS)
+        .chain(checks_shstk::CHECKS)
         .chain(checks_criu::CHECKS)
 }
 

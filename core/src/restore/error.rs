@@ -107,6 +107,9 @@ pub enum RestoreError {
         #[source]
         source: Errno,
     },
+    /// A shadow stack in the images that this host cannot restore, or recorded wrongly.
+    #[error(transparent)]
+    ShadowStack(#[from] crate::shstk::ShstkRefusal),
     #[error("pid {pid}, tid {tid}: {step}: {reason}")]
     Task {
         pid: i32,

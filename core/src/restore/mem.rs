@@ -26,10 +26,10 @@ pub const VMA_AREA_SYSVIPC: u32 = 1 << 10;
 /// A memfd mapping (with `VMA_FILE_SHARED`/`VMA_FILE_PRIVATE`, `shmid` its file id): mapped
 /// from the file its plugin restores, like any file VMA.
 pub const VMA_AREA_MEMFD: u32 = 1 << 14;
-/// Kinds we do not restore yet: socket, AIO ring, shadow stack, guard, uprobes,
-/// plugin-owned, unsupported.
-const VMA_UNHANDLED: u32 =
-    (1 << 11) | (1 << 13) | (1 << 15) | (1 << 16) | (1 << 17) | (1 << 27) | (1 << 31);
+/// Kinds we do not restore yet: socket, AIO ring, guard, uprobes, plugin-owned,
+/// unsupported. A shadow stack (1 << 15) is mapped as private anonymous memory here and
+/// replaced by `crate::shstk` (refused at load time on hosts without shadow stacks).
+const VMA_UNHANDLED: u32 = (1 << 11) | (1 << 13) | (1 << 16) | (1 << 17) | (1 << 27) | (1 << 31);
 
 // pagemap_entry.flags.
 pub const PE_PARENT: u32 = 1 << 0;

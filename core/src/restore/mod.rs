@@ -613,6 +613,13 @@ fn finish_task(
         ..
     } = p;
     let data = sp.gadget + GADGET_DATA;
+    // Shadow stacks: every thread exists and no filter or credential change can forbid the
+    // calls yet.
+    if !t.shstk_steps.is_empty() {
+        let mut threads = vec![&mut sp.leader];
+        threads.extend(others.iter_mut());
+        crate::shstk::x86_64::restore::restore_task(t.pid, threads, &t.shstk_steps)?;
+    }
     // After every thread and child exists (they would inherit the filters), before the
     // credentials (installing needs CAP_SYS_ADMIN or no_new_privs).
     seccomp::install(&mut sp.leader, filters, &t.threads[0], t, data)?;

@@ -68,6 +68,11 @@ pub struct TaskPlan {
     pub share_sighand: bool,
     /// The first task of the tree with this task's address space (itself if none before).
     pub vm_owner: i32,
+    /// Its shadow-stack areas (`VMA_AREA_SHSTK`; empty when `share_vm`).
+    pub shstk_areas: Vec<criu_shstk::ShadowStackVma>,
+    /// What restore does for shadow stacks in this task: its areas, then each thread's
+    /// (`crate::shstk`); empty for a task that used none.
+    pub shstk_steps: Vec<criu_shstk::RestoreStep>,
 }
 
 /// One thread.
@@ -80,6 +85,8 @@ pub struct ThreadPlan {
     pub tc: ThreadCoreEntry,
     /// `core-<tid>.img`, for error messages.
     pub image: String,
+    /// Its shadow stack, if it ran with one (`user_x86_xsave_entry.cet`).
+    pub shstk: Option<criu_shstk::ThreadShadowStack>,
 }
 
 /// CRIU's task states in `task_core.task_state`.
@@ -162,6 +169,7 @@ impl RestorePlan {
             tasks.push(task);
         }
         super::kobj::plan_sharing(&mut tasks)?;
+        crate::shstk::plan_tasks(&mut tasks)?;
         let seccomp = super::seccomp::load(images)?;
         let shmem = super::shmem::load_all(images, &tasks)?;
         for th in tasks.iter().flat_map(|t| &t.threads) {
@@ -276,6 +284,7 @@ impl TaskPlan {
                 clear_tid_addr: 0,
                 tc: ThreadCoreEntry::default(),
                 image: format!("core-{pid}.img"),
+                shstk: None,
             }],
             tc,
             ids: None,
@@ -291,6 +300,8 @@ impl TaskPlan {
             share_vm: false,
             share_sighand: false,
             vm_owner: pid,
+            shstk_areas: Vec::new(),
+            shstk_steps: Vec::new(),
         }
     }
 
@@ -418,6 +429,15 @@ fn load_task(
             ));
         }
         let tc = core.thread_core.clone().unwrap_or_default();
+        // A thread that ran with a shadow stack: refused here, before any task exists, when
+        // this host cannot give it one.
+        let shstk = crate::shstk::refuse_unsupported(
+            crate::shstk::host_support(),
+            pid,
+            tid,
+            &name,
+            &ti.fpregs,
+        )?;
         if tid == pid {
             leader_core = Some(core);
         }
@@ -428,6 +448,7 @@ fn load_task(
             clear_tid_addr: ti.clear_tid_addr,
             tc,
             image: name,
+            shstk,
         });
     }
     let leader_core =
@@ -482,6 +503,7 @@ fn load_task(
         (MmEntry::default(), Vec::new(), Vec::new(), String::new())
     };
 
+    let shstk_areas = crate::shstk::areas_of(pid, &format!("mm-{pid}.img"), &mm)?;
     let fds = load_fds(images, pid, ids.as_ref(), files)?;
     let fs = Some(load_fs(images, pid, files)?);
     Ok(TaskPlan {
@@ -505,6 +527,8 @@ fn load_task(
         share_vm: false,
         share_sighand: false,
         vm_owner,
+        shstk_areas,
+        shstk_steps: Vec::new(),
     })
 }
 

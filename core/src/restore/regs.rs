@@ -129,11 +129,11 @@ pub fn fill_xsave(xs: &mut XSave, fp: &UserX86FpregsEntry) -> Result<(), XsaveMi
             (7, x.hi16_zmm.iter().flat_map(|w| w.to_le_bytes()).collect()),
             (9, x.pkru.iter().flat_map(|w| w.to_le_bytes()).collect()),
         ];
-        // MPX (components 3, 4) is gone from current CPUs and kernels; CET shadow stacks
-        // are not restored yet. Zero-filled entries (some dumpers write them) are fine.
-        let cet_used = x.cet.is_some_and(|c| c.cet != 0 || c.ssp != 0);
-        if x.xstate_bv & 0b1_1000 != 0 || cet_used {
-            return Err(XsaveMismatch("MPX or CET state in the image".into()));
+        // MPX (components 3, 4) is gone from current CPUs and kernels. CET (`x.cet`) is no
+        // XSAVE component of the ptrace buffer (a supervisor state the kernel keeps across
+        // NT_X86_XSTATE writes): `crate::shstk` restores it, or refused the image at load.
+        if x.xstate_bv & 0b1_1000 != 0 {
+            return Err(XsaveMismatch("MPX state in the image".into()));
         }
         for (idx, bytes) in comps {
             let wanted = x.xstate_bv & (1 << idx) != 0;

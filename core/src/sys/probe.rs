@@ -13,9 +13,13 @@ use super::kabi;
 mod child;
 mod fsnotify;
 mod mem;
+#[cfg(target_arch = "x86_64")]
+mod shstk;
 pub use child::*;
 pub use fsnotify::*;
 pub use mem::*;
+#[cfg(target_arch = "x86_64")]
+pub use shstk::*;
 
 /// A probe's syscall failed.
 #[derive(Debug, thiserror::Error, Clone, Copy, PartialEq, Eq)]

@@ -202,10 +202,12 @@ pub fn poke(tid: Pid, addr: u64, word: u64) -> Result<()> {
 
 mod fpu;
 mod regs;
+mod shstk;
 mod sig;
 mod stop;
 pub use fpu::*;
 pub use regs::*;
+pub use shstk::*;
 pub use sig::*;
 pub use stop::*;
 

@@ -273,3 +273,58 @@ fn stopped_threads_with_queued_sigstops_run_remote_calls() {
         "no resume after SIGCONT"
     );
 }
+
+/// Shadow-stack state through ptrace agrees with what this host supports: on a CPU without
+/// user shadow stacks the kernel does not know ARCH_SHSTK_STATUS (EINVAL) and has no
+/// NT_X86_SHSTK regset (ENODEV); with one, a child without a shadow stack reports none.
+/// `/proc/PID/mem` (the restore's FOLL_FORCE access) reads and writes the child's memory.
+#[test]
+fn shadow_stack_state_and_task_memory_of_a_frozen_child() {
+    use crate::shstk::x86_64::restore::TaskMem;
+    use criu_shstk::x86;
+    static MARK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0x5157_4b00);
+    let child = Looper::spawn();
+    let tid = child.pid;
+    freeze(tid, Options::empty()).expect("freeze");
+    let host = crate::shstk::host_support();
+    let status = shstk_status(tid);
+    if host.cpu {
+        let features = status.expect("ARCH_SHSTK_STATUS with user_shstk");
+        if features & x86::ARCH_SHSTK_SHSTK != 0 {
+            let ssp = get_ssp(tid).expect("NT_X86_SHSTK");
+            set_ssp(tid, ssp).expect("same ssp back");
+        } else {
+            assert_eq!(get_ssp(tid).unwrap_err().errno(), Some(Errno::ENODEV));
+        }
+    } else {
+        assert_eq!(status.unwrap_err().errno(), Some(Errno::EINVAL));
+        // ENODEV: the regset exists but the CPU has no shadow stack; EINVAL: a kernel built
+        // without CONFIG_X86_USER_SHADOW_STACK has no such regset.
+        let no_regset = [Some(Errno::ENODEV), Some(Errno::EINVAL)];
+        assert!(no_regset.contains(&get_ssp(tid).unwrap_err().errno()));
+        let set = set_ssp(tid, 0x7000_0000_0000).unwrap_err().errno();
+        assert!(no_regset.contains(&set), "{set:?}");
+        let lock = shstk_control(tid, x86::ARCH_SHSTK_LOCK, x86::ARCH_SHSTK_SHSTK);
+        assert_eq!(lock.unwrap_err().errno(), Some(Errno::EINVAL));
+    }
+
+    // The child is a fork of this process: MARK is at the same address there.
+    let addr = MARK.as_ptr() as u64;
+    let mem = TaskMem::open(tid.as_raw()).expect("/proc/PID/mem");
+    assert_eq!(
+        mem.read(addr, 8).expect("read"),
+        0x5157_4b00u64.to_le_bytes()
+    );
+    mem.write(addr, &0x1234u64.to_le_bytes()).expect("write");
+    assert_eq!(
+        mem.read(addr, 8).expect("read back"),
+        0x1234u64.to_le_bytes()
+    );
+    assert_eq!(
+        MARK.load(std::sync::atomic::Ordering::Relaxed),
+        0x5157_4b00,
+        "ours unchanged"
+    );
+    assert!(mem.read(8, 8).is_err(), "page 0 is not mapped");
+    detach(tid, 0).expect("detach");
+}
