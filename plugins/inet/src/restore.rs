@@ -168,7 +168,8 @@ impl InetRestorer {
             HashMap::new()
         } else {
             let body = ctx.read_image(udp::SK_QUEUES)?;
-            udp::read_queues(body.as_deref(), &udp_ids)?
+            let files = entries.iter().map(|e| e.id).collect();
+            udp::read_queues(body.as_deref(), &udp_ids, &files)?
         };
         Ok(InetRestorer {
             entries: map,

@@ -102,11 +102,12 @@ pub fn warn_dropped(fd: &FdDesc, sk: &Sock) -> Result<(), PluginError> {
 }
 
 /// The datagrams of `sk-queues.img` for the sockets `ids` (UDP file ids), in order. Entries
-/// of other sockets (the unix plugin's) are left to their plugin; an entry for one of `ids`
-/// without a valid sender is an error naming it.
+/// of other sockets of `files` (the unix plugin's) are left to their plugin; an entry for a
+/// file id `files` lacks, or for one of `ids` without a valid sender, is an error naming it.
 pub fn read_queues(
     body: Option<&[u8]>,
     ids: &HashMap<u32, String>,
+    files: &std::collections::HashSet<u32>,
 ) -> Result<HashMap<u32, Vec<Datagram>>, PluginError> {
     let mut out: HashMap<u32, Vec<Datagram>> = HashMap::new();
     let Some(body) = body else {
@@ -131,7 +132,16 @@ pub fn read_queues(
             )
         })?;
         let Some(what) = ids.get(&e.id_for) else {
-            continue;
+            if files.contains(&e.id_for) {
+                continue;
+            }
+            return Err(PluginError::bad_image(
+                &image,
+                format!(
+                    "entry {n}: queued for socket id {}, which files.img lacks",
+                    e.id_for
+                ),
+            ));
         };
         let from = e
             .criu_rs_addr

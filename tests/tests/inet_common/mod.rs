@@ -123,3 +123,27 @@ pub fn go_and_verify(w: &Workload) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Restores `images` (with `--tcp-established` when `established`), which must fail naming
+/// every one of `want`, with no process of the tree left.
+pub fn restore_refused(w: &Workload, images: &Path, established: bool, want: &[&str]) {
+    let opts = RestoreOptions {
+        images_dir: images.to_path_buf(),
+        detach: true,
+        tcp_established: established,
+        ..RestoreOptions::default()
+    };
+    let result = restore(&opts);
+    let _guard = TreeGuard::new(w.pids.iter().copied());
+    let err = result.expect_err("the restore must be refused");
+    let msg = chain(&err);
+    for s in want {
+        assert!(msg.contains(s), "{s:?} missing in: {msg}");
+    }
+    for p in &w.pids {
+        assert!(
+            !criu_tests::pid_exists(*p),
+            "pid {p} exists after a refused restore"
+        );
+    }
+}
