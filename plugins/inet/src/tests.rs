@@ -42,7 +42,7 @@ fn a_stream_whose_queue_sizes_disagree_with_its_data_is_refused() {
             "{err}"
         );
     }
-    let mut bad = e.clone();
+    let mut bad = e;
     bad.unsq_len = Some(5);
     let err = tcp::parse(1, "x", &stream_body(&bad, b"abcdefg"))
         .unwrap_err()
