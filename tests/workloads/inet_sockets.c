@@ -7,9 +7,10 @@
  * After the restore (the "go" file appears), each side writes the rest of its stream and
  * reads the other's whole stream, byte by byte checked against a generator (nothing lost,
  * duplicated or reordered); the root checks the datagrams, their senders and the options,
- * then accepts new connections the child makes to both listeners. Each side writes
+ * then accepts new connections the child makes to both listeners. A corked UDP socket with a
+ * pending datagram comes back corked, the datagram dropped (nothing can read it at dump). Each side writes
  * "ok server" / "ok client" to the report, or "FAIL ..." with the reason.
- * usage: inet_sockets REPORT GO
+ * usage: inet_sockets REPORT GO (GO holds "restored" after a restore)
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -17,6 +18,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <netinet/udp.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -63,11 +65,19 @@ static uint8_t gen(uint32_t i, int side)
 	return (uint8_t)(x ^ (i >> 8));
 }
 
+static int restored; /* the go file says "restored": the tree went through a restore */
+
 static void wait_go(void)
 {
 	struct stat st;
 	while (stat(gofile, &st) != 0)
 		usleep(10000);
+	char buf[16] = { 0 };
+	FILE *f = fopen(gofile, "r");
+	if (f) {
+		restored = fread(buf, 1, sizeof(buf) - 1, f) >= 8 && !strncmp(buf, "restored", 8);
+		fclose(f);
+	}
 }
 
 static int tcp_listener(int family, int v6only, struct sockaddr_storage *ss, socklen_t *len)
@@ -241,6 +251,10 @@ int main(int argc, char **argv)
 	int tos = 0x10;
 	setsockopt(udp, IPPROTO_IP, IP_TOS, &tos, sizeof(tos));
 	uint16_t uport = port_of(udp), ucport = port_of(udpc);
+	int corked = udp_bound(), cork_rx = udp_bound(), on = 1;
+	if (setsockopt(corked, IPPROTO_UDP, UDP_CORK, &on, sizeof(on)))
+		FAIL("UDP_CORK");
+	to_port(corked, port_of(cork_rx), "pending", 7);
 	int sync[2];
 	if (pipe(sync))
 		FAIL("pipe");
@@ -305,6 +319,20 @@ int main(int argc, char **argv)
 		FAIL("IPV6_V6ONLY lost");
 	if (port_of(udpc) != ucport || port_of(udp) != uport)
 		FAIL("UDP ports changed");
+	if (getint(corked, IPPROTO_UDP, UDP_CORK) != 1)
+		FAIL("UDP_CORK lost");
+	int off = 0;
+	setsockopt(corked, IPPROTO_UDP, UDP_CORK, &off, sizeof(off));
+	if (restored) {
+		char junk[16];
+		if (recv(cork_rx, junk, sizeof(junk), MSG_DONTWAIT) != -1 || errno != EAGAIN)
+			FAIL("the corked datagram was not dropped");
+	} else {
+		/* A dump that left the tree running changed nothing: the datagram goes out. */
+		expect_dgram(cork_rx, "pending", 7, port_of(corked));
+	}
+	to_port(corked, port_of(cork_rx), "after", 5);
+	expect_dgram(cork_rx, "after", 5, port_of(corked));
 	exchange(s, 0, sent);
 	for (int k = 0; k < 2; k++) {
 		int l = k == 0 ? lsk : l6sk;

@@ -226,15 +226,20 @@ pub fn dump(ctx: &mut dyn DumpContext, fd: &FdDesc, id: u32) -> Result<FileEntry
         tcp_o = Some(tcp_opts(f).map_err(|(e, n)| fd_err(fd, n)(e))?);
     }
     let ip = ip_opts(f, sk.family).map_err(|(e, n)| fd_err(fd, n)(e))?;
+    let mut udp_cork = None;
     if matches!(sk.proto as i32, libc::IPPROTO_UDP | libc::IPPROTO_UDPLITE) {
         let cork =
             get_int(f, libc::SOL_UDP, sys::UDP_CORK).map_err(fd_err(fd, "getsockopt(UDP_CORK)"))?;
         if cork != 0 {
-            return Err(refuse(
-                fd,
-                format!("{} corked (UDP_CORK)", sk.describe()),
-                "a corked UDP socket's pending datagram cannot be read (as in CRIU)",
-            ));
+            // The datagram being built while corked sits in the kernel's write queue, which
+            // nothing can read (no peek of a send queue): it is dropped, as UDP may drop any
+            // datagram; the socket comes back corked (our field, CRIU refuses the socket).
+            let pending = sys::outq(f).map_err(fd_err(fd, "ioctl(SIOCOUTQ)"))?;
+            if pending != 0 {
+                tracing::warn!(pid = fd.pid, fd = fd.fd, sock = %sk.describe(), pending,
+                    "the pending datagram of a corked UDP socket is dropped");
+            }
+            udp_cork = Some(true);
         }
     }
     let v6only = if sk.family == FAMILY_V6 {
@@ -278,6 +283,7 @@ pub fn dump(ctx: &mut dyn DumpContext, fd: &FdDesc, id: u32) -> Result<FileEntry
         ns_id: None,
         shutdown: None,
         tcp_opts: tcp_o,
+        criu_rs_udp_cork: udp_cork,
     };
     Ok(FileEntry {
         r#type: FdTypes::Inetsk as i32,

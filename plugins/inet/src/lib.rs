@@ -16,8 +16,10 @@
 //! free for the restore and the peer notices nothing. UDP/UDP-Lite: bound, connected,
 //! with their queued datagrams and each one's sender ([`udp`]; CRIU drops them). ICMP ping
 //! sockets (`SOCK_DGRAM`, `IPPROTO_ICMP`/`ICMPV6`): ident and peer (queued replies dropped,
-//! as CRIU). Refused, naming fd and pid: raw sockets, MPTCP, corked UDP sockets (as CRIU),
-//! half-closed connections (not yet).
+//! as CRIU). A corked UDP socket (`UDP_CORK`) comes back corked (our field
+//! `inet_sk_entry.criu_rs_udp_cork`); the datagram it was building cannot be read (no peek
+//! of a send queue) and is dropped, as UDP may drop a datagram (CRIU refuses the socket).
+//! Refused, naming fd and pid: raw sockets, MPTCP, half-closed connections (not yet).
 //!
 //! Restore makes each socket in the restorer (`open_file`) and ends the repairs in
 //! `finish`, just before the tree resumes ([`restore`]).

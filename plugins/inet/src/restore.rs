@@ -301,6 +301,9 @@ impl InetRestorer {
                     .map_err(|e| (e, "setsockopt(TCP_CORK)"))?;
             }
         }
+        if ie.criu_rs_udp_cork == Some(true) {
+            set_int(f, libc::SOL_UDP, sys::UDP_CORK, 1).map_err(|e| (e, "setsockopt(UDP_CORK)"))?;
+        }
         let fl = OFlag::from_bits_truncate(ie.flags as i32);
         fcntl(f, FcntlArg::F_SETFL(fl)).map_err(|e| (e, "fcntl(F_SETFL)"))?;
         let keep = f

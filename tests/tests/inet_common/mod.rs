@@ -104,9 +104,11 @@ pub fn restore_established(w: &mut Workload, images: &Path) {
     assert_eq!(outcome, RestoreOutcome::Detached { root: w.root });
 }
 
-/// Lets the tree go on and waits for both sides' verdicts.
-pub fn go_and_verify(w: &Workload) {
-    std::fs::write(&w.go, "").expect("go");
+/// Lets the tree go on and waits for both sides' verdicts; `restored` tells the workload
+/// that it went through a restore (a corked datagram is gone then).
+pub fn go_and_verify(w: &Workload, restored: bool) {
+    let word = if restored { "restored" } else { "running" };
+    std::fs::write(&w.go, word).expect("go");
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         let all = lines(&w.report);
