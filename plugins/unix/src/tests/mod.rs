@@ -197,6 +197,10 @@ fn bad_queue_entries_name_the_image_and_entry() {
     let body = queue_image(&[packet(9, b"x", None)]);
     let e = err_text(read_queues(Some(&body), &ids, &files).unwrap_err());
     assert!(e.contains("entry 0") && e.contains("socket id 9"), "{e}");
+    // A datagram of another plugin's socket (file id 5, a UDP socket) is left to it.
+    let body = queue_image(&[packet(5, b"udp", None), packet(1, b"ok", None)]);
+    let back = read_queues(Some(&body), &ids, &files).unwrap();
+    assert_eq!((back.len(), back[&1][0].data.as_slice()), (1, &b"ok"[..]));
     // Fds in flight: kept in order; one naming a file id files.img lacks is refused.
     let mut p = packet(1, b"x", None);
     p.0.scm.push(ScmEntry {
