@@ -201,6 +201,7 @@ mod tests {
         assert!(e.contains("file id 3") && e.contains("bad sizes"), "{e}");
         img.rings[0].sq_entries = 8;
         img.rings[0].cq_entries = 16;
+        img.rings[0].sqes = vec![0; 512];
         img.vmas.push(VmaEntry {
             pid: 9,
             start: 8192,
