@@ -16,6 +16,8 @@ use criu_plugin_fsnotify as _;
 #[cfg(feature = "builtin-plugins")]
 use criu_plugin_inet as _;
 #[cfg(feature = "builtin-plugins")]
+use criu_plugin_io_uring as _;
+#[cfg(feature = "builtin-plugins")]
 use criu_plugin_memfd as _;
 #[cfg(feature = "builtin-plugins")]
 use criu_plugin_mqueue as _;

@@ -170,6 +170,9 @@ pub fn classify(pid: i32, m: &MapsEntry, file_stat: &mut StatFn<'_>) -> Result<V
             if let Some(v) = secretmem(m, &e) {
                 return Ok(v);
             }
+            if let Some(v) = io_uring_ring(m, &e) {
+                return Ok(v);
+            }
             if m.inode != 0 || m.dev_major != 0 || m.dev_minor != 0 {
                 let Some((mode, dev, ino, rdev)) = file_stat(m) else {
                     return Err(unsupported(format!(
@@ -280,6 +283,31 @@ fn secretmem(m: &MapsEntry, e: &VmaEntry) -> Option<Vma> {
         file: None,
         shmem: None,
         plugin_only: Some("memfd_secret mapping"),
+    })
+}
+
+/// The `/proc/PID/maps` name of an io_uring ring mapping (SQ/CQ ring, SQE array).
+pub const IO_URING_NAME: &str = "anon_inode:[io_uring]";
+
+/// An io_uring ring mapping: kernel memory of the ring, which only the ring's plugin can
+/// bring back (a new ring mapped at the same address). Recorded, as secretmem, as the
+/// anonymous shared placeholder the core maps at restore; no madvise bits (`VM_DONTEXPAND`
+/// comes with the ring).
+fn io_uring_ring(m: &MapsEntry, e: &VmaEntry) -> Option<Vma> {
+    if m.path != IO_URING_NAME || !m.shared {
+        return None;
+    }
+    let entry = VmaEntry {
+        status: VMA_AREA_REGULAR | VMA_ANON_PRIVATE,
+        flags: (libc::MAP_SHARED | libc::MAP_ANONYMOUS) as u32,
+        madv: None,
+        ..e.clone()
+    };
+    Some(Vma {
+        entry,
+        file: None,
+        shmem: None,
+        plugin_only: Some("io_uring ring mapping"),
     })
 }
 

@@ -24,9 +24,32 @@ fn read_dir_numbers(path: PathBuf) -> Result<Vec<i32>, ProcError> {
     Ok(out)
 }
 
-/// Thread ids of `/proc/PID/task`, sorted.
+/// Thread ids of `/proc/PID/task`, sorted, without the kernel's io_uring threads
+/// (`PF_IO_WORKER`: `iou-wrk-*` workers, `iou-sqp-*` SQ threads): they belong to rings, not
+/// to the program, never leave the kernel (a remote syscall in one never returns), and come
+/// back with the rings that need them (the io_uring plugin).
 pub fn read_tasks(pid: i32) -> Result<Vec<i32>, ProcError> {
-    read_dir_numbers(pid_path(pid, "task"))
+    let mut tids = read_dir_numbers(pid_path(pid, "task"))?;
+    tids.retain(|&tid| tid == pid || !is_io_worker(pid, tid));
+    Ok(tids)
+}
+
+/// `PF_IO_WORKER` in `include/linux/sched.h`.
+const PF_IO_WORKER: u64 = 0x10;
+
+/// Whether thread `tid` of `pid` is an io_uring kernel thread (field 9 of its `stat`, the
+/// task flags, has `PF_IO_WORKER`). A thread gone meanwhile is not one.
+fn is_io_worker(pid: i32, tid: i32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")) else {
+        return false;
+    };
+    stat_flags(&stat).is_some_and(|f| f & PF_IO_WORKER != 0)
+}
+
+/// The task flags (field 9) of a `stat` line; the name in parentheses may hold anything.
+fn stat_flags(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_ascii_whitespace().nth(6)?.parse().ok()
 }
 
 /// Open fd numbers of `/proc/PID/fd`, sorted.
@@ -292,6 +315,12 @@ mod tests {
     fn own_tasks_fds_ns() {
         let me = std::process::id() as i32;
         assert!(read_tasks(me).unwrap().contains(&me));
+        let io = "7140 (iou-wrk-7) S 1 7138 7138 0 -1 4210768 0 0";
+        assert_eq!(stat_flags(io), Some(4_210_768));
+        assert_eq!(
+            stat_flags("1 (a) b) S 0 1 1 0 -1 4194560 0"),
+            Some(4_194_560)
+        );
         assert!(!read_fds(me).unwrap().is_empty());
         for k in NS_KINDS {
             assert!(read_ns_inode(me, k).unwrap() > 0, "{k}");

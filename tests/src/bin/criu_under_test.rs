@@ -8,6 +8,8 @@ use criu_plugin_epoll as _;
 use criu_plugin_eventfd as _;
 use criu_plugin_files as _;
 use criu_plugin_fsnotify as _;
+use criu_plugin_inet as _;
+use criu_plugin_io_uring as _;
 use criu_plugin_memfd as _;
 use criu_plugin_mqueue as _;
 use criu_plugin_netlink as _;

@@ -1,0 +1,434 @@
+//! Dump: a ring's setup, counters and memory once the kernel has no work of it left, and
+//! the mappings of rings in each task. Nothing here changes the ring: it is read through
+//! criu's own mapping of the same file, and the setup flags are found with calls that
+//! change nothing (a layout probe on a ring of criu's own, read-only registrations).
+
+use std::os::fd::{AsFd, AsRawFd};
+use std::time::{Duration, Instant};
+
+use criu_plugin_api::{DumpContext, FdDesc, PluginError, VmaDesc};
+use criu_proto::images::{ExtFileEntry, FdTypes, FileEntry};
+use nix::errno::Errno;
+
+use crate::NAME;
+use crate::fdinfo::{self, RingInfo};
+use crate::image::{FILE, RingEntry, UringImage, VmaEntry};
+use crate::uapi::{self, Mapping, Params};
+
+/// How long the dump waits for the kernel to finish a ring's requests (the task is frozen,
+/// the kernel still completes them).
+pub const SETTLE: Duration = Duration::from_millis(500);
+
+/// The most NOP batches (one ring's worth of SQEs each) the restore replays through criu's
+/// own `io_uring_enter` to bring a ring's counters back: about 9 µs a batch measured, so
+/// about 1 s.
+pub const MAX_BATCHES: u32 = 100_000;
+
+/// The same for rings the owner must submit to (SINGLE_ISSUER, DEFER_TASKRUN, SQPOLL):
+/// each batch is a remote `io_uring_enter`, 0.25-0.75 ms measured.
+pub const MAX_REMOTE_BATCHES: u32 = 1_500;
+
+/// The plugin's state for one dump.
+#[derive(Debug, Default)]
+pub struct DumpState {
+    image: UringImage,
+}
+
+fn write_image(ctx: &mut dyn DumpContext) -> Result<(), PluginError> {
+    let bytes = ctx.state::<DumpState>()?.image.encode_file();
+    ctx.write_plugin_file(FILE, &bytes)
+}
+
+/// A refusal naming the ring, its holder and the way out.
+fn refuse(fd: &FdDesc, what: String, hint: &str) -> PluginError {
+    PluginError::Unsupported {
+        resource: format!("io_uring ring (fd {}): {what}", fd.fd),
+        pid: fd.pid,
+        hint: hint.into(),
+    }
+}
+
+/// criu's fdinfo of its own copy of the ring (fresh counters).
+fn read_info(fd: &FdDesc) -> Result<RingInfo, PluginError> {
+    let path = format!("/proc/self/fdinfo/{}", fd.file.as_raw_fd());
+    let text = std::fs::read_to_string(&path).map_err(|e| PluginError::Path {
+        path: path.clone().into(),
+        op: "read",
+        source: e,
+    })?;
+    fdinfo::parse(&text).map_err(|e| refuse(fd, format!("{path}: {e}"), "not an io_uring fd?"))
+}
+
+/// The layout of a plain ring of the same sizes: a ring of criu's own, closed at once.
+fn probe_layout(fd: &FdDesc, info: &RingInfo) -> Result<Params, PluginError> {
+    let mut p = Params::default();
+    if info.cq_entries != 2 * info.sq_entries {
+        p.flags |= uapi::SETUP_CQSIZE;
+        p.cq_entries = info.cq_entries;
+    }
+    let probe = uapi::setup(info.sq_entries, &mut p).map_err(|e| PluginError::Fd {
+        pid: fd.pid,
+        fd: fd.fd,
+        link: fd.link.clone(),
+        op: "io_uring_setup (layout probe in criu)",
+        source: e.into(),
+    })?;
+    drop(probe);
+    Ok(p)
+}
+
+/// The setup flags the kernel lets an outsider see: SQPOLL (and its CPU), CQSIZE,
+/// SINGLE_ISSUER (registrations refused to others), DEFER_TASKRUN (waits refused to others).
+fn setup_flags(fd: &FdDesc, info: &RingInfo) -> Result<(u32, u32, i32), PluginError> {
+    let mut flags = 0;
+    let mut cpu = 0;
+    let mut owner = fd.pid;
+    if info.cq_entries != 2 * info.sq_entries {
+        flags |= uapi::SETUP_CQSIZE;
+    }
+    if let Some(tid) = info.sq_thread {
+        flags |= uapi::SETUP_SQPOLL;
+        let status = std::fs::read_to_string(format!("/proc/{tid}/status")).unwrap_or_default();
+        let field = |k: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(k).map(|v| v.trim().to_string()))
+        };
+        owner = field("Tgid:")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(fd.pid);
+        // An SQ thread pinned to one CPU was created with IORING_SETUP_SQ_AFF.
+        if let Some(c) = field("Cpus_allowed_list:").and_then(|v| v.parse::<u32>().ok()) {
+            flags |= uapi::SETUP_SQ_AFF;
+            cpu = c;
+        }
+    }
+    match uapi::register_probe(fd.file.as_fd()) {
+        Err(Errno::EEXIST) => {
+            flags |= uapi::SETUP_SINGLE_ISSUER;
+            if uapi::enter(fd.file.as_fd(), 0, 0, uapi::ENTER_GETEVENTS) == Err(Errno::EEXIST) {
+                flags |= uapi::SETUP_DEFER_TASKRUN;
+            }
+        }
+        Ok(()) => {}
+        Err(e) => {
+            return Err(PluginError::Fd {
+                pid: fd.pid,
+                fd: fd.fd,
+                link: fd.link.clone(),
+                op: "io_uring_register(IORING_REGISTER_PROBE)",
+                source: e.into(),
+            });
+        }
+    }
+    Ok((flags, cpu, owner))
+}
+
+fn page_up(n: u64) -> u64 {
+    n.div_ceil(4096) * 4096
+}
+
+/// The holder's mappings of the ring must have a plain ring's sizes: a ring set up with
+/// 128-byte SQEs, 32-byte CQEs or without an SQ array maps more or less.
+fn check_mapped_sizes(fd: &FdDesc, p: &Params) -> Result<(), PluginError> {
+    for (start, end, pgoff) in ring_maps(fd.pid, fd.stat.ino)? {
+        let want = match pgoff {
+            uapi::OFF_SQ_RING => p.sq_ring_len(),
+            uapi::OFF_CQ_RING => p.cq_ring_len(),
+            uapi::OFF_SQES => p.sqes_len(),
+            _ => continue,
+        };
+        if end - start != page_up(want) {
+            return Err(refuse(
+                fd,
+                format!(
+                    "mapping {start:#x}-{end:#x} (offset {pgoff:#x}) is not a plain ring's {} bytes",
+                    page_up(want)
+                ),
+                "rings with IORING_SETUP_SQE128, CQE32, NO_SQARRAY or NO_MMAP are not supported",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// (start, end, offset) of every mapping of inode `ino` in `/proc/PID/maps`.
+fn ring_maps(pid: i32, ino: u64) -> Result<Vec<(u64, u64, u64)>, PluginError> {
+    let path = format!("/proc/{pid}/maps");
+    let text = std::fs::read_to_string(&path).map_err(|e| PluginError::Path {
+        path: path.clone().into(),
+        op: "read",
+        source: e,
+    })?;
+    Ok(text
+        .lines()
+        .filter_map(|l| {
+            let w: Vec<&str> = l.split_ascii_whitespace().collect();
+            let (s, e) = w.first()?.split_once('-')?;
+            let inode: u64 = w.get(4)?.parse().ok()?;
+            (inode == ino && w.get(5) == Some(&crate::MAPS_NAME)).then(|| {
+                Some((
+                    u64::from_str_radix(s, 16).ok()?,
+                    u64::from_str_radix(e, 16).ok()?,
+                    u64::from_str_radix(w.get(2)?, 16).ok()?,
+                ))
+            })?
+        })
+        .collect())
+}
+
+/// Waits up to [`SETTLE`] for the ring to be quiet; refuses with what is still pending.
+fn settle(fd: &FdDesc, sq: &Mapping, p: &Params) -> Result<RingInfo, PluginError> {
+    let start = Instant::now();
+    loop {
+        let info = read_info(fd)?;
+        let dropped = sq.load(p.sq_off.dropped).unwrap_or(0);
+        if !info.busy(dropped) {
+            return Ok(info);
+        }
+        if start.elapsed() >= SETTLE {
+            let mut what = Vec::new();
+            if info.sq_thread.is_some() && info.sq_head != info.sq_tail {
+                what.push(format!(
+                    "{} SQEs not taken by its SQ thread",
+                    info.sq_tail.wrapping_sub(info.sq_head)
+                ));
+            }
+            let n = info.unanswered(dropped);
+            if n > 0 {
+                what.push(format!("{n} requests without a completion"));
+            }
+            if !info.poll_ops.is_empty() {
+                let ops: Vec<String> = info.poll_ops.iter().map(|&o| fdinfo::op_name(o)).collect();
+                what.push(format!("waiting: {}", ops.join(", ")));
+            }
+            return Err(refuse(
+                fd,
+                format!(
+                    "requests in flight after {} ms ({})",
+                    SETTLE.as_millis(),
+                    what.join("; ")
+                ),
+                "let them complete (give the files data, the timeouts time) or cancel them \
+                 (IORING_OP_ASYNC_CANCEL) before dumping; the tree keeps running",
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Checks what the restore cannot bring back, after the ring settled.
+fn check_restorable(fd: &FdDesc, info: &RingInfo, dropped: u32) -> Result<(), PluginError> {
+    let out = |what: String, hint: &str| Err(refuse(fd, what, hint));
+    if info.user_files > 0 || info.user_bufs > 0 || info.personalities {
+        return out(
+            format!(
+                "{} registered files, {} registered buffers{}",
+                info.user_files,
+                info.user_bufs,
+                if info.personalities {
+                    ", registered personalities"
+                } else {
+                    ""
+                }
+            ),
+            "registered resources are not supported yet: unregister them before dumping",
+        );
+    }
+    if info.overflowed > 0 {
+        return out(
+            format!("{} completions overflowed the CQ ring", info.overflowed),
+            "reap the CQ ring (the kernel flushes the overflow on the next io_uring_enter)",
+        );
+    }
+    if info.unanswered(dropped) < 0 {
+        return out(
+            "more completions than submissions (multishot requests)".into(),
+            "cancel multishot requests before dumping",
+        );
+    }
+    Ok(())
+}
+
+/// The restore replays every request the ring consumed: refuse what would take more than
+/// about a second.
+fn check_replay(fd: &FdDesc, info: &RingInfo, flags: u32) -> Result<(), PluginError> {
+    let remote =
+        flags & (uapi::SETUP_SQPOLL | uapi::SETUP_SINGLE_ISSUER | uapi::SETUP_DEFER_TASKRUN) != 0;
+    let limit = if remote {
+        MAX_REMOTE_BATCHES
+    } else {
+        MAX_BATCHES
+    };
+    let batch = info.sq_entries.min(info.cq_entries).max(1);
+    let batches = info.cached_sq_head.div_ceil(batch);
+    if batches > limit {
+        return Err(refuse(
+            fd,
+            format!(
+                "{} requests since its setup: the restore would replay {batches} batches of {batch} NOPs, more than \
+                 the {limit} it replays in about a second",
+                info.cached_sq_head
+            ),
+            "a ring with fewer requests behind it (set up again), or more entries, can be dumped",
+        ));
+    }
+    Ok(())
+}
+
+/// The `files.img` entry of a ring: CRIU's EXT type marked with `criu_rs_plugin`; the ring
+/// itself goes into [`FILE`].
+pub fn dump_file(
+    ctx: &mut dyn DumpContext,
+    fd: &FdDesc,
+    id: u32,
+) -> Result<FileEntry, PluginError> {
+    let info = read_info(fd)?;
+    let p = probe_layout(fd, &info)?;
+    check_mapped_sizes(fd, &p)?;
+    let map = |off, len| {
+        Mapping::new(fd.file.as_fd(), off, len, false).map_err(|e| {
+            refuse(
+                fd,
+                format!("cannot map it at offset {off:#x} ({e})"),
+                "rings set up with IORING_SETUP_NO_MMAP are not supported",
+            )
+        })
+    };
+    if p.features & uapi::FEAT_SINGLE_MMAP == 0 {
+        return Err(refuse(
+            fd,
+            "the kernel maps SQ and CQ rings apart".into(),
+            "needs IORING_FEAT_SINGLE_MMAP (Linux 5.4+)",
+        ));
+    }
+    let sq = map(uapi::OFF_SQ_RING, p.sq_ring_len())?;
+    let info = settle(fd, &sq, &p)?;
+    let dropped = sq.load(p.sq_off.dropped).unwrap_or(0);
+    check_restorable(fd, &info, dropped)?;
+    let (flags, sq_thread_cpu, owner) = setup_flags(fd, &info)?;
+    check_replay(fd, &info, flags)?;
+    let ring = RingEntry {
+        file_id: id,
+        inode: fd.stat.ino,
+        owner,
+        sq_entries: info.sq_entries,
+        cq_entries: info.cq_entries,
+        flags,
+        sq_thread_cpu,
+        sq_head: info.cached_sq_head,
+        cq_tail: info.cached_cq_tail,
+        sq_ring: sq.snapshot(),
+        cq_ring: Vec::new(),
+        sqes: map(uapi::OFF_SQES, p.sqes_len())?.snapshot(),
+    };
+    tracing::debug!(
+        pid = fd.pid,
+        fd = fd.fd,
+        id,
+        flags,
+        sq_head = ring.sq_head,
+        cq_tail = ring.cq_tail,
+        "io_uring ring"
+    );
+    ctx.state::<DumpState>()?.image.rings.push(ring);
+    write_image(ctx)?;
+    Ok(FileEntry {
+        r#type: FdTypes::Ext as i32,
+        id,
+        ext: Some(ExtFileEntry {
+            id,
+            fown: fd.owner.to_entry(),
+            criu_rs_plugin: Some(NAME.into()),
+        }),
+        ..Default::default()
+    })
+}
+
+/// Records a mapping of a ring (its memory is the ring's, dumped with the ring).
+pub fn dump_vma(ctx: &mut dyn DumpContext, vma: &VmaDesc) -> Result<(), PluginError> {
+    let path = format!("/proc/{}/maps", vma.pid);
+    let text = std::fs::read_to_string(&path).map_err(|e| PluginError::Path {
+        path: path.clone().into(),
+        op: "read",
+        source: e,
+    })?;
+    let inode = text
+        .lines()
+        .find_map(|l| {
+            let w: Vec<&str> = l.split_ascii_whitespace().collect();
+            let s = u64::from_str_radix(w.first()?.split('-').next()?, 16).ok()?;
+            (s == vma.start).then(|| w.get(4)?.parse::<u64>().ok())?
+        })
+        .ok_or_else(|| PluginError::Unsupported {
+            resource: format!("io_uring mapping at {:#x}", vma.start),
+            pid: vma.pid,
+            hint: format!("not found in {path}"),
+        })?;
+    ctx.state::<DumpState>()?.image.vmas.push(VmaEntry {
+        pid: vma.pid,
+        start: vma.start,
+        end: vma.end,
+        pgoff: vma.pgoff,
+        prot: vma.prot,
+        inode,
+    });
+    write_image(ctx)
+}
+
+/// After the last task: every ring must be mapped once, as one rings mapping and one SQE
+/// mapping in one task (its restore puts the ring's memory there, see the README), and
+/// every mapped ring must have been dumped through an fd. The task that maps a ring sets
+/// it up again at restore.
+pub fn check_placements(ctx: &mut dyn DumpContext) -> Result<(), PluginError> {
+    let img = &mut ctx.state::<DumpState>()?.image;
+    for v in &img.vmas {
+        if !img.rings.iter().any(|r| r.inode == v.inode) {
+            return Err(PluginError::Unsupported {
+                resource: format!(
+                    "io_uring ring mapped at {:#x}-{:#x} whose fd no task holds",
+                    v.start, v.end
+                ),
+                pid: v.pid,
+                hint: "keep the ring's fd open while it is mapped".into(),
+            });
+        }
+    }
+    for r in &mut img.rings {
+        let maps: Vec<&VmaEntry> = img.vmas.iter().filter(|v| v.inode == r.inode).collect();
+        let of = |off| maps.iter().filter(|v| v.pgoff == off).count();
+        let one_task = maps.windows(2).all(|w| w[0].pid == w[1].pid);
+        let pid = maps.first().map_or(r.owner, |v| v.pid);
+        let sqpoll_elsewhere = r.flags & uapi::SETUP_SQPOLL != 0 && pid != r.owner;
+        if of(uapi::OFF_SQ_RING) != 1
+            || of(uapi::OFF_SQES) != 1
+            || maps.len() != 2
+            || !one_task
+            || sqpoll_elsewhere
+        {
+            let list: Vec<String> = maps
+                .iter()
+                .map(|v| {
+                    format!(
+                        "pid {} {:#x}-{:#x} offset {:#x}",
+                        v.pid, v.start, v.end, v.pgoff
+                    )
+                })
+                .collect();
+            return Err(PluginError::Unsupported {
+                resource: format!(
+                    "io_uring ring (file id {}) mapped as [{}]{}",
+                    r.file_id,
+                    list.join(", "),
+                    if sqpoll_elsewhere { format!(", its SQ thread in pid {}", r.owner) } else { String::new() }
+                ),
+                pid,
+                hint: "only rings mapped once (rings + SQEs, IORING_FEAT_SINGLE_MMAP) by one task, the one \
+                       that set them up, are supported"
+                    .into(),
+            });
+        }
+        r.owner = pid;
+    }
+    write_image(ctx)
+}

@@ -1,0 +1,58 @@
+//! System calls run inside a task (dump and restore contexts alike).
+
+use criu_plugin_api::PluginError;
+use nix::errno::Errno;
+
+/// Runs one system call in a task: the context's `remote_syscall` for one tid.
+pub type Syscall<'a> = dyn FnMut(i64, [u64; 6]) -> Result<i64, PluginError> + 'a;
+
+/// A task, by tid, and how to run system calls in it.
+pub struct Task<'a, 'c> {
+    /// The thread the calls run in.
+    pub tid: i32,
+    /// The context's remote syscall service.
+    pub call: &'a mut Syscall<'c>,
+}
+
+impl Task<'_, '_> {
+    /// Runs `name` (`nr`) with `args`; a `-errno` result is an error naming the call.
+    pub fn sys(&mut self, name: &str, nr: i64, args: [u64; 6]) -> Result<u64, PluginError> {
+        let r = (self.call)(nr, args)?;
+        if (-4095..0).contains(&r) {
+            return Err(PluginError::Task {
+                pid: self.tid,
+                op: format!("remote {name}"),
+                source: Box::new(Errno::from_raw(-r as i32)),
+            });
+        }
+        Ok(r as u64)
+    }
+
+    /// Closes fd `fd` of the task.
+    pub fn close(&mut self, fd: u64) -> Result<(), PluginError> {
+        self.sys("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0])
+            .map(|_| ())
+    }
+
+    /// One page of private scratch memory in the task.
+    pub fn scratch_page(&mut self) -> Result<u64, PluginError> {
+        self.sys(
+            "mmap",
+            libc::SYS_mmap,
+            [
+                0,
+                4096,
+                (libc::PROT_READ | libc::PROT_WRITE) as u64,
+                (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
+                u64::MAX,
+                0,
+            ],
+        )
+    }
+
+    /// Unmaps a page from [`Task::scratch_page`].
+    pub fn unmap_page(&mut self, addr: u64) -> Result<(), PluginError> {
+        self.sys("munmap", libc::SYS_munmap, [addr, 4096, 0, 0, 0, 0])
+            .map(|_| ())
+    }
+}

@@ -1,0 +1,261 @@
+//! Restore: a stand-in fd until every task exists, then each ring set up again inside the
+//! task that owned it, installed at every fd that held it, mapped at the dumped addresses,
+//! its counters replayed and its memory written back ([`crate::replay`]).
+
+use std::collections::BTreeSet;
+use std::os::fd::{AsFd, OwnedFd};
+
+use criu_plugin_api::{PluginError, RestoreContext, TaskIds, VmaDesc};
+use criu_proto::images::FileEntry;
+
+use crate::image::{FILE, RingEntry, UringImage};
+use crate::remote::Task;
+use crate::uapi::{self, Params};
+
+/// The plugin's state for one restore.
+#[derive(Debug, Default)]
+pub struct RestoreState {
+    image: Option<UringImage>,
+    /// File ids of the rings set up so far.
+    done: BTreeSet<u32>,
+}
+
+fn image(ctx: &mut dyn RestoreContext) -> Result<UringImage, PluginError> {
+    if let Some(img) = &ctx.state::<RestoreState>()?.image {
+        return Ok(img.clone());
+    }
+    let bytes = ctx
+        .read_plugin_file(FILE)?
+        .ok_or_else(|| PluginError::bad_image(FILE, "missing (files.img has io_uring entries)"))?;
+    let img = UringImage::decode_file(&bytes)?;
+    ctx.state::<RestoreState>()?.image = Some(img.clone());
+    Ok(img)
+}
+
+/// The stand-in for a ring's fd (an eventfd): the ring is replaced into every fd holding it
+/// once its owner exists ([`restore_task`]).
+pub fn open_file(ctx: &mut dyn RestoreContext, entry: &FileEntry) -> Result<OwnedFd, PluginError> {
+    if image(ctx)?.ring_by_id(entry.id).is_none() {
+        return Err(PluginError::bad_image(
+            FILE,
+            format!("no ring for file id {}", entry.id),
+        ));
+    }
+    nix::sys::eventfd::EventFd::from_flags(nix::sys::eventfd::EfdFlags::EFD_CLOEXEC)
+        .map(OwnedFd::from)
+        .map_err(|e| PluginError::Restore {
+            id: entry.id,
+            what: crate::LINK.into(),
+            op: "eventfd (stand-in)",
+            source: e.into(),
+        })
+}
+
+/// A mapping the core placed for us: it must be one of the image's (mapped for real with
+/// its ring, in [`restore_task`]).
+pub fn check_vma(ctx: &mut dyn RestoreContext, vma: &VmaDesc) -> Result<(), PluginError> {
+    let img = image(ctx)?;
+    if img
+        .vmas
+        .iter()
+        .any(|v| v.pid == vma.pid && v.start == vma.start)
+    {
+        return Ok(());
+    }
+    Err(PluginError::bad_image(
+        FILE,
+        format!(
+            "no entry for the io_uring mapping {:#x} of pid {}",
+            vma.start, vma.pid
+        ),
+    ))
+}
+
+fn restored(ctx: &dyn RestoreContext, pid: i32) -> i32 {
+    ctx.restored_pid(pid).unwrap_or(pid)
+}
+
+/// Sets up every ring `task` owned.
+pub fn restore_task(ctx: &mut dyn RestoreContext, task: &TaskIds) -> Result<(), PluginError> {
+    let img = image(ctx)?;
+    for ring in &img.rings {
+        if restored(ctx, ring.owner) != task.pid
+            || ctx.state::<RestoreState>()?.done.contains(&ring.file_id)
+        {
+            continue;
+        }
+        restore_ring(ctx, &img, ring, task.pid).map_err(|e| match e {
+            PluginError::Task { pid, op, source } => PluginError::Task {
+                pid,
+                op: format!("io_uring ring (file id {}): {op}", ring.file_id),
+                source,
+            },
+            other => other,
+        })?;
+        ctx.state::<RestoreState>()?.done.insert(ring.file_id);
+    }
+    Ok(())
+}
+
+/// Where a ring's memory goes back in its task: the rings and the SQE array, at the
+/// addresses the core mapped its placeholders at.
+#[derive(Debug, Clone, Copy)]
+pub struct Placement {
+    /// The task.
+    pub pid: i32,
+    /// The SQ and CQ rings (one region: `IORING_FEAT_SINGLE_MMAP`).
+    pub rings: u64,
+    /// The SQE array.
+    pub sqes: u64,
+}
+
+/// The dumped mappings of `ring`: the rings' and the SQEs' (checked at dump: one each, in
+/// the owner).
+fn placement(
+    ctx: &dyn RestoreContext,
+    img: &UringImage,
+    ring: &RingEntry,
+) -> Result<Placement, PluginError> {
+    let find = |off: u64| {
+        img.vmas
+            .iter()
+            .find(|v| v.inode == ring.inode && v.pgoff == off)
+            .ok_or_else(|| {
+                PluginError::bad_image(
+                    FILE,
+                    format!(
+                        "ring of file id {}: no mapping at offset {off:#x}",
+                        ring.file_id
+                    ),
+                )
+            })
+    };
+    let (r, s) = (find(uapi::OFF_SQ_RING)?, find(uapi::OFF_SQES)?);
+    if r.pid != s.pid || r.pid != ring.owner {
+        return Err(PluginError::bad_image(
+            FILE,
+            format!(
+                "ring of file id {}: mapped in pids {} and {}, owned by {}",
+                ring.file_id, r.pid, s.pid, ring.owner
+            ),
+        ));
+    }
+    Ok(Placement {
+        pid: restored(ctx, r.pid),
+        rings: r.start,
+        sqes: s.start,
+    })
+}
+
+fn restore_ring(
+    ctx: &mut dyn RestoreContext,
+    img: &UringImage,
+    ring: &RingEntry,
+    pid: i32,
+) -> Result<(), PluginError> {
+    let at = placement(ctx, img, ring)?;
+    let (fd, p) = setup_in_task(ctx, ring, at)?;
+    let want = (ring.sq_ring.len() as u64, ring.sqes.len() as u64);
+    if (p.sq_ring_len(), p.sqes_len()) != want {
+        return Err(PluginError::bad_image(
+            FILE,
+            format!(
+                "ring of file id {}: the new ring's memory ({} + {} bytes) is not the dumped ({} + {})",
+                ring.file_id,
+                p.sq_ring_len(),
+                p.sqes_len(),
+                want.0,
+                want.1
+            ),
+        ));
+    }
+    install_everywhere(ctx, ring.file_id, &fd)?;
+    crate::replay::replay(ctx, ring, &p, &fd, at)?;
+    tracing::debug!(
+        pid,
+        id = ring.file_id,
+        sq_head = ring.sq_head,
+        cq_tail = ring.cq_tail,
+        "io_uring ring restored"
+    );
+    Ok(())
+}
+
+/// Remote `io_uring_setup` in the task with the dumped parameters, its rings in the task's
+/// memory at the dumped addresses (`IORING_SETUP_NO_MMAP` over the core's placeholders:
+/// the kernel refuses to map a ring at an address the program chooses, `MAP_FIXED` and
+/// `mremap` alike); returns criu's duplicate of the new ring (closed in the task: it gets
+/// the ring at its own fd numbers) and the parameters the kernel filled in.
+fn setup_in_task(
+    ctx: &mut dyn RestoreContext,
+    ring: &RingEntry,
+    at: Placement,
+) -> Result<(OwnedFd, Params), PluginError> {
+    let pid = at.pid;
+    let mut p = Params {
+        sq_entries: ring.sq_entries,
+        cq_entries: ring.cq_entries,
+        flags: ring.flags | uapi::SETUP_NO_MMAP,
+        sq_thread_cpu: ring.sq_thread_cpu,
+        ..Default::default()
+    };
+    p.sq_off.user_addr = at.sqes;
+    p.cq_off.user_addr = at.rings;
+    let mut call = |nr, args| ctx.remote_syscall(pid, nr, args);
+    let mut t = Task {
+        tid: pid,
+        call: &mut call,
+    };
+    let page = t.scratch_page()?;
+    let r = (|| {
+        ctx.write_task_memory(pid, page, &p.to_bytes())?;
+        let mut call = |nr, args| ctx.remote_syscall(pid, nr, args);
+        let nfd = Task {
+            tid: pid,
+            call: &mut call,
+        }
+        .sys(
+            "io_uring_setup",
+            libc::SYS_io_uring_setup,
+            [u64::from(ring.sq_entries), page, 0, 0, 0, 0],
+        )?;
+        let mut b = [0u8; 120];
+        let got = ctx
+            .read_task_memory(pid, page, &mut b)
+            .and_then(|()| ctx.dup_task_fd(pid, nfd as i32));
+        let mut call = |nr, args| ctx.remote_syscall(pid, nr, args);
+        let closed = Task {
+            tid: pid,
+            call: &mut call,
+        }
+        .close(nfd);
+        let fd = got?;
+        closed?;
+        Ok((fd, Params::from_bytes(&b)))
+    })();
+    let mut call = |nr, args| ctx.remote_syscall(pid, nr, args);
+    let unmapped = Task {
+        tid: pid,
+        call: &mut call,
+    }
+    .unmap_page(page);
+    let r = r?;
+    unmapped?;
+    Ok(r)
+}
+
+/// Puts the ring at every fd of every task that held file id `id` (over the stand-in).
+fn install_everywhere(
+    ctx: &mut dyn RestoreContext,
+    id: u32,
+    fd: &OwnedFd,
+) -> Result<(), PluginError> {
+    for task in ctx.tasks() {
+        for tfd in ctx.task_fds(task.pid)? {
+            if tfd.id == id {
+                ctx.install_fd(task.pid, fd.as_fd(), tfd.fd, tfd.cloexec)?;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,207 @@
+//! io_uring rings end to end through the real `criu` binary: a liburing workload
+//! (tests/workloads/io_uring.c, built with gcc) reads and writes a file and a pipe through
+//! a ring, leaves two CQEs unreaped and one SQE written but not submitted, and after the
+//! restore checks them, the kernel's counters and more rounds itself. A plain ring, an
+//! SQPOLL ring and a SINGLE_ISSUER + DEFER_TASKRUN ring round-trip; a read in flight on an
+//! idle pipe and a registered file are refused naming the ring (the tree runs on); a
+//! damaged plugin image fails the restore naming it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use criu_tests::{ScratchDir, TreeGuard, skip_unless_root, wait_pid_gone};
+use restore_common::{lines, spawn_bg, wait_lines};
+
+mod restore_common;
+
+struct Run {
+    _dir: ScratchDir,
+    report: PathBuf,
+    images: PathBuf,
+    exe: PathBuf,
+}
+
+impl Run {
+    fn new(name: &str) -> Run {
+        assert!(
+            Path::new("/usr/include/liburing.h").exists(),
+            "liburing-dev is needed for the io_uring workload (apt-get install liburing-dev)"
+        );
+        let dir = ScratchDir::new(name);
+        let exe = dir.path().join("io_uring");
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("workloads/io_uring.c");
+        let built = Command::new("gcc")
+            .args(["-O1", "-Wall", "-o"])
+            .arg(&exe)
+            .arg(src)
+            .arg("-luring")
+            .status()
+            .expect("run gcc");
+        assert!(built.success(), "gcc failed");
+        let images = dir.path().join("images");
+        std::fs::create_dir(&images).expect("mkdir");
+        Run {
+            report: dir.path().join("report"),
+            images,
+            exe,
+            _dir: dir,
+        }
+    }
+
+    /// Starts the workload in `mode`; returns its pid once ready, guarded.
+    fn start(&self, mode: &str) -> (i32, TreeGuard) {
+        let root = spawn_bg(
+            "setsid",
+            &[
+                self.exe.to_str().expect("utf-8"),
+                self.report.to_str().expect("utf-8"),
+                mode,
+            ],
+        );
+        let guard = TreeGuard::new([root]);
+        let got = wait_lines(&self.report, 1, Duration::from_secs(20));
+        assert_eq!(got, [format!("ready {root}")], "workload: {got:?}");
+        (root, guard)
+    }
+
+    fn criu(&self, args: &[&str], log: &str) -> (Output, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_criu_under_test"))
+            .args(args)
+            .arg("-D")
+            .arg(&self.images)
+            .args(["-v4", "-o", log])
+            .output()
+            .expect("run criu");
+        let log = std::fs::read_to_string(self.images.join(log)).unwrap_or_default();
+        let text = format!("{}\n{log}", String::from_utf8_lossy(&out.stderr));
+        (out, text)
+    }
+
+    fn dump(&self, pid: i32, guard: TreeGuard) {
+        let (out, text) = self.criu(&["dump", "-t", &pid.to_string(), "-s"], "dump.log");
+        assert!(out.status.success(), "dump failed:\n{text}");
+        let taken = guard.kill_and_wait(Duration::from_secs(10));
+        assert!(taken.is_empty(), "pids still taken: {taken:?}");
+    }
+
+    fn go(&self) {
+        std::fs::write(format!("{}.go", self.report.display()), "").expect("go");
+    }
+
+    /// Restores, lets the workload check itself; the restored task is guarded.
+    fn restore_and_check(&self, pid: i32) -> TreeGuard {
+        std::fs::write(&self.report, "").expect("truncate report");
+        let (out, text) = self.criu(&["restore", "-d"], "restore.log");
+        let guard = TreeGuard::new([pid]);
+        assert!(out.status.success(), "restore failed:\n{text}");
+        self.go();
+        let got = wait_lines(&self.report, 1, Duration::from_secs(20));
+        assert!(
+            got[0].starts_with("ok "),
+            "report: {:?}",
+            lines(&self.report)
+        );
+        guard
+    }
+}
+
+fn round_trip(name: &str, mode: &str) {
+    if skip_unless_root(name) {
+        return;
+    }
+    let run = Run::new(name);
+    let (pid, guard) = run.start(mode);
+    run.dump(pid, guard);
+    let bin = run.images.join("criu-rs-io_uring.bin");
+    let meta = std::fs::metadata(&bin).expect("plugin image");
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
+        0o600
+    );
+    let guard = run.restore_and_check(pid);
+    drop(guard);
+}
+
+#[test]
+fn plain_ring_round_trips_with_its_counters_cqes_and_unsubmitted_sqe() {
+    round_trip("io_uring_plain", "plain");
+}
+
+#[test]
+fn sqpoll_ring_round_trips() {
+    round_trip("io_uring_sqpoll", "sqpoll");
+}
+
+#[test]
+fn single_issuer_defer_taskrun_ring_round_trips() {
+    round_trip("io_uring_single", "single");
+}
+
+/// A refused dump: the message names the ring and the way out, the workload runs on (it
+/// finishes its own checks, the in-flight read included).
+fn refused(name: &str, mode: &str, want: &[&str]) {
+    if skip_unless_root(name) {
+        return;
+    }
+    let run = Run::new(name);
+    let (pid, _guard) = run.start(mode);
+    let (out, text) = run.criu(&["dump", "-t", &pid.to_string()], "dump.log");
+    assert!(!out.status.success(), "dump succeeded:\n{text}");
+    for w in want {
+        assert!(text.contains(w), "no {w:?} in:\n{text}");
+    }
+    assert!(
+        !run.images.join("pstree.img").exists(),
+        "images left behind"
+    );
+    std::fs::write(&run.report, "").expect("truncate report");
+    run.go();
+    let got = wait_lines(&run.report, 1, Duration::from_secs(20));
+    assert!(got[0].starts_with("ok "), "after the refusal: {got:?}");
+}
+
+#[test]
+fn read_in_flight_on_an_idle_pipe_is_refused_and_the_tree_runs_on() {
+    refused(
+        "io_uring_inflight",
+        "inflight",
+        &[
+            "io_uring ring (fd 3)",
+            "requests in flight after 500 ms",
+            "IORING_OP_READ",
+            "IORING_OP_ASYNC_CANCEL",
+        ],
+    );
+}
+
+#[test]
+fn registered_files_are_refused_naming_them() {
+    refused(
+        "io_uring_registered",
+        "registered",
+        &["io_uring ring (fd 3)", "1 registered files"],
+    );
+}
+
+#[test]
+fn damaged_plugin_image_is_refused_naming_it() {
+    if skip_unless_root("io_uring_bad_image") {
+        return;
+    }
+    let run = Run::new("io_uring_bad_image");
+    let (pid, guard) = run.start("plain");
+    run.dump(pid, guard);
+    let bin = run.images.join("criu-rs-io_uring.bin");
+    let mut bytes = std::fs::read(&bin).expect("read");
+    bytes.truncate(bytes.len() / 2);
+    std::fs::write(&bin, &bytes).expect("write");
+    let (out, text) = run.criu(&["restore", "-d"], "restore-fail.log");
+    let _guard = TreeGuard::new([pid]);
+    assert!(!out.status.success(), "restore succeeded:\n{text}");
+    assert!(text.contains("criu-rs-io_uring.bin"), "{text}");
+    assert!(
+        wait_pid_gone(pid, Duration::from_secs(10)),
+        "pid {pid} left"
+    );
+}

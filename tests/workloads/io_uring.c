@@ -1,0 +1,201 @@
+/* io_uring rings through checkpoint/restore, checked by the workload itself (liburing).
+ *
+ * usage: io_uring REPORT MODE   (MODE: plain | sqpoll | single | inflight | registered)
+ * Before the dump: ROUNDS rounds of a file write + read and a pipe write + read through the
+ * ring, each CQE counted and each byte checked; then two NOPs completed and left unreaped
+ * (user_data 101, 102) and one NOP prepared but not submitted (user_data 103). "inflight"
+ * also leaves a read on an idle pipe in flight; "registered" registers a file. Writes
+ * "ready <pid>" to REPORT and waits for REPORT.go. After it: the two CQEs are still there,
+ * the kernel's SQ head and CQ tail are where they were, the prepared NOP submits and
+ * completes, and more rounds work with the same counters going on. Writes "ok" or
+ * "bad <what>" and idles until killed. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <liburing.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define ROUNDS 300
+
+static const char *report;
+static struct io_uring ring;
+static int file_fd, pipe_fds[2], idle_pipe[2];
+static unsigned submitted, completed;
+
+static void say(const char *fmt, ...)
+{
+	char line[256];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	int fd = open(report, O_WRONLY | O_APPEND | O_CREAT, 0644);
+	if (fd >= 0) {
+		dprintf(fd, "%s\n", line);
+		close(fd);
+	}
+}
+
+static void bad(const char *fmt, ...)
+{
+	char line[200];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	say("bad %s", line);
+	for (;;)
+		pause();
+}
+
+static struct io_uring_sqe *sqe(void)
+{
+	struct io_uring_sqe *s = io_uring_get_sqe(&ring);
+	if (!s)
+		bad("no sqe");
+	return s;
+}
+
+/* Submits what is prepared and waits for `want` CQEs, checking each one's result. */
+static void run(unsigned n, unsigned want, const int *results, const unsigned long long *ids)
+{
+	int r = io_uring_submit_and_wait(&ring, want);
+	if (r != (int)n)
+		bad("submit gave %d of %u", r, n);
+	submitted += n;
+	for (unsigned i = 0; i < want; i++) {
+		struct io_uring_cqe *c;
+		if (io_uring_wait_cqe(&ring, &c))
+			bad("wait_cqe");
+		unsigned j = 0;
+		while (j < want && ids[j] != c->user_data)
+			j++;
+		if (j == want || c->res != results[j])
+			bad("cqe %llu res %d", (unsigned long long)c->user_data, c->res);
+		io_uring_cqe_seen(&ring, c);
+		completed++;
+	}
+}
+
+static void round_trip(unsigned k)
+{
+	char out[64], in[64] = {0}, pin[64] = {0};
+	int len = snprintf(out, sizeof(out), "round %u of the ring", k);
+	/* file: write then read back (linked so the read sees the write) */
+	struct io_uring_sqe *s = sqe();
+	io_uring_prep_write(s, file_fd, out, len, (k % 16) * 64);
+	s->flags |= IOSQE_IO_LINK;
+	s->user_data = 1;
+	s = sqe();
+	io_uring_prep_read(s, file_fd, in, len, (k % 16) * 64);
+	s->user_data = 2;
+	int res[2] = {len, len};
+	unsigned long long ids[2] = {1, 2};
+	run(2, 2, res, ids);
+	if (memcmp(in, out, len))
+		bad("file data round %u", k);
+	/* pipe: write then read */
+	s = sqe();
+	io_uring_prep_write(s, pipe_fds[1], out, len, 0);
+	s->flags |= IOSQE_IO_LINK;
+	s->user_data = 3;
+	s = sqe();
+	io_uring_prep_read(s, pipe_fds[0], pin, len, 0);
+	s->user_data = 4;
+	unsigned long long pids[2] = {3, 4};
+	run(2, 2, res, pids);
+	if (memcmp(pin, out, len))
+		bad("pipe data round %u", k);
+}
+
+int main(int argc, char **argv)
+{
+	if (argc != 3)
+		return 2;
+	report = argv[1];
+	const char *mode = argv[2];
+	struct io_uring_params p;
+	memset(&p, 0, sizeof(p));
+	if (!strcmp(mode, "sqpoll")) {
+		p.flags = IORING_SETUP_SQPOLL;
+		p.sq_thread_idle = 100;
+	} else if (!strcmp(mode, "single")) {
+		p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
+	}
+	int r = io_uring_queue_init_params(8, &ring, &p);
+	if (r)
+		bad("queue_init %d", r);
+	char path[4096];
+	snprintf(path, sizeof(path), "%s.data", report);
+	file_fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	if (file_fd < 0 || pipe(pipe_fds) || pipe(idle_pipe))
+		bad("setup fds");
+	if (!strcmp(mode, "registered") && io_uring_register_files(&ring, &file_fd, 1))
+		bad("register_files");
+	for (unsigned k = 0; k < ROUNDS; k++)
+		round_trip(k);
+	char idle_buf[16] = {0};
+	if (!strcmp(mode, "inflight")) {
+		struct io_uring_sqe *s = sqe();
+		io_uring_prep_read(s, idle_pipe[0], idle_buf, 5, 0);
+		s->user_data = 200;
+		if (io_uring_submit(&ring) != 1)
+			bad("submit idle read");
+		submitted++;
+	}
+	/* two completions left in the CQ ring */
+	for (int i = 0; i < 2; i++) {
+		struct io_uring_sqe *s = sqe();
+		io_uring_prep_nop(s);
+		s->user_data = 101 + i;
+	}
+	if (io_uring_submit_and_wait(&ring, 2) != 2)
+		bad("nops");
+	submitted += 2;
+	/* and one SQE written, not submitted */
+	struct io_uring_sqe *s = sqe();
+	io_uring_prep_nop(s);
+	s->user_data = 103;
+	unsigned head0 = *ring.sq.khead, ctail0 = *ring.cq.ktail;
+	say("ready %d", getpid());
+	char go[4200];
+	snprintf(go, sizeof(go), "%s.go", report);
+	struct stat st;
+	while (stat(go, &st))
+		usleep(10000);
+
+	if (*ring.sq.khead != head0 || *ring.cq.ktail != ctail0)
+		bad("counters sq head %u/%u cq tail %u/%u", *ring.sq.khead, head0, *ring.cq.ktail, ctail0);
+	if (io_uring_cq_ready(&ring) != 2)
+		bad("%u cqes ready, not 2", io_uring_cq_ready(&ring));
+	for (int i = 0; i < 2; i++) {
+		struct io_uring_cqe *c;
+		if (io_uring_peek_cqe(&ring, &c) || c->user_data != 101ULL + i || c->res)
+			bad("kept cqe %d", i);
+		io_uring_cqe_seen(&ring, c);
+	}
+	if (!strcmp(mode, "inflight")) {
+		/* still the same process (the dump was refused): finish the read */
+		if (write(idle_pipe[1], "hello", 5) != 5)
+			bad("idle write");
+		struct io_uring_cqe *c;
+		if (io_uring_wait_cqe(&ring, &c) || c->user_data != 200 || c->res != 5 || memcmp(idle_buf, "hello", 5))
+			bad("idle read");
+		io_uring_cqe_seen(&ring, c);
+	}
+	int zero = 0;
+	unsigned long long id = 103;
+	run(1, 1, &zero, &id);
+	for (unsigned k = 0; k < ROUNDS; k++)
+		round_trip(ROUNDS + k);
+	if (*ring.sq.khead != head0 + 1 + 4 * ROUNDS + 0)
+		bad("sq head %u after", *ring.sq.khead);
+	say("ok %u %u", submitted, completed);
+	for (;;)
+		pause();
+}
