@@ -134,10 +134,8 @@ fn zdtm_command_lines() {
     assert_eq!(cli.opts.timeout, Some(10));
     assert!(cli.opts.no_default_config);
     assert_eq!(cli.opts.log_file, Some(PathBuf::from("dump.log")));
-    // --file-locks asks for locks to be dumped: refused; the others are accepted.
-    assert!(refuse_unsupported("dump", &cli.opts).is_err());
-    let plain = ok(&dump.replace("--file-locks", ""));
-    refuse_unsupported("dump", &plain.opts).unwrap();
+    assert!(cli.opts.file_locks);
+    refuse_unsupported("dump", &cli.opts).unwrap();
 
     let restore = "criu restore --no-default-config --log-file restore.log --images-dir /tmp/d \
                    --verbosity=4 --tcp-established --ext-unix-sk --link-remap \
@@ -170,7 +168,7 @@ fn runc_and_podman_option_sets() {
         "--cgroup-dump-controller cpu",
         "--lazy-pages",
         "--page-server --address 127.0.0.1 --port 27",
-        "--freeze-cgroup /sys/fs/cgroup/x --file-locks",
+        "--freeze-cgroup /sys/fs/cgroup/x --lazy-pages",
     ] {
         let cli = ok(&format!("{dump} {extra}"));
         let e = refuse_unsupported("dump", &cli.opts).unwrap_err();
