@@ -180,8 +180,14 @@ fn check_file_locks(
     plan: &RestorePlan,
     plugins: &[&'static dyn criu_plugin_api::Plugin],
 ) -> Result<()> {
-    let name = criu_proto::ImageKind::FileLocks.file_name(0);
+    let kind = criu_proto::ImageKind::FileLocks;
+    let name = kind.file_name(0);
     if !images.exists(&name) || plugins.iter().any(|p| p.info().name == FILE_LOCKS_PLUGIN) {
+        return Ok(());
+    }
+    // An empty image (no lock) needs no plugin.
+    let locks: Vec<criu_proto::images::FileLockEntry> = images.entries(&name, kind.magic())?;
+    if locks.is_empty() {
         return Ok(());
     }
     Err(RestoreError::Unsupported {

@@ -111,7 +111,8 @@ fn unsupported_options_fail_only_the_commands_they_change() {
     assert!(refuse("criu dump -t 1 --external mnt[/x]:y").is_err());
     assert!(refuse("criu dump -t 1 --page-server --address 1.2.3.4 --port 9").is_err());
     assert!(refuse("criu dump -t 1 --page-server --no-page-server").is_ok());
-    assert!(refuse("criu restore -l").is_err());
+    // -l is --file-locks, honoured.
+    assert!(refuse("criu restore -l").is_ok());
     assert!(refuse("criu restore --manage-cgroups").is_err());
     assert!(refuse("criu restore --manage-cgroups=soft --manage-cgroups=ignore").is_ok());
     assert!(refuse("criu restore -S -d").is_err());
