@@ -142,3 +142,39 @@ fn lease_refused_and_kept() {
         refused_with_lock_intact("lease", LockKind::Lease);
     }
 }
+
+/// `--file-locks` with no plugin to dump the locks (this test links none): refused, not
+/// dumped without them; the workload runs on with its lock.
+#[test]
+fn file_locks_without_the_plugin_are_refused() {
+    if skip_unless_root("file_locks_without_the_plugin_are_refused") {
+        return;
+    }
+    let dir = ScratchDir::new("filelock-noplugin");
+    let path = dir.path().join("locked");
+    std::fs::write(&path, b"locked file\n").expect("file");
+    let w = Workload::start(
+        Path::new(env!("CARGO_BIN_EXE_wl_filelock")),
+        &["flock", path.to_str().expect("utf-8")],
+        "ready",
+        Duration::from_secs(20),
+    );
+    let pid = w.pid();
+    let images = ScratchDir::new("filelock-noplugin-img");
+    let mut opts = DumpOptions::new(pid, images.path());
+    opts.file_locks = true;
+    let err = dump(&opts).expect_err("dump must be refused");
+    let msg = err.to_string();
+    assert!(
+        matches!(err, DumpError::FileLocksNotDumped { .. }),
+        "{msg}: {err:?}"
+    );
+    assert!(msg.contains("filelocks") && msg.contains("flock"), "{msg}");
+    assert!(pid_exists(pid), "the workload died");
+    conflicting_lock_refused("flock", &path, pid);
+    assert!(
+        !images.path().join("inventory.img").exists(),
+        "images left behind"
+    );
+    drop(w);
+}

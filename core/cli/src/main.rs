@@ -10,6 +10,8 @@ use criu_plugin_epoll as _;
 #[cfg(feature = "builtin-plugins")]
 use criu_plugin_eventfd as _;
 #[cfg(feature = "builtin-plugins")]
+use criu_plugin_filelocks as _;
+#[cfg(feature = "builtin-plugins")]
 use criu_plugin_files as _;
 #[cfg(feature = "builtin-plugins")]
 use criu_plugin_fsnotify as _;

@@ -5,7 +5,7 @@
 //! - [`Class::Internal`]: it tunes how CRIU works inside (page transfer, caches, which
 //!   checks to make); accepted, with no effect here, since the result is the same;
 //! - [`Class::Permission`]: it allows CRIU to dump a resource this implementation refuses
-//!   anyway (sockets, file locks...); accepted, and the dump still names such a resource;
+//!   anyway (sockets...); accepted, and the dump still names such a resource;
 //! - [`Class::Unsupported`]: it asks for something not built yet (namespaces, cgroups,
 //!   page server, inherited fds...); the commands it would change fail with "not supported
 //!   yet: --NAME" rather than silently doing something else.
@@ -152,7 +152,7 @@ pub static OPTIONS: &[OptSpec] = &[
     o("ext-unix-sk", Some('x'), Optional, Permission, "INODE", "allow external unix sockets (not supported yet: a unix socket whose peer is outside the tree is refused at dump)"),
     b("evasive-devices", Permission, "allow devices to be opened by another path"),
     b("link-remap", Permission, "allow link remaps of unlinked files (deleted files are carried as ghosts)"),
-    OptSpec { short: Some('l'), ..b("file-locks", un(BOTH, "file locks are not dumped yet"), "dump and restore file locks") },
+    OptSpec { short: Some('l'), ..b("file-locks", Honoured, "dump and restore file locks and leases (POSIX, OFD, flock, leases; filelocks plugin); without it a tree holding one is refused at dump") },
     b("weak-sysctls", Permission, "skip missing sysctls at restore (no sysctl is restored)"),
     b("skip-file-rwx-check", Permission, "skip the check of file permissions at restore"),
     b("allow-uprobes", Permission, "allow tasks with uprobes"),

@@ -54,6 +54,9 @@ pub struct CoreDumpContext<'d> {
     pub(super) seen_fds: Vec<SeenFd>,
     /// Files in flight held by criu and those waiting to be dumped.
     pub(super) in_flight: InFlight,
+    /// With `--file-locks`: the first lock the tree holds, refused at the end of the dump if
+    /// no plugin wrote `filelocks.img` (none loaded: the lock would be lost).
+    pub(super) first_lock: Option<DumpError>,
 }
 
 impl std::fmt::Debug for CoreDumpContext<'_> {
@@ -95,6 +98,7 @@ impl<'d> CoreDumpContext<'d> {
             plugins: Vec::new(),
             seen_fds: Vec::new(),
             in_flight: InFlight::default(),
+            first_lock: None,
         }
     }
 

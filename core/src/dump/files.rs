@@ -269,7 +269,15 @@ pub fn dump_fds(
                 source,
             },
         })?;
-        refuse_locks(pid, fd, &fi)?;
+        if let Some(lock) = lock_held(pid, fd, &fi)? {
+            // With --file-locks a plugin dumps every lock once the fds have ids; without it,
+            // refused as CRIU does.
+            if criu_plugin_api::DumpContext::options(ctx).file_locks {
+                ctx.first_lock.get_or_insert(lock);
+            } else {
+                return Err(lock);
+            }
+        }
         let cloexec = fi.flags & libc::O_CLOEXEC as u32 != 0;
         if let Some(stat) = new {
             let file = access.get(fd)?;
@@ -314,10 +322,10 @@ pub fn dump_fds(
     Ok(descs)
 }
 
-/// A lock or lease held through `fd` would be lost silently by the restore: refuse the dump
-/// as CRIU does without --file-locks. Checked on every fd, not only the first of a shared
+/// The refusal of a lock or lease held through `fd`, which the restore would lose unless it
+/// is dumped (`--file-locks`). Checked on every fd, not only the first of a shared
 /// description: a POSIX lock shows only in its owner's fdinfo.
-fn refuse_locks(pid: i32, fd: i32, fi: &fdinfo::FdInfo) -> Result<(), DumpError> {
+fn lock_held(pid: i32, fd: i32, fi: &fdinfo::FdInfo) -> Result<Option<DumpError>, DumpError> {
     let locks = crate::proc::locks::fd_locks(fi).map_err(|source| DumpError::Proc {
         pid,
         step: "files",
@@ -327,17 +335,17 @@ fn refuse_locks(pid: i32, fd: i32, fi: &fdinfo::FdInfo) -> Result<(), DumpError>
         },
     })?;
     let Some(lock) = locks.into_iter().next() else {
-        return Ok(());
+        return Ok(None);
     };
     let path = misc::read_link(pid, &format!("fd/{fd}"))
         .map(|l| l.to_string_lossy().into_owned())
         .unwrap_or_else(|_| "?".into());
-    Err(DumpError::FileLock {
+    Ok(Some(DumpError::FileLock {
         pid,
         fd,
         path,
         lock,
-    })
+    }))
 }
 
 /// cwd and root as files.img entries, and fs-<pid>.img.

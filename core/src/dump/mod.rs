@@ -253,9 +253,9 @@ pub enum DumpError {
         hint: &'static str,
     },
     #[error(
-        "pid {pid}: fd {fd} ({path}) holds a {lock}; file locks and leases are not dumped \
-         (CRIU needs --file-locks, which criu-rs does not support yet): release the lock \
-         before the dump"
+        "pid {pid}: fd {fd} ({path}) holds a {lock}; file locks and leases are dumped only \
+         with --file-locks (then restore with --file-locks too), or release the lock before \
+         the dump"
     )]
     FileLock {
         pid: i32,
@@ -263,6 +263,12 @@ pub enum DumpError {
         path: String,
         lock: crate::proc::locks::FdLock,
     },
+    #[error(
+        "the tree holds file locks ({first}) and --file-locks was given, but no loaded plugin \
+         dumped them (no filelocks.img): load the filelocks plugin (libcriu_filelocks.so) \
+         with --plugin-dir"
+    )]
+    FileLocksNotDumped { first: Box<DumpError> },
     #[error("pid {pid}: {step}: unexpected state: {what}")]
     Unexpected {
         pid: i32,

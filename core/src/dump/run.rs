@@ -112,6 +112,14 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpReport, DumpError> {
             res = Err(e);
         }
     }
+    if res.is_ok()
+        && let Some(first) = ctx.first_lock.take()
+        && !dir.exists(ImageKind::FileLocks, 0)
+    {
+        res = Err(DumpError::FileLocksNotDumped {
+            first: Box::new(first),
+        });
+    }
     if res.is_err() {
         stage_failed(&plugins, &mut ctx);
     }

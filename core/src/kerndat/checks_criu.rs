@@ -133,7 +133,6 @@ pub static NOT_BUILT: &[(&str, &str)] = &[
     ("tun", "tun devices are not dumped"),
     ("tun_ns", "tun devices are not dumped"),
     ("userns", "user namespaces are not dumped"),
-    ("fdinfo_lock", "file locks are not dumped"),
     ("loginuid", "the loginuid is not restored"),
     ("cgroupns", "cgroup namespaces are not dumped"),
     ("autofs", "autofs mounts are not dumped"),

@@ -85,6 +85,7 @@ fn every_criu_feature_name_is_answered_truthfully() {
         "get_rseq_conf",
         "pidfd_store",
         "timer_cr_ids",
+        "fdinfo_lock",
     ] {
         assert!(criu_feature(name).unwrap().is_ok(), "{name}");
     }

@@ -173,6 +173,34 @@ fn check_plugins(
     Ok(())
 }
 
+/// Images with file locks (written by the `filelocks` plugin with `--file-locks`) are not
+/// restored without a plugin to take the locks again: the tree would run unlocked.
+fn check_file_locks(
+    images: &Images,
+    plan: &RestorePlan,
+    plugins: &[&'static dyn criu_plugin_api::Plugin],
+) -> Result<()> {
+    let kind = criu_proto::ImageKind::FileLocks;
+    let name = kind.file_name(0);
+    if !images.exists(&name) || plugins.iter().any(|p| p.info().name == FILE_LOCKS_PLUGIN) {
+        return Ok(());
+    }
+    // An empty image (no lock) needs no plugin.
+    let locks: Vec<criu_proto::images::FileLockEntry> = images.entries(&name, kind.magic())?;
+    if locks.is_empty() {
+        return Ok(());
+    }
+    Err(RestoreError::Unsupported {
+        pid: plan.tasks[0].pid,
+        what: format!("the file locks of {name}"),
+        hint: "no loaded plugin restores file locks: load the filelocks plugin \
+               (libcriu_filelocks.so) with --plugin-dir",
+    })
+}
+
+/// The plugin that dumps and restores file locks (`plugins/filelocks`).
+const FILE_LOCKS_PLUGIN: &str = "filelocks";
+
 /// The VMAs a plugin dumped, from the mm image of each address space's first task (its
 /// sharers' are copies).
 fn vma_claims(plan: &RestorePlan) -> Vec<crate::plugins::services::VmaClaim> {
@@ -197,6 +225,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreOutcome> {
     place_sessions(&mut plan, opts)?;
     let plugins = crate::plugins::all(); // built-in and loaded with --plugin-dir
     check_plugins(&plan, &plugins)?;
+    check_file_locks(&images, &plan, &plugins)?;
     let entries: Vec<_> = plan.files.values().cloned().collect();
     let tasks = plan
         .tasks

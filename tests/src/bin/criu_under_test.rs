@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use criu_plugin_epoll as _;
 use criu_plugin_eventfd as _;
+use criu_plugin_filelocks as _;
 use criu_plugin_files as _;
 use criu_plugin_fsnotify as _;
 use criu_plugin_inet as _;

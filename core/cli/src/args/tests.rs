@@ -111,7 +111,8 @@ fn unsupported_options_fail_only_the_commands_they_change() {
     assert!(refuse("criu dump -t 1 --external mnt[/x]:y").is_err());
     assert!(refuse("criu dump -t 1 --page-server --address 1.2.3.4 --port 9").is_err());
     assert!(refuse("criu dump -t 1 --page-server --no-page-server").is_ok());
-    assert!(refuse("criu restore -l").is_err());
+    // -l is --file-locks, honoured.
+    assert!(refuse("criu restore -l").is_ok());
     assert!(refuse("criu restore --manage-cgroups").is_err());
     assert!(refuse("criu restore --manage-cgroups=soft --manage-cgroups=ignore").is_ok());
     assert!(refuse("criu restore -S -d").is_err());
@@ -134,10 +135,8 @@ fn zdtm_command_lines() {
     assert_eq!(cli.opts.timeout, Some(10));
     assert!(cli.opts.no_default_config);
     assert_eq!(cli.opts.log_file, Some(PathBuf::from("dump.log")));
-    // --file-locks asks for locks to be dumped: refused; the others are accepted.
-    assert!(refuse_unsupported("dump", &cli.opts).is_err());
-    let plain = ok(&dump.replace("--file-locks", ""));
-    refuse_unsupported("dump", &plain.opts).unwrap();
+    assert!(cli.opts.file_locks);
+    refuse_unsupported("dump", &cli.opts).unwrap();
 
     let restore = "criu restore --no-default-config --log-file restore.log --images-dir /tmp/d \
                    --verbosity=4 --tcp-established --ext-unix-sk --link-remap \
@@ -170,7 +169,7 @@ fn runc_and_podman_option_sets() {
         "--cgroup-dump-controller cpu",
         "--lazy-pages",
         "--page-server --address 127.0.0.1 --port 27",
-        "--freeze-cgroup /sys/fs/cgroup/x --file-locks",
+        "--freeze-cgroup /sys/fs/cgroup/x --lazy-pages",
     ] {
         let cli = ok(&format!("{dump} {extra}"));
         let e = refuse_unsupported("dump", &cli.opts).unwrap_err();
