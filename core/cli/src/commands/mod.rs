@@ -3,6 +3,7 @@
 mod check;
 mod check_images;
 mod dump;
+mod network_unlock;
 mod restore;
 
 use std::path::PathBuf;
@@ -33,6 +34,7 @@ pub fn dispatch(command: &str, args: &[String], opts: &Options) -> Result<ExitCo
         "check-images" => check_images::run(opts),
         "dump" => dump::run(opts),
         "restore" => restore::run(opts, args),
+        "network-unlock" => network_unlock::run(opts),
         "pre-dump" => not_supported(
             "pre-dump",
             "incremental dumps need memory change tracking; this kernel has no soft-dirty \
@@ -61,7 +63,7 @@ pub fn dispatch(command: &str, args: &[String], opts: &Options) -> Result<ExitCo
         other => {
             bail!(
                 "unknown command '{other}'; commands: dump, pre-dump, restore, check, \
-                 check-images, page-server, lazy-pages, cpuinfo, swrk, crit"
+                 check-images, network-unlock, page-server, lazy-pages, cpuinfo, swrk, crit"
             )
         }
     }
