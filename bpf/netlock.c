@@ -133,8 +133,13 @@ static __always_inline int classify(struct __sk_buff *skb, int ingress)
 		return TC_ACT_UNSPEC;
 	if ((cfg->flags & NETLOCK_ALLOW_MARK) && skb->mark == cfg->mark)
 		return TC_ACT_UNSPEC;
-	if (cfg->flags & NETLOCK_ALL_TRAFFIC)
-		return drop(ingress ? 0 : 1);
+	/* Namespace scope: every IP packet; ARP and the like pass, so that neighbours are
+	 * still known when the lock is lifted. */
+	if (cfg->flags & NETLOCK_ALL_TRAFFIC) {
+		if (skb->protocol == bpf_htons(ETH_P_IP) || skb->protocol == bpf_htons(ETH_P_IPV6))
+			return drop(ingress ? 0 : 1);
+		return TC_ACT_UNSPEC;
+	}
 	if (tuple_of(skb, &t, ingress))
 		return TC_ACT_UNSPEC;
 	if (bpf_map_lookup_elem(&tuples, &t))

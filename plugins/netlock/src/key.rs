@@ -143,7 +143,7 @@ pub fn parse_proc_addr(hex: &str) -> Option<IpAddr> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
 
@@ -220,6 +220,3 @@ mod tests {
         any_tuple()
     }
 }
-
-#[cfg(test)]
-pub(crate) use tests::arb_tuple;

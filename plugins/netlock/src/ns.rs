@@ -31,6 +31,10 @@ pub fn is_bpffs(path: &Path) -> Result<bool, NetlockError> {
 /// Mounts bpffs at [`BPFFS`] unless it is there already (mode 0700: only root sees the
 /// pins).
 pub fn ensure_bpffs() -> Result<(), NetlockError> {
+    // Two threads checking at once would mount bpffs twice, the second hiding the first's
+    // pins.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let path = Path::new(BPFFS);
     if is_bpffs(path)? {
         return Ok(());

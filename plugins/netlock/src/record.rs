@@ -187,7 +187,7 @@ mod tests {
     proptest! {
         #[test]
         fn round_trips(
-            tuples in proptest::collection::vec(crate::key::arb_tuple(), 0..8),
+            tuples in proptest::collection::vec(crate::key::tests::arb_tuple(), 0..8),
             netns in any::<u64>(),
             m in 0..3usize,
             ns in any::<bool>(),
