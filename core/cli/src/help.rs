@@ -10,6 +10,7 @@ Usage:
   criu dump|pre-dump -t PID [<options>]
   criu restore [<options>]
   criu check [--feature FEATURE]
+  criu network-unlock -D DIR
   criu page-server
   criu service [<options>]
   criu dedup
@@ -21,6 +22,7 @@ Commands:
   pre-dump       pre-dump task(s) minimizing their frozen time (not supported yet)
   restore        restore a process/tree
   check          checks whether the kernel supports the features criu needs
+  network-unlock lift the network lock a dump in DIR left (when its restore failed)
   page-server    launch page server (not supported yet)
   service        launch service (not supported yet; also swrk)
   lazy-pages     launch lazy-pages daemon (not supported yet)

@@ -26,6 +26,8 @@ use criu_plugin_mqueue as _;
 #[cfg(feature = "builtin-plugins")]
 use criu_plugin_netlink as _;
 #[cfg(feature = "builtin-plugins")]
+use criu_plugin_netlock as _;
+#[cfg(feature = "builtin-plugins")]
 use criu_plugin_pidfd as _;
 #[cfg(feature = "builtin-plugins")]
 use criu_plugin_pipes as _;

@@ -143,7 +143,7 @@ pub static OPTIONS: &[OptSpec] = &[
     b("force-irmap", Internal("watched files are found through their file handles"), "resolve inotify paths always"),
     l("irmap-scan-path", None, Internal("watched files are found through their file handles"), "PATH", "where to look for inotify paths"),
     o("freeze-cgroup", None, Required, Internal("tasks are frozen with ptrace, not with the cgroup freezer"), "PATH", "freeze with this freezer cgroup"),
-    o("network-lock", None, Required, Internal("sockets are refused at dump: no connection to lock"), "iptables|nftables|skip", "how to lock the network"),
+    o("network-lock", None, Required, Honoured, "ebpf|iptables|nftables|skip", "how to lock the tree's TCP connections between dump and restore (default ebpf: no external tool)"),
     o("cpu-cap", None, Optional, Internal("restore checks each thread's xsave layout against this CPU"), "CAPS", "which CPU capabilities to check"),
     o("file-validation", None, Required, Internal("mapped and open files are checked by size"), "filesize|buildid", "how to check files at restore"),
     b("tcp-established", Honoured, "dump and restore established TCP connections (TCP repair)"),

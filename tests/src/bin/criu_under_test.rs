@@ -14,6 +14,7 @@ use criu_plugin_io_uring as _;
 use criu_plugin_memfd as _;
 use criu_plugin_mqueue as _;
 use criu_plugin_netlink as _;
+use criu_plugin_netlock as _;
 use criu_plugin_pidfd as _;
 use criu_plugin_pipes as _;
 use criu_plugin_secretmem as _;

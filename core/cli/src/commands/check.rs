@@ -5,6 +5,8 @@
 //! take; `--feature NAME` answers whether criu-rs can use that feature
 //! here, for every name CRIU knows (exit 1 when missing, also when the kernel has it but
 //! criu-rs does not checkpoint that resource yet), as CRIU's test driver uses it.
+//! `network_lock_ebpf` (the default `--network-lock`) is probed by the netlock plugin:
+//! optional, listed by `--all`, printed by plain `check` only when missing.
 
 use std::process::ExitCode;
 
@@ -21,6 +23,10 @@ pub fn run(opts: &Options) -> Result<ExitCode> {
         return check_features(&opts.feature);
     }
     let results = kerndat::run_checks();
+    let netlock = network_lock_check();
+    if opts.all || !netlock.is_ok() {
+        println!("{netlock}");
+    }
     if opts.all {
         // CRIU's names with the answer `--feature` gives, so both views agree.
         for result in &results {
@@ -70,7 +76,10 @@ fn check_plugins(opts: &Options) -> ExitCode {
 fn check_features(names: &[String]) -> Result<ExitCode> {
     let mut results = Vec::with_capacity(names.len());
     for name in names {
-        let result = kerndat::criu_feature(name)?;
+        let result = match name.replace('-', "_").as_str() {
+            NETWORK_LOCK_EBPF => network_lock_check(),
+            _ => kerndat::criu_feature(name)?,
+        };
         println!("{result}");
         results.push(result);
     }
@@ -93,5 +102,37 @@ fn verdict(results: &[CheckResult]) -> ExitCode {
             .count();
         eprintln!("Error: {missing} required feature(s) missing; see above");
         ExitCode::from(1)
+    }
+}
+
+/// The feature name of the eBPF network lock.
+const NETWORK_LOCK_EBPF: &str = "network_lock_ebpf";
+
+/// Whether `--network-lock ebpf` works here: the plugin loads its programs, attaches them
+/// in a new network namespace and checks bpffs.
+fn network_lock_check() -> CheckResult {
+    use kerndat::{Need, Status};
+    #[cfg(feature = "builtin-plugins")]
+    let status = match criu_plugin_netlock::probe() {
+        Ok(detail) => Status::Ok {
+            detail: Some(detail),
+        },
+        Err(reason) => Status::Missing {
+            reason,
+            hint: "needs bpf() with CAP_BPF and CAP_NET_ADMIN, TCX (Linux 6.6+) and bpffs; \
+                   else use --network-lock iptables|nftables|skip",
+        },
+    };
+    #[cfg(not(feature = "builtin-plugins"))]
+    let status = Status::Missing {
+        reason: "criu was built without its plugins".into(),
+        hint: "the netlock plugin probes it",
+    };
+    CheckResult {
+        name: NETWORK_LOCK_EBPF,
+        criu_feature: false,
+        what: "eBPF network lock (tc programs through TCX, pins in bpffs)",
+        need: Need::Optional,
+        status,
     }
 }

@@ -3,6 +3,7 @@
 mod check;
 mod check_images;
 pub(crate) mod dump;
+mod network_unlock;
 pub(crate) mod restore;
 
 use std::path::PathBuf;
@@ -33,13 +34,14 @@ pub fn dispatch(command: &str, args: &[String], opts: &Options) -> Result<ExitCo
         "check-images" => check_images::run(opts),
         "dump" => dump::run(opts),
         "restore" => restore::run(opts, args),
+        "network-unlock" => network_unlock::run(opts),
         "swrk" => crate::rpc::swrk_command(args),
         "service" => crate::rpc::service_command(opts),
         other => match not_built(other) {
             Some(why) => bail!("{why}"),
             None => bail!(
                 "unknown command '{other}'; commands: dump, pre-dump, restore, check, \
-                 check-images, page-server, lazy-pages, cpuinfo, swrk, service, crit"
+                 check-images, network-unlock, page-server, lazy-pages, cpuinfo, swrk, service, crit"
             ),
         },
     }
