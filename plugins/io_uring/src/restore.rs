@@ -77,6 +77,11 @@ fn restored(ctx: &dyn RestoreContext, pid: i32) -> i32 {
 
 /// Sets up every ring `task` owned.
 pub fn restore_task(ctx: &mut dyn RestoreContext, task: &TaskIds) -> Result<(), PluginError> {
+    // Called for every task: images without a ring (no ring entry, no ring mapping, both of
+    // which need the file) have no file of ours.
+    if ctx.state::<RestoreState>()?.image.is_none() && ctx.read_plugin_file(FILE)?.is_none() {
+        return Ok(());
+    }
     let img = image(ctx)?;
     for ring in &img.rings {
         if restored(ctx, ring.owner) != task.pid
