@@ -46,6 +46,7 @@ mod children;
 mod cow;
 pub mod creds;
 mod error;
+mod fd_install;
 pub mod files;
 mod helpers;
 pub mod imgread;

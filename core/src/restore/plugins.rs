@@ -122,11 +122,9 @@ impl RestoreContext for Ctx {
     ) -> Result<(), PluginError> {
         use std::os::fd::AsRawFd;
         self.live_pid(pid, "install_fd")?;
-        // The task fetches the fd from us: pidfd_open(restorer), pidfd_getfd, dup3 to the
-        // number, close the temporaries. Needs the task to be allowed to ptrace us (before
-        // its credentials drop privileges).
-        let me = std::process::id() as u64;
-        let call = |nr: i64, args: [u64; 6], what: &str| -> Result<u64, PluginError> {
+        // The task fetches the fd from us (see fd_install). Needs the task to be allowed to
+        // ptrace us (before its credentials drop privileges).
+        let mut call = |nr: i64, args: [u64; 6], what: &str| -> Result<u64, PluginError> {
             let r = remote_syscall(pid, pid, nr, args)?;
             if (-4095..0).contains(&r) {
                 return Err(task_err(
@@ -137,49 +135,13 @@ impl RestoreContext for Ctx {
             }
             Ok(r as u64)
         };
-        let mut pidfd = call(libc::SYS_pidfd_open, [me, 0, 0, 0, 0, 0], "pidfd_open")?;
-        if pidfd == target as u64 {
-            // The target number was the lowest free one: move the pidfd above it, or the
-            // dup3 below would replace it and its close would then close the installed fd.
-            let moved = call(
-                libc::SYS_fcntl,
-                [
-                    pidfd,
-                    libc::F_DUPFD_CLOEXEC as u64,
-                    target as u64 + 1,
-                    0,
-                    0,
-                    0,
-                ],
-                "fcntl(F_DUPFD_CLOEXEC)",
-            );
-            let _ = call(libc::SYS_close, [pidfd, 0, 0, 0, 0, 0], "close");
-            pidfd = moved?;
-        }
-        let got = call(
-            libc::SYS_pidfd_getfd,
-            [pidfd, fd.as_raw_fd() as u64, 0, 0, 0, 0],
-            "pidfd_getfd",
-        );
-        let placed = got.and_then(|tmp| {
-            let flags = if cloexec { libc::O_CLOEXEC as u64 } else { 0 };
-            let r = if tmp == target as u64 {
-                // Already there (the number was free and lowest): only the flag.
-                let fl = if cloexec { libc::FD_CLOEXEC as u64 } else { 0 };
-                call(
-                    libc::SYS_fcntl,
-                    [tmp, libc::F_SETFD as u64, fl, 0, 0, 0],
-                    "fcntl",
-                )
-            } else {
-                let r = call(libc::SYS_dup3, [tmp, target as u64, flags, 0, 0, 0], "dup3");
-                let _ = call(libc::SYS_close, [tmp, 0, 0, 0, 0, 0], "close");
-                r
-            };
-            r.map(|_| ())
-        });
-        let _ = call(libc::SYS_close, [pidfd, 0, 0, 0, 0, 0], "close");
-        placed
+        super::fd_install::install_via_pidfd(
+            &mut call,
+            u64::from(std::process::id()),
+            fd.as_raw_fd(),
+            target,
+            cloexec,
+        )
     }
 
     fn task_fds(&self, pid: i32) -> Result<Vec<TaskFd>, PluginError> {
