@@ -141,7 +141,11 @@ pub static NOT_BUILT: &[(&str, &str)] = &[
     ("uffd", "lazy restore (userfaultfd) is not built"),
     ("uffd-noncoop", "lazy restore (userfaultfd) is not built"),
     ("sk_ns", "sockets are not dumped"),
-    ("sk_unix_file", "sockets are not dumped"),
+    (
+        "sk_unix_file",
+        "unix sockets are dumped (SIOCUNIXFILE finds the directory of a relative name), but \
+         not ones bound in another mount namespace: mount namespaces are not dumped",
+    ),
     ("net_diag_raw", "sockets are not dumped"),
     ("nsid", "network namespaces are not dumped"),
     ("link_nsid", "network namespaces are not dumped"),

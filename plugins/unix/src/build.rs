@@ -65,8 +65,8 @@ pub(crate) struct Built {
     pub(crate) fds: HashMap<u32, OwnedFd>,
     /// Partners of half-closed connections, closed once their queue is written.
     pub(crate) partners: HashMap<u32, OwnedFd>,
-    /// Files of ghost sockets, removed (dropped) once every queue is written.
-    pub(crate) ghosts: Vec<paths::Ghost>,
+    /// Ghost sockets' files by inode, held until every queue is written.
+    pub(crate) ghosts: HashMap<u32, paths::Ghost>,
     /// Queued messages still to write, by socket id.
     pub(crate) queues: HashMap<u32, Vec<Packet>>,
 }
@@ -127,8 +127,7 @@ pub(crate) fn build_all(
     let plan = Plan::new(socks);
     let mut fds: HashMap<u32, OwnedFd> = HashMap::new();
     let mut partners: HashMap<u32, OwnedFd> = HashMap::new();
-    let mut ghosts: Vec<paths::Ghost> = Vec::new();
-    check_ghost_paths(socks)?;
+    let mut ghosts: HashMap<u32, paths::Ghost> = HashMap::new();
     // 1. Sockets and socketpairs; names bound.
     for u in socks {
         if fds.contains_key(&u.ino) {
@@ -149,7 +148,10 @@ pub(crate) fn build_all(
             fds.insert(p.ino, b);
             for s in [u, p] {
                 if plan.owns_name(s) {
-                    ghosts.extend(paths::bind_name(fds[&s.ino].as_fd(), s, &fail(s, "bind"))?);
+                    ghosts.extend(
+                        paths::bind_name(fds[&s.ino].as_fd(), s, &fail(s, "bind"))?
+                            .map(|g| (s.ino, g)),
+                    );
                 }
             }
             continue;
@@ -179,7 +181,9 @@ pub(crate) fn build_all(
             fds.insert(u.ino, new_socket(u)?);
         }
         if plan.owns_name(u) {
-            ghosts.extend(paths::bind_name(fds[&u.ino].as_fd(), u, &fail(u, "bind"))?);
+            ghosts.extend(
+                paths::bind_name(fds[&u.ino].as_fd(), u, &fail(u, "bind"))?.map(|g| (u.ino, g)),
+            );
         }
     }
     // 2. Servers listen.
@@ -213,7 +217,7 @@ pub(crate) fn build_all(
                 ),
             )
         })?;
-        let addr = queue::addr_of(&paths::full_name(lsk)).map_err(fail(u, "socket address"))?;
+        let addr = queue::addr_of(&reach(&ghosts, lsk)).map_err(fail(u, "socket address"))?;
         connect(fds[&client.ino].as_raw_fd(), &addr).map_err(fail(client, "connect"))?;
         let accepted = accept4(&fds[&l], SockFlag::SOCK_CLOEXEC).map_err(fail(u, "accept"))?;
         fds.insert(u.ino, accepted);
@@ -241,7 +245,7 @@ pub(crate) fn build_all(
                 ),
             ));
         }
-        let addr = queue::addr_of(&paths::full_name(peer)).map_err(fail(u, "socket address"))?;
+        let addr = queue::addr_of(&reach(&ghosts, peer)).map_err(fail(u, "socket address"))?;
         connect(fds[&u.ino].as_raw_fd(), &addr).map_err(fail(u, "connect"))?;
     }
     Ok(Built {
@@ -253,28 +257,10 @@ pub(crate) fn build_all(
     })
 }
 
-/// A ghost (unlinked) path socket is bound at its path during the restore: refused when a
-/// live socket of the images is bound at the same path.
-fn check_ghost_paths(socks: &[UnixSkEntry]) -> Result<(), PluginError> {
-    for g in socks
-        .iter()
-        .filter(|u| u.deleted == Some(true) && !u.name.is_empty())
-    {
-        if let Some(live) = socks
-            .iter()
-            .find(|u| u.deleted != Some(true) && u.name == g.name && u.state != STATE_ESTABLISHED)
-        {
-            return Err(PluginError::Unsupported {
-                resource: format!(
-                    "unix socket id {} bound to {} (unlinked) and socket id {} bound to the same path",
-                    g.id,
-                    paths::show(&g.name),
-                    live.id
-                ),
-                pid: 0,
-                hint: "a path reused by a second socket while the first one lives on is not supported yet".into(),
-            });
-        }
+/// The name to connect or send to `u` at: a ghost's file, any other socket's name.
+pub(crate) fn reach(ghosts: &HashMap<u32, paths::Ghost>, u: &UnixSkEntry) -> Vec<u8> {
+    match ghosts.get(&u.ino) {
+        Some(g) => g.reach(),
+        None => paths::full_name(u),
     }
-    Ok(())
 }

@@ -38,7 +38,8 @@ impl Built {
         let mut env = Env { ctx, by_id, fds };
         for u in socks {
             if let Some(packets) = queues.remove(&u.id) {
-                refill(&plan, &mut env, partners.get(&u.ino), u, &packets)?;
+                let target = (!u.name.is_empty()).then(|| crate::build::reach(&ghosts, u));
+                refill(&plan, &mut env, partners.get(&u.ino), u, target, &packets)?;
             }
         }
         drop(partners);
@@ -88,6 +89,7 @@ fn refill(
     env: &mut Env<'_>,
     partner: Option<&OwnedFd>,
     u: &UnixSkEntry,
+    target: Option<Vec<u8>>,
     packets: &[Packet],
 ) -> Result<(), PluginError> {
     let fds = env.fds;
@@ -110,11 +112,9 @@ fn refill(
         }
         return Ok(());
     }
-    let target = if u.name.is_empty() {
-        None
-    } else {
-        Some(queue::addr_of(&paths::full_name(u)).map_err(fail(u, "socket address"))?)
-    };
+    let target = target
+        .map(|name| queue::addr_of(&name).map_err(fail(u, "socket address")))
+        .transpose()?;
     // Sockets that may send to an unbound datagram socket: those connected to it.
     let connected_to_us = plan.socks.iter().find(|s| s.peer == u.ino).map(|s| s.ino);
     let mut temps: HashMap<Vec<u8>, OwnedFd> = HashMap::new();

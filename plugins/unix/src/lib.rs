@@ -26,8 +26,9 @@
 //! datagrams from a socket with the sender's name; credentials naming the restored
 //! sender; fds in flight: this restore's sockets, other files through
 //! [`criu_plugin_api::RestoreContext::open_file_by_id`]), the other options, shutdown and file flags. A ghost is bound at its path
-//! (whatever is there now moved aside) until its connections and queues are made, then its
-//! file is removed and the path put back. Each `open_file` hands out its socket.
+//! for a moment (whatever is there now moved aside and put back at once), its file kept by
+//! an `O_PATH` fd and unlinked: connections and queued datagrams reach it through
+//! `/proc/self/fd`, so a live socket or a FIFO at the same path is no obstacle. Each `open_file` hands out its socket.
 
 #![deny(unsafe_code)]
 #![warn(missing_docs)]

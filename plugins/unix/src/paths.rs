@@ -1,9 +1,10 @@
 //! Binding restored sockets to their names: a path gets its socket file again with the
 //! dumped mode and owner; a stale socket file left at the path (nobody listens) is
-//! replaced, anything else there is an error.
+//! replaced, anything else there is an error; a ghost (unlinked at dump) is bound and
+//! unlinked again at once, reached through its `O_PATH` file.
 
 use std::ffi::OsStr;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
@@ -99,36 +100,100 @@ fn sock_type_of(u: &UnixSkEntry) -> SockType {
     }
 }
 
-/// A socket file bound for a socket whose file was unlinked (a ghost): removed again when
-/// dropped, once every connection to the name is made, and whatever was at the path put
-/// back.
+/// A socket whose file was unlinked at dump (a ghost): bound at its path for a moment, its
+/// file held by an `O_PATH` descriptor and unlinked at once, so the path is free again
+/// (for a live socket or a FIFO made there since). Connections reach it through
+/// [`Ghost::reach`]; the file goes when this is dropped.
 #[derive(Debug)]
 pub(crate) struct Ghost {
-    path: PathBuf,
-    aside: Option<PathBuf>,
+    file: OwnedFd,
 }
 
-impl Drop for Ghost {
-    fn drop(&mut self) {
-        if let Err(e) = unlink(&self.path) {
-            tracing::warn!(path = %self.path.display(), error = %e, "removing a ghost socket's file");
-        }
-        if let Some(aside) = &self.aside
-            && let Err(e) = std::fs::rename(aside, &self.path)
-        {
-            tracing::error!(
-                path = %self.path.display(),
-                aside = %aside.display(),
-                error = %e,
-                "putting back the file a ghost socket's bind moved aside"
-            );
-        }
+impl Ghost {
+    /// A name `connect`/`sendto` can reach the ghost at: its file through `/proc/self/fd`
+    /// (the kernel resolves the link to the unlinked socket inode).
+    pub(crate) fn reach(&self) -> Vec<u8> {
+        format!("/proc/self/fd/{}", self.file.as_raw_fd()).into_bytes()
     }
 }
 
+/// Binds a ghost at `path` (whatever is there now moved aside for the moment and put
+/// back), keeping its file by an `O_PATH` descriptor.
+fn bind_ghost(
+    path: &OsStr,
+    u: &UnixSkEntry,
+    bind: &dyn Fn() -> Result<(), Errno>,
+    fail: &dyn Fn(Errno) -> PluginError,
+) -> Result<Ghost, PluginError> {
+    let made_dirs = make_missing_dirs(path)?;
+    let aside = match lstat(path) {
+        Ok(_) => {
+            let mut aside = path.to_os_string();
+            aside.push(format!(".criu-rs-ghost-{}-{}", std::process::id(), u.ino));
+            std::fs::rename(path, &aside).map_err(|e| PluginError::Path {
+                path: path.into(),
+                op: "rename aside (for a ghost socket's bind)",
+                source: e,
+            })?;
+            Some(PathBuf::from(aside))
+        }
+        Err(_) => None,
+    };
+    let made = bind().map_err(fail).and_then(|()| {
+        let file = nix::fcntl::open(
+            path,
+            nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| PluginError::path(path, "open O_PATH (ghost socket file)", e));
+        // The file goes whether the open worked or not: the path must be as it was.
+        let gone =
+            unlink(path).map_err(|e| PluginError::path(path, "unlink (ghost socket file)", e));
+        let file = file?;
+        gone?;
+        Ok(Ghost { file })
+    });
+    if let Some(aside) = aside {
+        std::fs::rename(&aside, path).map_err(|e| PluginError::Path {
+            path: aside.clone(),
+            op: "rename back (the file a ghost socket's bind moved aside)",
+            source: e,
+        })?;
+    }
+    // Directories removed since the dump go again, deepest first.
+    for dir in made_dirs.iter().rev() {
+        std::fs::remove_dir(dir).map_err(|e| PluginError::Path {
+            path: dir.clone(),
+            op: "rmdir (directory made for a ghost socket's bind)",
+            source: e,
+        })?;
+    }
+    made
+}
+
+/// Makes the missing directories above `path` (a ghost's directory may have been removed
+/// since it was bound, as in CRIU's zdtm sk-unix01); returns them, outermost first.
+fn make_missing_dirs(path: &OsStr) -> Result<Vec<PathBuf>, PluginError> {
+    let mut missing = Vec::new();
+    let mut dir = std::path::Path::new(path).parent();
+    while let Some(d) = dir.filter(|d| !d.as_os_str().is_empty() && lstat(*d).is_err()) {
+        missing.push(d.to_path_buf());
+        dir = d.parent();
+    }
+    missing.reverse();
+    for d in &missing {
+        std::fs::create_dir(d).map_err(|e| PluginError::Path {
+            path: d.clone(),
+            op: "mkdir (directory of a ghost socket, removed since)",
+            source: e,
+        })?;
+    }
+    Ok(missing)
+}
+
 /// Binds `fd` to `u`'s name; a path gets the dumped mode and owner. A ghost (its file was
-/// unlinked at dump) is bound at its path too, whatever is there now moved aside; the
-/// returned [`Ghost`] undoes that.
+/// unlinked at dump) is bound at its path for a moment and its file unlinked again: the
+/// returned [`Ghost`] holds it for the connections still to make.
 pub(crate) fn bind_name(
     fd: BorrowedFd<'_>,
     u: &UnixSkEntry,
@@ -146,23 +211,7 @@ pub(crate) fn bind_name(
         _ => bind(fd.as_raw_fd(), addr),
     };
     if u.deleted == Some(true) {
-        let mut ghost = Ghost {
-            path: path.into(),
-            aside: None,
-        };
-        if lstat(path).is_ok() {
-            let mut aside = ghost.path.clone().into_os_string();
-            aside.push(format!(".criu-rs-ghost-{}-{}", std::process::id(), u.ino));
-            std::fs::rename(path, &aside).map_err(|e| PluginError::Path {
-                path: path.into(),
-                op: "rename aside (for a ghost socket's bind)",
-                source: e,
-            })?;
-            ghost.aside = Some(aside.into());
-        }
-        // From here on, dropping `ghost` puts the path back as it was.
-        bind(fd, &addr).map_err(fail)?;
-        return Ok(Some(ghost));
+        return bind_ghost(path, u, &|| bind(fd, &addr), fail).map(Some);
     }
     clear_path(path, sock_type_of(u), u.id)?;
     bind(fd, &addr).map_err(fail)?;
