@@ -2,9 +2,11 @@
 //! (tests/workloads/io_uring.c, built with gcc) reads and writes a file and a pipe through
 //! a ring, leaves two CQEs unreaped and one SQE written but not submitted, and after the
 //! restore checks them, the kernel's counters and more rounds itself. A plain ring, an
-//! SQPOLL ring and a SINGLE_ISSUER + DEFER_TASKRUN ring round-trip; a read in flight on an
-//! idle pipe and a registered file are refused naming the ring (the tree runs on); a
-//! damaged plugin image fails the restore naming it.
+//! SQPOLL ring, a SINGLE_ISSUER + DEFER_TASKRUN ring and a ring with registered files and
+//! buffers (sparse tables, fixed-file and fixed-buffer I/O before and after) round-trip; a
+//! read in flight on an idle pipe, a registered pipe end and a registered eventfd are
+//! refused naming the ring (the tree runs on); a damaged plugin image fails the restore
+//! naming it.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -176,11 +178,28 @@ fn read_in_flight_on_an_idle_pipe_is_refused_and_the_tree_runs_on() {
 }
 
 #[test]
-fn registered_files_are_refused_naming_them() {
+fn registered_files_and_buffers_round_trip() {
+    round_trip("io_uring_registered", "registered");
+}
+
+#[test]
+fn registered_pipe_end_is_refused_naming_the_slot() {
     refused(
-        "io_uring_registered",
-        "registered",
-        &["io_uring ring (fd 3)", "1 registered files"],
+        "io_uring_regpipe",
+        "regpipe",
+        &[
+            "io_uring ring (fd 3)",
+            "registered file slot 0 is a pipe or FIFO",
+        ],
+    );
+}
+
+#[test]
+fn registered_eventfd_is_refused_naming_the_ring() {
+    refused(
+        "io_uring_eventfd",
+        "eventfd",
+        &["io_uring ring (fd 3)", "an eventfd is registered on it"],
     );
 }
 
