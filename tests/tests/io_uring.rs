@@ -1,10 +1,13 @@
 //! io_uring rings end to end through the real `criu` binary: a liburing workload
-//! (tests/workloads/io_uring.c, built with gcc) reads and writes a file and a pipe through
-//! a ring, leaves two CQEs unreaped and one SQE written but not submitted, and after the
+//! (tests/workloads/io_uring.c, built with gcc) and a Rust one on the `io-uring` crate
+//! (tests/src/bin/wl_io_uring.rs, plain and SQPOLL, with a registered file) read and write
+//! a file and a pipe through a ring, leaves two CQEs unreaped and one SQE written but not submitted, and after the
 //! restore checks them, the kernel's counters and more rounds itself. A plain ring, an
-//! SQPOLL ring and a SINGLE_ISSUER + DEFER_TASKRUN ring round-trip; a read in flight on an
-//! idle pipe and a registered file are refused naming the ring (the tree runs on); a
-//! damaged plugin image fails the restore naming it.
+//! SQPOLL ring, a SINGLE_ISSUER + DEFER_TASKRUN ring and a ring with registered files and
+//! buffers (sparse tables, fixed-file and fixed-buffer I/O before and after) round-trip; a
+//! read in flight on an idle pipe, a registered pipe end and a registered eventfd are
+//! refused naming the ring (the tree runs on); a damaged plugin image fails the restore
+//! naming it.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -23,6 +26,19 @@ struct Run {
 }
 
 impl Run {
+    /// A run of the Rust workload on the `io-uring` crate (tests/src/bin/wl_io_uring.rs).
+    fn rust(name: &str) -> Run {
+        let dir = ScratchDir::new(name);
+        let images = dir.path().join("images");
+        std::fs::create_dir(&images).expect("mkdir");
+        Run {
+            report: dir.path().join("report"),
+            images,
+            exe: PathBuf::from(env!("CARGO_BIN_EXE_wl_io_uring")),
+            _dir: dir,
+        }
+    }
+
     fn new(name: &str) -> Run {
         assert!(
             Path::new("/usr/include/liburing.h").exists(),
@@ -107,10 +123,14 @@ impl Run {
 }
 
 fn round_trip(name: &str, mode: &str) {
+    round_trip_of(name, mode, Run::new);
+}
+
+fn round_trip_of(name: &str, mode: &str, make: fn(&str) -> Run) {
     if skip_unless_root(name) {
         return;
     }
-    let run = Run::new(name);
+    let run = make(name);
     let (pid, guard) = run.start(mode);
     run.dump(pid, guard);
     let bin = run.images.join("criu-rs-io_uring.bin");
@@ -126,6 +146,16 @@ fn round_trip(name: &str, mode: &str) {
 #[test]
 fn plain_ring_round_trips_with_its_counters_cqes_and_unsubmitted_sqe() {
     round_trip("io_uring_plain", "plain");
+}
+
+#[test]
+fn io_uring_crate_ring_round_trips_with_a_registered_file() {
+    round_trip_of("io_uring_crate", "plain", Run::rust);
+}
+
+#[test]
+fn io_uring_crate_sqpoll_ring_round_trips() {
+    round_trip_of("io_uring_crate_sqpoll", "sqpoll", Run::rust);
 }
 
 #[test]
@@ -176,11 +206,28 @@ fn read_in_flight_on_an_idle_pipe_is_refused_and_the_tree_runs_on() {
 }
 
 #[test]
-fn registered_files_are_refused_naming_them() {
+fn registered_files_and_buffers_round_trip() {
+    round_trip("io_uring_registered", "registered");
+}
+
+#[test]
+fn registered_pipe_end_is_refused_naming_the_slot() {
     refused(
-        "io_uring_registered",
-        "registered",
-        &["io_uring ring (fd 3)", "1 registered files"],
+        "io_uring_regpipe",
+        "regpipe",
+        &[
+            "io_uring ring (fd 3)",
+            "registered file slot 0 is a pipe or FIFO",
+        ],
+    );
+}
+
+#[test]
+fn registered_eventfd_is_refused_naming_the_ring() {
+    refused(
+        "io_uring_eventfd",
+        "eventfd",
+        &["io_uring ring (fd 3)", "an eventfd is registered on it"],
     );
 }
 

@@ -1,10 +1,14 @@
 /* io_uring rings through checkpoint/restore, checked by the workload itself (liburing).
  *
- * usage: io_uring REPORT MODE   (MODE: plain | sqpoll | single | inflight | registered)
+ * usage: io_uring REPORT MODE
+ *   MODE: plain | sqpoll | single | inflight | registered | regpipe | eventfd
  * Before the dump: ROUNDS rounds of a file write + read and a pipe write + read through the
  * ring, each CQE counted and each byte checked; then two NOPs completed and left unreaped
  * (user_data 101, 102) and one NOP prepared but not submitted (user_data 103). "inflight"
- * also leaves a read on an idle pipe in flight; "registered" registers a file. Writes
+ * also leaves a read on an idle pipe in flight; "registered" registers a file table
+ * (file, empty slot, socket) and a buffer table (buffer, empty slot, buffer) and each
+ * round also writes and reads the file and writes the socket through them (fixed files,
+ * WRITE_FIXED/READ_FIXED); "regpipe" registers a pipe end, "eventfd" an eventfd. Writes
  * "ready <pid>" to REPORT and waits for REPORT.go. After it: the two CQEs are still there,
  * the kernel's SQ head and CQ tail are where they were, the prepared NOP submits and
  * completes, and more rounds work with the same counters going on. Writes "ok" or
@@ -17,6 +21,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -24,8 +30,11 @@
 
 static const char *report;
 static struct io_uring ring;
-static int file_fd, pipe_fds[2], idle_pipe[2];
-static unsigned submitted, completed;
+static int file_fd, pipe_fds[2], idle_pipe[2], socks[2];
+static unsigned submitted, completed, per_round = 4;
+static int registered;
+/* the registered buffers: slots 0 and 2 (slot 1 is empty) */
+static char fixed_bufs[2][4096] __attribute__((aligned(4096)));
 
 static void say(const char *fmt, ...)
 {
@@ -111,6 +120,36 @@ static void round_trip(unsigned k)
 	run(2, 2, res, pids);
 	if (memcmp(pin, out, len))
 		bad("pipe data round %u", k);
+	if (!registered)
+		return;
+	/* fixed file slot 0 with fixed buffers 0 (write) and 2 (read), past the plain rounds */
+	memcpy(fixed_bufs[0], out, len);
+	memset(fixed_bufs[1], 0, len);
+	s = sqe();
+	io_uring_prep_write_fixed(s, 0, fixed_bufs[0], len, 8192 + (k % 16) * 64, 0);
+	s->flags |= IOSQE_FIXED_FILE | IOSQE_IO_LINK;
+	s->user_data = 5;
+	s = sqe();
+	io_uring_prep_read_fixed(s, 0, fixed_bufs[1], len, 8192 + (k % 16) * 64, 2);
+	s->flags |= IOSQE_FIXED_FILE;
+	s->user_data = 6;
+	unsigned long long fids[2] = {5, 6};
+	run(2, 2, res, fids);
+	if (memcmp(fixed_bufs[1], out, len))
+		bad("fixed file data round %u", k);
+	/* the socket through fixed file slot 2, read back from its peer */
+	char sin[64] = {0};
+	s = sqe();
+	io_uring_prep_write(s, 2, out, len, 0);
+	s->flags |= IOSQE_FIXED_FILE | IOSQE_IO_LINK;
+	s->user_data = 7;
+	s = sqe();
+	io_uring_prep_read(s, socks[1], sin, len, 0);
+	s->user_data = 8;
+	unsigned long long sids[2] = {7, 8};
+	run(2, 2, res, sids);
+	if (memcmp(sin, out, len))
+		bad("socket data round %u", k);
 }
 
 int main(int argc, char **argv)
@@ -135,8 +174,25 @@ int main(int argc, char **argv)
 	file_fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
 	if (file_fd < 0 || pipe(pipe_fds) || pipe(idle_pipe))
 		bad("setup fds");
-	if (!strcmp(mode, "registered") && io_uring_register_files(&ring, &file_fd, 1))
-		bad("register_files");
+	if (socketpair(AF_UNIX, SOCK_STREAM, 0, socks))
+		bad("socketpair");
+	if (!strcmp(mode, "registered")) {
+		int table[3] = {file_fd, -1, socks[0]};
+		struct iovec iov[3] = {{fixed_bufs[0], 4096}, {NULL, 0}, {fixed_bufs[1], 4096}};
+		if (io_uring_register_files(&ring, table, 3))
+			bad("register_files");
+		if (io_uring_register_buffers(&ring, iov, 3))
+			bad("register_buffers");
+		registered = 1;
+		per_round = 8;
+	}
+	if (!strcmp(mode, "regpipe") && io_uring_register_files(&ring, pipe_fds, 1))
+		bad("register_files (pipe)");
+	if (!strcmp(mode, "eventfd")) {
+		int e = eventfd(0, 0);
+		if (e < 0 || io_uring_register_eventfd(&ring, e))
+			bad("register_eventfd");
+	}
 	for (unsigned k = 0; k < ROUNDS; k++)
 		round_trip(k);
 	char idle_buf[16] = {0};
@@ -193,7 +249,7 @@ int main(int argc, char **argv)
 	run(1, 1, &zero, &id);
 	for (unsigned k = 0; k < ROUNDS; k++)
 		round_trip(ROUNDS + k);
-	if (*ring.sq.khead != head0 + 1 + 4 * ROUNDS + 0)
+	if (*ring.sq.khead != head0 + 1 + per_round * ROUNDS)
 		bad("sq head %u after", *ring.sq.khead);
 	say("ok %u %u", submitted, completed);
 	for (;;)

@@ -111,6 +111,7 @@ fn setup_flags(fd: &FdDesc, info: &RingInfo) -> Result<(u32, u32, i32), PluginEr
             }
         }
         Ok(()) => {}
+        Err(Errno::EACCES) => return Err(crate::registered::restricted(fd)),
         Err(e) => {
             return Err(PluginError::Fd {
                 pid: fd.pid,
@@ -220,19 +221,10 @@ fn settle(fd: &FdDesc, sq: &Mapping, p: &Params) -> Result<RingInfo, PluginError
 /// Checks what the restore cannot bring back, after the ring settled.
 fn check_restorable(fd: &FdDesc, info: &RingInfo, dropped: u32) -> Result<(), PluginError> {
     let out = |what: String, hint: &str| Err(refuse(fd, what, hint));
-    if info.user_files > 0 || info.user_bufs > 0 || info.personalities {
+    if info.personalities {
         return out(
-            format!(
-                "{} registered files, {} registered buffers{}",
-                info.user_files,
-                info.user_bufs,
-                if info.personalities {
-                    ", registered personalities"
-                } else {
-                    ""
-                }
-            ),
-            "registered resources are not supported yet: unregister them before dumping",
+            "registered personalities".into(),
+            "personalities are not supported: unregister them before dumping",
         );
     }
     if info.overflowed > 0 {
@@ -308,6 +300,8 @@ pub fn dump_file(
     check_restorable(fd, &info, dropped)?;
     let (flags, sq_thread_cpu, owner) = setup_flags(fd, &info)?;
     check_replay(fd, &info, flags)?;
+    crate::registered::check_hidden(ctx, fd)?;
+    let files = crate::registered::dump_files(ctx, fd, &info)?;
     let ring = RingEntry {
         file_id: id,
         inode: fd.stat.ino,
@@ -321,6 +315,10 @@ pub fn dump_file(
         sq_ring: sq.snapshot(),
         cq_ring: Vec::new(),
         sqes: map(uapi::OFF_SQES, p.sqes_len())?.snapshot(),
+        file_slots: info.user_files,
+        files,
+        buf_slots: info.user_bufs,
+        bufs: crate::registered::dump_bufs(&info),
     };
     tracing::debug!(
         pid = fd.pid,

@@ -23,10 +23,15 @@ pub struct RingInfo {
     pub cached_cq_tail: u32,
     /// `SqThread`: tid of the SQPOLL thread (`None`: no SQPOLL thread).
     pub sq_thread: Option<i32>,
-    /// `UserFiles`: registered files.
+    /// `UserFiles`: slots of the registered file table.
     pub user_files: u32,
-    /// `UserBufs`: registered buffers.
+    /// The occupied file slots (the kernel lists no empty one): slot and the file's path as
+    /// `/proc/PID/fd/N` links show it.
+    pub files: Vec<(u32, String)>,
+    /// `UserBufs`: slots of the registered buffer table.
     pub user_bufs: u32,
+    /// The occupied buffer slots (`<none>` lines are empty ones): slot, address, length.
+    pub bufs: Vec<(u32, u64, u64)>,
     /// Whether a `Personalities:` section lists registered credentials.
     pub personalities: bool,
     /// The opcodes of the `PollList` (requests waiting on a poll, in flight).
@@ -75,6 +80,8 @@ pub fn parse(text: &str) -> Result<RingInfo, ParseError> {
                     }
                 } else if section == "CqOverflowList" && !l.is_empty() {
                     info.overflowed += 1;
+                } else if section == "UserFiles" || section == "UserBufs" {
+                    slot_line(&mut info, section, l)?;
                 }
                 continue;
             }
@@ -115,6 +122,48 @@ pub fn parse(text: &str) -> Result<RingInfo, ParseError> {
         ));
     }
     Ok(info)
+}
+
+/// One `    N: what` line under `UserFiles:` or `UserBufs:`.
+fn slot_line(info: &mut RingInfo, section: &str, l: &str) -> Result<(), ParseError> {
+    let bad = || ParseError(format!("bad {section} line {l:?}"));
+    let (n, what) = l.split_once(": ").ok_or_else(bad)?;
+    let slot: u32 = n.trim().parse().map_err(|_| bad())?;
+    if what == "<none>" {
+        return Ok(());
+    }
+    if section == "UserFiles" {
+        info.files.push((slot, unescape(what)));
+        return Ok(());
+    }
+    let (addr, len) = what.split_once('/').ok_or_else(bad)?;
+    let addr = num(addr).ok_or_else(bad)?;
+    let len = len.trim().parse().map_err(|_| bad())?;
+    info.bufs.push((slot, addr, len));
+    Ok(())
+}
+
+/// A path as `seq_file_path` prints it: blanks, newlines and backslashes as `\ooo`.
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let oct = b
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match (b[i], oct) {
+            (b'\\', Some(d)) => {
+                out.push(d.iter().fold(0u8, |a, c| a.wrapping_mul(8) + (c - b'0')));
+                i += 4;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 impl RingInfo {
@@ -205,6 +254,8 @@ PollList:\n  op=22, task_works=0\nCqOverflowList:\nNAPI:\tdisabled\n";
         assert_eq!((i.sq_head, i.sq_tail, i.cached_sq_head), (1, 1, 1));
         assert_eq!(i.sq_thread, None);
         assert_eq!((i.user_files, i.user_bufs), (2, 1));
+        assert_eq!(i.files, [(0, "data".to_string())]);
+        assert_eq!(i.bufs, [(0, 0x7f00, 4096)]);
         assert_eq!(i.poll_ops, [22]);
         assert_eq!(i.overflowed, 0);
         assert_eq!(i.unanswered(0), 1);
@@ -227,6 +278,30 @@ PollList:\n  op=22, task_works=0\nCqOverflowList:\nNAPI:\tdisabled\n";
         assert_eq!(i.unanswered(0), 1);
         assert!(i.busy(0));
         assert!(!i.busy(1));
+    }
+
+    #[test]
+    fn reads_sparse_tables_and_escaped_paths() {
+        let text = SAMPLE
+            .replace(
+                "UserFiles:\t2\n    0: data\n    1: <none>\n",
+                "UserFiles:\t9\n    2: /tmp/a\\040b\n    8: pipe:[77]\n",
+            )
+            .replace(
+                "UserBufs:\t1\n    0: 0x7f00/4096\n",
+                "UserBufs:\t3\n    0: 0x10/5\n    1: <none>\n    2: 0x2000/100\n",
+            );
+        let i = parse(&text).unwrap();
+        assert_eq!(i.user_files, 9);
+        assert_eq!(
+            i.files,
+            [(2, "/tmp/a b".to_string()), (8, "pipe:[77]".to_string())]
+        );
+        assert_eq!(
+            (i.user_bufs, i.bufs),
+            (3, vec![(0, 0x10, 5), (2, 0x2000, 100)])
+        );
+        assert!(parse(&SAMPLE.replace("0: 0x7f00/4096", "0: 0x7f00")).is_err());
     }
 
     #[test]

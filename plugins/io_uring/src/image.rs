@@ -65,7 +65,48 @@ pub struct RingEntry {
     /// The SQE array (`IORING_OFF_SQES`).
     #[prost(bytes = "vec", tag = "12")]
     pub sqes: Vec<u8>,
+    /// Slots of the registered file table (0: none registered).
+    #[prost(uint32, tag = "13")]
+    pub file_slots: u32,
+    /// The occupied file slots.
+    #[prost(message, repeated, tag = "14")]
+    pub files: Vec<RegFile>,
+    /// Slots of the registered buffer table (0: none registered).
+    #[prost(uint32, tag = "15")]
+    pub buf_slots: u32,
+    /// The occupied buffer slots.
+    #[prost(message, repeated, tag = "16")]
+    pub bufs: Vec<RegBuf>,
 }
+
+/// A registered file: a slot of the ring's file table and the open file in it.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RegFile {
+    /// The slot.
+    #[prost(uint32, tag = "1")]
+    pub slot: u32,
+    /// The file's `files.img` id.
+    #[prost(uint32, tag = "2")]
+    pub file_id: u32,
+}
+
+/// A registered buffer: a slot of the ring's buffer table and the task memory in it.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RegBuf {
+    /// The slot.
+    #[prost(uint32, tag = "1")]
+    pub slot: u32,
+    /// First address in the task.
+    #[prost(uint64, tag = "2")]
+    pub addr: u64,
+    /// Length in bytes.
+    #[prost(uint64, tag = "3")]
+    pub len: u64,
+}
+
+/// The most slots a registered table may have here (the kernel's limit on files is
+/// `IORING_MAX_FIXED_FILES`, 1 << 20; on buffers `IORING_MAX_REG_BUFFERS`, 1 << 14).
+pub const MAX_SLOTS: u32 = 1 << 20;
 
 /// One mapping of a ring.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -130,6 +171,21 @@ impl UringImage {
             if r.flags & !crate::uapi::SETUP_KNOWN != 0 {
                 return Err(bad(format!("unknown setup flags {:#x}", r.flags)));
             }
+            let slots_ok = |n: u32, slots: Vec<u32>| {
+                let mut seen = std::collections::BTreeSet::new();
+                n <= MAX_SLOTS && slots.into_iter().all(|s| s < n && seen.insert(s))
+            };
+            if !slots_ok(r.file_slots, r.files.iter().map(|f| f.slot).collect())
+                || !slots_ok(r.buf_slots, r.bufs.iter().map(|b| b.slot).collect())
+            {
+                return Err(bad(format!(
+                    "registered slots out of their tables ({} files in {} slots, {} buffers in {})",
+                    r.files.len(),
+                    r.file_slots,
+                    r.bufs.len(),
+                    r.buf_slots
+                )));
+            }
             if r.sq_ring.is_empty()
                 || (r.sqes.len() as u64) < u64::from(r.sq_entries) * crate::uapi::SQE_SIZE
             {
@@ -170,6 +226,17 @@ mod tests {
             sq_ring: mem.clone(),
             cq_ring: Vec::new(),
             sqes: vec![0; sq as usize * 64],
+            file_slots: 3,
+            files: vec![RegFile {
+                slot: 2,
+                file_id: 9,
+            }],
+            buf_slots: 1,
+            bufs: vec![RegBuf {
+                slot: 0,
+                addr: 0x1000,
+                len: 77,
+            }],
         }
     }
 
@@ -199,6 +266,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("file id 3") && e.contains("bad sizes"), "{e}");
+        img.rings[0].sq_entries = 8;
+        img.rings[0].cq_entries = 16;
+        img.rings[0].sqes = vec![0; 512];
+        img.rings[0].files.push(RegFile {
+            slot: 3,
+            file_id: 4,
+        });
+        let e = UringImage::decode_file(&img.encode_file())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("file id 3") && e.contains("registered slots"),
+            "{e}"
+        );
+        img.rings[0].files.pop();
         img.rings[0].sq_entries = 8;
         img.rings[0].cq_entries = 16;
         img.rings[0].sqes = vec![0; 512];

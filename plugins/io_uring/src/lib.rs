@@ -25,6 +25,7 @@
 pub mod dump;
 pub mod fdinfo;
 pub mod image;
+mod registered;
 mod remote;
 mod replay;
 pub mod restore;

@@ -36,12 +36,17 @@ impl Task<'_, '_> {
 
     /// One page of private scratch memory in the task.
     pub fn scratch_page(&mut self) -> Result<u64, PluginError> {
+        self.scratch(4096)
+    }
+
+    /// `len` bytes (whole pages) of private scratch memory in the task.
+    pub fn scratch(&mut self, len: u64) -> Result<u64, PluginError> {
         self.sys(
             "mmap",
             libc::SYS_mmap,
             [
                 0,
-                4096,
+                len,
                 (libc::PROT_READ | libc::PROT_WRITE) as u64,
                 (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
                 u64::MAX,
@@ -52,7 +57,12 @@ impl Task<'_, '_> {
 
     /// Unmaps a page from [`Task::scratch_page`].
     pub fn unmap_page(&mut self, addr: u64) -> Result<(), PluginError> {
-        self.sys("munmap", libc::SYS_munmap, [addr, 4096, 0, 0, 0, 0])
+        self.unmap(addr, 4096)
+    }
+
+    /// Unmaps scratch memory from [`Task::scratch`].
+    pub fn unmap(&mut self, addr: u64, len: u64) -> Result<(), PluginError> {
+        self.sys("munmap", libc::SYS_munmap, [addr, len, 0, 0, 0, 0])
             .map(|_| ())
     }
 }

@@ -2,7 +2,7 @@
 //! task that owned it, installed at every fd that held it, mapped at the dumped addresses,
 //! its counters replayed and its memory written back ([`crate::replay`]).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::{AsFd, OwnedFd};
 
 use criu_plugin_api::{PluginError, RestoreContext, TaskIds, VmaDesc};
@@ -18,6 +18,8 @@ pub struct RestoreState {
     image: Option<UringImage>,
     /// File ids of the rings set up so far.
     done: BTreeSet<u32>,
+    /// The registered files of each ring (by its file id): slot and the restored file.
+    files: BTreeMap<u32, Vec<(u32, OwnedFd)>>,
 }
 
 fn image(ctx: &mut dyn RestoreContext) -> Result<UringImage, PluginError> {
@@ -35,12 +37,20 @@ fn image(ctx: &mut dyn RestoreContext) -> Result<UringImage, PluginError> {
 /// The stand-in for a ring's fd (an eventfd): the ring is replaced into every fd holding it
 /// once its owner exists ([`restore_task`]).
 pub fn open_file(ctx: &mut dyn RestoreContext, entry: &FileEntry) -> Result<OwnedFd, PluginError> {
-    if image(ctx)?.ring_by_id(entry.id).is_none() {
+    let img = image(ctx)?;
+    let Some(ring) = img.ring_by_id(entry.id) else {
         return Err(PluginError::bad_image(
             FILE,
             format!("no ring for file id {}", entry.id),
         ));
+    };
+    // The registered files are opened by their own plugins now (the core offers them to
+    // file restorers only), registered once the ring exists.
+    let mut files = Vec::new();
+    for f in &ring.files {
+        files.push((f.slot, ctx.open_file_by_id(f.file_id)?));
     }
+    ctx.state::<RestoreState>()?.files.insert(entry.id, files);
     nix::sys::eventfd::EventFd::from_flags(nix::sys::eventfd::EfdFlags::EFD_CLOEXEC)
         .map(OwnedFd::from)
         .map_err(|e| PluginError::Restore {
@@ -225,8 +235,14 @@ fn setup_in_task(
             [u64::from(ring.sq_entries), page, 0, 0, 0, 0],
         )?;
         let mut b = [0u8; 120];
+        let files = ctx
+            .state::<RestoreState>()?
+            .files
+            .remove(&ring.file_id)
+            .unwrap_or_default();
         let got = ctx
             .read_task_memory(pid, page, &mut b)
+            .and_then(|()| crate::registered::register_in_task(ctx, pid, nfd, ring, files))
             .and_then(|()| ctx.dup_task_fd(pid, nfd as i32));
         let mut call = |nr, args| ctx.remote_syscall(pid, nr, args);
         let closed = Task {

@@ -257,6 +257,22 @@ pub fn register_probe(fd: BorrowedFd<'_>) -> Result<(), Errno> {
     Errno::result(r).map(|_| ())
 }
 
+/// `io_uring_register(fd, op, NULL, 1)`: for opcodes that read their argument after
+/// checking the ring's state, a probe of that state that changes nothing.
+pub fn register_null(fd: BorrowedFd<'_>, op: u32) -> Result<(), Errno> {
+    // SAFETY: the argument pointer is NULL: the kernel reads nothing through it.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_io_uring_register,
+            fd.as_raw_fd(),
+            op,
+            std::ptr::null::<u8>(),
+            1u32,
+        )
+    };
+    Errno::result(r).map(|_| ())
+}
+
 /// A shared mapping of a ring region in criu (`mmap` of the ring fd at an `IORING_OFF_*`
 /// offset), unmapped on drop. The kernel writes it concurrently: words are accessed
 /// atomically, bulk copies see a snapshot taken while the ring is quiet.
