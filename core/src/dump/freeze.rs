@@ -163,6 +163,25 @@ impl Deadline {
     }
 }
 
+/// A thread with seccomp filters of its own (installed without TSYNC: the leader's status
+/// does not show them) must not judge our injected syscalls either. Checked once the thread
+/// is stopped, so a filter installed between seizing and the stop counts too.
+fn suspend_thread_seccomp(pid: i32, tid: i32, opts: Options) -> Result<(), DumpError> {
+    let suspend = ptrace::suspend_seccomp_option();
+    if opts.contains(suspend) {
+        return Ok(());
+    }
+    let st = status::read_thread_status(pid, tid).map_err(|e| DumpError::proc(pid, "freeze", e))?;
+    if st.seccomp == 0 {
+        return Ok(());
+    }
+    ptrace::set_options(Pid::from_raw(tid), opts | suspend).map_err(|e| DumpError::Ptrace {
+        pid,
+        step: "freeze",
+        source: e,
+    })
+}
+
 /// [`freeze_process`], giving up with [`DumpError::FreezeTimeout`] at `deadline`.
 fn freeze_process_within(pid: i32, deadline: Option<Deadline>) -> Result<Frozen, DumpError> {
     let st = status::read_status(pid).map_err(|e| DumpError::proc(pid, "freeze", e))?;
@@ -226,6 +245,7 @@ fn freeze_process_within(pid: i32, deadline: Option<Deadline>) -> Result<Frozen,
                     tracing::debug!(pid, tid, ?state, "thread frozen");
                     frozen.threads.push(FrozenThread { tid, state });
                     new += 1;
+                    suspend_thread_seccomp(pid, tid, opts)?;
                 }
                 // The thread exited between listing and seizing: nothing to freeze.
                 Err(e) if e.errno() == Some(nix::errno::Errno::ESRCH) && tid != pid => {}

@@ -153,7 +153,7 @@ pub struct PosixTimerInfo {
     pub id: i32,
     pub signo: u32,
     pub sival_ptr: u64,
-    /// SIGEV_* value (SIGEV_THREAD_ID included for "thread").
+    /// SIGEV_* value, with SIGEV_THREAD_ID when the target is a thread ("tid").
     pub notify: u32,
     /// Target of the notification (a tid for SIGEV_THREAD_ID).
     pub notify_pid: i32,
@@ -191,18 +191,26 @@ pub fn parse_timers(text: &str) -> Result<Vec<PosixTimerInfo>, ParseError> {
                 cur.sival_ptr = super::hex_u64(p, line, "sival")?;
             }
             "notify" => {
+                // "signal/pid.N", "none/pid.N", "thread/pid.N"; SIGEV_THREAD_ID shows as
+                // "tid" before the target ("signal/tid.N").
                 let (how, who) = v
                     .split_once('/')
                     .ok_or_else(|| ParseError::new(line, "bad notify line"))?;
-                cur.notify = match how {
-                    "signal" => libc::SIGEV_SIGNAL as u32,
-                    "none" => libc::SIGEV_NONE as u32,
-                    "thread" => (libc::SIGEV_SIGNAL | libc::SIGEV_THREAD_ID) as u32,
+                let base = match how {
+                    "signal" => libc::SIGEV_SIGNAL,
+                    "none" => libc::SIGEV_NONE,
+                    "thread" => libc::SIGEV_THREAD,
                     _ => return Err(ParseError::new(line, format!("unknown notify {how:?}"))),
                 };
-                let (_, n) = who
+                let (kind, n) = who
                     .split_once('.')
                     .ok_or_else(|| ParseError::new(line, "bad notify target"))?;
+                let thread_id = match kind {
+                    "tid" => libc::SIGEV_THREAD_ID,
+                    "pid" => 0,
+                    _ => return Err(ParseError::new(line, format!("unknown target {kind:?}"))),
+                };
+                cur.notify = (base | thread_id) as u32;
                 cur.notify_pid = num(n, line, "notify pid")?;
             }
             "ClockID" => cur.clock_id = num(v, line, "clock id")?,
@@ -346,9 +354,10 @@ mod tests {
 
     #[test]
     fn timers() {
-        let t = "ID: 0\nsignal: 14/00007ffd00000001\nnotify: signal/pid.1234\nClockID: 1\nID: 3\nsignal: 10/0000000000000000\nnotify: thread/tid.1240\nClockID: 0\n";
+        // As Linux 6.18 prints them: a SIGEV_THREAD_ID timer is "signal/tid.N".
+        let t = "ID: 0\nsignal: 14/00007ffd00000001\nnotify: signal/pid.1234\nClockID: 1\nID: 3\nsignal: 10/0000000000000000\nnotify: signal/tid.1240\nClockID: 0\nID: 4\nsignal: 10/0000000000000000\nnotify: thread/pid.1234\nClockID: 0\nID: 5\nsignal: 10/0000000000000000\nnotify: none/pid.1234\nClockID: 0\n";
         let v = parse_timers(t).unwrap();
-        assert_eq!(v.len(), 2);
+        assert_eq!(v.len(), 4);
         assert_eq!(v[0].signo, 14);
         assert_eq!(v[0].sival_ptr, 0x7ffd00000001);
         assert_eq!(v[0].notify, libc::SIGEV_SIGNAL as u32);
@@ -358,6 +367,9 @@ mod tests {
             (libc::SIGEV_SIGNAL | libc::SIGEV_THREAD_ID) as u32
         );
         assert_eq!(v[1].notify_pid, 1240);
+        assert_eq!(v[2].notify, libc::SIGEV_THREAD as u32);
+        assert_eq!(v[3].notify, libc::SIGEV_NONE as u32);
+        assert!(parse_timers("ID: 1\nnotify: signal/who.1\n").is_err());
         assert!(parse_timers("signal: 1/0\n").is_err());
         assert!(parse_timers("").unwrap().is_empty());
     }

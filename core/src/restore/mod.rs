@@ -652,10 +652,7 @@ fn finish_task(
     }
     // After every thread and child exists (they would inherit the filters), before the
     // credentials (installing needs CAP_SYS_ADMIN or no_new_privs).
-    seccomp::install(&mut sp.leader, filters, &t.threads[0], t, data)?;
-    for (rt, th) in others.iter_mut().zip(&t.threads[1..]) {
-        seccomp::install(rt, filters, th, t, data)?;
-    }
+    seccomp::install_task(&mut sp.leader, &mut others, filters, t, data)?;
 
     // Last privileged step of each thread: after it the leader cannot clone3(set_tid).
     for (rt, th) in others.iter_mut().zip(&t.threads[1..]) {
