@@ -1,5 +1,5 @@
 //! What the unix plugin refuses at dump, naming pid, fd and inodes: a peer outside the
-//! tree (no `--ext-unix-sk` support yet), also of a socket travelling in a queue, and data sent on a connection its listener has
+//! tree (without `--ext-unix-sk` / `--external unix[INO]`: `unix_external.rs`), also of a socket travelling in a queue, and data sent on a connection its listener has
 //! not accepted yet (as CRIU). (Fds in flight are dumped: `unix_scm.rs`.) The
 //! failed dump leaves the task running with every queue as it was (the workload,
 //! `tests/workloads/unix_refuse.py`, checks its queues after the dump failed).

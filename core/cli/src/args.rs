@@ -151,7 +151,17 @@ fn apply(cli: &mut Cli, spec: &'static OptSpec, value: Option<String>, off: bool
         "tcp-close" => o.tcp_close = !off,
         "skip-in-flight" => o.skip_in_flight = !off,
         "file-locks" => o.file_locks = !off,
-        "ext-unix-sk" => o.ext_unix_sk = !off,
+        "ext-unix-sk" => {
+            o.ext_unix_sk = !off;
+            // CRIU's `-xINO,INO`: each inode as `--external unix[INO]`.
+            for ino in value.as_deref().unwrap_or_default().split(',') {
+                match ino.parse::<u32>() {
+                    Ok(n) if n != 0 => o.external.push(format!("unix[{n}]")),
+                    _ if ino.is_empty() => {}
+                    _ => bail!("--ext-unix-sk: cannot parse a unix socket inode from {ino:?}"),
+                }
+            }
+        }
         "external" => o.external.push(v()),
         "network-lock" => o.network_lock = network_lock(&v())?,
         "address" => o.address = path(),
@@ -162,6 +172,10 @@ fn apply(cli: &mut Cli, spec: &'static OptSpec, value: Option<String>, off: bool
         o.unsupported.retain(|g| g.spec != spec || spec.list);
         // `--manage-cgroups=ignore` is what happens here anyway.
         let ignore = spec.long == "manage-cgroups" && value.as_deref() == Some("ignore");
+        // `--external unix[INO]` is honoured (the unix plugin), other kinds are not yet.
+        let ignore = ignore
+            || (spec.long == "external"
+                && value.as_deref().is_some_and(|v| v.starts_with("unix[")));
         if !off && !ignore {
             o.unsupported.push(Given { spec, value });
         }

@@ -69,6 +69,9 @@ pub(crate) struct Built {
     pub(crate) ghosts: HashMap<u32, paths::Ghost>,
     /// Queued messages still to write, by socket id.
     pub(crate) queues: HashMap<u32, Vec<Packet>>,
+    /// Datagram sockets connected to a peer outside the tree: inode, the peer's name,
+    /// connected again once the queues are written.
+    pub(crate) reconnect: Vec<(u32, Vec<u8>)>,
 }
 
 /// How each socket comes to be.
@@ -254,6 +257,7 @@ pub(crate) fn build_all(
         partners,
         ghosts,
         queues,
+        reconnect: Vec::new(),
     })
 }
 

@@ -12,6 +12,7 @@ use criu_proto::images::{
 };
 
 use crate::diag::{self, DiagSocket, STATE_ESTABLISHED, STATE_LISTEN};
+use crate::external::{self, ExtPolicy};
 use crate::opts;
 use crate::queue::{self, QueueError};
 
@@ -32,6 +33,8 @@ pub(crate) struct DumpState {
     /// Sockets in flight whose peer no task holds: (pid, inode, peer inode). The peer must
     /// turn up in flight too by the end of the dump ([`check_awaited_peers`]).
     awaited: Vec<(i32, u32, u32)>,
+    /// Peers outside the tree whose external entry is written: inode -> file id.
+    externs: HashMap<u32, u32>,
 }
 
 impl DumpState {
@@ -87,7 +90,7 @@ fn refuse(fd: &FdDesc, what: String, hint: &str) -> PluginError {
 }
 
 const EXTERNAL_HINT: &str = "a unix socket connected to a process outside the dumped tree; dump the whole tree \
-     (--ext-unix-sk / --external unix[INO] are not supported yet)";
+     (or name the socket with --external unix[INO])";
 
 /// The UNIXSK entry of `fd` under file id `id`; its queued messages go to `sk-queues.img`.
 pub(crate) fn dump_socket(
@@ -103,6 +106,7 @@ pub(crate) fn dump_socket(
         )
     })?;
     let tasks = ctx.tasks();
+    let policy = ExtPolicy::of_dump(ctx.options());
     let state = ctx.state::<DumpState>()?;
     let sk = state.load(&tasks)?.get(&ino).cloned().ok_or_else(|| {
         refuse(
@@ -111,7 +115,10 @@ pub(crate) fn dump_socket(
             "sock_diag does not list it: a socket of another network namespace",
         )
     })?;
-    let peer = resolve_peer(state, fd, &sk)?;
+    let (peer, outside) = resolve_peer(state, fd, &sk, &policy)?;
+    if let Some(outside) = outside {
+        write_extern(ctx, &outside)?;
+    }
     if !matches!(
         sk.sock_type as i32,
         libc::SOCK_STREAM | libc::SOCK_DGRAM | libc::SOCK_SEQPACKET
@@ -174,24 +181,36 @@ pub(crate) fn dump_socket(
 }
 
 /// The peer inode to record: the connected socket, or for a connection still in a
-/// listener's accept queue the listener (as CRIU). Peers outside the tree are refused.
-fn resolve_peer(state: &mut DumpState, fd: &FdDesc, sk: &DiagSocket) -> Result<u32, PluginError> {
+/// listener's accept queue the listener (as CRIU); with it the peer when it is outside the
+/// tree and the options allow that ([`ExtPolicy`]), refused otherwise.
+fn resolve_peer(
+    state: &mut DumpState,
+    fd: &FdDesc,
+    sk: &DiagSocket,
+    policy: &ExtPolicy,
+) -> Result<(u32, Option<DiagSocket>), PluginError> {
     let in_tree = &state.in_tree;
     let outside = |peer: u32| !in_tree.contains(&peer);
+    let external = |peer: u32, what: String| {
+        let diag = state.sockets.as_ref().and_then(|all| all.get(&peer));
+        match policy.refusal(sk, diag) {
+            Some(why) => Err(refuse(fd, what, &why)),
+            None => Ok((peer, diag.cloned())),
+        }
+    };
     if sk.peer != 0 {
         if outside(sk.peer) && fd.is_in_flight() {
             // Its peer may travel in a queue not peeked yet: checked at the end.
             state.awaited.push((fd.pid, sk.ino, sk.peer));
-            return Ok(sk.peer);
+            return Ok((sk.peer, None));
         }
         if outside(sk.peer) {
-            return Err(refuse(
-                fd,
+            return external(
+                sk.peer,
                 format!("socket inode {}, peer inode {}", sk.ino, sk.peer),
-                EXTERNAL_HINT,
-            ));
+            );
         }
-        return Ok(sk.peer);
+        return Ok((sk.peer, None));
     }
     if sk.state == STATE_LISTEN {
         for &client in &sk.icons {
@@ -206,20 +225,19 @@ fn resolve_peer(state: &mut DumpState, fd: &FdDesc, sk: &DiagSocket) -> Result<u
                 ));
             }
         }
-        return Ok(0);
+        return Ok((0, None));
     }
     if sk.state != STATE_ESTABLISHED || sk.sock_type as i32 == libc::SOCK_DGRAM {
-        return Ok(0);
+        return Ok((0, None));
     }
     match state.listener_of.get(&sk.ino) {
-        Some(&listener) if outside(listener) => Err(refuse(
-            fd,
+        Some(&listener) if outside(listener) => external(
+            listener,
             format!(
                 "socket inode {}, connecting to listening inode {listener}",
                 sk.ino
             ),
-            EXTERNAL_HINT,
-        )),
+        ),
         Some(_) if sk.wqueue != 0 => Err(refuse(
             fd,
             format!(
@@ -228,15 +246,27 @@ fn resolve_peer(state: &mut DumpState, fd: &FdDesc, sk: &DiagSocket) -> Result<u
             ),
             "data sent on a unix connection still waiting in accept() cannot be read without accepting it",
         )),
-        Some(&listener) => Ok(listener),
+        Some(&listener) => Ok((listener, None)),
         // Its peer was closed: a connection shut down both ways keeps only its queue.
-        None if sk.shutdown & 3 == 3 => Ok(0),
+        None if sk.shutdown & 3 == 3 => Ok((0, None)),
         None => Err(refuse(
             fd,
             format!("socket inode {}", sk.ino),
             "a connected unix socket without a peer",
         )),
     }
+}
+
+/// CRIU's external entry for `peer`, a socket outside the tree, written once per dump.
+fn write_extern(ctx: &mut dyn DumpContext, peer: &DiagSocket) -> Result<(), PluginError> {
+    if ctx.state::<DumpState>()?.externs.contains_key(&peer.ino) {
+        return Ok(());
+    }
+    let id = ctx.new_file_id();
+    write_message(ctx, ImageRef::FILES, &external::extern_entry(id, peer), &[])?;
+    tracing::debug!(ino = peer.ino, id, "unix socket outside the tree recorded");
+    ctx.state::<DumpState>()?.externs.insert(peer.ino, id);
+    Ok(())
 }
 
 /// Once every image is written: the peer of each socket in flight that no task held was

@@ -9,7 +9,7 @@
 //! `sk_packet_entry` + data per message; a datagram's sender name goes to our field
 //! `criu_rs_addr`, the credentials a message carries to `criu_rs_ucred_*`. As in CRIU, a
 //! connection still waiting in a listener's accept queue is recorded with the listener as
-//! its peer; a path socket whose file was unlinked or
+//! its peer (a peer outside the tree: see `external`, `--ext-unix-sk`); a path socket whose file was unlinked or
 //! replaced is marked `deleted` (a ghost, as CRIU); a relative name gets the directory
 //! it was bound in (`name_dir`, found with `SIOCUNIXFILE`). Refused, naming fd, pid and inodes:
 //! peers and pending connections outside the tree, data sent on a connection not accepted
@@ -36,6 +36,7 @@
 mod build;
 mod diag;
 mod dump;
+mod external;
 mod fill;
 mod opts;
 mod paths;

@@ -10,6 +10,7 @@ use criu_proto::images::{FdTypes, FileEntry, SkPacketEntry, UnixSkEntry};
 
 use crate::build;
 use crate::dump::SK_QUEUES;
+use crate::external::{self, ExtPolicy};
 use crate::queue::{Creds, Packet};
 
 /// The UNIXSK entries of `files.img`, checked: every entry has its `usk`, no socket
@@ -180,7 +181,17 @@ impl UnixRestorer {
         ctx: &mut dyn RestoreContext,
         entries: &[FileEntry],
     ) -> Result<Self, PluginError> {
-        let socks = collect(entries)?;
+        let all = collect(entries)?;
+        let (externs, mut socks): (Vec<_>, Vec<_>) = all.into_iter().partition(external::is_extern);
+        let policy = ExtPolicy::new(ctx.options().ext_unix_sk, &ctx.options().external);
+        let mut reconnect = Vec::new();
+        for u in &mut socks {
+            if let Some(peer) = externs.iter().find(|e| e.ino == u.peer)
+                && let Some(name) = external::detach(u, peer, &policy)?
+            {
+                reconnect.push((u.ino, name));
+            }
+        }
         let by_id = socks.iter().map(|u| (u.id, u.ino)).collect();
         if socks.is_empty() {
             return Ok(UnixRestorer { by_id, built: None });
@@ -189,7 +200,8 @@ impl UnixRestorer {
         let body = ctx.read_image(SK_QUEUES)?;
         let files = entries.iter().map(|e| e.id).collect();
         let queues = read_queues(body.as_deref(), &ids, &files)?;
-        let built = build::build_all(&socks, queues)?;
+        let mut built = build::build_all(&socks, queues)?;
+        built.reconnect = reconnect;
         Ok(UnixRestorer {
             by_id,
             built: Some(built),

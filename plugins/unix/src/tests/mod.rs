@@ -285,4 +285,5 @@ proptest! {
     }
 }
 
+mod external;
 mod sockets;
