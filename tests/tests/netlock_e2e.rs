@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use criu_proto::images::TcpStreamEntry;
 use criu_tests::{ScratchDir, TreeGuard, skip_unless_root};
 use netlock_support::NetNs;
 
@@ -80,6 +81,31 @@ fn criu(args: &[&str], images: &Path) -> (bool, String) {
     )
 }
 
+/// The dumped connection had bytes queued both ways: received and not read by the server
+/// (`inq_len`), sent and not acknowledged or not sent yet (`outq_len`).
+fn assert_queued_both_ways(images: &Path) {
+    let streams: Vec<PathBuf> = std::fs::read_dir(images)
+        .expect("images")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("tcp-stream-"))
+        })
+        .collect();
+    assert_eq!(streams.len(), 1, "one connection in the tree: {streams:?}");
+    let data = std::fs::read(&streams[0]).expect("read the tcp-stream image");
+    let entries: Vec<TcpStreamEntry> = criu_proto::framing::parse(&data)
+        .and_then(|i| i.decode_entries())
+        .expect("decode the tcp-stream image");
+    let e = &entries[0];
+    assert!(
+        e.inq_len > 0 && e.outq_len > 0,
+        "nothing queued one way at dump time: inq {} outq {}",
+        e.inq_len,
+        e.outq_len
+    );
+}
+
 fn dump_lock_restore(tag: &str, listen: SocketAddr, client_ns: Option<&NetNs>) {
     let dir = ScratchDir::new(tag);
     let report = dir.path().join("report");
@@ -140,6 +166,7 @@ fn dump_lock_restore(tag: &str, listen: SocketAddr, client_ns: Option<&NetNs>) {
         log.contains("network locked (eBPF)"),
         "the dump took no lock:\n{log}"
     );
+    assert_queued_both_ways(&images);
     let record = std::fs::read_to_string(images.join("criu-rs-netlock.txt")).expect("record");
     let record = criu_plugin_netlock::LockRecord::decode(&record).expect("record");
     let pins = record.pin_dir.clone().expect("an eBPF lock");

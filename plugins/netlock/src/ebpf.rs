@@ -130,15 +130,32 @@ fn attach_all(dir: &Path) -> Result<(Vec<String>, Vec<String>), NetlockError> {
             }
         }
     }
+    // Which links are there and attached to their interface, in one pass over criu's fds.
+    let mut existing = Vec::new();
+    for (_, short, _) in PROGRAMS {
+        for (index, _) in &interfaces {
+            let p = pins::link_pin(dir, short, *index);
+            if p.exists() {
+                existing.push((p, *index));
+            }
+        }
+    }
+    let paths: Vec<PathBuf> = existing.iter().map(|(p, _)| p.clone()).collect();
+    let live: Vec<PathBuf> = existing
+        .into_iter()
+        .zip(pins::link_ifindexes(&paths)?)
+        .filter(|((_, index), on)| *on == Some(*index))
+        .map(|((p, _), _)| p)
+        .collect();
     let mut attached = Vec::new();
     for (name, short, attach_type) in PROGRAMS {
         let mut pinned = None;
         for (index, ifname) in &interfaces {
             let link_pin = pins::link_pin(dir, short, *index);
+            if live.contains(&link_pin) {
+                continue;
+            }
             if link_pin.exists() {
-                if pins::link_ifindex(&link_pin)? == Some(*index) {
-                    continue;
-                }
                 // A link of a device gone, whose index came back (or a broken pin).
                 std::fs::remove_file(&link_pin)
                     .map_err(|e| NetlockError::path(&link_pin, "unlink", e))?;

@@ -38,7 +38,9 @@ pub fn link_pin(dir: &Path, program: &str, ifindex: u32) -> PathBuf {
 
 /// Holds the cross-process lock while alive.
 #[derive(Debug)]
-pub struct Serial(#[allow(dead_code)] Flock<File>);
+pub struct Serial {
+    _flock: Flock<File>,
+}
 
 /// Takes the cross-process lock (blocks while another criu holds it).
 pub fn serial() -> Result<Serial, NetlockError> {
@@ -50,7 +52,7 @@ pub fn serial() -> Result<Serial, NetlockError> {
         .open(path)
         .map_err(|e| NetlockError::path(path, "open", e))?;
     Flock::lock(file, FlockArg::LockExclusive)
-        .map(Serial)
+        .map(|f| Serial { _flock: f })
         .map_err(|(_, e)| NetlockError::path(path, "flock", e.into()))
 }
 
@@ -61,27 +63,46 @@ fn is_link_name(name: &str) -> bool {
         .any(|p| name.starts_with(p))
 }
 
-/// The interface a pinned TCX link is attached to; `Ok(None)` when it is detached (its
-/// device is gone, with its namespace for `lo`). Read from the kernel's `fdinfo` of the
-/// link (`ifindex:` line), found among criu's fds by the link's id.
-pub fn link_ifindex(pin: &Path) -> Result<Option<u32>, NetlockError> {
-    let pinned = PinnedLink::from_pin(pin).map_err(|e| NetlockError::Pin {
-        path: pin.into(),
-        source: Box::new(e),
-    })?;
-    let link: FdLink = pinned.into();
-    let id = link
-        .info()
-        .map_err(|e| NetlockError::Pin {
-            path: pin.into(),
+/// The interface each pinned TCX link of `pins` is attached to; `None` when it is
+/// detached (its device is gone, with its namespace for `lo`). Read from the kernel's
+/// `fdinfo` of the links (`ifindex:` line), found among criu's fds by link id in one pass
+/// (criu may hold thousands of fds: one pass per link would cost milliseconds each).
+pub fn link_ifindexes(pins: &[PathBuf]) -> Result<Vec<Option<u32>>, NetlockError> {
+    if pins.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut ids = Vec::with_capacity(pins.len());
+    // Kept open until the pass is done: their fds are what it looks for.
+    let mut open = Vec::with_capacity(pins.len());
+    for pin in pins {
+        let link: FdLink = PinnedLink::from_pin(pin)
+            .map_err(|e| NetlockError::Pin {
+                path: pin.clone(),
+                source: Box::new(e),
+            })?
+            .into();
+        let info = link.info().map_err(|e| NetlockError::Pin {
+            path: pin.clone(),
             source: Box::new(e),
-        })?
-        .id();
-    let fds = Path::new("/proc/thread-self/fdinfo");
+        })?;
+        ids.push(info.id());
+        open.push(link);
+    }
+    let mut found: Vec<Option<Option<u32>>> = vec![None; pins.len()];
+    let fds = Path::new("/proc/thread-self/fd");
     for entry in std::fs::read_dir(fds).map_err(|e| NetlockError::path(fds, "opendir", e))? {
         let entry = entry.map_err(|e| NetlockError::path(fds, "readdir", e))?;
         // Another thread's fd may close meanwhile: not ours.
-        let Ok(text) = std::fs::read_to_string(entry.path()) else {
+        // A link opened from a pin is `anon_inode:bpf-link`, one just made `anon_inode:bpf_link`.
+        let is_link = std::fs::read_link(entry.path()).is_ok_and(|l| {
+            let l = l.to_string_lossy();
+            l == "anon_inode:bpf-link" || l == "anon_inode:bpf_link"
+        });
+        if !is_link {
+            continue;
+        }
+        let info = Path::new("/proc/thread-self/fdinfo").join(entry.file_name());
+        let Ok(text) = std::fs::read_to_string(&info) else {
             continue;
         };
         let field = |key: &str| {
@@ -89,36 +110,51 @@ pub fn link_ifindex(pin: &Path) -> Result<Option<u32>, NetlockError> {
                 .find_map(|l| l.strip_prefix(key))
                 .and_then(|v| v.trim().parse::<u32>().ok())
         };
-        if field("link_id:") == Some(id) {
+        let Some(id) = field("link_id:") else {
+            continue;
+        };
+        for (i, _) in ids.iter().enumerate().filter(|(_, x)| **x == id) {
             let ifindex = field("ifindex:").ok_or_else(|| {
                 NetlockError::path(
-                    entry.path(),
+                    &info,
                     "read the ifindex of a TCX link",
                     ErrorKind::InvalidData.into(),
                 )
             })?;
-            return Ok((ifindex != 0).then_some(ifindex));
+            found[i] = Some((ifindex != 0).then_some(ifindex));
         }
     }
-    Err(NetlockError::path(
-        pin,
-        "find the fdinfo of the link opened from",
-        ErrorKind::NotFound.into(),
-    ))
+    drop(open);
+    found
+        .into_iter()
+        .zip(pins)
+        .map(|(f, pin)| {
+            f.ok_or_else(|| {
+                NetlockError::path(
+                    pin,
+                    "find the fdinfo of the link opened from",
+                    ErrorKind::NotFound.into(),
+                )
+            })
+        })
+        .collect()
 }
 
-/// Whether the pins at `dir` guard nothing any more: none of its links is attached (the
-/// namespace's devices, `lo` included, are gone), or it has no link at all.
-pub fn is_stale(dir: &Path) -> Result<bool, NetlockError> {
+/// The interface the pinned TCX link at `pin` is attached to ([`link_ifindexes`]).
+pub fn link_ifindex(pin: &Path) -> Result<Option<u32>, NetlockError> {
+    Ok(link_ifindexes(&[pin.to_path_buf()])?[0])
+}
+
+/// The link pins in `dir` (either layout).
+fn links_in(dir: &Path) -> Result<Vec<PathBuf>, NetlockError> {
+    let mut links = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(|e| NetlockError::path(dir, "opendir", e))? {
         let entry = entry.map_err(|e| NetlockError::path(dir, "readdir", e))?;
-        if is_link_name(&entry.file_name().to_string_lossy())
-            && link_ifindex(&entry.path())?.is_some()
-        {
-            return Ok(false);
+        if is_link_name(&entry.file_name().to_string_lossy()) {
+            links.push(entry.path());
         }
     }
-    Ok(true)
+    Ok(links)
 }
 
 /// Removes every pin in `dir` (links first: their programs detach at once) and `dir`.
@@ -151,8 +187,9 @@ pub fn remove_dir(dir: &Path) -> Result<bool, NetlockError> {
     }
 }
 
-/// Removes the pin directories of network namespaces that are gone ([`is_stale`]);
-/// returns them. Call with [`serial`] held.
+/// Removes the pin directories of network namespaces that are gone: none of their links
+/// is attached any more (the namespace's devices, `lo` included, are gone), or they have
+/// no link at all. Returns them. Call with [`serial`] held.
 pub fn sweep_stale() -> Result<Vec<PathBuf>, NetlockError> {
     let root = Path::new(ns::PIN_ROOT);
     let entries = match std::fs::read_dir(root) {
@@ -160,12 +197,24 @@ pub fn sweep_stale() -> Result<Vec<PathBuf>, NetlockError> {
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(NetlockError::path(root, "opendir", e)),
     };
-    let mut removed = Vec::new();
+    let mut dirs = Vec::new();
+    let mut all_links = Vec::new();
     for entry in entries {
         let dir = entry
             .map_err(|e| NetlockError::path(root, "readdir", e))?
             .path();
-        if dir.is_dir() && is_stale(&dir)? {
+        if dir.is_dir() {
+            let links = links_in(&dir)?;
+            dirs.push((dir, links.len()));
+            all_links.extend(links);
+        }
+    }
+    // Every directory's links in one pass over criu's fds.
+    let mut attached = link_ifindexes(&all_links)?.into_iter();
+    let mut removed = Vec::new();
+    for (dir, n) in dirs {
+        let these: Vec<Option<u32>> = attached.by_ref().take(n).collect();
+        if these.iter().all(Option::is_none) {
             remove_dir(&dir)?;
             tracing::info!(pins = %dir.display(), "removed the network lock pins of a network namespace that is gone");
             removed.push(dir);
