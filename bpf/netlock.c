@@ -47,7 +47,9 @@ struct netlock_config {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 1024); /* resized by the loader to the number of connections */
+	/* Shared by every lock of the namespace; allocated as entries come. */
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct netlock_tuple);
 	__type(value, __u8);
 } tuples SEC(".maps");

@@ -2,15 +2,16 @@
 //! side vanishes silently (closed in repair mode, as a dumped and killed tree) must not get
 //! a reset to its client while locked, other traffic must flow, and lifting the lock must
 //! let the reset through. Over a veth pair between a namespace and the host, over
-//! loopback (IPv4 and IPv6), for the whole namespace, and for a lock pinned by a process
-//! that exited and lifted by another (`criu network-unlock`).
+//! loopback (IPv4 and IPv6), for the whole namespace, for a lock pinned by a process
+//! that exited and lifted by another (`criu network-unlock`), for two locks sharing a
+//! namespace's programs, and for the pins of a namespace that is gone (swept).
 
 use std::net::{SocketAddr, TcpListener};
 use std::process::Command;
 use std::time::Duration;
 
 use criu_plugin_netlock::ebpf::{self, LockSpec};
-use criu_plugin_netlock::{LockRecord, Scope};
+use criu_plugin_netlock::{LockRecord, Scope, Tuple};
 use criu_tests::{ScratchDir, skip_unless_root};
 use netlock_support::{
     NetNs, PinDir, Seen, close_silently, connect, other_traffic_flows, send_and_watch, server_tuple,
@@ -28,6 +29,7 @@ fn silence_then_reset(
     listener: &TcpListener,
     to: SocketAddr,
     pins: &std::path::Path,
+    tuple: Tuple,
     lift: impl FnOnce(),
 ) {
     assert_eq!(
@@ -58,7 +60,10 @@ fn silence_then_reset(
         "another connection is blocked by a connection lock"
     );
     lift();
-    assert!(!pins.exists(), "pins left at {}", pins.display());
+    assert!(
+        !ebpf::is_listed(pins, &tuple).unwrap(),
+        "{tuple} still listed after the lift"
+    );
     assert_eq!(
         send_and_watch(client, RESET_WITHIN),
         Seen::Reset,
@@ -71,9 +76,8 @@ fn veth_connection_lock_keeps_the_reset_out_until_lifted() {
     if skip_unless_root("veth_connection_lock_keeps_the_reset_out_until_lifted") {
         return;
     }
-    let _serial = netlock_support::serial();
     let ns = NetNs::with_veth("veth", 231);
-    let pins = PinDir::new("veth");
+    let pins = PinDir::of(&ns);
     let to: SocketAddr = "10.231.0.2:7001".parse().unwrap();
     let listener = ns.enter(|| TcpListener::bind(to).unwrap());
     let (mut client, server) = connect(&listener, to);
@@ -83,20 +87,21 @@ fn veth_connection_lock_keeps_the_reset_out_until_lifted() {
         netns: Some(&path),
         scope: Scope::Connections,
         tuples: &[tuple],
-        pin_dir: pins.path(),
     })
     .unwrap();
     assert!(locked.interfaces.contains(&"lo".to_string()), "{locked:?}");
     assert_eq!(locked.interfaces.len(), 2, "{locked:?}");
+    assert_eq!(locked.attached.len(), 2, "{locked:?}");
+    assert_eq!(locked.pin_dir, pins.path());
     close_silently(server);
-    silence_then_reset(&mut client, &listener, to, pins.path(), || {
-        assert!(ebpf::lift(pins.path()).unwrap());
+    silence_then_reset(&mut client, &listener, to, pins.path(), tuple, || {
+        assert!(ebpf::lift(pins.path(), Scope::Connections, &[tuple]).unwrap());
     });
 }
 
 fn loopback(addr: &str) {
     let ns = NetNs::new(if addr.contains(':') { "lo6" } else { "lo4" });
-    let pins = PinDir::new(if addr.contains(':') { "lo6" } else { "lo4" });
+    let pins = PinDir::of(&ns);
     let to: SocketAddr = addr.parse().unwrap();
     // Both ends inside the namespace, whose only interface is lo.
     let (listener, mut client, server) = ns.enter(|| {
@@ -105,17 +110,17 @@ fn loopback(addr: &str) {
         (l, c, s)
     });
     let path = ns.path();
+    let tuple = server_tuple(&server);
     ebpf::lock(&LockSpec {
         netns: Some(&path),
         scope: Scope::Connections,
-        tuples: &[server_tuple(&server)],
-        pin_dir: pins.path(),
+        tuples: &[tuple],
     })
     .unwrap();
     close_silently(server);
     ns.enter(|| {
-        silence_then_reset(&mut client, &listener, to, pins.path(), || {
-            assert!(ebpf::lift(pins.path()).unwrap());
+        silence_then_reset(&mut client, &listener, to, pins.path(), tuple, || {
+            assert!(ebpf::lift(pins.path(), Scope::Connections, &[tuple]).unwrap());
         })
     });
 }
@@ -125,7 +130,6 @@ fn loopback_connection_lock_ipv4() {
     if skip_unless_root("loopback_connection_lock_ipv4") {
         return;
     }
-    let _serial = netlock_support::serial();
     loopback("127.0.0.1:7002");
 }
 
@@ -134,7 +138,6 @@ fn loopback_connection_lock_ipv6() {
     if skip_unless_root("loopback_connection_lock_ipv6") {
         return;
     }
-    let _serial = netlock_support::serial();
     loopback("[::1]:7003");
 }
 
@@ -143,9 +146,8 @@ fn namespace_scope_drops_all_traffic_until_lifted() {
     if skip_unless_root("namespace_scope_drops_all_traffic_until_lifted") {
         return;
     }
-    let _serial = netlock_support::serial();
     let ns = NetNs::with_veth("nsall", 232);
-    let pins = PinDir::new("nsall");
+    let pins = PinDir::of(&ns);
     let to: SocketAddr = "10.232.0.2:7004".parse().unwrap();
     let listener = ns.enter(|| TcpListener::bind(to).unwrap());
     assert!(
@@ -157,7 +159,6 @@ fn namespace_scope_drops_all_traffic_until_lifted() {
         netns: Some(&path),
         scope: Scope::Namespace,
         tuples: &[],
-        pin_dir: pins.path(),
     })
     .unwrap();
     assert!(
@@ -178,7 +179,7 @@ fn namespace_scope_drops_all_traffic_until_lifted() {
         ingress > 0 && egress > 0,
         "dropped {ingress} in, {egress} out"
     );
-    assert!(ebpf::lift(pins.path()).unwrap());
+    assert!(ebpf::lift(pins.path(), Scope::Namespace, &[]).unwrap());
     assert!(
         netlock_support::flows_within(&listener, to, Duration::from_secs(5)),
         "still blocked after the lift"
@@ -192,9 +193,8 @@ fn a_pinned_lock_outlives_its_process_and_criu_network_unlock_lifts_it() {
     if skip_unless_root("a_pinned_lock_outlives_its_process_and_criu_network_unlock_lifts_it") {
         return;
     }
-    let _serial = netlock_support::serial();
     let ns = NetNs::with_veth("pin", 233);
-    let pins = PinDir::new("pin");
+    let pins = PinDir::of(&ns);
     let images = ScratchDir::new("netlock-pin");
     let to: SocketAddr = "10.233.0.2:7006".parse().unwrap();
     let listener = ns.enter(|| TcpListener::bind(to).unwrap());
@@ -203,7 +203,6 @@ fn a_pinned_lock_outlives_its_process_and_criu_network_unlock_lifts_it() {
     let out = Command::new(env!("CARGO_BIN_EXE_netlock_tool"))
         .arg("lock")
         .arg(ns.path())
-        .arg(pins.path())
         .arg(images.path())
         .arg(tuple.to_string())
         .output()
@@ -219,7 +218,7 @@ fn a_pinned_lock_outlives_its_process_and_criu_network_unlock_lifts_it() {
     assert_eq!(record.netns, ns.inode());
     close_silently(server);
     let criu = env!("CARGO_BIN_EXE_criu_under_test");
-    silence_then_reset(&mut client, &listener, to, pins.path(), || {
+    silence_then_reset(&mut client, &listener, to, pins.path(), tuple, || {
         let out = Command::new(criu)
             .args(["network-unlock", "-D"])
             .arg(images.path())
@@ -241,30 +240,52 @@ fn a_pinned_lock_outlives_its_process_and_criu_network_unlock_lifts_it() {
     assert!(out.status.success());
 }
 
-/// A second lock on the same pins is refused naming the directory; nothing of the first
-/// is touched.
+/// Two locks in one namespace share its programs (the second attaches nothing); lifting
+/// one leaves the other's connection listed; once the namespace is gone, its pins are
+/// swept by the next lock taken anywhere.
 #[test]
-fn a_second_lock_on_the_same_pins_is_refused() {
-    if skip_unless_root("a_second_lock_on_the_same_pins_is_refused") {
+fn locks_share_a_namespace_and_pins_of_a_gone_namespace_are_swept() {
+    if skip_unless_root("locks_share_a_namespace_and_pins_of_a_gone_namespace_are_swept") {
         return;
     }
-    let _serial = netlock_support::serial();
-    let ns = NetNs::new("twice");
-    let pins = PinDir::new("twice");
+    let ns = NetNs::new("share");
+    let pins = PinDir::of(&ns);
     let path = ns.path();
-    let spec = LockSpec {
-        netns: Some(&path),
-        scope: Scope::Namespace,
-        tuples: &[],
-        pin_dir: pins.path(),
+    let a: Tuple = "127.0.0.1:7010 127.0.0.1:40010".parse().unwrap();
+    let b: Tuple = "127.0.0.1:7011 127.0.0.1:40011".parse().unwrap();
+    let lock = |t: Tuple| {
+        ebpf::lock(&LockSpec {
+            netns: Some(&path),
+            scope: Scope::Connections,
+            tuples: &[t],
+        })
+        .unwrap()
     };
-    ebpf::lock(&spec).unwrap();
-    let e = ebpf::lock(&spec).unwrap_err().to_string();
+    assert_eq!(lock(a).attached, ["lo"]);
+    let second = lock(b);
+    assert!(second.attached.is_empty(), "{second:?}");
+    assert!(ebpf::lift(pins.path(), Scope::Connections, &[a]).unwrap());
+    assert!(!ebpf::is_listed(pins.path(), &a).unwrap());
+    assert!(ebpf::is_listed(pins.path(), &b).unwrap());
+    // Lifting twice finds nothing to lift.
+    assert!(!ebpf::lift(pins.path(), Scope::Connections, &[a]).unwrap());
     assert!(
-        e.contains("already pinned") && e.contains(&pins.path().display().to_string()),
-        "{e}"
+        criu_plugin_netlock::pins::link_ifindex(&pins.path().join("ingress-1"))
+            .unwrap()
+            .is_some()
     );
-    assert!(pins.path().join("stats").exists());
-    assert!(ebpf::lift(pins.path()).unwrap());
-    assert!(!ebpf::lift(pins.path()).unwrap());
+    drop(ns);
+    // The kernel tears the namespace down in the background; its lo goes last. A lock
+    // taken meanwhile by a test running beside this one may sweep it first.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline && pins.path().exists() {
+        std::thread::sleep(Duration::from_millis(100));
+        ebpf::sweep_stale().unwrap();
+    }
+    assert!(
+        !pins.path().exists(),
+        "the pins of a deleted namespace were not swept: {}",
+        pins.path().display()
+    );
+    assert!(!pins.path().exists());
 }

@@ -1,11 +1,12 @@
-//! The eBPF lock: loads `bpf/netlock.c`'s classifiers with aya, fills their maps, attaches
-//! them (TCX, ingress and egress) to every interface of a network namespace and pins the
-//! links and maps under one bpffs directory, so the lock outlives criu. Lifting it is
-//! removing that directory: the last reference to each link goes, the programs detach.
+//! The eBPF lock: `bpf/netlock.c`'s classifiers, loaded with aya and attached (TCX,
+//! ingress and egress, first in the chain) to every interface of a network namespace,
+//! drop the connections listed in their `tuples` map. The programs, maps and links are
+//! pinned per namespace ([`pins`]) and stay attached between locks, passing everything
+//! while the map is empty: a lock is then a few map updates, lifting it deleting them.
 
 use std::path::{Path, PathBuf};
 
-use aya::maps::{Array, HashMap, MapData};
+use aya::maps::{Array, HashMap, Map, MapData, MapError};
 use aya::programs::links::FdLink;
 use aya::programs::tc::TcAttachOptions;
 use aya::programs::{LinkOrder, SchedClassifier, TcAttachType};
@@ -15,16 +16,19 @@ use crate::error::NetlockError;
 use crate::key::{
     FLAG_ALL_TRAFFIC, FLAG_ALLOW_MARK, SOCCR_MARK, TUPLE_KEY_LEN, Tuple, config_value,
 };
-use crate::ns;
 use crate::record::Scope;
+use crate::{ns, pins};
 
 /// The compiled programs (built by build.rs from bpf/netlock.c).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netlock.o"));
 
-const PROGRAMS: [(&str, TcAttachType); 2] = [
-    ("netlock_ingress", TcAttachType::Ingress),
-    ("netlock_egress", TcAttachType::Egress),
+/// Program name in the object, short name of its pins, attach point.
+const PROGRAMS: [(&str, &str, TcAttachType); 2] = [
+    ("netlock_ingress", "ingress", TcAttachType::Ingress),
+    ("netlock_egress", "egress", TcAttachType::Egress),
 ];
+
+const MAPS: [&str; 3] = ["tuples", "config", "stats"];
 
 /// What to lock.
 #[derive(Debug, Clone)]
@@ -36,8 +40,6 @@ pub struct LockSpec<'a> {
     pub scope: Scope,
     /// The connections (connection scope), as the tree sees them.
     pub tuples: &'a [Tuple],
-    /// The bpffs directory for the pins; must not exist.
-    pub pin_dir: &'a Path,
 }
 
 /// A lock in force.
@@ -45,17 +47,23 @@ pub struct LockSpec<'a> {
 pub struct Locked {
     /// The interfaces the programs are attached to.
     pub interfaces: Vec<String>,
-    /// Where the pins are.
+    /// Those this lock attached them to (the others had them from an earlier lock).
+    pub attached: Vec<String>,
+    /// Where the pins are (the namespace's, [`pins::dir_for`]).
     pub pin_dir: PathBuf,
+    /// Pin directories of namespaces that are gone, removed on the way.
+    pub swept: Vec<PathBuf>,
 }
 
-/// The pin directory for a dump of tree `root` in network namespace `netns`.
-pub fn pin_dir_for(netns: u64, root: i32) -> PathBuf {
-    PathBuf::from(format!("{}/{netns}-{root}", ns::PIN_ROOT))
+/// The pin directory of the lock of network namespace `netns`.
+pub fn pin_dir_for(netns: u64) -> PathBuf {
+    pins::dir_for(netns)
 }
 
-/// Takes the lock: on any error nothing stays attached or pinned.
+/// Takes the lock. On error no tuple of this lock stays in the map; programs attached on
+/// the way stay (they pass everything not listed).
 pub fn lock(spec: &LockSpec<'_>) -> Result<Locked, NetlockError> {
+    let _serial = pins::serial()?;
     ns::ensure_bpffs()?;
     let root = Path::new(ns::PIN_ROOT);
     match std::fs::create_dir(root) {
@@ -64,20 +72,22 @@ pub fn lock(spec: &LockSpec<'_>) -> Result<Locked, NetlockError> {
         }
         _ => {}
     }
-    match std::fs::create_dir(spec.pin_dir) {
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            return Err(NetlockError::AlreadyLocked(spec.pin_dir.into()));
-        }
-        Err(e) => return Err(NetlockError::path(spec.pin_dir, "mkdir", e)),
-        Ok(()) => {}
-    }
-    let r = ns::in_netns(spec.netns, || attach_all(spec));
-    if r.is_err()
-        && let Err(e) = lift(spec.pin_dir)
-    {
-        tracing::warn!(dir = %spec.pin_dir.display(), error = %crate::error::chain(&e), "cleaning up a failed lock");
-    }
-    r
+    // Also clears this namespace's directory if an earlier namespace with the same inode
+    // left it.
+    let swept = pins::sweep_stale()?;
+    let netns = match spec.netns {
+        Some(p) => ns::ns_inode(p)?,
+        None => ns::own_netns()?,
+    };
+    let dir = pins::dir_for(netns);
+    let (interfaces, attached) = ns::in_netns(spec.netns, || attach_all(&dir))?;
+    fill_maps(&dir, spec)?;
+    Ok(Locked {
+        interfaces,
+        attached,
+        pin_dir: dir,
+        swept,
+    })
 }
 
 fn map_err<E: std::error::Error + Send + Sync + 'static>(
@@ -101,29 +111,67 @@ fn pin_err<E: std::error::Error + Send + Sync + 'static>(
     }
 }
 
-/// Loads, fills, attaches and pins; runs in the target namespace.
-fn attach_all(spec: &LockSpec<'_>) -> Result<Locked, NetlockError> {
+/// Makes the namespace's pins when there are none (loads the object once: no kernel BTF
+/// is read, the programs need no relocation against it) and attaches the programs to
+/// every interface that does not have them yet; runs in the target namespace. Returns
+/// the interfaces and those attached now.
+fn attach_all(dir: &Path) -> Result<(Vec<String>, Vec<String>), NetlockError> {
     let interfaces = ns::interfaces()?;
-    let max = u32::try_from(spec.tuples.len().max(1)).unwrap_or(u32::MAX);
-    let mut ebpf = EbpfLoader::new()
-        .map_max_entries("tuples", max)
-        .load(OBJECT)
-        .map_err(|e| NetlockError::Load(Box::new(e)))?;
-    fill_maps(&mut ebpf, spec)?;
-    for name in ["tuples", "config", "stats"] {
-        let path = spec.pin_dir.join(name);
-        let map = ebpf.map(name).ok_or_else(|| missing_map(name))?;
-        map.pin(&path).map_err(pin_err(&path))?;
+    let mut object = None;
+    if !dir.exists() {
+        std::fs::create_dir(dir).map_err(|e| NetlockError::path(dir, "mkdir", e))?;
+        match create_pins(dir) {
+            Ok(o) => object = Some(o),
+            Err(e) => {
+                if let Err(e2) = pins::remove_dir(dir) {
+                    tracing::warn!(dir = %dir.display(), error = %crate::error::chain(&e2), "cleaning up failed pins");
+                }
+                return Err(e);
+            }
+        }
     }
-    for (name, attach_type) in PROGRAMS {
-        let prog: &mut SchedClassifier = ebpf
-            .program_mut(name)
-            .ok_or_else(|| missing_program(name))?
-            .try_into()
-            .map_err(|e| prog_err(name, "type check", String::new(), e))?;
-        prog.load()
-            .map_err(|e| prog_err(name, "load", String::new(), e))?;
+    // Which links are there and attached to their interface, in one pass over criu's fds.
+    let mut existing = Vec::new();
+    for (_, short, _) in PROGRAMS {
+        for (index, _) in &interfaces {
+            let p = pins::link_pin(dir, short, *index);
+            if p.exists() {
+                existing.push((p, *index));
+            }
+        }
+    }
+    let paths: Vec<PathBuf> = existing.iter().map(|(p, _)| p.clone()).collect();
+    let live: Vec<PathBuf> = existing
+        .into_iter()
+        .zip(pins::link_ifindexes(&paths)?)
+        .filter(|((_, index), on)| *on == Some(*index))
+        .map(|((p, _), _)| p)
+        .collect();
+    let mut attached = Vec::new();
+    for (name, short, attach_type) in PROGRAMS {
+        let mut pinned = None;
         for (index, ifname) in &interfaces {
+            let link_pin = pins::link_pin(dir, short, *index);
+            if live.contains(&link_pin) {
+                continue;
+            }
+            if link_pin.exists() {
+                // A link of a device gone, whose index came back (or a broken pin).
+                std::fs::remove_file(&link_pin)
+                    .map_err(|e| NetlockError::path(&link_pin, "unlink", e))?;
+            }
+            let prog: &mut SchedClassifier = match object.as_mut() {
+                Some(o) => program(o, name)?,
+                None => {
+                    if pinned.is_none() {
+                        let path = dir.join(format!("prog_{short}"));
+                        let p = SchedClassifier::from_pin(&path)
+                            .map_err(|e| prog_err(name, "open pinned", String::new(), e))?;
+                        pinned = Some(p);
+                    }
+                    pinned.as_mut().expect("set just above")
+                }
+            };
             let on = format!(" on {ifname} (ifindex {index})");
             // First, so that no other program passes a locked packet on before us.
             let order = TcAttachOptions::TcxOrder(LinkOrder::first());
@@ -133,42 +181,107 @@ fn attach_all(spec: &LockSpec<'_>) -> Result<Locked, NetlockError> {
             let link = prog
                 .take_link(id)
                 .map_err(|e| prog_err(name, "take link", on.clone(), e))?;
-            let link: FdLink = link.try_into().map_err(pin_err(spec.pin_dir))?;
-            let path = spec.pin_dir.join(format!("{name}-{index}"));
-            link.pin(&path).map_err(pin_err(&path))?;
+            let link: FdLink = link.try_into().map_err(pin_err(&link_pin))?;
+            link.pin(&link_pin).map_err(pin_err(&link_pin))?;
+            if !attached.contains(ifname) {
+                attached.push(ifname.clone());
+            }
         }
     }
-    Ok(Locked {
-        interfaces: interfaces.into_iter().map(|(_, n)| n).collect(),
-        pin_dir: spec.pin_dir.into(),
-    })
+    Ok((interfaces.into_iter().map(|(_, n)| n).collect(), attached))
 }
 
-fn fill_maps(ebpf: &mut Ebpf, spec: &LockSpec<'_>) -> Result<(), NetlockError> {
-    let flags = FLAG_ALLOW_MARK
-        | match spec.scope {
-            Scope::Namespace => FLAG_ALL_TRAFFIC,
-            Scope::Connections => 0,
-        };
-    let mut config: Array<&mut MapData, [u8; 8]> = ebpf
+fn program<'a>(
+    object: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut SchedClassifier, NetlockError> {
+    object
+        .program_mut(name)
+        .ok_or_else(|| missing_program(name))?
+        .try_into()
+        .map_err(|e| prog_err(name, "type check", String::new(), e))
+}
+
+/// Loads the object, sets the configuration and pins maps and programs in `dir`.
+fn create_pins(dir: &Path) -> Result<Ebpf, NetlockError> {
+    let mut object = EbpfLoader::new()
+        .btf(None)
+        .load(OBJECT)
+        .map_err(|e| NetlockError::Load(Box::new(e)))?;
+    let mut config: Array<&mut MapData, [u8; 8]> = object
         .map_mut("config")
         .ok_or_else(|| missing_map("config"))?
         .try_into()
         .map_err(map_err("config", "open"))?;
     config
-        .set(0, config_value(flags, SOCCR_MARK), 0)
+        .set(0, config_value(FLAG_ALLOW_MARK, SOCCR_MARK), 0)
         .map_err(map_err("config", "set"))?;
-    let mut tuples: HashMap<&mut MapData, [u8; TUPLE_KEY_LEN], u8> = ebpf
-        .map_mut("tuples")
-        .ok_or_else(|| missing_map("tuples"))?
+    for name in MAPS {
+        let path = dir.join(name);
+        let map = object.map(name).ok_or_else(|| missing_map(name))?;
+        map.pin(&path).map_err(pin_err(&path))?;
+    }
+    for (name, short, _) in PROGRAMS {
+        let prog = program(&mut object, name)?;
+        prog.load()
+            .map_err(|e| prog_err(name, "load", String::new(), e))?;
+        let path = dir.join(format!("prog_{short}"));
+        prog.pin(&path).map_err(pin_err(&path))?;
+    }
+    Ok(object)
+}
+
+fn pinned_map(dir: &Path, name: &'static str) -> Result<Map, NetlockError> {
+    let path = dir.join(name);
+    let data =
+        MapData::from_pin(&path).map_err(map_err(name, format!("open {}", path.display())))?;
+    Map::from_map_data(data).map_err(map_err(name, "type"))
+}
+
+fn tuples_map(dir: &Path) -> Result<HashMap<MapData, [u8; TUPLE_KEY_LEN], u8>, NetlockError> {
+    pinned_map(dir, "tuples")?
         .try_into()
-        .map_err(map_err("tuples", "open"))?;
-    for t in spec.tuples {
-        tuples
-            .insert(t.key(), 1, 0)
-            .map_err(map_err("tuples", format!("insert {t}")))?;
+        .map_err(map_err("tuples", "type"))
+}
+
+fn config_map(dir: &Path) -> Result<Array<MapData, [u8; 8]>, NetlockError> {
+    pinned_map(dir, "config")?
+        .try_into()
+        .map_err(map_err("config", "type"))
+}
+
+/// Sets the namespace flag or lists the connections; on error removes what it listed.
+fn fill_maps(dir: &Path, spec: &LockSpec<'_>) -> Result<(), NetlockError> {
+    if spec.scope == Scope::Namespace {
+        return set_all_traffic(dir, true).map(|_| ());
+    }
+    let mut tuples = tuples_map(dir)?;
+    for (i, t) in spec.tuples.iter().enumerate() {
+        if let Err(e) = tuples.insert(t.key(), 1, 0) {
+            for done in &spec.tuples[..i] {
+                let _ = tuples.remove(&done.key());
+            }
+            return Err(map_err("tuples", format!("insert {t}"))(e));
+        }
     }
     Ok(())
+}
+
+/// Sets or clears the namespace-scope flag; returns whether it was set before.
+fn set_all_traffic(dir: &Path, on: bool) -> Result<bool, NetlockError> {
+    let mut config = config_map(dir)?;
+    let v = config.get(&0, 0).map_err(map_err("config", "read"))?;
+    let flags = u32::from_ne_bytes([v[0], v[1], v[2], v[3]]);
+    let mark = u32::from_ne_bytes([v[4], v[5], v[6], v[7]]);
+    let new = if on {
+        flags | FLAG_ALL_TRAFFIC
+    } else {
+        flags & !FLAG_ALL_TRAFFIC
+    };
+    config
+        .set(0, config_value(new, mark), 0)
+        .map_err(map_err("config", "set"))?;
+    Ok(flags & FLAG_ALL_TRAFFIC != 0)
 }
 
 fn missing_map(name: &'static str) -> NetlockError {
@@ -202,38 +315,67 @@ fn prog_err(
     }
 }
 
-/// Lifts the lock pinned at `pin_dir`: removes every pin (links first, so that the
-/// programs detach at once) and the directory. `Ok(false)` when there is no such lock
-/// (already lifted).
-pub fn lift(pin_dir: &Path) -> Result<bool, NetlockError> {
-    let entries = match std::fs::read_dir(pin_dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(NetlockError::path(pin_dir, "opendir", e)),
-    };
-    let mut paths: Vec<PathBuf> = entries
-        .map(|e| e.map(|e| e.path()))
-        .collect::<Result<_, _>>()
-        .map_err(|e| NetlockError::path(pin_dir, "readdir", e))?;
-    // Links (netlock_*) before maps.
-    paths.sort_by_key(|p| {
-        !p.file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with("netlock_"))
-    });
-    for p in &paths {
-        std::fs::remove_file(p).map_err(|e| NetlockError::path(p, "unlink", e))?;
+/// Lifts the lock of `scope` and `tuples` taken in the namespace whose pins are at
+/// `pin_dir`: deletes its tuples (or clears the namespace flag); the programs stay
+/// attached. A directory of the previous layout (one per lock) is removed whole.
+/// `Ok(false)` when nothing of it was in force (already lifted).
+pub fn lift(pin_dir: &Path, scope: Scope, tuples: &[Tuple]) -> Result<bool, NetlockError> {
+    let _serial = pins::serial()?;
+    let per_namespace = pin_dir
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with(pins::NS_PREFIX));
+    if !per_namespace {
+        return pins::remove_dir(pin_dir);
     }
-    std::fs::remove_dir(pin_dir).map_err(|e| NetlockError::path(pin_dir, "rmdir", e))?;
-    Ok(true)
+    if !pin_dir.exists() {
+        return Ok(false);
+    }
+    if scope == Scope::Namespace {
+        return set_all_traffic(pin_dir, false);
+    }
+    let mut map = tuples_map(pin_dir)?;
+    let mut any = false;
+    for t in tuples {
+        match map.remove(&t.key()) {
+            Ok(()) => any = true,
+            Err(MapError::SyscallError(e)) if e.io_error.kind() == std::io::ErrorKind::NotFound => {
+            }
+            Err(e) => return Err(map_err("tuples", format!("delete {t}"))(e)),
+        }
+    }
+    Ok(any)
+}
+
+/// Whether `tuple` is listed (locked) in the namespace whose pins are at `pin_dir`.
+pub fn is_listed(pin_dir: &Path, tuple: &Tuple) -> Result<bool, NetlockError> {
+    match tuples_map(pin_dir)?.get(&tuple.key(), 0) {
+        Ok(_) => Ok(true),
+        Err(MapError::KeyNotFound) => Ok(false),
+        Err(e) => Err(map_err("tuples", format!("look up {tuple}"))(e)),
+    }
+}
+
+/// Detaches the programs from the namespace whose pins are at `pin_dir` and removes the
+/// pins (every lock there is lifted). `Ok(false)` when there are none.
+pub fn detach(pin_dir: &Path) -> Result<bool, NetlockError> {
+    let _serial = pins::serial()?;
+    pins::remove_dir(pin_dir)
+}
+
+/// Removes the pins of network namespaces that are gone (see [`pins::sweep_stale`]).
+pub fn sweep_stale() -> Result<Vec<PathBuf>, NetlockError> {
+    let _serial = pins::serial()?;
+    if !Path::new(ns::PIN_ROOT).is_dir() {
+        return Ok(Vec::new());
+    }
+    pins::sweep_stale()
 }
 
 /// Packets dropped so far by the lock pinned at `pin_dir`: (ingress, egress).
 pub fn dropped(pin_dir: &Path) -> Result<(u64, u64), NetlockError> {
-    let path = pin_dir.join("stats");
-    let data =
-        MapData::from_pin(&path).map_err(map_err("stats", format!("open {}", path.display())))?;
-    let map = aya::maps::Map::from_map_data(data).map_err(map_err("stats", "type"))?;
-    let stats: Array<MapData, u64> = map.try_into().map_err(map_err("stats", "type"))?;
+    let stats: Array<MapData, u64> = pinned_map(pin_dir, "stats")?
+        .try_into()
+        .map_err(map_err("stats", "type"))?;
     let get = |i: u32| {
         stats
             .get(&i, 0)
@@ -247,7 +389,7 @@ pub fn dropped(pin_dir: &Path) -> Result<(u64, u64), NetlockError> {
 /// checks bpffs (mounted, or a mount point the dump mounts it on). The detail says which.
 pub fn probe() -> Result<String, NetlockError> {
     let bpffs = Path::new(ns::BPFFS);
-    let pins = if ns::is_bpffs(bpffs)? {
+    let mount = if ns::is_bpffs(bpffs)? {
         format!("bpffs at {}", ns::BPFFS)
     } else if bpffs.is_dir() {
         format!("bpffs not mounted yet: the dump mounts it at {}", ns::BPFFS)
@@ -258,6 +400,8 @@ pub fn probe() -> Result<String, NetlockError> {
             source: std::io::ErrorKind::NotFound.into(),
         });
     };
+    // Every lock takes it: /run must be writable.
+    drop(pins::serial()?);
     std::thread::scope(|s| {
         s.spawn(|| {
             nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| {
@@ -267,21 +411,21 @@ pub fn probe() -> Result<String, NetlockError> {
                 }
             })?;
             let mut ebpf = EbpfLoader::new()
+                .btf(None)
                 .load(OBJECT)
                 .map_err(|e| NetlockError::Load(Box::new(e)))?;
-            for (name, attach_type) in PROGRAMS {
-                let prog: &mut SchedClassifier = ebpf
-                    .program_mut(name)
-                    .ok_or_else(|| missing_program(name))?
-                    .try_into()
-                    .map_err(|e| prog_err(name, "type check", String::new(), e))?;
+            for (name, _, attach_type) in PROGRAMS {
+                let prog = program(&mut ebpf, name)?;
                 prog.load()
                     .map_err(|e| prog_err(name, "load", String::new(), e))?;
                 let order = TcAttachOptions::TcxOrder(LinkOrder::first());
                 prog.attach_with_options("lo", attach_type, order)
                     .map_err(|e| prog_err(name, "TCX attach", " on lo".into(), e))?;
             }
-            Ok(format!("tc programs attach (TCX); {pins}"))
+            Ok(format!(
+                "tc programs attach (TCX); {mount}; {}",
+                pins::LOCK_FILE
+            ))
         })
         .join()
         .unwrap_or_else(|p| std::panic::resume_unwind(p))

@@ -20,11 +20,6 @@ pub enum NetlockError {
         #[source]
         source: io::Error,
     },
-    /// A lock is already pinned there (an earlier dump's, not lifted).
-    #[error(
-        "a network lock is already pinned at {0}; lift it with 'criu network-unlock -D IMAGES_DIR' or remove that directory"
-    )]
-    AlreadyLocked(PathBuf),
     /// A file or directory operation on the pins failed.
     #[error("{op} {path}")]
     Path {

@@ -5,8 +5,8 @@
 //! `--network-lock ebpf` (the default, no external tool): two tc classifiers
 //! (`bpf/netlock.c`) attached with TCX to every interface of the tree's network
 //! namespace, loopback included, dropping the connections listed in a hash map, pinned in
-//! bpffs under `/sys/fs/bpf/criu-rs/<netns inode>-<root pid>` so the lock outlives criu
-//! ([`ebpf`]). `iptables`/`nftables`: CRIU's rules through its external binaries
+//! bpffs under `/sys/fs/bpf/criu-rs/net-<netns inode>` so the lock outlives criu; the
+//! programs stay attached between locks, so a lock is a map update ([`ebpf`], [`pins`]). `iptables`/`nftables`: CRIU's rules through its external binaries
 //! ([`netfilter`]). `skip`: nothing.
 //!
 //! Dump: [`DumpStage::AfterFreeze`] finds the tree's connections ([`sockets`]) and locks
@@ -24,6 +24,7 @@ pub mod error;
 pub mod key;
 pub mod netfilter;
 pub mod ns;
+pub mod pins;
 pub mod record;
 pub mod sockets;
 
@@ -180,9 +181,10 @@ fn take(ctx: &mut dyn DumpContext) -> Result<(), PluginError> {
         return Ok(());
     }
     let record = lock(method, netns, root, &netns_file, tuples)?;
-    ctx.write_plugin_file(record::IMAGE, record.encode().as_bytes())?;
+    let text = record.encode();
+    // Kept before anything else can fail, so that the failed dump lifts it.
     ctx.state::<DumpState>()?.taken = Some(record);
-    Ok(())
+    ctx.write_plugin_file(record::IMAGE, text.as_bytes())
 }
 
 /// Takes a connection lock with `method` in the namespace of `netns_file`.
@@ -212,20 +214,20 @@ fn lock(
             r.table = Some(table);
         }
         _ => {
-            let dir = ebpf::pin_dir_for(netns, root);
             let locked = ebpf::lock(&ebpf::LockSpec {
                 netns: Some(netns_file),
                 scope: Scope::Connections,
                 tuples: &r.tuples,
-                pin_dir: &dir,
             })?;
             tracing::info!(
                 connections = r.tuples.len(),
                 interfaces = ?locked.interfaces,
-                pins = %dir.display(),
+                newly_attached = ?locked.attached,
+                swept = ?locked.swept,
+                pins = %locked.pin_dir.display(),
                 "network locked (eBPF)"
             );
-            r.pin_dir = Some(dir);
+            r.pin_dir = Some(locked.pin_dir);
         }
     }
     Ok(r)
@@ -238,7 +240,7 @@ pub fn lift(r: &LockRecord) -> Result<(), NetlockError> {
         (NetworkLock::Iptables, _, _) => netfilter::iptables_unlock(&r.tuples),
         (NetworkLock::Nftables, _, Some(table)) => netfilter::nft_unlock(table),
         (_, Some(dir), _) => {
-            if !ebpf::lift(dir)? {
+            if !ebpf::lift(dir, r.scope, &r.tuples)? {
                 tracing::warn!(pins = %dir.display(), "network lock already lifted");
             }
             tracing::info!(pins = %dir.display(), "network unlocked (eBPF)");
@@ -248,9 +250,13 @@ pub fn lift(r: &LockRecord) -> Result<(), NetlockError> {
     }
 }
 
-/// `criu network-unlock -D DIR`: lifts the lock recorded in the images of `dir`.
+/// `criu network-unlock -D DIR`: lifts the lock recorded in the images of `dir`, and
+/// removes the eBPF pins of network namespaces that are gone.
 /// `Ok(None)`: the dump locked nothing (or it was lifted already).
 pub fn unlock_images(dir: &Path) -> Result<Option<LockRecord>, PluginError> {
+    for swept in ebpf::sweep_stale()? {
+        tracing::info!(pins = %swept.display(), "removed stale network lock pins");
+    }
     let path = dir.join(record::IMAGE);
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,

@@ -1,5 +1,5 @@
-//! Test helper: `netlock_tool lock NETNS PIN_DIR IMAGES_DIR "LOCAL REMOTE"...` takes an
-//! eBPF connection lock in namespace file NETNS, pins it at PIN_DIR, writes its record to
+//! Test helper: `netlock_tool lock NETNS IMAGES_DIR "LOCAL REMOTE"...` takes an
+//! eBPF connection lock in namespace file NETNS (pinned), writes its record to
 //! IMAGES_DIR/criu-rs-netlock.txt (as a dump does) and exits, leaving the lock in force.
 
 use std::path::Path;
@@ -10,8 +10,8 @@ use criu_plugin_netlock::{LockRecord, Scope, Tuple, ns};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [cmd, netns, pins, images, tuples @ ..] = args.as_slice() else {
-        eprintln!("usage: netlock_tool lock NETNS PIN_DIR IMAGES_DIR \"LOCAL REMOTE\"...");
+    let [cmd, netns, images, tuples @ ..] = args.as_slice() else {
+        eprintln!("usage: netlock_tool lock NETNS IMAGES_DIR \"LOCAL REMOTE\"...");
         std::process::exit(2);
     };
     assert_eq!(cmd, "lock", "unknown command {cmd}");
@@ -20,18 +20,16 @@ fn main() {
         .map(|t| t.parse().unwrap_or_else(|e| panic!("{e}")))
         .collect();
     let netns = Path::new(netns);
-    let pin_dir = Path::new(pins);
-    ebpf::lock(&LockSpec {
+    let locked = ebpf::lock(&LockSpec {
         netns: Some(netns),
         scope: Scope::Connections,
         tuples: &tuples,
-        pin_dir,
     })
     .unwrap_or_else(|e| panic!("lock: {}", criu_plugin_netlock::error::chain(&e)));
     let record = LockRecord {
         method: NetworkLock::Ebpf,
         netns: ns::ns_inode(netns).expect("netns inode"),
-        pin_dir: Some(pin_dir.into()),
+        pin_dir: Some(locked.pin_dir),
         table: None,
         scope: Scope::Connections,
         tuples,

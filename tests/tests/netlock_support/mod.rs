@@ -15,13 +15,6 @@ use std::time::{Duration, Instant};
 use nix::sched::{CloneFlags, setns};
 use nix::sys::socket::{setsockopt, sockopt};
 
-/// Serializes the tests of one binary: run side by side, a lock's pin directory was once
-/// found missing when its map was pinned (ENOENT from BPF_OBJ_PIN; not understood yet).
-pub fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 /// Whether `ip` (iproute2) runs; its absence fails the test with the package to install.
 pub fn need_ip() {
     let ok = Command::new("ip")
@@ -128,19 +121,13 @@ impl Drop for NetNs {
     }
 }
 
-/// A bpffs pin directory for one test, lifted (removed) when dropped if still there.
+/// The eBPF lock's pins of a test's namespace, detached and removed when dropped.
 #[derive(Debug)]
 pub struct PinDir(pub PathBuf);
 
 impl PinDir {
-    pub fn new(tag: &str) -> PinDir {
-        let p = PathBuf::from(format!(
-            "{}/test-{tag}-{}",
-            criu_plugin_netlock::ns::PIN_ROOT,
-            std::process::id()
-        ));
-        let _ = criu_plugin_netlock::ebpf::lift(&p);
-        PinDir(p)
+    pub fn of(ns: &NetNs) -> PinDir {
+        PinDir(criu_plugin_netlock::ebpf::pin_dir_for(ns.inode()))
     }
     pub fn path(&self) -> &Path {
         &self.0
@@ -149,7 +136,7 @@ impl PinDir {
 
 impl Drop for PinDir {
     fn drop(&mut self) {
-        let _ = criu_plugin_netlock::ebpf::lift(&self.0);
+        let _ = criu_plugin_netlock::ebpf::detach(&self.0);
     }
 }
 
