@@ -29,6 +29,7 @@ mod registered;
 mod remote;
 mod replay;
 pub mod restore;
+mod ringmem;
 mod uapi;
 
 use std::os::fd::OwnedFd;
