@@ -107,11 +107,20 @@ impl Run {
 
     /// Restores, lets the workload check itself; the restored task is guarded.
     fn restore_and_check(&self, pid: i32) -> TreeGuard {
+        self.restore_and_check_phase(pid, 1)
+    }
+
+    /// [`Run::restore_and_check`] for the workload's `phase`-th wait (REPORT.go, then
+    /// REPORT.go2, ...).
+    fn restore_and_check_phase(&self, pid: i32, phase: u32) -> TreeGuard {
         std::fs::write(&self.report, "").expect("truncate report");
-        let (out, text) = self.criu(&["restore", "-d"], "restore.log");
+        let (out, text) = self.criu(&["restore", "-d"], &format!("restore{phase}.log"));
         let guard = TreeGuard::new([pid]);
         assert!(out.status.success(), "restore failed:\n{text}");
-        self.go();
+        match phase {
+            1 => self.go(),
+            n => std::fs::write(format!("{}.go{n}", self.report.display()), "").expect("go"),
+        }
         let got = wait_lines(&self.report, 1, Duration::from_secs(20));
         assert!(
             got[0].starts_with("ok "),
@@ -208,6 +217,38 @@ fn read_in_flight_on_an_idle_pipe_is_refused_and_the_tree_runs_on() {
 #[test]
 fn registered_files_and_buffers_round_trip() {
     round_trip("io_uring_registered", "registered");
+}
+
+/// A restored ring (IORING_SETUP_NO_MMAP, its memory in memfd mappings of the task) is
+/// dumped and restored again, twice, its registered files and buffers with it.
+fn round_trips_again(name: &str, mode: &str) {
+    if skip_unless_root(name) {
+        return;
+    }
+    let run = Run::new(name);
+    let (pid, guard) = run.start(mode);
+    run.dump(pid, guard);
+    let mut guard = run.restore_and_check(pid);
+    for phase in 2..=3 {
+        let got = wait_lines(&run.report, 2, Duration::from_secs(20));
+        assert_eq!(got[1], format!("again {pid}"), "workload: {got:?}");
+        for e in std::fs::read_dir(&run.images).expect("images") {
+            std::fs::remove_file(e.expect("entry").path()).expect("rm image");
+        }
+        run.dump(pid, guard);
+        guard = run.restore_and_check_phase(pid, phase);
+    }
+    drop(guard);
+}
+
+#[test]
+fn restored_ring_dumps_and_restores_again() {
+    round_trips_again("io_uring_again", "registered");
+}
+
+#[test]
+fn restored_single_issuer_ring_dumps_and_restores_again() {
+    round_trips_again("io_uring_again_single", "single");
 }
 
 #[test]

@@ -12,7 +12,8 @@
  * "ready <pid>" to REPORT and waits for REPORT.go. After it: the two CQEs are still there,
  * the kernel's SQ head and CQ tail are where they were, the prepared NOP submits and
  * completes, and more rounds work with the same counters going on. Writes "ok" or
- * "bad <what>" and idles until killed. */
+ * "bad <what>"; then leaves two CQEs and an SQE again, writes "again <pid>" and waits for
+ * REPORT.go2 (then REPORT.go3, ...) for the next dump and restore, until killed. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -204,54 +205,62 @@ int main(int argc, char **argv)
 			bad("submit idle read");
 		submitted++;
 	}
-	/* two completions left in the CQ ring */
-	for (int i = 0; i < 2; i++) {
+	/* Each phase (one per dump and restore): two completions left in the CQ ring and one
+	 * SQE written, not submitted; "ready" (first) or "again" (later phases) and a wait for
+	 * REPORT.go (REPORT.go2, ...); then the checks and more rounds. */
+	for (unsigned phase = 0;; phase++) {
+		for (int i = 0; i < 2; i++) {
+			struct io_uring_sqe *s = sqe();
+			io_uring_prep_nop(s);
+			s->user_data = 101 + i;
+		}
+		if (io_uring_submit_and_wait(&ring, 2) != 2)
+			bad("nops");
+		submitted += 2;
+		/* and one SQE written, not submitted */
 		struct io_uring_sqe *s = sqe();
 		io_uring_prep_nop(s);
-		s->user_data = 101 + i;
-	}
-	if (io_uring_submit_and_wait(&ring, 2) != 2)
-		bad("nops");
-	submitted += 2;
-	/* and one SQE written, not submitted */
-	struct io_uring_sqe *s = sqe();
-	io_uring_prep_nop(s);
-	s->user_data = 103;
-	unsigned head0 = *ring.sq.khead, ctail0 = *ring.cq.ktail;
-	say("ready %d", getpid());
-	char go[4200];
-	snprintf(go, sizeof(go), "%s.go", report);
-	struct stat st;
-	while (stat(go, &st))
-		usleep(10000);
+		s->user_data = 103;
+		unsigned head0 = *ring.sq.khead, ctail0 = *ring.cq.ktail;
+		if (phase == 0)
+			say("ready %d", getpid());
+		else
+			say("again %d", getpid());
+		char go[4200];
+		if (phase == 0)
+			snprintf(go, sizeof(go), "%s.go", report);
+		else
+			snprintf(go, sizeof(go), "%s.go%u", report, phase + 1);
+		struct stat st;
+		while (stat(go, &st))
+			usleep(10000);
 
-	if (*ring.sq.khead != head0 || *ring.cq.ktail != ctail0)
-		bad("counters sq head %u/%u cq tail %u/%u", *ring.sq.khead, head0, *ring.cq.ktail, ctail0);
-	if (io_uring_cq_ready(&ring) != 2)
-		bad("%u cqes ready, not 2", io_uring_cq_ready(&ring));
-	for (int i = 0; i < 2; i++) {
-		struct io_uring_cqe *c;
-		if (io_uring_peek_cqe(&ring, &c) || c->user_data != 101ULL + i || c->res)
-			bad("kept cqe %d", i);
-		io_uring_cqe_seen(&ring, c);
+		if (*ring.sq.khead != head0 || *ring.cq.ktail != ctail0)
+			bad("counters sq head %u/%u cq tail %u/%u", *ring.sq.khead, head0, *ring.cq.ktail, ctail0);
+		if (io_uring_cq_ready(&ring) != 2)
+			bad("%u cqes ready, not 2", io_uring_cq_ready(&ring));
+		for (int i = 0; i < 2; i++) {
+			struct io_uring_cqe *c;
+			if (io_uring_peek_cqe(&ring, &c) || c->user_data != 101ULL + i || c->res)
+				bad("kept cqe %d", i);
+			io_uring_cqe_seen(&ring, c);
+		}
+		if (!strcmp(mode, "inflight") && phase == 0) {
+			/* still the same process (the dump was refused): finish the read */
+			if (write(idle_pipe[1], "hello", 5) != 5)
+				bad("idle write");
+			struct io_uring_cqe *c;
+			if (io_uring_wait_cqe(&ring, &c) || c->user_data != 200 || c->res != 5 || memcmp(idle_buf, "hello", 5))
+				bad("idle read");
+			io_uring_cqe_seen(&ring, c);
+		}
+		int zero = 0;
+		unsigned long long id = 103;
+		run(1, 1, &zero, &id);
+		for (unsigned k = 0; k < ROUNDS; k++)
+			round_trip(ROUNDS + k);
+		if (*ring.sq.khead != head0 + 1 + per_round * ROUNDS)
+			bad("sq head %u after", *ring.sq.khead);
+		say("ok %u %u", submitted, completed);
 	}
-	if (!strcmp(mode, "inflight")) {
-		/* still the same process (the dump was refused): finish the read */
-		if (write(idle_pipe[1], "hello", 5) != 5)
-			bad("idle write");
-		struct io_uring_cqe *c;
-		if (io_uring_wait_cqe(&ring, &c) || c->user_data != 200 || c->res != 5 || memcmp(idle_buf, "hello", 5))
-			bad("idle read");
-		io_uring_cqe_seen(&ring, c);
-	}
-	int zero = 0;
-	unsigned long long id = 103;
-	run(1, 1, &zero, &id);
-	for (unsigned k = 0; k < ROUNDS; k++)
-		round_trip(ROUNDS + k);
-	if (*ring.sq.khead != head0 + 1 + per_round * ROUNDS)
-		bad("sq head %u after", *ring.sq.khead);
-	say("ok %u %u", submitted, completed);
-	for (;;)
-		pause();
 }

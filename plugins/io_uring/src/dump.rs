@@ -13,7 +13,8 @@ use nix::errno::Errno;
 use crate::NAME;
 use crate::fdinfo::{self, RingInfo};
 use crate::image::{FILE, RingEntry, UringImage, VmaEntry};
-use crate::uapi::{self, Mapping, Params};
+use crate::ringmem::{self, RingMem};
+use crate::uapi::{self, Params};
 
 /// How long the dump waits for the kernel to finish a ring's requests (the task is frozen,
 /// the kernel still completes them).
@@ -179,11 +180,16 @@ fn ring_maps(pid: i32, ino: u64) -> Result<Vec<(u64, u64, u64)>, PluginError> {
 }
 
 /// Waits up to [`SETTLE`] for the ring to be quiet; refuses with what is still pending.
-fn settle(fd: &FdDesc, sq: &Mapping, p: &Params) -> Result<RingInfo, PluginError> {
+fn settle(
+    ctx: &mut dyn DumpContext,
+    fd: &FdDesc,
+    sq: &RingMem,
+    p: &Params,
+) -> Result<RingInfo, PluginError> {
     let start = Instant::now();
     loop {
         let info = read_info(fd)?;
-        let dropped = sq.load(p.sq_off.dropped).unwrap_or(0);
+        let dropped = sq.load(ctx, p.sq_off.dropped)?;
         if !info.busy(dropped) {
             return Ok(info);
         }
@@ -278,15 +284,6 @@ pub fn dump_file(
     let info = read_info(fd)?;
     let p = probe_layout(fd, &info)?;
     check_mapped_sizes(fd, &p)?;
-    let map = |off, len| {
-        Mapping::new(fd.file.as_fd(), off, len, false).map_err(|e| {
-            refuse(
-                fd,
-                format!("cannot map it at offset {off:#x} ({e})"),
-                "rings set up with IORING_SETUP_NO_MMAP are not supported",
-            )
-        })
-    };
     if p.features & uapi::FEAT_SINGLE_MMAP == 0 {
         return Err(refuse(
             fd,
@@ -294,11 +291,34 @@ pub fn dump_file(
             "needs IORING_FEAT_SINGLE_MMAP (Linux 5.4+)",
         ));
     }
-    let sq = map(uapi::OFF_SQ_RING, p.sq_ring_len())?;
-    let info = settle(fd, &sq, &p)?;
-    let dropped = sq.load(p.sq_off.dropped).unwrap_or(0);
+    // A ring criu restored (NO_MMAP) cannot be mapped: its memory is the task's.
+    let (sq, sqes) = match ringmem::map(fd, uapi::OFF_SQ_RING, p.sq_ring_len()) {
+        Some(sq) => {
+            let sqes = ringmem::map(fd, uapi::OFF_SQES, p.sqes_len()).ok_or_else(|| {
+                refuse(
+                    fd,
+                    "its SQE array cannot be mapped".into(),
+                    "rings set up with IORING_SETUP_NO_SQARRAY are not supported",
+                )
+            })?;
+            (sq, sqes)
+        }
+        None => ringmem::find_in_task(ctx, fd, &info, &p)?,
+    };
+    let info = settle(ctx, fd, &sq, &p)?;
+    let dropped = sq.load(ctx, p.sq_off.dropped)?;
     check_restorable(fd, &info, dropped)?;
     let (flags, sq_thread_cpu, owner) = setup_flags(fd, &info)?;
+    if sq.user_addr() != 0 && owner != fd.pid {
+        return Err(refuse(
+            fd,
+            format!(
+                "its memory is in pid {}, its SQ thread in pid {owner}",
+                fd.pid
+            ),
+            "only rings whose SQ thread belongs to the task that maps them are supported",
+        ));
+    }
     check_replay(fd, &info, flags)?;
     crate::registered::check_hidden(ctx, fd)?;
     let files = crate::registered::dump_files(ctx, fd, &info)?;
@@ -312,9 +332,11 @@ pub fn dump_file(
         sq_thread_cpu,
         sq_head: info.cached_sq_head,
         cq_tail: info.cached_cq_tail,
-        sq_ring: sq.snapshot(),
+        sq_ring: sq.snapshot(ctx)?,
         cq_ring: Vec::new(),
-        sqes: map(uapi::OFF_SQES, p.sqes_len())?.snapshot(),
+        sqes: sqes.snapshot(ctx)?,
+        user_rings: sq.user_addr(),
+        user_sqes: sqes.user_addr(),
         file_slots: info.user_files,
         files,
         buf_slots: info.user_bufs,
@@ -397,6 +419,10 @@ pub fn check_placements(ctx: &mut dyn DumpContext) -> Result<(), PluginError> {
         }
     }
     for r in &mut img.rings {
+        if r.user_rings != 0 {
+            // A ring criu restored: its memory is the holder's memfd mappings, dumped as such.
+            continue;
+        }
         let maps: Vec<&VmaEntry> = img.vmas.iter().filter(|v| v.inode == r.inode).collect();
         let of = |off| maps.iter().filter(|v| v.pgoff == off).count();
         let one_task = maps.windows(2).all(|w| w[0].pid == w[1].pid);

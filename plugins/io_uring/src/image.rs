@@ -77,6 +77,14 @@ pub struct RingEntry {
     /// The occupied buffer slots.
     #[prost(message, repeated, tag = "16")]
     pub bufs: Vec<RegBuf>,
+    /// For a ring criu restored (`IORING_SETUP_NO_MMAP`): the address of its rings in the
+    /// owner, whose memfd mapping the core restores; 0 for a ring mapped from its fd (its
+    /// mappings are [`UringImage::vmas`]).
+    #[prost(uint64, tag = "17")]
+    pub user_rings: u64,
+    /// With [`RingEntry::user_rings`]: the address of its SQE array.
+    #[prost(uint64, tag = "18")]
+    pub user_sqes: u64,
 }
 
 /// A registered file: a slot of the ring's file table and the open file in it.
@@ -186,6 +194,15 @@ impl UringImage {
                     r.buf_slots
                 )));
             }
+            if (r.user_rings == 0) != (r.user_sqes == 0)
+                || r.user_rings % 4096 != 0
+                || r.user_sqes % 4096 != 0
+            {
+                return Err(bad(format!(
+                    "bad ring memory addresses {:#x} and {:#x}",
+                    r.user_rings, r.user_sqes
+                )));
+            }
             if r.sq_ring.is_empty()
                 || (r.sqes.len() as u64) < u64::from(r.sq_entries) * crate::uapi::SQE_SIZE
             {
@@ -237,6 +254,8 @@ mod tests {
                 addr: 0x1000,
                 len: 77,
             }],
+            user_rings: 0,
+            user_sqes: 0,
         }
     }
 

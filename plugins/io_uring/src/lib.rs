@@ -1,7 +1,8 @@
 //! Built-in plugin for io_uring rings: the ring fds (`anon_inode:[io_uring]`) and the
 //! mappings of their SQ ring, CQ ring and SQE array.
 //!
-//! Dump: the ring is read through criu's own copy of the file (`mmap` of the same ring),
+//! Dump: the ring is read through criu's own copy of the file (`mmap` of the same ring; a
+//! ring criu restored through the task's memory),
 //! once the kernel has finished its requests (the tasks are frozen but the kernel completes
 //! what they submitted; a ring still busy after [`dump::SETTLE`] is refused, naming what is
 //! pending). Its sizes and counters come from fdinfo, the setup flags that show from
@@ -10,8 +11,9 @@
 //!
 //! Restore: the ring is set up again inside the task that owned it (remote
 //! `io_uring_setup`: an SQ thread, a single issuer belong to the creating task), installed
-//! at every fd that held it, mapped at the dumped addresses (remote `mmap(MAP_FIXED)` over
-//! the core's placeholders), its kernel counters brought to the dumped values by replaying
+//! at every fd that held it, its memory at the dumped addresses (`IORING_SETUP_NO_MMAP` on
+//! memfds mapped over the core's placeholders, found again by a later dump), its registered files and
+//! buffers registered again, its kernel counters brought to the dumped values by replaying
 //! NOP requests, and then its memory (heads, tails, pending CQEs, SQEs written but not
 //! submitted) written back.
 //!
@@ -29,6 +31,7 @@ mod registered;
 mod remote;
 mod replay;
 pub mod restore;
+mod ringmem;
 mod uapi;
 
 use std::os::fd::OwnedFd;

@@ -10,6 +10,7 @@ use criu_proto::images::FileEntry;
 
 use crate::image::{FILE, RingEntry, UringImage};
 use crate::remote::Task;
+use crate::ringmem::memfd_name;
 use crate::uapi::{self, Params};
 
 /// The plugin's state for one restore.
@@ -122,6 +123,10 @@ pub struct Placement {
     pub rings: u64,
     /// The SQE array.
     pub sqes: u64,
+    /// The core's placeholders (anonymous shared memory) to be replaced by named memfd
+    /// mappings, with their lengths; `None` when the memory is already one (a ring criu
+    /// restored before, its memfds restored by the core).
+    pub placeholders: Option<(u64, u64)>,
 }
 
 /// The dumped mappings of `ring`: the rings' and the SQEs' (checked at dump: one each, in
@@ -131,6 +136,14 @@ fn placement(
     img: &UringImage,
     ring: &RingEntry,
 ) -> Result<Placement, PluginError> {
+    if ring.user_rings != 0 {
+        return Ok(Placement {
+            pid: restored(ctx, ring.owner),
+            rings: ring.user_rings,
+            sqes: ring.user_sqes,
+            placeholders: None,
+        });
+    }
     let find = |off: u64| {
         img.vmas
             .iter()
@@ -159,6 +172,7 @@ fn placement(
         pid: restored(ctx, r.pid),
         rings: r.start,
         sqes: s.start,
+        placeholders: Some((r.end - r.start, s.end - s.start)),
     })
 }
 
@@ -223,6 +237,32 @@ fn setup_in_task(
     };
     let page = t.scratch_page()?;
     let r = (|| {
+        match at.placeholders {
+            Some((rings_len, sqes_len)) => {
+                memfd_over(
+                    ctx,
+                    pid,
+                    page,
+                    at.rings,
+                    rings_len,
+                    &memfd_name(at.rings, "rings"),
+                )?;
+                memfd_over(
+                    ctx,
+                    pid,
+                    page,
+                    at.sqes,
+                    sqes_len,
+                    &memfd_name(at.rings, "sqes"),
+                )?;
+            }
+            None => {
+                // The dumped ring memory is there: the new ring starts from zeroed memory,
+                // brought to the dumped state by the replay.
+                ctx.write_task_memory(pid, at.rings, &vec![0; ring.sq_ring.len()])?;
+                ctx.write_task_memory(pid, at.sqes, &vec![0; ring.sqes.len()])?;
+            }
+        }
         ctx.write_task_memory(pid, page, &p.to_bytes())?;
         let mut call = |nr, args| ctx.remote_syscall(pid, nr, args);
         let nfd = Task {
@@ -263,6 +303,51 @@ fn setup_in_task(
     let r = r?;
     unmapped?;
     Ok(r)
+}
+
+/// Maps a new memfd named `name` (its name written at `page`) over the `len` bytes at
+/// `addr` in task `pid`: the ring's memory then shows in maps under a name a later dump
+/// finds it by ([`crate::ringmem`]).
+fn memfd_over(
+    ctx: &mut dyn RestoreContext,
+    pid: i32,
+    page: u64,
+    addr: u64,
+    len: u64,
+    name: &str,
+) -> Result<(), PluginError> {
+    let mut cname = name.as_bytes().to_vec();
+    cname.push(0);
+    ctx.write_task_memory(pid, page, &cname)?;
+    let mut call = |nr, args| ctx.remote_syscall(pid, nr, args);
+    let mut t = Task {
+        tid: pid,
+        call: &mut call,
+    };
+    let mfd = t.sys(
+        "memfd_create",
+        libc::SYS_memfd_create,
+        [page, libc::MFD_CLOEXEC as u64, 0, 0, 0, 0],
+    )?;
+    let r = t
+        .sys("ftruncate", libc::SYS_ftruncate, [mfd, len, 0, 0, 0, 0])
+        .and_then(|_| {
+            t.sys(
+                "mmap (ring memory)",
+                libc::SYS_mmap,
+                [
+                    addr,
+                    len,
+                    (libc::PROT_READ | libc::PROT_WRITE) as u64,
+                    (libc::MAP_SHARED | libc::MAP_FIXED) as u64,
+                    mfd,
+                    0,
+                ],
+            )
+        });
+    let closed = t.close(mfd);
+    r?;
+    closed
 }
 
 /// Puts the ring at every fd of every task that held file id `id` (over the stand-in).

@@ -1,6 +1,8 @@
 //! An io_uring ring driven through the `io-uring` crate, checked by the workload itself.
 //!
-//! Usage: wl_io_uring REPORT MODE (MODE: plain | sqpoll). Before the dump: ROUNDS rounds of
+//! Usage: wl_io_uring REPORT MODE (MODE: plain | sqpoll), or wl_io_uring rings N (the
+//! io_uring_rings bench: N rings of 8 entries, 64 NOPs through each, `ready` on stdout,
+//! then idle). Before the dump: ROUNDS rounds of
 //! a file write + read, a pipe write + read and a write through a registered file (slot 0,
 //! the same file), each completion counted and each byte checked; then two NOPs completed
 //! and left unreaped (user_data 101, 102). Writes `ready <pid>` to REPORT and waits for
@@ -127,7 +129,33 @@ impl Work {
     }
 }
 
+/// `rings N`: N rings with requests behind them, for the bench.
+fn rings(n: usize) -> ! {
+    let mut held = Vec::new();
+    for _ in 0..n {
+        let mut ring = IoUring::new(8).expect("io_uring setup");
+        for _ in 0..8 {
+            for id in 0..8 {
+                let nop = opcode::Nop::new().build().user_data(id);
+                // SAFETY: a NOP points to no memory.
+                unsafe { ring.submission().push(&nop) }.expect("submission queue");
+            }
+            ring.submit_and_wait(8).expect("submit");
+            assert_eq!(ring.completion().count(), 8, "completions");
+        }
+        held.push(ring);
+    }
+    println!("ready");
+    loop {
+        std::thread::sleep(Duration::from_secs(60));
+    }
+}
+
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("rings") {
+        let n = std::env::args().nth(2).and_then(|n| n.parse().ok());
+        rings(n.expect("usage: wl_io_uring rings N"));
+    }
     let mut args = std::env::args().skip(1);
     let (Some(report), Some(mode)) = (args.next(), args.next()) else {
         eprintln!("usage: wl_io_uring REPORT plain|sqpoll");
