@@ -7,8 +7,8 @@
 use criu_core::restore::{RestoreOptions, restore};
 use criu_tests::{PidGuard, skip_unless_root};
 
-use criu_plugin_files as _;
 use criu_plugin_eventfd as _;
+use criu_plugin_files as _;
 use criu_plugin_pipes as _;
 
 #[path = "mqueue_support/mod.rs"]
