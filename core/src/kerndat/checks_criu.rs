@@ -69,9 +69,9 @@ pub(super) static CHECKS: &[Check] = &[
     criu!("newifindex", "IFLA_NEW_IFINDEX", "needs Linux 5.8+", never),
     criu!(
         "nftables",
-        "nftables network lock",
-        "needs libnftables",
-        never
+        "nftables (the nft tool)",
+        "install nftables",
+        nft_tool
     ),
     criu!(
         "has_ipt_legacy",
@@ -87,9 +87,9 @@ pub(super) static CHECKS: &[Check] = &[
     ),
     criu!(
         "network_lock_nftables",
-        "nftables network lock",
-        "needs libnftables",
-        never
+        "nftables network lock (the nft tool)",
+        "install nftables",
+        nft_tool
     ),
     criu!(
         "ipv6_freebind",
@@ -136,17 +136,23 @@ pub static NOT_BUILT: &[(&str, &str)] = &[
     ("loginuid", "the loginuid is not restored"),
     ("cgroupns", "cgroup namespaces are not dumped"),
     ("autofs", "autofs mounts are not dumped"),
-    ("tcp_half_closed", "sockets are not dumped"),
+    (
+        "tcp_half_closed",
+        "half-closed TCP connections (FIN_WAIT*, CLOSE_WAIT, LAST_ACK, CLOSING) are refused",
+    ),
     ("compat_cr", "32-bit tasks are not dumped"),
     ("uffd", "lazy restore (userfaultfd) is not built"),
     ("uffd-noncoop", "lazy restore (userfaultfd) is not built"),
-    ("sk_ns", "sockets are not dumped"),
+    (
+        "sk_ns",
+        "sockets of another network namespace than criu's are refused",
+    ),
     (
         "sk_unix_file",
         "unix sockets are dumped (SIOCUNIXFILE finds the directory of a relative name), but \
          not ones bound in another mount namespace: mount namespaces are not dumped",
     ),
-    ("net_diag_raw", "sockets are not dumped"),
+    ("net_diag_raw", "raw sockets are refused"),
     ("nsid", "network namespaces are not dumped"),
     ("link_nsid", "network namespaces are not dumped"),
     ("external_net_ns", "network namespaces are not dumped"),
@@ -154,19 +160,11 @@ pub static NOT_BUILT: &[(&str, &str)] = &[
     ("timens", "time namespaces are not restored"),
     (
         "nftables",
-        "the network lock is not built (sockets are not dumped)",
-    ),
-    (
-        "has_ipt_legacy",
-        "the network lock is not built (sockets are not dumped)",
-    ),
-    (
-        "network_lock_nftables",
-        "the network lock is not built (sockets are not dumped)",
+        "nftables rules of a network namespace are not dumped (the nftables network lock \
+         is network_lock_nftables)",
     ),
     ("apparmor_stacking", "LSM profiles are not restored"),
     ("move_mount_set_group", "mount namespaces are not dumped"),
-    ("ipv6_freebind", "sockets are not dumped"),
     (
         "overlayfs_maps",
         "overlayfs mappings are not told apart (not probed)",
@@ -178,11 +176,43 @@ pub static NOT_BUILT: &[(&str, &str)] = &[
     ),
 ];
 
+/// CRIU feature names whose resource a plugin checkpoints, with that plugin: answered by
+/// the kernel probe when the plugin is in this criu (built in or loaded), missing otherwise.
+pub static PLUGIN_BACKED: &[(&str, &str)] = &[
+    // The unix plugin finds the directory of a relative name with SIOCUNIXFILE.
+    ("sk_unix_file", "unix"),
+    // The inet plugin dumps and restores IP_FREEBIND and IPV6_FREEBIND.
+    ("ipv6_freebind", "inet"),
+    // `--network-lock iptables` and `--network-lock nftables`.
+    ("has_ipt_legacy", "netlock"),
+    ("network_lock_nftables", "netlock"),
+];
+
 /// `criu check --feature NAME`: the kernel probe of `name`, missing when criu-rs does not
-/// checkpoint that resource yet.
+/// checkpoint that resource yet, or when the plugin that does is not in this criu.
 pub fn criu_feature(name: &str) -> Result<CheckResult, UnknownFeature> {
+    let present = |plugin: &str| {
+        crate::plugins::all()
+            .iter()
+            .any(|p| p.info().name == plugin)
+    };
+    criu_feature_with(name, present)
+}
+
+/// [`criu_feature`] with the question "is plugin P in this criu" answered by `present`.
+pub fn criu_feature_with(
+    name: &str,
+    present: impl Fn(&str) -> bool,
+) -> Result<CheckResult, UnknownFeature> {
     let mut result = super::check_feature(name)?;
-    if let Some((_, lack)) = NOT_BUILT.iter().find(|(n, _)| *n == name) {
+    let lack = match NOT_BUILT.iter().find(|(n, _)| *n == name) {
+        Some((_, lack)) => Some(lack.to_string()),
+        None => PLUGIN_BACKED
+            .iter()
+            .find(|(n, plugin)| *n == name && !present(plugin))
+            .map(|(_, plugin)| format!("the {plugin} plugin is neither built in nor loaded")),
+    };
+    if let Some(lack) = lack {
         let kernel = match &result.status {
             Status::Missing { reason, .. } => reason.clone(),
             ok => ok.to_string(),
@@ -238,6 +268,16 @@ fn ipt_legacy(_: &mut KernelFeatures) -> Outcome {
         .find(|p| p.exists())
         .map(|p| Some(p.display().to_string()))
         .ok_or_else(|| "no iptables-legacy in PATH".into())
+}
+
+/// What the netlock plugin runs for `--network-lock nftables`.
+fn nft_tool(_: &mut KernelFeatures) -> Outcome {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|d| d.join("nft"))
+        .find(|p| p.exists())
+        .map(|p| Some(p.display().to_string()))
+        .ok_or_else(|| "no nft in PATH".into())
 }
 
 fn ipv6_freebind(_: &mut KernelFeatures) -> Outcome {

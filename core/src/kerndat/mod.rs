@@ -21,7 +21,7 @@ mod checks_mem;
 mod checks_shstk;
 mod checks_sockets;
 
-pub use checks_criu::criu_feature;
+pub use checks_criu::{criu_feature, criu_feature_with};
 
 /// What a feature is needed for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -60,7 +60,9 @@ fn every_criu_feature_name_is_answered_truthfully() {
         assert_eq!(r.name, *name);
         assert!(r.criu_feature, "{name}");
         let not_built = checks_criu::NOT_BUILT.iter().any(|(n, _)| n == name);
-        if not_built {
+        // No plugin is linked into the core's unit tests.
+        let no_plugin = checks_criu::PLUGIN_BACKED.iter().any(|(n, _)| n == name);
+        if not_built || no_plugin {
             let Status::Missing { reason, .. } = &r.status else {
                 panic!("{name} claims support: {r}");
             };
@@ -70,7 +72,10 @@ fn every_criu_feature_name_is_answered_truthfully() {
             assert_eq!(r.status, check_feature(name).unwrap().status, "{name}");
         }
     }
-    for (name, _) in checks_criu::NOT_BUILT {
+    for (name, _) in checks_criu::NOT_BUILT
+        .iter()
+        .chain(checks_criu::PLUGIN_BACKED)
+    {
         assert!(
             CRIU_FEATURES.contains(name),
             "{name} is not a CRIU feature name"
@@ -91,6 +96,30 @@ fn every_criu_feature_name_is_answered_truthfully() {
     }
     assert!(criu_feature("tun").is_ok_and(|r| !r.is_ok()));
     assert!(criu_feature("nope").is_err());
+}
+
+/// A feature a plugin checkpoints follows the kernel when that plugin is present, and is
+/// missing, naming the plugin, when it is not.
+#[test]
+fn plugin_backed_features_follow_the_plugin_and_the_kernel() {
+    for (name, plugin) in checks_criu::PLUGIN_BACKED {
+        assert!(
+            !checks_criu::NOT_BUILT.iter().any(|(n, _)| n == name),
+            "{name} is in both lists"
+        );
+        let kernel = check_feature(name).unwrap().status;
+        let with = criu_feature_with(name, |p| p == *plugin).unwrap();
+        assert_eq!(with.status, kernel, "{name} with the {plugin} plugin");
+        let without = criu_feature_with(name, |_| false).unwrap();
+        let Status::Missing { reason, .. } = &without.status else {
+            panic!("{name} claims support without the {plugin} plugin: {without}");
+        };
+        assert!(reason.contains(&format!("the {plugin} plugin")), "{reason}");
+    }
+    // On this kernel (6.18, root), with the plugins: SIOCUNIXFILE and IPV6_FREEBIND work.
+    for name in ["sk_unix_file", "ipv6_freebind"] {
+        assert!(criu_feature_with(name, |_| true).unwrap().is_ok(), "{name}");
+    }
 }
 
 #[test]
