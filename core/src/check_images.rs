@@ -34,6 +34,12 @@ pub enum CheckError {
         #[source]
         source: JsonError,
     },
+    /// A pages file cannot be read or its compressed blocks are damaged.
+    #[error("pages file")]
+    Pages {
+        #[source]
+        source: ImageError,
+    },
     /// A pagemap image does not parse.
     #[error("pagemap image")]
     Pagemap {
@@ -108,6 +114,13 @@ pub fn check_images(dir: &Path) -> Result<CheckReport, CheckError> {
         if name == digest::DIGEST_FILE || !path.is_file() {
             continue;
         }
+        if crate::image::compress_read::is_compressed_pages_file(name) {
+            // Its raw size; every block header is checked on the way.
+            let size = crate::image::compress_read::pages_len(&path)
+                .map_err(|source| CheckError::Pages { source })?;
+            report.pages.push((name.clone(), size));
+            continue;
+        }
         let Some((kind, id)) = ImageKind::from_file_name(name) else {
             report.skipped.push(name.clone());
             continue;
@@ -137,8 +150,8 @@ pub fn check_images(dir: &Path) -> Result<CheckReport, CheckError> {
 /// pagemaps of processes sharing an address space are copies naming one file).
 fn check_pages_sizes(dir: &Path, pagemaps: &[(ImageKind, u64)]) -> Result<(), CheckError> {
     let idir = ImageDir::open(dir).map_err(|source| CheckError::Pagemap { source })?;
-    // pages id -> (bytes needed, pagemap needing them)
-    let mut need: BTreeMap<u32, (u64, PathBuf)> = BTreeMap::new();
+    // pages id -> (bytes needed, pagemap needing them, pages file name)
+    let mut need: BTreeMap<u32, (u64, PathBuf, String)> = BTreeMap::new();
     for &(kind, id) in pagemaps {
         let (head, entries) = idir
             .read_pagemap_of(kind, id)
@@ -148,26 +161,32 @@ fn check_pages_sizes(dir: &Path, pagemaps: &[(ImageKind, u64)]) -> Result<(), Ch
             .filter(|e| pagemap_flags(e) & PE_PRESENT != 0)
             .map(|e| pagemap_nr_pages(e).saturating_mul(PAGE_SIZE as u64))
             .fold(0u64, u64::saturating_add);
+        let name = crate::image::compress_read::pages_file_name(&head).map_err(|what| {
+            CheckError::Pagemap {
+                source: ImageError::BadBlock {
+                    path: idir.file_path(kind, id),
+                    offset: 0,
+                    what,
+                },
+            }
+        })?;
         let slot = need
             .entry(head.pages_id)
-            .or_insert((0, idir.file_path(kind, id)));
+            .or_insert((0, idir.file_path(kind, id), name.clone()));
         if bytes > slot.0 {
-            *slot = (bytes, idir.file_path(kind, id));
+            *slot = (bytes, idir.file_path(kind, id), name);
         }
     }
-    for (pages_id, (needed, pagemap)) in need {
-        let pages = idir.file_path(ImageKind::Pages, u64::from(pages_id));
-        let found = match std::fs::metadata(&pages) {
-            Ok(m) => m.len(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+    for (needed, pagemap, name) in need.into_values() {
+        let pages = dir.join(&name);
+        let found = match crate::image::compress_read::pages_len(&pages) {
+            Ok(n) => n,
+            Err(ImageError::Open { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
                 return Err(CheckError::PagesMissing { pagemap, pages });
             }
-            Err(source) => {
-                return Err(CheckError::Read {
-                    path: pages,
-                    source,
-                });
-            }
+            Err(source) => return Err(CheckError::Pages { source }),
         };
         if found != needed {
             return Err(CheckError::PagesSize {

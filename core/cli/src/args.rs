@@ -51,6 +51,8 @@ pub struct Options {
     pub verify_pages: bool,
     /// Dump and restore: `--secret-key FILE`, the key of the images holding secrets.
     pub secret_key: Option<PathBuf>,
+    /// Dump: `--compress lz4|zstd[:LEVEL]`, the pages files compressed.
+    pub compress: Option<criu_core::image::compress::Compression>,
     pub leave_running: bool,
     pub pidfile: Option<PathBuf>,
     /// `-L/--libdir`, `--plugin-dir` (ours appends; CRIU keeps one).
@@ -147,6 +149,11 @@ fn apply(cli: &mut Cli, spec: &'static OptSpec, value: Option<String>, off: bool
         "plugins" => o.plugins = true,
         "verify-pages" => o.verify_pages = true,
         "secret-key" => o.secret_key = path(),
+        "compress" => {
+            o.compress = Some(
+                criu_core::image::compress::Compression::parse(&v()).map_err(anyhow::Error::msg)?,
+            )
+        }
         "tcp-established" => o.tcp_established = !off,
         "tcp-close" => o.tcp_close = !off,
         "skip-in-flight" => o.skip_in_flight = !off,

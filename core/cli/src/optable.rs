@@ -106,8 +106,8 @@ const NET: &str = "network devices and sockets are not checkpointed yet";
 const PS: &str = "only the page-server command uses it, and that command is not built yet";
 const LSM: &str = "LSM profiles are not restored yet";
 
-/// Every option CRIU 4.2 accepts, plus our `--plugin-dir`, `--plugins`, `--verify-pages` and
-/// `--secret-key`.
+/// Every option CRIU 4.2 accepts, plus our `--plugin-dir`, `--plugins`, `--verify-pages`,
+/// `--secret-key` and `--compress`.
 #[rustfmt::skip]
 pub static OPTIONS: &[OptSpec] = &[
     // Common.
@@ -203,6 +203,7 @@ pub static OPTIONS: &[OptSpec] = &[
     o("plugins", None, No, Honoured, "", "list the plugins, built-in or loaded"),
     o("verify-pages", None, No, Honoured, "", "restore: check the pages against criu-rs-pages-digest.bin before the tree resumes"),
     o("secret-key", None, Required, Honoured, "FILE", "dump/restore: encrypt/decrypt the images holding secrets (memfd_secret) with this key (32 bytes, or 64 hex digits)"),
+    o("compress", None, Required, Honoured, "ALGO", "dump: compress the pages files: lz4, zstd or zstd:LEVEL (-7..22, default 1); restore reads them either way"),
 ];
 
 /// Finds an option by its long name.
@@ -341,7 +342,14 @@ mod tests {
             assert!(find(name).is_some(), "--{name} is missing");
         }
         for s in OPTIONS {
-            let ours = ["plugin-dir", "plugins", "verify-pages", "secret-key"].contains(&s.long);
+            let ours = [
+                "plugin-dir",
+                "plugins",
+                "verify-pages",
+                "secret-key",
+                "compress",
+            ]
+            .contains(&s.long);
             assert!(
                 ours || CRIU_LONG.contains(&s.long),
                 "--{} is not CRIU's",

@@ -97,6 +97,8 @@ pub struct DumpOptions {
     pub freeze_timeout: Option<u64>,
     /// `--secret-key FILE`: plugins encrypt the images holding secrets with this key file.
     pub secret_key: Option<PathBuf>,
+    /// `--compress lz4|zstd[:LEVEL]`: pages files compressed (`None`: raw, as CRIU).
+    pub compress: Option<crate::image::compress::Compression>,
     /// `--tcp-established`, `--skip-in-flight`, `--file-locks`, `--ext-unix-sk`,
     /// `--network-lock` and `--external`: for the plugins ([`DumpOptions::plugin_options`]).
     pub tcp_established: bool,
@@ -122,6 +124,7 @@ impl DumpOptions {
             fail_after: None,
             freeze_timeout: None,
             secret_key: None,
+            compress: None,
             tcp_established: false,
             skip_in_flight: false,
             file_locks: false,

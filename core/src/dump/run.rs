@@ -56,7 +56,8 @@ pub(super) struct Shared<'a, 'd> {
 /// Dump the tree rooted at `opts.pid` into `opts.images_dir`.
 pub fn dump(opts: &DumpOptions) -> Result<DumpReport, DumpError> {
     let pid = opts.pid;
-    let dir = ImageDir::open(&opts.images_dir).map_err(img(pid, "images"))?;
+    let mut dir = ImageDir::open(&opts.images_dir).map_err(img(pid, "images"))?;
+    dir.set_compression(opts.compress);
     // Built-in plugins and those loaded with --plugin-dir.
     let plugins = crate::plugins::all();
     let span = tracing::info_span!("dump", pid);

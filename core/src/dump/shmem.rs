@@ -142,8 +142,7 @@ fn write_object(
     let segments = data_segments(f, size).map_err(|e| errno("lseek", e))?;
     let mut stats = PageStats::default();
     let mut pm = dir.writer(ImageKind::ShmemPagemap, shmid).map_err(img)?;
-    pm.write_entry(&criu_proto::images::PagemapHead { pages_id })
-        .map_err(img)?;
+    pm.write_entry(&dir.pagemap_head(pages_id)).map_err(img)?;
     let mut pw = dir.pages_writer(pages_id as u64).map_err(img)?;
     stats.scanned += size.div_ceil(PAGE_SIZE);
     let mut buf = Vec::new();

@@ -370,8 +370,13 @@ pub fn verify_file(dir: &Path, d: &FileDigest, stop: &AtomicBool) -> Result<(), 
     Ok(())
 }
 
-/// Whether `name` is a raw pages file name (`pages-N.img`).
+/// Whether `name` is a pages file name (`pages-N.img`, or compressed `pages-N.img.lz4` /
+/// `pages-N.img.zst`, digested as stored).
 pub fn is_pages_file(name: &str) -> bool {
+    super::compress_read::is_compressed_pages_file(name) || is_raw_pages_file(name)
+}
+
+fn is_raw_pages_file(name: &str) -> bool {
     name.strip_prefix("pages-")
         .and_then(|r| r.strip_suffix(".img"))
         .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))

@@ -22,6 +22,8 @@ pub struct ImageDir {
     written: Mutex<Written>,
     /// Digests of the pages files written so far, for `criu-rs-pages-digest.bin`.
     digests: super::pages::DigestSink,
+    /// How pages files are written (`--compress`); `None`: raw, as CRIU.
+    compression: Option<super::compress::Compression>,
 }
 
 /// Files created, in order, with a set beside for O(1) membership (a 1000-task dump writes
@@ -58,6 +60,7 @@ impl ImageDir {
             path,
             written: Mutex::new(Written::default()),
             digests: Default::default(),
+            compression: None,
         })
     }
 
@@ -75,6 +78,21 @@ impl ImageDir {
                 })?;
         }
         ImageDir::open(p)
+    }
+
+    /// Writes the pages files from now on compressed with `c` (`None`: raw, as CRIU), and
+    /// marks the pagemap heads written after this accordingly.
+    pub fn set_compression(&mut self, c: Option<super::compress::Compression>) {
+        self.compression = c;
+    }
+
+    /// The `pagemap_head` of a pagemap whose pages are in pages file `pages_id`, naming the
+    /// compression of the pages files this directory writes.
+    pub fn pagemap_head(&self, pages_id: u32) -> PagemapHead {
+        PagemapHead {
+            pages_id,
+            criu_rs_compression: self.compression.map(|c| c.algo.marker().to_string()),
+        }
     }
 
     /// The directory's path.
@@ -225,14 +243,20 @@ impl ImageDir {
     /// is already written; add `pagemap_entry`s.
     pub fn pagemap_writer(&self, pid: u64, pages_id: u32) -> Result<ImageWriter> {
         let mut w = self.writer(ImageKind::Pagemap, pid)?;
-        w.write_entry(&PagemapHead { pages_id })?;
+        w.write_entry(&self.pagemap_head(pages_id))?;
         Ok(w)
     }
 
-    /// A writer for the raw `pages-<id>.img`.
+    /// A writer for the raw `pages-<id>.img`, or `pages-<id>.img.lz4`/`.zst` when this
+    /// directory compresses ([`ImageDir::set_compression`]).
     pub fn pages_writer(&self, id: u64) -> Result<PagesWriter> {
-        let (file, path) = self.create_file(&ImageKind::Pages.file_name(id))?;
-        Ok(PagesWriter::new(file, path, self.digests.clone()))
+        let name = ImageKind::Pages.file_name(id);
+        let Some(c) = self.compression else {
+            let (file, path) = self.create_file(&name)?;
+            return Ok(PagesWriter::new(file, path, self.digests.clone()));
+        };
+        let (file, path) = self.create_file(&format!("{name}{}", c.algo.suffix()))?;
+        PagesWriter::compressed(file, path, self.digests.clone(), c)
     }
 
     /// A reader for the raw `pages-<id>.img`.

@@ -64,6 +64,13 @@ pub enum ImageError {
         offset: u64,
         len: u64,
     },
+    /// A block of a compressed pages file is damaged (header or frame).
+    #[error("corrupt compressed pages {path}: block at offset {offset}: {what}")]
+    BadBlock {
+        path: PathBuf,
+        offset: u64,
+        what: String,
+    },
     /// A writer was used after it failed.
     #[error("image writer for {path} failed earlier; refusing more entries")]
     Poisoned { path: PathBuf },

@@ -6,10 +6,15 @@
 //!   ([`ImageDir::write_inventory`]) so a directory without it is visibly incomplete.
 //! - [`PagesWriter`] / [`PagesReader`]: the raw `pages-N.img` files and the page offsets
 //!   pagemap entries index ([`page_offsets`]).
+//! - [`compress`], [`compress_read`]: `--compress`, pages files as LZ4/zstd blocks, and
+//!   reading them back (restore decompresses them into a memfd).
 //! - [`inspect`]: crit's `x DIR ps|fds|mems|rss` views.
 //! - [`digest`]: `criu-rs-pages-digest.bin`, the per-MiB digests of every pages file, written
 //!   by [`ImageDir::write_inventory`] from what the [`PagesWriter`]s hashed.
 
+pub mod compress;
+mod compress_pool;
+pub mod compress_read;
 pub mod digest;
 mod dir;
 mod error;

@@ -72,15 +72,31 @@ pub fn page_offsets(entries: &[PagemapEntry]) -> Vec<Option<u64>> {
 }
 
 /// Writes a pages file with large buffered writes, digesting what it writes (the bytes are
-/// hot in the cache: no second pass over the file).
+/// hot in the cache: no second pass over the file). With compression
+/// ([`PagesWriter::compressed`]) the pages are cut into blocks compressed on a pool of threads
+/// and the digest covers the compressed file as stored.
 #[derive(Debug)]
 pub struct PagesWriter {
     path: PathBuf,
     out: BufWriter<File>,
+    /// Bytes of pages written so far (of the raw pages, also when compressing).
     offset: u64,
     /// `None` once the caller took it to hash on its own thread ([`PagesWriter::take_hasher`]).
     hasher: Option<ChunkHasher>,
     digests: DigestSink,
+    zip: Option<Zip>,
+}
+
+/// The compressing side of a [`PagesWriter`].
+#[derive(Debug)]
+struct Zip {
+    pool: super::compress_pool::Pool,
+    /// The block being filled (up to [`super::compress::BLOCK`] bytes).
+    block: Vec<u8>,
+    /// Bytes written to the file (headers and frames).
+    stored: u64,
+    /// Digest of the stored bytes (the caller's hasher sees raw pages, not these).
+    hasher: ChunkHasher,
 }
 
 impl PagesWriter {
@@ -91,7 +107,76 @@ impl PagesWriter {
             offset: 0,
             hasher: Some(ChunkHasher::new()),
             digests,
+            zip: None,
         }
+    }
+
+    /// A writer that compresses with `c` (the file's name carries the algorithm's suffix).
+    pub(crate) fn compressed(
+        file: File,
+        path: PathBuf,
+        digests: DigestSink,
+        c: super::compress::Compression,
+    ) -> Result<PagesWriter> {
+        let pool = super::compress_pool::Pool::new(c).map_err(|source| ImageError::Write {
+            path: path.clone(),
+            offset: 0,
+            source,
+        })?;
+        let mut w = PagesWriter::new(file, path, digests);
+        w.zip = Some(Zip {
+            pool,
+            block: Vec::with_capacity(super::compress::BLOCK),
+            stored: 0,
+            hasher: ChunkHasher::new(),
+        });
+        Ok(w)
+    }
+
+    /// Feeds pages to the compressing pool, whole blocks at a time.
+    fn zip_pages(&mut self, mut data: &[u8]) -> Result<()> {
+        let Some(z) = &mut self.zip else {
+            return Ok(());
+        };
+        let (out, path) = (&mut self.out, &self.path);
+        while !data.is_empty() {
+            let n = (super::compress::BLOCK - z.block.len()).min(data.len());
+            z.block.extend_from_slice(&data[..n]);
+            data = &data[n..];
+            if z.block.len() == super::compress::BLOCK {
+                let full =
+                    std::mem::replace(&mut z.block, Vec::with_capacity(super::compress::BLOCK));
+                let (stored, hasher) = (&mut z.stored, &mut z.hasher);
+                z.pool
+                    .submit(full, &mut |b| store(out, stored, hasher, b))
+                    .map_err(|source| ImageError::Write {
+                        path: path.clone(),
+                        offset: *stored,
+                        source,
+                    })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The last partial block, then every block still being compressed.
+    fn zip_finish(&mut self) -> Result<()> {
+        let Some(z) = &mut self.zip else {
+            return Ok(());
+        };
+        let out = &mut self.out;
+        let (stored, hasher) = (&mut z.stored, &mut z.hasher);
+        let mut res = Ok(());
+        if !z.block.is_empty() {
+            let last = std::mem::take(&mut z.block);
+            res = z.pool.submit(last, &mut |b| store(out, stored, hasher, b));
+        }
+        res.and_then(|()| z.pool.drain(&mut |b| store(out, stored, hasher, b)))
+            .map_err(|source| ImageError::Write {
+                path: self.path.clone(),
+                offset: *stored,
+                source,
+            })
     }
 
     /// The file being written.
@@ -124,6 +209,11 @@ impl PagesWriter {
     pub fn write_pages(&mut self, data: &[u8]) -> Result<u64> {
         self.check_len(data.len())?;
         let at = self.offset;
+        if self.zip.is_some() {
+            self.zip_pages(data)?;
+            self.offset += data.len() as u64;
+            return Ok(at);
+        }
         if let Some(h) = &mut self.hasher {
             h.update(data);
         }
@@ -144,6 +234,13 @@ impl PagesWriter {
         let total: usize = bufs.iter().map(|b| b.len()).sum();
         self.check_len(total)?;
         let at = self.offset;
+        if self.zip.is_some() {
+            for b in bufs {
+                self.zip_pages(b)?;
+            }
+            self.offset += total as u64;
+            return Ok(at);
+        }
         if let Some(h) = &mut self.hasher {
             for b in bufs {
                 h.update(b);
@@ -179,7 +276,11 @@ impl PagesWriter {
     /// Takes the digesting over: the caller feeds the returned hasher every byte it writes,
     /// in order (e.g. on the thread that gathers them, off the writing thread's critical
     /// path), and ends with [`PagesWriter::finish_with`].
+    /// A compressing writer digests what it stores itself and gives no hasher.
     pub fn take_hasher(&mut self) -> Option<ChunkHasher> {
+        if self.zip.is_some() {
+            return None;
+        }
         self.hasher.take()
     }
 
@@ -196,6 +297,12 @@ impl PagesWriter {
     }
 
     fn finish_inner(mut self, hasher: Option<ChunkHasher>) -> Result<PathBuf> {
+        self.zip_finish()?;
+        // A compressed file's digest is of its stored bytes, whatever the caller hashed.
+        let hasher = match self.zip.take() {
+            Some(z) => Some(z.hasher),
+            None => hasher,
+        };
         self.out.flush().map_err(|source| ImageError::Write {
             path: self.path.clone(),
             offset: self.offset,
@@ -217,6 +324,19 @@ impl PagesWriter {
         all.push(digest);
         Ok(self.path)
     }
+}
+
+/// Writes one compressed block (header and frame) and digests it.
+fn store(
+    out: &mut BufWriter<File>,
+    stored: &mut u64,
+    hasher: &mut ChunkHasher,
+    b: &[u8],
+) -> std::io::Result<()> {
+    out.write_all(b)?;
+    hasher.update(b);
+    *stored += b.len() as u64;
+    Ok(())
 }
 
 /// Reads a pages file at given offsets. Restore may instead hand [`PagesReader::path`] to the

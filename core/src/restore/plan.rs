@@ -586,13 +586,10 @@ fn load_memory(
 
 fn load_pages(images: &Images, pm_name: &str, vmas: &[VmaPlan]) -> Result<(Vec<PageRun>, String)> {
     let (head, entries) = images.pagemap(pm_name)?;
-    let pages_image = format!("pages-{}.img", head.pages_id);
-    let pages_size = std::fs::metadata(images.path(&pages_image))
-        .map_err(|source| RestoreError::ImageIo {
-            path: images.path(&pages_image),
-            source,
-        })?
-        .len();
+    let pages_image = crate::image::compress_read::pages_file_name(&head)
+        .map_err(|w| bad(pm_name, Some(0), w))?;
+    let pages_size = crate::image::compress_read::pages_len(&images.path(&pages_image))
+        .map_err(|source| RestoreError::Image { source })?;
     let runs = mem::plan_pages(pm_name, &entries, vmas, pages_size)?;
     Ok((runs, pages_image))
 }

@@ -63,13 +63,10 @@ fn load_one(images: &Images, shmid: u64, size: u64) -> Result<ShmemPlan> {
         });
     }
     let (head, entries) = images.pagemap(&name)?;
-    let pages_image = format!("pages-{}.img", head.pages_id);
-    let pages_size = std::fs::metadata(images.path(&pages_image))
-        .map_err(|source| RestoreError::ImageIo {
-            path: images.path(&pages_image),
-            source,
-        })?
-        .len();
+    let pages_image =
+        crate::image::compress_read::pages_file_name(&head).map_err(|w| bad(&name, Some(0), w))?;
+    let pages_size = crate::image::compress_read::pages_len(&images.path(&pages_image))
+        .map_err(|source| RestoreError::Image { source })?;
     let mut runs: Vec<PageRun> = Vec::new();
     let mut file_off = 0u64;
     for (i, pe) in entries.iter().enumerate().map(|(i, e)| (i + 1, e)) {
@@ -230,12 +227,9 @@ pub fn write_pages(
         return Ok(());
     }
     let pages_path = images.path(&plan.pages_image);
-    let pages = File::open(&pages_path).map_err(|source| {
-        WriteError::Image(RestoreError::ImageIo {
-            path: pages_path.clone(),
-            source,
-        })
-    })?;
+    // A compressed pages file comes back decompressed into a memfd.
+    let pages = crate::image::compress_read::open_pages(&pages_path)
+        .map_err(|source| WriteError::Image(RestoreError::Image { source }))?;
     let mut buf = vec![0u8; 1 << 20];
     let mut map: Option<FileMap> = None;
     for run in &plan.runs {

@@ -149,14 +149,18 @@ fn open_memory_files(
     temp: &mut TempFds,
     add: &mut dyn FnMut(OwnedFd) -> RawFd,
 ) -> Result<()> {
-    let pages_path = images.path(&t.pages_image);
-    let pages = open(
-        &pages_path,
-        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| open_err(t.pid, 0, -1, &t.pages_image, e.to_string()))?;
-    temp.pages = Some(add(pages));
+    // A compressed pages file comes back decompressed into a memfd the task reads instead.
+    let pages =
+        crate::image::compress_read::open_pages(&images.path(&t.pages_image)).map_err(|e| {
+            open_err(
+                t.pid,
+                0,
+                -1,
+                &t.pages_image,
+                crate::plugins::error_chain(&e),
+            )
+        })?;
+    temp.pages = Some(add(OwnedFd::from(pages)));
     if t.mm.exe_file_id != 0 {
         let (fd, _) = files::open_for_mapping(&plan.files, t.mm.exe_file_id, false)
             .map_err(|r| open_err(t.pid, t.mm.exe_file_id, -1, "exe", r))?;

@@ -57,7 +57,14 @@ fn pstree_round_trip() {
 #[test]
 fn pagemap_head_then_entries() {
     let mut bytes = header_bytes(ImageKind::Pagemap).unwrap();
-    frame_message(&mut bytes, &PagemapHead { pages_id: 3 }).unwrap();
+    frame_message(
+        &mut bytes,
+        &PagemapHead {
+            pages_id: 3,
+            criu_rs_compression: None,
+        },
+    )
+    .unwrap();
     frame_message(
         &mut bytes,
         &PagemapEntry {

@@ -41,6 +41,7 @@ pub fn dump_options(opts: &Options) -> Result<DumpOptions> {
     dump_opts.leave_stopped = opts.leave_stopped;
     dump_opts.shell_job = opts.shell_job;
     dump_opts.secret_key = opts.secret_key.clone();
+    dump_opts.compress = opts.compress;
     dump_opts.ghost_limit = opts.ghost_limit.unwrap_or(dump_opts.ghost_limit);
     dump_opts.freeze_timeout = opts.timeout.map(u64::from);
     dump_opts.tcp_established = opts.tcp_established;
