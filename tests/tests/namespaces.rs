@@ -57,6 +57,11 @@ fn tools_present(test: &str) -> bool {
 }
 
 fn start(name: &str) -> Started {
+    start_with(name, &[])
+}
+
+/// [`start`] with extra workload arguments ("mixed").
+fn start_with(name: &str, extra: &[&str]) -> Started {
     let scratch = ScratchDir::new(name);
     let dir = scratch.path().canonicalize().expect("scratch");
     let exe = dir.join("ns_uts_ipc");
@@ -73,16 +78,15 @@ fn start(name: &str) -> Started {
     let report = dir.join("report");
     let trigger = dir.join("trigger");
     // unshare execs the workload: its pid is the workload's.
-    let pid = spawn_bg(
-        "unshare",
-        &[
-            "-u",
-            "-i",
-            exe.to_str().expect("path"),
-            report.to_str().expect("path"),
-            trigger.to_str().expect("path"),
-        ],
-    );
+    let mut args = vec![
+        "-u",
+        "-i",
+        exe.to_str().expect("path"),
+        report.to_str().expect("path"),
+        trigger.to_str().expect("path"),
+    ];
+    args.extend_from_slice(extra);
+    let pid = spawn_bg("unshare", &args);
     let first = wait_lines(&report, 1, Duration::from_secs(10));
     let w: Vec<&str> = first[0].split_whitespace().collect();
     assert_eq!(w.first(), Some(&"ready"), "{first:?}");
@@ -240,4 +244,56 @@ fn bad_namespace_images_fail_the_restore_naming_them() {
     let bytes = std::fs::read(&shm).expect("shm image");
     std::fs::write(&shm, &bytes[..bytes.len() - 100]).expect("cut");
     restore_fails_naming(&w, &ImageKind::IpcnsShm.file_name(u64::from(ipc)));
+}
+
+/// A child in another UTS namespace than the root's is refused at dump, naming the child and
+/// the kind; the tree runs on untouched (it then checks itself as after a restore). A root
+/// in a pid namespace of its own is refused naming the kind too.
+#[test]
+fn mixed_trees_and_other_kinds_are_refused_at_dump() {
+    let name = "mixed_trees_and_other_kinds_are_refused_at_dump";
+    if skip_unless_root(name) || !tools_present(name) {
+        return;
+    }
+    let w = start_with("ns-mixed", &["mixed"]);
+    let guard = TreeGuard::new([w.pid, w.child]);
+    let mut dopts = DumpOptions::new(w.pid, &w.images);
+    dopts.leave_stopped = true;
+    let err = dump(&dopts)
+        .expect_err("a mixed tree is refused")
+        .to_string();
+    assert!(
+        err.contains(&format!("pid {}", w.child))
+            && err.contains("uts namespace other than the tree root's"),
+        "{err}"
+    );
+    std::fs::write(&w.trigger, b"").expect("trigger");
+    let lines = wait_lines(&w.report, 2, Duration::from_secs(10));
+    assert_eq!(lines[1], "ok", "the tree ran on: {lines:?}");
+    drop(guard);
+
+    // unshare -p --fork: the sleep is pid 1 of a new pid namespace, unshare its parent.
+    let outer = spawn_bg("unshare", &["-p", "--fork", "sleep", "1000"]);
+    let mut guard = TreeGuard::new([outer]);
+    let children = format!("/proc/{outer}/task/{outer}/children");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let inner: i32 = loop {
+        let text = std::fs::read_to_string(&children).unwrap_or_default();
+        if let Some(p) = text.split_whitespace().next() {
+            break p.parse().expect("pid");
+        }
+        assert!(std::time::Instant::now() < deadline, "no child of unshare");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    guard.extend([inner]);
+    let images = ScratchDir::new("ns-pid-refused");
+    let err = dump(&DumpOptions::new(inner, images.path()))
+        .expect_err("a pid namespace is refused")
+        .to_string();
+    assert!(
+        err.contains(&format!("pid {inner}")) && err.contains("a pid namespace of its own"),
+        "{err}"
+    );
+    assert!(pid_exists(inner), "the refused task runs on");
+    drop(guard);
 }

@@ -1,4 +1,6 @@
-/* Runs in UTS and IPC namespaces of its own (the test starts it with `unshare -u -i`):
+/* With a third argument "mixed", the child moves to a UTS namespace of its own (a tree
+ * criu refuses to dump).
+ * Runs in UTS and IPC namespaces of its own (the test starts it with `unshare -u -i`):
  * sets a host and domain name, changes IPC sysctls, and creates SysV objects with ids that
  * are not the first ones: a shm segment with a pattern (detached), another one kept
  * attached, a message queue holding three messages and a semaphore set with values. A
@@ -6,6 +8,7 @@
  * everything and writes "ok" or "FAIL: why" (the child's own check is its exit status). */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -101,7 +104,7 @@ int main(int argc, char **argv)
 	struct stat st;
 	pid_t child;
 
-	if (argc != 3)
+	if (argc != 3 && argc != 4)
 		return 2;
 	report = argv[1];
 	setsid(); /* its own session: restored without --shell-job */
@@ -147,14 +150,29 @@ int main(int argc, char **argv)
 	sem = semget(IPC_PRIVATE, 4, 0600);
 	if (sem < 0 || semctl(sem, 0, SETALL, semvals))
 		die("sem");
+	int sync[2];
+	char byte = 0;
+	if (pipe(sync))
+		die("pipe");
 	child = fork();
 	if (child == 0) {
+		if (argc == 4 && unshare(CLONE_NEWUTS))
+			_exit(3);
+		/* ready only once the child is where it stays */
+		if (write(sync[1], &byte, 1) != 1)
+			_exit(4);
+		close(sync[0]);
+		close(sync[1]);
 		while (stat(argv[2], &st))
 			usleep(20000);
 		struct sembuf op = { .sem_num = 3, .sem_op = -2, .sem_flg = IPC_NOWAIT };
 		/* the same names and set as its parent's */
 		_exit(names_ok() && semop(sem, &op, 1) == 0 ? 0 : 1);
 	}
+	if (read(sync[0], &byte, 1) != 1)
+		die("child sync");
+	close(sync[0]);
+	close(sync[1]);
 	say("ready %d %d shm=%d,%d msg=%d sem=%d", getpid(), child, shm_a, shm_b, mq, sem);
 	while (stat(argv[2], &st))
 		usleep(20000);
