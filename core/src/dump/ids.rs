@@ -25,6 +25,8 @@ pub struct IdGen {
     next_kobj: [u32; 4],
     /// Per kind: one (pid, id) per distinct kernel object, in kcmp order.
     sorted: [Vec<(i32, u32)>; 4],
+    /// Ids of the tree's root (the first dumped task).
+    pub tree_root: Option<TaskKobjIdsEntry>,
 }
 
 /// Where `pid`'s object of `kind` is in `sorted`: `Ok(index)` of the same object, or
@@ -199,34 +201,17 @@ pub fn own_ids(idgen: &mut IdGen) -> Result<TaskKobjIdsEntry, DumpError> {
 }
 
 /// Ids of a dumped task (kobj ids from 2 on: criu never shares them with its targets).
-/// Namespaces other than criu's are refused: dumping them needs the namespace images.
+/// The first task asked about is the tree's root: its namespaces are checked against criu's
+/// (`criu`), every later task's against the root's ([`super::ns::check`]).
 pub fn task_ids(
     idgen: &mut IdGen,
-    root: &TaskKobjIdsEntry,
+    criu: &TaskKobjIdsEntry,
     pid: i32,
 ) -> Result<TaskKobjIdsEntry, DumpError> {
     let kobj = idgen.kobj_ids(pid)?;
     let ids = idgen.ids_for(pid, kobj)?;
-    let pairs = [
-        ("pid", ids.pid_ns_id, root.pid_ns_id),
-        ("net", ids.net_ns_id, root.net_ns_id),
-        ("ipc", ids.ipc_ns_id, root.ipc_ns_id),
-        ("uts", ids.uts_ns_id, root.uts_ns_id),
-        ("mnt", ids.mnt_ns_id, root.mnt_ns_id),
-        ("user", ids.user_ns_id, root.user_ns_id),
-        ("cgroup", ids.cgroup_ns_id, root.cgroup_ns_id),
-        ("time", ids.time_ns_id, root.time_ns_id),
-    ];
-    for (name, a, b) in pairs {
-        if a != b {
-            return Err(DumpError::Unsupported {
-                pid,
-                step: "ids",
-                what: format!("a {name} namespace other than criu's"),
-                hint: "namespace images are not written yet; run criu inside the task's namespaces",
-            });
-        }
-    }
+    super::ns::check(pid, criu, idgen.tree_root.as_ref(), &ids)?;
+    idgen.tree_root.get_or_insert(ids);
     Ok(ids)
 }
 

@@ -379,7 +379,7 @@ pub fn check_plugin_only(pid: i32, vmas: &[Vma], claimed: &[bool]) -> Result<(),
 /// with the tree and a restore could not attach it again.
 fn sysv_kept(pid: i32, shmid: u64, start: u64) -> Result<(), DumpError> {
     use crate::restore::sysv;
-    let seg = sysv::segment(shmid);
+    let seg = sysv::segment_of(pid, shmid);
     if seg.is_some_and(|s| s.mode & sysv::SHM_DEST == 0) {
         return Ok(());
     }

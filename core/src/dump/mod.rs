@@ -46,7 +46,9 @@
 //!   or an fs_struct with a process other than the parent is refused, as is a root sharing
 //!   one with its (undumped) parent, and a thread waiting in vfork() (no ptrace stop reaches
 //!   it until the child execs or exits).
-//! - Refused loudly for now: namespaces other than criu's own, VM_IO/PFNMAP mappings,
+//! - Namespaces ([`ns`]): the root's own UTS and IPC namespaces are dumped (every task must
+//!   share the root's); other kinds of its own, or a task in another namespace than the
+//!   root's, are refused. Refused loudly for now too: VM_IO/PFNMAP mappings,
 //!   non-regular mapped files.
 //! - `--shell-job` is accepted but not enforced: CRIU refuses to dump a root that is not a
 //!   session leader without it; we dump it and record its real sid/pgid in pstree.img.
@@ -59,6 +61,7 @@ pub mod freeze;
 pub mod ids;
 mod inflight;
 pub mod memory;
+pub mod ns;
 pub mod pages;
 mod process;
 pub mod remote_ops;
@@ -277,6 +280,12 @@ pub enum DumpError {
         pid: i32,
         step: &'static str,
         what: String,
+    },
+    #[error("pid {pid}: namespaces: entering the task's namespaces failed")]
+    Namespace {
+        pid: i32,
+        #[source]
+        source: crate::sys::nsenter::NsEnterError,
     },
     #[error("pid {pid}: failure injected after step {step}")]
     Injected { pid: i32, step: &'static str },

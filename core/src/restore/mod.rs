@@ -52,6 +52,7 @@ mod helpers;
 pub mod imgread;
 mod kobj;
 pub mod mem;
+pub mod ns;
 mod pagecheck;
 pub mod plan;
 pub mod plugins;
@@ -515,13 +516,27 @@ fn restore_tree(
         images,
         objects: Default::default(),
     };
+    // Checked before any task exists.
+    let namespaces = ns::NsRestore::load(images, plan)?;
     let mut done: Vec<Prepared> = Vec::with_capacity(plan.tasks.len());
     let mut helpers = helpers::Helpers::new(plan, gadget);
     for (i, t) in plan.tasks.iter().enumerate() {
         let span = tracing::info_span!("restore_task", pid = t.pid);
         let _g = span.enter();
         let (sp, ids) = if i == 0 {
-            let sp = spawn::spawn(plan, t, images, opener, opts.shell_job, gadget, created)?;
+            let flags = namespaces.clone_flags();
+            let sp = spawn::spawn(
+                plan,
+                t,
+                images,
+                opener,
+                opts.shell_job,
+                gadget,
+                flags,
+                created,
+            )?;
+            // Its namespaces' state, before anything of the tree runs.
+            namespaces.apply(t.pid)?;
             let ids = children::Ids {
                 sid: t.sid,
                 pgid: t.pgid,

@@ -297,8 +297,10 @@ pub struct Spawned {
     pub temp: TempFds,
 }
 
-/// Creates task `t` (see module docs). `created` receives its pid as soon as it exists so the
-/// caller can kill it on any later failure.
+/// Creates task `t` (see module docs) in new namespaces per `clone_flags` (0: criu's).
+/// `created` receives its pid as soon as it exists so the caller can kill it on any later
+/// failure.
+#[allow(clippy::too_many_arguments)]
 pub fn spawn(
     plan: &RestorePlan,
     t: &TaskPlan,
@@ -306,6 +308,7 @@ pub fn spawn(
     opener: &mut dyn FileOpener,
     shell_job: bool,
     gadget: u64,
+    clone_flags: u64,
     created: &mut Vec<Pid>,
 ) -> Result<Spawned> {
     let pid = Pid::from_raw(t.pid);
@@ -316,6 +319,7 @@ pub fn spawn(
     }
     raise_nofile_soft(&moves, t.pid)?;
     let mut setup = ChildSetup::new(session, moves);
+    setup.clone_flags = clone_flags;
     let child = spawn_retrying(pid, &mut setup)?;
     created.push(child);
     drop(owned);

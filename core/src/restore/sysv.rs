@@ -41,6 +41,19 @@ pub fn segment(shmid: u64) -> Option<ShmSegment> {
     parse_segments(&text).into_iter().find(|s| s.shmid == shmid)
 }
 
+/// The segment `shmid` of `pid`'s IPC namespace: criu's, or the tree's own (a restored or
+/// dumped IPC namespace), read from inside it.
+pub fn segment_of(pid: i32, shmid: u64) -> Option<ShmSegment> {
+    use crate::proc::misc::read_ns_inode;
+    let me = std::process::id() as i32;
+    if read_ns_inode(pid, "ipc").ok()? == read_ns_inode(me, "ipc").ok()? {
+        return segment(shmid);
+    }
+    crate::sys::nsenter::in_namespaces(pid, nix::sched::CloneFlags::CLONE_NEWIPC, || segment(shmid))
+        .ok()
+        .flatten()
+}
+
 /// Attaches segment `shmid` over the whole of `v` in the task.
 pub fn attach(rt: &mut RemoteThread, v: &VmaPlan, shmid: u64) -> Result<()> {
     rt.step = format!("attaching SysV shm {shmid} at {:#x}", v.start);
@@ -49,7 +62,7 @@ pub fn attach(rt: &mut RemoteThread, v: &VmaPlan, shmid: u64) -> Result<()> {
         what,
         hint: "SysV shm segments are not saved with the tree (no IPC namespace dump): restore where the segment still exists, unchanged",
     };
-    let Some(seg) = segment(shmid) else {
+    let Some(seg) = segment_of(rt.pid, shmid) else {
         return Err(unsupported(format!(
             "SysV shm segment {shmid} (attached at {:#x}), which no longer exists",
             v.start

@@ -58,7 +58,8 @@ pub enum ForkResult {
 }
 
 /// Fork-style `clone3` with `exit_signal = SIGCHLD`, no shared resources, and the new PID
-/// set to `pid` in the caller's pid namespace.
+/// set to `pid` in the caller's pid namespace; `flags` may add new namespaces
+/// (`CLONE_NEWUTS`, `CLONE_NEWIPC`).
 ///
 /// Errors: EEXIST (the PID is in use), EPERM (no CAP_SYS_ADMIN over the pid namespace),
 /// EINVAL (pid out of range), ENOSYS (kernel without clone3).
@@ -67,9 +68,10 @@ pub enum ForkResult {
 /// In the [`ForkResult::Child`] branch the caller must follow the rules of the module docs:
 /// only async-signal-safe work on memory allocated before the call, and it must end with
 /// [`child_exit`] or by being replaced (exec, or a tracer rewriting its whole image).
-pub unsafe fn fork_with_tid(pid: Pid) -> Result<ForkResult, Errno> {
+pub unsafe fn fork_with_tid(pid: Pid, flags: u64) -> Result<ForkResult, Errno> {
     let tids: [pid_t; 1] = [pid.as_raw()];
     let args = CloneArgs {
+        flags,
         exit_signal: libc::SIGCHLD as u64,
         set_tid: tids.as_ptr() as u64,
         set_tid_size: 1,
@@ -178,6 +180,8 @@ pub struct ChildSetup {
     pub high: RawFd,
     /// Destination fds, sorted, unique.
     pub keep: Vec<RawFd>,
+    /// Namespace flags of the clone (0: the caller's namespaces).
+    pub clone_flags: u64,
 }
 
 impl ChildSetup {
@@ -193,6 +197,7 @@ impl ChildSetup {
             scratch,
             high,
             keep,
+            clone_flags: 0,
         }
     }
 }
@@ -212,7 +217,7 @@ pub const CHILD_EXIT_RESUMED: c_int = 123;
 pub fn spawn_traced(pid: Pid, setup: &mut ChildSetup) -> Result<Pid, Errno> {
     // SAFETY: the child branch below only makes raw syscalls on memory allocated before the
     // fork (setup's vectors) and leaves through _exit or is taken over by the tracer.
-    match unsafe { fork_with_tid(pid) }? {
+    match unsafe { fork_with_tid(pid, setup.clone_flags) }? {
         ForkResult::Parent { child } => Ok(child),
         ForkResult::Child => {
             let ok = match setup.session {
@@ -308,7 +313,7 @@ mod tests {
                 continue;
             }
             // SAFETY: the child only calls _exit.
-            match unsafe { fork_with_tid(pid) } {
+            match unsafe { fork_with_tid(pid, 0) } {
                 Ok(ForkResult::Child) => child_exit(7),
                 Ok(ForkResult::Parent { child }) => {
                     assert_eq!(child, pid);

@@ -7,10 +7,12 @@ pub mod fown;
 pub mod kabi;
 pub mod kcmp;
 pub mod mm_map;
+pub mod nsenter;
 pub mod pidfd;
 pub mod probe;
 pub mod ptrace;
 pub mod remote;
+pub mod sysvipc;
 pub mod vm;
 
 #[cfg(test)]

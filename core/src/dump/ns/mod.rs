@@ -1,0 +1,153 @@
+//! Namespaces of the dumped tree (first part of CRIU's `namespaces.c`).
+//!
+//! Which namespaces may differ from criu's: the tree ROOT's UTS and IPC namespaces, which
+//! every other task must share (as CRIU requires for these kinds); they are dumped into
+//! `utsns-N.img` and the `ipcns-*-N.img` images, N being the namespace's id in the ids
+//! images and the inventory. Anything else (a task in another namespace than the root, a
+//! root in its own pid, net, mount, user, cgroup or time namespace) is refused naming the
+//! pid, the kind and the way out.
+
+mod ipc;
+mod uts;
+
+use criu_proto::images::TaskKobjIdsEntry;
+use nix::sched::CloneFlags;
+
+use crate::image::ImageDir;
+
+use super::DumpError;
+
+/// Each namespace kind of an ids entry: name and id.
+fn kinds(ids: &TaskKobjIdsEntry) -> [(&'static str, Option<u32>); 8] {
+    [
+        ("pid", ids.pid_ns_id),
+        ("net", ids.net_ns_id),
+        ("ipc", ids.ipc_ns_id),
+        ("uts", ids.uts_ns_id),
+        ("mnt", ids.mnt_ns_id),
+        ("user", ids.user_ns_id),
+        ("cgroup", ids.cgroup_ns_id),
+        ("time", ids.time_ns_id),
+    ]
+}
+
+/// The kinds a root may hold of its own.
+const DUMPED: [&str; 2] = ["uts", "ipc"];
+
+/// Checks the namespaces of `pid` (`ids`) against criu's and, for a task below the root,
+/// against the root's (`root`, None when `pid` is the root).
+pub fn check(
+    pid: i32,
+    criu: &TaskKobjIdsEntry,
+    root: Option<&TaskKobjIdsEntry>,
+    ids: &TaskKobjIdsEntry,
+) -> Result<(), DumpError> {
+    let mine = kinds(ids);
+    match root {
+        Some(root) => {
+            for ((name, a), (_, b)) in mine.into_iter().zip(kinds(root)) {
+                if a != b {
+                    return Err(DumpError::Unsupported {
+                        pid,
+                        step: "namespaces",
+                        what: format!("a {name} namespace other than the tree root's"),
+                        hint: "every task must share the root's namespaces (as CRIU requires); \
+                               dump a subtree whose tasks share them",
+                    });
+                }
+            }
+        }
+        None => {
+            for ((name, a), (_, b)) in mine.into_iter().zip(kinds(criu)) {
+                if a != b && !DUMPED.contains(&name) {
+                    return Err(DumpError::Unsupported {
+                        pid,
+                        step: "namespaces",
+                        what: format!("a {name} namespace of its own"),
+                        hint: "only UTS and IPC namespaces are dumped yet (pid, net, mount, \
+                               user, cgroup and time namespaces are not); run criu inside \
+                               the tree's other namespaces",
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The clone flags of the namespaces the root holds apart from criu.
+pub fn own_namespaces(criu: &TaskKobjIdsEntry, root: &TaskKobjIdsEntry) -> CloneFlags {
+    let mut flags = CloneFlags::empty();
+    if root.uts_ns_id != criu.uts_ns_id {
+        flags |= CloneFlags::CLONE_NEWUTS;
+    }
+    if root.ipc_ns_id != criu.ipc_ns_id {
+        flags |= CloneFlags::CLONE_NEWIPC;
+    }
+    flags
+}
+
+/// Writes the images of the root's own namespaces (`root_pid`, ids `root`).
+pub fn dump_namespaces(
+    dir: &ImageDir,
+    root_pid: i32,
+    criu: &TaskKobjIdsEntry,
+    root: &TaskKobjIdsEntry,
+) -> Result<(), DumpError> {
+    let own = own_namespaces(criu, root);
+    if own.contains(CloneFlags::CLONE_NEWUTS) {
+        uts::dump(dir, root_pid, root.uts_ns_id.unwrap_or_default())?;
+    }
+    if own.contains(CloneFlags::CLONE_NEWIPC) {
+        ipc::dump(dir, root_pid, root.ipc_ns_id.unwrap_or_default())?;
+    }
+    Ok(())
+}
+
+fn enter_err(pid: i32, source: crate::sys::nsenter::NsEnterError) -> DumpError {
+    DumpError::Namespace { pid, source }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(uts: u32, ipc: u32, pid: u32) -> TaskKobjIdsEntry {
+        TaskKobjIdsEntry {
+            pid_ns_id: Some(pid),
+            net_ns_id: Some(2),
+            ipc_ns_id: Some(ipc),
+            uts_ns_id: Some(uts),
+            mnt_ns_id: Some(6),
+            user_ns_id: Some(7),
+            cgroup_ns_id: Some(8),
+            time_ns_id: Some(5),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn root_may_own_uts_and_ipc_only() {
+        let criu = ids(4, 3, 1);
+        let root = ids(10, 11, 1);
+        check(5, &criu, None, &root).unwrap();
+        assert_eq!(
+            own_namespaces(&criu, &root),
+            CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC
+        );
+        let err = check(5, &criu, None, &ids(4, 3, 12))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("pid 5") && err.contains("a pid namespace of its own"),
+            "{err}"
+        );
+        // A child must share the root's, even criu's own when the root left it.
+        check(6, &criu, Some(&root), &root).unwrap();
+        let err = check(6, &criu, Some(&root), &criu).unwrap_err().to_string();
+        assert!(
+            err.contains("pid 6") && err.contains("ipc namespace other than the tree root's"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,121 @@
+//! Namespaces of the restored tree: the root is cloned into new UTS and IPC namespaces when
+//! its ids image names other ones than the inventory's `root_ids` (criu's at dump), and
+//! their state ([`uts`], [`ipc`]) is set from inside by a thread of criu that joins them,
+//! while the root is still stopped, before anything of the tree runs. The images are read
+//! and checked before any task exists; a tree whose tasks do not all share the root's
+//! namespaces, or a root with other namespaces of its own, is refused.
+
+pub mod ipc;
+pub mod ipcimg;
+pub mod uts;
+
+use criu_proto::images::{InventoryEntry, TaskKobjIdsEntry};
+use nix::sched::CloneFlags;
+
+use super::error::{RestoreError, Result};
+use super::imgread::{INVENTORY_MAGIC, Images};
+use super::plan::RestorePlan;
+
+/// The root's namespaces to create, with their state.
+#[derive(Debug, Default)]
+pub struct NsRestore {
+    uts: Option<uts::UtsState>,
+    ipc: Option<ipc::IpcState>,
+}
+
+fn kinds(ids: &TaskKobjIdsEntry) -> [(&'static str, Option<u32>); 8] {
+    [
+        ("pid", ids.pid_ns_id),
+        ("net", ids.net_ns_id),
+        ("ipc", ids.ipc_ns_id),
+        ("uts", ids.uts_ns_id),
+        ("mnt", ids.mnt_ns_id),
+        ("user", ids.user_ns_id),
+        ("cgroup", ids.cgroup_ns_id),
+        ("time", ids.time_ns_id),
+    ]
+}
+
+impl NsRestore {
+    /// Reads and checks the namespace images the plan needs (none when the root shares
+    /// criu's namespaces, or the images have no namespace ids).
+    pub fn load(images: &Images, plan: &RestorePlan) -> Result<NsRestore> {
+        let root = &plan.tasks[0];
+        let (Some(ids), true) = (&root.ids, images.exists("inventory.img")) else {
+            return Ok(NsRestore::default());
+        };
+        let inv: InventoryEntry = images.single("inventory.img", INVENTORY_MAGIC)?;
+        let Some(criu) = inv.root_ids else {
+            return Ok(NsRestore::default());
+        };
+        for t in &plan.tasks[1..] {
+            let Some(tids) = &t.ids else { continue };
+            for ((name, a), (_, b)) in kinds(tids).into_iter().zip(kinds(ids)) {
+                if a != b {
+                    return Err(RestoreError::Unsupported {
+                        pid: t.pid,
+                        what: format!("a {name} namespace other than the root's"),
+                        hint: "every task must share the root's namespaces",
+                    });
+                }
+            }
+        }
+        let mut out = NsRestore::default();
+        for ((name, a), (_, b)) in kinds(ids).into_iter().zip(kinds(&criu)) {
+            if a == b || a.is_none() || b.is_none() {
+                continue;
+            }
+            let id = a.unwrap_or_default();
+            match name {
+                "uts" => out.uts = Some(uts::UtsState::load(images, id)?),
+                "ipc" => out.ipc = Some(ipc::IpcState::load(images, id)?),
+                _ => {
+                    return Err(RestoreError::Unsupported {
+                        pid: root.pid,
+                        what: format!("a {name} namespace of its own (id {id})"),
+                        hint: "only UTS and IPC namespaces are restored yet",
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The clone flags that create the root's namespaces.
+    pub fn clone_flags(&self) -> u64 {
+        let mut f = CloneFlags::empty();
+        if self.uts.is_some() {
+            f |= CloneFlags::CLONE_NEWUTS;
+        }
+        if self.ipc.is_some() {
+            f |= CloneFlags::CLONE_NEWIPC;
+        }
+        f.bits() as u64
+    }
+
+    /// Sets the state of the new namespaces of `pid` (the root, created with
+    /// [`NsRestore::clone_flags`] and still stopped).
+    pub fn apply(&self, pid: i32) -> Result<()> {
+        if let Some(u) = &self.uts {
+            u.apply(pid)?;
+        }
+        if let Some(i) = &self.ipc {
+            i.apply(pid)?;
+        }
+        Ok(())
+    }
+}
+
+/// A failure to join `pid`'s namespaces.
+fn enter_err(pid: i32, step: &str, e: crate::sys::nsenter::NsEnterError) -> RestoreError {
+    let reason = match std::error::Error::source(&e) {
+        Some(s) => format!("{e}: {s}"),
+        None => e.to_string(),
+    };
+    RestoreError::Task {
+        pid,
+        tid: pid,
+        step: step.to_string(),
+        reason,
+    }
+}
