@@ -7,7 +7,7 @@ use criu_proto::images::{FdTypes, FileEntry, NetlinkSkEntry};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{NetlinkAddr, getpeername, getsockname};
 
-use crate::{NETLINK_CONNECTED, NL_OPTIONS, opts, protocol_name, sys};
+use crate::{NETLINK_CONNECTED, NL_OPTIONS, protocol_name, sys};
 
 fn fd_err<'a>(fd: &'a FdDesc, op: &'static str) -> impl Fn(std::io::Error) -> PluginError + 'a {
     move |source| PluginError::Fd {
@@ -119,12 +119,12 @@ pub fn dump(fd: &FdDesc, id: u32) -> Result<FileEntry, PluginError> {
         0
     };
     let nl = nl_options(f).map_err(fd_err(fd, "getsockopt(SOL_NETLINK)"))?;
-    let mut opts = opts::dump(f).map_err(|(call, source)| PluginError::Fd {
+    let mut opts = criu_sk_common::dump(f).map_err(|e| PluginError::Fd {
         pid: fd.pid,
         fd: fd.fd,
         link: fd.link.clone(),
-        op: call,
-        source,
+        op: e.opt,
+        source: e.source.into(),
     })?;
     if filter != 0 {
         opts.so_filter =

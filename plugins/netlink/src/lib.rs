@@ -22,7 +22,6 @@
 #![warn(missing_docs)]
 
 mod dump;
-mod opts;
 mod restore;
 mod sys;
 #[cfg(test)]

@@ -9,7 +9,7 @@ use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::sys::socket::{NetlinkAddr, bind, connect};
 
-use crate::{MAX_PROTOCOLS, NETLINK_CONNECTED, NL_OPTIONS, opts, protocol_name, sys};
+use crate::{MAX_PROTOCOLS, NETLINK_CONNECTED, NL_OPTIONS, protocol_name, sys};
 
 fn bad(id: u32, reason: String) -> PluginError {
     PluginError::bad_image(
@@ -139,7 +139,12 @@ pub fn open(ne: &NetlinkSkEntry, file_flags: u32) -> Result<OwnedFd, PluginError
                 .map_err(restore_err(ne, "setsockopt(SOL_NETLINK)"))?;
         }
     }
-    opts::restore(f, &ne.opts).map_err(|(call, e)| restore_err(ne, call)(e))?;
+    criu_sk_common::restore(f, &ne.opts).map_err(|e| restore_err(ne, e.opt)(e.source.into()))?;
+    // The classic BPF filter is ours to set (sk-common leaves it to the caller).
+    if !ne.opts.so_filter.is_empty() {
+        sys::attach_filter(f, &ne.opts.so_filter)
+            .map_err(restore_err(ne, "setsockopt(SO_ATTACH_FILTER)"))?;
+    }
     let fl = OFlag::from_bits_truncate(file_flags as i32);
     fcntl(f, FcntlArg::F_SETFL(fl)).map_err(|e| restore_err(ne, "fcntl(F_SETFL)")(e.into()))?;
     Ok(s)

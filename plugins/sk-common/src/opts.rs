@@ -38,7 +38,7 @@ pub struct OptError {
 }
 
 impl OptError {
-    fn get(opt: &'static str) -> impl Fn(Errno) -> OptError {
+    pub(crate) fn get(opt: &'static str) -> impl Fn(Errno) -> OptError {
         move |source| OptError {
             op: "getsockopt",
             opt,
@@ -46,7 +46,7 @@ impl OptError {
         }
     }
 
-    fn set(opt: &'static str) -> impl Fn(Errno) -> OptError {
+    pub(crate) fn set(opt: &'static str) -> impl Fn(Errno) -> OptError {
         move |source| OptError {
             op: "setsockopt",
             opt,

@@ -15,6 +15,10 @@ pub const SO_MARK: i32 = 36;
 pub const SO_PEEK_OFF: i32 = 42;
 /// `SO_BUF_LOCK`: bit 0 `SO_SNDBUF` was set by the program, bit 1 `SO_RCVBUF` (5.14+).
 pub const SO_BUF_LOCK: i32 = 72;
+/// `SO_PASSPIDFD` (6.5+): received messages carry an `SCM_PIDFD` of the sender.
+pub const SO_PASSPIDFD: i32 = 76;
+/// `SO_PASSRIGHTS` (6.16+): 0 makes a unix socket refuse `SCM_RIGHTS`.
+pub const SO_PASSRIGHTS: i32 = 83;
 
 /// `getsockopt(fd, level, opt)` of an `int` option.
 pub fn get_int(fd: BorrowedFd<'_>, level: i32, opt: i32) -> Result<i32, Errno> {

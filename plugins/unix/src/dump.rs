@@ -13,8 +13,8 @@ use criu_proto::images::{
 
 use crate::diag::{self, DiagSocket, STATE_ESTABLISHED, STATE_LISTEN};
 use crate::external::{self, ExtPolicy};
-use crate::opts;
 use crate::queue::{self, QueueError};
+use criu_sk_common::unix_opts;
 
 /// `sk-queues.img`.
 pub(crate) const SK_QUEUES: ImageRef = ImageRef::single(PluginImageKind::SkQueues);
@@ -133,7 +133,7 @@ pub(crate) fn dump_socket(
     if sk.rqueue != 0 && sk.state != STATE_LISTEN {
         dump_queue(ctx, fd, &sk, id)?;
     }
-    let opts = opts::dump(fd.file.as_fd()).map_err(|e| PluginError::Fd {
+    let opts = unix_opts::dump(fd.file.as_fd()).map_err(|e| PluginError::Fd {
         pid: fd.pid,
         fd: fd.fd,
         link: fd.link.clone(),

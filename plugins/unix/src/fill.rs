@@ -13,8 +13,9 @@ use nix::sys::socket::{Backlog, Shutdown, listen, shutdown};
 
 use crate::build::{Built, Plan, conn_oriented, fail, new_socket};
 use crate::diag::STATE_LISTEN;
+use crate::paths;
 use crate::queue::{self, Creds, Packet};
-use crate::{opts, paths};
+use criu_sk_common::{OptError, restore_buffers, unix_opts};
 
 impl Built {
     /// Writes the queues (credentials naming the restored senders; fds in flight: this
@@ -33,7 +34,7 @@ impl Built {
         let plan = Plan::new(socks);
         // 5. Buffers, then queues.
         for u in socks {
-            opts::restore_buffers(fds[&u.ino].as_fd(), &u.opts).map_err(|e| opt_fail(u, e))?;
+            restore_buffers(fds[&u.ino].as_fd(), &u.opts).map_err(|e| opt_fail(u, e))?;
         }
         let mut env = Env { ctx, by_id, fds };
         for u in socks {
@@ -68,7 +69,7 @@ impl Built {
         // 6. Options, backlog, shutdown, file flags.
         for u in socks {
             let fd = fds[&u.ino].as_fd();
-            opts::restore_rest(fd, &u.opts).map_err(|e| opt_fail(u, e))?;
+            unix_opts::restore_rest(fd, &u.opts).map_err(|e| opt_fail(u, e))?;
             if u.state == STATE_LISTEN {
                 let backlog = Backlog::new(u.backlog as i32).unwrap_or(Backlog::MAXCONN);
                 listen(&fd, backlog).map_err(fail(u, "listen"))?;
@@ -92,7 +93,7 @@ impl Built {
     }
 }
 
-fn opt_fail(u: &UnixSkEntry, e: opts::OptError) -> PluginError {
+fn opt_fail(u: &UnixSkEntry, e: OptError) -> PluginError {
     PluginError::Restore {
         id: u.id,
         what: format!("unix socket inode {} {}", u.ino, e.opt),

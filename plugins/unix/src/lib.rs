@@ -38,7 +38,6 @@ mod diag;
 mod dump;
 mod external;
 mod fill;
-mod opts;
 mod paths;
 mod queue;
 mod restore;

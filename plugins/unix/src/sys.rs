@@ -1,5 +1,5 @@
-//! Integer socket options nix has no typed wrapper for (`SO_PEEK_OFF`, `SO_PASSPIDFD`,
-//! `SO_PASSRIGHTS`, `SO_BUF_LOCK`, ...): the only unsafe code of the plugin.
+//! Calls nix has no wrapper for: `SIOCUNIXFILE` and taking ownership of received fds, the
+//! only unsafe code of the plugin (integer socket options: `criu-sk-common`'s wrappers).
 
 #![allow(unsafe_code)]
 
@@ -7,60 +7,8 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 
 use nix::errno::Errno;
 
-/// `SO_PASSSEC` (asm-generic/socket.h).
-pub(crate) const SO_PASSSEC: i32 = 34;
-/// `SO_MARK`.
-pub(crate) const SO_MARK: i32 = 36;
-/// `SO_PEEK_OFF`: the offset `MSG_PEEK` reads from (-1: peeking always starts at the head).
-pub(crate) const SO_PEEK_OFF: i32 = 42;
-/// `SO_BUF_LOCK`: bit 0 `SO_SNDBUF` was set by the program, bit 1 `SO_RCVBUF` (5.14+).
-pub(crate) const SO_BUF_LOCK: i32 = 72;
-/// `SO_PASSPIDFD` (6.5+): received messages carry an `SCM_PIDFD` of the sender.
-pub(crate) const SO_PASSPIDFD: i32 = 76;
-/// `SO_PASSRIGHTS` (6.16+): 0 makes the socket refuse `SCM_RIGHTS`.
-pub(crate) const SO_PASSRIGHTS: i32 = 83;
-
-/// `getsockopt(fd, level, opt)` of an `int` option.
-pub(crate) fn get_int(fd: BorrowedFd<'_>, level: i32, opt: i32) -> Result<i32, Errno> {
-    let mut val: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: `val` and `len` are valid for writes of the sizes given; the kernel writes at
-    // most `len` bytes.
-    let r = unsafe {
-        libc::getsockopt(
-            fd.as_raw_fd(),
-            level,
-            opt,
-            (&raw mut val).cast(),
-            &raw mut len,
-        )
-    };
-    Errno::result(r).map(|_| val)
-}
-
-/// `setsockopt(fd, level, opt, &val)` of an `int` option.
-pub(crate) fn set_int(fd: BorrowedFd<'_>, level: i32, opt: i32, val: i32) -> Result<(), Errno> {
-    // SAFETY: `val` lives across the call and its size is passed along.
-    let r = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            level,
-            opt,
-            (&raw const val).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    Errno::result(r).map(drop)
-}
-
-/// A `SOL_SOCKET` int option, `None` when this kernel does not know it (`ENOPROTOOPT`).
-pub(crate) fn get_optional(fd: BorrowedFd<'_>, opt: i32) -> Result<Option<i32>, Errno> {
-    match get_int(fd, libc::SOL_SOCKET, opt) {
-        Ok(v) => Ok(Some(v)),
-        Err(Errno::ENOPROTOOPT) => Ok(None),
-        Err(e) => Err(e),
-    }
-}
+// The integer option wrappers are sk-common's (one copy for every socket plugin).
+pub(crate) use criu_sk_common::sys::{SO_PASSPIDFD, SO_PEEK_OFF, get_int, get_optional, set_int};
 
 /// `SIOCUNIXFILE` (Linux 5.4+).
 const SIOCUNIXFILE: libc::c_ulong = 0x89E0;
