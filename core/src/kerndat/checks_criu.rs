@@ -136,7 +136,6 @@ pub static NOT_BUILT: &[(&str, &str)] = &[
     ("loginuid", "the loginuid is not restored"),
     ("cgroupns", "cgroup namespaces are not dumped"),
     ("autofs", "autofs mounts are not dumped"),
-    ("tcp_half_closed", "sockets are not dumped"),
     ("compat_cr", "32-bit tasks are not dumped"),
     ("uffd", "lazy restore (userfaultfd) is not built"),
     ("uffd-noncoop", "lazy restore (userfaultfd) is not built"),
@@ -162,7 +161,6 @@ pub static NOT_BUILT: &[(&str, &str)] = &[
     ),
     ("apparmor_stacking", "LSM profiles are not restored"),
     ("move_mount_set_group", "mount namespaces are not dumped"),
-    ("ipv6_freebind", "sockets are not dumped"),
     (
         "overlayfs_maps",
         "overlayfs mappings are not told apart (not probed)",

@@ -5,6 +5,7 @@
 
 #![warn(missing_docs)]
 
+pub mod filter;
 pub mod opts;
 pub mod sys;
 
