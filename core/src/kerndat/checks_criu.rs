@@ -136,10 +136,6 @@ pub static NOT_BUILT: &[(&str, &str)] = &[
     ("loginuid", "the loginuid is not restored"),
     ("cgroupns", "cgroup namespaces are not dumped"),
     ("autofs", "autofs mounts are not dumped"),
-    (
-        "tcp_half_closed",
-        "half-closed TCP connections (FIN_WAIT*, CLOSE_WAIT, LAST_ACK, CLOSING) are refused",
-    ),
     ("compat_cr", "32-bit tasks are not dumped"),
     ("uffd", "lazy restore (userfaultfd) is not built"),
     ("uffd-noncoop", "lazy restore (userfaultfd) is not built"),
@@ -179,8 +175,8 @@ pub static NOT_BUILT: &[(&str, &str)] = &[
 /// CRIU feature names whose resource a plugin checkpoints, with that plugin: answered by
 /// the kernel probe when the plugin is in this criu (built in or loaded), missing otherwise.
 pub static PLUGIN_BACKED: &[(&str, &str)] = &[
-    // The unix plugin finds the directory of a relative name with SIOCUNIXFILE.
-    ("sk_unix_file", "unix"),
+    // The inet plugin restores half-closed connections through TCP repair.
+    ("tcp_half_closed", "inet"),
     // The inet plugin dumps and restores IP_FREEBIND and IPV6_FREEBIND.
     ("ipv6_freebind", "inet"),
     // `--network-lock iptables` and `--network-lock nftables`.

@@ -116,8 +116,9 @@ fn plugin_backed_features_follow_the_plugin_and_the_kernel() {
         };
         assert!(reason.contains(&format!("the {plugin} plugin")), "{reason}");
     }
-    // On this kernel (6.18, root), with the plugins: SIOCUNIXFILE and IPV6_FREEBIND work.
-    for name in ["sk_unix_file", "ipv6_freebind"] {
+    // On this kernel (6.18, root), with the plugins: TCP repair after a shutdown and
+    // IPV6_FREEBIND work.
+    for name in ["tcp_half_closed", "ipv6_freebind"] {
         assert!(criu_feature_with(name, |_| true).unwrap().is_ok(), "{name}");
     }
 }

@@ -219,6 +219,19 @@ pub fn dump(ctx: &mut dyn DumpContext, fd: &FdDesc, id: u32) -> Result<FileEntry
         ));
     }
     let mut sk_opts = criu_sk_common::dump(f).map_err(|e| fd_err(fd, e.opt)(e.source))?;
+    sk_opts.so_filter = match criu_sk_common::filter::dump_filter(f) {
+        Ok(prog) => prog,
+        // An eBPF program (SO_ATTACH_BPF) has no classic form to read back.
+        Err(e) if e.source == nix::errno::Errno::EACCES => {
+            return Err(refuse(
+                fd,
+                sk.describe(),
+                "an eBPF socket filter (SO_ATTACH_BPF) is attached, which cannot be read \
+                 back (as in CRIU)",
+            ));
+        }
+        Err(e) => return Err(fd_err(fd, e.opt)(e.source)),
+    };
     let mut tcp_o = None;
     if sk.proto as i32 == libc::IPPROTO_TCP {
         criu_sk_common::opts::dump_tcp_keepalive(f, &mut sk_opts)

@@ -19,7 +19,10 @@
 //! as CRIU). A corked UDP socket (`UDP_CORK`) comes back corked (our field
 //! `inet_sk_entry.criu_rs_udp_cork`); the datagram it was building cannot be read (no peek
 //! of a send queue) and is dropped, as UDP may drop a datagram (CRIU refuses the socket).
-//! Refused, naming fd and pid: raw sockets, MPTCP, half-closed connections (not yet).
+//! Half-closed connections (FIN_WAIT1/2, CLOSE_WAIT, LAST_ACK, CLOSING) go through repair
+//! too, their FINs put back at restore ([`fin`]). Classic socket filters are kept in
+//! `sk_opts_entry.so_filter` (`criu_sk_common::filter`).
+//! Refused, naming fd and pid: raw sockets, MPTCP, unfinished connections (SYN_SENT).
 //!
 //! Restore makes each socket in the restorer (`open_file`) and ends the repairs in
 //! `finish`, just before the tree resumes ([`restore`]).
@@ -29,6 +32,7 @@
 
 pub mod addr;
 mod dump;
+pub mod fin;
 mod restore;
 mod sys;
 pub mod tcp;

@@ -1,8 +1,9 @@
 //! `inet_sk_entry`s back into sockets. Every socket is made in `open_file` with
-//! `SO_REUSEADDR` on for its `bind` (as CRIU: several restored sockets may share a port);
+//! `SO_REUSEADDR` and `SO_REUSEPORT` on for its `bind` (as CRIU: several restored sockets
+//! may share a port);
 //! an established connection is rebuilt in repair mode ([`crate::tcp`]), a UDP queue sent
 //! again before the socket is connected ([`crate::udp`]). `finish`, just before the tree
-//! resumes, puts `SO_REUSEADDR` back as dumped and ends every repair.
+//! resumes, puts both back as dumped and ends every repair.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -19,7 +20,7 @@ use crate::addr::{self, FAMILY_V4, FAMILY_V6};
 use crate::dump::{TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN, proto_name};
 use crate::tcp::{self, Stream};
 use crate::udp::{self, Datagram};
-use crate::{sys, tcp_state_name};
+use crate::{fin, sys, tcp_state_name};
 
 fn bad(id: u32, reason: String) -> PluginError {
     PluginError::bad_image(
@@ -85,7 +86,13 @@ pub fn validate(entry: &FileEntry) -> Result<&InetSkEntry, PluginError> {
             format!("port {} or {} above 65535", ie.src_port, ie.dst_port),
         ));
     }
-    if is_connection(ie) && ie.state != TCP_ESTABLISHED {
+    if ie.state == 0 || ie.state > 11 {
+        return Err(bad(
+            entry.id,
+            format!("{}: {} is no TCP state", describe(ie), ie.state),
+        ));
+    }
+    if is_connection(ie) && ie.state != TCP_ESTABLISHED && !fin::is_half_closed(ie.state) {
         return Err(PluginError::Unsupported {
             resource: format!(
                 "{} {} (file id {})",
@@ -94,7 +101,9 @@ pub fn validate(entry: &FileEntry) -> Result<&InetSkEntry, PluginError> {
                 ie.id
             ),
             pid: 0,
-            hint: "half-closed TCP connections are not restored yet (only ESTABLISHED ones)".into(),
+            hint: "TCP connections in this state are not restored (ESTABLISHED and \
+                   half-closed ones are)"
+                .into(),
         });
     }
     Ok(ie)
@@ -107,10 +116,12 @@ struct Pending {
     what: String,
     sock: OwnedFd,
     reuseaddr: bool,
+    reuseport: bool,
     /// The options as dumped: the buffer sizes and locks are put back once the queues are
     /// in (they need room, which setting the sizes locks).
     opts: SkOptsEntry,
     stream: Option<Stream>,
+    state: u32,
 }
 
 /// The inet sockets of one restore, checked (with their TCP streams and UDP queues) before
@@ -213,6 +224,24 @@ fn ip_opts(f: BorrowedFd<'_>, ie: &InetSkEntry) -> Result<(), (Errno, &'static s
     Ok(())
 }
 
+/// `bind(f, l)`. An IPv6 address may be tentative yet (duplicate address detection) or
+/// gone: as CRIU, IPv6 sockets are bound with `IP_FREEBIND` on, switched off again after
+/// unless it was on at dump.
+fn bind(f: BorrowedFd<'_>, ie: &InetSkEntry, l: SocketAddr) -> Result<(), (Errno, &'static str)> {
+    let v6 = ie.family == FAMILY_V6;
+    if v6 {
+        set_int(f, libc::SOL_IP, libc::IP_FREEBIND, 1)
+            .map_err(|e| (e, "setsockopt(IP_FREEBIND)"))?;
+    }
+    sys::bind(f, l).map_err(|e| (e, "bind"))?;
+    let kept = ie.ip_opts.as_ref().and_then(|o| o.freebind) == Some(true);
+    if v6 && !kept {
+        set_int(f, libc::SOL_IP, libc::IP_FREEBIND, 0)
+            .map_err(|e| (e, "setsockopt(IP_FREEBIND)"))?;
+    }
+    Ok(())
+}
+
 /// The buffer sizes of a connection whose queues are written back: room for the queues
 /// whatever the sizes were (data copied back takes more memory than it did in the kernel's
 /// own segments), at least as dumped. [`InetRestorer::finish`] puts the dumped sizes and
@@ -253,6 +282,10 @@ impl InetRestorer {
         criu_sk_common::restore_bound_dev(f, &ie.opts).map_err(sk_opt)?;
         set_int(f, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)
             .map_err(|e| (e, "setsockopt(SO_REUSEADDR)"))?;
+        // As CRIU: a listener of a SO_REUSEPORT group may have dropped the option after
+        // the others bound; every socket binds with it, the dumped value comes in `finish`.
+        set_int(f, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)
+            .map_err(|e| (e, "setsockopt(SO_REUSEPORT)"))?;
         // After SO_REUSEADDR, which would undo it: repair mode forces the reuse of the port
         // (an accepted connection shares its listener's).
         if stream.is_some() {
@@ -271,10 +304,10 @@ impl InetRestorer {
         // --tcp-close: the connection comes back as a fresh socket, neither bound nor connected.
         let closed = conn && stream.is_none();
         if let Some(l) = local.filter(|_| ie.src_port != 0 && !closed) {
-            sys::bind(f, l).map_err(|e| (e, "bind"))?;
+            bind(f, ie, l)?;
         }
-        if let (Some(st), Some(p)) = (stream, peer) {
-            tcp::restore(&s, st, p, |f| queue_buffers(f, &ie.opts, st))?;
+        if let (Some(st), Some(l), Some(p)) = (stream, local, peer) {
+            tcp::restore(&s, st, ie.state, (l, p), |f| queue_buffers(f, &ie.opts, st))?;
         } else {
             criu_sk_common::restore_buffers(f, &ie.opts).map_err(sk_opt)?;
         }
@@ -291,6 +324,8 @@ impl InetRestorer {
             sys::connect(f, p).map_err(|e| (e, "connect"))?;
         }
         criu_sk_common::restore_rest(f, &ie.opts).map_err(sk_opt)?;
+        // Last: the datagrams queued again above had passed it already.
+        criu_sk_common::filter::attach_filter(f, &ie.opts.so_filter).map_err(sk_opt)?;
         if let Some(t) = &ie.tcp_opts {
             if t.nodelay == Some(true) {
                 set_int(f, libc::SOL_TCP, libc::TCP_NODELAY, 1)
@@ -314,8 +349,10 @@ impl InetRestorer {
             what: describe(ie),
             sock: keep,
             reuseaddr: ie.opts.reuseaddr == Some(true),
+            reuseport: ie.opts.so_reuseport == Some(true),
             opts: ie.opts.clone(),
             stream: stream.cloned(),
+            state: ie.state,
         });
         Ok(s)
     }
@@ -353,7 +390,7 @@ impl FileRestorer for InetRestorer {
         // Repairs first: switching repair mode off resets the socket's SO_REUSEADDR.
         for p in &self.pending {
             if let Some(s) = &p.stream {
-                tcp::resume(p.sock.as_fd(), s).map_err(|(e, op)| fail(p, op, e))?;
+                tcp::resume(p.sock.as_fd(), s, p.state).map_err(|(e, op)| fail(p, op, e))?;
             }
         }
         for p in &self.pending {
@@ -365,6 +402,9 @@ impl FileRestorer for InetRestorer {
             let v = i32::from(p.reuseaddr);
             set_int(p.sock.as_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, v)
                 .map_err(|e| fail(p, "setsockopt(SO_REUSEADDR)", e))?;
+            let v = i32::from(p.reuseport);
+            set_int(p.sock.as_fd(), libc::SOL_SOCKET, libc::SO_REUSEPORT, v)
+                .map_err(|e| fail(p, "setsockopt(SO_REUSEPORT)", e))?;
         }
         self.pending.clear();
         Ok(())

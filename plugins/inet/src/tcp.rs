@@ -18,7 +18,7 @@ use prost::Message;
 
 use crate::dump::{Sock, TCP_ESTABLISHED, fd_err, refuse};
 use crate::sys::{self, TcpRepairOpt, TcpRepairWindow};
-use crate::{DumpState, tcp_state_name};
+use crate::{DumpState, fin, tcp_state_name};
 
 /// `TCPI_OPT_TIMESTAMPS` (linux/tcp.h), in `opt_mask`.
 pub const TCPI_OPT_TIMESTAMPS: u32 = 1;
@@ -89,6 +89,8 @@ fn save(f: BorrowedFd<'_>, state: u32) -> Result<Stream, (Errno, &'static str)> 
     }
     let outq_len = sys::outq(f).map_err(|e| (e, "ioctl(SIOCOUTQ)"))?;
     let unsq_len = sys::outq_not_sent(f).map_err(|e| (e, "ioctl(SIOCOUTQNSD)"))?;
+    // Our FIN holds no data: out of the sizes (the peeks would come short of them).
+    let (outq_len, unsq_len) = fin::dumped_sizes(state, outq_len, unsq_len);
     let inq_len = sys::inq(f).map_err(|e| (e, "ioctl(SIOCINQ)"))?;
     let mss =
         get_int(f, libc::SOL_TCP, libc::TCP_MAXSEG).map_err(|e| (e, "getsockopt(TCP_MAXSEG)"))?;
@@ -164,12 +166,12 @@ pub fn dump(
     state: u32,
     ino: u32,
 ) -> Result<(), PluginError> {
-    if state != TCP_ESTABLISHED {
+    if state != TCP_ESTABLISHED && !fin::is_half_closed(state) {
         return Err(refuse(
             fd,
             format!("{} {}", sk.describe(), tcp_state_name(state)),
-            "half-closed and unfinished TCP connections are not supported yet (only \
-             ESTABLISHED ones); dump once the connection is established or closed",
+            "unfinished TCP connections (SYN_SENT, SYN_RECV) are not supported yet; dump \
+             once the connection is established or closed",
         ));
     }
     let f = fd.file();
@@ -288,20 +290,23 @@ pub fn repair_options(e: &TcpStreamEntry) -> Vec<TcpRepairOpt> {
     opts
 }
 
-/// Puts connection `s` into `sock`, a new TCP socket in repair mode already bound to its
-/// local name: sequence numbers, `connect` to `peer` (no packet in repair mode), options,
-/// the receive queue, the sent part of the send queue, the window. `before_queues` sets the
-/// buffer sizes between `connect` and the queues.
+/// Puts connection `s` (in TCP state `state`) into `sock`, a new TCP socket in repair mode
+/// already bound to its local name `local`: sequence numbers, `connect` to `peer` (no
+/// packet in repair mode), options, the receive queue, the sent part of the send queue,
+/// the window; for a half-closed connection the unsent data and the FINs too ([`fin`]).
+/// `before_queues` sets the buffer sizes between `connect` and the queues.
 pub fn restore(
     sock: &OwnedFd,
     s: &Stream,
-    peer: SocketAddr,
+    state: u32,
+    (local, peer): (SocketAddr, SocketAddr),
     before_queues: impl FnOnce(BorrowedFd<'_>) -> Result<(), (Errno, &'static str)>,
 ) -> Result<(), (Errno, &'static str)> {
     let f = sock.as_fd();
     let e = &s.entry;
-    set_queue_seq(f, sys::TCP_RECV_QUEUE, e.inq_seq.wrapping_sub(e.inq_len))?;
-    set_queue_seq(f, sys::TCP_SEND_QUEUE, e.outq_seq.wrapping_sub(e.outq_len))?;
+    let (inq_seq, outq_seq) = fin::data_seqs(state, e);
+    set_queue_seq(f, sys::TCP_RECV_QUEUE, inq_seq.wrapping_sub(e.inq_len))?;
+    set_queue_seq(f, sys::TCP_SEND_QUEUE, outq_seq.wrapping_sub(e.outq_len))?;
     sys::connect(f, peer).map_err(|e| (e, "connect (repair)"))?;
     sys::set_repair_options(f, &repair_options(e))
         .map_err(|e| (e, "setsockopt(TCP_REPAIR_OPTIONS)"))?;
@@ -326,25 +331,40 @@ pub fn restore(
     if let (Some(snd_wl1), Some(snd_wnd), Some(max_window), Some(rcv_wnd), Some(rcv_wup)) =
         (e.snd_wl1, e.snd_wnd, e.max_window, e.rcv_wnd, e.rcv_wup)
     {
-        let w = TcpRepairWindow {
+        let mut w = TcpRepairWindow {
             snd_wl1,
             snd_wnd,
             max_window,
             rcv_wnd,
             rcv_wup,
         };
+        fin::window(state, &mut w);
         sys::set_repair_window(f, &w).map_err(|e| (e, "setsockopt(TCP_REPAIR_WINDOW)"))?;
     }
     set_int(f, libc::SOL_TCP, sys::TCP_REPAIR_QUEUE, 0)
-        .map_err(|e| (e, "setsockopt(TCP_REPAIR_QUEUE)"))
+        .map_err(|e| (e, "setsockopt(TCP_REPAIR_QUEUE)"))?;
+    if !fin::is_half_closed(state) {
+        return Ok(());
+    }
+    // Our FIN follows the unsent data: they are written now, as CRIU does, out of repair
+    // mode for a moment (an ordinary write; the network lock holds it back).
+    if !s.unsent().is_empty() {
+        set_int(f, libc::SOL_TCP, libc::TCP_REPAIR, 0)
+            .map_err(|e| (e, "setsockopt(TCP_REPAIR, off)"))?;
+        send_all(f, s.unsent()).map_err(|e| (e, "send (unsent data)"))?;
+        set_int(f, libc::SOL_TCP, libc::TCP_REPAIR, 1)
+            .map_err(|e| (e, "setsockopt(TCP_REPAIR)"))?;
+    }
+    fin::restore(f, state, e, local, peer)
 }
 
-/// Ends the repair of a restored connection: repair mode off (the kernel sends a window
-/// probe, so both ends resynchronise), then the bytes that were not sent yet at dump.
-pub fn resume(f: BorrowedFd<'_>, s: &Stream) -> Result<(), (Errno, &'static str)> {
+/// Ends the repair of a restored connection in `state`: repair mode off (the kernel sends a
+/// window probe, so both ends resynchronise), then the bytes that were not sent yet at dump
+/// (a half-closed connection's are in already, before its FIN).
+pub fn resume(f: BorrowedFd<'_>, s: &Stream, state: u32) -> Result<(), (Errno, &'static str)> {
     set_int(f, libc::SOL_TCP, libc::TCP_REPAIR, 0)
         .map_err(|e| (e, "setsockopt(TCP_REPAIR, off)"))?;
-    if !s.unsent().is_empty() {
+    if !s.unsent().is_empty() && !fin::is_half_closed(state) {
         send_all(f, s.unsent()).map_err(|e| (e, "send (unsent data)"))?;
     }
     Ok(())

@@ -81,3 +81,39 @@ fn datagrams_of_other_sockets_are_skipped_and_unknown_ones_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn an_impossible_tcp_state_is_refused_naming_image_and_socket() {
+    use criu_proto::images::{FdTypes, FileEntry, InetSkEntry};
+    let ie = InetSkEntry {
+        id: 9,
+        family: addr::FAMILY_V4,
+        r#type: libc::SOCK_STREAM as u32,
+        proto: libc::IPPROTO_TCP as u32,
+        state: 42,
+        src_port: 80,
+        dst_port: 4000,
+        src_addr: addr::words_of("127.0.0.1".parse().unwrap()),
+        dst_addr: addr::words_of("127.0.0.2".parse().unwrap()),
+        ..InetSkEntry::default()
+    };
+    let mut e = FileEntry {
+        r#type: FdTypes::Inetsk as i32,
+        id: 9,
+        isk: Some(ie),
+        ..FileEntry::default()
+    };
+    let err = crate::validate(&e).unwrap_err().to_string();
+    assert!(
+        err.contains("files.img") && err.contains("file id 9") && err.contains("127.0.0.1:80"),
+        "{err}"
+    );
+    // A state that exists but is not restored (SYN_SENT) is refused as unsupported.
+    e.isk.as_mut().unwrap().state = 2;
+    let err = crate::validate(&e).unwrap_err().to_string();
+    assert!(err.contains("SYN_SENT"), "{err}");
+    for ok in [1, 4, 5, 8, 9, 11] {
+        e.isk.as_mut().unwrap().state = ok;
+        assert!(crate::validate(&e).is_ok(), "state {ok}");
+    }
+}

@@ -94,8 +94,19 @@ pub fn dump_queue(
 /// Logs the datagrams of a ping socket's queue that the dump leaves out.
 pub fn warn_dropped(fd: &FdDesc, sk: &Sock) -> Result<(), PluginError> {
     let f = fd.file();
-    let n = crate::sys::inq(f).map_err(fd_err(fd, "ioctl(SIOCINQ)"))?;
-    if n != 0 {
+    // Ping sockets of some kernels answer no SIOCINQ: a peek of one byte tells then.
+    let queued = match crate::sys::inq(f) {
+        Ok(n) => n != 0,
+        Err(nix::errno::Errno::ENOTTY) => {
+            match crate::sys::recv_from(f, &mut [0u8; 1], libc::MSG_PEEK | libc::MSG_DONTWAIT) {
+                Ok(_) => true,
+                Err(nix::errno::Errno::EAGAIN) => false,
+                Err(e) => return Err(fd_err(fd, "recv(MSG_PEEK)")(e)),
+            }
+        }
+        Err(e) => return Err(fd_err(fd, "ioctl(SIOCINQ)")(e)),
+    };
+    if queued {
         tracing::warn!(pid = fd.pid, fd = fd.fd, sock = %sk.describe(), "queued replies of a ping socket are dropped (as in CRIU)");
     }
     Ok(())

@@ -6,6 +6,7 @@
 
 #![warn(missing_docs)]
 
+pub mod filter;
 pub mod opts;
 pub mod sys;
 pub mod unix_opts;
