@@ -37,6 +37,14 @@ fn run(args: &[&str]) {
     );
 }
 
+/// Serializes `ip netns add`/`del` of the tests of one binary: run side by side, the
+/// first ones each bind-mount /run/netns, one hiding the namespace files made under the
+/// other (setns: EINVAL).
+fn ip_netns_serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// A named network namespace with `lo` up, deleted (with its veth) when dropped.
 #[derive(Debug)]
 pub struct NetNs {
@@ -49,6 +57,7 @@ impl NetNs {
     /// A namespace `nlk-<tag>-<pid>` with only `lo`.
     pub fn new(tag: &str) -> NetNs {
         need_ip();
+        let _one = ip_netns_serial();
         let name = format!("nlk-{tag}-{}", std::process::id());
         let _ = Command::new("ip").args(["netns", "del", &name]).output();
         run(&["netns", "add", &name]);
@@ -112,6 +121,7 @@ impl NetNs {
 
 impl Drop for NetNs {
     fn drop(&mut self) {
+        let _one = ip_netns_serial();
         if let Some(h) = &self.host_if {
             let _ = Command::new("ip").args(["link", "del", h]).output();
         }
