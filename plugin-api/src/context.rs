@@ -123,6 +123,9 @@ pub struct DumpOptions {
     pub network_lock: NetworkLock,
     /// `--external` values, as given (`unix[INO]`, `mnt[KEY]:VAL`, ...), in order. (API 0.7)
     pub external: Vec<String>,
+    /// `--link-remap`: an open file whose name was removed while other names of it remain
+    /// gets a temporary hard link (CRIU's link remap) instead of being refused. (API 0.7)
+    pub link_remap: bool,
 }
 
 impl Default for DumpOptions {
@@ -138,6 +141,7 @@ impl Default for DumpOptions {
             leave_running: false,
             network_lock: NetworkLock::default(),
             external: Vec::new(),
+            link_remap: false,
         }
     }
 }

@@ -77,6 +77,8 @@ pub struct Options {
     pub skip_in_flight: bool,
     pub file_locks: bool,
     pub ext_unix_sk: bool,
+    /// `--link-remap`: handed to the files plugin at dump.
+    pub link_remap: bool,
     /// `--network-lock`: ebpf (ours, the default), iptables, nftables, skip.
     pub network_lock: criu_plugin_api::NetworkLock,
     /// `--external` values, in order.
@@ -169,6 +171,7 @@ fn apply(cli: &mut Cli, spec: &'static OptSpec, value: Option<String>, off: bool
                 }
             }
         }
+        "link-remap" => o.link_remap = !off,
         "external" => o.external.push(v()),
         "network-lock" => o.network_lock = network_lock(&v())?,
         "address" => o.address = path(),

@@ -110,6 +110,8 @@ pub struct DumpOptions {
     pub ext_unix_sk: bool,
     pub network_lock: criu_plugin_api::NetworkLock,
     pub external: Vec<String>,
+    /// `--link-remap`: for the files plugin ([`DumpOptions::plugin_options`]).
+    pub link_remap: bool,
     /// Test hook: fail right after the named step ("freeze", "threads", "task", "memory",
     /// "files", "ids", "images") to exercise the failure path.
     pub fail_after: Option<&'static str>,
@@ -134,6 +136,7 @@ impl DumpOptions {
             ext_unix_sk: false,
             network_lock: criu_plugin_api::NetworkLock::default(),
             external: Vec::new(),
+            link_remap: false,
         }
     }
 
@@ -150,6 +153,7 @@ impl DumpOptions {
         o.leave_running = self.leave_running;
         o.network_lock = self.network_lock;
         o.external = self.external.clone();
+        o.link_remap = self.link_remap;
         o
     }
 }

@@ -234,9 +234,20 @@ pub fn open_for_mapping(
 
 /// A new description of the file open at `fd` (`/proc/self/fd/N`), read-only unless
 /// `write`: for mapping a file that has no path (a memfd) with the access its mapping needs,
-/// whatever the flags of the description its plugin restored.
+/// whatever the flags of the description its plugin restored. A writable mapping of a
+/// read-write description maps that very description: a reopen for writing would count as
+/// a writer of the inode as long as the mapping lives (`execveat` of a memfd then fails with
+/// ETXTBSY, where the description `memfd_create` made counts as none).
 pub fn reopen_for_mapping(fd: &OwnedFd, write: bool) -> Result<OwnedFd, String> {
     use std::os::fd::AsRawFd;
+    if write
+        && nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL)
+            .is_ok_and(|fl| fl & libc::O_ACCMODE == libc::O_RDWR)
+    {
+        return fd
+            .try_clone()
+            .map_err(|e| format!("dup of fd {} for mapping: {e}", fd.as_raw_fd()));
+    }
     let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
     let acc = if write {
         OFlag::O_RDWR
@@ -245,6 +256,22 @@ pub fn reopen_for_mapping(fd: &OwnedFd, write: bool) -> Result<OwnedFd, String> 
     };
     open(path.as_str(), acc | OFlag::O_CLOEXEC, Mode::empty())
         .map_err(|e| format!("reopen {path} for mapping: {e}"))
+}
+
+/// A read-write MEMFD entry of the same memfd inode as `entry`, for a writable shared mapping
+/// of it: the task most likely mapped that description (a reopen for writing would count as
+/// a writer of the inode and make `execveat` of the memfd fail with ETXTBSY, where the
+/// description `memfd_create` made counts as none).
+pub fn writable_memfd_twin<'a>(
+    files: &'a BTreeMap<u32, FileEntry>,
+    entry: &FileEntry,
+) -> Option<&'a FileEntry> {
+    let inode = entry.memfd.as_ref()?.inode_id;
+    files.values().find(|f| {
+        f.memfd.as_ref().is_some_and(|m| {
+            m.inode_id == inode && m.flags & libc::O_ACCMODE as u32 == libc::O_RDWR as u32
+        })
+    })
 }
 
 /// The cwd and root paths of `fs`.

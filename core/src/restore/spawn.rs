@@ -185,6 +185,11 @@ fn open_memory_files(
         } else {
             // Another kind of file (a memfd) or an unlinked one (a ghost): its plugin opens
             // the description, mapped through a reopen with the access the mapping needs.
+            let entry = if write {
+                files::writable_memfd_twin(&plan.files, entry).unwrap_or(entry)
+            } else {
+                entry
+            };
             opener
                 .open(entry)
                 .and_then(|fd| files::reopen_for_mapping(&fd, write))

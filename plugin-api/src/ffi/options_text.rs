@@ -9,7 +9,7 @@
 use crate::{DumpOptions, NetworkLock, RestoreOptions};
 
 /// Names of the [`DumpOptions`] fields that cross as text.
-pub(crate) const DUMP_NAMES: [&str; 7] = [
+pub(crate) const DUMP_NAMES: [&str; 8] = [
     "tcp_established",
     "skip_in_flight",
     "file_locks",
@@ -17,6 +17,7 @@ pub(crate) const DUMP_NAMES: [&str; 7] = [
     "leave_running",
     "network_lock",
     "external",
+    "link_remap",
 ];
 
 /// Names of the [`RestoreOptions`] fields that cross as text.
@@ -55,6 +56,7 @@ pub(crate) fn dump(o: &DumpOptions, name: &str) -> Option<String> {
         "leave_running" => flag(o.leave_running),
         "network_lock" => o.network_lock.name().to_string(),
         "external" => list(&o.external),
+        "link_remap" => flag(o.link_remap),
         _ => return None,
     })
 }
@@ -86,6 +88,7 @@ pub(crate) fn fill_dump(o: &mut DumpOptions, get: impl Fn(&str) -> Option<String
             "leave_running" => o.leave_running = v == "1",
             "network_lock" => o.network_lock = NetworkLock::from_name(&v).unwrap_or_default(),
             "external" => o.external = parse_list(&v),
+            "link_remap" => o.link_remap = v == "1",
             _ => {}
         }
     }
@@ -121,6 +124,7 @@ mod tests {
             leave_running: true,
             network_lock: NetworkLock::Nftables,
             external: vec!["unix[12]".into(), "mnt[a]:b".into()],
+            link_remap: true,
             ..DumpOptions::default()
         };
         let mut back = DumpOptions::default();

@@ -1,6 +1,7 @@
 //! Dumping a file description reached by a path.
 
 use std::collections::HashMap;
+use std::os::fd::AsFd;
 
 use criu_plugin_api::{DumpContext, FdDesc, ImageRef, PluginError, write_message};
 use criu_proto::images::{FdTypes, FileEntry, RegFileEntry, RemapFilePathEntry, RemapType};
@@ -13,6 +14,8 @@ use crate::ghost;
 pub(crate) struct DumpState {
     /// Ghost ids by unlinked file (dev, inode): several descriptions may share one file.
     ghosts: HashMap<(u64, u64), u32>,
+    /// Link remaps made so far (removed again if the dump fails or the tree runs on).
+    pub(crate) links: Vec<String>,
 }
 
 fn unsupported(fd: &FdDesc, hint: &str) -> PluginError {
@@ -37,7 +40,7 @@ pub(crate) fn dump_file(
             "no plugin handles this terminal: the tty plugin covers Unix98 ptys, /dev/tty, the console, virtual terminals and USB serial lines (legacy BSD ptys and 8250 serial ports are not supported); load it with --plugin-dir if this criu lacks it",
         ));
     }
-    let path = dumped_path(fd)?;
+    let (path, link_remap) = dumped_path(fd, ctx.options().link_remap)?;
     let flags = fd.fdinfo.file_flags();
     tracing::debug!(
         pid = fd.pid,
@@ -50,12 +53,6 @@ pub(crate) fn dump_file(
     );
 
     if st.nlink == 0 {
-        if st.file_type() == libc::S_IFLNK {
-            return Err(unsupported(
-                fd,
-                "removed symlinks held with O_PATH are not supported",
-            ));
-        }
         let ghost_id = ghost_once(ctx, fd, path)?;
         let remap = RemapFilePathEntry {
             orig_id: id,
@@ -63,6 +60,8 @@ pub(crate) fn dump_file(
             remap_type: Some(RemapType::Ghost as i32),
         };
         write_message(ctx, ImageRef::REMAP_FPATH, &remap, &[])?;
+    } else if link_remap {
+        crate::link_remap::dump(ctx, fd, id, path)?;
     }
 
     let size = (st.is_reg() && should_check_size(flags)).then_some(st.size as u64);
@@ -84,23 +83,30 @@ pub(crate) fn dump_file(
     })
 }
 
-/// The path to store: the link without its " (deleted)" tag for unlinked files. A file still
-/// linked under another name but not under this one would need CRIU's link remaps.
-fn dumped_path(fd: &FdDesc) -> Result<&str, PluginError> {
+/// The path to store: the link without its " (deleted)" tag for unlinked files; and whether
+/// the file needs a link remap (its name was removed but it keeps other hard links), which
+/// only `--link-remap` allows, as in CRIU.
+fn dumped_path(fd: &FdDesc, link_remap: bool) -> Result<(&str, bool), PluginError> {
     let (stripped, tagged) = fd.path_and_deleted();
     if fd.stat.nlink == 0 {
-        return Ok(stripped);
+        return Ok((stripped, false));
     }
     if tagged && !same_file_at(&fd.link, fd) {
-        return Err(unsupported(
-            fd,
-            "the file was unlinked but has other hard links; link remaps (--link-remap) are not supported yet",
-        ));
+        if fd.stat.is_dir() {
+            return Err(unsupported(fd, "a removed directory that still has links"));
+        }
+        if !link_remap {
+            return Err(unsupported(
+                fd,
+                "the file was unlinked but has other hard links: use --link-remap to give it a temporary link",
+            ));
+        }
+        return Ok((stripped, true));
     }
     // A real name that happens to end in " (deleted)" stays as it is.
     let path = if tagged { fd.link.as_str() } else { stripped };
     check_path_names_file(fd, path)?;
-    Ok(path)
+    Ok((path, false))
 }
 
 /// Restore reopens the path: it must still name this very file (CRIU checks the same). Not
@@ -135,10 +141,15 @@ fn same_file_at(path: &str, fd: &FdDesc) -> bool {
 /// The ghost id of the unlinked file behind `fd`, writing its image the first time this
 /// dump meets the file (several descriptions may share one unlinked file).
 fn ghost_once(ctx: &mut dyn DumpContext, fd: &FdDesc, path: &str) -> Result<u32, PluginError> {
-    let size = fd.stat.size.max(0) as u64;
     let limit = ctx.options().ghost_limit;
-    // Only a regular file's contents travel in the image.
-    if fd.stat.is_reg() && size > limit {
+    // Only a regular file's contents travel in the image, and only its data extents: the
+    // limit counts allocated blocks, as CRIU's does (a sparse file's holes cost nothing).
+    let size = if fd.stat.is_reg() {
+        allocated_bytes(fd)?
+    } else {
+        0
+    };
+    if size > limit {
         return Err(PluginError::GhostTooBig {
             path: path.into(),
             pid: fd.pid,
@@ -157,4 +168,17 @@ fn ghost_once(ctx: &mut dyn DumpContext, fd: &FdDesc, path: &str) -> Result<u32,
     ghost::dump(ctx, fd, id)?;
     ctx.state::<DumpState>()?.ghosts.insert(key, id);
     Ok(id)
+}
+
+/// Bytes the file occupies on disk (`st_blocks` counts 512-byte units whatever the
+/// filesystem's block size).
+fn allocated_bytes(fd: &FdDesc) -> Result<u64, PluginError> {
+    let st = nix::sys::stat::fstat(fd.file.as_fd()).map_err(|e| PluginError::Fd {
+        pid: fd.pid,
+        fd: fd.fd,
+        link: fd.link.clone(),
+        op: "fstat",
+        source: e.into(),
+    })?;
+    Ok((st.st_blocks.max(0) as u64).saturating_mul(512))
 }

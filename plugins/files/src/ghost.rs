@@ -30,7 +30,8 @@ fn fd_error(fd: &FdDesc, op: &'static str, e: impl Into<std::io::Error>) -> Plug
 }
 
 /// Writes `ghost-file-<id>.img` for the unlinked file behind `fd`: contents for a regular
-/// file, only metadata for a directory or a FIFO, and the device number for a device node.
+/// file, only metadata for a directory or a FIFO, the device number for a device node and
+/// the target for a symlink.
 /// `id` must be unique among the dump's ghosts (the pipes plugin dumps FIFO ghosts too).
 pub fn dump(ctx: &mut dyn DumpContext, fd: &FdDesc, id: u32) -> Result<(), PluginError> {
     let st = &fd.stat;
@@ -48,7 +49,7 @@ pub fn dump(ctx: &mut dyn DumpContext, fd: &FdDesc, id: u32) -> Result<(), Plugi
         mtim: Some(timeval(st.mtime)),
         chunks: chunked.then_some(true),
         size: chunked.then_some(st.size as u64),
-        symlnk_target: None,
+        symlnk_target: symlink_target(fd)?,
     };
     let image = ImageRef::ghost_file(id);
     if !st.is_reg() {
@@ -80,6 +81,22 @@ pub fn dump(ctx: &mut dyn DumpContext, fd: &FdDesc, id: u32) -> Result<(), Plugi
         }
     }
     Ok(())
+}
+
+/// The target of a symlink held with `O_PATH | O_NOFOLLOW` (CRIU's `symlnk_target`).
+fn symlink_target(fd: &FdDesc) -> Result<Option<String>, PluginError> {
+    if fd.stat.file_type() != libc::S_IFLNK {
+        return Ok(None);
+    }
+    let target =
+        nix::fcntl::readlinkat(fd.file.as_fd(), "").map_err(|e| fd_error(fd, "readlinkat", e))?;
+    target.into_string().map(Some).map_err(|t| {
+        fd_error(
+            fd,
+            "readlinkat",
+            std::io::Error::other(format!("symlink target {t:?} is not UTF-8")),
+        )
+    })
 }
 
 fn timeval(t: criu_plugin_api::Timespec) -> Timeval {

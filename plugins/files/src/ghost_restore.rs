@@ -13,10 +13,12 @@ use nix::errno::Errno;
 use nix::fcntl::{AT_FDCWD, AtFlags, OFlag, open};
 use nix::sys::stat::{FchmodatFlags, Mode, SFlag, UtimensatFlags, fchmodat, mknod, utimensat};
 use nix::sys::time::TimeSpec;
-use nix::unistd::{Gid, Uid, UnlinkatFlags, fchownat, ftruncate, mkdir, unlink, unlinkat};
+use nix::unistd::{
+    Gid, Uid, UnlinkatFlags, fchownat, ftruncate, mkdir, symlinkat, unlink, unlinkat,
+};
 
 /// Recreates ghost `id` for the file that was at `orig_path` and returns it open: read-write
-/// for a regular file, read-only for a directory, `O_PATH` for a device node or a FIFO
+/// for a regular file, read-only for a directory, `O_PATH` for a device node, a FIFO or a symlink
 /// (descriptions are reopened from it through `/proc/self/fd` with their own flags).
 pub fn restore(
     ctx: &mut dyn RestoreContext,
@@ -64,11 +66,27 @@ pub fn restore(
                 })
             })?
         }
+        libc::S_IFLNK => {
+            let target = entry.symlnk_target.as_deref().ok_or_else(|| {
+                PluginError::bad_image(image.to_string(), "ghost symlink without symlnk_target")
+            })?;
+            create_near(orig_path, id, |p| {
+                symlinkat(target, AT_FDCWD, p)?;
+                open(
+                    p,
+                    OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                    Mode::empty(),
+                )
+                .inspect_err(|_| {
+                    let _ = unlink(p);
+                })
+            })?
+        }
         _ => {
             return Err(PluginError::Unsupported {
                 resource: format!("ghost file {orig_path} (mode {:o})", entry.mode),
                 pid: ctx.current_pid(),
-                hint: "unlinked files, directories, device nodes and FIFOs only".into(),
+                hint: "unlinked files, directories, device nodes, FIFOs and symlinks only".into(),
             });
         }
     };
@@ -167,9 +185,18 @@ fn apply_metadata(entry: &GhostFileEntry, path: &str) -> Result<(), PluginError>
         AtFlags::AT_SYMLINK_NOFOLLOW,
     )
     .map_err(|e| PluginError::path(path, "chown", e))?;
+    if entry.mode & libc::S_IFMT == libc::S_IFLNK {
+        // A symlink's own mode is fixed; a chmod would follow it to its target.
+        return set_times(entry, path);
+    }
     let mode = Mode::from_bits_truncate(entry.mode & 0o7777);
     fchmodat(AT_FDCWD, path, mode, FchmodatFlags::FollowSymlink)
         .map_err(|e| PluginError::path(path, "chmod", e))?;
+    set_times(entry, path)
+}
+
+/// Access and modification times, set on the node itself.
+fn set_times(entry: &GhostFileEntry, path: &str) -> Result<(), PluginError> {
     if let (Some(a), Some(m)) = (entry.atim, entry.mtim) {
         // Clamped: a corrupt image must not overflow the conversion.
         let ts =

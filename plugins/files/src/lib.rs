@@ -7,7 +7,10 @@
 //! `ghost-file-<id>.img` with its contents (bounded by `--ghost-limit`) and a
 //! `remap-fpath.img` entry tying the file id to the ghost id; a removed directory or device
 //! node gets a ghost image without contents (mode, owner, times, device number), and so
-//! does an unlinked FIFO, dumped by the pipes plugin with [`ghost::dump`].
+//! does an unlinked FIFO, dumped by the pipes plugin with [`ghost::dump`], and a removed
+//! symlink held with `O_PATH` (its target). A file whose open name was removed while other
+//! names remain gets a link remap with `--link-remap` (module `link_remap`). An fd of a namespace
+//! file is an NS_FILE entry (module `nsfile`).
 //!
 //! Restore: the path is opened with the saved flags (never creating or truncating), checked
 //! to be the dumped file where CRIU checks it (mode; size of regular files), and positioned
@@ -23,12 +26,14 @@ mod dump;
 mod flags;
 pub mod ghost;
 pub mod ghost_restore;
+mod link_remap;
+mod nsfile;
 mod proc_files;
 mod restore;
 
 use criu_plugin_api::{
-    API_VERSION, DumpContext, FdDesc, FdHandler, FileRestorer, Plugin, PluginError, PluginInfo,
-    PluginRegistration, PluginState, RestoreContext, RestoreStage, RunKind, StageHooks,
+    API_VERSION, DumpContext, DumpStage, FdDesc, FdHandler, FileRestorer, Plugin, PluginError,
+    PluginInfo, PluginRegistration, PluginState, RestoreContext, RestoreStage, RunKind, StageHooks,
 };
 use criu_proto::images::{FdTypes, FileEntry};
 
@@ -72,8 +77,21 @@ impl Plugin for FilesPlugin {
 }
 
 impl StageHooks for FilesPlugin {
+    fn dump_stages(&self) -> &[DumpStage] {
+        &[DumpStage::AfterDump, DumpStage::Failed]
+    }
+
+    fn dump_stage(&self, stage: DumpStage, ctx: &mut dyn DumpContext) -> Result<(), PluginError> {
+        match stage {
+            DumpStage::Failed => link_remap::remove_dumped(ctx),
+            // A tree that runs on keeps its own names; the links were for its restore only.
+            DumpStage::AfterDump if ctx.options().leave_running => link_remap::remove_dumped(ctx),
+            _ => Ok(()),
+        }
+    }
+
     fn restore_stages(&self) -> &[RestoreStage] {
-        &[RestoreStage::AfterTasksExist]
+        &[RestoreStage::AfterTasksExist, RestoreStage::BeforeResume]
     }
 
     fn restore_stage(
@@ -83,6 +101,7 @@ impl StageHooks for FilesPlugin {
     ) -> Result<(), PluginError> {
         match stage {
             RestoreStage::AfterTasksExist => proc_files::install(ctx),
+            RestoreStage::BeforeResume => link_remap::remove_restored(ctx),
             _ => Ok(()),
         }
     }
@@ -93,11 +112,14 @@ const NOT_OURS: &[&str] = &["/memfd:", "/secretmem", "/SYSV"];
 
 impl FdHandler for FilesPlugin {
     fn fd_types(&self) -> &[FdTypes] {
-        &[FdTypes::Reg]
+        &[FdTypes::Reg, FdTypes::Ns]
     }
 
     fn claims(&self, fd: &FdDesc) -> bool {
         let st = &fd.stat;
+        if nsfile::claims(fd) {
+            return true;
+        }
         fd.link.starts_with('/')
             && !NOT_OURS.iter().any(|p| fd.link.starts_with(p))
             && matches!(
@@ -113,15 +135,18 @@ impl FdHandler for FilesPlugin {
         fd: &FdDesc,
         id: u32,
     ) -> Result<FileEntry, PluginError> {
+        if !fd.link.starts_with('/') && nsfile::claims(fd) {
+            return nsfile::dump(fd, id);
+        }
         dump::dump_file(ctx, fd, id)
     }
 
     fn start_restore(
         &self,
         ctx: &mut dyn RestoreContext,
-        _entries: &[FileEntry],
+        entries: &[FileEntry],
     ) -> Result<Box<dyn FileRestorer>, PluginError> {
-        Ok(Box::new(restore::FilesRestorer::start(ctx)?))
+        Ok(Box::new(restore::FilesRestorer::start(ctx, entries)?))
     }
 }
 

@@ -13,10 +13,13 @@ use criu_proto::images::RegFileEntry;
 use nix::fcntl::{OFlag, open};
 use nix::sys::stat::Mode;
 
-/// The restore's state: the descriptions opened as stand-ins, by file id.
+/// The files plugin's restore state: the descriptions opened as stand-ins, by file id, and
+/// the link remaps to remove ([`crate::link_remap`]).
 #[derive(Debug, Default)]
 pub struct RestoreState {
     deferred: Vec<(u32, RegFileEntry)>,
+    /// Link remaps opened by this restore, removed before the tree resumes.
+    pub(crate) links: Vec<String>,
 }
 
 /// The pid in `/proc/PID/...` (`None` for any other path, `/proc/self` included).

@@ -4,28 +4,61 @@ use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use criu_plugin_api::{FileRestorer, ImageRef, PluginError, RestoreContext, read_messages};
-use criu_proto::images::{FileEntry, RegFileEntry, RemapFilePathEntry, RemapType};
-use nix::fcntl::open;
+use criu_proto::images::{FdTypes, FileEntry, RegFileEntry, RemapFilePathEntry, RemapType};
+use nix::fcntl::{OFlag, open};
 use nix::sys::stat::{Mode, fstat};
 use nix::unistd::{Whence, lseek};
 
 use crate::flags::{apply_async, reopen_flags};
 use crate::{NAME, ghost_restore};
 
-/// One restore's regular files: `remap-fpath.img` by original file id. Ghosts recreated so
-/// far are kept in the context.
+/// One restore's regular files: `remap-fpath.img` by original file id, and the paths of
+/// the REG entries (a link remap's target is one). Ghosts recreated so far are kept in the
+/// context.
 #[derive(Debug)]
 pub(crate) struct FilesRestorer {
     remaps: HashMap<u32, RemapFilePathEntry>,
+    names: HashMap<u32, String>,
 }
 
 impl FilesRestorer {
-    pub(crate) fn start(ctx: &mut dyn RestoreContext) -> Result<Self, PluginError> {
+    pub(crate) fn start(
+        ctx: &mut dyn RestoreContext,
+        entries: &[FileEntry],
+    ) -> Result<Self, PluginError> {
         let mut remaps = HashMap::new();
         for r in read_messages::<RemapFilePathEntry>(ctx, ImageRef::REMAP_FPATH)? {
             remaps.insert(r.orig_id, r);
         }
-        Ok(FilesRestorer { remaps })
+        let names = entries
+            .iter()
+            .filter_map(|e| Some((e.id, e.reg.as_ref()?.name.clone())))
+            .collect();
+        Ok(FilesRestorer { remaps, names })
+    }
+
+    /// The description `reg` reopened through its link remap `link_id`, whose name goes
+    /// before the tree resumes.
+    fn open_linked(
+        &self,
+        ctx: &mut dyn RestoreContext,
+        id: u32,
+        reg: &RegFileEntry,
+        link_id: u32,
+    ) -> Result<OwnedFd, PluginError> {
+        let link = self.names.get(&link_id).ok_or_else(|| {
+            PluginError::bad_image(
+                ImageRef::REMAP_FPATH.to_string(),
+                format!("link remap of file id {id} names file id {link_id}, not in files.img"),
+            )
+        })?;
+        let via_link = RegFileEntry {
+            name: link.clone(),
+            ..reg.clone()
+        };
+        let fd = open_path(ctx, id, &via_link)?;
+        crate::link_remap::note_restored(ctx, link)?;
+        Ok(fd)
     }
 }
 
@@ -35,6 +68,9 @@ impl FileRestorer for FilesRestorer {
         ctx: &mut dyn RestoreContext,
         entry: &FileEntry,
     ) -> Result<OwnedFd, PluginError> {
+        if entry.r#type == FdTypes::Ns as i32 {
+            return crate::nsfile::open_file(ctx, entry);
+        }
         let reg = entry.reg.as_ref().ok_or_else(|| {
             PluginError::bad_image("files.img", format!("REG entry {} without reg", entry.id))
         })?;
@@ -54,6 +90,9 @@ impl FileRestorer for FilesRestorer {
             Some(r) if r.remap_type == Some(RemapType::Ghost as i32) => {
                 open_ghost(ctx, reg, r.remap_id)?
             }
+            Some(r) if r.remap_type == Some(RemapType::Linked as i32) => {
+                self.open_linked(ctx, entry.id, reg, r.remap_id)?
+            }
             Some(r) => {
                 return Err(PluginError::Unsupported {
                     resource: format!(
@@ -61,9 +100,8 @@ impl FileRestorer for FilesRestorer {
                         reg.name, entry.id, r.remap_type
                     ),
                     pid: ctx.current_pid(),
-                    hint:
-                        "only ghost remaps are supported (no --link-remap, no dead-process remaps)"
-                            .into(),
+                    hint: "only ghost and link remaps are supported (no dead-process remaps)"
+                        .into(),
                 });
             }
         };
@@ -142,7 +180,14 @@ fn open_ghost(
         )
     })?;
     let path = format!("/proc/self/fd/{}", kept.as_raw_fd());
-    open(path.as_str(), reopen_flags(reg.flags), Mode::empty())
+    let mut flags = reopen_flags(reg.flags);
+    if reg.mode.is_some_and(|m| m & libc::S_IFMT == libc::S_IFLNK) {
+        // The magic link leads to the symlink itself; O_NOFOLLOW would open the magic
+        // link instead. (The new description lacks that flag, which only an O_PATH
+        // description of a symlink has and nothing reads back but fdinfo.)
+        flags.remove(OFlag::O_NOFOLLOW);
+    }
+    open(path.as_str(), flags, Mode::empty())
         .map_err(|e| PluginError::path(format!("ghost of {}", reg.name), "open", e))
 }
 

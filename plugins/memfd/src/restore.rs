@@ -34,6 +34,8 @@ fn pending_seals(mie: &MemfdInodeEntry) -> u32 {
 pub struct MemfdRestorer {
     inodes: BTreeMap<u32, MemfdInodeEntry>,
     created: BTreeMap<u32, OwnedFd>,
+    /// Inodes whose `memfd_create` description went to a task already.
+    handed_out: std::collections::BTreeSet<u32>,
 }
 
 fn restore_err(id: u32, what: &str, op: &'static str, e: nix::errno::Errno) -> PluginError {
@@ -75,6 +77,7 @@ impl MemfdRestorer {
         Ok(MemfdRestorer {
             inodes,
             created: BTreeMap::new(),
+            handed_out: Default::default(),
         })
     }
 
@@ -113,6 +116,7 @@ impl FileRestorer for MemfdRestorer {
         entry: &FileEntry,
     ) -> Result<OwnedFd, PluginError> {
         let m = memfd_of(entry)?;
+        let first_writer = !self.handed_out.contains(&m.inode_id);
         let inode = self.inode(ctx, m.inode_id)?;
         let what = format!("memfd inode {}", m.inode_id);
         // A new description of the one inode, with this description's own flags.
@@ -125,9 +129,28 @@ impl FileRestorer for MemfdRestorer {
             | OFlag::O_DIRECT
             | OFlag::O_LARGEFILE;
         let flags = OFlag::from_bits_truncate(m.flags as i32) & keep;
-        let path = format!("/proc/self/fd/{}", inode.as_raw_fd());
-        let fd = open(path.as_str(), flags | OFlag::O_CLOEXEC, Mode::empty())
-            .map_err(|e| restore_err(entry.id, &what, "open", e))?;
+        // The description memfd_create made is no writer of the inode for the kernel (a
+        // reopen for writing is, and then execveat of the memfd fails with ETXTBSY): the
+        // first read-write description gets it, as the task most likely had it.
+        let fd = if flags & OFlag::O_ACCMODE == OFlag::O_RDWR && first_writer {
+            let fd = inode.try_clone().map_err(|e| PluginError::Restore {
+                id: entry.id,
+                what: what.clone(),
+                op: "dup",
+                source: e,
+            })?;
+            let extra = flags & !(OFlag::O_ACCMODE | OFlag::O_LARGEFILE);
+            if !extra.is_empty() {
+                fcntl(fd.as_fd(), FcntlArg::F_SETFL(extra | OFlag::O_LARGEFILE))
+                    .map_err(|e| restore_err(entry.id, &what, "fcntl(F_SETFL)", e))?;
+            }
+            self.handed_out.insert(m.inode_id);
+            fd
+        } else {
+            let path = format!("/proc/self/fd/{}", inode.as_raw_fd());
+            open(path.as_str(), flags | OFlag::O_CLOEXEC, Mode::empty())
+                .map_err(|e| restore_err(entry.id, &what, "open", e))?
+        };
         if m.pos != 0 {
             let pos = i64::try_from(m.pos).map_err(|_| {
                 PluginError::bad_image("files.img", format!("memfd offset {}", m.pos))

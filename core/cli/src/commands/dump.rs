@@ -50,5 +50,6 @@ pub fn dump_options(opts: &Options) -> Result<DumpOptions> {
     dump_opts.ext_unix_sk = opts.ext_unix_sk;
     dump_opts.network_lock = opts.network_lock;
     dump_opts.external = opts.external.clone();
+    dump_opts.link_remap = opts.link_remap;
     Ok(dump_opts)
 }

@@ -1,0 +1,3 @@
+/* See odd_files.h. */
+#define ODD_NSFILE
+#include "odd_files.h"
