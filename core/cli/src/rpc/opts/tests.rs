@@ -99,17 +99,25 @@ fn fields_asking_for_what_is_not_built_are_refused_by_name() {
     );
     assert_eq!(e.field, "ext_mnt");
     assert!(e.to_string().contains("--ext-mount-map /a:/a"), "{e}");
-    // --external is the command line's: refused there for now, so here too, by the field.
-    let e = refused(
+    // --external: unix[INO] (also CRIU's older unix_sk_ino field) is honoured, other kinds
+    // are refused on the command line, so here too, by the field.
+    let (p, _d) = with_dir(
         |o| CriuOpts {
-            external: vec!["net[1]:extRootNetNS".into()],
             unix_sk_ino: vec![UnixSk { inode: 77 }],
             ..o
         },
         Op::Dump,
     );
-    assert_eq!(e.field, "unix_sk_ino");
-    assert!(e.to_string().contains("--external unix[77]"), "{e}");
+    assert_eq!(p.unwrap().opts.external, ["unix[77]"]);
+    let e = refused(
+        |o| CriuOpts {
+            external: vec!["net[1]:extRootNetNS".into()],
+            ..o
+        },
+        Op::Dump,
+    );
+    assert_eq!(e.field, "external");
+    assert!(e.to_string().contains("net[1]"), "{e}");
     let e = refused(
         |o| CriuOpts {
             manage_cgroups: Some(true),
