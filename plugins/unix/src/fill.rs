@@ -48,22 +48,22 @@ impl Built {
         // A datagram socket whose peer is outside the tree: connected to its name again
         // (after the queue: a connected socket takes datagrams from its peer only).
         for (ino, name) in std::mem::take(&mut self.reconnect) {
-            let u = socks
-                .iter()
-                .find(|u| u.ino == ino)
-                .expect("reconnect of a built socket");
+            let (Some(u), Some(fd)) = (socks.iter().find(|u| u.ino == ino), fds.get(&ino)) else {
+                return Err(PluginError::BadImage {
+                    image: "files.img".into(),
+                    reason: format!("unix socket inode {ino} to reconnect was not restored"),
+                });
+            };
             let addr = queue::addr_of(&name).map_err(fail(u, "socket address"))?;
-            nix::sys::socket::connect(fds[&ino].as_raw_fd(), &addr).map_err(|e| {
-                PluginError::Restore {
-                    id: u.id,
-                    what: format!(
-                        "unix socket inode {} to its peer outside the tree, {} (is it there?)",
-                        u.ino,
-                        paths::show(&name)
-                    ),
-                    op: "connect",
-                    source: e.into(),
-                }
+            nix::sys::socket::connect(fd.as_raw_fd(), &addr).map_err(|e| PluginError::Restore {
+                id: u.id,
+                what: format!(
+                    "unix socket inode {} to its peer outside the tree, {} (is it there?)",
+                    u.ino,
+                    paths::show(&name)
+                ),
+                op: "connect",
+                source: e.into(),
             })?;
         }
         // 6. Options, backlog, shutdown, file flags.
