@@ -163,7 +163,6 @@ fn io_uring_crate_ring_round_trips_with_a_registered_file() {
 }
 
 #[test]
-#[ignore = "fails on main before any dump: the workload's linked write+read on the registered file of an SQPOLL ring reads 0 bytes (issue 16, to investigate)"]
 fn io_uring_crate_sqpoll_ring_round_trips() {
     round_trip_of("io_uring_crate_sqpoll", "sqpoll", Run::rust);
 }

@@ -46,12 +46,17 @@ impl Work {
 
     /// Submits `entries` and waits for their completions, checking each one's result.
     fn run(&mut self, entries: &[squeue::Entry], want: &[(u64, i32)]) {
-        for e in entries {
+        // One borrow of the submission queue for the whole batch: the crate publishes the
+        // tail when that borrow ends, and an SQPOLL thread would otherwise take a linked
+        // write alone, cutting its link before the read that follows is visible.
+        let pushed = {
+            let mut sq = self.ring.submission();
             // SAFETY: every buffer an entry points to lives until its completion is reaped
             // below, before this function returns.
-            if unsafe { self.ring.submission().push(e) }.is_err() {
-                self.bad("submission queue full");
-            }
+            unsafe { sq.push_multiple(entries) }
+        };
+        if pushed.is_err() {
+            self.bad("submission queue full");
         }
         if let Err(e) = self.ring.submit_and_wait(want.len()) {
             self.bad(&format!("submit_and_wait: {e}"));
