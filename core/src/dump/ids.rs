@@ -107,9 +107,13 @@ const KOBJ_KINDS: [KcmpType; 4] = [
 
 impl IdGen {
     fn ns_ids(&mut self, pid: i32) -> Result<[u32; 8], DumpError> {
+        Ok(self.number_ns(ns_inodes(pid)?))
+    }
+
+    /// Ids of the namespaces with these inodes (in [`misc::NS_KINDS`] order).
+    fn number_ns(&mut self, inodes: [u64; 8]) -> [u32; 8] {
         let mut out = [0u32; 8];
-        for (i, kind) in misc::NS_KINDS.iter().enumerate() {
-            let ino = misc::read_ns_inode(pid, kind).map_err(|e| DumpError::proc(pid, "ids", e))?;
+        for (i, ino) in inodes.into_iter().enumerate() {
             let id = match self.ns.get(&(i, ino)) {
                 Some(&id) => id,
                 None => {
@@ -120,7 +124,7 @@ impl IdGen {
             };
             out[i] = id;
         }
-        Ok(out)
+        out
     }
 
     /// (vm, files, fs, sighand) ids of `pid`: shared with an earlier process when kcmp says
@@ -177,8 +181,13 @@ impl IdGen {
 
     /// `kobj` is (vm, files, fs, sighand).
     pub fn ids_for(&mut self, pid: i32, kobj: [u32; 4]) -> Result<TaskKobjIdsEntry, DumpError> {
-        let [pidns, net, ipc, uts, time, mnt, user, cgroup] = self.ns_ids(pid)?;
-        Ok(TaskKobjIdsEntry {
+        let ns = self.ns_ids(pid)?;
+        Ok(Self::entry(ns, kobj))
+    }
+
+    fn entry(ns: [u32; 8], kobj: [u32; 4]) -> TaskKobjIdsEntry {
+        let [pidns, net, ipc, uts, time, mnt, user, cgroup] = ns;
+        TaskKobjIdsEntry {
             vm_id: kobj[0],
             files_id: kobj[1],
             fs_id: kobj[2],
@@ -191,13 +200,28 @@ impl IdGen {
             user_ns_id: Some(user),
             cgroup_ns_id: Some(cgroup),
             time_ns_id: Some(time),
-        })
+        }
     }
 }
 
-/// Ids of criu itself (first in every sequence, as CRIU numbers them).
-pub fn own_ids(idgen: &mut IdGen) -> Result<TaskKobjIdsEntry, DumpError> {
-    idgen.ids_for(std::process::id() as i32, [1; 4])
+/// Inodes of `pid`'s namespaces, in [`misc::NS_KINDS`] order.
+pub fn ns_inodes(pid: i32) -> Result<[u64; 8], DumpError> {
+    let mut out = [0u64; 8];
+    for (i, kind) in misc::NS_KINDS.iter().enumerate() {
+        out[i] = misc::read_ns_inode(pid, kind).map_err(|e| DumpError::proc(pid, "ids", e))?;
+    }
+    Ok(out)
+}
+
+/// Ids of criu itself (first in every sequence, as CRIU numbers them). `outer`: the
+/// namespace inodes of the criu process that started the dump, when this one runs inside
+/// the tree's pid namespace (see [`super::ns::pid`]).
+pub fn own_ids(idgen: &mut IdGen, outer: Option<[u64; 8]>) -> Result<TaskKobjIdsEntry, DumpError> {
+    let inodes = match outer {
+        Some(i) => i,
+        None => ns_inodes(std::process::id() as i32)?,
+    };
+    Ok(IdGen::entry(idgen.number_ns(inodes), [1; 4]))
 }
 
 /// Ids of a dumped task (kobj ids from 2 on: criu never shares them with its targets).
@@ -235,7 +259,7 @@ mod tests {
     #[test]
     fn own_ids_like_criu() {
         let mut g = IdGen::default();
-        let r = own_ids(&mut g).unwrap();
+        let r = own_ids(&mut g, None).unwrap();
         assert_eq!(r.vm_id, 1);
         assert_eq!(r.pid_ns_id, Some(1));
         assert_eq!(r.net_ns_id, Some(2));

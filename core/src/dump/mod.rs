@@ -293,6 +293,10 @@ pub enum DumpError {
     },
     #[error("pid {pid}: failure injected after step {step}")]
     Injected { pid: i32, step: &'static str },
+    /// The dump ran inside the root's pid namespace (`pid` is the root's pid in criu's);
+    /// `message` is that process's error, with the pids it names as the tree sees them.
+    #[error("pid {pid}: dump inside its pid namespace: {message}")]
+    InPidNs { pid: i32, message: String },
 }
 
 impl DumpError {

@@ -15,6 +15,7 @@ use crate::image::{ImageDir, ImageKind};
 
 use super::ctx::CoreDumpContext;
 use super::freeze::{self, FrozenTree, Release, freeze_tree_within};
+use super::ns::pid::DumpEnv;
 use super::pages::PageStats;
 use super::process::{dump_process, dump_zombie};
 use super::seccomp::SeccompImage;
@@ -53,8 +54,18 @@ pub(super) struct Shared<'a, 'd> {
     pub(super) memwrite_us: u32,
 }
 
-/// Dump the tree rooted at `opts.pid` into `opts.images_dir`.
+/// Dump the tree rooted at `opts.pid` into `opts.images_dir`. A root that is the init of
+/// its own pid namespace is dumped by a process of criu inside that namespace
+/// ([`super::ns::pid`]), so that the images hold the pids its tasks see.
 pub fn dump(opts: &DumpOptions) -> Result<DumpReport, DumpError> {
+    if let Some(target) = super::ns::pid::root_pid_ns(opts.pid)? {
+        return super::ns::pid::dump_inside(opts, &target, dump_in);
+    }
+    dump_in(opts, &mut DumpEnv::default())
+}
+
+/// The dump proper, in criu's pid namespace or, with `env`, inside the tree's.
+fn dump_in(opts: &DumpOptions, env: &mut DumpEnv) -> Result<DumpReport, DumpError> {
     let pid = opts.pid;
     let mut dir = ImageDir::open(&opts.images_dir).map_err(img(pid, "images"))?;
     dir.set_compression(opts.compress);
@@ -100,8 +111,8 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpReport, DumpError> {
             &plugins,
             &tree,
             &mut ctx,
-            freezing_time,
-            t_frozen,
+            (freezing_time, t_frozen),
+            env.own_ns,
         )
     });
     if res.is_ok() && has_dump_hook(&plugins, DumpStage::AfterDump) {
@@ -127,7 +138,7 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpReport, DumpError> {
     ctx.set_tree(Vec::new());
     let plugin_files = std::mem::take(&mut ctx.plugin_files);
     drop(ctx);
-    finish(opts, &dir, tree, res, t_frozen, plugin_files)
+    finish(opts, &dir, tree, res, t_frozen, plugin_files, env)
 }
 
 /// Runs the plugins' hooks at `stage`; the first failure fails the dump. A plugin whose hook
@@ -190,6 +201,7 @@ fn finish(
     res: Result<DumpReport, DumpError>,
     t_frozen: Instant,
     plugin_files: Vec<std::path::PathBuf>,
+    env: &mut DumpEnv,
 ) -> Result<DumpReport, DumpError> {
     let pid = opts.pid;
     match res {
@@ -202,6 +214,9 @@ fn finish(
             } else {
                 Release::Kill
             };
+            if let Some(hook) = env.before_release.as_mut() {
+                hook(&report, how);
+            }
             tree.release(how);
             tracing::info!(pid, pages = report.pages_written, "dump done");
             Ok(report)
@@ -227,13 +242,13 @@ fn dump_frozen<'d>(
     plugins: &[&'static dyn Plugin],
     tree: &FrozenTree,
     ctx: &mut CoreDumpContext<'d>,
-    freezing_time: u32,
-    t_frozen: Instant,
+    (freezing_time, t_frozen): (u32, Instant),
+    own_ns: Option<[u64; 8]>,
 ) -> Result<DumpReport, DumpError> {
     let pid = opts.pid;
     checkpoint(opts, "freeze")?;
     let mut idgen = ids::IdGen::default();
-    let root_ids = ids::own_ids(&mut idgen)?;
+    let root_ids = ids::own_ids(&mut idgen, own_ns)?;
     let mut sh = Shared {
         ctx,
         file_ids: files::FileIds::default(),

@@ -14,6 +14,7 @@ use crate::sys::ptrace::{self as pt, Stop};
 use super::error::{RestoreError, Result};
 use super::files::FileOpener;
 use super::imgread::Images;
+use super::ns::pid::TaskPids;
 use super::plan::{RestorePlan, TaskPlan};
 use super::rexec::{RemoteThread, write_mem};
 use super::sessions;
@@ -53,7 +54,7 @@ pub fn spawn_child(
     images: &Images,
     opener: &mut dyn FileOpener,
     gadget: u64,
-    created: &mut Vec<Pid>,
+    created: &mut TaskPids,
 ) -> Result<(Spawned, Ids)> {
     let Parent {
         rt: parent,
@@ -79,7 +80,7 @@ pub fn spawn_child(
     // A group led by another task of the session: joined once it exists (its leader, alive
     // or a zombie, was created earlier).
     let join_group = t.sid != t.pid && !new_group && t.pgid != cur.pgid;
-    if join_group && !created.contains(&Pid::from_raw(t.pgid)) {
+    if join_group && !created.has(t.pgid) {
         return Err(RestoreError::Unsupported {
             pid: t.pid,
             what: format!(
@@ -106,7 +107,7 @@ pub fn spawn_child(
     } else {
         spawn::prepare_fds(plan, t, images, opener)?
     };
-    if let Some(holder) = spawn::holder_of(Pid::from_raw(t.pid)) {
+    if let Some(holder) = created.holder(t.pid) {
         return Err(RestoreError::PidTaken { pid: t.pid, holder });
     }
 
@@ -162,7 +163,7 @@ pub fn spawn_child(
         if r != -(libc::EEXIST as i64) {
             break r;
         }
-        if let Some(holder) = spawn::holder_of(Pid::from_raw(t.pid)) {
+        if let Some(holder) = created.holder(t.pid) {
             return Err(RestoreError::PidTaken { pid: t.pid, holder });
         }
         if std::time::Instant::now() >= deadline {
@@ -181,8 +182,9 @@ pub fn spawn_child(
             format!("clone3 for {} returned {r}", t.pid),
         ));
     }
-    let child = Pid::from_raw(t.pid);
-    created.push(child);
+    // Its pid in criu's namespace: the fork event's (the same one without a pid namespace).
+    let child = fork_event_pid(parent, t.pid)?;
+    created.add(t.pid, child);
     match pt::wait_stop(child).map_err(|source| RestoreError::Ptrace {
         pid: t.pid,
         tid: t.pid,
@@ -218,7 +220,8 @@ pub fn spawn_child(
         rt.call("setpgid", libc::SYS_setpgid, [0, t.pgid as u64, 0, 0, 0, 0])?;
     }
     if !t.is_zombie() {
-        install_fds_remote(&mut rt, &moves, !t.share_files)?;
+        let (source, moves) = created.fd_source(&moves)?;
+        install_fds_remote(&mut rt, source, &moves, !t.share_files)?;
     }
     drop(owned);
     let ids = if deferred {
@@ -239,6 +242,18 @@ pub fn spawn_child(
     ))
 }
 
+/// The pid in criu's namespace of the task (or thread) `inner` that `rt`'s last call
+/// created, from ptrace's fork/clone event.
+pub(crate) fn fork_event_pid(rt: &RemoteThread, inner: i32) -> Result<Pid> {
+    rt.new_threads.last().copied().ok_or_else(|| {
+        task_err(
+            rt.pid,
+            &rt.step,
+            format!("clone3 created {inner} but ptrace reported no fork event"),
+        )
+    })
+}
+
 /// The deferred `setsid()` of a leader `t` that forked the children of its old session.
 pub fn lead_session(rt: &mut RemoteThread, t: &TaskPlan) -> Result<Ids> {
     rt.step = "leading its session, its old session's children forked".into();
@@ -254,9 +269,15 @@ pub fn lead_session(rt: &mut RemoteThread, t: &TaskPlan) -> Result<Ids> {
 /// restorer) is fetched with `pidfd_getfd` above every destination, then `dup3`'d into place;
 /// with `own_table`, everything else the child inherited from its parent is closed, else
 /// (a table shared with the parent) only what was fetched.
-fn install_fds_remote(rt: &mut RemoteThread, moves: &[FdMove], own_table: bool) -> Result<()> {
+/// `source`: the pid (as the task sees it) holding the sources.
+fn install_fds_remote(
+    rt: &mut RemoteThread,
+    source: u64,
+    moves: &[FdMove],
+    own_table: bool,
+) -> Result<()> {
     rt.step = "installing fds".into();
-    let me = std::process::id() as u64;
+    let me = source;
     let high = moves.iter().map(|m| m.dst).max().unwrap_or(2) + 1;
     let opened = rt.call("pidfd_open", libc::SYS_pidfd_open, [me, 0, 0, 0, 0, 0])? as RawFd;
     // Keep the pidfd itself out of the way of destinations.

@@ -85,12 +85,14 @@ pub fn fill_kept(
         step: "filling inherited copy-on-write memory".into(),
         reason: format!("{what}: {e}"),
     };
-    let image = File::open(format!("/proc/{pid}/fd/{pages_fd}"))
+    // Its pid in criu's namespace for /proc (they differ in a new pid namespace).
+    let host = rt.tid.as_raw();
+    let image = File::open(format!("/proc/{host}/fd/{pages_fd}"))
         .map_err(|e| err("opening the pages image".into(), e))?;
     let mem = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
-        .open(format!("/proc/{pid}/mem"))
+        .open(format!("/proc/{host}/mem"))
         .map_err(|e| err("opening its memory".into(), e))?;
     const CHUNK: u64 = 1 << 20;
     let mut want = vec![0u8; CHUNK as usize];

@@ -85,7 +85,7 @@ pub fn wanted(c: &CredsEntry) -> LiveCreds {
 }
 
 fn live(rt: &RemoteThread) -> Result<LiveCreds> {
-    let path = format!("/proc/{}/task/{}/status", rt.pid, rt.tid);
+    let path = format!("/proc/{}/task/{}/status", rt.tid, rt.tid);
     let s = std::fs::read_to_string(&path).map_err(|e| RestoreError::Task {
         pid: rt.pid,
         tid: rt.tid.as_raw(),

@@ -43,6 +43,16 @@ pub trait FileOpener {
     /// The restore is over (after the after-resume or failure hooks): drop every restorer,
     /// plugin state and kept fd.
     fn end(&mut self) {}
+
+    /// Every task exists: (image pid, pid in criu's namespace) of each task and thread, and
+    /// the fd relay when they live in a new pid namespace (for the task services).
+    fn set_task_pids(
+        &mut self,
+        pids: &[(i32, i32)],
+        relay: Option<std::sync::Arc<super::ns::relay::Relay>>,
+    ) {
+        let _ = (pids, relay);
+    }
 }
 
 /// Opens each `files.img` entry once per restore and hands out duplicates: tasks sharing a
@@ -121,6 +131,14 @@ pub fn fown_of<'f>(e: &'f FileEntry, files: &'f BTreeMap<u32, FileEntry>) -> Opt
 impl FileOpener for SharedDescriptions<'_> {
     fn begin_task(&mut self, pid: i32) {
         self.inner.begin_task(pid);
+    }
+
+    fn set_task_pids(
+        &mut self,
+        pids: &[(i32, i32)],
+        relay: Option<std::sync::Arc<super::ns::relay::Relay>>,
+    ) {
+        self.inner.set_task_pids(pids, relay);
     }
 
     fn stage(

@@ -19,12 +19,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use nix::unistd::Pid;
-
 use super::children::{self, Ids, Parent};
 use super::error::{RestoreError, Result};
 use super::files::FileOpener;
 use super::imgread::Images;
+use super::ns::pid::TaskPids;
 use super::plan::{RestorePlan, TaskPlan};
 use super::rexec::RemoteThread;
 use super::sessions;
@@ -83,7 +82,7 @@ impl Helpers {
         t: &TaskPlan,
         images: &Images,
         opener: &mut dyn FileOpener,
-        created: &mut Vec<Pid>,
+        created: &mut TaskPids,
     ) -> Result<(Spawned, Ids)> {
         let gadget = self.gadget;
         let forker = if let Some(sid) = needs_session_helper(&self.pids, t, parent.ids) {
@@ -173,7 +172,7 @@ impl Helpers {
         t: &TaskPlan,
         images: &Images,
         opener: &mut dyn FileOpener,
-        created: &mut Vec<Pid>,
+        created: &mut TaskPids,
     ) -> Result<usize> {
         check_adoption(t, sid, parent.task, "is dead", "the helper")?;
         if let Some(i) = self.sessions.iter().position(|h| h.plan.pid == sid) {
@@ -207,7 +206,7 @@ impl Helpers {
     pub fn release(
         self,
         reapers: &mut [(i32, &mut RemoteThread)],
-        created: &mut Vec<Pid>,
+        created: &mut TaskPids,
     ) -> Result<Vec<PendingZombie>> {
         let Helpers {
             mut sessions,
@@ -296,17 +295,17 @@ fn needs_session_helper(pids: &BTreeSet<i32>, t: &TaskPlan, parent: Ids) -> Opti
 
 /// Whether `t` belongs to a group of its forker's session whose leader is in no image (it
 /// died): a helper then leads the group while `t` joins it.
-fn needs_group_helper(pids: &BTreeSet<i32>, t: &TaskPlan, forker: Ids, c: &[Pid]) -> bool {
+fn needs_group_helper(pids: &BTreeSet<i32>, t: &TaskPlan, forker: Ids, c: &TaskPids) -> bool {
     t.sid != t.pid
         && t.pgid != t.pid
         && t.sid == forker.sid
         && t.pgid != forker.pgid
         && t.pgid != t.sid
-        && !c.contains(&Pid::from_raw(t.pgid))
+        && !c.has(t.pgid)
         && !pids.contains(&t.pgid)
 }
 
-fn reap(rt: &mut RemoteThread, hpid: i32, created: &mut Vec<Pid>) -> Result<()> {
+fn reap(rt: &mut RemoteThread, hpid: i32, created: &mut TaskPids) -> Result<()> {
     rt.step = format!("reaping helper {hpid}");
     rt.call(
         "wait4",
@@ -314,6 +313,6 @@ fn reap(rt: &mut RemoteThread, hpid: i32, created: &mut Vec<Pid>) -> Result<()> 
         [hpid as u64, 0, libc::__WALL as u64, 0, 0, 0],
     )?;
     // Its pid is free again: a later failure must not kill whoever takes it.
-    created.retain(|p| p.as_raw() != hpid);
+    created.forget(hpid);
     Ok(())
 }

@@ -74,6 +74,8 @@ use criu_plugin_api::RestoreStage;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
+use ns::pid::TaskPids;
+
 use crate::sys::ptrace as pt;
 
 pub use error::{RestoreError, Result};
@@ -296,10 +298,11 @@ fn stage(
 
 /// The failure hooks (errors only logged), the end of the plugins' restore, then every
 /// created task is killed.
-fn fail(opener: &mut dyn FileOpener, plan: &RestorePlan, created: &[Pid]) {
+fn fail(opener: &mut dyn FileOpener, plan: &RestorePlan, created: &mut TaskPids) {
     let _ = stage(opener, RestoreStage::Failed, false, plan);
     opener.end();
-    kill_all(created);
+    created.stop_relay();
+    kill_all(&created.hosts());
 }
 
 /// Restores with `opener` opening the files of `files.img` (e.g. [`RegOpener`]).
@@ -325,7 +328,7 @@ fn restore_plan(
     opener: &mut dyn FileOpener,
 ) -> Result<RestoreOutcome> {
     let root = plan.tasks[0].pid;
-    let mut created: Vec<Pid> = Vec::new();
+    let mut created = TaskPids::default();
     // Runs beside the restore; stopped and joined if the restore fails first.
     let check = opts
         .verify_pages
@@ -346,7 +349,7 @@ fn restore_plan(
         Ok(t) => t,
         Err(e) => {
             tracing::error!(error = %e, "restore failed, killing created tasks");
-            fail(opener, plan, &created);
+            fail(opener, plan, &mut created);
             return Err(e);
         }
     };
@@ -354,29 +357,32 @@ fn restore_plan(
     // stop the restore here.
     if let Some(Err(e)) = check.map(|c| c.finish(images.dir(), root)) {
         tracing::error!(error = %e, "pages digest mismatch, killing created tasks");
-        fail(opener, plan, &created);
+        fail(opener, plan, &mut created);
         return Err(e);
     }
     // Zombies die first, so their parents find them dead when they next run.
     for z in zombies {
         if let Err(e) = zombie::release(z) {
-            fail(opener, plan, &created);
+            fail(opener, plan, &mut created);
             return Err(e);
         }
     }
+    // The root's pid in our namespace (its pid 1 of a new one has another here): what the
+    // pidfile, `-d` and the RPC report, as CRIU does.
+    let host_root = created.host(root).map_or(root, Pid::as_raw);
     // Before anything runs, as CRIU: a caller that cannot learn the root's pid would
     // believe the restore failed while the tree runs on.
-    if let Err(e) = write_pidfile(opts, root) {
-        fail(opener, plan, &created);
+    if let Err(e) = write_pidfile(opts, host_root) {
+        fail(opener, plan, &mut created);
         return Err(e);
     }
     if let Err(e) = stage(opener, RestoreStage::BeforeResume, true, plan) {
-        fail(opener, plan, &created);
+        fail(opener, plan, &mut created);
         return Err(e);
     }
     // The restorers' last step, right before the tasks run (time-based state: timers).
     if let Err((plugin, source)) = opener.finish() {
-        fail(opener, plan, &created);
+        fail(opener, plan, &mut created);
         return Err(RestoreError::Hook {
             pid: root,
             plugin,
@@ -384,6 +390,8 @@ fn restore_plan(
             source,
         });
     }
+    // Nothing of criu stays inside the tree's pid namespace.
+    created.stop_relay();
     // Pending before detach: such tasks stop before running a single instruction. Tasks
     // dumped stopped (task_state 3) stop again with the signal that stopped them.
     for t in plan.tasks.iter().filter(|t| !t.is_zombie()) {
@@ -395,28 +403,28 @@ fn restore_plan(
         } else {
             None
         };
-        if let Some(sig) = sig {
-            let _ = kill(Pid::from_raw(t.pid), sig);
+        if let (Some(sig), Some(host)) = (sig, created.host(t.pid)) {
+            let _ = kill(host, sig);
         }
     }
     for rt in threads.iter().rev() {
         if let Err(e) = pt::detach(rt.tid, 0) {
             let err = rt.ptrace_err(e);
-            fail(opener, plan, &created);
+            fail(opener, plan, &mut created);
             return Err(err);
         }
     }
     if let Err(e) = stage(opener, RestoreStage::AfterResume, false, plan) {
-        fail(opener, plan, &created);
+        fail(opener, plan, &mut created);
         return Err(e);
     }
     // Nothing of the plugins' restore stays open while we wait for the root.
     opener.end();
-    tracing::info!(pid = root, "restored");
+    tracing::info!(pid = root, host_pid = host_root, "restored");
     if opts.detach {
-        return Ok(RestoreOutcome::Detached { root });
+        return Ok(RestoreOutcome::Detached { root: host_root });
     }
-    wait_root(root)
+    wait_root(host_root)
 }
 
 /// `--pidfile`: the root's pid.
@@ -499,7 +507,7 @@ fn restore_tree(
     images: &Images,
     opener: &mut dyn FileOpener,
     opts: &RestoreOptions,
-    created: &mut Vec<Pid>,
+    created: &mut TaskPids,
 ) -> Result<(Vec<RemoteThread>, Vec<zombie::PendingZombie>)> {
     let root = &plan.tasks[0];
     let gadget =
@@ -515,9 +523,11 @@ fn restore_tree(
         plans: &plan.shmem,
         images,
         objects: Default::default(),
+        relay: None,
     };
     // Checked before any task exists.
     let namespaces = ns::NsRestore::load(images, plan)?;
+    created.set_pidns(namespaces.new_pid_ns());
     let mut done: Vec<Prepared> = Vec::with_capacity(plan.tasks.len());
     let mut helpers = helpers::Helpers::new(plan, gadget);
     for (i, t) in plan.tasks.iter().enumerate() {
@@ -536,7 +546,11 @@ fn restore_tree(
                 created,
             )?;
             // Its namespaces' state, before anything of the tree runs.
-            namespaces.apply(t.pid)?;
+            namespaces.apply(sp.leader.tid.as_raw())?;
+            if namespaces.new_pid_ns() {
+                created.start_relay(sp.leader.tid, plan)?;
+                shm.relay = created.relay();
+            }
             let ids = children::Ids {
                 sid: t.sid,
                 pgid: t.pgid,
@@ -597,6 +611,7 @@ fn restore_tree(
         .map(|p| (p.t.pid, &mut p.sp.leader))
         .collect();
     let zombies = helpers.release(&mut reapers, created)?;
+    opener.set_task_pids(&created.pairs(), created.relay());
     stage(opener, RestoreStage::AfterTasksExist, true, plan)?;
     let mut all = Vec::new();
     while let Some(p) = done.pop() {
@@ -613,7 +628,7 @@ fn prepare_task<'p>(
     t: &'p TaskPlan,
     parent: Option<&TaskPlan>,
     shm: &mut shmem::ShmemCtx<'_>,
-    created: &mut Vec<Pid>,
+    created: &mut TaskPids,
 ) -> Result<Prepared<'p>> {
     if t.share_vm {
         tracing::debug!(
@@ -661,9 +676,10 @@ fn finish_task(
     // Shadow stacks: every thread exists and no filter or credential change can forbid the
     // calls yet.
     if !t.shstk_steps.is_empty() {
+        let host = sp.leader.tid.as_raw();
         let mut threads = vec![&mut sp.leader];
         threads.extend(others.iter_mut());
-        crate::shstk::x86_64::restore::restore_task(t.pid, threads, &t.shstk_steps)?;
+        crate::shstk::x86_64::restore::restore_task(host, threads, &t.shstk_steps)?;
     }
     // After every thread and child exists (they would inherit the filters), before the
     // credentials (installing needs CAP_SYS_ADMIN or no_new_privs).

@@ -32,6 +32,11 @@ pub struct Ctx {
     live: bool,
     kept: BTreeMap<String, OwnedFd>,
     options: criu_plugin_api::RestoreOptions,
+    /// Image pid -> pid in criu's namespace of every task and thread (differ in a new pid
+    /// namespace; empty: the same).
+    hosts: BTreeMap<i32, i32>,
+    /// Where tasks in a new pid namespace fetch fds from (see `ns::relay`).
+    relay: Option<std::sync::Arc<super::ns::relay::Relay>>,
 }
 
 impl RestoreContext for Ctx {
@@ -93,24 +98,24 @@ impl RestoreContext for Ctx {
 
     fn read_task_memory(&mut self, pid: i32, addr: u64, buf: &mut [u8]) -> Result<(), PluginError> {
         self.live_pid(pid, "read_task_memory")?;
-        crate::sys::vm::read_exact(Pid::from_raw(pid), addr, buf)
+        crate::sys::vm::read_exact(Pid::from_raw(self.host(pid)), addr, buf)
             .map_err(|e| task_err(pid, format!("reading {} bytes at {addr:#x}", buf.len()), e))
     }
 
     fn write_task_memory(&mut self, pid: i32, addr: u64, data: &[u8]) -> Result<(), PluginError> {
         self.live_pid(pid, "write_task_memory")?;
-        crate::sys::vm::write_all(Pid::from_raw(pid), addr, data)
+        crate::sys::vm::write_all(Pid::from_raw(self.host(pid)), addr, data)
             .map_err(|e| task_err(pid, format!("writing {} bytes at {addr:#x}", data.len()), e))
     }
 
     fn remote_syscall(&mut self, tid: i32, nr: i64, args: [u64; 6]) -> Result<i64, PluginError> {
         let pid = self.live_pid(tid, "remote_syscall")?;
-        remote_syscall(pid, tid, nr, args)
+        remote_syscall(self.host(pid), self.host(tid), nr, args)
     }
 
     fn dup_task_fd(&mut self, pid: i32, fd: i32) -> Result<OwnedFd, PluginError> {
         self.live_pid(pid, "dup_task_fd")?;
-        dup_task_fd(pid, fd)
+        dup_task_fd(self.host(pid), fd)
     }
 
     fn install_fd(
@@ -122,10 +127,25 @@ impl RestoreContext for Ctx {
     ) -> Result<(), PluginError> {
         use std::os::fd::AsRawFd;
         self.live_pid(pid, "install_fd")?;
-        // The task fetches the fd from us (see fd_install). Needs the task to be allowed to
-        // ptrace us (before its credentials drop privileges).
+        let host = self.host(pid);
+        // The task fetches the fd from us, or from the relay inside a new pid namespace
+        // (see fd_install). Needs the task to be allowed to ptrace its source (before its
+        // credentials drop privileges).
+        let (source, src_fd) = match &self.relay {
+            None => (u64::from(std::process::id()), fd.as_raw_fd()),
+            Some(r) => {
+                let n = r.put(fd.as_raw_fd()).map_err(|e| {
+                    task_err(
+                        pid,
+                        format!("handing fd {target} to the relay"),
+                        std::io::Error::other(e.to_string()),
+                    )
+                })?;
+                (r.inner_pid() as u64, n)
+            }
+        };
         let mut call = |nr: i64, args: [u64; 6], what: &str| -> Result<u64, PluginError> {
-            let r = remote_syscall(pid, pid, nr, args)?;
+            let r = remote_syscall(host, host, nr, args)?;
             if (-4095..0).contains(&r) {
                 return Err(task_err(
                     pid,
@@ -135,13 +155,7 @@ impl RestoreContext for Ctx {
             }
             Ok(r as u64)
         };
-        super::fd_install::install_via_pidfd(
-            &mut call,
-            u64::from(std::process::id()),
-            fd.as_raw_fd(),
-            target,
-            cloexec,
-        )
+        super::fd_install::install_via_pidfd(&mut call, source, src_fd, target, cloexec)
     }
 
     fn task_fds(&self, pid: i32) -> Result<Vec<TaskFd>, PluginError> {
@@ -177,6 +191,11 @@ impl RestoreContext for Ctx {
 }
 
 impl Ctx {
+    /// The pid in criu's namespace of image pid `inner`.
+    fn host(&self, inner: i32) -> i32 {
+        self.hosts.get(&inner).copied().unwrap_or(inner)
+    }
+
     /// The pid of the live task holding `tid`, or why the service cannot touch it.
     fn live_pid(&self, tid: i32, service: &'static str) -> Result<i32, PluginError> {
         if !self.live {
@@ -251,6 +270,8 @@ impl<'p> PluginOpener<'p> {
             live: false,
             kept: BTreeMap::new(),
             options,
+            hosts: BTreeMap::new(),
+            relay: None,
         };
         // Refuse before any task exists when a VMA's plugin is missing. Images of builds
         // before plugin API 0.5 list the claims in a side file instead of the mm images.
@@ -331,6 +352,15 @@ impl<'p> PluginOpener<'p> {
 }
 
 impl FileOpener for PluginOpener<'_> {
+    fn set_task_pids(
+        &mut self,
+        pids: &[(i32, i32)],
+        relay: Option<std::sync::Arc<super::ns::relay::Relay>>,
+    ) {
+        self.ctx.hosts = pids.iter().copied().collect();
+        self.ctx.relay = relay;
+    }
+
     fn begin_task(&mut self, pid: i32) {
         self.ctx.pid = pid;
     }
@@ -385,5 +415,6 @@ impl FileOpener for PluginOpener<'_> {
         // the kept fds: nothing of the restore stays open in the restorer.
         self.files = None;
         self.ctx.kept.clear();
+        self.ctx.relay = None;
     }
 }

@@ -170,7 +170,7 @@ fn map_vdso(rt: &mut RemoteThread, t: &TaskPlan) -> Result<()> {
         libc::SYS_arch_prctl,
         [mm_map::ARCH_MAP_VDSO_64, vvar.start, 0, 0, 0, 0],
     )?;
-    let maps = std::fs::read_to_string(format!("/proc/{}/maps", rt.pid))
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", rt.tid))
         .map_err(|e| task_err(rt, format!("reading maps: {e}")))?;
     let landed = maps.lines().find(|l| l.ends_with("[vdso]")).and_then(|l| {
         let (a, _) = l.split_once('-')?;
@@ -200,7 +200,7 @@ fn exe_already(pid: i32, fd: i32) -> bool {
 
 fn set_mm_map(rt: &mut RemoteThread, t: &TaskPlan, g: u64, exe: Option<i32>) -> Result<()> {
     rt.step = "PR_SET_MM_MAP".into();
-    let exe = exe.filter(|&fd| !exe_already(rt.pid, fd));
+    let exe = exe.filter(|&fd| !exe_already(rt.tid.as_raw(), fd));
     let m = &t.mm;
     let data = g + GADGET_DATA;
     let auxv_addr = data + 0x200;

@@ -167,8 +167,8 @@ pub fn write_mem(rt: &RemoteThread, addr: u64, data: &[u8]) -> Result<()> {
         base: addr as usize,
         len: data.len(),
     }];
-    let n = nix::sys::uio::process_vm_writev(Pid::from_raw(rt.pid), &local, &remote).map_err(
-        |source| RestoreError::Local {
+    let n = nix::sys::uio::process_vm_writev(rt.tid, &local, &remote).map_err(|source| {
+        RestoreError::Local {
             pid: rt.pid,
             step: format!(
                 "{}: process_vm_writev of {} bytes at {addr:#x}",
@@ -176,8 +176,8 @@ pub fn write_mem(rt: &RemoteThread, addr: u64, data: &[u8]) -> Result<()> {
                 data.len()
             ),
             source,
-        },
-    )?;
+        }
+    })?;
     if n != data.len() {
         return Err(RestoreError::Task {
             pid: rt.pid,

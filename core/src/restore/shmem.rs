@@ -128,6 +128,8 @@ pub struct ShmemCtx<'a> {
     pub plans: &'a BTreeMap<u64, ShmemPlan>,
     pub images: &'a Images,
     pub objects: BTreeMap<u64, File>,
+    /// Where tasks in a new pid namespace fetch the objects from (see `ns::relay`).
+    pub relay: Option<std::sync::Arc<super::ns::relay::Relay>>,
 }
 
 fn task_err(rt: &RemoteThread, reason: String) -> RestoreError {
@@ -150,9 +152,13 @@ pub fn map_window(
         let f = create(rt, shmid, ctx)?;
         ctx.objects.insert(shmid, f);
     }
-    let src = ctx.objects[&shmid].as_raw_fd();
+    let mut src = ctx.objects[&shmid].as_raw_fd();
     rt.step = format!("mapping shared anonymous vma {:#x}-{:#x}", v.start, v.end);
-    let me = std::process::id() as u64;
+    let mut me = std::process::id() as u64;
+    if let Some(r) = &ctx.relay {
+        src = r.put(src)?;
+        me = r.inner_pid() as u64;
+    }
     let pidfd = rt.call("pidfd_open", libc::SYS_pidfd_open, [me, 0, 0, 0, 0, 0])?;
     let fd = rt.call(
         "pidfd_getfd",
@@ -199,7 +205,7 @@ fn create(rt: &mut RemoteThread, shmid: u64, ctx: &ShmemCtx<'_>) -> Result<File>
     )?;
     let link = format!(
         "/proc/{}/map_files/{:x}-{:x}",
-        rt.pid,
+        rt.tid,
         addr,
         addr + plan.size
     );

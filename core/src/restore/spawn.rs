@@ -16,6 +16,7 @@ use super::error::{RestoreError, Result};
 use super::files::{self, FileOpener};
 use super::imgread::Images;
 use super::mem::{VmaKind, VmaPlan};
+use super::ns::pid::TaskPids;
 use super::plan::{RestorePlan, TaskPlan};
 use super::rexec::RemoteThread;
 
@@ -302,9 +303,9 @@ pub struct Spawned {
     pub temp: TempFds,
 }
 
-/// Creates task `t` (see module docs) in new namespaces per `clone_flags` (0: criu's).
-/// `created` receives its pid as soon as it exists so the caller can kill it on any later
-/// failure.
+/// Creates task `t` (see module docs) in new namespaces per `clone_flags` (0: criu's; with
+/// CLONE_NEWPID, `t.pid` is 1 and its pid in ours is free). `created` receives its pid as
+/// soon as it exists so the caller can kill it on any later failure.
 #[allow(clippy::too_many_arguments)]
 pub fn spawn(
     plan: &RestorePlan,
@@ -314,19 +315,19 @@ pub fn spawn(
     shell_job: bool,
     gadget: u64,
     clone_flags: u64,
-    created: &mut Vec<Pid>,
+    created: &mut TaskPids,
 ) -> Result<Spawned> {
     let pid = Pid::from_raw(t.pid);
     let session = session_op(t, shell_job)?;
     let (owned, moves, temp) = prepare_fds(plan, t, images, opener)?;
-    if let Some(holder) = holder_of(pid) {
+    if let Some(holder) = created.holder(t.pid) {
         return Err(RestoreError::PidTaken { pid: t.pid, holder });
     }
     raise_nofile_soft(&moves, t.pid)?;
     let mut setup = ChildSetup::new(session, moves);
     setup.clone_flags = clone_flags;
     let child = spawn_retrying(pid, &mut setup)?;
-    created.push(child);
+    created.add(t.pid, child);
     drop(owned);
     let step_err = |step: &str, source| RestoreError::Ptrace {
         pid: t.pid,

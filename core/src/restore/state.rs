@@ -114,7 +114,7 @@ pub fn restore_process_state(sp: &mut Spawned, t: &TaskPlan) -> Result<()> {
 
     if let Some(adj) = t.tc.oom_score_adj {
         rt.step = "restoring oom_score_adj".into();
-        let path = format!("/proc/{}/oom_score_adj", t.pid);
+        let path = format!("/proc/{}/oom_score_adj", rt.tid);
         let cur: Option<i32> = std::fs::read_to_string(&path)
             .ok()
             .and_then(|s| s.trim().parse().ok());

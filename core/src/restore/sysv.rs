@@ -62,7 +62,7 @@ pub fn attach(rt: &mut RemoteThread, v: &VmaPlan, shmid: u64) -> Result<()> {
         what,
         hint: "SysV shm segments are not saved with the tree (no IPC namespace dump): restore where the segment still exists, unchanged",
     };
-    let Some(seg) = segment_of(rt.pid, shmid) else {
+    let Some(seg) = segment_of(rt.tid.as_raw(), shmid) else {
         return Err(unsupported(format!(
             "SysV shm segment {shmid} (attached at {:#x}), which no longer exists",
             v.start

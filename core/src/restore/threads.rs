@@ -2,12 +2,11 @@
 //! kernel auto-attaches it because the leader is traced with PTRACE_O_TRACECLONE); then
 //! every thread gets its own state and, last, its registers.
 
-use nix::unistd::Pid;
-
 use crate::sys::clone3::{CLONE_ARGS_SIZE, CloneArgs};
 use crate::sys::ptrace::{self as pt, Stop};
 
 use super::error::{RestoreError, Result};
+use super::ns::pid::TaskPids;
 use super::plan::{TaskPlan, ThreadPlan};
 use super::regs;
 use super::rexec::{RemoteThread, write_mem};
@@ -24,7 +23,7 @@ const THREAD_FLAGS: u64 = (libc::CLONE_VM
 pub fn create_threads(
     sp: &mut Spawned,
     t: &TaskPlan,
-    created: &mut Vec<Pid>,
+    created: &mut TaskPids,
 ) -> Result<Vec<RemoteThread>> {
     let data = sp.gadget + GADGET_DATA;
     let mut out = Vec::with_capacity(t.threads.len().saturating_sub(1));
@@ -48,7 +47,6 @@ pub fn create_threads(
             libc::SYS_clone3,
             [data, CLONE_ARGS_SIZE as u64, 0, 0, 0, 0],
         )?;
-        let tid = Pid::from_raw(th.tid);
         if got != th.tid as u64 {
             return Err(RestoreError::Task {
                 pid: t.pid,
@@ -57,7 +55,9 @@ pub fn create_threads(
                 reason: format!("clone3 returned {got}"),
             });
         }
-        created.push(tid);
+        // Its tid in criu's namespace: the clone event's.
+        let tid = super::children::fork_event_pid(rt, th.tid)?;
+        created.add(th.tid, tid);
         let err = |source| RestoreError::Ptrace {
             pid: t.pid,
             tid: th.tid,

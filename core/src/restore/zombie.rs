@@ -84,7 +84,7 @@ pub fn release(mut z: PendingZombie) -> Result<()> {
     // The parent must find it dead when it next runs.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        match crate::proc::stat::read_stat(pid) {
+        match crate::proc::stat::read_stat(z.rt.tid.as_raw()) {
             Ok(st) if st.state == 'Z' || st.state == 'X' => return Ok(()),
             Ok(_) => {}
             Err(_) => return Ok(()),

@@ -8,6 +8,7 @@
 //! pid, the kind and the way out.
 
 mod ipc;
+pub mod pid;
 mod uts;
 
 use criu_proto::images::TaskKobjIdsEntry;
@@ -31,8 +32,8 @@ fn kinds(ids: &TaskKobjIdsEntry) -> [(&'static str, Option<u32>); 8] {
     ]
 }
 
-/// The kinds a root may hold of its own.
-const DUMPED: [&str; 2] = ["uts", "ipc"];
+/// The kinds a root may hold of its own (a pid namespace only as its init: [`pid`]).
+const DUMPED: [&str; 3] = ["uts", "ipc", "pid"];
 
 /// Checks the namespaces of `pid` (`ids`) against criu's and, for a task below the root,
 /// against the root's (`root`, None when `pid` is the root).
@@ -64,9 +65,9 @@ pub fn check(
                         pid,
                         step: "namespaces",
                         what: format!("a {name} namespace of its own"),
-                        hint: "only UTS and IPC namespaces are dumped yet (pid, net, mount, \
-                               user, cgroup and time namespaces are not); run criu inside \
-                               the tree's other namespaces",
+                        hint: "only UTS, IPC and pid namespaces (the root as its init) are \
+                               dumped yet (net, mount, user, cgroup and time namespaces are \
+                               not); run criu inside the tree's other namespaces",
                     });
                 }
             }
@@ -135,11 +136,15 @@ mod tests {
             own_namespaces(&criu, &root),
             CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC
         );
-        let err = check(5, &criu, None, &ids(4, 3, 12))
-            .unwrap_err()
-            .to_string();
+        // A pid namespace of its own is dumped from inside it (`pid`); a mount one is not.
+        check(5, &criu, None, &ids(4, 3, 12)).unwrap();
+        let own_mnt = TaskKobjIdsEntry {
+            mnt_ns_id: Some(60),
+            ..ids(4, 3, 1)
+        };
+        let err = check(5, &criu, None, &own_mnt).unwrap_err().to_string();
         assert!(
-            err.contains("pid 5") && err.contains("a pid namespace of its own"),
+            err.contains("pid 5") && err.contains("a mnt namespace of its own"),
             "{err}"
         );
         // A child must share the root's, even criu's own when the root left it.

@@ -7,6 +7,8 @@
 
 pub mod ipc;
 pub mod ipcimg;
+pub mod pid;
+pub mod relay;
 pub mod uts;
 
 use criu_proto::images::{InventoryEntry, TaskKobjIdsEntry};
@@ -21,6 +23,8 @@ use super::plan::RestorePlan;
 pub struct NsRestore {
     uts: Option<uts::UtsState>,
     ipc: Option<ipc::IpcState>,
+    /// The root is the init of a pid namespace of its own ([`pid`]).
+    pid: bool,
 }
 
 fn kinds(ids: &TaskKobjIdsEntry) -> [(&'static str, Option<u32>); 8] {
@@ -69,11 +73,15 @@ impl NsRestore {
             match name {
                 "uts" => out.uts = Some(uts::UtsState::load(images, id)?),
                 "ipc" => out.ipc = Some(ipc::IpcState::load(images, id)?),
+                "pid" => {
+                    pid::check_plan(plan)?;
+                    out.pid = true;
+                }
                 _ => {
                     return Err(RestoreError::Unsupported {
                         pid: root.pid,
                         what: format!("a {name} namespace of its own (id {id})"),
-                        hint: "only UTS and IPC namespaces are restored yet",
+                        hint: "only UTS, IPC and pid namespaces are restored yet",
                     });
                 }
             }
@@ -90,7 +98,15 @@ impl NsRestore {
         if self.ipc.is_some() {
             f |= CloneFlags::CLONE_NEWIPC;
         }
+        if self.pid {
+            f |= CloneFlags::CLONE_NEWPID;
+        }
         f.bits() as u64
+    }
+
+    /// Whether the root is restored as the init of a new pid namespace.
+    pub fn new_pid_ns(&self) -> bool {
+        self.pid
     }
 
     /// Sets the state of the new namespaces of `pid` (the root, created with
