@@ -26,13 +26,16 @@ use super::super::freeze::Release;
 use super::super::ids;
 use super::super::{DumpError, DumpOptions, DumpReport};
 
+/// Called by the inner dump once every image is written, before the tree is released.
+pub type ReleaseHook = Box<dyn FnMut(&DumpReport, Release)>;
+
 /// How a dump run inside the tree's pid namespace differs from one in criu's.
 #[derive(Default)]
 pub struct DumpEnv {
     /// Namespace inodes of the criu process that started the dump (its `root_ids`).
     pub own_ns: Option<[u64; 8]>,
     /// Called with the report once every image is written, before the tree is released.
-    pub before_release: Option<Box<dyn FnMut(&DumpReport, Release)>>,
+    pub before_release: Option<ReleaseHook>,
 }
 
 impl std::fmt::Debug for DumpEnv {

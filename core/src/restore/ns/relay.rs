@@ -132,12 +132,7 @@ impl Relay {
             return;
         }
         drop(sock);
-        loop {
-            match nix::sys::wait::waitpid(self.host, None) {
-                Err(nix::errno::Errno::EINTR) => continue,
-                _ => break,
-            }
-        }
+        while let Err(nix::errno::Errno::EINTR) = nix::sys::wait::waitpid(self.host, None) {}
     }
 }
 
