@@ -352,3 +352,46 @@ fn a_root_that_is_not_the_namespace_init_is_refused() {
     assert!(pid_exists(sleep), "the refused task runs on");
     drop(guard);
 }
+
+/// A task in a pid namespace nested inside the root's is refused at dump, naming the pid
+/// namespace kind; the tree runs on.
+#[test]
+fn a_nested_pid_namespace_is_refused() {
+    let name = "a_nested_pid_namespace_is_refused";
+    if skip_unless_root(name) || !tools_present(name) {
+        return;
+    }
+    let outer = spawn_bg(
+        "unshare",
+        &[
+            "--pid",
+            "--fork",
+            "sh",
+            "-c",
+            "unshare --pid --fork sleep 1000 & wait",
+        ],
+    );
+    let mut guard = TreeGuard::new([outer]);
+    let root = first_child(outer);
+    let inner_unshare = first_child(root);
+    let sleep = first_child(inner_unshare);
+    guard.extend([root, inner_unshare, sleep]);
+    let images = ScratchDir::new("pidns-nested");
+    let out = criu(&[
+        "dump",
+        "-t",
+        &root.to_string(),
+        "-D",
+        images.path().to_str().expect("path"),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("pid namespace other than the tree root's"),
+        "{err}"
+    );
+    for p in [root, sleep] {
+        assert!(pid_exists(p), "pid {p} runs on");
+    }
+    drop(guard);
+}
