@@ -39,13 +39,16 @@ mod dump;
 mod external;
 mod fill;
 mod paths;
+mod peercred;
 mod queue;
+mod rejoin;
+mod remote;
 mod restore;
 mod sys;
 
 use criu_plugin_api::{
     API_VERSION, DumpContext, DumpStage, FdDesc, FdHandler, FileRestorer, Plugin, PluginError,
-    PluginInfo, PluginRegistration, PluginState, RestoreContext, RunKind, StageHooks,
+    PluginInfo, PluginRegistration, PluginState, RestoreContext, RestoreStage, RunKind, StageHooks,
 };
 use criu_proto::images::{FdTypes, FileEntry};
 
@@ -80,7 +83,10 @@ impl Plugin for UnixPlugin {
     }
 
     fn new_state(&self, run: RunKind) -> Result<Option<PluginState>, PluginError> {
-        Ok((run == RunKind::Dump).then(|| Box::new(dump::DumpState::default()) as PluginState))
+        Ok(Some(match run {
+            RunKind::Dump => Box::new(dump::DumpState::default()) as PluginState,
+            RunKind::Restore => Box::new(restore::RestoreState::default()) as PluginState,
+        }))
     }
 }
 
@@ -127,6 +133,21 @@ impl StageHooks for UnixPlugin {
     fn dump_stage(&self, stage: DumpStage, ctx: &mut dyn DumpContext) -> Result<(), PluginError> {
         match stage {
             DumpStage::AfterDump => dump::check_awaited_peers(ctx),
+            _ => Ok(()),
+        }
+    }
+
+    fn restore_stages(&self) -> &[RestoreStage] {
+        &[RestoreStage::AfterTasksExist]
+    }
+
+    fn restore_stage(
+        &self,
+        stage: RestoreStage,
+        ctx: &mut dyn RestoreContext,
+    ) -> Result<(), PluginError> {
+        match stage {
+            RestoreStage::AfterTasksExist => restore::after_tasks_exist(ctx),
             _ => Ok(()),
         }
     }
