@@ -21,7 +21,10 @@
 //! Restore: every socket is made in criu's process when the restore starts, before any
 //! task exists (`build`): socketpairs, bind (path sockets with their mode and owner),
 //! listen, connect + accept for accepted connections (so they keep the listener's name),
-//! connect for pending connections. Once every task exists (`fill`, from
+//! connect for pending connections. Once every task exists, before credentials are restored
+//! (`rejoin`, `RestoreStage::AfterTasksExist`), the connections are made again inside the
+//! tasks the kernel named as their peers at dump (`peercred`), so that `SO_PEERCRED` and
+//! `SO_PEERPIDFD` answer as before. Then (`fill`, from
 //! `FileRestorer::finish`): buffer sizes, queued data (sent from the peer, or for
 //! datagrams from a socket with the sender's name; credentials naming the restored
 //! sender; fds in flight: this restore's sockets, other files through
