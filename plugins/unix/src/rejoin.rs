@@ -14,7 +14,7 @@
 //! outside it), named socketpair ends, sockets with a `SIGIO` owner (set by the core on
 //! the first description), and any connection whose calls fail in the task (warned).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::Instant;
 
@@ -28,6 +28,9 @@ use crate::diag::STATE_LISTEN;
 use crate::peercred::{Cred, connector_of, peer_of};
 use crate::remote::{Task, sockaddr};
 
+/// Both ends of socketpairs.
+type Pairs<'a> = Vec<(&'a UnixSkEntry, &'a UnixSkEntry)>;
+
 /// Remakes the connections of `built` in their tasks (see the module doc).
 pub(crate) fn rejoin(ctx: &mut dyn RestoreContext, built: &mut Built) -> Result<(), PluginError> {
     let started = Instant::now();
@@ -35,6 +38,9 @@ pub(crate) fn rejoin(ctx: &mut dyn RestoreContext, built: &mut Built) -> Result<
     let plan = Plan::new(&socks);
     let mut holders = Holders::load(ctx);
     let mut pairs = 0usize;
+    // Socketpairs by the task (and ids) that made them: one scratch page and one switch
+    // of ids per group.
+    let mut groups: BTreeMap<(i32, u32, u32), Pairs<'_>> = BTreeMap::new();
     for u in &socks {
         let Some(p) = plan.mutual(u) else { continue };
         if u.ino > p.ino
@@ -48,20 +54,39 @@ pub(crate) fn rejoin(ctx: &mut dyn RestoreContext, built: &mut Built) -> Result<
         {
             continue;
         }
-        let Some((pid, cred)) = peer_of(u).and_then(|c| in_tree(ctx, c)) else {
-            continue;
-        };
-        let made = Task::open(ctx, pid).and_then(|mut t| {
-            let r = t.socketpair(u.r#type as i32, cred);
-            t.done().and(r)
-        });
-        match made {
-            Ok((a, b)) => {
-                holders.replace(ctx, built, u, a)?;
-                holders.replace(ctx, built, p, b)?;
-                pairs += 1;
+        if let Some((pid, cred)) = peer_of(u).and_then(|c| in_tree(ctx, c)) {
+            groups
+                .entry((pid, cred.uid, cred.gid))
+                .or_default()
+                .push((u, p));
+        }
+    }
+    for ((pid, uid, gid), members) in groups {
+        let cred = Cred { pid, uid, gid };
+        let types: Vec<i32> = members.iter().map(|(u, _)| u.r#type as i32).collect();
+        let mut task = Task::open(ctx, pid)?;
+        let made = match task.socketpairs(&types, cred) {
+            Ok(made) => made,
+            Err(e) => {
+                members.iter().for_each(|(u, _)| warn_kept(u, &e));
+                task.done()?;
+                continue;
             }
-            Err(e) => warn_kept(u, &e),
+        };
+        let mut taken = Vec::with_capacity(2 * made.len());
+        for ((u, p), (a, b)) in members.iter().zip(made) {
+            for (s, raw) in [(*u, a), (*p, b)] {
+                // The task's own fds of it: placed from inside, no round trip through criu.
+                for &(_, fd, cloexec) in holders.of(s.id).iter().filter(|h| h.0 == pid) {
+                    task.place(raw, fd, cloexec)?;
+                }
+                taken.push((s, task.take_raw(raw)?));
+            }
+            pairs += 1;
+        }
+        task.done()?;
+        for (s, new) in taken {
+            holders.replace_except(ctx, built, s, new, Some(pid))?;
         }
     }
     for l in socks.iter().filter(|l| l.state == STATE_LISTEN) {
@@ -257,6 +282,11 @@ impl Holders {
         Holders { by_id }
     }
 
+    /// Task, fd number and close-on-exec of every fd holding file `id`.
+    fn of(&self, id: u32) -> &[(i32, i32, bool)] {
+        self.by_id.get(&id).map(Vec::as_slice).unwrap_or_default()
+    }
+
     /// `new` replaces socket `u` in criu's table and at every fd number holding it.
     fn replace(
         &mut self,
@@ -265,8 +295,22 @@ impl Holders {
         u: &UnixSkEntry,
         new: OwnedFd,
     ) -> Result<(), PluginError> {
-        for &(pid, fd, cloexec) in self.by_id.get(&u.id).map(Vec::as_slice).unwrap_or_default() {
-            ctx.install_fd(pid, new.as_fd(), fd, cloexec)?;
+        self.replace_except(ctx, built, u, new, None)
+    }
+
+    /// [`Holders::replace`], but the fds of task `done` (placed already) left alone.
+    fn replace_except(
+        &mut self,
+        ctx: &mut dyn RestoreContext,
+        built: &mut Built,
+        u: &UnixSkEntry,
+        new: OwnedFd,
+        done: Option<i32>,
+    ) -> Result<(), PluginError> {
+        for &(pid, fd, cloexec) in self.of(u.id) {
+            if Some(pid) != done {
+                ctx.install_fd(pid, new.as_fd(), fd, cloexec)?;
+            }
         }
         built.fds.insert(u.ino, new);
         Ok(())

@@ -109,28 +109,61 @@ impl<'a> Task<'a> {
         got
     }
 
-    /// `socketpair(AF_UNIX, ty)` made by the task as `cred`: both ends, now criu's.
-    pub(crate) fn socketpair(
+    /// Takes the task's fd `fd` into criu and closes it in the task.
+    pub(crate) fn take_raw(&mut self, fd: u64) -> Result<OwnedFd, PluginError> {
+        self.take(fd)
+    }
+
+    /// Puts the task's fd `raw` also at number `fd` (`dup3`), close-on-exec as asked.
+    pub(crate) fn place(&mut self, raw: u64, fd: i32, cloexec: bool) -> Result<(), PluginError> {
+        let flags = if cloexec { libc::O_CLOEXEC as u64 } else { 0 };
+        self.sys("dup3", libc::SYS_dup3, [raw, fd as u64, flags, 0, 0, 0])
+            .map(|_| ())
+    }
+
+    /// `socketpair(AF_UNIX, ty)` for each of `types`, made by the task as `cred` (one
+    /// switch of ids for all): both ends of each, as fd numbers of the task. On failure
+    /// the pairs made so far are closed.
+    pub(crate) fn socketpairs(
         &mut self,
-        ty: i32,
+        types: &[i32],
         cred: Cred,
-    ) -> Result<(OwnedFd, OwnedFd), PluginError> {
+    ) -> Result<Vec<(u64, u64)>, PluginError> {
         let page = self.page;
-        let ty = (ty | libc::SOCK_CLOEXEC) as u64;
-        self.as_cred(cred, |t| {
-            t.sys(
-                "socketpair",
-                libc::SYS_socketpair,
-                [libc::AF_UNIX as u64, ty, 0, page, 0, 0],
-            )
-        })?;
-        let mut sv = [0u8; 8];
-        self.ctx.read_task_memory(self.pid, page, &mut sv)?;
-        let a = u64::from(u32::from_ne_bytes([sv[0], sv[1], sv[2], sv[3]]));
-        let b = u64::from(u32::from_ne_bytes([sv[4], sv[5], sv[6], sv[7]]));
-        let first = self.take(a);
-        let second = self.take(b);
-        Ok((first?, second?))
+        let per_page = (PAGE / 8) as usize;
+        let mut out = Vec::with_capacity(types.len());
+        for chunk in types.chunks(per_page) {
+            let mut made = 0usize;
+            let r = self.as_cred(cred, |t| {
+                for (i, &ty) in chunk.iter().enumerate() {
+                    let ty = (ty | libc::SOCK_CLOEXEC) as u64;
+                    let at = page + 8 * i as u64;
+                    t.sys(
+                        "socketpair",
+                        libc::SYS_socketpair,
+                        [libc::AF_UNIX as u64, ty, 0, at, 0, 0],
+                    )?;
+                    made += 1;
+                }
+                Ok(())
+            });
+            let mut sv = vec![0u8; 8 * made];
+            let read = self.ctx.read_task_memory(self.pid, page, &mut sv);
+            let pairs = sv.chunks_exact(8).map(|p| {
+                let a = u32::from_ne_bytes([p[0], p[1], p[2], p[3]]);
+                let b = u32::from_ne_bytes([p[4], p[5], p[6], p[7]]);
+                (u64::from(a), u64::from(b))
+            });
+            out.extend(pairs);
+            if let Err(e) = r.and(read) {
+                for (a, b) in out {
+                    self.close(a);
+                    self.close(b);
+                }
+                return Err(e);
+            }
+        }
+        Ok(out)
     }
 
     /// A new socket of type `ty` connected by the task, as `cred`, to `addr` (raw
