@@ -24,7 +24,8 @@ pub(crate) struct Cred {
 }
 
 /// Records `fd`'s `SO_PEERCRED` in `u` (nothing when the kernel names no peer, as for an
-/// unconnected datagram socket or a peer whose process is gone); for a connection still
+/// unconnected datagram socket; a peer that exited keeps its pid, which no restored task
+/// will have); for a connection still
 /// waiting in a listener's queue (`pending`), the holder of `fd` is recorded as the task
 /// that connected, with its effective ids now (the kernel shows the waiting end's
 /// credentials to no one before `accept()`).
