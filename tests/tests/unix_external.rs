@@ -19,7 +19,7 @@ mod unix_common;
 use criu_plugin_files as _;
 use criu_plugin_pipes as _;
 use criu_plugin_unix as _;
-use unix_common::{build_c, restore_refused};
+use unix_common::{build_c, crit_decodes, restore_refused};
 
 /// The whole error chain, as the CLI prints it.
 fn chain(err: &dyn std::error::Error) -> String {
@@ -86,6 +86,10 @@ fn unix_peers_outside_the_tree_with_ext_unix_sk() {
     dump(&opts).unwrap_or_else(|e| panic!("dump: {}", chain(&e)));
     let taken = guard.kill_and_wait(Duration::from_secs(10));
     assert!(taken.is_empty(), "pids still taken: {taken:?}");
+    // CRIU's external entry (`USK_EXTERN`) and the detached peer: Debian's crit decodes them.
+    if let Some(files) = crit_decodes(&images.join("files.img")) {
+        assert!(files.contains("UNIXSK"), "{files}");
+    }
 
     restore_refused(&images, root, &["outside the tree", "--ext-unix-sk"]);
     std::fs::write(&report, "").expect("truncate report");

@@ -19,7 +19,7 @@ use crate::paths;
 use crate::queue::{self, Packet};
 
 /// Backlog while the restore connects pending and accepted connections.
-const RESTORE_BACKLOG: i32 = 4096;
+pub(crate) const RESTORE_BACKLOG: i32 = 4096;
 
 pub(crate) fn fail<'a>(u: &'a UnixSkEntry, op: &'static str) -> impl Fn(Errno) -> PluginError + 'a {
     move |e| PluginError::Restore {
@@ -72,6 +72,8 @@ pub(crate) struct Built {
     /// Datagram sockets connected to a peer outside the tree: inode, the peer's name,
     /// connected again once the queues are written.
     pub(crate) reconnect: Vec<(u32, Vec<u8>)>,
+    /// Listeners whose final `listen()` was called by their task ([`crate::rejoin`]).
+    pub(crate) relistened: std::collections::HashSet<u32>,
 }
 
 /// How each socket comes to be.
@@ -258,6 +260,7 @@ pub(crate) fn build_all(
         ghosts,
         queues,
         reconnect: Vec::new(),
+        relistened: Default::default(),
     })
 }
 
@@ -265,6 +268,14 @@ pub(crate) fn build_all(
 pub(crate) fn reach(ghosts: &HashMap<u32, paths::Ghost>, u: &UnixSkEntry) -> Vec<u8> {
     match ghosts.get(&u.ino) {
         Some(g) => g.reach(),
+        None => paths::full_name(u),
+    }
+}
+
+/// [`reach`] for another process of criu's pid namespace (a restored task).
+pub(crate) fn reach_from_outside(ghosts: &HashMap<u32, paths::Ghost>, u: &UnixSkEntry) -> Vec<u8> {
+    match ghosts.get(&u.ino) {
+        Some(g) => g.reach_from_outside(),
         None => paths::full_name(u),
     }
 }

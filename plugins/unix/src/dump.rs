@@ -149,33 +149,36 @@ pub(crate) fn dump_socket(
         state = sk.state,
         "dumping unix socket"
     );
+    let pending = ctx.state::<DumpState>()?.listener_of.contains_key(&ino);
     ctx.state::<DumpState>()?.dumped.insert(ino);
+    let mut usk = UnixSkEntry {
+        id,
+        ino,
+        r#type: sk.sock_type,
+        state: sk.state,
+        flags: fd.fdinfo.file_flags(),
+        uflags: 0,
+        // A listening socket's backlog is what sock_diag reports as its write queue.
+        backlog: if sk.state == STATE_LISTEN {
+            sk.wqueue
+        } else {
+            0
+        },
+        peer,
+        fown: fd.owner.to_entry(),
+        opts,
+        name: sk.name.clone(),
+        shutdown: (sk.shutdown != 0).then_some(i32::from(sk.shutdown & 3)),
+        file_perms: bound.perms,
+        deleted: bound.deleted.then_some(true),
+        name_dir: bound.name_dir,
+        ..Default::default()
+    };
+    crate::peercred::record(fd, pending && peer != 0, &mut usk);
     Ok(FileEntry {
         r#type: FdTypes::Unixsk as i32,
         id,
-        usk: Some(UnixSkEntry {
-            id,
-            ino,
-            r#type: sk.sock_type,
-            state: sk.state,
-            flags: fd.fdinfo.file_flags(),
-            uflags: 0,
-            // A listening socket's backlog is what sock_diag reports as its write queue.
-            backlog: if sk.state == STATE_LISTEN {
-                sk.wqueue
-            } else {
-                0
-            },
-            peer,
-            fown: fd.owner.to_entry(),
-            opts,
-            name: sk.name.clone(),
-            shutdown: (sk.shutdown != 0).then_some(i32::from(sk.shutdown & 3)),
-            file_perms: bound.perms,
-            deleted: bound.deleted.then_some(true),
-            name_dir: bound.name_dir,
-            ..Default::default()
-        }),
+        usk: Some(usk),
         ..Default::default()
     })
 }

@@ -70,7 +70,7 @@ impl Built {
         for u in socks {
             let fd = fds[&u.ino].as_fd();
             unix_opts::restore_rest(fd, &u.opts).map_err(|e| opt_fail(u, e))?;
-            if u.state == STATE_LISTEN {
+            if u.state == STATE_LISTEN && !self.relistened.contains(&u.ino) {
                 let backlog = Backlog::new(u.backlog as i32).unwrap_or(Backlog::MAXCONN);
                 listen(&fd, backlog).map_err(fail(u, "listen"))?;
             }

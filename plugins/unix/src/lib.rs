@@ -21,7 +21,10 @@
 //! Restore: every socket is made in criu's process when the restore starts, before any
 //! task exists (`build`): socketpairs, bind (path sockets with their mode and owner),
 //! listen, connect + accept for accepted connections (so they keep the listener's name),
-//! connect for pending connections. Once every task exists (`fill`, from
+//! connect for pending connections. Once every task exists, before credentials are restored
+//! (`rejoin`, `RestoreStage::AfterTasksExist`), the connections are made again inside the
+//! tasks the kernel named as their peers at dump (`peercred`), so that `SO_PEERCRED` and
+//! `SO_PEERPIDFD` answer as before. Then (`fill`, from
 //! `FileRestorer::finish`): buffer sizes, queued data (sent from the peer, or for
 //! datagrams from a socket with the sender's name; credentials naming the restored
 //! sender; fds in flight: this restore's sockets, other files through
@@ -39,13 +42,16 @@ mod dump;
 mod external;
 mod fill;
 mod paths;
+mod peercred;
 mod queue;
+mod rejoin;
+mod remote;
 mod restore;
 mod sys;
 
 use criu_plugin_api::{
     API_VERSION, DumpContext, DumpStage, FdDesc, FdHandler, FileRestorer, Plugin, PluginError,
-    PluginInfo, PluginRegistration, PluginState, RestoreContext, RunKind, StageHooks,
+    PluginInfo, PluginRegistration, PluginState, RestoreContext, RestoreStage, RunKind, StageHooks,
 };
 use criu_proto::images::{FdTypes, FileEntry};
 
@@ -80,7 +86,10 @@ impl Plugin for UnixPlugin {
     }
 
     fn new_state(&self, run: RunKind) -> Result<Option<PluginState>, PluginError> {
-        Ok((run == RunKind::Dump).then(|| Box::new(dump::DumpState::default()) as PluginState))
+        Ok(Some(match run {
+            RunKind::Dump => Box::new(dump::DumpState::default()) as PluginState,
+            RunKind::Restore => Box::new(restore::RestoreState::default()) as PluginState,
+        }))
     }
 }
 
@@ -127,6 +136,21 @@ impl StageHooks for UnixPlugin {
     fn dump_stage(&self, stage: DumpStage, ctx: &mut dyn DumpContext) -> Result<(), PluginError> {
         match stage {
             DumpStage::AfterDump => dump::check_awaited_peers(ctx),
+            _ => Ok(()),
+        }
+    }
+
+    fn restore_stages(&self) -> &[RestoreStage] {
+        &[RestoreStage::AfterTasksExist]
+    }
+
+    fn restore_stage(
+        &self,
+        stage: RestoreStage,
+        ctx: &mut dyn RestoreContext,
+    ) -> Result<(), PluginError> {
+        match stage {
+            RestoreStage::AfterTasksExist => restore::after_tasks_exist(ctx),
             _ => Ok(()),
         }
     }

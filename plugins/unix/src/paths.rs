@@ -115,6 +115,11 @@ impl Ghost {
     pub(crate) fn reach(&self) -> Vec<u8> {
         format!("/proc/self/fd/{}", self.file.as_raw_fd()).into_bytes()
     }
+
+    /// The same, for another process of criu's pid namespace: through criu's pid.
+    pub(crate) fn reach_from_outside(&self) -> Vec<u8> {
+        format!("/proc/{}/fd/{}", std::process::id(), self.file.as_raw_fd()).into_bytes()
+    }
 }
 
 /// Binds a ghost at `path` (whatever is there now moved aside for the moment and put

@@ -168,13 +168,19 @@ pub(crate) fn read_queues(
 /// The most fds one message can carry (the kernel's `SCM_MAX_FD`).
 const SCM_MAX_FD: usize = 253;
 
-/// One restore's sockets, made and connected in `start`, filled in `finish`.
-#[derive(Debug)]
-pub(crate) struct UnixRestorer {
+/// One restore's sockets, made and connected in `start`, remade in their tasks once the
+/// tasks exist ([`crate::rejoin`]), filled in `finish`: the plugin's restore state, shared
+/// by the restorer and the stage hook.
+#[derive(Debug, Default)]
+pub(crate) struct RestoreState {
     /// File id -> socket inode.
     by_id: HashMap<u32, u32>,
     built: Option<build::Built>,
 }
+
+/// The restorer: everything it makes lives in the plugin's [`RestoreState`].
+#[derive(Debug)]
+pub(crate) struct UnixRestorer;
 
 impl UnixRestorer {
     pub(crate) fn start(
@@ -193,32 +199,43 @@ impl UnixRestorer {
             }
         }
         let by_id = socks.iter().map(|u| (u.id, u.ino)).collect();
-        if socks.is_empty() {
-            return Ok(UnixRestorer { by_id, built: None });
-        }
-        let ids = socks.iter().map(|u| u.id).collect();
-        let body = ctx.read_image(SK_QUEUES)?;
-        let files = entries.iter().map(|e| e.id).collect();
-        let queues = read_queues(body.as_deref(), &ids, &files)?;
-        let mut built = build::build_all(&socks, queues)?;
-        built.reconnect = reconnect;
-        Ok(UnixRestorer {
-            by_id,
-            built: Some(built),
-        })
+        let built = if socks.is_empty() {
+            None
+        } else {
+            let ids = socks.iter().map(|u| u.id).collect();
+            let body = ctx.read_image(SK_QUEUES)?;
+            let files = entries.iter().map(|e| e.id).collect();
+            let queues = read_queues(body.as_deref(), &ids, &files)?;
+            let mut built = build::build_all(&socks, queues)?;
+            built.reconnect = reconnect;
+            Some(built)
+        };
+        *ctx.state::<RestoreState>()? = RestoreState { by_id, built };
+        Ok(UnixRestorer)
     }
+}
+
+/// [`crate::rejoin`] on this restore's sockets (`RestoreStage::AfterTasksExist`).
+pub(crate) fn after_tasks_exist(ctx: &mut dyn RestoreContext) -> Result<(), PluginError> {
+    let Some(mut built) = ctx.state::<RestoreState>()?.built.take() else {
+        return Ok(());
+    };
+    let r = crate::rejoin::rejoin(ctx, &mut built);
+    ctx.state::<RestoreState>()?.built = Some(built);
+    r
 }
 
 impl FileRestorer for UnixRestorer {
     fn open_file(
         &mut self,
-        _ctx: &mut dyn RestoreContext,
+        ctx: &mut dyn RestoreContext,
         entry: &FileEntry,
     ) -> Result<OwnedFd, PluginError> {
-        let sock = self
+        let st = ctx.state::<RestoreState>()?;
+        let sock = st
             .by_id
             .get(&entry.id)
-            .and_then(|ino| self.built.as_ref()?.fds.get(ino));
+            .and_then(|ino| st.built.as_ref()?.fds.get(ino));
         let sock = sock.ok_or_else(|| {
             PluginError::bad_image(
                 "files.img",
@@ -238,9 +255,15 @@ impl FileRestorer for UnixRestorer {
         ctx: &mut dyn RestoreContext,
         _installed: &[criu_plugin_api::InstalledFd],
     ) -> Result<(), PluginError> {
-        match &mut self.built {
-            Some(built) => built.fill(ctx, &self.by_id),
-            None => Ok(()),
-        }
+        let st = ctx.state::<RestoreState>()?;
+        let by_id = std::mem::take(&mut st.by_id);
+        let Some(mut built) = st.built.take() else {
+            return Ok(());
+        };
+        let r = built.fill(ctx, &by_id);
+        let st = ctx.state::<RestoreState>()?;
+        st.by_id = by_id;
+        st.built = Some(built);
+        r
     }
 }

@@ -286,4 +286,5 @@ proptest! {
 }
 
 mod external;
+mod peercred;
 mod sockets;
