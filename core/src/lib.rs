@@ -10,6 +10,7 @@
 //! - [`restore`]: the restore orchestration.
 //! - [`check_images`]: `criu check-images`, an images directory verified without restoring.
 
+pub mod cgroup;
 pub mod check_images;
 pub mod dump;
 pub mod image;

@@ -89,6 +89,8 @@ pub struct Options {
     pub status_fd: Option<i32>,
     /// Options of [`Class::Unsupported`] that are on, in order (checked per command).
     pub unsupported: Vec<Given>,
+    /// `--manage-cgroups`, `--cgroup-root`, `--cgroup-yard`, `--cgroup-dump-controller`.
+    pub cgroups: criu_core::cgroup::CgroupOptions,
 }
 
 /// Parses `argv` (program name first) as CRIU does.
@@ -176,16 +178,26 @@ fn apply(cli: &mut Cli, spec: &'static OptSpec, value: Option<String>, off: bool
         "network-lock" => o.network_lock = network_lock(&v())?,
         "address" => o.address = path(),
         "status-fd" => o.status_fd = Some(number(&v())?),
+        "manage-cgroups" => {
+            o.cgroups.mode = match value.as_deref() {
+                None => criu_core::cgroup::Mode::Soft,
+                Some(m) => criu_core::cgroup::Mode::from_name(m).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "'{m}': expected one of none, props, soft, full, strict, ignore"
+                    )
+                })?,
+            }
+        }
+        "cgroup-root" => o.cgroups.add_root(&v())?,
+        "cgroup-yard" => o.cgroups.yard = path(),
+        "cgroup-dump-controller" => o.cgroups.dump_controllers.push(v()),
         _ => check_value(spec.long, value.as_deref())?,
     }
     if let Class::Unsupported { .. } = spec.class {
         o.unsupported.retain(|g| g.spec != spec || spec.list);
-        // `--manage-cgroups=ignore` is what happens here anyway.
-        let ignore = spec.long == "manage-cgroups" && value.as_deref() == Some("ignore");
         // `--external unix[INO]` is honoured (the unix plugin), other kinds are not yet.
-        let ignore = ignore
-            || (spec.long == "external"
-                && value.as_deref().is_some_and(|v| v.starts_with("unix[")));
+        let ignore =
+            spec.long == "external" && value.as_deref().is_some_and(|v| v.starts_with("unix["));
         if !off && !ignore {
             o.unsupported.push(Given { spec, value });
         }
@@ -207,9 +219,6 @@ fn check_value(long: &str, value: Option<&str>) -> Result<()> {
         "pre-dump-mode" => one_of(&["splice", "read"]),
         "file-validation" => one_of(&["filesize", "buildid"]),
         "empty-ns" => one_of(&["net"]),
-        "manage-cgroups" if value.is_some() => {
-            one_of(&["none", "props", "soft", "full", "strict", "ignore"])
-        }
         "port" | "status-fd" | "ps-socket" => number::<i32>(v).map(drop),
         "veth-pair" if !v.contains('=') => bail!("'{v}': expected IN=OUT"),
         "ext-mount-map" if v != "auto" && !v.contains(':') => bail!("'{v}': expected KEY:VAL"),

@@ -99,8 +99,7 @@ const fn un(cmds: Cmds, why: &'static str) -> Class {
 }
 
 const NS: &str = "namespaces are not checkpointed yet";
-const CG: &str = "cgroups are not checkpointed yet (tasks stay in criu's cgroup, as with \
-                  --manage-cgroups=ignore)";
+const CGP: &str = "only CRIU's built-in cgroup property lists are dumped";
 const MNT: &str = "mounts are not checkpointed yet";
 const NET: &str = "network devices and sockets are not checkpointed yet";
 const PS: &str = "only the page-server command uses it, and that command is not built yet";
@@ -171,12 +170,12 @@ pub static OPTIONS: &[OptSpec] = &[
     b("stream", un(BOTH, "the image streamer is not supported; images go to the images dir"), "stream images through criu-image-streamer"),
     l("external", None, un(BOTH, "external resources other than unix[INO] (mounts, devices, files, namespaces) are not supported yet"), "RES", "mark a resource external (unix[INO]: that unix socket's peer may be outside the tree)"),
     l("action-script", None, un(BOTH, "action scripts are not run yet"), "SCRIPT", "run SCRIPT at each stage"),
-    o("manage-cgroups", None, Optional, un(BOTH, CG), "MODE", "how to dump/restore cgroups (only 'ignore' is accepted here)"),
-    l("cgroup-root", None, un(RESTORE, CG), "[CTL:]PATH", "change the root cgroup"),
-    o("cgroup-props", None, Required, un(BOTH, CG), "SPEC", "cgroup properties to dump"),
-    o("cgroup-props-file", None, Required, un(BOTH, CG), "FILE", "cgroup properties to dump, from a file"),
-    l("cgroup-dump-controller", None, un(DUMP, CG), "NAME", "dump this controller's properties"),
-    o("cgroup-yard", None, Required, Internal("no cgroup yard is mounted"), "PATH", "where to mount the cgroup yard"),
+    o("manage-cgroups", None, Optional, Honoured, "MODE", "dump the tasks' cgroups (cgroup.img) and restore them: MODE none|props|soft|full|strict|ignore (default soft; strict fails on an existing cgroup whose property differs, naming the file)"),
+    l("cgroup-root", None, Honoured, "[CTL:]PATH", "restore: move the dumped cgroups of CTL (all not named, without CTL) under PATH; dump: walk CTL's cgroups from PATH"),
+    o("cgroup-props", None, Required, un(BOTH, CGP), "SPEC", "cgroup properties to dump"),
+    o("cgroup-props-file", None, Required, un(BOTH, CGP), "FILE", "cgroup properties to dump, from a file"),
+    l("cgroup-dump-controller", None, Honoured, "NAME", "dump only these cgroup hierarchies (NAME as in /proc/PID/cgroup, e.g. cpu,cpuacct or name=systemd)"),
+    o("cgroup-yard", None, Required, Honoured, "PATH", "a directory holding the cgroup hierarchies mounted, one per directory (cpu, systemd, unified...) instead of criu's own detached mounts"),
     l("ext-mount-map", Some('M'), un(BOTH, MNT), "KEY:VAL|auto", "map external mounts"),
     l("skip-mnt", None, un(DUMP, MNT), "PATH", "do not dump this mount"),
     l("enable-fs", None, un(DUMP, MNT), "FS", "dump mounts of these filesystems"),

@@ -23,8 +23,8 @@
 //! - `pagemap_entry`s are split only at VMA boundaries and at changes of the lazy flag, not at
 //!   CRIU's page-pipe sizes. `PE_LAZY` is set where CRIU sets it (anonymous private, not
 //!   locked, not vDSO).
-//! - No `cgroup.img` is written (CRIU writes one; its sample keeps only `root_cg_set = 1`
-//!   in the inventory, as we do).
+//! - `cgroup.img` ([`crate::cgroup`]): as CRIU's, without `cgns_prefix` (a root in a cgroup
+//!   namespace of its own is refused).
 //! - A thread interrupted inside a restartable syscall is saved the way CRIU saves it:
 //!   ip moved back over `syscall`, ax = orig_ax; `-ERESTART_RESTARTBLOCK` becomes `-EINTR`.
 //! - Anonymous shared memory (MAP_SHARED|MAP_ANONYMOUS) is dumped like CRIU's
@@ -112,6 +112,8 @@ pub struct DumpOptions {
     pub external: Vec<String>,
     /// `--link-remap`: for the files plugin ([`DumpOptions::plugin_options`]).
     pub link_remap: bool,
+    /// `--manage-cgroups`, `--cgroup-root`, `--cgroup-yard`, `--cgroup-dump-controller`.
+    pub cgroups: crate::cgroup::CgroupOptions,
     /// Test hook: fail right after the named step ("freeze", "threads", "task", "memory",
     /// "files", "ids", "images") to exercise the failure path.
     pub fail_after: Option<&'static str>,
@@ -137,6 +139,7 @@ impl DumpOptions {
             network_lock: criu_plugin_api::NetworkLock::default(),
             external: Vec::new(),
             link_remap: false,
+            cgroups: Default::default(),
         }
     }
 
@@ -297,6 +300,12 @@ pub enum DumpError {
     /// `message` is that process's error, with the pids it names as the tree sees them.
     #[error("pid {pid}: dump inside its pid namespace: {message}")]
     InPidNs { pid: i32, message: String },
+    #[error("pid {pid}: cgroups: {source}")]
+    Cgroup {
+        pid: i32,
+        #[source]
+        source: crate::cgroup::CgroupError,
+    },
 }
 
 impl DumpError {

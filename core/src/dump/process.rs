@@ -121,6 +121,8 @@ pub(super) fn dump_process(
         if let Some(pos) = sh.seccomp.add_chain(&t.seccomp_chain) {
             t.core.seccomp_filter = Some(pos);
         }
+        let set = sh.cgroups.thread_set(pid, t.tid);
+        t.core.cg_set = Some(set.map_err(|source| DumpError::Cgroup { pid, source })?);
     }
     let tids: Vec<u32> = threads.iter().map(|t| t.tid as u32).collect();
     for t in threads {

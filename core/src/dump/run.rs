@@ -52,6 +52,7 @@ pub(super) struct Shared<'a, 'd> {
     pub(super) threads: usize,
     pub(super) memdump_us: u32,
     pub(super) memwrite_us: u32,
+    pub(super) cgroups: crate::cgroup::dump::Collector,
 }
 
 /// Dump the tree rooted at `opts.pid` into `opts.images_dir`. A root that is the init of
@@ -261,6 +262,8 @@ fn dump_frozen<'d>(
         threads: 0,
         memdump_us: 0,
         memwrite_us: 0,
+        cgroups: crate::cgroup::dump::Collector::new(opts.cgroups.clone())
+            .map_err(|source| DumpError::Cgroup { pid, source })?,
     };
     for m in &tree.procs {
         let span = tracing::debug_span!("process", pid = m.pid);
@@ -279,6 +282,14 @@ fn dump_frozen<'d>(
     }
     sh.ctx.finish(pid)?;
     checkpoint(opts, "files")?;
+    if let Some(cg) = sh
+        .cgroups
+        .entry()
+        .map_err(|source| DumpError::Cgroup { pid, source })?
+    {
+        dir.write_single(ImageKind::Cgroup, 0, &cg)
+            .map_err(img(pid, "images"))?;
+    }
 
     dir.write_image(ImageKind::Pstree, 0, &sh.pstree)
         .map_err(img(pid, "images"))?;

@@ -17,6 +17,11 @@ pub enum RestoreError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{source}")]
+    Cgroup {
+        #[source]
+        source: crate::cgroup::CgroupError,
+    },
     #[error("reading images")]
     Image {
         #[source]

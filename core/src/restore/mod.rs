@@ -42,6 +42,7 @@
 //!
 //! Any failure kills and reaps every task created so far; images are only read.
 
+mod cgroups;
 mod children;
 mod cow;
 pub mod creds;
@@ -115,6 +116,8 @@ pub struct RestoreOptions {
     pub ext_unix_sk: bool,
     pub network_lock: criu_plugin_api::NetworkLock,
     pub external: Vec<String>,
+    /// `--manage-cgroups`, `--cgroup-root`, `--cgroup-yard` ([`crate::cgroup`]).
+    pub cgroups: crate::cgroup::CgroupOptions,
 }
 
 impl RestoreOptions {
@@ -333,17 +336,32 @@ fn restore_plan(
     let check = opts
         .verify_pages
         .then(|| pagecheck::PageCheck::start(images.dir()));
+    // Directories made before any task exists; removed again (drop) unless finished.
+    let mut cg = match cgroups::load(images, plan, &opts.cgroups).and_then(|mut c| {
+        if let Some(c) = c.as_mut() {
+            c.prepare()
+                .map_err(|source| RestoreError::Cgroup { source })?;
+        }
+        Ok(c)
+    }) {
+        Ok(c) => c,
+        Err(e) => {
+            fail(opener, plan, &mut created);
+            return Err(e);
+        }
+    };
     let mut shared = files::SharedDescriptions::new(opener);
-    let result = restore_tree(plan, images, &mut shared, opts, &mut created).and_then(|t| {
-        shared
-            .apply_owners(&plan.files)
-            .map_err(|(id, call, source)| RestoreError::Local {
-                pid: root,
-                step: format!("{call} on file id {id} (its SIGIO owner)"),
-                source,
-            })?;
-        Ok(t)
-    });
+    let result =
+        restore_tree(plan, images, &mut shared, opts, &mut created, &mut cg).and_then(|t| {
+            shared
+                .apply_owners(&plan.files)
+                .map_err(|(id, call, source)| RestoreError::Local {
+                    pid: root,
+                    step: format!("{call} on file id {id} (its SIGIO owner)"),
+                    source,
+                })?;
+            Ok(t)
+        });
     drop(shared);
     let (threads, zombies) = match result {
         Ok(t) => t,
@@ -375,6 +393,11 @@ fn restore_plan(
     if let Err(e) = write_pidfile(opts, host_root) {
         fail(opener, plan, &mut created);
         return Err(e);
+    }
+    // Every task is in its cgroups: the properties left for now.
+    if let Some(Err(source)) = cg.as_mut().map(|c| c.finish()) {
+        fail(opener, plan, &mut created);
+        return Err(RestoreError::Cgroup { source });
     }
     if let Err(e) = stage(opener, RestoreStage::BeforeResume, true, plan) {
         fail(opener, plan, &mut created);
@@ -508,6 +531,7 @@ fn restore_tree(
     opener: &mut dyn FileOpener,
     opts: &RestoreOptions,
     created: &mut TaskPids,
+    cg: &mut Option<crate::cgroup::restore::CgroupRestore>,
 ) -> Result<(Vec<RemoteThread>, Vec<zombie::PendingZombie>)> {
     let root = &plan.tasks[0];
     let gadget =
@@ -582,6 +606,8 @@ fn restore_tree(
             )?
         };
         tracing::debug!(gadget, "task created");
+        // Before anything of it runs; the children it forks inherit it.
+        cgroups::enter_task(cg, plan, t, created)?;
         if t.is_zombie() {
             helpers.add_zombie(zombie::PendingZombie {
                 rt: sp.leader,
@@ -600,6 +626,7 @@ fn restore_tree(
             .and_then(|owner| done.iter().find(|p| p.t.pid == owner))
             .map(|p| p.t);
         done.push(prepare_task(sp, ids, t, parent, &mut shm, created)?);
+        cgroups::enter_threads(cg, t, created)?;
     }
     // Leaders whose children all stayed in the old session.
     for p in &mut done {

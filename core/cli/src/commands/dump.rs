@@ -51,5 +51,12 @@ pub fn dump_options(opts: &Options) -> Result<DumpOptions> {
     dump_opts.network_lock = opts.network_lock;
     dump_opts.external = opts.external.clone();
     dump_opts.link_remap = opts.link_remap;
+    dump_opts.cgroups = opts.cgroups.clone();
+    // Relative to the work dir, as CRIU (which runs there).
+    dump_opts.cgroups.yard = opts
+        .cgroups
+        .yard
+        .as_deref()
+        .map(|y| super::in_work_dir(opts, y));
     Ok(dump_opts)
 }

@@ -48,6 +48,7 @@ fn a_runc_dump_request_maps_onto_the_command_line_options() {
         Op::Dump,
     );
     let p = p.unwrap();
+    assert_eq!(p.opts.cgroups.mode, criu_core::cgroup::Mode::Ignore);
     assert_eq!(p.opts.tree, Some(4242));
     assert!(p.opts.leave_running && p.opts.tcp_established);
     assert!(!p.opts.shell_job);
@@ -118,14 +119,15 @@ fn fields_asking_for_what_is_not_built_are_refused_by_name() {
     );
     assert_eq!(e.field, "external");
     assert!(e.to_string().contains("net[1]"), "{e}");
-    let e = refused(
+    // manage_cgroups (soft) is honoured since cgroup.img is.
+    let (p, _d) = with_dir(
         |o| CriuOpts {
             manage_cgroups: Some(true),
             ..o
         },
         Op::Restore,
     );
-    assert_eq!(e.field, "manage_cgroups");
+    assert_eq!(p.unwrap().opts.cgroups.mode, criu_core::cgroup::Mode::Soft);
     let e = refused(
         |o| CriuOpts {
             rst_sibling: Some(true),
