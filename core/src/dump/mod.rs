@@ -112,6 +112,8 @@ pub struct DumpOptions {
     pub external: Vec<String>,
     /// `--link-remap`: for the files plugin ([`DumpOptions::plugin_options`]).
     pub link_remap: bool,
+    /// `--tcp-close`: connected TCP sockets dumped without their connection (inet plugin).
+    pub tcp_close: bool,
     /// Test hook: fail right after the named step ("freeze", "threads", "task", "memory",
     /// "files", "ids", "images") to exercise the failure path.
     pub fail_after: Option<&'static str>,
@@ -137,6 +139,7 @@ impl DumpOptions {
             network_lock: criu_plugin_api::NetworkLock::default(),
             external: Vec::new(),
             link_remap: false,
+            tcp_close: false,
         }
     }
 
@@ -154,6 +157,7 @@ impl DumpOptions {
         o.network_lock = self.network_lock;
         o.external = self.external.clone();
         o.link_remap = self.link_remap;
+        o.tcp_close = self.tcp_close;
         o
     }
 }

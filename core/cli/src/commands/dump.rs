@@ -51,5 +51,6 @@ pub fn dump_options(opts: &Options) -> Result<DumpOptions> {
     dump_opts.network_lock = opts.network_lock;
     dump_opts.external = opts.external.clone();
     dump_opts.link_remap = opts.link_remap;
+    dump_opts.tcp_close = opts.tcp_close;
     Ok(dump_opts)
 }
