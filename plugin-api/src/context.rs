@@ -126,6 +126,10 @@ pub struct DumpOptions {
     /// `--link-remap`: an open file whose name was removed while other names of it remain
     /// gets a temporary hard link (CRIU's link remap) instead of being refused. (API 0.7)
     pub link_remap: bool,
+    /// `--tcp-close` at dump: connected TCP sockets are dumped without their connection
+    /// (no repair mode, no stream image, not locked), to be restored closed, as CRIU.
+    /// (API 0.7)
+    pub tcp_close: bool,
 }
 
 impl Default for DumpOptions {
@@ -142,6 +146,7 @@ impl Default for DumpOptions {
             network_lock: NetworkLock::default(),
             external: Vec::new(),
             link_remap: false,
+            tcp_close: false,
         }
     }
 }

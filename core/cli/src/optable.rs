@@ -146,7 +146,7 @@ pub static OPTIONS: &[OptSpec] = &[
     o("cpu-cap", None, Optional, Internal("restore checks each thread's xsave layout against this CPU"), "CAPS", "which CPU capabilities to check"),
     o("file-validation", None, Required, Internal("mapped and open files are checked by size"), "filesize|buildid", "how to check files at restore"),
     b("tcp-established", Honoured, "dump and restore established TCP connections (TCP repair)"),
-    b("tcp-close", Honoured, "restore established TCP connections closed"),
+    b("tcp-close", Honoured, "restore established TCP connections closed; at dump, dump connected TCP sockets without their connection (no repair, not locked), to be restored closed"),
     b("skip-in-flight", Honoured, "leave out connections a listening socket has not accepted yet"),
     o("ext-unix-sk", Some('x'), Optional, Honoured, "INODE", "dump a datagram unix socket connected to a named socket outside the tree, connected to its name again at restore (give it at restore too); INODE,...: those sockets whatever their type, as --external unix[INODE]"),
     b("evasive-devices", Permission, "allow devices to be opened by another path"),

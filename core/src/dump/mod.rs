@@ -114,6 +114,8 @@ pub struct DumpOptions {
     pub link_remap: bool,
     /// `--manage-cgroups`, `--cgroup-root`, `--cgroup-yard`, `--cgroup-dump-controller`.
     pub cgroups: crate::cgroup::CgroupOptions,
+    /// `--tcp-close`: connected TCP sockets dumped without their connection (inet plugin).
+    pub tcp_close: bool,
     /// Test hook: fail right after the named step ("freeze", "threads", "task", "memory",
     /// "files", "ids", "images") to exercise the failure path.
     pub fail_after: Option<&'static str>,
@@ -140,6 +142,7 @@ impl DumpOptions {
             external: Vec::new(),
             link_remap: false,
             cgroups: Default::default(),
+            tcp_close: false,
         }
     }
 
@@ -157,6 +160,7 @@ impl DumpOptions {
         o.network_lock = self.network_lock;
         o.external = self.external.clone();
         o.link_remap = self.link_remap;
+        o.tcp_close = self.tcp_close;
         o
     }
 }

@@ -9,7 +9,7 @@
 use crate::{DumpOptions, NetworkLock, RestoreOptions};
 
 /// Names of the [`DumpOptions`] fields that cross as text.
-pub(crate) const DUMP_NAMES: [&str; 8] = [
+pub(crate) const DUMP_NAMES: [&str; 9] = [
     "tcp_established",
     "skip_in_flight",
     "file_locks",
@@ -18,6 +18,7 @@ pub(crate) const DUMP_NAMES: [&str; 8] = [
     "network_lock",
     "external",
     "link_remap",
+    "tcp_close",
 ];
 
 /// Names of the [`RestoreOptions`] fields that cross as text.
@@ -57,6 +58,7 @@ pub(crate) fn dump(o: &DumpOptions, name: &str) -> Option<String> {
         "network_lock" => o.network_lock.name().to_string(),
         "external" => list(&o.external),
         "link_remap" => flag(o.link_remap),
+        "tcp_close" => flag(o.tcp_close),
         _ => return None,
     })
 }
@@ -89,6 +91,7 @@ pub(crate) fn fill_dump(o: &mut DumpOptions, get: impl Fn(&str) -> Option<String
             "network_lock" => o.network_lock = NetworkLock::from_name(&v).unwrap_or_default(),
             "external" => o.external = parse_list(&v),
             "link_remap" => o.link_remap = v == "1",
+            "tcp_close" => o.tcp_close = v == "1",
             _ => {}
         }
     }
@@ -125,6 +128,7 @@ mod tests {
             network_lock: NetworkLock::Nftables,
             external: vec!["unix[12]".into(), "mnt[a]:b".into()],
             link_remap: true,
+            tcp_close: true,
             ..DumpOptions::default()
         };
         let mut back = DumpOptions::default();

@@ -3,15 +3,16 @@
 //! `getpeername`), TCP state and listen backlog (`TCP_INFO`), options. An established TCP
 //! connection goes on in [`crate::tcp`], a UDP receive queue in [`crate::udp`].
 
+use std::collections::hash_map::Entry;
 use std::net::SocketAddr;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsFd, BorrowedFd};
 
 use criu_plugin_api::{DumpContext, FdDesc, PluginError};
 use criu_proto::images::{FdTypes, FileEntry, InetSkEntry, IpOptsEntry, TcpOptsEntry};
 use criu_sk_common::sys::{get_int, set_int};
 
 use crate::addr::{self, FAMILY_V6};
-use crate::{sys, tcp, tcp_state_name, udp};
+use crate::{diag, sys, tcp, tcp_state_name, udp};
 
 /// `TCP_ESTABLISHED` (net/tcp_states.h); also what CRIU records for a connected datagram socket.
 pub const TCP_ESTABLISHED: u32 = 1;
@@ -189,6 +190,12 @@ pub fn dump(ctx: &mut dyn DumpContext, fd: &FdDesc, id: u32) -> Result<FileEntry
     let sk = read_sock(fd, f)?;
     check_kind(fd, &sk)?;
     let (state, backlog, accept_queue) = state_of(fd, f, &sk)?;
+    let mut sk = sk;
+    if sk.proto as i32 == libc::IPPROTO_TCP && state == TCP_CLOSE && sk.peer.is_none() {
+        // A connection closed since: its last peer, as CRIU records it (CRIU's restore
+        // takes such a socket for a connection, which --tcp-close restores closed).
+        sk.peer = sys::last_peer(f, sk.family).map_err(fd_err(fd, "getsockopt(SO_PEERNAME)"))?;
+    }
     let opts = ctx.options().clone();
     if state == TCP_LISTEN && accept_queue != 0 {
         if !opts.skip_in_flight {
@@ -211,11 +218,12 @@ pub fn dump(ctx: &mut dyn DumpContext, fd: &FdDesc, id: u32) -> Result<FileEntry
     }
     let tcp_conn =
         sk.proto as i32 == libc::IPPROTO_TCP && state != TCP_LISTEN && state != TCP_CLOSE;
-    if tcp_conn && !opts.tcp_established {
+    if tcp_conn && !opts.tcp_established && !opts.tcp_close {
         return Err(refuse(
             fd,
             format!("{} {}", sk.describe(), tcp_state_name(state)),
-            "a connected TCP socket is dumped only with --tcp-established (as in CRIU)",
+            "a connected TCP socket is dumped only with --tcp-established, or with \
+             --tcp-close to restore it closed (as in CRIU)",
         ));
     }
     let mut sk_opts = criu_sk_common::dump(f).map_err(|e| fd_err(fd, e.opt)(e.source))?;
@@ -263,7 +271,12 @@ pub fn dump(ctx: &mut dyn DumpContext, fd: &FdDesc, id: u32) -> Result<FileEntry
         None
     };
     let ino = fd.stat.ino as u32;
-    if tcp_conn {
+    let shutdown = shutdown_of(ctx, fd, &sk, state)?;
+    if tcp_conn && opts.tcp_close {
+        // As CRIU: neither repaired nor locked; the restore makes it a closed socket.
+        tracing::info!(pid = fd.pid, fd = fd.fd, sock = %sk.describe(),
+            "--tcp-close: the connection is not dumped");
+    } else if tcp_conn {
         tcp::dump(ctx, fd, &sk, state, ino)?;
     } else if matches!(sk.proto as i32, libc::IPPROTO_UDP | libc::IPPROTO_UDPLITE) {
         udp::dump_queue(ctx, fd, &sk, id)?;
@@ -294,7 +307,7 @@ pub fn dump(ctx: &mut dyn DumpContext, fd: &FdDesc, id: u32) -> Result<FileEntry
         ip_opts: Some(ip),
         ifname: None,
         ns_id: None,
-        shutdown: None,
+        shutdown,
         tcp_opts: tcp_o,
         criu_rs_udp_cork: udp_cork,
     };
@@ -304,6 +317,50 @@ pub fn dump(ctx: &mut dyn DumpContext, fd: &FdDesc, id: u32) -> Result<FileEntry
         isk: Some(ie),
         ..Default::default()
     })
+}
+
+/// The `sk_shutdown` value CRIU records: for UDP and UDP-Lite always (from `sock_diag`,
+/// [`diag`]), for a closed TCP socket its read shutdown if any (from `poll`, as CRIU's
+/// `dump_tcp_uncon_shutdown`); a connection's shutdown is in its state.
+fn shutdown_of(
+    ctx: &mut dyn DumpContext,
+    fd: &FdDesc,
+    sk: &Sock,
+    state: u32,
+) -> Result<Option<i32>, PluginError> {
+    let f = fd.file();
+    match sk.proto as i32 {
+        libc::IPPROTO_TCP if state == TCP_CLOSE => {
+            let bits = diag::polled(f, false).map_err(fd_err(fd, "poll"))?;
+            Ok((bits != 0).then_some(i32::from(bits)))
+        }
+        libc::IPPROTO_UDP | libc::IPPROTO_UDPLITE => {
+            let diag_err = |e: diag::DiagError| {
+                refuse(
+                    fd,
+                    format!("{}: {e}", sk.describe()),
+                    "the shutdown state of a UDP socket is read with sock_diag \
+                     (NETLINK_SOCK_DIAG, module inet_diag/udp_diag)",
+                )
+            };
+            let (ns, ns_ino) = diag::netns_of(f).map_err(diag_err)?;
+            let key = (ns_ino, sk.family as u8, sk.proto as u8);
+            let state = ctx.state::<crate::DumpState>()?;
+            let known = match state.shutdowns.entry(key) {
+                Entry::Occupied(e) => e.into_mut(),
+                Entry::Vacant(e) => {
+                    e.insert(diag::query(ns.as_fd(), key.1, key.2).map_err(diag_err)?)
+                }
+            };
+            let bits = match known.get(&(fd.stat.ino as u32)) {
+                Some(&b) => b,
+                // Not hashed (unbound): only poll can tell.
+                None => diag::polled(f, true).map_err(fd_err(fd, "poll"))?,
+            };
+            Ok(Some(i32::from(bits)))
+        }
+        _ => Ok(None),
+    }
 }
 
 /// Turns repair mode off again on a socket the dump put in it.

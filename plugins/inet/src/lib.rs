@@ -31,6 +31,7 @@
 #![warn(missing_docs)]
 
 pub mod addr;
+pub mod diag;
 mod dump;
 pub mod fin;
 mod restore;
@@ -40,6 +41,7 @@ pub mod tcp;
 mod tests;
 pub mod udp;
 
+use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
 
 use criu_plugin_api::{
@@ -77,6 +79,9 @@ pub fn tcp_state_name(s: u32) -> &'static str {
 pub struct DumpState {
     /// (pid, fd, criu's duplicate) per connection in repair mode.
     pub repaired: Vec<(i32, i32, OwnedFd)>,
+    /// `sock_diag`'s shutdown bits by socket inode, per (network namespace inode,
+    /// family, protocol): one query each per dump.
+    pub shutdowns: HashMap<(u64, u8, u8), HashMap<u32, u8>>,
 }
 
 impl DumpState {

@@ -7,14 +7,14 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use criu_plugin_api::{FileRestorer, InstalledFd, PluginError, RestoreContext};
 use criu_proto::images::{FdTypes, FileEntry, InetSkEntry, SkOptsEntry};
 use criu_sk_common::sys::set_int;
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
-use nix::sys::socket::{Backlog, listen};
+use nix::sys::socket::{Backlog, Shutdown, listen, shutdown};
 
 use crate::addr::{self, FAMILY_V4, FAMILY_V6};
 use crate::dump::{TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN, proto_name};
@@ -48,6 +48,11 @@ pub fn describe(ie: &InetSkEntry) -> String {
 /// Whether `ie` is a TCP connection (CRIU's `tcp_connection()`).
 pub fn is_connection(ie: &InetSkEntry) -> bool {
     ie.proto as i32 == libc::IPPROTO_TCP && ie.state != TCP_LISTEN && ie.state != TCP_CLOSE
+}
+
+/// Whether `ie` is a closed TCP socket that was connected (its last peer recorded).
+pub fn was_connection(ie: &InetSkEntry) -> bool {
+    ie.proto as i32 == libc::IPPROTO_TCP && ie.state == TCP_CLOSE && ie.dst_port != 0
 }
 
 /// Checks one INETSK entry and returns its socket part.
@@ -90,6 +95,16 @@ pub fn validate(entry: &FileEntry) -> Result<&InetSkEntry, PluginError> {
         return Err(bad(
             entry.id,
             format!("{}: {} is no TCP state", describe(ie), ie.state),
+        ));
+    }
+    if ie.shutdown.is_some_and(|v| !(0..=3).contains(&v)) {
+        return Err(bad(
+            entry.id,
+            format!(
+                "{}: shutdown {:?} is no sk_shutdown",
+                describe(ie),
+                ie.shutdown
+            ),
         ));
     }
     if is_connection(ie) && ie.state != TCP_ESTABLISHED && !fin::is_half_closed(ie.state) {
@@ -164,7 +179,10 @@ impl InetRestorer {
                     let body = ctx.read_image(img)?.ok_or_else(|| {
                         PluginError::bad_image(
                             img.to_string(),
-                            format!("missing: the stream of {what}"),
+                            format!(
+                                "missing: the stream of {what} (a dump with --tcp-close \
+                                 writes none: restore with --tcp-close)"
+                            ),
                         )
                     })?;
                     streams.insert(ie.id, tcp::parse(ie.ino, &what, &body)?);
@@ -301,8 +319,10 @@ impl InetRestorer {
             addr::ip_of(ie.family, &ie.src_addr).map(|ip| SocketAddr::new(ip, ie.src_port as u16));
         let peer =
             addr::ip_of(ie.family, &ie.dst_addr).map(|ip| SocketAddr::new(ip, ie.dst_port as u16));
-        // --tcp-close: the connection comes back as a fresh socket, neither bound nor connected.
-        let closed = conn && stream.is_none();
+        // --tcp-close: the connection, or a connection closed since (CRIU's
+        // tcp_connection(): a TCP socket with a peer port), comes back as a fresh socket,
+        // neither bound nor connected, shut both ways (below).
+        let closed = (conn && stream.is_none()) || (self.tcp_close && was_connection(ie));
         if let Some(l) = local.filter(|_| ie.src_port != 0 && !closed) {
             bind(f, ie, l)?;
         }
@@ -338,6 +358,25 @@ impl InetRestorer {
         }
         if ie.criu_rs_udp_cork == Some(true) {
             set_int(f, libc::SOL_UDP, sys::UDP_CORK, 1).map_err(|e| (e, "setsockopt(UDP_CORK)"))?;
+        }
+        // --tcp-close: as CRIU, a connection comes back shut both ways (reads see EOF,
+        // writes EPIPE, poll POLLHUP); otherwise the dumped shutdown, which an unconnected
+        // socket takes too (the kernel sets it while answering ENOTCONN).
+        let how = if closed {
+            Some(Shutdown::Both)
+        } else {
+            match ie.shutdown.unwrap_or(0) {
+                1 => Some(Shutdown::Read),
+                2 => Some(Shutdown::Write),
+                3 => Some(Shutdown::Both),
+                _ => None,
+            }
+        };
+        if let Some(how) = how.filter(|_| ie.r#type as i32 != libc::SOCK_RAW) {
+            match shutdown(f.as_raw_fd(), how) {
+                Ok(()) | Err(Errno::ENOTCONN) => {}
+                Err(e) => return Err((e, "shutdown")),
+            }
         }
         let fl = OFlag::from_bits_truncate(ie.flags as i32);
         fcntl(f, FcntlArg::F_SETFL(fl)).map_err(|e| (e, "fcntl(F_SETFL)"))?;

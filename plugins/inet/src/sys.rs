@@ -95,6 +95,30 @@ pub fn outq(fd: BorrowedFd<'_>) -> Result<u32, Errno> {
     ioctl_int(fd, libc::TIOCOUTQ)
 }
 
+/// The events of `events` that `fd` has now (`poll` with no wait).
+pub fn poll_now(fd: BorrowedFd<'_>, events: i16) -> Result<i16, Errno> {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no wait.
+    Errno::result(unsafe { libc::poll(&mut p, 1, 0) })?;
+    Ok(p.revents)
+}
+
+/// `SIOCGSKNS` (linux/sockios.h): an fd of the socket's network namespace.
+const SIOCGSKNS: libc::c_ulong = 0x894C;
+
+/// The network namespace of socket `fd`, as a new fd (`SIOCGSKNS`).
+pub fn skns(fd: BorrowedFd<'_>) -> Result<std::os::fd::OwnedFd, Errno> {
+    // SAFETY: SIOCGSKNS takes no argument and returns a new fd or -1.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), SIOCGSKNS as _) };
+    let r = Errno::result(r)?;
+    // SAFETY: the fd was just made by the kernel for us and nothing else owns it.
+    Ok(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(r) })
+}
+
 /// Bytes of the send queue not sent yet (`SIOCOUTQNSD`).
 pub fn outq_not_sent(fd: BorrowedFd<'_>) -> Result<u32, Errno> {
     ioctl_int(fd, SIOCOUTQNSD)
@@ -248,6 +272,34 @@ pub fn peer_name(fd: BorrowedFd<'_>) -> Result<Option<std::net::SocketAddr>, Err
     match name_of(fd, libc::getpeername) {
         Err(Errno::ENOTCONN) => Ok(None),
         r => r,
+    }
+}
+
+/// `SO_PEERNAME` of `fd`: unlike `getpeername`, the peer a closed TCP socket last had
+/// (CRIU records it: such a socket is a closed connection). `None` when there never was one.
+/// `family` is the socket's: the kernel wants the exact size of its address.
+pub fn last_peer(fd: BorrowedFd<'_>, family: u32) -> Result<Option<std::net::SocketAddr>, Errno> {
+    // SAFETY: sockaddr_storage is plain old data; all zeroes is a valid value.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = if family == libc::AF_INET6 as u32 {
+        std::mem::size_of::<libc::sockaddr_in6>()
+    } else {
+        std::mem::size_of::<libc::sockaddr_in>()
+    } as libc::socklen_t;
+    // SAFETY: `ss` is valid for writes of `len` bytes; the kernel writes at most that.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERNAME,
+            (&raw mut ss).cast(),
+            &raw mut len,
+        )
+    };
+    match Errno::result(r) {
+        Err(Errno::ENOTCONN) => Ok(None),
+        Err(e) => Err(e),
+        Ok(_) => Ok(from_raw(&ss, len).filter(|a| a.port() != 0)),
     }
 }
 

@@ -155,7 +155,8 @@ impl StageHooks for NetlockPlugin {
 /// Locks the frozen tree's connections and records the lock.
 fn take(ctx: &mut dyn DumpContext) -> Result<(), PluginError> {
     let method = ctx.options().network_lock;
-    if method == NetworkLock::Skip {
+    // --tcp-close: the connections are not dumped, so not kept quiet either (as CRIU).
+    if method == NetworkLock::Skip || ctx.options().tcp_close {
         return Ok(());
     }
     let pids: Vec<i32> = ctx.tasks().iter().map(|t| t.pid).collect();

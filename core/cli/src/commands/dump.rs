@@ -58,5 +58,6 @@ pub fn dump_options(opts: &Options) -> Result<DumpOptions> {
         .yard
         .as_deref()
         .map(|y| super::in_work_dir(opts, y));
+    dump_opts.tcp_close = opts.tcp_close;
     Ok(dump_opts)
 }
