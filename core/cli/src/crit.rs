@@ -1,12 +1,12 @@
 //! `crit`: CRIU's image tool (decode, encode, info, x, show), compatible with pycriu's CLI
-//! and output format.
+//! and output format, and `anonymise` (ours: CRIU 4.2's crit has no such command).
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::{Subcommand, ValueEnum};
-use criu_core::image::{ImageDir, inspect};
+use criu_core::image::{ImageDir, anon, inspect};
 use criu_proto::FramingError;
 use criu_proto::json::{self, DecodeOptions, JsonError};
 use serde_json::Value;
@@ -54,6 +54,16 @@ pub enum CritCommand {
         #[arg(long)]
         nopl: bool,
     },
+    /// copy an images directory without memory, data, registers and names, for a bug report
+    #[command(visible_alias = "anonymize")]
+    Anonymise {
+        /// images directory to read
+        #[arg(value_name = "in")]
+        input: PathBuf,
+        /// directory to write (created; must not exist or be empty)
+        #[arg(value_name = "out")]
+        output: PathBuf,
+    },
 }
 
 /// The views of `crit x`.
@@ -87,7 +97,30 @@ pub fn run(cmd: CritCommand) -> Result<()> {
         CritCommand::Encode { input, out } => encode(input.as_deref(), out.as_deref()),
         CritCommand::Info { input } => info(&input),
         CritCommand::X { dir, what } => explore(&dir, what),
+        CritCommand::Anonymise { input, output } => anonymise(&input, &output),
     }
+}
+
+/// `crit anonymise IN OUT`: what was written and what was left out go to stderr.
+fn anonymise(input: &Path, output: &Path) -> Result<()> {
+    let r = anon::anonymise_dir(input, output).with_context(|| {
+        format!(
+            "cannot anonymise {} into {}",
+            input.display(),
+            output.display()
+        )
+    })?;
+    eprintln!(
+        "{}: {} images with names mapped and data removed, {} pages files zeroed, {} raw images left empty",
+        output.display(),
+        r.images.len(),
+        r.pages.len(),
+        r.emptied.len()
+    );
+    for (name, why) in &r.dropped {
+        eprintln!("not copied: {name} ({why})");
+    }
+    Ok(())
 }
 
 fn read_input(input: Option<&Path>) -> Result<Vec<u8>> {

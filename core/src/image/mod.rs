@@ -8,10 +8,12 @@
 //!   pagemap entries index ([`page_offsets`]).
 //! - [`compress`], [`compress_read`]: `--compress`, pages files as LZ4/zstd blocks, and
 //!   reading them back (restore decompresses them into a memfd).
+//! - [`anon`]: `crit anonymise`, a copy of a directory without memory, data or names.
 //! - [`inspect`]: crit's `x DIR ps|fds|mems|rss` views.
 //! - [`digest`]: `criu-rs-pages-digest.bin`, the per-MiB digests of every pages file, written
 //!   by [`ImageDir::write_inventory`] from what the [`PagesWriter`]s hashed.
 
+pub mod anon;
 pub mod compress;
 mod compress_pool;
 pub mod compress_read;

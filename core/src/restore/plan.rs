@@ -112,6 +112,14 @@ impl RestorePlan {
                 format!("image version {} (expected 2)", inv.img_version),
             ));
         }
+        if inv.criu_rs_anonymised == Some(true) {
+            return Err(bad(
+                "inventory.img",
+                Some(0),
+                "the images were anonymised by `crit anonymise` (memory, registers and names \
+                 are gone): they can be read with crit, not restored; restore the original images",
+            ));
+        }
         let plugins = inv.plugins_entry.map(|p| p.plugins).unwrap_or_default();
         let pstree: Vec<PstreeEntry> = images.entries("pstree.img", img::PSTREE_MAGIC)?;
         if pstree.is_empty() {
