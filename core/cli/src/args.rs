@@ -173,6 +173,11 @@ fn apply(cli: &mut Cli, spec: &'static OptSpec, value: Option<String>, off: bool
         }
         "link-remap" => o.link_remap = !off,
         "external" => o.external.push(v()),
+        // CRIU's spelling of `--external veth[IN]:OUT`.
+        "veth-pair" => match v().split_once('=') {
+            Some((inner, outer)) => o.external.push(format!("veth[{inner}]:{outer}")),
+            None => bail!("--veth-pair: expected IN=OUT"),
+        },
         "network-lock" => o.network_lock = network_lock(&v())?,
         "address" => o.address = path(),
         "status-fd" => o.status_fd = Some(number(&v())?),
@@ -182,10 +187,13 @@ fn apply(cli: &mut Cli, spec: &'static OptSpec, value: Option<String>, off: bool
         o.unsupported.retain(|g| g.spec != spec || spec.list);
         // `--manage-cgroups=ignore` is what happens here anyway.
         let ignore = spec.long == "manage-cgroups" && value.as_deref() == Some("ignore");
-        // `--external unix[INO]` is honoured (the unix plugin), other kinds are not yet.
+        // `--external unix[INO]` (the unix plugin) and `veth[IN]:OUT` (the restore of a
+        // network namespace) are honoured, other kinds are not yet.
         let ignore = ignore
             || (spec.long == "external"
-                && value.as_deref().is_some_and(|v| v.starts_with("unix[")));
+                && value
+                    .as_deref()
+                    .is_some_and(|v| v.starts_with("unix[") || v.starts_with("veth[")));
         if !off && !ignore {
             o.unsupported.push(Given { spec, value });
         }

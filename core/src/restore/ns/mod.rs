@@ -7,6 +7,7 @@
 
 pub mod ipc;
 pub mod ipcimg;
+pub mod net;
 pub mod uts;
 
 use criu_proto::images::{InventoryEntry, TaskKobjIdsEntry};
@@ -69,11 +70,13 @@ impl NsRestore {
             match name {
                 "uts" => out.uts = Some(uts::UtsState::load(images, id)?),
                 "ipc" => out.ipc = Some(ipc::IpcState::load(images, id)?),
+                // Made before the root, by the caller ([`net::NetRestore`]).
+                "net" => {}
                 _ => {
                     return Err(RestoreError::Unsupported {
                         pid: root.pid,
                         what: format!("a {name} namespace of its own (id {id})"),
-                        hint: "only UTS and IPC namespaces are restored yet",
+                        hint: "only UTS, IPC and network namespaces are restored yet",
                     });
                 }
             }
