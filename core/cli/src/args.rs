@@ -219,7 +219,6 @@ fn check_value(long: &str, value: Option<&str>) -> Result<()> {
             one_of(&["none", "props", "soft", "full", "strict", "ignore"])
         }
         "port" | "status-fd" | "ps-socket" => number::<i32>(v).map(drop),
-        "veth-pair" if !v.contains('=') => bail!("'{v}': expected IN=OUT"),
         "ext-mount-map" if v != "auto" && !v.contains(':') => bail!("'{v}': expected KEY:VAL"),
         "join-ns" if !v.contains(':') => bail!("'{v}': expected NS:PID or NS:FILE"),
         "cpu-cap" => match value {
