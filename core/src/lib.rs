@@ -6,6 +6,7 @@
 //!   process_vm_readv, pidfd, clone3, prctl and friends.
 //! - [`proc`]: parsers for `/proc/PID/*` files.
 //! - [`kerndat`]: probes of the running kernel (what `criu check` prints).
+//! - [`netns`]: network namespaces (rtnetlink, sysctls, CRIU's raw ip images).
 //! - [`dump`]: the dump orchestration.
 //! - [`restore`]: the restore orchestration.
 //! - [`check_images`]: `criu check-images`, an images directory verified without restoring.
@@ -15,6 +16,7 @@ pub mod check_images;
 pub mod dump;
 pub mod image;
 pub mod kerndat;
+pub mod netns;
 pub mod plugins;
 pub mod proc;
 pub mod restore;

@@ -175,6 +175,11 @@ fn apply(cli: &mut Cli, spec: &'static OptSpec, value: Option<String>, off: bool
         }
         "link-remap" => o.link_remap = !off,
         "external" => o.external.push(v()),
+        // CRIU's spelling of `--external veth[IN]:OUT`.
+        "veth-pair" => match v().split_once('=') {
+            Some((inner, outer)) => o.external.push(format!("veth[{inner}]:{outer}")),
+            None => bail!("--veth-pair: expected IN=OUT"),
+        },
         "network-lock" => o.network_lock = network_lock(&v())?,
         "address" => o.address = path(),
         "status-fd" => o.status_fd = Some(number(&v())?),
@@ -195,9 +200,12 @@ fn apply(cli: &mut Cli, spec: &'static OptSpec, value: Option<String>, off: bool
     }
     if let Class::Unsupported { .. } = spec.class {
         o.unsupported.retain(|g| g.spec != spec || spec.list);
-        // `--external unix[INO]` is honoured (the unix plugin), other kinds are not yet.
-        let ignore =
-            spec.long == "external" && value.as_deref().is_some_and(|v| v.starts_with("unix["));
+        // `--external unix[INO]` (the unix plugin) and `veth[IN]:OUT` (the restore of a
+        // network namespace) are honoured, other kinds are not yet.
+        let ignore = spec.long == "external"
+            && value
+                .as_deref()
+                .is_some_and(|v| v.starts_with("unix[") || v.starts_with("veth["));
         if !off && !ignore {
             o.unsupported.push(Given { spec, value });
         }
@@ -220,7 +228,6 @@ fn check_value(long: &str, value: Option<&str>) -> Result<()> {
         "file-validation" => one_of(&["filesize", "buildid"]),
         "empty-ns" => one_of(&["net"]),
         "port" | "status-fd" | "ps-socket" => number::<i32>(v).map(drop),
-        "veth-pair" if !v.contains('=') => bail!("'{v}': expected IN=OUT"),
         "ext-mount-map" if v != "auto" && !v.contains(':') => bail!("'{v}': expected KEY:VAL"),
         "join-ns" if !v.contains(':') => bail!("'{v}': expected NS:PID or NS:FILE"),
         "cpu-cap" => match value {

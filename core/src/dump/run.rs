@@ -250,6 +250,9 @@ fn dump_frozen<'d>(
     checkpoint(opts, "freeze")?;
     let mut idgen = ids::IdGen::default();
     let root_ids = ids::own_ids(&mut idgen, own_ns)?;
+    // In the tree's network namespace while its files are dumped (sock_diag lists theirs);
+    // after criu's own ids are read.
+    let _net = super::ns::net::enter_tree(pid)?;
     let mut sh = Shared {
         ctx,
         file_ids: files::FileIds::default(),

@@ -332,6 +332,17 @@ fn restore_plan(
 ) -> Result<RestoreOutcome> {
     let root = plan.tasks[0].pid;
     let mut created = TaskPids::default();
+    // The root's network namespace, made now: the root is cloned into it and every socket
+    // is opened in it; this thread leaves it when the guard drops.
+    let _net = match ns::net::NetRestore::load(images, plan, &opts.external)
+        .and_then(|n| n.map(|n| n.create()).transpose())
+    {
+        Ok(n) => n,
+        Err(e) => {
+            fail(opener, plan, &mut created);
+            return Err(e);
+        }
+    };
     // Runs beside the restore; stopped and joined if the restore fails first.
     let check = opts
         .verify_pages

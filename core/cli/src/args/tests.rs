@@ -138,6 +138,15 @@ fn ext_unix_sk_inodes_and_external_unix() {
     assert!(format!("{e}").contains("tty[1:2]"), "{e}");
 }
 
+/// `--veth-pair IN=OUT` is CRIU's spelling of `--external veth[IN]:OUT`; both are honoured.
+#[test]
+fn veth_pair_is_an_external_veth() {
+    let cli = ok("criu restore --veth-pair eth0=out0 --external veth[eth1]:out1");
+    assert_eq!(cli.opts.external, ["veth[eth0]:out0", "veth[eth1]:out1"]);
+    refuse_unsupported("restore", &cli.opts).unwrap();
+    assert!(err("criu restore --veth-pair eth0").contains("IN=OUT"));
+}
+
 /// `criu dump` and `criu restore` as CRIU's test driver (zdtm.py, host flavour) sends them,
 /// with the per-test options it adds.
 #[test]

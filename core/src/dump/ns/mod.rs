@@ -1,13 +1,14 @@
 //! Namespaces of the dumped tree (first part of CRIU's `namespaces.c`).
 //!
-//! Which namespaces may differ from criu's: the tree ROOT's UTS and IPC namespaces, which
-//! every other task must share (as CRIU requires for these kinds); they are dumped into
-//! `utsns-N.img` and the `ipcns-*-N.img` images, N being the namespace's id in the ids
-//! images and the inventory. Anything else (a task in another namespace than the root, a
-//! root in its own pid, net, mount, user, cgroup or time namespace) is refused naming the
+//! Which namespaces may differ from criu's: the tree ROOT's UTS, IPC and network
+//! namespaces, which every other task must share (as CRIU requires for these kinds); they
+//! are dumped into `utsns-N.img`, the `ipcns-*-N.img` images and the network ones
+//! ([`net`]), N being the namespace's id in the ids images and the inventory. Anything else (a task in another namespace than the root, a
+//! root in its own pid, mount, user, cgroup or time namespace) is refused naming the
 //! pid, the kind and the way out.
 
 mod ipc;
+pub mod net;
 pub mod pid;
 mod uts;
 
@@ -33,7 +34,7 @@ fn kinds(ids: &TaskKobjIdsEntry) -> [(&'static str, Option<u32>); 8] {
 }
 
 /// The kinds a root may hold of its own (a pid namespace only as its init: [`pid`]).
-const DUMPED: [&str; 3] = ["uts", "ipc", "pid"];
+const DUMPED: [&str; 4] = ["uts", "ipc", "pid", "net"];
 
 /// Checks the namespaces of `pid` (`ids`) against criu's and, for a task below the root,
 /// against the root's (`root`, None when `pid` is the root).
@@ -65,9 +66,9 @@ pub fn check(
                         pid,
                         step: "namespaces",
                         what: format!("a {name} namespace of its own"),
-                        hint: "only UTS, IPC and pid namespaces (the root as its init) are \
-                               dumped yet (net, mount, user, cgroup and time namespaces are \
-                               not); run criu inside the tree's other namespaces",
+                        hint: "only UTS, IPC, network and pid namespaces (the root as its \
+                               init) are dumped yet (mount, user, cgroup and time namespaces \
+                               are not); run criu inside the tree's other namespaces",
                     });
                 }
             }
@@ -85,6 +86,9 @@ pub fn own_namespaces(criu: &TaskKobjIdsEntry, root: &TaskKobjIdsEntry) -> Clone
     if root.ipc_ns_id != criu.ipc_ns_id {
         flags |= CloneFlags::CLONE_NEWIPC;
     }
+    if root.net_ns_id != criu.net_ns_id {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
     flags
 }
 
@@ -101,6 +105,9 @@ pub fn dump_namespaces(
     }
     if own.contains(CloneFlags::CLONE_NEWIPC) {
         ipc::dump(dir, root_pid, root.ipc_ns_id.unwrap_or_default())?;
+    }
+    if own.contains(CloneFlags::CLONE_NEWNET) {
+        net::dump(dir, root_pid, root.net_ns_id.unwrap_or_default())?;
     }
     Ok(())
 }

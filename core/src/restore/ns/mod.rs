@@ -7,6 +7,7 @@
 
 pub mod ipc;
 pub mod ipcimg;
+pub mod net;
 pub mod pid;
 pub mod relay;
 pub mod uts;
@@ -77,11 +78,13 @@ impl NsRestore {
                     pid::check_plan(plan)?;
                     out.pid = true;
                 }
+                // Made before the root, by the caller ([`net::NetRestore`]).
+                "net" => {}
                 _ => {
                     return Err(RestoreError::Unsupported {
                         pid: root.pid,
                         what: format!("a {name} namespace of its own (id {id})"),
-                        hint: "only UTS, IPC and pid namespaces are restored yet",
+                        hint: "only UTS, IPC, network and pid namespaces are restored yet",
                     });
                 }
             }
