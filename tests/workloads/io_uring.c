@@ -1,7 +1,8 @@
 /* io_uring rings through checkpoint/restore, checked by the workload itself (liburing).
  *
  * usage: io_uring REPORT MODE
- *   MODE: plain | sqpoll | single | inflight | registered | regpipe | eventfd
+ *   MODE: plain | sqpoll | single | inflight | registered | regpipe | eventfd | fork |
+ *         forkfd
  * Before the dump: ROUNDS rounds of a file write + read and a pipe write + read through the
  * ring, each CQE counted and each byte checked; then two NOPs completed and left unreaped
  * (user_data 101, 102) and one NOP prepared but not submitted (user_data 103). "inflight"
@@ -13,7 +14,13 @@
  * the kernel's SQ head and CQ tail are where they were, the prepared NOP submits and
  * completes, and more rounds work with the same counters going on. Writes "ok" or
  * "bad <what>"; then leaves two CQEs and an SQE again, writes "again <pid>" and waits for
- * REPORT.go2 (then REPORT.go3, ...) for the next dump and restore, until killed. */
+ * REPORT.go2 (then REPORT.go3, ...) for the next dump and restore, until killed.
+ * "fork" forks a child after the first rounds: from then on the child
+ * submits every request (its rounds' file and pipe I/O into its own buffers, the two NOPs
+ * and the prepared one) and the parent reaps and checks the CQEs, in turns through two
+ * pipes; the child checks its data. "forkfd" forks a child that unmaps the ring and only
+ * holds its fd: after the restore it must still be the parent's ring (same inode, same
+ * counters in its fdinfo). The ready line is then "ready <pid> <child pid>". */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -23,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -34,6 +42,9 @@ static struct io_uring ring;
 static int file_fd, pipe_fds[2], idle_pipe[2], socks[2];
 static unsigned submitted, completed, per_round = 4;
 static int registered;
+/* fork modes: the child's pid, the pipes to it and back, whether this is the child */
+static pid_t child;
+static int to_child[2], to_parent[2], forkfd;
 /* the registered buffers: slots 0 and 2 (slot 1 is empty) */
 static char fixed_bufs[2][4096] __attribute__((aligned(4096)));
 
@@ -85,6 +96,19 @@ static void sq_settle(void)
 			usleep(10);
 	}
 	bad("sq head %u stuck behind %u", *ring.sq.khead, ring.sq.sqe_head);
+}
+
+/* The same from the kernel's side only (the parent of the fork modes, whose own SQ state is
+ * not the submitter's): the SQ thread has taken everything published. */
+static void sq_settle_kernel(void)
+{
+	for (int i = 0; i < 200000; i++) {
+		if (io_uring_smp_load_acquire(ring.sq.khead) == io_uring_smp_load_acquire(ring.sq.ktail))
+			return;
+		if (i > 1000)
+			usleep(10);
+	}
+	bad("sq head %u stuck behind tail %u", *ring.sq.khead, *ring.sq.ktail);
 }
 
 /* Submits what is prepared and waits for `want` CQEs, checking each one's result. */
@@ -170,6 +194,174 @@ static void round_trip(unsigned k)
 		bad("socket data round %u", k);
 }
 
+
+/* fork modes: one message each way (a command or an answer, 4 bytes) */
+static void send_u32(int fd, unsigned v)
+{
+	if (write(fd, &v, 4) != 4)
+		bad("pipe write");
+}
+
+static unsigned recv_u32(int fd)
+{
+	unsigned v;
+	ssize_t n;
+	do
+		n = read(fd, &v, 4);
+	while (n < 0 && errno == EINTR);
+	if (n != 4)
+		bad("pipe read %zd", n);
+	return v;
+}
+
+enum { CMD_ROUND = 0, CMD_NOPS = 1u << 30, CMD_PREPARED = 2u << 30, CMD_CHECK = 3u << 30 };
+
+/* The child (fork): submits what the parent asks for, the parent reaps; then
+ * (CMD_CHECK) checks the data its reads brought. Never returns. */
+static void child_loop(void)
+{
+	static char out[64], in[64], pin[64];
+	int len = 0;
+	for (;;) {
+		unsigned cmd = recv_u32(to_child[0]);
+		unsigned k = cmd & ~(3u << 30);
+		unsigned n = 0;
+		switch (cmd & (3u << 30)) {
+		case CMD_ROUND: {
+			len = snprintf(out, sizeof(out), "child round %u of the ring", k);
+			memset(in, 0, sizeof(in));
+			memset(pin, 0, sizeof(pin));
+			struct io_uring_sqe *s = sqe();
+			io_uring_prep_write(s, file_fd, out, len, (k % 16) * 64);
+			s->flags |= IOSQE_IO_LINK;
+			s->user_data = 1;
+			s = sqe();
+			io_uring_prep_read(s, file_fd, in, len, (k % 16) * 64);
+			s->user_data = 2;
+			s = sqe();
+			io_uring_prep_write(s, pipe_fds[1], out, len, 0);
+			s->flags |= IOSQE_IO_LINK;
+			s->user_data = 3;
+			s = sqe();
+			io_uring_prep_read(s, pipe_fds[0], pin, len, 0);
+			s->user_data = 4;
+			n = 4;
+			break;
+		}
+		case CMD_NOPS:
+			for (int i = 0; i < 2; i++) {
+				struct io_uring_sqe *s = sqe();
+				io_uring_prep_nop(s);
+				s->user_data = 101 + i;
+			}
+			n = 2;
+			break;
+		case CMD_PREPARED:
+			/* the NOP prepared before the dump (user_data 103) */
+			n = 1;
+			break;
+		case CMD_CHECK:
+			send_u32(to_parent[1], memcmp(in, out, len) || memcmp(pin, out, len));
+			continue;
+		}
+		sq_settle();
+		int r = io_uring_submit(&ring);
+		send_u32(to_parent[1], r == (int)n ? 0 : 1000 + r);
+		if (cmd == CMD_NOPS) {
+			/* the one SQE written, not submitted */
+			sq_settle();
+			struct io_uring_sqe *s = sqe();
+			io_uring_prep_nop(s);
+			s->user_data = 103;
+		}
+	}
+}
+
+/* The parent's side of one child request: ask, then reap `want` CQEs (ids and results). */
+static void by_child(unsigned cmd, unsigned want, const int *results, const unsigned long long *ids)
+{
+	send_u32(to_child[1], cmd);
+	unsigned r = recv_u32(to_parent[0]);
+	if (r)
+		bad("child submit %u: %u", cmd, r);
+	submitted += want;
+	for (unsigned i = 0; i < want; i++) {
+		struct io_uring_cqe *c;
+		if (io_uring_wait_cqe(&ring, &c))
+			bad("wait_cqe (child's)");
+		unsigned j = 0;
+		while (j < want && ids[j] != c->user_data)
+			j++;
+		if (j == want || c->res != results[j])
+			bad("child's cqe %llu res %d", (unsigned long long)c->user_data, c->res);
+		io_uring_cqe_seen(&ring, c);
+		completed++;
+	}
+}
+
+/* A round through the child: its file and pipe I/O reaped here, its data checked there. */
+static void child_round(unsigned k)
+{
+	char out[64];
+	int len = snprintf(out, sizeof(out), "child round %u of the ring", k);
+	int res[4] = {len, len, len, len};
+	unsigned long long ids[4] = {1, 2, 3, 4};
+	by_child(CMD_ROUND | k, 4, res, ids);
+	send_u32(to_child[1], CMD_CHECK);
+	if (recv_u32(to_parent[0]))
+		bad("child data round %u", k);
+}
+
+/* forkfd: the child keeps the ring's fd only; it answers each request with its ring's inode
+ * and the SqHead its fdinfo shows. */
+static void fd_holder_loop(int rfd)
+{
+	if (munmap(ring.sq.ring_ptr, ring.sq.ring_sz) || munmap(ring.sq.sqes, ring.sq.ring_entries * sizeof(struct io_uring_sqe)))
+		bad("munmap in child");
+	for (;;) {
+		recv_u32(to_child[0]);
+		struct stat st;
+		char path[64], line[128];
+		unsigned head = ~0u;
+		snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", rfd);
+		FILE *f = fopen(path, "r");
+		while (f && fgets(line, sizeof(line), f))
+			if (sscanf(line, "SqHead: %u", &head) == 1)
+				break;
+		if (f)
+			fclose(f);
+		send_u32(to_parent[1], fstat(rfd, &st) ? 0 : (unsigned)st.st_ino);
+		send_u32(to_parent[1], head);
+	}
+}
+
+/* forkfd: the child's fd must be this ring (same inode, same counters). */
+static void check_fd_holder(void)
+{
+	struct stat st;
+	if (fstat(ring.ring_fd, &st))
+		bad("fstat ring");
+	send_u32(to_child[1], 0);
+	unsigned ino = recv_u32(to_parent[0]), head = recv_u32(to_parent[0]);
+	if (ino != (unsigned)st.st_ino || head != *ring.sq.khead)
+		bad("child's ring fd: inode %u (ours %u), SqHead %u (ours %u)", ino, (unsigned)st.st_ino, head, *ring.sq.khead);
+}
+
+static void start_child(const char *mode)
+{
+	if (pipe(to_child) || pipe(to_parent))
+		bad("pipes");
+	child = fork();
+	if (child < 0)
+		bad("fork");
+	if (child == 0) {
+		if (forkfd)
+			fd_holder_loop(ring.ring_fd);
+		child_loop();
+	}
+	(void)mode;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc != 3)
@@ -178,6 +370,8 @@ int main(int argc, char **argv)
 	const char *mode = argv[2];
 	struct io_uring_params p;
 	memset(&p, 0, sizeof(p));
+	int forked = !strncmp(mode, "fork", 4);
+	forkfd = !strcmp(mode, "forkfd");
 	if (!strcmp(mode, "sqpoll")) {
 		p.flags = IORING_SETUP_SQPOLL;
 		p.sq_thread_idle = 100;
@@ -213,6 +407,13 @@ int main(int argc, char **argv)
 	}
 	for (unsigned k = 0; k < ROUNDS; k++)
 		round_trip(k);
+	if (forked) {
+		/* the child starts from the parent's SQ state: nothing is pending */
+		start_child(mode);
+		if (!forkfd)
+			per_round = 4;
+	}
+	int via_child = forked && !forkfd;
 	char idle_buf[16] = {0};
 	if (!strcmp(mode, "inflight")) {
 		struct io_uring_sqe *s = sqe();
@@ -226,21 +427,36 @@ int main(int argc, char **argv)
 	 * SQE written, not submitted; "ready" (first) or "again" (later phases) and a wait for
 	 * REPORT.go (REPORT.go2, ...); then the checks and more rounds. */
 	for (unsigned phase = 0;; phase++) {
-		for (int i = 0; i < 2; i++) {
+		if (via_child) {
+			/* the child submits them and prepares 103; they stay in the CQ ring */
+			send_u32(to_child[1], CMD_NOPS);
+			if (recv_u32(to_parent[0]))
+				bad("child nops");
+			submitted += 2;
+			while (io_uring_cq_ready(&ring) < 2)
+				usleep(1000);
+		} else {
+			for (int i = 0; i < 2; i++) {
+				struct io_uring_sqe *s = sqe();
+				io_uring_prep_nop(s);
+				s->user_data = 101 + i;
+			}
+			if (io_uring_submit_and_wait(&ring, 2) != 2)
+				bad("nops");
+			submitted += 2;
+			sq_settle();
+			/* and one SQE written, not submitted */
 			struct io_uring_sqe *s = sqe();
 			io_uring_prep_nop(s);
-			s->user_data = 101 + i;
+			s->user_data = 103;
 		}
-		if (io_uring_submit_and_wait(&ring, 2) != 2)
-			bad("nops");
-		submitted += 2;
-		sq_settle();
-		/* and one SQE written, not submitted */
-		struct io_uring_sqe *s = sqe();
-		io_uring_prep_nop(s);
-		s->user_data = 103;
+		sq_settle_kernel();
 		unsigned head0 = *ring.sq.khead, ctail0 = *ring.cq.ktail;
-		if (phase == 0)
+		if (forkfd)
+			check_fd_holder();
+		if (phase == 0 && child)
+			say("ready %d %d", getpid(), child);
+		else if (phase == 0)
 			say("ready %d", getpid());
 		else
 			say("again %d", getpid());
@@ -272,12 +488,24 @@ int main(int argc, char **argv)
 				bad("idle read");
 			io_uring_cqe_seen(&ring, c);
 		}
+		if (forkfd)
+			check_fd_holder();
 		int zero = 0;
 		unsigned long long id = 103;
-		run(1, 1, &zero, &id);
-		for (unsigned k = 0; k < ROUNDS; k++)
-			round_trip(ROUNDS + k);
-		sq_settle();
+		if (via_child)
+			by_child(CMD_PREPARED, 1, &zero, &id);
+		else
+			run(1, 1, &zero, &id);
+		for (unsigned k = 0; k < ROUNDS; k++) {
+			if (via_child)
+				child_round(ROUNDS + k);
+			else
+				round_trip(ROUNDS + k);
+		}
+		if (via_child)
+			sq_settle_kernel();
+		else
+			sq_settle();
 		if (*ring.sq.khead != head0 + 1 + per_round * ROUNDS)
 			bad("sq head %u after", *ring.sq.khead);
 		say("ok %u %u", submitted, completed);

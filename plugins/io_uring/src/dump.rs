@@ -3,6 +3,7 @@
 //! criu's own mapping of the same file, and the setup flags are found with calls that
 //! change nothing (a layout probe on a ring of criu's own, read-only registrations).
 
+use std::collections::BTreeMap;
 use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, Instant};
 
@@ -33,6 +34,9 @@ pub const MAX_REMOTE_BATCHES: u32 = 1_500;
 #[derive(Debug, Default)]
 pub struct DumpState {
     image: UringImage,
+    /// The rings (by file id) whose owner the kernel fixes, and by what (their SQ thread,
+    /// their submitter): [`check_placements`] keeps it.
+    fixed: BTreeMap<u32, &'static str>,
 }
 
 fn write_image(ctx: &mut dyn DumpContext) -> Result<(), PluginError> {
@@ -79,11 +83,12 @@ fn probe_layout(fd: &FdDesc, info: &RingInfo) -> Result<Params, PluginError> {
 }
 
 /// The setup flags the kernel lets an outsider see: SQPOLL (and its CPU), CQSIZE,
-/// SINGLE_ISSUER (registrations refused to others), DEFER_TASKRUN (waits refused to others).
-fn setup_flags(fd: &FdDesc, info: &RingInfo) -> Result<(u32, u32, i32), PluginError> {
+/// SINGLE_ISSUER (registrations refused to others), DEFER_TASKRUN (waits refused to others);
+/// and the process of the SQ thread.
+fn setup_flags(fd: &FdDesc, info: &RingInfo) -> Result<(u32, u32, Option<i32>), PluginError> {
     let mut flags = 0;
     let mut cpu = 0;
-    let mut owner = fd.pid;
+    let mut owner = None;
     if info.cq_entries != 2 * info.sq_entries {
         flags |= uapi::SETUP_CQSIZE;
     }
@@ -95,9 +100,11 @@ fn setup_flags(fd: &FdDesc, info: &RingInfo) -> Result<(u32, u32, i32), PluginEr
                 .lines()
                 .find_map(|l| l.strip_prefix(k).map(|v| v.trim().to_string()))
         };
-        owner = field("Tgid:")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(fd.pid);
+        owner = Some(
+            field("Tgid:")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(fd.pid),
+        );
         // An SQ thread pinned to one CPU was created with IORING_SETUP_SQ_AFF.
         if let Some(c) = field("Cpus_allowed_list:").and_then(|v| v.parse::<u32>().ok()) {
             flags |= uapi::SETUP_SQ_AFF;
@@ -130,10 +137,17 @@ fn page_up(n: u64) -> u64 {
     n.div_ceil(4096) * 4096
 }
 
-/// The holder's mappings of the ring must have a plain ring's sizes: a ring set up with
+/// Every mapping of the ring in the tree must have a plain ring's sizes: a ring set up with
 /// 128-byte SQEs, 32-byte CQEs or without an SQ array maps more or less.
-fn check_mapped_sizes(fd: &FdDesc, p: &Params) -> Result<(), PluginError> {
-    for (start, end, pgoff) in ring_maps(fd.pid, fd.stat.ino)? {
+fn check_mapped_sizes(ctx: &dyn DumpContext, fd: &FdDesc, p: &Params) -> Result<(), PluginError> {
+    let mut maps = Vec::new();
+    for t in ctx.tasks() {
+        maps.extend(ring_maps(t.pid, fd.stat.ino)?);
+    }
+    if ctx.tasks().is_empty() {
+        maps = ring_maps(fd.pid, fd.stat.ino)?;
+    }
+    for (start, end, pgoff) in maps {
         let want = match pgoff {
             uapi::OFF_SQ_RING => p.sq_ring_len(),
             uapi::OFF_CQ_RING => p.cq_ring_len(),
@@ -283,7 +297,7 @@ pub fn dump_file(
 ) -> Result<FileEntry, PluginError> {
     let info = read_info(fd)?;
     let p = probe_layout(fd, &info)?;
-    check_mapped_sizes(fd, &p)?;
+    check_mapped_sizes(ctx, fd, &p)?;
     if p.features & uapi::FEAT_SINGLE_MMAP == 0 {
         return Err(refuse(
             fd,
@@ -291,7 +305,21 @@ pub fn dump_file(
             "needs IORING_FEAT_SINGLE_MMAP (Linux 5.4+)",
         ));
     }
-    // A ring criu restored (NO_MMAP) cannot be mapped: its memory is the task's.
+    // The task the ring is set up in again: the SQ thread's process, a SINGLE_ISSUER
+    // ring's submitter (found among the ring's holders), else chosen by its mappings.
+    let (flags, sq_thread_cpu, sq_owner) = setup_flags(fd, &info)?;
+    let mut eventfd_answer = None;
+    let fixed = match sq_owner {
+        Some(pid) => Some((pid, "SQ thread")),
+        None if flags & uapi::SETUP_SINGLE_ISSUER != 0 => {
+            let holders = crate::shared::holders(ctx, fd.stat.ino);
+            let (pid, answer) = crate::shared::submitter(ctx, fd, &holders)?;
+            eventfd_answer = Some(answer);
+            Some((pid, "submitter (IORING_SETUP_SINGLE_ISSUER)"))
+        }
+        None => None,
+    };
+    // A ring criu restored (NO_MMAP) cannot be mapped: its memory is a task's.
     let (sq, sqes) = match ringmem::map(fd, uapi::OFF_SQ_RING, p.sq_ring_len()) {
         Some(sq) => {
             let sqes = ringmem::map(fd, uapi::OFF_SQES, p.sqes_len()).ok_or_else(|| {
@@ -303,24 +331,18 @@ pub fn dump_file(
             })?;
             (sq, sqes)
         }
-        None => ringmem::find_in_task(ctx, fd, &info, &p)?,
+        None => ringmem::find_in_tree(ctx, fd, &info, &p, fixed)?,
+    };
+    let owner = match (&sq, fixed) {
+        (RingMem::Task { pid, .. }, _) => *pid,
+        (_, Some((pid, _))) => pid,
+        _ => fd.pid,
     };
     let info = settle(ctx, fd, &sq, &p)?;
     let dropped = sq.load(ctx, p.sq_off.dropped)?;
     check_restorable(fd, &info, dropped)?;
-    let (flags, sq_thread_cpu, owner) = setup_flags(fd, &info)?;
-    if sq.user_addr() != 0 && owner != fd.pid {
-        return Err(refuse(
-            fd,
-            format!(
-                "its memory is in pid {}, its SQ thread in pid {owner}",
-                fd.pid
-            ),
-            "only rings whose SQ thread belongs to the task that maps them are supported",
-        ));
-    }
     check_replay(fd, &info, flags)?;
-    crate::registered::check_hidden(ctx, fd)?;
+    crate::registered::check_hidden(ctx, fd, eventfd_answer)?;
     let files = crate::registered::dump_files(ctx, fd, &info)?;
     let ring = RingEntry {
         file_id: id,
@@ -351,7 +373,11 @@ pub fn dump_file(
         cq_tail = ring.cq_tail,
         "io_uring ring"
     );
-    ctx.state::<DumpState>()?.image.rings.push(ring);
+    let state = ctx.state::<DumpState>()?;
+    state.image.rings.push(ring);
+    if let Some((_, why)) = fixed {
+        state.fixed.insert(id, why);
+    }
     write_image(ctx)?;
     Ok(FileEntry {
         r#type: FdTypes::Ext as i32,
@@ -396,12 +422,12 @@ pub fn dump_vma(ctx: &mut dyn DumpContext, vma: &VmaDesc) -> Result<(), PluginEr
     write_image(ctx)
 }
 
-/// After the last task: every ring must be mapped once, as one rings mapping and one SQE
-/// mapping in one task (its restore puts the ring's memory there, see the README), and
-/// every mapped ring must have been dumped through an fd. The task that maps a ring sets
-/// it up again at restore.
+/// After the last task: every ring mapped from its fd must be mapped once (rings + SQEs)
+/// in each task that maps it, one of them its owner (see [`crate::shared`]); every mapped
+/// ring must have been dumped through an fd.
 pub fn check_placements(ctx: &mut dyn DumpContext) -> Result<(), PluginError> {
-    let img = &mut ctx.state::<DumpState>()?.image;
+    let state = ctx.state::<DumpState>()?;
+    let img = &mut state.image;
     if img.rings.is_empty() && img.vmas.is_empty() {
         // No ring in the tree: no file, so the images do not need this plugin.
         return Ok(());
@@ -420,43 +446,10 @@ pub fn check_placements(ctx: &mut dyn DumpContext) -> Result<(), PluginError> {
     }
     for r in &mut img.rings {
         if r.user_rings != 0 {
-            // A ring criu restored: its memory is the holder's memfd mappings, dumped as such.
+            // A ring criu restored: its memory is memfd mappings, dumped as such.
             continue;
         }
-        let maps: Vec<&VmaEntry> = img.vmas.iter().filter(|v| v.inode == r.inode).collect();
-        let of = |off| maps.iter().filter(|v| v.pgoff == off).count();
-        let one_task = maps.windows(2).all(|w| w[0].pid == w[1].pid);
-        let pid = maps.first().map_or(r.owner, |v| v.pid);
-        let sqpoll_elsewhere = r.flags & uapi::SETUP_SQPOLL != 0 && pid != r.owner;
-        if of(uapi::OFF_SQ_RING) != 1
-            || of(uapi::OFF_SQES) != 1
-            || maps.len() != 2
-            || !one_task
-            || sqpoll_elsewhere
-        {
-            let list: Vec<String> = maps
-                .iter()
-                .map(|v| {
-                    format!(
-                        "pid {} {:#x}-{:#x} offset {:#x}",
-                        v.pid, v.start, v.end, v.pgoff
-                    )
-                })
-                .collect();
-            return Err(PluginError::Unsupported {
-                resource: format!(
-                    "io_uring ring (file id {}) mapped as [{}]{}",
-                    r.file_id,
-                    list.join(", "),
-                    if sqpoll_elsewhere { format!(", its SQ thread in pid {}", r.owner) } else { String::new() }
-                ),
-                pid,
-                hint: "only rings mapped once (rings + SQEs, IORING_FEAT_SINGLE_MMAP) by one task, the one \
-                       that set them up, are supported"
-                    .into(),
-            });
-        }
-        r.owner = pid;
+        crate::shared::place(r, &img.vmas, state.fixed.get(&r.file_id).copied())?;
     }
     write_image(ctx)
 }

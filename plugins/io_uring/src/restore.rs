@@ -125,55 +125,80 @@ pub struct Placement {
     pub sqes: u64,
     /// The core's placeholders (anonymous shared memory) to be replaced by named memfd
     /// mappings, with their lengths; `None` when the memory is already one (a ring criu
-    /// restored before, its memfds restored by the core).
+    /// restored before, its memfds restored by the core, in every task mapping it).
     pub placeholders: Option<(u64, u64)>,
 }
 
-/// The dumped mappings of `ring`: the rings' and the SQEs' (checked at dump: one each, in
-/// the owner).
+/// Where another task sharing the ring maps it (a child forked after the ring's setup):
+/// the same memfds go over its placeholders.
+#[derive(Debug, Clone, Copy)]
+struct Mirror {
+    /// The task (restored pid).
+    pid: i32,
+    /// Its rings mapping: address and protection.
+    rings: (u64, u32),
+    /// Its SQE mapping.
+    sqes: (u64, u32),
+}
+
+/// The dumped mappings of `ring`: the rings' and the SQEs' in its owner, and those of the
+/// other tasks mapping it (checked at dump: one each per task, one task the owner).
 fn placement(
     ctx: &dyn RestoreContext,
     img: &UringImage,
     ring: &RingEntry,
-) -> Result<Placement, PluginError> {
+) -> Result<(Placement, Vec<Mirror>), PluginError> {
     if ring.user_rings != 0 {
-        return Ok(Placement {
-            pid: restored(ctx, ring.owner),
-            rings: ring.user_rings,
-            sqes: ring.user_sqes,
-            placeholders: None,
-        });
-    }
-    let find = |off: u64| {
-        img.vmas
-            .iter()
-            .find(|v| v.inode == ring.inode && v.pgoff == off)
-            .ok_or_else(|| {
-                PluginError::bad_image(
-                    FILE,
-                    format!(
-                        "ring of file id {}: no mapping at offset {off:#x}",
-                        ring.file_id
-                    ),
-                )
-            })
-    };
-    let (r, s) = (find(uapi::OFF_SQ_RING)?, find(uapi::OFF_SQES)?);
-    if r.pid != s.pid || r.pid != ring.owner {
-        return Err(PluginError::bad_image(
-            FILE,
-            format!(
-                "ring of file id {}: mapped in pids {} and {}, owned by {}",
-                ring.file_id, r.pid, s.pid, ring.owner
-            ),
+        return Ok((
+            Placement {
+                pid: restored(ctx, ring.owner),
+                rings: ring.user_rings,
+                sqes: ring.user_sqes,
+                placeholders: None,
+            },
+            Vec::new(),
         ));
     }
-    Ok(Placement {
-        pid: restored(ctx, r.pid),
-        rings: r.start,
-        sqes: s.start,
-        placeholders: Some((r.end - r.start, s.end - s.start)),
-    })
+    let bad = |what: String| {
+        PluginError::bad_image(FILE, format!("ring of file id {}: {what}", ring.file_id))
+    };
+    let maps: Vec<_> = img.vmas.iter().filter(|v| v.inode == ring.inode).collect();
+    let find = |pid: i32, off: u64| {
+        maps.iter()
+            .find(|v| v.pid == pid && v.pgoff == off)
+            .ok_or_else(|| bad(format!("no mapping at offset {off:#x} in pid {pid}")))
+    };
+    let (r, s) = (
+        find(ring.owner, uapi::OFF_SQ_RING)?,
+        find(ring.owner, uapi::OFF_SQES)?,
+    );
+    let mut mirrors = Vec::new();
+    for v in maps
+        .iter()
+        .filter(|v| v.pid != ring.owner && v.pgoff == uapi::OFF_SQ_RING)
+    {
+        let sq = find(v.pid, uapi::OFF_SQES)?;
+        if (v.end - v.start, sq.end - sq.start) != (r.end - r.start, s.end - s.start) {
+            return Err(bad(format!(
+                "pid {} maps it with other sizes than its owner, pid {}",
+                v.pid, ring.owner
+            )));
+        }
+        mirrors.push(Mirror {
+            pid: restored(ctx, v.pid),
+            rings: (v.start, v.prot),
+            sqes: (sq.start, sq.prot),
+        });
+    }
+    Ok((
+        Placement {
+            pid: restored(ctx, r.pid),
+            rings: r.start,
+            sqes: s.start,
+            placeholders: Some((r.end - r.start, s.end - s.start)),
+        },
+        mirrors,
+    ))
 }
 
 fn restore_ring(
@@ -182,8 +207,8 @@ fn restore_ring(
     ring: &RingEntry,
     pid: i32,
 ) -> Result<(), PluginError> {
-    let at = placement(ctx, img, ring)?;
-    let (fd, p) = setup_in_task(ctx, ring, at)?;
+    let (at, mirrors) = placement(ctx, img, ring)?;
+    let (fd, p) = setup_in_task(ctx, ring, at, &mirrors)?;
     let want = (ring.sq_ring.len() as u64, ring.sqes.len() as u64);
     if (p.sq_ring_len(), p.sqes_len()) != want {
         return Err(PluginError::bad_image(
@@ -213,12 +238,14 @@ fn restore_ring(
 /// Remote `io_uring_setup` in the task with the dumped parameters, its rings in the task's
 /// memory at the dumped addresses (`IORING_SETUP_NO_MMAP` over the core's placeholders:
 /// the kernel refuses to map a ring at an address the program chooses, `MAP_FIXED` and
-/// `mremap` alike); returns criu's duplicate of the new ring (closed in the task: it gets
-/// the ring at its own fd numbers) and the parameters the kernel filled in.
+/// `mremap` alike), the same memory mapped in the `mirrors` too; returns criu's duplicate
+/// of the new ring (closed in the task: it gets the ring at its own fd numbers) and the
+/// parameters the kernel filled in.
 fn setup_in_task(
     ctx: &mut dyn RestoreContext,
     ring: &RingEntry,
     at: Placement,
+    mirrors: &[Mirror],
 ) -> Result<(OwnedFd, Params), PluginError> {
     let pid = at.pid;
     let mut p = Params {
@@ -239,22 +266,16 @@ fn setup_in_task(
     let r = (|| {
         match at.placeholders {
             Some((rings_len, sqes_len)) => {
-                memfd_over(
-                    ctx,
-                    pid,
-                    page,
-                    at.rings,
-                    rings_len,
-                    &memfd_name(at.rings, "rings"),
-                )?;
-                memfd_over(
-                    ctx,
-                    pid,
-                    page,
-                    at.sqes,
-                    sqes_len,
-                    &memfd_name(at.rings, "sqes"),
-                )?;
+                let rw = (libc::PROT_READ | libc::PROT_WRITE) as u32;
+                let mut places = vec![(pid, (at.rings, rw), (at.sqes, rw))];
+                places.extend(mirrors.iter().map(|m| (m.pid, m.rings, m.sqes)));
+                for (what, len, pick) in [("rings", rings_len, 0usize), ("sqes", sqes_len, 1)] {
+                    let mfd = new_memfd(&memfd_name(at.rings, what), len)?;
+                    for &(task, rings, sqes) in &places {
+                        let (addr, prot) = [rings, sqes][pick];
+                        map_shared(ctx, task, &mfd, addr, len, prot)?;
+                    }
+                }
             }
             None => {
                 // The dumped ring memory is there: the new ring starts from zeroed memory,
@@ -305,47 +326,51 @@ fn setup_in_task(
     Ok(r)
 }
 
-/// Maps a new memfd named `name` (its name written at `page`) over the `len` bytes at
-/// `addr` in task `pid`: the ring's memory then shows in maps under a name a later dump
-/// finds it by ([`crate::ringmem`]).
-fn memfd_over(
+/// A new memfd of criu named `name`, `len` bytes long: ring memory shared by every task
+/// mapping the ring, shown in their maps under a name a later dump finds it by
+/// ([`crate::ringmem`]).
+fn new_memfd(name: &str, len: u64) -> Result<OwnedFd, PluginError> {
+    let fail = |op, e: nix::errno::Errno| PluginError::Path {
+        path: format!("memfd:{name}").into(),
+        op,
+        source: e.into(),
+    };
+    let fd = nix::sys::memfd::memfd_create(name, nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
+        .map_err(|e| fail("memfd_create", e))?;
+    nix::unistd::ftruncate(&fd, len as i64).map_err(|e| fail("ftruncate", e))?;
+    Ok(fd)
+}
+
+/// Maps criu's memfd `mfd` shared at `addr` (`len` bytes, `prot`) in task `pid`, over what
+/// is there (the core's placeholder).
+fn map_shared(
     ctx: &mut dyn RestoreContext,
     pid: i32,
-    page: u64,
+    mfd: &OwnedFd,
     addr: u64,
     len: u64,
-    name: &str,
+    prot: u32,
 ) -> Result<(), PluginError> {
-    let mut cname = name.as_bytes().to_vec();
-    cname.push(0);
-    ctx.write_task_memory(pid, page, &cname)?;
+    use std::os::fd::AsRawFd;
     let mut call = |nr, args| ctx.remote_syscall(pid, nr, args);
     let mut t = Task {
         tid: pid,
         call: &mut call,
     };
-    let mfd = t.sys(
-        "memfd_create",
-        libc::SYS_memfd_create,
-        [page, libc::MFD_CLOEXEC as u64, 0, 0, 0, 0],
-    )?;
-    let r = t
-        .sys("ftruncate", libc::SYS_ftruncate, [mfd, len, 0, 0, 0, 0])
-        .and_then(|_| {
-            t.sys(
-                "mmap (ring memory)",
-                libc::SYS_mmap,
-                [
-                    addr,
-                    len,
-                    (libc::PROT_READ | libc::PROT_WRITE) as u64,
-                    (libc::MAP_SHARED | libc::MAP_FIXED) as u64,
-                    mfd,
-                    0,
-                ],
-            )
-        });
-    let closed = t.close(mfd);
+    let tfd = t.take_fd(mfd.as_raw_fd())?;
+    let r = t.sys(
+        "mmap (ring memory)",
+        libc::SYS_mmap,
+        [
+            addr,
+            len,
+            u64::from(prot),
+            (libc::MAP_SHARED | libc::MAP_FIXED) as u64,
+            tfd,
+            0,
+        ],
+    );
+    let closed = t.close(tfd);
     r?;
     closed
 }
