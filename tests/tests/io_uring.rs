@@ -307,6 +307,29 @@ fn registered_eventfd_is_refused_naming_the_ring() {
 }
 
 #[test]
+fn ring_with_restrictions_is_refused_naming_them() {
+    refused(
+        "io_uring_restricted",
+        "restricted",
+        &[
+            "io_uring ring (fd 3)",
+            "it has restrictions (IORING_REGISTER_RESTRICTIONS)",
+        ],
+    );
+}
+
+/// A ring without an SQ array (IORING_SETUP_NO_SQARRAY, which shows nowhere) is refused by
+/// its array of zeros, not restored as a plain ring that would take SQE 0 for every entry.
+#[test]
+fn ring_without_sq_array_is_refused_naming_the_flag() {
+    refused(
+        "io_uring_nosqarray",
+        "nosqarray",
+        &["its SQ array is all zeros", "IORING_SETUP_NO_SQARRAY"],
+    );
+}
+
+#[test]
 fn damaged_plugin_image_is_refused_naming_it() {
     if skip_unless_root("io_uring_bad_image") {
         return;

@@ -2,7 +2,7 @@
  *
  * usage: io_uring REPORT MODE
  *   MODE: plain | sqpoll | single | inflight | registered | regpipe | eventfd | fork |
- *         forkfd
+ *         forkfd | restricted | nosqarray
  * Before the dump: ROUNDS rounds of a file write + read and a pipe write + read through the
  * ring, each CQE counted and each byte checked; then two NOPs completed and left unreaped
  * (user_data 101, 102) and one NOP prepared but not submitted (user_data 103). "inflight"
@@ -20,7 +20,10 @@
  * and the prepared one) and the parent reaps and checks the CQEs, in turns through two
  * pipes; the child checks its data. "forkfd" forks a child that unmaps the ring and only
  * holds its fd: after the restore it must still be the parent's ring (same inode, same
- * counters in its fdinfo). The ready line is then "ready <pid> <child pid>". */
+ * counters in its fdinfo). The ready line is then "ready <pid> <child pid>".
+ * "restricted" sets the ring up disabled, restricts it to the opcodes and flags used and
+ * enables it; "nosqarray" also keeps a second ring set up with IORING_SETUP_NO_SQARRAY
+ * (raw system calls), through which two NOPs went. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -31,6 +34,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -362,6 +366,59 @@ static void start_child(const char *mode)
 	(void)mode;
 }
 
+
+#ifndef IORING_SETUP_NO_SQARRAY
+#define IORING_SETUP_NO_SQARRAY (1U << 16)
+#endif
+
+/* nosqarray: a second ring without an SQ array (SQE index = ring position), two NOPs
+ * submitted at positions 0 and 1 and reaped, through raw system calls. */
+static int no_sqarray_ring(void)
+{
+	struct io_uring_params q;
+	memset(&q, 0, sizeof(q));
+	q.flags = IORING_SETUP_NO_SQARRAY;
+	int fd = syscall(__NR_io_uring_setup, 4, &q);
+	if (fd < 0)
+		bad("io_uring_setup(NO_SQARRAY): %s", strerror(errno));
+	size_t rlen = q.cq_off.cqes + q.cq_entries * sizeof(struct io_uring_cqe);
+	char *r = mmap(NULL, rlen, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, IORING_OFF_SQ_RING);
+	struct io_uring_sqe *sq = mmap(NULL, q.sq_entries * sizeof(*sq), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, IORING_OFF_SQES);
+	if (r == MAP_FAILED || sq == MAP_FAILED)
+		bad("mmap NO_SQARRAY ring");
+	for (int i = 0; i < 2; i++) {
+		memset(&sq[i], 0, sizeof(sq[i]));
+		sq[i].opcode = IORING_OP_NOP;
+		sq[i].user_data = 300 + i;
+	}
+	io_uring_smp_store_release((unsigned *)(r + q.sq_off.tail), 2);
+	if (syscall(__NR_io_uring_enter, fd, 2, 2, IORING_ENTER_GETEVENTS, NULL, 0) != 2)
+		bad("io_uring_enter(NO_SQARRAY): %s", strerror(errno));
+	if (*(unsigned *)(r + q.cq_off.tail) != 2)
+		bad("NO_SQARRAY ring: %u CQEs", *(unsigned *)(r + q.cq_off.tail));
+	io_uring_smp_store_release((unsigned *)(r + q.cq_off.head), 2);
+	return fd;
+}
+
+/* restricted: the opcodes and SQE flags the rounds use, nothing else (no registrations). */
+static void restrict_ring(void)
+{
+	struct io_uring_restriction res[4];
+	memset(res, 0, sizeof(res));
+	unsigned char ops[3] = {IORING_OP_READ, IORING_OP_WRITE, IORING_OP_NOP};
+	for (int i = 0; i < 3; i++) {
+		res[i].opcode = IORING_RESTRICTION_SQE_OP;
+		res[i].sqe_op = ops[i];
+	}
+	res[3].opcode = IORING_RESTRICTION_SQE_FLAGS_ALLOWED;
+	res[3].sqe_flags = IOSQE_IO_LINK;
+	/* raw calls: Debian 12's liburing.so lacks the two wrappers its header declares */
+	if (syscall(__NR_io_uring_register, ring.ring_fd, IORING_REGISTER_RESTRICTIONS, res, 4))
+		bad("register_restrictions: %s", strerror(errno));
+	if (syscall(__NR_io_uring_register, ring.ring_fd, IORING_REGISTER_ENABLE_RINGS, NULL, 0))
+		bad("enable_rings: %s", strerror(errno));
+}
+
 int main(int argc, char **argv)
 {
 	if (argc != 3)
@@ -377,10 +434,16 @@ int main(int argc, char **argv)
 		p.sq_thread_idle = 100;
 	} else if (!strcmp(mode, "single")) {
 		p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
+	} else if (!strcmp(mode, "restricted")) {
+		p.flags = IORING_SETUP_R_DISABLED;
 	}
 	int r = io_uring_queue_init_params(8, &ring, &p);
 	if (r)
 		bad("queue_init %d", r);
+	if (!strcmp(mode, "restricted"))
+		restrict_ring();
+	if (!strcmp(mode, "nosqarray"))
+		no_sqarray_ring();
 	char path[4096];
 	snprintf(path, sizeof(path), "%s.data", report);
 	file_fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);

@@ -37,8 +37,13 @@ pub struct DumpState {
     /// The rings (by file id) whose owner the kernel fixes, and by what (their SQ thread,
     /// their submitter): [`check_placements`] keeps it.
     fixed: BTreeMap<u32, &'static str>,
+    /// The layout of a plain ring by (SQ, CQ) sizes: one probe ring per sizes and run.
+    layouts: BTreeMap<(u32, u32), Params>,
 }
 
+/// Writes the image once, after the last task ([`check_placements`]): rewriting it per ring
+/// and per mapping cost a truncation each (`open` with `O_TRUNC` took up to 9 ms on this
+/// machine's ext4, and the frozen task waited).
 fn write_image(ctx: &mut dyn DumpContext) -> Result<(), PluginError> {
     let bytes = ctx.state::<DumpState>()?.image.encode_file();
     ctx.write_plugin_file(FILE, &bytes)
@@ -64,8 +69,17 @@ fn read_info(fd: &FdDesc) -> Result<RingInfo, PluginError> {
     fdinfo::parse(&text).map_err(|e| refuse(fd, format!("{path}: {e}"), "not an io_uring fd?"))
 }
 
-/// The layout of a plain ring of the same sizes: a ring of criu's own, closed at once.
-fn probe_layout(fd: &FdDesc, info: &RingInfo) -> Result<Params, PluginError> {
+/// The layout of a plain ring of the same sizes: a ring of criu's own, closed at once,
+/// once per sizes and dump.
+fn probe_layout(
+    ctx: &mut dyn DumpContext,
+    fd: &FdDesc,
+    info: &RingInfo,
+) -> Result<Params, PluginError> {
+    let key = (info.sq_entries, info.cq_entries);
+    if let Some(p) = ctx.state::<DumpState>()?.layouts.get(&key) {
+        return Ok(*p);
+    }
     let mut p = Params::default();
     if info.cq_entries != 2 * info.sq_entries {
         p.flags |= uapi::SETUP_CQSIZE;
@@ -79,6 +93,7 @@ fn probe_layout(fd: &FdDesc, info: &RingInfo) -> Result<Params, PluginError> {
         source: e.into(),
     })?;
     drop(probe);
+    ctx.state::<DumpState>()?.layouts.insert(key, p);
     Ok(p)
 }
 
@@ -262,6 +277,27 @@ fn check_restorable(fd: &FdDesc, info: &RingInfo, dropped: u32) -> Result<(), Pl
     Ok(())
 }
 
+/// A ring set up with `IORING_SETUP_NO_SQARRAY` (liburing 2.6 and later set it by default)
+/// shows that flag nowhere, and its memory is a plain ring's but for the SQ array; restored
+/// as a plain ring, the kernel would take every SQE index from an array of zeros. liburing
+/// and the `io-uring` crate fill the array of a plain ring with the identity at setup, so
+/// an array of zeros (with room for more than one SQE) is taken for NO_SQARRAY and refused.
+fn check_sq_array(fd: &FdDesc, p: &Params, rings: &[u8]) -> Result<(), PluginError> {
+    let at = p.sq_off.array as usize;
+    let array = rings.get(at..at + 4 * p.sq_entries as usize);
+    if p.sq_entries >= 2 && array.is_some_and(|a| a.iter().all(|&b| b == 0)) {
+        return Err(refuse(
+            fd,
+            "its SQ array is all zeros: a ring set up with IORING_SETUP_NO_SQARRAY (which shows \
+             nowhere), or one that submitted SQE 0 only"
+                .into(),
+            "rings without an SQ array are not supported: set the ring up without \
+             IORING_SETUP_NO_SQARRAY (and fill its SQ array)",
+        ));
+    }
+    Ok(())
+}
+
 /// The restore replays every request the ring consumed: refuse what would take more than
 /// about a second.
 fn check_replay(fd: &FdDesc, info: &RingInfo, flags: u32) -> Result<(), PluginError> {
@@ -296,7 +332,7 @@ pub fn dump_file(
     id: u32,
 ) -> Result<FileEntry, PluginError> {
     let info = read_info(fd)?;
-    let p = probe_layout(fd, &info)?;
+    let p = probe_layout(ctx, fd, &info)?;
     check_mapped_sizes(ctx, fd, &p)?;
     if p.features & uapi::FEAT_SINGLE_MMAP == 0 {
         return Err(refuse(
@@ -343,6 +379,8 @@ pub fn dump_file(
     check_restorable(fd, &info, dropped)?;
     check_replay(fd, &info, flags)?;
     crate::registered::check_hidden(ctx, fd, eventfd_answer)?;
+    let sq_ring = sq.snapshot(ctx)?;
+    check_sq_array(fd, &p, &sq_ring)?;
     let files = crate::registered::dump_files(ctx, fd, &info)?;
     let ring = RingEntry {
         file_id: id,
@@ -354,7 +392,7 @@ pub fn dump_file(
         sq_thread_cpu,
         sq_head: info.cached_sq_head,
         cq_tail: info.cached_cq_tail,
-        sq_ring: sq.snapshot(ctx)?,
+        sq_ring,
         cq_ring: Vec::new(),
         sqes: sqes.snapshot(ctx)?,
         user_rings: sq.user_addr(),
@@ -378,7 +416,6 @@ pub fn dump_file(
     if let Some((_, why)) = fixed {
         state.fixed.insert(id, why);
     }
-    write_image(ctx)?;
     Ok(FileEntry {
         r#type: FdTypes::Ext as i32,
         id,
@@ -419,7 +456,7 @@ pub fn dump_vma(ctx: &mut dyn DumpContext, vma: &VmaDesc) -> Result<(), PluginEr
         prot: vma.prot,
         inode,
     });
-    write_image(ctx)
+    Ok(())
 }
 
 /// After the last task: every ring mapped from its fd must be mapped once (rings + SQEs)

@@ -50,11 +50,6 @@ impl Task<'_, '_> {
         Ok(got)
     }
 
-    /// One page of private scratch memory in the task.
-    pub fn scratch_page(&mut self) -> Result<u64, PluginError> {
-        self.scratch(4096)
-    }
-
     /// `len` bytes (whole pages) of private scratch memory in the task.
     pub fn scratch(&mut self, len: u64) -> Result<u64, PluginError> {
         self.sys(
@@ -69,11 +64,6 @@ impl Task<'_, '_> {
                 0,
             ],
         )
-    }
-
-    /// Unmaps a page from [`Task::scratch_page`].
-    pub fn unmap_page(&mut self, addr: u64) -> Result<(), PluginError> {
-        self.unmap(addr, 4096)
     }
 
     /// Unmaps scratch memory from [`Task::scratch`].

@@ -223,7 +223,7 @@ fn restore_ring(
             ),
         ));
     }
-    install_everywhere(ctx, ring.file_id, &fd)?;
+    install_everywhere(ctx, ring.file_id, &fd, at.pid)?;
     crate::replay::replay(ctx, ring, &p, &fd, at)?;
     tracing::debug!(
         pid,
@@ -238,9 +238,9 @@ fn restore_ring(
 /// Remote `io_uring_setup` in the task with the dumped parameters, its rings in the task's
 /// memory at the dumped addresses (`IORING_SETUP_NO_MMAP` over the core's placeholders:
 /// the kernel refuses to map a ring at an address the program chooses, `MAP_FIXED` and
-/// `mremap` alike), the same memory mapped in the `mirrors` too; returns criu's duplicate
-/// of the new ring (closed in the task: it gets the ring at its own fd numbers) and the
-/// parameters the kernel filled in.
+/// `mremap` alike), the same memory mapped in the `mirrors` too; the new ring is put at
+/// the task's own fds of it; returns criu's duplicate of the ring and the parameters the
+/// kernel filled in.
 fn setup_in_task(
     ctx: &mut dyn RestoreContext,
     ring: &RingEntry,
@@ -257,73 +257,87 @@ fn setup_in_task(
     };
     p.sq_off.user_addr = at.sqes;
     p.cq_off.user_addr = at.rings;
-    let mut call = |nr, args| ctx.remote_syscall(pid, nr, args);
-    let mut t = Task {
-        tid: pid,
-        call: &mut call,
-    };
-    let page = t.scratch_page()?;
-    let r = (|| {
-        match at.placeholders {
-            Some((rings_len, sqes_len)) => {
-                let rw = (libc::PROT_READ | libc::PROT_WRITE) as u32;
-                let mut places = vec![(pid, (at.rings, rw), (at.sqes, rw))];
-                places.extend(mirrors.iter().map(|m| (m.pid, m.rings, m.sqes)));
-                for (what, len, pick) in [("rings", rings_len, 0usize), ("sqes", sqes_len, 1)] {
-                    let mfd = new_memfd(&memfd_name(at.rings, what), len)?;
-                    for &(task, rings, sqes) in &places {
-                        let (addr, prot) = [rings, sqes][pick];
-                        map_shared(ctx, task, &mfd, addr, len, prot)?;
-                    }
-                }
-            }
-            None => {
-                // The dumped ring memory is there: the new ring starts from zeroed memory,
-                // brought to the dumped state by the replay.
-                ctx.write_task_memory(pid, at.rings, &vec![0; ring.sq_ring.len()])?;
-                ctx.write_task_memory(pid, at.sqes, &vec![0; ring.sqes.len()])?;
+    match at.placeholders {
+        Some((rings_len, sqes_len)) => {
+            let rw = (libc::PROT_READ | libc::PROT_WRITE) as u32;
+            let rings = new_memfd(&memfd_name(at.rings, "rings"), rings_len)?;
+            let sqes = new_memfd(&memfd_name(at.rings, "sqes"), sqes_len)?;
+            let mut places = vec![(pid, (at.rings, rw), (at.sqes, rw))];
+            places.extend(mirrors.iter().map(|m| (m.pid, m.rings, m.sqes)));
+            for (task, r, s) in places {
+                map_shared(
+                    ctx,
+                    task,
+                    [(&rings, r.0, rings_len, r.1), (&sqes, s.0, sqes_len, s.1)],
+                )?;
             }
         }
-        ctx.write_task_memory(pid, page, &p.to_bytes())?;
+        None => {
+            // The dumped ring memory is there: the new ring starts from zeroed memory,
+            // brought to the dumped state by the replay.
+            ctx.write_task_memory(pid, at.rings, &vec![0; ring.sq_ring.len()])?;
+            ctx.write_task_memory(pid, at.sqes, &vec![0; ring.sqes.len()])?;
+        }
+    }
+    // The parameters go in and out through the SQE array's first page (the task's, at
+    // least a page long), filled by the replay afterwards: no scratch mapping to make.
+    ctx.write_task_memory(pid, at.sqes, &p.to_bytes())?;
+    let mut call = |nr, args| ctx.remote_syscall(pid, nr, args);
+    let nfd = Task {
+        tid: pid,
+        call: &mut call,
+    }
+    .sys(
+        "io_uring_setup",
+        libc::SYS_io_uring_setup,
+        [u64::from(ring.sq_entries), at.sqes, 0, 0, 0, 0],
+    )?;
+    let mut b = [0u8; 120];
+    let files = ctx
+        .state::<RestoreState>()?
+        .files
+        .remove(&ring.file_id)
+        .unwrap_or_default();
+    let got = ctx
+        .read_task_memory(pid, at.sqes, &mut b)
+        .and_then(|()| crate::registered::register_in_task(ctx, pid, nfd, ring, files))
+        .and_then(|()| ctx.dup_task_fd(pid, nfd as i32))
+        .and_then(|fd| own_fds(ctx, pid, ring.file_id, nfd).map(|()| fd));
+    let mut call = |nr, args| ctx.remote_syscall(pid, nr, args);
+    let closed = Task {
+        tid: pid,
+        call: &mut call,
+    }
+    .close(nfd);
+    let fd = got?;
+    closed?;
+    Ok((fd, Params::from_bytes(&b)))
+}
+
+/// Puts the ring, fd `nfd` of task `pid` that set it up, at that task's fds of file id
+/// `id` (remote `dup3` over the stand-ins; other tasks get it in [`install_everywhere`]).
+fn own_fds(ctx: &mut dyn RestoreContext, pid: i32, id: u32, nfd: u64) -> Result<(), PluginError> {
+    for tfd in ctx.task_fds(pid)? {
+        if tfd.id != id {
+            continue;
+        }
+        let flags = if tfd.cloexec {
+            libc::O_CLOEXEC as u64
+        } else {
+            0
+        };
         let mut call = |nr, args| ctx.remote_syscall(pid, nr, args);
-        let nfd = Task {
+        Task {
             tid: pid,
             call: &mut call,
         }
         .sys(
-            "io_uring_setup",
-            libc::SYS_io_uring_setup,
-            [u64::from(ring.sq_entries), page, 0, 0, 0, 0],
+            "dup3 (ring at its fd)",
+            libc::SYS_dup3,
+            [nfd, tfd.fd as u64, flags, 0, 0, 0],
         )?;
-        let mut b = [0u8; 120];
-        let files = ctx
-            .state::<RestoreState>()?
-            .files
-            .remove(&ring.file_id)
-            .unwrap_or_default();
-        let got = ctx
-            .read_task_memory(pid, page, &mut b)
-            .and_then(|()| crate::registered::register_in_task(ctx, pid, nfd, ring, files))
-            .and_then(|()| ctx.dup_task_fd(pid, nfd as i32));
-        let mut call = |nr, args| ctx.remote_syscall(pid, nr, args);
-        let closed = Task {
-            tid: pid,
-            call: &mut call,
-        }
-        .close(nfd);
-        let fd = got?;
-        closed?;
-        Ok((fd, Params::from_bytes(&b)))
-    })();
-    let mut call = |nr, args| ctx.remote_syscall(pid, nr, args);
-    let unmapped = Task {
-        tid: pid,
-        call: &mut call,
     }
-    .unmap_page(page);
-    let r = r?;
-    unmapped?;
-    Ok(r)
+    Ok(())
 }
 
 /// A new memfd of criu named `name`, `len` bytes long: ring memory shared by every task
@@ -341,15 +355,12 @@ fn new_memfd(name: &str, len: u64) -> Result<OwnedFd, PluginError> {
     Ok(fd)
 }
 
-/// Maps criu's memfd `mfd` shared at `addr` (`len` bytes, `prot`) in task `pid`, over what
-/// is there (the core's placeholder).
+/// Maps criu's memfds shared in task `pid`, each (memfd, address, length, protection), over
+/// what is there (the core's placeholders): one `pidfd_open` of criu for all.
 fn map_shared(
     ctx: &mut dyn RestoreContext,
     pid: i32,
-    mfd: &OwnedFd,
-    addr: u64,
-    len: u64,
-    prot: u32,
+    maps: [(&OwnedFd, u64, u64, u32); 2],
 ) -> Result<(), PluginError> {
     use std::os::fd::AsRawFd;
     let mut call = |nr, args| ctx.remote_syscall(pid, nr, args);
@@ -357,31 +368,50 @@ fn map_shared(
         tid: pid,
         call: &mut call,
     };
-    let tfd = t.take_fd(mfd.as_raw_fd())?;
-    let r = t.sys(
-        "mmap (ring memory)",
-        libc::SYS_mmap,
-        [
-            addr,
-            len,
-            u64::from(prot),
-            (libc::MAP_SHARED | libc::MAP_FIXED) as u64,
-            tfd,
-            0,
-        ],
-    );
-    let closed = t.close(tfd);
+    let me = std::process::id() as u64;
+    let pidfd = t.sys("pidfd_open", libc::SYS_pidfd_open, [me, 0, 0, 0, 0, 0])?;
+    let mut r = Ok(());
+    for (mfd, addr, len, prot) in maps {
+        r = t
+            .sys(
+                "pidfd_getfd",
+                libc::SYS_pidfd_getfd,
+                [pidfd, mfd.as_raw_fd() as u64, 0, 0, 0, 0],
+            )
+            .and_then(|tfd| {
+                let m = t.sys(
+                    "mmap (ring memory)",
+                    libc::SYS_mmap,
+                    [
+                        addr,
+                        len,
+                        u64::from(prot),
+                        (libc::MAP_SHARED | libc::MAP_FIXED) as u64,
+                        tfd,
+                        0,
+                    ],
+                );
+                let closed = t.close(tfd);
+                m.and(closed)
+            });
+        if r.is_err() {
+            break;
+        }
+    }
+    let closed = t.close(pidfd);
     r?;
     closed
 }
 
-/// Puts the ring at every fd of every task that held file id `id` (over the stand-in).
+/// Puts the ring at every fd of every task but its owner `owner` (done in [`own_fds`])
+/// that held file id `id` (over the stand-in).
 fn install_everywhere(
     ctx: &mut dyn RestoreContext,
     id: u32,
     fd: &OwnedFd,
+    owner: i32,
 ) -> Result<(), PluginError> {
-    for task in ctx.tasks() {
+    for task in ctx.tasks().into_iter().filter(|t| t.pid != owner) {
         for tfd in ctx.task_fds(task.pid)? {
             if tfd.id == id {
                 ctx.install_fd(task.pid, fd.as_fd(), tfd.fd, tfd.cloexec)?;
