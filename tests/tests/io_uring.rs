@@ -285,6 +285,14 @@ fn ring_fd_held_by_another_task_round_trips() {
     round_trips_again("io_uring_forkfd", "forkfd");
 }
 
+/// A SINGLE_ISSUER + DEFER_TASKRUN ring whose submitter is a forked child (it enabled the
+/// ring) while the parent, first in the tree, only holds and maps it: the restore sets it
+/// up in the child, found by asking each holder, and the child goes on submitting.
+#[test]
+fn single_issuer_ring_submitted_by_a_forked_child_round_trips() {
+    round_trips_again("io_uring_forkissuer", "forkissuer");
+}
+
 #[test]
 fn registered_pipe_end_is_refused_naming_the_slot() {
     refused(

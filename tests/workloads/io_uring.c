@@ -2,7 +2,7 @@
  *
  * usage: io_uring REPORT MODE
  *   MODE: plain | sqpoll | single | inflight | registered | regpipe | eventfd | fork |
- *         forkfd | restricted | nosqarray
+ *         forkfd | restricted | nosqarray | forkissuer
  * Before the dump: ROUNDS rounds of a file write + read and a pipe write + read through the
  * ring, each CQE counted and each byte checked; then two NOPs completed and left unreaped
  * (user_data 101, 102) and one NOP prepared but not submitted (user_data 103). "inflight"
@@ -23,7 +23,10 @@
  * counters in its fdinfo). The ready line is then "ready <pid> <child pid>".
  * "restricted" sets the ring up disabled, restricts it to the opcodes and flags used and
  * enables it; "nosqarray" also keeps a second ring set up with IORING_SETUP_NO_SQARRAY
- * (raw system calls), through which two NOPs went. */
+ * (raw system calls), through which two NOPs went. "forkissuer" sets up a disabled
+ * SINGLE_ISSUER + DEFER_TASKRUN ring and forks: the parent only holds and maps it, the
+ * child enables it (so the child is its submitter) and does everything else, naming the
+ * parent in its lines ("ready <parent> <child>", "again <parent>"). */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -427,7 +430,7 @@ int main(int argc, char **argv)
 	const char *mode = argv[2];
 	struct io_uring_params p;
 	memset(&p, 0, sizeof(p));
-	int forked = !strncmp(mode, "fork", 4);
+	int forked = !strcmp(mode, "fork") || !strcmp(mode, "forkfd");
 	forkfd = !strcmp(mode, "forkfd");
 	if (!strcmp(mode, "sqpoll")) {
 		p.flags = IORING_SETUP_SQPOLL;
@@ -436,12 +439,27 @@ int main(int argc, char **argv)
 		p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
 	} else if (!strcmp(mode, "restricted")) {
 		p.flags = IORING_SETUP_R_DISABLED;
+	} else if (!strcmp(mode, "forkissuer")) {
+		p.flags = IORING_SETUP_R_DISABLED | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
 	}
 	int r = io_uring_queue_init_params(8, &ring, &p);
 	if (r)
 		bad("queue_init %d", r);
 	if (!strcmp(mode, "restricted"))
 		restrict_ring();
+	int parent = getpid();
+	if (!strcmp(mode, "forkissuer")) {
+		child = fork();
+		if (child < 0)
+			bad("fork");
+		if (child > 0)
+			for (;;)
+				pause();
+		child = getpid();
+		/* enabling makes this task the ring's single issuer */
+		if (syscall(__NR_io_uring_register, ring.ring_fd, IORING_REGISTER_ENABLE_RINGS, NULL, 0))
+			bad("enable_rings: %s", strerror(errno));
+	}
 	if (!strcmp(mode, "nosqarray"))
 		no_sqarray_ring();
 	char path[4096];
@@ -518,11 +536,11 @@ int main(int argc, char **argv)
 		if (forkfd)
 			check_fd_holder();
 		if (phase == 0 && child)
-			say("ready %d %d", getpid(), child);
+			say("ready %d %d", parent, child);
 		else if (phase == 0)
-			say("ready %d", getpid());
+			say("ready %d", parent);
 		else
-			say("again %d", getpid());
+			say("again %d", parent);
 		char go[4200];
 		if (phase == 0)
 			snprintf(go, sizeof(go), "%s.go", report);
