@@ -23,6 +23,8 @@ struct Run {
     report: PathBuf,
     images: PathBuf,
     exe: PathBuf,
+    /// The workload's other processes (a child sharing the ring), from its ready line.
+    others: std::cell::RefCell<Vec<i32>>,
 }
 
 impl Run {
@@ -35,6 +37,7 @@ impl Run {
             report: dir.path().join("report"),
             images,
             exe: PathBuf::from(env!("CARGO_BIN_EXE_wl_io_uring")),
+            others: Default::default(),
             _dir: dir,
         }
     }
@@ -61,11 +64,13 @@ impl Run {
             report: dir.path().join("report"),
             images,
             exe,
+            others: Default::default(),
             _dir: dir,
         }
     }
 
-    /// Starts the workload in `mode`; returns its pid once ready, guarded.
+    /// Starts the workload in `mode`; returns its pid once ready, guarded with the other
+    /// processes its ready line names (`ready PID [CHILD...]`).
     fn start(&self, mode: &str) -> (i32, TreeGuard) {
         let root = spawn_bg(
             "setsid",
@@ -75,9 +80,21 @@ impl Run {
                 mode,
             ],
         );
-        let guard = TreeGuard::new([root]);
+        let mut guard = TreeGuard::new([root]);
         let got = wait_lines(&self.report, 1, Duration::from_secs(20));
-        assert_eq!(got, [format!("ready {root}")], "workload: {got:?}");
+        let words: Vec<&str> = got[0].split_whitespace().collect();
+        let others: Vec<i32> = words
+            .iter()
+            .skip(2)
+            .map(|w| w.parse().expect("pid"))
+            .collect();
+        guard.extend(others.iter().copied());
+        assert_eq!(
+            words[..2.min(words.len())],
+            ["ready", &root.to_string()],
+            "workload: {got:?}"
+        );
+        *self.others.borrow_mut() = others;
         (root, guard)
     }
 
@@ -115,7 +132,8 @@ impl Run {
     fn restore_and_check_phase(&self, pid: i32, phase: u32) -> TreeGuard {
         std::fs::write(&self.report, "").expect("truncate report");
         let (out, text) = self.criu(&["restore", "-d"], &format!("restore{phase}.log"));
-        let guard = TreeGuard::new([pid]);
+        let mut guard = TreeGuard::new([pid]);
+        guard.extend(self.others.borrow().iter().copied());
         assert!(out.status.success(), "restore failed:\n{text}");
         match phase {
             1 => self.go(),
@@ -251,6 +269,30 @@ fn restored_single_issuer_ring_dumps_and_restores_again() {
     round_trips_again("io_uring_again_single", "single");
 }
 
+/// A ring set up before a fork: parent and child map it and hold its fd; the child submits
+/// (file and pipe I/O into its own buffers, the NOPs left in the CQ ring, the SQE left
+/// prepared), the parent reaps and checks. After the restore it is one ring again, its
+/// memory shared by both: the same turns go on, through three dumps and restores.
+#[test]
+fn ring_shared_by_a_forked_child_round_trips() {
+    round_trips_again("io_uring_fork", "fork");
+}
+
+/// A ring whose fd a child holds without mapping it: after the restore the child's fd is
+/// the parent's ring (same inode, same SQ head in its fdinfo), dumped and restored again.
+#[test]
+fn ring_fd_held_by_another_task_round_trips() {
+    round_trips_again("io_uring_forkfd", "forkfd");
+}
+
+/// A SINGLE_ISSUER + DEFER_TASKRUN ring whose submitter is a forked child (it enabled the
+/// ring) while the parent, first in the tree, only holds and maps it: the restore sets it
+/// up in the child, found by asking each holder, and the child goes on submitting.
+#[test]
+fn single_issuer_ring_submitted_by_a_forked_child_round_trips() {
+    round_trips_again("io_uring_forkissuer", "forkissuer");
+}
+
 #[test]
 fn registered_pipe_end_is_refused_naming_the_slot() {
     refused(
@@ -269,6 +311,29 @@ fn registered_eventfd_is_refused_naming_the_ring() {
         "io_uring_eventfd",
         "eventfd",
         &["io_uring ring (fd 3)", "an eventfd is registered on it"],
+    );
+}
+
+#[test]
+fn ring_with_restrictions_is_refused_naming_them() {
+    refused(
+        "io_uring_restricted",
+        "restricted",
+        &[
+            "io_uring ring (fd 3)",
+            "it has restrictions (IORING_REGISTER_RESTRICTIONS)",
+        ],
+    );
+}
+
+/// A ring without an SQ array (IORING_SETUP_NO_SQARRAY, which shows nowhere) is refused by
+/// its array of zeros, not restored as a plain ring that would take SQE 0 for every entry.
+#[test]
+fn ring_without_sq_array_is_refused_naming_the_flag() {
+    refused(
+        "io_uring_nosqarray",
+        "nosqarray",
+        &["its SQ array is all zeros", "IORING_SETUP_NO_SQARRAY"],
     );
 }
 

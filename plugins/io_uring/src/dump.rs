@@ -3,6 +3,7 @@
 //! criu's own mapping of the same file, and the setup flags are found with calls that
 //! change nothing (a layout probe on a ring of criu's own, read-only registrations).
 
+use std::collections::BTreeMap;
 use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, Instant};
 
@@ -33,8 +34,16 @@ pub const MAX_REMOTE_BATCHES: u32 = 1_500;
 #[derive(Debug, Default)]
 pub struct DumpState {
     image: UringImage,
+    /// The rings (by file id) whose owner the kernel fixes, and by what (their SQ thread,
+    /// their submitter): [`check_placements`] keeps it.
+    fixed: BTreeMap<u32, &'static str>,
+    /// The layout of a plain ring by (SQ, CQ) sizes: one probe ring per sizes and run.
+    layouts: BTreeMap<(u32, u32), Params>,
 }
 
+/// Writes the image once, after the last task ([`check_placements`]): rewriting it per ring
+/// and per mapping cost a truncation each (`open` with `O_TRUNC` took up to 9 ms on this
+/// machine's ext4, and the frozen task waited).
 fn write_image(ctx: &mut dyn DumpContext) -> Result<(), PluginError> {
     let bytes = ctx.state::<DumpState>()?.image.encode_file();
     ctx.write_plugin_file(FILE, &bytes)
@@ -60,8 +69,17 @@ fn read_info(fd: &FdDesc) -> Result<RingInfo, PluginError> {
     fdinfo::parse(&text).map_err(|e| refuse(fd, format!("{path}: {e}"), "not an io_uring fd?"))
 }
 
-/// The layout of a plain ring of the same sizes: a ring of criu's own, closed at once.
-fn probe_layout(fd: &FdDesc, info: &RingInfo) -> Result<Params, PluginError> {
+/// The layout of a plain ring of the same sizes: a ring of criu's own, closed at once,
+/// once per sizes and dump.
+fn probe_layout(
+    ctx: &mut dyn DumpContext,
+    fd: &FdDesc,
+    info: &RingInfo,
+) -> Result<Params, PluginError> {
+    let key = (info.sq_entries, info.cq_entries);
+    if let Some(p) = ctx.state::<DumpState>()?.layouts.get(&key) {
+        return Ok(*p);
+    }
     let mut p = Params::default();
     if info.cq_entries != 2 * info.sq_entries {
         p.flags |= uapi::SETUP_CQSIZE;
@@ -75,15 +93,17 @@ fn probe_layout(fd: &FdDesc, info: &RingInfo) -> Result<Params, PluginError> {
         source: e.into(),
     })?;
     drop(probe);
+    ctx.state::<DumpState>()?.layouts.insert(key, p);
     Ok(p)
 }
 
 /// The setup flags the kernel lets an outsider see: SQPOLL (and its CPU), CQSIZE,
-/// SINGLE_ISSUER (registrations refused to others), DEFER_TASKRUN (waits refused to others).
-fn setup_flags(fd: &FdDesc, info: &RingInfo) -> Result<(u32, u32, i32), PluginError> {
+/// SINGLE_ISSUER (registrations refused to others), DEFER_TASKRUN (waits refused to others);
+/// and the process of the SQ thread.
+fn setup_flags(fd: &FdDesc, info: &RingInfo) -> Result<(u32, u32, Option<i32>), PluginError> {
     let mut flags = 0;
     let mut cpu = 0;
-    let mut owner = fd.pid;
+    let mut owner = None;
     if info.cq_entries != 2 * info.sq_entries {
         flags |= uapi::SETUP_CQSIZE;
     }
@@ -95,9 +115,11 @@ fn setup_flags(fd: &FdDesc, info: &RingInfo) -> Result<(u32, u32, i32), PluginEr
                 .lines()
                 .find_map(|l| l.strip_prefix(k).map(|v| v.trim().to_string()))
         };
-        owner = field("Tgid:")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(fd.pid);
+        owner = Some(
+            field("Tgid:")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(fd.pid),
+        );
         // An SQ thread pinned to one CPU was created with IORING_SETUP_SQ_AFF.
         if let Some(c) = field("Cpus_allowed_list:").and_then(|v| v.parse::<u32>().ok()) {
             flags |= uapi::SETUP_SQ_AFF;
@@ -130,10 +152,17 @@ fn page_up(n: u64) -> u64 {
     n.div_ceil(4096) * 4096
 }
 
-/// The holder's mappings of the ring must have a plain ring's sizes: a ring set up with
+/// Every mapping of the ring in the tree must have a plain ring's sizes: a ring set up with
 /// 128-byte SQEs, 32-byte CQEs or without an SQ array maps more or less.
-fn check_mapped_sizes(fd: &FdDesc, p: &Params) -> Result<(), PluginError> {
-    for (start, end, pgoff) in ring_maps(fd.pid, fd.stat.ino)? {
+fn check_mapped_sizes(ctx: &dyn DumpContext, fd: &FdDesc, p: &Params) -> Result<(), PluginError> {
+    let mut maps = Vec::new();
+    for t in ctx.tasks() {
+        maps.extend(ring_maps(t.pid, fd.stat.ino)?);
+    }
+    if ctx.tasks().is_empty() {
+        maps = ring_maps(fd.pid, fd.stat.ino)?;
+    }
+    for (start, end, pgoff) in maps {
         let want = match pgoff {
             uapi::OFF_SQ_RING => p.sq_ring_len(),
             uapi::OFF_CQ_RING => p.cq_ring_len(),
@@ -248,6 +277,27 @@ fn check_restorable(fd: &FdDesc, info: &RingInfo, dropped: u32) -> Result<(), Pl
     Ok(())
 }
 
+/// A ring set up with `IORING_SETUP_NO_SQARRAY` (liburing 2.6 and later set it by default)
+/// shows that flag nowhere, and its memory is a plain ring's but for the SQ array; restored
+/// as a plain ring, the kernel would take every SQE index from an array of zeros. liburing
+/// and the `io-uring` crate fill the array of a plain ring with the identity at setup, so
+/// an array of zeros (with room for more than one SQE) is taken for NO_SQARRAY and refused.
+fn check_sq_array(fd: &FdDesc, p: &Params, rings: &[u8]) -> Result<(), PluginError> {
+    let at = p.sq_off.array as usize;
+    let array = rings.get(at..at + 4 * p.sq_entries as usize);
+    if p.sq_entries >= 2 && array.is_some_and(|a| a.iter().all(|&b| b == 0)) {
+        return Err(refuse(
+            fd,
+            "its SQ array is all zeros: a ring set up with IORING_SETUP_NO_SQARRAY (which shows \
+             nowhere), or one that submitted SQE 0 only"
+                .into(),
+            "rings without an SQ array are not supported: set the ring up without \
+             IORING_SETUP_NO_SQARRAY (and fill its SQ array)",
+        ));
+    }
+    Ok(())
+}
+
 /// The restore replays every request the ring consumed: refuse what would take more than
 /// about a second.
 fn check_replay(fd: &FdDesc, info: &RingInfo, flags: u32) -> Result<(), PluginError> {
@@ -282,8 +332,8 @@ pub fn dump_file(
     id: u32,
 ) -> Result<FileEntry, PluginError> {
     let info = read_info(fd)?;
-    let p = probe_layout(fd, &info)?;
-    check_mapped_sizes(fd, &p)?;
+    let p = probe_layout(ctx, fd, &info)?;
+    check_mapped_sizes(ctx, fd, &p)?;
     if p.features & uapi::FEAT_SINGLE_MMAP == 0 {
         return Err(refuse(
             fd,
@@ -291,7 +341,21 @@ pub fn dump_file(
             "needs IORING_FEAT_SINGLE_MMAP (Linux 5.4+)",
         ));
     }
-    // A ring criu restored (NO_MMAP) cannot be mapped: its memory is the task's.
+    // The task the ring is set up in again: the SQ thread's process, a SINGLE_ISSUER
+    // ring's submitter (found among the ring's holders), else chosen by its mappings.
+    let (flags, sq_thread_cpu, sq_owner) = setup_flags(fd, &info)?;
+    let mut eventfd_answer = None;
+    let fixed = match sq_owner {
+        Some(pid) => Some((pid, "SQ thread")),
+        None if flags & uapi::SETUP_SINGLE_ISSUER != 0 => {
+            let holders = crate::shared::holders(ctx, fd.stat.ino);
+            let (pid, answer) = crate::shared::submitter(ctx, fd, &holders)?;
+            eventfd_answer = Some(answer);
+            Some((pid, "submitter (IORING_SETUP_SINGLE_ISSUER)"))
+        }
+        None => None,
+    };
+    // A ring criu restored (NO_MMAP) cannot be mapped: its memory is a task's.
     let (sq, sqes) = match ringmem::map(fd, uapi::OFF_SQ_RING, p.sq_ring_len()) {
         Some(sq) => {
             let sqes = ringmem::map(fd, uapi::OFF_SQES, p.sqes_len()).ok_or_else(|| {
@@ -303,24 +367,20 @@ pub fn dump_file(
             })?;
             (sq, sqes)
         }
-        None => ringmem::find_in_task(ctx, fd, &info, &p)?,
+        None => ringmem::find_in_tree(ctx, fd, &info, &p, fixed)?,
+    };
+    let owner = match (&sq, fixed) {
+        (RingMem::Task { pid, .. }, _) => *pid,
+        (_, Some((pid, _))) => pid,
+        _ => fd.pid,
     };
     let info = settle(ctx, fd, &sq, &p)?;
     let dropped = sq.load(ctx, p.sq_off.dropped)?;
     check_restorable(fd, &info, dropped)?;
-    let (flags, sq_thread_cpu, owner) = setup_flags(fd, &info)?;
-    if sq.user_addr() != 0 && owner != fd.pid {
-        return Err(refuse(
-            fd,
-            format!(
-                "its memory is in pid {}, its SQ thread in pid {owner}",
-                fd.pid
-            ),
-            "only rings whose SQ thread belongs to the task that maps them are supported",
-        ));
-    }
     check_replay(fd, &info, flags)?;
-    crate::registered::check_hidden(ctx, fd)?;
+    crate::registered::check_hidden(ctx, fd, eventfd_answer)?;
+    let sq_ring = sq.snapshot(ctx)?;
+    check_sq_array(fd, &p, &sq_ring)?;
     let files = crate::registered::dump_files(ctx, fd, &info)?;
     let ring = RingEntry {
         file_id: id,
@@ -332,7 +392,7 @@ pub fn dump_file(
         sq_thread_cpu,
         sq_head: info.cached_sq_head,
         cq_tail: info.cached_cq_tail,
-        sq_ring: sq.snapshot(ctx)?,
+        sq_ring,
         cq_ring: Vec::new(),
         sqes: sqes.snapshot(ctx)?,
         user_rings: sq.user_addr(),
@@ -351,8 +411,11 @@ pub fn dump_file(
         cq_tail = ring.cq_tail,
         "io_uring ring"
     );
-    ctx.state::<DumpState>()?.image.rings.push(ring);
-    write_image(ctx)?;
+    let state = ctx.state::<DumpState>()?;
+    state.image.rings.push(ring);
+    if let Some((_, why)) = fixed {
+        state.fixed.insert(id, why);
+    }
     Ok(FileEntry {
         r#type: FdTypes::Ext as i32,
         id,
@@ -393,15 +456,15 @@ pub fn dump_vma(ctx: &mut dyn DumpContext, vma: &VmaDesc) -> Result<(), PluginEr
         prot: vma.prot,
         inode,
     });
-    write_image(ctx)
+    Ok(())
 }
 
-/// After the last task: every ring must be mapped once, as one rings mapping and one SQE
-/// mapping in one task (its restore puts the ring's memory there, see the README), and
-/// every mapped ring must have been dumped through an fd. The task that maps a ring sets
-/// it up again at restore.
+/// After the last task: every ring mapped from its fd must be mapped once (rings + SQEs)
+/// in each task that maps it, one of them its owner (see [`crate::shared`]); every mapped
+/// ring must have been dumped through an fd.
 pub fn check_placements(ctx: &mut dyn DumpContext) -> Result<(), PluginError> {
-    let img = &mut ctx.state::<DumpState>()?.image;
+    let state = ctx.state::<DumpState>()?;
+    let img = &mut state.image;
     if img.rings.is_empty() && img.vmas.is_empty() {
         // No ring in the tree: no file, so the images do not need this plugin.
         return Ok(());
@@ -420,43 +483,10 @@ pub fn check_placements(ctx: &mut dyn DumpContext) -> Result<(), PluginError> {
     }
     for r in &mut img.rings {
         if r.user_rings != 0 {
-            // A ring criu restored: its memory is the holder's memfd mappings, dumped as such.
+            // A ring criu restored: its memory is memfd mappings, dumped as such.
             continue;
         }
-        let maps: Vec<&VmaEntry> = img.vmas.iter().filter(|v| v.inode == r.inode).collect();
-        let of = |off| maps.iter().filter(|v| v.pgoff == off).count();
-        let one_task = maps.windows(2).all(|w| w[0].pid == w[1].pid);
-        let pid = maps.first().map_or(r.owner, |v| v.pid);
-        let sqpoll_elsewhere = r.flags & uapi::SETUP_SQPOLL != 0 && pid != r.owner;
-        if of(uapi::OFF_SQ_RING) != 1
-            || of(uapi::OFF_SQES) != 1
-            || maps.len() != 2
-            || !one_task
-            || sqpoll_elsewhere
-        {
-            let list: Vec<String> = maps
-                .iter()
-                .map(|v| {
-                    format!(
-                        "pid {} {:#x}-{:#x} offset {:#x}",
-                        v.pid, v.start, v.end, v.pgoff
-                    )
-                })
-                .collect();
-            return Err(PluginError::Unsupported {
-                resource: format!(
-                    "io_uring ring (file id {}) mapped as [{}]{}",
-                    r.file_id,
-                    list.join(", "),
-                    if sqpoll_elsewhere { format!(", its SQ thread in pid {}", r.owner) } else { String::new() }
-                ),
-                pid,
-                hint: "only rings mapped once (rings + SQEs, IORING_FEAT_SINGLE_MMAP) by one task, the one \
-                       that set them up, are supported"
-                    .into(),
-            });
-        }
-        r.owner = pid;
+        crate::shared::place(r, &img.vmas, state.fixed.get(&r.file_id).copied())?;
     }
     write_image(ctx)
 }

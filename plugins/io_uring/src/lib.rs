@@ -32,6 +32,7 @@ mod remote;
 mod replay;
 pub mod restore;
 mod ringmem;
+mod shared;
 mod uapi;
 
 use std::os::fd::OwnedFd;

@@ -156,8 +156,18 @@ fn eventfd_probe(ctx: &mut dyn DumpContext, fd: &FdDesc) -> Result<Errno, Plugin
 
 /// Refuses a ring with an eventfd registered (which eventfd shows nowhere); warns about
 /// what the kernel hides (personalities, and an eventfd when even the probe is refused).
-pub fn check_hidden(ctx: &mut dyn DumpContext, fd: &FdDesc) -> Result<(), PluginError> {
-    match eventfd_probe(ctx, fd)? {
+/// `known`: the probe's answer when it was already asked (a SINGLE_ISSUER ring's submitter
+/// was found with it, [`crate::shared::submitter`]).
+pub fn check_hidden(
+    ctx: &mut dyn DumpContext,
+    fd: &FdDesc,
+    known: Option<Errno>,
+) -> Result<(), PluginError> {
+    let answer = match known {
+        Some(a) => a,
+        None => eventfd_probe(ctx, fd)?,
+    };
+    match answer {
         Errno::EFAULT => {}
         Errno::EBUSY => {
             return Err(refuse(

@@ -34,9 +34,20 @@ impl Task<'_, '_> {
             .map(|_| ())
     }
 
-    /// One page of private scratch memory in the task.
-    pub fn scratch_page(&mut self) -> Result<u64, PluginError> {
-        self.scratch(4096)
+    /// A duplicate of criu's fd `fd` in the task, at the lowest free fd number (`pidfd_open`
+    /// of criu + `pidfd_getfd`, the same open file description); the caller closes it.
+    pub fn take_fd(&mut self, fd: i32) -> Result<u64, PluginError> {
+        let me = std::process::id() as u64;
+        let pidfd = self.sys("pidfd_open", libc::SYS_pidfd_open, [me, 0, 0, 0, 0, 0])?;
+        let got = self.sys(
+            "pidfd_getfd",
+            libc::SYS_pidfd_getfd,
+            [pidfd, fd as u64, 0, 0, 0, 0],
+        );
+        let closed = self.close(pidfd);
+        let got = got?;
+        closed?;
+        Ok(got)
     }
 
     /// `len` bytes (whole pages) of private scratch memory in the task.
@@ -53,11 +64,6 @@ impl Task<'_, '_> {
                 0,
             ],
         )
-    }
-
-    /// Unmaps a page from [`Task::scratch_page`].
-    pub fn unmap_page(&mut self, addr: u64) -> Result<(), PluginError> {
-        self.unmap(addr, 4096)
     }
 
     /// Unmaps scratch memory from [`Task::scratch`].

@@ -100,21 +100,13 @@ pub fn replay(
     let restricted = uapi::SETUP_SQPOLL | uapi::SETUP_SINGLE_ISSUER | uapi::SETUP_DEFER_TASKRUN;
     let mut who = Submitter::Criu;
     if ring.flags & restricted != 0 {
-        let me = std::process::id() as u64;
         let mut call = |nr, args| ctx.remote_syscall(at.pid, nr, args);
-        let mut t = Task {
+        let tfd = Task {
             tid: at.pid,
             call: &mut call,
-        };
-        let pidfd = t.sys("pidfd_open", libc::SYS_pidfd_open, [me, 0, 0, 0, 0, 0])?;
-        let tfd = t.sys(
-            "pidfd_getfd",
-            libc::SYS_pidfd_getfd,
-            [pidfd, fd.as_raw_fd() as u64, 0, 0, 0, 0],
-        );
-        let closed = t.close(pidfd);
-        who = Submitter::Owner { tfd: tfd? };
-        closed?;
+        }
+        .take_fd(fd.as_raw_fd())?;
+        who = Submitter::Owner { tfd };
     }
     let started = Instant::now();
     let mut mem = Mem { ctx, at, ring };

@@ -125,55 +125,80 @@ pub struct Placement {
     pub sqes: u64,
     /// The core's placeholders (anonymous shared memory) to be replaced by named memfd
     /// mappings, with their lengths; `None` when the memory is already one (a ring criu
-    /// restored before, its memfds restored by the core).
+    /// restored before, its memfds restored by the core, in every task mapping it).
     pub placeholders: Option<(u64, u64)>,
 }
 
-/// The dumped mappings of `ring`: the rings' and the SQEs' (checked at dump: one each, in
-/// the owner).
+/// Where another task sharing the ring maps it (a child forked after the ring's setup):
+/// the same memfds go over its placeholders.
+#[derive(Debug, Clone, Copy)]
+struct Mirror {
+    /// The task (restored pid).
+    pid: i32,
+    /// Its rings mapping: address and protection.
+    rings: (u64, u32),
+    /// Its SQE mapping.
+    sqes: (u64, u32),
+}
+
+/// The dumped mappings of `ring`: the rings' and the SQEs' in its owner, and those of the
+/// other tasks mapping it (checked at dump: one each per task, one task the owner).
 fn placement(
     ctx: &dyn RestoreContext,
     img: &UringImage,
     ring: &RingEntry,
-) -> Result<Placement, PluginError> {
+) -> Result<(Placement, Vec<Mirror>), PluginError> {
     if ring.user_rings != 0 {
-        return Ok(Placement {
-            pid: restored(ctx, ring.owner),
-            rings: ring.user_rings,
-            sqes: ring.user_sqes,
-            placeholders: None,
-        });
-    }
-    let find = |off: u64| {
-        img.vmas
-            .iter()
-            .find(|v| v.inode == ring.inode && v.pgoff == off)
-            .ok_or_else(|| {
-                PluginError::bad_image(
-                    FILE,
-                    format!(
-                        "ring of file id {}: no mapping at offset {off:#x}",
-                        ring.file_id
-                    ),
-                )
-            })
-    };
-    let (r, s) = (find(uapi::OFF_SQ_RING)?, find(uapi::OFF_SQES)?);
-    if r.pid != s.pid || r.pid != ring.owner {
-        return Err(PluginError::bad_image(
-            FILE,
-            format!(
-                "ring of file id {}: mapped in pids {} and {}, owned by {}",
-                ring.file_id, r.pid, s.pid, ring.owner
-            ),
+        return Ok((
+            Placement {
+                pid: restored(ctx, ring.owner),
+                rings: ring.user_rings,
+                sqes: ring.user_sqes,
+                placeholders: None,
+            },
+            Vec::new(),
         ));
     }
-    Ok(Placement {
-        pid: restored(ctx, r.pid),
-        rings: r.start,
-        sqes: s.start,
-        placeholders: Some((r.end - r.start, s.end - s.start)),
-    })
+    let bad = |what: String| {
+        PluginError::bad_image(FILE, format!("ring of file id {}: {what}", ring.file_id))
+    };
+    let maps: Vec<_> = img.vmas.iter().filter(|v| v.inode == ring.inode).collect();
+    let find = |pid: i32, off: u64| {
+        maps.iter()
+            .find(|v| v.pid == pid && v.pgoff == off)
+            .ok_or_else(|| bad(format!("no mapping at offset {off:#x} in pid {pid}")))
+    };
+    let (r, s) = (
+        find(ring.owner, uapi::OFF_SQ_RING)?,
+        find(ring.owner, uapi::OFF_SQES)?,
+    );
+    let mut mirrors = Vec::new();
+    for v in maps
+        .iter()
+        .filter(|v| v.pid != ring.owner && v.pgoff == uapi::OFF_SQ_RING)
+    {
+        let sq = find(v.pid, uapi::OFF_SQES)?;
+        if (v.end - v.start, sq.end - sq.start) != (r.end - r.start, s.end - s.start) {
+            return Err(bad(format!(
+                "pid {} maps it with other sizes than its owner, pid {}",
+                v.pid, ring.owner
+            )));
+        }
+        mirrors.push(Mirror {
+            pid: restored(ctx, v.pid),
+            rings: (v.start, v.prot),
+            sqes: (sq.start, sq.prot),
+        });
+    }
+    Ok((
+        Placement {
+            pid: restored(ctx, r.pid),
+            rings: r.start,
+            sqes: s.start,
+            placeholders: Some((r.end - r.start, s.end - s.start)),
+        },
+        mirrors,
+    ))
 }
 
 fn restore_ring(
@@ -182,8 +207,8 @@ fn restore_ring(
     ring: &RingEntry,
     pid: i32,
 ) -> Result<(), PluginError> {
-    let at = placement(ctx, img, ring)?;
-    let (fd, p) = setup_in_task(ctx, ring, at)?;
+    let (at, mirrors) = placement(ctx, img, ring)?;
+    let (fd, p) = setup_in_task(ctx, ring, at, &mirrors)?;
     let want = (ring.sq_ring.len() as u64, ring.sqes.len() as u64);
     if (p.sq_ring_len(), p.sqes_len()) != want {
         return Err(PluginError::bad_image(
@@ -198,7 +223,7 @@ fn restore_ring(
             ),
         ));
     }
-    install_everywhere(ctx, ring.file_id, &fd)?;
+    install_everywhere(ctx, ring.file_id, &fd, at.pid)?;
     crate::replay::replay(ctx, ring, &p, &fd, at)?;
     tracing::debug!(
         pid,
@@ -213,12 +238,14 @@ fn restore_ring(
 /// Remote `io_uring_setup` in the task with the dumped parameters, its rings in the task's
 /// memory at the dumped addresses (`IORING_SETUP_NO_MMAP` over the core's placeholders:
 /// the kernel refuses to map a ring at an address the program chooses, `MAP_FIXED` and
-/// `mremap` alike); returns criu's duplicate of the new ring (closed in the task: it gets
-/// the ring at its own fd numbers) and the parameters the kernel filled in.
+/// `mremap` alike), the same memory mapped in the `mirrors` too; the new ring is put at
+/// the task's own fds of it; returns criu's duplicate of the ring and the parameters the
+/// kernel filled in.
 fn setup_in_task(
     ctx: &mut dyn RestoreContext,
     ring: &RingEntry,
     at: Placement,
+    mirrors: &[Mirror],
 ) -> Result<(OwnedFd, Params), PluginError> {
     let pid = at.pid;
     let mut p = Params {
@@ -230,133 +257,161 @@ fn setup_in_task(
     };
     p.sq_off.user_addr = at.sqes;
     p.cq_off.user_addr = at.rings;
-    let mut call = |nr, args| ctx.remote_syscall(pid, nr, args);
-    let mut t = Task {
-        tid: pid,
-        call: &mut call,
-    };
-    let page = t.scratch_page()?;
-    let r = (|| {
-        match at.placeholders {
-            Some((rings_len, sqes_len)) => {
-                memfd_over(
+    match at.placeholders {
+        Some((rings_len, sqes_len)) => {
+            let rw = (libc::PROT_READ | libc::PROT_WRITE) as u32;
+            let rings = new_memfd(&memfd_name(at.rings, "rings"), rings_len)?;
+            let sqes = new_memfd(&memfd_name(at.rings, "sqes"), sqes_len)?;
+            let mut places = vec![(pid, (at.rings, rw), (at.sqes, rw))];
+            places.extend(mirrors.iter().map(|m| (m.pid, m.rings, m.sqes)));
+            for (task, r, s) in places {
+                map_shared(
                     ctx,
-                    pid,
-                    page,
-                    at.rings,
-                    rings_len,
-                    &memfd_name(at.rings, "rings"),
+                    task,
+                    [(&rings, r.0, rings_len, r.1), (&sqes, s.0, sqes_len, s.1)],
                 )?;
-                memfd_over(
-                    ctx,
-                    pid,
-                    page,
-                    at.sqes,
-                    sqes_len,
-                    &memfd_name(at.rings, "sqes"),
-                )?;
-            }
-            None => {
-                // The dumped ring memory is there: the new ring starts from zeroed memory,
-                // brought to the dumped state by the replay.
-                ctx.write_task_memory(pid, at.rings, &vec![0; ring.sq_ring.len()])?;
-                ctx.write_task_memory(pid, at.sqes, &vec![0; ring.sqes.len()])?;
             }
         }
-        ctx.write_task_memory(pid, page, &p.to_bytes())?;
+        None => {
+            // The dumped ring memory is there: the new ring starts from zeroed memory,
+            // brought to the dumped state by the replay.
+            ctx.write_task_memory(pid, at.rings, &vec![0; ring.sq_ring.len()])?;
+            ctx.write_task_memory(pid, at.sqes, &vec![0; ring.sqes.len()])?;
+        }
+    }
+    // The parameters go in and out through the SQE array's first page (the task's, at
+    // least a page long), filled by the replay afterwards: no scratch mapping to make.
+    ctx.write_task_memory(pid, at.sqes, &p.to_bytes())?;
+    let mut call = |nr, args| ctx.remote_syscall(pid, nr, args);
+    let nfd = Task {
+        tid: pid,
+        call: &mut call,
+    }
+    .sys(
+        "io_uring_setup",
+        libc::SYS_io_uring_setup,
+        [u64::from(ring.sq_entries), at.sqes, 0, 0, 0, 0],
+    )?;
+    let mut b = [0u8; 120];
+    let files = ctx
+        .state::<RestoreState>()?
+        .files
+        .remove(&ring.file_id)
+        .unwrap_or_default();
+    let got = ctx
+        .read_task_memory(pid, at.sqes, &mut b)
+        .and_then(|()| crate::registered::register_in_task(ctx, pid, nfd, ring, files))
+        .and_then(|()| ctx.dup_task_fd(pid, nfd as i32))
+        .and_then(|fd| own_fds(ctx, pid, ring.file_id, nfd).map(|()| fd));
+    let mut call = |nr, args| ctx.remote_syscall(pid, nr, args);
+    let closed = Task {
+        tid: pid,
+        call: &mut call,
+    }
+    .close(nfd);
+    let fd = got?;
+    closed?;
+    Ok((fd, Params::from_bytes(&b)))
+}
+
+/// Puts the ring, fd `nfd` of task `pid` that set it up, at that task's fds of file id
+/// `id` (remote `dup3` over the stand-ins; other tasks get it in [`install_everywhere`]).
+fn own_fds(ctx: &mut dyn RestoreContext, pid: i32, id: u32, nfd: u64) -> Result<(), PluginError> {
+    for tfd in ctx.task_fds(pid)? {
+        if tfd.id != id {
+            continue;
+        }
+        let flags = if tfd.cloexec {
+            libc::O_CLOEXEC as u64
+        } else {
+            0
+        };
         let mut call = |nr, args| ctx.remote_syscall(pid, nr, args);
-        let nfd = Task {
+        Task {
             tid: pid,
             call: &mut call,
         }
         .sys(
-            "io_uring_setup",
-            libc::SYS_io_uring_setup,
-            [u64::from(ring.sq_entries), page, 0, 0, 0, 0],
+            "dup3 (ring at its fd)",
+            libc::SYS_dup3,
+            [nfd, tfd.fd as u64, flags, 0, 0, 0],
         )?;
-        let mut b = [0u8; 120];
-        let files = ctx
-            .state::<RestoreState>()?
-            .files
-            .remove(&ring.file_id)
-            .unwrap_or_default();
-        let got = ctx
-            .read_task_memory(pid, page, &mut b)
-            .and_then(|()| crate::registered::register_in_task(ctx, pid, nfd, ring, files))
-            .and_then(|()| ctx.dup_task_fd(pid, nfd as i32));
-        let mut call = |nr, args| ctx.remote_syscall(pid, nr, args);
-        let closed = Task {
-            tid: pid,
-            call: &mut call,
-        }
-        .close(nfd);
-        let fd = got?;
-        closed?;
-        Ok((fd, Params::from_bytes(&b)))
-    })();
-    let mut call = |nr, args| ctx.remote_syscall(pid, nr, args);
-    let unmapped = Task {
-        tid: pid,
-        call: &mut call,
     }
-    .unmap_page(page);
-    let r = r?;
-    unmapped?;
-    Ok(r)
+    Ok(())
 }
 
-/// Maps a new memfd named `name` (its name written at `page`) over the `len` bytes at
-/// `addr` in task `pid`: the ring's memory then shows in maps under a name a later dump
-/// finds it by ([`crate::ringmem`]).
-fn memfd_over(
+/// A new memfd of criu named `name`, `len` bytes long: ring memory shared by every task
+/// mapping the ring, shown in their maps under a name a later dump finds it by
+/// ([`crate::ringmem`]).
+fn new_memfd(name: &str, len: u64) -> Result<OwnedFd, PluginError> {
+    let fail = |op, e: nix::errno::Errno| PluginError::Path {
+        path: format!("memfd:{name}").into(),
+        op,
+        source: e.into(),
+    };
+    let fd = nix::sys::memfd::memfd_create(name, nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
+        .map_err(|e| fail("memfd_create", e))?;
+    nix::unistd::ftruncate(&fd, len as i64).map_err(|e| fail("ftruncate", e))?;
+    Ok(fd)
+}
+
+/// Maps criu's memfds shared in task `pid`, each (memfd, address, length, protection), over
+/// what is there (the core's placeholders): one `pidfd_open` of criu for all.
+fn map_shared(
     ctx: &mut dyn RestoreContext,
     pid: i32,
-    page: u64,
-    addr: u64,
-    len: u64,
-    name: &str,
+    maps: [(&OwnedFd, u64, u64, u32); 2],
 ) -> Result<(), PluginError> {
-    let mut cname = name.as_bytes().to_vec();
-    cname.push(0);
-    ctx.write_task_memory(pid, page, &cname)?;
+    use std::os::fd::AsRawFd;
     let mut call = |nr, args| ctx.remote_syscall(pid, nr, args);
     let mut t = Task {
         tid: pid,
         call: &mut call,
     };
-    let mfd = t.sys(
-        "memfd_create",
-        libc::SYS_memfd_create,
-        [page, libc::MFD_CLOEXEC as u64, 0, 0, 0, 0],
-    )?;
-    let r = t
-        .sys("ftruncate", libc::SYS_ftruncate, [mfd, len, 0, 0, 0, 0])
-        .and_then(|_| {
-            t.sys(
-                "mmap (ring memory)",
-                libc::SYS_mmap,
-                [
-                    addr,
-                    len,
-                    (libc::PROT_READ | libc::PROT_WRITE) as u64,
-                    (libc::MAP_SHARED | libc::MAP_FIXED) as u64,
-                    mfd,
-                    0,
-                ],
+    let me = std::process::id() as u64;
+    let pidfd = t.sys("pidfd_open", libc::SYS_pidfd_open, [me, 0, 0, 0, 0, 0])?;
+    let mut r = Ok(());
+    for (mfd, addr, len, prot) in maps {
+        r = t
+            .sys(
+                "pidfd_getfd",
+                libc::SYS_pidfd_getfd,
+                [pidfd, mfd.as_raw_fd() as u64, 0, 0, 0, 0],
             )
-        });
-    let closed = t.close(mfd);
+            .and_then(|tfd| {
+                let m = t.sys(
+                    "mmap (ring memory)",
+                    libc::SYS_mmap,
+                    [
+                        addr,
+                        len,
+                        u64::from(prot),
+                        (libc::MAP_SHARED | libc::MAP_FIXED) as u64,
+                        tfd,
+                        0,
+                    ],
+                );
+                let closed = t.close(tfd);
+                m.and(closed)
+            });
+        if r.is_err() {
+            break;
+        }
+    }
+    let closed = t.close(pidfd);
     r?;
     closed
 }
 
-/// Puts the ring at every fd of every task that held file id `id` (over the stand-in).
+/// Puts the ring at every fd of every task but its owner `owner` (done in [`own_fds`])
+/// that held file id `id` (over the stand-in).
 fn install_everywhere(
     ctx: &mut dyn RestoreContext,
     id: u32,
     fd: &OwnedFd,
+    owner: i32,
 ) -> Result<(), PluginError> {
-    for task in ctx.tasks() {
+    for task in ctx.tasks().into_iter().filter(|t| t.pid != owner) {
         for tfd in ctx.task_fds(task.pid)? {
             if tfd.id == id {
                 ctx.install_fd(task.pid, fd.as_fd(), tfd.fd, tfd.cloexec)?;

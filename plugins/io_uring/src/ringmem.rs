@@ -72,80 +72,113 @@ impl RingMem {
     }
 }
 
-/// The rings and SQEs of a ring criu restored, in the holder's memory: the memfd mappings
-/// named by [`memfd_name`] whose ring header holds the ring's masks, sizes and counters as
-/// fdinfo shows them.
-pub fn find_in_task(
+/// The rings' memfd names in a `/proc/PID/maps` text: (start, address in the name, what).
+fn named_maps(text: &str) -> Vec<(u64, u64, u64, String)> {
+    text.lines()
+        .filter_map(|l| {
+            let w: Vec<&str> = l.split_ascii_whitespace().collect();
+            let start = u64::from_str_radix(w.first()?.split('-').next()?, 16).ok()?;
+            let inode: u64 = w.get(4)?.parse().ok()?;
+            let name = l
+                .split_once("/memfd:criu-rs-io_uring@")?
+                .1
+                .strip_suffix(" (deleted)")?;
+            let (at, what) = name.split_once(':')?;
+            Some((
+                start,
+                inode,
+                u64::from_str_radix(at, 16).ok()?,
+                what.to_string(),
+            ))
+        })
+        .collect()
+}
+
+/// The rings and SQEs of a ring criu restored, in the memory of a task of the tree: the
+/// memfd mappings named by [`memfd_name`] whose ring header holds the ring's masks, sizes
+/// and counters as fdinfo shows them. The rings and SQEs of one task are the pair named
+/// after the same address (the owner's at their restore: a task sharing the ring may map
+/// them elsewhere). `fixed`: the only task the memory may be in (its owner, and what ties
+/// it); else `fd.pid` is looked at first, then every task of the tree, and the first
+/// holding it is taken (tasks sharing the ring map the same memfds).
+pub fn find_in_tree(
     ctx: &mut dyn DumpContext,
     fd: &FdDesc,
     info: &RingInfo,
     p: &Params,
+    fixed: Option<(i32, &str)>,
 ) -> Result<(RingMem, RingMem), PluginError> {
-    let path = format!("/proc/{}/maps", fd.pid);
-    let text = std::fs::read_to_string(&path).map_err(|e| PluginError::Path {
-        path: path.clone().into(),
-        op: "read",
-        source: e,
-    })?;
-    let named: Vec<(u64, String)> = text
-        .lines()
-        .filter_map(|l| {
-            let start = u64::from_str_radix(l.split('-').next()?, 16).ok()?;
-            let name = l.split_once("/memfd:")?.1.strip_suffix(" (deleted)")?;
-            Some((start, name.to_string()))
-        })
-        .collect();
-    let mut found = Vec::new();
-    for (start, name) in &named {
-        if *name != memfd_name(*start, "rings") {
-            continue;
-        }
-        let Some((sqes, _)) = named.iter().find(|(_, n)| *n == memfd_name(*start, "sqes")) else {
-            continue;
-        };
-        let rings = RingMem::Task {
-            pid: fd.pid,
-            addr: *start,
-            len: p.sq_ring_len(),
-        };
-        let mut words = Vec::new();
-        for off in [
-            p.sq_off.ring_mask,
-            p.cq_off.ring_mask,
-            p.sq_off.tail,
-            p.cq_off.head,
-        ] {
-            words.push(rings.load(ctx, off)?);
-        }
-        let want = [
-            info.sq_entries - 1,
-            info.cq_entries - 1,
-            info.sq_tail,
-            info.cq_head,
-        ];
-        if words == want {
-            let sqes = RingMem::Task {
-                pid: fd.pid,
-                addr: *sqes,
-                len: p.sqes_len(),
+    let mut pids = vec![fixed.map_or(fd.pid, |f| f.0)];
+    if fixed.is_none() {
+        pids.extend(ctx.tasks().iter().map(|t| t.pid).filter(|&p| p != fd.pid));
+    }
+    // Distinct rings matching (by the memfd inode of their rings), the first task's memory.
+    let mut found: Vec<(u64, RingMem, RingMem)> = Vec::new();
+    for pid in pids {
+        let path = format!("/proc/{pid}/maps");
+        let text = std::fs::read_to_string(&path).map_err(|e| PluginError::Path {
+            path: path.clone().into(),
+            op: "read",
+            source: e,
+        })?;
+        let named = named_maps(&text);
+        for (start, inode, at, what) in &named {
+            if what != "rings" || found.iter().any(|f| f.0 == *inode) {
+                continue;
+            }
+            let Some((sqes, ..)) = named.iter().find(|n| n.2 == *at && n.3 == "sqes") else {
+                continue;
             };
-            found.push((rings, sqes));
+            let rings = RingMem::Task {
+                pid,
+                addr: *start,
+                len: p.sq_ring_len(),
+            };
+            let mut words = Vec::new();
+            for off in [
+                p.sq_off.ring_mask,
+                p.cq_off.ring_mask,
+                p.sq_off.tail,
+                p.cq_off.head,
+            ] {
+                words.push(rings.load(ctx, off)?);
+            }
+            let want = [
+                info.sq_entries - 1,
+                info.cq_entries - 1,
+                info.sq_tail,
+                info.cq_head,
+            ];
+            if words == want {
+                let sqes = RingMem::Task {
+                    pid,
+                    addr: *sqes,
+                    len: p.sqes_len(),
+                };
+                found.push((*inode, rings, sqes));
+            }
         }
     }
     let n = found.len();
     match found.pop() {
-        Some(r) if n == 1 => Ok(r),
+        Some((_, rings, sqes)) if n == 1 => Ok((rings, sqes)),
         _ => Err(PluginError::Unsupported {
             resource: format!(
                 "io_uring ring (fd {}) that cannot be mapped (IORING_SETUP_NO_MMAP)",
                 fd.fd
             ),
             pid: fd.pid,
-            hint: format!(
-                "{n} of the task's memory areas are this ring's: only NO_MMAP rings set up by \
-                 a criu restore (their memory in memfd mappings named criu-rs-io_uring@...) \
-                 are supported"
-            ),
+            hint: match fixed {
+                Some((pid, why)) if n == 0 => format!(
+                    "its {why} is in pid {pid}, which does not map its memory: the ring is set up \
+                     again there"
+                ),
+                _ => format!(
+                    "{n} rings' memory in the tree matches this ring's: only NO_MMAP rings set up \
+                     by a criu restore (their memory in memfd mappings named criu-rs-io_uring@...) \
+                     are supported"
+                ),
+            },
         }),
     }
 }
