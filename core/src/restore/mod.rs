@@ -47,6 +47,7 @@ mod cow;
 pub mod creds;
 mod error;
 mod fd_install;
+mod fd_lender;
 pub mod files;
 mod helpers;
 pub mod imgread;

@@ -32,6 +32,8 @@ pub struct Ctx {
     live: bool,
     kept: BTreeMap<String, OwnedFd>,
     options: criu_plugin_api::RestoreOptions,
+    /// Fd lenders by (uid, gid), for tasks that may not ptrace us; only while live.
+    lenders: BTreeMap<(u32, u32), super::fd_lender::FdLender>,
 }
 
 impl RestoreContext for Ctx {
@@ -122,11 +124,14 @@ impl RestoreContext for Ctx {
     ) -> Result<(), PluginError> {
         use std::os::fd::AsRawFd;
         self.live_pid(pid, "install_fd")?;
-        // The task fetches the fd from us (see fd_install). Needs the task to be allowed to
-        // ptrace us (before its credentials drop privileges).
+        // The task fetches the fd from us (see fd_install): it must be allowed to ptrace
+        // us. Once its credentials are restored it may not be (another uid, no
+        // CAP_SYS_PTRACE): then it fetches the fd from a lender of its own uid.
+        let refused = std::cell::Cell::new(false);
         let mut call = |nr: i64, args: [u64; 6], what: &str| -> Result<u64, PluginError> {
             let r = remote_syscall(pid, pid, nr, args)?;
             if (-4095..0).contains(&r) {
+                refused.set(nr == libc::SYS_pidfd_getfd && r == -i64::from(libc::EPERM));
                 return Err(task_err(
                     pid,
                     format!("remote {what} installing fd {target}"),
@@ -135,13 +140,43 @@ impl RestoreContext for Ctx {
             }
             Ok(r as u64)
         };
-        super::fd_install::install_via_pidfd(
+        let our_pid = u64::from(std::process::id());
+        let direct = super::fd_install::install_via_pidfd(
             &mut call,
-            u64::from(std::process::id()),
+            our_pid,
             fd.as_raw_fd(),
             target,
             cloexec,
-        )
+        );
+        if direct.is_ok() || !refused.get() {
+            return direct;
+        }
+        let lender_err = |e: std::io::Error| task_err(pid, format!("fd lender for fd {target}"), e);
+        let ids = super::fd_lender::real_ids(pid).map_err(lender_err)?;
+        let lender = match self.lenders.entry(ids) {
+            std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::btree_map::Entry::Vacant(v) => {
+                let lender = super::fd_lender::FdLender::spawn(ids).map_err(lender_err)?;
+                tracing::debug!(
+                    pid,
+                    uid = ids.0,
+                    gid = ids.1,
+                    lender = lender.pid(),
+                    "fd lender"
+                );
+                v.insert(lender)
+            }
+        };
+        let n = lender.lend(fd.as_raw_fd()).map_err(lender_err)?;
+        let r = super::fd_install::install_via_pidfd(
+            &mut call,
+            u64::from(lender.pid()),
+            n,
+            target,
+            cloexec,
+        );
+        let released = lender.release(n).map_err(lender_err);
+        r.and(released)
     }
 
     fn task_fds(&self, pid: i32) -> Result<Vec<TaskFd>, PluginError> {
@@ -251,6 +286,7 @@ impl<'p> PluginOpener<'p> {
             live: false,
             kept: BTreeMap::new(),
             options,
+            lenders: BTreeMap::new(),
         };
         // Refuse before any task exists when a VMA's plugin is missing. Images of builds
         // before plugin API 0.5 list the claims in a side file instead of the mm images.
@@ -365,6 +401,7 @@ impl FileOpener for PluginOpener<'_> {
             ),
         });
         self.ctx.live = false;
+        self.ctx.lenders.clear();
         r
     }
 
@@ -377,6 +414,7 @@ impl FileOpener for PluginOpener<'_> {
             None => Err(("criu", over())),
         };
         self.ctx.live = false;
+        self.ctx.lenders.clear();
         r
     }
 
