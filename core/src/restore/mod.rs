@@ -60,6 +60,7 @@ pub mod plugins;
 pub mod rebuild;
 pub mod regs;
 pub mod rexec;
+mod rseq_cs;
 pub mod seccomp;
 mod sessions;
 pub mod shmem;
@@ -384,6 +385,10 @@ fn restore_plan(
             stage: "finish",
             source,
         });
+    }
+    if let Err(e) = rseq_cs::restore_cs_pointers(plan) {
+        fail(opener, plan, &created);
+        return Err(e);
     }
     // Pending before detach: such tasks stop before running a single instruction. Tasks
     // dumped stopped (task_state 3) stop again with the signal that stopped them.
