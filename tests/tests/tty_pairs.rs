@@ -57,10 +57,12 @@ fn wait_line(report: &Path, prefix: &str, timeout: Duration) -> String {
     }
 }
 
-/// Builds the workload, starts it in its own session and dumps it (killed afterwards):
-/// (scratch, work dir, images dir, root pid, child pid, pty index).
+/// Builds the workload, starts it in its own session (as `uid` once the pair is set up, when
+/// given) and dumps it (killed afterwards): (scratch, work dir, images dir, root pid, child
+/// pid, pty index).
 fn dumped_pair(
     name: &str,
+    uid: Option<u32>,
 ) -> (
     ScratchDir,
     std::path::PathBuf,
@@ -83,7 +85,15 @@ fn dumped_pair(
     let work = dir.join("work");
     std::fs::create_dir(&work).unwrap();
     let report = work.join("report");
-    let root = spawn_bg("setsid", &[exe.to_str().unwrap(), work.to_str().unwrap()]);
+    let uid_arg = uid.map(|u| u.to_string());
+    if uid.is_some() {
+        // The workload writes its report after dropping to the uid.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&work, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let mut args = vec![exe.to_str().unwrap(), work.to_str().unwrap()];
+    args.extend(uid_arg.as_deref());
+    let root = spawn_bg("setsid", &args);
     let mut guard = TreeGuard::new([root]);
     let child: i32 = wait_line(&report, "child=", Duration::from_secs(10))["child=".len()..]
         .parse()
@@ -107,7 +117,7 @@ fn a_pty_pair_keeps_index_settings_ctty_and_queued_data() {
     if skip_unless_root(test) || !have_gcc(test) {
         return;
     }
-    let (_scratch, work, images, root, child, index) = dumped_pair("pty-pair");
+    let (_scratch, work, images, root, child, index) = dumped_pair("pty-pair", None);
 
     let mut ctx = plugin_support::DirContext::new(&images);
     let infos: Vec<TtyInfoEntry> =
@@ -147,6 +157,25 @@ fn a_pty_pair_keeps_index_settings_ctty_and_queued_data() {
     assert_eq!(result, "result ok", "{:?}", lines(&work.join("report")));
 }
 
+/// The tasks run as another uid (zdtm's default mode) and the leader holds `/dev/tty`: the
+/// tty plugin installs it after the credentials are restored, when the task may no longer
+/// take fds from criu itself (pidfd_getfd: EPERM; the core's fd lender of the task's uid).
+#[test]
+fn a_pty_pair_of_another_uid_is_restored() {
+    let test = "a_pty_pair_of_another_uid_is_restored";
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    if skip_unless_root(test) || !have_gcc(test) {
+        return;
+    }
+    let (_scratch, work, images, root, child, _index) = dumped_pair("pty-uid", Some(65534));
+    let _restored = restore_detached(&images, root, [child]);
+    let status = std::fs::read_to_string(format!("/proc/{root}/status")).unwrap();
+    assert!(status.contains("Uid:\t65534\t65534\t65534"), "{status}");
+    std::fs::write(work.join("go"), "").unwrap();
+    let result = wait_line(&work.join("report"), "result ", Duration::from_secs(30));
+    assert_eq!(result, "result ok", "{:?}", lines(&work.join("report")));
+}
+
 #[test]
 fn a_taken_pty_index_is_named() {
     let test = "a_taken_pty_index_is_named";
@@ -154,7 +183,7 @@ fn a_taken_pty_index_is_named() {
     if skip_unless_root(test) || !have_gcc(test) {
         return;
     }
-    let (_scratch, _work, images, root, child, index) = dumped_pair("pty-taken");
+    let (_scratch, _work, images, root, child, index) = dumped_pair("pty-taken", None);
     // Hold /dev/pts/<index> ourselves: open masters until we have it.
     let mut held = Vec::new();
     loop {

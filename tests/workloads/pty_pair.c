@@ -8,7 +8,10 @@
  * (master's input, "world\r\n" after ONLCR). Writes "child=PID" and "ready index=N" to
  * DIR/report, waits for DIR/go, then checks everything again: same /dev/pts/N, termios,
  * window size, packet mode, controlling terminal, the queued data read exactly once each
- * way, and a new exchange both ways. Writes "result ok" or "result FAIL ...". */
+ * way, and a new exchange both ways. Writes "result ok" or "result FAIL ...".
+ * pty_pair DIR UID: the same, run as UID (uid and gid) once the pair is set up, before the
+ * fork, with /dev/tty open too (restored by opening it in the session and installing it in
+ * the task after its credentials are restored); checks it is the terminal of its session. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -17,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <grp.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -78,7 +82,7 @@ static int expect(int fd, const char *want, int len, const char *what)
 
 int main(int argc, char **argv)
 {
-	int m, s1, s2, one = 1, pkt = 0, n;
+	int m, s1, s2, one = 1, pkt = 0, n, devtty = -1;
 	unsigned int index, after;
 	char go[4096], name[64];
 	struct termios t, t2;
@@ -104,6 +108,14 @@ int main(int argc, char **argv)
 	t.c_cc[VERASE] = 8;
 	if (tcsetattr(s1, TCSANOW, &t) || ioctl(s1, TIOCSWINSZ, &ws) || ioctl(m, TIOCPKT, &one))
 		FAIL("settings");
+	if (argc > 2) {
+		unsigned int uid = atoi(argv[2]);
+		devtty = open("/dev/tty", O_RDWR);
+		if (devtty < 0)
+			FAIL("open /dev/tty");
+		if (setgroups(0, NULL) || setresgid(uid, uid, uid) || setresuid(uid, uid, uid))
+			FAIL("drop to uid %u", uid);
+	}
 	child = fork();
 	if (child == 0) {
 		int keep = dup(m);
@@ -134,6 +146,13 @@ int main(int argc, char **argv)
 		FAIL("packet mode off");
 	if (ioctl(s1, TIOCGSID, &sid) || sid != getsid(0))
 		FAIL("%s is not the controlling terminal of session %d", name, getsid(0));
+	if (devtty >= 0) {
+		struct stat st;
+		pid_t tsid;
+		if (fstat(devtty, &st) || st.st_rdev != makedev(5, 0) || ioctl(devtty, TIOCGSID, &tsid) ||
+		    tsid != getsid(0))
+			FAIL("/dev/tty is not the terminal of session %d", getsid(0));
+	}
 	if (expect(s1, "hello\n", 6, "queued for the slave"))
 		return 1;
 	if (expect(m, "\0world\r\n", 8, "queued for the master"))

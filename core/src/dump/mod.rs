@@ -65,6 +65,7 @@ pub mod ns;
 pub mod pages;
 mod process;
 pub mod remote_ops;
+pub mod rseq;
 pub mod seccomp;
 pub mod shmem;
 pub mod task;

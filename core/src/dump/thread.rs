@@ -246,6 +246,14 @@ pub fn collect_thread(
     let sigmask = ptrace::get_sigmask(t).map_err(pt)?;
     let pending = ptrace::peek_siginfo(t, SigQueue::Thread).map_err(pt)?;
     let rseq = ptrace::get_rseq_config(t).map_err(pt)?;
+    let rseq_fix = if rseq.is_unregistered() {
+        super::rseq::RseqFixup::default()
+    } else {
+        super::rseq::fixup(pid, tid, rseq.rseq_abi_pointer, regs.rip)?
+    };
+    if let Some(ip) = rseq_fix.ip {
+        regs.rip = ip;
+    }
 
     let clear_tid = remote_ops::prctl_get_ptr(remote, tid, kabi::PR_GET_TID_ADDRESS, 8)?;
     let (ss_sp, ss_flags, ss_size) = remote_ops::sigaltstack(remote, tid)?;
@@ -293,7 +301,7 @@ pub fn collect_thread(
             rseq_abi_pointer: rseq.rseq_abi_pointer,
             rseq_abi_size: rseq.rseq_abi_size,
             signature: rseq.signature,
-            rseq_cs_pointer: None,
+            rseq_cs_pointer: rseq_fix.cs_pointer,
         }),
         cg_set: None,
     };

@@ -48,6 +48,7 @@ mod cow;
 pub mod creds;
 mod error;
 mod fd_install;
+mod fd_lender;
 pub mod files;
 mod helpers;
 pub mod imgread;
@@ -60,6 +61,7 @@ pub mod plugins;
 pub mod rebuild;
 pub mod regs;
 pub mod rexec;
+mod rseq_cs;
 pub mod seccomp;
 mod sessions;
 pub mod shmem;
@@ -423,6 +425,10 @@ fn restore_plan(
             stage: "finish",
             source,
         });
+    }
+    if let Err(e) = rseq_cs::restore_cs_pointers(plan, &created) {
+        fail(opener, plan, &mut created);
+        return Err(e);
     }
     // Nothing of criu stays inside the tree's pid namespace.
     created.stop_relay();

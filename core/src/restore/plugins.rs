@@ -37,6 +37,8 @@ pub struct Ctx {
     hosts: BTreeMap<i32, i32>,
     /// Where tasks in a new pid namespace fetch fds from (see `ns::relay`).
     relay: Option<std::sync::Arc<super::ns::relay::Relay>>,
+    /// Fd lenders by (uid, gid), for tasks that may not ptrace us; only while live.
+    lenders: BTreeMap<(u32, u32), super::fd_lender::FdLender>,
 }
 
 impl RestoreContext for Ctx {
@@ -144,9 +146,14 @@ impl RestoreContext for Ctx {
                 (r.inner_pid() as u64, n)
             }
         };
+        // Once its credentials are restored the task may not be allowed to ptrace criu
+        // (another uid, no CAP_SYS_PTRACE): then it fetches the fd from a lender of its own
+        // uid (outside a new pid namespace, where the relay is the only source it sees).
+        let refused = std::cell::Cell::new(false);
         let mut call = |nr: i64, args: [u64; 6], what: &str| -> Result<u64, PluginError> {
             let r = remote_syscall(host, host, nr, args)?;
             if (-4095..0).contains(&r) {
+                refused.set(nr == libc::SYS_pidfd_getfd && r == -i64::from(libc::EPERM));
                 return Err(task_err(
                     pid,
                     format!("remote {what} installing fd {target}"),
@@ -155,7 +162,36 @@ impl RestoreContext for Ctx {
             }
             Ok(r as u64)
         };
-        super::fd_install::install_via_pidfd(&mut call, source, src_fd, target, cloexec)
+        let direct = super::fd_install::install_via_pidfd(&mut call, source, src_fd, target, cloexec);
+        if direct.is_ok() || !refused.get() || self.relay.is_some() {
+            return direct;
+        }
+        let lender_err = |e: std::io::Error| task_err(pid, format!("fd lender for fd {target}"), e);
+        let ids = super::fd_lender::real_ids(host).map_err(lender_err)?;
+        let lender = match self.lenders.entry(ids) {
+            std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::btree_map::Entry::Vacant(v) => {
+                let lender = super::fd_lender::FdLender::spawn(ids).map_err(lender_err)?;
+                tracing::debug!(
+                    pid,
+                    uid = ids.0,
+                    gid = ids.1,
+                    lender = lender.pid(),
+                    "fd lender"
+                );
+                v.insert(lender)
+            }
+        };
+        let n = lender.lend(fd.as_raw_fd()).map_err(lender_err)?;
+        let r = super::fd_install::install_via_pidfd(
+            &mut call,
+            u64::from(lender.pid()),
+            n,
+            target,
+            cloexec,
+        );
+        let released = lender.release(n).map_err(lender_err);
+        r.and(released)
     }
 
     fn task_fds(&self, pid: i32) -> Result<Vec<TaskFd>, PluginError> {
@@ -272,6 +308,7 @@ impl<'p> PluginOpener<'p> {
             options,
             hosts: BTreeMap::new(),
             relay: None,
+            lenders: BTreeMap::new(),
         };
         // Refuse before any task exists when a VMA's plugin is missing. Images of builds
         // before plugin API 0.5 list the claims in a side file instead of the mm images.
@@ -395,6 +432,7 @@ impl FileOpener for PluginOpener<'_> {
             ),
         });
         self.ctx.live = false;
+        self.ctx.lenders.clear();
         r
     }
 
@@ -407,6 +445,7 @@ impl FileOpener for PluginOpener<'_> {
             None => Err(("criu", over())),
         };
         self.ctx.live = false;
+        self.ctx.lenders.clear();
         r
     }
 
