@@ -24,6 +24,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+mod checks;
 pub mod dump;
 pub mod fdinfo;
 pub mod image;
