@@ -113,7 +113,8 @@ fn unsupported_options_fail_only_the_commands_they_change() {
     assert!(refuse("criu dump -t 1 --page-server --no-page-server").is_ok());
     // -l is --file-locks, honoured.
     assert!(refuse("criu restore -l").is_ok());
-    assert!(refuse("criu restore --manage-cgroups").is_err());
+    // Cgroups are honoured.
+    assert!(refuse("criu restore --manage-cgroups").is_ok());
     assert!(refuse("criu restore --manage-cgroups=soft --manage-cgroups=ignore").is_ok());
     assert!(refuse("criu restore -S -d").is_err());
     assert!(refuse("criu check --external x --lazy-pages").is_ok());
@@ -191,8 +192,6 @@ fn runc_and_podman_option_sets() {
     refuse_unsupported("dump", &cli.opts).unwrap();
     for extra in [
         "--external mnt[/etc/hostname]:m0",
-        "--manage-cgroups=soft",
-        "--cgroup-dump-controller cpu",
         "--lazy-pages",
         "--page-server --address 127.0.0.1 --port 27",
         "--freeze-cgroup /sys/fs/cgroup/x --lazy-pages",
@@ -210,7 +209,8 @@ fn runc_and_podman_option_sets() {
                    --lsm-profile apparmor:p --empty-ns net --status-fd 3 --manage-cgroups=soft";
     let cli = ok(restore);
     assert!(refuse_unsupported("restore", &cli.opts).is_err());
-    assert_eq!(cli.opts.unsupported.len(), 7);
+    // --cgroup-root and --manage-cgroups are honoured.
+    assert_eq!(cli.opts.unsupported.len(), 5);
 }
 
 #[test]
