@@ -222,7 +222,9 @@ fn all_ok(lines: &[String], pids: [i32; 2]) {
 
 #[test]
 fn soft_restore_recreates_cgroups_with_their_properties() {
-    if skip_unless_root("soft_restore_recreates_cgroups_with_their_properties") || skip_without_hierarchies("soft_restore_recreates_cgroups_with_their_properties") {
+    if skip_unless_root("soft_restore_recreates_cgroups_with_their_properties")
+        || skip_without_hierarchies("soft_restore_recreates_cgroups_with_their_properties")
+    {
         return;
     }
     let l = Layout::new("soft");
@@ -247,7 +249,9 @@ fn soft_restore_recreates_cgroups_with_their_properties() {
 
 #[test]
 fn soft_keeps_existing_values_full_writes_them() {
-    if skip_unless_root("soft_keeps_existing_values_full_writes_them") || skip_without_hierarchies("soft_keeps_existing_values_full_writes_them") {
+    if skip_unless_root("soft_keeps_existing_values_full_writes_them")
+        || skip_without_hierarchies("soft_keeps_existing_values_full_writes_them")
+    {
         return;
     }
     let l = Layout::new("full");
@@ -275,7 +279,9 @@ fn soft_keeps_existing_values_full_writes_them() {
 
 #[test]
 fn ignore_leaves_tasks_in_criu_s_cgroups() {
-    if skip_unless_root("ignore_leaves_tasks_in_criu_s_cgroups") || skip_without_hierarchies("ignore_leaves_tasks_in_criu_s_cgroups") {
+    if skip_unless_root("ignore_leaves_tasks_in_criu_s_cgroups")
+        || skip_without_hierarchies("ignore_leaves_tasks_in_criu_s_cgroups")
+    {
         return;
     }
     let l = Layout::new("ignore");
@@ -289,7 +295,9 @@ fn ignore_leaves_tasks_in_criu_s_cgroups() {
 
 #[test]
 fn strict_fails_on_a_differing_value_and_removes_what_it_made() {
-    if skip_unless_root("strict_fails_on_a_differing_value_and_removes_what_it_made") || skip_without_hierarchies("strict_fails_on_a_differing_value_and_removes_what_it_made") {
+    if skip_unless_root("strict_fails_on_a_differing_value_and_removes_what_it_made")
+        || skip_without_hierarchies("strict_fails_on_a_differing_value_and_removes_what_it_made")
+    {
         return;
     }
     let l = Layout::new("strict");
@@ -321,7 +329,9 @@ fn strict_fails_on_a_differing_value_and_removes_what_it_made() {
 
 #[test]
 fn cgroup_root_moves_the_tree_under_a_new_root() {
-    if skip_unless_root("cgroup_root_moves_the_tree_under_a_new_root") || skip_without_hierarchies("cgroup_root_moves_the_tree_under_a_new_root") {
+    if skip_unless_root("cgroup_root_moves_the_tree_under_a_new_root")
+        || skip_without_hierarchies("cgroup_root_moves_the_tree_under_a_new_root")
+    {
         return;
     }
     let l = Layout::new("root");

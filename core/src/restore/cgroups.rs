@@ -8,8 +8,8 @@ use crate::image::ImageKind;
 
 use super::error::{RestoreError, Result};
 use super::imgread::{INVENTORY_MAGIC, Images};
-use super::plan::{RestorePlan, TaskPlan};
 use super::ns::pid::TaskPids;
+use super::plan::{RestorePlan, TaskPlan};
 
 fn cg_err(source: crate::cgroup::CgroupError) -> RestoreError {
     RestoreError::Cgroup { source }

@@ -162,7 +162,8 @@ impl RestoreContext for Ctx {
             }
             Ok(r as u64)
         };
-        let direct = super::fd_install::install_via_pidfd(&mut call, source, src_fd, target, cloexec);
+        let direct =
+            super::fd_install::install_via_pidfd(&mut call, source, src_fd, target, cloexec);
         if direct.is_ok() || !refused.get() || self.relay.is_some() {
             return direct;
         }

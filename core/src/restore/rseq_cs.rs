@@ -28,14 +28,14 @@ pub(crate) fn restore_cs_pointers(plan: &RestorePlan, pids: &TaskPids) -> Result
             let addr = r.rseq_abi_pointer + RSEQ_CS_OFFSET;
             // The thread as criu's pid namespace sees it.
             let host = pids.host(th.tid).unwrap_or(Pid::from_raw(th.tid));
-            crate::sys::vm::write_all(host, addr, &cs.to_ne_bytes()).map_err(
-                |e| RestoreError::Task {
+            crate::sys::vm::write_all(host, addr, &cs.to_ne_bytes()).map_err(|e| {
+                RestoreError::Task {
                     pid: t.pid,
                     tid: th.tid,
                     step: "restoring the rseq_cs pointer".into(),
                     reason: format!("writing {cs:#x} at {addr:#x}: {e}"),
-                },
-            )?;
+                }
+            })?;
             tracing::debug!(pid = t.pid, tid = th.tid, cs, "rseq_cs pointer restored");
         }
     }
