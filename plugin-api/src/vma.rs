@@ -69,8 +69,9 @@ pub trait VmaHandler: Sync {
 /// of the tree with its thread ids.
 ///
 /// Dump: after the core dumped the task, still frozen. Restore: once every task exists
-/// (before [`crate::RestoreStage::AfterTasksExist`] hooks), each task stopped under the
-/// restorer, its memory and threads restored, credentials not yet applied.
+/// (after the [`crate::RestoreStage::AfterTasksExist`] hooks, so that the fds it finds in a
+/// task are final), each task stopped under the restorer, its memory and threads restored,
+/// credentials not yet applied.
 pub trait TaskHandler: Sync {
     /// What state it handles, for `criu check --plugins` (`"x86 shadow stack"`).
     fn task_state(&self) -> &[&str];

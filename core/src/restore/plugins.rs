@@ -348,8 +348,9 @@ impl<'p> PluginOpener<'p> {
         })
     }
 
-    /// Once every task exists: the claimed VMAs' contents, then per-task state.
-    fn restore_vmas_and_tasks(&mut self) -> Result<(), HookFailure> {
+    /// Once every task exists: the claimed VMAs' contents ([`Self::restore_tasks`] runs
+    /// after the stage's hooks).
+    fn restore_vmas(&mut self) -> Result<(), HookFailure> {
         let Some(files) = self.files.as_mut() else {
             return Err(("criu", over()));
         };
@@ -370,6 +371,16 @@ impl<'p> PluginOpener<'p> {
                 })
                 .map_err(|e| (name, e))?;
         }
+        Ok(())
+    }
+
+    /// Per-task state, once the AfterTasksExist hooks ran: what a task handler finds at a
+    /// task's fd numbers is final (the unix plugin replaces sockets there in its hook).
+    fn restore_tasks(&mut self) -> Result<(), HookFailure> {
+        let Some(files) = self.files.as_mut() else {
+            return Err(("criu", over()));
+        };
+        let states = files.states();
         if !self.plugins.iter().any(|p| p.task_handler().is_some()) {
             return Ok(());
         }
@@ -418,7 +429,7 @@ impl FileOpener for PluginOpener<'_> {
         self.ctx.live = live;
         let mut r = Ok(());
         if stage == RestoreStage::AfterTasksExist {
-            r = self.restore_vmas_and_tasks();
+            r = self.restore_vmas();
         }
         // Hooks see the root as the current task.
         self.ctx.pid = self.ctx.pids.first().copied().unwrap_or(0);
@@ -431,6 +442,13 @@ impl FileOpener for PluginOpener<'_> {
                 &mut self.ctx,
                 &mut PluginStates::default(),
             ),
+        });
+        let r = r.and_then(|()| {
+            if stage == RestoreStage::AfterTasksExist {
+                self.restore_tasks()
+            } else {
+                Ok(())
+            }
         });
         self.ctx.live = false;
         self.ctx.lenders.clear();

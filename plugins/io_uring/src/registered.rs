@@ -217,12 +217,27 @@ pub fn register_in_task(
     if ring.file_slots == 0 && ring.buf_slots == 0 {
         return Ok(());
     }
-    // Files go into the task above every fd it has, for the registration only.
-    let top = ctx.task_fds(pid)?.iter().map(|f| f.fd).max().unwrap_or(0);
+    // A file the task holds is registered from its own fd: what stands at that number now
+    // (another plugin may have replaced the description since criu opened it, as the unix
+    // plugin does to restore peer credentials). Other files go into the task above every
+    // fd it has, for the registration only.
+    let fds = ctx.task_fds(pid)?;
+    let top = fds.iter().map(|f| f.fd).max().unwrap_or(0);
     let base = top.max(rfd as i32) + 1;
     let mut table = vec![-1i32; ring.file_slots as usize];
-    for (k, (slot, f)) in files.iter().enumerate() {
-        let n = base + k as i32;
+    let mut extra = 0;
+    for (slot, f) in &files {
+        let id = ring
+            .files
+            .iter()
+            .find(|r| r.slot == *slot)
+            .map(|r| r.file_id);
+        if let Some(held) = fds.iter().find(|t| Some(t.id) == id) {
+            table[*slot as usize] = held.fd;
+            continue;
+        }
+        let n = base + extra;
+        extra += 1;
         ctx.install_fd(pid, f.as_fd(), n, true)?;
         table[*slot as usize] = n;
     }
@@ -279,8 +294,9 @@ pub fn register_in_task(
     };
     let unmapped = t.unmap(page, len);
     let mut closed = Ok(());
-    for k in 0..files.len() {
-        closed = closed.and(t.close((base + k as i32) as u64));
+    // Only the fds put there for the registration; the task's own stay.
+    for k in 0..extra {
+        closed = closed.and(t.close((base + k) as u64));
     }
     r?;
     unmapped?;
