@@ -156,7 +156,8 @@
 //!    restores started (a VMA claimed by a plugin that is not loaded is refused before),
 //!    [`RestoreStage::AfterTasksExist`] once every task and thread exists (memory and files
 //!    restored, credentials not yet applied; first every claimed VMA's
-//!    [`VmaHandler::restore_vma`], then every task's [`TaskHandler::restore_task`]),
+//!    [`VmaHandler::restore_vma`], then the stage's hooks, then every task's
+//!    [`TaskHandler::restore_task`], which finds the fds the hooks put in place),
 //!    [`RestoreStage::BeforeResume`] when the tree is complete but stopped, then
 //!    [`FileRestore::finish`]: every restorer's [`FileRestorer::finish`] with the (pid, fd,
 //!    id) it installed, the last call before the tasks are detached;

@@ -401,8 +401,8 @@ fn hooks_read_memory_at_dump_and_write_it_at_restore() {
         [
             "before-restore",
             "restore-vma",
-            "restore-task",
             "after-tasks-exist",
+            "restore-task",
             "before-resume",
             "after-resume"
         ]
@@ -528,8 +528,8 @@ fn a_failing_hook_fails_the_dump_and_leaves_the_task_running() {
         [
             "before-restore",
             "restore-vma",
-            "restore-task",
             "after-tasks-exist",
+            "restore-task",
             "before-resume",
             "restore-failed"
         ]
