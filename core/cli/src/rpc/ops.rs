@@ -81,7 +81,10 @@ fn prepare(
         (None, _) => return Err(bad("criu_req.opts: missing".into())),
     };
     let peer = ch.peer_pid().map_err(|e| bad(e.to_string()))?;
-    let plan = opts::plan(o, peer, op, swrk).map_err(|e| bad(e.to_string()))?;
+    let plan = opts::plan(o, peer, op, swrk).map_err(|e| {
+        opts::log_refusal(o, peer, op, &e.to_string());
+        bad(e.to_string())
+    })?;
     init_logging(&plan).map_err(|e| bad(format!("criu_opts.log_file: {e:#}")))?;
     Ok(plan)
 }

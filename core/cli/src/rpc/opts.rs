@@ -196,6 +196,29 @@ pub fn plan(o: &CriuOpts, peer: i32, op: Op, swrk: bool) -> Result<Plan, FieldEr
     })
 }
 
+/// Writes why a request was refused into the log file it names (in its work dir, else its
+/// images dir, as CRIU), so that a client pointing its user at that file (runc: "log file:
+/// .../dump.log") shows the reason and not a missing file. Best effort: the reason also goes
+/// back in `cr_errmsg`.
+pub fn log_refusal(o: &CriuOpts, peer: i32, op: Op, why: &str) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir_fd = o.work_dir_fd.or((o.images_dir_fd >= 0).then_some(o.images_dir_fd));
+    let (Some(fd), Ok(LogTarget::File(name))) = (dir_fd, log_target(o, op)) else {
+        return;
+    };
+    let path = PathBuf::from(format!("/proc/{peer}/fd/{fd}")).join(name);
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(&path)
+        .and_then(|mut f| writeln!(f, "Error: request refused: {why}"));
+    if let Err(e) = written {
+        tracing::warn!(path = %path.display(), "cannot log the refusal: {e}");
+    }
+}
+
 /// `log_file` (a name in the work dir: CRIU refuses subdirectories) or `log_to_stderr`; a
 /// dump or restore logs to `criu.log` by default, as CRIU's service does.
 fn log_target(o: &CriuOpts, op: Op) -> Result<LogTarget, FieldError> {

@@ -239,3 +239,29 @@ fn the_rpc_config_file_overrides_the_request_and_a_missing_one_is_skipped() {
     );
     assert!(p.is_ok());
 }
+
+#[test]
+fn a_refused_request_leaves_its_reason_in_the_log_file_it_names() {
+    let dir = std::env::temp_dir().join(format!("criu-rpc-refusal-{}", me()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let work = std::fs::File::open(&dir).unwrap();
+    let o = CriuOpts {
+        images_dir_fd: work.as_raw_fd(),
+        work_dir_fd: Some(work.as_raw_fd()),
+        log_file: Some("dump.log".into()),
+        pid: Some(4242),
+        ext_mnt: vec![ExtMountMap {
+            key: "/a".into(),
+            val: "/a".into(),
+        }],
+        ..CriuOpts::default()
+    };
+    let e = plan(&o, me(), Op::Dump, true).unwrap_err();
+    log_refusal(&o, me(), Op::Dump, &e.to_string());
+    let log = dir.join("dump.log");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let mode = std::os::unix::fs::MetadataExt::mode(&std::fs::metadata(&log).unwrap());
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(text.contains("criu_opts.ext_mnt"), "{text}");
+    assert_eq!(mode & 0o777, 0o600);
+}
