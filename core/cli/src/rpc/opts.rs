@@ -203,7 +203,9 @@ pub fn plan(o: &CriuOpts, peer: i32, op: Op, swrk: bool) -> Result<Plan, FieldEr
 pub fn log_refusal(o: &CriuOpts, peer: i32, op: Op, why: &str) {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let dir_fd = o.work_dir_fd.or((o.images_dir_fd >= 0).then_some(o.images_dir_fd));
+    let dir_fd = o
+        .work_dir_fd
+        .or((o.images_dir_fd >= 0).then_some(o.images_dir_fd));
     let (Some(fd), Ok(LogTarget::File(name))) = (dir_fd, log_target(o, op)) else {
         return;
     };
