@@ -11,7 +11,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use criu_core::dump::{DumpOptions, dump};
+use criu_core::image::{ImageDir, ImageKind};
 use criu_core::restore::{RestoreOptions, RestoreOutcome, restore};
+use criu_proto::images::InventoryEntry;
 use criu_tests::{ScratchDir, TreeGuard, skip_unless_root};
 
 mod inet_common;
@@ -100,6 +102,11 @@ fn established_dump_restored_with_tcp_close_comes_back_closed() {
     d.tcp_established = true;
     dump_and_kill(&mut d, guard);
     assert_eq!(tcp_streams(&images), 2, "one stream image per end");
+    let inv: InventoryEntry = ImageDir::open(&images)
+        .expect("images")
+        .read_single(ImageKind::Inventory, 0)
+        .expect("inventory.img");
+    assert_eq!(inv.tcp_close, None, "not dumped with --tcp-close");
     restore_and_verify(&dir, root, &images, true);
 }
 
@@ -116,7 +123,13 @@ fn tcp_close_at_dump_writes_no_stream_and_needs_tcp_close_at_restore() {
     d.tcp_close = true;
     dump_and_kill(&mut d, guard);
     assert_eq!(tcp_streams(&images), 0, "--tcp-close dumps no connection");
-    // --tcp-established alone has no stream to restore: refused, naming the image.
+    // As CRIU, the inventory records it, and a restore without --tcp-close is refused
+    // before any task exists, naming the inventory and the option.
+    let inv: InventoryEntry = ImageDir::open(&images)
+        .expect("images")
+        .read_single(ImageKind::Inventory, 0)
+        .expect("inventory.img");
+    assert_eq!(inv.tcp_close, Some(true), "inventory_entry.tcp_close");
     let opts = RestoreOptions {
         images_dir: images.clone(),
         detach: true,
@@ -127,7 +140,7 @@ fn tcp_close_at_dump_writes_no_stream_and_needs_tcp_close_at_restore() {
     let _guard = TreeGuard::new([root]);
     let msg = chain(&result.expect_err("a restore without --tcp-close must fail"));
     assert!(
-        msg.contains("tcp-stream-") && msg.contains("--tcp-close"),
+        msg.contains("inventory.img") && msg.contains("--tcp-close"),
         "error: {msg}"
     );
     assert!(!criu_tests::pid_exists(root), "pid {root} left running");

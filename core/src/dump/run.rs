@@ -352,6 +352,8 @@ fn dump_frozen<'d>(
     .map_err(img(pid, "images"))?;
     // Last: a directory without inventory.img is visibly incomplete.
     let mut inventory = ids::inventory(sh.root_ids);
+    // As CRIU: the restore of these images must be given --tcp-close too.
+    inventory.tcp_close = opts.tcp_close.then_some(true);
     inventory.plugins_entry = Some(plugins_entry(sh.ctx));
     dir.write_inventory(&inventory)
         .map_err(img(pid, "images"))?;

@@ -64,6 +64,11 @@ pub enum RestoreError {
         names: Vec<String>,
         searched: String,
     },
+    /// The dump recorded an option in `inventory.img` that the restore must be given too.
+    #[error(
+        "the images were dumped with --{option} (recorded in inventory.img): restore with --{option} as well (as CRIU requires)"
+    )]
+    OptionNeeded { option: &'static str },
     #[error(
         "pid {pid}: {} is file id {id} of type {fd_type}, which no loaded plugin restores; {}; {searched}; load the plugin with --plugin-dir/-L",
         fd.map(|fd| format!("fd {fd}")).unwrap_or_else(|| "a file".into()),

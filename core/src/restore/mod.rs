@@ -231,6 +231,7 @@ fn vma_claims(plan: &RestorePlan) -> Vec<crate::plugins::services::VmaClaim> {
 pub fn restore(opts: &RestoreOptions) -> Result<RestoreOutcome> {
     let images = Images::open(&opts.images_dir)?;
     let mut plan = RestorePlan::load(&images)?;
+    plan.check_options(opts.tcp_close)?;
     place_sessions(&mut plan, opts)?;
     let plugins = crate::plugins::all(); // built-in and loaded with --plugin-dir
     check_plugins(&plan, &plugins)?;
@@ -314,6 +315,7 @@ fn fail(opener: &mut dyn FileOpener, plan: &RestorePlan, created: &mut TaskPids)
 pub fn restore_with(opts: &RestoreOptions, opener: &mut dyn FileOpener) -> Result<RestoreOutcome> {
     let images = Images::open(&opts.images_dir)?;
     let mut plan = RestorePlan::load(&images)?;
+    plan.check_options(opts.tcp_close)?;
     place_sessions(&mut plan, opts)?;
     restore_plan(opts, &images, &plan, opener)
 }

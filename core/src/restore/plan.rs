@@ -33,6 +33,8 @@ pub struct RestorePlan {
     pub seccomp: Vec<criu_proto::images::SeccompFilter>,
     /// Anonymous shared memory objects by shmid.
     pub shmem: BTreeMap<u64, super::shmem::ShmemPlan>,
+    /// `inventory.img`'s `tcp_close`: dumped with `--tcp-close`, which the restore needs too.
+    pub dumped_tcp_close: bool,
 }
 
 /// One process.
@@ -120,6 +122,7 @@ impl RestorePlan {
                  are gone): they can be read with crit, not restored; restore the original images",
             ));
         }
+        let dumped_tcp_close = inv.tcp_close == Some(true);
         let plugins = inv.plugins_entry.map(|p| p.plugins).unwrap_or_default();
         let pstree: Vec<PstreeEntry> = images.entries("pstree.img", img::PSTREE_MAGIC)?;
         if pstree.is_empty() {
@@ -190,7 +193,20 @@ impl RestorePlan {
             plugins,
             seccomp,
             shmem,
+            dumped_tcp_close,
         })
+    }
+
+    /// Refuses, as CRIU's `check_img_inventory`, a restore without an option the dump
+    /// recorded as needed at restore (`--tcp-close`: its connections were taken without
+    /// repair and can only come back closed).
+    pub fn check_options(&self, tcp_close: bool) -> Result<()> {
+        if self.dumped_tcp_close && !tcp_close {
+            return Err(RestoreError::OptionNeeded {
+                option: "tcp-close",
+            });
+        }
+        Ok(())
     }
 
     /// `--shell-job`, as CRIU does: when the root led neither its session nor its group, the
@@ -683,11 +699,23 @@ mod tests {
             plugins: Vec::new(),
             seccomp: Vec::new(),
             shmem: BTreeMap::new(),
+            dumped_tcp_close: false,
         }
     }
 
     fn ids(p: &RestorePlan) -> Vec<(i32, i32)> {
         p.tasks.iter().map(|t| (t.pgid, t.sid)).collect()
+    }
+
+    #[test]
+    fn a_tcp_close_dump_needs_tcp_close_at_restore() {
+        let mut p = tree(&[(1, 0, 1, 1)]);
+        assert!(p.check_options(false).is_ok());
+        p.dumped_tcp_close = true;
+        assert!(p.check_options(true).is_ok());
+        let e = p.check_options(false).expect_err("refused");
+        assert!(e.to_string().contains("--tcp-close"), "{e}");
+        assert!(e.to_string().contains("inventory.img"), "{e}");
     }
 
     #[test]

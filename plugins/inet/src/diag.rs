@@ -7,23 +7,16 @@
 //! shutdown, `POLLHUP` both; a write shutdown alone shows nowhere and is lost then.
 
 use std::collections::HashMap;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
+pub use criu_sk_common::diag::DiagError;
+use criu_sk_common::diag::{self as nl, attrs, u32_at};
 use nix::errno::Errno;
 use nix::sched::{CloneFlags, setns};
-use nix::sys::socket::{
-    AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, recv, sendto, socket,
-};
 use nix::sys::stat::fstat;
 
 use crate::sys;
 
-const SOCK_DIAG_BY_FAMILY: u16 = 20;
-const NLM_F_REQUEST: u16 = 0x1;
-const NLM_F_DUMP: u16 = 0x300;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const NLMSG_HDRLEN: usize = 16;
 /// `sizeof(struct inet_diag_req_v2)`.
 const REQ_LEN: usize = 56;
 /// `sizeof(struct inet_diag_msg)`: family, state, timer, retrans, sockid (48), expires,
@@ -36,35 +29,13 @@ pub const RCV_SHUTDOWN: u8 = 1;
 /// `SEND_SHUTDOWN`.
 pub const SEND_SHUTDOWN: u8 = 2;
 
-/// A failed `sock_diag` query.
-#[derive(Debug, thiserror::Error)]
-pub enum DiagError {
-    /// A system call failed.
-    #[error("sock_diag of inet sockets: {op} failed")]
-    Sys {
-        /// The call.
-        op: &'static str,
-        /// Its errno.
-        #[source]
-        source: Errno,
-    },
-    /// The kernel's answer did not parse.
-    #[error("sock_diag of inet sockets: malformed answer: {0}")]
-    Malformed(String),
-}
-
 fn sys_err(op: &'static str) -> impl Fn(Errno) -> DiagError {
     move |source| DiagError::Sys { op, source }
 }
 
 /// The dump request for every socket of `family` and `proto` in every state.
 pub fn request(family: u8, proto: u8) -> Vec<u8> {
-    let mut r = Vec::with_capacity(NLMSG_HDRLEN + REQ_LEN);
-    r.extend_from_slice(&((NLMSG_HDRLEN + REQ_LEN) as u32).to_ne_bytes());
-    r.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
-    r.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
-    r.extend_from_slice(&1u32.to_ne_bytes()); // seq
-    r.extend_from_slice(&0u32.to_ne_bytes()); // pid: the kernel
+    let mut r = Vec::with_capacity(REQ_LEN);
     r.push(family);
     r.push(proto);
     r.push(0); // idiag_ext: INET_DIAG_SHUTDOWN comes without asking
@@ -72,104 +43,34 @@ pub fn request(family: u8, proto: u8) -> Vec<u8> {
     r.extend_from_slice(&u32::MAX.to_ne_bytes()); // every state
     r.extend_from_slice(&[0; 40]); // sockid: ports, addresses, interface: all
     r.extend_from_slice(&[0xff; 8]); // cookie: none
-    r
+    nl::request(&r)
 }
 
-fn u16_at(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_ne_bytes(b.get(at..at + 2)?.try_into().ok()?))
-}
-
-fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
-}
-
-fn align4(n: usize) -> usize {
-    (n + 3) & !3
-}
-
-/// Parses one `recv` worth of messages into `out` (inode to `sk_shutdown`); `true` once
-/// `NLMSG_DONE` is seen.
-pub fn parse_batch(mut b: &[u8], out: &mut HashMap<u32, u8>) -> Result<bool, DiagError> {
-    let bad = |what: String| DiagError::Malformed(what);
-    while !b.is_empty() {
-        let (Some(len), Some(kind)) = (u32_at(b, 0), u16_at(b, 4)) else {
-            return Err(bad(format!("netlink header of {} bytes", b.len())));
-        };
-        let len = len as usize;
-        if len < NLMSG_HDRLEN || len > b.len() {
-            return Err(bad(format!("netlink message length {len} of {}", b.len())));
-        }
-        let p = &b[NLMSG_HDRLEN..len];
-        match kind {
-            NLMSG_DONE => return Ok(true),
-            NLMSG_ERROR => {
-                let code = u32_at(p, 0).ok_or_else(|| bad("short NLMSG_ERROR".into()))? as i32;
-                return Err(DiagError::Sys {
-                    op: "SOCK_DIAG_BY_FAMILY",
-                    source: Errno::from_raw(-code),
-                });
-            }
-            SOCK_DIAG_BY_FAMILY => {
-                let ino = u32_at(p, MSG_LEN - 4)
-                    .ok_or_else(|| bad(format!("inet_diag_msg of {} bytes", p.len())))?;
-                out.insert(ino, shutdown_attr(&p[MSG_LEN..], ino)?);
-            }
-            other => return Err(bad(format!("netlink message type {other}"))),
-        }
-        b = &b[align4(len).min(b.len())..];
-    }
-    Ok(false)
-}
-
-fn shutdown_attr(mut a: &[u8], ino: u32) -> Result<u8, DiagError> {
-    while a.len() >= 4 {
-        let len = usize::from(u16_at(a, 0).unwrap_or_default());
-        let kind = u16_at(a, 2).unwrap_or_default();
-        if len < 4 || len > a.len() {
-            return Err(DiagError::Malformed(format!(
-                "attribute {kind} of length {len}, socket {ino}"
-            )));
-        }
+/// One `inet_diag_msg` and its attributes: the socket's inode and `sk_shutdown`.
+pub fn parse_socket(p: &[u8]) -> Result<(u32, u8), DiagError> {
+    let ino = u32_at(p, MSG_LEN - 4)
+        .ok_or_else(|| DiagError::Malformed(format!("inet_diag_msg of {} bytes", p.len())))?;
+    for a in attrs(&p[MSG_LEN..], ino) {
+        let (kind, v) = a?;
         if kind == INET_DIAG_SHUTDOWN {
-            return a.get(4).copied().ok_or_else(|| {
+            return v.first().map(|&b| (ino, b)).ok_or_else(|| {
                 DiagError::Malformed(format!("empty INET_DIAG_SHUTDOWN, socket {ino}"))
             });
         }
-        a = &a[align4(len).min(a.len())..];
     }
-    Ok(0)
+    Ok((ino, 0))
 }
 
-/// Every socket of `family`/`proto` in the calling thread's network namespace.
+/// Every socket of `family`/`proto` in the calling thread's network namespace: inode to
+/// `sk_shutdown`.
 fn query_here(family: u8, proto: u8) -> Result<HashMap<u32, u8>, DiagError> {
-    let sock = socket(
-        AddressFamily::Netlink,
-        SockType::Raw,
-        SockFlag::SOCK_CLOEXEC,
-        SockProtocol::NetlinkSockDiag,
-    )
-    .map_err(sys_err("socket(NETLINK_SOCK_DIAG)"))?;
-    let req = request(family, proto);
-    sendto(
-        sock.as_raw_fd(),
-        &req,
-        &NetlinkAddr::new(0, 0),
-        MsgFlags::empty(),
-    )
-    .map_err(sys_err("sendto"))?;
     let mut out = HashMap::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = recv(sock.as_raw_fd(), &mut buf, MsgFlags::empty()).map_err(sys_err("recv"))?;
-        if n == 0 {
-            return Err(DiagError::Malformed(
-                "end of stream before NLMSG_DONE".into(),
-            ));
-        }
-        if parse_batch(&buf[..n], &mut out)? {
-            return Ok(out);
-        }
-    }
+    nl::exchange(&request(family, proto), |p| {
+        let (ino, bits) = parse_socket(p)?;
+        out.insert(ino, bits);
+        Ok(())
+    })?;
+    Ok(out)
 }
 
 /// Every socket of `family`/`proto` in the network namespace `netns` (an fd of it): in a
@@ -210,6 +111,7 @@ pub fn polled(f: BorrowedFd<'_>, datagram: bool) -> Result<u8, Errno> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use criu_sk_common::diag::{NLMSG_HDRLEN, SOCK_DIAG_BY_FAMILY, parse_batch};
 
     fn message(ino: u32, attrs: &[u8]) -> Vec<u8> {
         let mut p = vec![0u8; MSG_LEN];
@@ -224,9 +126,17 @@ mod tests {
 
     fn done() -> Vec<u8> {
         let mut m = (NLMSG_HDRLEN as u32).to_ne_bytes().to_vec();
-        m.extend_from_slice(&NLMSG_DONE.to_ne_bytes());
+        m.extend_from_slice(&3u16.to_ne_bytes()); // NLMSG_DONE
         m.extend_from_slice(&[0; 10]);
         m
+    }
+
+    fn parse(b: &[u8], out: &mut HashMap<u32, u8>) -> Result<bool, DiagError> {
+        parse_batch(b, &mut |p: &[u8]| {
+            let (ino, bits) = parse_socket(p)?;
+            out.insert(ino, bits);
+            Ok(())
+        })
     }
 
     #[test]
@@ -238,7 +148,7 @@ mod tests {
         b.extend(message(43, &[]));
         b.extend(done());
         let mut out = HashMap::new();
-        assert!(parse_batch(&b, &mut out).expect("parses"));
+        assert!(parse(&b, &mut out).expect("parses"));
         assert_eq!(out, HashMap::from([(42, SEND_SHUTDOWN), (43, 0)]));
         assert_eq!(request(2, 17).len(), NLMSG_HDRLEN + REQ_LEN);
     }
@@ -247,15 +157,14 @@ mod tests {
     fn malformed_answers_are_errors() {
         let mut out = HashMap::new();
         let mut b = message(7, &[200, 0, 8, 0]);
-        assert!(matches!(
-            parse_batch(&b, &mut out),
-            Err(DiagError::Malformed(_))
-        ));
+        assert!(matches!(parse(&b, &mut out), Err(DiagError::Malformed(_))));
         b.truncate(20);
-        assert!(parse_batch(&b, &mut out).is_err());
+        assert!(parse(&b, &mut out).is_err());
         let short = message(1, &[])[..NLMSG_HDRLEN + 8].to_vec();
         let mut fixed = short.clone();
         fixed[..4].copy_from_slice(&(short.len() as u32).to_ne_bytes());
-        assert!(parse_batch(&fixed, &mut out).is_err());
+        assert!(parse(&fixed, &mut out).is_err());
+        let empty = message(9, &[4, 0, INET_DIAG_SHUTDOWN as u8, 0]);
+        assert!(parse(&empty, &mut out).is_err(), "empty INET_DIAG_SHUTDOWN");
     }
 }

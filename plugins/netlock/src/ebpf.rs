@@ -112,7 +112,7 @@ fn pin_err<E: std::error::Error + Send + Sync + 'static>(
 }
 
 /// Makes the namespace's pins when there are none (loads the object once: no kernel BTF
-/// is read, the programs need no relocation against it) and attaches the programs to
+/// is read, see [`loader`]) and attaches the programs to
 /// every interface that does not have them yet; runs in the target namespace. Returns
 /// the interfaces and those attached now.
 fn attach_all(dir: &Path) -> Result<(Vec<String>, Vec<String>), NetlockError> {
@@ -202,9 +202,34 @@ fn program<'a>(
         .map_err(|e| prog_err(name, "type check", String::new(), e))
 }
 
+/// A directory without `sys/kernel/btf/vmlinux` under it, which every process has.
+const NO_BTF_ROOT: &str = "/proc/thread-self/fdinfo";
+
+/// A loader that has not read the kernel's BTF. aya 0.14's `EbpfLoader::new()` reads and
+/// parses `/sys/kernel/btf/vmlinux` (about 5 MB: most of a first lock's time) whatever the
+/// object needs; ours has no CO-RE relocation and no kernel symbol. So the loader is made on
+/// a thread with a file system context of its own (`unshare(CLONE_FS)`) chrooted where that
+/// file is not, where `new()` finds no BTF; the chroot ends with the thread. Should that
+/// fail, the loader is made as usual (slower, same result).
+fn loader() -> EbpfLoader<'static> {
+    let made = std::thread::scope(|s| {
+        s.spawn(|| {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_FS)?;
+            nix::unistd::chroot(NO_BTF_ROOT)?;
+            Ok::<_, nix::errno::Errno>(EbpfLoader::new())
+        })
+        .join()
+        .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    });
+    made.unwrap_or_else(|e| {
+        tracing::debug!(error = %e, "no chroot to skip the kernel's BTF: aya reads it");
+        EbpfLoader::new()
+    })
+}
+
 /// Loads the object, sets the configuration and pins maps and programs in `dir`.
 fn create_pins(dir: &Path) -> Result<Ebpf, NetlockError> {
-    let mut object = EbpfLoader::new()
+    let mut object = loader()
         .btf(None)
         .load(OBJECT)
         .map_err(|e| NetlockError::Load(Box::new(e)))?;
@@ -410,7 +435,7 @@ pub fn probe() -> Result<String, NetlockError> {
                     source: e.into(),
                 }
             })?;
-            let mut ebpf = EbpfLoader::new()
+            let mut ebpf = loader()
                 .btf(None)
                 .load(OBJECT)
                 .map_err(|e| NetlockError::Load(Box::new(e)))?;
@@ -430,4 +455,33 @@ pub fn probe() -> Result<String, NetlockError> {
         .join()
         .unwrap_or_else(|p| std::panic::resume_unwind(p))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The loader the lock uses has not parsed the kernel's BTF (a plain `EbpfLoader::new()`
+    /// holds it, printed as `btf: Some(...)`, megabytes of types), and still loads the
+    /// programs.
+    #[test]
+    fn the_loader_skips_the_kernel_btf() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: chroot needs root");
+            return;
+        }
+        let shown = format!("{:?}", loader());
+        assert!(
+            shown.contains("btf: None"),
+            "{}",
+            &shown[..shown.len().min(200)]
+        );
+        let mut object = loader().btf(None).load(OBJECT).expect("load the object");
+        for (name, _, _) in PROGRAMS {
+            program(&mut object, name)
+                .expect("in the object")
+                .load()
+                .expect("the verifier takes it without kernel BTF");
+        }
+    }
 }

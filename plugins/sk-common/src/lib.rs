@@ -2,10 +2,11 @@
 //! CRIU's `sk_opts_entry` read from a socket at dump and set again at restore ([`opts`],
 //! as CRIU's `dump_socket_opts` / `restore_socket_opts`), and the thin `getsockopt` /
 //! `setsockopt` wrappers nix lacks ([`sys`]); the options only unix sockets have, kept in
-//! our fields of that entry ([`unix_opts`]).
+//! our fields of that entry ([`unix_opts`]); the `sock_diag` netlink exchange ([`diag`]).
 
 #![warn(missing_docs)]
 
+pub mod diag;
 pub mod filter;
 pub mod opts;
 pub mod sys;

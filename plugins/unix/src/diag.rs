@@ -4,17 +4,9 @@
 
 use std::collections::HashMap;
 
-use nix::errno::Errno;
-use nix::sys::socket::{
-    AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, recv, sendto, socket,
-};
+pub use criu_sk_common::diag::DiagError;
+use criu_sk_common::diag::{self as nl, attrs, u32_at};
 
-const SOCK_DIAG_BY_FAMILY: u16 = 20;
-const NLM_F_REQUEST: u16 = 0x1;
-const NLM_F_DUMP: u16 = 0x300;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const NLMSG_HDRLEN: usize = 16;
 const UDIAG_SHOW_NAME: u32 = 0x1;
 const UDIAG_SHOW_VFS: u32 = 0x2;
 const UDIAG_SHOW_PEER: u32 = 0x4;
@@ -59,31 +51,9 @@ pub(crate) struct DiagSocket {
     pub shutdown: u8,
 }
 
-/// A failed `sock_diag` query.
-#[derive(Debug, thiserror::Error)]
-pub enum DiagError {
-    /// A netlink system call failed.
-    #[error("sock_diag of unix sockets: {op} failed")]
-    Sys {
-        /// The call.
-        op: &'static str,
-        /// Its errno.
-        #[source]
-        source: Errno,
-    },
-    /// The kernel's answer did not parse.
-    #[error("sock_diag of unix sockets: malformed answer: {0}")]
-    Malformed(String),
-}
-
 /// The `SOCK_DIAG_BY_FAMILY` dump request for every unix socket in every state.
 pub(crate) fn request() -> Vec<u8> {
-    let mut r = Vec::with_capacity(NLMSG_HDRLEN + 24);
-    r.extend_from_slice(&((NLMSG_HDRLEN + 24) as u32).to_ne_bytes());
-    r.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
-    r.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
-    r.extend_from_slice(&1u32.to_ne_bytes()); // seq
-    r.extend_from_slice(&0u32.to_ne_bytes()); // pid: the kernel
+    let mut r = Vec::with_capacity(24);
     r.push(libc::AF_UNIX as u8);
     r.push(0); // protocol
     r.extend_from_slice(&0u16.to_ne_bytes()); // pad
@@ -92,85 +62,28 @@ pub(crate) fn request() -> Vec<u8> {
     let show = UDIAG_SHOW_NAME | UDIAG_SHOW_VFS | UDIAG_SHOW_PEER | UDIAG_SHOW_ICONS;
     r.extend_from_slice(&(show | UDIAG_SHOW_RQLEN).to_ne_bytes());
     r.extend_from_slice(&[0xff; 8]); // cookie: none
-    r
+    nl::request(&r)
 }
 
 /// Every unix socket of criu's network namespace, by inode.
 pub(crate) fn query() -> Result<HashMap<u32, DiagSocket>, DiagError> {
-    let sys = |op| move |source| DiagError::Sys { op, source };
-    let sock = socket(
-        AddressFamily::Netlink,
-        SockType::Raw,
-        SockFlag::SOCK_CLOEXEC,
-        SockProtocol::NetlinkSockDiag,
-    )
-    .map_err(sys("socket(NETLINK_SOCK_DIAG)"))?;
-    use std::os::fd::AsRawFd;
-    sendto(
-        sock.as_raw_fd(),
-        &request(),
-        &NetlinkAddr::new(0, 0),
-        MsgFlags::empty(),
-    )
-    .map_err(sys("sendto"))?;
     let mut out = HashMap::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = recv(sock.as_raw_fd(), &mut buf, MsgFlags::empty()).map_err(sys("recv"))?;
-        if n == 0 {
-            return Err(DiagError::Malformed(
-                "end of stream before NLMSG_DONE".into(),
-            ));
-        }
-        if parse_batch(&buf[..n], &mut out)? {
-            return Ok(out);
-        }
-    }
-}
-
-fn u16_at(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_ne_bytes(b.get(at..at + 2)?.try_into().ok()?))
-}
-
-fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
-}
-
-fn align4(n: usize) -> usize {
-    (n + 3) & !3
+    nl::exchange(&request(), |p| {
+        let sk = parse_socket(p)?;
+        out.insert(sk.ino, sk);
+        Ok(())
+    })?;
+    Ok(out)
 }
 
 /// Parses one `recv` worth of netlink messages into `out`; `true` once `NLMSG_DONE` is seen.
-pub(crate) fn parse_batch(
-    mut b: &[u8],
-    out: &mut HashMap<u32, DiagSocket>,
-) -> Result<bool, DiagError> {
-    let bad = |what: &str| DiagError::Malformed(what.to_string());
-    while !b.is_empty() {
-        let len = u32_at(b, 0).ok_or_else(|| bad("short netlink header"))? as usize;
-        let kind = u16_at(b, 4).ok_or_else(|| bad("short netlink header"))?;
-        if len < NLMSG_HDRLEN || len > b.len() {
-            return Err(bad(&format!("netlink message length {len} of {}", b.len())));
-        }
-        let payload = &b[NLMSG_HDRLEN..len];
-        match kind {
-            NLMSG_DONE => return Ok(true),
-            NLMSG_ERROR => {
-                let code = u32_at(payload, 0).ok_or_else(|| bad("short NLMSG_ERROR"))? as i32;
-                return Err(DiagError::Sys {
-                    op: "SOCK_DIAG_BY_FAMILY",
-                    source: Errno::from_raw(-code),
-                });
-            }
-            SOCK_DIAG_BY_FAMILY => {
-                let sk = parse_socket(payload)?;
-                out.insert(sk.ino, sk);
-            }
-            other => return Err(bad(&format!("netlink message type {other}"))),
-        }
-        b = &b[align4(len).min(b.len())..];
-    }
-    Ok(false)
+#[cfg(test)]
+pub(crate) fn parse_batch(b: &[u8], out: &mut HashMap<u32, DiagSocket>) -> Result<bool, DiagError> {
+    nl::parse_batch(b, &mut |p: &[u8]| {
+        let sk = parse_socket(p)?;
+        out.insert(sk.ino, sk);
+        Ok(())
+    })
 }
 
 /// One `unix_diag_msg` and its attributes.
@@ -185,17 +98,8 @@ pub(crate) fn parse_socket(p: &[u8]) -> Result<DiagSocket, DiagError> {
         ino: u32_at(p, 4).unwrap_or_default(),
         ..DiagSocket::default()
     };
-    let mut a = &p[DIAG_MSG_LEN..];
-    while a.len() >= 4 {
-        let len = usize::from(u16_at(a, 0).unwrap_or_default());
-        let kind = u16_at(a, 2).unwrap_or_default();
-        if len < 4 || len > a.len() {
-            return Err(bad(format!(
-                "attribute {kind} of length {len}, socket {}",
-                sk.ino
-            )));
-        }
-        let v = &a[4..len];
+    for a in attrs(&p[DIAG_MSG_LEN..], sk.ino) {
+        let (kind, v) = a?;
         let short = || {
             bad(format!(
                 "attribute {kind} of {} bytes, socket {}",
@@ -228,7 +132,6 @@ pub(crate) fn parse_socket(p: &[u8]) -> Result<DiagSocket, DiagError> {
             UNIX_DIAG_SHUTDOWN => sk.shutdown = *v.first().ok_or_else(short)?,
             _ => {}
         }
-        a = &a[align4(len).min(a.len())..];
     }
     Ok(sk)
 }
