@@ -195,7 +195,7 @@ fn ring(p: &[u8], ino: u32) -> Result<Ring, DiagError> {
 }
 
 fn mclist(p: &[u8], ino: u32) -> Result<Vec<Membership>, DiagError> {
-    if p.len() % MCLIST_LEN != 0 {
+    if !p.len().is_multiple_of(MCLIST_LEN) {
         return Err(DiagError::Malformed(format!(
             "PACKET_DIAG_MCLIST of {} bytes, socket {ino}",
             p.len()

@@ -56,7 +56,7 @@ fn interfaces() -> Result<HashMap<u32, String>, PluginError> {
 /// A ring's size in bytes, if its parameters make one (block size a positive multiple of
 /// the page size, frames fitting the blocks).
 pub fn ring_bytes(r: &PacketRing) -> Result<u64, String> {
-    if r.block_size == 0 || r.block_size % PAGE_SIZE != 0 {
+    if r.block_size == 0 || !r.block_size.is_multiple_of(PAGE_SIZE) {
         return Err(format!(
             "ring block size {} is not a multiple of the page size ({PAGE_SIZE})",
             r.block_size
