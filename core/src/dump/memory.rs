@@ -173,6 +173,9 @@ pub fn classify(pid: i32, m: &MapsEntry, file_stat: &mut StatFn<'_>) -> Result<V
             if let Some(v) = io_uring_ring(m, &e) {
                 return Ok(v);
             }
+            if let Some(v) = socket_ring(m, &e) {
+                return Ok(v);
+            }
             if m.inode != 0 || m.dev_major != 0 || m.dev_minor != 0 {
                 let Some((mode, dev, ino, rdev)) = file_stat(m) else {
                     return Err(unsupported(format!(
@@ -311,6 +314,33 @@ fn io_uring_ring(m: &MapsEntry, e: &VmaEntry) -> Option<Vma> {
     })
 }
 
+/// A mapping of a socket (`socket:[INO]`: a packet socket's rx/tx ring, CRIU's
+/// `VMA_AREA_SOCKET`): kernel pages of the socket, which only the socket's plugin can map
+/// again (the packet plugin, over a new ring). Recorded as the anonymous placeholder the
+/// core maps at restore, shared or private as dumped; no madvise bits.
+fn socket_ring(m: &MapsEntry, e: &VmaEntry) -> Option<Vma> {
+    if !m.path.starts_with("socket:[") || m.inode == 0 {
+        return None;
+    }
+    let sharing = if m.shared {
+        libc::MAP_SHARED
+    } else {
+        libc::MAP_PRIVATE
+    };
+    let entry = VmaEntry {
+        status: VMA_AREA_REGULAR | VMA_ANON_PRIVATE,
+        flags: (sharing | libc::MAP_ANONYMOUS) as u32,
+        madv: None,
+        ..e.clone()
+    };
+    Some(Vma {
+        entry,
+        file: None,
+        shmem: None,
+        plugin_only: Some("socket mapping (packet socket ring)"),
+    })
+}
+
 /// Build the VMA list of `pid` from smaps, CRIU style: stack guard page included, `[vvar]`
 /// and `[vvar_vclock]` merged.
 pub fn collect_vmas(pid: i32) -> Result<Vec<Vma>, DumpError> {
@@ -368,8 +398,8 @@ pub fn check_plugin_only(pid: i32, vmas: &[Vma], claimed: &[bool]) -> Result<(),
             pid,
             step: "memory",
             what: format!("{what} {:#x}-{:#x}", v.entry.start, v.entry.end),
-            hint: "its pages are readable only from inside the task: load the secretmem plugin \
-                   (built into criu, or libcriu_secretmem.so with --plugin-dir)",
+            hint: "only a plugin can dump it: load the one that handles it (secretmem, io_uring \
+                   or packet: built into criu, or libcriu_NAME.so with --plugin-dir)",
         });
     }
     Ok(())

@@ -8,6 +8,7 @@
 
 use std::path::Path;
 
+use super::checks_rawsk::net_diag_raw;
 use super::{Check, CheckResult, KernelFeatures, Need, Status, UnknownFeature};
 use crate::sys::probe;
 
@@ -54,9 +55,9 @@ pub(super) static CHECKS: &[Check] = &[
     ),
     criu!(
         "net_diag_raw",
-        "raw socket diag",
-        "needs CONFIG_INET_RAW_DIAG",
-        never
+        "raw IPv4 and IPv6 sockets",
+        "needs CAP_NET_RAW",
+        net_diag_raw
     ),
     criu!("nsid", "network namespace ids", "needs Linux 4.0+", never),
     criu!("link_nsid", "IFLA_LINK_NETNSID", "needs Linux 4.0+", never),
@@ -148,7 +149,6 @@ pub static NOT_BUILT: &[(&str, &str)] = &[
         "unix sockets are dumped (SIOCUNIXFILE finds the directory of a relative name), but \
          not ones bound in another mount namespace: mount namespaces are not dumped",
     ),
-    ("net_diag_raw", "raw sockets are refused"),
     ("nsid", "network namespaces are not dumped"),
     ("link_nsid", "network namespaces are not dumped"),
     ("external_net_ns", "network namespaces are not dumped"),
@@ -179,6 +179,8 @@ pub static PLUGIN_BACKED: &[(&str, &str)] = &[
     ("tcp_half_closed", "inet"),
     // The inet plugin dumps and restores IP_FREEBIND and IPV6_FREEBIND.
     ("ipv6_freebind", "inet"),
+    // The inet plugin dumps and restores raw sockets (without the raw sock_diag).
+    ("net_diag_raw", "inet"),
     // `--network-lock iptables` and `--network-lock nftables`.
     ("has_ipt_legacy", "netlock"),
     ("network_lock_nftables", "netlock"),

@@ -18,6 +18,7 @@ mod checks_extra;
 mod checks_fsnotify;
 mod checks_ipc;
 mod checks_mem;
+mod checks_rawsk;
 mod checks_shstk;
 mod checks_sockets;
 

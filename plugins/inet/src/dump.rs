@@ -12,7 +12,7 @@ use criu_proto::images::{FdTypes, FileEntry, InetSkEntry, IpOptsEntry, TcpOptsEn
 use criu_sk_common::sys::{get_int, set_int};
 
 use crate::addr::{self, FAMILY_V6};
-use crate::{diag, sys, tcp, tcp_state_name, udp};
+use crate::{diag, raw, sys, tcp, tcp_state_name, udp};
 
 /// `TCP_ESTABLISHED` (net/tcp_states.h); also what CRIU records for a connected datagram socket.
 pub const TCP_ESTABLISHED: u32 = 1;
@@ -39,11 +39,31 @@ pub struct Sock {
 impl Sock {
     /// `"TCP 127.0.0.1:5000 -> 127.0.0.1:40000"`: how errors and logs name the socket.
     pub fn describe(&self) -> String {
-        let proto = proto_name(self.proto);
+        let mut proto = proto_name(self.proto);
+        if self.is_raw() {
+            proto = format!("raw {proto}");
+        }
         match self.peer {
             Some(p) => format!("{proto} {} -> {p}", self.local),
             None => format!("{proto} {}", self.local),
         }
+    }
+}
+
+impl Sock {
+    /// Whether it is a raw socket (`SOCK_RAW`), whatever its protocol.
+    pub fn is_raw(&self) -> bool {
+        self.sock_type as i32 == libc::SOCK_RAW
+    }
+
+    /// Whether it is a TCP socket (not a raw socket of protocol TCP).
+    pub fn is_tcp(&self) -> bool {
+        !self.is_raw() && self.proto as i32 == libc::IPPROTO_TCP
+    }
+
+    /// Whether it is a UDP or UDP-Lite socket (not a raw one of that protocol).
+    pub fn is_udp(&self) -> bool {
+        !self.is_raw() && matches!(self.proto as i32, libc::IPPROTO_UDP | libc::IPPROTO_UDPLITE)
     }
 }
 
@@ -103,17 +123,19 @@ pub fn read_sock(fd: &FdDesc, f: BorrowedFd<'_>) -> Result<Sock, PluginError> {
 
 /// Whether CRIU's image and this plugin know the socket's kind; a refusal names it.
 fn check_kind(fd: &FdDesc, sk: &Sock) -> Result<(), PluginError> {
-    let ok = matches!(
-        (sk.sock_type as i32, sk.proto as i32),
-        (libc::SOCK_STREAM, libc::IPPROTO_TCP)
-            | (
-                libc::SOCK_DGRAM,
-                libc::IPPROTO_UDP
-                    | libc::IPPROTO_UDPLITE
-                    | libc::IPPROTO_ICMP
-                    | libc::IPPROTO_ICMPV6
-            )
-    );
+    // A raw socket may carry any protocol (CRIU's can_dump_ipproto).
+    let ok = sk.is_raw()
+        || matches!(
+            (sk.sock_type as i32, sk.proto as i32),
+            (libc::SOCK_STREAM, libc::IPPROTO_TCP)
+                | (
+                    libc::SOCK_DGRAM,
+                    libc::IPPROTO_UDP
+                        | libc::IPPROTO_UDPLITE
+                        | libc::IPPROTO_ICMP
+                        | libc::IPPROTO_ICMPV6
+                )
+        );
     if ok {
         return Ok(());
     }
@@ -121,8 +143,8 @@ fn check_kind(fd: &FdDesc, sk: &Sock) -> Result<(), PluginError> {
         "MPTCP sockets are not supported (as in CRIU); for Go programs, GODEBUG=multipathtcp=0 \
          turns MPTCP off"
     } else {
-        "only TCP stream, UDP/UDP-Lite datagram and ICMP ping sockets are supported (raw \
-         sockets are not yet)"
+        "only TCP stream, UDP/UDP-Lite datagram, ICMP ping and raw sockets are supported \
+         (as in CRIU)"
     };
     Err(refuse(
         fd,
@@ -131,12 +153,13 @@ fn check_kind(fd: &FdDesc, sk: &Sock) -> Result<(), PluginError> {
     ))
 }
 
-fn ip_opts(
-    f: BorrowedFd<'_>,
-    family: u32,
-) -> Result<IpOptsEntry, (nix::errno::Errno, &'static str)> {
+fn ip_opts(f: BorrowedFd<'_>, sk: &Sock) -> Result<IpOptsEntry, (nix::errno::Errno, &'static str)> {
     let get = |level, opt, name| get_int(f, level, opt).map_err(|e| (e, name));
+    let family = sk.family;
     let mut o = IpOptsEntry::default();
+    if sk.is_raw() {
+        o.raw = Some(raw::dump_opts(f, family, sk.proto)?);
+    }
     if family == FAMILY_V6 {
         let fb = get(libc::SOL_IPV6, sys::IPV6_FREEBIND, "IPV6_FREEBIND")?;
         let pk = get(libc::SOL_IPV6, libc::IPV6_RECVPKTINFO, "IPV6_RECVPKTINFO")?;
@@ -166,7 +189,7 @@ fn tcp_opts(f: BorrowedFd<'_>) -> Result<TcpOptsEntry, (nix::errno::Errno, &'sta
 
 /// The state CRIU records and, for a listener, its backlog and accept queue length.
 fn state_of(fd: &FdDesc, f: BorrowedFd<'_>, sk: &Sock) -> Result<(u32, u32, u32), PluginError> {
-    if sk.proto as i32 != libc::IPPROTO_TCP {
+    if !sk.is_tcp() {
         let state = if sk.peer.is_some() {
             TCP_ESTABLISHED
         } else {
@@ -191,7 +214,7 @@ pub fn dump(ctx: &mut dyn DumpContext, fd: &FdDesc, id: u32) -> Result<FileEntry
     check_kind(fd, &sk)?;
     let (state, backlog, accept_queue) = state_of(fd, f, &sk)?;
     let mut sk = sk;
-    if sk.proto as i32 == libc::IPPROTO_TCP && state == TCP_CLOSE && sk.peer.is_none() {
+    if sk.is_tcp() && state == TCP_CLOSE && sk.peer.is_none() {
         // A connection closed since: its last peer, as CRIU records it (CRIU's restore
         // takes such a socket for a connection, which --tcp-close restores closed).
         sk.peer = sys::last_peer(f, sk.family).map_err(fd_err(fd, "getsockopt(SO_PEERNAME)"))?;
@@ -216,8 +239,7 @@ pub fn dump(ctx: &mut dyn DumpContext, fd: &FdDesc, id: u32) -> Result<FileEntry
             "skipping in-flight connections"
         );
     }
-    let tcp_conn =
-        sk.proto as i32 == libc::IPPROTO_TCP && state != TCP_LISTEN && state != TCP_CLOSE;
+    let tcp_conn = sk.is_tcp() && state != TCP_LISTEN && state != TCP_CLOSE;
     if tcp_conn && !opts.tcp_established && !opts.tcp_close {
         return Err(refuse(
             fd,
@@ -241,14 +263,14 @@ pub fn dump(ctx: &mut dyn DumpContext, fd: &FdDesc, id: u32) -> Result<FileEntry
         Err(e) => return Err(fd_err(fd, e.opt)(e.source)),
     };
     let mut tcp_o = None;
-    if sk.proto as i32 == libc::IPPROTO_TCP {
+    if sk.is_tcp() {
         criu_sk_common::opts::dump_tcp_keepalive(f, &mut sk_opts)
             .map_err(|e| fd_err(fd, e.opt)(e.source))?;
         tcp_o = Some(tcp_opts(f).map_err(|(e, n)| fd_err(fd, n)(e))?);
     }
-    let ip = ip_opts(f, sk.family).map_err(|(e, n)| fd_err(fd, n)(e))?;
+    let ip = ip_opts(f, &sk).map_err(|(e, n)| fd_err(fd, n)(e))?;
     let mut udp_cork = None;
-    if matches!(sk.proto as i32, libc::IPPROTO_UDP | libc::IPPROTO_UDPLITE) {
+    if sk.is_udp() {
         let cork =
             get_int(f, libc::SOL_UDP, sys::UDP_CORK).map_err(fd_err(fd, "getsockopt(UDP_CORK)"))?;
         if cork != 0 {
@@ -278,9 +300,9 @@ pub fn dump(ctx: &mut dyn DumpContext, fd: &FdDesc, id: u32) -> Result<FileEntry
             "--tcp-close: the connection is not dumped");
     } else if tcp_conn {
         tcp::dump(ctx, fd, &sk, state, ino)?;
-    } else if matches!(sk.proto as i32, libc::IPPROTO_UDP | libc::IPPROTO_UDPLITE) {
+    } else if sk.is_udp() {
         udp::dump_queue(ctx, fd, &sk, id)?;
-    } else if sk.proto as i32 != libc::IPPROTO_TCP {
+    } else if !sk.is_tcp() {
         udp::warn_dropped(fd, &sk)?;
     }
     tracing::debug!(pid = fd.pid, fd = fd.fd, id, sock = %sk.describe(), state, "inet socket");
@@ -329,6 +351,10 @@ fn shutdown_of(
     state: u32,
 ) -> Result<Option<i32>, PluginError> {
     let f = fd.file();
+    if sk.is_raw() {
+        // CRIU records none for raw sockets (and restores none).
+        return Ok(None);
+    }
     match sk.proto as i32 {
         libc::IPPROTO_TCP if state == TCP_CLOSE => {
             let bits = diag::polled(f, false).map_err(fd_err(fd, "poll"))?;

@@ -22,7 +22,10 @@
 //! Half-closed connections (FIN_WAIT1/2, CLOSE_WAIT, LAST_ACK, CLOSING) go through repair
 //! too, their FINs put back at restore ([`fin`]). Classic socket filters are kept in
 //! `sk_opts_entry.so_filter` (`criu_sk_common::filter`).
-//! Refused, naming fd and pid: raw sockets, MPTCP, unfinished connections (SYN_SENT).
+//! Raw sockets (`SOCK_RAW`, IPv4 and IPv6, any protocol) with their `ip_opts_raw_entry`
+//! (`IP_HDRINCL`, `IP_NODEFRAG`, ICMP filters), address and peer ([`raw`]); their queued
+//! datagrams are dropped, as CRIU drops them.
+//! Refused, naming fd and pid: MPTCP, unfinished connections (SYN_SENT).
 //!
 //! Restore makes each socket in the restorer (`open_file`) and ends the repairs in
 //! `finish`, just before the tree resumes ([`restore`]).
@@ -34,6 +37,7 @@ pub mod addr;
 pub mod diag;
 mod dump;
 pub mod fin;
+pub mod raw;
 mod restore;
 mod sys;
 pub mod tcp;

@@ -20,7 +20,7 @@ use crate::addr::{self, FAMILY_V4, FAMILY_V6};
 use crate::dump::{TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN, proto_name};
 use crate::tcp::{self, Stream};
 use crate::udp::{self, Datagram};
-use crate::{fin, sys, tcp_state_name};
+use crate::{fin, raw, sys, tcp_state_name};
 
 fn bad(id: u32, reason: String) -> PluginError {
     PluginError::bad_image(
@@ -35,7 +35,10 @@ pub fn describe(ie: &InetSkEntry) -> String {
         addr::ip_of(ie.family, &ie.src_addr).map(|ip| SocketAddr::new(ip, ie.src_port as u16));
     let peer =
         addr::ip_of(ie.family, &ie.dst_addr).map(|ip| SocketAddr::new(ip, ie.dst_port as u16));
-    let proto = proto_name(ie.proto);
+    let mut proto = proto_name(ie.proto);
+    if raw::is_raw(ie) {
+        proto = format!("raw {proto}");
+    }
     match (local, peer) {
         (Some(l), Some(p)) if ie.state != TCP_CLOSE && ie.state != TCP_LISTEN => {
             format!("{proto} {l} -> {p}")
@@ -47,12 +50,17 @@ pub fn describe(ie: &InetSkEntry) -> String {
 
 /// Whether `ie` is a TCP connection (CRIU's `tcp_connection()`).
 pub fn is_connection(ie: &InetSkEntry) -> bool {
-    ie.proto as i32 == libc::IPPROTO_TCP && ie.state != TCP_LISTEN && ie.state != TCP_CLOSE
+    is_tcp(ie) && ie.state != TCP_LISTEN && ie.state != TCP_CLOSE
+}
+
+/// Whether `ie` is a TCP socket (not a raw socket of protocol TCP).
+fn is_tcp(ie: &InetSkEntry) -> bool {
+    !raw::is_raw(ie) && ie.proto as i32 == libc::IPPROTO_TCP
 }
 
 /// Whether `ie` is a closed TCP socket that was connected (its last peer recorded).
 pub fn was_connection(ie: &InetSkEntry) -> bool {
-    ie.proto as i32 == libc::IPPROTO_TCP && ie.state == TCP_CLOSE && ie.dst_port != 0
+    is_tcp(ie) && ie.state == TCP_CLOSE && ie.dst_port != 0
 }
 
 /// Checks one INETSK entry and returns its socket part.
@@ -107,6 +115,13 @@ pub fn validate(entry: &FileEntry) -> Result<&InetSkEntry, PluginError> {
             ),
         ));
     }
+    if raw::is_raw(ie) && ie.state != TCP_ESTABLISHED && ie.state != TCP_CLOSE {
+        return Err(bad(
+            entry.id,
+            format!("{}: a raw socket in TCP state {}", describe(ie), ie.state),
+        ));
+    }
+    raw::validate(ie).map_err(|e| bad(entry.id, format!("{}: {e}", describe(ie))))?;
     if is_connection(ie) && ie.state != TCP_ESTABLISHED && !fin::is_half_closed(ie.state) {
         return Err(PluginError::Unsupported {
             resource: format!(
@@ -188,7 +203,9 @@ impl InetRestorer {
                     streams.insert(ie.id, tcp::parse(ie.ino, &what, &body)?);
                 }
             }
-            if matches!(ie.proto as i32, libc::IPPROTO_UDP | libc::IPPROTO_UDPLITE) {
+            if !raw::is_raw(&ie)
+                && matches!(ie.proto as i32, libc::IPPROTO_UDP | libc::IPPROTO_UDPLITE)
+            {
                 udp_ids.insert(ie.id, describe(&ie));
             }
             map.insert(ie.id, ie);
@@ -310,11 +327,16 @@ impl InetRestorer {
             set_int(f, libc::SOL_TCP, libc::TCP_REPAIR, 1)
                 .map_err(|e| (e, "setsockopt(TCP_REPAIR)"))?;
         }
-        if let Some(v6only) = ie.v6only.filter(|_| ie.family == FAMILY_V6) {
+        // A raw IPv6 socket refuses IPV6_V6ONLY (it has its "port" from birth): never on.
+        if let Some(v6only) = ie
+            .v6only
+            .filter(|_| ie.family == FAMILY_V6 && !raw::is_raw(ie))
+        {
             set_int(f, libc::SOL_IPV6, libc::IPV6_V6ONLY, i32::from(v6only))
                 .map_err(|e| (e, "setsockopt(IPV6_V6ONLY)"))?;
         }
         ip_opts(f, ie).map_err(opt_err)?;
+        raw::restore_opts(f, ie)?;
         let local =
             addr::ip_of(ie.family, &ie.src_addr).map(|ip| SocketAddr::new(ip, ie.src_port as u16));
         let peer =
@@ -323,7 +345,9 @@ impl InetRestorer {
         // tcp_connection(): a TCP socket with a peer port), comes back as a fresh socket,
         // neither bound nor connected, shut both ways (below).
         let closed = (conn && stream.is_none()) || (self.tcp_close && was_connection(ie));
-        if let Some(l) = local.filter(|_| ie.src_port != 0 && !closed) {
+        if let Some(l) = local.filter(|_| raw::is_raw(ie)) {
+            raw::bind(f, ie, l)?;
+        } else if let Some(l) = local.filter(|_| ie.src_port != 0 && !closed) {
             bind(f, ie, l)?;
         }
         if let (Some(st), Some(l), Some(p)) = (stream, local, peer) {
@@ -338,9 +362,10 @@ impl InetRestorer {
             let backlog =
                 Backlog::new(ie.backlog.min(i32::MAX as u32) as i32).unwrap_or(Backlog::MAXCONN);
             listen(&f, backlog).map_err(|e| (e, "listen"))?;
-        } else if let Some(p) =
-            peer.filter(|_| ie.state == TCP_ESTABLISHED && ie.r#type as i32 == libc::SOCK_DGRAM)
-        {
+        } else if let Some(p) = peer.filter(|_| {
+            ie.state == TCP_ESTABLISHED
+                && matches!(ie.r#type as i32, libc::SOCK_DGRAM | libc::SOCK_RAW)
+        }) {
             sys::connect(f, p).map_err(|e| (e, "connect"))?;
         }
         criu_sk_common::restore_rest(f, &ie.opts).map_err(sk_opt)?;

@@ -107,7 +107,7 @@ pub fn warn_dropped(fd: &FdDesc, sk: &Sock) -> Result<(), PluginError> {
         Err(e) => return Err(fd_err(fd, "ioctl(SIOCINQ)")(e)),
     };
     if queued {
-        tracing::warn!(pid = fd.pid, fd = fd.fd, sock = %sk.describe(), "queued replies of a ping socket are dropped (as in CRIU)");
+        tracing::warn!(pid = fd.pid, fd = fd.fd, sock = %sk.describe(), "queued datagrams of a ping or raw socket are dropped (as in CRIU)");
     }
     Ok(())
 }
