@@ -345,6 +345,17 @@ fn restore_plan(
             return Err(e);
         }
     };
+    // The root's mount namespace, built now: the root is cloned into it and the tree's
+    // paths are opened inside it; pivoted into once every task exists (`crate::mnt`).
+    let mut mntns = match crate::mnt::restore::MntRestore::load(images, plan)
+        .and_then(|m| m.map(|m| m.create(images, &opts.external)).transpose())
+    {
+        Ok(m) => m,
+        Err(e) => {
+            fail(opener, plan, &mut created);
+            return Err(e);
+        }
+    };
     // Runs beside the restore; stopped and joined if the restore fails first.
     let check = opts
         .verify_pages
@@ -427,6 +438,10 @@ fn restore_plan(
         });
     }
     if let Err(e) = rseq_cs::restore_cs_pointers(plan, &created) {
+        fail(opener, plan, &mut created);
+        return Err(e);
+    }
+    if let Some(Err(e)) = mntns.as_mut().map(|m| m.pivot()) {
         fail(opener, plan, &mut created);
         return Err(e);
     }
