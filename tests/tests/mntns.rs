@@ -44,7 +44,10 @@ fn gcc_present(test: &str) -> bool {
         .output()
         .is_ok_and(|o| o.status.success());
     if !ok {
-        assert!(std::env::var_os("CI").is_none(), "{test}: gcc missing in CI");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{test}: gcc missing in CI"
+        );
         eprintln!("skipping {test}: gcc is not installed");
     }
     ok
@@ -88,8 +91,14 @@ fn start(name: &str, odd: Option<&str>) -> Started {
 }
 
 /// What the test compares of each mount: mountpoint, fs type, source, per-mount and
-/// superblock options, propagation (mount ids and devices differ after a restore).
+/// superblock options, propagation (mount ids and devices differ after a restore), sorted.
 fn mount_view(pid: i32) -> Vec<String> {
+    let mut v = mount_lines(pid);
+    v.sort();
+    v
+}
+
+fn mount_lines(pid: i32) -> Vec<String> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).expect("mountinfo");
     text.lines()
         .map(|l| {
@@ -156,7 +165,12 @@ fn mount_namespace_root_survives_dump_kill_restore() {
     assert_ne!(ns_inode(&w.pid.to_string()), ns_inode("self"));
     let before = mount_view(w.pid);
     let t = format!("{}/t", w.dir.display());
-    assert!(before.iter().any(|m| m.starts_with(&format!("{t} tmpfs wltmp rw,nosuid"))), "{before:#?}");
+    assert!(
+        before
+            .iter()
+            .any(|m| m.starts_with(&format!("{t} tmpfs wltmp rw,nosuid"))),
+        "{before:#?}"
+    );
     dump_and_kill(&w, guard);
 
     let id = mnt_id(&w.images, w.pid);
@@ -201,9 +215,17 @@ fn unsupported_fs_is_refused_and_the_tree_runs_on() {
     let w = start("mntns-odd", Some("bpf"));
     let guard = TreeGuard::new([w.pid]);
     let err = dump(&DumpOptions::new(w.pid, &w.images)).expect_err("dump of a bpf mount");
-    let msg = format!("{err}: {}", std::error::Error::source(&err).map(|s| s.to_string()).unwrap_or_default());
+    let msg = format!(
+        "{err}: {}",
+        std::error::Error::source(&err)
+            .map(|s| s.to_string())
+            .unwrap_or_default()
+    );
     let x = format!("{}/x", w.dir.display());
-    assert!(msg.contains(&format!("(bpf) at {x}")) && msg.contains(&format!("--external mnt[{x}]:KEY")), "{msg}");
+    assert!(
+        msg.contains(&format!("(bpf) at {x}")) && msg.contains(&format!("--external mnt[{x}]:KEY")),
+        "{msg}"
+    );
     assert!(pid_exists(w.pid));
     std::fs::write(&w.trigger, b"1").expect("trigger");
     let lines = wait_lines(&w.report, 2, Duration::from_secs(10));
@@ -219,7 +241,8 @@ fn damaged(images: &Path, to: &Path, id: u32, change: impl FnOnce(&mut Vec<MntEn
         std::fs::copy(e.path(), to.join(e.file_name())).expect("copy");
     }
     let name = ImageKind::Mnts.file_name(u64::from(id));
-    let raw = criu_proto::framing::parse(&std::fs::read(images.join(&name)).expect("img")).expect("framing");
+    let raw = criu_proto::framing::parse(&std::fs::read(images.join(&name)).expect("img"))
+        .expect("framing");
     let mut v: Vec<MntEntry> = raw
         .entries
         .iter()
@@ -242,7 +265,11 @@ fn bad_mount_images_fail_naming_the_entry_and_leave_no_mount() {
     let id = mnt_id(&w.images, w.pid);
     let image = ImageKind::Mnts.file_name(u64::from(id));
     let t = format!("{}/t", w.dir.display());
-    let index = |v: &[MntEntry]| v.iter().position(|e| e.mountpoint == t).expect("tmpfs entry");
+    let index = |v: &[MntEntry]| {
+        v.iter()
+            .position(|e| e.mountpoint == t)
+            .expect("tmpfs entry")
+    };
     let cases: Vec<(&str, Box<dyn FnOnce(&mut Vec<MntEntry>) -> usize>, &str)> = vec![
         (
             "parent",
@@ -258,7 +285,9 @@ fn bad_mount_images_fail_naming_the_entry_and_leave_no_mount() {
             Box::new(|v| {
                 let i = index(v);
                 let own = v[i].mnt_id;
-                let j = (0..v.len()).find(|&j| j != i && v[j].parent_mnt_id == v[i].parent_mnt_id).expect("sibling");
+                let j = (0..v.len())
+                    .find(|&j| j != i && v[j].parent_mnt_id == v[i].parent_mnt_id)
+                    .expect("sibling");
                 v[j].parent_mnt_id = own;
                 v[i].parent_mnt_id = v[j].mnt_id;
                 i.min(j)
@@ -282,7 +311,10 @@ fn bad_mount_images_fail_naming_the_entry_and_leave_no_mount() {
         damaged(&w.images, &to, id, |v| entry = change(v));
         let err = restore(&restore_opts(&to)).expect_err(case).to_string();
         let _ = entry;
-        assert!(err.contains(&format!("{image}, entry ")) && err.contains(want), "{case}: {err}");
+        assert!(
+            err.contains(&format!("{image}, entry ")) && err.contains(want),
+            "{case}: {err}"
+        );
         assert!(!pid_exists(w.pid), "{case}: a task is left");
         assert_eq!(my_mounts(), mine, "{case}: criu's mounts changed");
     }

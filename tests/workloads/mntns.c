@@ -62,6 +62,7 @@ int main(int argc, char **argv)
 	const char *trigger = argv[2], *dir = argv[3];
 	char p[4096], t[4096];
 
+	setsid(); /* a session of its own: restored without --shell-job */
 	if (unshare(CLONE_NEWNS) || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL))
 		FAIL("unshare: %m");
 	snprintf(t, sizeof(t), "%s/t", dir);

@@ -26,8 +26,8 @@ use nix::unistd::{chroot, fchdir};
 
 use super::mounts;
 use super::tree::MntTree;
-use crate::restore::{RestoreError, Result};
 use crate::restore::imgread::Images;
+use crate::restore::{RestoreError, Result};
 
 /// The tree's root and criu's, while the restoring thread may enter the tree.
 struct Roots {
@@ -51,8 +51,12 @@ pub fn in_tree<R>(f: impl FnOnce() -> R) -> std::result::Result<R, String> {
         if INSIDE.get() {
             return Ok(f());
         }
-        let cwd = open(".", OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
-            .map_err(|e| format!("saving the working directory: {e}"))?;
+        let cwd = open(
+            ".",
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| format!("saving the working directory: {e}"))?;
         fchdir(roots.tree.as_fd())
             .and_then(|()| chroot("."))
             .map_err(|e| format!("entering the restored mount tree: {e}"))?;
@@ -95,15 +99,15 @@ impl MntNs {
         tree: &MntTree,
         images: &Images,
         external: &[String],
+        new_root: Option<&std::path::Path>,
         pid: i32,
     ) -> Result<MntNs> {
         let dir = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
-        let home_ns = File::open("/proc/thread-self/ns/mnt").map_err(|source| {
-            RestoreError::ImageIo {
+        let home_ns =
+            File::open("/proc/thread-self/ns/mnt").map_err(|source| RestoreError::ImageIo {
                 path: "/proc/thread-self/ns/mnt".into(),
                 source,
-            }
-        })?;
+            })?;
         let home_root = open("/", dir, Mode::empty()).map_err(|e| sys_err(pid, "open /", e))?;
         let home_cwd = open(".", dir, Mode::empty()).map_err(|e| sys_err(pid, "open .", e))?;
         let staging = nix::unistd::mkdtemp(&std::env::temp_dir().join("criu-mntns.XXXXXX"))
@@ -127,7 +131,8 @@ impl MntNs {
             inside: true,
         };
         // Our root in the new namespace (the one opened before is criu's namespace's).
-        let ns_root = open("/", dir, Mode::empty()).map_err(|e| sys_err(pid, "open / inside", e))?;
+        let ns_root =
+            open("/", dir, Mode::empty()).map_err(|e| sys_err(pid, "open / inside", e))?;
         nix::mount::mount(
             None::<&str>,
             "/",
@@ -137,7 +142,7 @@ impl MntNs {
         )
         .map_err(|e| sys_err(pid, "mount --make-rprivate /", e))?;
         let mut root = None;
-        let built = mounts::build(tree, images, external, &me.staging, &mut |fd| {
+        let built = mounts::build(tree, images, external, new_root, &me.staging, &mut |fd| {
             root = fd.try_clone().ok();
             if let (Some(tree), Ok(home)) = (fd.try_clone().ok(), ns_root.try_clone()) {
                 ROOTS.with(|r| *r.borrow_mut() = Some(Roots { tree, home }));
@@ -179,17 +184,22 @@ impl MntNs {
             .ok_or_else(|| sys_err(pid, "no root mounted", nix::errno::Errno::EINVAL))?;
         let (ns, root) = (self.ns.as_fd(), root.as_fd());
         std::thread::scope(|s| {
-            s.spawn(|| -> std::result::Result<(), (&'static str, nix::errno::Errno)> {
-                let step = |what, r: nix::Result<()>| r.map_err(|e| (what, e));
-                step("unshare(CLONE_FS)", nix::sched::unshare(CloneFlags::CLONE_FS))?;
-                step("setns", nix::sched::setns(ns, CloneFlags::CLONE_NEWNS))?;
-                step("fchdir(tree root)", fchdir(root))?;
-                step("pivot_root(., .)", nix::unistd::pivot_root(".", "."))?;
-                step(
-                    "umount2(old root, MNT_DETACH)",
-                    nix::mount::umount2(".", nix::mount::MntFlags::MNT_DETACH),
-                )
-            })
+            s.spawn(
+                || -> std::result::Result<(), (&'static str, nix::errno::Errno)> {
+                    let step = |what, r: nix::Result<()>| r.map_err(|e| (what, e));
+                    step(
+                        "unshare(CLONE_FS)",
+                        nix::sched::unshare(CloneFlags::CLONE_FS),
+                    )?;
+                    step("setns", nix::sched::setns(ns, CloneFlags::CLONE_NEWNS))?;
+                    step("fchdir(tree root)", fchdir(root))?;
+                    step("pivot_root(., .)", nix::unistd::pivot_root(".", "."))?;
+                    step(
+                        "umount2(old root, MNT_DETACH)",
+                        nix::mount::umount2(".", nix::mount::MntFlags::MNT_DETACH),
+                    )
+                },
+            )
             .join()
             .unwrap_or(Err(("pivot thread", nix::errno::Errno::EIO)))
         })

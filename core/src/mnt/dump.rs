@@ -110,7 +110,10 @@ pub fn host_path(m: &MountInfo, host: &[MountInfo]) -> Option<String> {
         .max_by_key(|(h, _)| h.root.len())
         .map(|(h, rest)| match rest {
             "" => h.mount_point.clone(),
-            rest => Path::new(&h.mount_point).join(rest).to_string_lossy().into_owned(),
+            rest => Path::new(&h.mount_point)
+                .join(rest)
+                .to_string_lossy()
+                .into_owned(),
         })
 }
 
@@ -217,9 +220,9 @@ pub fn plan(
             entry.criu_rs_host_path = Some(path);
         } else if let Some(kind) = FsKind::from_name(&m.fs_type) {
             entry.fstype = kind.code();
-            let fsroot = mounts.iter().any(|o| {
-                (o.dev_major, o.dev_minor) == (m.dev_major, m.dev_minor) && o.root == "/"
-            });
+            let fsroot = mounts
+                .iter()
+                .any(|o| (o.dev_major, o.dev_minor) == (m.dev_major, m.dev_minor) && o.root == "/");
             if !fsroot {
                 return Err(unsupported(
                     m,
@@ -268,7 +271,12 @@ pub fn dump(
     let image = ImageKind::Mnts.file_name(nsid as u64);
     dir.write_image(ImageKind::Mnts, nsid as u64, &entries)
         .map_err(|source| MntDumpError::Image { image, source })?;
-    tracing::info!(pid = root_pid, nsid, mounts = entries.len(), "mount namespace dumped");
+    tracing::info!(
+        pid = root_pid,
+        nsid,
+        mounts = entries.len(),
+        "mount namespace dumped"
+    );
     Ok(entries.len())
 }
 
@@ -276,7 +284,8 @@ pub fn dump(
 /// checked to be that very superblock (not a mount stacked over it).
 fn archive(dir: &ImageDir, root_pid: i32, e: &MntEntry) -> Result<(), MntDumpError> {
     use std::os::unix::fs::MetadataExt;
-    let path = Path::new(&format!("/proc/{root_pid}/root")).join(e.mountpoint.trim_start_matches('/'));
+    let path =
+        Path::new(&format!("/proc/{root_pid}/root")).join(e.mountpoint.trim_start_matches('/'));
     let stat_err = |what: &str, source| MntDumpError::Stat {
         mnt_id: e.mnt_id as i32,
         path: e.mountpoint.clone(),
@@ -285,7 +294,10 @@ fn archive(dir: &ImageDir, root_pid: i32, e: &MntEntry) -> Result<(), MntDumpErr
     };
     let md = std::fs::metadata(&path).map_err(|s| stat_err("stat", s))?;
     let dev = md.dev();
-    let (major, minor) = (nix::sys::stat::major(dev) as u32, nix::sys::stat::minor(dev) as u32);
+    let (major, minor) = (
+        nix::sys::stat::major(dev) as u32,
+        nix::sys::stat::minor(dev) as u32,
+    );
     if model::kdev(major, minor) != e.root_dev {
         return Err(stat_err(
             "its contents are hidden by a mount stacked on it",

@@ -20,8 +20,8 @@ use nix::sys::stat::Mode;
 use super::build::in_tree;
 use super::model::FsKind;
 use super::tree::{MntTree, Mount, Source, mount_err};
-use crate::restore::{RestoreError, Result};
 use crate::restore::imgread::Images;
+use crate::restore::{RestoreError, Result};
 
 /// The magic link of `fd` in criu's own `/proc`.
 fn fd_path(fd: &impl AsRawFd) -> String {
@@ -58,13 +58,14 @@ pub struct Built {
     pub roots: Vec<OwnedFd>,
 }
 
-/// Mounts every mount of `tree` (root on `staging`, the others on their mountpoints in it),
-/// restores tmpfs contents, flags and propagation. `set_root` is told the tree's root as
+/// Mounts every mount of `tree` (root on `staging`, a bind of `new_root` when given, the
+/// others on their mountpoints in it), restores tmpfs contents, flags and propagation. `set_root` is told the tree's root as
 /// soon as it is mounted (the later targets are opened inside it).
 pub fn build(
     tree: &MntTree,
     images: &Images,
     external: &[String],
+    new_root: Option<&Path>,
     staging: &Path,
     set_root: &mut dyn FnMut(&OwnedFd),
 ) -> Result<Built> {
@@ -80,6 +81,11 @@ pub fn build(
         };
         let tpath = fd_path(&target);
         match &m.source {
+            // `--root`: the tree's root mount is that directory.
+            _ if i == 0 && new_root.is_some() => {
+                let r = new_root.unwrap_or(Path::new("/")).to_string_lossy();
+                bind(&r, &tpath).map_err(|e| fail(format!("--root: {e}")))?;
+            }
             Source::Host { path } => bind(path, &tpath).map_err(|e| fail(e))?,
             Source::External { key } => {
                 let path = external_path(external, key).ok_or_else(|| {
@@ -94,7 +100,8 @@ pub fn build(
                 let src = &tree.mounts[*bind_of].entry;
                 let within = Path::new(&src.mountpoint).join(e.root.trim_start_matches('/'));
                 let within = within.to_string_lossy().into_owned();
-                let fd = open_in_tree(&within).map_err(|why| fail(format!("bind source: {why}")))?;
+                let fd =
+                    open_in_tree(&within).map_err(|why| fail(format!("bind source: {why}")))?;
                 bind(&fd_path(&fd), &tpath).map_err(|e| fail(e))?;
             }
             Source::New { kind } => {
@@ -106,9 +113,7 @@ pub fn build(
                     sb,
                     Some(e.options.as_str()),
                 )
-                .map_err(|err| {
-                    fail(format!("mount -t {} -o {}: {err}", kind.name(), e.options))
-                })?;
+                .map_err(|err| fail(format!("mount -t {} -o {}: {err}", kind.name(), e.options)))?;
             }
         }
         // The mount just made: its root, whatever is stacked on it later.
@@ -135,8 +140,14 @@ pub fn build(
 
 /// A non-recursive bind of `src` on `target`.
 fn bind(src: &str, target: &str) -> std::result::Result<(), String> {
-    mount(Some(src), target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-        .map_err(|e| format!("bind {src}: {e}"))
+    mount(
+        Some(src),
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| format!("bind {src}: {e}"))
 }
 
 /// The per-mount flags (read-only, nosuid, nodev, noexec, atime), by a bind remount.
@@ -176,8 +187,14 @@ fn contents(tree: &MntTree, m: &Mount, images: &Images) -> Result<()> {
 }
 
 fn set(root: &OwnedFd, flag: MsFlags) -> std::result::Result<(), String> {
-    mount(None::<&str>, fd_path(root).as_str(), None::<&str>, flag, None::<&str>)
-        .map_err(|e| format!("mount --make-{flag:?}: {e}"))
+    mount(
+        None::<&str>,
+        fd_path(root).as_str(),
+        None::<&str>,
+        flag,
+        None::<&str>,
+    )
+    .map_err(|e| format!("mount --make-{flag:?}: {e}"))
 }
 
 /// Peer groups, slaves and unbindable mounts, as the image says (every mount is private
@@ -193,8 +210,17 @@ fn propagation(tree: &MntTree, roots: &[OwnedFd]) -> Result<()> {
     }
     let fail = |i: usize, why: String| mount_err(tree, &tree.mounts[i], why);
     let set_group = |from: usize, to: usize| {
-        crate::sys::mount::move_mount_set_group(roots[from].as_fd(), roots[to].as_fd())
-            .map_err(|e| fail(to, format!("move_mount(MOVE_MOUNT_SET_GROUP) from mount {}: {e}", tree.mounts[from].entry.mnt_id)))
+        crate::sys::mount::move_mount_set_group(roots[from].as_fd(), roots[to].as_fd()).map_err(
+            |e| {
+                fail(
+                    to,
+                    format!(
+                        "move_mount(MOVE_MOUNT_SET_GROUP) from mount {}: {e}",
+                        tree.mounts[from].entry.mnt_id
+                    ),
+                )
+            },
+        )
     };
     let mut done = vec![false; tree.mounts.len()];
     // Leaders first, masters before their slaves: a pass per level of mastership.
@@ -225,11 +251,17 @@ fn propagation(tree: &MntTree, roots: &[OwnedFd]) -> Result<()> {
         }
     }
     for (i, m) in tree.mounts.iter().enumerate() {
-        let (g, master) = (m.entry.shared_id.unwrap_or(0), m.entry.master_id.unwrap_or(0));
+        let (g, master) = (
+            m.entry.shared_id.unwrap_or(0),
+            m.entry.master_id.unwrap_or(0),
+        );
         if g != 0 && !done[i] {
             let l = leader[&g];
             if !done[l] {
-                return Err(fail(i, format!("peer group {g} cannot be made (a master cycle?)")));
+                return Err(fail(
+                    i,
+                    format!("peer group {g} cannot be made (a master cycle?)"),
+                ));
             }
             set_group(l, i)?;
         } else if g == 0 && master != 0 {

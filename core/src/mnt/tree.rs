@@ -1,7 +1,7 @@
 //! `mountpoints-N.img` read back and checked before anything is mounted: one root (the
 //! mount at `/` whose parent is not in the image), every other parent in the image, no
 //! cycle, no duplicate id, absolute paths without `..`, each mountpoint below its parent's,
-//! a kind this engine restores. The mounts come out parents first.
+//! a kind this engine restores. The mounts come out in image order, each after its parent.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Component, Path};
@@ -10,8 +10,8 @@ use criu_proto::ImageKind;
 use criu_proto::images::MntEntry;
 
 use super::model::FsKind;
-use crate::restore::{RestoreError, Result};
 use crate::restore::imgread::Images;
+use crate::restore::{RestoreError, Result};
 
 /// How a mount comes back.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,7 +74,11 @@ impl MntTree {
     /// Checks `entries` of `image` and orders them parents first.
     pub fn check(image: String, entries: Vec<MntEntry>) -> Result<MntTree> {
         let err = |i: usize, e: &MntEntry, why: String| {
-            bad(&image, Some(i), format!("mount {} at {}: {why}", e.mnt_id, e.mountpoint))
+            bad(
+                &image,
+                Some(i),
+                format!("mount {} at {}: {why}", e.mnt_id, e.mountpoint),
+            )
         };
         let mut by_id = BTreeMap::new();
         for (i, e) in entries.iter().enumerate() {
@@ -85,7 +89,10 @@ impl MntTree {
                 return Err(err(
                     i,
                     e,
-                    format!("root {:?} or mountpoint not an absolute path without '..'", e.root),
+                    format!(
+                        "root {:?} or mountpoint not an absolute path without '..'",
+                        e.root
+                    ),
                 ));
             }
         }
@@ -105,7 +112,11 @@ impl MntTree {
             }
         }
         let Some(root) = root else {
-            return Err(bad(&image, None, "no root mount (at / with no parent in the image)"));
+            return Err(bad(
+                &image,
+                None,
+                "no root mount (at / with no parent in the image)",
+            ));
         };
         // Breadth first from the root: what is not reached hangs in a cycle.
         let mut order = Vec::with_capacity(entries.len());
@@ -122,6 +133,23 @@ impl MntTree {
         }
         if let Some(i) = (0..entries.len()).find(|i| !order.contains(i)) {
             return Err(err(i, &entries[i], "its parents form a cycle".into()));
+        }
+        // A tree: now in image order (the dumped mountinfo's, creation order), each mount
+        // after its parent.
+        let mut placed = vec![false; entries.len()];
+        let mut order = Vec::with_capacity(entries.len());
+        for i in 0..entries.len() {
+            let mut chain = Vec::new();
+            let mut at = i;
+            while !placed[at] {
+                placed[at] = true;
+                chain.push(at);
+                match by_id.get(&entries[at].parent_mnt_id) {
+                    Some(&p) if at != root => at = p,
+                    _ => break,
+                }
+            }
+            order.extend(chain.into_iter().rev());
         }
         let mut mounts: Vec<Mount> = Vec::with_capacity(order.len());
         for i in order {

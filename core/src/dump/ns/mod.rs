@@ -112,8 +112,12 @@ pub fn dump_namespaces(
         net::dump(dir, root_pid, root.net_ns_id.unwrap_or_default())?;
     }
     if let (Some(mine), true) = (root.mnt_ns_id, root.mnt_ns_id != criu.mnt_ns_id) {
-        crate::mnt::dump::dump(dir, root_pid, mine, external)
-            .map_err(|source| DumpError::Mount { pid: root_pid, source })?;
+        crate::mnt::dump::dump(dir, root_pid, mine, external).map_err(|source| {
+            DumpError::Mount {
+                pid: root_pid,
+                source,
+            }
+        })?;
     }
     Ok(())
 }
