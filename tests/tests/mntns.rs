@@ -253,6 +253,9 @@ fn damaged(images: &Path, to: &Path, id: u32, change: impl FnOnce(&mut Vec<MntEn
     std::fs::write(to.join(&name), bytes).expect("write");
 }
 
+/// A change that damages a mount image.
+type Damage<'a> = Box<dyn FnOnce(&mut Vec<MntEntry>) + 'a>;
+
 #[test]
 fn bad_mount_images_fail_naming_the_entry_and_leave_no_mount() {
     let name = "bad_mount_images_fail_naming_the_entry_and_leave_no_mount";
@@ -270,13 +273,12 @@ fn bad_mount_images_fail_naming_the_entry_and_leave_no_mount() {
             .position(|e| e.mountpoint == t)
             .expect("tmpfs entry")
     };
-    let cases: Vec<(&str, Box<dyn FnOnce(&mut Vec<MntEntry>) -> usize>, &str)> = vec![
+    let cases: Vec<(&str, Damage, &str)> = vec![
         (
             "parent",
             Box::new(|v| {
                 let i = index(v);
                 v[i].parent_mnt_id = 999_999;
-                i
             }),
             "parent id 999999 does not exist",
         ),
@@ -290,7 +292,6 @@ fn bad_mount_images_fail_naming_the_entry_and_leave_no_mount() {
                     .expect("sibling");
                 v[j].parent_mnt_id = own;
                 v[i].parent_mnt_id = v[j].mnt_id;
-                i.min(j)
             }),
             "cycle",
         ),
@@ -299,7 +300,6 @@ fn bad_mount_images_fail_naming_the_entry_and_leave_no_mount() {
             Box::new(|v| {
                 let i = index(v);
                 v[i].mountpoint = format!("{t}/../../etc");
-                i
             }),
             "'..'",
         ),
@@ -307,10 +307,8 @@ fn bad_mount_images_fail_naming_the_entry_and_leave_no_mount() {
     let mine = my_mounts();
     for (case, change, want) in cases {
         let to = w.dir.join(format!("bad-{case}"));
-        let mut entry = 0;
-        damaged(&w.images, &to, id, |v| entry = change(v));
+        damaged(&w.images, &to, id, change);
         let err = restore(&restore_opts(&to)).expect_err(case).to_string();
-        let _ = entry;
         assert!(
             err.contains(&format!("{image}, entry ")) && err.contains(want),
             "{case}: {err}"

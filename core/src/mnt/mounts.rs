@@ -86,7 +86,7 @@ pub fn build(
                 let r = new_root.unwrap_or(Path::new("/")).to_string_lossy();
                 bind(&r, &tpath).map_err(|e| fail(format!("--root: {e}")))?;
             }
-            Source::Host { path } => bind(path, &tpath).map_err(|e| fail(e))?,
+            Source::Host { path } => bind(path, &tpath).map_err(&fail)?,
             Source::External { key } => {
                 let path = external_path(external, key).ok_or_else(|| {
                     fail(format!(
@@ -94,7 +94,7 @@ pub fn build(
                          (or --ext-mount-map {key}:HOSTPATH)"
                     ))
                 })?;
-                bind(&path, &tpath).map_err(|e| fail(e))?;
+                bind(&path, &tpath).map_err(&fail)?;
             }
             Source::BindWithin { bind_of } => {
                 let src = &tree.mounts[*bind_of].entry;
@@ -102,7 +102,7 @@ pub fn build(
                 let within = within.to_string_lossy().into_owned();
                 let fd =
                     open_in_tree(&within).map_err(|why| fail(format!("bind source: {why}")))?;
-                bind(&fd_path(&fd), &tpath).map_err(|e| fail(e))?;
+                bind(&fd_path(&fd), &tpath).map_err(&fail)?;
             }
             Source::New { kind } => {
                 let sb = MsFlags::from_bits_truncate(e.sb_flags.unwrap_or(0) as _);
@@ -131,7 +131,7 @@ pub fn build(
         {
             contents(tree, m, images)?;
         }
-        remount_flags(&root, e.flags).map_err(|e| fail(e))?;
+        remount_flags(&root, e.flags).map_err(&fail)?;
         roots.push(root);
     }
     propagation(tree, &roots)?;
@@ -226,7 +226,7 @@ fn propagation(tree: &MntTree, roots: &[OwnedFd]) -> Result<()> {
     // Leaders first, masters before their slaves: a pass per level of mastership.
     for _ in 0..=tree.mounts.len() {
         let mut progress = false;
-        for (&g, &l) in &leader {
+        for &l in leader.values() {
             if done[l] {
                 continue;
             }
@@ -244,7 +244,6 @@ fn propagation(tree: &MntTree, roots: &[OwnedFd]) -> Result<()> {
             set(&roots[l], MsFlags::MS_SHARED).map_err(|e| fail(l, e))?;
             done[l] = true;
             progress = true;
-            let _ = g;
         }
         if !progress {
             break;
