@@ -6,6 +6,7 @@
 //!   process_vm_readv, pidfd, clone3, prctl and friends.
 //! - [`proc`]: parsers for `/proc/PID/*` files.
 //! - [`kerndat`]: probes of the running kernel (what `criu check` prints).
+//! - [`mnt`]: the root's mount namespace (mountpoints, tmpfs contents, the restored tree).
 //! - [`netns`]: network namespaces (rtnetlink, sysctls, CRIU's raw ip images).
 //! - [`dump`]: the dump orchestration.
 //! - [`restore`]: the restore orchestration.
@@ -16,6 +17,7 @@ pub mod check_images;
 pub mod dump;
 pub mod image;
 pub mod kerndat;
+pub mod mnt;
 pub mod netns;
 pub mod plugins;
 pub mod proc;

@@ -81,8 +81,10 @@ pub struct Options {
     pub link_remap: bool,
     /// `--network-lock`: ebpf (ours, the default), iptables, nftables, skip.
     pub network_lock: criu_plugin_api::NetworkLock,
-    /// `--external` values, in order.
+    /// `--external` values, in order (`--ext-mount-map KEY:VAL` as `mnt[KEY]:VAL`).
     pub external: Vec<String>,
+    /// `-r/--root`: the directory the restored mount namespace's root mount binds.
+    pub root: Option<PathBuf>,
     /// `--address`: the socket `criu service` listens on.
     pub address: Option<PathBuf>,
     /// `--status-fd`: `criu service` writes a byte there once it listens.
@@ -175,6 +177,13 @@ fn apply(cli: &mut Cli, spec: &'static OptSpec, value: Option<String>, off: bool
         }
         "link-remap" => o.link_remap = !off,
         "external" => o.external.push(v()),
+        // CRIU's older spelling of `--external mnt[KEY]:VAL` (dump: mountpoint to key;
+        // restore: key to host path).
+        "ext-mount-map" => match v().split_once(':') {
+            Some((key, val)) => o.external.push(format!("mnt[{key}]:{val}")),
+            None => bail!("--ext-mount-map: expected KEY:VAL (auto is not supported)"),
+        },
+        "root" => o.root = path(),
         // CRIU's spelling of `--external veth[IN]:OUT`.
         "veth-pair" => match v().split_once('=') {
             Some((inner, outer)) => o.external.push(format!("veth[{inner}]:{outer}")),
@@ -203,9 +212,9 @@ fn apply(cli: &mut Cli, spec: &'static OptSpec, value: Option<String>, off: bool
         // `--external unix[INO]` (the unix plugin) and `veth[IN]:OUT` (the restore of a
         // network namespace) are honoured, other kinds are not yet.
         let ignore = spec.long == "external"
-            && value
-                .as_deref()
-                .is_some_and(|v| v.starts_with("unix[") || v.starts_with("veth["));
+            && value.as_deref().is_some_and(|v| {
+                v.starts_with("unix[") || v.starts_with("veth[") || v.starts_with("mnt[")
+            });
         if !off && !ignore {
             o.unsupported.push(Given { spec, value });
         }

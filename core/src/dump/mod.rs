@@ -305,6 +305,12 @@ pub enum DumpError {
     /// `message` is that process's error, with the pids it names as the tree sees them.
     #[error("pid {pid}: dump inside its pid namespace: {message}")]
     InPidNs { pid: i32, message: String },
+    #[error("pid {pid}: mount namespace")]
+    Mount {
+        pid: i32,
+        #[source]
+        source: crate::mnt::dump::MntDumpError,
+    },
     #[error("pid {pid}: cgroups: {source}")]
     Cgroup {
         pid: i32,

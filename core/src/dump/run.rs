@@ -313,7 +313,7 @@ fn dump_frozen<'d>(
     dir.write_single(ImageKind::Timens, 0, &timens)
         .map_err(img(pid, "images"))?;
     if let Some(root) = sh.idgen.tree_root {
-        super::ns::dump_namespaces(dir, pid, &sh.root_ids, &root)?;
+        super::ns::dump_namespaces(dir, pid, &sh.root_ids, &root, &opts.external)?;
     }
     checkpoint(opts, "images")?;
 

@@ -160,7 +160,6 @@ pub static NOT_BUILT: &[(&str, &str)] = &[
          is network_lock_nftables)",
     ),
     ("apparmor_stacking", "LSM profiles are not restored"),
-    ("move_mount_set_group", "mount namespaces are not dumped"),
     (
         "overlayfs_maps",
         "overlayfs mappings are not told apart (not probed)",

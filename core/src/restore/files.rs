@@ -159,7 +159,12 @@ impl FileOpener for SharedDescriptions<'_> {
 
     fn open(&mut self, entry: &FileEntry) -> Result<OwnedFd, String> {
         if !self.open.contains_key(&entry.id) {
-            let fd = self.inner.open(entry)?;
+            // A path of the restored mount tree, when there is one, is opened inside it.
+            let fd = if entry.reg.is_some() {
+                crate::mnt::build::in_tree(|| self.inner.open(entry))??
+            } else {
+                self.inner.open(entry)?
+            };
             self.open.insert(entry.id, fd);
         }
         let fd = &self.open[&entry.id];
@@ -226,8 +231,11 @@ pub fn open_for_mapping(
     } else {
         OFlag::O_RDONLY
     };
-    let fd = open(reg.name.as_str(), acc | OFlag::O_CLOEXEC, Mode::empty())
-        .map_err(|e| format!("open({}): {e}", reg.name))?;
+    // Inside the restored mount tree when there is one.
+    let fd = crate::mnt::build::in_tree(|| {
+        open(reg.name.as_str(), acc | OFlag::O_CLOEXEC, Mode::empty())
+    })?
+    .map_err(|e| format!("open({}): {e}", reg.name))?;
     // A mapped file that changed since the dump (an upgraded library, a truncated file)
     // would give the task other code or SIGBUS: refuse, as CRIU does.
     let st = nix::sys::stat::fstat(&fd).map_err(|e| format!("fstat({}): {e}", reg.name))?;

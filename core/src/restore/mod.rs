@@ -118,6 +118,9 @@ pub struct RestoreOptions {
     pub ext_unix_sk: bool,
     pub network_lock: criu_plugin_api::NetworkLock,
     pub external: Vec<String>,
+    /// `-r/--root`: the root mount of the tree's own mount namespace is a bind of this
+    /// directory instead of what the image says (as CRIU's `--root`; [`crate::mnt`]).
+    pub root: Option<PathBuf>,
     /// `--manage-cgroups`, `--cgroup-root`, `--cgroup-yard` ([`crate::cgroup`]).
     pub cgroups: crate::cgroup::CgroupOptions,
 }
@@ -347,6 +350,19 @@ fn restore_plan(
             return Err(e);
         }
     };
+    // The root's mount namespace, built now: the root is cloned into it and the tree's
+    // paths are opened inside it; pivoted into once every task exists (`crate::mnt`).
+    let mut mntns = match crate::mnt::restore::MntRestore::load(images, plan, opts.root.as_deref())
+        .and_then(|m| {
+            m.map(|m| m.create(images, &opts.external, opts.root.as_deref()))
+                .transpose()
+        }) {
+        Ok(m) => m,
+        Err(e) => {
+            fail(opener, plan, &mut created);
+            return Err(e);
+        }
+    };
     // Runs beside the restore; stopped and joined if the restore fails first.
     let check = opts
         .verify_pages
@@ -429,6 +445,10 @@ fn restore_plan(
         });
     }
     if let Err(e) = rseq_cs::restore_cs_pointers(plan, &created) {
+        fail(opener, plan, &mut created);
+        return Err(e);
+    }
+    if let Some(Err(e)) = mntns.as_mut().map(|m| m.pivot()) {
         fail(opener, plan, &mut created);
         return Err(e);
     }

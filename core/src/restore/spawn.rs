@@ -126,12 +126,14 @@ pub(crate) fn prepare_fds(
             let fd = match plan.files.get(&id) {
                 // A removed directory: its plugin recreates it (a ghost directory).
                 Some(entry) if plan.remapped.contains(&id) => opener.open(entry),
-                _ => open(
-                    path.as_str(),
-                    OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-                    Mode::empty(),
-                )
-                .map_err(|e| format!("{path}: {e}")),
+                _ => crate::mnt::build::in_tree(|| {
+                    open(
+                        path.as_str(),
+                        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                        Mode::empty(),
+                    )
+                })
+                .and_then(|r| r.map_err(|e| format!("{path}: {e}"))),
             }
             .map_err(|r| open_err(t.pid, id, -1, "cwd/root", r))?;
             *slot = Some(add(fd, &mut owned, &mut moves));

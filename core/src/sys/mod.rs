@@ -7,6 +7,7 @@ pub mod fown;
 pub mod kabi;
 pub mod kcmp;
 pub mod mm_map;
+pub mod mount;
 pub mod nsenter;
 pub mod pidfd;
 pub mod probe;

@@ -112,7 +112,7 @@ fn dumped_path(fd: &FdDesc, link_remap: bool) -> Result<(&str, bool), PluginErro
 /// Restore reopens the path: it must still name this very file (CRIU checks the same). Not
 /// following a final symlink: the link of an `O_PATH | O_NOFOLLOW` fd names the symlink.
 fn check_path_names_file(fd: &FdDesc, path: &str) -> Result<(), PluginError> {
-    match nix::sys::stat::lstat(path) {
+    match nix::sys::stat::lstat(reachable(fd.pid, path).as_ref()) {
         Ok(s) if s.st_dev == fd.stat.dev && s.st_ino == fd.stat.ino => Ok(()),
         Ok(_) => Err(unsupported(
             fd,
@@ -135,7 +135,20 @@ fn check_path_names_file(fd: &FdDesc, path: &str) -> Result<(), PluginError> {
 }
 
 fn same_file_at(path: &str, fd: &FdDesc) -> bool {
-    nix::sys::stat::lstat(path).is_ok_and(|s| s.st_dev == fd.stat.dev && s.st_ino == fd.stat.ino)
+    nix::sys::stat::lstat(reachable(fd.pid, path).as_ref())
+        .is_ok_and(|s| s.st_dev == fd.stat.dev && s.st_ino == fd.stat.ino)
+}
+
+/// `path` as criu reaches it: a holder in another mount namespace than criu's has fd links
+/// naming paths of its namespace, reached through its root (`/proc/PID/root`).
+fn reachable(pid: i32, path: &str) -> std::borrow::Cow<'_, str> {
+    use std::os::unix::fs::MetadataExt;
+    let ns = |p: String| std::fs::metadata(p).map(|m| (m.dev(), m.ino())).ok();
+    let theirs = ns(format!("/proc/{pid}/ns/mnt"));
+    if theirs.is_some() && theirs != ns("/proc/self/ns/mnt".into()) {
+        return format!("/proc/{pid}/root{path}").into();
+    }
+    path.into()
 }
 
 /// The ghost id of the unlinked file behind `fd`, writing its image the first time this

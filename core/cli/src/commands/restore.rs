@@ -64,6 +64,7 @@ pub fn restore_options(opts: &Options, detach: bool) -> Result<RestoreOptions> {
         ext_unix_sk: opts.ext_unix_sk,
         network_lock: opts.network_lock,
         external: opts.external.clone(),
+        root: opts.root.clone(),
         // The yard relative to the work dir, as CRIU (which runs there).
         cgroups: criu_core::cgroup::CgroupOptions {
             yard: opts

@@ -3,9 +3,10 @@
 //! Which namespaces may differ from criu's: the tree ROOT's UTS, IPC and network
 //! namespaces, which every other task must share (as CRIU requires for these kinds); they
 //! are dumped into `utsns-N.img`, the `ipcns-*-N.img` images and the network ones
-//! ([`net`]), N being the namespace's id in the ids images and the inventory. Anything else (a task in another namespace than the root, a
-//! root in its own pid, mount, user, cgroup or time namespace) is refused naming the
-//! pid, the kind and the way out.
+//! ([`net`]), N being the namespace's id in the ids images and the inventory; its mount
+//! namespace by [`crate::mnt::dump`]. Anything else (a task in another namespace than the
+//! root, a root in its own user, cgroup or time namespace) is refused naming the pid, the
+//! kind and the way out.
 
 mod ipc;
 pub mod net;
@@ -34,7 +35,7 @@ fn kinds(ids: &TaskKobjIdsEntry) -> [(&'static str, Option<u32>); 8] {
 }
 
 /// The kinds a root may hold of its own (a pid namespace only as its init: [`pid`]).
-const DUMPED: [&str; 4] = ["uts", "ipc", "pid", "net"];
+const DUMPED: [&str; 5] = ["uts", "ipc", "pid", "net", "mnt"];
 
 /// Checks the namespaces of `pid` (`ids`) against criu's and, for a task below the root,
 /// against the root's (`root`, None when `pid` is the root).
@@ -66,8 +67,8 @@ pub fn check(
                         pid,
                         step: "namespaces",
                         what: format!("a {name} namespace of its own"),
-                        hint: "only UTS, IPC, network and pid namespaces (the root as its \
-                               init) are dumped yet (mount, user, cgroup and time namespaces \
+                        hint: "only UTS, IPC, network, mount and pid namespaces (the root \
+                               as its init) are dumped yet (user, cgroup and time namespaces \
                                are not); run criu inside the tree's other namespaces",
                     });
                 }
@@ -98,6 +99,7 @@ pub fn dump_namespaces(
     root_pid: i32,
     criu: &TaskKobjIdsEntry,
     root: &TaskKobjIdsEntry,
+    external: &[String],
 ) -> Result<(), DumpError> {
     let own = own_namespaces(criu, root);
     if own.contains(CloneFlags::CLONE_NEWUTS) {
@@ -108,6 +110,14 @@ pub fn dump_namespaces(
     }
     if own.contains(CloneFlags::CLONE_NEWNET) {
         net::dump(dir, root_pid, root.net_ns_id.unwrap_or_default())?;
+    }
+    if let (Some(mine), true) = (root.mnt_ns_id, root.mnt_ns_id != criu.mnt_ns_id) {
+        crate::mnt::dump::dump(dir, root_pid, mine, external).map_err(|source| {
+            DumpError::Mount {
+                pid: root_pid,
+                source,
+            }
+        })?;
     }
     Ok(())
 }
@@ -143,15 +153,21 @@ mod tests {
             own_namespaces(&criu, &root),
             CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC
         );
-        // A pid namespace of its own is dumped from inside it (`pid`); a mount one is not.
+        // A pid namespace of its own is dumped from inside it (`pid`), a mount one too;
+        // a user one is not.
         check(5, &criu, None, &ids(4, 3, 12)).unwrap();
         let own_mnt = TaskKobjIdsEntry {
             mnt_ns_id: Some(60),
             ..ids(4, 3, 1)
         };
-        let err = check(5, &criu, None, &own_mnt).unwrap_err().to_string();
+        check(5, &criu, None, &own_mnt).unwrap();
+        let own_user = TaskKobjIdsEntry {
+            user_ns_id: Some(70),
+            ..ids(4, 3, 1)
+        };
+        let err = check(5, &criu, None, &own_user).unwrap_err().to_string();
         assert!(
-            err.contains("pid 5") && err.contains("a mnt namespace of its own"),
+            err.contains("pid 5") && err.contains("a user namespace of its own"),
             "{err}"
         );
         // A child must share the root's, even criu's own when the root left it.

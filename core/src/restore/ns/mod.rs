@@ -78,8 +78,9 @@ impl NsRestore {
                     pid::check_plan(plan)?;
                     out.pid = true;
                 }
-                // Made before the root, by the caller ([`net::NetRestore`]).
-                "net" => {}
+                // Made before the root, by the caller ([`net::NetRestore`],
+                // [`crate::mnt::restore`]).
+                "net" | "mnt" => {}
                 _ => {
                     return Err(RestoreError::Unsupported {
                         pid: root.pid,

@@ -88,18 +88,27 @@ fn the_network_lock_is_ebpf_unless_asked_and_ebpf_is_our_enum_value() {
 #[test]
 fn fields_asking_for_what_is_not_built_are_refused_by_name() {
     let refused = |f: fn(CriuOpts) -> CriuOpts, op: Op| with_dir(f, op).0.unwrap_err();
-    let e = refused(
+    // ext_mnt is --ext-mount-map, honoured as --external mnt[KEY]:VAL; skip_mnt is not.
+    let (p, _d) = with_dir(
         |o| CriuOpts {
             ext_mnt: vec![ExtMountMap {
                 key: "/a".into(),
-                val: "/a".into(),
+                val: "/b".into(),
             }],
             ..o
         },
         Op::Dump,
     );
-    assert_eq!(e.field, "ext_mnt");
-    assert!(e.to_string().contains("--ext-mount-map /a:/a"), "{e}");
+    assert_eq!(p.unwrap().opts.external, ["mnt[/a]:/b"]);
+    let e = refused(
+        |o| CriuOpts {
+            skip_mnt: vec!["/a".into()],
+            ..o
+        },
+        Op::Dump,
+    );
+    assert_eq!(e.field, "skip_mnt");
+    assert!(e.to_string().contains("--skip-mnt /a"), "{e}");
     // --external: unix[INO] (also CRIU's older unix_sk_ino field) is honoured, other kinds
     // are refused on the command line, so here too, by the field.
     let (p, _d) = with_dir(
