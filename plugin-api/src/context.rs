@@ -399,6 +399,20 @@ pub trait RestoreContext {
     /// With `clone3(set_tid)` it usually equals `old`.
     fn restored_pid(&self, old: i32) -> Option<i32>;
 
+    /// The pid in criu's own pid namespace of restored task or thread `image_pid`: the one
+    /// to name it by when criu itself talks to the kernel about it (`pidfd_open`, the pid of
+    /// an `SCM_CREDENTIALS` message criu sends, `/proc/PID`). It differs from the image pid
+    /// when the tree's root was restored into a pid namespace of its own; every other
+    /// method of this context takes image pids. Known once every task exists
+    /// ([`crate::RestoreStage::AfterTasksExist`] on: its hooks, task and VMA handlers,
+    /// [`crate::FileRestorer::finish`], and files opened then through
+    /// [`RestoreContext::open_file_by_id`]); `None` before, and for a pid outside the
+    /// restored tree. (API 0.8)
+    fn host_pid(&self, image_pid: i32) -> Option<i32> {
+        let _ = image_pid;
+        None
+    }
+
     /// Keeps `fd` under `key` for later calls (and for children forked later): e.g. the
     /// other end of a pipe. The core moves it to an fd number out of the way of the numbers
     /// it installs restored fds at, and closes it when the task's fd table is final.

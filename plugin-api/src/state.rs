@@ -288,6 +288,9 @@ impl RestoreContext for ScopedRestore<'_> {
     fn restored_pid(&self, old: i32) -> Option<i32> {
         self.inner.restored_pid(old)
     }
+    fn host_pid(&self, image_pid: i32) -> Option<i32> {
+        self.inner.host_pid(image_pid)
+    }
     fn keep_fd(&mut self, key: &str, fd: OwnedFd) -> Result<(), PluginError> {
         self.inner.keep_fd(key, fd)
     }

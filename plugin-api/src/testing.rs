@@ -53,6 +53,9 @@ pub struct MemoryImages {
     pub in_flight: Vec<(i32, OwnedFd, u32)>,
     /// What `open_file_by_id` (API 0.6) hands a duplicate of, by file id.
     pub files_by_id: HashMap<u32, OwnedFd>,
+    /// What `host_pid` (API 0.8) answers, image pid -> pid in criu's namespace: a pid not
+    /// listed answers itself (test tasks live in the test's own pid namespace).
+    pub host_pids: HashMap<i32, i32>,
     memo: HashMap<String, u64>,
     next_file_id: u32,
     kept: HashMap<String, OwnedFd>,
@@ -284,6 +287,10 @@ impl RestoreContext for MemoryImages {
 
     fn restored_pid(&self, old: i32) -> Option<i32> {
         Some(old)
+    }
+
+    fn host_pid(&self, image_pid: i32) -> Option<i32> {
+        Some(self.host_pids.get(&image_pid).copied().unwrap_or(image_pid))
     }
 
     fn keep_fd(&mut self, key: &str, fd: OwnedFd) -> Result<(), PluginError> {

@@ -33,7 +33,7 @@ pub struct Ctx {
     kept: BTreeMap<String, OwnedFd>,
     options: criu_plugin_api::RestoreOptions,
     /// Image pid -> pid in criu's namespace of every task and thread (differ in a new pid
-    /// namespace; empty: the same).
+    /// namespace), once they exist; empty before.
     hosts: BTreeMap<i32, i32>,
     /// Where tasks in a new pid namespace fetch fds from (see `ns::relay`).
     relay: Option<std::sync::Arc<super::ns::relay::Relay>>,
@@ -78,6 +78,11 @@ impl RestoreContext for Ctx {
 
     fn restored_pid(&self, old: i32) -> Option<i32> {
         self.pids.contains(&old).then_some(old)
+    }
+
+    fn host_pid(&self, image_pid: i32) -> Option<i32> {
+        // Filled (for every created task and thread) just before AfterTasksExist.
+        self.hosts.get(&image_pid).copied()
     }
 
     fn keep_fd(&mut self, key: &str, fd: OwnedFd) -> Result<(), PluginError> {

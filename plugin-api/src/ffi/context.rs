@@ -181,6 +181,11 @@ pub trait FfiRestoreContext {
         let _ = name;
         RNone
     }
+    /// [`RestoreContext::host_pid`] (API 0.8). An older criu has none: no pid known.
+    fn restore_host_pid(&self, image_pid: i32) -> ROption<i32> {
+        let _ = image_pid;
+        RNone
+    }
 }
 
 /// The answer of a service this criu's context does not have (it predates it).
@@ -436,6 +441,9 @@ impl FfiRestoreContext for HostRestore<'_> {
             .map(RString::from)
             .into()
     }
+    fn restore_host_pid(&self, image_pid: i32) -> ROption<i32> {
+        self.0.host_pid(image_pid).into()
+    }
 }
 
 /// A key file's path across the boundary (criu's command line gives UTF-8 paths).
@@ -674,6 +682,10 @@ impl RestoreContext for GuestRestore<'_> {
 
     fn open_file_by_id(&mut self, id: u32) -> Result<OwnedFd, PluginError> {
         from_ffi(self.ctx.restore_open_file_by_id(id)).map(take_fd)
+    }
+
+    fn host_pid(&self, image_pid: i32) -> Option<i32> {
+        self.ctx.restore_host_pid(image_pid).into_option()
     }
 }
 

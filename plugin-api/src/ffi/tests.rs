@@ -145,6 +145,8 @@ impl FileRestorer for ProbeRestorer {
             "what start_restore saw"
         );
         assert_eq!(ctx.restored_pid(12), Some(12));
+        // API 0.8: the host's answer, not the image pid.
+        assert_eq!(ctx.host_pid(12), Some(4012));
         let kept = ctx.kept_fd("probe:null").expect("kept fd");
         kept.try_clone_to_owned()
             .map_err(|source| PluginError::Restore {
@@ -210,6 +212,7 @@ fn dump_and_restore_cross_the_boundary() {
     let mut r = h
         .start_restore(&mut imgs, std::slice::from_ref(&e))
         .unwrap();
+    imgs.host_pids.insert(12, 4012);
     let fd = r.open_file(&mut imgs, &e).unwrap();
     let link = std::fs::read_link(format!("/proc/self/fd/{}", {
         use std::os::fd::AsRawFd;

@@ -127,7 +127,7 @@ impl Task<'_> {
     }
 }
 
-/// An fd number to lend task `pid` files at: above every fd it holds now, and above the two
+/// An fd number to lend the task criu names `pid` files at: above every fd it holds now, and above the two
 /// numbers the core's `install_fd` itself takes for a moment (its pidfd and the fetched fd
 /// land on the lowest free numbers; a target equal to one of them would be closed again).
 fn first_free(pid: i32) -> Result<i32, PluginError> {
@@ -156,7 +156,12 @@ pub(crate) fn run_in_task(
 ) -> Result<(), PluginError> {
     let pid = task.pid;
     let tid = task.tids.first().copied().unwrap_or(pid);
-    let next_free = first_free(pid)?;
+    // Criu reads the task's fd table by the pid it has in criu's namespace.
+    let host = ctx.host_pid(pid).ok_or_else(|| PluginError::Unavailable {
+        service: "host_pid",
+        why: format!("no pid in criu's namespace for restored task {pid}"),
+    })?;
+    let next_free = first_free(host)?;
     let mut t = Task {
         ctx,
         pid,

@@ -1,6 +1,9 @@
-//! System calls run inside a task (dump and restore contexts alike).
+//! System calls run inside a task (dump and restore contexts alike), and criu's fds lent
+//! to a restored task.
 
-use criu_plugin_api::PluginError;
+use std::os::fd::BorrowedFd;
+
+use criu_plugin_api::{PluginError, RestoreContext};
 use nix::errno::Errno;
 
 /// Runs one system call in a task: the context's `remote_syscall` for one tid.
@@ -34,22 +37,6 @@ impl Task<'_, '_> {
             .map(|_| ())
     }
 
-    /// A duplicate of criu's fd `fd` in the task, at the lowest free fd number (`pidfd_open`
-    /// of criu + `pidfd_getfd`, the same open file description); the caller closes it.
-    pub fn take_fd(&mut self, fd: i32) -> Result<u64, PluginError> {
-        let me = std::process::id() as u64;
-        let pidfd = self.sys("pidfd_open", libc::SYS_pidfd_open, [me, 0, 0, 0, 0, 0])?;
-        let got = self.sys(
-            "pidfd_getfd",
-            libc::SYS_pidfd_getfd,
-            [pidfd, fd as u64, 0, 0, 0, 0],
-        );
-        let closed = self.close(pidfd);
-        let got = got?;
-        closed?;
-        Ok(got)
-    }
-
     /// `len` bytes (whole pages) of private scratch memory in the task.
     pub fn scratch(&mut self, len: u64) -> Result<u64, PluginError> {
         self.sys(
@@ -71,4 +58,41 @@ impl Task<'_, '_> {
         self.sys("munmap", libc::SYS_munmap, [addr, len, 0, 0, 0, 0])
             .map(|_| ())
     }
+}
+
+/// A duplicate of criu's fd `fd` in restored task `pid` (the same open file description),
+/// at a free fd number, which it returns; the caller closes it. The core installs it
+/// (`install_fd`), which knows how a task reaches criu's fds, also from inside a new pid
+/// namespace where criu's own pid names nothing.
+pub fn lend_fd(
+    ctx: &mut dyn RestoreContext,
+    pid: i32,
+    fd: BorrowedFd<'_>,
+) -> Result<u64, PluginError> {
+    let host = ctx.host_pid(pid).ok_or_else(|| PluginError::Unavailable {
+        service: "host_pid",
+        why: format!("no pid in criu's namespace for restored task {pid}"),
+    })?;
+    let n = first_free(host)?;
+    ctx.install_fd(pid, fd, n, true)?;
+    Ok(n as u64)
+}
+
+/// An fd number free in the task criu names `host`: above every fd it holds now, and
+/// above the two numbers the core's `install_fd` itself takes for a moment (its pidfd and
+/// the fetched fd land on the lowest free numbers; a target equal to one of them would be
+/// closed again).
+fn first_free(host: i32) -> Result<i32, PluginError> {
+    let dir = format!("/proc/{host}/fd");
+    let rd = std::fs::read_dir(&dir).map_err(|e| PluginError::Path {
+        path: dir.clone().into(),
+        op: "read_dir",
+        source: e,
+    })?;
+    let max = rd
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .max()
+        .unwrap_or(-1);
+    Ok(max + 3)
 }

@@ -7,7 +7,7 @@
 //! memory is the task's (see [`crate::restore::Placement`]): criu reaches it with
 //! `process_vm_readv`/`writev`.
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use criu_plugin_api::{PluginError, RestoreContext};
@@ -100,12 +100,7 @@ pub fn replay(
     let restricted = uapi::SETUP_SQPOLL | uapi::SETUP_SINGLE_ISSUER | uapi::SETUP_DEFER_TASKRUN;
     let mut who = Submitter::Criu;
     if ring.flags & restricted != 0 {
-        let mut call = |nr, args| ctx.remote_syscall(at.pid, nr, args);
-        let tfd = Task {
-            tid: at.pid,
-            call: &mut call,
-        }
-        .take_fd(fd.as_raw_fd())?;
+        let tfd = crate::remote::lend_fd(ctx, at.pid, fd.as_fd())?;
         who = Submitter::Owner { tfd };
     }
     let started = Instant::now();

@@ -356,51 +356,36 @@ fn new_memfd(name: &str, len: u64) -> Result<OwnedFd, PluginError> {
 }
 
 /// Maps criu's memfds shared in task `pid`, each (memfd, address, length, protection), over
-/// what is there (the core's placeholders): one `pidfd_open` of criu for all.
+/// what is there (the core's placeholders), each lent to the task for its `mmap`.
 fn map_shared(
     ctx: &mut dyn RestoreContext,
     pid: i32,
     maps: [(&OwnedFd, u64, u64, u32); 2],
 ) -> Result<(), PluginError> {
-    use std::os::fd::AsRawFd;
-    let mut call = |nr, args| ctx.remote_syscall(pid, nr, args);
-    let mut t = Task {
-        tid: pid,
-        call: &mut call,
-    };
-    let me = std::process::id() as u64;
-    let pidfd = t.sys("pidfd_open", libc::SYS_pidfd_open, [me, 0, 0, 0, 0, 0])?;
-    let mut r = Ok(());
     for (mfd, addr, len, prot) in maps {
-        r = t
-            .sys(
-                "pidfd_getfd",
-                libc::SYS_pidfd_getfd,
-                [pidfd, mfd.as_raw_fd() as u64, 0, 0, 0, 0],
-            )
-            .and_then(|tfd| {
-                let m = t.sys(
-                    "mmap (ring memory)",
-                    libc::SYS_mmap,
-                    [
-                        addr,
-                        len,
-                        u64::from(prot),
-                        (libc::MAP_SHARED | libc::MAP_FIXED) as u64,
-                        tfd,
-                        0,
-                    ],
-                );
-                let closed = t.close(tfd);
-                m.and(closed)
-            });
-        if r.is_err() {
-            break;
-        }
+        let tfd = crate::remote::lend_fd(ctx, pid, mfd.as_fd())?;
+        let mut call = |nr, args| ctx.remote_syscall(pid, nr, args);
+        let mut t = Task {
+            tid: pid,
+            call: &mut call,
+        };
+        let m = t.sys(
+            "mmap (ring memory)",
+            libc::SYS_mmap,
+            [
+                addr,
+                len,
+                u64::from(prot),
+                (libc::MAP_SHARED | libc::MAP_FIXED) as u64,
+                tfd,
+                0,
+            ],
+        );
+        let closed = t.close(tfd);
+        m?;
+        closed?;
     }
-    let closed = t.close(pidfd);
-    r?;
-    closed
+    Ok(())
 }
 
 /// Puts the ring at every fd of every task but its owner `owner` (done in [`own_fds`])

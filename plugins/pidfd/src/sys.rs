@@ -109,6 +109,21 @@ pub fn fork_exiting(status: Option<i32>) -> Result<ExitingChild, Errno> {
     }
 }
 
+/// [`fork_exiting`] with the child in pid namespace `pidns` (the restored tree's, so that
+/// the tree's tasks can signal and wait on its pidfds as on any process they see).
+pub fn fork_exiting_in(status: Option<i32>, pidns: BorrowedFd<'_>) -> Result<ExitingChild, Errno> {
+    use nix::sched::{CloneFlags, setns};
+    // Only this thread's children change namespace, and only until it is set back.
+    let own = std::fs::File::open("/proc/thread-self/ns/pid_for_children")
+        .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
+    setns(pidns, CloneFlags::CLONE_NEWPID)?;
+    let forked = fork_exiting(status);
+    let back = setns(&own, CloneFlags::CLONE_NEWPID);
+    let child = forked?;
+    back?;
+    Ok(child)
+}
+
 /// Ends the calling (forked) process with wait status `status`.
 ///
 /// # Safety

@@ -1,13 +1,12 @@
 //! The last step of a unix socket restore, once every task exists (so that a queued
-//! message's `SCM_CREDENTIALS` can name its restored sender): buffer sizes, queued data,
-//! options, listen backlog, shutdown and file flags.
+//! message's `SCM_CREDENTIALS` can name its restored sender by its pid in criu's
+//! namespace): buffer sizes, queued data, options, listen backlog, shutdown and file flags.
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use criu_plugin_api::{PluginError, RestoreContext};
 use criu_proto::images::UnixSkEntry;
-use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::sys::socket::{Backlog, Shutdown, listen, shutdown};
 
@@ -15,6 +14,7 @@ use crate::build::{Built, Plan, conn_oriented, fail, new_socket};
 use crate::diag::STATE_LISTEN;
 use crate::paths;
 use crate::queue::{self, Creds, Packet};
+use crate::sys::StandIn;
 use criu_sk_common::{OptError, restore_buffers, unix_opts};
 
 impl Built {
@@ -36,12 +36,26 @@ impl Built {
         for u in socks {
             restore_buffers(fds[&u.ino].as_fd(), &u.opts).map_err(|e| opt_fail(u, e))?;
         }
-        let mut env = Env { ctx, by_id, fds };
+        let mut env = Env {
+            ctx,
+            by_id,
+            fds,
+            stand_ins: HashMap::new(),
+            pidns: None,
+        };
         for u in socks {
             if let Some(packets) = queues.remove(&u.id) {
                 let target = (!u.name.is_empty()).then(|| crate::build::reach(&ghosts, u));
                 refill(&plan, &mut env, partners.get(&u.ino), u, target, &packets)?;
             }
+        }
+        // The gone senders' stand-ins exit now that their messages are queued.
+        for (pid, s) in std::mem::take(&mut env.stand_ins) {
+            s.end().map_err(|e| PluginError::Task {
+                pid,
+                op: "ending the stand-in of a gone sender".into(),
+                source: e.into(),
+            })?;
         }
         drop(partners);
         drop(ghosts);
@@ -187,6 +201,10 @@ struct Env<'a> {
     by_id: &'a HashMap<u32, u32>,
     /// This restore's sockets by inode.
     fds: &'a HashMap<u32, OwnedFd>,
+    /// Stand-ins of the senders that are gone, by the pid the images name them by.
+    stand_ins: HashMap<i32, StandIn>,
+    /// The restored tree's pid namespace when it is not criu's (looked up once).
+    pidns: Option<Option<std::fs::File>>,
 }
 
 impl Env<'_> {
@@ -221,9 +239,75 @@ impl Env<'_> {
     }
 }
 
-/// Sends one queued message with its credentials, the sender's pid mapped to its restored
-/// one, and its fds in flight. A sender that no longer exists cannot be named (`ESRCH`):
-/// its message is queued without credentials, with a warning.
+impl Env<'_> {
+    /// The credentials criu sends a message with: the sender as criu names it (criu sends
+    /// from its own pid namespace; the kernel shows the receiver the pid in its own), or,
+    /// for a sender that is not a task of the restored tree (it exited before the dump, or
+    /// was never part of the tree), a stand-in that exits once the queues are written: the
+    /// receiver finds a process that has exited, as before the dump, not one that got the
+    /// pid since nor criu (which the kernel would name in a message sent without them).
+    fn creds_of(&mut self, c: Creds, u: &UnixSkEntry) -> Result<Creds, PluginError> {
+        if let Some(pid) = self.ctx.host_pid(c.pid) {
+            return Ok(Creds { pid, ..c });
+        }
+        let s = match self.stand_ins.entry(c.pid) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                if self.pidns.is_none() {
+                    self.pidns = Some(tree_pidns(&*self.ctx, u)?);
+                }
+                let ns = self.pidns.as_ref().and_then(Option::as_ref);
+                let s = StandIn::fork(ns.map(|f| f.as_fd()), c.pid)
+                    .map_err(fail(u, "fork (stand-in of a gone sender)"))?;
+                tracing::debug!(
+                    socket = u.id,
+                    pid = c.pid,
+                    stand_in = s.pid.as_raw(),
+                    "the sender of queued messages is gone: named by a stand-in that exits"
+                );
+                v.insert(s)
+            }
+        };
+        Ok(Creds {
+            pid: s.pid.as_raw(),
+            ..c
+        })
+    }
+}
+
+/// The pid namespace of the restored tree (its root's) when it is not criu's own: a
+/// stand-in is made there, so that the receivers see a pid of their namespace.
+fn tree_pidns(
+    ctx: &dyn RestoreContext,
+    u: &UnixSkEntry,
+) -> Result<Option<std::fs::File>, PluginError> {
+    let Some(root) = ctx.tasks().first().and_then(|t| ctx.host_pid(t.pid)) else {
+        return Ok(None);
+    };
+    let theirs = format!("/proc/{root}/ns/pid");
+    let link = |p: &str| {
+        std::fs::read_link(p).map_err(|e| PluginError::Restore {
+            id: u.id,
+            what: format!("the pid namespace of the restored tree ({p})"),
+            op: "readlink",
+            source: e,
+        })
+    };
+    if link(&theirs)? == link("/proc/self/ns/pid")? {
+        return Ok(None);
+    }
+    std::fs::File::open(&theirs)
+        .map(Some)
+        .map_err(|e| PluginError::Restore {
+            id: u.id,
+            what: format!("the pid namespace of the restored tree ({theirs})"),
+            op: "open",
+            source: e,
+        })
+}
+
+/// Sends one queued message with its credentials ([`Env::creds_of`]) and its fds in
+/// flight.
 fn send_packet(
     env: &mut Env<'_>,
     from: BorrowedFd<'_>,
@@ -231,22 +315,8 @@ fn send_packet(
     p: &Packet,
     u: &UnixSkEntry,
 ) -> Result<(), PluginError> {
-    let creds = p.creds.map(|c| Creds {
-        pid: env.ctx.restored_pid(c.pid).unwrap_or(c.pid),
-        ..c
-    });
+    let creds = p.creds.map(|c| env.creds_of(c, u)).transpose()?;
     let mut held = Vec::new();
     let fds = env.rights(u, &p.rights, &mut held)?;
-    match queue::send(from, to, &p.data, creds, &fds) {
-        Err(Errno::ESRCH) if creds.is_some() => {
-            tracing::warn!(
-                socket = u.id,
-                pid = p.creds.map(|c| c.pid),
-                "the sender of a queued message is gone: queued without its credentials"
-            );
-            queue::send(from, to, &p.data, None, &fds)
-        }
-        r => r,
-    }
-    .map_err(fail(u, "send (queued data)"))
+    queue::send(from, to, &p.data, creds, &fds).map_err(fail(u, "send (queued data)"))
 }
