@@ -5,7 +5,7 @@ use crate::{FdHandler, PluginError, PluginState, RunKind, StageHooks, TaskHandle
 /// Version of this contract. A plugin records the version it was built against in
 /// [`PluginInfo::api_version`]; the host refuses a plugin whose major part differs
 /// (the minor part grows with backward-compatible additions).
-pub const API_VERSION: ApiVersion = ApiVersion { major: 0, minor: 7 };
+pub const API_VERSION: ApiVersion = ApiVersion { major: 0, minor: 8 };
 
 /// A contract version: `major` changes break plugins, `minor` ones add to the contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
