@@ -520,4 +520,18 @@ pub trait RestoreContext {
         let _ = id;
         Err(unavailable("open_file_by_id"))
     }
+
+    /// A file of the anonymous shared memory object `shmid` (`MAP_SHARED|MAP_ANONYMOUS`
+    /// memory, `/dev/zero (deleted)` in `/proc/PID/maps`), as the core restores it: created
+    /// once per restore with at least `size` bytes and filled from
+    /// `pagemap-shmem-<shmid>.img`; the tree's anonymous shared mappings of `shmid` map
+    /// that very object. For a plugin that restores something else made of the same object
+    /// (the memfd plugin: an fd opened on `/proc/PID/map_files`, a private mapping of it),
+    /// so that it stays one object with the shared mappings. Offered to
+    /// [`crate::FileRestorer::open_file`] (elsewhere [`PluginError::Unavailable`]).
+    /// (API 0.8)
+    fn anon_shmem(&mut self, shmid: u64, size: u64) -> Result<OwnedFd, PluginError> {
+        let _ = (shmid, size);
+        Err(unavailable("anon_shmem"))
+    }
 }

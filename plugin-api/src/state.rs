@@ -335,6 +335,9 @@ impl RestoreContext for ScopedRestore<'_> {
     ) -> Result<(), PluginError> {
         self.inner.restore_shmem(shmid, size, file)
     }
+    fn anon_shmem(&mut self, shmid: u64, size: u64) -> Result<OwnedFd, PluginError> {
+        self.inner.anon_shmem(shmid, size)
+    }
     fn open_file_by_id(&mut self, id: u32) -> Result<OwnedFd, PluginError> {
         match self.opener.as_deref_mut() {
             Some(files) => files.open_by_id(self.inner, id),

@@ -196,3 +196,58 @@ fn hugetlb_memfd_survives_dump_and_restore() {
     usr1(pid);
     assert_eq!(verdict(&v), "ok");
 }
+
+/// Anonymous shared memory reached as a file (`wl_shmem_priv`, zdtm's shmemfd-priv): an fd
+/// opened on the area's `map_files` link, a private mapping and a second shared mapping of
+/// that fd. After the restore the private mapping still reads the object where it did not
+/// write (the workload checks it), so it maps the very object the shared mappings map. The
+/// images are CRIU's form of it: a MEMFD inode named `/dev/zero` (our field marks it
+/// anonymous shared memory) and the private VMA `VMA_AREA_MEMFD | VMA_FILE_PRIVATE`.
+#[test]
+fn anon_shared_memory_mapped_privately_stays_one_object() {
+    if skip_unless_root("anon_shared_memory_mapped_privately_stays_one_object") {
+        return;
+    }
+    let work = ScratchDir::new("shmem-priv-work");
+    let v = work.path().join("verdict");
+    let mut w = Workload::start(
+        Path::new(env!("CARGO_BIN_EXE_wl_shmem_priv")),
+        &[v.to_str().expect("utf-8")],
+        "ready",
+        Duration::from_secs(20),
+    );
+    let pid = w.pid();
+    usr1(pid);
+    w.wait_line("ok", Duration::from_secs(20));
+    std::fs::remove_file(&v).expect("verdict");
+
+    let d = ScratchDir::new("shmem-priv-images");
+    dump(&DumpOptions::new(pid, d.path())).expect("dump");
+    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+    assert!(wait_pid_gone(pid, Duration::from_secs(10)));
+    drop(w);
+
+    let img = ImageDir::open(d.path()).expect("images");
+    let inodes: Vec<MemfdInodeEntry> = img.read_all(ImageKind::MemfdInode, 0).expect("memfd.img");
+    assert_eq!(inodes.len(), 1, "{inodes:?}");
+    assert_eq!(inodes[0].name, "/dev/zero");
+    assert_eq!(inodes[0].criu_rs_anon_shmem, Some(true));
+    let mm: MmEntry = img.read_single(ImageKind::Mm, pid as u64).expect("mm");
+    let private = mm
+        .vmas
+        .iter()
+        .filter(|v| v.status & (AREA_MEMFD | FILE_PRIVATE) == AREA_MEMFD | FILE_PRIVATE)
+        .count();
+    assert_eq!(private, 1, "the private mapping of the object");
+
+    let opts = RestoreOptions {
+        images_dir: d.path().to_path_buf(),
+        detach: true,
+        shell_job: true,
+        ..RestoreOptions::default()
+    };
+    restore(&opts).unwrap_or_else(|e| panic!("restore: {e}: {e:?}"));
+    let _restored = PidGuard::new(pid);
+    usr1(pid);
+    assert_eq!(verdict(&v), "ok");
+}

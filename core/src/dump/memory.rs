@@ -176,6 +176,9 @@ pub fn classify(pid: i32, m: &MapsEntry, file_stat: &mut StatFn<'_>) -> Result<V
             if let Some(v) = socket_ring(m, &e) {
                 return Ok(v);
             }
+            if let Some(v) = anon_hugetlb(pid, m, &e, &vmf) {
+                return Ok(v);
+            }
             if m.inode != 0 || m.dev_major != 0 || m.dev_minor != 0 {
                 let Some((mode, dev, ino, rdev)) = file_stat(m) else {
                     return Err(unsupported(format!(
@@ -286,6 +289,51 @@ fn secretmem(m: &MapsEntry, e: &VmaEntry) -> Option<Vma> {
         file: None,
         shmem: None,
         plugin_only: Some("memfd_secret mapping"),
+    })
+}
+
+/// The `/proc/PID/maps` name of anonymous hugetlb memory (`MAP_ANONYMOUS|MAP_HUGETLB`): a
+/// file of the kernel's internal hugetlbfs mount.
+pub const ANON_HUGETLB_NAME: &str = "/anon_hugepage (deleted)";
+
+/// `MAP_HUGE_*` bits of a huge page size (`log2(size) << MAP_HUGE_SHIFT`); none for an
+/// unknown or ordinary page size (then `MAP_HUGETLB` takes the default huge page size).
+pub fn map_huge_bits(page_size: Option<u64>) -> u32 {
+    match page_size {
+        Some(s) if s.is_power_of_two() && s > PAGE_SIZE => {
+            s.trailing_zeros() << libc::MAP_HUGE_SHIFT
+        }
+        _ => 0,
+    }
+}
+
+/// Anonymous hugetlb memory, as CRIU records it: `MAP_ANONYMOUS|MAP_HUGETLB` with the huge
+/// page size in the `MAP_HUGE_*` bits; shared memory is a shmem object (`shmid` its inode,
+/// contents read through its `map_files` link), private memory has its pages dumped like any
+/// private anonymous memory.
+fn anon_hugetlb(pid: i32, m: &MapsEntry, e: &VmaEntry, vmf: &maps::VmFlags) -> Option<Vma> {
+    if m.path != ANON_HUGETLB_NAME || !vmf.has("ht") || m.inode == 0 {
+        return None;
+    }
+    let mut entry = VmaEntry {
+        flags: e.flags
+            | (libc::MAP_ANONYMOUS | libc::MAP_HUGETLB) as u32
+            | map_huge_bits(m.page_size),
+        ..e.clone()
+    };
+    let mut shmem = None;
+    if m.shared {
+        entry.status |= VMA_ANON_SHARED;
+        entry.shmid = m.inode;
+        shmem = Some(format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end));
+    } else {
+        entry.status |= VMA_ANON_PRIVATE;
+    }
+    Some(Vma {
+        entry,
+        file: None,
+        shmem,
+        plugin_only: None,
     })
 }
 
@@ -602,6 +650,35 @@ VmFlags: rd wr mr mw me nr wf nh dp
         let mut none = |_: &MapsEntry| None;
         let maps = parse_smaps("1000-2000 rw-p 00000000 08:01 5 /gone\n").unwrap();
         assert!(build_vmas(1, &maps, &mut none).is_err());
+    }
+
+    #[test]
+    fn anonymous_hugetlb_memory() {
+        let smaps = "7f0000000000-7f0000400000 rw-s 00000000 00:10 4242 /anon_hugepage (deleted)
+KernelPageSize:     2048 kB
+VmFlags: rd wr sh mr mw me ms de ht
+7f0000400000-7f0000800000 rw-p 00000000 00:10 4243 /anon_hugepage (deleted)
+KernelPageSize:     2048 kB
+VmFlags: rd wr mr mw me de ht
+";
+        let maps = parse_smaps(smaps).unwrap();
+        // No map_files lookup is needed for them.
+        let mut none = |_: &MapsEntry| None;
+        let v = build_vmas(7, &maps, &mut none).unwrap();
+        let huge = (libc::MAP_ANONYMOUS | libc::MAP_HUGETLB) as u32 | (21 << 26);
+        assert_eq!(v[0].entry.status, VMA_AREA_REGULAR | VMA_ANON_SHARED);
+        assert_eq!(v[0].entry.flags, libc::MAP_SHARED as u32 | huge);
+        assert_eq!(v[0].entry.shmid, 4242);
+        assert_eq!(
+            v[0].shmem.as_deref(),
+            Some("/proc/7/map_files/7f0000000000-7f0000400000")
+        );
+        assert_eq!(v[1].entry.status, VMA_AREA_REGULAR | VMA_ANON_PRIVATE);
+        assert_eq!(v[1].entry.flags, libc::MAP_PRIVATE as u32 | huge);
+        assert!(privately_dumped(&v[1]) && !privately_dumped(&v[0]));
+        assert_eq!(map_huge_bits(Some(1 << 30)), 30 << 26);
+        assert_eq!(map_huge_bits(Some(4096)), 0);
+        assert_eq!(map_huge_bits(None), 0);
     }
 
     #[test]

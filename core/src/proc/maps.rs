@@ -51,6 +51,9 @@ pub struct MapsEntry {
     pub path: String,
     /// From smaps; `None` when parsed from maps.
     pub vm_flags: Option<VmFlags>,
+    /// The page size backing it in bytes (smaps `KernelPageSize`: a huge page size for
+    /// hugetlb memory); `None` when parsed from maps.
+    pub page_size: Option<u64>,
 }
 
 impl MapsEntry {
@@ -148,6 +151,7 @@ pub fn parse_maps_line(line: &str, lineno: usize) -> Result<MapsEntry, ParseErro
         inode,
         path: rest.trim_start_matches(' ').to_string(),
         vm_flags: None,
+        page_size: None,
     })
 }
 
@@ -171,6 +175,16 @@ pub fn parse_smaps(text: &str) -> Result<Vec<MapsEntry>, ParseError> {
                 .last_mut()
                 .ok_or_else(|| ParseError::new(i + 1, "VmFlags before any VMA"))?;
             last.vm_flags = Some(VmFlags::parse(v));
+        } else if let Some(v) = line.strip_prefix("KernelPageSize:") {
+            let last = out
+                .last_mut()
+                .ok_or_else(|| ParseError::new(i + 1, "KernelPageSize before any VMA"))?;
+            let kb = v
+                .trim()
+                .strip_suffix("kB")
+                .and_then(|n| n.trim().parse::<u64>().ok())
+                .ok_or_else(|| ParseError::new(i + 1, "bad KernelPageSize"))?;
+            last.page_size = Some(kb * 1024);
         }
     }
     Ok(out)

@@ -1,10 +1,12 @@
-//! Private anonymous memory inherited copy-on-write, as CRIU keeps it: a child is forked from
-//! its parent after the parent's memory is restored, so a private anonymous VMA the child
-//! has at the same place as its parent (same range and flags) is kept instead of re-mapped.
-//! Only the pages whose dumped content differs from the inherited one are written (through
-//! `/proc/PID/mem`, which breaks sharing for those pages alone); pages absent from the
-//! child's image are dropped (`MADV_DONTNEED`, they read as zeros again). The others stay
-//! shared with the parent, as before the dump.
+//! Private memory inherited copy-on-write, as CRIU keeps it: a child is forked from its
+//! parent after the parent's memory is restored, so a private VMA the child has at the same
+//! place as its parent (same range, flags and protection; for a private file mapping also
+//! the same file and offset) is kept instead of re-mapped. Only the pages whose dumped
+//! content differs from the inherited one are written (through `/proc/PID/mem`, which
+//! breaks sharing for those pages alone); pages absent from the child's image are dropped
+//! (`MADV_DONTNEED`: anonymous pages read as zeros again, a file mapping's pages read the
+//! file again, as they did in the dumped child). The others stay shared with the parent, as
+//! before the dump.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -17,10 +19,23 @@ use super::rexec::RemoteThread;
 /// madvise bits that stop a VMA from reaching the child as it is in the parent.
 const NOT_INHERITED: u64 = (1 << libc::MADV_DONTFORK) | (1 << libc::MADV_WIPEONFORK);
 
+/// Hugetlb memory is left out: dropping the pages absent from the image takes ranges
+/// aligned to huge pages (`MADV_DONTNEED` refuses others).
 fn inheritable(v: &VmaPlan) -> bool {
-    v.kind == VmaKind::AnonPrivate
+    matches!(v.kind, VmaKind::AnonPrivate | VmaKind::FilePrivate { .. })
         && v.madv & NOT_INHERITED == 0
-        && v.flags & libc::MAP_LOCKED as u32 == 0
+        && v.flags & (libc::MAP_LOCKED | libc::MAP_HUGETLB) as u32 == 0
+}
+
+/// Whether the child's `v` is what it got from the parent's `p` at fork: same range, flags,
+/// protection and backing (a file mapping: the same file at the same offset; anonymous
+/// memory has no offset that matters).
+fn same_area(v: &VmaPlan, p: &VmaPlan) -> bool {
+    inheritable(v)
+        && inheritable(p)
+        && (p.start, p.end, p.flags, p.prot) == (v.start, v.end, v.flags, v.prot)
+        && p.kind == v.kind
+        && (v.kind == VmaKind::AnonPrivate || p.pgoff == v.pgoff)
 }
 
 /// The (start, end) of `t`'s VMAs it inherits from `parent` (sorted).
@@ -30,14 +45,12 @@ pub fn inherited(t: &TaskPlan, parent: Option<&TaskPlan>) -> Vec<(u64, u64)> {
     };
     t.vmas
         .iter()
-        .filter(|v| inheritable(v))
         .filter(|v| {
             parent
                 .vmas
                 .binary_search_by_key(&v.start, |p| p.start)
                 .ok()
-                .map(|i| &parent.vmas[i])
-                .is_some_and(|p| p.end == v.end && p.flags == v.flags && inheritable(p))
+                .is_some_and(|i| same_area(v, &parent.vmas[i]))
         })
         .map(|v| (v.start, v.end))
         .collect()
@@ -165,6 +178,47 @@ pub fn fill_kept(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn area(kind: VmaKind, pgoff: u64) -> VmaPlan {
+        VmaPlan {
+            start: 0x10000,
+            end: 0x20000,
+            pgoff,
+            prot: (libc::PROT_READ | libc::PROT_WRITE) as u32,
+            flags: libc::MAP_PRIVATE as u32,
+            kind,
+            madv: 0,
+            fdflags: 0,
+            stack: false,
+            heap: false,
+        }
+    }
+
+    #[test]
+    fn which_areas_are_inherited() {
+        let file = area(VmaKind::FilePrivate { file_id: 3 }, 0x2000);
+        assert!(same_area(&file, &file.clone()));
+        // Another offset or another file: not what fork gave the child.
+        assert!(!same_area(
+            &file,
+            &area(VmaKind::FilePrivate { file_id: 3 }, 0)
+        ));
+        assert!(!same_area(
+            &file,
+            &area(VmaKind::FilePrivate { file_id: 4 }, 0x2000)
+        ));
+        let anon = area(VmaKind::AnonPrivate, 0x10);
+        assert!(same_area(&anon, &area(VmaKind::AnonPrivate, 0x99)));
+        assert!(!same_area(&anon, &file));
+        let mut ro = anon.clone();
+        ro.prot = libc::PROT_READ as u32;
+        assert!(!same_area(&anon, &ro));
+        let mut dontfork = anon.clone();
+        dontfork.madv = 1 << libc::MADV_DONTFORK;
+        assert!(!same_area(&dontfork, &dontfork.clone()));
+        let shared = area(VmaKind::FileShared { file_id: 3 }, 0x2000);
+        assert!(!same_area(&shared, &shared.clone()));
+    }
 
     #[test]
     fn runs_split_along_kept_ranges() {

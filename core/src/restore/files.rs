@@ -44,6 +44,12 @@ pub trait FileOpener {
     /// plugin state and kept fd.
     fn end(&mut self) {}
 
+    /// The anonymous shared memory objects of this restore, for the plugins'
+    /// [`criu_plugin_api::RestoreContext::anon_shmem`] (the plugin opener keeps them).
+    fn set_shmem(&mut self, objects: super::shmem::SharedObjects) {
+        let _ = objects;
+    }
+
     /// Every task exists: (image pid, pid in criu's namespace) of each task and thread, and
     /// the fd relay when they live in a new pid namespace (for the task services).
     fn set_task_pids(
@@ -131,6 +137,10 @@ pub fn fown_of<'f>(e: &'f FileEntry, files: &'f BTreeMap<u32, FileEntry>) -> Opt
 impl FileOpener for SharedDescriptions<'_> {
     fn begin_task(&mut self, pid: i32) {
         self.inner.begin_task(pid);
+    }
+
+    fn set_shmem(&mut self, objects: super::shmem::SharedObjects) {
+        self.inner.set_shmem(objects);
     }
 
     fn set_task_pids(

@@ -585,9 +585,11 @@ fn restore_tree(
     let mut shm = shmem::ShmemCtx {
         plans: &plan.shmem,
         images,
-        objects: Default::default(),
+        objects: shmem::SharedObjects::new(images.dir().to_path_buf(), &plan.shmem),
         relay: None,
     };
+    // Before any file is opened: the memfd plugin may restore an fd of one of them.
+    opener.set_shmem(shm.objects.clone());
     // Checked before any task exists.
     let namespaces = ns::NsRestore::load(images, plan)?;
     created.set_pidns(namespaces.new_pid_ns());

@@ -39,6 +39,8 @@ pub struct Ctx {
     relay: Option<std::sync::Arc<super::ns::relay::Relay>>,
     /// Fd lenders by (uid, gid), for tasks that may not ptrace us; only while live.
     lenders: BTreeMap<(u32, u32), super::fd_lender::FdLender>,
+    /// The anonymous shared memory objects, once the tree's restore starts.
+    shmem: Option<super::shmem::SharedObjects>,
 }
 
 impl RestoreContext for Ctx {
@@ -210,6 +212,16 @@ impl RestoreContext for Ctx {
             })
     }
 
+    fn anon_shmem(&mut self, shmid: u64, size: u64) -> Result<OwnedFd, PluginError> {
+        match &self.shmem {
+            Some(objects) => objects.for_plugin(shmid, size),
+            None => Err(PluginError::Unavailable {
+                service: "anon_shmem",
+                why: "the tree's restore has not started".into(),
+            }),
+        }
+    }
+
     fn restore_shmem(
         &mut self,
         shmid: u64,
@@ -315,6 +327,7 @@ impl<'p> PluginOpener<'p> {
             hosts: BTreeMap::new(),
             relay: None,
             lenders: BTreeMap::new(),
+            shmem: None,
         };
         // Refuse before any task exists when a VMA's plugin is missing. Images of builds
         // before plugin API 0.5 list the claims in a side file instead of the mm images.
@@ -406,6 +419,10 @@ impl<'p> PluginOpener<'p> {
 }
 
 impl FileOpener for PluginOpener<'_> {
+    fn set_shmem(&mut self, objects: super::shmem::SharedObjects) {
+        self.ctx.shmem = Some(objects);
+    }
+
     fn set_task_pids(
         &mut self,
         pids: &[(i32, i32)],

@@ -18,7 +18,11 @@ const MAP_FLAGS_KEPT: i32 = libc::MAP_SHARED
     | libc::MAP_GROWSDOWN
     | libc::MAP_NORESERVE
     | libc::MAP_LOCKED
-    | libc::MAP_DROPPABLE;
+    | libc::MAP_DROPPABLE
+    | MAP_HUGE_FLAGS;
+
+/// `MAP_HUGETLB` and its page size bits (`MAP_HUGE_*`): anonymous hugetlb memory.
+pub const MAP_HUGE_FLAGS: i32 = libc::MAP_HUGETLB | (libc::MAP_HUGE_MASK << libc::MAP_HUGE_SHIFT);
 
 fn task_err(rt: &RemoteThread, reason: String) -> RestoreError {
     RestoreError::Task {
@@ -30,7 +34,7 @@ fn task_err(rt: &RemoteThread, reason: String) -> RestoreError {
 }
 
 /// Runs the whole memory part of the restore of `t`. `parent` is the task whose restored
-/// memory `t` was forked from: private anonymous VMAs they share stay copy-on-write ([`cow`]).
+/// memory `t` was forked from: private VMAs they share stay copy-on-write ([`cow`]).
 pub fn rebuild_mm(
     sp: &mut Spawned,
     t: &TaskPlan,

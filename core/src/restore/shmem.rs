@@ -3,12 +3,18 @@
 //! of the object's size; the restorer opens it through `/proc/PID/map_files`, writes the
 //! pages of `pagemap-shmem-<shmid>.img` into it, and every VMA of that object (in any task)
 //! maps its window from that fd, fetched into the task with `pidfd_getfd`. The mappings
-//! still read "/dev/zero (deleted)" and share one object, as in the dumped tree.
+//! still read "/dev/zero (deleted)" and share one object, as in the dumped tree. An object
+//! the tree also reached otherwise (an fd opened on its `map_files` link, a private mapping
+//! of it: the memfd plugin's) may be made first for that plugin ([`SharedObjects`]).
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use criu_plugin_api::PluginError;
 
 use super::error::{RestoreError, Result, bad};
 use super::imgread::Images;
@@ -26,13 +32,20 @@ pub struct ShmemPlan {
     /// `vaddr` is the offset inside the object.
     pub runs: Vec<PageRun>,
     pub pages_image: String,
+    /// `MAP_HUGETLB` and its page size bits for hugetlb memory (from its VMAs), else 0.
+    pub huge: u32,
 }
 
 /// Plans every shmem object the tasks map.
 pub fn load_all(images: &Images, tasks: &[TaskPlan]) -> Result<BTreeMap<u64, ShmemPlan>> {
     let mut sizes: BTreeMap<u64, u64> = BTreeMap::new();
+    let mut huge: BTreeMap<u64, u32> = BTreeMap::new();
     for v in tasks.iter().flat_map(|t| &t.vmas) {
         if let VmaKind::AnonShared { shmid } = v.kind {
+            let h = v.flags & super::rebuild::MAP_HUGE_FLAGS as u32;
+            if h != 0 {
+                huge.insert(shmid, h);
+            }
             let end = v.pgoff.checked_add(v.len()).ok_or_else(|| {
                 bad(
                     "mm",
@@ -46,7 +59,9 @@ pub fn load_all(images: &Images, tasks: &[TaskPlan]) -> Result<BTreeMap<u64, Shm
     }
     let mut out = BTreeMap::new();
     for (shmid, size) in sizes {
-        out.insert(shmid, load_one(images, shmid, size)?);
+        let mut plan = load_one(images, shmid, size)?;
+        plan.huge = huge.get(&shmid).copied().unwrap_or(0);
+        out.insert(shmid, plan);
     }
     Ok(out)
 }
@@ -60,6 +75,7 @@ fn load_one(images: &Images, shmid: u64, size: u64) -> Result<ShmemPlan> {
             size,
             runs: Vec::new(),
             pages_image: String::new(),
+            huge: 0,
         });
     }
     let (head, entries) = images.pagemap(&name)?;
@@ -119,7 +135,89 @@ fn load_one(images: &Images, shmid: u64, size: u64) -> Result<ShmemPlan> {
         size,
         runs,
         pages_image,
+        huge: 0,
     })
+}
+
+/// The objects of one restore created so far, by shmid: shared between the core, which maps
+/// the tasks' windows from them, and the plugins, which reach them through
+/// [`criu_plugin_api::RestoreContext::anon_shmem`] (the memfd plugin: an fd or a private
+/// mapping of the same object), so that both use one object.
+#[derive(Debug, Clone)]
+pub struct SharedObjects {
+    objects: Arc<Mutex<BTreeMap<u64, Arc<File>>>>,
+    /// The images directory, to fill an object a plugin asks for first.
+    dir: PathBuf,
+    /// Each object's size as the tasks' windows need it.
+    sizes: Arc<BTreeMap<u64, u64>>,
+}
+
+impl SharedObjects {
+    /// No object yet; `plans` gives the sizes the core's windows need.
+    pub fn new(dir: PathBuf, plans: &BTreeMap<u64, ShmemPlan>) -> SharedObjects {
+        SharedObjects {
+            objects: Default::default(),
+            dir,
+            sizes: Arc::new(plans.iter().map(|(k, p)| (*k, p.size)).collect()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Arc<File>>> {
+        // A panic elsewhere cannot leave the map half-updated (single inserts).
+        self.objects.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Object `shmid`, when created already.
+    pub fn get(&self, shmid: u64) -> Option<Arc<File>> {
+        self.lock().get(&shmid).cloned()
+    }
+
+    fn insert(&self, shmid: u64, f: Arc<File>) {
+        self.lock().insert(shmid, f);
+    }
+
+    /// Object `shmid` with at least `size` bytes for a plugin: the one the core made, or a
+    /// new one made here (in criu's own process) and filled from
+    /// `pagemap-shmem-<shmid>.img`, which the core then maps the windows from.
+    pub fn for_plugin(&self, shmid: u64, size: u64) -> std::result::Result<OwnedFd, PluginError> {
+        let image = format!("pagemap-shmem-{shmid}.img");
+        let io = |op: &str, e: std::io::Error| {
+            PluginError::bad_image(&image, format!("shmem object {shmid}: {op}: {e}"))
+        };
+        let mut map = self.lock();
+        let f = match map.get(&shmid) {
+            Some(f) => f.clone(),
+            None => {
+                let full = size.max(self.sizes.get(&shmid).copied().unwrap_or(0));
+                let len = usize::try_from(full)
+                    .map_err(|_| PluginError::bad_image(&image, format!("size {full}")))?;
+                let f = crate::sys::filemap::anon_shmem_object(len)
+                    .map_err(|e| io("creating it", e))?;
+                let images = Images::open(&self.dir).map_err(|e| PluginError::Image {
+                    image: image.clone(),
+                    source: Box::new(e),
+                })?;
+                fill_object(&images, shmid, full, &f).map_err(|e| PluginError::Image {
+                    image: image.clone(),
+                    source: Box::new(e),
+                })?;
+                let f = Arc::new(f);
+                map.insert(shmid, f.clone());
+                f
+            }
+        };
+        grow(&f, size).map_err(|e| io("growing it", e))?;
+        f.as_fd().try_clone_to_owned().map_err(|e| io("dup", e))
+    }
+}
+
+/// Makes `f` at least `size` bytes long (a window may reach past what another user of the
+/// object asked for).
+fn grow(f: &File, size: u64) -> std::io::Result<()> {
+    if f.metadata()?.len() < size {
+        f.set_len(size)?;
+    }
+    Ok(())
 }
 
 /// The objects of one restore: plans, and the fds of those created so far.
@@ -127,7 +225,7 @@ fn load_one(images: &Images, shmid: u64, size: u64) -> Result<ShmemPlan> {
 pub struct ShmemCtx<'a> {
     pub plans: &'a BTreeMap<u64, ShmemPlan>,
     pub images: &'a Images,
-    pub objects: BTreeMap<u64, File>,
+    pub objects: SharedObjects,
     /// Where tasks in a new pid namespace fetch the objects from (see `ns::relay`).
     pub relay: Option<std::sync::Arc<super::ns::relay::Relay>>,
 }
@@ -148,11 +246,21 @@ pub fn map_window(
     shmid: u64,
     ctx: &mut ShmemCtx<'_>,
 ) -> Result<()> {
-    if !ctx.objects.contains_key(&shmid) {
-        let f = create(rt, shmid, ctx)?;
-        ctx.objects.insert(shmid, f);
-    }
-    let mut src = ctx.objects[&shmid].as_raw_fd();
+    let obj = match ctx.objects.get(shmid) {
+        Some(f) => {
+            // Made for a plugin first: big enough for every window too.
+            let need = ctx.plans.get(&shmid).map_or(0, |p| p.size);
+            grow(&f, need)
+                .map_err(|e| task_err(rt, format!("growing shmem object {shmid}: {e}")))?;
+            f
+        }
+        None => {
+            let f = Arc::new(create(rt, shmid, ctx)?);
+            ctx.objects.insert(shmid, f.clone());
+            f
+        }
+    };
+    let mut src = obj.as_raw_fd();
     rt.step = format!("mapping shared anonymous vma {:#x}-{:#x}", v.start, v.end);
     let mut me = std::process::id() as u64;
     if let Some(r) = &ctx.relay {
@@ -197,7 +305,8 @@ fn create(rt: &mut RemoteThread, shmid: u64, ctx: &ShmemCtx<'_>) -> Result<File>
         .ok_or_else(|| bad("mm", None, format!("shmem object {shmid} has no plan")))?;
     rt.step = format!("creating shmem object {shmid} ({} bytes)", plan.size);
     let prot = (libc::PROT_READ | libc::PROT_WRITE) as u64;
-    let flags = (libc::MAP_SHARED | libc::MAP_ANONYMOUS) as u64;
+    // Hugetlb memory comes from the huge page pool of its size, as it did.
+    let flags = (libc::MAP_SHARED | libc::MAP_ANONYMOUS) as u64 | u64::from(plan.huge);
     let addr = rt.call(
         "mmap",
         libc::SYS_mmap,

@@ -1,5 +1,6 @@
 //! A shared read-write mapping of a file in criu's own process: the way to fill a file that
 //! has no `write(2)` (hugetlbfs: a `MFD_HUGETLB` memfd takes data only through a mapping).
+//! And a new anonymous shared memory object, as a file.
 
 use std::num::NonZeroUsize;
 use std::os::fd::BorrowedFd;
@@ -63,6 +64,31 @@ impl Drop for FileMap {
     }
 }
 
+/// A new anonymous shared memory object of `len` bytes (what `mmap(MAP_SHARED |
+/// MAP_ANONYMOUS)` creates, `/dev/zero (deleted)` in `/proc/PID/maps`), opened read-write
+/// through `/proc/self/map_files` of a throw-away mapping in criu's own process.
+pub fn anon_shmem_object(len: usize) -> std::io::Result<std::fs::File> {
+    let n = NonZeroUsize::new(len).ok_or(Errno::EINVAL)?;
+    // SAFETY: a new mapping chosen by the kernel (no address hint): it overlaps nothing of
+    // ours; nothing reads or writes it, it is unmapped below.
+    let ptr = unsafe {
+        nix::sys::mman::mmap_anonymous(
+            None,
+            n,
+            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+            MapFlags::MAP_SHARED,
+        )
+    }?;
+    let start = ptr.as_ptr() as usize;
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(format!("/proc/self/map_files/{start:x}-{:x}", start + len));
+    // SAFETY: the mapping made above, unmapped once; no reference into it exists.
+    let _ = unsafe { munmap(ptr, len) };
+    opened
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,5 +110,22 @@ mod tests {
         f.read_exact_at(&mut got, 4090).unwrap();
         assert_eq!(&got, b"across");
         assert!(FileMap::shared(f.as_fd(), 0).is_err());
+    }
+
+    #[test]
+    fn anon_shmem_objects_are_files() {
+        let f = anon_shmem_object(3 * 4096).unwrap();
+        assert_eq!(f.metadata().unwrap().len(), 3 * 4096);
+        f.write_all_at(b"shared", 4096).unwrap();
+        let mut got = [0u8; 6];
+        f.read_exact_at(&mut got, 4096).unwrap();
+        assert_eq!(&got, b"shared");
+        let link = std::fs::read_link(format!("/proc/self/fd/{}", {
+            use std::os::fd::AsRawFd;
+            f.as_raw_fd()
+        }))
+        .unwrap();
+        assert!(link.to_string_lossy().starts_with("/dev/zero"), "{link:?}");
+        assert!(anon_shmem_object(0).is_err());
     }
 }

@@ -186,6 +186,12 @@ pub trait FfiRestoreContext {
         let _ = image_pid;
         RNone
     }
+    /// [`RestoreContext::anon_shmem`] (API 0.8): the returned fd is owned by the caller.
+    /// Absent in an older criu: this default answers that the service is unavailable.
+    fn restore_anon_shmem(&mut self, shmid: u64, size: u64) -> RResult<i32, FfiError> {
+        let _ = (shmid, size);
+        RErr(FfiError::from(&older_criu("anon_shmem")))
+    }
 }
 
 /// The answer of a service this criu's context does not have (it predates it).
@@ -444,6 +450,9 @@ impl FfiRestoreContext for HostRestore<'_> {
     fn restore_host_pid(&self, image_pid: i32) -> ROption<i32> {
         self.0.host_pid(image_pid).into()
     }
+    fn restore_anon_shmem(&mut self, shmid: u64, size: u64) -> RResult<i32, FfiError> {
+        to_ffi(self.0.anon_shmem(shmid, size).map(IntoRawFd::into_raw_fd))
+    }
 }
 
 /// A key file's path across the boundary (criu's command line gives UTF-8 paths).
@@ -687,6 +696,9 @@ impl RestoreContext for GuestRestore<'_> {
     fn host_pid(&self, image_pid: i32) -> Option<i32> {
         self.ctx.restore_host_pid(image_pid).into_option()
     }
+    fn anon_shmem(&mut self, shmid: u64, size: u64) -> Result<OwnedFd, PluginError> {
+        from_ffi(self.ctx.restore_anon_shmem(shmid, size)).map(take_fd)
+    }
 }
 
 /// A plugin's [`FileRestorer`] as the FFI trait.
@@ -725,7 +737,7 @@ impl FfiRestorer for GuestRestorer {
 
 /// Takes ownership of an fd number handed over the boundary with ownership.
 pub(crate) fn take_fd(raw: RawFd) -> OwnedFd {
-    // SAFETY: the boundary contract (keep_fd, open_file, dup_task_fd, open_file_by_id) transfers ownership of `raw`, an
+    // SAFETY: the boundary contract (keep_fd, open_file, dup_task_fd, open_file_by_id, anon_shmem) transfers ownership of `raw`, an
     // open fd of this process, to the receiver; the sender gave it up with into_raw_fd.
     unsafe { OwnedFd::from_raw_fd(raw) }
 }

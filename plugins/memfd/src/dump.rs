@@ -11,7 +11,7 @@ use nix::fcntl::{FcntlArg, OFlag, fcntl, open};
 use nix::sys::stat::Mode;
 
 use crate::MEMFD_INODES;
-use crate::name::{hugetlb_flag, memfd_name};
+use crate::name::{ANON_SHMEM_NAME, hugetlb_flag, is_anon_shmem_link, memfd_name};
 
 /// What one dump remembers across fds and tasks.
 #[derive(Debug, Default)]
@@ -38,6 +38,11 @@ fn hugetlb_page_size(fd: &FdDesc) -> Option<u64> {
     let st = nix::sys::statfs::fstatfs(fd.file()).ok()?;
     (st.filesystem_type() == nix::sys::statfs::HUGETLBFS_MAGIC)
         .then(|| u64::try_from(st.block_size()).unwrap_or(0))
+}
+
+/// Whether `fd`'s file lives on the shmem mount (anonymous shared memory lives there).
+pub fn on_shmem_fs(fd: &FdDesc) -> bool {
+    Some(fd.stat.dev) == shmem_dev()
 }
 
 /// Whether `fd`'s file lives where memfds do (the shmem mount, or hugetlbfs for
@@ -90,11 +95,16 @@ pub fn dump_file(
 
 /// Writes the inode of `fd` (its `memfd.img` entry and its contents); returns its id.
 fn dump_inode(ctx: &mut dyn DumpContext, fd: &FdDesc) -> Result<u32, PluginError> {
-    let name = memfd_name(&fd.link).ok_or_else(|| PluginError::Unsupported {
-        resource: fd.describe(),
-        pid: fd.pid,
-        hint: "not a memfd link (/memfd:NAME (deleted))".into(),
-    })?;
+    let anon_shmem = is_anon_shmem_link(&fd.link);
+    let name = if anon_shmem {
+        ANON_SHMEM_NAME
+    } else {
+        memfd_name(&fd.link).ok_or_else(|| PluginError::Unsupported {
+            resource: fd.describe(),
+            pid: fd.pid,
+            hint: "not a memfd link (/memfd:NAME (deleted))".into(),
+        })?
+    };
     // CRIU numbers inodes from 1 in the order it meets them.
     let inode_id = u32::try_from(ctx.state::<DumpState>()?.inodes.len() + 1)
         .map_err(|_| PluginError::bad_image("memfd.img", "more than 2^32 memfd inodes"))?;
@@ -144,6 +154,7 @@ fn dump_inode(ctx: &mut dyn DumpContext, fd: &FdDesc) -> Result<u32, PluginError
         inode_id: u64::from(inode_id),
         hugetlb_flag,
         mode: Some(fd.stat.mode),
+        criu_rs_anon_shmem: anon_shmem.then_some(true),
     };
     write_message(ctx, MEMFD_INODES, &entry, &[])?;
     ctx.state::<DumpState>()?

@@ -10,6 +10,14 @@
 //! fd plugins for the file behind each mapping (`/proc/PID/map_files`) and marks VMAs whose
 //! file is a MEMFD entry `VMA_AREA_MEMFD`, `shmid` the entry's id, as CRIU does.
 //!
+//! Anonymous shared memory reached as a file (an fd opened on its `/proc/PID/map_files`
+//! link, or a `MAP_PRIVATE` mapping of such an fd: `/dev/zero (deleted)`) is dumped the same
+//! way, as CRIU does (name `/dev/zero`), with `memfd_inode_entry.criu_rs_anon_shmem` set:
+//! the restore takes the core's object of that `shmid`
+//! ([`RestoreContext::anon_shmem`]) instead of making a memfd, so the tree's shared
+//! mappings of it, its fds and its private mappings stay one object. (Upstream CRIU
+//! ignores the field and restores a memfd, as it dumps one.)
+//!
 //! Restore: each inode is created once (`memfd_create` with its name, `MFD_ALLOW_SEALING`
 //! when it had seals, its hugetlb flags), sized, filled ([`RestoreContext::restore_shmem`]),
 //! given its mode and owner; every description is a reopen of `/proc/self/fd/N` of that
@@ -32,7 +40,7 @@ use criu_plugin_api::{
 };
 use criu_proto::images::{FdTypes, FileEntry};
 
-pub use name::{is_memfd_link, memfd_name};
+pub use name::{is_anon_shmem_link, is_memfd_link, memfd_name};
 
 /// The plugin's name, also the prefix of its memo and kept-fd keys.
 pub const NAME: &str = "memfd";
@@ -80,7 +88,9 @@ impl FdHandler for MemfdPlugin {
     }
 
     fn claims(&self, fd: &FdDesc) -> bool {
-        fd.stat.is_reg() && is_memfd_link(&fd.link) && dump::on_memfd_fs(fd)
+        fd.stat.is_reg()
+            && ((is_memfd_link(&fd.link) && dump::on_memfd_fs(fd))
+                || (is_anon_shmem_link(&fd.link) && dump::on_shmem_fs(fd)))
     }
 
     fn dump_file(

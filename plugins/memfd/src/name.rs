@@ -5,6 +5,19 @@ const PREFIX: &str = "/memfd:";
 /// The suffix the kernel adds: a memfd has no name in any directory.
 const DELETED: &str = " (deleted)";
 
+/// The link of an anonymous shared memory object (`MAP_SHARED|MAP_ANONYMOUS` memory) opened
+/// through `/proc/PID/map_files`, or mapped privately from such an fd.
+pub const ANON_SHMEM_LINK: &str = "/dev/zero (deleted)";
+
+/// The `memfd_inode_entry.name` CRIU gives an anonymous shared memory object: its link
+/// without the suffix.
+pub const ANON_SHMEM_NAME: &str = "/dev/zero";
+
+/// Whether `link` is an anonymous shared memory object's.
+pub fn is_anon_shmem_link(link: &str) -> bool {
+    link == ANON_SHMEM_LINK
+}
+
 /// Whether `link` is a memfd's (`/memfd:NAME (deleted)`).
 pub fn is_memfd_link(link: &str) -> bool {
     link.starts_with(PREFIX) && link.ends_with(DELETED)
@@ -46,6 +59,9 @@ mod tests {
         assert!(is_memfd_link("/memfd:wayland-shm (deleted)"));
         assert!(!is_memfd_link("/secretmem (deleted)"));
         assert!(!is_memfd_link("/dev/zero (deleted)"));
+        assert!(is_anon_shmem_link("/dev/zero (deleted)"));
+        assert!(!is_anon_shmem_link("/dev/zero"));
+        assert!(!is_anon_shmem_link("/memfd:x (deleted)"));
     }
 
     #[test]

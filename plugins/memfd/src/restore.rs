@@ -177,6 +177,9 @@ fn create_inode(
 ) -> Result<OwnedFd, PluginError> {
     let what = format!("memfd:{} (inode {inode_id})", mie.name);
     let err = |op, e| restore_err(0, &what, op, e);
+    if mie.criu_rs_anon_shmem == Some(true) {
+        return anon_shmem_inode(ctx, mie, &what);
+    }
     let mut flags = MFdFlags::MFD_CLOEXEC;
     if mie.seals != libc::F_SEAL_SEAL as u32 {
         flags |= MFdFlags::MFD_ALLOW_SEALING;
@@ -210,6 +213,29 @@ fn create_inode(
         ctx.keep_fd(&seal_key(inode_id), dup)?;
     }
     tracing::debug!(name = %mie.name, inode_id, size = mie.size, "memfd inode created");
+    Ok(fd)
+}
+
+/// Anonymous shared memory dumped as a memfd inode: the core's object of its `shmid` (the
+/// one the tree's shared mappings of it map), reopened for a description of our own.
+fn anon_shmem_inode(
+    ctx: &mut dyn RestoreContext,
+    mie: &MemfdInodeEntry,
+    what: &str,
+) -> Result<OwnedFd, PluginError> {
+    let obj = ctx.anon_shmem(u64::from(mie.shmid), mie.size)?;
+    let path = format!("/proc/self/fd/{}", obj.as_raw_fd());
+    let fd = open(
+        path.as_str(),
+        OFlag::O_RDWR | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| restore_err(0, what, "open", e))?;
+    tracing::debug!(
+        shmid = mie.shmid,
+        size = mie.size,
+        "anonymous shared memory inode"
+    );
     Ok(fd)
 }
 
