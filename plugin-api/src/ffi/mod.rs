@@ -30,8 +30,10 @@
 //!   ...): one `dump_option` / `restore_option` method per context answers any of them by
 //!   name, as text, so a later option needs no new method; a name one side does not know
 //!   leaves the field at its default.
-//! - Anonymous shared memory objects (API 0.8): `restore_anon_shmem` (fd owned by the
-//!   caller), after the others, its default body answering "unavailable: upgrade criu".
+//! - API 0.8 adds two restore-context methods after the others: `restore_host_pid` (a
+//!   task's pid in criu's pid namespace; its default body, met in an older criu, answers
+//!   that no pid is known) and `restore_anon_shmem` (anonymous shared memory objects, fd
+//!   owned by the caller; its default body answers "unavailable: upgrade criu").
 //! - File descriptors as raw numbers: plugins live in criu's own process, so a number is
 //!   valid on both sides. The side that receives one takes ownership or borrows it as the
 //!   method documents.
