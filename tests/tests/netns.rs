@@ -155,6 +155,8 @@ fn start(name: &str, host_if: &str, net: &str, extra: &str) -> Started {
              ip link set {INNER} mtu 1400 && ip addr add {net}.2/24 dev {INNER} && \
              ip addr add fd00:77::2/64 dev {INNER} nodad && ip link set {INNER} up && \
              ip route add 10.88.0.0/16 via {net}.1 && \
+             ip rule add from 10.99.0.1 table 101 pref 1001 && \
+             ip -6 rule add from fd00:77::/64 table 100 pref 1000 && \
              echo 77 > /proc/sys/net/unix/max_dgram_qlen && \
              echo 2 > /proc/sys/net/ipv4/conf/{INNER}/rp_filter && {extra} true"
         ),
@@ -165,7 +167,8 @@ fn start(name: &str, host_if: &str, net: &str, extra: &str) -> Started {
     w
 }
 
-/// What the test compares: links, addresses, routes and two sysctls, as `ip -j` shows them.
+/// What the test compares: links, addresses, routes, rules and two sysctls, as `ip` shows
+/// them.
 fn net_state(pid: i32) -> String {
     let links: serde_json::Value =
         serde_json::from_str(&ns_sh(pid, "ip -j addr show")).expect("ip -j addr");
@@ -199,6 +202,10 @@ fn net_state(pid: i32) -> String {
             .collect();
         r.sort();
         out.extend(r);
+    }
+    // Rules of both families (IPv6 ones are ours: CRIU saves IPv4 rules only).
+    for fam in ["-4", "-6"] {
+        out.push(ns_sh(pid, &format!("ip {fam} rule show")));
     }
     out.push(ns_sh(
         pid,

@@ -122,8 +122,50 @@ pub fn new_veth(nde: &NetDeviceEntry, peer: &str, peer_ns: i32) -> Vec<u8> {
     b.finish()
 }
 
+/// `FRA_PRIORITY`.
+const FRA_PRIORITY: u16 = 6;
+/// `sizeof(struct fib_rule_hdr)`.
+const FIB_RULE_HDR: usize = 12;
+
+/// A dumped rule (`RTM_NEWRULE`) with its priority made explicit. The kernel leaves
+/// `FRA_PRIORITY` out of a priority-0 rule, and a rule added without it gets the next
+/// free priority instead: the namespace's own `0: from all lookup local` would come back a
+/// second time as 32765 rather than be an EEXIST the restore skips.
+pub fn rule_with_priority(m: &[u8]) -> Vec<u8> {
+    let mut out = m.to_vec();
+    let p = nlmsg::payload(m);
+    let has = match p.get(FIB_RULE_HDR..).map(nlmsg::attrs) {
+        Some(Ok(a)) => nlmsg::find(&a, FRA_PRIORITY).is_some(),
+        // Malformed: sent as it is, the kernel's answer names the entry.
+        _ => true,
+    };
+    if !has {
+        out.resize((out.len() + 3) & !3, 0);
+        out.extend_from_slice(&8u16.to_ne_bytes());
+        out.extend_from_slice(&FRA_PRIORITY.to_ne_bytes());
+        out.extend_from_slice(&0u32.to_ne_bytes());
+        let len = out.len() as u32;
+        out[..4].copy_from_slice(&len.to_ne_bytes());
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_rule_without_priority_gets_priority_zero() {
+        // nlmsghdr (16) + fib_rule_hdr (12) + FRA_TABLE (8).
+        let mut m = vec![0u8; 36];
+        m[..4].copy_from_slice(&36u32.to_ne_bytes());
+        m[28..36].copy_from_slice(&[8, 0, 15, 0, 255, 0, 0, 0]);
+        let r = rule_with_priority(&m);
+        assert_eq!(r.len(), 44);
+        assert_eq!(u32::from_ne_bytes(r[..4].try_into().unwrap()), 44);
+        let a = nlmsg::attrs(&nlmsg::payload(&r)[FIB_RULE_HDR..]).unwrap();
+        assert_eq!(nlmsg::find(&a, FRA_PRIORITY), Some(&0u32.to_ne_bytes()[..]));
+        assert_eq!(rule_with_priority(&r), r, "already explicit: unchanged");
+    }
+
     use super::*;
 
     #[test]

@@ -135,9 +135,16 @@ fn collect(pid: i32) -> Result<NetDump, DumpError> {
             all.into_iter().filter(|m| is_saved_route(m)).collect(),
         ));
     }
-    let rules = nl
-        .dump(links::RTM_GETRULE, &rtmsg(libc::AF_INET as u8))
-        .map_err(|e| nl_err(pid, "RTM_GETRULE", e))?;
+    // IPv4 then IPv6 rules in one rule-N.img. CRIU's `ip rule save` has IPv4 only, but
+    // its `ip rule restore` (and ours) replays any family, a default rule the new
+    // namespace has already being an EEXIST that both skip.
+    let mut rules = Vec::new();
+    for family in [libc::AF_INET, libc::AF_INET6] {
+        rules.extend(
+            nl.dump(links::RTM_GETRULE, &rtmsg(family as u8))
+                .map_err(|e| nl_err(pid, "RTM_GETRULE", e))?,
+        );
+    }
     ip.push((IpImage::Rule, rules));
     let c = |r: Result<_, conf::ConfError>| r.map_err(|e| conf_err(pid, e));
     let dir = |proto, dev| format!("/proc/sys/net/{proto}/conf/{dev}");

@@ -257,7 +257,11 @@ impl NetRestore {
                 order.sort_by_key(|&i| has_gateway(&msgs[i]));
             }
             for i in order {
-                match nl.request(msgs[i].clone(), nlmsg::F_CREATE | nlmsg::F_EXCL) {
+                let msg = match kind {
+                    IpImage::Rule => links::rule_with_priority(&msgs[i]),
+                    _ => msgs[i].clone(),
+                };
+                match nl.request(msg, nlmsg::F_CREATE | nlmsg::F_EXCL) {
                     Ok(()) => {}
                     // What the kernel made itself (loopback's addresses, link routes).
                     Err(e) if e.errno() == Some(Errno::EEXIST) => {}
