@@ -12,7 +12,7 @@ use criu_proto::images::{FdTypes, FileEntry, FownEntry};
 #[test]
 fn version_is_pinned() {
     // Bump together with any change below.
-    assert_eq!(API_VERSION, ApiVersion { major: 0, minor: 7 });
+    assert_eq!(API_VERSION, ApiVersion { major: 0, minor: 8 });
     assert_eq!(NetworkLock::from_name("ebpf"), Some(NetworkLock::default()));
 }
 
@@ -298,6 +298,9 @@ impl RestoreContext for Ctx {
         0
     }
     fn restored_pid(&self, _: i32) -> Option<i32> {
+        None
+    }
+    fn host_pid(&self, _: i32) -> Option<i32> {
         None
     }
     fn keep_fd(&mut self, _: &str, _: OwnedFd) -> Result<(), PluginError> {
