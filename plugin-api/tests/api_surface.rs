@@ -300,6 +300,9 @@ impl RestoreContext for Ctx {
     fn restored_pid(&self, _: i32) -> Option<i32> {
         None
     }
+    fn host_pid(&self, _: i32) -> Option<i32> {
+        None
+    }
     fn keep_fd(&mut self, _: &str, _: OwnedFd) -> Result<(), PluginError> {
         Ok(())
     }

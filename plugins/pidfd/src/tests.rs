@@ -186,6 +186,9 @@ impl criu_plugin_api::RestoreContext for Tree {
     fn restored_pid(&self, old: i32) -> Option<i32> {
         self.pids.contains(&old).then_some(old)
     }
+    fn host_pid(&self, image_pid: i32) -> Option<i32> {
+        self.pids.contains(&image_pid).then_some(image_pid)
+    }
     fn keep_fd(&mut self, key: &str, fd: OwnedFd) -> Result<(), PluginError> {
         self.images.keep_fd(key, fd)
     }
