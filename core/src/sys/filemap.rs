@@ -66,9 +66,12 @@ impl Drop for FileMap {
 
 /// A new anonymous shared memory object of `len` bytes (what `mmap(MAP_SHARED |
 /// MAP_ANONYMOUS)` creates, `/dev/zero (deleted)` in `/proc/PID/maps`), opened read-write
-/// through `/proc/self/map_files` of a throw-away mapping in criu's own process.
+/// through `/proc/self/map_files` of a throw-away mapping in criu's own process. Any size,
+/// 0 included: the mapping covers whole pages, the file is then cut to `len`.
 pub fn anon_shmem_object(len: usize) -> std::io::Result<std::fs::File> {
-    let n = NonZeroUsize::new(len).ok_or(Errno::EINVAL)?;
+    const PAGE: usize = 4096;
+    let map_len = len.max(1).div_ceil(PAGE) * PAGE;
+    let n = NonZeroUsize::new(map_len).ok_or(Errno::EINVAL)?;
     // SAFETY: a new mapping chosen by the kernel (no address hint): it overlaps nothing of
     // ours; nothing reads or writes it, it is unmapped below.
     let ptr = unsafe {
@@ -83,10 +86,17 @@ pub fn anon_shmem_object(len: usize) -> std::io::Result<std::fs::File> {
     let opened = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
-        .open(format!("/proc/self/map_files/{start:x}-{:x}", start + len));
+        .open(format!(
+            "/proc/self/map_files/{start:x}-{:x}",
+            start + map_len
+        ));
     // SAFETY: the mapping made above, unmapped once; no reference into it exists.
-    let _ = unsafe { munmap(ptr, len) };
-    opened
+    let _ = unsafe { munmap(ptr, map_len) };
+    let f = opened?;
+    if len != map_len {
+        f.set_len(len as u64)?;
+    }
+    Ok(f)
 }
 
 #[cfg(test)]
@@ -126,6 +136,9 @@ mod tests {
         }))
         .unwrap();
         assert!(link.to_string_lossy().starts_with("/dev/zero"), "{link:?}");
-        assert!(anon_shmem_object(0).is_err());
+        // Sizes that are no whole number of pages, and none at all (an object cut to 5
+        // bytes or emptied by its task).
+        assert_eq!(anon_shmem_object(5).unwrap().metadata().unwrap().len(), 5);
+        assert_eq!(anon_shmem_object(0).unwrap().metadata().unwrap().len(), 0);
     }
 }

@@ -6,6 +6,8 @@
 //! write (also what S writes afterwards), that S2 and S are one object, and that the fd
 //! reads the object; prints "ok" or "bad <what>" (also written to the file named by its
 //! argument, for after a restore). Each check writes new values, so it can run again.
+//! Also an object held only by an fd (zdtm shmemfd): one page mapped shared, its fd opened,
+//! cut to 0 bytes, unmapped, then "hello" written: 5 bytes, no mapping left.
 
 use std::num::NonZeroUsize;
 use std::os::fd::AsFd;
@@ -40,6 +42,36 @@ impl Area {
     fn set(&self, page: usize, v: i32) {
         self.word(page).store(v, Ordering::SeqCst)
     }
+}
+
+fn check_fd_only(f: &std::fs::File) -> Result<(), String> {
+    let len = f.metadata().map_err(|e| format!("fstat: {e}"))?.len();
+    let mut b = [0u8; 5];
+    f.read_exact_at(&mut b, 0)
+        .map_err(|e| format!("read the fd-only object: {e}"))?;
+    if len != 5 || &b != b"hello" {
+        return Err(format!("fd-only object: {len} bytes, {b:?}"));
+    }
+    Ok(())
+}
+
+/// The object held only by an fd.
+fn fd_only() -> std::fs::File {
+    let one = NonZeroUsize::new(PAGE).expect("size");
+    let rw = ProtFlags::PROT_READ | ProtFlags::PROT_WRITE;
+    // SAFETY: a fresh mapping the kernel places, unmapped below, never accessed.
+    let m = unsafe { mmap_anonymous(None, one, rw, MapFlags::MAP_SHARED) }.expect("mmap");
+    let at = m.as_ptr() as usize;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(format!("/proc/self/map_files/{at:x}-{:x}", at + PAGE))
+        .expect("open map_files");
+    f.set_len(0).expect("ftruncate");
+    // SAFETY: the mapping above, not referenced anywhere.
+    unsafe { nix::sys::mman::munmap(m, PAGE) }.expect("munmap");
+    f.write_all_at(b"hello", 0).expect("write");
+    f
 }
 
 fn check(s: &Area, p: &Area, s2: &Area, fd: &std::fs::File, round: i32) -> Result<(), String> {
@@ -137,6 +169,7 @@ fn main() {
         .cast(),
     );
     p.set(1, 22);
+    let lone = fd_only();
     let action = nix::sys::signal::SigAction::new(
         nix::sys::signal::SigHandler::Handler(on_usr1),
         nix::sys::signal::SaFlags::SA_RESTART,
@@ -151,7 +184,7 @@ fn main() {
         std::thread::sleep(Duration::from_millis(20));
         if VERIFY.swap(false, Ordering::SeqCst) {
             round += 1;
-            let verdict = match check(&s, &p, &s2, &fd, round) {
+            let verdict = match check(&s, &p, &s2, &fd, round).and_then(|()| check_fd_only(&lone)) {
                 Ok(()) => "ok".to_string(),
                 Err(e) => format!("bad {e}"),
             };
