@@ -412,7 +412,11 @@ mod tests {
         );
         assert!(plan_vmas("mm", &[vma(0x1001, 0x3000, anon)]).is_err());
         assert!(plan_vmas("mm", &[vma(0x1000, 0x1000, anon)]).is_err());
-        assert!(plan_vmas("mm", &[vma(0x1000, 0x2000, anon | (1 << 13))]).is_err());
+        // A socket mapping (VMA_AREA_SOCKET) is not restored.
+        assert!(plan_vmas("mm", &[vma(0x1000, 0x2000, anon | (1 << 11))]).is_err());
+        // An AIO ring is, as its own kind.
+        let aio = plan_vmas("mm", &[vma(0x1000, 0x2000, VMA_AREA_AIORING)]).unwrap();
+        assert_eq!(aio[0].kind, VmaKind::AioRing);
         assert!(plan_vmas("mm", &[vma(TASK_SIZE, TASK_SIZE + 0x1000, anon)]).is_err());
     }
 
