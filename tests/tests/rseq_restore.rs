@@ -31,7 +31,6 @@ fn wait_line(report: &Path, prefix: &str, timeout: Duration) -> String {
 }
 
 #[test]
-#[ignore = "flaky on a loaded machine: the workload saw rseq_cs cleared inside a section before any restore (while the dump froze it), so its pre-dump check fails; issue 12, to investigate"]
 fn a_thread_frozen_in_an_rseq_section_resumes_at_its_abort_handler() {
     let test = "a_thread_frozen_in_an_rseq_section_resumes_at_its_abort_handler";
     if skip_unless_root(test) {

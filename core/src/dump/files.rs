@@ -98,6 +98,11 @@ pub(super) fn dump_desc(
 /// records them.
 fn path_desc(pid: i32, open_path: &str, link: String) -> Result<FdDesc, DumpError> {
     let file = std::fs::File::open(open_path).map_err(|e| {
+        if e.raw_os_error() == Some(libc::ESRCH)
+            && let Some(refused) = super::deadproc::refusal(pid, open_path, &link)
+        {
+            return refused;
+        }
         DumpError::sys(
             pid,
             "files",

@@ -179,6 +179,9 @@ pub fn classify(pid: i32, m: &MapsEntry, file_stat: &mut StatFn<'_>) -> Result<V
             if let Some(v) = anon_hugetlb(pid, m, &e, &vmf) {
                 return Ok(v);
             }
+            if let Some(v) = super::aio::ring_vma(m, &e) {
+                return Ok(v);
+            }
             if m.inode != 0 || m.dev_major != 0 || m.dev_minor != 0 {
                 let Some((mode, dev, ino, rdev)) = file_stat(m) else {
                     return Err(unsupported(format!(
@@ -476,9 +479,13 @@ fn sysv_kept(pid: i32, shmid: u64, start: u64) -> Result<(), DumpError> {
     })
 }
 
-/// Whether CRIU would dump the pages of this VMA into the task's own pagemap.
+/// Whether CRIU would dump the pages of this VMA into the task's own pagemap (an AIO ring's
+/// are, restored into the new ring).
 pub fn privately_dumped(v: &Vma) -> bool {
     let s = v.entry.status;
+    if s & VMA_AREA_AIORING != 0 {
+        return true;
+    }
     s & VMA_AREA_REGULAR != 0
         && s & (VMA_FILE_SHARED | VMA_AREA_SYSVIPC | VMA_AREA_VVAR | VMA_ANON_SHARED) == 0
         && s & (VMA_ANON_PRIVATE | VMA_FILE_PRIVATE) != 0

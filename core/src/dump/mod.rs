@@ -54,10 +54,13 @@
 //!   session leader without it; we dump it and record its real sid/pgid in pstree.img.
 //! - `timens-0.img` holds CLOCK_MONOTONIC/CLOCK_BOOTTIME at dump time, as in CRIU's sample.
 
+pub mod aio;
 mod ctx;
+mod deadproc;
 mod fdaccess;
 pub mod files;
 pub mod freeze;
+pub mod guards;
 pub mod ids;
 mod inflight;
 pub mod memory;

@@ -61,7 +61,9 @@ pub fn zero_page_pfn() -> u64 {
 
 /// CRIU's rule for one page of a privately dumped VMA.
 pub fn should_dump(v: &Vma, pme: PageEntry, zero_pfn: u64) -> bool {
-    if v.has(VMA_AREA_VDSO) {
+    // The kernel writes an AIO ring's completions without the task touching the pages,
+    // so they may look absent: the whole ring is dumped, as CRIU.
+    if v.has(VMA_AREA_VDSO) || v.has(super::memory::VMA_AREA_AIORING) {
         return true;
     }
     // The kernel may drop MAP_DROPPABLE pages at any time (they read back as zeros), so
@@ -70,6 +72,9 @@ pub fn should_dump(v: &Vma, pme: PageEntry, zero_pfn: u64) -> bool {
         return false;
     }
     if v.has(VMA_FILE_PRIVATE) && pme.file_or_shared() {
+        return false;
+    }
+    if pme.guard() {
         return false;
     }
     if pme.present() && zero_pfn != 0 && pme.pfn() == zero_pfn {

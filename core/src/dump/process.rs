@@ -71,11 +71,22 @@ pub(super) fn dump_process(
     //    VMA list is read.
     let mut remote = SysRemote::new(pid)?;
     let mut threads: Vec<thread::ThreadState> = Vec::new();
+    let rseq_of = |tid: i32| {
+        sh.rseq
+            .get(&tid)
+            .copied()
+            .ok_or_else(|| DumpError::Unexpected {
+                pid,
+                step: "threads",
+                what: format!("thread {tid} has no rseq state read at the freeze"),
+            })
+    };
     for t in &frozen.threads {
         threads.push(thread::collect_thread(
             pid,
             t.tid,
             t.tid == pid,
+            rseq_of(t.tid)?,
             &mut remote,
         )?);
     }
@@ -85,6 +96,9 @@ pub(super) fn dump_process(
     let dumpable = remote_ops::prctl_get(&mut remote, pid, libc::PR_GET_DUMPABLE)? as i32;
     let thp = remote_ops::prctl_get(&mut remote, pid, libc::PR_GET_THP_DISABLE)? != 0;
     remote.finish()?;
+    for t in &frozen.threads {
+        thread::move_to_abort_handler(pid, t.tid, &rseq_of(t.tid)?)?;
+    }
     checkpoint(opts, "task")?;
 
     // 2. Ids: what it shares with its parent (CLONE_VM, _FILES, _FS, _SIGHAND) and nobody
@@ -157,6 +171,7 @@ fn dump_memory(
     let (brk, dumpable, thp) = mm_bits;
     let mut vmas = memory::collect_vmas(pid)?;
     let mut mm = memory::mm_entry(pid, brk, dumpable, thp)?;
+    mm.aios = super::aio::ring_entries(pid, &vmas)?;
     mm.exe_file_id = files::dump_mm_files(plugins, sh.ctx, &mut sh.file_ids, pid, &mut vmas)?;
     // VMAs a plugin dumps itself: recorded in mm.img, none of their pages written by us.
     let claimed = sh.ctx.dump_claimed_vmas(plugins, pid, &mut vmas)?;
@@ -237,6 +252,8 @@ fn dump_memory(
     sh.pages.scanned += stats.scanned;
     sh.pages.written += stats.written;
     mm.vmas = vmas.into_iter().map(|v| v.entry).collect();
+    // Guard regions after the real VMAs, as CRIU 4.2 writes them.
+    mm.vmas.extend(super::guards::collect(pid)?);
     dir.write_single(ImageKind::Mm, pid as u64, &mm)
         .map_err(img(pid, "memory"))?;
     Ok(())

@@ -1,7 +1,7 @@
 //! The dump sequence: freeze the tree, dump each process (parents first), then the
 //! tree-wide images (pstree, seccomp, timens, stats, inventory last).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use criu_plugin_api::{DumpStage, Plugin, TaskIds, has_dump_hook};
@@ -53,6 +53,21 @@ pub(super) struct Shared<'a, 'd> {
     pub(super) memdump_us: u32,
     pub(super) memwrite_us: u32,
     pub(super) cgroups: crate::cgroup::dump::Collector,
+    /// Every frozen thread's rseq state, read before anything ran in it ([`rseq_states`]).
+    pub(super) rseq: &'a HashMap<i32, super::thread::RseqState>,
+}
+
+/// The rseq state of every frozen thread of `tree`, read right after the freeze: criu's
+/// remote syscalls (and plugins') return to user space outside a thread's critical section,
+/// where the kernel clears `rseq_cs`, so a later read would miss a thread frozen inside one.
+fn rseq_states(tree: &FrozenTree) -> Result<HashMap<i32, super::thread::RseqState>, DumpError> {
+    let mut out = HashMap::new();
+    for f in tree.procs.iter().filter_map(|m| m.frozen.as_ref()) {
+        for tid in f.tids() {
+            out.insert(tid, super::thread::rseq_state(f.pid, tid)?);
+        }
+    }
+    Ok(out)
 }
 
 /// Dump the tree rooted at `opts.pid` into `opts.images_dir`. A root that is the init of
@@ -105,12 +120,14 @@ fn dump_in(opts: &DumpOptions, env: &mut DumpEnv) -> Result<DumpReport, DumpErro
             })
             .collect(),
     );
-    let mut res = stage(&plugins, DumpStage::AfterFreeze, pid, &mut ctx).and_then(|()| {
+    let rseq = rseq_states(&tree);
+    let mut res = rseq.and_then(|rseq| {
+        stage(&plugins, DumpStage::AfterFreeze, pid, &mut ctx)?;
         dump_frozen(
             opts,
             &dir,
             &plugins,
-            &tree,
+            (&tree, &rseq),
             &mut ctx,
             (freezing_time, t_frozen),
             env.own_ns,
@@ -241,7 +258,7 @@ fn dump_frozen<'d>(
     opts: &DumpOptions,
     dir: &'d ImageDir,
     plugins: &[&'static dyn Plugin],
-    tree: &FrozenTree,
+    (tree, rseq): (&FrozenTree, &HashMap<i32, super::thread::RseqState>),
     ctx: &mut CoreDumpContext<'d>,
     (freezing_time, t_frozen): (u32, Instant),
     own_ns: Option<[u64; 8]>,
@@ -267,6 +284,7 @@ fn dump_frozen<'d>(
         memwrite_us: 0,
         cgroups: crate::cgroup::dump::Collector::new(opts.cgroups.clone())
             .map_err(|source| DumpError::Cgroup { pid, source })?,
+        rseq,
     };
     for m in &tree.procs {
         let span = tracing::debug_span!("process", pid = m.pid);

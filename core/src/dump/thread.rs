@@ -229,12 +229,52 @@ pub fn signal_queue(v: &[ptrace::SigInfo]) -> SignalQueueEntry {
     }
 }
 
+/// A frozen thread's rseq registration and what its dump does about it ([`rseq_state`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RseqState {
+    pub config: ptrace::RseqConfig,
+    pub fix: super::rseq::RseqFixup,
+}
+
+/// Reads the rseq state of frozen thread `tid` of `pid`. Must run before criu runs anything
+/// in the thread: a remote syscall returns to user space outside the thread's critical
+/// section, where the kernel clears `struct rseq.rseq_cs`, so a later read would take a
+/// thread frozen inside a section for one outside it.
+pub fn rseq_state(pid: i32, tid: i32) -> Result<RseqState, DumpError> {
+    let t = Pid::from_raw(tid);
+    let pt = |e| DumpError::ptrace(pid, "threads", e);
+    let mut regs = ptrace::get_regs(t).map_err(pt)?;
+    fixup_syscall_restart(&mut regs);
+    let config = ptrace::get_rseq_config(t).map_err(pt)?;
+    let fix = if config.is_unregistered() {
+        super::rseq::RseqFixup::default()
+    } else {
+        super::rseq::fixup(pid, tid, config.rseq_abi_pointer, regs.rip)?
+    };
+    Ok(RseqState { config, fix })
+}
+
+/// Points a thread dumped at its rseq abort handler there in the live task too (CRIU's
+/// `compel_set_thread_ip`), for `--leave-running` and a failed dump: the kernel has
+/// cleared its `rseq_cs` meanwhile, so resuming inside the section would finish it.
+pub fn move_to_abort_handler(pid: i32, tid: i32, rseq: &RseqState) -> Result<(), DumpError> {
+    let Some(ip) = rseq.fix.ip else {
+        return Ok(());
+    };
+    let t = Pid::from_raw(tid);
+    let pt = |e| DumpError::ptrace(pid, "threads", e);
+    let mut regs = ptrace::get_regs(t).map_err(pt)?;
+    regs.rip = ip;
+    ptrace::set_regs(t, &regs).map_err(pt)
+}
+
 /// Collect one frozen thread. `leader` decides where the sigmask goes (the leader's is in
-/// task_core, as CRIU writes it).
+/// task_core, as CRIU writes it); `rseq` is its [`rseq_state`], read before anything ran in it.
 pub fn collect_thread(
     pid: i32,
     tid: i32,
     leader: bool,
+    rseq_state: RseqState,
     remote: &mut dyn TaskRemote,
 ) -> Result<ThreadState, DumpError> {
     let t = Pid::from_raw(tid);
@@ -245,12 +285,7 @@ pub fn collect_thread(
     let tls = tls_entries(pid, t)?;
     let sigmask = ptrace::get_sigmask(t).map_err(pt)?;
     let pending = ptrace::peek_siginfo(t, SigQueue::Thread).map_err(pt)?;
-    let rseq = ptrace::get_rseq_config(t).map_err(pt)?;
-    let rseq_fix = if rseq.is_unregistered() {
-        super::rseq::RseqFixup::default()
-    } else {
-        super::rseq::fixup(pid, tid, rseq.rseq_abi_pointer, regs.rip)?
-    };
+    let (rseq, rseq_fix) = (rseq_state.config, rseq_state.fix);
     if let Some(ip) = rseq_fix.ip {
         regs.rip = ip;
     }

@@ -130,11 +130,9 @@ pub static NOT_BUILT: &[(&str, &str)] = &[
         "mem_dirty_track",
         "incremental dumps (pre-dump, --track-mem) are not built",
     ),
-    ("aio_remap", "AIO rings are not restored"),
     ("tun", "tun devices are not dumped"),
     ("tun_ns", "tun devices are not dumped"),
     ("userns", "user namespaces are not dumped"),
-    ("loginuid", "the loginuid is not restored"),
     ("cgroupns", "cgroup namespaces are not dumped"),
     ("autofs", "autofs mounts are not dumped"),
     ("compat_cr", "32-bit tasks are not dumped"),
@@ -165,10 +163,6 @@ pub static NOT_BUILT: &[(&str, &str)] = &[
         "overlayfs mappings are not told apart (not probed)",
     ),
     ("breakpoints", "hardware breakpoints are not dumped"),
-    (
-        "pagemap_scan_guard_pages",
-        "guard regions (MADV_GUARD_INSTALL) are not dumped",
-    ),
 ];
 
 /// CRIU feature names whose resource a plugin checkpoints, with that plugin: answered by

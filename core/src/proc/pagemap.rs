@@ -14,6 +14,9 @@ impl PageEntry {
     pub const SWAPPED: u64 = 1 << 62;
     /// Page is file-backed or shared anonymous (not a private anonymous copy).
     pub const FILE_OR_SHARED: u64 = 1 << 61;
+    /// A guard region's marker (`MADV_GUARD_INSTALL`, Linux 6.14+): shown as swapped too,
+    /// but there is no page to read.
+    pub const GUARD: u64 = 1 << 58;
     pub const EXCLUSIVE: u64 = 1 << 56;
     /// Meaningless on this machine (no CONFIG_MEM_SOFT_DIRTY).
     pub const SOFT_DIRTY: u64 = 1 << 55;
@@ -27,6 +30,9 @@ impl PageEntry {
     }
     pub fn file_or_shared(self) -> bool {
         self.0 & Self::FILE_OR_SHARED != 0
+    }
+    pub fn guard(self) -> bool {
+        self.0 & Self::GUARD != 0
     }
     pub fn exclusive(self) -> bool {
         self.0 & Self::EXCLUSIVE != 0

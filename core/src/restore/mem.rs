@@ -26,10 +26,15 @@ pub const VMA_AREA_SYSVIPC: u32 = 1 << 10;
 /// A memfd mapping (with `VMA_FILE_SHARED`/`VMA_FILE_PRIVATE`, `shmid` its file id): mapped
 /// from the file its plugin restores, like any file VMA.
 pub const VMA_AREA_MEMFD: u32 = 1 << 14;
-/// Kinds we do not restore yet: socket, AIO ring, guard, uprobes, plugin-owned,
-/// unsupported. A shadow stack (1 << 15) is mapped as private anonymous memory here and
+/// An AIO ring (alone, as CRIU writes it): its pages go into a private anonymous area
+/// that [`super::aio`] replaces with a new ring.
+pub const VMA_AREA_AIORING: u32 = 1 << 13;
+/// A guard region (`MADV_GUARD_INSTALL`) recorded as CRIU 4.2 does: an extra entry after
+/// the real VMAs, inside one of them; left out of the plan, see [`super::guards`].
+pub const VMA_AREA_GUARD: u32 = 1 << 16;
+/// Kinds we do not restore yet: socket, uprobes, plugin-owned, unsupported. A shadow stack (1 << 15) is mapped as private anonymous memory here and
 /// replaced by `crate::shstk` (refused at load time on hosts without shadow stacks).
-const VMA_UNHANDLED: u32 = (1 << 11) | (1 << 13) | (1 << 16) | (1 << 17) | (1 << 27) | (1 << 31);
+const VMA_UNHANDLED: u32 = (1 << 11) | (1 << 16) | (1 << 17) | (1 << 27) | (1 << 31);
 
 // pagemap_entry.flags.
 pub const PE_PARENT: u32 = 1 << 0;
@@ -57,6 +62,8 @@ pub enum VmaKind {
     Vdso,
     /// `[vsyscall]`: fixed by the kernel, nothing to do.
     Vsyscall,
+    /// An AIO ring: a private anonymous area for its dumped pages, replaced by a new ring.
+    AioRing,
 }
 
 /// One validated VMA.
@@ -97,7 +104,7 @@ impl VmaPlan {
     pub fn takes_pages(&self) -> bool {
         matches!(
             self.kind,
-            VmaKind::AnonPrivate | VmaKind::FilePrivate { .. }
+            VmaKind::AnonPrivate | VmaKind::FilePrivate { .. } | VmaKind::AioRing
         )
     }
 }
@@ -116,6 +123,9 @@ pub fn plan_vmas(image: &str, vmas: &[VmaEntry]) -> Result<Vec<VmaPlan>> {
     let mut out: Vec<VmaPlan> = Vec::with_capacity(vmas.len());
     for (i, v) in vmas.iter().enumerate() {
         let e = Some(i);
+        if v.status == VMA_AREA_GUARD {
+            continue;
+        }
         if v.start % PAGE_SIZE != 0 || v.end % PAGE_SIZE != 0 || v.start >= v.end {
             return Err(bad(
                 image,
@@ -172,6 +182,8 @@ pub fn plan_vmas(image: &str, vmas: &[VmaEntry]) -> Result<Vec<VmaPlan>> {
         };
         let kind = if vsyscall {
             VmaKind::Vsyscall
+        } else if v.status & VMA_AREA_AIORING != 0 {
+            VmaKind::AioRing
         } else if v.status & VMA_AREA_VVAR != 0 {
             VmaKind::Vvar
         } else if v.status & VMA_AREA_VDSO != 0 {
@@ -400,7 +412,11 @@ mod tests {
         );
         assert!(plan_vmas("mm", &[vma(0x1001, 0x3000, anon)]).is_err());
         assert!(plan_vmas("mm", &[vma(0x1000, 0x1000, anon)]).is_err());
-        assert!(plan_vmas("mm", &[vma(0x1000, 0x2000, anon | (1 << 13))]).is_err());
+        // A socket mapping (VMA_AREA_SOCKET) is not restored.
+        assert!(plan_vmas("mm", &[vma(0x1000, 0x2000, anon | (1 << 11))]).is_err());
+        // An AIO ring is, as its own kind.
+        let aio = plan_vmas("mm", &[vma(0x1000, 0x2000, VMA_AREA_AIORING)]).unwrap();
+        assert_eq!(aio[0].kind, VmaKind::AioRing);
         assert!(plan_vmas("mm", &[vma(TASK_SIZE, TASK_SIZE + 0x1000, anon)]).is_err());
     }
 

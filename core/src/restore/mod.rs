@@ -42,6 +42,7 @@
 //!
 //! Any failure kills and reaps every task created so far; images are only read.
 
+mod aio;
 mod cgroups;
 mod children;
 mod cow;
@@ -50,9 +51,11 @@ mod error;
 mod fd_install;
 mod fd_lender;
 pub mod files;
+mod guards;
 mod helpers;
 pub mod imgread;
 mod kobj;
+mod loginuid;
 pub mod mem;
 pub mod ns;
 mod pagecheck;

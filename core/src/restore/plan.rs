@@ -564,10 +564,9 @@ fn load_memory(
 ) -> Result<(MmEntry, Vec<VmaPlan>, Vec<PageRun>, String)> {
     let mm_name = format!("mm-{pid}.img");
     let mm: MmEntry = images.single(&mm_name, img::MM_MAGIC)?;
-    if !mm.aios.is_empty() {
-        return Err(bad(&mm_name, Some(0), "AIO rings are not supported"));
-    }
     let vmas = mem::plan_vmas(&mm_name, &mm.vmas)?;
+    super::aio::check(&mm_name, &mm.aios, &vmas)?;
+    super::guards::check(&mm_name, &mm.vmas, &vmas)?;
     for v in &vmas {
         // A regular file is reopened by path; any other entry (a memfd) by its plugin.
         if let VmaKind::FilePrivate { file_id } | VmaKind::FileShared { file_id } = v.kind

@@ -88,9 +88,11 @@ pub fn rebuild_mm(
             off += n;
         }
     }
+    super::aio::restore_rings(rt, &t.mm.aios, g + GADGET_DATA)?;
     for v in &t.vmas {
         finish_vma(rt, v)?;
     }
+    super::guards::install(rt, &t.mm.vmas)?;
     map_vdso(rt, t)?;
     set_mm_map(rt, t, g, sp.temp.exe)?;
     Ok(())
@@ -106,7 +108,7 @@ fn map_vma(
         VmaKind::Vsyscall | VmaKind::Vvar | VmaKind::Vdso => return Ok(()),
         VmaKind::AnonShared { shmid } => return shmem::map_window(rt, v, shmid, shm),
         VmaKind::SysvShm { shmid } => return super::sysv::attach(rt, v, shmid),
-        VmaKind::AnonPrivate => (u64::MAX, 0),
+        VmaKind::AnonPrivate | VmaKind::AioRing => (u64::MAX, 0),
         VmaKind::FilePrivate { file_id } => (temp.vma_files[&(file_id, false)] as u64, v.pgoff),
         VmaKind::FileShared { file_id } => (
             temp.vma_files[&(file_id, v.maps_file_writable())] as u64,
@@ -122,6 +124,9 @@ fn map_vma(
     if matches!(v.kind, VmaKind::AnonPrivate) {
         flags |= libc::MAP_ANONYMOUS;
     }
+    if v.kind == VmaKind::AioRing {
+        flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED;
+    }
     let got = rt.call(
         "mmap",
         libc::SYS_mmap,
@@ -134,7 +139,11 @@ fn map_vma(
 }
 
 fn finish_vma(rt: &mut RemoteThread, v: &VmaPlan) -> Result<()> {
-    if matches!(v.kind, VmaKind::Vsyscall | VmaKind::Vvar | VmaKind::Vdso) {
+    // An AIO ring is the kernel's by now (see `super::aio`).
+    if matches!(
+        v.kind,
+        VmaKind::Vsyscall | VmaKind::Vvar | VmaKind::Vdso | VmaKind::AioRing
+    ) {
         return Ok(());
     }
     rt.step = format!("protecting vma {:#x}-{:#x}", v.start, v.end);

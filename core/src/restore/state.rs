@@ -130,6 +130,9 @@ pub fn restore_process_state(sp: &mut Spawned, t: &TaskPlan) -> Result<()> {
         }
     }
 
+    // Before the credentials: changing a set loginuid needs criu's CAP_AUDIT_CONTROL.
+    super::loginuid::restore(rt, t.tc.loginuid, data)?;
+
     rt.step = "restoring prctl flags".into();
     if t.tc.child_subreaper == Some(true) {
         rt.call(
