@@ -11,6 +11,7 @@
 //! - [`dump`]: the dump orchestration.
 //! - [`restore`]: the restore orchestration.
 //! - [`check_images`]: `criu check-images`, an images directory verified without restoring.
+//! - [`log_flush`]: the hook that pushes the CLI's buffered log out before forks and exits.
 
 pub mod cgroup;
 pub mod check_images;
@@ -18,6 +19,7 @@ pub mod dump;
 pub mod image;
 pub mod kerndat;
 pub mod mnt;
+pub mod log_flush;
 pub mod netns;
 pub mod plugins;
 pub mod proc;

@@ -1,8 +1,10 @@
 //! What `-v4` logging costs a dump against `-v0`: a process with 1 GiB of touched memory and a
 //! tree of many small processes, each dumped with `--leave-running` by this tree's `criu`
 //! binary, alternating -v0 / -v4 (ABAB, so the machine's drift hits both alike), several
-//! rounds. Reports the median and the spread (min-max) of the wall time and of the frozen
-//! time (`--display-stats`), and the log's size.
+//! rounds. Reports the median and the spread (min-max) of the wall time, of the frozen
+//! time (`--display-stats`) and of criu's own CPU time (user + system, from
+//! `getrusage(RUSAGE_CHILDREN)`: on a shared, loaded machine the wall time mostly measures
+//! the other processes, the CPU time what the logging costs criu), and the log's size.
 //!
 //! `cargo bench -p criu-tests --bench log_cost [-- MIB TASKS ROUNDS]` (default 1024 MiB,
 //! 200 tasks, 5 rounds; needs root).
@@ -30,8 +32,10 @@ fn main() {
     let tasks = nums.get(1).copied().unwrap_or(200);
     let rounds = nums.get(2).copied().unwrap_or(5);
     let scratch = ScratchDir::new("bench-logcost");
-    println!("| workload | verbosity | wall median (min-max) | frozen median (min-max) | log |");
-    println!("|---|---|---:|---:|---:|");
+    println!(
+        "| workload | verbosity | wall median (min-max) | frozen median (min-max) | criu CPU median (min-max) | log |"
+    );
+    println!("|---|---|---:|---:|---:|---:|");
 
     let report = scratch.path().join("report");
     let wl = Workload::start(
@@ -55,7 +59,7 @@ fn main() {
 
 /// Rounds of -v0 then -v4 dumps of `pid`; prints one row per verbosity.
 fn measure(what: &str, pid: i32, scratch: &Path, rounds: usize) {
-    let mut res: [Vec<(f64, f64)>; 2] = [Vec::new(), Vec::new()];
+    let mut res: [Vec<(f64, f64, f64)>; 2] = [Vec::new(), Vec::new()];
     let mut log_len = 0;
     for _ in 0..rounds {
         for (i, v) in ["-v0", "-v4"].into_iter().enumerate() {
@@ -65,6 +69,7 @@ fn measure(what: &str, pid: i32, scratch: &Path, rounds: usize) {
             let log = scratch.join("dump.log");
             let _ = std::fs::remove_file(&log);
             nix::unistd::sync();
+            let cpu0 = children_cpu();
             let t = Instant::now();
             let out = Command::new(CRIU)
                 .args(["dump", "-t", &pid.to_string(), "-D"])
@@ -75,6 +80,7 @@ fn measure(what: &str, pid: i32, scratch: &Path, rounds: usize) {
                 .output()
                 .expect("run criu");
             let wall = t.elapsed().as_secs_f64();
+            let cpu = children_cpu() - cpu0;
             let stdout = String::from_utf8_lossy(&out.stdout);
             assert!(
                 out.status.success(),
@@ -87,7 +93,7 @@ fn measure(what: &str, pid: i32, scratch: &Path, rounds: usize) {
                 .and_then(|l| l.trim_end_matches(" us").parse::<f64>().ok())
                 .expect("frozen time")
                 / 1e6;
-            res[i].push((wall, frozen));
+            res[i].push((wall, frozen, cpu));
             if i == 1 {
                 log_len = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
             }
@@ -96,17 +102,27 @@ fn measure(what: &str, pid: i32, scratch: &Path, rounds: usize) {
     for (i, v) in ["-v0", "-v4"].into_iter().enumerate() {
         let walls: Vec<f64> = res[i].iter().map(|r| r.0).collect();
         let frozen: Vec<f64> = res[i].iter().map(|r| r.1).collect();
+        let cpu: Vec<f64> = res[i].iter().map(|r| r.2).collect();
         let log = if i == 1 {
             format!("{:.1} KiB", log_len as f64 / 1024.0)
         } else {
             "–".into()
         };
         println!(
-            "| {what} | {v} | {} | {} | {log} |",
+            "| {what} | {v} | {} | {} | {} | {log} |",
             stats(&walls),
-            stats(&frozen)
+            stats(&frozen),
+            stats(&cpu)
         );
     }
+}
+
+/// User + system seconds of our waited-for children so far (criu and what it forked).
+fn children_cpu() -> f64 {
+    let u = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
+        .expect("getrusage");
+    let secs = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+    secs(u.user_time()) + secs(u.system_time())
 }
 
 fn stats(v: &[f64]) -> String {

@@ -22,7 +22,7 @@ use clap::Parser;
 
 /// Runs `criu` with this process's arguments.
 pub fn main() -> ExitCode {
-    match run(std::env::args().collect()) {
+    let code = match run(std::env::args().collect()) {
         Ok(code) => code,
         Err(err) => {
             if logging::to_file() {
@@ -31,7 +31,10 @@ pub fn main() -> ExitCode {
             eprintln!("Error: {err:#}");
             ExitCode::from(1)
         }
-    }
+    };
+    // The log file is buffered: what is still in memory goes out before the process ends.
+    logging::flush();
+    code
 }
 
 /// `criu crit ...` takes crit's own command line.

@@ -3,10 +3,15 @@
 //! Every line carries the time since start, the pid of the criu process and the component
 //! (the tracing target, i.e. the module). Level filtering happens at the call site, so a
 //! disabled level costs no formatting on hot paths.
+//!
+//! A log file is written through a buffer ([`sink`]): whole lines are appended under a lock
+//! (lines from threads stay whole) and go out in one `write` when the buffer fills, at a
+//! warning or an error, when the oldest buffered line is older than [`sink::MAX_AGE`], before
+//! every fork (a `pthread_atfork` handler, and [`criu_core::log_flush`] before the engine's
+//! raw `clone3`), at exit and on panic. stderr stays unbuffered.
 
 use std::fs::OpenOptions;
 use std::path::Path;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -15,6 +20,10 @@ use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
+
+pub(crate) mod sink;
+
+pub(crate) use sink::flush;
 
 /// Maps CRIU's -v0..-v4 onto a tracing level; `None` means no output at all.
 pub fn level_for(verbosity: u8) -> Option<Level> {
@@ -28,10 +37,10 @@ pub fn level_for(verbosity: u8) -> Option<Level> {
     }
 }
 
-/// Formats `(elapsed) pid component: LEVEL message fields`, like CRIU's `(00.000123)` prefix.
+/// Formats `(elapsed) pid component: LEVEL message fields`, like CRIU's `(00.000123)` prefix;
+/// the pid is the writing process's (a forked child's own).
 struct CriuFormat {
     start: Instant,
-    pid: u32,
 }
 
 impl<S, N> FormatEvent<S, N> for CriuFormat
@@ -52,7 +61,7 @@ where
             "({:02}.{:06}) {} {}: {}: ",
             elapsed.as_secs(),
             elapsed.subsec_micros(),
-            self.pid,
+            sink::pid(),
             meta.target(),
             meta.level()
         )?;
@@ -89,7 +98,6 @@ pub fn init(verbosity: u8, log_file: Option<&Path>) -> Result<()> {
     };
     let format = CriuFormat {
         start: Instant::now(),
-        pid: std::process::id(),
     };
     let builder = tracing_subscriber::fmt().with_max_level(level);
     match log_file {
@@ -102,10 +110,11 @@ pub fn init(verbosity: u8, log_file: Option<&Path>) -> Result<()> {
                 .mode(0o600)
                 .open(path)
                 .with_context(|| format!("cannot open log file {}", path.display()))?;
+            sink::install(file);
             builder
                 .with_ansi(false)
                 .event_format(format)
-                .with_writer(Mutex::new(file))
+                .with_writer(sink::SinkWriter)
                 .init();
             TO_FILE.store(true, Ordering::Relaxed);
         }

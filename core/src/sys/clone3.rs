@@ -69,6 +69,8 @@ pub enum ForkResult {
 /// only async-signal-safe work on memory allocated before the call, and it must end with
 /// [`child_exit`] or by being replaced (exec, or a tracer rewriting its whole image).
 pub unsafe fn fork_with_tid(pid: Pid, flags: u64) -> Result<ForkResult, Errno> {
+    // The child must not inherit unwritten log lines: see `crate::log_flush`.
+    crate::log_flush::flush();
     let tids: [pid_t; 1] = [pid.as_raw()];
     let args = CloneArgs {
         flags,

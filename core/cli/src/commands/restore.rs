@@ -80,6 +80,8 @@ pub fn restore_options(opts: &Options, detach: bool) -> Result<RestoreOptions> {
 /// Replaces criu with `cmd` (searched in PATH); returns only on failure.
 pub fn exec(cmd: &[String]) -> anyhow::Error {
     use std::os::unix::process::CommandExt;
+    // exec drops this process's memory, buffered log lines included.
+    criu_core::log_flush::flush();
     let err = std::process::Command::new(&cmd[0]).args(&cmd[1..]).exec();
     anyhow::Error::new(err).context(format!("--exec-cmd: cannot exec {}", cmd[0]))
 }

@@ -77,6 +77,7 @@ pub fn service_command(opts: &Options) -> Result<ExitCode> {
                 // SAFETY: SIG_DFL installs no handler code.
                 let _ = unsafe { signal(Signal::SIGCHLD, SigHandler::SigDfl) };
                 let code = super::serve(&Channel::new(conn), false);
+                criu_core::log_flush::flush();
                 std::process::exit(if code == ExitCode::SUCCESS { 0 } else { 1 });
             }
             ForkResult::Parent { child } => {

@@ -128,6 +128,7 @@ pub fn dump_inside(
         pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| sys_err(host, "pipe2", e))?;
     setns(theirs.as_fd(), CloneFlags::CLONE_NEWPID)
         .map_err(|e| sys_err(host, "setns into the root's pid namespace", e))?;
+    crate::log_flush::flush();
     // SAFETY: the child runs the dump, the same code this process would run, and ends with
     // process::exit; criu dumps from a single thread, and glibc's malloc is fork-safe.
     let forked = unsafe { fork() };
@@ -137,6 +138,8 @@ pub fn dump_inside(
         ForkResult::Child => {
             drop((res_r, ack_w));
             let code = inner_main(opts, own_ns, res_w, ack_r, run);
+            // process::exit runs no destructor: the log buffer is written here or never.
+            crate::log_flush::flush();
             std::process::exit(code)
         }
         ForkResult::Parent { child } => {
@@ -230,6 +233,8 @@ fn inner_main(
         let mut env = DumpEnv {
             own_ns: Some(own_ns),
             before_release: Some(Box::new(move |report, _how| {
+                // The outer process may kill us once it has the result: log lines first.
+                crate::log_flush::flush();
                 if let Some(o) = hook_out.as_mut() {
                     let _ = o.write_all(encode_ok(report).as_bytes());
                 }
@@ -248,6 +253,7 @@ fn inner_main(
     match result {
         Ok(()) => 0,
         Err(e) => {
+            crate::log_flush::flush();
             let _ = out.write_all(encode_err(&crate::plugins::error_chain(&e)).as_bytes());
             1
         }
