@@ -7,9 +7,7 @@ use std::time::Instant;
 use criu_plugin_api::{DumpStage, Plugin, TaskIds, has_dump_hook};
 use criu_proto::images::{
     DumpStatsEntry, InventoryEntry, PluginsEntry, PstreeEntry, StatsEntry, TaskKobjIdsEntry,
-    TimensEntry, Timespec,
 };
-use nix::time::{ClockId, clock_gettime};
 
 use crate::image::{ImageDir, ImageKind};
 
@@ -53,6 +51,8 @@ pub(super) struct Shared<'a, 'd> {
     pub(super) memdump_us: u32,
     pub(super) memwrite_us: u32,
     pub(super) cgroups: crate::cgroup::dump::Collector,
+    /// The maps of the root's own user namespace ([`super::ns::user`]).
+    pub(super) userns: Option<super::ns::user::IdMaps>,
 }
 
 /// Dump the tree rooted at `opts.pid` into `opts.images_dir`. A root that is the init of
@@ -267,6 +267,7 @@ fn dump_frozen<'d>(
         memwrite_us: 0,
         cgroups: crate::cgroup::dump::Collector::new(opts.cgroups.clone())
             .map_err(|source| DumpError::Cgroup { pid, source })?,
+        userns: super::ns::user::maps_if_own(pid)?,
     };
     for m in &tree.procs {
         let span = tracing::debug_span!("process", pid = m.pid);
@@ -298,22 +299,11 @@ fn dump_frozen<'d>(
         .map_err(img(pid, "images"))?;
     dir.write_single(ImageKind::Seccomp, 0, &sh.seccomp.entry)
         .map_err(img(pid, "images"))?;
-    let now = |c| {
-        clock_gettime(c)
-            .map(|t| Timespec {
-                tv_sec: t.tv_sec() as u64,
-                tv_nsec: t.tv_nsec() as u64,
-            })
-            .map_err(|e| DumpError::sys(pid, "images", "clock_gettime", e))
-    };
-    let timens = TimensEntry {
-        monotonic: now(ClockId::CLOCK_MONOTONIC)?,
-        boottime: now(ClockId::CLOCK_BOOTTIME)?,
-    };
-    dir.write_single(ImageKind::Timens, 0, &timens)
-        .map_err(img(pid, "images"))?;
-    if let Some(root) = sh.idgen.tree_root {
-        super::ns::dump_namespaces(dir, pid, &sh.root_ids, &root)?;
+    match sh.idgen.tree_root {
+        Some(root) => {
+            super::ns::dump_namespaces(dir, pid, &sh.root_ids, &root, sh.userns.as_ref())?
+        }
+        None => super::ns::time::dump(dir, None, 0)?,
     }
     checkpoint(opts, "images")?;
 
