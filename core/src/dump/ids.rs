@@ -234,6 +234,7 @@ pub fn task_ids(
 ) -> Result<TaskKobjIdsEntry, DumpError> {
     let kobj = idgen.kobj_ids(pid)?;
     let ids = idgen.ids_for(pid, kobj)?;
+    super::ns::time::check_for_children(pid)?;
     super::ns::check(pid, criu, idgen.tree_root.as_ref(), &ids)?;
     idgen.tree_root.get_or_insert(ids);
     Ok(ids)

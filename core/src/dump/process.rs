@@ -82,13 +82,18 @@ pub(super) fn dump_process(
             })
     };
     for t in &frozen.threads {
-        threads.push(thread::collect_thread(
+        let mut th = thread::collect_thread(
             pid,
             t.tid,
             t.tid == pid,
             rseq_of(t.tid)?,
             &mut remote,
-        )?);
+        )?;
+        // As the tree's user namespace names them (CRIU's form).
+        if let (Some(maps), Some(c)) = (&sh.userns, th.core.creds.as_mut()) {
+            maps.creds_to_ns(c);
+        }
+        threads.push(th);
     }
     checkpoint(opts, "threads")?;
     let tc = task::collect_task_core(pid, frozen.stop_signo(), &mut remote)?;

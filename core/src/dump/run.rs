@@ -7,9 +7,7 @@ use std::time::Instant;
 use criu_plugin_api::{DumpStage, Plugin, TaskIds, has_dump_hook};
 use criu_proto::images::{
     DumpStatsEntry, InventoryEntry, PluginsEntry, PstreeEntry, StatsEntry, TaskKobjIdsEntry,
-    TimensEntry, Timespec,
 };
-use nix::time::{ClockId, clock_gettime};
 
 use crate::image::{ImageDir, ImageKind};
 
@@ -55,6 +53,8 @@ pub(super) struct Shared<'a, 'd> {
     pub(super) cgroups: crate::cgroup::dump::Collector,
     /// Every frozen thread's rseq state, read before anything ran in it ([`rseq_states`]).
     pub(super) rseq: &'a HashMap<i32, super::thread::RseqState>,
+    /// The maps of the root's own user namespace ([`super::ns::user`]).
+    pub(super) userns: Option<super::ns::user::IdMaps>,
 }
 
 /// The rseq state of every frozen thread of `tree`, read right after the freeze: criu's
@@ -285,6 +285,7 @@ fn dump_frozen<'d>(
         cgroups: crate::cgroup::dump::Collector::new(opts.cgroups.clone())
             .map_err(|source| DumpError::Cgroup { pid, source })?,
         rseq,
+        userns: super::ns::user::maps_if_own(pid)?,
     };
     for m in &tree.procs {
         let span = tracing::debug_span!("process", pid = m.pid);
@@ -316,22 +317,11 @@ fn dump_frozen<'d>(
         .map_err(img(pid, "images"))?;
     dir.write_single(ImageKind::Seccomp, 0, &sh.seccomp.entry)
         .map_err(img(pid, "images"))?;
-    let now = |c| {
-        clock_gettime(c)
-            .map(|t| Timespec {
-                tv_sec: t.tv_sec() as u64,
-                tv_nsec: t.tv_nsec() as u64,
-            })
-            .map_err(|e| DumpError::sys(pid, "images", "clock_gettime", e))
-    };
-    let timens = TimensEntry {
-        monotonic: now(ClockId::CLOCK_MONOTONIC)?,
-        boottime: now(ClockId::CLOCK_BOOTTIME)?,
-    };
-    dir.write_single(ImageKind::Timens, 0, &timens)
-        .map_err(img(pid, "images"))?;
-    if let Some(root) = sh.idgen.tree_root {
-        super::ns::dump_namespaces(dir, pid, &sh.root_ids, &root, &opts.external)?;
+    match sh.idgen.tree_root {
+        Some(root) => {
+            super::ns::dump_namespaces(dir, pid, &sh.root_ids, &root, &opts.external, sh.userns.as_ref())?
+        }
+        None => super::ns::time::dump(dir, None, 0)?,
     }
     checkpoint(opts, "images")?;
 

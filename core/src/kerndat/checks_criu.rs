@@ -151,7 +151,6 @@ pub static NOT_BUILT: &[(&str, &str)] = &[
     ("link_nsid", "network namespaces are not dumped"),
     ("external_net_ns", "network namespaces are not dumped"),
     ("newifindex", "network devices are not restored"),
-    ("timens", "time namespaces are not restored"),
     (
         "nftables",
         "nftables rules of a network namespace are not dumped (the nftables network lock \

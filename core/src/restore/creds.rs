@@ -10,6 +10,7 @@
 use criu_proto::images::CredsEntry;
 
 use super::error::{RestoreError, Result};
+use super::ns::user::UserState;
 use super::rexec::{RemoteThread, write_mem};
 
 const SECBIT_KEEP_CAPS: u64 = 1 << 4;
@@ -84,7 +85,8 @@ pub fn wanted(c: &CredsEntry) -> LiveCreds {
     }
 }
 
-fn live(rt: &RemoteThread) -> Result<LiveCreds> {
+/// The thread's credentials from /proc; with `view`, as its user namespace names them.
+fn live(rt: &RemoteThread, view: Option<&UserState>) -> Result<LiveCreds> {
     let path = format!("/proc/{}/task/{}/status", rt.tid, rt.tid);
     let s = std::fs::read_to_string(&path).map_err(|e| RestoreError::Task {
         pid: rt.pid,
@@ -93,6 +95,9 @@ fn live(rt: &RemoteThread) -> Result<LiveCreds> {
         reason: format!("{path}: {e}"),
     })?;
     let mut c = parse_status(&s);
+    if let Some(v) = view {
+        v.host_to_ns(&mut c.uids, &mut c.gids, &mut c.groups);
+    }
     c.groups.sort_unstable();
     Ok(c)
 }
@@ -111,10 +116,16 @@ fn capset(rt: &mut RemoteThread, data: u64, eff: u64, prm: u64, inh: u64) -> Res
     Ok(())
 }
 
-/// Gives the thread `c`; nothing to do when it already has them.
-pub fn restore_creds(rt: &mut RemoteThread, c: &CredsEntry, data: u64) -> Result<()> {
+/// Gives the thread `c`; nothing to do when it already has them. `view`: the maps of the
+/// tree's own user namespace, whose ids `c` holds (the calls run inside it).
+pub fn restore_creds(
+    rt: &mut RemoteThread,
+    c: &CredsEntry,
+    data: u64,
+    view: Option<&UserState>,
+) -> Result<()> {
     let want = wanted(c);
-    let have = live(rt)?;
+    let have = live(rt, view)?;
     if want == have && c.secbits == 0 {
         return Ok(());
     }
@@ -179,7 +190,7 @@ pub fn restore_creds(rt: &mut RemoteThread, c: &CredsEntry, data: u64) -> Result
         [c.fsuid.into(), 0, 0, 0, 0, 0],
     )?;
     // Everything still permitted becomes effective for the last privileged steps.
-    let now = live(rt)?;
+    let now = live(rt, view)?;
     capset(rt, data, now.prm, now.prm, want.inh)?;
     rt.call(
         "prctl(PR_SET_SECUREBITS)",
@@ -208,7 +219,7 @@ pub fn restore_creds(rt: &mut RemoteThread, c: &CredsEntry, data: u64) -> Result
             [libc::PR_SET_NO_NEW_PRIVS as u64, 1, 0, 0, 0, 0],
         )?;
     }
-    let got = live(rt)?;
+    let got = live(rt, view)?;
     if got != want {
         return Err(RestoreError::Task {
             pid: rt.pid,

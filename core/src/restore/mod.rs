@@ -603,7 +603,7 @@ fn restore_tree(
         let _g = span.enter();
         let (sp, ids) = if i == 0 {
             let flags = namespaces.clone_flags();
-            let sp = spawn::spawn(
+            let mut sp = spawn::spawn(
                 plan,
                 t,
                 images,
@@ -614,7 +614,8 @@ fn restore_tree(
                 created,
             )?;
             // Its namespaces' state, before anything of the tree runs.
-            namespaces.apply(sp.leader.tid.as_raw())?;
+            namespaces.apply(t.pid, sp.leader.tid.as_raw())?;
+            namespaces.enter_time(&mut sp.leader, gadget + GADGET_DATA)?;
             if namespaces.new_pid_ns() {
                 created.start_relay(sp.leader.tid, plan)?;
                 shm.relay = created.relay();
@@ -686,7 +687,7 @@ fn restore_tree(
     stage(opener, RestoreStage::AfterTasksExist, true, plan)?;
     let mut all = Vec::new();
     while let Some(p) = done.pop() {
-        all.extend(finish_task(p, &plan.seccomp)?);
+        all.extend(finish_task(p, &plan.seccomp, namespaces.user())?);
     }
     Ok((all, zombies))
 }
@@ -736,6 +737,7 @@ fn final_state(rt: &mut RemoteThread, th: &plan::ThreadPlan, t: &TaskPlan) -> Re
 fn finish_task(
     p: Prepared,
     filters: &[criu_proto::images::SeccompFilter],
+    userns: Option<&ns::user::UserState>,
 ) -> Result<Vec<RemoteThread>> {
     let Prepared {
         t,
@@ -759,12 +761,12 @@ fn finish_task(
     // Last privileged step of each thread: after it the leader cannot clone3(set_tid).
     for (rt, th) in others.iter_mut().zip(&t.threads[1..]) {
         if let Some(c) = &th.tc.creds {
-            creds::restore_creds(rt, c, data)?;
+            creds::restore_creds(rt, c, data, userns)?;
         }
         threads::restore_pdeath_sig(rt, th)?;
     }
     if let Some(c) = &t.threads[0].tc.creds {
-        creds::restore_creds(&mut sp.leader, c, data)?;
+        creds::restore_creds(&mut sp.leader, c, data, userns)?;
     }
     // What a change of credentials resets.
     threads::restore_pdeath_sig(&mut sp.leader, &t.threads[0])?;

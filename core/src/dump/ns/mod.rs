@@ -4,13 +4,15 @@
 //! namespaces, which every other task must share (as CRIU requires for these kinds); they
 //! are dumped into `utsns-N.img`, the `ipcns-*-N.img` images and the network ones
 //! ([`net`]), N being the namespace's id in the ids images and the inventory; its mount
-//! namespace by [`crate::mnt::dump`]. Anything else (a task in another namespace than the
-//! root, a root in its own user, cgroup or time namespace) is refused naming the pid, the
-//! kind and the way out.
+//! namespace by [`crate::mnt::dump`], its time namespace to `timens-N.img` ([`time`]).
+//! Anything else (a task in another namespace than the root, a root in its own user or
+//! cgroup namespace) is refused naming the pid, the kind and the way out.
 
 mod ipc;
 pub mod net;
 pub mod pid;
+pub mod time;
+pub mod user;
 mod uts;
 
 use criu_proto::images::TaskKobjIdsEntry;
@@ -34,8 +36,13 @@ fn kinds(ids: &TaskKobjIdsEntry) -> [(&'static str, Option<u32>); 8] {
     ]
 }
 
+/// CLONE_NEWTIME, which nix's CloneFlags does not name.
+pub const NEWTIME: CloneFlags = CloneFlags::from_bits_retain(libc::CLONE_NEWTIME);
+
 /// The kinds a root may hold of its own (a pid namespace only as its init: [`pid`]).
-const DUMPED: [&str; 5] = ["uts", "ipc", "pid", "net", "mnt"];
+// "user" is not listed yet: [`user`] dumps the maps and the restore writes them, but that
+// restore has not been run end to end (tests/tests/userns.rs, ignored).
+const DUMPED: [&str; 6] = ["uts", "ipc", "pid", "net", "mnt", "time"];
 
 /// Checks the namespaces of `pid` (`ids`) against criu's and, for a task below the root,
 /// against the root's (`root`, None when `pid` is the root).
@@ -67,8 +74,8 @@ pub fn check(
                         pid,
                         step: "namespaces",
                         what: format!("a {name} namespace of its own"),
-                        hint: "only UTS, IPC, network, mount and pid namespaces (the root \
-                               as its init) are dumped yet (user, cgroup and time namespaces \
+                        hint: "only UTS, IPC, network, mount, time and pid namespaces (the \
+                               root as its init) are dumped yet (user and cgroup namespaces \
                                are not); run criu inside the tree's other namespaces",
                     });
                 }
@@ -90,18 +97,53 @@ pub fn own_namespaces(criu: &TaskKobjIdsEntry, root: &TaskKobjIdsEntry) -> Clone
     if root.net_ns_id != criu.net_ns_id {
         flags |= CloneFlags::CLONE_NEWNET;
     }
+    if root.time_ns_id != criu.time_ns_id {
+        flags |= NEWTIME;
+    }
+    if root.user_ns_id != criu.user_ns_id {
+        flags |= CloneFlags::CLONE_NEWUSER;
+    }
     flags
 }
 
-/// Writes the images of the root's own namespaces (`root_pid`, ids `root`).
+/// Writes the images of the root's own namespaces (`root_pid`, ids `root`; `userns`: the
+/// maps of its own user namespace).
 pub fn dump_namespaces(
     dir: &ImageDir,
     root_pid: i32,
     criu: &TaskKobjIdsEntry,
     root: &TaskKobjIdsEntry,
     external: &[String],
+    userns: Option<&user::IdMaps>,
 ) -> Result<(), DumpError> {
     let own = own_namespaces(criu, root);
+    if let Some(maps) = userns {
+        let others = [
+            (CloneFlags::CLONE_NEWUTS, "uts"),
+            (CloneFlags::CLONE_NEWIPC, "ipc"),
+            (CloneFlags::CLONE_NEWNET, "net"),
+            (NEWTIME, "time"),
+        ];
+        let mut kinds: Vec<&'static str> = others
+            .iter()
+            .filter(|(f, _)| own.contains(*f))
+            .map(|(_, k)| *k)
+            .collect();
+        if root.pid_ns_id == criu.pid_ns_id {
+            return Err(DumpError::Unsupported {
+                pid: root_pid,
+                step: "namespaces",
+                what: "a user namespace of its own in criu's pid namespace".into(),
+                hint: "its tasks could not take their pids back (clone3 set_tid needs \
+                       CAP_CHECKPOINT_RESTORE over the pid namespace); give the tree a pid \
+                       namespace of its own, created inside the user namespace, as \
+                       containers have",
+            });
+        }
+        kinds.push("pid");
+        user::check_owners(root_pid, &kinds)?;
+        user::dump(dir, root_pid, root.user_ns_id.unwrap_or_default(), maps)?;
+    }
     if own.contains(CloneFlags::CLONE_NEWUTS) {
         uts::dump(dir, root_pid, root.uts_ns_id.unwrap_or_default())?;
     }
@@ -118,6 +160,11 @@ pub fn dump_namespaces(
                 source,
             }
         })?;
+    }
+    if own.contains(NEWTIME) {
+        time::dump(dir, Some(root_pid), root.time_ns_id.unwrap_or_default())?;
+    } else {
+        time::dump(dir, None, 0)?;
     }
     Ok(())
 }

@@ -10,6 +10,8 @@ pub mod ipcimg;
 pub mod net;
 pub mod pid;
 pub mod relay;
+pub mod time;
+pub mod user;
 pub mod uts;
 
 use criu_proto::images::{InventoryEntry, TaskKobjIdsEntry};
@@ -26,6 +28,10 @@ pub struct NsRestore {
     ipc: Option<ipc::IpcState>,
     /// The root is the init of a pid namespace of its own ([`pid`]).
     pid: bool,
+    /// The clocks of the root's own time namespace ([`time`]).
+    time: Option<time::TimeState>,
+    /// The maps of the root's own user namespace ([`user`]).
+    user: Option<user::UserState>,
 }
 
 fn kinds(ids: &TaskKobjIdsEntry) -> [(&'static str, Option<u32>); 8] {
@@ -73,6 +79,8 @@ impl NsRestore {
             let id = a.unwrap_or_default();
             match name {
                 "uts" => out.uts = Some(uts::UtsState::load(images, id)?),
+                "time" => out.time = Some(time::TimeState::load(images, id)?),
+                "user" => out.user = Some(user::UserState::load(images, id)?),
                 "ipc" => out.ipc = Some(ipc::IpcState::load(images, id)?),
                 "pid" => {
                     pid::check_plan(plan)?;
@@ -85,10 +93,21 @@ impl NsRestore {
                     return Err(RestoreError::Unsupported {
                         pid: root.pid,
                         what: format!("a {name} namespace of its own (id {id})"),
-                        hint: "only UTS, IPC, network and pid namespaces are restored yet",
+                        hint: "only UTS, IPC, network, time, user and pid namespaces are \
+                               restored yet",
                     });
                 }
             }
+        }
+        if out.user.is_some() && ids.net_ns_id != criu.net_ns_id {
+            return Err(RestoreError::Unsupported {
+                pid: root.pid,
+                what: "a user namespace of its own together with a network namespace of its \
+                       own"
+                .into(),
+                hint: "the network namespace is made before the root, outside its new user \
+                       namespace; restore inside the tree's network namespace",
+            });
         }
         Ok(out)
     }
@@ -105,6 +124,9 @@ impl NsRestore {
         if self.pid {
             f |= CloneFlags::CLONE_NEWPID;
         }
+        if self.user.is_some() {
+            f |= CloneFlags::CLONE_NEWUSER;
+        }
         f.bits() as u64
     }
 
@@ -113,9 +135,27 @@ impl NsRestore {
         self.pid
     }
 
-    /// Sets the state of the new namespaces of `pid` (the root, created with
-    /// [`NsRestore::clone_flags`] and still stopped).
-    pub fn apply(&self, pid: i32) -> Result<()> {
+    /// Puts the new root (`rt`, still single-threaded; `data`: its gadget's data page) into
+    /// its own time namespace, when it had one: before anything else of it is restored.
+    pub fn enter_time(&self, rt: &mut super::rexec::RemoteThread, data: u64) -> Result<()> {
+        match &self.time {
+            Some(t) => t.enter(rt, data),
+            None => Ok(()),
+        }
+    }
+
+    /// The root's own user namespace, if it has one.
+    pub fn user(&self) -> Option<&user::UserState> {
+        self.user.as_ref()
+    }
+
+    /// Sets the state of the new namespaces of the root (`pid` in the images, `host` in
+    /// criu's pid namespace; created with [`NsRestore::clone_flags`] and still stopped).
+    pub fn apply(&self, pid: i32, host: i32) -> Result<()> {
+        if let Some(u) = &self.user {
+            u.apply(pid, host)?;
+        }
+        let pid = host;
         if let Some(u) = &self.uts {
             u.apply(pid)?;
         }
