@@ -54,7 +54,8 @@ pub struct MemoryImages {
     /// What `open_file_by_id` (API 0.6) hands a duplicate of, by file id.
     pub files_by_id: HashMap<u32, OwnedFd>,
     /// What `host_pid` (API 0.8) answers, image pid -> pid in criu's namespace: a pid not
-    /// listed answers itself (test tasks live in the test's own pid namespace).
+    /// listed answers `None`, as criu does before the tasks exist; a test fills it (test
+    /// tasks live in its own pid namespace: each pid maps to itself) when they do.
     pub host_pids: HashMap<i32, i32>,
     memo: HashMap<String, u64>,
     next_file_id: u32,
@@ -290,7 +291,7 @@ impl RestoreContext for MemoryImages {
     }
 
     fn host_pid(&self, image_pid: i32) -> Option<i32> {
-        Some(self.host_pids.get(&image_pid).copied().unwrap_or(image_pid))
+        self.host_pids.get(&image_pid).copied()
     }
 
     fn keep_fd(&mut self, key: &str, fd: OwnedFd) -> Result<(), PluginError> {

@@ -274,6 +274,9 @@ fn live_pidfds_are_installed_once_the_tasks_exist() {
             .raw
             .contains(&format!("Pid:\t{me}"))
     );
+    // The tasks exist from here on: criu knows their pids in its namespace.
+    ctx.host_pids.insert(me, me);
+    ctx.host_pids.insert(child.as_raw(), child.as_raw());
     PLUGIN
         .restore_stage(RestoreStage::AfterTasksExist, &mut ctx)
         .unwrap();
