@@ -82,13 +82,8 @@ pub(super) fn dump_process(
             })
     };
     for t in &frozen.threads {
-        let mut th = thread::collect_thread(
-            pid,
-            t.tid,
-            t.tid == pid,
-            rseq_of(t.tid)?,
-            &mut remote,
-        )?;
+        let mut th =
+            thread::collect_thread(pid, t.tid, t.tid == pid, rseq_of(t.tid)?, &mut remote)?;
         // As the tree's user namespace names them (CRIU's form).
         if let (Some(maps), Some(c)) = (&sh.userns, th.core.creds.as_mut()) {
             maps.creds_to_ns(c);

@@ -318,9 +318,14 @@ fn dump_frozen<'d>(
     dir.write_single(ImageKind::Seccomp, 0, &sh.seccomp.entry)
         .map_err(img(pid, "images"))?;
     match sh.idgen.tree_root {
-        Some(root) => {
-            super::ns::dump_namespaces(dir, pid, &sh.root_ids, &root, &opts.external, sh.userns.as_ref())?
-        }
+        Some(root) => super::ns::dump_namespaces(
+            dir,
+            pid,
+            &sh.root_ids,
+            &root,
+            &opts.external,
+            sh.userns.as_ref(),
+        )?,
         None => super::ns::time::dump(dir, None, 0)?,
     }
     checkpoint(opts, "images")?;
