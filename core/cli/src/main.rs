@@ -27,6 +27,7 @@ use criu_plugin_mqueue as _;
 use criu_plugin_netlink as _;
 #[cfg(feature = "builtin-plugins")]
 use criu_plugin_netlock as _;
+#[cfg(feature = "builtin-plugins")]
 use criu_plugin_packet as _;
 #[cfg(feature = "builtin-plugins")]
 use criu_plugin_pidfd as _;
