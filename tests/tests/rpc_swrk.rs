@@ -8,7 +8,7 @@ use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::time::Duration;
 
-use criu_proto::rpc::{CriuFeatures, CriuOpts, CriuReq, CriuReqType, CriuResp, ExtMountMap};
+use criu_proto::rpc::{CriuFeatures, CriuOpts, CriuReq, CriuReqType, CriuResp};
 use criu_tests::rpc_client::SwrkClient;
 use criu_tests::{PidGuard, ScratchDir, pid_exists, skip_unless_root, wait_pid_gone};
 use restore_common::{lines, spawn_bg, wait_lines};
@@ -284,10 +284,7 @@ fn a_refused_ack_or_an_unsupported_field_fails_the_dump_and_the_tree_runs_on() {
     // A field we do not support: refused by its name before anything is frozen.
     let c = start(scratch.path(), "field");
     let opts = CriuOpts {
-        ext_mnt: vec![ExtMountMap {
-            key: "/proc".into(),
-            val: "/proc".into(),
-        }],
+        skip_mnt: vec!["/proc".into()],
         ..dump_opts(&dir, pid)
     };
     let (r, seen) = c.call(&req(CriuReqType::Dump, Some(opts)), |_| true);
@@ -295,7 +292,7 @@ fn a_refused_ack_or_an_unsupported_field_fails_the_dump_and_the_tree_runs_on() {
     assert!(!r.success);
     assert!(seen.is_empty(), "{seen:?}");
     assert_eq!(r.cr_errno, Some(libc::EBADRQC));
-    assert!(errmsg(&r).contains("criu_opts.ext_mnt"), "{r:?}");
+    assert!(errmsg(&r).contains("criu_opts.skip_mnt"), "{r:?}");
     assert!(!c.finish(TIMEOUT).success());
     let n = lines(&report).len();
     wait_lines(&report, n + 2, Duration::from_secs(20));

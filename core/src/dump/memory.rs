@@ -703,7 +703,7 @@ VmFlags: rd wr mr mw me de ht
         );
         assert_eq!(v[0].entry.madv, None);
         let e = check_plugin_only(9, &v, &[]).unwrap_err().to_string();
-        assert!(e.contains("secretmem plugin"), "{e}");
+        assert!(e.contains("secretmem"), "{e}");
         assert!(e.contains("0x7f00000000"), "{e}");
         check_plugin_only(9, &v, &[true]).unwrap();
     }

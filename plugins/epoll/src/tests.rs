@@ -208,6 +208,7 @@ fn restore_creates_an_empty_epoll_and_fails_loudly_without_tasks() {
         pid: 10,
         tids: vec![10],
     }];
+    ctx.host_pids.insert(10, 10);
     ctx.task_fds
         .insert(10, vec![fd_entry(3, 4), fd_entry(5, 1)]);
     let err = r.finish(&mut ctx, &[]).unwrap_err().to_string();

@@ -108,7 +108,7 @@ fn unsupported_options_fail_only_the_commands_they_change() {
     let e = refuse("criu restore --inherit-fd fd[3]:pipe:[123]").unwrap_err();
     assert!(format!("{e}").starts_with("not supported yet: --inherit-fd fd[3]:pipe:[123]"));
     assert!(refuse("criu dump -t 1 --inherit-fd fd[3]:pipe:[123]").is_ok());
-    assert!(refuse("criu dump -t 1 --external mnt[/x]:y").is_err());
+    assert!(refuse("criu dump -t 1 --external dev[1/3]:y").is_err());
     assert!(refuse("criu dump -t 1 --page-server --address 1.2.3.4 --port 9").is_err());
     assert!(refuse("criu dump -t 1 --page-server --no-page-server").is_ok());
     // -l is --file-locks, honoured.
@@ -191,7 +191,7 @@ fn runc_and_podman_option_sets() {
     assert_eq!(cli.opts.ghost_limit, Some(10 << 20));
     refuse_unsupported("dump", &cli.opts).unwrap();
     for extra in [
-        "--external mnt[/etc/hostname]:m0",
+        "--external dev[1/3]:m0",
         "--lazy-pages",
         "--page-server --address 127.0.0.1 --port 27",
         "--freeze-cgroup /sys/fs/cgroup/x --lazy-pages",
@@ -209,8 +209,8 @@ fn runc_and_podman_option_sets() {
                    --lsm-profile apparmor:p --empty-ns net --status-fd 3 --manage-cgroups=soft";
     let cli = ok(restore);
     assert!(refuse_unsupported("restore", &cli.opts).is_err());
-    // --cgroup-root and --manage-cgroups are honoured.
-    assert_eq!(cli.opts.unsupported.len(), 5);
+    // --root, --cgroup-root and --manage-cgroups are honoured.
+    assert_eq!(cli.opts.unsupported.len(), 4);
 }
 
 #[test]
@@ -234,12 +234,12 @@ fn config_file_then_command_line() {
     let mut all = argv("criu");
     all.extend(
         crate::config::parse(
-            "no-default-config\nverbosity 4\nlog-file a.log\nexternal mnt[a]:b\nshell-job\n",
+            "no-default-config\nverbosity 4\nlog-file a.log\nexternal dev[a]:b\nshell-job\n",
         )
         .unwrap(),
     );
     all.extend(argv(
-        "dump --no-default-config -o b.log --external mnt[c]:d -t 3 --no-shell-job -v1",
+        "dump --no-default-config -o b.log --external dev[c]:d -t 3 --no-shell-job -v1",
     ));
     let cli = parse(&all).unwrap();
     let o = &cli.opts;
@@ -251,6 +251,6 @@ fn config_file_then_command_line() {
         .iter()
         .filter_map(|g| g.value.clone())
         .collect();
-    assert_eq!(ext, ["mnt[a]:b", "mnt[c]:d"]);
+    assert_eq!(ext, ["dev[a]:b", "dev[c]:d"]);
     assert_eq!(cli.command.as_deref(), Some("dump"));
 }

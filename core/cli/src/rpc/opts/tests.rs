@@ -259,10 +259,7 @@ fn a_refused_request_leaves_its_reason_in_the_log_file_it_names() {
         work_dir_fd: Some(work.as_raw_fd()),
         log_file: Some("dump.log".into()),
         pid: Some(4242),
-        ext_mnt: vec![ExtMountMap {
-            key: "/a".into(),
-            val: "/a".into(),
-        }],
+        skip_mnt: vec!["/a".into()],
         ..CriuOpts::default()
     };
     let e = plan(&o, me(), Op::Dump, true).unwrap_err();
@@ -271,6 +268,6 @@ fn a_refused_request_leaves_its_reason_in_the_log_file_it_names() {
     let text = std::fs::read_to_string(&log).unwrap();
     let mode = std::os::unix::fs::MetadataExt::mode(&std::fs::metadata(&log).unwrap());
     std::fs::remove_dir_all(&dir).unwrap();
-    assert!(text.contains("criu_opts.ext_mnt"), "{text}");
+    assert!(text.contains("criu_opts.skip_mnt"), "{text}");
     assert_eq!(mode & 0o777, 0o600);
 }
